@@ -1,0 +1,184 @@
+//! Image folders: one folder per class (`DIR/cat/*.jpg`), or split folders holding class folders
+//! (`DIR/train/cat`, `DIR/test/cat`, optional `DIR/val/cat`). Classes are sorted by name, as Keras infers
+//! them; every split must have the same classes.
+
+use std::path::{Path, PathBuf};
+
+use crate::error::{Error, Result};
+
+/// File extensions read as images (compared case-insensitively).
+pub const IMAGE_EXTENSIONS: [&str; 6] = ["jpg", "jpeg", "png", "bmp", "gif", "webp"];
+/// Folder names recognised as splits, in the order they are stored.
+pub const SPLIT_NAMES: [&str; 3] = ["train", "val", "test"];
+/// Split name used when DIR holds class folders directly.
+pub const DEFAULT_SPLIT: &str = "train";
+
+/// One image: its path relative to the dataset root and its class index.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Item {
+    pub rel_path: String,
+    pub label: u32,
+}
+
+#[derive(Debug, Clone)]
+pub struct Split {
+    pub name: String,
+    pub items: Vec<Item>,
+}
+
+/// A scanned dataset folder.
+#[derive(Debug, Clone)]
+pub struct Dataset {
+    pub root: PathBuf,
+    pub classes: Vec<String>,
+    pub splits: Vec<Split>,
+}
+
+impl Dataset {
+    /// Total number of images over all splits.
+    pub fn len(&self) -> usize {
+        self.splits.iter().map(|s| s.items.len()).sum()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// Scans `root`.
+    pub fn scan(root: &Path) -> Result<Dataset> {
+        let meta = std::fs::metadata(root).map_err(|e| Error::io(root, e))?;
+        if !meta.is_dir() {
+            return Err(Error::dataset(root, "not a directory (expected one folder per class)"));
+        }
+        let dirs = subdirs(root)?;
+        let split_dirs: Vec<&String> = dirs.iter().filter(|d| is_split_name(d)).collect();
+        let mut splits = Vec::new();
+        let classes;
+        if split_dirs.is_empty() {
+            classes = dirs.clone();
+            splits.push(scan_split(root, root, DEFAULT_SPLIT, &classes)?);
+        } else {
+            if let Some(other) = dirs.iter().find(|d| !is_split_name(d)) {
+                return Err(Error::dataset(
+                    &root.join(other),
+                    format!(
+                        "unexpected folder beside the split folders {}: put class folders inside {}",
+                        join(&split_dirs),
+                        SPLIT_NAMES.join("/")
+                    ),
+                ));
+            }
+            let first = split_dirs[0];
+            classes = subdirs(&root.join(first))?;
+            for name in ordered_splits(&split_dirs) {
+                let dir = root.join(&name);
+                let these = subdirs(&dir)?;
+                if these != classes {
+                    return Err(Error::dataset(
+                        &dir,
+                        format!(
+                            "classes differ between splits: {first} has [{}], {name} has [{}]",
+                            classes.join(", "),
+                            these.join(", ")
+                        ),
+                    ));
+                }
+                splits.push(scan_split(root, &dir, canonical_split(&name), &classes)?);
+            }
+        }
+        if classes.is_empty() {
+            return Err(Error::dataset(root, "no class folders found (expected e.g. DIR/cat/*.jpg or DIR/train/cat/*.jpg)"));
+        }
+        let ds = Dataset { root: root.to_path_buf(), classes, splits };
+        if ds.is_empty() {
+            return Err(Error::dataset(root, format!("no images found (extensions: {})", IMAGE_EXTENSIONS.join(", "))));
+        }
+        Ok(ds)
+    }
+}
+
+fn is_split_name(name: &str) -> bool {
+    matches!(name.to_ascii_lowercase().as_str(), "train" | "test" | "val" | "valid" | "validation")
+}
+
+fn canonical_split(name: &str) -> &'static str {
+    match name.to_ascii_lowercase().as_str() {
+        "train" => "train",
+        "test" => "test",
+        _ => "val",
+    }
+}
+
+fn ordered_splits(dirs: &[&String]) -> Vec<String> {
+    let mut v: Vec<String> = dirs.iter().map(|s| s.to_string()).collect();
+    v.sort_by_key(|d| SPLIT_NAMES.iter().position(|s| *s == canonical_split(d)));
+    v
+}
+
+fn join(v: &[&String]) -> String {
+    v.iter().map(|s| s.as_str()).collect::<Vec<_>>().join(", ")
+}
+
+fn is_hidden(name: &str) -> bool {
+    name.starts_with('.')
+}
+
+/// Sorted names of the visible subfolders of `dir`.
+fn subdirs(dir: &Path) -> Result<Vec<String>> {
+    let mut out = Vec::new();
+    for entry in std::fs::read_dir(dir).map_err(|e| Error::io(dir, e))? {
+        let entry = entry.map_err(|e| Error::io(dir, e))?;
+        let name = entry.file_name().to_string_lossy().into_owned();
+        if is_hidden(&name) {
+            continue;
+        }
+        let path = entry.path();
+        if std::fs::metadata(&path).map(|m| m.is_dir()).unwrap_or(false) {
+            out.push(name);
+        }
+    }
+    out.sort();
+    Ok(out)
+}
+
+/// Whether `path` has an image extension.
+pub fn is_image_file(path: &Path) -> bool {
+    path.extension()
+        .and_then(|e| e.to_str())
+        .is_some_and(|e| IMAGE_EXTENSIONS.iter().any(|x| x.eq_ignore_ascii_case(e)))
+}
+
+/// Image files under `dir`, recursively, sorted, hidden files and folders skipped.
+pub fn image_files(dir: &Path) -> Result<Vec<PathBuf>> {
+    let mut out = Vec::new();
+    let mut stack = vec![dir.to_path_buf()];
+    while let Some(d) = stack.pop() {
+        for entry in std::fs::read_dir(&d).map_err(|e| Error::io(&d, e))? {
+            let entry = entry.map_err(|e| Error::io(&d, e))?;
+            if is_hidden(&entry.file_name().to_string_lossy()) {
+                continue;
+            }
+            let path = entry.path();
+            let meta = std::fs::metadata(&path).map_err(|e| Error::io(&path, e))?;
+            if meta.is_dir() {
+                stack.push(path);
+            } else if meta.is_file() && is_image_file(&path) {
+                out.push(path);
+            }
+        }
+    }
+    out.sort();
+    Ok(out)
+}
+
+fn scan_split(root: &Path, dir: &Path, name: &str, classes: &[String]) -> Result<Split> {
+    let mut items = Vec::new();
+    for (label, class) in classes.iter().enumerate() {
+        for path in image_files(&dir.join(class))? {
+            let rel = path.strip_prefix(root).unwrap_or(&path);
+            let rel_path = rel.to_str().ok_or_else(|| Error::dataset(&path, "file name is not valid UTF-8"))?;
+            items.push(Item { rel_path: rel_path.replace('\\', "/"), label: label as u32 });
+        }
+    }
+    Ok(Split { name: name.to_string(), items })
+}

@@ -1,0 +1,45 @@
+//! The library's error type: every variant names the file or setting at fault and states the mismatch.
+
+use std::path::{Path, PathBuf};
+
+/// Result with headstart's [`Error`].
+pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    #[error("{path}: {source}")]
+    Io {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("{path}: cannot decode image: {msg}")]
+    Image { path: PathBuf, msg: String },
+    #[error("{path}: {msg}")]
+    Dataset { path: PathBuf, msg: String },
+    #[error("{path}: {msg}")]
+    Model { path: PathBuf, msg: String },
+    #[error("{0}")]
+    Runtime(String),
+    #[error("{path}: {msg}")]
+    Cache { path: PathBuf, msg: String },
+    #[error("{0}")]
+    Config(String),
+    #[error("interrupted: {0}")]
+    Interrupted(String),
+}
+
+impl Error {
+    pub fn io(path: &Path, source: std::io::Error) -> Self {
+        Error::Io { path: path.to_path_buf(), source }
+    }
+    pub fn model(path: &Path, msg: impl Into<String>) -> Self {
+        Error::Model { path: path.to_path_buf(), msg: msg.into() }
+    }
+    pub fn cache(path: &Path, msg: impl std::fmt::Display) -> Self {
+        Error::Cache { path: path.to_path_buf(), msg: msg.to_string() }
+    }
+    pub fn dataset(path: &Path, msg: impl Into<String>) -> Self {
+        Error::Dataset { path: path.to_path_buf(), msg: msg.into() }
+    }
+}

@@ -1,0 +1,392 @@
+//! `headstart extract`: run the frozen base over an image folder and cache its features.
+//!
+//! Decoding and resizing run on worker threads that feed a bounded channel, so they overlap with
+//! inference; finished batches go to the journal at once (see [`crate::cache`]), so an interrupted run
+//! continues where it stopped, and an unchanged rerun is a cache hit.
+
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::time::Instant;
+
+use sha2::{Digest, Sha256};
+
+use crate::cache::{self, CacheMeta, Dtype, FeatureCache, Journal, SplitRows, Status};
+use crate::dataset::Dataset;
+use crate::error::{Error, Result};
+use crate::model::{resolve_preprocess, BaseModel, PreprocessOverrides};
+use crate::preprocess::{self, Layout, Preprocessor};
+use crate::progress::{Progress, ProgressMode};
+use crate::runtime::Device;
+
+/// Test hook: abort the process after this many batches are in the journal (simulates a crash).
+pub const ABORT_ENV: &str = "HEADSTART_TEST_ABORT_AFTER_BATCHES";
+
+/// Everything `extract` needs, validated by the CLI (or built by a library user).
+#[derive(Debug, Clone)]
+pub struct ExtractConfig {
+    pub model: PathBuf,
+    pub data: PathBuf,
+    pub out: PathBuf,
+    pub overrides: PreprocessOverrides,
+    pub layout: Option<Layout>,
+    pub batch: usize,
+    /// ONNX Runtime intra-op threads (0 = its default).
+    pub threads: usize,
+    /// Image decoding threads (0 = number of CPUs).
+    pub decode_threads: usize,
+    pub device: Device,
+    pub ort_lib: Option<PathBuf>,
+    pub dtype: Dtype,
+    /// Fail on the first unreadable image instead of skipping it.
+    pub strict: bool,
+    pub progress: ProgressMode,
+    /// Print the model and preprocessing choices.
+    pub verbose: bool,
+    /// Re-extract even when the cache is up to date.
+    pub force: bool,
+}
+
+impl ExtractConfig {
+    /// A config with the defaults of the command line.
+    pub fn new(model: impl Into<PathBuf>, data: impl Into<PathBuf>, out: impl Into<PathBuf>) -> Self {
+        ExtractConfig {
+            model: model.into(),
+            data: data.into(),
+            out: out.into(),
+            overrides: PreprocessOverrides::default(),
+            layout: None,
+            batch: 32,
+            threads: 0,
+            decode_threads: 0,
+            device: Device::Cpu,
+            ort_lib: None,
+            dtype: Dtype::F32,
+            strict: false,
+            progress: ProgressMode::Auto,
+            verbose: true,
+            force: false,
+        }
+    }
+}
+
+/// What a run did.
+#[derive(Debug, Clone)]
+pub struct ExtractSummary {
+    pub out: PathBuf,
+    /// Images in the dataset.
+    pub images: usize,
+    /// Images whose features are in the cache.
+    pub extracted: usize,
+    /// Images extracted by this run (the rest came from a journal or the cache).
+    pub extracted_now: usize,
+    /// (relative path, reason) of unreadable images.
+    pub skipped: Vec<(String, String)>,
+    pub seconds: f64,
+    pub cache_hit: bool,
+    /// Images recovered from an interrupted run's journal.
+    pub resumed: usize,
+    pub file_bytes: u64,
+    pub device: Device,
+}
+
+impl ExtractSummary {
+    /// The final one-line summary.
+    pub fn line(&self) -> String {
+        let rate = if self.seconds > 0.0 { self.extracted_now as f64 / self.seconds } else { 0.0 };
+        let what = if self.cache_hit { "cache hit: ".to_string() } else { String::new() };
+        let resumed = if self.resumed > 0 { format!(", {} resumed from journal", self.resumed) } else { String::new() };
+        format!(
+            "{what}{} images, {} skipped, {} extracted now in {:.1} s ({:.1} img/s{resumed}) -> {} ({:.1} MB)",
+            self.extracted,
+            self.skipped.len(),
+            self.extracted_now,
+            self.seconds,
+            rate,
+            self.out.display(),
+            self.file_bytes as f64 / 1e6
+        )
+    }
+}
+
+/// sha256 of a file, hex.
+pub fn sha256_file(path: &Path) -> Result<String> {
+    let mut f = std::fs::File::open(path).map_err(|e| Error::io(path, e))?;
+    let mut h = Sha256::new();
+    std::io::copy(&mut f, &mut h).map_err(|e| Error::io(path, e))?;
+    Ok(format!("{:x}", h.finalize()))
+}
+
+/// Identifies a run: model bytes, options and the dataset listing (paths, sizes, mtimes, labels).
+fn fingerprint(cfg: &ExtractConfig, model_sha: &str, ds: &Dataset) -> Result<String> {
+    let mut h = Sha256::new();
+    h.update(env!("CARGO_PKG_VERSION"));
+    h.update(model_sha);
+    h.update(format!("{:?}|{:?}|{}", cfg.overrides, cfg.layout, cfg.dtype.name()));
+    h.update(ds.classes.join("\u{1}"));
+    for split in &ds.splits {
+        h.update(&split.name);
+        for item in &split.items {
+            let p = ds.root.join(&item.rel_path);
+            let m = std::fs::metadata(&p).map_err(|e| Error::io(&p, e))?;
+            let mtime = m
+                .modified()
+                .ok()
+                .and_then(|t| t.duration_since(std::time::UNIX_EPOCH).ok())
+                .map(|d| d.as_nanos())
+                .unwrap_or(0);
+            h.update(format!("{}|{}|{}|{}\n", item.rel_path, item.label, m.len(), mtime));
+        }
+    }
+    Ok(format!("{:x}", h.finalize()))
+}
+
+fn cache_hit(cfg: &ExtractConfig, fp: &str, ds: &Dataset, t0: Instant) -> Option<ExtractSummary> {
+    let cache = FeatureCache::open(&cfg.out).ok()?;
+    if cache.meta.fingerprint != fp {
+        return None;
+    }
+    let mut extracted = 0;
+    let mut skipped = Vec::new();
+    for s in &cache.meta.splits {
+        extracted += cache.split_len(s).ok()?;
+        let data_skipped = cache.read_split_skipped(s).ok()?;
+        skipped.extend(data_skipped);
+    }
+    Some(ExtractSummary {
+        out: cfg.out.clone(),
+        images: ds.len(),
+        extracted,
+        extracted_now: 0,
+        skipped,
+        seconds: t0.elapsed().as_secs_f64(),
+        cache_hit: true,
+        resumed: 0,
+        file_bytes: std::fs::metadata(&cfg.out).map(|m| m.len()).unwrap_or(0),
+        device: cfg.device,
+    })
+}
+
+/// One decoded (or failed) image coming out of the workers.
+struct Decoded {
+    index: usize,
+    tensor: std::result::Result<Vec<f32>, String>,
+}
+
+/// Runs extraction as configured.
+pub fn extract(cfg: &ExtractConfig) -> Result<ExtractSummary> {
+    let t0 = Instant::now();
+    if cfg.batch == 0 {
+        return Err(Error::Config("--batch must be at least 1".into()));
+    }
+    let ds = Dataset::scan(&cfg.data)?;
+    let model_sha = sha256_file(&cfg.model)?;
+    let fp = fingerprint(cfg, &model_sha, &ds)?;
+    if !cfg.force {
+        if let Some(hit) = cache_hit(cfg, &fp, &ds, t0) {
+            return Ok(hit);
+        }
+    }
+
+    let mut model = BaseModel::open(&cfg.model, cfg.device, cfg.threads, cfg.ort_lib.as_deref(), cfg.layout)?;
+    let resolved = resolve_preprocess(&model.info, &cfg.overrides)?;
+    let pre = resolved.preprocess;
+    if cfg.verbose {
+        eprintln!("model: {} ({})", model.info.path.display(), model.info.describe());
+        eprintln!("device: {:?}", model.device);
+        eprintln!("preprocess: {}  [{}]", pre.describe(), resolved.sources.join("; "));
+        let counts: Vec<String> = ds.splits.iter().map(|s| format!("{} {}", s.name, s.items.len())).collect();
+        eprintln!("data: {} ({} classes: {}; {})", ds.root.display(), ds.classes.len(), ds.classes.join(", "), counts.join(", "));
+    }
+
+    // Global index over all splits.
+    let mut paths = Vec::with_capacity(ds.len());
+    let mut split_rows = Vec::new();
+    for split in &ds.splits {
+        let mut items = Vec::with_capacity(split.items.len());
+        for item in &split.items {
+            items.push((paths.len(), item.label, item.rel_path.clone()));
+            paths.push(ds.root.join(&item.rel_path));
+        }
+        split_rows.push(SplitRows { name: split.name.clone(), items });
+    }
+    let jpath = cache::journal_path(&cfg.out);
+    let (mut journal, resumed) = Journal::open(&jpath, &fp, paths.len())?;
+    if resumed > 0 && cfg.verbose {
+        eprintln!("resuming: {resumed} of {} images already in {}", paths.len(), jpath.display());
+    }
+    let pending: Vec<usize> = (0..paths.len()).filter(|&i| journal.status[i] == Status::Pending).collect();
+
+    let t_run = Instant::now();
+    let mut progress = Progress::new(cfg.progress, paths.len() as u64, resumed as u64, "extract");
+    for (i, reason) in &journal.failures {
+        progress.warn(&format!("{}: skipped earlier: {reason}", paths[*i].display()));
+    }
+    let extracted_now = run_pipeline(cfg, &mut model, &pre, &paths, &pending, &mut journal, &mut progress)?;
+    progress.finish();
+    let seconds = t_run.elapsed().as_secs_f64();
+
+    let feature_shape = match &journal.feature_shape {
+        Some(s) => s.clone(),
+        None => {
+            return Err(Error::dataset(&cfg.data, format!("no image could be read ({} failed); nothing to cache", journal.failures.len())));
+        }
+    };
+    let meta = CacheMeta {
+        classes: ds.classes.clone(),
+        model_file: cfg.model.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default(),
+        model_sha256: model_sha,
+        input_size: pre.size,
+        layout: pre.layout.to_string(),
+        preprocess: pre.describe(),
+        color_order: pre.normalize.color.to_string(),
+        mean: pre.normalize.mean,
+        std: pre.normalize.std,
+        resize: pre.resize.to_string(),
+        interpolation: pre.interpolation.to_string(),
+        output_name: model.info.output_name.clone(),
+        feature_shape,
+        dtype: cfg.dtype,
+        headstart_version: env!("CARGO_PKG_VERSION").into(),
+        fingerprint: fp,
+        data_root: cfg.data.display().to_string(),
+        splits: ds.splits.iter().map(|s| s.name.clone()).collect(),
+    };
+    cache::write_hdf5(&cfg.out, &meta, &split_rows, &mut journal)?;
+    let skipped: Vec<(String, String)> = journal
+        .failures
+        .iter()
+        .map(|(i, r)| (paths[*i].strip_prefix(&ds.root).unwrap_or(&paths[*i]).display().to_string(), r.clone()))
+        .collect();
+    drop(journal);
+    std::fs::remove_file(&jpath).map_err(|e| Error::io(&jpath, e))?;
+    Ok(ExtractSummary {
+        out: cfg.out.clone(),
+        images: paths.len(),
+        extracted: paths.len() - skipped.len(),
+        extracted_now,
+        skipped,
+        seconds,
+        cache_hit: false,
+        resumed,
+        file_bytes: std::fs::metadata(&cfg.out).map(|m| m.len()).unwrap_or(0),
+        device: model.device,
+    })
+}
+
+/// Decodes `pending` images on worker threads and runs them through the model in batches, appending
+/// every finished batch to the journal. Returns how many images were extracted.
+fn run_pipeline(
+    cfg: &ExtractConfig,
+    model: &mut BaseModel,
+    pre: &preprocess::Preprocess,
+    paths: &[PathBuf],
+    pending: &[usize],
+    journal: &mut Journal,
+    progress: &mut Progress,
+) -> Result<usize> {
+    if pending.is_empty() {
+        return Ok(0);
+    }
+    let workers = if cfg.decode_threads == 0 {
+        std::thread::available_parallelism().map(|n| n.get()).unwrap_or(2)
+    } else {
+        cfg.decode_threads
+    }
+    .min(pending.len());
+    let abort_after: Option<usize> = std::env::var(ABORT_ENV).ok().and_then(|v| v.parse().ok());
+    let next = AtomicUsize::new(0);
+    let stop = AtomicBool::new(false);
+    let (tx, rx) = crossbeam_channel::bounded::<Decoded>(cfg.batch * 2);
+    let img_len = pre.len();
+
+    std::thread::scope(|scope| -> Result<usize> {
+        for _ in 0..workers {
+            let tx = tx.clone();
+            let (next, stop) = (&next, &stop);
+            scope.spawn(move || {
+                let mut pp = Preprocessor::new(*pre);
+                while !stop.load(Ordering::Relaxed) {
+                    let k = next.fetch_add(1, Ordering::Relaxed);
+                    let Some(&index) = pending.get(k) else { break };
+                    let tensor = preprocess::decode(&paths[index]).and_then(|img| {
+                        let mut out = vec![0f32; img_len];
+                        pp.apply(&img, &mut out).map(|_| out)
+                    });
+                    let msg = Decoded { index, tensor: tensor.map_err(|e| strip_path(&e.to_string(), &paths[index])) };
+                    if tx.send(msg).is_err() {
+                        break;
+                    }
+                }
+            });
+        }
+        drop(tx);
+        let result = consume(cfg, model, pre, paths, journal, progress, &rx, abort_after);
+        stop.store(true, Ordering::Relaxed);
+        drop(rx);
+        result
+    })
+}
+
+/// The error text without the leading "path: " (the path is stored beside it).
+fn strip_path(msg: &str, path: &Path) -> String {
+    let prefix = format!("{}: ", path.display());
+    msg.strip_prefix(&prefix).unwrap_or(msg).to_string()
+}
+
+#[allow(clippy::too_many_arguments)]
+fn consume(
+    cfg: &ExtractConfig,
+    model: &mut BaseModel,
+    pre: &preprocess::Preprocess,
+    paths: &[PathBuf],
+    journal: &mut Journal,
+    progress: &mut Progress,
+    rx: &crossbeam_channel::Receiver<Decoded>,
+    abort_after: Option<usize>,
+) -> Result<usize> {
+    let img_len = pre.len();
+    let mut batch = Vec::with_capacity(cfg.batch * img_len);
+    let mut indices = Vec::with_capacity(cfg.batch);
+    let mut done = 0;
+    let mut batches = 0;
+    let mut open = true;
+    while open {
+        match rx.recv() {
+            Ok(Decoded { index, tensor: Ok(t) }) => {
+                batch.extend_from_slice(&t);
+                indices.push(index);
+            }
+            Ok(Decoded { index, tensor: Err(reason) }) => {
+                journal.append_failed(index, &reason)?;
+                journal.flush()?;
+                progress.inc(1);
+                if cfg.strict {
+                    return Err(Error::Image {
+                        path: paths[index].clone(),
+                        msg: format!("{reason} (--strict; {} finished images are kept in {})", done, journal.path().display()),
+                    });
+                }
+                progress.warn(&format!("{}: skipped: {reason}", paths[index].display()));
+            }
+            Err(_) => open = false,
+        }
+        if indices.len() == cfg.batch || (!open && !indices.is_empty()) {
+            let n = indices.len();
+            let (out, shape) = model.run(pre, &batch, n)?;
+            let row: usize = shape.iter().product();
+            for (k, &index) in indices.iter().enumerate() {
+                journal.append_done(index, &shape, &out[k * row..(k + 1) * row])?;
+            }
+            journal.flush()?;
+            done += n;
+            batches += 1;
+            progress.inc(n as u64);
+            batch.clear();
+            indices.clear();
+            if abort_after == Some(batches) {
+                std::process::abort();
+            }
+        }
+    }
+    Ok(done)
+}

@@ -1,0 +1,21 @@
+//! headstart: transfer learning on images. A frozen ONNX CNN base runs in ONNX Runtime over folders of
+//! images and its bottleneck features are cached in HDF5; heads are trained on the cache in Rust.
+//!
+//! Pipeline, one module per stage: [`dataset`] (folder scan) -> [`preprocess`] (decode, resize,
+//! normalise) -> [`model`] / [`runtime`] (ONNX Runtime session) -> [`extract`] (batching, overlap,
+//! resume) -> [`cache`] (journal and HDF5). [`onnx`] reads and generates model files.
+
+pub mod cache;
+pub mod cli;
+pub mod commands;
+pub mod dataset;
+pub mod error;
+pub mod extract;
+pub mod model;
+pub mod onnx;
+pub mod preprocess;
+pub mod presets;
+pub mod progress;
+pub mod runtime;
+
+pub use error::{Error, Result};

@@ -1,0 +1,30 @@
+//! The `headstart` binary: parse arguments, call the library, map errors to an exit code.
+
+use clap::Parser;
+use headstart::cli::{Cli, Command};
+use headstart::commands;
+
+fn run(cli: Cli) -> headstart::Result<()> {
+    match cli.command {
+        Command::Extract(a) => commands::run_extract(&a.to_config()?),
+        Command::Summary { cache } => commands::run_summary(&cache),
+        Command::MakeModel(a) => commands::run_make_model(&a),
+        Command::BenchInfer(a) => commands::run_bench_infer(&a),
+    }
+}
+
+fn main() -> std::process::ExitCode {
+    match run(Cli::parse()) {
+        Ok(()) => std::process::ExitCode::SUCCESS,
+        Err(e) => {
+            let mut msg = format!("error: {e}");
+            let mut src = std::error::Error::source(&e);
+            while let Some(s) = src {
+                msg.push_str(&format!("\n  caused by: {s}"));
+                src = s.source();
+            }
+            eprintln!("{msg}");
+            std::process::ExitCode::FAILURE
+        }
+    }
+}

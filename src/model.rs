@@ -1,0 +1,313 @@
+//! The frozen base: an ONNX Runtime session plus what we learn about it (input name, layout, size,
+//! output, metadata, matching preset), and how its preprocessing is chosen.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+
+use ort::session::Session;
+use ort::value::{TensorElementType, TensorRef, ValueType};
+
+use crate::error::{Error, Result};
+use crate::onnx;
+use crate::preprocess::{ColorOrder, Interpolation, Layout, Mode, Normalize, Preprocess, ResizeMode, DEFAULT_CROP_FRACTION};
+use crate::presets::{self, Preset};
+use crate::runtime::{self, Device};
+
+/// What the model file says about itself.
+#[derive(Debug, Clone)]
+pub struct ModelInfo {
+    pub path: PathBuf,
+    pub input_name: String,
+    /// Input shape with -1 for dynamic dimensions.
+    pub input_shape: Vec<i64>,
+    pub layout: Layout,
+    /// Fixed (height, width), or `None` when dynamic.
+    pub size: Option<(u32, u32)>,
+    pub output_name: String,
+    pub output_shape: Vec<i64>,
+    pub metadata: BTreeMap<String, String>,
+    pub preset: Option<Preset>,
+}
+
+impl ModelInfo {
+    /// One line for the terminal.
+    pub fn describe(&self) -> String {
+        let dims = |v: &[i64]| v.iter().map(|d| if *d < 0 { "?".into() } else { d.to_string() }).collect::<Vec<_>>().join("x");
+        format!(
+            "input '{}' [{}] {} -> output '{}' [{}]{}",
+            self.input_name,
+            dims(&self.input_shape),
+            self.layout,
+            self.output_name,
+            dims(&self.output_shape),
+            self.preset.as_ref().map(|p| format!(", preset {}", p.name)).unwrap_or_default()
+        )
+    }
+}
+
+/// A loaded base model ready to run batches.
+pub struct BaseModel {
+    pub info: ModelInfo,
+    pub device: Device,
+    session: Session,
+}
+
+fn tensor_shape(v: &ValueType) -> Option<(TensorElementType, Vec<i64>)> {
+    match v {
+        ValueType::Tensor { ty, shape, .. } => Some((*ty, shape.iter().copied().collect())),
+        _ => None,
+    }
+}
+
+/// Tells NCHW from NHWC by where the 3 colour channels sit.
+pub fn detect_layout(shape: &[i64]) -> Option<Layout> {
+    if shape.len() != 4 {
+        return None;
+    }
+    match (shape[1], shape[3]) {
+        (3, c) if c != 3 => Some(Layout::Nchw),
+        (c, 3) if c != 3 => Some(Layout::Nhwc),
+        _ => None,
+    }
+}
+
+impl BaseModel {
+    /// Opens `path` and reads its input/output and metadata. `layout` overrides detection.
+    pub fn open(path: &Path, device: Device, threads: usize, ort_lib: Option<&Path>, layout: Option<Layout>) -> Result<Self> {
+        if !path.is_file() {
+            return Err(Error::model(path, "model file not found"));
+        }
+        let proto = onnx::load(path)?;
+        let metadata = onnx::metadata(&proto);
+        let preset = presets::detect(&metadata, &onnx::op_counts(&proto));
+        drop(proto);
+        let (session, device) = runtime::session(path, device, threads, ort_lib)?;
+        if session.inputs().len() != 1 {
+            return Err(Error::model(
+                path,
+                format!("expected one image input, the model has {}: {}", session.inputs().len(),
+                    session.inputs().iter().map(|i| i.name().to_string()).collect::<Vec<_>>().join(", ")),
+            ));
+        }
+        let input = &session.inputs()[0];
+        let (ty, input_shape) = tensor_shape(input.dtype())
+            .ok_or_else(|| Error::model(path, format!("input '{}' is not a tensor", input.name())))?;
+        if ty != TensorElementType::Float32 {
+            return Err(Error::model(path, format!("input '{}' is {ty:?}; headstart feeds float32 images", input.name())));
+        }
+        let output = session
+            .outputs()
+            .first()
+            .ok_or_else(|| Error::model(path, "model has no outputs"))?;
+        let (oty, output_shape) = tensor_shape(output.dtype())
+            .ok_or_else(|| Error::model(path, format!("output '{}' is not a tensor", output.name())))?;
+        if oty != TensorElementType::Float32 {
+            return Err(Error::model(path, format!("output '{}' is {oty:?}; expected float32 features", output.name())));
+        }
+        let meta_layout = metadata.get("layout").and_then(|l| Layout::parse(l));
+        let layout = layout.or(meta_layout).or_else(|| detect_layout(&input_shape)).ok_or_else(|| {
+            Error::model(
+                path,
+                format!(
+                    "cannot tell the layout of input '{}' {:?} (expected [N,3,H,W] or [N,H,W,3]); pass --layout nchw|nhwc",
+                    input.name(),
+                    input_shape
+                ),
+            )
+        })?;
+        if input_shape.len() != 4 {
+            return Err(Error::model(path, format!("input '{}' has shape {:?}; expected a 4-D image batch", input.name(), input_shape)));
+        }
+        let (hd, wd, cd) = match layout {
+            Layout::Nchw => (input_shape[2], input_shape[3], input_shape[1]),
+            Layout::Nhwc => (input_shape[1], input_shape[2], input_shape[3]),
+        };
+        if cd != 3 && cd >= 0 {
+            return Err(Error::model(path, format!("input '{}' has {cd} channels in {layout} layout; expected 3 (RGB)", input.name())));
+        }
+        let size = (hd > 0 && wd > 0).then_some((hd as u32, wd as u32));
+        let info = ModelInfo {
+            path: path.to_path_buf(),
+            input_name: input.name().to_string(),
+            input_shape,
+            layout,
+            size,
+            output_name: output.name().to_string(),
+            output_shape,
+            metadata,
+            preset,
+        };
+        Ok(BaseModel { info, device, session })
+    }
+
+    /// Runs one batch: `data` holds `n` preprocessed images. Returns the flat output and its per-image shape.
+    pub fn run(&mut self, pre: &Preprocess, data: &[f32], n: usize) -> Result<(Vec<f32>, Vec<usize>)> {
+        let shape = pre.batch_shape(n);
+        let path = &self.info.path;
+        let tensor = TensorRef::from_array_view((shape, data)).map_err(|e| Error::model(path, e.to_string()))?;
+        let outputs = self
+            .session
+            .run(ort::inputs![self.info.input_name.as_str() => tensor])
+            .map_err(|e| Error::model(path, format!("inference failed: {e}")))?;
+        let (oshape, values) = outputs[self.info.output_name.as_str()]
+            .try_extract_tensor::<f32>()
+            .map_err(|e| Error::model(path, e.to_string()))?;
+        let dims: Vec<usize> = oshape.iter().map(|&d| d as usize).collect();
+        if dims.first() != Some(&n) {
+            return Err(Error::model(path, format!("output batch dimension {:?} != {n} images fed", dims.first())));
+        }
+        Ok((values.to_vec(), dims[1..].to_vec()))
+    }
+}
+
+/// Preprocessing choices from the command line; `None` means "decide from the model".
+#[derive(Debug, Clone, Default)]
+pub struct PreprocessOverrides {
+    pub mode: Option<Mode>,
+    pub mean: Option<[f32; 3]>,
+    pub std: Option<[f32; 3]>,
+    pub color: Option<ColorOrder>,
+    pub resize: Option<ResizeMode>,
+    pub interpolation: Option<Interpolation>,
+    pub size: Option<(u32, u32)>,
+    pub preset: Option<String>,
+}
+
+fn parse3(s: &str) -> Option<[f32; 3]> {
+    let v: Vec<f32> = s.split(',').map(|x| x.trim().parse().ok()).collect::<Option<_>>()?;
+    match v.len() {
+        1 => Some([v[0]; 3]),
+        3 => Some([v[0], v[1], v[2]]),
+        _ => None,
+    }
+}
+
+/// Parses "224x224" or "224" into (height, width).
+pub fn parse_size(s: &str) -> Option<(u32, u32)> {
+    let mut it = s.split(['x', 'X']);
+    let w: u32 = it.next()?.trim().parse().ok()?;
+    let h: u32 = match it.next() {
+        Some(h) => h.trim().parse().ok()?,
+        None => w,
+    };
+    (w > 0 && h > 0 && it.next().is_none()).then_some((h, w))
+}
+
+/// Normalisation from `metadata_props` (`mean`, `std`, `color_order`, `pixel_scale`, or `preprocess`).
+fn normalize_from_metadata(m: &BTreeMap<String, String>) -> Option<Normalize> {
+    if let Some(mode) = m.get("preprocess").and_then(|p| Mode::parse(p)) {
+        return Some(mode.normalize());
+    }
+    let mut mean = parse3(m.get("mean")?)?;
+    let mut std = parse3(m.get("std")?)?;
+    if m.get("pixel_scale").is_some_and(|s| s.trim() == "0..1") {
+        mean = mean.map(|x| x * 255.0);
+        std = std.map(|x| x * 255.0);
+    }
+    let color = match m.get("color_order").map(|c| c.to_ascii_uppercase()) {
+        Some(c) if c == "BGR" => ColorOrder::Bgr,
+        _ => ColorOrder::Rgb,
+    };
+    Some(Normalize { color, mean, std })
+}
+
+fn resize_from_metadata(m: &BTreeMap<String, String>) -> Option<ResizeMode> {
+    match m.get("resize_mode")?.to_ascii_lowercase().as_str() {
+        "squash" => Some(ResizeMode::Squash),
+        "crop" => Some(ResizeMode::Crop {
+            fraction: m.get("crop_fraction").and_then(|f| f.parse().ok()).unwrap_or(DEFAULT_CROP_FRACTION),
+        }),
+        _ => None,
+    }
+}
+
+/// The chosen preprocessing and, for each part, where it came from.
+#[derive(Debug, Clone)]
+pub struct Resolved {
+    pub preprocess: Preprocess,
+    pub sources: Vec<String>,
+}
+
+/// Decides the preprocessing: command line, then the model's metadata, then a matched preset. Fails
+/// with the flag to pass when none of them says.
+pub fn resolve_preprocess(info: &ModelInfo, o: &PreprocessOverrides) -> Result<Resolved> {
+    let m = &info.metadata;
+    let preset = match &o.preset {
+        Some(name) => Some(presets::by_name(name).ok_or_else(|| {
+            Error::Config(format!(
+                "unknown preset '{name}'; known: {}",
+                presets::all().iter().map(|p| p.name).collect::<Vec<_>>().join(", ")
+            ))
+        })?),
+        None => info.preset.clone(),
+    };
+    let pname = preset.as_ref().map(|p| format!("preset {}", p.name));
+    let mut sources = Vec::new();
+    let mut pick = |what: &str, flag: Option<String>, meta: bool, pre: bool| {
+        let src = if let Some(f) = flag {
+            f
+        } else if meta {
+            "model metadata".into()
+        } else if pre {
+            pname.clone().unwrap_or_default()
+        } else {
+            "default".into()
+        };
+        sources.push(format!("{what}: {src}"));
+    };
+
+    // Normalisation.
+    let flag_norm = match (o.mode, o.mean, o.std) {
+        (Some(mode), None, None) => Some(Normalize { color: o.color.unwrap_or(mode.normalize().color), ..mode.normalize() }),
+        (None, Some(mean), std) => Some(Normalize { color: o.color.unwrap_or(ColorOrder::Rgb), mean, std: std.unwrap_or([1.0; 3]) }),
+        (None, None, Some(_)) => return Err(Error::Config("--std needs --mean".into())),
+        (Some(_), _, _) => return Err(Error::Config("give either --preprocess or --mean/--std, not both".into())),
+        (None, None, None) => None,
+    };
+    let meta_norm = normalize_from_metadata(m);
+    let normalize = flag_norm
+        .or(meta_norm)
+        .or(preset.as_ref().map(|p| p.normalize))
+        .ok_or_else(|| {
+            Error::model(
+                &info.path,
+                "cannot tell the preprocessing: the model has no metadata_props (mean/std) and matches no preset; \
+                 pass --preprocess caffe|torch|tf|raw or --mean R,G,B --std R,G,B",
+            )
+        })?;
+    pick("normalise", (o.mode.is_some() || o.mean.is_some()).then(|| "command line".into()), meta_norm.is_some(), preset.is_some());
+
+    // Size.
+    let meta_size = m.get("input_size").and_then(|s| parse_size(s));
+    let size = match (info.size, o.size) {
+        (Some(fixed), Some(asked)) if fixed != asked => {
+            return Err(Error::model(
+                &info.path,
+                format!("--size {}x{} != the model's fixed input {}x{}", asked.1, asked.0, fixed.1, fixed.0),
+            ))
+        }
+        (Some(fixed), _) => fixed,
+        (None, Some(asked)) => asked,
+        (None, None) => meta_size.or(preset.as_ref().map(|p| p.size)).ok_or_else(|| {
+            Error::model(&info.path, "the model's input size is dynamic and neither metadata nor a preset gives it; pass --size WxH")
+        })?,
+    };
+    pick("size", o.size.map(|_| "command line".into()).or(info.size.map(|_| "model input".into())), meta_size.is_some(), preset.is_some());
+
+    // Resize and interpolation.
+    let meta_resize = resize_from_metadata(m);
+    let resize = o.resize.or(meta_resize).or(preset.as_ref().map(|p| p.resize)).unwrap_or(ResizeMode::Squash);
+    pick("resize", o.resize.map(|_| "command line".into()), meta_resize.is_some(), preset.is_some());
+    let meta_interp = m.get("interpolation").and_then(|s| Interpolation::parse(s));
+    let interpolation = o
+        .interpolation
+        .or(meta_interp)
+        .or(preset.as_ref().map(|p| p.interpolation))
+        .unwrap_or(Interpolation::Bilinear);
+    pick("interpolation", o.interpolation.map(|_| "command line".into()), meta_interp.is_some(), preset.is_some());
+
+    Ok(Resolved {
+        preprocess: Preprocess { size, layout: info.layout, resize, interpolation, normalize },
+        sources,
+    })
+}

@@ -1,0 +1,226 @@
+//! Random-weight CNNs written as ONNX: tiny VGG-like nets for tests and a VGG-16-shaped conv base for
+//! benchmarks (the same layer shapes as `keras.applications.VGG16(include_top=False)`), in NCHW or NHWC.
+//! Weights are He-normal from a seeded generator, so the same arguments always give the same bytes.
+
+use super::proto::*;
+use crate::preprocess::Layout;
+
+/// The VGG-16 conv base: channels of each 3x3 conv, `0` marks a 2x2 max pool.
+pub const VGG16_BLOCKS: [usize; 18] = [
+    64, 64, 0, 128, 128, 0, 256, 256, 256, 0, 512, 512, 512, 0, 512, 512, 512, 0,
+];
+
+/// What to generate.
+#[derive(Debug, Clone)]
+pub struct CnnSpec {
+    /// Conv output channels; `0` is a 2x2/2 max pool. Every conv is 3x3, pad 1, followed by ReLU.
+    pub blocks: Vec<usize>,
+    /// Input height and width; `None` makes them dynamic (`H`, `W`).
+    pub size: Option<(usize, usize)>,
+    pub layout: Layout,
+    /// Append a global average pool (output `[N, C]`).
+    pub global_pool: bool,
+    pub seed: u64,
+    /// Written to `metadata_props`.
+    pub metadata: Vec<(String, String)>,
+}
+
+impl CnnSpec {
+    /// The VGG-16 conv base at 224x224.
+    pub fn vgg16(layout: Layout) -> Self {
+        CnnSpec {
+            blocks: VGG16_BLOCKS.to_vec(),
+            size: Some((224, 224)),
+            layout,
+            global_pool: false,
+            seed: 16,
+            metadata: vec![],
+        }
+    }
+
+    /// A tiny VGG-like net (conv 8, pool, conv 16, pool) for tests.
+    pub fn tiny(layout: Layout, size: Option<(usize, usize)>) -> Self {
+        CnnSpec {
+            blocks: vec![8, 0, 16, 0],
+            size,
+            layout,
+            global_pool: false,
+            seed: 1,
+            metadata: vec![],
+        }
+    }
+}
+
+/// SplitMix64 with Box-Muller normals: small, seeded, dependency-free.
+struct Rng(u64);
+
+impl Rng {
+    fn next_u64(&mut self) -> u64 {
+        self.0 = self.0.wrapping_add(0x9E37_79B9_7F4A_7C15);
+        let mut z = self.0;
+        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+        z ^ (z >> 31)
+    }
+    fn uniform(&mut self) -> f64 {
+        ((self.next_u64() >> 11) as f64 + 0.5) / (1u64 << 53) as f64
+    }
+    fn normal(&mut self) -> f32 {
+        let (u1, u2) = (self.uniform(), self.uniform());
+        ((-2.0 * u1.ln()).sqrt() * (std::f64::consts::TAU * u2).cos()) as f32
+    }
+}
+
+fn dim(d: Option<usize>, param: &str) -> Dimension {
+    Dimension {
+        value: Some(match d {
+            Some(v) => DimValue::DimValue(v as i64),
+            None => DimValue::DimParam(param.to_string()),
+        }),
+    }
+}
+
+fn value_info(name: &str, dims: Vec<Dimension>) -> ValueInfoProto {
+    ValueInfoProto {
+        name: name.to_string(),
+        r#type: Some(TypeProto {
+            tensor_type: Some(TensorTypeProto {
+                elem_type: data_type::FLOAT,
+                shape: Some(TensorShapeProto { dim: dims }),
+            }),
+        }),
+        doc_string: String::new(),
+    }
+}
+
+fn ints(name: &str, v: &[i64]) -> AttributeProto {
+    AttributeProto {
+        name: name.to_string(),
+        r#type: attribute_type::INTS,
+        ints: v.to_vec(),
+        ..Default::default()
+    }
+}
+
+fn node(op: &str, name: &str, inputs: &[&str], output: &str, attrs: Vec<AttributeProto>) -> NodeProto {
+    NodeProto {
+        input: inputs.iter().map(|s| s.to_string()).collect(),
+        output: vec![output.to_string()],
+        name: name.to_string(),
+        op_type: op.to_string(),
+        attribute: attrs,
+        ..Default::default()
+    }
+}
+
+fn f32_tensor(name: &str, dims: Vec<i64>, data: &[f32]) -> TensorProto {
+    TensorProto {
+        dims,
+        data_type: data_type::FLOAT,
+        name: name.to_string(),
+        raw_data: data.iter().flat_map(|v| v.to_le_bytes()).collect(),
+        ..Default::default()
+    }
+}
+
+/// Builds the model described by `spec`.
+pub fn cnn(spec: &CnnSpec) -> ModelProto {
+    let mut rng = Rng(spec.seed);
+    let mut nodes = Vec::new();
+    let mut inits = Vec::new();
+    let (h, w) = match spec.size {
+        Some((h, w)) => (Some(h), Some(w)),
+        None => (None, None),
+    };
+    let input_dims = match spec.layout {
+        Layout::Nchw => vec![dim(None, "N"), dim(Some(3), ""), dim(h, "H"), dim(w, "W")],
+        Layout::Nhwc => vec![dim(None, "N"), dim(h, "H"), dim(w, "W"), dim(Some(3), "")],
+    };
+    let mut cur = "input".to_string();
+    if spec.layout == Layout::Nhwc {
+        nodes.push(node("Transpose", "to_nchw", &["input"], "x_nchw", vec![ints("perm", &[0, 3, 1, 2])]));
+        cur = "x_nchw".into();
+    }
+    let (mut in_ch, mut sh, mut sw) = (3usize, h, w);
+    let (mut block, mut conv) = (1, 1);
+    for &c in &spec.blocks {
+        if c == 0 {
+            let out = format!("block{block}_pool");
+            nodes.push(node(
+                "MaxPool",
+                &out,
+                &[&cur],
+                &out,
+                vec![ints("kernel_shape", &[2, 2]), ints("strides", &[2, 2])],
+            ));
+            cur = out;
+            sh = sh.map(|v| v / 2);
+            sw = sw.map(|v| v / 2);
+            block += 1;
+            conv = 1;
+            continue;
+        }
+        let name = format!("block{block}_conv{conv}");
+        let fan_in = in_ch * 9;
+        let std = (2.0 / fan_in as f32).sqrt();
+        let weights: Vec<f32> = (0..c * fan_in).map(|_| rng.normal() * std).collect();
+        let bias = vec![0.0f32; c];
+        inits.push(f32_tensor(&format!("{name}_W"), vec![c as i64, in_ch as i64, 3, 3], &weights));
+        inits.push(f32_tensor(&format!("{name}_B"), vec![c as i64], &bias));
+        let conv_out = format!("{name}_pre");
+        nodes.push(node(
+            "Conv",
+            &name,
+            &[&cur, &format!("{name}_W"), &format!("{name}_B")],
+            &conv_out,
+            vec![ints("kernel_shape", &[3, 3]), ints("pads", &[1, 1, 1, 1])],
+        ));
+        nodes.push(node("Relu", &format!("{name}_relu"), &[&conv_out], &name, vec![]));
+        cur = name;
+        in_ch = c;
+        conv += 1;
+    }
+    let output_dims = if spec.global_pool {
+        nodes.push(node("GlobalAveragePool", "gap", &[&cur], "gap", vec![]));
+        inits.push(TensorProto {
+            dims: vec![2],
+            data_type: data_type::INT64,
+            name: "flat_shape".into(),
+            int64_data: vec![0, -1],
+            ..Default::default()
+        });
+        nodes.push(node("Reshape", "flatten", &["gap", "flat_shape"], "features", vec![]));
+        vec![dim(None, "N"), dim(Some(in_ch), "")]
+    } else {
+        match spec.layout {
+            Layout::Nchw => {
+                nodes.push(node("Identity", "features", &[&cur], "features", vec![]));
+                vec![dim(None, "N"), dim(Some(in_ch), ""), dim(sh, "h"), dim(sw, "w")]
+            }
+            Layout::Nhwc => {
+                nodes.push(node("Transpose", "to_nhwc", &[&cur], "features", vec![ints("perm", &[0, 2, 3, 1])]));
+                vec![dim(None, "N"), dim(sh, "h"), dim(sw, "w"), dim(Some(in_ch), "")]
+            }
+        }
+    };
+    ModelProto {
+        ir_version: 8,
+        opset_import: vec![OperatorSetIdProto { domain: String::new(), version: 17 }],
+        producer_name: "headstart".into(),
+        producer_version: env!("CARGO_PKG_VERSION").into(),
+        graph: Some(GraphProto {
+            node: nodes,
+            name: "cnn".into(),
+            initializer: inits,
+            input: vec![value_info("input", input_dims)],
+            output: vec![value_info("features", output_dims)],
+            ..Default::default()
+        }),
+        metadata_props: spec
+            .metadata
+            .iter()
+            .map(|(k, v)| StringStringEntryProto { key: k.clone(), value: v.clone() })
+            .collect(),
+        ..Default::default()
+    }
+}

@@ -1,0 +1,155 @@
+//! Finding and loading the ONNX Runtime shared library (ort's `load-dynamic`), and building sessions on
+//! CPU or CUDA. The library file is checked before the first ort call, so a missing or broken file gives
+//! a message naming every place tried and the command that fixes it, instead of a hang.
+
+use std::path::{Path, PathBuf};
+use std::sync::OnceLock;
+
+use ort::environment::Environment;
+use ort::session::{builder::GraphOptimizationLevel, Session};
+
+use crate::error::{Error, Result};
+
+/// The ONNX Runtime release `scripts/setup.sh` installs (from the PyPI `onnxruntime` wheel).
+pub const ORT_VERSION: &str = "1.31.1";
+/// The command that installs the library into the project cache.
+pub const FIX_COMMAND: &str = "scripts/setup.sh";
+/// Environment variable naming the library file.
+pub const ORT_ENV: &str = "ORT_DYLIB_PATH";
+
+#[cfg(target_os = "macos")]
+const LIB_NAME: &str = "libonnxruntime.dylib";
+#[cfg(not(target_os = "macos"))]
+const LIB_NAME: &str = "libonnxruntime.so";
+
+static ENV: OnceLock<(Environment, PathBuf)> = OnceLock::new();
+
+/// Execution device for inference.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Device {
+    Cpu,
+    Cuda,
+    /// CUDA when it registers, else CPU with a notice.
+    Auto,
+}
+
+/// The project cache folder the setup script fills (`<repo>/.cache/onnxruntime`).
+pub fn project_cache_dir() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join(".cache").join("onnxruntime")
+}
+
+/// A library file inside `dir`: `libonnxruntime.so`, else the newest `libonnxruntime.so.*`.
+fn lib_in(dir: &Path) -> Option<PathBuf> {
+    let plain = dir.join(LIB_NAME);
+    if plain.is_file() {
+        return Some(plain);
+    }
+    let mut versioned: Vec<PathBuf> = std::fs::read_dir(dir)
+        .ok()?
+        .filter_map(|e| e.ok().map(|e| e.path()))
+        .filter(|p| {
+            p.file_name()
+                .and_then(|n| n.to_str())
+                .is_some_and(|n| n.starts_with(&format!("{LIB_NAME}.")))
+        })
+        .collect();
+    versioned.sort();
+    versioned.pop()
+}
+
+/// Finds the library: `explicit` (`--ort-lib`), then `$ORT_DYLIB_PATH`, the project cache, and the
+/// executable's folder. A path given explicitly must exist; the error lists everything tried.
+pub fn find_library(explicit: Option<&Path>) -> Result<PathBuf> {
+    let mut tried = Vec::new();
+    let named = explicit
+        .map(|p| (p.to_path_buf(), "--ort-lib"))
+        .or_else(|| std::env::var_os(ORT_ENV).map(|p| (PathBuf::from(p), ORT_ENV)));
+    if let Some((p, what)) = named {
+        if p.is_file() {
+            return Ok(p);
+        }
+        if p.is_dir() {
+            if let Some(f) = lib_in(&p) {
+                return Ok(f);
+            }
+        }
+        return Err(missing(&[format!("{what} = {} (no such file)", p.display())]));
+    }
+    let mut dirs = vec![(project_cache_dir(), "project cache")];
+    if let Some(dir) = std::env::current_exe().ok().and_then(|e| e.parent().map(Path::to_path_buf)) {
+        dirs.push((dir, "next to the executable"));
+    }
+    tried.push(format!("{ORT_ENV} (not set)"));
+    for (dir, what) in dirs {
+        if let Some(f) = lib_in(&dir) {
+            return Ok(f);
+        }
+        tried.push(format!("{what}: {}/{LIB_NAME}*", dir.display()));
+    }
+    Err(missing(&tried))
+}
+
+fn missing(tried: &[String]) -> Error {
+    Error::Runtime(format!(
+        "ONNX Runtime library not found. Tried:\n  - {}\nFix: run `{FIX_COMMAND}` (installs ONNX Runtime {ORT_VERSION} into {}), \
+         or pass --ort-lib / set {ORT_ENV} to a libonnxruntime.so",
+        tried.join("\n  - "),
+        project_cache_dir().display()
+    ))
+}
+
+/// Loads ONNX Runtime once per process and returns its environment and the library path.
+pub fn init(explicit: Option<&Path>) -> Result<&'static (Environment, PathBuf)> {
+    if let Some(env) = ENV.get() {
+        return Ok(env);
+    }
+    let path = find_library(explicit)?;
+    // Probe the file ourselves first: a file that is not a loadable library must fail here, with its name.
+    // SAFETY: loading ONNX Runtime runs its (trusted) initialisers; nothing else is called.
+    unsafe { libloading::Library::new(&path) }.map_err(|e| {
+        Error::Runtime(format!(
+            "{}: cannot load ONNX Runtime: {e}\nFix: run `{FIX_COMMAND}` or point --ort-lib / {ORT_ENV} at a working libonnxruntime.so",
+            path.display()
+        ))
+    })?;
+    let env = ort::init_from(&path)
+        .map_err(|e| Error::Runtime(format!("{}: {e}\nFix: run `{FIX_COMMAND}`", path.display())))?
+        .with_name("headstart")
+        .build()
+        .map_err(|e| Error::Runtime(format!("ONNX Runtime environment: {e}")))?;
+    Ok(ENV.get_or_init(|| (env, path)))
+}
+
+/// Opens `model` on `device` with `threads` intra-op threads (0 = ONNX Runtime's default). Returns the
+/// session and the device actually used.
+pub fn session(model: &Path, device: Device, threads: usize, ort_lib: Option<&Path>) -> Result<(Session, Device)> {
+    let (env, _) = init(ort_lib)?;
+    let build = |cuda: bool| -> Result<Session> {
+        let rt = |e: ort::Error<_>| Error::model(model, e.to_string());
+        let mut b = Session::builder(env)
+            .map_err(|e| Error::model(model, e.to_string()))?
+            .with_optimization_level(GraphOptimizationLevel::Level3)
+            .map_err(rt)?;
+        if threads > 0 {
+            b = b.with_intra_threads(threads).map_err(rt)?;
+        }
+        if cuda {
+            b = b
+                .with_execution_providers([ort::ep::CUDA::default().build().error_on_failure()])
+                .map_err(|e| Error::Runtime(format!("CUDA execution provider: {e}")))?;
+        }
+        b.commit_from_file(model).map_err(|e| Error::model(model, e.to_string()))
+    };
+    match device {
+        Device::Cpu => Ok((build(false)?, Device::Cpu)),
+        Device::Cuda => Ok((build(true)?, Device::Cuda)),
+        Device::Auto => match build(true) {
+            Ok(s) => Ok((s, Device::Cuda)),
+            Err(e) => {
+                let first = e.to_string();
+                eprintln!("notice: CUDA unavailable ({}); using CPU", first.lines().next().unwrap_or(""));
+                Ok((build(false)?, Device::Cpu))
+            }
+        },
+    }
+}
