@@ -81,8 +81,15 @@ fn rd_u64(r: &mut impl Read) -> std::io::Result<u64> {
 
 /// One journal record as read back.
 pub enum Record {
-    Done { index: usize, shape: Vec<usize>, data: Vec<f32> },
-    Failed { index: usize, reason: String },
+    Done {
+        index: usize,
+        shape: Vec<usize>,
+        data: Vec<f32>,
+    },
+    Failed {
+        index: usize,
+        reason: String,
+    },
 }
 
 fn read_record(r: &mut impl Read, skip_data: bool) -> std::io::Result<Record> {
@@ -93,26 +100,40 @@ fn read_record(r: &mut impl Read, skip_data: bool) -> std::io::Result<Record> {
     match kind[0] {
         REC_OK => {
             let nd = rd_u32(r)? as usize;
-            let shape = (0..nd).map(|_| rd_u32(r).map(|v| v as usize)).collect::<std::io::Result<Vec<_>>>()?;
+            let shape = (0..nd)
+                .map(|_| rd_u32(r).map(|v| v as usize))
+                .collect::<std::io::Result<Vec<_>>>()?;
             let n: usize = shape.iter().product();
             if len != 4 + 4 * nd + 4 * n {
-                return Err(std::io::Error::new(std::io::ErrorKind::InvalidData, "record length mismatch"));
+                return Err(std::io::Error::new(
+                    std::io::ErrorKind::InvalidData,
+                    "record length mismatch",
+                ));
             }
             let mut bytes = vec![0u8; 4 * n];
             r.read_exact(&mut bytes)?;
             let data = if skip_data {
                 Vec::new()
             } else {
-                bytes.chunks_exact(4).map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]])).collect()
+                bytes
+                    .chunks_exact(4)
+                    .map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]]))
+                    .collect()
             };
             Ok(Record::Done { index, shape, data })
         }
         REC_FAILED => {
             let mut bytes = vec![0u8; len];
             r.read_exact(&mut bytes)?;
-            Ok(Record::Failed { index, reason: String::from_utf8_lossy(&bytes).into_owned() })
+            Ok(Record::Failed {
+                index,
+                reason: String::from_utf8_lossy(&bytes).into_owned(),
+            })
         }
-        k => Err(std::io::Error::new(std::io::ErrorKind::InvalidData, format!("unknown record kind {k}"))),
+        k => Err(std::io::Error::new(
+            std::io::ErrorKind::InvalidData,
+            format!("unknown record kind {k}"),
+        )),
     }
 }
 
@@ -140,30 +161,25 @@ impl Journal {
             .unwrap_or(false);
             if header_ok {
                 let mut pos = r.stream_position().map_err(|e| Error::io(path, e))?;
-                loop {
-                    match read_record(&mut r, true) {
-                        Ok(rec) => {
-                            let (index, st) = match &rec {
-                                Record::Done { index, shape, .. } => {
-                                    if feature_shape.get_or_insert_with(|| shape.clone()) != shape {
-                                        break;
-                                    }
-                                    (*index, Status::Done)
-                                }
-                                Record::Failed { index, reason } => {
-                                    failures.push((*index, reason.clone()));
-                                    (*index, Status::Failed)
-                                }
-                            };
-                            if index >= total {
+                while let Ok(rec) = read_record(&mut r, true) {
+                    let (index, st) = match &rec {
+                        Record::Done { index, shape, .. } => {
+                            if feature_shape.get_or_insert_with(|| shape.clone()) != shape {
                                 break;
                             }
-                            status[index] = st;
-                            resumed += 1;
-                            pos = r.stream_position().map_err(|e| Error::io(path, e))?;
+                            (*index, Status::Done)
                         }
-                        Err(_) => break,
+                        Record::Failed { index, reason } => {
+                            failures.push((*index, reason.clone()));
+                            (*index, Status::Failed)
+                        }
+                    };
+                    if index >= total {
+                        break;
                     }
+                    status[index] = st;
+                    resumed += 1;
+                    pos = r.stream_position().map_err(|e| Error::io(path, e))?;
                 }
                 valid_end = Some(pos);
             } else {
@@ -172,7 +188,11 @@ impl Journal {
         }
         let file = match valid_end {
             Some(end) => {
-                let f = OpenOptions::new().read(true).write(true).open(path).map_err(|e| Error::io(path, e))?;
+                let f = OpenOptions::new()
+                    .read(true)
+                    .write(true)
+                    .open(path)
+                    .map_err(|e| Error::io(path, e))?;
                 f.set_len(end).map_err(|e| Error::io(path, e))?;
                 let mut f = f;
                 f.seek(SeekFrom::End(0)).map_err(|e| Error::io(path, e))?;
@@ -189,14 +209,26 @@ impl Journal {
                 f
             }
         };
-        Ok((Journal { path: path.to_path_buf(), file: BufWriter::new(file), feature_shape, status, failures }, resumed))
+        Ok((
+            Journal {
+                path: path.to_path_buf(),
+                file: BufWriter::new(file),
+                feature_shape,
+                status,
+                failures,
+            },
+            resumed,
+        ))
     }
 
     /// Appends the features of image `index`. All images must share one feature shape.
     pub fn append_done(&mut self, index: usize, shape: &[usize], data: &[f32]) -> Result<()> {
         if let Some(s) = &self.feature_shape {
             if s.as_slice() != shape {
-                return Err(Error::cache(&self.path, format!("feature shape {shape:?} != {s:?} of earlier images")));
+                return Err(Error::cache(
+                    &self.path,
+                    format!("feature shape {shape:?} != {s:?} of earlier images"),
+                ));
             }
         } else {
             self.feature_shape = Some(shape.to_vec());
@@ -212,7 +244,9 @@ impl Journal {
         for v in data {
             rec.extend_from_slice(&v.to_le_bytes());
         }
-        self.file.write_all(&rec).map_err(|e| Error::io(&self.path, e))?;
+        self.file
+            .write_all(&rec)
+            .map_err(|e| Error::io(&self.path, e))?;
         self.status[index] = Status::Done;
         Ok(())
     }
@@ -223,7 +257,9 @@ impl Journal {
         rec.extend_from_slice(&(index as u64).to_le_bytes());
         rec.extend_from_slice(&(reason.len() as u32).to_le_bytes());
         rec.extend_from_slice(reason.as_bytes());
-        self.file.write_all(&rec).map_err(|e| Error::io(&self.path, e))?;
+        self.file
+            .write_all(&rec)
+            .map_err(|e| Error::io(&self.path, e))?;
         self.status[index] = Status::Failed;
         self.failures.push((index, reason.to_string()));
         Ok(())
@@ -243,9 +279,11 @@ impl Journal {
         self.flush()?;
         let mut r = BufReader::new(File::open(&self.path).map_err(|e| Error::io(&self.path, e))?);
         let mut magic = [0u8; 8];
-        r.read_exact(&mut magic).map_err(|e| Error::io(&self.path, e))?;
+        r.read_exact(&mut magic)
+            .map_err(|e| Error::io(&self.path, e))?;
         let flen = rd_u32(&mut r).map_err(|e| Error::io(&self.path, e))? as u64;
-        r.seek(SeekFrom::Current(flen as i64 + 8)).map_err(|e| Error::io(&self.path, e))?;
+        r.seek(SeekFrom::Current(flen as i64 + 8))
+            .map_err(|e| Error::io(&self.path, e))?;
         loop {
             match read_record(&mut r, false) {
                 Ok(rec) => f(rec)?,
@@ -297,21 +335,35 @@ fn vlu(s: &str) -> VarLenUnicode {
 }
 
 fn write_str_attr(loc: &hdf5::Location, name: &str, value: &str) -> hdf5::Result<()> {
-    loc.new_attr::<VarLenUnicode>().create(name)?.write_scalar(&vlu(value))
+    loc.new_attr::<VarLenUnicode>()
+        .create(name)?
+        .write_scalar(&vlu(value))
 }
 
 fn write_strs_attr(loc: &hdf5::Location, name: &str, values: &[String]) -> hdf5::Result<()> {
     let v: Vec<VarLenUnicode> = values.iter().map(|s| vlu(s)).collect();
-    loc.new_attr::<VarLenUnicode>().shape(v.len()).create(name)?.write_raw(&v)
+    loc.new_attr::<VarLenUnicode>()
+        .shape(v.len())
+        .create(name)?
+        .write_raw(&v)
 }
 
 fn write_strs(group: &hdf5::Group, name: &str, values: &[String]) -> hdf5::Result<()> {
     let v: Vec<VarLenUnicode> = values.iter().map(|s| vlu(s)).collect();
-    group.new_dataset::<VarLenUnicode>().shape(v.len()).create(name)?.write_raw(&v)
+    group
+        .new_dataset::<VarLenUnicode>()
+        .shape(v.len())
+        .create(name)?
+        .write_raw(&v)
 }
 
 /// Writes the final HDF5 file from the journal: to `<out>.tmp`, then renamed to `out`.
-pub fn write_hdf5(out: &Path, meta: &CacheMeta, splits: &[SplitRows], journal: &mut Journal) -> Result<()> {
+pub fn write_hdf5(
+    out: &Path,
+    meta: &CacheMeta,
+    splits: &[SplitRows],
+    journal: &mut Journal,
+) -> Result<()> {
     let mut tmp = out.as_os_str().to_owned();
     tmp.push(".tmp");
     let tmp = PathBuf::from(tmp);
@@ -320,7 +372,8 @@ pub fn write_hdf5(out: &Path, meta: &CacheMeta, splits: &[SplitRows], journal: &
     let row_len: usize = feature_shape.iter().product();
     // Map global index -> (split, row).
     let mut place = vec![None; journal.status.len()];
-    let reasons: std::collections::HashMap<usize, String> = journal.failures.iter().cloned().collect();
+    let reasons: std::collections::HashMap<usize, String> =
+        journal.failures.iter().cloned().collect();
     let file = hdf5::File::create(&tmp).map_err(&e)?;
     let mut datasets = Vec::new();
     for (si, split) in splits.iter().enumerate() {
@@ -341,7 +394,10 @@ pub fn write_hdf5(out: &Path, meta: &CacheMeta, splits: &[SplitRows], journal: &
                     skipped_reasons.push(reasons.get(idx).cloned().unwrap_or_default());
                 }
                 Status::Pending => {
-                    return Err(Error::cache(out, format!("internal: image {rel} was never extracted")));
+                    return Err(Error::cache(
+                        out,
+                        format!("internal: image {rel} was never extracted"),
+                    ));
                 }
             }
         }
@@ -352,13 +408,22 @@ pub fn write_hdf5(out: &Path, meta: &CacheMeta, splits: &[SplitRows], journal: &
         let mut chunk = shape.clone();
         chunk[0] = chunk_rows.clamp(1, labels.len().max(1));
         let builder = g.new_dataset_builder();
-        let builder = if labels.is_empty() { builder } else { builder.chunk(chunk) };
+        let builder = if labels.is_empty() {
+            builder
+        } else {
+            builder.chunk(chunk)
+        };
         let ds = match meta.dtype {
             Dtype::F32 => builder.empty::<f32>().shape(shape).create("features"),
             Dtype::F16 => builder.empty::<half::f16>().shape(shape).create("features"),
         }
         .map_err(&e)?;
-        g.new_dataset::<i32>().shape(labels.len()).create("labels").map_err(&e)?.write_raw(&labels).map_err(&e)?;
+        g.new_dataset::<i32>()
+            .shape(labels.len())
+            .create("labels")
+            .map_err(&e)?
+            .write_raw(&labels)
+            .map_err(&e)?;
         write_strs(&g, "paths", &paths).map_err(&e)?;
         write_strs(&g, "skipped_paths", &skipped_paths).map_err(&e)?;
         write_strs(&g, "skipped_reasons", &skipped_reasons).map_err(&e)?;
@@ -372,13 +437,18 @@ pub fn write_hdf5(out: &Path, meta: &CacheMeta, splits: &[SplitRows], journal: &
                 let ds = &datasets[si];
                 match meta.dtype {
                     Dtype::F32 => {
-                        let view = ArrayViewD::from_shape(IxDyn(&row_shape), &data).map_err(|x| Error::cache(&tmp, x))?;
-                        ds.write_slice(view, row_selection(row, feature_shape.len())).map_err(&e)?;
+                        let view = ArrayViewD::from_shape(IxDyn(&row_shape), &data)
+                            .map_err(|x| Error::cache(&tmp, x))?;
+                        ds.write_slice(view, row_selection(row, feature_shape.len()))
+                            .map_err(&e)?;
                     }
                     Dtype::F16 => {
-                        let h: Vec<half::f16> = data.iter().map(|v| half::f16::from_f32(*v)).collect();
-                        let view = ArrayViewD::from_shape(IxDyn(&row_shape), &h).map_err(|x| Error::cache(&tmp, x))?;
-                        ds.write_slice(view, row_selection(row, feature_shape.len())).map_err(&e)?;
+                        let h: Vec<half::f16> =
+                            data.iter().map(|v| half::f16::from_f32(*v)).collect();
+                        let view = ArrayViewD::from_shape(IxDyn(&row_shape), &h)
+                            .map_err(|x| Error::cache(&tmp, x))?;
+                        ds.write_slice(view, row_selection(row, feature_shape.len()))
+                            .map_err(&e)?;
                     }
                 }
             }
@@ -403,17 +473,29 @@ fn write_meta(file: &hdf5::File, m: &CacheMeta) -> hdf5::Result<()> {
     write_strs_attr(file, "classes", &m.classes)?;
     write_str_attr(file, "model_file", &m.model_file)?;
     write_str_attr(file, "model_sha256", &m.model_sha256)?;
-    file.new_attr::<u32>().shape(2).create("input_size")?.write_raw(&[m.input_size.0, m.input_size.1])?;
+    file.new_attr::<u32>()
+        .shape(2)
+        .create("input_size")?
+        .write_raw(&[m.input_size.0, m.input_size.1])?;
     write_str_attr(file, "layout", &m.layout)?;
     write_str_attr(file, "preprocess", &m.preprocess)?;
     write_str_attr(file, "color_order", &m.color_order)?;
-    file.new_attr::<f32>().shape(3).create("mean")?.write_raw(&m.mean)?;
-    file.new_attr::<f32>().shape(3).create("std")?.write_raw(&m.std)?;
+    file.new_attr::<f32>()
+        .shape(3)
+        .create("mean")?
+        .write_raw(&m.mean)?;
+    file.new_attr::<f32>()
+        .shape(3)
+        .create("std")?
+        .write_raw(&m.std)?;
     write_str_attr(file, "resize", &m.resize)?;
     write_str_attr(file, "interpolation", &m.interpolation)?;
     write_str_attr(file, "output_name", &m.output_name)?;
     let fs: Vec<u64> = m.feature_shape.iter().map(|&d| d as u64).collect();
-    file.new_attr::<u64>().shape(fs.len()).create("feature_shape")?.write_raw(&fs)?;
+    file.new_attr::<u64>()
+        .shape(fs.len())
+        .create("feature_shape")?
+        .write_raw(&fs)?;
     write_str_attr(file, "dtype", m.dtype.name())?;
     write_str_attr(file, "headstart_version", &m.headstart_version)?;
     write_str_attr(file, "fingerprint", &m.fingerprint)?;
@@ -449,7 +531,11 @@ pub struct FeatureCache {
 }
 
 fn read_str_attr(loc: &hdf5::Location, name: &str) -> hdf5::Result<String> {
-    Ok(loc.attr(name)?.read_scalar::<VarLenUnicode>()?.as_str().to_string())
+    Ok(loc
+        .attr(name)?
+        .read_scalar::<VarLenUnicode>()?
+        .as_str()
+        .to_string())
 }
 
 fn read_strs(v: Vec<VarLenUnicode>) -> Vec<String> {
@@ -468,7 +554,11 @@ impl FeatureCache {
             let v = file.attr(name)?.read_raw::<f32>()?;
             Ok([v[0], v[1], v[2]])
         };
-        let size = file.attr("input_size").map_err(e)?.read_raw::<u32>().map_err(e)?;
+        let size = file
+            .attr("input_size")
+            .map_err(e)?
+            .read_raw::<u32>()
+            .map_err(e)?;
         let dtype = match read_str_attr(&file, "dtype").map_err(e)?.as_str() {
             "f16" => Dtype::F16,
             _ => Dtype::F32,
@@ -500,18 +590,27 @@ impl FeatureCache {
             data_root: read_str_attr(&file, "data_root").map_err(e)?,
             splits: read_strs(file.attr("splits").map_err(e)?.read_raw().map_err(e)?),
         };
-        Ok(FeatureCache { path: path.to_path_buf(), meta, file })
+        Ok(FeatureCache {
+            path: path.to_path_buf(),
+            meta,
+            file,
+        })
     }
 
     /// Number of images stored in `split` (without reading the features).
     pub fn split_len(&self, split: &str) -> Result<usize> {
         let g = self.group(split)?;
-        Ok(g.dataset("labels").map_err(|x| Error::cache(&self.path, x))?.size())
+        Ok(g.dataset("labels")
+            .map_err(|x| Error::cache(&self.path, x))?
+            .size())
     }
 
     fn group(&self, split: &str) -> Result<hdf5::Group> {
         self.file.group(split).map_err(|_| {
-            Error::cache(&self.path, format!("no split '{split}' (has: {})", self.meta.splits.join(", ")))
+            Error::cache(
+                &self.path,
+                format!("no split '{split}' (has: {})", self.meta.splits.join(", ")),
+            )
         })
     }
 
@@ -522,12 +621,34 @@ impl FeatureCache {
         let ds = g.dataset("features").map_err(e)?;
         let features = match self.meta.dtype {
             Dtype::F32 => ds.read_raw::<f32>().map_err(e)?,
-            Dtype::F16 => ds.read_raw::<half::f16>().map_err(e)?.into_iter().map(f32::from).collect(),
+            Dtype::F16 => ds
+                .read_raw::<half::f16>()
+                .map_err(e)?
+                .into_iter()
+                .map(f32::from)
+                .collect(),
         };
-        let labels: Vec<u32> = g.dataset("labels").map_err(e)?.read_raw::<i32>().map_err(e)?.into_iter().map(|l| l as u32).collect();
+        let labels: Vec<u32> = g
+            .dataset("labels")
+            .map_err(e)?
+            .read_raw::<i32>()
+            .map_err(e)?
+            .into_iter()
+            .map(|l| l as u32)
+            .collect();
         let paths = read_strs(g.dataset("paths").map_err(e)?.read_raw().map_err(e)?);
-        let sp = read_strs(g.dataset("skipped_paths").map_err(e)?.read_raw().map_err(e)?);
-        let sr = read_strs(g.dataset("skipped_reasons").map_err(e)?.read_raw().map_err(e)?);
+        let sp = read_strs(
+            g.dataset("skipped_paths")
+                .map_err(e)?
+                .read_raw()
+                .map_err(e)?,
+        );
+        let sr = read_strs(
+            g.dataset("skipped_reasons")
+                .map_err(e)?
+                .read_raw()
+                .map_err(e)?,
+        );
         let row: usize = self.meta.feature_shape.iter().product();
         if features.len() != labels.len() * row || paths.len() != labels.len() {
             return Err(Error::cache(
@@ -535,7 +656,13 @@ impl FeatureCache {
                 format!("split '{split}': {} features values, {} labels, {} paths do not agree (row size {row})", features.len(), labels.len(), paths.len()),
             ));
         }
-        Ok(SplitData { name: split.to_string(), features, labels, paths, skipped: sp.into_iter().zip(sr).collect() })
+        Ok(SplitData {
+            name: split.to_string(),
+            features,
+            labels,
+            paths,
+            skipped: sp.into_iter().zip(sr).collect(),
+        })
     }
 }
 
@@ -544,8 +671,18 @@ impl FeatureCache {
     pub fn read_split_skipped(&self, split: &str) -> Result<Vec<(String, String)>> {
         let g = self.group(split)?;
         let e = |x: hdf5::Error| Error::cache(&self.path, format!("split '{split}': {x}"));
-        let sp = read_strs(g.dataset("skipped_paths").map_err(e)?.read_raw().map_err(e)?);
-        let sr = read_strs(g.dataset("skipped_reasons").map_err(e)?.read_raw().map_err(e)?);
+        let sp = read_strs(
+            g.dataset("skipped_paths")
+                .map_err(e)?
+                .read_raw()
+                .map_err(e)?,
+        );
+        let sr = read_strs(
+            g.dataset("skipped_reasons")
+                .map_err(e)?
+                .read_raw()
+                .map_err(e)?,
+        );
         Ok(sp.into_iter().zip(sr).collect())
     }
 }

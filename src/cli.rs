@@ -8,12 +8,18 @@ use crate::cache::Dtype;
 use crate::error::{Error, Result};
 use crate::extract::ExtractConfig;
 use crate::model::{parse_size, PreprocessOverrides};
-use crate::preprocess::{ColorOrder, Interpolation, Layout, Mode, ResizeMode, DEFAULT_CROP_FRACTION};
+use crate::preprocess::{
+    ColorOrder, Interpolation, Layout, Mode, ResizeMode, DEFAULT_CROP_FRACTION,
+};
 use crate::progress::ProgressMode;
 use crate::runtime::Device;
 
 #[derive(Parser, Debug)]
-#[command(name = "headstart", version, about = "Transfer learning on images: ONNX base -> cached features -> trained head")]
+#[command(
+    name = "headstart",
+    version,
+    about = "Transfer learning on images: ONNX base -> cached features -> trained head"
+)]
 pub struct Cli {
     #[command(subcommand)]
     pub command: Command,
@@ -244,11 +250,18 @@ fn parse_triplet(flag: &str, s: &str) -> Result<[f32; 3]> {
         .split(',')
         .map(|x| x.trim().parse::<f32>())
         .collect::<std::result::Result<_, _>>()
-        .map_err(|_| Error::Config(format!("{flag} '{s}': expected numbers like 123.7,116.3,103.5")))?;
+        .map_err(|_| {
+            Error::Config(format!(
+                "{flag} '{s}': expected numbers like 123.7,116.3,103.5"
+            ))
+        })?;
     match v.as_slice() {
         [a] => Ok([*a; 3]),
         [a, b, c] => Ok([*a, *b, *c]),
-        _ => Err(Error::Config(format!("{flag} '{s}': expected 1 or 3 values, got {}", v.len()))),
+        _ => Err(Error::Config(format!(
+            "{flag} '{s}': expected 1 or 3 values, got {}",
+            v.len()
+        ))),
     }
 }
 
@@ -260,23 +273,33 @@ pub fn size_arg(flag: &str, s: &str) -> Result<(u32, u32)> {
 impl PreprocessArgs {
     /// Validates into overrides.
     pub fn to_overrides(&self) -> Result<PreprocessOverrides> {
-        let std = self.std.as_deref().map(|s| parse_triplet("--std", s)).transpose()?;
+        let std = self
+            .std
+            .as_deref()
+            .map(|s| parse_triplet("--std", s))
+            .transpose()?;
         if let Some(s) = std {
             if s.iter().any(|v| *v <= 0.0 || !v.is_finite()) {
-                return Err(Error::Config(format!("--std {s:?}: every value must be > 0")));
+                return Err(Error::Config(format!(
+                    "--std {s:?}: every value must be > 0"
+                )));
             }
         }
         let resize = match (self.resize, self.crop_fraction) {
             (_, Some(f)) if !(f > 0.0 && f <= 1.0) => {
-                return Err(Error::Config(format!("--crop-fraction {f}: must be in (0, 1]")))
+                return Err(Error::Config(format!(
+                    "--crop-fraction {f}: must be in (0, 1]"
+                )))
             }
             (Some(ResizeArg::Squash), Some(_)) => {
-                return Err(Error::Config("--crop-fraction goes with --resize crop".into()))
+                return Err(Error::Config(
+                    "--crop-fraction goes with --resize crop".into(),
+                ))
             }
             (Some(ResizeArg::Squash), None) => Some(ResizeMode::Squash),
-            (Some(ResizeArg::Crop), f) | (None, f @ Some(_)) => {
-                Some(ResizeMode::Crop { fraction: f.unwrap_or(DEFAULT_CROP_FRACTION) })
-            }
+            (Some(ResizeArg::Crop), f) | (None, f @ Some(_)) => Some(ResizeMode::Crop {
+                fraction: f.unwrap_or(DEFAULT_CROP_FRACTION),
+            }),
             (None, None) => None,
         };
         Ok(PreprocessOverrides {
@@ -286,7 +309,11 @@ impl PreprocessArgs {
                 PreprocessArg::Tf => Mode::Tf,
                 PreprocessArg::Raw => Mode::Raw,
             }),
-            mean: self.mean.as_deref().map(|s| parse_triplet("--mean", s)).transpose()?,
+            mean: self
+                .mean
+                .as_deref()
+                .map(|s| parse_triplet("--mean", s))
+                .transpose()?,
             std,
             color: self.color.map(|c| match c {
                 ColorArg::Rgb => ColorOrder::Rgb,
@@ -299,7 +326,11 @@ impl PreprocessArgs {
                 InterpArg::Bicubic => Interpolation::Bicubic,
                 InterpArg::Lanczos3 => Interpolation::Lanczos3,
             }),
-            size: self.size.as_deref().map(|s| size_arg("--size", s)).transpose()?,
+            size: self
+                .size
+                .as_deref()
+                .map(|s| size_arg("--size", s))
+                .transpose()?,
             preset: self.preset.clone(),
         })
     }

@@ -26,9 +26,21 @@ pub fn run_extract(cfg: &ExtractConfig) -> Result<()> {
 pub fn run_summary(path: &std::path::Path) -> Result<()> {
     let c = FeatureCache::open(path)?;
     let m = &c.meta;
-    println!("cache: {} (headstart {})", path.display(), m.headstart_version);
+    println!(
+        "cache: {} (headstart {})",
+        path.display(),
+        m.headstart_version
+    );
     println!("model: {} sha256 {}", m.model_file, m.model_sha256);
-    println!("input: {}x{} {}; output '{}' per image {:?} ({})", m.input_size.1, m.input_size.0, m.layout, m.output_name, m.feature_shape, m.dtype.name());
+    println!(
+        "input: {}x{} {}; output '{}' per image {:?} ({})",
+        m.input_size.1,
+        m.input_size.0,
+        m.layout,
+        m.output_name,
+        m.feature_shape,
+        m.dtype.name()
+    );
     println!("preprocess: {}", m.preprocess);
     println!("classes: {}", m.classes.join(", "));
     for s in &m.splits {
@@ -39,14 +51,23 @@ pub fn run_summary(path: &std::path::Path) -> Result<()> {
                 *c += 1;
             }
         }
-        let per: Vec<String> = m.classes.iter().zip(&counts).map(|(c, n)| format!("{c} {n}")).collect();
+        let per: Vec<String> = m
+            .classes
+            .iter()
+            .zip(&counts)
+            .map(|(c, n)| format!("{c} {n}"))
+            .collect();
         let (mut lo, mut hi, mut sum) = (f32::INFINITY, f32::NEG_INFINITY, 0f64);
         for &v in &d.features {
             lo = lo.min(v);
             hi = hi.max(v);
             sum += v as f64;
         }
-        let mean = if d.features.is_empty() { 0.0 } else { sum / d.features.len() as f64 };
+        let mean = if d.features.is_empty() {
+            0.0
+        } else {
+            sum / d.features.len() as f64
+        };
         println!(
             "split {s}: {} images ({}), {} skipped; features min {lo:.4} max {hi:.4} mean {mean:.4}",
             d.len(),
@@ -68,26 +89,49 @@ pub fn run_make_model(a: &MakeModelArgs) -> Result<()> {
         ArchArg::Tiny => CnnSpec::tiny(layout, Some((32, 32))),
     };
     if let Some(s) = &a.size {
-        spec.size = if s == "dynamic" { None } else { { let (h, w) = size_arg("--size", s)?; Some((h as usize, w as usize)) } };
+        spec.size = if s == "dynamic" {
+            None
+        } else {
+            {
+                let (h, w) = size_arg("--size", s)?;
+                Some((h as usize, w as usize))
+            }
+        };
     }
     if let Some(seed) = a.seed {
         spec.seed = seed;
     }
     spec.global_pool = a.pool;
     for kv in &a.metadata {
-        let (k, v) = kv.split_once('=').ok_or_else(|| Error::Config(format!("--meta '{kv}': expected KEY=VALUE")))?;
+        let (k, v) = kv
+            .split_once('=')
+            .ok_or_else(|| Error::Config(format!("--meta '{kv}': expected KEY=VALUE")))?;
         spec.metadata.push((k.to_string(), v.to_string()));
     }
     onnx::save(&onnx::generate::cnn(&spec), &a.out)?;
-    println!("wrote {} ({:.1} MB)", a.out.display(), std::fs::metadata(&a.out).map(|m| m.len()).unwrap_or(0) as f64 / 1e6);
+    println!(
+        "wrote {} ({:.1} MB)",
+        a.out.display(),
+        std::fs::metadata(&a.out).map(|m| m.len()).unwrap_or(0) as f64 / 1e6
+    );
     Ok(())
 }
 
 /// `headstart bench-infer`: ONNX Runtime alone, on random preprocessed tensors in memory.
 pub fn run_bench_infer(a: &BenchInferArgs) -> Result<()> {
-    let mut model = BaseModel::open(&a.model, a.runtime.device.into(), a.runtime.threads, a.runtime.ort_lib.as_deref(), None)?;
+    let mut model = BaseModel::open(
+        &a.model,
+        a.runtime.device.into(),
+        a.runtime.threads,
+        a.runtime.ort_lib.as_deref(),
+        None,
+    )?;
     let overrides = PreprocessOverrides {
-        size: a.size.as_deref().map(|s| size_arg("--size", s)).transpose()?,
+        size: a
+            .size
+            .as_deref()
+            .map(|s| size_arg("--size", s))
+            .transpose()?,
         mode: Some(crate::preprocess::Mode::Raw),
         ..Default::default()
     };
@@ -111,6 +155,10 @@ pub fn run_bench_infer(a: &BenchInferArgs) -> Result<()> {
         done += n;
     }
     let secs = t.elapsed().as_secs_f64();
-    println!("ort-alone: {done} images in {secs:.2} s = {:.2} img/s (batch {batch}, {:?})", done as f64 / secs, model.device);
+    println!(
+        "ort-alone: {done} images in {secs:.2} s = {:.2} img/s (batch {batch}, {:?})",
+        done as f64 / secs,
+        model.device
+    );
     Ok(())
 }

@@ -48,7 +48,10 @@ impl Dataset {
     pub fn scan(root: &Path) -> Result<Dataset> {
         let meta = std::fs::metadata(root).map_err(|e| Error::io(root, e))?;
         if !meta.is_dir() {
-            return Err(Error::dataset(root, "not a directory (expected one folder per class)"));
+            return Err(Error::dataset(
+                root,
+                "not a directory (expected one folder per class)",
+            ));
         }
         let dirs = subdirs(root)?;
         let split_dirs: Vec<&String> = dirs.iter().filter(|d| is_split_name(d)).collect();
@@ -68,10 +71,11 @@ impl Dataset {
                     ),
                 ));
             }
-            let first = split_dirs[0];
+            let ordered = ordered_splits(&split_dirs);
+            let first = &ordered[0];
             classes = subdirs(&root.join(first))?;
-            for name in ordered_splits(&split_dirs) {
-                let dir = root.join(&name);
+            for name in &ordered {
+                let dir = root.join(name);
                 let these = subdirs(&dir)?;
                 if these != classes {
                     return Err(Error::dataset(
@@ -83,22 +87,38 @@ impl Dataset {
                         ),
                     ));
                 }
-                splits.push(scan_split(root, &dir, canonical_split(&name), &classes)?);
+                splits.push(scan_split(root, &dir, canonical_split(name), &classes)?);
             }
         }
         if classes.is_empty() {
-            return Err(Error::dataset(root, "no class folders found (expected e.g. DIR/cat/*.jpg or DIR/train/cat/*.jpg)"));
+            return Err(Error::dataset(
+                root,
+                "no class folders found (expected e.g. DIR/cat/*.jpg or DIR/train/cat/*.jpg)",
+            ));
         }
-        let ds = Dataset { root: root.to_path_buf(), classes, splits };
+        let ds = Dataset {
+            root: root.to_path_buf(),
+            classes,
+            splits,
+        };
         if ds.is_empty() {
-            return Err(Error::dataset(root, format!("no images found (extensions: {})", IMAGE_EXTENSIONS.join(", "))));
+            return Err(Error::dataset(
+                root,
+                format!(
+                    "no images found (extensions: {})",
+                    IMAGE_EXTENSIONS.join(", ")
+                ),
+            ));
         }
         Ok(ds)
     }
 }
 
 fn is_split_name(name: &str) -> bool {
-    matches!(name.to_ascii_lowercase().as_str(), "train" | "test" | "val" | "valid" | "validation")
+    matches!(
+        name.to_ascii_lowercase().as_str(),
+        "train" | "test" | "val" | "valid" | "validation"
+    )
 }
 
 fn canonical_split(name: &str) -> &'static str {
@@ -133,7 +153,10 @@ fn subdirs(dir: &Path) -> Result<Vec<String>> {
             continue;
         }
         let path = entry.path();
-        if std::fs::metadata(&path).map(|m| m.is_dir()).unwrap_or(false) {
+        if std::fs::metadata(&path)
+            .map(|m| m.is_dir())
+            .unwrap_or(false)
+        {
             out.push(name);
         }
     }
@@ -176,9 +199,17 @@ fn scan_split(root: &Path, dir: &Path, name: &str, classes: &[String]) -> Result
     for (label, class) in classes.iter().enumerate() {
         for path in image_files(&dir.join(class))? {
             let rel = path.strip_prefix(root).unwrap_or(&path);
-            let rel_path = rel.to_str().ok_or_else(|| Error::dataset(&path, "file name is not valid UTF-8"))?;
-            items.push(Item { rel_path: rel_path.replace('\\', "/"), label: label as u32 });
+            let rel_path = rel
+                .to_str()
+                .ok_or_else(|| Error::dataset(&path, "file name is not valid UTF-8"))?;
+            items.push(Item {
+                rel_path: rel_path.replace('\\', "/"),
+                label: label as u32,
+            });
         }
     }
-    Ok(Split { name: name.to_string(), items })
+    Ok(Split {
+        name: name.to_string(),
+        items,
+    })
 }

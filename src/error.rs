@@ -31,15 +31,27 @@ pub enum Error {
 
 impl Error {
     pub fn io(path: &Path, source: std::io::Error) -> Self {
-        Error::Io { path: path.to_path_buf(), source }
+        Error::Io {
+            path: path.to_path_buf(),
+            source,
+        }
     }
     pub fn model(path: &Path, msg: impl Into<String>) -> Self {
-        Error::Model { path: path.to_path_buf(), msg: msg.into() }
+        Error::Model {
+            path: path.to_path_buf(),
+            msg: msg.into(),
+        }
     }
     pub fn cache(path: &Path, msg: impl std::fmt::Display) -> Self {
-        Error::Cache { path: path.to_path_buf(), msg: msg.to_string() }
+        Error::Cache {
+            path: path.to_path_buf(),
+            msg: msg.to_string(),
+        }
     }
     pub fn dataset(path: &Path, msg: impl Into<String>) -> Self {
-        Error::Dataset { path: path.to_path_buf(), msg: msg.into() }
+        Error::Dataset {
+            path: path.to_path_buf(),
+            msg: msg.into(),
+        }
     }
 }

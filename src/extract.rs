@@ -48,7 +48,11 @@ pub struct ExtractConfig {
 
 impl ExtractConfig {
     /// A config with the defaults of the command line.
-    pub fn new(model: impl Into<PathBuf>, data: impl Into<PathBuf>, out: impl Into<PathBuf>) -> Self {
+    pub fn new(
+        model: impl Into<PathBuf>,
+        data: impl Into<PathBuf>,
+        out: impl Into<PathBuf>,
+    ) -> Self {
         ExtractConfig {
             model: model.into(),
             data: data.into(),
@@ -92,9 +96,21 @@ pub struct ExtractSummary {
 impl ExtractSummary {
     /// The final one-line summary.
     pub fn line(&self) -> String {
-        let rate = if self.seconds > 0.0 { self.extracted_now as f64 / self.seconds } else { 0.0 };
-        let what = if self.cache_hit { "cache hit: ".to_string() } else { String::new() };
-        let resumed = if self.resumed > 0 { format!(", {} resumed from journal", self.resumed) } else { String::new() };
+        let rate = if self.seconds > 0.0 {
+            self.extracted_now as f64 / self.seconds
+        } else {
+            0.0
+        };
+        let what = if self.cache_hit {
+            "cache hit: ".to_string()
+        } else {
+            String::new()
+        };
+        let resumed = if self.resumed > 0 {
+            format!(", {} resumed from journal", self.resumed)
+        } else {
+            String::new()
+        };
         format!(
             "{what}{} images, {} skipped, {} extracted now in {:.1} s ({:.1} img/s{resumed}) -> {} ({:.1} MB)",
             self.extracted,
@@ -121,7 +137,12 @@ fn fingerprint(cfg: &ExtractConfig, model_sha: &str, ds: &Dataset) -> Result<Str
     let mut h = Sha256::new();
     h.update(env!("CARGO_PKG_VERSION"));
     h.update(model_sha);
-    h.update(format!("{:?}|{:?}|{}", cfg.overrides, cfg.layout, cfg.dtype.name()));
+    h.update(format!(
+        "{:?}|{:?}|{}",
+        cfg.overrides,
+        cfg.layout,
+        cfg.dtype.name()
+    ));
     h.update(ds.classes.join("\u{1}"));
     for split in &ds.splits {
         h.update(&split.name);
@@ -134,7 +155,13 @@ fn fingerprint(cfg: &ExtractConfig, model_sha: &str, ds: &Dataset) -> Result<Str
                 .and_then(|t| t.duration_since(std::time::UNIX_EPOCH).ok())
                 .map(|d| d.as_nanos())
                 .unwrap_or(0);
-            h.update(format!("{}|{}|{}|{}\n", item.rel_path, item.label, m.len(), mtime));
+            h.update(format!(
+                "{}|{}|{}|{}\n",
+                item.rel_path,
+                item.label,
+                m.len(),
+                mtime
+            ));
         }
     }
     Ok(format!("{:x}", h.finalize()))
@@ -187,15 +214,39 @@ pub fn extract(cfg: &ExtractConfig) -> Result<ExtractSummary> {
         }
     }
 
-    let mut model = BaseModel::open(&cfg.model, cfg.device, cfg.threads, cfg.ort_lib.as_deref(), cfg.layout)?;
+    let mut model = BaseModel::open(
+        &cfg.model,
+        cfg.device,
+        cfg.threads,
+        cfg.ort_lib.as_deref(),
+        cfg.layout,
+    )?;
     let resolved = resolve_preprocess(&model.info, &cfg.overrides)?;
     let pre = resolved.preprocess;
     if cfg.verbose {
-        eprintln!("model: {} ({})", model.info.path.display(), model.info.describe());
+        eprintln!(
+            "model: {} ({})",
+            model.info.path.display(),
+            model.info.describe()
+        );
         eprintln!("device: {:?}", model.device);
-        eprintln!("preprocess: {}  [{}]", pre.describe(), resolved.sources.join("; "));
-        let counts: Vec<String> = ds.splits.iter().map(|s| format!("{} {}", s.name, s.items.len())).collect();
-        eprintln!("data: {} ({} classes: {}; {})", ds.root.display(), ds.classes.len(), ds.classes.join(", "), counts.join(", "));
+        eprintln!(
+            "preprocess: {}  [{}]",
+            pre.describe(),
+            resolved.sources.join("; ")
+        );
+        let counts: Vec<String> = ds
+            .splits
+            .iter()
+            .map(|s| format!("{} {}", s.name, s.items.len()))
+            .collect();
+        eprintln!(
+            "data: {} ({} classes: {}; {})",
+            ds.root.display(),
+            ds.classes.len(),
+            ds.classes.join(", "),
+            counts.join(", ")
+        );
     }
 
     // Global index over all splits.
@@ -207,33 +258,63 @@ pub fn extract(cfg: &ExtractConfig) -> Result<ExtractSummary> {
             items.push((paths.len(), item.label, item.rel_path.clone()));
             paths.push(ds.root.join(&item.rel_path));
         }
-        split_rows.push(SplitRows { name: split.name.clone(), items });
+        split_rows.push(SplitRows {
+            name: split.name.clone(),
+            items,
+        });
     }
     let jpath = cache::journal_path(&cfg.out);
     let (mut journal, resumed) = Journal::open(&jpath, &fp, paths.len())?;
     if resumed > 0 && cfg.verbose {
-        eprintln!("resuming: {resumed} of {} images already in {}", paths.len(), jpath.display());
+        eprintln!(
+            "resuming: {resumed} of {} images already in {}",
+            paths.len(),
+            jpath.display()
+        );
     }
-    let pending: Vec<usize> = (0..paths.len()).filter(|&i| journal.status[i] == Status::Pending).collect();
+    let pending: Vec<usize> = (0..paths.len())
+        .filter(|&i| journal.status[i] == Status::Pending)
+        .collect();
 
     let t_run = Instant::now();
     let mut progress = Progress::new(cfg.progress, paths.len() as u64, resumed as u64, "extract");
     for (i, reason) in &journal.failures {
-        progress.warn(&format!("{}: skipped earlier: {reason}", paths[*i].display()));
+        progress.warn(&format!(
+            "{}: skipped earlier: {reason}",
+            paths[*i].display()
+        ));
     }
-    let extracted_now = run_pipeline(cfg, &mut model, &pre, &paths, &pending, &mut journal, &mut progress)?;
+    let extracted_now = run_pipeline(
+        cfg,
+        &mut model,
+        &pre,
+        &paths,
+        &pending,
+        &mut journal,
+        &mut progress,
+    )?;
     progress.finish();
     let seconds = t_run.elapsed().as_secs_f64();
 
     let feature_shape = match &journal.feature_shape {
         Some(s) => s.clone(),
         None => {
-            return Err(Error::dataset(&cfg.data, format!("no image could be read ({} failed); nothing to cache", journal.failures.len())));
+            return Err(Error::dataset(
+                &cfg.data,
+                format!(
+                    "no image could be read ({} failed); nothing to cache",
+                    journal.failures.len()
+                ),
+            ));
         }
     };
     let meta = CacheMeta {
         classes: ds.classes.clone(),
-        model_file: cfg.model.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default(),
+        model_file: cfg
+            .model
+            .file_name()
+            .map(|n| n.to_string_lossy().into_owned())
+            .unwrap_or_default(),
         model_sha256: model_sha,
         input_size: pre.size,
         layout: pre.layout.to_string(),
@@ -255,7 +336,16 @@ pub fn extract(cfg: &ExtractConfig) -> Result<ExtractSummary> {
     let skipped: Vec<(String, String)> = journal
         .failures
         .iter()
-        .map(|(i, r)| (paths[*i].strip_prefix(&ds.root).unwrap_or(&paths[*i]).display().to_string(), r.clone()))
+        .map(|(i, r)| {
+            (
+                paths[*i]
+                    .strip_prefix(&ds.root)
+                    .unwrap_or(&paths[*i])
+                    .display()
+                    .to_string(),
+                r.clone(),
+            )
+        })
         .collect();
     drop(journal);
     std::fs::remove_file(&jpath).map_err(|e| Error::io(&jpath, e))?;
@@ -288,7 +378,9 @@ fn run_pipeline(
         return Ok(0);
     }
     let workers = if cfg.decode_threads == 0 {
-        std::thread::available_parallelism().map(|n| n.get()).unwrap_or(2)
+        std::thread::available_parallelism()
+            .map(|n| n.get())
+            .unwrap_or(2)
     } else {
         cfg.decode_threads
     }
@@ -312,7 +404,10 @@ fn run_pipeline(
                         let mut out = vec![0f32; img_len];
                         pp.apply(&img, &mut out).map(|_| out)
                     });
-                    let msg = Decoded { index, tensor: tensor.map_err(|e| strip_path(&e.to_string(), &paths[index])) };
+                    let msg = Decoded {
+                        index,
+                        tensor: tensor.map_err(|e| strip_path(&e.to_string(), &paths[index])),
+                    };
                     if tx.send(msg).is_err() {
                         break;
                     }
@@ -352,18 +447,28 @@ fn consume(
     let mut open = true;
     while open {
         match rx.recv() {
-            Ok(Decoded { index, tensor: Ok(t) }) => {
+            Ok(Decoded {
+                index,
+                tensor: Ok(t),
+            }) => {
                 batch.extend_from_slice(&t);
                 indices.push(index);
             }
-            Ok(Decoded { index, tensor: Err(reason) }) => {
+            Ok(Decoded {
+                index,
+                tensor: Err(reason),
+            }) => {
                 journal.append_failed(index, &reason)?;
                 journal.flush()?;
                 progress.inc(1);
                 if cfg.strict {
                     return Err(Error::Image {
                         path: paths[index].clone(),
-                        msg: format!("{reason} (--strict; {} finished images are kept in {})", done, journal.path().display()),
+                        msg: format!(
+                            "{reason} (--strict; {} finished images are kept in {})",
+                            done,
+                            journal.path().display()
+                        ),
                     });
                 }
                 progress.warn(&format!("{}: skipped: {reason}", paths[index].display()));

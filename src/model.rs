@@ -9,7 +9,10 @@ use ort::value::{TensorElementType, TensorRef, ValueType};
 
 use crate::error::{Error, Result};
 use crate::onnx;
-use crate::preprocess::{ColorOrder, Interpolation, Layout, Mode, Normalize, Preprocess, ResizeMode, DEFAULT_CROP_FRACTION};
+use crate::preprocess::{
+    ColorOrder, Interpolation, Layout, Mode, Normalize, Preprocess, ResizeMode,
+    DEFAULT_CROP_FRACTION,
+};
 use crate::presets::{self, Preset};
 use crate::runtime::{self, Device};
 
@@ -32,7 +35,12 @@ pub struct ModelInfo {
 impl ModelInfo {
     /// One line for the terminal.
     pub fn describe(&self) -> String {
-        let dims = |v: &[i64]| v.iter().map(|d| if *d < 0 { "?".into() } else { d.to_string() }).collect::<Vec<_>>().join("x");
+        let dims = |v: &[i64]| {
+            v.iter()
+                .map(|d| if *d < 0 { "?".into() } else { d.to_string() })
+                .collect::<Vec<_>>()
+                .join("x")
+        };
         format!(
             "input '{}' [{}] {} -> output '{}' [{}]{}",
             self.input_name,
@@ -40,7 +48,10 @@ impl ModelInfo {
             self.layout,
             self.output_name,
             dims(&self.output_shape),
-            self.preset.as_ref().map(|p| format!(", preset {}", p.name)).unwrap_or_default()
+            self.preset
+                .as_ref()
+                .map(|p| format!(", preset {}", p.name))
+                .unwrap_or_default()
         )
     }
 }
@@ -73,7 +84,13 @@ pub fn detect_layout(shape: &[i64]) -> Option<Layout> {
 
 impl BaseModel {
     /// Opens `path` and reads its input/output and metadata. `layout` overrides detection.
-    pub fn open(path: &Path, device: Device, threads: usize, ort_lib: Option<&Path>, layout: Option<Layout>) -> Result<Self> {
+    pub fn open(
+        path: &Path,
+        device: Device,
+        threads: usize,
+        ort_lib: Option<&Path>,
+        layout: Option<Layout>,
+    ) -> Result<Self> {
         if !path.is_file() {
             return Err(Error::model(path, "model file not found"));
         }
@@ -85,24 +102,46 @@ impl BaseModel {
         if session.inputs().len() != 1 {
             return Err(Error::model(
                 path,
-                format!("expected one image input, the model has {}: {}", session.inputs().len(),
-                    session.inputs().iter().map(|i| i.name().to_string()).collect::<Vec<_>>().join(", ")),
+                format!(
+                    "expected one image input, the model has {}: {}",
+                    session.inputs().len(),
+                    session
+                        .inputs()
+                        .iter()
+                        .map(|i| i.name().to_string())
+                        .collect::<Vec<_>>()
+                        .join(", ")
+                ),
             ));
         }
         let input = &session.inputs()[0];
-        let (ty, input_shape) = tensor_shape(input.dtype())
-            .ok_or_else(|| Error::model(path, format!("input '{}' is not a tensor", input.name())))?;
+        let (ty, input_shape) = tensor_shape(input.dtype()).ok_or_else(|| {
+            Error::model(path, format!("input '{}' is not a tensor", input.name()))
+        })?;
         if ty != TensorElementType::Float32 {
-            return Err(Error::model(path, format!("input '{}' is {ty:?}; headstart feeds float32 images", input.name())));
+            return Err(Error::model(
+                path,
+                format!(
+                    "input '{}' is {ty:?}; headstart feeds float32 images",
+                    input.name()
+                ),
+            ));
         }
         let output = session
             .outputs()
             .first()
             .ok_or_else(|| Error::model(path, "model has no outputs"))?;
-        let (oty, output_shape) = tensor_shape(output.dtype())
-            .ok_or_else(|| Error::model(path, format!("output '{}' is not a tensor", output.name())))?;
+        let (oty, output_shape) = tensor_shape(output.dtype()).ok_or_else(|| {
+            Error::model(path, format!("output '{}' is not a tensor", output.name()))
+        })?;
         if oty != TensorElementType::Float32 {
-            return Err(Error::model(path, format!("output '{}' is {oty:?}; expected float32 features", output.name())));
+            return Err(Error::model(
+                path,
+                format!(
+                    "output '{}' is {oty:?}; expected float32 features",
+                    output.name()
+                ),
+            ));
         }
         let meta_layout = metadata.get("layout").and_then(|l| Layout::parse(l));
         let layout = layout.or(meta_layout).or_else(|| detect_layout(&input_shape)).ok_or_else(|| {
@@ -116,14 +155,27 @@ impl BaseModel {
             )
         })?;
         if input_shape.len() != 4 {
-            return Err(Error::model(path, format!("input '{}' has shape {:?}; expected a 4-D image batch", input.name(), input_shape)));
+            return Err(Error::model(
+                path,
+                format!(
+                    "input '{}' has shape {:?}; expected a 4-D image batch",
+                    input.name(),
+                    input_shape
+                ),
+            ));
         }
         let (hd, wd, cd) = match layout {
             Layout::Nchw => (input_shape[2], input_shape[3], input_shape[1]),
             Layout::Nhwc => (input_shape[1], input_shape[2], input_shape[3]),
         };
         if cd != 3 && cd >= 0 {
-            return Err(Error::model(path, format!("input '{}' has {cd} channels in {layout} layout; expected 3 (RGB)", input.name())));
+            return Err(Error::model(
+                path,
+                format!(
+                    "input '{}' has {cd} channels in {layout} layout; expected 3 (RGB)",
+                    input.name()
+                ),
+            ));
         }
         let size = (hd > 0 && wd > 0).then_some((hd as u32, wd as u32));
         let info = ModelInfo {
@@ -137,14 +189,24 @@ impl BaseModel {
             metadata,
             preset,
         };
-        Ok(BaseModel { info, device, session })
+        Ok(BaseModel {
+            info,
+            device,
+            session,
+        })
     }
 
     /// Runs one batch: `data` holds `n` preprocessed images. Returns the flat output and its per-image shape.
-    pub fn run(&mut self, pre: &Preprocess, data: &[f32], n: usize) -> Result<(Vec<f32>, Vec<usize>)> {
+    pub fn run(
+        &mut self,
+        pre: &Preprocess,
+        data: &[f32],
+        n: usize,
+    ) -> Result<(Vec<f32>, Vec<usize>)> {
         let shape = pre.batch_shape(n);
         let path = &self.info.path;
-        let tensor = TensorRef::from_array_view((shape, data)).map_err(|e| Error::model(path, e.to_string()))?;
+        let tensor = TensorRef::from_array_view((shape, data))
+            .map_err(|e| Error::model(path, e.to_string()))?;
         let outputs = self
             .session
             .run(ort::inputs![self.info.input_name.as_str() => tensor])
@@ -154,7 +216,13 @@ impl BaseModel {
             .map_err(|e| Error::model(path, e.to_string()))?;
         let dims: Vec<usize> = oshape.iter().map(|&d| d as usize).collect();
         if dims.first() != Some(&n) {
-            return Err(Error::model(path, format!("output batch dimension {:?} != {n} images fed", dims.first())));
+            return Err(Error::model(
+                path,
+                format!(
+                    "output batch dimension {:?} != {n} images fed",
+                    dims.first()
+                ),
+            ));
         }
         Ok((values.to_vec(), dims[1..].to_vec()))
     }
@@ -174,7 +242,10 @@ pub struct PreprocessOverrides {
 }
 
 fn parse3(s: &str) -> Option<[f32; 3]> {
-    let v: Vec<f32> = s.split(',').map(|x| x.trim().parse().ok()).collect::<Option<_>>()?;
+    let v: Vec<f32> = s
+        .split(',')
+        .map(|x| x.trim().parse().ok())
+        .collect::<Option<_>>()?;
     match v.len() {
         1 => Some([v[0]; 3]),
         3 => Some([v[0], v[1], v[2]]),
@@ -215,7 +286,10 @@ fn resize_from_metadata(m: &BTreeMap<String, String>) -> Option<ResizeMode> {
     match m.get("resize_mode")?.to_ascii_lowercase().as_str() {
         "squash" => Some(ResizeMode::Squash),
         "crop" => Some(ResizeMode::Crop {
-            fraction: m.get("crop_fraction").and_then(|f| f.parse().ok()).unwrap_or(DEFAULT_CROP_FRACTION),
+            fraction: m
+                .get("crop_fraction")
+                .and_then(|f| f.parse().ok())
+                .unwrap_or(DEFAULT_CROP_FRACTION),
         }),
         _ => None,
     }
@@ -236,7 +310,11 @@ pub fn resolve_preprocess(info: &ModelInfo, o: &PreprocessOverrides) -> Result<R
         Some(name) => Some(presets::by_name(name).ok_or_else(|| {
             Error::Config(format!(
                 "unknown preset '{name}'; known: {}",
-                presets::all().iter().map(|p| p.name).collect::<Vec<_>>().join(", ")
+                presets::all()
+                    .iter()
+                    .map(|p| p.name)
+                    .collect::<Vec<_>>()
+                    .join(", ")
             ))
         })?),
         None => info.preset.clone(),
@@ -258,10 +336,21 @@ pub fn resolve_preprocess(info: &ModelInfo, o: &PreprocessOverrides) -> Result<R
 
     // Normalisation.
     let flag_norm = match (o.mode, o.mean, o.std) {
-        (Some(mode), None, None) => Some(Normalize { color: o.color.unwrap_or(mode.normalize().color), ..mode.normalize() }),
-        (None, Some(mean), std) => Some(Normalize { color: o.color.unwrap_or(ColorOrder::Rgb), mean, std: std.unwrap_or([1.0; 3]) }),
+        (Some(mode), None, None) => Some(Normalize {
+            color: o.color.unwrap_or(mode.normalize().color),
+            ..mode.normalize()
+        }),
+        (None, Some(mean), std) => Some(Normalize {
+            color: o.color.unwrap_or(ColorOrder::Rgb),
+            mean,
+            std: std.unwrap_or([1.0; 3]),
+        }),
         (None, None, Some(_)) => return Err(Error::Config("--std needs --mean".into())),
-        (Some(_), _, _) => return Err(Error::Config("give either --preprocess or --mean/--std, not both".into())),
+        (Some(_), _, _) => {
+            return Err(Error::Config(
+                "give either --preprocess or --mean/--std, not both".into(),
+            ))
+        }
         (None, None, None) => None,
     };
     let meta_norm = normalize_from_metadata(m);
@@ -275,7 +364,12 @@ pub fn resolve_preprocess(info: &ModelInfo, o: &PreprocessOverrides) -> Result<R
                  pass --preprocess caffe|torch|tf|raw or --mean R,G,B --std R,G,B",
             )
         })?;
-    pick("normalise", (o.mode.is_some() || o.mean.is_some()).then(|| "command line".into()), meta_norm.is_some(), preset.is_some());
+    pick(
+        "normalise",
+        (o.mode.is_some() || o.mean.is_some()).then(|| "command line".into()),
+        meta_norm.is_some(),
+        preset.is_some(),
+    );
 
     // Size.
     let meta_size = m.get("input_size").and_then(|s| parse_size(s));
@@ -292,22 +386,49 @@ pub fn resolve_preprocess(info: &ModelInfo, o: &PreprocessOverrides) -> Result<R
             Error::model(&info.path, "the model's input size is dynamic and neither metadata nor a preset gives it; pass --size WxH")
         })?,
     };
-    pick("size", o.size.map(|_| "command line".into()).or(info.size.map(|_| "model input".into())), meta_size.is_some(), preset.is_some());
+    pick(
+        "size",
+        o.size
+            .map(|_| "command line".into())
+            .or(info.size.map(|_| "model input".into())),
+        meta_size.is_some(),
+        preset.is_some(),
+    );
 
     // Resize and interpolation.
     let meta_resize = resize_from_metadata(m);
-    let resize = o.resize.or(meta_resize).or(preset.as_ref().map(|p| p.resize)).unwrap_or(ResizeMode::Squash);
-    pick("resize", o.resize.map(|_| "command line".into()), meta_resize.is_some(), preset.is_some());
+    let resize = o
+        .resize
+        .or(meta_resize)
+        .or(preset.as_ref().map(|p| p.resize))
+        .unwrap_or(ResizeMode::Squash);
+    pick(
+        "resize",
+        o.resize.map(|_| "command line".into()),
+        meta_resize.is_some(),
+        preset.is_some(),
+    );
     let meta_interp = m.get("interpolation").and_then(|s| Interpolation::parse(s));
     let interpolation = o
         .interpolation
         .or(meta_interp)
         .or(preset.as_ref().map(|p| p.interpolation))
         .unwrap_or(Interpolation::Bilinear);
-    pick("interpolation", o.interpolation.map(|_| "command line".into()), meta_interp.is_some(), preset.is_some());
+    pick(
+        "interpolation",
+        o.interpolation.map(|_| "command line".into()),
+        meta_interp.is_some(),
+        preset.is_some(),
+    );
 
     Ok(Resolved {
-        preprocess: Preprocess { size, layout: info.layout, resize, interpolation, normalize },
+        preprocess: Preprocess {
+            size,
+            layout: info.layout,
+            resize,
+            interpolation,
+            normalize,
+        },
         sources,
     })
 }

@@ -5,7 +5,9 @@
 use std::fmt;
 use std::path::Path;
 
-use fast_image_resize::{self as fr, images::Image as FrImage, FilterType, PixelType, ResizeAlg, ResizeOptions};
+use fast_image_resize::{
+    self as fr, images::Image as FrImage, FilterType, PixelType, ResizeAlg, ResizeOptions,
+};
 use image::{ImageDecoder, ImageReader, RgbImage};
 
 use crate::error::{Error, Result};
@@ -154,14 +156,26 @@ impl Mode {
 
     pub fn normalize(self) -> Normalize {
         match self {
-            Mode::Caffe => Normalize { color: ColorOrder::Bgr, mean: CAFFE_MEAN_BGR, std: [1.0; 3] },
+            Mode::Caffe => Normalize {
+                color: ColorOrder::Bgr,
+                mean: CAFFE_MEAN_BGR,
+                std: [1.0; 3],
+            },
             Mode::Torch => Normalize {
                 color: ColorOrder::Rgb,
                 mean: IMAGENET_MEAN.map(|m| m * 255.0),
                 std: IMAGENET_STD.map(|s| s * 255.0),
             },
-            Mode::Tf => Normalize { color: ColorOrder::Rgb, mean: [127.5; 3], std: [127.5; 3] },
-            Mode::Raw => Normalize { color: ColorOrder::Rgb, mean: [0.0; 3], std: [1.0; 3] },
+            Mode::Tf => Normalize {
+                color: ColorOrder::Rgb,
+                mean: [127.5; 3],
+                std: [127.5; 3],
+            },
+            Mode::Raw => Normalize {
+                color: ColorOrder::Rgb,
+                mean: [0.0; 3],
+                std: [1.0; 3],
+            },
         }
     }
 }
@@ -175,7 +189,13 @@ impl fmt::Display for Normalize {
         if let Some(m) = named {
             write!(f, "{} (", format!("{m:?}").to_lowercase())?;
         }
-        write!(f, "{} mean {} std {}", self.color, fmt3(self.mean), fmt3(self.std))?;
+        write!(
+            f,
+            "{} mean {} std {}",
+            self.color,
+            fmt3(self.mean),
+            fmt3(self.std)
+        )?;
         if named.is_some() {
             f.write_str(")")?;
         }
@@ -231,7 +251,11 @@ impl Preprocess {
                 let (iw, ih) = (width as f64, height as f64);
                 // Largest box with the input's aspect ratio, then keep `fraction` of it (TF's
                 // integer centre crop: floor the size, offset rounded up).
-                let (bw, bh) = if iw / ih > tw / th { (ih * tw / th, ih) } else { (iw, iw * th / tw) };
+                let (bw, bh) = if iw / ih > tw / th {
+                    (ih * tw / th, ih)
+                } else {
+                    (iw, iw * th / tw)
+                };
                 let cw = ((bw * fraction as f64).floor() as u32).clamp(1, width);
                 let ch = ((bh * fraction as f64).floor() as u32).clamp(1, height);
                 ((width - cw).div_ceil(2), (height - ch).div_ceil(2), cw, ch)
@@ -243,7 +267,10 @@ impl Preprocess {
 /// Decodes an image file to 8-bit RGB, applying its EXIF orientation. The format is taken from the
 /// content, not the extension.
 pub fn decode(path: &Path) -> Result<RgbImage> {
-    let err = |msg: String| Error::Image { path: path.to_path_buf(), msg };
+    let err = |msg: String| Error::Image {
+        path: path.to_path_buf(),
+        msg,
+    };
     let reader = ImageReader::open(path)
         .map_err(|e| Error::io(path, e))?
         .with_guessed_format()
@@ -252,7 +279,9 @@ pub fn decode(path: &Path) -> Result<RgbImage> {
         return Err(err("unknown image format".into()));
     }
     let mut decoder = reader.into_decoder().map_err(|e| err(e.to_string()))?;
-    let orientation = decoder.orientation().unwrap_or(image::metadata::Orientation::NoTransforms);
+    let orientation = decoder
+        .orientation()
+        .unwrap_or(image::metadata::Orientation::NoTransforms);
     let mut img = image::DynamicImage::from_decoder(decoder).map_err(|e| err(e.to_string()))?;
     img.apply_orientation(orientation);
     if img.width() == 0 || img.height() == 0 {
@@ -269,14 +298,18 @@ pub struct Preprocessor {
 
 impl Preprocessor {
     pub fn new(config: Preprocess) -> Self {
-        Preprocessor { config, resizer: fr::Resizer::new() }
+        Preprocessor {
+            config,
+            resizer: fr::Resizer::new(),
+        }
     }
 
     /// Resizes `img` to the input size (uint8 RGB, row-major HWC).
     pub fn resize(&mut self, img: &RgbImage) -> Result<Vec<u8>> {
         let (h, w) = self.config.size;
-        let src = fr::images::ImageRef::new(img.width(), img.height(), img.as_raw(), PixelType::U8x3)
-            .map_err(|e| Error::Config(format!("resize source: {e}")))?;
+        let src =
+            fr::images::ImageRef::new(img.width(), img.height(), img.as_raw(), PixelType::U8x3)
+                .map_err(|e| Error::Config(format!("resize source: {e}")))?;
         let mut dst = FrImage::new(w, h, PixelType::U8x3);
         let (l, t, bw, bh) = self.config.source_box(img.width(), img.height());
         let opts = ResizeOptions::new()

@@ -44,7 +44,9 @@ pub fn all() -> Vec<Preset> {
                 mean: [127.0; 3],
                 std: [128.0; 3],
             },
-            resize: ResizeMode::Crop { fraction: DEFAULT_CROP_FRACTION },
+            resize: ResizeMode::Crop {
+                fraction: DEFAULT_CROP_FRACTION,
+            },
             interpolation: Interpolation::Bicubic,
             signature: &[("Conv", 49), ("Clip", 33)],
         },
@@ -58,11 +60,16 @@ pub fn by_name(name: &str) -> Option<Preset> {
 }
 
 /// The preset whose signature matches the op counts of a graph (`metadata["preset"]` wins).
-pub fn detect(metadata: &BTreeMap<String, String>, ops: &BTreeMap<String, usize>) -> Option<Preset> {
+pub fn detect(
+    metadata: &BTreeMap<String, String>,
+    ops: &BTreeMap<String, usize>,
+) -> Option<Preset> {
     if let Some(p) = metadata.get("preset").and_then(|n| by_name(n)) {
         return Some(p);
     }
-    all()
-        .into_iter()
-        .find(|p| p.signature.iter().all(|(op, n)| ops.get(*op).copied().unwrap_or(0) == *n))
+    all().into_iter().find(|p| {
+        p.signature
+            .iter()
+            .all(|(op, n)| ops.get(*op).copied().unwrap_or(0) == *n)
+    })
 }

@@ -26,7 +26,9 @@ pub struct Progress {
 impl Progress {
     pub fn new(mode: ProgressMode, total: u64, already: u64, what: &str) -> Self {
         let mode = match mode {
-            ProgressMode::Auto if std::io::IsTerminal::is_terminal(&std::io::stderr()) => ProgressMode::Bar,
+            ProgressMode::Auto if std::io::IsTerminal::is_terminal(&std::io::stderr()) => {
+                ProgressMode::Bar
+            }
             ProgressMode::Auto => ProgressMode::None,
             m => m,
         };
@@ -43,7 +45,14 @@ impl Progress {
             b
         });
         let now = std::time::Instant::now();
-        Progress { mode, bar, total, done: already, start: now, last_json: now }
+        Progress {
+            mode,
+            bar,
+            total,
+            done: already,
+            start: now,
+            last_json: now,
+        }
     }
 
     /// Counts `n` more items done.
@@ -52,7 +61,9 @@ impl Progress {
         if let Some(b) = &self.bar {
             b.inc(n);
         }
-        if self.mode == ProgressMode::Json && (self.last_json.elapsed().as_millis() >= 500 || self.done == self.total) {
+        if self.mode == ProgressMode::Json
+            && (self.last_json.elapsed().as_millis() >= 500 || self.done == self.total)
+        {
             self.last_json = std::time::Instant::now();
             let secs = self.start.elapsed().as_secs_f64();
             eprintln!(
@@ -66,7 +77,10 @@ impl Progress {
     pub fn warn(&self, msg: &str) {
         match (&self.bar, self.mode) {
             (Some(b), _) => b.suspend(|| eprintln!("warning: {msg}")),
-            (None, ProgressMode::Json) => eprintln!("{}", serde_json::json!({"event": "warning", "message": msg})),
+            (None, ProgressMode::Json) => eprintln!(
+                "{}",
+                serde_json::json!({"event": "warning", "message": msg})
+            ),
             _ => eprintln!("warning: {msg}"),
         }
     }

@@ -23,6 +23,7 @@ const LIB_NAME: &str = "libonnxruntime.dylib";
 const LIB_NAME: &str = "libonnxruntime.so";
 
 static ENV: OnceLock<(Environment, PathBuf)> = OnceLock::new();
+static INIT_LOCK: std::sync::Mutex<()> = std::sync::Mutex::new(());
 
 /// Execution device for inference.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -35,7 +36,9 @@ pub enum Device {
 
 /// The project cache folder the setup script fills (`<repo>/.cache/onnxruntime`).
 pub fn project_cache_dir() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join(".cache").join("onnxruntime")
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join(".cache")
+        .join("onnxruntime")
 }
 
 /// A library file inside `dir`: `libonnxruntime.so`, else the newest `libonnxruntime.so.*`.
@@ -73,10 +76,16 @@ pub fn find_library(explicit: Option<&Path>) -> Result<PathBuf> {
                 return Ok(f);
             }
         }
-        return Err(missing(&[format!("{what} = {} (no such file)", p.display())]));
+        return Err(missing(&[format!(
+            "{what} = {} (no such file)",
+            p.display()
+        )]));
     }
     let mut dirs = vec![(project_cache_dir(), "project cache")];
-    if let Some(dir) = std::env::current_exe().ok().and_then(|e| e.parent().map(Path::to_path_buf)) {
+    if let Some(dir) = std::env::current_exe()
+        .ok()
+        .and_then(|e| e.parent().map(Path::to_path_buf))
+    {
         dirs.push((dir, "next to the executable"));
     }
     tried.push(format!("{ORT_ENV} (not set)"));
@@ -103,6 +112,11 @@ pub fn init(explicit: Option<&Path>) -> Result<&'static (Environment, PathBuf)> 
     if let Some(env) = ENV.get() {
         return Ok(env);
     }
+    // ONNX Runtime allows one environment per process: serialise first use.
+    let _guard = INIT_LOCK.lock().unwrap_or_else(|p| p.into_inner());
+    if let Some(env) = ENV.get() {
+        return Ok(env);
+    }
     let path = find_library(explicit)?;
     // Probe the file ourselves first: a file that is not a loadable library must fail here, with its name.
     // SAFETY: loading ONNX Runtime runs its (trusted) initialisers; nothing else is called.
@@ -122,7 +136,12 @@ pub fn init(explicit: Option<&Path>) -> Result<&'static (Environment, PathBuf)> 
 
 /// Opens `model` on `device` with `threads` intra-op threads (0 = ONNX Runtime's default). Returns the
 /// session and the device actually used.
-pub fn session(model: &Path, device: Device, threads: usize, ort_lib: Option<&Path>) -> Result<(Session, Device)> {
+pub fn session(
+    model: &Path,
+    device: Device,
+    threads: usize,
+    ort_lib: Option<&Path>,
+) -> Result<(Session, Device)> {
     let (env, _) = init(ort_lib)?;
     let build = |cuda: bool| -> Result<Session> {
         let rt = |e: ort::Error<_>| Error::model(model, e.to_string());
@@ -138,7 +157,8 @@ pub fn session(model: &Path, device: Device, threads: usize, ort_lib: Option<&Pa
                 .with_execution_providers([ort::ep::CUDA::default().build().error_on_failure()])
                 .map_err(|e| Error::Runtime(format!("CUDA execution provider: {e}")))?;
         }
-        b.commit_from_file(model).map_err(|e| Error::model(model, e.to_string()))
+        b.commit_from_file(model)
+            .map_err(|e| Error::model(model, e.to_string()))
     };
     match device {
         Device::Cpu => Ok((build(false)?, Device::Cpu)),
@@ -147,7 +167,10 @@ pub fn session(model: &Path, device: Device, threads: usize, ort_lib: Option<&Pa
             Ok(s) => Ok((s, Device::Cuda)),
             Err(e) => {
                 let first = e.to_string();
-                eprintln!("notice: CUDA unavailable ({}); using CPU", first.lines().next().unwrap_or(""));
+                eprintln!(
+                    "notice: CUDA unavailable ({}); using CPU",
+                    first.lines().next().unwrap_or("")
+                );
                 Ok((build(false)?, Device::Cpu))
             }
         },

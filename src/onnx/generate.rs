@@ -102,7 +102,13 @@ fn ints(name: &str, v: &[i64]) -> AttributeProto {
     }
 }
 
-fn node(op: &str, name: &str, inputs: &[&str], output: &str, attrs: Vec<AttributeProto>) -> NodeProto {
+fn node(
+    op: &str,
+    name: &str,
+    inputs: &[&str],
+    output: &str,
+    attrs: Vec<AttributeProto>,
+) -> NodeProto {
     NodeProto {
         input: inputs.iter().map(|s| s.to_string()).collect(),
         output: vec![output.to_string()],
@@ -138,7 +144,13 @@ pub fn cnn(spec: &CnnSpec) -> ModelProto {
     };
     let mut cur = "input".to_string();
     if spec.layout == Layout::Nhwc {
-        nodes.push(node("Transpose", "to_nchw", &["input"], "x_nchw", vec![ints("perm", &[0, 3, 1, 2])]));
+        nodes.push(node(
+            "Transpose",
+            "to_nchw",
+            &["input"],
+            "x_nchw",
+            vec![ints("perm", &[0, 3, 1, 2])],
+        ));
         cur = "x_nchw".into();
     }
     let (mut in_ch, mut sh, mut sw) = (3usize, h, w);
@@ -165,7 +177,11 @@ pub fn cnn(spec: &CnnSpec) -> ModelProto {
         let std = (2.0 / fan_in as f32).sqrt();
         let weights: Vec<f32> = (0..c * fan_in).map(|_| rng.normal() * std).collect();
         let bias = vec![0.0f32; c];
-        inits.push(f32_tensor(&format!("{name}_W"), vec![c as i64, in_ch as i64, 3, 3], &weights));
+        inits.push(f32_tensor(
+            &format!("{name}_W"),
+            vec![c as i64, in_ch as i64, 3, 3],
+            &weights,
+        ));
         inits.push(f32_tensor(&format!("{name}_B"), vec![c as i64], &bias));
         let conv_out = format!("{name}_pre");
         nodes.push(node(
@@ -175,7 +191,13 @@ pub fn cnn(spec: &CnnSpec) -> ModelProto {
             &conv_out,
             vec![ints("kernel_shape", &[3, 3]), ints("pads", &[1, 1, 1, 1])],
         ));
-        nodes.push(node("Relu", &format!("{name}_relu"), &[&conv_out], &name, vec![]));
+        nodes.push(node(
+            "Relu",
+            &format!("{name}_relu"),
+            &[&conv_out],
+            &name,
+            vec![],
+        ));
         cur = name;
         in_ch = c;
         conv += 1;
@@ -189,23 +211,48 @@ pub fn cnn(spec: &CnnSpec) -> ModelProto {
             int64_data: vec![0, -1],
             ..Default::default()
         });
-        nodes.push(node("Reshape", "flatten", &["gap", "flat_shape"], "features", vec![]));
+        nodes.push(node(
+            "Reshape",
+            "flatten",
+            &["gap", "flat_shape"],
+            "features",
+            vec![],
+        ));
         vec![dim(None, "N"), dim(Some(in_ch), "")]
     } else {
         match spec.layout {
             Layout::Nchw => {
                 nodes.push(node("Identity", "features", &[&cur], "features", vec![]));
-                vec![dim(None, "N"), dim(Some(in_ch), ""), dim(sh, "h"), dim(sw, "w")]
+                vec![
+                    dim(None, "N"),
+                    dim(Some(in_ch), ""),
+                    dim(sh, "h"),
+                    dim(sw, "w"),
+                ]
             }
             Layout::Nhwc => {
-                nodes.push(node("Transpose", "to_nhwc", &[&cur], "features", vec![ints("perm", &[0, 2, 3, 1])]));
-                vec![dim(None, "N"), dim(sh, "h"), dim(sw, "w"), dim(Some(in_ch), "")]
+                nodes.push(node(
+                    "Transpose",
+                    "to_nhwc",
+                    &[&cur],
+                    "features",
+                    vec![ints("perm", &[0, 2, 3, 1])],
+                ));
+                vec![
+                    dim(None, "N"),
+                    dim(sh, "h"),
+                    dim(sw, "w"),
+                    dim(Some(in_ch), ""),
+                ]
             }
         }
     };
     ModelProto {
         ir_version: 8,
-        opset_import: vec![OperatorSetIdProto { domain: String::new(), version: 17 }],
+        opset_import: vec![OperatorSetIdProto {
+            domain: String::new(),
+            version: 17,
+        }],
         producer_name: "headstart".into(),
         producer_version: env!("CARGO_PKG_VERSION").into(),
         graph: Some(GraphProto {
@@ -219,7 +266,10 @@ pub fn cnn(spec: &CnnSpec) -> ModelProto {
         metadata_props: spec
             .metadata
             .iter()
-            .map(|(k, v)| StringStringEntryProto { key: k.clone(), value: v.clone() })
+            .map(|(k, v)| StringStringEntryProto {
+                key: k.clone(),
+                value: v.clone(),
+            })
             .collect(),
         ..Default::default()
     }

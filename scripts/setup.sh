@@ -1,0 +1,52 @@
+#!/usr/bin/env bash
+# Installs what headstart needs on a fresh Debian 12 x86_64 machine (as root, package registries only),
+# skipping whatever is already there:
+#   - Debian packages: libhdf5-dev + pkg-config (hdf5-metno links the system HDF5), python3-pip, time
+#   - ONNX Runtime ${ORT_VERSION}: libonnxruntime.so from the PyPI `onnxruntime` wheel, unpacked with
+#     Python's zipfile into .cache/onnxruntime/ (ort's own binary download needs internet and glibc >= 2.39)
+# Rust (cargo >= 1.92) must already be installed (the machine image has it).
+# Usage: scripts/setup.sh            (idempotent; quick when everything is present)
+set -euo pipefail
+cd "$(dirname "$0")/.."
+ORT_VERSION="${ORT_VERSION:-1.31.1}"
+ORT_DIR=".cache/onnxruntime"
+
+need_apt=()
+dpkg -s libhdf5-dev >/dev/null 2>&1 || need_apt+=(libhdf5-dev)
+command -v pkg-config >/dev/null 2>&1 || need_apt+=(pkg-config)
+python3 -m pip --version >/dev/null 2>&1 || need_apt+=(python3-pip)
+[ -x /usr/bin/time ] || need_apt+=(time)
+if [ ${#need_apt[@]} -gt 0 ]; then
+  echo "setup: installing Debian packages: ${need_apt[*]}"
+  SUDO=""; [ "$(id -u)" -eq 0 ] || SUDO="sudo"
+  $SUDO apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq "${need_apt[@]}" >/dev/null
+fi
+
+if ! command -v cargo >/dev/null 2>&1; then
+  echo "setup: cargo not found; install Rust >= 1.92 (rustup) first" >&2
+  exit 1
+fi
+
+if ! ls "$ORT_DIR"/libonnxruntime.so."$ORT_VERSION" >/dev/null 2>&1; then
+  echo "setup: fetching ONNX Runtime $ORT_VERSION (PyPI wheel onnxruntime==$ORT_VERSION)"
+  tmp=$(mktemp -d)
+  trap 'rm -rf "$tmp"' EXIT
+  python3 -m pip download -q --no-deps --only-binary=:all: -d "$tmp" "onnxruntime==$ORT_VERSION"
+  mkdir -p "$ORT_DIR"
+  python3 - "$tmp" "$ORT_DIR" <<'PY'
+import glob, os, sys, zipfile
+src, dst = sys.argv[1], sys.argv[2]
+wheel = glob.glob(os.path.join(src, "onnxruntime-*.whl"))[0]
+with zipfile.ZipFile(wheel) as z:
+    libs = [n for n in z.namelist() if os.path.basename(n).startswith("libonnxruntime.so")]
+    if not libs:
+        sys.exit(f"{wheel}: no libonnxruntime.so inside")
+    for n in libs:
+        out = os.path.join(dst, os.path.basename(n))
+        with open(out + ".part", "wb") as fh:
+            fh.write(z.read(n))
+        os.replace(out + ".part", out)
+        print(f"setup: {out}")
+PY
+fi

@@ -1,0 +1,15 @@
+#!/usr/bin/env bash
+# Installs what is missing (scripts/setup.sh), then runs headstart's whole test suite.
+# Usage: scripts/test.sh [extra cargo test args]
+set -euo pipefail
+cd "$(dirname "$0")/.."
+scripts/setup.sh
+
+# One ndarray in the build (ort's optional ndarray 0.17 stays in Cargo.lock but is never compiled).
+dups=$(cargo tree -e normal -d --prefix none 2>/dev/null | grep -E '^ndarray ' || true)
+if [ -n "$dups" ]; then
+  echo "test.sh: more than one ndarray version is built:"; echo "$dups"; exit 1
+fi
+if cargo fmt --version >/dev/null 2>&1; then cargo fmt --check; fi
+if cargo clippy --version >/dev/null 2>&1; then cargo clippy --all-targets --quiet -- -D warnings; fi
+cargo test "$@" 2>&1

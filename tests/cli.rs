@@ -1,0 +1,1028 @@
+//! Integration tests: tiny generated models and images, plus a few real photos and the shared
+//! known-answer vector. One binary; helpers at the top.
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+
+use headstart::cache::FeatureCache;
+use headstart::model::BaseModel;
+use headstart::onnx::{self, generate::CnnSpec};
+use headstart::preprocess::{self, Layout, Preprocess};
+use headstart::runtime::Device;
+
+fn bin() -> Command {
+    Command::new(env!("CARGO_BIN_EXE_headstart"))
+}
+
+fn run(args: &[&str]) -> Output {
+    bin().args(args).output().expect("run headstart")
+}
+
+fn text(o: &Output) -> String {
+    format!(
+        "{}{}",
+        String::from_utf8_lossy(&o.stdout),
+        String::from_utf8_lossy(&o.stderr)
+    )
+}
+
+fn ok(args: &[&str]) -> String {
+    let o = run(args);
+    assert!(
+        o.status.success(),
+        "headstart {args:?} failed:\n{}",
+        text(&o)
+    );
+    text(&o)
+}
+
+fn shared() -> PathBuf {
+    let p = Path::new(env!("CARGO_MANIFEST_DIR")).join("../shared");
+    assert!(
+        p.join("models").is_dir(),
+        "../shared/models is missing: these tests need the shared photos and models"
+    );
+    p
+}
+
+fn tmp() -> tempfile::TempDir {
+    tempfile::tempdir().expect("tempdir")
+}
+
+fn s(p: &Path) -> &str {
+    p.to_str().unwrap()
+}
+
+/// Writes an image of one colour, `w` x `h`, in the format of `path`'s extension.
+fn solid(path: &Path, w: u32, h: u32, rgb: [u8; 3]) {
+    std::fs::create_dir_all(path.parent().unwrap()).unwrap();
+    image::RgbImage::from_pixel(w, h, image::Rgb(rgb))
+        .save(path)
+        .unwrap();
+}
+
+/// Writes a gradient image (so resizing and layout matter).
+fn gradient(path: &Path, w: u32, h: u32, seed: u32) {
+    std::fs::create_dir_all(path.parent().unwrap()).unwrap();
+    image::RgbImage::from_fn(w, h, |x, y| {
+        image::Rgb([
+            ((x * 7 + seed * 31) % 256) as u8,
+            ((y * 5 + seed * 17) % 256) as u8,
+            ((x + y + seed) % 256) as u8,
+        ])
+    })
+    .save(path)
+    .unwrap();
+}
+
+fn save_model(dir: &Path, name: &str, spec: &CnnSpec) -> PathBuf {
+    let p = dir.join(name);
+    onnx::save(&onnx::generate::cnn(spec), &p).unwrap();
+    p
+}
+
+/// A dataset DIR/{train,test}/{a,b}/ of gradient images.
+fn tiny_dataset(root: &Path, per_class: u32) {
+    for (si, split) in ["train", "test"].iter().enumerate() {
+        for (ci, class) in ["a", "b"].iter().enumerate() {
+            for k in 0..per_class {
+                let ext = if k % 2 == 0 { "png" } else { "JPG" };
+                gradient(
+                    &root.join(split).join(class).join(format!("img{k}.{ext}")),
+                    40 + k * 3,
+                    30 + ci as u32 * 5,
+                    k + si as u32 * 10,
+                );
+            }
+        }
+    }
+}
+
+fn close(a: &[f32], b: &[f32], tol: f32) -> f32 {
+    assert_eq!(a.len(), b.len(), "lengths differ");
+    let m = a
+        .iter()
+        .zip(b)
+        .map(|(x, y)| (x - y).abs())
+        .fold(0f32, f32::max);
+    assert!(m <= tol, "max abs diff {m} > {tol}");
+    m
+}
+
+// ---------------------------------------------------------------- extraction end to end
+
+#[test]
+fn extract_tiny_model_writes_all_splits_and_rerun_is_a_cache_hit() {
+    let d = tmp();
+    let data = d.path().join("data");
+    tiny_dataset(&data, 3);
+    std::fs::write(data.join("train/a/.hidden.png"), b"not an image").unwrap();
+    std::fs::write(data.join("train/a/notes.txt"), b"ignored").unwrap();
+    let model = save_model(
+        d.path(),
+        "tiny.onnx",
+        &CnnSpec::tiny(Layout::Nchw, Some((32, 32))),
+    );
+    let out = d.path().join("f.h5");
+    let log = ok(&[
+        "extract",
+        "--model",
+        s(&model),
+        "--data",
+        s(&data),
+        "--out",
+        s(&out),
+        "--preprocess",
+        "tf",
+        "--batch",
+        "4",
+    ]);
+    assert!(log.contains("12 images, 0 skipped"), "{log}");
+    assert!(log.contains("input 'input' [?x3x32x32] NCHW"), "{log}");
+
+    let c = FeatureCache::open(&out).unwrap();
+    assert_eq!(c.meta.classes, vec!["a", "b"]);
+    assert_eq!(c.meta.splits, vec!["train", "test"]);
+    assert_eq!(c.meta.feature_shape, vec![16, 8, 8]);
+    assert_eq!(c.meta.layout, "NCHW");
+    assert_eq!(c.meta.input_size, (32, 32));
+    assert_eq!(c.meta.mean, [127.5; 3]);
+    let train = c.read_split("train").unwrap();
+    assert_eq!(train.labels, vec![0, 0, 0, 1, 1, 1]);
+    assert_eq!(train.paths[0], "train/a/img0.png");
+    assert_eq!(train.paths[1], "train/a/img1.JPG");
+    assert_eq!(train.features.len(), 6 * 16 * 8 * 8);
+    assert!(
+        train.features.iter().all(|v| v.is_finite() && *v >= 0.0),
+        "ReLU output"
+    );
+    assert!(train.features.iter().any(|v| *v > 0.0));
+    assert!(!cache_path_leftovers(&out));
+
+    // The same features as running the model directly on the same preprocessing.
+    let mut m = BaseModel::open(&model, Device::Cpu, 1, None, None).unwrap();
+    let pre = Preprocess {
+        size: (32, 32),
+        layout: Layout::Nchw,
+        resize: preprocess::ResizeMode::Squash,
+        interpolation: preprocess::Interpolation::Bilinear,
+        normalize: preprocess::Mode::Tf.normalize(),
+    };
+    let img = preprocess::decode(&data.join("train/a/img1.JPG")).unwrap();
+    let mut x = vec![0f32; pre.len()];
+    preprocess::Preprocessor::new(pre)
+        .apply(&img, &mut x)
+        .unwrap();
+    let (y, shape) = m.run(&pre, &x, 1).unwrap();
+    assert_eq!(shape, vec![16, 8, 8]);
+    close(&y, &train.features[1024..2048], 1e-5);
+
+    let t = std::time::Instant::now();
+    let log = ok(&[
+        "extract",
+        "--model",
+        s(&model),
+        "--data",
+        s(&data),
+        "--out",
+        s(&out),
+        "--preprocess",
+        "tf",
+        "--batch",
+        "4",
+    ]);
+    assert!(log.contains("cache hit"), "{log}");
+    assert!(t.elapsed().as_secs_f64() < 5.0);
+    // A changed option is not a hit.
+    let log = ok(&[
+        "extract",
+        "--model",
+        s(&model),
+        "--data",
+        s(&data),
+        "--out",
+        s(&out),
+        "--preprocess",
+        "torch",
+        "--quiet",
+    ]);
+    assert!(!log.contains("cache hit"), "{log}");
+    assert_eq!(
+        FeatureCache::open(&out).unwrap().meta.mean,
+        [0.485 * 255.0, 0.456 * 255.0, 0.406 * 255.0]
+    );
+}
+
+fn cache_path_leftovers(out: &Path) -> bool {
+    let j = headstart::cache::journal_path(out);
+    let mut t = out.as_os_str().to_owned();
+    t.push(".tmp");
+    j.exists() || Path::new(&t).exists()
+}
+
+#[test]
+fn f16_cache_is_half_the_size_and_close() {
+    let d = tmp();
+    let data = d.path().join("data");
+    tiny_dataset(&data, 2);
+    let model = save_model(
+        d.path(),
+        "tiny.onnx",
+        &CnnSpec::tiny(Layout::Nchw, Some((32, 32))),
+    );
+    let (a, b) = (d.path().join("a.h5"), d.path().join("b.h5"));
+    ok(&[
+        "extract",
+        "--model",
+        s(&model),
+        "--data",
+        s(&data),
+        "--out",
+        s(&a),
+        "--preprocess",
+        "raw",
+        "--quiet",
+    ]);
+    ok(&[
+        "extract",
+        "--model",
+        s(&model),
+        "--data",
+        s(&data),
+        "--out",
+        s(&b),
+        "--preprocess",
+        "raw",
+        "--dtype",
+        "f16",
+        "--quiet",
+    ]);
+    let (fa, fb) = (
+        FeatureCache::open(&a).unwrap(),
+        FeatureCache::open(&b).unwrap(),
+    );
+    assert_eq!(fb.meta.dtype.name(), "f16");
+    let (xa, xb) = (
+        fa.read_split("train").unwrap().features,
+        fb.read_split("train").unwrap().features,
+    );
+    for (p, q) in xa.iter().zip(&xb) {
+        assert!((p - q).abs() <= p.abs() * 1e-3 + 1e-3, "{p} vs {q}");
+    }
+    // 8 images x 1024 values: f16 saves 2 bytes a value (the rest of the file is the same).
+    let saved =
+        std::fs::metadata(&a).unwrap().len() as f64 - std::fs::metadata(&b).unwrap().len() as f64;
+    assert!(saved >= 0.9 * (8 * 1024 * 2) as f64, "saved {saved} bytes");
+}
+
+// ---------------------------------------------------------------- preprocessing and layout
+
+/// A model that only averages each channel: its output is the mean of the preprocessed input.
+fn mean_model(dir: &Path, layout: Layout, name: &str) -> PathBuf {
+    let spec = CnnSpec {
+        blocks: vec![],
+        size: Some((16, 16)),
+        layout,
+        global_pool: true,
+        seed: 0,
+        metadata: vec![],
+    };
+    save_model(dir, name, &spec)
+}
+
+fn mean_features(dir: &Path, model: &Path, rgb: [u8; 3], extra: &[&str]) -> Vec<f32> {
+    let data = dir.join(format!("solid{}{}{}", rgb[0], rgb[1], rgb[2]));
+    solid(&data.join("x/a.png"), 23, 17, rgb);
+    let out = dir.join(format!(
+        "{}.{}.h5",
+        model.file_name().unwrap().to_str().unwrap(),
+        extra.join("_")
+    ));
+    let mut args = vec![
+        "extract",
+        "--model",
+        s(model),
+        "--data",
+        s(&data),
+        "--out",
+        s(&out),
+        "--quiet",
+    ];
+    args.extend_from_slice(extra);
+    ok(&args);
+    FeatureCache::open(&out)
+        .unwrap()
+        .read_split("train")
+        .unwrap()
+        .features
+}
+
+#[test]
+fn normalisation_modes_and_colour_order_give_exact_values_in_both_layouts() {
+    let d = tmp();
+    let rgb = [200u8, 100, 50];
+    let (r, g, b) = (200f32, 100f32, 50f32);
+    for layout in [Layout::Nchw, Layout::Nhwc] {
+        let m = mean_model(d.path(), layout, &format!("mean_{layout}.onnx"));
+        // caffe: BGR order, minus the BGR means.
+        let y = mean_features(d.path(), &m, rgb, &["--preprocess", "caffe"]);
+        close(&y, &[b - 103.939, g - 116.779, r - 123.68], 1e-3);
+        // torch: RGB, /255 then ImageNet mean/std.
+        let y = mean_features(d.path(), &m, rgb, &["--preprocess", "torch"]);
+        close(
+            &y,
+            &[
+                (r / 255.0 - 0.485) / 0.229,
+                (g / 255.0 - 0.456) / 0.224,
+                (b / 255.0 - 0.406) / 0.225,
+            ],
+            1e-4,
+        );
+        // tf: [-1, 1].
+        let y = mean_features(d.path(), &m, rgb, &["--preprocess", "tf"]);
+        close(
+            &y,
+            &[r / 127.5 - 1.0, g / 127.5 - 1.0, b / 127.5 - 1.0],
+            1e-5,
+        );
+        // explicit mean/std with BGR order.
+        let y = mean_features(
+            d.path(),
+            &m,
+            rgb,
+            &["--mean", "1,2,3", "--std", "2", "--color", "bgr"],
+        );
+        close(
+            &y,
+            &[(b - 1.0) / 2.0, (g - 2.0) / 2.0, (r - 3.0) / 2.0],
+            1e-5,
+        );
+    }
+}
+
+#[test]
+fn nchw_and_nhwc_models_with_the_same_weights_agree() {
+    let d = tmp();
+    let data = d.path().join("data");
+    tiny_dataset(&data, 2);
+    let a = save_model(
+        d.path(),
+        "nchw.onnx",
+        &CnnSpec::tiny(Layout::Nchw, Some((32, 32))),
+    );
+    let b = save_model(
+        d.path(),
+        "nhwc.onnx",
+        &CnnSpec::tiny(Layout::Nhwc, Some((32, 32))),
+    );
+    let (fa, fb) = (d.path().join("a.h5"), d.path().join("b.h5"));
+    ok(&[
+        "extract",
+        "--model",
+        s(&a),
+        "--data",
+        s(&data),
+        "--out",
+        s(&fa),
+        "--preprocess",
+        "caffe",
+        "--quiet",
+    ]);
+    let log = ok(&[
+        "extract",
+        "--model",
+        s(&b),
+        "--data",
+        s(&data),
+        "--out",
+        s(&fb),
+        "--preprocess",
+        "caffe",
+    ]);
+    assert!(log.contains("[?x32x32x3] NHWC"), "{log}");
+    let ca = FeatureCache::open(&fa).unwrap();
+    let cb = FeatureCache::open(&fb).unwrap();
+    assert_eq!(ca.meta.feature_shape, vec![16, 8, 8]);
+    assert_eq!(cb.meta.feature_shape, vec![8, 8, 16]);
+    let (xa, xb) = (
+        ca.read_split("test").unwrap().features,
+        cb.read_split("test").unwrap().features,
+    );
+    // NHWC output [8,8,16] is the NCHW output [16,8,8] transposed.
+    let per = 16 * 8 * 8;
+    let mut t = vec![0f32; xb.len()];
+    for n in 0..xa.len() / per {
+        for c in 0..16 {
+            for y in 0..8 {
+                for x in 0..8 {
+                    t[n * per + (y * 8 + x) * 16 + c] = xa[n * per + (c * 8 + y) * 8 + x];
+                }
+            }
+        }
+    }
+    close(&t, &xb, 1e-4);
+}
+
+#[test]
+fn layout_detection_from_input_shapes() {
+    use headstart::model::detect_layout;
+    assert_eq!(detect_layout(&[-1, 3, 224, 224]), Some(Layout::Nchw));
+    assert_eq!(detect_layout(&[-1, 224, 224, 3]), Some(Layout::Nhwc));
+    assert_eq!(detect_layout(&[-1, 3, -1, -1]), Some(Layout::Nchw));
+    assert_eq!(detect_layout(&[-1, -1, -1, 3]), Some(Layout::Nhwc));
+    assert_eq!(detect_layout(&[-1, 3, 3, 3]), None);
+    assert_eq!(detect_layout(&[1, 3, 224]), None);
+}
+
+#[test]
+fn dynamic_input_size_needs_size_flag_or_metadata() {
+    let d = tmp();
+    let data = d.path().join("data");
+    tiny_dataset(&data, 1);
+    let m = save_model(d.path(), "dyn.onnx", &CnnSpec::tiny(Layout::Nchw, None));
+    let out = d.path().join("f.h5");
+    let o = run(&[
+        "extract",
+        "--model",
+        s(&m),
+        "--data",
+        s(&data),
+        "--out",
+        s(&out),
+        "--preprocess",
+        "tf",
+    ]);
+    assert!(!o.status.success());
+    assert!(
+        text(&o).contains("dynamic") && text(&o).contains("--size"),
+        "{}",
+        text(&o)
+    );
+    ok(&[
+        "extract",
+        "--model",
+        s(&m),
+        "--data",
+        s(&data),
+        "--out",
+        s(&out),
+        "--preprocess",
+        "tf",
+        "--size",
+        "48x24",
+        "--quiet",
+    ]);
+    let c = FeatureCache::open(&out).unwrap();
+    assert_eq!(c.meta.input_size, (24, 48));
+    assert_eq!(c.meta.feature_shape, vec![16, 6, 12]);
+    // Metadata supplies everything.
+    let mut spec = CnnSpec::tiny(Layout::Nchw, None);
+    spec.metadata = vec![
+        ("input_size".into(), "40x40".into()),
+        ("mean".into(), "127,127,127".into()),
+        ("std".into(), "128,128,128".into()),
+        ("resize_mode".into(), "crop".into()),
+        ("interpolation".into(), "bicubic".into()),
+    ];
+    let m2 = save_model(d.path(), "dynmeta.onnx", &spec);
+    let out2 = d.path().join("g.h5");
+    let log = ok(&[
+        "extract",
+        "--model",
+        s(&m2),
+        "--data",
+        s(&data),
+        "--out",
+        s(&out2),
+    ]);
+    assert!(
+        log.contains("resize crop 0.875 bicubic") && log.contains("normalise: model metadata"),
+        "{log}"
+    );
+    assert_eq!(FeatureCache::open(&out2).unwrap().meta.input_size, (40, 40));
+}
+
+#[test]
+fn model_without_metadata_or_preset_asks_for_preprocess_flag() {
+    let d = tmp();
+    let data = d.path().join("data");
+    tiny_dataset(&data, 1);
+    let m = save_model(
+        d.path(),
+        "tiny.onnx",
+        &CnnSpec::tiny(Layout::Nchw, Some((32, 32))),
+    );
+    let o = run(&[
+        "extract",
+        "--model",
+        s(&m),
+        "--data",
+        s(&data),
+        "--out",
+        s(&d.path().join("f.h5")),
+    ]);
+    assert!(!o.status.success());
+    assert!(
+        text(&o).contains("--preprocess caffe|torch|tf|raw"),
+        "{}",
+        text(&o)
+    );
+    assert!(text(&o).contains("tiny.onnx"), "{}", text(&o));
+}
+
+#[test]
+fn vgg16_signature_selects_the_caffe_preset() {
+    let d = tmp();
+    // VGG-16 layer structure at a small input (the generator keeps 13 convs and 5 pools).
+    let mut spec = CnnSpec::vgg16(Layout::Nhwc);
+    spec.blocks = headstart::onnx::generate::VGG16_BLOCKS
+        .iter()
+        .map(|&c| c / 16)
+        .map(|c| if c == 0 { 0 } else { c.max(1) })
+        .collect();
+    spec.size = Some((32, 32));
+    let m = save_model(d.path(), "vggish.onnx", &spec);
+    let data = d.path().join("data");
+    tiny_dataset(&data, 1);
+    let log = ok(&[
+        "extract",
+        "--model",
+        s(&m),
+        "--data",
+        s(&data),
+        "--out",
+        s(&d.path().join("f.h5")),
+    ]);
+    assert!(log.contains("preset vgg16"), "{log}");
+    assert!(
+        log.contains("caffe (BGR mean 103.939,116.779,123.68"),
+        "{log}"
+    );
+    assert!(log.contains("resize squash bilinear"), "{log}");
+}
+
+#[test]
+fn crop_box_keeps_the_centre_fraction_of_the_shorter_side() {
+    let pre = Preprocess {
+        size: (224, 224),
+        layout: Layout::Nchw,
+        resize: preprocess::ResizeMode::Crop { fraction: 0.875 },
+        interpolation: preprocess::Interpolation::Bicubic,
+        normalize: preprocess::Mode::Raw.normalize(),
+    };
+    // TF: crop = floor(0.875 * 300) = 262; offsets ((500-262)+1)/2 = 119, ((300-262)+1)/2 = 19.
+    assert_eq!(pre.source_box(500, 300), (119, 19, 262, 262));
+    assert_eq!(pre.source_box(187, 199), (12, 18, 163, 163));
+    let wide = Preprocess {
+        size: (100, 200),
+        ..pre
+    };
+    assert_eq!(wide.source_box(400, 400), (25, 113, 350, 175));
+    let squash = Preprocess {
+        resize: preprocess::ResizeMode::Squash,
+        ..pre
+    };
+    assert_eq!(squash.source_box(500, 300), (0, 0, 500, 300));
+}
+
+// ---------------------------------------------------------------- bad input, interruption
+
+#[test]
+fn corrupt_images_are_skipped_and_listed_or_fatal_with_strict() {
+    let d = tmp();
+    let data = d.path().join("data");
+    tiny_dataset(&data, 2);
+    std::fs::write(data.join("train/a/garbage.jpg"), b"this is not a jpeg").unwrap();
+    let good = std::fs::read(data.join("train/b/img1.JPG")).unwrap();
+    std::fs::write(data.join("train/b/truncated.jpg"), &good[..good.len() / 3]).unwrap();
+    std::fs::write(data.join("test/b/empty.png"), b"").unwrap();
+    let m = save_model(
+        d.path(),
+        "tiny.onnx",
+        &CnnSpec::tiny(Layout::Nchw, Some((32, 32))),
+    );
+    let out = d.path().join("f.h5");
+    let log = ok(&[
+        "extract",
+        "--model",
+        s(&m),
+        "--data",
+        s(&data),
+        "--out",
+        s(&out),
+        "--preprocess",
+        "tf",
+        "--progress",
+        "none",
+    ]);
+    assert!(log.contains("garbage.jpg: skipped"), "{log}");
+    assert!(log.contains("8 images, 3 skipped"), "{log}");
+    let c = FeatureCache::open(&out).unwrap();
+    let train = c.read_split("train").unwrap();
+    assert_eq!(train.len(), 4);
+    let skipped: Vec<&str> = train.skipped.iter().map(|(p, _)| p.as_str()).collect();
+    assert_eq!(skipped.len(), 2, "{skipped:?}");
+    assert!(skipped.contains(&"train/a/garbage.jpg") && skipped.contains(&"train/b/truncated.jpg"));
+    assert!(train.skipped.iter().all(|(_, r)| !r.is_empty()));
+    assert_eq!(c.read_split("test").unwrap().skipped.len(), 1);
+    let summary = ok(&["summary", s(&out)]);
+    assert!(summary.contains("skipped train/a/garbage.jpg"), "{summary}");
+
+    let out2 = d.path().join("strict.h5");
+    let o = run(&[
+        "extract",
+        "--model",
+        s(&m),
+        "--data",
+        s(&data),
+        "--out",
+        s(&out2),
+        "--preprocess",
+        "tf",
+        "--strict",
+        "--decode-threads",
+        "1",
+        "--batch",
+        "1",
+    ]);
+    assert!(!o.status.success());
+    assert!(
+        text(&o).contains("garbage.jpg") && text(&o).contains("--strict"),
+        "{}",
+        text(&o)
+    );
+    assert!(!out2.exists());
+    assert!(
+        headstart::cache::journal_path(&out2).exists(),
+        "finished work is kept"
+    );
+}
+
+#[test]
+fn interrupted_run_resumes_and_matches_an_uninterrupted_one() {
+    let d = tmp();
+    let data = d.path().join("data");
+    tiny_dataset(&data, 4);
+    let m = save_model(
+        d.path(),
+        "tiny.onnx",
+        &CnnSpec::tiny(Layout::Nchw, Some((32, 32))),
+    );
+    let out = d.path().join("f.h5");
+    let args = [
+        "extract",
+        "--model",
+        s(&m),
+        "--data",
+        s(&data),
+        "--out",
+        s(&out),
+        "--preprocess",
+        "tf",
+        "--batch",
+        "3",
+        "--decode-threads",
+        "1",
+    ];
+    let o = bin()
+        .args(args)
+        .env(headstart::extract::ABORT_ENV, "2")
+        .output()
+        .unwrap();
+    assert!(!o.status.success(), "the test hook should abort the run");
+    assert!(!out.exists());
+    let journal = headstart::cache::journal_path(&out);
+    assert!(journal.exists());
+    // Tear the last record, as a kill during a write would.
+    let len = std::fs::metadata(&journal).unwrap().len();
+    std::fs::OpenOptions::new()
+        .write(true)
+        .open(&journal)
+        .unwrap()
+        .set_len(len - 10)
+        .unwrap();
+    let log = ok(&args);
+    assert!(log.contains("resuming: 5 of 16 images"), "{log}");
+    assert!(log.contains("11 extracted now"), "{log}");
+    let full = d.path().join("full.h5");
+    ok(&[
+        "extract",
+        "--model",
+        s(&m),
+        "--data",
+        s(&data),
+        "--out",
+        s(&full),
+        "--preprocess",
+        "tf",
+        "--quiet",
+    ]);
+    let (a, b) = (
+        FeatureCache::open(&out).unwrap(),
+        FeatureCache::open(&full).unwrap(),
+    );
+    for split in ["train", "test"] {
+        let (x, y) = (a.read_split(split).unwrap(), b.read_split(split).unwrap());
+        assert_eq!(x.paths, y.paths);
+        assert_eq!(x.labels, y.labels);
+        close(&x.features, &y.features, 1e-6);
+    }
+    assert!(!cache_path_leftovers(&out));
+}
+
+#[test]
+fn dataset_errors_name_the_folder_and_the_problem() {
+    let d = tmp();
+    let m = save_model(
+        d.path(),
+        "tiny.onnx",
+        &CnnSpec::tiny(Layout::Nchw, Some((32, 32))),
+    );
+    let out = d.path().join("f.h5");
+    let data = d.path().join("data");
+    gradient(&data.join("train/cat/1.png"), 10, 10, 1);
+    gradient(&data.join("train/dog/1.png"), 10, 10, 2);
+    gradient(&data.join("test/cat/1.png"), 10, 10, 3);
+    gradient(&data.join("test/bird/1.png"), 10, 10, 4);
+    let o = run(&[
+        "extract",
+        "--model",
+        s(&m),
+        "--data",
+        s(&data),
+        "--out",
+        s(&out),
+        "--preprocess",
+        "tf",
+    ]);
+    assert!(!o.status.success());
+    assert!(
+        text(&o)
+            .contains("classes differ between splits: train has [cat, dog], test has [bird, cat]"),
+        "{}",
+        text(&o)
+    );
+
+    let o = run(&[
+        "extract",
+        "--model",
+        s(&m),
+        "--data",
+        s(&d.path().join("nope")),
+        "--out",
+        s(&out),
+        "--preprocess",
+        "tf",
+    ]);
+    assert!(
+        !o.status.success() && text(&o).contains("nope"),
+        "{}",
+        text(&o)
+    );
+
+    let empty = d.path().join("empty");
+    std::fs::create_dir_all(empty.join("cat")).unwrap();
+    let o = run(&[
+        "extract",
+        "--model",
+        s(&m),
+        "--data",
+        s(&empty),
+        "--out",
+        s(&out),
+        "--preprocess",
+        "tf",
+    ]);
+    assert!(
+        !o.status.success() && text(&o).contains("no images found"),
+        "{}",
+        text(&o)
+    );
+
+    let good = d.path().join("good");
+    tiny_dataset(&good, 1);
+    let o = run(&[
+        "extract",
+        "--model",
+        s(&d.path().join("missing.onnx")),
+        "--data",
+        s(&good),
+        "--out",
+        s(&out),
+    ]);
+    assert!(
+        !o.status.success() && text(&o).contains("missing.onnx: "),
+        "{}",
+        text(&o)
+    );
+    let junk = d.path().join("junk.onnx");
+    std::fs::write(&junk, b"\x08\x01garbage-garbage").unwrap();
+    let o = run(&[
+        "extract",
+        "--model",
+        s(&junk),
+        "--data",
+        s(&good),
+        "--out",
+        s(&out),
+    ]);
+    assert!(
+        !o.status.success() && text(&o).contains("junk.onnx"),
+        "{}",
+        text(&o)
+    );
+}
+
+#[test]
+fn flat_class_folders_become_one_train_split() {
+    let d = tmp();
+    let data = d.path().join("data");
+    solid(&data.join("zebra/1.bmp"), 8, 8, [1, 2, 3]);
+    solid(&data.join("ant/sub/2.gif"), 8, 8, [4, 5, 6]);
+    solid(&data.join("ant/3.webp"), 8, 8, [7, 8, 9]);
+    let ds = headstart::dataset::Dataset::scan(&data).unwrap();
+    assert_eq!(ds.classes, vec!["ant", "zebra"]);
+    assert_eq!(ds.splits.len(), 1);
+    assert_eq!(ds.splits[0].name, "train");
+    let paths: Vec<&str> = ds.splits[0]
+        .items
+        .iter()
+        .map(|i| i.rel_path.as_str())
+        .collect();
+    assert_eq!(paths, vec!["ant/3.webp", "ant/sub/2.gif", "zebra/1.bmp"]);
+}
+
+#[test]
+fn missing_onnx_runtime_library_gives_the_fix() {
+    let d = tmp();
+    let data = d.path().join("data");
+    tiny_dataset(&data, 1);
+    let m = save_model(
+        d.path(),
+        "tiny.onnx",
+        &CnnSpec::tiny(Layout::Nchw, Some((32, 32))),
+    );
+    let out = d.path().join("f.h5");
+    let o = run(&[
+        "extract",
+        "--model",
+        s(&m),
+        "--data",
+        s(&data),
+        "--out",
+        s(&out),
+        "--preprocess",
+        "tf",
+        "--ort-lib",
+        "/nonexistent/libonnxruntime.so",
+    ]);
+    assert!(!o.status.success());
+    let t = text(&o);
+    assert!(
+        t.contains("ONNX Runtime library not found")
+            && t.contains("/nonexistent/libonnxruntime.so")
+            && t.contains("scripts/setup.sh"),
+        "{t}"
+    );
+
+    let fake = d.path().join("libonnxruntime.so");
+    std::fs::write(&fake, b"not a shared library").unwrap();
+    let o = bin()
+        .args([
+            "extract",
+            "--model",
+            s(&m),
+            "--data",
+            s(&data),
+            "--out",
+            s(&out),
+            "--preprocess",
+            "tf",
+        ])
+        .env("ORT_DYLIB_PATH", &fake)
+        .output()
+        .unwrap();
+    assert!(!o.status.success());
+    let t = text(&o);
+    assert!(
+        t.contains("cannot load ONNX Runtime")
+            && t.contains(s(&fake))
+            && t.contains("scripts/setup.sh"),
+        "{t}"
+    );
+}
+
+// ---------------------------------------------------------------- real model, real photos
+
+#[test]
+fn known_answer_vector_of_the_shared_model() {
+    let sh = shared();
+    let model = sh.join("models/efficientnet_lite0_features.onnx");
+    let bytes = std::fs::read(sh.join("models/testvec/chelsea_input_f32le.bin")).unwrap();
+    let x: Vec<f32> = bytes
+        .chunks_exact(4)
+        .map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]]))
+        .collect();
+    let expected: serde_json::Value = serde_json::from_slice(
+        &std::fs::read(sh.join("models/testvec/chelsea_expected.json")).unwrap(),
+    )
+    .unwrap();
+    let want: Vec<f32> = expected["features"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|v| v.as_f64().unwrap() as f32)
+        .collect();
+    let mut m = BaseModel::open(&model, Device::Cpu, 0, None, None).unwrap();
+    let pre = Preprocess {
+        size: (224, 224),
+        layout: Layout::Nchw,
+        resize: preprocess::ResizeMode::Squash,
+        interpolation: preprocess::Interpolation::Bicubic,
+        normalize: preprocess::Mode::Raw.normalize(),
+    };
+    let (y, shape) = m.run(&pre, &x, 1).unwrap();
+    assert_eq!(shape, vec![1280]);
+    close(&y, &want, 1e-4);
+    let l2 = y.iter().map(|v| v * v).sum::<f32>().sqrt();
+    assert!((l2 - expected["features_l2"].as_f64().unwrap() as f32).abs() < 1e-3);
+}
+
+/// Tolerance against the Python onnxruntime + Pillow reference (scripts/reference_features.py): the
+/// JPEG decoders (zune-jpeg vs libjpeg-turbo) and the bicubic resamplers differ by a mean of ~0.2
+/// levels each, which moves these features by 2-4% (relative L2); cosine similarity stays >= 0.999.
+const REF_MAX_REL_L2: f32 = 0.05;
+const REF_MIN_COSINE: f32 = 0.999;
+
+#[test]
+fn real_photos_match_the_python_reference() {
+    let sh = shared();
+    let reference: serde_json::Value = serde_json::from_slice(
+        &std::fs::read(
+            Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/reference_features.json"),
+        )
+        .unwrap(),
+    )
+    .unwrap();
+    let files = reference["files"].as_object().unwrap();
+    // A small dataset of just these photos, keeping their split/class folders.
+    let d = tmp();
+    let data = d.path().join("data");
+    for rel in files.keys() {
+        let dst = data.join(rel);
+        std::fs::create_dir_all(dst.parent().unwrap()).unwrap();
+        std::fs::copy(sh.join("data/cats_dogs").join(rel), &dst).unwrap();
+    }
+    let out = d.path().join("f.h5");
+    let log = ok(&[
+        "extract",
+        "--model",
+        s(&sh.join("models/efficientnet_lite0_features.onnx")),
+        "--data",
+        s(&data),
+        "--out",
+        s(&out),
+    ]);
+    assert!(
+        log.contains("resize crop 0.875 bicubic")
+            && log.contains("RGB mean 127,127,127 std 128,128,128"),
+        "{log}"
+    );
+    let c = FeatureCache::open(&out).unwrap();
+    let mut checked = 0;
+    for split in &c.meta.splits {
+        let sd = c.read_split(split).unwrap();
+        for (i, p) in sd.paths.iter().enumerate() {
+            let want: Vec<f32> = files[p]
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|v| v.as_f64().unwrap() as f32)
+                .collect();
+            let got = &sd.features[i * 1280..(i + 1) * 1280];
+            let dot: f32 = got.iter().zip(&want).map(|(a, b)| a * b).sum();
+            let (na, nb) = (
+                got.iter().map(|v| v * v).sum::<f32>().sqrt(),
+                want.iter().map(|v| v * v).sum::<f32>().sqrt(),
+            );
+            let diff = got
+                .iter()
+                .zip(&want)
+                .map(|(a, b)| (a - b) * (a - b))
+                .sum::<f32>()
+                .sqrt();
+            assert!(
+                diff / nb <= REF_MAX_REL_L2,
+                "{p}: relative L2 {}",
+                diff / nb
+            );
+            assert!(
+                dot / (na * nb) >= REF_MIN_COSINE,
+                "{p}: cosine {}",
+                dot / (na * nb)
+            );
+            checked += 1;
+        }
+    }
+    assert_eq!(checked, files.len());
+}
