@@ -11,6 +11,7 @@ pub mod commands;
 pub mod dataset;
 pub mod error;
 pub mod extract;
+pub mod head;
 pub mod model;
 pub mod onnx;
 pub mod preprocess;

@@ -155,7 +155,7 @@ pub fn session(
         if cuda {
             b = b
                 .with_execution_providers([ort::ep::CUDA::default().build().error_on_failure()])
-                .map_err(|e| Error::Runtime(format!("CUDA execution provider: {e}")))?;
+                .map_err(|e| Error::Runtime(format!("--device cuda: {e}")))?;
         }
         b.commit_from_file(model)
             .map_err(|e| Error::model(model, e.to_string()))

@@ -36,11 +36,15 @@ fn ok(args: &[&str]) -> String {
     text(&o)
 }
 
+/// The shared photos and models: `$HEADSTART_SHARED`, else `../shared` beside the checkout.
 fn shared() -> PathBuf {
-    let p = Path::new(env!("CARGO_MANIFEST_DIR")).join("../shared");
+    let p = std::env::var_os("HEADSTART_SHARED")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| Path::new(env!("CARGO_MANIFEST_DIR")).join("../shared"));
     assert!(
         p.join("models").is_dir(),
-        "../shared/models is missing: these tests need the shared photos and models"
+        "{}/models is missing: these tests need the shared photos and models (set HEADSTART_SHARED)",
+        p.display()
     );
     p
 }
@@ -910,6 +914,56 @@ fn missing_onnx_runtime_library_gives_the_fix() {
             && t.contains("scripts/setup.sh"),
         "{t}"
     );
+}
+
+#[test]
+fn cuda_device_fails_with_the_reason_and_auto_falls_back() {
+    let d = tmp();
+    let data = d.path().join("data");
+    tiny_dataset(&data, 1);
+    let m = save_model(
+        d.path(),
+        "tiny.onnx",
+        &CnnSpec::tiny(Layout::Nchw, Some((32, 32))),
+    );
+    let out = d.path().join("f.h5");
+    let base = [
+        "extract",
+        "--model",
+        s(&m),
+        "--data",
+        s(&data),
+        "--out",
+        s(&out),
+        "--preprocess",
+        "tf",
+    ];
+    let o = bin()
+        .args(base)
+        .args(["--device", "cuda"])
+        .output()
+        .unwrap();
+    if !o.status.success() {
+        // A CPU-only ONNX Runtime (this machine): the error says why.
+        assert!(
+            text(&o).contains("--device cuda: ") && text(&o).contains("CUDA"),
+            "{}",
+            text(&o)
+        );
+        let auto = bin()
+            .args(base)
+            .args(["--device", "auto", "--force"])
+            .output()
+            .unwrap();
+        assert!(auto.status.success(), "{}", text(&auto));
+        assert!(
+            text(&auto).contains("notice: CUDA unavailable") && text(&auto).contains("device: Cpu"),
+            "{}",
+            text(&auto)
+        );
+    } else {
+        assert!(text(&o).contains("device: Cuda"), "{}", text(&o));
+    }
 }
 
 // ---------------------------------------------------------------- real model, real photos

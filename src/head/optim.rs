@@ -1,0 +1,271 @@
+//! Optimizers behind one small trait, with Keras' update rules (the seed recipe is Keras):
+//! SGD with momentum, Nesterov and legacy inverse-time `decay`; Adam; AdamW (decoupled weight decay);
+//! RMSprop. `weight_decay` on SGD/Adam/RMSprop is L2 added to the gradient.
+
+/// Updates parameters in place from their gradients.
+pub trait Optimizer {
+    /// One update of every parameter tensor (`params[i]` with gradient `grads[i]`).
+    fn step(&mut self, params: &mut [&mut [f32]], grads: &[&[f32]]);
+    fn learning_rate(&self) -> f64;
+    fn set_learning_rate(&mut self, lr: f64);
+}
+
+fn state(slots: &mut Vec<Vec<f32>>, params: &[&mut [f32]]) {
+    if slots.len() != params.len() {
+        *slots = params.iter().map(|p| vec![0.0; p.len()]).collect();
+    }
+}
+
+/// Keras `SGD(learning_rate, momentum, nesterov, decay)`:
+/// `lr_t = lr / (1 + decay * t)`, `m = momentum * m - lr_t * g`, `p += m` (or `momentum * m - lr_t * g`).
+#[derive(Debug, Clone)]
+pub struct Sgd {
+    pub lr: f64,
+    pub momentum: f32,
+    pub nesterov: bool,
+    pub decay: f64,
+    pub weight_decay: f32,
+    iterations: u64,
+    velocity: Vec<Vec<f32>>,
+}
+
+impl Sgd {
+    pub fn new(lr: f64, momentum: f32, nesterov: bool, decay: f64, weight_decay: f32) -> Self {
+        Sgd {
+            lr,
+            momentum,
+            nesterov,
+            decay,
+            weight_decay,
+            iterations: 0,
+            velocity: Vec::new(),
+        }
+    }
+}
+
+impl Optimizer for Sgd {
+    fn step(&mut self, params: &mut [&mut [f32]], grads: &[&[f32]]) {
+        state(&mut self.velocity, params);
+        let lr = (self.lr / (1.0 + self.decay * self.iterations as f64)) as f32;
+        for ((p, g), m) in params.iter_mut().zip(grads).zip(&mut self.velocity) {
+            for ((pv, &gv), mv) in p.iter_mut().zip(g.iter()).zip(m.iter_mut()) {
+                let g = gv + self.weight_decay * *pv;
+                *mv = self.momentum * *mv - lr * g;
+                *pv += if self.nesterov {
+                    self.momentum * *mv - lr * g
+                } else {
+                    *mv
+                };
+            }
+        }
+        self.iterations += 1;
+    }
+    fn learning_rate(&self) -> f64 {
+        self.lr
+    }
+    fn set_learning_rate(&mut self, lr: f64) {
+        self.lr = lr;
+    }
+}
+
+/// Keras Adam (`alpha = lr * sqrt(1 - b2^t) / (1 - b1^t)`, `p -= alpha * m / (sqrt(v) + eps)`); with
+/// `decoupled` it is AdamW (`p -= lr * weight_decay * p` before the update).
+#[derive(Debug, Clone)]
+pub struct Adam {
+    pub lr: f64,
+    pub beta1: f32,
+    pub beta2: f32,
+    pub eps: f32,
+    pub weight_decay: f32,
+    pub decoupled: bool,
+    t: i32,
+    m: Vec<Vec<f32>>,
+    v: Vec<Vec<f32>>,
+}
+
+/// Keras' default epsilon.
+pub const KERAS_EPSILON: f32 = 1e-7;
+
+impl Adam {
+    pub fn new(lr: f64, weight_decay: f32, decoupled: bool) -> Self {
+        Adam {
+            lr,
+            beta1: 0.9,
+            beta2: 0.999,
+            eps: KERAS_EPSILON,
+            weight_decay,
+            decoupled,
+            t: 0,
+            m: vec![],
+            v: vec![],
+        }
+    }
+}
+
+impl Optimizer for Adam {
+    fn step(&mut self, params: &mut [&mut [f32]], grads: &[&[f32]]) {
+        state(&mut self.m, params);
+        state(&mut self.v, params);
+        self.t += 1;
+        let lr = self.lr as f32;
+        let alpha = lr * (1.0 - self.beta2.powi(self.t)).sqrt() / (1.0 - self.beta1.powi(self.t));
+        for (i, (p, g)) in params.iter_mut().zip(grads).enumerate() {
+            for (j, pv) in p.iter_mut().enumerate() {
+                let mut g = g[j];
+                if self.decoupled {
+                    *pv -= lr * self.weight_decay * *pv;
+                } else {
+                    g += self.weight_decay * *pv;
+                }
+                let (m, v) = (&mut self.m[i][j], &mut self.v[i][j]);
+                *m += (g - *m) * (1.0 - self.beta1);
+                *v += (g * g - *v) * (1.0 - self.beta2);
+                *pv -= alpha * *m / (v.sqrt() + self.eps);
+            }
+        }
+    }
+    fn learning_rate(&self) -> f64 {
+        self.lr
+    }
+    fn set_learning_rate(&mut self, lr: f64) {
+        self.lr = lr;
+    }
+}
+
+/// Keras RMSprop: `v = rho * v + (1 - rho) * g^2`, `p -= lr * g / sqrt(v + eps)`.
+#[derive(Debug, Clone)]
+pub struct RmsProp {
+    pub lr: f64,
+    pub rho: f32,
+    pub eps: f32,
+    pub weight_decay: f32,
+    v: Vec<Vec<f32>>,
+}
+
+impl RmsProp {
+    pub fn new(lr: f64, weight_decay: f32) -> Self {
+        RmsProp {
+            lr,
+            rho: 0.9,
+            eps: KERAS_EPSILON,
+            weight_decay,
+            v: vec![],
+        }
+    }
+}
+
+impl Optimizer for RmsProp {
+    fn step(&mut self, params: &mut [&mut [f32]], grads: &[&[f32]]) {
+        state(&mut self.v, params);
+        let lr = self.lr as f32;
+        for ((p, g), v) in params.iter_mut().zip(grads).zip(&mut self.v) {
+            for ((pv, &gv), vv) in p.iter_mut().zip(g.iter()).zip(v.iter_mut()) {
+                let g = gv + self.weight_decay * *pv;
+                *vv = self.rho * *vv + (1.0 - self.rho) * g * g;
+                *pv -= lr * g / (*vv + self.eps).sqrt();
+            }
+        }
+    }
+    fn learning_rate(&self) -> f64 {
+        self.lr
+    }
+    fn set_learning_rate(&mut self, lr: f64) {
+        self.lr = lr;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Three steps on f(p) = 0.5 * (1 * p0^2 + 3 * p1^2) from p = [1, -2]. Reference trajectories from
+    /// numpy implementing the Keras update rules above (float64):
+    ///
+    /// ```python
+    /// a = np.array([1.0, 3.0]); p = np.array([1.0, -2.0])
+    /// # sgd:  g += wd*p; lr_t = lr/(1+decay*(t-1)); m = mom*m - lr_t*g; p += (mom*m - lr_t*g) if nesterov else m
+    /// # adam: (AdamW: p -= lr*wd*p) m += (g-m)*(1-b1); v += (g*g-v)*(1-b2)
+    /// #       p -= lr*sqrt(1-b2**t)/(1-b1**t) * m/(sqrt(v)+1e-7)
+    /// # rmsprop: v = rho*v + (1-rho)*g*g; p -= lr*g/sqrt(v+1e-7)
+    /// ```
+    fn trajectory(opt: &mut dyn Optimizer) -> Vec<[f32; 2]> {
+        let a = [1.0f32, 3.0];
+        let mut p = vec![1.0f32, -2.0];
+        let mut out = vec![];
+        for _ in 0..3 {
+            let g: Vec<f32> = p.iter().zip(a).map(|(x, k)| x * k).collect();
+            opt.step(&mut [p.as_mut_slice()], &[g.as_slice()]);
+            out.push([p[0], p[1]]);
+        }
+        out
+    }
+
+    fn check(opt: &mut dyn Optimizer, want: [[f32; 2]; 3]) {
+        let got = trajectory(opt);
+        for (g, w) in got.iter().zip(want) {
+            for k in 0..2 {
+                assert!((g[k] - w[k]).abs() < 2e-5, "got {got:?}, want {want:?}");
+            }
+        }
+    }
+
+    #[test]
+    fn sgd_matches_keras_seed_settings() {
+        // The seed's SGD(lr=0.2, momentum=0.9, decay=0.01).
+        check(
+            &mut Sgd::new(0.2, 0.9, false, 0.01, 0.0),
+            [[0.8, -0.8], [0.4615842, 0.7552475], [0.0665032, 1.710707]],
+        );
+    }
+
+    #[test]
+    fn sgd_nesterov_with_weight_decay() {
+        check(
+            &mut Sgd::new(0.1, 0.9, true, 0.0, 0.01),
+            [
+                [0.8081, -0.8562],
+                [0.5712156, 0.1210808],
+                [0.3218597, 0.6994428],
+            ],
+        );
+    }
+
+    #[test]
+    fn adam_and_adamw() {
+        check(
+            &mut Adam::new(0.1, 0.0, false),
+            [
+                [0.9000003, -1.9000001],
+                [0.8004128, -1.8001666],
+                [0.701587, -1.7006235],
+            ],
+        );
+        check(
+            &mut Adam::new(0.1, 0.1, true),
+            [
+                [0.8900003, -1.8800001],
+                [0.7815724, -1.761409],
+                [0.675102, -1.6443688],
+            ],
+        );
+    }
+
+    #[test]
+    fn rmsprop() {
+        check(
+            &mut RmsProp::new(0.01, 0.0),
+            [
+                [0.9683772, -1.9683772],
+                [0.945788, -1.9456096],
+                [0.9270531, -1.9266337],
+            ],
+        );
+    }
+
+    #[test]
+    fn learning_rate_can_be_set() {
+        let mut o = Adam::new(0.1, 0.0, false);
+        o.set_learning_rate(0.5);
+        assert_eq!(o.learning_rate(), 0.5);
+    }
+}
