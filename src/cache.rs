@@ -637,18 +637,7 @@ impl FeatureCache {
             .map(|l| l as u32)
             .collect();
         let paths = read_strs(g.dataset("paths").map_err(e)?.read_raw().map_err(e)?);
-        let sp = read_strs(
-            g.dataset("skipped_paths")
-                .map_err(e)?
-                .read_raw()
-                .map_err(e)?,
-        );
-        let sr = read_strs(
-            g.dataset("skipped_reasons")
-                .map_err(e)?
-                .read_raw()
-                .map_err(e)?,
-        );
+        let skipped = self.read_split_skipped(split)?;
         let row: usize = self.meta.feature_shape.iter().product();
         if features.len() != labels.len() * row || paths.len() != labels.len() {
             return Err(Error::cache(
@@ -661,12 +650,10 @@ impl FeatureCache {
             features,
             labels,
             paths,
-            skipped: sp.into_iter().zip(sr).collect(),
+            skipped,
         })
     }
-}
 
-impl FeatureCache {
     /// The (path, reason) pairs of the images of `split` that could not be read.
     pub fn read_split_skipped(&self, split: &str) -> Result<Vec<(String, String)>> {
         let g = self.group(split)?;
