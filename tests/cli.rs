@@ -102,6 +102,21 @@ fn tiny_dataset(root: &Path, per_class: u32) {
     }
 }
 
+/// A temp dir with a tiny dataset (`per_class` images per class and split), the tiny NCHW 32x32 model
+/// and an output path: (dir, data, model, out).
+fn tiny_setup(per_class: u32) -> (tempfile::TempDir, PathBuf, PathBuf, PathBuf) {
+    let d = tmp();
+    let data = d.path().join("data");
+    tiny_dataset(&data, per_class);
+    let m = save_model(
+        d.path(),
+        "tiny.onnx",
+        &CnnSpec::tiny(Layout::Nchw, Some((32, 32))),
+    );
+    let out = d.path().join("f.h5");
+    (d, data, m, out)
+}
+
 fn close(a: &[f32], b: &[f32], tol: f32) -> f32 {
     assert_eq!(a.len(), b.len(), "lengths differ");
     let m = a
@@ -664,15 +679,7 @@ fn corrupt_images_are_skipped_and_listed_or_fatal_with_strict() {
 
 #[test]
 fn interrupted_run_resumes_and_matches_an_uninterrupted_one() {
-    let d = tmp();
-    let data = d.path().join("data");
-    tiny_dataset(&data, 4);
-    let m = save_model(
-        d.path(),
-        "tiny.onnx",
-        &CnnSpec::tiny(Layout::Nchw, Some((32, 32))),
-    );
-    let out = d.path().join("f.h5");
+    let (d, data, m, out) = tiny_setup(4);
     let args = [
         "extract",
         "--model",
@@ -858,15 +865,7 @@ fn flat_class_folders_become_one_train_split() {
 
 #[test]
 fn missing_onnx_runtime_library_gives_the_fix() {
-    let d = tmp();
-    let data = d.path().join("data");
-    tiny_dataset(&data, 1);
-    let m = save_model(
-        d.path(),
-        "tiny.onnx",
-        &CnnSpec::tiny(Layout::Nchw, Some((32, 32))),
-    );
-    let out = d.path().join("f.h5");
+    let (d, data, m, out) = tiny_setup(1);
     let o = run(&[
         "extract",
         "--model",
@@ -918,15 +917,7 @@ fn missing_onnx_runtime_library_gives_the_fix() {
 
 #[test]
 fn cuda_device_fails_with_the_reason_and_auto_falls_back() {
-    let d = tmp();
-    let data = d.path().join("data");
-    tiny_dataset(&data, 1);
-    let m = save_model(
-        d.path(),
-        "tiny.onnx",
-        &CnnSpec::tiny(Layout::Nchw, Some((32, 32))),
-    );
-    let out = d.path().join("f.h5");
+    let (_d, data, m, out) = tiny_setup(1);
     let base = [
         "extract",
         "--model",
