@@ -132,17 +132,9 @@ fn close(a: &[f32], b: &[f32], tol: f32) -> f32 {
 
 #[test]
 fn extract_tiny_model_writes_all_splits_and_rerun_is_a_cache_hit() {
-    let d = tmp();
-    let data = d.path().join("data");
-    tiny_dataset(&data, 3);
+    let (_d, data, model, out) = tiny_setup(3);
     std::fs::write(data.join("train/a/.hidden.png"), b"not an image").unwrap();
     std::fs::write(data.join("train/a/notes.txt"), b"ignored").unwrap();
-    let model = save_model(
-        d.path(),
-        "tiny.onnx",
-        &CnnSpec::tiny(Layout::Nchw, Some((32, 32))),
-    );
-    let out = d.path().join("f.h5");
     let log = ok(&[
         "extract",
         "--model",
@@ -608,19 +600,11 @@ fn crop_box_keeps_the_centre_fraction_of_the_shorter_side() {
 
 #[test]
 fn corrupt_images_are_skipped_and_listed_or_fatal_with_strict() {
-    let d = tmp();
-    let data = d.path().join("data");
-    tiny_dataset(&data, 2);
+    let (d, data, m, out) = tiny_setup(2);
     std::fs::write(data.join("train/a/garbage.jpg"), b"this is not a jpeg").unwrap();
     let good = std::fs::read(data.join("train/b/img1.JPG")).unwrap();
     std::fs::write(data.join("train/b/truncated.jpg"), &good[..good.len() / 3]).unwrap();
     std::fs::write(data.join("test/b/empty.png"), b"").unwrap();
-    let m = save_model(
-        d.path(),
-        "tiny.onnx",
-        &CnnSpec::tiny(Layout::Nchw, Some((32, 32))),
-    );
-    let out = d.path().join("f.h5");
     let log = ok(&[
         "extract",
         "--model",
