@@ -334,13 +334,17 @@ fn vlu(s: &str) -> VarLenUnicode {
     s.replace('\0', "?").parse().unwrap_or_default()
 }
 
-fn write_str_attr(loc: &hdf5::Location, name: &str, value: &str) -> hdf5::Result<()> {
+pub(crate) fn write_str_attr(loc: &hdf5::Location, name: &str, value: &str) -> hdf5::Result<()> {
     loc.new_attr::<VarLenUnicode>()
         .create(name)?
         .write_scalar(&vlu(value))
 }
 
-fn write_strs_attr(loc: &hdf5::Location, name: &str, values: &[String]) -> hdf5::Result<()> {
+pub(crate) fn write_strs_attr(
+    loc: &hdf5::Location,
+    name: &str,
+    values: &[String],
+) -> hdf5::Result<()> {
     let v: Vec<VarLenUnicode> = values.iter().map(|s| vlu(s)).collect();
     loc.new_attr::<VarLenUnicode>()
         .shape(v.len())
@@ -348,7 +352,7 @@ fn write_strs_attr(loc: &hdf5::Location, name: &str, values: &[String]) -> hdf5:
         .write_raw(&v)
 }
 
-fn write_strs(group: &hdf5::Group, name: &str, values: &[String]) -> hdf5::Result<()> {
+pub(crate) fn write_strs(group: &hdf5::Group, name: &str, values: &[String]) -> hdf5::Result<()> {
     let v: Vec<VarLenUnicode> = values.iter().map(|s| vlu(s)).collect();
     group
         .new_dataset::<VarLenUnicode>()
@@ -469,7 +473,7 @@ fn row_selection(row: usize, rest: usize) -> hdf5::Hyperslab {
     hdf5::Hyperslab::from(sel)
 }
 
-fn write_meta(file: &hdf5::File, m: &CacheMeta) -> hdf5::Result<()> {
+pub(crate) fn write_meta(file: &hdf5::Location, m: &CacheMeta) -> hdf5::Result<()> {
     write_strs_attr(file, "classes", &m.classes)?;
     write_str_attr(file, "model_file", &m.model_file)?;
     write_str_attr(file, "model_sha256", &m.model_sha256)?;
@@ -530,7 +534,7 @@ pub struct FeatureCache {
     file: hdf5::File,
 }
 
-fn read_str_attr(loc: &hdf5::Location, name: &str) -> hdf5::Result<String> {
+pub(crate) fn read_str_attr(loc: &hdf5::Location, name: &str) -> hdf5::Result<String> {
     Ok(loc
         .attr(name)?
         .read_scalar::<VarLenUnicode>()?
@@ -538,8 +542,57 @@ fn read_str_attr(loc: &hdf5::Location, name: &str) -> hdf5::Result<String> {
         .to_string())
 }
 
-fn read_strs(v: Vec<VarLenUnicode>) -> Vec<String> {
+pub(crate) fn read_strs(v: Vec<VarLenUnicode>) -> Vec<String> {
     v.into_iter().map(|s| s.as_str().to_string()).collect()
+}
+
+/// Reads the attributes written by [`write_meta`] from a file or group.
+pub(crate) fn read_meta(file: &hdf5::Location) -> hdf5::Result<CacheMeta> {
+    let arr3 = |name: &str| -> hdf5::Result<[f32; 3]> {
+        match file.attr(name)?.read_raw::<f32>()?[..] {
+            [a, b, c] => Ok([a, b, c]),
+            _ => Err(hdf5::Error::from(format!(
+                "attribute '{name}' must hold 3 values"
+            ))),
+        }
+    };
+    let size = match file.attr("input_size")?.read_raw::<u32>()?[..] {
+        [h, w] => (h, w),
+        _ => {
+            return Err(hdf5::Error::from(
+                "attribute 'input_size' must hold 2 values",
+            ))
+        }
+    };
+    let dtype = match read_str_attr(file, "dtype")?.as_str() {
+        "f16" => Dtype::F16,
+        _ => Dtype::F32,
+    };
+    Ok(CacheMeta {
+        classes: read_strs(file.attr("classes")?.read_raw()?),
+        model_file: read_str_attr(file, "model_file")?,
+        model_sha256: read_str_attr(file, "model_sha256")?,
+        input_size: size,
+        layout: read_str_attr(file, "layout")?,
+        preprocess: read_str_attr(file, "preprocess")?,
+        color_order: read_str_attr(file, "color_order")?,
+        mean: arr3("mean")?,
+        std: arr3("std")?,
+        resize: read_str_attr(file, "resize")?,
+        interpolation: read_str_attr(file, "interpolation")?,
+        output_name: read_str_attr(file, "output_name")?,
+        feature_shape: file
+            .attr("feature_shape")?
+            .read_raw::<u64>()?
+            .into_iter()
+            .map(|d| d as usize)
+            .collect(),
+        dtype,
+        headstart_version: read_str_attr(file, "headstart_version")?,
+        fingerprint: read_str_attr(file, "fingerprint")?,
+        data_root: read_str_attr(file, "data_root")?,
+        splits: read_strs(file.attr("splits")?.read_raw()?),
+    })
 }
 
 impl FeatureCache {
@@ -550,46 +603,7 @@ impl FeatureCache {
         }
         let e = |x: hdf5::Error| Error::cache(path, format!("not a headstart feature cache: {x}"));
         let file = hdf5::File::open(path).map_err(e)?;
-        let arr3 = |name: &str| -> hdf5::Result<[f32; 3]> {
-            let v = file.attr(name)?.read_raw::<f32>()?;
-            Ok([v[0], v[1], v[2]])
-        };
-        let size = file
-            .attr("input_size")
-            .map_err(e)?
-            .read_raw::<u32>()
-            .map_err(e)?;
-        let dtype = match read_str_attr(&file, "dtype").map_err(e)?.as_str() {
-            "f16" => Dtype::F16,
-            _ => Dtype::F32,
-        };
-        let meta = CacheMeta {
-            classes: read_strs(file.attr("classes").map_err(e)?.read_raw().map_err(e)?),
-            model_file: read_str_attr(&file, "model_file").map_err(e)?,
-            model_sha256: read_str_attr(&file, "model_sha256").map_err(e)?,
-            input_size: (size[0], size[1]),
-            layout: read_str_attr(&file, "layout").map_err(e)?,
-            preprocess: read_str_attr(&file, "preprocess").map_err(e)?,
-            color_order: read_str_attr(&file, "color_order").map_err(e)?,
-            mean: arr3("mean").map_err(e)?,
-            std: arr3("std").map_err(e)?,
-            resize: read_str_attr(&file, "resize").map_err(e)?,
-            interpolation: read_str_attr(&file, "interpolation").map_err(e)?,
-            output_name: read_str_attr(&file, "output_name").map_err(e)?,
-            feature_shape: file
-                .attr("feature_shape")
-                .map_err(e)?
-                .read_raw::<u64>()
-                .map_err(e)?
-                .into_iter()
-                .map(|d| d as usize)
-                .collect(),
-            dtype,
-            headstart_version: read_str_attr(&file, "headstart_version").map_err(e)?,
-            fingerprint: read_str_attr(&file, "fingerprint").map_err(e)?,
-            data_root: read_str_attr(&file, "data_root").map_err(e)?,
-            splits: read_strs(file.attr("splits").map_err(e)?.read_raw().map_err(e)?),
-        };
+        let meta = read_meta(&file).map_err(e)?;
         Ok(FeatureCache {
             path: path.to_path_buf(),
             meta,

@@ -6,7 +6,14 @@ use clap::{Args, Parser, Subcommand, ValueEnum};
 
 use crate::cache::Dtype;
 use crate::error::{Error, Result};
+use crate::evaluate::{EvaluateConfig, Source};
 use crate::extract::ExtractConfig;
+use crate::fit::{history_path, HeadChoice, TrainHeadConfig};
+use crate::head::loss::Loss;
+use crate::head::net::{parse_spec, Pool, DEFAULT_HEAD};
+use crate::head::train::{
+    EarlyStopping, Monitor, OptimizerKind, OptimizerSpec, Schedule, TrainConfig,
+};
 use crate::model::{parse_size, PreprocessOverrides};
 use crate::preprocess::{
     ColorOrder, Interpolation, Layout, Mode, ResizeMode, DEFAULT_CROP_FRACTION,
@@ -38,6 +45,10 @@ pub enum Command {
     MakeModel(MakeModelArgs),
     /// Time ONNX Runtime alone on preprocessed tensors held in memory (benchmark reference).
     BenchInfer(BenchInferArgs),
+    /// Train a dense head (or a logistic-regression baseline) on a feature cache.
+    TrainHead(TrainHeadArgs),
+    /// Metrics of a head on a cached split, or on image folders (extracted on the fly).
+    Evaluate(EvaluateArgs),
 }
 
 #[derive(Copy, Clone, Debug, ValueEnum)]
@@ -368,5 +379,332 @@ impl ExtractArgs {
             }
         };
         Ok(cfg)
+    }
+}
+
+#[derive(Copy, Clone, Debug, ValueEnum, PartialEq, Eq)]
+pub enum PoolArg {
+    Flatten,
+    Avg,
+    Max,
+}
+
+#[derive(Copy, Clone, Debug, ValueEnum, PartialEq, Eq)]
+pub enum LossArg {
+    /// Binary (2 classes, sigmoid) or categorical (softmax) cross-entropy.
+    CrossEntropy,
+    Focal,
+    Hinge,
+    SquaredHinge,
+    Mse,
+}
+
+#[derive(Copy, Clone, Debug, ValueEnum, PartialEq, Eq)]
+pub enum OptimizerArg {
+    Sgd,
+    Adam,
+    Adamw,
+    Rmsprop,
+}
+
+#[derive(Copy, Clone, Debug, ValueEnum, PartialEq, Eq)]
+pub enum ScheduleArg {
+    Constant,
+    Step,
+    Cosine,
+}
+
+#[derive(Copy, Clone, Debug, ValueEnum, PartialEq, Eq)]
+pub enum MonitorArg {
+    ValLoss,
+    ValAccuracy,
+    Loss,
+    Accuracy,
+}
+
+#[derive(Copy, Clone, Debug, ValueEnum, PartialEq, Eq)]
+pub enum ClassWeightArg {
+    None,
+    Balanced,
+}
+
+#[derive(Args, Debug)]
+pub struct TrainHeadArgs {
+    /// The HDF5 feature cache written by `extract`.
+    pub features: PathBuf,
+    /// Output head file [default: <cache name>.head.h5 beside the cache].
+    #[arg(long)]
+    pub out: Option<PathBuf>,
+    /// Per-epoch history CSV [default: <head name>.history.csv].
+    #[arg(long)]
+    pub history: Option<PathBuf>,
+    /// Hidden layers, e.g. "dense:256:relu,dropout:0.5,dense:64:relu" (items: dense:UNITS[:ACT],
+    /// dropout:RATE, batchnorm, or an activation; "none" for a linear head); or "logistic" for the
+    /// linfa-logistic baseline. The output layer (1 sigmoid for 2 classes, C softmax) is added.
+    #[arg(long, default_value = DEFAULT_HEAD)]
+    pub head: String,
+    /// How spatial features become a vector: Keras Flatten, GlobalAveragePooling2D or max pooling.
+    #[arg(long, value_enum, default_value = "flatten")]
+    pub pool: PoolArg,
+    #[arg(long, default_value_t = 30)]
+    pub epochs: usize,
+    #[arg(long, default_value_t = 20)]
+    pub batch_size: usize,
+    /// Seed of weight init, shuffling, dropout and the validation split.
+    #[arg(long, default_value_t = 42)]
+    pub seed: u64,
+    /// Fraction of train held out for validation (stratified) when the cache has no val split.
+    #[arg(long, default_value_t = 0.2)]
+    pub val_split: f64,
+    #[arg(long, value_enum, default_value = "cross-entropy")]
+    pub loss: LossArg,
+    /// Label smoothing of the cross-entropy.
+    #[arg(long, default_value_t = 0.0)]
+    pub label_smoothing: f32,
+    /// Focal loss gamma.
+    #[arg(long, default_value_t = 2.0)]
+    pub focal_gamma: f32,
+    /// Focal loss alpha (weight of the positive class).
+    #[arg(long, default_value_t = 0.25)]
+    pub focal_alpha: f32,
+    /// Optimizer (the seed recipe: rmsprop at 2e-5).
+    #[arg(long, value_enum, default_value = "rmsprop")]
+    pub optimizer: OptimizerArg,
+    /// Learning rate [default: rmsprop 2e-5 (the seed), adam/adamw 1e-3, sgd 0.01 (Keras)].
+    #[arg(long)]
+    pub lr: Option<f64>,
+    /// SGD momentum.
+    #[arg(long, default_value_t = 0.0)]
+    pub momentum: f32,
+    /// SGD Nesterov momentum.
+    #[arg(long)]
+    pub nesterov: bool,
+    /// SGD inverse-time decay per step (Keras `decay`): lr / (1 + decay * step).
+    #[arg(long, default_value_t = 0.0)]
+    pub decay: f64,
+    /// L2 weight decay (decoupled for adamw).
+    #[arg(long, default_value_t = 0.0)]
+    pub weight_decay: f32,
+    #[arg(long, value_enum, default_value = "constant")]
+    pub schedule: ScheduleArg,
+    /// Step schedule: epochs between rate drops.
+    #[arg(long, default_value_t = 10)]
+    pub step_every: usize,
+    /// Step schedule: factor per drop.
+    #[arg(long, default_value_t = 0.1)]
+    pub step_gamma: f64,
+    /// Cosine schedule: final rate.
+    #[arg(long, default_value_t = 0.0)]
+    pub min_lr: f64,
+    /// Stop after this many epochs without improvement of --monitor (off when unset).
+    #[arg(long)]
+    pub patience: Option<usize>,
+    /// Smallest change that counts as an improvement.
+    #[arg(long, default_value_t = 0.0)]
+    pub min_delta: f64,
+    #[arg(long, value_enum, default_value = "val-loss")]
+    pub monitor: MonitorArg,
+    /// Keep the weights of the best epoch by --monitor instead of the last.
+    #[arg(long)]
+    pub restore_best: bool,
+    /// Rescale gradients to at most this global L2 norm.
+    #[arg(long)]
+    pub clip_norm: Option<f32>,
+    /// Clamp each gradient value to [-v, v].
+    #[arg(long)]
+    pub clip_value: Option<f32>,
+    #[arg(long, value_enum, default_value = "none")]
+    pub class_weight: ClassWeightArg,
+    /// Logistic baseline: inverse L2 strength (sklearn's C).
+    #[arg(long = "C", default_value_t = 1.0)]
+    pub c: f64,
+    /// Logistic baseline: solver iterations.
+    #[arg(long, default_value_t = 100)]
+    pub max_iter: u64,
+    /// Only the final lines.
+    #[arg(long, short)]
+    pub quiet: bool,
+}
+
+impl TrainHeadArgs {
+    /// Validates into a [`TrainHeadConfig`].
+    pub fn to_config(&self) -> Result<TrainHeadConfig> {
+        let mut cfg = TrainHeadConfig::new(&self.features);
+        if let Some(o) = &self.out {
+            cfg.out = o.clone();
+            cfg.history = history_path(o);
+        }
+        if let Some(h) = &self.history {
+            cfg.history = h.clone();
+        }
+        cfg.pool = match self.pool {
+            PoolArg::Flatten => Pool::Flatten,
+            PoolArg::Avg => Pool::Avg,
+            PoolArg::Max => Pool::Max,
+        };
+        cfg.val_split = self.val_split;
+        cfg.seed = self.seed;
+        cfg.verbose = !self.quiet;
+        cfg.head = if self.head.trim() == "logistic" {
+            HeadChoice::Logistic {
+                c: self.c,
+                max_iter: self.max_iter,
+            }
+        } else {
+            let kind = match self.optimizer {
+                OptimizerArg::Sgd => OptimizerKind::Sgd {
+                    momentum: self.momentum,
+                    nesterov: self.nesterov,
+                    decay: self.decay,
+                },
+                OptimizerArg::Adam => OptimizerKind::Adam,
+                OptimizerArg::Adamw => OptimizerKind::AdamW,
+                OptimizerArg::Rmsprop => OptimizerKind::RmsProp,
+            };
+            let lr = self.lr.unwrap_or(match self.optimizer {
+                OptimizerArg::Rmsprop => 2e-5,
+                OptimizerArg::Adam | OptimizerArg::Adamw => 1e-3,
+                OptimizerArg::Sgd => 0.01,
+            });
+            if self.optimizer != OptimizerArg::Sgd
+                && (self.momentum != 0.0 || self.nesterov || self.decay != 0.0)
+            {
+                return Err(Error::Config(
+                    "--momentum, --nesterov and --decay apply to --optimizer sgd only".into(),
+                ));
+            }
+            let loss = match self.loss {
+                LossArg::CrossEntropy => Loss::CrossEntropy {
+                    smoothing: self.label_smoothing,
+                },
+                LossArg::Focal => Loss::Focal {
+                    gamma: self.focal_gamma,
+                    alpha: self.focal_alpha,
+                },
+                LossArg::Hinge => Loss::Hinge,
+                LossArg::SquaredHinge => Loss::SquaredHinge,
+                LossArg::Mse => Loss::Mse,
+            };
+            if self.label_smoothing != 0.0 && self.loss != LossArg::CrossEntropy {
+                return Err(Error::Config(
+                    "--label-smoothing applies to --loss cross-entropy only".into(),
+                ));
+            }
+            HeadChoice::Mlp(TrainConfig {
+                spec: parse_spec(&self.head)?,
+                loss,
+                optimizer: OptimizerSpec {
+                    kind,
+                    lr,
+                    weight_decay: self.weight_decay,
+                },
+                schedule: match self.schedule {
+                    ScheduleArg::Constant => Schedule::Constant,
+                    ScheduleArg::Step => {
+                        if self.step_every == 0 {
+                            return Err(Error::Config("--step-every must be at least 1".into()));
+                        }
+                        Schedule::Step {
+                            every: self.step_every,
+                            gamma: self.step_gamma,
+                        }
+                    }
+                    ScheduleArg::Cosine => Schedule::Cosine {
+                        min_lr: self.min_lr,
+                    },
+                },
+                epochs: self.epochs,
+                batch_size: self.batch_size,
+                seed: self.seed,
+                monitor: match self.monitor {
+                    MonitorArg::ValLoss => Monitor::ValLoss,
+                    MonitorArg::ValAccuracy => Monitor::ValAccuracy,
+                    MonitorArg::Loss => Monitor::Loss,
+                    MonitorArg::Accuracy => Monitor::Accuracy,
+                },
+                early_stopping: self.patience.map(|patience| EarlyStopping {
+                    patience,
+                    min_delta: self.min_delta,
+                }),
+                restore_best: self.restore_best,
+                clip_norm: self.clip_norm,
+                clip_value: self.clip_value,
+                balanced: self.class_weight == ClassWeightArg::Balanced,
+            })
+        };
+        Ok(cfg)
+    }
+}
+
+#[derive(Args, Debug)]
+pub struct EvaluateArgs {
+    /// The head file written by `train-head`.
+    #[arg(long)]
+    pub head: PathBuf,
+    /// A feature cache to evaluate on (or give --model and --data).
+    #[arg(long, conflicts_with_all = ["model", "data"])]
+    pub features: Option<PathBuf>,
+    /// Split of the cache [default: test, else val, else train].
+    #[arg(long)]
+    pub split: Option<String>,
+    /// Base model, to evaluate on image folders directly (with --data).
+    #[arg(long, requires = "data")]
+    pub model: Option<PathBuf>,
+    /// Image folder (with --model): features are extracted on the fly.
+    #[arg(long, requires = "model")]
+    pub data: Option<PathBuf>,
+    /// Print the results as one JSON object.
+    #[arg(long)]
+    pub json: bool,
+    /// How many most-confidently-wrong files to list.
+    #[arg(long, default_value_t = 10)]
+    pub top: usize,
+    /// Images per inference batch (with --data).
+    #[arg(long, default_value_t = 32)]
+    pub batch: usize,
+    #[command(flatten)]
+    pub pre: PreprocessArgs,
+    #[command(flatten)]
+    pub runtime: RuntimeArgs,
+}
+
+impl EvaluateArgs {
+    /// Validates into an [`EvaluateConfig`].
+    pub fn to_config(&self) -> Result<EvaluateConfig> {
+        let source = match (&self.features, &self.model, &self.data) {
+            (Some(f), None, None) => Source::Features {
+                path: f.clone(),
+                split: self.split.clone(),
+            },
+            (None, Some(m), Some(d)) => {
+                if self.batch == 0 {
+                    return Err(Error::Config("--batch must be at least 1".into()));
+                }
+                let mut ex = ExtractConfig::new(m, d, "features.h5");
+                ex.overrides = self.pre.to_overrides()?;
+                ex.layout = self.pre.layout.map(Layout::from);
+                ex.batch = self.batch;
+                ex.threads = self.runtime.threads;
+                ex.device = self.runtime.device.into();
+                ex.ort_lib = self.runtime.ort_lib.clone();
+                ex.verbose = false;
+                ex.progress = if self.json {
+                    ProgressMode::None
+                } else {
+                    ProgressMode::Auto
+                };
+                Source::Images(Box::new(ex))
+            }
+            _ => {
+                return Err(Error::Config(
+                    "evaluate needs --features FILE, or --model M.onnx with --data DIR".into(),
+                ))
+            }
+        };
+        Ok(EvaluateConfig {
+            head: self.head.clone(),
+            source,
+            top: self.top,
+        })
     }
 }

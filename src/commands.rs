@@ -162,3 +162,21 @@ pub fn run_bench_infer(a: &BenchInferArgs) -> Result<()> {
     );
     Ok(())
 }
+
+/// `headstart evaluate`: the metrics report, or one JSON object with `--json`.
+pub fn run_evaluate(cfg: &crate::evaluate::EvaluateConfig, json: bool) -> Result<()> {
+    let e = crate::evaluate::evaluate(cfg)?;
+    if json {
+        println!(
+            "{}",
+            serde_json::to_string_pretty(&e).map_err(|x| Error::Config(x.to_string()))?
+        );
+    } else {
+        println!(
+            "head: {}\nfeatures: {} (split {}, {} images skipped at extraction)",
+            e.head, e.features, e.split, e.skipped
+        );
+        print!("{}", e.metrics.report());
+    }
+    Ok(())
+}

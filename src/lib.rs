@@ -10,13 +10,17 @@ pub mod cli;
 pub mod commands;
 pub mod dataset;
 pub mod error;
+pub mod evaluate;
 pub mod extract;
+pub mod fit;
 pub mod head;
+pub mod metrics;
 pub mod model;
 pub mod onnx;
 pub mod preprocess;
 pub mod presets;
 pub mod progress;
+pub mod rng;
 pub mod runtime;
 
 pub use error::{Error, Result};

@@ -1,7 +1,11 @@
-//! The dense head trained on cached features: activations, losses and optimizers written on ndarray,
-//! each checked against finite differences or reference numbers. (The layer stack, training loop and
-//! `train-head` command build on these.)
+//! The dense head trained on cached features: activations, losses and optimizers written on ndarray
+//! and checked against finite differences or reference numbers; the layer stack ([`net`]), the
+//! training loop ([`train`]), the linfa-logistic baseline ([`logistic`]) and the head file ([`file`]).
 
 pub mod activation;
+pub mod file;
+pub mod logistic;
 pub mod loss;
+pub mod net;
 pub mod optim;
+pub mod train;

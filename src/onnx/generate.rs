@@ -4,6 +4,7 @@
 
 use super::proto::*;
 use crate::preprocess::Layout;
+use crate::rng::Rng;
 
 /// The VGG-16 conv base: channels of each 3x3 conv, `0` marks a 2x2 max pool.
 pub const VGG16_BLOCKS: [usize; 18] = [
@@ -48,26 +49,6 @@ impl CnnSpec {
             seed: 1,
             metadata: vec![],
         }
-    }
-}
-
-/// SplitMix64 with Box-Muller normals: small, seeded, dependency-free.
-struct Rng(u64);
-
-impl Rng {
-    fn next_u64(&mut self) -> u64 {
-        self.0 = self.0.wrapping_add(0x9E37_79B9_7F4A_7C15);
-        let mut z = self.0;
-        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
-        z ^ (z >> 31)
-    }
-    fn uniform(&mut self) -> f64 {
-        ((self.next_u64() >> 11) as f64 + 0.5) / (1u64 << 53) as f64
-    }
-    fn normal(&mut self) -> f32 {
-        let (u1, u2) = (self.uniform(), self.uniform());
-        ((-2.0 * u1.ln()).sqrt() * (std::f64::consts::TAU * u2).cos()) as f32
     }
 }
 

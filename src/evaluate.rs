@@ -1,0 +1,112 @@
+//! `evaluate` as a library call: a head on a cached split, or on image folders extracted on the fly
+//! through the same pipeline as `extract`. Refuses features that do not belong to the head.
+
+use std::path::{Path, PathBuf};
+
+use serde::Serialize;
+
+use crate::cache::FeatureCache;
+use crate::error::{Error, Result};
+use crate::extract::{extract, ExtractConfig};
+use crate::head::file::Head;
+use crate::metrics::{compute, Metrics};
+
+/// Where the evaluated features come from.
+#[derive(Debug, Clone)]
+pub enum Source {
+    /// A feature cache and a split (`None`: `test`, else `val`, else `train`).
+    Features {
+        path: PathBuf,
+        split: Option<String>,
+    },
+    /// Images: extracted with this config into a temporary cache, then evaluated.
+    Images(Box<ExtractConfig>),
+}
+
+#[derive(Debug, Clone)]
+pub struct EvaluateConfig {
+    pub head: PathBuf,
+    pub source: Source,
+    /// How many most-confidently-wrong files to list.
+    pub top: usize,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct Evaluation {
+    pub head: String,
+    pub features: String,
+    pub split: String,
+    pub skipped: usize,
+    pub metrics: Metrics,
+}
+
+fn pick_split(splits: &[String], wanted: Option<&str>, path: &Path) -> Result<String> {
+    if let Some(w) = wanted {
+        return if splits.iter().any(|s| s == w) {
+            Ok(w.to_string())
+        } else {
+            Err(Error::cache(
+                path,
+                format!("no split '{w}' (has: {})", splits.join(", ")),
+            ))
+        };
+    }
+    ["test", "val", "train"]
+        .iter()
+        .find(|s| splits.iter().any(|x| x == *s))
+        .map(|s| s.to_string())
+        .ok_or_else(|| Error::cache(path, "the cache has no splits"))
+}
+
+/// Evaluates the head; for images, the temporary cache is removed afterwards.
+pub fn evaluate(cfg: &EvaluateConfig) -> Result<Evaluation> {
+    let head = Head::load(&cfg.head)?;
+    match &cfg.source {
+        Source::Features { path, split } => evaluate_cache(&head, cfg, path, split.as_deref()),
+        Source::Images(ex) => {
+            let dir = std::env::temp_dir().join(format!(
+                "headstart-evaluate-{}-{}",
+                std::process::id(),
+                std::time::SystemTime::now()
+                    .duration_since(std::time::UNIX_EPOCH)
+                    .map(|d| d.as_nanos())
+                    .unwrap_or(0)
+            ));
+            std::fs::create_dir_all(&dir).map_err(|e| Error::io(&dir, e))?;
+            let mut ex = (**ex).clone();
+            ex.out = dir.join("features.h5");
+            let result = extract(&ex).and_then(|_| evaluate_cache(&head, cfg, &ex.out, None));
+            let _ = std::fs::remove_dir_all(&dir);
+            result.map(|mut e| {
+                e.features = format!(
+                    "{} (extracted with {})",
+                    ex.data.display(),
+                    ex.model.display()
+                );
+                e
+            })
+        }
+    }
+}
+
+fn evaluate_cache(
+    head: &Head,
+    cfg: &EvaluateConfig,
+    path: &Path,
+    split: Option<&str>,
+) -> Result<Evaluation> {
+    let cache = FeatureCache::open(path)?;
+    head.check_compatible(&cfg.head, &cache.meta, path)?;
+    let split = pick_split(&cache.meta.splits, split, path)?;
+    let d = cache.read_split(&split)?;
+    let n = d.len();
+    let probs = head.probabilities(d.features, n)?;
+    let metrics = compute(&probs, &d.labels, &head.classes, &d.paths, cfg.top);
+    Ok(Evaluation {
+        head: cfg.head.display().to_string(),
+        features: path.display().to_string(),
+        split,
+        skipped: d.skipped.len(),
+        metrics,
+    })
+}

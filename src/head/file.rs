@@ -1,0 +1,377 @@
+//! The head file: one self-describing HDF5 file with the architecture, weights, class names, feature
+//! shape and pooling, plus the base model's sha256 and preprocessing copied from the feature cache.
+//!
+//! Schema (`format = "headstart-head"`, `format_version = 1`):
+//! - root attributes: `format`, `format_version`, `kind` (`mlp` | `logistic`), `classes`,
+//!   `feature_shape`, `feature_layout`, `pool`, `output` (`sigmoid` | `softmax`), `spec`,
+//!   `training` (JSON), `history_csv`, `headstart_version`;
+//! - group `base`: the feature cache's attributes (model file and sha256, input size, preprocessing);
+//! - group `layers`, one sub-group per layer in order (`000_dense`, `001_relu`, ...) with attribute
+//!   `type` (`dense` | `activation` | `dropout` | `batchnorm`): dense has datasets `kernel`
+//!   `[inputs, units]` and `bias`; activation has attribute `activation`; dropout `rate`; batchnorm
+//!   datasets `gamma`, `beta`, `moving_mean`, `moving_variance` and attribute `epsilon`.
+
+use std::path::{Path, PathBuf};
+
+use hdf5::types::VarLenUnicode;
+use ndarray::{Array1, Array2};
+
+use super::activation::{sigmoid, Activation};
+use super::net::{BatchNorm, Dense, Layer, Network, Pool, BN_MOMENTUM};
+use crate::cache::{
+    read_meta, read_str_attr, read_strs, write_meta, write_str_attr, write_strs_attr, CacheMeta,
+};
+use crate::error::{Error, Result};
+
+pub const FORMAT: &str = "headstart-head";
+pub const FORMAT_VERSION: u32 = 1;
+
+/// How the head was trained.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum HeadKind {
+    /// Our own backprop (`--head SPEC`).
+    Mlp,
+    /// linfa-logistic (`--head logistic`).
+    Logistic,
+}
+
+impl HeadKind {
+    pub fn name(self) -> &'static str {
+        match self {
+            HeadKind::Mlp => "mlp",
+            HeadKind::Logistic => "logistic",
+        }
+    }
+}
+
+/// A trained head and everything needed to use it on a base model's features.
+#[derive(Debug, Clone)]
+pub struct Head {
+    pub kind: HeadKind,
+    pub network: Network,
+    pub pool: Pool,
+    pub classes: Vec<String>,
+    /// Per-image feature shape the head was trained on (before pooling).
+    pub feature_shape: Vec<usize>,
+    /// The feature cache's attributes: base model, its sha256 and preprocessing.
+    pub base: CacheMeta,
+    pub spec: String,
+    /// Training settings and results, as JSON.
+    pub training: String,
+    pub history_csv: String,
+}
+
+impl Head {
+    /// Probability columns: 2 for a binary (sigmoid) head, C for softmax.
+    pub fn probabilities(&self, features: Vec<f32>, n: usize) -> Result<Array2<f32>> {
+        let x = self
+            .pool
+            .apply(features, n, &self.feature_shape, &self.base.layout)?;
+        let z = self.network.logits_batched(&x, 256);
+        Ok(probabilities_from_logits(&z))
+    }
+
+    /// Refuses features from another base model, shape or class list; states both sides.
+    pub fn check_compatible(
+        &self,
+        head_path: &Path,
+        data: &CacheMeta,
+        data_path: &Path,
+    ) -> Result<()> {
+        let both = |what: &str, h: String, d: String| {
+            Err(Error::Config(format!(
+                "{what} differ: head {} has {h}, {} has {d}",
+                head_path.display(),
+                data_path.display()
+            )))
+        };
+        if self.base.model_sha256 != data.model_sha256 {
+            return both(
+                "base models",
+                format!(
+                    "{} (sha256 {})",
+                    self.base.model_file, self.base.model_sha256
+                ),
+                format!("{} (sha256 {})", data.model_file, data.model_sha256),
+            );
+        }
+        if self.feature_shape != data.feature_shape {
+            return both(
+                "feature shapes",
+                format!("{:?}", self.feature_shape),
+                format!("{:?}", data.feature_shape),
+            );
+        }
+        if self.classes != data.classes {
+            return both(
+                "class lists",
+                format!("[{}]", self.classes.join(", ")),
+                format!("[{}]", data.classes.join(", ")),
+            );
+        }
+        if self.base.preprocess != data.preprocess {
+            return both(
+                "preprocessing",
+                format!("'{}'", self.base.preprocess),
+                format!("'{}'", data.preprocess),
+            );
+        }
+        Ok(())
+    }
+
+    /// Writes to `<path>.tmp`, then renames, so a crash never leaves a half-written head.
+    pub fn save(&self, path: &Path) -> Result<()> {
+        let mut tmp = path.as_os_str().to_owned();
+        tmp.push(".tmp");
+        let tmp = PathBuf::from(tmp);
+        self.write(&tmp).map_err(|e| Error::cache(&tmp, e))?;
+        std::fs::rename(&tmp, path).map_err(|e| Error::io(path, e))
+    }
+
+    fn write(&self, path: &Path) -> hdf5::Result<()> {
+        let f = hdf5::File::create(path)?;
+        write_str_attr(&f, "format", FORMAT)?;
+        f.new_attr::<u32>()
+            .create("format_version")?
+            .write_scalar(&FORMAT_VERSION)?;
+        write_str_attr(&f, "kind", self.kind.name())?;
+        write_strs_attr(&f, "classes", &self.classes)?;
+        let fs: Vec<u64> = self.feature_shape.iter().map(|&d| d as u64).collect();
+        f.new_attr::<u64>()
+            .shape(fs.len())
+            .create("feature_shape")?
+            .write_raw(&fs)?;
+        write_str_attr(&f, "feature_layout", &self.base.layout)?;
+        write_str_attr(&f, "pool", self.pool.name())?;
+        let output = if self.network.output_dim() == Some(1) {
+            "sigmoid"
+        } else {
+            "softmax"
+        };
+        write_str_attr(&f, "output", output)?;
+        write_str_attr(&f, "spec", &self.spec)?;
+        write_str_attr(&f, "training", &self.training)?;
+        write_str_attr(&f, "history_csv", &self.history_csv)?;
+        write_str_attr(&f, "headstart_version", env!("CARGO_PKG_VERSION"))?;
+        let base = f.create_group("base")?;
+        write_meta(&base, &self.base)?;
+        let layers = f.create_group("layers")?;
+        let vec1 = |g: &hdf5::Group, name: &str, a: &Array1<f32>| -> hdf5::Result<()> {
+            g.new_dataset::<f32>()
+                .shape(a.len())
+                .create(name)?
+                .write_raw(a.as_slice().expect("standard"))
+        };
+        for (i, l) in self.network.layers.iter().enumerate() {
+            let name = match l {
+                Layer::Dense(_) => "dense",
+                Layer::Activation(a) => a.name(),
+                Layer::Dropout(_) => "dropout",
+                Layer::BatchNorm(_) => "batchnorm",
+            };
+            let g = layers.create_group(&format!("{i:03}_{name}"))?;
+            match l {
+                Layer::Dense(d) => {
+                    write_str_attr(&g, "type", "dense")?;
+                    g.new_dataset::<f32>()
+                        .shape(d.w.dim())
+                        .create("kernel")?
+                        .write(&d.w)?;
+                    vec1(&g, "bias", &d.b)?;
+                }
+                Layer::Activation(a) => {
+                    write_str_attr(&g, "type", "activation")?;
+                    write_str_attr(&g, "activation", a.name())?;
+                    if let Activation::LeakyRelu(s) = a {
+                        g.new_attr::<f32>()
+                            .create("negative_slope")?
+                            .write_scalar(s)?;
+                    }
+                }
+                Layer::Dropout(r) => {
+                    write_str_attr(&g, "type", "dropout")?;
+                    g.new_attr::<f32>().create("rate")?.write_scalar(r)?;
+                }
+                Layer::BatchNorm(b) => {
+                    write_str_attr(&g, "type", "batchnorm")?;
+                    vec1(&g, "gamma", &b.gamma)?;
+                    vec1(&g, "beta", &b.beta)?;
+                    vec1(&g, "moving_mean", &b.mean)?;
+                    vec1(&g, "moving_variance", &b.var)?;
+                    g.new_attr::<f32>()
+                        .create("epsilon")?
+                        .write_scalar(&b.eps)?;
+                }
+            }
+        }
+        f.flush()
+    }
+
+    /// Reads a head file; errors name the file and what is missing or inconsistent.
+    pub fn load(path: &Path) -> Result<Head> {
+        if !path.is_file() {
+            return Err(Error::cache(path, "head file not found"));
+        }
+        let f = hdf5::File::open(path)
+            .map_err(|e| Error::cache(path, format!("not an HDF5 head file: {e}")))?;
+        let format = read_str_attr(&f, "format").unwrap_or_default();
+        if format != FORMAT {
+            return Err(Error::cache(
+                path,
+                format!("not a headstart head file (format attribute '{format}', expected '{FORMAT}'); is it a feature cache?"),
+            ));
+        }
+        Self::read(&f).map_err(|e| Error::cache(path, format!("broken head file: {e}")))
+    }
+
+    fn read(f: &hdf5::File) -> hdf5::Result<Head> {
+        let version = f.attr("format_version")?.read_scalar::<u32>()?;
+        if version > FORMAT_VERSION {
+            return Err(format!(
+                "format_version {version} is newer than this headstart reads ({FORMAT_VERSION})"
+            )
+            .into());
+        }
+        let kind = match read_str_attr(f, "kind")?.as_str() {
+            "logistic" => HeadKind::Logistic,
+            _ => HeadKind::Mlp,
+        };
+        let pool_name = read_str_attr(f, "pool")?;
+        let pool = Pool::parse(&pool_name).ok_or_else(|| format!("unknown pool '{pool_name}'"))?;
+        let classes = read_strs(f.attr("classes")?.read_raw::<VarLenUnicode>()?);
+        let feature_shape: Vec<usize> = f
+            .attr("feature_shape")?
+            .read_raw::<u64>()?
+            .into_iter()
+            .map(|d| d as usize)
+            .collect();
+        let base = read_meta(&*f.group("base")?)?;
+        let layers_g = f.group("layers")?;
+        let mut names = layers_g.member_names()?;
+        names.sort();
+        let mut layers = Vec::new();
+        let vec1 = |g: &hdf5::Group, n: &str| -> hdf5::Result<Array1<f32>> {
+            Ok(Array1::from(g.dataset(n)?.read_raw::<f32>()?))
+        };
+        for name in names {
+            let g = layers_g.group(&name)?;
+            let ty = read_str_attr(&g, "type")?;
+            layers.push(match ty.as_str() {
+                "dense" => {
+                    let w = g.dataset("kernel")?.read_2d::<f32>()?;
+                    let b = vec1(&g, "bias")?;
+                    if b.len() != w.ncols() {
+                        return Err(format!(
+                            "layer {name}: bias has {} values for {} units",
+                            b.len(),
+                            w.ncols()
+                        )
+                        .into());
+                    }
+                    Layer::Dense(Dense {
+                        w: w.as_standard_layout().into_owned(),
+                        b,
+                    })
+                }
+                "activation" => {
+                    let a = read_str_attr(&g, "activation")?;
+                    let mut act = Activation::parse(&a)
+                        .ok_or_else(|| format!("layer {name}: unknown activation '{a}'"))?;
+                    if let Activation::LeakyRelu(s) = &mut act {
+                        if let Ok(v) = g
+                            .attr("negative_slope")
+                            .and_then(|a| a.read_scalar::<f32>())
+                        {
+                            *s = v;
+                        }
+                    }
+                    Layer::Activation(act)
+                }
+                "dropout" => Layer::Dropout(g.attr("rate")?.read_scalar::<f32>()?),
+                "batchnorm" => Layer::BatchNorm(BatchNorm {
+                    gamma: vec1(&g, "gamma")?,
+                    beta: vec1(&g, "beta")?,
+                    mean: vec1(&g, "moving_mean")?,
+                    var: vec1(&g, "moving_variance")?,
+                    eps: g.attr("epsilon")?.read_scalar::<f32>()?,
+                    momentum: BN_MOMENTUM,
+                }),
+                other => return Err(format!("layer {name}: unknown type '{other}'").into()),
+            });
+        }
+        let network = Network { layers };
+        check_chain(
+            &network,
+            pool.output_dim(&feature_shape, &base.layout)
+                .map_err(|e| e.to_string())?,
+            classes.len(),
+        )?;
+        Ok(Head {
+            kind,
+            network,
+            pool,
+            classes,
+            feature_shape,
+            base,
+            spec: read_str_attr(f, "spec")?,
+            training: read_str_attr(f, "training").unwrap_or_default(),
+            history_csv: read_str_attr(f, "history_csv").unwrap_or_default(),
+        })
+    }
+}
+
+/// Layer widths must chain from the pooled feature width to the class count.
+fn check_chain(net: &Network, input: usize, classes: usize) -> hdf5::Result<()> {
+    let mut width = input;
+    for (i, l) in net.layers.iter().enumerate() {
+        match l {
+            Layer::Dense(d) => {
+                if d.w.nrows() != width {
+                    return Err(format!(
+                        "layer {i}: dense kernel takes {} inputs, previous width is {width}",
+                        d.w.nrows()
+                    )
+                    .into());
+                }
+                width = d.w.ncols();
+            }
+            Layer::BatchNorm(b)
+                if [b.gamma.len(), b.beta.len(), b.mean.len(), b.var.len()]
+                    .iter()
+                    .any(|&l| l != width) =>
+            {
+                return Err(
+                    format!("layer {i}: batchnorm sizes do not match width {width}").into(),
+                );
+            }
+            _ => {}
+        }
+    }
+    let want = super::train::output_units(classes);
+    if width != want {
+        return Err(format!("output width {width} != {want} for {classes} classes").into());
+    }
+    Ok(())
+}
+
+/// Sigmoid (as two columns `[1-p, p]`) or softmax probabilities from logits.
+pub fn probabilities_from_logits(z: &Array2<f32>) -> Array2<f32> {
+    let (n, k) = z.dim();
+    if k == 1 {
+        let mut p = Array2::<f32>::zeros((n, 2));
+        for i in 0..n {
+            let s = sigmoid(z[[i, 0]]);
+            p[[i, 0]] = 1.0 - s;
+            p[[i, 1]] = s;
+        }
+        return p;
+    }
+    let mut p = z.clone();
+    for mut r in p.outer_iter_mut() {
+        let m = r.iter().cloned().fold(f32::NEG_INFINITY, f32::max);
+        r.mapv_inplace(|v| (v - m).exp());
+        let s = r.sum();
+        r /= s;
+    }
+    p
+}
