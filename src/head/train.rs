@@ -458,6 +458,16 @@ pub fn fit(
             let g: Vec<&[f32]> = grads.iter().map(|g| g.as_slice()).collect();
             opt.step(&mut net.params_mut(), &g);
         }
+        if net
+            .params()
+            .iter()
+            .any(|p| p.iter().any(|v| !v.is_finite()))
+        {
+            return Err(Error::Config(format!(
+                "training diverged in epoch {} (weights overflowed); lower --lr or add --clip-norm",
+                epoch + 1
+            )));
+        }
         let n = order.len() as f64;
         let (val_loss, val_accuracy) = match &data.val {
             Some((vx, vy, vidx)) if !vidx.is_empty() => {
