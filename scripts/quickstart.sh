@@ -1,10 +1,11 @@
 #!/usr/bin/env bash
 # The main job on a fresh machine: install what is missing, build in release, extract features from
-# DATA_DIR with MODEL and print a summary of the cache.
+# DATA_DIR with MODEL, train the default head (the seed's Dense 256 relu -> Dropout 0.5 -> sigmoid/softmax)
+# and evaluate it; the last line is the test accuracy.
 # Usage: scripts/quickstart.sh DATA_DIR [MODEL.onnx]
 #   MODEL defaults to ../shared/models/efficientnet_lite0_features.onnx when present, else to a
 #   VGG-16-shaped base with RANDOM weights (models/vgg16_nchw.onnx; for shapes and speed only).
-# Output: out/<data folder name>.features.h5
+# Output: out/<name>.features.h5, out/<name>.head.h5, out/<name>.head.history.csv (<name>: the data folder)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 [ $# -ge 1 ] || { echo "usage: scripts/quickstart.sh DATA_DIR [MODEL.onnx]" >&2; exit 2; }
@@ -26,3 +27,8 @@ mkdir -p out
 OUT="out/$(basename "$(cd "$DATA" && pwd)").features.h5"
 "$BIN" extract --model "$MODEL" --data "$DATA" --out "$OUT"
 "$BIN" summary "$OUT"
+# Train on the train split (20% held out for validation), evaluate on test (else val, else train).
+"$BIN" train-head "$OUT"
+HEAD="${OUT%.features.h5}.head.h5"
+"$BIN" evaluate --head "$HEAD" --features "$OUT" | tee out/evaluate.txt
+echo "quickstart: test accuracy $(grep '^accuracy:' out/evaluate.txt | awk '{print $2}') ($HEAD on $OUT)"
