@@ -466,6 +466,43 @@ pub fn write_hdf5(
     std::fs::rename(&tmp, out).map_err(|x| Error::io(out, x))
 }
 
+/// Writes a cache from splits held in memory (synthetic features for benchmarks and tests):
+/// same schema as [`write_hdf5`], written to `<out>.tmp` and renamed.
+pub fn write_arrays(out: &Path, meta: &CacheMeta, splits: &[SplitData]) -> Result<()> {
+    let mut tmp = out.as_os_str().to_owned();
+    tmp.push(".tmp");
+    let tmp = PathBuf::from(tmp);
+    let e = h5err(&tmp);
+    let file = hdf5::File::create(&tmp).map_err(&e)?;
+    for sd in splits {
+        let g = file.create_group(&sd.name).map_err(&e)?;
+        let mut shape = vec![sd.len()];
+        shape.extend_from_slice(&meta.feature_shape);
+        let arr = ArrayViewD::from_shape(IxDyn(&shape), &sd.features)
+            .map_err(|x| Error::cache(&tmp, x))?;
+        g.new_dataset::<f32>()
+            .shape(shape.clone())
+            .create("features")
+            .map_err(&e)?
+            .write(arr)
+            .map_err(&e)?;
+        let labels: Vec<i32> = sd.labels.iter().map(|&l| l as i32).collect();
+        g.new_dataset::<i32>()
+            .shape(labels.len())
+            .create("labels")
+            .map_err(&e)?
+            .write_raw(&labels)
+            .map_err(&e)?;
+        write_strs(&g, "paths", &sd.paths).map_err(&e)?;
+        let (sp, sr): (Vec<String>, Vec<String>) = sd.skipped.iter().cloned().unzip();
+        write_strs(&g, "skipped_paths", &sp).map_err(&e)?;
+        write_strs(&g, "skipped_reasons", &sr).map_err(&e)?;
+    }
+    write_meta(&file, meta).map_err(&e)?;
+    file.close().map_err(&e)?;
+    std::fs::rename(&tmp, out).map_err(|x| Error::io(out, x))
+}
+
 /// Rows `row..row+1` of a dataset with `rest` more (whole) dimensions.
 fn row_selection(row: usize, rest: usize) -> hdf5::Hyperslab {
     let mut sel: Vec<hdf5::SliceOrIndex> = vec![(row..row + 1).into()];

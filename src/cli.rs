@@ -43,6 +43,8 @@ pub enum Command {
     },
     /// Write a random-weight CNN as ONNX (VGG-16 conv base, or a tiny one for tests).
     MakeModel(MakeModelArgs),
+    /// Write a feature cache of seeded random features (benchmarks and tests; no model involved).
+    MakeFeatures(MakeFeaturesArgs),
     /// Time ONNX Runtime alone on preprocessed tensors held in memory (benchmark reference).
     BenchInfer(BenchInferArgs),
     /// Train a dense head (or a logistic-regression baseline) on a feature cache.
@@ -197,6 +199,25 @@ pub struct ExtractArgs {
 pub enum ArchArg {
     Vgg16,
     Tiny,
+}
+
+#[derive(Args, Debug)]
+pub struct MakeFeaturesArgs {
+    /// Per-image feature shape, e.g. 512,7,7 (VGG-16's conv base, NCHW) or 1280.
+    #[arg(long, default_value = "512,7,7")]
+    pub shape: String,
+    /// Images per split as NAME=N, e.g. train=2000 val=1000.
+    #[arg(long = "split", default_values = ["train=2000", "val=1000"])]
+    pub splits: Vec<String>,
+    #[arg(long, default_value_t = 2)]
+    pub classes: usize,
+    /// How far apart the classes are (0: pure noise).
+    #[arg(long, default_value_t = 0.05)]
+    pub separation: f32,
+    #[arg(long, default_value_t = 1)]
+    pub seed: u64,
+    #[arg(long)]
+    pub out: PathBuf,
 }
 
 #[derive(Args, Debug)]
@@ -521,6 +542,12 @@ pub struct TrainHeadArgs {
     /// Logistic baseline: solver iterations.
     #[arg(long, default_value_t = 100)]
     pub max_iter: u64,
+    /// Threads of the training step (0 = all cores); the weights do not depend on it.
+    #[arg(long, default_value_t = 0)]
+    pub threads: usize,
+    /// Use the plain three-pass step instead of the fused first-layer step (for comparisons).
+    #[arg(long)]
+    pub plain_step: bool,
     /// Only the final lines.
     #[arg(long, short)]
     pub quiet: bool,
@@ -630,6 +657,8 @@ impl TrainHeadArgs {
                 clip_norm: self.clip_norm,
                 clip_value: self.clip_value,
                 balanced: self.class_weight == ClassWeightArg::Balanced,
+                fused: !self.plain_step,
+                threads: self.threads,
             })
         };
         Ok(cfg)

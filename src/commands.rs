@@ -3,7 +3,7 @@
 use std::time::Instant;
 
 use crate::cache::FeatureCache;
-use crate::cli::{size_arg, ArchArg, BenchInferArgs, MakeModelArgs};
+use crate::cli::{size_arg, ArchArg, BenchInferArgs, MakeFeaturesArgs, MakeModelArgs};
 use crate::error::{Error, Result};
 use crate::extract::{extract, ExtractConfig};
 use crate::model::{resolve_preprocess, BaseModel, PreprocessOverrides};
@@ -178,5 +178,84 @@ pub fn run_evaluate(cfg: &crate::evaluate::EvaluateConfig, json: bool) -> Result
         );
         print!("{}", e.metrics.report());
     }
+    Ok(())
+}
+
+/// `headstart make-features`: a cache of seeded random ReLU-like features; class `c` adds
+/// `separation` to every `classes`-th feature starting at `c`, so heads can learn it.
+pub fn run_make_features(a: &MakeFeaturesArgs) -> Result<()> {
+    let shape: Vec<usize> = a
+        .shape
+        .split(',')
+        .map(|d| d.trim().parse().ok().filter(|&d| d > 0))
+        .collect::<Option<_>>()
+        .ok_or_else(|| {
+            Error::Config(format!(
+                "--shape '{}': expected positive integers like 512,7,7",
+                a.shape
+            ))
+        })?;
+    if a.classes < 2 {
+        return Err(Error::Config("--classes must be at least 2".into()));
+    }
+    let row: usize = shape.iter().product();
+    let mut rng = crate::rng::Rng(a.seed);
+    let classes: Vec<String> = (0..a.classes).map(|c| format!("class{c}")).collect();
+    let mut splits = Vec::new();
+    for sp in &a.splits {
+        let (name, n) = sp
+            .split_once('=')
+            .and_then(|(k, v)| Some((k.to_string(), v.parse::<usize>().ok()?)))
+            .ok_or_else(|| Error::Config(format!("--split '{sp}': expected NAME=N")))?;
+        let labels: Vec<u32> = (0..n).map(|i| (i % a.classes) as u32).collect();
+        let mut features = Vec::with_capacity(n * row);
+        for &l in &labels {
+            for j in 0..row {
+                let shift = if j % a.classes == l as usize {
+                    a.separation
+                } else {
+                    0.0
+                };
+                features.push((rng.normal() + shift).max(0.0));
+            }
+        }
+        let paths = (0..n)
+            .map(|i| format!("{name}/{}/{i}.jpg", classes[labels[i] as usize]))
+            .collect();
+        splits.push(crate::cache::SplitData {
+            name,
+            features,
+            labels,
+            paths,
+            skipped: vec![],
+        });
+    }
+    let meta = crate::cache::CacheMeta {
+        classes,
+        model_file: "synthetic".into(),
+        model_sha256: format!("synthetic-seed-{}", a.seed),
+        input_size: (224, 224),
+        layout: "NCHW".into(),
+        preprocess: "synthetic".into(),
+        color_order: "RGB".into(),
+        mean: [0.0; 3],
+        std: [1.0; 3],
+        resize: "squash".into(),
+        interpolation: "bilinear".into(),
+        output_name: "features".into(),
+        feature_shape: shape,
+        dtype: crate::cache::Dtype::F32,
+        headstart_version: env!("CARGO_PKG_VERSION").into(),
+        fingerprint: String::new(),
+        data_root: String::new(),
+        splits: splits.iter().map(|s| s.name.clone()).collect(),
+    };
+    crate::cache::write_arrays(&a.out, &meta, &splits)?;
+    println!(
+        "wrote {} ({} splits, shape {:?})",
+        a.out.display(),
+        splits.len(),
+        meta.feature_shape
+    );
     Ok(())
 }

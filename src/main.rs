@@ -9,6 +9,7 @@ fn run(cli: Cli) -> headstart::Result<()> {
         Command::Extract(a) => commands::run_extract(&a.to_config()?),
         Command::Summary { cache } => commands::run_summary(&cache),
         Command::MakeModel(a) => commands::run_make_model(&a),
+        Command::MakeFeatures(a) => commands::run_make_features(&a),
         Command::BenchInfer(a) => commands::run_bench_infer(&a),
         Command::TrainHead(a) => headstart::fit::train_head(&a.to_config()?).map(|_| ()),
         Command::Evaluate(a) => commands::run_evaluate(&a.to_config()?, a.json),

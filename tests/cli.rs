@@ -1256,7 +1256,7 @@ fn same_seed_gives_bit_identical_heads_and_python_reads_them() {
         Some(3),
         "three classes need a softmax of 3"
     );
-    // Same numbers with matrixmultiply on one thread or several.
+    // Same numbers on one thread (ours and matrixmultiply's) or several.
     let one = {
         let out = d.path().join("one.h5");
         let o = bin()
@@ -1266,6 +1266,8 @@ fn same_seed_gives_bit_identical_heads_and_python_reads_them() {
                 s(&cache),
                 "--out",
                 s(&out),
+                "--threads",
+                "1",
                 "--seed",
                 "7",
                 "--epochs",

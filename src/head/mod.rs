@@ -9,3 +9,4 @@ pub mod loss;
 pub mod net;
 pub mod optim;
 pub mod train;
+pub mod wide;

@@ -367,7 +367,7 @@ impl Network {
         out
     }
 
-    /// Training step's forward and backward: returns the logits and a closure-free gradient pass.
+    /// One training step's forward and backward pass: (loss, logits, gradients of every parameter).
     /// `loss_grad` maps the logits to (loss, d loss / d logits).
     pub fn forward_backward(
         &mut self,
@@ -375,9 +375,23 @@ impl Network {
         rng: &mut Rng,
         loss_grad: impl FnOnce(&Array2<f32>) -> (f32, Array2<f32>),
     ) -> (f32, Array2<f32>, Grads) {
+        let (loss, logits, grads, _) = self.forward_backward_from(0, x, rng, loss_grad, false);
+        (loss, logits, grads)
+    }
+
+    /// The same from layer `start` on, `h` being the output of layer `start - 1`; the gradients are
+    /// those of the parameters of layers `start..`, and with `input_grad` also d loss / d `h`.
+    pub fn forward_backward_from(
+        &mut self,
+        start: usize,
+        h: Array2<f32>,
+        rng: &mut Rng,
+        loss_grad: impl FnOnce(&Array2<f32>) -> (f32, Array2<f32>),
+        input_grad: bool,
+    ) -> (f32, Array2<f32>, Grads, Option<Array2<f32>>) {
         let mut saved = Vec::with_capacity(self.layers.len());
-        let mut h = x;
-        for l in &mut self.layers {
+        let mut h = h;
+        for l in &mut self.layers[start..] {
             match l {
                 Layer::Dense(d) => {
                     let y = h.dot(&d.w) + &d.b;
@@ -422,12 +436,11 @@ impl Network {
         let logits = h;
         let (loss, mut g) = loss_grad(&logits);
         let mut grads: Vec<Vec<f32>> = Vec::new();
-        let first_param_layer = self
-            .layers
+        let first_param_layer = self.layers[start..]
             .iter()
             .position(|l| matches!(l, Layer::Dense(_) | Layer::BatchNorm(_)));
-        for (i, (l, s)) in self.layers.iter().zip(saved).enumerate().rev() {
-            let need_input_grad = first_param_layer.is_some_and(|f| i > f);
+        for (i, (l, s)) in self.layers[start..].iter().zip(saved).enumerate().rev() {
+            let need_input_grad = input_grad || first_param_layer.is_some_and(|f| i > f);
             match (l, s) {
                 (Layer::Dense(d), Saved::Input(x)) => {
                     let gb = g.sum_axis(Axis(0));
@@ -457,7 +470,7 @@ impl Network {
             }
         }
         grads.reverse();
-        (loss, logits, grads)
+        (loss, logits, grads, input_grad.then_some(g))
     }
 }
 

@@ -1,18 +1,117 @@
 //! Optimizers behind one small trait, with Keras' update rules (the seed recipe is Keras):
 //! SGD with momentum, Nesterov and legacy inverse-time `decay`; Adam; AdamW (decoupled weight decay);
 //! RMSprop. `weight_decay` on SGD/Adam/RMSprop is L2 added to the gradient.
+//!
+//! Each step is split in two: [`Optimizer::begin_step`] advances the step counter and returns the
+//! step's element-wise [`Rule`] (its coefficients computed once); the rule is then applied to each
+//! parameter with its state slots. The training loop's fused wide-layer kernel applies the same rule
+//! to tiles of the first layer's kernel, so both paths share one implementation of the maths.
 
 /// Updates parameters in place from their gradients.
-pub trait Optimizer {
-    /// One update of every parameter tensor (`params[i]` with gradient `grads[i]`).
-    fn step(&mut self, params: &mut [&mut [f32]], grads: &[&[f32]]);
+pub trait Optimizer: Send {
+    /// Starts one step over tensors of `sizes` (allocating state on first use); returns its rule.
+    fn begin_step(&mut self, sizes: &[usize]) -> Rule;
+    /// The two state slots of tensor `i` (empty when the optimizer keeps less state).
+    fn state(&mut self, i: usize) -> (&mut [f32], &mut [f32]);
     fn learning_rate(&self) -> f64;
     fn set_learning_rate(&mut self, lr: f64);
+    /// One update of every parameter tensor (`params[i]` with gradient `grads[i]`).
+    fn step(&mut self, params: &mut [&mut [f32]], grads: &[&[f32]]) {
+        let sizes: Vec<usize> = params.iter().map(|p| p.len()).collect();
+        let rule = self.begin_step(&sizes);
+        for (i, (p, g)) in params.iter_mut().zip(grads).enumerate() {
+            let (s1, s2) = self.state(i);
+            rule.apply(p, g, s1, s2);
+        }
+    }
 }
 
-fn state(slots: &mut Vec<Vec<f32>>, params: &[&mut [f32]]) {
-    if slots.len() != params.len() {
-        *slots = params.iter().map(|p| vec![0.0; p.len()]).collect();
+/// One step's element-wise update, with its coefficients fixed.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub enum Rule {
+    /// State: velocity.
+    Sgd {
+        lr: f32,
+        momentum: f32,
+        nesterov: bool,
+        wd: f32,
+    },
+    /// State: first and second moments.
+    Adam {
+        lr: f32,
+        alpha: f32,
+        beta1: f32,
+        beta2: f32,
+        eps: f32,
+        wd: f32,
+        decoupled: bool,
+    },
+    /// State: mean square.
+    RmsProp {
+        lr: f32,
+        rho: f32,
+        eps: f32,
+        wd: f32,
+    },
+}
+
+impl Rule {
+    /// Applies the update to `p` from `g`, with the state slots the optimizer keeps for `p`.
+    #[inline(always)]
+    pub fn apply(&self, p: &mut [f32], g: &[f32], s1: &mut [f32], s2: &mut [f32]) {
+        match *self {
+            Rule::Sgd {
+                lr,
+                momentum,
+                nesterov,
+                wd,
+            } => {
+                for ((pv, &gv), mv) in p.iter_mut().zip(g).zip(s1.iter_mut()) {
+                    let g = gv + wd * *pv;
+                    *mv = momentum * *mv - lr * g;
+                    *pv += if nesterov {
+                        momentum * *mv - lr * g
+                    } else {
+                        *mv
+                    };
+                }
+            }
+            Rule::Adam {
+                lr,
+                alpha,
+                beta1,
+                beta2,
+                eps,
+                wd,
+                decoupled,
+            } => {
+                for (((pv, &gv), m), v) in p.iter_mut().zip(g).zip(s1.iter_mut()).zip(s2.iter_mut())
+                {
+                    let mut g = gv;
+                    if decoupled {
+                        *pv -= lr * wd * *pv;
+                    } else {
+                        g += wd * *pv;
+                    }
+                    *m += (g - *m) * (1.0 - beta1);
+                    *v += (g * g - *v) * (1.0 - beta2);
+                    *pv -= alpha * *m / (v.sqrt() + eps);
+                }
+            }
+            Rule::RmsProp { lr, rho, eps, wd } => {
+                for ((pv, &gv), vv) in p.iter_mut().zip(g).zip(s1.iter_mut()) {
+                    let g = gv + wd * *pv;
+                    *vv = rho * *vv + (1.0 - rho) * g * g;
+                    *pv -= lr * g / (*vv + eps).sqrt();
+                }
+            }
+        }
+    }
+}
+
+fn alloc(slots: &mut Vec<Vec<f32>>, sizes: &[usize]) {
+    if slots.len() != sizes.len() || slots.iter().zip(sizes).any(|(s, &n)| s.len() != n) {
+        *slots = sizes.iter().map(|&n| vec![0.0; n]).collect();
     }
 }
 
@@ -44,21 +143,19 @@ impl Sgd {
 }
 
 impl Optimizer for Sgd {
-    fn step(&mut self, params: &mut [&mut [f32]], grads: &[&[f32]]) {
-        state(&mut self.velocity, params);
+    fn begin_step(&mut self, sizes: &[usize]) -> Rule {
+        alloc(&mut self.velocity, sizes);
         let lr = (self.lr / (1.0 + self.decay * self.iterations as f64)) as f32;
-        for ((p, g), m) in params.iter_mut().zip(grads).zip(&mut self.velocity) {
-            for ((pv, &gv), mv) in p.iter_mut().zip(g.iter()).zip(m.iter_mut()) {
-                let g = gv + self.weight_decay * *pv;
-                *mv = self.momentum * *mv - lr * g;
-                *pv += if self.nesterov {
-                    self.momentum * *mv - lr * g
-                } else {
-                    *mv
-                };
-            }
-        }
         self.iterations += 1;
+        Rule::Sgd {
+            lr,
+            momentum: self.momentum,
+            nesterov: self.nesterov,
+            wd: self.weight_decay,
+        }
+    }
+    fn state(&mut self, i: usize) -> (&mut [f32], &mut [f32]) {
+        (&mut self.velocity[i], &mut [])
     }
     fn learning_rate(&self) -> f64 {
         self.lr
@@ -103,26 +200,23 @@ impl Adam {
 }
 
 impl Optimizer for Adam {
-    fn step(&mut self, params: &mut [&mut [f32]], grads: &[&[f32]]) {
-        state(&mut self.m, params);
-        state(&mut self.v, params);
+    fn begin_step(&mut self, sizes: &[usize]) -> Rule {
+        alloc(&mut self.m, sizes);
+        alloc(&mut self.v, sizes);
         self.t += 1;
         let lr = self.lr as f32;
-        let alpha = lr * (1.0 - self.beta2.powi(self.t)).sqrt() / (1.0 - self.beta1.powi(self.t));
-        for (i, (p, g)) in params.iter_mut().zip(grads).enumerate() {
-            for (j, pv) in p.iter_mut().enumerate() {
-                let mut g = g[j];
-                if self.decoupled {
-                    *pv -= lr * self.weight_decay * *pv;
-                } else {
-                    g += self.weight_decay * *pv;
-                }
-                let (m, v) = (&mut self.m[i][j], &mut self.v[i][j]);
-                *m += (g - *m) * (1.0 - self.beta1);
-                *v += (g * g - *v) * (1.0 - self.beta2);
-                *pv -= alpha * *m / (v.sqrt() + self.eps);
-            }
+        Rule::Adam {
+            lr,
+            alpha: lr * (1.0 - self.beta2.powi(self.t)).sqrt() / (1.0 - self.beta1.powi(self.t)),
+            beta1: self.beta1,
+            beta2: self.beta2,
+            eps: self.eps,
+            wd: self.weight_decay,
+            decoupled: self.decoupled,
         }
+    }
+    fn state(&mut self, i: usize) -> (&mut [f32], &mut [f32]) {
+        (&mut self.m[i], &mut self.v[i])
     }
     fn learning_rate(&self) -> f64 {
         self.lr
@@ -155,16 +249,17 @@ impl RmsProp {
 }
 
 impl Optimizer for RmsProp {
-    fn step(&mut self, params: &mut [&mut [f32]], grads: &[&[f32]]) {
-        state(&mut self.v, params);
-        let lr = self.lr as f32;
-        for ((p, g), v) in params.iter_mut().zip(grads).zip(&mut self.v) {
-            for ((pv, &gv), vv) in p.iter_mut().zip(g.iter()).zip(v.iter_mut()) {
-                let g = gv + self.weight_decay * *pv;
-                *vv = self.rho * *vv + (1.0 - self.rho) * g * g;
-                *pv -= lr * g / (*vv + self.eps).sqrt();
-            }
+    fn begin_step(&mut self, sizes: &[usize]) -> Rule {
+        alloc(&mut self.v, sizes);
+        Rule::RmsProp {
+            lr: self.lr as f32,
+            rho: self.rho,
+            eps: self.eps,
+            wd: self.weight_decay,
         }
+    }
+    fn state(&mut self, i: usize) -> (&mut [f32], &mut [f32]) {
+        (&mut self.v[i], &mut [])
     }
     fn learning_rate(&self) -> f64 {
         self.lr

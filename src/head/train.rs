@@ -5,8 +5,9 @@
 use ndarray::{Array2, Axis};
 
 use super::loss::Loss;
-use super::net::{LayerSpec, Network};
+use super::net::{Dense, Grads, Layer, LayerSpec, Network};
 use super::optim::{Adam, Optimizer, RmsProp, Sgd};
+use super::wide::{fused_step, StepInputs, StepOutputs};
 use crate::error::{Error, Result};
 use crate::rng::Rng;
 
@@ -180,6 +181,10 @@ pub struct TrainConfig {
     pub clip_value: Option<f32>,
     /// Weight each class by `n / (classes * n_class)` (sklearn/Keras "balanced").
     pub balanced: bool,
+    /// Use the fused first-layer step ([`super::wide`]); off: the plain three-pass step.
+    pub fused: bool,
+    /// Threads of the fused step (0 = all cores); results do not depend on it.
+    pub threads: usize,
 }
 
 impl Default for TrainConfig {
@@ -204,6 +209,8 @@ impl Default for TrainConfig {
             clip_norm: None,
             clip_value: None,
             balanced: false,
+            fused: true,
+            threads: 0,
         }
     }
 }
@@ -401,6 +408,7 @@ pub fn fit(
             data.classes
         )));
     }
+    let _ftz = super::wide::FlushDenormals::new();
     let outputs = output_units(data.classes);
     let mut net = Network::new(data.x.ncols(), &cfg.spec, outputs, cfg.seed);
     let mut opt = cfg.optimizer.build();
@@ -427,21 +435,69 @@ pub fn fit(
     let mut best: Option<(f64, Network, usize)> = None;
     let mut since_best = 0usize;
     let mut order = data.train.clone();
+    let sizes: Vec<usize> = net.params().iter().map(|p| p.len()).collect();
+    // The fused first-layer step needs a leading dense layer; clamping before a global-norm clip
+    // cannot be folded into it.
+    let fused = cfg.fused
+        && first_dense(&net).is_some()
+        && !(cfg.clip_value.is_some() && cfg.clip_norm.is_some());
     for epoch in 0..cfg.epochs {
         let t0 = std::time::Instant::now();
         let lr = cfg.schedule.lr(cfg.optimizer.lr, epoch, cfg.epochs);
         opt.set_learning_rate(lr);
         shuffle_rng.shuffle(&mut order);
         let (mut loss_sum, mut correct) = (0f64, 0usize);
-        for batch in order.chunks(cfg.batch_size) {
-            let xb = data.x.select(Axis(0), batch);
+        let batches: Vec<&[usize]> = order.chunks(cfg.batch_size).collect();
+        // With the fused path, the first layer's pre-activation of batch b+1 is computed while the
+        // step of batch b updates its weights.
+        let mut z_next: Option<Array2<f32>> = None;
+        let mut xb = data.x.select(Axis(0), batches[0]);
+        for (bi, batch) in batches.iter().enumerate() {
             let yb: Vec<u32> = batch.iter().map(|&i| data.y[i]).collect();
             let wb: Option<Vec<f32>> = class_weights
                 .as_ref()
                 .map(|w| yb.iter().map(|&l| w[l as usize]).collect());
-            let (loss, logits, mut grads) = net.forward_backward(xb, &mut dropout_rng, |z| {
-                cfg.loss.compute(z, &yb, wb.as_deref())
-            });
+            let loss_fn = |z: &Array2<f32>| cfg.loss.compute(z, &yb, wb.as_deref());
+            let (loss, logits) = if fused {
+                let z1 = match z_next.take() {
+                    Some(z) => z,
+                    None => first_dense(&net)
+                        .map(|l| xb.dot(&l.w) + &l.b)
+                        .expect("fused needs a first dense layer"),
+                };
+                let (loss, logits, rest, g1) =
+                    net.forward_backward_from(1, z1, &mut dropout_rng, loss_fn, true);
+                let g1 = g1.expect("input gradient requested");
+                let xn = batches.get(bi + 1).map(|b| data.x.select(Axis(0), b));
+                if loss.is_finite() {
+                    z_next = fused_step_first_layer(
+                        cfg,
+                        &mut net,
+                        opt.as_mut(),
+                        &sizes,
+                        &xb,
+                        &g1,
+                        rest,
+                        xn.as_ref(),
+                    );
+                }
+                if let Some(xn) = xn {
+                    xb = xn;
+                }
+                (loss, logits)
+            } else {
+                let (loss, logits, mut grads) =
+                    net.forward_backward(xb.clone(), &mut dropout_rng, loss_fn);
+                if loss.is_finite() {
+                    clip(&mut grads, cfg.clip_value, cfg.clip_norm);
+                    let g: Vec<&[f32]> = grads.iter().map(|g| g.as_slice()).collect();
+                    opt.step(&mut net.params_mut(), &g);
+                }
+                if let Some(b) = batches.get(bi + 1) {
+                    xb = data.x.select(Axis(0), b);
+                }
+                (loss, logits)
+            };
             if !loss.is_finite() {
                 return Err(Error::Config(format!(
                     "training diverged in epoch {} (loss {loss}); lower --lr or add --clip-norm",
@@ -454,9 +510,6 @@ pub fn fit(
                 .zip(&yb)
                 .filter(|(p, t)| p == t)
                 .count();
-            clip(&mut grads, cfg.clip_value, cfg.clip_norm);
-            let g: Vec<&[f32]> = grads.iter().map(|g| g.as_slice()).collect();
-            opt.step(&mut net.params_mut(), &g);
         }
         if net
             .params()
@@ -520,6 +573,87 @@ pub fn fit(
         }
     }
     Ok((net, history))
+}
+
+fn first_dense(net: &Network) -> Option<&Dense> {
+    match net.layers.first() {
+        Some(Layer::Dense(d)) => Some(d),
+        _ => None,
+    }
+}
+
+/// The optimizer step of a batch on the fused path: `rest` are the gradients of every parameter
+/// but the first kernel (first bias first), `g1` the gradient of the first layer's pre-activation.
+/// Returns the next batch's first-layer pre-activation (with the updated weights and bias).
+#[allow(clippy::too_many_arguments)]
+fn fused_step_first_layer(
+    cfg: &TrainConfig,
+    net: &mut Network,
+    opt: &mut dyn Optimizer,
+    sizes: &[usize],
+    xb: &Array2<f32>,
+    g1: &Array2<f32>,
+    rest: Grads,
+    xn: Option<&Array2<f32>>,
+) -> Option<Array2<f32>> {
+    let mut rest: Vec<Vec<f32>> = std::iter::once(g1.sum_axis(Axis(0)).to_vec())
+        .chain(rest)
+        .collect();
+    let mut scale = 1.0f32;
+    if let Some(max) = cfg.clip_norm {
+        // |X^T G|_F^2 = sum_ij (X X^T)_ij (G G^T)_ij: the kernel gradient's norm without forming it.
+        let k = xb.dot(&xb.t());
+        let gg = g1.dot(&g1.t());
+        let kernel: f64 = k
+            .iter()
+            .zip(gg.iter())
+            .map(|(a, b)| *a as f64 * *b as f64)
+            .sum();
+        let others: f64 = rest.iter().flatten().map(|&g| g as f64 * g as f64).sum();
+        let total = (kernel + others).max(0.0).sqrt() as f32;
+        if total > max {
+            scale = max / total;
+            for g in rest.iter_mut().flatten() {
+                *g *= scale;
+            }
+        }
+    } else {
+        clip(&mut rest, cfg.clip_value, None);
+    }
+    let rule = opt.begin_step(sizes);
+    for ((i, p), g) in net.params_mut().into_iter().enumerate().skip(1).zip(&rest) {
+        let (s1, s2) = opt.state(i);
+        rule.apply(p, g, s1, s2);
+    }
+    let Some(Layer::Dense(l0)) = net.layers.first_mut() else {
+        unreachable!("checked by the caller")
+    };
+    let (d, u) = l0.w.dim();
+    let xt = xb.t().as_standard_layout().into_owned();
+    let g1 = g1.as_standard_layout();
+    let m = xn.map_or(0, |x| x.nrows());
+    let xn = xn.map(|x| x.as_standard_layout());
+    let mut z = vec![0f32; m * u];
+    let (s1, s2) = opt.state(0);
+    let inp = StepInputs {
+        xt: xt.as_slice().expect("standard layout"),
+        n: xb.nrows(),
+        g: g1.as_slice().expect("standard layout"),
+        next: xn
+            .as_ref()
+            .map(|x| (x.as_slice().expect("standard layout"), m)),
+        rule,
+        scale,
+        clip_value: cfg.clip_value,
+    };
+    let out = StepOutputs {
+        w: l0.w.as_slice_mut().expect("standard layout"),
+        s1,
+        s2,
+        z: &mut z,
+    };
+    fused_step(&inp, out, d, u, cfg.threads);
+    (m > 0).then(|| Array2::from_shape_vec((m, u), z).expect("m x u") + &l0.b)
 }
 
 /// Element-wise clamp, then global-norm rescale.
@@ -728,6 +862,59 @@ mod tests {
         };
         assert_eq!(run(1), run(1));
         assert_ne!(run(1), run(2));
+    }
+
+    /// The fused first-layer step trains the same network as the plain three-pass step (up to
+    /// rounding: fused multiply-add), for every optimizer and with global-norm clipping; its thread
+    /// count changes nothing.
+    #[test]
+    fn fused_and_plain_steps_agree_and_threads_do_not_matter() {
+        let (x, y) = blobs(90, 70, 3, 5);
+        let kinds = [
+            OptimizerKind::Sgd {
+                momentum: 0.9,
+                nesterov: false,
+                decay: 0.0,
+            },
+            OptimizerKind::Adam,
+            OptimizerKind::RmsProp,
+        ];
+        for kind in kinds {
+            let run = |fused: bool, threads: usize| {
+                let cfg = TrainConfig {
+                    spec: parse_spec("dense:40:relu,dropout:0.5,dense:8:tanh").unwrap(),
+                    optimizer: OptimizerSpec {
+                        kind,
+                        lr: 1e-3,
+                        weight_decay: 1e-3,
+                    },
+                    epochs: 3,
+                    batch_size: 7,
+                    clip_norm: Some(0.5),
+                    fused,
+                    threads,
+                    ..TrainConfig::default()
+                };
+                let data = TrainData {
+                    x: &x,
+                    y: &y,
+                    train: (0..90).collect(),
+                    val: None,
+                    classes: 3,
+                };
+                fit(&cfg, &data, |_| {}).unwrap().0
+            };
+            let (plain, fused1, fused2) = (run(false, 1), run(true, 1), run(true, 2));
+            assert_eq!(fused1, fused2, "{kind:?}: thread count changed the weights");
+            for (a, b) in plain.params().iter().zip(fused1.params()) {
+                for (u, v) in a.iter().zip(b) {
+                    assert!(
+                        (u - v).abs() <= 1e-4 * (1.0 + u.abs()),
+                        "{kind:?}: plain {u} fused {v}"
+                    );
+                }
+            }
+        }
     }
 
     #[test]

@@ -1,0 +1,549 @@
+//! The fused step of the head's first dense layer, where nearly all the work is when the input is wide
+//! (VGG-16's flattened 7x7x512 = 25,088 features into 256 units: 6.4 M weights).
+//!
+//! One pass over the kernel `W` (`d x u`, row-major) does, tile by tile while the tile is in cache:
+//! the weight gradient `X_b^T G` for the tile, the optimizer's [`Rule`] on the tile and its state,
+//! and the next batch's pre-activation `X_next W` with the updated tile. The plain path does the same
+//! maths in three passes over 6.4 M weights plus their gradient; this one reads and writes the
+//! weights and optimizer state once per step.
+//!
+//! Work is split by column blocks, so every output value is summed in the same order whatever the
+//! thread count: results do not depend on `threads`. Products are accumulated with fused
+//! multiply-add, so they differ from the plain path in the last bits (a test bounds the difference).
+
+use super::optim::Rule;
+
+/// Columns per block: 64 floats are four AVX-512 or eight AVX2 registers per row.
+const CW: usize = 64;
+
+/// Everything one fused step reads.
+pub struct StepInputs<'a> {
+    /// The current batch transposed: `d x n` row-major (row `k` holds feature `k` of every sample).
+    pub xt: &'a [f32],
+    pub n: usize,
+    /// Gradient of the loss with respect to the layer's pre-activation: `n x u` row-major.
+    pub g: &'a [f32],
+    /// The next batch, `m x d` row-major, and `m`; its pre-activation (without bias) goes to `z`.
+    pub next: Option<(&'a [f32], usize)>,
+    pub rule: Rule,
+    /// Multiplies the gradient (global-norm clipping); 1 when not clipping.
+    pub scale: f32,
+    /// Clamp of each gradient value.
+    pub clip_value: Option<f32>,
+}
+
+/// The layer's tensors the step writes: `w`, `s1`, `s2` are `d x u` (`s2` may be empty), `z` is
+/// `m x u` (overwritten).
+pub struct StepOutputs<'a> {
+    pub w: &'a mut [f32],
+    pub s1: &'a mut [f32],
+    pub s2: &'a mut [f32],
+    pub z: &'a mut [f32],
+}
+
+/// Flushes denormal floats to zero on this thread while alive (x86 MXCSR FTZ and DAZ), as
+/// TensorFlow's CPU kernels do. RMSprop/Adam state that decays towards zero would otherwise become
+/// denormal late in training and every operation on it would slow down many times over.
+pub struct FlushDenormals {
+    #[cfg(target_arch = "x86_64")]
+    saved: u32,
+}
+
+impl FlushDenormals {
+    #[allow(deprecated)] // _mm_getcsr/_mm_setcsr: the documented replacement is inline assembly.
+    pub fn new() -> Self {
+        #[cfg(target_arch = "x86_64")]
+        {
+            use std::arch::x86_64::{_mm_getcsr, _mm_setcsr};
+            // SAFETY: reading and setting the FTZ (bit 15) and DAZ (bit 6) flags of MXCSR only
+            // changes how this thread rounds denormal results and inputs.
+            unsafe {
+                let saved = _mm_getcsr();
+                _mm_setcsr(saved | 0x8040);
+                FlushDenormals { saved }
+            }
+        }
+        #[cfg(not(target_arch = "x86_64"))]
+        FlushDenormals {}
+    }
+}
+
+impl Default for FlushDenormals {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl Drop for FlushDenormals {
+    #[allow(deprecated)]
+    fn drop(&mut self) {
+        #[cfg(target_arch = "x86_64")]
+        // SAFETY: restores the flags saved by `new` on the same thread.
+        unsafe {
+            std::arch::x86_64::_mm_setcsr(self.saved)
+        }
+    }
+}
+
+#[derive(Clone, Copy)]
+struct Ptr(*mut f32);
+// SAFETY: each thread writes only the column blocks it was given (disjoint element sets).
+unsafe impl Send for Ptr {}
+unsafe impl Sync for Ptr {}
+
+/// Runs one fused step on `threads` threads (0 = all cores). `d`, `u`: kernel shape.
+pub fn fused_step(inp: &StepInputs, out: StepOutputs, d: usize, u: usize, threads: usize) {
+    let m = inp.next.map_or(0, |(_, m)| m);
+    assert_eq!(out.w.len(), d * u, "kernel size");
+    assert_eq!(out.s1.len(), d * u, "optimizer state size");
+    assert!(
+        out.s2.is_empty() || out.s2.len() == d * u,
+        "optimizer state size"
+    );
+    assert_eq!(inp.xt.len(), d * inp.n, "transposed batch size");
+    assert_eq!(inp.g.len(), inp.n * u, "gradient size");
+    assert_eq!(out.z.len(), m * u, "output size");
+    if let Some((x, m)) = inp.next {
+        assert_eq!(x.len(), m * d, "next batch size");
+    }
+    out.z.fill(0.0);
+    let has_s2 = !out.s2.is_empty();
+    let (w, s1, s2, z) = (
+        Ptr(out.w.as_mut_ptr()),
+        Ptr(out.s1.as_mut_ptr()),
+        Ptr(out.s2.as_mut_ptr()),
+        Ptr(out.z.as_mut_ptr()),
+    );
+    // Blocks of CW columns, then single columns for the remainder.
+    let full = u / CW;
+    let blocks: Vec<(usize, usize)> = (0..full)
+        .map(|b| (b * CW, CW))
+        .chain((full * CW..u).map(|c| (c, 1)))
+        .collect();
+    let threads = if threads == 0 {
+        std::thread::available_parallelism().map_or(1, |n| n.get())
+    } else {
+        threads
+    }
+    .clamp(1, blocks.len().max(1));
+    // Each thread takes a contiguous run of blocks and walks the kernel rows in order, so its
+    // reads and writes of `w` and the state are long sequential runs.
+    let run = |t: usize| {
+        let mine = &blocks[t * blocks.len() / threads..(t + 1) * blocks.len() / threads];
+        let ctx = |&(c0, _): &(usize, usize)| Ctx {
+            inp,
+            d,
+            u,
+            m,
+            c0,
+            w,
+            s1,
+            s2: has_s2.then_some(s2),
+            z,
+        };
+        let full: Vec<Ctx> = mine.iter().filter(|b| b.1 == CW).map(ctx).collect();
+        let tail: Vec<Ctx> = mine.iter().filter(|b| b.1 != CW).map(ctx).collect();
+        // SAFETY: blocks are disjoint column ranges of w/s1/s2/z; slices built inside cover only
+        // columns c0..c0+width of each row, and the asserts above bound every row index.
+        unsafe {
+            dispatch(&full);
+            for k in 0..d {
+                for c in &tail {
+                    tile::<1>(c, k);
+                }
+            }
+        }
+    };
+    if threads == 1 {
+        run(0);
+    } else {
+        std::thread::scope(|sc| {
+            for t in 1..threads {
+                let run = &run;
+                sc.spawn(move || {
+                    let _ftz = FlushDenormals::new();
+                    run(t)
+                });
+            }
+            run(0);
+        });
+    }
+}
+
+struct Ctx<'a, 'b> {
+    inp: &'a StepInputs<'b>,
+    d: usize,
+    u: usize,
+    m: usize,
+    c0: usize,
+    w: Ptr,
+    s1: Ptr,
+    s2: Option<Ptr>,
+    z: Ptr,
+}
+
+/// Full-width blocks, by the best instruction set the CPU has.
+unsafe fn dispatch(blocks: &[Ctx]) {
+    let Some(d) = blocks.first().map(|c| c.d) else {
+        return;
+    };
+    #[cfg(target_arch = "x86_64")]
+    {
+        if std::arch::is_x86_feature_detected!("avx512f") {
+            return simd::blocks_avx512(blocks, d);
+        }
+        if std::arch::is_x86_feature_detected!("avx2") && std::arch::is_x86_feature_detected!("fma")
+        {
+            return simd::blocks_avx2(blocks, d);
+        }
+    }
+    for k in 0..d {
+        for c in blocks {
+            tile::<CW>(c, k);
+        }
+    }
+}
+
+/// Scales/clamps one row of the gradient tile and applies the optimizer rule to kernel row `k`.
+#[inline(always)]
+unsafe fn update_row<const W: usize>(c: &Ctx, k: usize, a: &mut [f32; W]) {
+    let inp = c.inp;
+    if inp.scale != 1.0 {
+        for v in a.iter_mut() {
+            *v *= inp.scale;
+        }
+    }
+    if let Some(cv) = inp.clip_value {
+        for v in a.iter_mut() {
+            *v = v.clamp(-cv, cv);
+        }
+    }
+    let s2: &mut [f32] = match c.s2 {
+        Some(p) => c.row(p, k, W),
+        None => &mut [],
+    };
+    inp.rule.apply(c.row(c.w, k, W), a, c.row(c.s1, k, W), s2);
+}
+
+impl Ctx<'_, '_> {
+    /// Columns `c0..c0 + w` of row `k` of a `* x u` matrix.
+    #[inline(always)]
+    #[allow(clippy::mut_from_ref)]
+    unsafe fn row(&self, p: Ptr, k: usize, w: usize) -> &mut [f32] {
+        std::slice::from_raw_parts_mut(p.0.add(k * self.u + self.c0), w)
+    }
+}
+
+/// Portable version of one kernel row (`W` columns): the same sums in the same order as the SIMD
+/// versions, so every path gives the same bits.
+unsafe fn tile<const W: usize>(c: &Ctx, k: usize) {
+    let inp = c.inp;
+    let (n, u, c0) = (inp.n, c.u, c.c0);
+    let mut a = [0f32; W];
+    for i in 0..n {
+        let x = inp.xt[k * n + i];
+        for (j, v) in a.iter_mut().enumerate() {
+            *v = x.mul_add(inp.g[i * u + c0 + j], *v);
+        }
+    }
+    update_row::<W>(c, k, &mut a);
+    if let Some((xn, _)) = inp.next {
+        let w: &[f32] = c.row(c.w, k, W);
+        for i in 0..c.m {
+            let x = xn[i * c.d + k];
+            let zi = c.row(c.z, i, W);
+            for j in 0..W {
+                zi[j] = x.mul_add(w[j], zi[j]);
+            }
+        }
+    }
+}
+
+/// AVX-512 and AVX2+FMA versions of a 32-column block: the gradient tile and the next batch's
+/// accumulation are kept in registers, `R` kernel rows at a time.
+#[cfg(target_arch = "x86_64")]
+#[allow(clippy::needless_range_loop)] // register tiles read best with explicit lane indices
+mod simd {
+    use super::{update_row, Ctx, CW};
+    use std::arch::x86_64::*;
+
+    /// Rows ahead of the current tile whose kernel and state are prefetched (the weights stream
+    /// from the last-level cache or memory; hardware prefetch alone leaves the loop waiting).
+    const PREFETCH_ROWS: usize = 16;
+
+    /// Prefetches `rows` kernel rows from `k` (this block's columns) of the kernel and its state.
+    #[inline(always)]
+    unsafe fn prefetch_rows(c: &Ctx, k: usize, rows: usize) {
+        for r in k..(k + rows).min(c.d) {
+            let off = r * c.u + c.c0;
+            for p in [Some(c.w), Some(c.s1), c.s2].into_iter().flatten() {
+                let a = p.0.add(off) as *const i8;
+                for line in 0..CW / 16 {
+                    _mm_prefetch::<_MM_HINT_T0>(a.add(64 * line));
+                }
+            }
+        }
+    }
+
+    #[target_feature(enable = "avx512f,fma")]
+    pub(super) unsafe fn blocks_avx512(blocks: &[Ctx], d: usize) {
+        let mut k = 0;
+        while k + 4 <= d {
+            for c in blocks {
+                prefetch_rows(c, k + PREFETCH_ROWS, 4);
+                tile512::<4>(c, k);
+            }
+            k += 4;
+        }
+        while k < d {
+            for c in blocks {
+                tile512::<1>(c, k);
+            }
+            k += 1;
+        }
+    }
+
+    #[target_feature(enable = "avx512f,fma")]
+    #[inline]
+    unsafe fn tile512<const R: usize>(c: &Ctx, k: usize) {
+        const V: usize = CW / 16;
+        let inp = c.inp;
+        let (n, u, c0) = (inp.n, c.u, c.c0);
+        let (xt, g) = (inp.xt.as_ptr(), inp.g.as_ptr());
+        let mut acc = [[_mm512_setzero_ps(); V]; R];
+        for i in 0..n {
+            let gp = g.add(i * u + c0);
+            let mut gv = [_mm512_setzero_ps(); V];
+            for (q, v) in gv.iter_mut().enumerate() {
+                *v = _mm512_loadu_ps(gp.add(16 * q));
+            }
+            for (r, a) in acc.iter_mut().enumerate() {
+                let x = _mm512_set1_ps(*xt.add((k + r) * n + i));
+                for q in 0..V {
+                    a[q] = _mm512_fmadd_ps(x, gv[q], a[q]);
+                }
+            }
+        }
+        let mut wt = [[_mm512_setzero_ps(); V]; R];
+        for (r, a) in acc.iter().enumerate() {
+            let mut row = [0f32; CW];
+            for q in 0..V {
+                _mm512_storeu_ps(row.as_mut_ptr().add(16 * q), a[q]);
+            }
+            update_row::<CW>(c, k + r, &mut row);
+            let w = c.row(c.w, k + r, CW).as_ptr();
+            for q in 0..V {
+                wt[r][q] = _mm512_loadu_ps(w.add(16 * q));
+            }
+        }
+        if let Some((xn, _)) = inp.next {
+            let xn = xn.as_ptr();
+            for i in 0..c.m {
+                let zp = c.z.0.add(i * u + c0);
+                let mut z = [_mm512_setzero_ps(); V];
+                for (q, v) in z.iter_mut().enumerate() {
+                    *v = _mm512_loadu_ps(zp.add(16 * q));
+                }
+                for (r, t) in wt.iter().enumerate() {
+                    let x = _mm512_set1_ps(*xn.add(i * c.d + k + r));
+                    for q in 0..V {
+                        z[q] = _mm512_fmadd_ps(x, t[q], z[q]);
+                    }
+                }
+                for (q, v) in z.iter().enumerate() {
+                    _mm512_storeu_ps(zp.add(16 * q), *v);
+                }
+            }
+        }
+    }
+
+    #[target_feature(enable = "avx2,fma")]
+    pub(super) unsafe fn blocks_avx2(blocks: &[Ctx], d: usize) {
+        let mut k = 0;
+        while k + 2 <= d {
+            for c in blocks {
+                prefetch_rows(c, k + PREFETCH_ROWS, 2);
+                tile256::<1>(c, k);
+                tile256::<1>(c, k + 1);
+            }
+            k += 2;
+        }
+        while k < d {
+            for c in blocks {
+                tile256::<1>(c, k);
+            }
+            k += 1;
+        }
+    }
+
+    #[target_feature(enable = "avx2,fma")]
+    #[inline]
+    unsafe fn tile256<const R: usize>(c: &Ctx, k: usize) {
+        const V: usize = CW / 8;
+        let inp = c.inp;
+        let (n, u, c0) = (inp.n, c.u, c.c0);
+        let (xt, g) = (inp.xt.as_ptr(), inp.g.as_ptr());
+        let mut acc = [[_mm256_setzero_ps(); V]; R];
+        for i in 0..n {
+            let gp = g.add(i * u + c0);
+            for (r, a) in acc.iter_mut().enumerate() {
+                let x = _mm256_set1_ps(*xt.add((k + r) * n + i));
+                for q in 0..V {
+                    a[q] = _mm256_fmadd_ps(x, _mm256_loadu_ps(gp.add(8 * q)), a[q]);
+                }
+            }
+        }
+        let mut wt = [[_mm256_setzero_ps(); V]; R];
+        for (r, a) in acc.iter().enumerate() {
+            let mut row = [0f32; CW];
+            for q in 0..V {
+                _mm256_storeu_ps(row.as_mut_ptr().add(8 * q), a[q]);
+            }
+            update_row::<CW>(c, k + r, &mut row);
+            let w = c.row(c.w, k + r, CW).as_ptr();
+            for q in 0..V {
+                wt[r][q] = _mm256_loadu_ps(w.add(8 * q));
+            }
+        }
+        if let Some((xn, _)) = inp.next {
+            let xn = xn.as_ptr();
+            for i in 0..c.m {
+                let zp = c.z.0.add(i * u + c0);
+                let mut z = [_mm256_setzero_ps(); V];
+                for (q, v) in z.iter_mut().enumerate() {
+                    *v = _mm256_loadu_ps(zp.add(8 * q));
+                }
+                for (r, t) in wt.iter().enumerate() {
+                    let x = _mm256_set1_ps(*xn.add(i * c.d + k + r));
+                    for q in 0..V {
+                        z[q] = _mm256_fmadd_ps(x, t[q], z[q]);
+                    }
+                }
+                for (q, v) in z.iter().enumerate() {
+                    _mm256_storeu_ps(zp.add(8 * q), *v);
+                }
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::head::optim::{Adam, Optimizer, RmsProp, Sgd};
+    use crate::rng::Rng;
+
+    /// The fused step against the plain three passes (gradient, optimizer, next forward), for
+    /// each optimizer, odd shapes (column remainder, row remainder) and 1 or 3 threads.
+    #[test]
+    fn fused_step_matches_the_plain_passes() {
+        let (d, u, n, m) = (13, 70, 5, 3);
+        let mut rng = Rng(9);
+        let mut v = |len: usize| (0..len).map(|_| rng.normal()).collect::<Vec<f32>>();
+        let (x, g, xn, w0) = (v(n * d), v(n * u), v(m * d), v(d * u));
+        let xt: Vec<f32> = (0..d * n).map(|idx| x[(idx % n) * d + idx / n]).collect();
+        let opts: Vec<Box<dyn Fn() -> Box<dyn Optimizer>>> = vec![
+            Box::new(|| Box::new(Sgd::new(0.1, 0.9, true, 0.01, 1e-3))),
+            Box::new(|| Box::new(Adam::new(0.01, 1e-2, true))),
+            Box::new(|| Box::new(RmsProp::new(0.01, 0.0))),
+        ];
+        for make in &opts {
+            for threads in [1, 3] {
+                // Plain: gW = x^T g (scaled, clamped), rule, z = xn w.
+                let mut plain = make();
+                let mut wp = w0.clone();
+                let mut gw = vec![0f32; d * u];
+                for k in 0..d {
+                    for j in 0..u {
+                        let s: f32 = (0..n).map(|i| x[i * d + k] * g[i * u + j]).sum();
+                        gw[k * u + j] = (s * 0.5).clamp(-0.3, 0.3);
+                    }
+                }
+                for _ in 0..2 {
+                    plain.step(&mut [wp.as_mut_slice()], &[gw.as_slice()]);
+                }
+                let zp: Vec<f32> = (0..m * u)
+                    .map(|idx| {
+                        (0..d)
+                            .map(|k| xn[(idx / u) * d + k] * wp[k * u + idx % u])
+                            .sum()
+                    })
+                    .collect();
+                // Fused, two steps as well.
+                let mut fused = make();
+                let mut wf = w0.clone();
+                let mut z = vec![0f32; m * u];
+                for _ in 0..2 {
+                    let rule = fused.begin_step(&[d * u]);
+                    let (s1, s2) = fused.state(0);
+                    let inp = StepInputs {
+                        xt: &xt,
+                        n,
+                        g: &g,
+                        next: Some((&xn, m)),
+                        rule,
+                        scale: 0.5,
+                        clip_value: Some(0.3),
+                    };
+                    fused_step(
+                        &inp,
+                        StepOutputs {
+                            w: &mut wf,
+                            s1,
+                            s2,
+                            z: &mut z,
+                        },
+                        d,
+                        u,
+                        threads,
+                    );
+                }
+                for (a, b) in wp.iter().zip(&wf).chain(zp.iter().zip(&z)) {
+                    assert!(
+                        (a - b).abs() <= 1e-5 * (1.0 + a.abs()),
+                        "{a} vs {b} ({threads} threads)"
+                    );
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn thread_count_does_not_change_a_bit() {
+        let (d, u, n, m) = (37, 96, 4, 4);
+        let mut rng = Rng(2);
+        let mut v = |len: usize| (0..len).map(|_| rng.normal()).collect::<Vec<f32>>();
+        let (xt, g, xn, w0) = (v(d * n), v(n * u), v(m * d), v(d * u));
+        let run = |threads| {
+            let mut o = Adam::new(0.01, 0.0, false);
+            let mut w = w0.clone();
+            let mut z = vec![0f32; m * u];
+            let rule = o.begin_step(&[d * u]);
+            let (s1, s2) = o.state(0);
+            let inp = StepInputs {
+                xt: &xt,
+                n,
+                g: &g,
+                next: Some((&xn, m)),
+                rule,
+                scale: 1.0,
+                clip_value: None,
+            };
+            fused_step(
+                &inp,
+                StepOutputs {
+                    w: &mut w,
+                    s1,
+                    s2,
+                    z: &mut z,
+                },
+                d,
+                u,
+                threads,
+            );
+            (w, z)
+        };
+        assert_eq!(run(1), run(2));
+        assert_eq!(run(1), run(5));
+    }
+}
