@@ -361,6 +361,23 @@ pub(crate) fn write_strs(group: &hdf5::Group, name: &str, values: &[String]) -> 
         .write_raw(&v)
 }
 
+/// A split's labels, paths and skipped files.
+fn write_lists(
+    g: &hdf5::Group,
+    labels: &[i32],
+    paths: &[String],
+    skipped_paths: &[String],
+    skipped_reasons: &[String],
+) -> hdf5::Result<()> {
+    g.new_dataset::<i32>()
+        .shape(labels.len())
+        .create("labels")?
+        .write_raw(labels)?;
+    write_strs(g, "paths", paths)?;
+    write_strs(g, "skipped_paths", skipped_paths)?;
+    write_strs(g, "skipped_reasons", skipped_reasons)
+}
+
 /// Writes the final HDF5 file from the journal: to `<out>.tmp`, then renamed to `out`.
 pub fn write_hdf5(
     out: &Path,
@@ -422,15 +439,7 @@ pub fn write_hdf5(
             Dtype::F16 => builder.empty::<half::f16>().shape(shape).create("features"),
         }
         .map_err(&e)?;
-        g.new_dataset::<i32>()
-            .shape(labels.len())
-            .create("labels")
-            .map_err(&e)?
-            .write_raw(&labels)
-            .map_err(&e)?;
-        write_strs(&g, "paths", &paths).map_err(&e)?;
-        write_strs(&g, "skipped_paths", &skipped_paths).map_err(&e)?;
-        write_strs(&g, "skipped_reasons", &skipped_reasons).map_err(&e)?;
+        write_lists(&g, &labels, &paths, &skipped_paths, &skipped_reasons).map_err(&e)?;
         datasets.push(ds);
     }
     let mut row_shape = vec![1];
@@ -487,16 +496,8 @@ pub fn write_arrays(out: &Path, meta: &CacheMeta, splits: &[SplitData]) -> Resul
             .write(arr)
             .map_err(&e)?;
         let labels: Vec<i32> = sd.labels.iter().map(|&l| l as i32).collect();
-        g.new_dataset::<i32>()
-            .shape(labels.len())
-            .create("labels")
-            .map_err(&e)?
-            .write_raw(&labels)
-            .map_err(&e)?;
-        write_strs(&g, "paths", &sd.paths).map_err(&e)?;
         let (sp, sr): (Vec<String>, Vec<String>) = sd.skipped.iter().cloned().unzip();
-        write_strs(&g, "skipped_paths", &sp).map_err(&e)?;
-        write_strs(&g, "skipped_reasons", &sr).map_err(&e)?;
+        write_lists(&g, &labels, &sd.paths, &sp, &sr).map_err(&e)?;
     }
     write_meta(&file, meta).map_err(&e)?;
     file.close().map_err(&e)?;

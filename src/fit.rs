@@ -302,6 +302,27 @@ pub fn train_head(cfg: &TrainHeadConfig) -> Result<TrainHeadSummary> {
             history.kept_epoch,
             history.epochs.len()
         ));
+        // First epoch reaching the lowest val_loss / highest val_accuracy.
+        let best = |f: fn(&EpochRecord) -> Option<f64>, lower: bool| {
+            history
+                .epochs
+                .iter()
+                .filter_map(|r| f(r).map(|v| (v, r.epoch)))
+                .reduce(|a, b| {
+                    if (lower && b.0 < a.0) || (!lower && b.0 > a.0) {
+                        b
+                    } else {
+                        a
+                    }
+                })
+        };
+        if let (Some((l, le)), Some((a, ae))) =
+            (best(|r| r.val_loss, true), best(|r| r.val_accuracy, false))
+        {
+            say(format!(
+                "best: val_loss {l:.4} (epoch {le}), val_accuracy {a:.4} (epoch {ae})"
+            ));
+        }
     }
     let seconds = t0.elapsed().as_secs_f64();
     say(format!(

@@ -1217,7 +1217,8 @@ fn train_head_then_evaluate_on_cache_and_on_images_agree() {
 #[test]
 fn same_seed_gives_bit_identical_heads_and_python_reads_them() {
     let (d, _data, _model, cache) = tiny_features(&["a", "b", "c"], 6, 1);
-    let train = |name: &str, seed: &str, extra: &[&str]| {
+    // One thread for matrixmultiply too when `one_thread`.
+    let train = |name: &str, seed: &str, one_thread: bool| {
         let out = d.path().join(name);
         let mut args = vec![
             "train-head",
@@ -1241,14 +1242,18 @@ fn same_seed_gives_bit_identical_heads_and_python_reads_them() {
             "--decay",
             "0.01",
         ];
-        args.extend_from_slice(extra);
-        let o = run(&args);
+        let mut cmd = bin();
+        if one_thread {
+            args.extend_from_slice(&["--threads", "1"]);
+            cmd.env("MATMUL_NUM_THREADS", "1");
+        }
+        let o = cmd.args(&args).output().unwrap();
         assert!(o.status.success(), "{}", text(&o));
         headstart::head::file::Head::load(&out).unwrap()
     };
-    let a = train("a.h5", "7", &[]);
-    let b = train("b.h5", "7", &[]);
-    let c = train("c.h5", "8", &[]);
+    let a = train("a.h5", "7", false);
+    let b = train("b.h5", "7", false);
+    let c = train("c.h5", "8", false);
     assert_eq!(a.network, b.network, "same seed, different weights");
     assert_ne!(a.network, c.network, "the seed changed nothing");
     assert_eq!(
@@ -1257,39 +1262,7 @@ fn same_seed_gives_bit_identical_heads_and_python_reads_them() {
         "three classes need a softmax of 3"
     );
     // Same numbers on one thread (ours and matrixmultiply's) or several.
-    let one = {
-        let out = d.path().join("one.h5");
-        let o = bin()
-            .env("MATMUL_NUM_THREADS", "1")
-            .args([
-                "train-head",
-                s(&cache),
-                "--out",
-                s(&out),
-                "--threads",
-                "1",
-                "--seed",
-                "7",
-                "--epochs",
-                "4",
-                "-q",
-                "--head",
-                "dense:8:gelu,bn,dropout:0.3,dense:4:leaky_relu",
-                "--optimizer",
-                "sgd",
-                "--lr",
-                "0.05",
-                "--momentum",
-                "0.9",
-                "--nesterov",
-                "--decay",
-                "0.01",
-            ])
-            .output()
-            .unwrap();
-        assert!(o.status.success(), "{}", text(&o));
-        headstart::head::file::Head::load(&out).unwrap()
-    };
+    let one = train("one.h5", "7", true);
     assert_eq!(one.network, a.network);
 
     // The README's Python reader (h5py + numpy) gives headstart's probabilities.

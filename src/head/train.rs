@@ -2,7 +2,7 @@
 //! gradient clipping, learning-rate schedules and early stopping with restore-best.
 //! Same seed and data give bit-identical weights.
 
-use ndarray::{Array2, Axis};
+use ndarray::{s, Array2, ArrayView2, Axis};
 
 use super::loss::Loss;
 use super::net::{Dense, Grads, Layer, LayerSpec, Network};
@@ -435,6 +435,12 @@ pub fn fit(
     let mut best: Option<(f64, Network, usize)> = None;
     let mut since_best = 0usize;
     let mut order = data.train.clone();
+    let d = data.x.ncols();
+    let mut bufs = BatchBuffers {
+        cur: Array2::zeros((cfg.batch_size.min(order.len()), d)),
+        next: Array2::zeros((cfg.batch_size.min(order.len()), d)),
+        xt: Vec::new(),
+    };
     let sizes: Vec<usize> = net.params().iter().map(|p| p.len()).collect();
     // The fused first-layer step needs a leading dense layer; clamping before a global-norm clip
     // cannot be folded into it.
@@ -451,8 +457,14 @@ pub fn fit(
         // With the fused path, the first layer's pre-activation of batch b+1 is computed while the
         // step of batch b updates its weights.
         let mut z_next: Option<Array2<f32>> = None;
-        let mut xb = data.x.select(Axis(0), batches[0]);
+        // Batch rows are gathered into two reused buffers (current, next): no large allocation per
+        // step (each would be mapped and unmapped, flushing the other core's TLB).
+        gather(data.x, batches[0], &mut bufs.cur);
         for (bi, batch) in batches.iter().enumerate() {
+            let n = batch.len();
+            if let Some(b) = batches.get(bi + 1) {
+                gather(data.x, b, &mut bufs.next);
+            }
             let yb: Vec<u32> = batch.iter().map(|&i| data.y[i]).collect();
             let wb: Option<Vec<f32>> = class_weights
                 .as_ref()
@@ -462,42 +474,40 @@ pub fn fit(
                 let z1 = match z_next.take() {
                     Some(z) => z,
                     None => first_dense(&net)
-                        .map(|l| xb.dot(&l.w) + &l.b)
+                        .map(|l| bufs.cur.slice(s![..n, ..]).dot(&l.w) + &l.b)
                         .expect("fused needs a first dense layer"),
                 };
                 let (loss, logits, rest, g1) =
                     net.forward_backward_from(1, z1, &mut dropout_rng, loss_fn, true);
                 let g1 = g1.expect("input gradient requested");
-                let xn = batches.get(bi + 1).map(|b| data.x.select(Axis(0), b));
+                let xn = batches
+                    .get(bi + 1)
+                    .map(|b| bufs.next.slice(s![..b.len(), ..]));
                 if loss.is_finite() {
                     z_next = fused_step_first_layer(
                         cfg,
                         &mut net,
                         opt.as_mut(),
                         &sizes,
-                        &xb,
+                        bufs.cur.slice(s![..n, ..]),
                         &g1,
                         rest,
-                        xn.as_ref(),
+                        xn,
+                        &mut bufs.xt,
                     );
-                }
-                if let Some(xn) = xn {
-                    xb = xn;
                 }
                 (loss, logits)
             } else {
-                let (loss, logits, mut grads) =
-                    net.forward_backward(xb.clone(), &mut dropout_rng, loss_fn);
+                let xb = bufs.cur.slice(s![..n, ..]).to_owned();
+                let (loss, logits, mut grads) = net.forward_backward(xb, &mut dropout_rng, loss_fn);
                 if loss.is_finite() {
                     clip(&mut grads, cfg.clip_value, cfg.clip_norm);
                     let g: Vec<&[f32]> = grads.iter().map(|g| g.as_slice()).collect();
                     opt.step(&mut net.params_mut(), &g);
                 }
-                if let Some(b) = batches.get(bi + 1) {
-                    xb = data.x.select(Axis(0), b);
-                }
                 (loss, logits)
             };
+            std::mem::swap(&mut bufs.cur, &mut bufs.next);
             if !loss.is_finite() {
                 return Err(Error::Config(format!(
                     "training diverged in epoch {} (loss {loss}); lower --lr or add --clip-norm",
@@ -575,6 +585,20 @@ pub fn fit(
     Ok((net, history))
 }
 
+/// Reused per-step buffers: the current and next batch's rows, and the current batch transposed.
+struct BatchBuffers {
+    cur: Array2<f32>,
+    next: Array2<f32>,
+    xt: Vec<f32>,
+}
+
+/// Copies rows `idx` of `x` into the first rows of `buf`.
+fn gather(x: &Array2<f32>, idx: &[usize], buf: &mut Array2<f32>) {
+    for (r, &i) in idx.iter().enumerate() {
+        buf.row_mut(r).assign(&x.row(i));
+    }
+}
+
 fn first_dense(net: &Network) -> Option<&Dense> {
     match net.layers.first() {
         Some(Layer::Dense(d)) => Some(d),
@@ -591,10 +615,11 @@ fn fused_step_first_layer(
     net: &mut Network,
     opt: &mut dyn Optimizer,
     sizes: &[usize],
-    xb: &Array2<f32>,
+    xb: ArrayView2<f32>,
     g1: &Array2<f32>,
     rest: Grads,
-    xn: Option<&Array2<f32>>,
+    xn: Option<ArrayView2<f32>>,
+    xt: &mut Vec<f32>,
 ) -> Option<Array2<f32>> {
     let mut rest: Vec<Vec<f32>> = std::iter::once(g1.sum_axis(Axis(0)).to_vec())
         .chain(rest)
@@ -629,19 +654,27 @@ fn fused_step_first_layer(
         unreachable!("checked by the caller")
     };
     let (d, u) = l0.w.dim();
-    let xt = xb.t().as_standard_layout().into_owned();
+    let n = xb.nrows();
+    xt.resize(d * n, 0.0);
+    for (i, row) in xb.outer_iter().enumerate() {
+        for (k, &v) in row.iter().enumerate() {
+            xt[k * n + i] = v;
+        }
+    }
     let g1 = g1.as_standard_layout();
     let m = xn.map_or(0, |x| x.nrows());
-    let xn = xn.map(|x| x.as_standard_layout());
+    // The first rows of a row-major buffer: contiguous.
+    let xn = xn.map(|x| {
+        x.to_slice()
+            .expect("leading rows of a standard-layout buffer")
+    });
     let mut z = vec![0f32; m * u];
     let (s1, s2) = opt.state(0);
     let inp = StepInputs {
-        xt: xt.as_slice().expect("standard layout"),
-        n: xb.nrows(),
+        xt,
+        n,
         g: g1.as_slice().expect("standard layout"),
-        next: xn
-            .as_ref()
-            .map(|x| (x.as_slice().expect("standard layout"), m)),
+        next: xn.map(|x| (x, m)),
         rule,
         scale,
         clip_value: cfg.clip_value,

@@ -157,15 +157,12 @@ pub fn fused_step(inp: &StepInputs, out: StepOutputs, d: usize, u: usize, thread
     if threads == 1 {
         run(0);
     } else {
-        std::thread::scope(|sc| {
-            for t in 1..threads {
-                let run = &run;
-                sc.spawn(move || {
-                    let _ftz = FlushDenormals::new();
-                    run(t)
-                });
-            }
-            run(0);
+        // rayon's pool threads live for the whole run: spawning threads per step costs stack
+        // mappings and cross-core TLB flushes, which a virtual machine makes expensive.
+        use rayon::prelude::*;
+        (0..threads).into_par_iter().for_each(|t| {
+            let _ftz = FlushDenormals::new();
+            run(t)
         });
     }
 }
