@@ -318,6 +318,49 @@ pub struct CacheMeta {
     pub splits: Vec<String>,
 }
 
+impl CacheMeta {
+    /// The preprocessing these features were made with, rebuilt from the stored attributes.
+    pub fn preprocess(&self) -> std::result::Result<crate::preprocess::Preprocess, String> {
+        use crate::preprocess::{
+            ColorOrder, Interpolation, Layout, Normalize, Preprocess, ResizeMode,
+        };
+        let layout = Layout::parse(&self.layout)
+            .ok_or_else(|| format!("unknown layout '{}'", self.layout))?;
+        let resize = match self
+            .resize
+            .split_whitespace()
+            .collect::<Vec<_>>()
+            .as_slice()
+        {
+            ["squash"] => ResizeMode::Squash,
+            ["crop", f] => ResizeMode::Crop {
+                fraction: f
+                    .parse()
+                    .map_err(|_| format!("bad crop fraction in '{}'", self.resize))?,
+            },
+            _ => return Err(format!("unknown resize '{}'", self.resize)),
+        };
+        let interpolation = Interpolation::parse(&self.interpolation)
+            .ok_or_else(|| format!("unknown interpolation '{}'", self.interpolation))?;
+        let color = match self.color_order.to_ascii_uppercase().as_str() {
+            "RGB" => ColorOrder::Rgb,
+            "BGR" => ColorOrder::Bgr,
+            other => return Err(format!("unknown colour order '{other}'")),
+        };
+        Ok(Preprocess {
+            size: self.input_size,
+            layout,
+            resize,
+            interpolation,
+            normalize: Normalize {
+                color,
+                mean: self.mean,
+                std: self.std,
+            },
+        })
+    }
+}
+
 /// One split of the dataset, as handed to the writer.
 pub struct SplitRows {
     pub name: String,

@@ -5,7 +5,6 @@
 //! continues where it stopped, and an unchanged rerun is a cache hit.
 
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::time::Instant;
 
 use sha2::{Digest, Sha256};
@@ -14,7 +13,8 @@ use crate::cache::{self, CacheMeta, Dtype, FeatureCache, Journal, SplitRows, Sta
 use crate::dataset::Dataset;
 use crate::error::{Error, Result};
 use crate::model::{resolve_preprocess, BaseModel, PreprocessOverrides};
-use crate::preprocess::{self, Layout, Preprocessor};
+use crate::pipeline::{Event, InputKind, Pipeline};
+use crate::preprocess::{self, Layout};
 use crate::progress::{Progress, ProgressMode};
 use crate::runtime::Device;
 
@@ -193,12 +193,6 @@ fn cache_hit(cfg: &ExtractConfig, fp: &str, ds: &Dataset, t0: Instant) -> Option
     })
 }
 
-/// One decoded (or failed) image coming out of the workers.
-struct Decoded {
-    index: usize,
-    tensor: std::result::Result<Vec<f32>, String>,
-}
-
 /// Runs extraction as configured.
 pub fn extract(cfg: &ExtractConfig) -> Result<ExtractSummary> {
     let t0 = Instant::now();
@@ -374,90 +368,35 @@ fn run_pipeline(
     journal: &mut Journal,
     progress: &mut Progress,
 ) -> Result<usize> {
-    if pending.is_empty() {
-        return Ok(0);
-    }
-    let workers = if cfg.decode_threads == 0 {
-        std::thread::available_parallelism()
-            .map(|n| n.get())
-            .unwrap_or(2)
-    } else {
-        cfg.decode_threads
-    }
-    .min(pending.len());
     let abort_after: Option<usize> = std::env::var(ABORT_ENV).ok().and_then(|v| v.parse().ok());
-    let next = AtomicUsize::new(0);
-    let stop = AtomicBool::new(false);
-    let (tx, rx) = crossbeam_channel::bounded::<Decoded>(cfg.batch * 2);
-    let img_len = pre.len();
-
-    std::thread::scope(|scope| -> Result<usize> {
-        for _ in 0..workers {
-            let tx = tx.clone();
-            let (next, stop) = (&next, &stop);
-            scope.spawn(move || {
-                let mut pp = Preprocessor::new(*pre);
-                while !stop.load(Ordering::Relaxed) {
-                    let k = next.fetch_add(1, Ordering::Relaxed);
-                    let Some(&index) = pending.get(k) else { break };
-                    let tensor = preprocess::decode(&paths[index]).and_then(|img| {
-                        let mut out = vec![0f32; img_len];
-                        pp.apply(&img, &mut out).map(|_| out)
-                    });
-                    let msg = Decoded {
-                        index,
-                        tensor: tensor.map_err(|e| strip_path(&e.to_string(), &paths[index])),
-                    };
-                    if tx.send(msg).is_err() {
-                        break;
-                    }
+    let pipeline = Pipeline {
+        pre,
+        input: InputKind::F32,
+        batch: cfg.batch,
+        decode_threads: cfg.decode_threads,
+        paths,
+    };
+    let (mut done, mut batches) = (0usize, 0usize);
+    pipeline.run(model, pending, &mut |event| {
+        match event {
+            Event::Batch {
+                indices,
+                out,
+                shape,
+            } => {
+                let row: usize = shape.iter().product();
+                for (k, &index) in indices.iter().enumerate() {
+                    journal.append_done(index, shape, &out[k * row..(k + 1) * row])?;
                 }
-            });
-        }
-        drop(tx);
-        let result = consume(cfg, model, pre, paths, journal, progress, &rx, abort_after);
-        stop.store(true, Ordering::Relaxed);
-        drop(rx);
-        result
-    })
-}
-
-/// The error text without the leading "path: " (the path is stored beside it).
-fn strip_path(msg: &str, path: &Path) -> String {
-    let prefix = format!("{}: ", path.display());
-    msg.strip_prefix(&prefix).unwrap_or(msg).to_string()
-}
-
-#[allow(clippy::too_many_arguments)]
-fn consume(
-    cfg: &ExtractConfig,
-    model: &mut BaseModel,
-    pre: &preprocess::Preprocess,
-    paths: &[PathBuf],
-    journal: &mut Journal,
-    progress: &mut Progress,
-    rx: &crossbeam_channel::Receiver<Decoded>,
-    abort_after: Option<usize>,
-) -> Result<usize> {
-    let img_len = pre.len();
-    let mut batch = Vec::with_capacity(cfg.batch * img_len);
-    let mut indices = Vec::with_capacity(cfg.batch);
-    let mut done = 0;
-    let mut batches = 0;
-    let mut open = true;
-    while open {
-        match rx.recv() {
-            Ok(Decoded {
-                index,
-                tensor: Ok(t),
-            }) => {
-                batch.extend_from_slice(&t);
-                indices.push(index);
+                journal.flush()?;
+                done += indices.len();
+                batches += 1;
+                progress.inc(indices.len() as u64);
+                if abort_after == Some(batches) {
+                    std::process::abort();
+                }
             }
-            Ok(Decoded {
-                index,
-                tensor: Err(reason),
-            }) => {
+            Event::Failed { index, reason } => {
                 journal.append_failed(index, &reason)?;
                 journal.flush()?;
                 progress.inc(1);
@@ -465,33 +404,14 @@ fn consume(
                     return Err(Error::Image {
                         path: paths[index].clone(),
                         msg: format!(
-                            "{reason} (--strict; {} finished images are kept in {})",
-                            done,
+                            "{reason} (--strict; {done} finished images are kept in {})",
                             journal.path().display()
                         ),
                     });
                 }
                 progress.warn(&format!("{}: skipped: {reason}", paths[index].display()));
             }
-            Err(_) => open = false,
         }
-        if indices.len() == cfg.batch || (!open && !indices.is_empty()) {
-            let n = indices.len();
-            let (out, shape) = model.run(pre, &batch, n)?;
-            let row: usize = shape.iter().product();
-            for (k, &index) in indices.iter().enumerate() {
-                journal.append_done(index, &shape, &out[k * row..(k + 1) * row])?;
-            }
-            journal.flush()?;
-            done += n;
-            batches += 1;
-            progress.inc(n as u64);
-            batch.clear();
-            indices.clear();
-            if abort_after == Some(batches) {
-                std::process::abort();
-            }
-        }
-    }
-    Ok(done)
+        Ok(())
+    })
 }

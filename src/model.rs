@@ -211,7 +211,38 @@ impl BaseModel {
             .session
             .run(ort::inputs![self.info.input_name.as_str() => tensor])
             .map_err(|e| Error::model(path, format!("inference failed: {e}")))?;
-        let (oshape, values) = outputs[self.info.output_name.as_str()]
+        first_output(&self.info, outputs, n)
+    }
+
+    /// Runs `n` images of resized uint8 RGB pixels (NHWC at the preprocessing's size) through a
+    /// model whose graph normalises them (`export --with-preprocessing`).
+    pub fn run_u8(
+        &mut self,
+        pre: &Preprocess,
+        data: &[u8],
+        n: usize,
+    ) -> Result<(Vec<f32>, Vec<usize>)> {
+        let shape = [n, pre.size.0 as usize, pre.size.1 as usize, 3];
+        let path = &self.info.path;
+        let tensor = TensorRef::from_array_view((shape, data))
+            .map_err(|e| Error::model(path, e.to_string()))?;
+        let outputs = self
+            .session
+            .run(ort::inputs![self.info.input_name.as_str() => tensor])
+            .map_err(|e| Error::model(path, format!("inference failed: {e}")))?;
+        first_output(&self.info, outputs, n)
+    }
+}
+
+/// The first output of a run as (values, per-image shape), checking the batch dimension.
+fn first_output(
+    info: &ModelInfo,
+    outputs: ort::session::SessionOutputs,
+    n: usize,
+) -> Result<(Vec<f32>, Vec<usize>)> {
+    {
+        let path = &info.path;
+        let (oshape, values) = outputs[info.output_name.as_str()]
             .try_extract_tensor::<f32>()
             .map_err(|e| Error::model(path, e.to_string()))?;
         let dims: Vec<usize> = oshape.iter().map(|&d| d as usize).collect();

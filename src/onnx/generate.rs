@@ -52,7 +52,7 @@ impl CnnSpec {
     }
 }
 
-fn dim(d: Option<usize>, param: &str) -> Dimension {
+pub(crate) fn dim(d: Option<usize>, param: &str) -> Dimension {
     Dimension {
         value: Some(match d {
             Some(v) => DimValue::DimValue(v as i64),
@@ -61,7 +61,7 @@ fn dim(d: Option<usize>, param: &str) -> Dimension {
     }
 }
 
-fn value_info(name: &str, dims: Vec<Dimension>) -> ValueInfoProto {
+pub(crate) fn value_info(name: &str, dims: Vec<Dimension>) -> ValueInfoProto {
     ValueInfoProto {
         name: name.to_string(),
         r#type: Some(TypeProto {
@@ -74,7 +74,7 @@ fn value_info(name: &str, dims: Vec<Dimension>) -> ValueInfoProto {
     }
 }
 
-fn ints(name: &str, v: &[i64]) -> AttributeProto {
+pub(crate) fn ints(name: &str, v: &[i64]) -> AttributeProto {
     AttributeProto {
         name: name.to_string(),
         r#type: attribute_type::INTS,
@@ -83,7 +83,7 @@ fn ints(name: &str, v: &[i64]) -> AttributeProto {
     }
 }
 
-fn node(
+pub(crate) fn node(
     op: &str,
     name: &str,
     inputs: &[&str],
@@ -100,7 +100,7 @@ fn node(
     }
 }
 
-fn f32_tensor(name: &str, dims: Vec<i64>, data: &[f32]) -> TensorProto {
+pub(crate) fn f32_tensor(name: &str, dims: Vec<i64>, data: &[f32]) -> TensorProto {
     TensorProto {
         dims,
         data_type: data_type::FLOAT,

@@ -1,8 +1,10 @@
 //! The subset of `onnx.proto` (ONNX IR) that headstart reads and writes, as hand-written prost messages.
 //!
-//! Field numbers follow onnx/onnx.proto (IR version 8+). Fields we never touch are left out; prost skips
-//! unknown fields on decode, so reading a full model and writing it back drops them. Only use
-//! [`ModelProto`] round trips on models we generate ourselves until graph editing keeps unknown fields.
+//! Field numbers follow onnx/onnx.proto (IR version 8+). The fields a CNN's inference graph uses are
+//! here (tensor-valued and subgraph attributes, every dense tensor storage, external data); prost
+//! skips unknown fields on decode, so a round trip drops what is left out: training info, local
+//! functions (`ModelProto.functions`), sparse tensors and quantization annotations. `export` refuses
+//! models that use local functions.
 
 /// Tensor element types (`TensorProto.DataType`).
 pub mod data_type {
@@ -41,6 +43,9 @@ pub struct ModelProto {
     pub graph: Option<GraphProto>,
     #[prost(message, repeated, tag = "14")]
     pub metadata_props: Vec<StringStringEntryProto>,
+    /// Local functions: not modelled (only counted, so that editing tools can refuse such models).
+    #[prost(bytes = "vec", repeated, tag = "25")]
+    pub functions: Vec<Vec<u8>>,
 }
 
 #[derive(Clone, PartialEq, prost::Message)]
@@ -107,10 +112,22 @@ pub struct AttributeProto {
     pub i: i64,
     #[prost(bytes = "vec", tag = "4")]
     pub s: Vec<u8>,
+    #[prost(message, optional, tag = "5")]
+    pub t: Option<TensorProto>,
+    #[prost(message, optional, boxed, tag = "6")]
+    pub g: Option<Box<GraphProto>>,
     #[prost(float, repeated, tag = "7")]
     pub floats: Vec<f32>,
     #[prost(int64, repeated, tag = "8")]
     pub ints: Vec<i64>,
+    #[prost(bytes = "vec", repeated, tag = "9")]
+    pub strings: Vec<Vec<u8>>,
+    #[prost(message, repeated, tag = "10")]
+    pub tensors: Vec<TensorProto>,
+    #[prost(message, repeated, tag = "11")]
+    pub graphs: Vec<GraphProto>,
+    #[prost(string, tag = "21")]
+    pub ref_attr_name: String,
 }
 
 #[derive(Clone, PartialEq, prost::Message)]
@@ -121,12 +138,22 @@ pub struct TensorProto {
     pub data_type: i32,
     #[prost(float, repeated, tag = "4")]
     pub float_data: Vec<f32>,
+    #[prost(int32, repeated, tag = "5")]
+    pub int32_data: Vec<i32>,
+    #[prost(bytes = "vec", repeated, tag = "6")]
+    pub string_data: Vec<Vec<u8>>,
     #[prost(int64, repeated, tag = "7")]
     pub int64_data: Vec<i64>,
     #[prost(string, tag = "8")]
     pub name: String,
+    #[prost(string, tag = "12")]
+    pub doc_string: String,
     #[prost(bytes = "vec", tag = "9")]
     pub raw_data: Vec<u8>,
+    #[prost(double, repeated, tag = "10")]
+    pub double_data: Vec<f64>,
+    #[prost(uint64, repeated, tag = "11")]
+    pub uint64_data: Vec<u64>,
     #[prost(message, repeated, tag = "13")]
     pub external_data: Vec<StringStringEntryProto>,
     #[prost(int32, tag = "14")]

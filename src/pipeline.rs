@@ -1,0 +1,162 @@
+//! The overlapped decode -> inference pipeline shared by `extract`, `score` and `evaluate`: worker
+//! threads decode and resize images while the model runs on full batches; each finished batch (or
+//! failed image) goes to a sink as soon as it is ready. Image paths travel with every batch.
+
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+
+use crate::error::Result;
+use crate::model::BaseModel;
+use crate::preprocess::{self, Preprocess, Preprocessor};
+
+/// What the model takes: normalised floats, or the resized uint8 RGB pixels (NHWC) of a model that
+/// normalises inside its graph (`export --with-preprocessing`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum InputKind {
+    F32,
+    U8,
+}
+
+/// One event for the sink.
+pub enum Event<'a> {
+    /// Model outputs for images `indices` (into the path list): `out` is `indices.len()` rows of
+    /// `shape` (per image).
+    Batch {
+        indices: &'a [usize],
+        out: &'a [f32],
+        shape: &'a [usize],
+    },
+    /// An image that could not be read, with the reason (without the path).
+    Failed { index: usize, reason: String },
+}
+
+/// Pipeline settings.
+pub struct Pipeline<'a> {
+    pub pre: &'a Preprocess,
+    pub input: InputKind,
+    pub batch: usize,
+    /// Decoding threads (0 = all cores).
+    pub decode_threads: usize,
+    pub paths: &'a [PathBuf],
+}
+
+enum Decoded {
+    F32(Vec<f32>),
+    U8(Vec<u8>),
+}
+
+struct Msg {
+    index: usize,
+    data: std::result::Result<Decoded, String>,
+}
+
+/// The error text without the leading "path: " (the path is stored beside it).
+pub fn strip_path(msg: &str, path: &Path) -> String {
+    let prefix = format!("{}: ", path.display());
+    msg.strip_prefix(&prefix).unwrap_or(msg).to_string()
+}
+
+impl Pipeline<'_> {
+    /// Runs images `pending` (indices into `paths`) through `model`; returns how many went through
+    /// the model. A sink error stops the run and is returned.
+    pub fn run(
+        &self,
+        model: &mut BaseModel,
+        pending: &[usize],
+        sink: &mut dyn FnMut(Event) -> Result<()>,
+    ) -> Result<usize> {
+        if pending.is_empty() {
+            return Ok(0);
+        }
+        let workers = if self.decode_threads == 0 {
+            std::thread::available_parallelism()
+                .map(|n| n.get())
+                .unwrap_or(2)
+        } else {
+            self.decode_threads
+        }
+        .min(pending.len());
+        let next = AtomicUsize::new(0);
+        let stop = AtomicBool::new(false);
+        let (tx, rx) = crossbeam_channel::bounded::<Msg>(self.batch * 2);
+        let (pre, input, paths) = (self.pre, self.input, self.paths);
+        std::thread::scope(|scope| -> Result<usize> {
+            for _ in 0..workers {
+                let tx = tx.clone();
+                let (next, stop) = (&next, &stop);
+                scope.spawn(move || {
+                    let mut pp = Preprocessor::new(*pre);
+                    while !stop.load(Ordering::Relaxed) {
+                        let k = next.fetch_add(1, Ordering::Relaxed);
+                        let Some(&index) = pending.get(k) else { break };
+                        let data = preprocess::decode(&paths[index]).and_then(|img| match input {
+                            InputKind::F32 => {
+                                let mut out = vec![0f32; pre.len()];
+                                pp.apply(&img, &mut out).map(|_| Decoded::F32(out))
+                            }
+                            InputKind::U8 => pp.resize(&img).map(Decoded::U8),
+                        });
+                        let msg = Msg {
+                            index,
+                            data: data.map_err(|e| strip_path(&e.to_string(), &paths[index])),
+                        };
+                        if tx.send(msg).is_err() {
+                            break;
+                        }
+                    }
+                });
+            }
+            drop(tx);
+            let result = self.consume(model, &rx, sink);
+            stop.store(true, Ordering::Relaxed);
+            drop(rx);
+            result
+        })
+    }
+
+    fn consume(
+        &self,
+        model: &mut BaseModel,
+        rx: &crossbeam_channel::Receiver<Msg>,
+        sink: &mut dyn FnMut(Event) -> Result<()>,
+    ) -> Result<usize> {
+        let mut floats = Vec::with_capacity(self.batch * self.pre.len());
+        let mut bytes = Vec::new();
+        let mut indices = Vec::with_capacity(self.batch);
+        let mut done = 0;
+        let mut open = true;
+        while open {
+            match rx.recv() {
+                Ok(Msg { index, data: Ok(d) }) => {
+                    match d {
+                        Decoded::F32(t) => floats.extend_from_slice(&t),
+                        Decoded::U8(t) => bytes.extend_from_slice(&t),
+                    }
+                    indices.push(index);
+                }
+                Ok(Msg {
+                    index,
+                    data: Err(reason),
+                }) => sink(Event::Failed { index, reason })?,
+                Err(_) => open = false,
+            }
+            if indices.len() == self.batch || (!open && !indices.is_empty()) {
+                let n = indices.len();
+                let (out, shape) = match self.input {
+                    InputKind::F32 => model.run(self.pre, &floats, n)?,
+                    InputKind::U8 => model.run_u8(self.pre, &bytes, n)?,
+                };
+                sink(Event::Batch {
+                    indices: &indices,
+                    out: &out,
+                    shape: &shape,
+                })?;
+                done += n;
+                floats.clear();
+                bytes.clear();
+                indices.clear();
+            }
+        }
+        Ok(done)
+    }
+}
