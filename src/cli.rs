@@ -51,6 +51,10 @@ pub enum Command {
     TrainHead(TrainHeadArgs),
     /// Metrics of a head on a cached split, or on image folders (extracted on the fly).
     Evaluate(EvaluateArgs),
+    /// Classify image files and folders with base + head (or an exported model), one row per image.
+    Score(ScoreArgs),
+    /// Write one ONNX model: the base with the head appended (and optionally the preprocessing).
+    Export(ExportArgs),
 }
 
 #[derive(Copy, Clone, Debug, ValueEnum)]
@@ -736,4 +740,102 @@ impl EvaluateArgs {
             top: self.top,
         })
     }
+}
+
+#[derive(Args, Debug)]
+pub struct ScoreArgs {
+    /// The ONNX base model (or a model written by `export`, then without --head).
+    #[arg(long)]
+    pub model: PathBuf,
+    /// The head file written by `train-head`.
+    #[arg(long)]
+    pub head: Option<PathBuf>,
+    /// Image files and folders (walked recursively).
+    #[arg(required = true)]
+    pub paths: Vec<PathBuf>,
+    /// Output file: .csv, or .jsonl for JSON lines [default: CSV on stdout].
+    #[arg(long)]
+    pub out: Option<PathBuf>,
+    /// Write only the K most probable classes of each image.
+    #[arg(long)]
+    pub top_k: Option<usize>,
+    /// Two classes: predict the second when its probability is at least this (default: the larger).
+    #[arg(long)]
+    pub threshold: Option<f32>,
+    /// Skip the files already in --out (an interrupted run continues).
+    #[arg(long, requires = "out")]
+    pub resume: bool,
+    #[arg(long, default_value_t = 32)]
+    pub batch: usize,
+    /// Image decoding threads (0 = all cores).
+    #[arg(long, default_value_t = 0)]
+    pub decode_threads: usize,
+    #[arg(long, value_enum, default_value = "auto")]
+    pub progress: ProgressArg,
+    /// No progress bar.
+    #[arg(long, short)]
+    pub quiet: bool,
+    #[command(flatten)]
+    pub pre: PreprocessArgs,
+    #[command(flatten)]
+    pub runtime: RuntimeArgs,
+}
+
+impl ScoreArgs {
+    /// Validates into a [`crate::score::ScoreConfig`].
+    pub fn to_config(&self) -> Result<crate::score::ScoreConfig> {
+        if self.batch == 0 {
+            return Err(Error::Config("--batch must be at least 1".into()));
+        }
+        if self.top_k == Some(0) {
+            return Err(Error::Config("--top-k must be at least 1".into()));
+        }
+        if let Some(t) = self.threshold {
+            if !(0.0..=1.0).contains(&t) {
+                return Err(Error::Config(format!(
+                    "--threshold must be in [0, 1], got {t}"
+                )));
+            }
+        }
+        let mut cfg =
+            crate::score::ScoreConfig::new(&self.model, self.head.clone(), self.paths.clone());
+        cfg.out = self.out.clone();
+        cfg.top_k = self.top_k;
+        cfg.threshold = self.threshold;
+        cfg.resume = self.resume;
+        cfg.batch = self.batch;
+        cfg.threads = self.runtime.threads;
+        cfg.decode_threads = self.decode_threads;
+        cfg.device = self.runtime.device.into();
+        cfg.ort_lib = self.runtime.ort_lib.clone();
+        cfg.overrides = self.pre.to_overrides()?;
+        cfg.layout = self.pre.layout.map(Layout::from);
+        cfg.progress = if self.quiet {
+            ProgressMode::None
+        } else {
+            match self.progress {
+                ProgressArg::Auto => ProgressMode::Auto,
+                ProgressArg::Bar => ProgressMode::Bar,
+                ProgressArg::Json => ProgressMode::Json,
+                ProgressArg::None => ProgressMode::None,
+            }
+        };
+        Ok(cfg)
+    }
+}
+
+#[derive(Args, Debug)]
+pub struct ExportArgs {
+    /// The ONNX base model the head was trained on.
+    #[arg(long)]
+    pub model: PathBuf,
+    /// The head file written by `train-head`.
+    #[arg(long)]
+    pub head: PathBuf,
+    /// Output ONNX file.
+    #[arg(long)]
+    pub out: PathBuf,
+    /// Take uint8 NHWC RGB images at the model's input size and normalise inside the graph.
+    #[arg(long)]
+    pub with_preprocessing: bool,
 }

@@ -259,3 +259,35 @@ pub fn run_make_features(a: &MakeFeaturesArgs) -> Result<()> {
     );
     Ok(())
 }
+
+/// `headstart score`: rows to the output, the summary line to stderr.
+pub fn run_score(cfg: &crate::score::ScoreConfig) -> Result<()> {
+    let s = crate::score::score(cfg)?;
+    eprintln!("{}", s.line(cfg.out.as_deref()));
+    Ok(())
+}
+
+/// `headstart export`.
+pub fn run_export(a: &crate::cli::ExportArgs) -> Result<()> {
+    let s = crate::export::export(&crate::export::ExportConfig {
+        model: a.model.clone(),
+        head: a.head.clone(),
+        out: a.out.clone(),
+        with_preprocessing: a.with_preprocessing,
+    })?;
+    println!(
+        "wrote {} ({:.1} MB): base + {} head nodes, output '{}' [N, {}] = P({}){}",
+        s.out.display(),
+        s.bytes as f64 / 1e6,
+        s.nodes_added,
+        crate::export::OUTPUT,
+        s.classes.len(),
+        s.classes.join(", "),
+        if a.with_preprocessing {
+            format!("; input '{}' uint8 NHWC RGB", crate::export::IMAGE_INPUT)
+        } else {
+            String::new()
+        }
+    );
+    Ok(())
+}

@@ -215,6 +215,12 @@ pub fn extract(cfg: &ExtractConfig) -> Result<ExtractSummary> {
         cfg.ort_lib.as_deref(),
         cfg.layout,
     )?;
+    if model.info.input_u8 {
+        return Err(Error::model(
+            &cfg.model,
+            "takes uint8 images (an export with the preprocessing inside): score images with it, or extract with the float model",
+        ));
+    }
     let resolved = resolve_preprocess(&model.info, &cfg.overrides)?;
     let pre = resolved.preprocess;
     if cfg.verbose {

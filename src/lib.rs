@@ -24,5 +24,6 @@ pub mod presets;
 pub mod progress;
 pub mod rng;
 pub mod runtime;
+pub mod score;
 
 pub use error::{Error, Result};

@@ -13,6 +13,8 @@ fn run(cli: Cli) -> headstart::Result<()> {
         Command::BenchInfer(a) => commands::run_bench_infer(&a),
         Command::TrainHead(a) => headstart::fit::train_head(&a.to_config()?).map(|_| ()),
         Command::Evaluate(a) => commands::run_evaluate(&a.to_config()?, a.json),
+        Command::Score(a) => commands::run_score(&a.to_config()?),
+        Command::Export(a) => commands::run_export(&a),
     }
 }
 

@@ -30,6 +30,8 @@ pub struct ModelInfo {
     pub output_shape: Vec<i64>,
     pub metadata: BTreeMap<String, String>,
     pub preset: Option<Preset>,
+    /// The input takes uint8 pixels (an export with the preprocessing inside).
+    pub input_u8: bool,
 }
 
 impl ModelInfo {
@@ -118,15 +120,20 @@ impl BaseModel {
         let (ty, input_shape) = tensor_shape(input.dtype()).ok_or_else(|| {
             Error::model(path, format!("input '{}' is not a tensor", input.name()))
         })?;
-        if ty != TensorElementType::Float32 {
-            return Err(Error::model(
-                path,
-                format!(
-                    "input '{}' is {ty:?}; headstart feeds float32 images",
-                    input.name()
-                ),
-            ));
-        }
+        let input_u8 = match ty {
+            TensorElementType::Float32 => false,
+            // A headstart export with the preprocessing in its graph takes the resized pixels.
+            TensorElementType::Uint8 if metadata.get("headstart_preprocessing_in_graph").is_some_and(|v| v == "true") => true,
+            _ => {
+                return Err(Error::model(
+                    path,
+                    format!(
+                        "input '{}' is {ty:?}; headstart feeds float32 images (or uint8 to its own exports)",
+                        input.name()
+                    ),
+                ))
+            }
+        };
         let output = session
             .outputs()
             .first()
@@ -188,6 +195,7 @@ impl BaseModel {
             output_shape,
             metadata,
             preset,
+            input_u8,
         };
         Ok(BaseModel {
             info,
