@@ -55,6 +55,10 @@ pub enum Command {
     Score(ScoreArgs),
     /// Write one ONNX model: the base with the head appended (and optionally the preprocessing).
     Export(ExportArgs),
+    /// Describe an ONNX model: inputs/outputs, layout, preset, preprocessing, parameters, multiply-adds.
+    Inspect(InspectArgs),
+    /// Cut an ONNX model at a tensor (default: the conv base of a classifier) and prune the rest.
+    Cut(CutArgs),
 }
 
 #[derive(Copy, Clone, Debug, ValueEnum)]
@@ -193,6 +197,9 @@ pub struct ExtractArgs {
     /// No progress and no details, only warnings, errors and the summary line.
     #[arg(long, short)]
     pub quiet: bool,
+    /// Cut the model at this tensor first (written to <out>.base.onnx; use that file afterwards).
+    #[arg(long)]
+    pub layer: Option<String>,
     #[command(flatten)]
     pub pre: PreprocessArgs,
     #[command(flatten)]
@@ -392,6 +399,7 @@ impl ExtractArgs {
         };
         cfg.strict = self.strict;
         cfg.force = self.force;
+        cfg.layer = self.layer.clone();
         cfg.verbose = !self.quiet;
         cfg.progress = if self.quiet {
             ProgressMode::None
@@ -838,4 +846,27 @@ pub struct ExportArgs {
     /// Take uint8 NHWC RGB images at the model's input size and normalise inside the graph.
     #[arg(long)]
     pub with_preprocessing: bool,
+}
+
+#[derive(Args, Debug)]
+pub struct InspectArgs {
+    pub model: PathBuf,
+    /// List every node: name, op, output tensor and shape, multiply-adds.
+    #[arg(long)]
+    pub layers: bool,
+    /// Input size WxH for models with a dynamic size (for shapes and multiply-adds).
+    #[arg(long)]
+    pub size: Option<String>,
+    #[command(flatten)]
+    pub runtime: RuntimeArgs,
+}
+
+#[derive(Args, Debug)]
+pub struct CutArgs {
+    pub model: PathBuf,
+    /// Tensor to make the output [default: the tensor feeding the classifier (include_top=False)].
+    #[arg(long)]
+    pub layer: Option<String>,
+    #[arg(long)]
+    pub out: PathBuf,
 }

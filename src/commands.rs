@@ -291,3 +291,155 @@ pub fn run_export(a: &crate::cli::ExportArgs) -> Result<()> {
     );
     Ok(())
 }
+
+fn dims_text(d: &[i64]) -> String {
+    let parts: Vec<String> = d
+        .iter()
+        .enumerate()
+        .map(|(i, &v)| {
+            if i == 0 {
+                "N".into()
+            } else if v < 0 {
+                "?".into()
+            } else {
+                v.to_string()
+            }
+        })
+        .collect();
+    format!("[{}]", parts.join(","))
+}
+
+/// `headstart inspect`.
+pub fn run_inspect(a: &crate::cli::InspectArgs) -> Result<()> {
+    use crate::onnx::edit;
+    let proto = onnx::load(&a.model)?;
+    let size = a
+        .size
+        .as_deref()
+        .map(|s| size_arg("--size", s))
+        .transpose()?;
+    let model = BaseModel::open(
+        &a.model,
+        crate::runtime::Device::Cpu,
+        a.runtime.threads,
+        a.runtime.ort_lib.as_deref(),
+        None,
+    )?;
+    let info = &model.info;
+    let shapes = edit::infer_shapes(
+        &proto,
+        size.or(info.size).map(|(h, w)| (h as i64, w as i64)),
+    );
+    let opset = proto
+        .opset_import
+        .iter()
+        .filter(|o| o.domain.is_empty())
+        .map(|o| o.version)
+        .max()
+        .unwrap_or(0);
+    println!(
+        "model: {} ({:.1} MB, opset {opset}, IR {}, producer '{}')",
+        a.model.display(),
+        std::fs::metadata(&a.model).map(|m| m.len()).unwrap_or(0) as f64 / 1e6,
+        proto.ir_version,
+        proto.producer_name
+    );
+    println!("{}", info.describe());
+    match &info.preset {
+        Some(p) => println!(
+            "preset: {} (matched by {})",
+            p.name,
+            if info.metadata.is_empty() {
+                "graph signature"
+            } else {
+                "metadata or graph signature"
+            }
+        ),
+        None => println!("preset: none matched"),
+    }
+    match resolve_preprocess(
+        info,
+        &PreprocessOverrides {
+            size,
+            ..Default::default()
+        },
+    ) {
+        Ok(r) => println!(
+            "preprocessing: {}  [{}]",
+            r.preprocess.describe(),
+            r.sources.join("; ")
+        ),
+        Err(e) => println!("preprocessing: unknown ({e})"),
+    }
+    let g = proto.graph.as_ref();
+    let nodes = g.map_or(0, |g| g.node.len());
+    let total_macs: i64 = g.map_or(0, |g| g.node.iter().map(|n| edit::macs(n, &shapes)).sum());
+    let at = size
+        .or(info.size)
+        .map_or("the graph's input size".to_string(), |(h, w)| {
+            format!("{w}x{h}")
+        });
+    println!(
+        "parameters: {:.2} M; multiply-adds at {at}: {:.3} G; {nodes} nodes",
+        edit::parameter_count(&proto) as f64 / 1e6,
+        total_macs as f64 / 1e9
+    );
+    let mut ops: Vec<(String, usize)> = onnx::op_counts(&proto).into_iter().collect();
+    ops.sort_by_key(|o| std::cmp::Reverse(o.1));
+    println!(
+        "ops: {}",
+        ops.iter()
+            .map(|(o, n)| format!("{o} {n}"))
+            .collect::<Vec<_>>()
+            .join(", ")
+    );
+    match edit::default_cut(&proto) {
+        Some((t, by)) => println!(
+            "conv base (include_top=False): tensor '{t}' {} (read by {by}); `headstart cut` writes it",
+            shapes.get(&t).map(|d| dims_text(d)).unwrap_or_default()
+        ),
+        None => println!("conv base: no classifier head found after the last Conv (already a feature extractor)"),
+    }
+    if !info.metadata.is_empty() {
+        println!("metadata_props:");
+        for (k, v) in &info.metadata {
+            println!("  {k} = {v}");
+        }
+    }
+    if a.layers {
+        println!(
+            "\n{:<40} {:<20} {:<52} {:>12}",
+            "node", "op", "output [shape]", "mult-adds"
+        );
+        for (name, op, out, m) in edit::layers(&proto, &shapes) {
+            println!("{name:<40} {op:<20} {out:<52} {m:>12}");
+        }
+    }
+    Ok(())
+}
+
+/// `headstart cut`.
+pub fn run_cut(a: &crate::cli::CutArgs) -> Result<()> {
+    use crate::onnx::edit;
+    let proto = onnx::load(&a.model)?;
+    let (tensor, why) = match &a.layer {
+        Some(l) => (l.clone(), "--layer".to_string()),
+        None => edit::default_cut(&proto)
+            .map(|(t, by)| (t, format!("default: the tensor read by {by}, the classifier's first op")))
+            .ok_or_else(|| Error::model(&a.model, "no classifier head found after the last Conv; name a tensor with --layer (see `headstart inspect --layers`)"))?,
+    };
+    let cut = edit::cut(&proto, &tensor).map_err(|e| Error::model(&a.model, e))?;
+    let before = proto.graph.as_ref().map_or(0, |g| g.node.len());
+    let after = cut.graph.as_ref().map_or(0, |g| g.node.len());
+    onnx::save(&cut, &a.out)?;
+    let shapes = edit::infer_shapes(&cut, None);
+    println!(
+        "cut at '{tensor}' ({why}): {after} of {before} nodes kept, output {} -> {}",
+        shapes
+            .get(&tensor)
+            .map(|d| dims_text(d))
+            .unwrap_or_else(|| "[?]".into()),
+        a.out.display()
+    );
+    Ok(())
+}

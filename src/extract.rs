@@ -44,6 +44,8 @@ pub struct ExtractConfig {
     pub verbose: bool,
     /// Re-extract even when the cache is up to date.
     pub force: bool,
+    /// Cut the model at this tensor first ([`cut_model_for`] writes the cut model beside `out`).
+    pub layer: Option<String>,
 }
 
 impl ExtractConfig {
@@ -69,6 +71,7 @@ impl ExtractConfig {
             progress: ProgressMode::Auto,
             verbose: true,
             force: false,
+            layer: None,
         }
     }
 }
@@ -193,8 +196,32 @@ fn cache_hit(cfg: &ExtractConfig, fp: &str, ds: &Dataset, t0: Instant) -> Option
     })
 }
 
+/// Where `extract --layer` writes the cut model: `<out without extension>.base.onnx`.
+pub fn cut_model_for(out: &Path) -> PathBuf {
+    let mut p = out.with_extension("").into_os_string();
+    p.push(".base.onnx");
+    PathBuf::from(p)
+}
+
 /// Runs extraction as configured.
 pub fn extract(cfg: &ExtractConfig) -> Result<ExtractSummary> {
+    if let Some(layer) = &cfg.layer {
+        let proto = crate::onnx::load(&cfg.model)?;
+        let cut = crate::onnx::edit::cut(&proto, layer).map_err(|e| Error::model(&cfg.model, e))?;
+        let path = cut_model_for(&cfg.out);
+        crate::onnx::save(&cut, &path)?;
+        if cfg.verbose {
+            eprintln!(
+                "cut {} at '{layer}': wrote {} (train-head, score and export use this file)",
+                cfg.model.display(),
+                path.display()
+            );
+        }
+        let mut cfg = cfg.clone();
+        cfg.model = path;
+        cfg.layer = None;
+        return extract(&cfg);
+    }
     let t0 = Instant::now();
     if cfg.batch == 0 {
         return Err(Error::Config("--batch must be at least 1".into()));

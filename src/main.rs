@@ -15,6 +15,8 @@ fn run(cli: Cli) -> headstart::Result<()> {
         Command::Evaluate(a) => commands::run_evaluate(&a.to_config()?, a.json),
         Command::Score(a) => commands::run_score(&a.to_config()?),
         Command::Export(a) => commands::run_export(&a),
+        Command::Inspect(a) => commands::run_inspect(&a),
+        Command::Cut(a) => commands::run_cut(&a),
     }
 }
 

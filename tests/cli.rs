@@ -1809,3 +1809,117 @@ fn score_reports_bad_files_resumes_and_formats() {
         text(&o)
     );
 }
+
+// ---------------------------------------------------------------- inspect and cut
+
+/// Cutting the shared classifier at the tensor that feeds its Gemm gives the features model's output.
+#[test]
+fn cutting_the_imagenet_model_before_its_gemm_gives_the_features_model() {
+    let sh = shared();
+    let d = tmp();
+    let full = sh.join("models/efficientnet_lite0_imagenet.onnx");
+    let proto = onnx::load(&full).unwrap();
+    let gemm = proto
+        .graph
+        .as_ref()
+        .unwrap()
+        .node
+        .iter()
+        .find(|n| n.op_type == "Gemm")
+        .unwrap();
+    let cut = d.path().join("cut.onnx");
+    let log = ok(&["cut", s(&full), "--layer", &gemm.input[0], "--out", s(&cut)]);
+    assert!(log.contains("output [N,1280]"), "{log}");
+    let bytes = std::fs::read(sh.join("models/testvec/chelsea_input_f32le.bin")).unwrap();
+    let x: Vec<f32> = bytes
+        .chunks_exact(4)
+        .map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]]))
+        .collect();
+    let pre = Preprocess {
+        size: (224, 224),
+        layout: Layout::Nchw,
+        resize: preprocess::ResizeMode::Squash,
+        interpolation: preprocess::Interpolation::Bicubic,
+        normalize: preprocess::Mode::Raw.normalize(),
+    };
+    let run = |m: &Path| {
+        BaseModel::open(m, Device::Cpu, 0, None, None)
+            .unwrap()
+            .run(&pre, &x, 1)
+            .unwrap()
+    };
+    let (a, sa) = run(&cut);
+    let (b, sb) = run(&sh.join("models/efficientnet_lite0_features.onnx"));
+    assert_eq!((sa, sb), (vec![1280], vec![1280]));
+    close(&a, &b, 1e-5);
+    // The default cut is the spatial map before the pool (include_top=False, pooling=None).
+    let log = ok(&["cut", s(&full), "--out", s(&d.path().join("base.onnx"))]);
+    assert!(
+        log.contains("[N,1280,7,7]") && log.contains("ReduceMean"),
+        "{log}"
+    );
+    let log = ok(&["inspect", s(&full)]);
+    for want in [
+        "parameters: 4.63 M",
+        "multiply-adds at 224x224: 0.385 G",
+        "Gemm 1",
+        "preset: efficientnet_lite0",
+        "conv base (include_top=False)",
+    ] {
+        assert!(log.contains(want), "'{want}' not in:\n{log}");
+    }
+}
+
+#[test]
+fn extract_layer_cuts_on_the_fly_and_inspect_lists_layers() {
+    let (d, data, _m, out) = tiny_setup(2);
+    let mut spec = CnnSpec::tiny(Layout::Nhwc, Some((32, 32)));
+    spec.global_pool = true;
+    let model = save_model(d.path(), "pooled.onnx", &spec);
+    let log = ok(&["inspect", s(&model), "--layers"]);
+    assert!(log.contains("conv1") || log.contains("Conv"), "{log}");
+    assert!(log.contains("[N,16]"), "pooled output shape listed:\n{log}");
+    // Cut before the global pool: the cache holds the NHWC spatial map.
+    let proto = onnx::load(&model).unwrap();
+    let gap = proto
+        .graph
+        .as_ref()
+        .unwrap()
+        .node
+        .iter()
+        .find(|n| n.op_type == "GlobalAveragePool")
+        .unwrap();
+    let log = ok(&[
+        "extract",
+        "--model",
+        s(&model),
+        "--data",
+        s(&data),
+        "--out",
+        s(&out),
+        "--layer",
+        &gap.input[0],
+        "--preprocess",
+        "tf",
+    ]);
+    assert!(log.contains("f.base.onnx"), "{log}");
+    let c = FeatureCache::open(&out).unwrap();
+    assert_eq!(c.meta.feature_shape.len(), 3, "{:?}", c.meta.feature_shape);
+    assert_eq!(
+        c.meta.model_sha256,
+        headstart::extract::sha256_file(&d.path().join("f.base.onnx")).unwrap()
+    );
+    let o = run(&[
+        "cut",
+        s(&model),
+        "--layer",
+        "no_such_tensor",
+        "--out",
+        s(&d.path().join("x.onnx")),
+    ]);
+    assert!(
+        !o.status.success() && text(&o).contains("no tensor named 'no_such_tensor'"),
+        "{}",
+        text(&o)
+    );
+}

@@ -1,6 +1,7 @@
 //! ONNX model files: read the bits headstart needs (metadata, op counts, shapes) and generate small
 //! random-weight models (tiny CNNs for tests, VGG-16-shaped bases for benchmarks).
 
+pub mod edit;
 pub mod generate;
 pub mod proto;
 

@@ -1,0 +1,619 @@
+//! Graph reading and editing: tensor shapes by a small shape inference for the ops CNNs use, parameter
+//! and multiply-add counts, and cutting a model at any tensor (it becomes the output; nodes that no
+//! longer feed it are pruned, with their initializers and inputs).
+
+use std::collections::{HashMap, HashSet};
+
+use super::generate::{dim, value_info};
+use super::proto::{data_type, AttributeProto, ModelProto, NodeProto, TensorProto};
+
+/// Shapes with `-1` for unknown dimensions; the batch dimension is computed as 1.
+pub type Shapes = HashMap<String, Vec<i64>>;
+
+fn attr<'a>(n: &'a NodeProto, name: &str) -> Option<&'a AttributeProto> {
+    n.attribute.iter().find(|a| a.name == name)
+}
+
+fn attr_ints(n: &NodeProto, name: &str) -> Option<Vec<i64>> {
+    attr(n, name).map(|a| a.ints.clone())
+}
+
+fn attr_int(n: &NodeProto, name: &str, default: i64) -> i64 {
+    attr(n, name).map_or(default, |a| a.i)
+}
+
+/// Values of an integer initializer (shape/axes/pads inputs).
+pub fn int_values(t: &TensorProto) -> Option<Vec<i64>> {
+    match t.data_type {
+        data_type::INT64 if !t.int64_data.is_empty() => Some(t.int64_data.clone()),
+        data_type::INT64 => Some(
+            t.raw_data
+                .chunks_exact(8)
+                .map(|c| i64::from_le_bytes(c.try_into().expect("8 bytes")))
+                .collect(),
+        ),
+        6 /* INT32 */ if !t.int32_data.is_empty() => Some(t.int32_data.iter().map(|&v| v as i64).collect()),
+        _ => None,
+    }
+}
+
+/// Element count of a tensor with these dims.
+fn numel(dims: &[i64]) -> i64 {
+    dims.iter().product()
+}
+
+fn broadcast(a: &[i64], b: &[i64]) -> Vec<i64> {
+    let n = a.len().max(b.len());
+    (0..n)
+        .map(|i| {
+            let x = if i + a.len() >= n {
+                a[i + a.len() - n]
+            } else {
+                1
+            };
+            let y = if i + b.len() >= n {
+                b[i + b.len() - n]
+            } else {
+                1
+            };
+            if x == 1 {
+                y
+            } else {
+                x
+            }
+        })
+        .collect()
+}
+
+/// Output size of a sliding window along one axis.
+fn window(size: i64, k: i64, stride: i64, pad: i64, dilation: i64, ceil: bool) -> i64 {
+    if size < 0 {
+        return -1;
+    }
+    let eff = (k - 1) * dilation + 1;
+    let span = size + pad - eff;
+    if ceil {
+        (span + stride - 1).div_euclid(stride) + 1
+    } else {
+        span.div_euclid(stride) + 1
+    }
+}
+
+/// Infers the shapes of every tensor it can from the graph input shapes (`-1`/dynamic batch -> 1;
+/// other dynamic dims can be fixed with `size` = (height, width) for a 4-D image input).
+pub fn infer_shapes(model: &ModelProto, size: Option<(i64, i64)>) -> Shapes {
+    let mut s = Shapes::new();
+    let Some(g) = &model.graph else { return s };
+    let inits: HashMap<&str, &TensorProto> =
+        g.initializer.iter().map(|t| (t.name.as_str(), t)).collect();
+    for t in &g.initializer {
+        s.insert(t.name.clone(), t.dims.clone());
+    }
+    for i in &g.input {
+        if s.contains_key(&i.name) {
+            continue;
+        }
+        let dims = value_dims(i);
+        let mut dims: Vec<i64> = dims
+            .into_iter()
+            .enumerate()
+            .map(|(k, d)| if k == 0 && d < 0 { 1 } else { d })
+            .collect();
+        if let (Some((h, w)), 4) = (size, dims.len()) {
+            // Fill dynamic spatial dims: NCHW if dim 1 is 3 channels, else NHWC.
+            let (hi, wi) = if dims[1] == 3 { (2, 3) } else { (1, 2) };
+            if dims[hi] < 0 {
+                dims[hi] = h;
+            }
+            if dims[wi] < 0 {
+                dims[wi] = w;
+            }
+        }
+        s.insert(i.name.clone(), dims);
+    }
+    for n in &g.node {
+        if let Some(out) = node_shape(n, &s, &inits) {
+            if let Some(o) = n.output.first() {
+                s.insert(o.clone(), out);
+            }
+        }
+    }
+    s
+}
+
+fn value_dims(v: &super::proto::ValueInfoProto) -> Vec<i64> {
+    v.r#type
+        .as_ref()
+        .and_then(|t| t.tensor_type.as_ref())
+        .and_then(|t| t.shape.as_ref())
+        .map(|sh| {
+            sh.dim
+                .iter()
+                .map(|d| match &d.value {
+                    Some(super::proto::DimValue::DimValue(v)) => *v,
+                    _ => -1,
+                })
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+fn node_shape(n: &NodeProto, s: &Shapes, inits: &HashMap<&str, &TensorProto>) -> Option<Vec<i64>> {
+    let input = |i: usize| {
+        n.input
+            .get(i)
+            .filter(|x| !x.is_empty())
+            .and_then(|x| s.get(x))
+            .cloned()
+    };
+    let x = input(0)?;
+    let ints_input = |i: usize| {
+        n.input
+            .get(i)
+            .and_then(|x| inits.get(x.as_str()))
+            .and_then(|t| int_values(t))
+    };
+    Some(match n.op_type.as_str() {
+        "Conv" => {
+            let w = input(1)?;
+            let k = attr_ints(n, "kernel_shape").unwrap_or_else(|| w[2..].to_vec());
+            let sp = k.len();
+            let strides = attr_ints(n, "strides").unwrap_or(vec![1; sp]);
+            let dil = attr_ints(n, "dilations").unwrap_or(vec![1; sp]);
+            let pads = attr_ints(n, "pads").unwrap_or(vec![0; 2 * sp]);
+            let auto = attr(n, "auto_pad")
+                .map(|a| String::from_utf8_lossy(&a.s).into_owned())
+                .unwrap_or_default();
+            let mut out = vec![x[0], w[0]];
+            for a in 0..sp {
+                out.push(if auto.starts_with("SAME") {
+                    (x[2 + a] + strides[a] - 1) / strides[a]
+                } else {
+                    window(
+                        x[2 + a],
+                        k[a],
+                        strides[a],
+                        pads[a] + pads[a + sp],
+                        dil[a],
+                        false,
+                    )
+                });
+            }
+            out
+        }
+        "MaxPool" | "AveragePool" => {
+            let k = attr_ints(n, "kernel_shape")?;
+            let sp = k.len();
+            let strides = attr_ints(n, "strides").unwrap_or(vec![1; sp]);
+            let pads = attr_ints(n, "pads").unwrap_or(vec![0; 2 * sp]);
+            let ceil = attr_int(n, "ceil_mode", 0) == 1;
+            let mut out = x[..2].to_vec();
+            for a in 0..sp {
+                out.push(window(
+                    x[2 + a],
+                    k[a],
+                    strides[a],
+                    pads[a] + pads[a + sp],
+                    1,
+                    ceil,
+                ));
+            }
+            out
+        }
+        "GlobalAveragePool" | "GlobalMaxPool" => {
+            let mut out = x[..2].to_vec();
+            out.extend(std::iter::repeat_n(1, x.len() - 2));
+            out
+        }
+        "ReduceMean" | "ReduceMax" | "ReduceSum" | "ReduceMin" => {
+            let rank = x.len() as i64;
+            let axes: Vec<i64> = attr_ints(n, "axes")
+                .or_else(|| ints_input(1))
+                .unwrap_or_else(|| (0..rank).collect())
+                .into_iter()
+                .map(|a| a.rem_euclid(rank))
+                .collect();
+            let keep = attr_int(n, "keepdims", 1) == 1;
+            x.iter()
+                .enumerate()
+                .filter_map(|(i, &d)| match (axes.contains(&(i as i64)), keep) {
+                    (true, true) => Some(1),
+                    (true, false) => None,
+                    _ => Some(d),
+                })
+                .collect()
+        }
+        "Relu"
+        | "Clip"
+        | "Sigmoid"
+        | "Tanh"
+        | "LeakyRelu"
+        | "BatchNormalization"
+        | "Identity"
+        | "Dropout"
+        | "Softmax"
+        | "Cast"
+        | "Sqrt"
+        | "Exp"
+        | "Log"
+        | "Neg"
+        | "Abs"
+        | "HardSigmoid"
+        | "HardSwish"
+        | "Elu"
+        | "Selu"
+        | "Erf"
+        | "LRN"
+        | "InstanceNormalization"
+        | "PRelu"
+        | "Gelu"
+        | "Mish"
+        | "Softplus"
+        | "Reciprocal" => x,
+        "Add" | "Mul" | "Sub" | "Div" | "Pow" | "Max" | "Min" | "Where" => {
+            let mut out = x;
+            for i in 1..n.input.len() {
+                out = broadcast(&out, &input(i)?);
+            }
+            out
+        }
+        "Concat" => {
+            let axis = attr_int(n, "axis", 1).rem_euclid(x.len() as i64) as usize;
+            let mut out = x;
+            for i in 1..n.input.len() {
+                out[axis] += input(i)?[axis];
+            }
+            out
+        }
+        "Flatten" => {
+            let axis = attr_int(n, "axis", 1).rem_euclid(x.len() as i64 + 1) as usize;
+            vec![numel(&x[..axis]), numel(&x[axis..])]
+        }
+        "Reshape" => {
+            let mut shape = ints_input(1)?;
+            let total = numel(&x);
+            for (i, d) in shape.iter_mut().enumerate() {
+                if *d == 0 {
+                    *d = *x.get(i)?;
+                }
+            }
+            if let Some(p) = shape.iter().position(|&d| d == -1) {
+                let known: i64 = shape.iter().filter(|&&d| d != -1).product();
+                shape[p] = if known > 0 { total / known } else { -1 };
+            }
+            shape
+        }
+        "Gemm" => {
+            let b = input(1)?;
+            let m = if attr_int(n, "transA", 0) == 1 {
+                x[1]
+            } else {
+                x[0]
+            };
+            let nn = if attr_int(n, "transB", 0) == 1 {
+                b[0]
+            } else {
+                b[1]
+            };
+            vec![m, nn]
+        }
+        "MatMul" => {
+            let b = input(1)?;
+            let mut out = x[..x.len() - 1].to_vec();
+            out.push(*b.last()?);
+            out
+        }
+        "Transpose" => {
+            let perm = attr_ints(n, "perm").unwrap_or_else(|| (0..x.len() as i64).rev().collect());
+            perm.iter().map(|&p| x[p as usize]).collect()
+        }
+        "Squeeze" => {
+            let rank = x.len() as i64;
+            let axes: Vec<i64> = attr_ints(n, "axes")
+                .or_else(|| ints_input(1))
+                .unwrap_or_default();
+            let axes: Vec<i64> = axes.into_iter().map(|a| a.rem_euclid(rank)).collect();
+            x.iter()
+                .enumerate()
+                .filter(|(i, &d)| {
+                    if axes.is_empty() {
+                        d != 1
+                    } else {
+                        !axes.contains(&(*i as i64))
+                    }
+                })
+                .map(|(_, &d)| d)
+                .collect()
+        }
+        "Unsqueeze" => {
+            let axes = attr_ints(n, "axes").or_else(|| ints_input(1))?;
+            let rank = x.len() as i64 + axes.len() as i64;
+            let mut axes: Vec<i64> = axes.into_iter().map(|a| a.rem_euclid(rank)).collect();
+            axes.sort();
+            let mut out = x;
+            for a in axes {
+                out.insert(a as usize, 1);
+            }
+            out
+        }
+        "Pad" => {
+            let pads = attr_ints(n, "pads").or_else(|| ints_input(1))?;
+            let r = x.len();
+            (0..r)
+                .map(|i| {
+                    if x[i] < 0 {
+                        -1
+                    } else {
+                        x[i] + pads[i] + pads[i + r]
+                    }
+                })
+                .collect()
+        }
+        _ => return None,
+    })
+}
+
+/// Multiply-adds of one node at the inferred shapes (batch 1).
+pub fn macs(n: &NodeProto, s: &Shapes) -> i64 {
+    let get = |i: usize| n.input.get(i).and_then(|x| s.get(x));
+    let out = n.output.first().and_then(|o| s.get(o));
+    match (n.op_type.as_str(), out) {
+        ("Conv", Some(o)) if o.iter().all(|&d| d > 0) => {
+            get(1).map_or(0, |w| numel(o) * numel(&w[1..]))
+        }
+        ("Gemm", Some(o)) => get(0).map_or(0, |a| {
+            let k = if attr_int(n, "transA", 0) == 1 {
+                a[0]
+            } else {
+                a[1]
+            };
+            numel(o) * k
+        }),
+        ("MatMul", Some(o)) => get(0).and_then(|a| a.last()).map_or(0, |k| numel(o) * k),
+        _ => 0,
+    }
+}
+
+/// Trainable-size count: elements of the float initializers.
+pub fn parameter_count(model: &ModelProto) -> i64 {
+    model.graph.as_ref().map_or(0, |g| {
+        g.initializer
+            .iter()
+            .filter(|t| t.data_type == data_type::FLOAT || t.data_type == data_type::FLOAT16)
+            .map(|t| numel(&t.dims))
+            .sum()
+    })
+}
+
+/// The default conv-base cut of a model with a classifier (Keras `include_top=False`): the tensor
+/// feeding the first Flatten/Reshape/Gemm/MatMul/global pool (or spatial ReduceMean) that comes after
+/// the last Conv; `None` when there is no such op. Returns (tensor, the op that reads it).
+pub fn default_cut(model: &ModelProto) -> Option<(String, String)> {
+    let g = model.graph.as_ref()?;
+    let last_conv = g.node.iter().rposition(|n| n.op_type == "Conv")?;
+    g.node[last_conv + 1..].iter().find_map(|n| {
+        let head_op = matches!(
+            n.op_type.as_str(),
+            "Flatten"
+                | "Reshape"
+                | "Gemm"
+                | "MatMul"
+                | "GlobalAveragePool"
+                | "GlobalMaxPool"
+                | "ReduceMean"
+                | "ReduceMax"
+        );
+        head_op.then(|| (n.input[0].clone(), format!("{} '{}'", n.op_type, n.name)))
+    })
+}
+
+/// A copy of `model` whose only output is `tensor`, without the nodes, initializers and inputs that no
+/// longer feed it. Errors name the tensor and list some that exist.
+pub fn cut(model: &ModelProto, tensor: &str) -> Result<ModelProto, String> {
+    let g = model.graph.as_ref().ok_or("the model has no graph")?;
+    let producer: HashMap<&str, usize> = g
+        .node
+        .iter()
+        .enumerate()
+        .flat_map(|(i, n)| n.output.iter().map(move |o| (o.as_str(), i)))
+        .collect();
+    let is_input = g.input.iter().any(|i| i.name == tensor);
+    if !producer.contains_key(tensor) && !is_input {
+        let some: Vec<&str> = g
+            .node
+            .iter()
+            .rev()
+            .take(8)
+            .filter_map(|n| n.output.first().map(|s| s.as_str()))
+            .collect();
+        return Err(format!(
+            "no tensor named '{tensor}' (the last node outputs are: {}; `headstart inspect --layers` lists all)",
+            some.join(", ")
+        ));
+    }
+    let mut keep = HashSet::new();
+    let mut stack = vec![tensor.to_string()];
+    let mut needed: HashSet<String> = HashSet::new();
+    while let Some(t) = stack.pop() {
+        if !needed.insert(t.clone()) {
+            continue;
+        }
+        if let Some(&i) = producer.get(t.as_str()) {
+            if keep.insert(i) {
+                for inp in &g.node[i].input {
+                    if !inp.is_empty() {
+                        stack.push(inp.clone());
+                    }
+                }
+                // Subgraph attributes (If/Loop bodies) may read outer tensors.
+                for a in &g.node[i].attribute {
+                    for sub in a.g.iter().map(|b| b.as_ref()).chain(a.graphs.iter()) {
+                        for n in &sub.node {
+                            stack.extend(n.input.iter().filter(|x| !x.is_empty()).cloned());
+                        }
+                    }
+                }
+            }
+        }
+    }
+    let shapes = infer_shapes(model, None);
+    let mut out = model.clone();
+    let og = out.graph.as_mut().expect("checked");
+    og.node = g
+        .node
+        .iter()
+        .enumerate()
+        .filter(|(i, _)| keep.contains(i))
+        .map(|(_, n)| n.clone())
+        .collect();
+    og.initializer.retain(|t| needed.contains(&t.name));
+    og.input.retain(|i| needed.contains(&i.name));
+    og.value_info
+        .retain(|v| needed.contains(&v.name) && v.name != tensor);
+    let elem = g
+        .value_info
+        .iter()
+        .chain(&g.output)
+        .find(|v| v.name == tensor)
+        .and_then(|v| v.r#type.as_ref())
+        .and_then(|t| t.tensor_type.as_ref())
+        .map_or(data_type::FLOAT, |t| t.elem_type);
+    let dims: Vec<_> = match shapes.get(tensor) {
+        Some(d) => d
+            .iter()
+            .enumerate()
+            .map(|(i, &v)| {
+                if i == 0 {
+                    dim(None, "N")
+                } else {
+                    dim((v > 0).then_some(v as usize), "")
+                }
+            })
+            .collect(),
+        None => vec![],
+    };
+    let mut vi = value_info(tensor, dims);
+    if let Some(t) = vi.r#type.as_mut().and_then(|t| t.tensor_type.as_mut()) {
+        t.elem_type = elem;
+        if t.shape.as_ref().is_some_and(|s| s.dim.is_empty()) {
+            t.shape = None;
+        }
+    }
+    og.output = vec![vi];
+    Ok(out)
+}
+
+/// One row per node: name, op, output shape (batch 1 shown as N), multiply-adds.
+pub fn layers(model: &ModelProto, shapes: &Shapes) -> Vec<(String, String, String, i64)> {
+    let Some(g) = &model.graph else { return vec![] };
+    g.node
+        .iter()
+        .map(|n| {
+            let out = n.output.first().cloned().unwrap_or_default();
+            let shape = shapes.get(&out).map_or("?".to_string(), |d| {
+                let parts: Vec<String> = d
+                    .iter()
+                    .enumerate()
+                    .map(|(i, &v)| {
+                        if i == 0 {
+                            "N".into()
+                        } else if v < 0 {
+                            "?".into()
+                        } else {
+                            v.to_string()
+                        }
+                    })
+                    .collect();
+                format!("[{}]", parts.join(","))
+            });
+            let name = if n.name.is_empty() {
+                out.clone()
+            } else {
+                n.name.clone()
+            };
+            (
+                name,
+                n.op_type.clone(),
+                format!("{out} {shape}"),
+                macs(n, shapes),
+            )
+        })
+        .collect()
+}
+
+/// Sets (or replaces) metadata entries.
+pub fn set_metadata(model: &mut ModelProto, entries: &[(&str, String)]) {
+    for (k, v) in entries {
+        model.metadata_props.retain(|p| p.key != *k);
+        model
+            .metadata_props
+            .push(super::proto::StringStringEntryProto {
+                key: k.to_string(),
+                value: v.clone(),
+            });
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::onnx::generate::{cnn, CnnSpec};
+    use crate::preprocess::Layout;
+
+    #[test]
+    fn shapes_and_macs_of_the_generated_vgg16() {
+        let m = cnn(&CnnSpec::vgg16(Layout::Nchw));
+        let s = infer_shapes(&m, None);
+        assert_eq!(s["features"], vec![1, 512, 7, 7]);
+        let total: i64 = m
+            .graph
+            .as_ref()
+            .unwrap()
+            .node
+            .iter()
+            .map(|n| macs(n, &s))
+            .sum();
+        // Keras' VGG16 conv base: 14.71 M parameters, 15.35 G multiply-adds at 224x224.
+        assert_eq!(parameter_count(&m), 14_714_688);
+        assert!((total as f64 / 1e9 - 15.35).abs() < 0.01, "{total}");
+        let nhwc = cnn(&CnnSpec::vgg16(Layout::Nhwc));
+        assert_eq!(infer_shapes(&nhwc, None)["features"], vec![1, 7, 7, 512]);
+    }
+
+    #[test]
+    fn cut_prunes_what_no_longer_feeds_the_new_output() {
+        let mut spec = CnnSpec::tiny(Layout::Nchw, Some((32, 32)));
+        spec.global_pool = true;
+        let m = cnn(&spec);
+        let g = m.graph.as_ref().unwrap();
+        // Cut at the first conv's output: only that conv (and its ReLU if named so) remains.
+        let first_out = g.node[0].output[0].clone();
+        let c = cut(&m, &first_out).unwrap();
+        let cg = c.graph.as_ref().unwrap();
+        assert_eq!(cg.node.len(), 1);
+        assert_eq!(cg.output[0].name, first_out);
+        assert!(
+            cg.initializer.len() <= 2,
+            "only the first conv's weight and bias stay"
+        );
+        assert!(cg
+            .initializer
+            .iter()
+            .all(|t| g.node[0].input.contains(&t.name)));
+        // The default cut of a pooled model is the tensor before the global pool.
+        let (t, why) = default_cut(&m).unwrap();
+        assert!(why.starts_with("GlobalAveragePool"), "{why}");
+        let c = cut(&m, &t).unwrap();
+        assert!(c
+            .graph
+            .as_ref()
+            .unwrap()
+            .node
+            .iter()
+            .all(|n| n.op_type != "GlobalAveragePool" && n.op_type != "Reshape"));
+        assert_eq!(infer_shapes(&c, None)[&t], vec![1, 16, 8, 8]);
+        assert!(cut(&m, "nope")
+            .unwrap_err()
+            .contains("no tensor named 'nope'"));
+    }
+}
