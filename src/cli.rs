@@ -59,6 +59,8 @@ pub enum Command {
     Inspect(InspectArgs),
     /// Cut an ONNX model at a tensor (default: the conv base of a classifier) and prune the rest.
     Cut(CutArgs),
+    /// Top-k ImageNet classes (with names) of images, for a model that still has its classifier.
+    Classify(ClassifyArgs),
 }
 
 #[derive(Copy, Clone, Debug, ValueEnum)]
@@ -869,4 +871,28 @@ pub struct CutArgs {
     pub layer: Option<String>,
     #[arg(long)]
     pub out: PathBuf,
+}
+
+#[derive(Args, Debug)]
+pub struct ClassifyArgs {
+    /// An ONNX model with its classifier (e.g. efficientnet_lite0_imagenet.onnx).
+    #[arg(long)]
+    pub model: PathBuf,
+    /// Image files and folders (walked recursively).
+    #[arg(required = true)]
+    pub paths: Vec<PathBuf>,
+    /// Class names, one per line, in the model's output order.
+    #[arg(long, default_value = concat!(env!("CARGO_MANIFEST_DIR"), "/models/imagenet_classes.txt"))]
+    pub classes: PathBuf,
+    #[arg(long, default_value_t = 5)]
+    pub top: usize,
+    /// One JSON object per image instead of text.
+    #[arg(long)]
+    pub jsonl: bool,
+    #[arg(long, default_value_t = 32)]
+    pub batch: usize,
+    #[command(flatten)]
+    pub pre: PreprocessArgs,
+    #[command(flatten)]
+    pub runtime: RuntimeArgs,
 }

@@ -443,3 +443,41 @@ pub fn run_cut(a: &crate::cli::CutArgs) -> Result<()> {
     );
     Ok(())
 }
+
+/// `headstart classify`: one line (or JSON object) per image.
+pub fn run_classify(a: &crate::cli::ClassifyArgs) -> Result<()> {
+    if a.batch == 0 || a.top == 0 {
+        return Err(Error::Config("--batch and --top must be at least 1".into()));
+    }
+    let cfg = crate::classify::ClassifyConfig {
+        model: a.model.clone(),
+        inputs: a.paths.clone(),
+        classes: a.classes.clone(),
+        top: a.top,
+        batch: a.batch,
+        threads: a.runtime.threads,
+        device: a.runtime.device.into(),
+        ort_lib: a.runtime.ort_lib.clone(),
+        overrides: a.pre.to_overrides()?,
+    };
+    let mut failed = 0;
+    crate::classify::classify(&cfg, &mut |c| {
+        if a.jsonl {
+            println!("{}", serde_json::to_string(&c).unwrap_or_default());
+        } else if let Some(e) = &c.error {
+            eprintln!("warning: {}: {e}", c.path);
+        } else {
+            let top: Vec<String> = c
+                .top
+                .iter()
+                .map(|(i, n, p)| format!("{i} {n} {p:.3}"))
+                .collect();
+            println!("{}: {}", c.path, top.join(" | "));
+        }
+        failed += c.error.is_some() as usize;
+    })?;
+    if failed > 0 {
+        eprintln!("{failed} images could not be read");
+    }
+    Ok(())
+}

@@ -6,6 +6,7 @@
 //! resume) -> [`cache`] (journal and HDF5). [`onnx`] reads and generates model files.
 
 pub mod cache;
+pub mod classify;
 pub mod cli;
 pub mod commands;
 pub mod dataset;

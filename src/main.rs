@@ -17,6 +17,7 @@ fn run(cli: Cli) -> headstart::Result<()> {
         Command::Export(a) => commands::run_export(&a),
         Command::Inspect(a) => commands::run_inspect(&a),
         Command::Cut(a) => commands::run_cut(&a),
+        Command::Classify(a) => commands::run_classify(&a),
     }
 }
 

@@ -1923,3 +1923,47 @@ fn extract_layer_cuts_on_the_fly_and_inspect_lists_layers() {
         text(&o)
     );
 }
+
+#[test]
+fn classify_names_imagenet_classes_of_real_photos() {
+    let sh = shared();
+    let model = sh.join("models/efficientnet_lite0_imagenet.onnx");
+    // Photos the model is sure of (most are, not all: scripts/classify_rate.sh gives the rates).
+    let photos = [
+        "cat/cat.4406.jpg",
+        "cat/cat.4377.jpg",
+        "dog/dog.4355.jpg",
+        "dog/dog.4050.jpg",
+    ];
+    let args: Vec<String> = photos
+        .iter()
+        .map(|p| s(&sh.join("data/cats_dogs/test").join(p)).to_string())
+        .collect();
+    let mut cmd = vec!["classify", "--model", s(&model), "--jsonl"];
+    cmd.extend(args.iter().map(|a| a.as_str()));
+    let out = ok(&cmd);
+    let rows: Vec<serde_json::Value> = out
+        .lines()
+        .filter(|l| l.starts_with('{'))
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    assert_eq!(rows.len(), 4, "{out}");
+    for r in &rows {
+        let top = &r["top"][0];
+        let idx = top[0].as_u64().unwrap();
+        let path = r["path"].as_str().unwrap();
+        let want = if path.contains("/cat/") {
+            281..=285
+        } else {
+            151..=268
+        };
+        assert!(want.contains(&idx), "{path}: top-1 {top}");
+        assert_eq!(r["top"].as_array().unwrap().len(), 5);
+    }
+    // Names come from models/imagenet_classes.txt (282 = tiger cat, as the shared README says).
+    let names = std::fs::read_to_string(
+        Path::new(env!("CARGO_MANIFEST_DIR")).join("models/imagenet_classes.txt"),
+    )
+    .unwrap();
+    assert_eq!(names.lines().nth(282), Some("tiger cat"));
+}

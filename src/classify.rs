@@ -1,0 +1,113 @@
+//! `classify`: ImageNet-style top-k with class names for a model that still has its classifier (the
+//! seed's ResNet50 example), through the same decode/inference pipeline as `extract`.
+
+use std::path::PathBuf;
+
+use crate::error::{Error, Result};
+use crate::model::{resolve_preprocess, BaseModel, PreprocessOverrides};
+use crate::pipeline::{Event, InputKind, Pipeline};
+use crate::runtime::Device;
+use crate::score::collect_inputs;
+
+#[derive(Debug, Clone)]
+pub struct ClassifyConfig {
+    pub model: PathBuf,
+    pub inputs: Vec<PathBuf>,
+    /// One class name per line, in output order (default: models/imagenet_classes.txt).
+    pub classes: PathBuf,
+    pub top: usize,
+    pub batch: usize,
+    pub threads: usize,
+    pub device: Device,
+    pub ort_lib: Option<PathBuf>,
+    pub overrides: PreprocessOverrides,
+}
+
+/// One image's result: `(class index, name, probability)` best first, or the error.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct Classified {
+    pub path: String,
+    pub top: Vec<(usize, String, f32)>,
+    pub error: Option<String>,
+}
+
+/// Softmax of logits; rows that are already probabilities (in [0, 1], summing to 1) are kept.
+fn probabilities(row: &[f32]) -> Vec<f32> {
+    let sum: f32 = row.iter().sum();
+    if row.iter().all(|&v| (0.0..=1.0).contains(&v)) && (sum - 1.0).abs() < 1e-3 {
+        return row.to_vec();
+    }
+    let m = row.iter().cloned().fold(f32::NEG_INFINITY, f32::max);
+    let e: Vec<f32> = row.iter().map(|v| (v - m).exp()).collect();
+    let s: f32 = e.iter().sum();
+    e.into_iter().map(|v| v / s).collect()
+}
+
+/// Classifies every image; `on_result` sees each as its batch finishes.
+pub fn classify(cfg: &ClassifyConfig, on_result: &mut dyn FnMut(Classified)) -> Result<()> {
+    let names: Vec<String> = std::fs::read_to_string(&cfg.classes)
+        .map_err(|e| Error::io(&cfg.classes, e))?
+        .lines()
+        .map(|l| l.trim().to_string())
+        .collect();
+    let mut model = BaseModel::open(
+        &cfg.model,
+        cfg.device,
+        cfg.threads,
+        cfg.ort_lib.as_deref(),
+        None,
+    )?;
+    let pre = resolve_preprocess(&model.info, &cfg.overrides)?.preprocess;
+    let files = collect_inputs(&cfg.inputs)?;
+    let shown: Vec<String> = files.iter().map(|p| p.display().to_string()).collect();
+    let pipeline = Pipeline {
+        pre: &pre,
+        input: InputKind::F32,
+        batch: cfg.batch,
+        decode_threads: 0,
+        paths: &files,
+    };
+    let pending: Vec<usize> = (0..files.len()).collect();
+    pipeline.run(&mut model, &pending, &mut |event| {
+        match event {
+            Event::Batch {
+                indices,
+                out,
+                shape,
+            } => {
+                let k: usize = shape.iter().product();
+                if k != names.len() {
+                    return Err(Error::model(
+                        &cfg.model,
+                        format!(
+                            "output per image {shape:?} has {k} values but {} lists {} class names",
+                            cfg.classes.display(),
+                            names.len()
+                        ),
+                    ));
+                }
+                for (r, &i) in indices.iter().enumerate() {
+                    let p = probabilities(&out[r * k..(r + 1) * k]);
+                    let mut order: Vec<usize> = (0..k).collect();
+                    order.sort_by(|&a, &b| p[b].total_cmp(&p[a]));
+                    on_result(Classified {
+                        path: shown[i].clone(),
+                        top: order
+                            .iter()
+                            .take(cfg.top)
+                            .map(|&j| (j, names[j].clone(), p[j]))
+                            .collect(),
+                        error: None,
+                    });
+                }
+            }
+            Event::Failed { index, reason } => on_result(Classified {
+                path: shown[index].clone(),
+                top: vec![],
+                error: Some(reason),
+            }),
+        }
+        Ok(())
+    })?;
+    Ok(())
+}
