@@ -61,6 +61,8 @@ pub enum Command {
     Cut(CutArgs),
     /// Top-k ImageNet classes (with names) of images, for a model that still has its classifier.
     Classify(ClassifyArgs),
+    /// The architecture presets: input size, preprocessing, conv base, fine-tune split, figures.
+    Models,
 }
 
 #[derive(Copy, Clone, Debug, ValueEnum)]

@@ -18,6 +18,10 @@ fn run(cli: Cli) -> headstart::Result<()> {
         Command::Inspect(a) => commands::run_inspect(&a),
         Command::Cut(a) => commands::run_cut(&a),
         Command::Classify(a) => commands::run_classify(&a),
+        Command::Models => {
+            print!("{}", headstart::presets::table());
+            Ok(())
+        }
     }
 }
 

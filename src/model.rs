@@ -351,7 +351,7 @@ pub fn resolve_preprocess(info: &ModelInfo, o: &PreprocessOverrides) -> Result<R
                 "unknown preset '{name}'; known: {}",
                 presets::all()
                     .iter()
-                    .map(|p| p.name)
+                    .map(|p| p.name.clone())
                     .collect::<Vec<_>>()
                     .join(", ")
             ))
