@@ -44,7 +44,9 @@ def pool(x, how, layout):
     """x: [N, *feature_shape] -> [N, D] as the head's `pool` attribute says."""
     if how == "flatten" or x.ndim == 2:
         return x.reshape(len(x), -1)
-    axes = (2, 3) if layout.lower() == "nchw" else (1, 2)
+    a, b, c = x.shape[1:]
+    first = (b == c and a != b) or (not (a == b and b != c) and layout.lower() == "nchw")
+    axes = (2, 3) if first else (1, 2)
     return x.mean(axes) if how == "avg" else x.max(axes)
 
 

@@ -431,7 +431,7 @@ pub fn run_cut(a: &crate::cli::CutArgs) -> Result<()> {
     let cut = edit::cut(&proto, &tensor).map_err(|e| Error::model(&a.model, e))?;
     let before = proto.graph.as_ref().map_or(0, |g| g.node.len());
     let after = cut.graph.as_ref().map_or(0, |g| g.node.len());
-    onnx::save(&cut, &a.out)?;
+    onnx::save_edited(&cut, &a.model, &a.out)?;
     let shapes = edit::infer_shapes(&cut, None);
     println!(
         "cut at '{tensor}' ({why}): {after} of {before} nodes kept, output {} -> {}",

@@ -172,7 +172,7 @@ pub fn export(cfg: &ExportConfig) -> Result<ExportSummary> {
 /// The head's ops on tensor `x` (the base's feature output); returns the probabilities tensor.
 fn append_head(b: &mut Builder, head: &Head, x: &str) -> Result<String> {
     let shape = &head.feature_shape;
-    let nhwc = head.base.layout.eq_ignore_ascii_case("nhwc");
+    let nhwc = crate::head::net::features_channels_first(shape, &head.base.layout) == Some(false);
     let mut cur = x.to_string();
     if shape.len() == 3 && head.pool != Pool::Flatten {
         if nhwc {

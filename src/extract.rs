@@ -209,7 +209,7 @@ pub fn extract(cfg: &ExtractConfig) -> Result<ExtractSummary> {
         let proto = crate::onnx::load(&cfg.model)?;
         let cut = crate::onnx::edit::cut(&proto, layer).map_err(|e| Error::model(&cfg.model, e))?;
         let path = cut_model_for(&cfg.out);
-        crate::onnx::save(&cut, &path)?;
+        crate::onnx::save_edited(&cut, &cfg.model, &path)?;
         if cfg.verbose {
             eprintln!(
                 "cut {} at '{layer}': wrote {} (train-head, score and export use this file)",

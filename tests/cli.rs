@@ -1967,3 +1967,64 @@ fn classify_names_imagenet_classes_of_real_photos() {
     .unwrap();
     assert_eq!(names.lines().nth(282), Some("tiger cat"));
 }
+
+/// A model whose weights live in an external data file can be cut (into its own folder) and used.
+#[test]
+fn external_data_models_are_cut_beside_their_data() {
+    let (d, data, _m, out) = tiny_setup(2);
+    let mut proto = onnx::generate::cnn(&CnnSpec::tiny(Layout::Nchw, Some((32, 32))));
+    let dir = d.path().join("ext");
+    std::fs::create_dir_all(&dir).unwrap();
+    let mut blob = Vec::new();
+    for t in &mut proto.graph.as_mut().unwrap().initializer {
+        if t.raw_data.is_empty() {
+            continue;
+        }
+        let entry = |k: &str, v: String| headstart::onnx::proto::StringStringEntryProto {
+            key: k.into(),
+            value: v,
+        };
+        t.external_data = vec![
+            entry("location", "weights.bin".into()),
+            entry("offset", blob.len().to_string()),
+            entry("length", t.raw_data.len().to_string()),
+        ];
+        t.data_location = 1;
+        blob.append(&mut t.raw_data);
+    }
+    std::fs::write(dir.join("weights.bin"), &blob).unwrap();
+    let model = dir.join("m.onnx");
+    onnx::save(&proto, &model).unwrap();
+    let first = proto.graph.as_ref().unwrap().node[2].output[0].clone();
+    let o = run(&[
+        "cut",
+        s(&model),
+        "--layer",
+        &first,
+        "--out",
+        s(&d.path().join("elsewhere.onnx")),
+    ]);
+    assert!(
+        !o.status.success() && text(&o).contains("external data"),
+        "{}",
+        text(&o)
+    );
+    let cut = dir.join("cut.onnx");
+    ok(&["cut", s(&model), "--layer", &first, "--out", s(&cut)]);
+    ok(&[
+        "extract",
+        "--model",
+        s(&cut),
+        "--data",
+        s(&data),
+        "--out",
+        s(&out),
+        "--preprocess",
+        "raw",
+        "-q",
+    ]);
+    assert_eq!(
+        FeatureCache::open(&out).unwrap().meta.feature_shape.len(),
+        3
+    );
+}

@@ -176,11 +176,27 @@ impl Pool {
     }
 }
 
+/// Whether 3-D features `shape` are `[C,H,W]`: read from a square spatial map when the shape says
+/// (converters such as tf2onnx turn NHWC models' insides NCHW, so a cut NHWC model can give
+/// `[1280,7,7]`), else the model's input layout. `None` for other ranks or unknown layouts.
+pub fn features_channels_first(shape: &[usize], layout: &str) -> Option<bool> {
+    match shape {
+        [a, b, c] if b == c && a != b => Some(true),
+        [a, b, c] if a == b && b != c => Some(false),
+        [_, _, _] => match layout.to_ascii_lowercase().as_str() {
+            "nchw" => Some(true),
+            "nhwc" => Some(false),
+            _ => None,
+        },
+        _ => None,
+    }
+}
+
 /// (channels, spatial positions, channels-first) of a 3-D feature shape.
 fn spatial(shape: &[usize], layout: &str, pool: Pool) -> Result<(usize, usize, bool)> {
-    match (shape, layout.to_ascii_lowercase().as_str()) {
-        ([c, h, w], "nchw") => Ok((*c, h * w, true)),
-        ([h, w, c], "nhwc") => Ok((*c, h * w, false)),
+    match (shape, features_channels_first(shape, layout)) {
+        ([c, h, w], Some(true)) => Ok((*c, h * w, true)),
+        ([h, w, c], Some(false)) => Ok((*c, h * w, false)),
         ([c], _) => Ok((*c, 1, true)),
         _ => Err(Error::Config(format!(
             "--pool {}: needs features shaped [C,H,W] (nchw) or [H,W,C] (nhwc), the cache has {shape:?} ({layout})",
@@ -527,6 +543,9 @@ mod tests {
         let m = Pool::Max.apply(nhwc, 1, &[2, 2, 2], "nhwc").unwrap();
         assert_eq!(m.as_slice().unwrap(), &[4.0, 7.0]);
         let f = Pool::Flatten.apply(nchw, 1, &[2, 2, 2], "nchw").unwrap();
+        // The shape wins over the input layout when it is unambiguous.
+        assert_eq!(features_channels_first(&[1280, 7, 7], "NHWC"), Some(true));
+        assert_eq!(features_channels_first(&[7, 7, 512], "NCHW"), Some(false));
         assert_eq!(f.ncols(), 8);
         assert!(Pool::Avg.apply(vec![0.; 4], 1, &[2, 2], "nchw").is_err());
     }

@@ -48,3 +48,40 @@ pub fn op_counts(model: &ModelProto) -> BTreeMap<String, usize> {
     }
     counts
 }
+
+/// Whether any initializer keeps its data in an external file (`location` relative to the model).
+pub fn uses_external_data(model: &ModelProto) -> bool {
+    model.graph.as_ref().is_some_and(|g| {
+        g.initializer
+            .iter()
+            .any(|t| t.data_location == 1 || !t.external_data.is_empty())
+    })
+}
+
+/// Saves an edited copy of `source`'s model at `out`; external-data models must stay in the source's
+/// folder, where their data files are found by relative path.
+pub fn save_edited(model: &ModelProto, source: &Path, out: &Path) -> Result<()> {
+    if uses_external_data(model) {
+        let dir = |p: &Path| {
+            p.parent()
+                .map(|d| {
+                    if d.as_os_str().is_empty() {
+                        Path::new(".")
+                    } else {
+                        d
+                    }
+                })
+                .and_then(|d| d.canonicalize().ok())
+        };
+        if dir(source) != dir(out) {
+            return Err(Error::Model {
+                path: source.to_path_buf(),
+                msg: format!(
+                    "keeps weights in external data files, found relative to its folder: write {} into the same folder",
+                    out.display()
+                ),
+            });
+        }
+    }
+    save(model, out)
+}
