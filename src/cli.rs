@@ -383,6 +383,16 @@ impl PreprocessArgs {
     }
 }
 
+/// `--progress`, with `--quiet` meaning none.
+fn progress_mode(arg: ProgressArg, quiet: bool) -> ProgressMode {
+    match (quiet, arg) {
+        (true, _) | (_, ProgressArg::None) => ProgressMode::None,
+        (_, ProgressArg::Auto) => ProgressMode::Auto,
+        (_, ProgressArg::Bar) => ProgressMode::Bar,
+        (_, ProgressArg::Json) => ProgressMode::Json,
+    }
+}
+
 impl ExtractArgs {
     /// Validates into an [`ExtractConfig`].
     pub fn to_config(&self) -> Result<ExtractConfig> {
@@ -405,16 +415,7 @@ impl ExtractArgs {
         cfg.force = self.force;
         cfg.layer = self.layer.clone();
         cfg.verbose = !self.quiet;
-        cfg.progress = if self.quiet {
-            ProgressMode::None
-        } else {
-            match self.progress {
-                ProgressArg::Auto => ProgressMode::Auto,
-                ProgressArg::Bar => ProgressMode::Bar,
-                ProgressArg::Json => ProgressMode::Json,
-                ProgressArg::None => ProgressMode::None,
-            }
-        };
+        cfg.progress = progress_mode(self.progress, self.quiet);
         Ok(cfg)
     }
 }
@@ -822,16 +823,7 @@ impl ScoreArgs {
         cfg.ort_lib = self.runtime.ort_lib.clone();
         cfg.overrides = self.pre.to_overrides()?;
         cfg.layout = self.pre.layout.map(Layout::from);
-        cfg.progress = if self.quiet {
-            ProgressMode::None
-        } else {
-            match self.progress {
-                ProgressArg::Auto => ProgressMode::Auto,
-                ProgressArg::Bar => ProgressMode::Bar,
-                ProgressArg::Json => ProgressMode::Json,
-                ProgressArg::None => ProgressMode::None,
-            }
-        };
+        cfg.progress = progress_mode(self.progress, self.quiet);
         Ok(cfg)
     }
 }

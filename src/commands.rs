@@ -292,23 +292,6 @@ pub fn run_export(a: &crate::cli::ExportArgs) -> Result<()> {
     Ok(())
 }
 
-fn dims_text(d: &[i64]) -> String {
-    let parts: Vec<String> = d
-        .iter()
-        .enumerate()
-        .map(|(i, &v)| {
-            if i == 0 {
-                "N".into()
-            } else if v < 0 {
-                "?".into()
-            } else {
-                v.to_string()
-            }
-        })
-        .collect();
-    format!("[{}]", parts.join(","))
-}
-
 /// `headstart inspect`.
 pub fn run_inspect(a: &crate::cli::InspectArgs) -> Result<()> {
     use crate::onnx::edit;
@@ -396,7 +379,7 @@ pub fn run_inspect(a: &crate::cli::InspectArgs) -> Result<()> {
     match edit::default_cut(&proto) {
         Some((t, by)) => println!(
             "conv base (include_top=False): tensor '{t}' {} (read by {by}); `headstart cut` writes it",
-            shapes.get(&t).map(|d| dims_text(d)).unwrap_or_default()
+            shapes.get(&t).map(|d| crate::onnx::edit::dims_text(d)).unwrap_or_default()
         ),
         None => println!("conv base: no classifier head found after the last Conv (already a feature extractor)"),
     }
@@ -437,7 +420,7 @@ pub fn run_cut(a: &crate::cli::CutArgs) -> Result<()> {
         "cut at '{tensor}' ({why}): {after} of {before} nodes kept, output {} -> {}",
         shapes
             .get(&tensor)
-            .map(|d| dims_text(d))
+            .map(|d| crate::onnx::edit::dims_text(d))
             .unwrap_or_else(|| "[?]".into()),
         a.out.display()
     );

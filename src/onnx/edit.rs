@@ -503,6 +503,24 @@ pub fn cut(model: &ModelProto, tensor: &str) -> Result<ModelProto, String> {
     Ok(out)
 }
 
+/// A shape for people: the batch dimension as N, unknown ones as ?.
+pub fn dims_text(d: &[i64]) -> String {
+    let parts: Vec<String> = d
+        .iter()
+        .enumerate()
+        .map(|(i, &v)| {
+            if i == 0 {
+                "N".into()
+            } else if v < 0 {
+                "?".into()
+            } else {
+                v.to_string()
+            }
+        })
+        .collect();
+    format!("[{}]", parts.join(","))
+}
+
 /// One row per node: name, op, output shape (batch 1 shown as N), multiply-adds.
 pub fn layers(model: &ModelProto, shapes: &Shapes) -> Vec<(String, String, String, i64)> {
     let Some(g) = &model.graph else { return vec![] };
@@ -510,22 +528,7 @@ pub fn layers(model: &ModelProto, shapes: &Shapes) -> Vec<(String, String, Strin
         .iter()
         .map(|n| {
             let out = n.output.first().cloned().unwrap_or_default();
-            let shape = shapes.get(&out).map_or("?".to_string(), |d| {
-                let parts: Vec<String> = d
-                    .iter()
-                    .enumerate()
-                    .map(|(i, &v)| {
-                        if i == 0 {
-                            "N".into()
-                        } else if v < 0 {
-                            "?".into()
-                        } else {
-                            v.to_string()
-                        }
-                    })
-                    .collect();
-                format!("[{}]", parts.join(","))
-            });
+            let shape = shapes.get(&out).map_or("?".to_string(), |d| dims_text(d));
             let name = if n.name.is_empty() {
                 out.clone()
             } else {
