@@ -184,8 +184,12 @@ unsafe fn dispatch(blocks: &[Ctx]) {
     let Some(d) = blocks.first().map(|c| c.d) else {
         return;
     };
+    #[cfg(test)]
+    let simd_allowed = !tests::FORCE_PORTABLE.with(|f| f.get());
+    #[cfg(not(test))]
+    let simd_allowed = true;
     #[cfg(target_arch = "x86_64")]
-    {
+    if simd_allowed {
         if std::arch::is_x86_feature_detected!("avx512f") {
             return simd::blocks_avx512(blocks, d);
         }
@@ -427,6 +431,55 @@ mod simd {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    thread_local! {
+        /// Makes `dispatch` take the portable path on this thread (tests with one thread only).
+        pub(super) static FORCE_PORTABLE: std::cell::Cell<bool> = const { std::cell::Cell::new(false) };
+    }
+
+    /// The SIMD tiles and the portable code sum in the same order with the same fused
+    /// multiply-adds: identical bits (checked on whatever SIMD this CPU has).
+    #[test]
+    fn simd_and_portable_paths_give_the_same_bits() {
+        let (d, u, n, m) = (29, 200, 6, 5);
+        let mut rng = Rng(4);
+        let mut v = |len: usize| (0..len).map(|_| rng.normal()).collect::<Vec<f32>>();
+        let (xt, g, xn, w0) = (v(d * n), v(n * u), v(m * d), v(d * u));
+        let run = |portable: bool| {
+            FORCE_PORTABLE.with(|f| f.set(portable));
+            let mut o = RmsProp::new(0.01, 1e-3);
+            let mut w = w0.clone();
+            let mut z = vec![0f32; m * u];
+            for _ in 0..3 {
+                let rule = o.begin_step(&[d * u]);
+                let (s1, s2) = o.state(0);
+                let inp = StepInputs {
+                    xt: &xt,
+                    n,
+                    g: &g,
+                    next: Some((&xn, m)),
+                    rule,
+                    scale: 0.7,
+                    clip_value: Some(0.4),
+                };
+                fused_step(
+                    &inp,
+                    StepOutputs {
+                        w: &mut w,
+                        s1,
+                        s2,
+                        z: &mut z,
+                    },
+                    d,
+                    u,
+                    1,
+                );
+            }
+            FORCE_PORTABLE.with(|f| f.set(false));
+            (w, z)
+        };
+        assert_eq!(run(true), run(false));
+    }
     use crate::head::optim::{Adam, Optimizer, RmsProp, Sgd};
     use crate::rng::Rng;
 
