@@ -361,6 +361,62 @@ impl CacheMeta {
     }
 }
 
+/// An exclusive claim on an output file (`<out>.lock` holding the owner's pid), so that two runs
+/// never write the same cache. A lock whose process is gone (killed) is taken over.
+pub struct OutputLock {
+    path: PathBuf,
+}
+
+impl OutputLock {
+    pub fn acquire(out: &Path) -> Result<OutputLock> {
+        let mut p = out.as_os_str().to_owned();
+        p.push(".lock");
+        let path = PathBuf::from(p);
+        for _ in 0..3 {
+            match std::fs::OpenOptions::new()
+                .write(true)
+                .create_new(true)
+                .open(&path)
+            {
+                Ok(mut f) => {
+                    use std::io::Write;
+                    write!(f, "{}", std::process::id()).map_err(|e| Error::io(&path, e))?;
+                    return Ok(OutputLock { path });
+                }
+                Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {
+                    let owner: Option<u32> = std::fs::read_to_string(&path)
+                        .ok()
+                        .and_then(|s| s.trim().parse().ok());
+                    if let Some(pid) = owner {
+                        if Path::new(&format!("/proc/{pid}")).exists() {
+                            return Err(Error::cache(
+                                out,
+                                format!(
+                                    "another headstart run (pid {pid}) is writing this file; wait for it to finish (or delete {} if that process is not headstart)",
+                                    path.display()
+                                ),
+                            ));
+                        }
+                    }
+                    // The owner is gone (killed): take the lock over.
+                    let _ = std::fs::remove_file(&path);
+                }
+                Err(e) => return Err(Error::io(&path, e)),
+            }
+        }
+        Err(Error::cache(
+            out,
+            format!("could not take the lock {}", path.display()),
+        ))
+    }
+}
+
+impl Drop for OutputLock {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_file(&self.path);
+    }
+}
+
 /// One split of the dataset, as handed to the writer.
 pub struct SplitRows {
     pub name: String,

@@ -26,12 +26,18 @@ pub struct Split {
     pub items: Vec<Item>,
 }
 
+/// Entries passed over while walking folders: (path, why).
+pub type PassedOver = Vec<(PathBuf, String)>;
+
 /// A scanned dataset folder.
 #[derive(Debug, Clone)]
 pub struct Dataset {
     pub root: PathBuf,
     pub classes: Vec<String>,
     pub splits: Vec<Split>,
+    /// Entries passed over while scanning (path, why): symlink loops, unreadable entries,
+    /// non-UTF-8 names, empty class folders.
+    pub warnings: PassedOver,
 }
 
 impl Dataset {
@@ -56,10 +62,17 @@ impl Dataset {
         let dirs = subdirs(root)?;
         let split_dirs: Vec<&String> = dirs.iter().filter(|d| is_split_name(d)).collect();
         let mut splits = Vec::new();
+        let mut warnings = Vec::new();
         let classes;
         if split_dirs.is_empty() {
             classes = dirs.clone();
-            splits.push(scan_split(root, root, DEFAULT_SPLIT, &classes)?);
+            splits.push(scan_split(
+                root,
+                root,
+                DEFAULT_SPLIT,
+                &classes,
+                &mut warnings,
+            )?);
         } else {
             if let Some(other) = dirs.iter().find(|d| !is_split_name(d)) {
                 return Err(Error::dataset(
@@ -87,7 +100,13 @@ impl Dataset {
                         ),
                     ));
                 }
-                splits.push(scan_split(root, &dir, canonical_split(name), &classes)?);
+                splits.push(scan_split(
+                    root,
+                    &dir,
+                    canonical_split(name),
+                    &classes,
+                    &mut warnings,
+                )?);
             }
         }
         if classes.is_empty() {
@@ -100,6 +119,7 @@ impl Dataset {
             root: root.to_path_buf(),
             classes,
             splits,
+            warnings,
         };
         if ds.is_empty() {
             return Err(Error::dataset(
@@ -173,35 +193,96 @@ pub fn is_image_file(path: &Path) -> bool {
 
 /// Image files under `dir`, recursively, sorted, hidden files and folders skipped.
 pub fn image_files(dir: &Path) -> Result<Vec<PathBuf>> {
+    let (files, warnings) = image_files_checked(dir)?;
+    for (p, why) in warnings {
+        eprintln!("warning: {}: {why}", p.display());
+    }
+    Ok(files)
+}
+
+/// Image files below `dir`, sorted, and the entries passed over with the reason. Symlinked folders
+/// are followed once (a loop is reported, not walked); an entry that cannot be read is reported and
+/// the walk goes on. Only `dir` itself must be readable.
+pub fn image_files_checked(dir: &Path) -> Result<(Vec<PathBuf>, PassedOver)> {
     let mut out = Vec::new();
+    let mut warnings = Vec::new();
+    let mut seen = std::collections::HashSet::new();
+    if let Ok(c) = dir.canonicalize() {
+        seen.insert(c);
+    }
     let mut stack = vec![dir.to_path_buf()];
+    let mut first = true;
     while let Some(d) = stack.pop() {
-        for entry in std::fs::read_dir(&d).map_err(|e| Error::io(&d, e))? {
-            let entry = entry.map_err(|e| Error::io(&d, e))?;
+        let entries = match std::fs::read_dir(&d) {
+            Ok(e) => e,
+            Err(e) if first => return Err(Error::io(&d, e)),
+            Err(e) => {
+                warnings.push((d.clone(), format!("folder not read: {e}")));
+                continue;
+            }
+        };
+        first = false;
+        for entry in entries {
+            let entry = match entry {
+                Ok(e) => e,
+                Err(e) => {
+                    warnings.push((d.clone(), format!("entry not read: {e}")));
+                    continue;
+                }
+            };
             if is_hidden(&entry.file_name().to_string_lossy()) {
                 continue;
             }
             let path = entry.path();
-            let meta = std::fs::metadata(&path).map_err(|e| Error::io(&path, e))?;
+            let meta = match std::fs::metadata(&path) {
+                Ok(m) => m,
+                Err(e) => {
+                    warnings.push((path, format!("skipped: {e}")));
+                    continue;
+                }
+            };
             if meta.is_dir() {
-                stack.push(path);
+                let fresh = path.canonicalize().map_or(true, |c| seen.insert(c));
+                if fresh {
+                    stack.push(path);
+                } else {
+                    warnings.push((path, "skipped: folder already walked (symlink loop)".into()));
+                }
             } else if meta.is_file() && is_image_file(&path) {
                 out.push(path);
             }
         }
     }
     out.sort();
-    Ok(out)
+    Ok((out, warnings))
 }
 
-fn scan_split(root: &Path, dir: &Path, name: &str, classes: &[String]) -> Result<Split> {
+fn scan_split(
+    root: &Path,
+    dir: &Path,
+    name: &str,
+    classes: &[String],
+    warnings: &mut PassedOver,
+) -> Result<Split> {
     let mut items = Vec::new();
     for (label, class) in classes.iter().enumerate() {
-        for path in image_files(&dir.join(class))? {
+        let (files, mut skipped) = image_files_checked(&dir.join(class))?;
+        warnings.append(&mut skipped);
+        if files.is_empty() {
+            warnings.push((
+                dir.join(class),
+                format!("class '{class}' has no images in split '{name}'"),
+            ));
+        }
+        for path in files {
             let rel = path.strip_prefix(root).unwrap_or(&path);
-            let rel_path = rel
-                .to_str()
-                .ok_or_else(|| Error::dataset(&path, "file name is not valid UTF-8"))?;
+            let Some(rel_path) = rel.to_str() else {
+                warnings.push((
+                    path.clone(),
+                    "skipped: file name is not valid UTF-8 (the cache stores names as text)".into(),
+                ));
+                continue;
+            };
             items.push(Item {
                 rel_path: rel_path.replace('\\', "/"),
                 label: label as u32,

@@ -94,6 +94,8 @@ pub struct ExtractSummary {
     pub resumed: usize,
     pub file_bytes: u64,
     pub device: Device,
+    /// Entries passed over while scanning the folders (symlink loops, unreadable entries, ...).
+    pub scan_warnings: usize,
 }
 
 impl ExtractSummary {
@@ -114,8 +116,13 @@ impl ExtractSummary {
         } else {
             String::new()
         };
+        let scan = if self.scan_warnings > 0 {
+            format!(", {} folder entries passed over", self.scan_warnings)
+        } else {
+            String::new()
+        };
         format!(
-            "{what}{} images, {} skipped, {} extracted now in {:.1} s ({:.1} img/s{resumed}) -> {} ({:.1} MB)",
+            "{what}{} images, {} skipped{scan}, {} extracted now in {:.1} s ({:.1} img/s{resumed}) -> {} ({:.1} MB)",
             self.extracted,
             self.skipped.len(),
             self.extracted_now,
@@ -193,6 +200,7 @@ fn cache_hit(cfg: &ExtractConfig, fp: &str, ds: &Dataset, t0: Instant) -> Option
         resumed: 0,
         file_bytes: std::fs::metadata(&cfg.out).map(|m| m.len()).unwrap_or(0),
         device: cfg.device,
+        scan_warnings: ds.warnings.len(),
     })
 }
 
@@ -227,6 +235,9 @@ pub fn extract(cfg: &ExtractConfig) -> Result<ExtractSummary> {
         return Err(Error::Config("--batch must be at least 1".into()));
     }
     let ds = Dataset::scan(&cfg.data)?;
+    for (p, why) in &ds.warnings {
+        eprintln!("warning: {}: {why}", p.display());
+    }
     let model_sha = sha256_file(&cfg.model)?;
     let fp = fingerprint(cfg, &model_sha, &ds)?;
     if !cfg.force {
@@ -290,6 +301,7 @@ pub fn extract(cfg: &ExtractConfig) -> Result<ExtractSummary> {
             items,
         });
     }
+    let _lock = cache::OutputLock::acquire(&cfg.out)?;
     let jpath = cache::journal_path(&cfg.out);
     let (mut journal, resumed) = Journal::open(&jpath, &fp, paths.len())?;
     if resumed > 0 && cfg.verbose {
@@ -387,6 +399,7 @@ pub fn extract(cfg: &ExtractConfig) -> Result<ExtractSummary> {
         resumed,
         file_bytes: std::fs::metadata(&cfg.out).map(|m| m.len()).unwrap_or(0),
         device: model.device,
+        scan_warnings: ds.warnings.len(),
     })
 }
 

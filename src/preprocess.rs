@@ -264,20 +264,69 @@ impl Preprocess {
     }
 }
 
+/// Images with a side longer than this are refused before any pixel is decoded.
+pub const MAX_SIDE: u32 = 16_384;
+/// Image files larger than this are refused unread.
+pub const MAX_FILE_BYTES: u64 = 256 << 20;
+/// Most memory one decode may allocate.
+pub const MAX_DECODE_BYTES: u64 = 1 << 30;
+
+/// Whether a JPEG file has its end-of-image marker (FF D9) within its last 4 KiB (encoders may
+/// pad after it). Decoders fill a cut-short JPEG with grey without saying so; we refuse it.
+fn jpeg_has_end_marker(path: &Path) -> Result<bool> {
+    use std::io::{Read, Seek, SeekFrom};
+    let mut f = std::fs::File::open(path).map_err(|e| Error::io(path, e))?;
+    let len = f.metadata().map_err(|e| Error::io(path, e))?.len();
+    let start = len.saturating_sub(4096);
+    f.seek(SeekFrom::Start(start))
+        .map_err(|e| Error::io(path, e))?;
+    let mut tail = Vec::new();
+    f.read_to_end(&mut tail).map_err(|e| Error::io(path, e))?;
+    Ok(tail.windows(2).any(|w| w == [0xFF, 0xD9]))
+}
+
 /// Decodes an image file to 8-bit RGB, applying its EXIF orientation. The format is taken from the
-/// content, not the extension.
+/// content, not the extension; the limits above apply.
 pub fn decode(path: &Path) -> Result<RgbImage> {
     let err = |msg: String| Error::Image {
         path: path.to_path_buf(),
         msg,
     };
-    let reader = ImageReader::open(path)
+    let size = std::fs::metadata(path)
         .map_err(|e| Error::io(path, e))?
-        .with_guessed_format()
-        .map_err(|e| Error::io(path, e))?;
-    if reader.format().is_none() {
-        return Err(err("unknown image format".into()));
+        .len();
+    if size > MAX_FILE_BYTES {
+        return Err(err(format!(
+            "file is {size} bytes, over the {MAX_FILE_BYTES}-byte limit"
+        )));
     }
+    let open = || {
+        ImageReader::open(path)
+            .map_err(|e| Error::io(path, e))?
+            .with_guessed_format()
+            .map_err(|e| Error::io(path, e))
+    };
+    let mut reader = open()?;
+    let Some(format) = reader.format() else {
+        return Err(err("unknown image format".into()));
+    };
+    // The header alone first: a file claiming a huge size is refused before any allocation.
+    let (w, h) = open()?.into_dimensions().map_err(|e| err(e.to_string()))?;
+    if w > MAX_SIDE || h > MAX_SIDE {
+        return Err(err(format!(
+            "image is {w}x{h}, over the {MAX_SIDE}-pixel side limit (refused before decoding)"
+        )));
+    }
+    if format == image::ImageFormat::Jpeg && !jpeg_has_end_marker(path)? {
+        return Err(err(
+            "truncated JPEG: no end-of-image marker (the file was cut short)".into(),
+        ));
+    }
+    let mut limits = image::Limits::default();
+    limits.max_image_width = Some(MAX_SIDE);
+    limits.max_image_height = Some(MAX_SIDE);
+    limits.max_alloc = Some(MAX_DECODE_BYTES);
+    reader.limits(limits);
     let mut decoder = reader.into_decoder().map_err(|e| err(e.to_string()))?;
     let orientation = decoder
         .orientation()

@@ -2028,3 +2028,247 @@ fn external_data_models_are_cut_beside_their_data() {
         3
     );
 }
+
+// ---------------------------------------------------------------- hostile inputs
+
+fn crc32(data: &[u8]) -> u32 {
+    let mut c = 0xFFFF_FFFFu32;
+    for &b in data {
+        c ^= b as u32;
+        for _ in 0..8 {
+            c = if c & 1 != 0 {
+                0xEDB8_8320 ^ (c >> 1)
+            } else {
+                c >> 1
+            };
+        }
+    }
+    !c
+}
+
+/// A PNG whose header claims `w` x `h` pixels (its pixel data is empty).
+fn png_header_only(path: &Path, w: u32, h: u32) {
+    let mut ihdr = b"IHDR".to_vec();
+    ihdr.extend_from_slice(&w.to_be_bytes());
+    ihdr.extend_from_slice(&h.to_be_bytes());
+    ihdr.extend_from_slice(&[8, 2, 0, 0, 0]);
+    let mut f = b"\x89PNG\r\n\x1a\n".to_vec();
+    f.extend_from_slice(&13u32.to_be_bytes());
+    f.extend_from_slice(&ihdr);
+    f.extend_from_slice(&crc32(&ihdr).to_be_bytes());
+    // An IDAT with an empty zlib stream, then IEND: a well-formed file with no pixels.
+    for (ty, body) in [
+        (&b"IDAT"[..], &b"\x78\x9c\x03\x00\x00\x00\x00\x01"[..]),
+        (&b"IEND"[..], &b""[..]),
+    ] {
+        let mut chunk = ty.to_vec();
+        chunk.extend_from_slice(body);
+        f.extend_from_slice(&(body.len() as u32).to_be_bytes());
+        f.extend_from_slice(&chunk);
+        f.extend_from_slice(&crc32(&chunk).to_be_bytes());
+    }
+    std::fs::write(path, f).unwrap();
+}
+
+/// Every kind of broken or odd file in one dataset: each is named in a warning, the others are
+/// extracted, and the summary counts them.
+#[test]
+fn hostile_corpus_is_reported_file_by_file_and_the_rest_extracted() {
+    use std::os::unix::ffi::OsStrExt;
+    let d = tmp();
+    let data = d.path().join("data");
+    let cat = data.join("cat");
+    let dog = data.join("dog");
+    gradient(&cat.join("good.png"), 40, 30, 1);
+    gradient(&dog.join("good.png"), 40, 30, 2);
+    // Decodable oddities.
+    image::RgbaImage::from_pixel(20, 20, image::Rgba([200, 10, 10, 128]))
+        .save(cat.join("alpha.png"))
+        .unwrap();
+    image::ImageBuffer::<image::Rgb<u16>, Vec<u16>>::from_pixel(
+        16,
+        16,
+        image::Rgb([60000, 100, 30000]),
+    )
+    .save(cat.join("sixteen_bit.png"))
+    .unwrap();
+    image::GrayImage::from_pixel(24, 24, image::Luma([90]))
+        .save(cat.join("grey.jpg"))
+        .unwrap();
+    image::RgbaImage::from_pixel(12, 12, image::Rgba([1, 2, 3, 255]))
+        .save(dog.join("palette.gif"))
+        .unwrap();
+    image::RgbImage::from_pixel(1, 1, image::Rgb([9, 9, 9]))
+        .save(dog.join("one_pixel.png"))
+        .unwrap();
+    gradient(&dog.join("name with spaces ünï 名.png"), 20, 20, 3);
+    // Broken files.
+    gradient(&cat.join("full.jpg"), 64, 64, 4);
+    let bytes = std::fs::read(cat.join("full.jpg")).unwrap();
+    std::fs::write(cat.join("truncated.jpg"), &bytes[..bytes.len() / 2]).unwrap();
+    std::fs::remove_file(cat.join("full.jpg")).unwrap();
+    std::fs::write(cat.join("empty.jpg"), b"").unwrap();
+    std::fs::write(cat.join("notes.jpg"), b"this is text, not a picture\n").unwrap();
+    png_header_only(&dog.join("huge.png"), 50_000, 50_000);
+    // Names and links.
+    let raw = std::ffi::OsStr::from_bytes(b"bad_\xff\xfe_name.png");
+    gradient(&dog.join(raw), 20, 20, 5);
+    std::os::unix::fs::symlink(&dog, dog.join("loop")).unwrap();
+    std::os::unix::fs::symlink(dog.join("self.png"), dog.join("self.png")).unwrap();
+    std::fs::create_dir_all(data.join("empty_class")).unwrap();
+
+    let model = save_model(
+        d.path(),
+        "tiny.onnx",
+        &CnnSpec::tiny(Layout::Nchw, Some((32, 32))),
+    );
+    let out = d.path().join("f.h5");
+    let o = run(&[
+        "extract",
+        "--model",
+        s(&model),
+        "--data",
+        s(&data),
+        "--out",
+        s(&out),
+        "--preprocess",
+        "torch",
+    ]);
+    let log = text(&o);
+    assert!(o.status.success(), "{log}");
+    for (file, why) in [
+        ("truncated.jpg", ""),
+        ("empty.jpg", ""),
+        ("notes.jpg", ""),
+        ("huge.png", "50000x50000"),
+        ("loop", "symlink loop"),
+        ("self.png", ""),
+        ("bad_", "UTF-8"),
+        ("empty_class", "no images"),
+    ] {
+        let line = log
+            .lines()
+            .find(|l| l.contains(file))
+            .unwrap_or_else(|| panic!("{file} not reported:\n{log}"));
+        assert!(line.contains(why), "{file}: {line}");
+    }
+    let c = FeatureCache::open(&out).unwrap();
+    let split = c.read_split("train").unwrap();
+    let mut got: Vec<&str> = split
+        .paths
+        .iter()
+        .map(|p| p.rsplit('/').next().unwrap())
+        .collect();
+    got.sort();
+    assert_eq!(
+        got,
+        [
+            "alpha.png",
+            "good.png",
+            "good.png",
+            "grey.jpg",
+            "name with spaces ünï 名.png",
+            "one_pixel.png",
+            "palette.gif",
+            "sixteen_bit.png"
+        ]
+    );
+    assert_eq!(split.skipped.len(), 4, "{:?}", split.skipped);
+    let summary = log.lines().find(|l| l.contains("extracted now")).unwrap();
+    assert!(
+        summary.contains("4 skipped") && summary.contains("passed over"),
+        "{summary}"
+    );
+    assert_eq!(c.meta.classes, ["cat", "dog", "empty_class"]);
+}
+
+/// A second extract into the same output waits for nobody: it refuses while the first holds the lock;
+/// a lock left by a killed run is taken over.
+#[test]
+fn concurrent_extracts_into_one_file_are_refused() {
+    let (d, data, model, out) = tiny_setup(2);
+    let lock = d.path().join("f.h5.lock");
+    std::fs::write(&lock, std::process::id().to_string()).unwrap();
+    let o = run(&[
+        "extract",
+        "--model",
+        s(&model),
+        "--data",
+        s(&data),
+        "--out",
+        s(&out),
+        "--preprocess",
+        "raw",
+        "-q",
+    ]);
+    assert!(!o.status.success(), "{}", text(&o));
+    assert!(
+        text(&o).contains("another headstart run")
+            && text(&o).contains(&std::process::id().to_string()),
+        "{}",
+        text(&o)
+    );
+    assert!(!out.exists());
+    std::fs::write(&lock, "999999999").unwrap(); // no such process
+    ok(&[
+        "extract",
+        "--model",
+        s(&model),
+        "--data",
+        s(&data),
+        "--out",
+        s(&out),
+        "--preprocess",
+        "raw",
+        "-q",
+    ]);
+    assert!(out.exists() && !lock.exists());
+}
+
+/// Files that are not what they claim to be are refused with the file and the reason.
+#[test]
+fn non_models_and_foreign_files_are_refused() {
+    let (d, data, _model, out) = tiny_setup(1);
+    let fake = d.path().join("fake.onnx");
+    std::fs::write(&fake, b"definitely not protobuf \xff\xff\xff").unwrap();
+    for args in [
+        vec![
+            "extract",
+            "--model",
+            s(&fake),
+            "--data",
+            s(&data),
+            "--out",
+            s(&out),
+        ],
+        vec!["inspect", s(&fake)],
+        vec!["cut", s(&fake), "--out", s(&out)],
+    ] {
+        let o = run(&args);
+        assert!(
+            !o.status.success() && text(&o).contains("fake.onnx"),
+            "{args:?}: {}",
+            text(&o)
+        );
+    }
+    // A valid HDF5 file of another schema as a cache or a head.
+    let other = d.path().join("other.h5");
+    hdf5::File::create(&other)
+        .unwrap()
+        .new_dataset::<f32>()
+        .shape(3)
+        .create("x")
+        .unwrap();
+    let o = run(&["train-head", s(&other)]);
+    assert!(
+        !o.status.success() && text(&o).contains("not a headstart feature cache"),
+        "{}",
+        text(&o)
+    );
+    let o = run(&["evaluate", "--head", s(&other), "--features", s(&other)]);
+    assert!(
+        !o.status.success() && text(&o).contains("not a headstart head file"),
+        "{}",
+        text(&o)
+    );
+}
