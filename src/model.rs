@@ -150,6 +150,17 @@ impl BaseModel {
                 ),
             ));
         }
+        if input_shape.len() != 4 {
+            return Err(Error::model(
+                path,
+                format!(
+                    "input '{}' {:?} is not an image tensor (rank {}; headstart feeds [N,3,H,W] or [N,H,W,3])",
+                    input.name(),
+                    input_shape,
+                    input_shape.len()
+                ),
+            ));
+        }
         let meta_layout = metadata.get("layout").and_then(|l| Layout::parse(l));
         let layout = layout.or(meta_layout).or_else(|| detect_layout(&input_shape)).ok_or_else(|| {
             Error::model(

@@ -2272,3 +2272,186 @@ fn non_models_and_foreign_files_are_refused() {
         text(&o)
     );
 }
+
+/// SIGKILL at several moments, rerun after each: the final cache equals an uninterrupted run's and no
+/// partial file ever sits at the final path.
+#[test]
+fn killed_extracts_resume_to_the_same_cache() {
+    let (d, data, m, out) = tiny_setup(30);
+    let args = [
+        "extract",
+        "--model",
+        s(&m),
+        "--data",
+        s(&data),
+        "--out",
+        s(&out),
+        "--preprocess",
+        "tf",
+        "--batch",
+        "1",
+        "--decode-threads",
+        "1",
+        "-q",
+    ];
+    let mut kills = 0;
+    for delay_ms in [15u64, 40, 80, 150, 300] {
+        let mut child = bin()
+            .args(args)
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .unwrap();
+        std::thread::sleep(std::time::Duration::from_millis(delay_ms));
+        if child.try_wait().unwrap().is_none() {
+            child.kill().unwrap(); // SIGKILL
+            kills += 1;
+        }
+        child.wait().unwrap();
+        if out.exists() {
+            FeatureCache::open(&out).expect("a file at the final path is always a complete cache");
+        }
+    }
+    let log = ok(&args);
+    assert!(out.exists(), "{log}");
+    assert!(
+        kills > 0,
+        "no run was killed mid-way (the machine was too fast for the delays)"
+    );
+    let full = d.path().join("full.h5");
+    ok(&[
+        "extract",
+        "--model",
+        s(&m),
+        "--data",
+        s(&data),
+        "--out",
+        s(&full),
+        "--preprocess",
+        "tf",
+        "-q",
+    ]);
+    let (a, b) = (
+        FeatureCache::open(&out).unwrap(),
+        FeatureCache::open(&full).unwrap(),
+    );
+    for split in ["train", "test"] {
+        let (x, y) = (a.read_split(split).unwrap(), b.read_split(split).unwrap());
+        assert_eq!((x.paths, x.labels), (y.paths, y.labels));
+        close(&x.features, &y.features, 1e-6);
+    }
+    assert!(!cache_path_leftovers(&out));
+}
+
+/// Orientation 6 (rotate 90 clockwise) in an Exif block: the decoded image is turned upright.
+#[test]
+fn exif_orientation_is_applied() {
+    let d = tmp();
+    let plain = d.path().join("plain.jpg");
+    image::RgbImage::from_fn(40, 20, |x, _| image::Rgb([(x * 6) as u8, 0, 0]))
+        .save(&plain)
+        .unwrap();
+    let jpg = std::fs::read(&plain).unwrap();
+    // APP1 Exif, big-endian TIFF with one IFD entry: 0x0112 Orientation, SHORT, 1, value 6.
+    let mut tiff = b"MM\x00\x2a\x00\x00\x00\x08\x00\x01".to_vec();
+    tiff.extend_from_slice(&[
+        0x01, 0x12, 0x00, 0x03, 0, 0, 0, 1, 0x00, 0x06, 0, 0, 0, 0, 0, 0,
+    ]);
+    let mut app1 = b"Exif\x00\x00".to_vec();
+    app1.extend_from_slice(&tiff);
+    let mut out = jpg[..2].to_vec();
+    out.extend_from_slice(&[0xFF, 0xE1]);
+    out.extend_from_slice(&((app1.len() + 2) as u16).to_be_bytes());
+    out.extend_from_slice(&app1);
+    out.extend_from_slice(&jpg[2..]);
+    let rotated = d.path().join("rotated.jpg");
+    std::fs::write(&rotated, out).unwrap();
+    assert_eq!(preprocess::decode(&plain).unwrap().dimensions(), (40, 20));
+    let img = preprocess::decode(&rotated).unwrap();
+    assert_eq!(
+        img.dimensions(),
+        (20, 40),
+        "the Exif rotation was not applied"
+    );
+    // Rotated clockwise: the bright right edge of the original is now at the bottom.
+    assert!(img.get_pixel(10, 39)[0] > img.get_pixel(10, 0)[0] + 100);
+}
+
+#[test]
+fn one_class_datasets_and_non_image_models_are_refused_clearly() {
+    let d = tmp();
+    let data = d.path().join("data");
+    gradient(&data.join("only/a.png"), 30, 30, 1);
+    gradient(&data.join("only/b.png"), 30, 30, 2);
+    let m = save_model(
+        d.path(),
+        "tiny.onnx",
+        &CnnSpec::tiny(Layout::Nchw, Some((32, 32))),
+    );
+    let out = d.path().join("f.h5");
+    ok(&[
+        "extract",
+        "--model",
+        s(&m),
+        "--data",
+        s(&data),
+        "--out",
+        s(&out),
+        "--preprocess",
+        "raw",
+        "-q",
+    ]);
+    let o = run(&["train-head", s(&out)]);
+    assert!(
+        !o.status.success()
+            && text(&o).contains("needs at least 2 classes to train a head, has 1 (only)"),
+        "{}",
+        text(&o)
+    );
+    // A model whose input is a plain vector, not an image.
+    let mut proto = onnx::generate::cnn(&CnnSpec::tiny(Layout::Nchw, Some((32, 32))));
+    let g = proto.graph.as_mut().unwrap();
+    g.node = vec![headstart::onnx::proto::NodeProto {
+        input: vec!["input".into()],
+        output: vec!["features".into()],
+        op_type: "Identity".into(),
+        name: "id".into(),
+        ..Default::default()
+    }];
+    g.initializer.clear();
+    g.input = vec![headstart::onnx::generate::value_info(
+        "input",
+        vec![
+            headstart::onnx::generate::dim(None, "N"),
+            headstart::onnx::generate::dim(Some(10), ""),
+        ],
+    )];
+    g.output = vec![headstart::onnx::generate::value_info(
+        "features",
+        vec![
+            headstart::onnx::generate::dim(None, "N"),
+            headstart::onnx::generate::dim(Some(10), ""),
+        ],
+    )];
+    let vec_model = d.path().join("vector.onnx");
+    onnx::save(&proto, &vec_model).unwrap();
+    let o = run(&[
+        "extract",
+        "--model",
+        s(&vec_model),
+        "--data",
+        s(&data),
+        "--out",
+        s(&d.path().join("g.h5")),
+    ]);
+    assert!(
+        !o.status.success() && text(&o).contains("vector.onnx"),
+        "{}",
+        text(&o)
+    );
+    assert!(
+        text(&o).contains("[?x10]") || text(&o).contains("image"),
+        "{}",
+        text(&o)
+    );
+}

@@ -52,7 +52,7 @@ impl CnnSpec {
     }
 }
 
-pub(crate) fn dim(d: Option<usize>, param: &str) -> Dimension {
+pub fn dim(d: Option<usize>, param: &str) -> Dimension {
     Dimension {
         value: Some(match d {
             Some(v) => DimValue::DimValue(v as i64),
@@ -61,7 +61,7 @@ pub(crate) fn dim(d: Option<usize>, param: &str) -> Dimension {
     }
 }
 
-pub(crate) fn value_info(name: &str, dims: Vec<Dimension>) -> ValueInfoProto {
+pub fn value_info(name: &str, dims: Vec<Dimension>) -> ValueInfoProto {
     ValueInfoProto {
         name: name.to_string(),
         r#type: Some(TypeProto {
