@@ -2455,3 +2455,63 @@ fn one_class_datasets_and_non_image_models_are_refused_clearly() {
         text(&o)
     );
 }
+
+/// `score --resume` after SIGKILLs: every image ends up exactly once in the output.
+#[test]
+fn killed_scores_resume_without_duplicates() {
+    let (d, data, m, cache) = tiny_features(&["cat", "dog"], 40, 1);
+    let head = d.path().join("h.h5");
+    ok(&[
+        "train-head",
+        s(&cache),
+        "--out",
+        s(&head),
+        "--epochs",
+        "1",
+        "-q",
+    ]);
+    let out = d.path().join("s.csv");
+    let args = [
+        "score",
+        "--model",
+        s(&m),
+        "--head",
+        s(&head),
+        s(&data),
+        "--out",
+        s(&out),
+        "--batch",
+        "1",
+        "--decode-threads",
+        "1",
+        "--resume",
+        "-q",
+    ];
+    for delay_ms in [60u64, 120, 200] {
+        let mut child = bin()
+            .args(args)
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .unwrap();
+        std::thread::sleep(std::time::Duration::from_millis(delay_ms));
+        let _ = child.kill();
+        child.wait().unwrap();
+    }
+    ok(&args);
+    let text = std::fs::read_to_string(&out).unwrap();
+    let mut paths: Vec<&str> = text
+        .lines()
+        .skip(1)
+        .map(|l| l.split(',').next().unwrap())
+        .collect();
+    let n = paths.len();
+    paths.sort();
+    paths.dedup();
+    assert_eq!(paths.len(), n, "duplicate rows after resuming");
+    assert_eq!(n, 160, "every image scored once");
+    assert_eq!(
+        text.lines().next().unwrap(),
+        "path,predicted,p_cat,p_dog,error"
+    );
+}
