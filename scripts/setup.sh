@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Installs what headstart needs on a fresh Debian 12 x86_64 machine (as root, package registries only),
 # skipping whatever is already there:
-#   - Debian packages: libhdf5-dev + pkg-config (hdf5-metno links the system HDF5), python3-pip, time
+#   - Debian packages: libhdf5-dev + pkg-config (hdf5-metno links the system HDF5), python3-pip, time,
+#     libfontconfig1-dev + fonts-dejavu-core (plots)
 #   - .cache/venv: a Python venv with numpy + h5py (the tests read head files from Python, as the
 #     README shows users doing; the benchmark scripts add their own packages to it)
 #   - ONNX Runtime ${ORT_VERSION}: libonnxruntime.so from the PyPI `onnxruntime` wheel, unpacked with
@@ -15,6 +16,9 @@ ORT_DIR=".cache/onnxruntime"
 
 need_apt=()
 dpkg -s libhdf5-dev >/dev/null 2>&1 || need_apt+=(libhdf5-dev)
+# Plots: plotters finds fonts through fontconfig (build and run time) and draws with DejaVu Sans.
+dpkg -s libfontconfig1-dev >/dev/null 2>&1 || need_apt+=(libfontconfig1-dev)
+dpkg -s fonts-dejavu-core >/dev/null 2>&1 || need_apt+=(fonts-dejavu-core)
 command -v pkg-config >/dev/null 2>&1 || need_apt+=(pkg-config)
 python3 -m pip --version >/dev/null 2>&1 || need_apt+=(python3-pip)
 python3 -c 'import ensurepip' >/dev/null 2>&1 || need_apt+=(python3-venv)

@@ -562,6 +562,12 @@ pub struct TrainHeadArgs {
     /// Threads of the training step (0 = all cores); the weights do not depend on it.
     #[arg(long, default_value_t = 0)]
     pub threads: usize,
+    /// Draw the learning curves to <head name>.curves.png.
+    #[arg(long)]
+    pub plot: bool,
+    /// Write DIR/report.md (settings, history, best epoch) with the learning curves.
+    #[arg(long)]
+    pub report: Option<PathBuf>,
     /// Use the plain three-pass step instead of the fused first-layer step (for comparisons).
     #[arg(long)]
     pub plain_step: bool,
@@ -705,6 +711,12 @@ pub struct EvaluateArgs {
     /// How many most-confidently-wrong files to list.
     #[arg(long, default_value_t = 10)]
     pub top: usize,
+    /// Draw the confusion matrix (and the ROC curve for two classes) beside the head file.
+    #[arg(long)]
+    pub plot: bool,
+    /// Write DIR/report.md (metrics, confusion matrix, top losses) with the plots.
+    #[arg(long)]
+    pub report: Option<PathBuf>,
     /// Images per inference batch (with --data).
     #[arg(long, default_value_t = 32)]
     pub batch: usize,

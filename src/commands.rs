@@ -163,8 +163,13 @@ pub fn run_bench_infer(a: &BenchInferArgs) -> Result<()> {
     Ok(())
 }
 
-/// `headstart evaluate`: the metrics report, or one JSON object with `--json`.
-pub fn run_evaluate(cfg: &crate::evaluate::EvaluateConfig, json: bool) -> Result<()> {
+/// `headstart evaluate`: the metrics report, or one JSON object with `--json`; plots and a report.
+pub fn run_evaluate(
+    cfg: &crate::evaluate::EvaluateConfig,
+    json: bool,
+    plot: bool,
+    report: Option<&std::path::Path>,
+) -> Result<()> {
     let e = crate::evaluate::evaluate(cfg)?;
     if json {
         println!(
@@ -178,85 +183,137 @@ pub fn run_evaluate(cfg: &crate::evaluate::EvaluateConfig, json: bool) -> Result
         );
         print!("{}", e.metrics.report());
     }
+    let mut pictures = Vec::new();
+    if plot || report.is_some() {
+        // Into the report folder, else beside the head file: <head>.<split>.confusion.png.
+        let place = |what: &str| match report {
+            Some(dir) => dir.join(format!("evaluate.{}.{what}", e.split)),
+            None => path_with_suffix(&cfg.head, &format!("{}.{what}", e.split)),
+        };
+        if let Some(dir) = report {
+            std::fs::create_dir_all(dir).map_err(|x| Error::io(dir, x))?;
+        }
+        let cm = place("confusion.png");
+        crate::plot::confusion(&e.metrics, &cm)?;
+        pictures.push(cm);
+        if let (Some(auc), false) = (e.metrics.roc_auc, e.scores.is_empty()) {
+            let roc = place("roc.png");
+            let (s, p): (Vec<f64>, Vec<bool>) = e.scores.iter().copied().unzip();
+            let class = e.metrics.per_class.get(1).map_or("1", |c| c.class.as_str());
+            crate::plot::roc(&s, &p, auc, class, &roc)?;
+            pictures.push(roc);
+        }
+        for p in &pictures {
+            eprintln!("wrote {}", p.display());
+        }
+    }
+    if let Some(dir) = report {
+        let imgs: String = pictures
+            .iter()
+            .map(|p| {
+                format!(
+                    "![{0}]({0})\n",
+                    p.file_name().unwrap_or_default().to_string_lossy()
+                )
+            })
+            .collect();
+        let json = serde_json::to_string_pretty(&e).map_err(|x| Error::Config(x.to_string()))?;
+        let path = crate::plot::report(
+            dir,
+            &format!("Evaluation of {} on {} ({})", e.head, e.features, e.split),
+            &[
+                (
+                    "Metrics".into(),
+                    format!("```text\n{}```", e.metrics.report()),
+                ),
+                ("Pictures".into(), imgs),
+                ("As JSON".into(), format!("```json\n{json}\n```")),
+            ],
+            true,
+        )?;
+        eprintln!("wrote {}", path.display());
+    }
     Ok(())
 }
 
-/// `headstart make-features`: a cache of seeded random ReLU-like features; class `c` adds
-/// `separation` to every `classes`-th feature starting at `c`, so heads can learn it.
-pub fn run_make_features(a: &MakeFeaturesArgs) -> Result<()> {
-    let shape: Vec<usize> = a
-        .shape
-        .split(',')
-        .map(|d| d.trim().parse().ok().filter(|&d| d > 0))
-        .collect::<Option<_>>()
-        .ok_or_else(|| {
-            Error::Config(format!(
-                "--shape '{}': expected positive integers like 512,7,7",
-                a.shape
-            ))
-        })?;
-    if a.classes < 2 {
-        return Err(Error::Config("--classes must be at least 2".into()));
+/// `head.h5` + `x.png` -> `head.x.png` beside it.
+fn path_with_suffix(p: &std::path::Path, suffix: &str) -> std::path::PathBuf {
+    let stem = p
+        .file_stem()
+        .map(|s| s.to_string_lossy().into_owned())
+        .unwrap_or_default();
+    p.with_file_name(format!("{stem}.{suffix}"))
+}
+
+/// `headstart train-head`, with `--plot` and `--report`.
+pub fn run_train_head(
+    cfg: &crate::fit::TrainHeadConfig,
+    plot: bool,
+    report: Option<&std::path::Path>,
+) -> Result<()> {
+    let s = crate::fit::train_head(cfg)?;
+    // --plot: beside the head file; --report: into its folder (both when both are given).
+    let mut curves = Vec::new();
+    if plot {
+        curves.push(path_with_suffix(&cfg.out, "curves.png"));
     }
-    let row: usize = shape.iter().product();
-    let mut rng = crate::rng::Rng(a.seed);
-    let classes: Vec<String> = (0..a.classes).map(|c| format!("class{c}")).collect();
-    let mut splits = Vec::new();
-    for sp in &a.splits {
-        let (name, n) = sp
-            .split_once('=')
-            .and_then(|(k, v)| Some((k.to_string(), v.parse::<usize>().ok()?)))
-            .ok_or_else(|| Error::Config(format!("--split '{sp}': expected NAME=N")))?;
-        let labels: Vec<u32> = (0..n).map(|i| (i % a.classes) as u32).collect();
-        let mut features = Vec::with_capacity(n * row);
-        for &l in &labels {
-            for j in 0..row {
-                let shift = if j % a.classes == l as usize {
-                    a.separation
-                } else {
-                    0.0
-                };
-                features.push((rng.normal() + shift).max(0.0));
-            }
+    if let Some(dir) = report {
+        std::fs::create_dir_all(dir).map_err(|x| Error::io(dir, x))?;
+        curves.push(dir.join("curves.png"));
+    }
+    for c in &curves {
+        crate::plot::learning_curves(&s.history, c)?;
+        eprintln!("wrote {}", c.display());
+    }
+    if let Some(dir) = report {
+        let head = crate::head::file::Head::load(&cfg.out)?;
+        let training: serde_json::Value = serde_json::from_str(&head.training).unwrap_or_default();
+        let mut table = String::from("| epoch | loss | accuracy | val_loss | val_accuracy | lr | seconds |\n|---|---|---|---|---|---|---|\n");
+        let o = |v: Option<f64>| v.map_or("-".to_string(), |v| format!("{v:.4}"));
+        for r in &s.history.epochs {
+            table += &format!(
+                "| {} | {:.4} | {:.4} | {} | {} | {:.2e} | {:.2} |\n",
+                r.epoch,
+                r.loss,
+                r.accuracy,
+                o(r.val_loss),
+                o(r.val_accuracy),
+                r.lr,
+                r.seconds
+            );
         }
-        let paths = (0..n)
-            .map(|i| format!("{name}/{}/{i}.jpg", classes[labels[i] as usize]))
-            .collect();
-        splits.push(crate::cache::SplitData {
-            name,
-            features,
-            labels,
-            paths,
-            skipped: vec![],
-        });
+        let path = crate::plot::report(
+            dir,
+            &format!("train-head: {}", cfg.out.display()),
+            &[
+                (
+                    "Run".into(),
+                    format!(
+                        "- features: `{}`\n- base model: `{}` (sha256 `{}`)\n- preprocessing: {}\n- classes: {}\n- head: `{}` ({}), pool {}\n- rows: {} train, {} validation\n- kept epoch {} of {}{}\n- {:.1} s",
+                        cfg.features.display(),
+                        head.base.model_file,
+                        head.base.model_sha256,
+                        head.base.preprocess,
+                        head.classes.join(", "),
+                        head.spec,
+                        head.kind.name(),
+                        head.pool.name(),
+                        s.train_rows,
+                        s.val_rows,
+                        s.history.kept_epoch,
+                        s.history.epochs.len(),
+                        if s.history.stopped_early { " (stopped early)" } else { "" },
+                        s.seconds
+                    ),
+                ),
+                ("Settings".into(), format!("```json\n{}\n```", serde_json::to_string_pretty(&training["settings"]).unwrap_or_default())),
+                ("Learning curves".into(), "![curves](curves.png)".into()),
+                ("History".into(), table),
+            ],
+            false,
+        )?;
+        eprintln!("wrote {}", path.display());
     }
-    let meta = crate::cache::CacheMeta {
-        classes,
-        model_file: "synthetic".into(),
-        model_sha256: format!("synthetic-seed-{}", a.seed),
-        input_size: (224, 224),
-        layout: "NCHW".into(),
-        preprocess: "synthetic".into(),
-        color_order: "RGB".into(),
-        mean: [0.0; 3],
-        std: [1.0; 3],
-        resize: "squash".into(),
-        interpolation: "bilinear".into(),
-        output_name: "features".into(),
-        feature_shape: shape,
-        dtype: crate::cache::Dtype::F32,
-        headstart_version: env!("CARGO_PKG_VERSION").into(),
-        fingerprint: String::new(),
-        data_root: String::new(),
-        splits: splits.iter().map(|s| s.name.clone()).collect(),
-    };
-    crate::cache::write_arrays(&a.out, &meta, &splits)?;
-    println!(
-        "wrote {} ({} splits, shape {:?})",
-        a.out.display(),
-        splits.len(),
-        meta.feature_shape
-    );
     Ok(())
 }
 
@@ -462,5 +519,83 @@ pub fn run_classify(a: &crate::cli::ClassifyArgs) -> Result<()> {
     if failed > 0 {
         eprintln!("{failed} images could not be read");
     }
+    Ok(())
+}
+/// `headstart make-features`: a cache of seeded random ReLU-like features; class `c` adds
+/// `separation` to every `classes`-th feature starting at `c`, so heads can learn it.
+pub fn run_make_features(a: &MakeFeaturesArgs) -> Result<()> {
+    let shape: Vec<usize> = a
+        .shape
+        .split(',')
+        .map(|d| d.trim().parse().ok().filter(|&d| d > 0))
+        .collect::<Option<_>>()
+        .ok_or_else(|| {
+            Error::Config(format!(
+                "--shape '{}': expected positive integers like 512,7,7",
+                a.shape
+            ))
+        })?;
+    if a.classes < 2 {
+        return Err(Error::Config("--classes must be at least 2".into()));
+    }
+    let row: usize = shape.iter().product();
+    let mut rng = crate::rng::Rng(a.seed);
+    let classes: Vec<String> = (0..a.classes).map(|c| format!("class{c}")).collect();
+    let mut splits = Vec::new();
+    for sp in &a.splits {
+        let (name, n) = sp
+            .split_once('=')
+            .and_then(|(k, v)| Some((k.to_string(), v.parse::<usize>().ok()?)))
+            .ok_or_else(|| Error::Config(format!("--split '{sp}': expected NAME=N")))?;
+        let labels: Vec<u32> = (0..n).map(|i| (i % a.classes) as u32).collect();
+        let mut features = Vec::with_capacity(n * row);
+        for &l in &labels {
+            for j in 0..row {
+                let shift = if j % a.classes == l as usize {
+                    a.separation
+                } else {
+                    0.0
+                };
+                features.push((rng.normal() + shift).max(0.0));
+            }
+        }
+        let paths = (0..n)
+            .map(|i| format!("{name}/{}/{i}.jpg", classes[labels[i] as usize]))
+            .collect();
+        splits.push(crate::cache::SplitData {
+            name,
+            features,
+            labels,
+            paths,
+            skipped: vec![],
+        });
+    }
+    let meta = crate::cache::CacheMeta {
+        classes,
+        model_file: "synthetic".into(),
+        model_sha256: format!("synthetic-seed-{}", a.seed),
+        input_size: (224, 224),
+        layout: "NCHW".into(),
+        preprocess: "synthetic".into(),
+        color_order: "RGB".into(),
+        mean: [0.0; 3],
+        std: [1.0; 3],
+        resize: "squash".into(),
+        interpolation: "bilinear".into(),
+        output_name: "features".into(),
+        feature_shape: shape,
+        dtype: crate::cache::Dtype::F32,
+        headstart_version: env!("CARGO_PKG_VERSION").into(),
+        fingerprint: String::new(),
+        data_root: String::new(),
+        splits: splits.iter().map(|s| s.name.clone()).collect(),
+    };
+    crate::cache::write_arrays(&a.out, &meta, &splits)?;
+    println!(
+        "wrote {} ({} splits, shape {:?})",
+        a.out.display(),
+        splits.len(),
+        meta.feature_shape
+    );
     Ok(())
 }

@@ -38,6 +38,9 @@ pub struct Evaluation {
     pub split: String,
     pub skipped: usize,
     pub metrics: Metrics,
+    /// Binary heads: P(second class) per image and whether it is of that class (for the ROC plot).
+    #[serde(skip)]
+    pub scores: Vec<(f64, bool)>,
 }
 
 fn pick_split(splits: &[String], wanted: Option<&str>, path: &Path) -> Result<String> {
@@ -102,7 +105,18 @@ fn evaluate_cache(
     let n = d.len();
     let probs = head.probabilities(d.features, n)?;
     let metrics = compute(&probs, &d.labels, &head.classes, &d.paths, cfg.top);
+    let scores = if probs.ncols() == 2 {
+        probs
+            .column(1)
+            .iter()
+            .zip(&d.labels)
+            .map(|(&p, &l)| (p as f64, l == 1))
+            .collect()
+    } else {
+        Vec::new()
+    };
     Ok(Evaluation {
+        scores,
         head: cfg.head.display().to_string(),
         features: path.display().to_string(),
         split,

@@ -20,6 +20,7 @@ pub mod metrics;
 pub mod model;
 pub mod onnx;
 pub mod pipeline;
+pub mod plot;
 pub mod preprocess;
 pub mod presets;
 pub mod progress;

@@ -11,8 +11,12 @@ fn run(cli: Cli) -> headstart::Result<()> {
         Command::MakeModel(a) => commands::run_make_model(&a),
         Command::MakeFeatures(a) => commands::run_make_features(&a),
         Command::BenchInfer(a) => commands::run_bench_infer(&a),
-        Command::TrainHead(a) => headstart::fit::train_head(&a.to_config()?).map(|_| ()),
-        Command::Evaluate(a) => commands::run_evaluate(&a.to_config()?, a.json),
+        Command::TrainHead(a) => {
+            commands::run_train_head(&a.to_config()?, a.plot, a.report.as_deref())
+        }
+        Command::Evaluate(a) => {
+            commands::run_evaluate(&a.to_config()?, a.json, a.plot, a.report.as_deref())
+        }
         Command::Score(a) => commands::run_score(&a.to_config()?),
         Command::Export(a) => commands::run_export(&a),
         Command::Inspect(a) => commands::run_inspect(&a),

@@ -2515,3 +2515,68 @@ fn killed_scores_resume_without_duplicates() {
         "path,predicted,p_cat,p_dog,error"
     );
 }
+
+/// `--plot` and `--report` write PNGs of the expected size and one report with both runs.
+#[test]
+fn plots_and_report_are_written() {
+    let (d, _data, _model, cache) = tiny_features(&["a", "b", "c"], 4, 1);
+    let head = d.path().join("h.h5");
+    let rep = d.path().join("report");
+    ok(&[
+        "train-head",
+        s(&cache),
+        "--out",
+        s(&head),
+        "--epochs",
+        "3",
+        "-q",
+        "--plot",
+        "--report",
+        s(&rep),
+    ]);
+    ok(&[
+        "evaluate",
+        "--head",
+        s(&head),
+        "--features",
+        s(&cache),
+        "--plot",
+    ]);
+    ok(&[
+        "evaluate",
+        "--head",
+        s(&head),
+        "--features",
+        s(&cache),
+        "--report",
+        s(&rep),
+    ]);
+    for (p, w, h) in [
+        (d.path().join("h.curves.png"), 1100, 420),
+        (rep.join("curves.png"), 1100, 420),
+        (d.path().join("h.test.confusion.png"), 510, 430),
+        (rep.join("evaluate.test.confusion.png"), 510, 430),
+    ] {
+        let img = image::open(&p).unwrap_or_else(|e| panic!("{}: {e}", p.display()));
+        assert_eq!((img.width(), img.height()), (w, h), "{}", p.display());
+        // Not blank: a plot has many colours.
+        let rgb = img.to_rgb8();
+        let distinct: std::collections::HashSet<_> = rgb.pixels().map(|p| p.0).collect();
+        assert!(distinct.len() > 10, "{} looks blank", p.display());
+    }
+    assert!(
+        !d.path().join("h.test.roc.png").exists(),
+        "ROC is for two classes only"
+    );
+    let md = std::fs::read_to_string(rep.join("report.md")).unwrap();
+    for want in [
+        "# train-head:",
+        "## Learning curves",
+        "![curves](curves.png)",
+        "# Evaluation of",
+        "evaluate.test.confusion.png",
+        "## History",
+    ] {
+        assert!(md.contains(want), "'{want}' not in report.md:\n{md}");
+    }
+}

@@ -1,0 +1,266 @@
+//! Pictures of a run (plotters, PNG): learning curves of `train-head`, and the confusion matrix and ROC
+//! curve of `evaluate`; and the markdown report that ties settings, numbers and pictures together.
+
+use std::path::Path;
+
+use plotters::prelude::*;
+
+use crate::error::{Error, Result};
+use crate::head::train::History;
+use crate::metrics::Metrics;
+
+fn perr(path: &Path) -> impl Fn(String) -> Error + '_ {
+    move |e| {
+        Error::Config(format!("{}: cannot draw the plot: {e} (plots need a TrueType font: apt install fonts-dejavu-core)", path.display()))
+    }
+}
+
+fn e<T: std::fmt::Debug>(x: T) -> String {
+    format!("{x:?}")
+}
+
+/// Loss and accuracy per epoch (training and validation), two panels side by side.
+pub fn learning_curves(h: &History, path: &Path) -> Result<()> {
+    let err = perr(path);
+    let root = BitMapBackend::new(path, (1100, 420)).into_drawing_area();
+    root.fill(&WHITE).map_err(|x| err(e(x)))?;
+    let (left, right) = root.split_horizontally(550);
+    let n = h.epochs.len().max(2) as f64;
+    let series = |get: fn(&crate::head::train::EpochRecord) -> Option<f64>| -> Vec<(f64, f64)> {
+        h.epochs
+            .iter()
+            .filter_map(|r| get(r).map(|v| (r.epoch as f64, v)))
+            .collect()
+    };
+    let panels = [
+        (
+            &left,
+            "loss",
+            series(|r| Some(r.loss)),
+            series(|r| r.val_loss),
+        ),
+        (
+            &right,
+            "accuracy",
+            series(|r| Some(r.accuracy)),
+            series(|r| r.val_accuracy),
+        ),
+    ];
+    for (area, name, train, val) in panels {
+        let all: Vec<f64> = train.iter().chain(&val).map(|p| p.1).collect();
+        let (lo, hi) = all
+            .iter()
+            .fold((f64::INFINITY, f64::NEG_INFINITY), |(a, b), &v| {
+                (a.min(v), b.max(v))
+            });
+        let pad = ((hi - lo) * 0.05).max(1e-3);
+        let mut chart = ChartBuilder::on(area)
+            .caption(name, ("sans-serif", 22))
+            .margin(12)
+            .x_label_area_size(36)
+            .y_label_area_size(56)
+            .build_cartesian_2d(1f64..n, (lo - pad)..(hi + pad))
+            .map_err(|x| err(e(x)))?;
+        chart
+            .configure_mesh()
+            .x_desc("epoch")
+            .y_desc(name)
+            .draw()
+            .map_err(|x| err(e(x)))?;
+        chart
+            .draw_series(LineSeries::new(train, BLUE.stroke_width(2)))
+            .map_err(|x| err(e(x)))?
+            .label(format!("train {name}"))
+            .legend(|(x, y)| PathElement::new(vec![(x, y), (x + 18, y)], BLUE.stroke_width(2)));
+        if !val.is_empty() {
+            chart
+                .draw_series(LineSeries::new(val, RED.stroke_width(2)))
+                .map_err(|x| err(e(x)))?
+                .label(format!("val {name}"))
+                .legend(|(x, y)| PathElement::new(vec![(x, y), (x + 18, y)], RED.stroke_width(2)));
+        }
+        chart
+            .configure_series_labels()
+            .background_style(WHITE.mix(0.85))
+            .border_style(BLACK)
+            .position(if name == "loss" {
+                SeriesLabelPosition::UpperRight
+            } else {
+                SeriesLabelPosition::LowerRight
+            })
+            .draw()
+            .map_err(|x| err(e(x)))?;
+    }
+    root.present().map_err(|x| err(e(x)))
+}
+
+/// The confusion matrix as a heat map with the counts written in (rows: true, columns: predicted).
+pub fn confusion(m: &Metrics, path: &Path) -> Result<()> {
+    use plotters::style::text_anchor::{HPos, Pos, VPos};
+    let err = perr(path);
+    let k = m.confusion.len();
+    let side = (160 + 90 * k as u32).clamp(360, 1400);
+    let root = BitMapBackend::new(path, (side + 80, side)).into_drawing_area();
+    root.fill(&WHITE).map_err(|x| err(e(x)))?;
+    let names: Vec<String> = m.per_class.iter().map(|c| c.class.clone()).collect();
+    let mut chart = ChartBuilder::on(&root)
+        .caption(
+            format!("confusion matrix (accuracy {:.4})", m.accuracy),
+            ("sans-serif", 22),
+        )
+        .margin(16)
+        .x_label_area_size(48)
+        .y_label_area_size(90)
+        .build_cartesian_2d((0..k - 1).into_segmented(), (0..k - 1).into_segmented())
+        .map_err(|x| err(e(x)))?;
+    let name = |v: &SegmentValue<usize>, flip: bool| match v {
+        SegmentValue::CenterOf(i) if *i < k => names[if flip { k - 1 - *i } else { *i }].clone(),
+        _ => String::new(),
+    };
+    chart
+        .configure_mesh()
+        .disable_mesh()
+        .x_desc("predicted")
+        .y_desc("true")
+        .x_labels(k)
+        .y_labels(k)
+        .x_label_formatter(&|v| name(v, false))
+        .y_label_formatter(&|v| name(v, true))
+        .draw()
+        .map_err(|x| err(e(x)))?;
+    let max = m
+        .confusion
+        .iter()
+        .flatten()
+        .copied()
+        .max()
+        .unwrap_or(1)
+        .max(1) as f64;
+    let centre = Pos::new(HPos::Center, VPos::Center);
+    for (t, row) in m.confusion.iter().enumerate() {
+        for (p, &v) in row.iter().enumerate() {
+            let y = k - 1 - t;
+            let shade = 1.0 - 0.85 * (v as f64 / max);
+            let c = RGBColor((255.0 * shade) as u8, (255.0 * shade) as u8, 255);
+            let cell = [
+                (SegmentValue::Exact(p), SegmentValue::Exact(y)),
+                (SegmentValue::Exact(p + 1), SegmentValue::Exact(y + 1)),
+            ];
+            chart
+                .draw_series(std::iter::once(Rectangle::new(cell, c.filled())))
+                .map_err(|x| err(e(x)))?;
+            let text_color = if shade < 0.5 { WHITE } else { BLACK };
+            chart
+                .draw_series(std::iter::once(Text::new(
+                    v.to_string(),
+                    (SegmentValue::CenterOf(p), SegmentValue::CenterOf(y)),
+                    ("sans-serif", 26)
+                        .into_font()
+                        .color(&text_color)
+                        .pos(centre),
+                )))
+                .map_err(|x| err(e(x)))?;
+        }
+    }
+    root.present().map_err(|x| err(e(x)))
+}
+
+/// Points of the ROC curve (false positive rate, true positive rate) of `scores` for `positive`.
+pub fn roc_points(scores: &[f64], positive: &[bool]) -> Vec<(f64, f64)> {
+    let p = positive.iter().filter(|&&b| b).count().max(1) as f64;
+    let n = positive.iter().filter(|&&b| !b).count().max(1) as f64;
+    let mut order: Vec<usize> = (0..scores.len()).collect();
+    order.sort_by(|&a, &b| scores[b].total_cmp(&scores[a]));
+    let (mut tp, mut fp) = (0f64, 0f64);
+    let mut pts = vec![(0.0, 0.0)];
+    for (i, &j) in order.iter().enumerate() {
+        if positive[j] {
+            tp += 1.0;
+        } else {
+            fp += 1.0;
+        }
+        // One point per distinct score.
+        if order.get(i + 1).is_none_or(|&nx| scores[nx] != scores[j]) {
+            pts.push((fp / n, tp / p));
+        }
+    }
+    pts
+}
+
+/// The ROC curve of a binary head, AUC in the title.
+pub fn roc(scores: &[f64], positive: &[bool], auc: f64, class: &str, path: &Path) -> Result<()> {
+    let err = perr(path);
+    let root = BitMapBackend::new(path, (520, 500)).into_drawing_area();
+    root.fill(&WHITE).map_err(|x| err(e(x)))?;
+    let mut chart = ChartBuilder::on(&root)
+        .caption(
+            format!("ROC, positive class '{class}' (AUC {auc:.4})"),
+            ("sans-serif", 20),
+        )
+        .margin(14)
+        .x_label_area_size(40)
+        .y_label_area_size(50)
+        .build_cartesian_2d(0f64..1f64, 0f64..1.0001f64)
+        .map_err(|x| err(e(x)))?;
+    chart
+        .configure_mesh()
+        .x_desc("false positive rate")
+        .y_desc("true positive rate")
+        .draw()
+        .map_err(|x| err(e(x)))?;
+    chart
+        .draw_series(LineSeries::new(
+            vec![(0.0, 0.0), (1.0, 1.0)],
+            BLACK.mix(0.3),
+        ))
+        .map_err(|x| err(e(x)))?;
+    chart
+        .draw_series(LineSeries::new(
+            roc_points(scores, positive),
+            BLUE.stroke_width(2),
+        ))
+        .map_err(|x| err(e(x)))?;
+    root.present().map_err(|x| err(e(x)))
+}
+
+/// Writes `dir/report.md` (`sections` are (title, markdown body) pairs); with `append` and an
+/// existing report (train-head's, say), adds to it under `title` instead.
+pub fn report(
+    dir: &Path,
+    title: &str,
+    sections: &[(String, String)],
+    append: bool,
+) -> Result<std::path::PathBuf> {
+    std::fs::create_dir_all(dir).map_err(|x| Error::io(dir, x))?;
+    let path = dir.join("report.md");
+    let existing = if append {
+        std::fs::read_to_string(&path).ok()
+    } else {
+        None
+    };
+    let mut s = match &existing {
+        Some(old) => format!("{old}\n# {title}\n"),
+        None => format!("# {title}\n\n_headstart {}_\n", env!("CARGO_PKG_VERSION")),
+    };
+    for (t, body) in sections {
+        s += &format!("\n## {t}\n\n{body}\n");
+    }
+    std::fs::write(&path, s).map_err(|x| Error::io(&path, x))?;
+    Ok(path)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn roc_points_of_a_perfect_and_a_tied_ranking() {
+        let pts = roc_points(&[0.9, 0.8, 0.2, 0.1], &[true, true, false, false]);
+        assert_eq!(
+            pts,
+            vec![(0.0, 0.0), (0.0, 0.5), (0.0, 1.0), (0.5, 1.0), (1.0, 1.0)]
+        );
+        let tied = roc_points(&[0.5, 0.5], &[true, false]);
+        assert_eq!(tied, vec![(0.0, 0.0), (1.0, 1.0)]);
+    }
+}
