@@ -224,11 +224,41 @@ fn extract_tiny_model_writes_all_splits_and_rerun_is_a_cache_hit() {
     );
 }
 
+/// The cache at `out` equals, split by split, an uninterrupted extraction into `dir/full.h5`, and no
+/// journal, temporary or lock file is left beside it.
+fn same_as_uninterrupted(dir: &Path, model: &Path, data: &Path, out: &Path) {
+    let full = dir.join("full.h5");
+    ok(&[
+        "extract",
+        "--model",
+        s(model),
+        "--data",
+        s(data),
+        "--out",
+        s(&full),
+        "--preprocess",
+        "tf",
+        "-q",
+    ]);
+    let (a, b) = (
+        FeatureCache::open(out).unwrap(),
+        FeatureCache::open(&full).unwrap(),
+    );
+    for split in ["train", "test"] {
+        let (x, y) = (a.read_split(split).unwrap(), b.read_split(split).unwrap());
+        assert_eq!((x.paths, x.labels), (y.paths, y.labels));
+        close(&x.features, &y.features, 1e-6);
+    }
+    assert!(!cache_path_leftovers(out));
+}
+
 fn cache_path_leftovers(out: &Path) -> bool {
     let j = headstart::cache::journal_path(out);
     let mut t = out.as_os_str().to_owned();
     t.push(".tmp");
-    j.exists() || Path::new(&t).exists()
+    let mut l = out.as_os_str().to_owned();
+    l.push(".lock");
+    j.exists() || Path::new(&t).exists() || Path::new(&l).exists()
 }
 
 #[test]
@@ -699,30 +729,7 @@ fn interrupted_run_resumes_and_matches_an_uninterrupted_one() {
     let log = ok(&args);
     assert!(log.contains("resuming: 5 of 16 images"), "{log}");
     assert!(log.contains("11 extracted now"), "{log}");
-    let full = d.path().join("full.h5");
-    ok(&[
-        "extract",
-        "--model",
-        s(&m),
-        "--data",
-        s(&data),
-        "--out",
-        s(&full),
-        "--preprocess",
-        "tf",
-        "--quiet",
-    ]);
-    let (a, b) = (
-        FeatureCache::open(&out).unwrap(),
-        FeatureCache::open(&full).unwrap(),
-    );
-    for split in ["train", "test"] {
-        let (x, y) = (a.read_split(split).unwrap(), b.read_split(split).unwrap());
-        assert_eq!(x.paths, y.paths);
-        assert_eq!(x.labels, y.labels);
-        close(&x.features, &y.features, 1e-6);
-    }
-    assert!(!cache_path_leftovers(&out));
+    same_as_uninterrupted(d.path(), &m, &data, &out);
 }
 
 #[test]
@@ -2318,29 +2325,7 @@ fn killed_extracts_resume_to_the_same_cache() {
         kills > 0,
         "no run was killed mid-way (the machine was too fast for the delays)"
     );
-    let full = d.path().join("full.h5");
-    ok(&[
-        "extract",
-        "--model",
-        s(&m),
-        "--data",
-        s(&data),
-        "--out",
-        s(&full),
-        "--preprocess",
-        "tf",
-        "-q",
-    ]);
-    let (a, b) = (
-        FeatureCache::open(&out).unwrap(),
-        FeatureCache::open(&full).unwrap(),
-    );
-    for split in ["train", "test"] {
-        let (x, y) = (a.read_split(split).unwrap(), b.read_split(split).unwrap());
-        assert_eq!((x.paths, x.labels), (y.paths, y.labels));
-        close(&x.features, &y.features, 1e-6);
-    }
-    assert!(!cache_path_leftovers(&out));
+    same_as_uninterrupted(d.path(), &m, &data, &out);
 }
 
 /// Orientation 6 (rotate 90 clockwise) in an Exif block: the decoded image is turned upright.
