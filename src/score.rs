@@ -313,7 +313,6 @@ impl Writer {
 
 /// Scores every file; rows are written and flushed batch by batch.
 pub fn score(cfg: &ScoreConfig) -> Result<ScoreSummary> {
-    let t0 = Instant::now();
     if cfg.batch == 0 {
         return Err(Error::Config("--batch must be at least 1".into()));
     }
@@ -478,7 +477,6 @@ pub fn score(cfg: &ScoreConfig) -> Result<ScoreSummary> {
         Ok(())
     })?;
     progress.finish();
-    let _ = t0;
     Ok(ScoreSummary {
         scored,
         failed,
