@@ -6,9 +6,9 @@ cd "$(dirname "$0")/.."
 scripts/setup.sh
 
 # One ndarray in the build (ort's optional ndarray 0.17 stays in Cargo.lock but is never compiled).
-dups=$(cargo tree -e normal -d --prefix none 2>/dev/null | grep -E '^ndarray ' || true)
-if [ -n "$dups" ]; then
-  echo "test.sh: more than one ndarray version is built:"; echo "$dups"; exit 1
+versions=$(cargo tree -e normal --prefix none 2>/dev/null | grep -E '^ndarray v' | awk '{print $2}' | sort -u)
+if [ "$(echo "$versions" | wc -l)" -ne 1 ]; then
+  echo "test.sh: more than one ndarray version is built:"; echo "$versions"; exit 1
 fi
 if cargo fmt --version >/dev/null 2>&1; then cargo fmt --check; fi
 if cargo clippy --version >/dev/null 2>&1; then cargo clippy --all-targets --quiet -- -D warnings; fi

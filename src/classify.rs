@@ -66,6 +66,7 @@ pub fn classify(cfg: &ClassifyConfig, on_result: &mut dyn FnMut(Classified)) -> 
         batch: cfg.batch,
         decode_threads: 0,
         paths: &files,
+        flip: &[],
     };
     let pending: Vec<usize> = (0..files.len()).collect();
     pipeline.run(&mut model, &pending, &mut |event| {

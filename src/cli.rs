@@ -8,6 +8,7 @@ use crate::cache::Dtype;
 use crate::error::{Error, Result};
 use crate::evaluate::{EvaluateConfig, Source};
 use crate::extract::ExtractConfig;
+use crate::finetune::{FinetuneConfig, SplitPoint};
 use crate::fit::{history_path, HeadChoice, TrainHeadConfig};
 use crate::head::loss::Loss;
 use crate::head::net::{parse_spec, Pool, DEFAULT_HEAD};
@@ -63,6 +64,8 @@ pub enum Command {
     Classify(ClassifyArgs),
     /// The architecture presets: input size, preprocessing, conv base, fine-tune split, figures.
     Models,
+    /// Unfreeze the top block(s) of the base and train them with the head (candle), then export.
+    Finetune(FinetuneArgs),
 }
 
 #[derive(Copy, Clone, Debug, ValueEnum)]
@@ -204,6 +207,9 @@ pub struct ExtractArgs {
     /// Cut the model at this tensor first (written to <out>.base.onnx; use that file afterwards).
     #[arg(long)]
     pub layer: Option<String>,
+    /// Also cache left-right mirrored train images (split train_flip).
+    #[arg(long, value_enum)]
+    pub augment: Option<AugmentArg>,
     #[command(flatten)]
     pub pre: PreprocessArgs,
     #[command(flatten)]
@@ -414,10 +420,17 @@ impl ExtractArgs {
         cfg.strict = self.strict;
         cfg.force = self.force;
         cfg.layer = self.layer.clone();
+        cfg.augment_flip = self.augment == Some(AugmentArg::Flip);
         cfg.verbose = !self.quiet;
         cfg.progress = progress_mode(self.progress, self.quiet);
         Ok(cfg)
     }
+}
+
+#[derive(Copy, Clone, Debug, ValueEnum, PartialEq, Eq)]
+pub enum AugmentArg {
+    /// Left-right mirrored copies of the train images.
+    Flip,
 }
 
 #[derive(Copy, Clone, Debug, ValueEnum, PartialEq, Eq)]
@@ -901,4 +914,169 @@ pub struct ClassifyArgs {
     pub pre: PreprocessArgs,
     #[command(flatten)]
     pub runtime: RuntimeArgs,
+}
+
+#[derive(Args, Debug)]
+pub struct FinetuneArgs {
+    /// The ONNX base model (the same file the head's features came from).
+    #[arg(long)]
+    pub model: PathBuf,
+    /// Image folder: DIR/<class>/* or DIR/{train,val,test}/<class>/*.
+    #[arg(long)]
+    pub data: PathBuf,
+    /// A head trained on this model's features; without it, phase 1 trains one (--freeze-epochs).
+    #[arg(long)]
+    pub head: Option<PathBuf>,
+    /// Unfreeze from a block the model's preset names (vgg16: block5, block4; efficientnet_lite0:
+    /// head, stage7, stage6).
+    #[arg(
+        long,
+        conflicts_with = "from_layer",
+        required_unless_present = "from_layer"
+    )]
+    pub unfreeze: Option<String>,
+    /// Unfreeze from this node (its name, a part of it such as block5_conv1, or its output tensor).
+    #[arg(long)]
+    pub from_layer: Option<String>,
+    /// Fine-tune epochs (phase 2).
+    #[arg(long, default_value_t = 10)]
+    pub epochs: usize,
+    /// Head-only epochs with the block frozen (phase 1, without --head).
+    #[arg(long, default_value_t = 5)]
+    pub freeze_epochs: usize,
+    #[arg(long, default_value_t = 20)]
+    pub batch_size: usize,
+    /// Phase 2 optimizer.
+    #[arg(long, value_enum, default_value = "rmsprop")]
+    pub optimizer: OptimizerArg,
+    /// Phase 2 learning rate (low: the top already knows its job).
+    #[arg(long, default_value_t = 1e-5)]
+    pub lr: f64,
+    /// SGD momentum (phase 2).
+    #[arg(long, default_value_t = 0.0)]
+    pub momentum: f32,
+    /// L2 weight decay (decoupled for adamw), phase 2.
+    #[arg(long, default_value_t = 0.0)]
+    pub weight_decay: f32,
+    /// Phase 1 head layers (train-head's grammar).
+    #[arg(long = "head-spec", default_value = DEFAULT_HEAD)]
+    pub head_spec: String,
+    /// Phase 1 learning rate (RMSprop, as train-head).
+    #[arg(long, default_value_t = 2e-5)]
+    pub head_lr: f64,
+    /// How the top's output becomes a vector for a new head.
+    #[arg(long, value_enum, default_value = "flatten")]
+    pub pool: PoolArg,
+    /// Also train on left-right mirrored train images (cached once, no decoding later).
+    #[arg(long, value_enum)]
+    pub augment: Option<AugmentArg>,
+    #[arg(long, default_value_t = 42)]
+    pub seed: u64,
+    /// Fraction of train held out for validation when the data has no val split.
+    #[arg(long, default_value_t = 0.2)]
+    pub val_split: f64,
+    /// The fine-tuned model: base with the trained top + head, as one ONNX file.
+    #[arg(long)]
+    pub out: PathBuf,
+    /// Cache of the frozen part's outputs [default: <out name>.inputs.h5].
+    #[arg(long)]
+    pub cache: Option<PathBuf>,
+    /// Images per inference batch of the frozen part.
+    #[arg(long, default_value_t = 32)]
+    pub batch: usize,
+    #[arg(long, value_enum, default_value = "auto")]
+    pub progress: ProgressArg,
+    /// Only warnings, errors and the final lines.
+    #[arg(long, short)]
+    pub quiet: bool,
+    /// Print the summary as JSON.
+    #[arg(long)]
+    pub json: bool,
+    #[command(flatten)]
+    pub pre: PreprocessArgs,
+    #[command(flatten)]
+    pub runtime: RuntimeArgs,
+}
+
+impl FinetuneArgs {
+    /// Validates into a [`FinetuneConfig`].
+    pub fn to_config(&self) -> Result<FinetuneConfig> {
+        let split = match (&self.unfreeze, &self.from_layer) {
+            (Some(b), None) => SplitPoint::Block(b.clone()),
+            (None, Some(l)) => SplitPoint::FromLayer(l.clone()),
+            _ => {
+                return Err(Error::Config(
+                    "give one of --unfreeze BLOCK or --from-layer NODE".into(),
+                ))
+            }
+        };
+        if self.batch == 0 || self.batch_size == 0 {
+            return Err(Error::Config(
+                "--batch and --batch-size must be at least 1".into(),
+            ));
+        }
+        if !(self.lr > 0.0 && self.lr.is_finite() && self.head_lr > 0.0 && self.head_lr.is_finite())
+        {
+            return Err(Error::Config(format!(
+                "--lr and --head-lr must be positive, got {} and {}",
+                self.lr, self.head_lr
+            )));
+        }
+        if self.momentum != 0.0 && self.optimizer != OptimizerArg::Sgd {
+            return Err(Error::Config(
+                "--momentum applies to --optimizer sgd only".into(),
+            ));
+        }
+        let mut cfg = FinetuneConfig::new(&self.model, &self.data, &self.out, split);
+        if let Some(c) = &self.cache {
+            cfg.cache = c.clone();
+        }
+        cfg.head = self.head.clone();
+        cfg.head_train.spec = parse_spec(&self.head_spec)?;
+        cfg.head_train.epochs = self.freeze_epochs;
+        cfg.head_train.batch_size = self.batch_size;
+        cfg.head_train.seed = self.seed;
+        cfg.head_train.optimizer.lr = self.head_lr;
+        if self.head.is_none() && self.freeze_epochs == 0 {
+            return Err(Error::Config(
+                "--freeze-epochs must be at least 1 without --head (phase 1 trains the new head)"
+                    .into(),
+            ));
+        }
+        cfg.pool = match self.pool {
+            PoolArg::Flatten => Pool::Flatten,
+            PoolArg::Avg => Pool::Avg,
+            PoolArg::Max => Pool::Max,
+        };
+        cfg.epochs = self.epochs;
+        cfg.batch_size = self.batch_size;
+        cfg.optimizer = OptimizerSpec {
+            kind: match self.optimizer {
+                OptimizerArg::Sgd => OptimizerKind::Sgd {
+                    momentum: self.momentum,
+                    nesterov: false,
+                    decay: 0.0,
+                },
+                OptimizerArg::Adam => OptimizerKind::Adam,
+                OptimizerArg::Adamw => OptimizerKind::AdamW,
+                OptimizerArg::Rmsprop => OptimizerKind::RmsProp,
+            },
+            lr: self.lr,
+            weight_decay: self.weight_decay,
+        };
+        cfg.seed = self.seed;
+        cfg.val_split = self.val_split;
+        cfg.verbose = !self.quiet;
+        let ex = &mut cfg.extract;
+        ex.overrides = self.pre.to_overrides()?;
+        ex.layout = self.pre.layout.map(Layout::from);
+        ex.batch = self.batch;
+        ex.threads = self.runtime.threads;
+        ex.device = self.runtime.device.into();
+        ex.ort_lib = self.runtime.ort_lib.clone();
+        ex.augment_flip = self.augment == Some(AugmentArg::Flip);
+        ex.verbose = !self.quiet;
+        ex.progress = progress_mode(self.progress, self.quiet);
+        Ok(cfg)
+    }
 }

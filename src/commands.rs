@@ -599,3 +599,27 @@ pub fn run_make_features(a: &MakeFeaturesArgs) -> Result<()> {
     );
     Ok(())
 }
+
+/// `headstart finetune`: runs the fine-tune (it prints its own tables) and a closing summary.
+pub fn run_finetune(cfg: &crate::finetune::FinetuneConfig, json: bool) -> Result<()> {
+    let s = crate::finetune::finetune(cfg)?;
+    if json {
+        println!(
+            "{}",
+            serde_json::to_string(&s).map_err(|e| Error::Runtime(e.to_string()))?
+        );
+        return Ok(());
+    }
+    let acc = |v: Option<(f64, f64)>| v.map_or("-".to_string(), |(_, a)| format!("{a:.4}"));
+    println!(
+        "finetune: {} values from '{}' trained, {:.1} s per epoch; test accuracy head only {}, fine-tuned {}; parity {} -> {}",
+        s.trained_params,
+        s.split_tensor,
+        s.seconds_per_epoch,
+        acc(s.test_head_only),
+        acc(s.test_finetuned),
+        s.parity_max_abs.map_or("-".to_string(), |d| format!("{d:.1e}")),
+        s.out.display()
+    );
+    Ok(())
+}

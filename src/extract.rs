@@ -18,6 +18,9 @@ use crate::preprocess::{self, Layout};
 use crate::progress::{Progress, ProgressMode};
 use crate::runtime::Device;
 
+/// The split that holds the mirrored copies of `train` (`ExtractConfig::augment_flip`).
+pub const FLIP_SPLIT: &str = "train_flip";
+
 /// Test hook: abort the process after this many batches are in the journal (simulates a crash).
 pub const ABORT_ENV: &str = "HEADSTART_TEST_ABORT_AFTER_BATCHES";
 
@@ -46,6 +49,9 @@ pub struct ExtractConfig {
     pub force: bool,
     /// Cut the model at this tensor first ([`cut_model_for`] writes the cut model beside `out`).
     pub layer: Option<String>,
+    /// Also cache left-right mirrored copies of the `train` images, as split `train_flip` (same
+    /// order and paths as `train`).
+    pub augment_flip: bool,
 }
 
 impl ExtractConfig {
@@ -72,6 +78,7 @@ impl ExtractConfig {
             verbose: true,
             force: false,
             layer: None,
+            augment_flip: false,
         }
     }
 }
@@ -148,10 +155,11 @@ fn fingerprint(cfg: &ExtractConfig, model_sha: &str, ds: &Dataset) -> Result<Str
     h.update(env!("CARGO_PKG_VERSION"));
     h.update(model_sha);
     h.update(format!(
-        "{:?}|{:?}|{}",
+        "{:?}|{:?}|{}{}",
         cfg.overrides,
         cfg.layout,
-        cfg.dtype.name()
+        cfg.dtype.name(),
+        if cfg.augment_flip { "|flip" } else { "" }
     ));
     h.update(ds.classes.join("\u{1}"));
     for split in &ds.splits {
@@ -301,6 +309,25 @@ pub fn extract(cfg: &ExtractConfig) -> Result<ExtractSummary> {
             items,
         });
     }
+    let mut flip = vec![false; paths.len()];
+    if cfg.augment_flip {
+        let Some(train) = ds.splits.iter().find(|s| s.name == "train") else {
+            return Err(Error::dataset(
+                &cfg.data,
+                "--augment flip needs a train split",
+            ));
+        };
+        let mut items = Vec::with_capacity(train.items.len());
+        for item in &train.items {
+            items.push((paths.len(), item.label, item.rel_path.clone()));
+            paths.push(ds.root.join(&item.rel_path));
+            flip.push(true);
+        }
+        split_rows.push(SplitRows {
+            name: FLIP_SPLIT.into(),
+            items,
+        });
+    }
     let _lock = cache::OutputLock::acquire(&cfg.out)?;
     let jpath = cache::journal_path(&cfg.out);
     let (mut journal, resumed) = Journal::open(&jpath, &fp, paths.len())?;
@@ -327,7 +354,7 @@ pub fn extract(cfg: &ExtractConfig) -> Result<ExtractSummary> {
         cfg,
         &mut model,
         &pre,
-        &paths,
+        (&paths, &flip),
         &pending,
         &mut journal,
         &mut progress,
@@ -369,7 +396,7 @@ pub fn extract(cfg: &ExtractConfig) -> Result<ExtractSummary> {
         headstart_version: env!("CARGO_PKG_VERSION").into(),
         fingerprint: fp,
         data_root: cfg.data.display().to_string(),
-        splits: ds.splits.iter().map(|s| s.name.clone()).collect(),
+        splits: split_rows.iter().map(|s| s.name.clone()).collect(),
     };
     cache::write_hdf5(&cfg.out, &meta, &split_rows, &mut journal)?;
     let skipped: Vec<(String, String)> = journal
@@ -409,7 +436,7 @@ fn run_pipeline(
     cfg: &ExtractConfig,
     model: &mut BaseModel,
     pre: &preprocess::Preprocess,
-    paths: &[PathBuf],
+    (paths, flip): (&[PathBuf], &[bool]),
     pending: &[usize],
     journal: &mut Journal,
     progress: &mut Progress,
@@ -421,6 +448,7 @@ fn run_pipeline(
         batch: cfg.batch,
         decode_threads: cfg.decode_threads,
         paths,
+        flip,
     };
     let (mut done, mut batches) = (0usize, 0usize);
     pipeline.run(model, pending, &mut |event| {

@@ -14,6 +14,7 @@ pub mod error;
 pub mod evaluate;
 pub mod export;
 pub mod extract;
+pub mod finetune;
 pub mod fit;
 pub mod head;
 pub mod metrics;

@@ -22,6 +22,7 @@ fn run(cli: Cli) -> headstart::Result<()> {
         Command::Inspect(a) => commands::run_inspect(&a),
         Command::Cut(a) => commands::run_cut(&a),
         Command::Classify(a) => commands::run_classify(&a),
+        Command::Finetune(a) => commands::run_finetune(&a.to_config()?, a.json),
         Command::Models => {
             print!("{}", headstart::presets::table());
             Ok(())

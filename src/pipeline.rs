@@ -38,6 +38,8 @@ pub struct Pipeline<'a> {
     /// Decoding threads (0 = all cores).
     pub decode_threads: usize,
     pub paths: &'a [PathBuf],
+    /// Mirror image `i` left-right when `flip[i]` (empty: no image is mirrored).
+    pub flip: &'a [bool],
 }
 
 enum Decoded {
@@ -79,7 +81,7 @@ impl Pipeline<'_> {
         let next = AtomicUsize::new(0);
         let stop = AtomicBool::new(false);
         let (tx, rx) = crossbeam_channel::bounded::<Msg>(self.batch * 2);
-        let (pre, input, paths) = (self.pre, self.input, self.paths);
+        let (pre, input, paths, flip) = (self.pre, self.input, self.paths, self.flip);
         std::thread::scope(|scope| -> Result<usize> {
             for _ in 0..workers {
                 let tx = tx.clone();
@@ -89,13 +91,22 @@ impl Pipeline<'_> {
                     while !stop.load(Ordering::Relaxed) {
                         let k = next.fetch_add(1, Ordering::Relaxed);
                         let Some(&index) = pending.get(k) else { break };
-                        let data = preprocess::decode(&paths[index]).and_then(|img| match input {
-                            InputKind::F32 => {
-                                let mut out = vec![0f32; pre.len()];
-                                pp.apply(&img, &mut out).map(|_| Decoded::F32(out))
-                            }
-                            InputKind::U8 => pp.resize(&img).map(Decoded::U8),
-                        });
+                        let mirrored = flip.get(index).copied().unwrap_or(false);
+                        let data = preprocess::decode(&paths[index])
+                            .map(|img| {
+                                if mirrored {
+                                    image::imageops::flip_horizontal(&img)
+                                } else {
+                                    img
+                                }
+                            })
+                            .and_then(|img| match input {
+                                InputKind::F32 => {
+                                    let mut out = vec![0f32; pre.len()];
+                                    pp.apply(&img, &mut out).map(|_| Decoded::F32(out))
+                                }
+                                InputKind::U8 => pp.resize(&img).map(Decoded::U8),
+                            });
                         let msg = Msg {
                             index,
                             data: data.map_err(|e| strip_path(&e.to_string(), &paths[index])),

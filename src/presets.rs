@@ -84,6 +84,9 @@ struct File {
     figures: Figures,
     #[serde(default)]
     signature: BTreeMap<String, usize>,
+    /// Fine-tune split points: block name -> the first node to train (a node name, or a part of one).
+    #[serde(default)]
+    unfreeze: BTreeMap<String, String>,
 }
 
 /// Input size and preprocessing of a known architecture, for one source of weights.
@@ -102,6 +105,8 @@ pub struct Preset {
     pub figures: Figures,
     /// Graph signature: op counts that must all match (empty: matched by metadata or name only).
     pub signature: BTreeMap<String, usize>,
+    /// `finetune --unfreeze BLOCK` split points: block name -> first node to train.
+    pub unfreeze: BTreeMap<String, String>,
 }
 
 fn resize(r: &ResizeSpec) -> ResizeMode {
@@ -148,6 +153,7 @@ impl Preset {
             sources: f.sources.clone(),
             figures: f.figures,
             signature: f.signature,
+            unfreeze: f.unfreeze,
         }
     }
 }

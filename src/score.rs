@@ -421,6 +421,7 @@ pub fn score(cfg: &ScoreConfig) -> Result<ScoreSummary> {
         batch: cfg.batch,
         decode_threads: cfg.decode_threads,
         paths: &files,
+        flip: &[],
     };
     pipeline.run(&mut model, &pending, &mut |event| {
         match event {

@@ -1,0 +1,650 @@
+//! The top of an ONNX graph, from a split tensor to the model output, as candle operations whose
+//! weights are trainable variables; the trained weights are written back into the model's
+//! initializers.
+//!
+//! Supported ops: Conv (grouped and depthwise, asymmetric pads), Relu, Clip/Relu6, MaxPool,
+//! AveragePool, GlobalAveragePool, ReduceMean, BatchNormalization (inference mode, frozen
+//! statistics, trainable scale and bias), Add, Sub, Mul, Div, Concat, Flatten, Reshape, Transpose,
+//! Gemm, MatMul, Sigmoid, Softmax, Identity and Dropout. Anything else stops the translation with an
+//! error naming the op and the node.
+
+use std::collections::{HashMap, HashSet};
+
+use candle_core::{DType, Device, Tensor, Var};
+
+use super::ops;
+use crate::onnx::proto::{data_type, AttributeProto, ModelProto, NodeProto, TensorProto};
+
+type CResult<T> = candle_core::Result<T>;
+
+/// One translated node.
+#[derive(Debug, Clone)]
+enum Op {
+    Conv {
+        pads: [usize; 4],
+        stride: (usize, usize),
+        dilation: usize,
+        group: usize,
+    },
+    Relu,
+    Clip(Option<f64>, Option<f64>),
+    MaxPool {
+        k: (usize, usize),
+        s: (usize, usize),
+    },
+    AvgPool {
+        k: (usize, usize),
+        s: (usize, usize),
+    },
+    GlobalAvgPool,
+    ReduceMean {
+        axes: Vec<i64>,
+        keep: bool,
+    },
+    BatchNorm {
+        eps: f64,
+    },
+    Binary(char),
+    Concat(i64),
+    Flatten(i64),
+    Reshape(Vec<i64>),
+    Transpose(Vec<usize>),
+    Gemm {
+        alpha: f64,
+        beta: f64,
+        ta: bool,
+        tb: bool,
+    },
+    MatMul,
+    Sigmoid,
+    Softmax(i64),
+    Identity,
+}
+
+#[derive(Debug, Clone)]
+struct Node {
+    name: String,
+    op_type: String,
+    op: Op,
+    inputs: Vec<String>,
+    output: String,
+}
+
+/// The translated top of a model.
+pub struct TopGraph {
+    nodes: Vec<Node>,
+    /// Trainable initializers, in graph order.
+    params: Vec<(String, Var)>,
+    consts: HashMap<String, Tensor>,
+    pub input: String,
+    pub output: String,
+    pub dtype: DType,
+}
+
+fn attr<'a>(n: &'a NodeProto, name: &str) -> Option<&'a AttributeProto> {
+    n.attribute.iter().find(|a| a.name == name)
+}
+
+fn attr_i(n: &NodeProto, name: &str, default: i64) -> i64 {
+    attr(n, name).map_or(default, |a| a.i)
+}
+
+fn attr_f(n: &NodeProto, name: &str, default: f64) -> f64 {
+    attr(n, name).map_or(default, |a| a.f as f64)
+}
+
+fn attr_ints(n: &NodeProto, name: &str) -> Option<Vec<i64>> {
+    attr(n, name).map(|a| a.ints.clone())
+}
+
+/// The float values of an initializer.
+pub fn float_values(t: &TensorProto) -> Result<Vec<f32>, String> {
+    if !t.external_data.is_empty() || t.data_location == 1 {
+        return Err(format!(
+            "initializer '{}' keeps its data in an external file",
+            t.name
+        ));
+    }
+    match t.data_type {
+        data_type::FLOAT if !t.float_data.is_empty() => Ok(t.float_data.clone()),
+        data_type::FLOAT => Ok(t
+            .raw_data
+            .chunks_exact(4)
+            .map(|c| f32::from_le_bytes(c.try_into().expect("4 bytes")))
+            .collect()),
+        11 if !t.double_data.is_empty() => Ok(t.double_data.iter().map(|&v| v as f32).collect()),
+        other => Err(format!(
+            "initializer '{}' has ONNX data type {other}; fine-tuning needs float32 weights",
+            t.name
+        )),
+    }
+}
+
+fn usize2(v: &[i64], what: &str) -> Result<(usize, usize), String> {
+    match v {
+        [a, b] if *a > 0 && *b > 0 => Ok((*a as usize, *b as usize)),
+        _ => Err(format!("{what} {v:?} is not two positive numbers")),
+    }
+}
+
+/// Which inputs of an op hold trainable weights (when they are initializers).
+fn trainable_inputs(op_type: &str) -> &'static [usize] {
+    match op_type {
+        "Conv" => &[1, 2],
+        "Gemm" => &[1, 2],
+        "MatMul" => &[1],
+        "BatchNormalization" => &[1, 2],
+        _ => &[],
+    }
+}
+
+impl TopGraph {
+    /// Translates the nodes of `model` that run after tensor `split` (the nodes that depend on it,
+    /// up to the graph's first output). Errors name the node and the op.
+    pub fn from_model(model: &ModelProto, split: &str, dtype: DType) -> Result<TopGraph, String> {
+        let graph = model.graph.as_ref().ok_or("the model has no graph")?;
+        let inits: HashMap<&str, &TensorProto> = graph
+            .initializer
+            .iter()
+            .map(|t| (t.name.as_str(), t))
+            .collect();
+        let output = graph
+            .output
+            .first()
+            .map(|o| o.name.clone())
+            .ok_or("the model has no output")?;
+        let produced: HashSet<&str> = graph
+            .node
+            .iter()
+            .flat_map(|n| n.output.iter().map(|s| s.as_str()))
+            .collect();
+        if !produced.contains(split) && !graph.input.iter().any(|i| i.name == split) {
+            return Err(format!("no tensor named '{split}' in the graph"));
+        }
+        // Constant nodes are initializers by another name.
+        let mut constants: HashMap<String, TensorProto> = HashMap::new();
+        for n in &graph.node {
+            if n.op_type == "Constant" {
+                if let (Some(t), Some(out)) =
+                    (attr(n, "value").and_then(|a| a.t.clone()), n.output.first())
+                {
+                    constants.insert(out.clone(), t);
+                }
+            }
+        }
+        let value = |name: &str| -> Option<&TensorProto> {
+            inits.get(name).copied().or_else(|| constants.get(name))
+        };
+        let mut live: HashSet<String> = HashSet::from([split.to_string()]);
+        let mut upper: Vec<&NodeProto> = Vec::new();
+        for n in &graph.node {
+            if n.op_type == "Constant" || !n.input.iter().any(|i| live.contains(i)) {
+                continue;
+            }
+            for i in n.input.iter().filter(|i| !i.is_empty()) {
+                if !live.contains(i) && value(i).is_none() {
+                    return Err(format!(
+                        "node '{}' ({}) also reads '{i}', computed below the split at '{split}': choose a split point that every later node depends on only through it",
+                        n.name, n.op_type
+                    ));
+                }
+            }
+            live.extend(n.output.iter().cloned());
+            upper.push(n);
+        }
+        if !live.contains(&output) {
+            return Err(format!(
+                "the model output '{output}' does not depend on '{split}'"
+            ));
+        }
+        let dev = Device::Cpu;
+        let mut params: Vec<(String, Var)> = Vec::new();
+        let mut consts: HashMap<String, Tensor> = HashMap::new();
+        let mut nodes = Vec::new();
+        let tensor = |t: &TensorProto| -> Result<Tensor, String> {
+            let v = float_values(t)?;
+            let dims: Vec<usize> = t.dims.iter().map(|&d| d as usize).collect();
+            Tensor::from_vec(v, dims, &dev)
+                .and_then(|x| x.to_dtype(dtype))
+                .map_err(|e| format!("initializer '{}': {e}", t.name))
+        };
+        let ints_input = |n: &NodeProto, k: usize| -> Option<Vec<i64>> {
+            n.input
+                .get(k)
+                .filter(|s| !s.is_empty())
+                .and_then(|s| value(s))
+                .and_then(crate::onnx::edit::int_values)
+        };
+        let scalar_input = |n: &NodeProto, k: usize| -> Result<Option<f64>, String> {
+            match n.input.get(k).filter(|s| !s.is_empty()) {
+                None => Ok(None),
+                Some(s) => {
+                    let t = value(s).ok_or_else(|| {
+                        format!("node '{}': input '{s}' is not a constant", n.name)
+                    })?;
+                    Ok(float_values(t)?.first().map(|&v| v as f64))
+                }
+            }
+        };
+        for n in upper {
+            let bad = |why: String| format!("node '{}' ({}): {why}", n.name, n.op_type);
+            if !n.domain.is_empty() && n.domain != "ai.onnx" {
+                return Err(bad(format!(
+                    "op domain '{}' is not supported for fine-tuning",
+                    n.domain
+                )));
+            }
+            let op = match n.op_type.as_str() {
+                "Conv" => {
+                    let pad = attr(n, "auto_pad").map(|a| String::from_utf8_lossy(&a.s).to_string());
+                    if pad.as_deref().is_some_and(|p| p != "NOTSET" && p != "VALID") {
+                        return Err(bad(format!("auto_pad {} is not supported; write explicit pads", pad.unwrap_or_default())));
+                    }
+                    let pads = attr_ints(n, "pads").unwrap_or_else(|| vec![0; 4]);
+                    let strides = attr_ints(n, "strides").unwrap_or_else(|| vec![1, 1]);
+                    let dil = attr_ints(n, "dilations").unwrap_or_else(|| vec![1, 1]);
+                    if pads.len() != 4 || strides.len() != 2 || dil.len() != 2 {
+                        return Err(bad("only 2-D convolutions are supported".into()));
+                    }
+                    if dil[0] != dil[1] || dil[0] < 1 {
+                        return Err(bad(format!("dilations {dil:?} are not supported")));
+                    }
+                    Op::Conv {
+                        pads: [pads[0] as usize, pads[1] as usize, pads[2] as usize, pads[3] as usize],
+                        stride: usize2(&strides, "strides").map_err(bad)?,
+                        dilation: dil[0] as usize,
+                        group: attr_i(n, "group", 1).max(1) as usize,
+                    }
+                }
+                "Relu" => Op::Relu,
+                "Clip" => {
+                    let (lo, hi) = if n.input.len() > 1 {
+                        (scalar_input(n, 1).map_err(bad)?, scalar_input(n, 2).map_err(bad)?)
+                    } else {
+                        (attr(n, "min").map(|a| a.f as f64), attr(n, "max").map(|a| a.f as f64))
+                    };
+                    Op::Clip(lo, hi)
+                }
+                "MaxPool" | "AveragePool" => {
+                    let k = usize2(&attr_ints(n, "kernel_shape").unwrap_or_default(), "kernel_shape").map_err(bad)?;
+                    let s = usize2(&attr_ints(n, "strides").unwrap_or_else(|| vec![1, 1]), "strides").map_err(bad)?;
+                    let pads = attr_ints(n, "pads").unwrap_or_default();
+                    if pads.iter().any(|&p| p != 0) || attr_i(n, "ceil_mode", 0) != 0 {
+                        return Err(bad("pooling with pads or ceil_mode is not supported for fine-tuning".into()));
+                    }
+                    if attr_ints(n, "dilations").is_some_and(|d| d.iter().any(|&v| v != 1)) {
+                        return Err(bad("dilated pooling is not supported".into()));
+                    }
+                    if k != s {
+                        return Err(bad(format!(
+                            "pooling window {k:?} with stride {s:?}: the backward pass needs the window equal to the stride"
+                        )));
+                    }
+                    if n.op_type == "MaxPool" {
+                        if n.output.len() > 1 && n.output[1..].iter().any(|o| !o.is_empty()) {
+                            return Err(bad("MaxPool's indices output is not supported".into()));
+                        }
+                        Op::MaxPool { k, s }
+                    } else {
+                        Op::AvgPool { k, s }
+                    }
+                }
+                "GlobalAveragePool" => Op::GlobalAvgPool,
+                "ReduceMean" => Op::ReduceMean {
+                    axes: attr_ints(n, "axes").or_else(|| ints_input(n, 1)).unwrap_or_default(),
+                    keep: attr_i(n, "keepdims", 1) != 0,
+                },
+                "BatchNormalization" => {
+                    if attr_i(n, "training_mode", 0) != 0 || n.output.len() > 1 {
+                        return Err(bad("training-mode batch norm is not supported".into()));
+                    }
+                    Op::BatchNorm { eps: attr_f(n, "epsilon", 1e-5) }
+                }
+                "Add" => Op::Binary('+'),
+                "Sub" => Op::Binary('-'),
+                "Mul" => Op::Binary('*'),
+                "Div" => Op::Binary('/'),
+                "Concat" => Op::Concat(attr_i(n, "axis", 1)),
+                "Flatten" => Op::Flatten(attr_i(n, "axis", 1)),
+                "Reshape" => Op::Reshape(ints_input(n, 1).ok_or_else(|| bad("the target shape must be a constant".into()))?),
+                "Transpose" => Op::Transpose(
+                    attr_ints(n, "perm")
+                        .ok_or_else(|| bad("needs a perm attribute".into()))?
+                        .iter()
+                        .map(|&p| p as usize)
+                        .collect(),
+                ),
+                "Gemm" => Op::Gemm {
+                    alpha: attr_f(n, "alpha", 1.0),
+                    beta: attr_f(n, "beta", 1.0),
+                    ta: attr_i(n, "transA", 0) != 0,
+                    tb: attr_i(n, "transB", 0) != 0,
+                },
+                "MatMul" => Op::MatMul,
+                "Sigmoid" => Op::Sigmoid,
+                "Softmax" => Op::Softmax(attr_i(n, "axis", -1)),
+                "Identity" | "Dropout" => Op::Identity,
+                other => {
+                    return Err(bad(format!(
+                        "op {other} is not supported for fine-tuning (supported: Conv, Relu, Clip, MaxPool, AveragePool, GlobalAveragePool, ReduceMean, BatchNormalization, Add, Sub, Mul, Div, Concat, Flatten, Reshape, Transpose, Gemm, MatMul, Sigmoid, Softmax, Identity, Dropout); split later with --from-layer"
+                    )))
+                }
+            };
+            // Weights: trainable inputs become variables, other constant inputs constants.
+            let trainable = trainable_inputs(&n.op_type);
+            let mut inputs = Vec::new();
+            for (k, i) in n.input.iter().enumerate() {
+                if i.is_empty() || live.contains(i) && value(i).is_none() {
+                    inputs.push(i.clone());
+                    continue;
+                }
+                let t = value(i).expect("checked above");
+                let is_float = t.data_type == data_type::FLOAT || t.data_type == 11;
+                let bias_of_product = n.op_type == "Add" && k == 1 && t.dims.len() <= 1;
+                if is_float && (trainable.contains(&k) || bias_of_product) {
+                    if !params.iter().any(|(name, _)| name == i) {
+                        let var = Var::from_tensor(&tensor(t).map_err(&bad)?)
+                            .map_err(|e| bad(e.to_string()))?;
+                        consts.remove(i);
+                        params.push((i.clone(), var));
+                    }
+                } else if is_float
+                    && !consts.contains_key(i)
+                    && !params.iter().any(|(name, _)| name == i)
+                {
+                    consts.insert(i.clone(), tensor(t).map_err(&bad)?);
+                }
+                inputs.push(i.clone());
+            }
+            nodes.push(Node {
+                name: n.name.clone(),
+                op_type: n.op_type.clone(),
+                op,
+                inputs,
+                output: n.output[0].clone(),
+            });
+        }
+        Ok(TopGraph {
+            nodes,
+            params,
+            consts,
+            input: split.to_string(),
+            output,
+            dtype,
+        })
+    }
+
+    /// The trainable variables with their initializer names.
+    pub fn params(&self) -> &[(String, Var)] {
+        &self.params
+    }
+
+    /// Number of trainable values.
+    pub fn param_count(&self) -> usize {
+        self.params.iter().map(|(_, v)| v.elem_count()).sum()
+    }
+
+    /// Names and ops of the translated nodes.
+    pub fn describe(&self) -> Vec<(String, String)> {
+        self.nodes
+            .iter()
+            .map(|n| (n.name.clone(), n.op_type.clone()))
+            .collect()
+    }
+
+    /// Runs the top on `x` (the split tensor's values). Errors name the node.
+    pub fn forward(&self, x: &Tensor) -> Result<Tensor, String> {
+        let mut env: HashMap<&str, Tensor> = HashMap::new();
+        env.insert(self.input.as_str(), x.clone());
+        for n in &self.nodes {
+            let get = |k: usize| -> Result<Tensor, String> {
+                let name = n.inputs.get(k).filter(|s| !s.is_empty()).ok_or_else(|| {
+                    format!("node '{}' ({}): input {k} is missing", n.name, n.op_type)
+                })?;
+                if let Some(t) = env.get(name.as_str()) {
+                    return Ok(t.clone());
+                }
+                if let Some((_, v)) = self.params.iter().find(|(p, _)| p == name) {
+                    return Ok(v.as_tensor().clone());
+                }
+                self.consts
+                    .get(name)
+                    .cloned()
+                    .ok_or_else(|| format!("node '{}': no value for '{name}'", n.name))
+            };
+            let has = |k: usize| n.inputs.get(k).is_some_and(|s| !s.is_empty());
+            let y = run(&n.op, &get, has)
+                .map_err(|e| format!("node '{}' ({}): {e}", n.name, n.op_type))?;
+            env.insert(n.output.as_str(), y);
+        }
+        env.remove(self.output.as_str())
+            .ok_or_else(|| format!("the graph never computed '{}'", self.output))
+    }
+
+    /// The current weights as f32 values, by initializer name.
+    pub fn weights(&self) -> CResult<Vec<(String, Vec<f32>)>> {
+        self.params
+            .iter()
+            .map(|(n, v)| {
+                Ok((
+                    n.clone(),
+                    v.as_tensor()
+                        .to_dtype(DType::F32)?
+                        .flatten_all()?
+                        .to_vec1::<f32>()?,
+                ))
+            })
+            .collect()
+    }
+
+    /// Writes the current weights into `model`'s initializers (same names, float32 raw data).
+    pub fn write_back(&self, model: &mut ModelProto) -> Result<usize, String> {
+        let weights = self.weights().map_err(|e| e.to_string())?;
+        let graph = model.graph.as_mut().ok_or("the model has no graph")?;
+        let mut written = 0;
+        for (name, values) in weights {
+            let t = graph
+                .initializer
+                .iter_mut()
+                .find(|t| t.name == name)
+                .ok_or_else(|| format!("initializer '{name}' is not in the model"))?;
+            t.data_type = data_type::FLOAT;
+            t.float_data.clear();
+            t.double_data.clear();
+            t.raw_data = values.iter().flat_map(|v| v.to_le_bytes()).collect();
+            written += 1;
+        }
+        Ok(written)
+    }
+}
+
+/// Resolves negative axes against `rank`.
+fn axis(a: i64, rank: usize) -> CResult<usize> {
+    let r = rank as i64;
+    let v = if a < 0 { a + r } else { a };
+    if !(0..r).contains(&v) {
+        candle_core::bail!("axis {a} is out of range for rank {rank}");
+    }
+    Ok(v as usize)
+}
+
+fn run(
+    op: &Op,
+    get: &dyn Fn(usize) -> Result<Tensor, String>,
+    has: impl Fn(usize) -> bool,
+) -> Result<Tensor, String> {
+    let e = |e: candle_core::Error| e.to_string();
+    let x = get(0)?;
+    Ok(match op {
+        Op::Conv {
+            pads,
+            stride,
+            dilation,
+            group,
+        } => {
+            let w = get(1)?;
+            let (_, c, _, _) = x.dims4().map_err(e)?;
+            let (o, wc, _, _) = w.dims4().map_err(e)?;
+            let xp = x
+                .pad_with_zeros(2, pads[0], pads[2])
+                .and_then(|t| t.pad_with_zeros(3, pads[1], pads[3]))
+                .map_err(e)?;
+            let y = if *group == 1 && *dilation == 1 {
+                ops::conv2d(&xp, &w, stride.0, stride.1)
+            } else if *group == c && wc == 1 && o == c && *dilation == 1 {
+                ops::depthwise(&xp, &w, stride.0, stride.1)
+            } else if stride.0 == stride.1 {
+                xp.conv2d(&w, 0, stride.0, *dilation, *group)
+            } else {
+                return Err(format!(
+                    "group {group} with strides {stride:?} is not supported"
+                ));
+            }
+            .map_err(e)?;
+            if has(2) {
+                let b = get(2)?;
+                y.broadcast_add(&b.reshape((1, o, 1, 1)).map_err(e)?)
+                    .map_err(e)?
+            } else {
+                y
+            }
+        }
+        Op::Relu => x.relu().map_err(e)?,
+        Op::Clip(lo, hi) => {
+            let mut y = x;
+            if let Some(lo) = lo {
+                y = y.maximum(*lo).map_err(e)?;
+            }
+            if let Some(hi) = hi {
+                y = y.minimum(*hi).map_err(e)?;
+            }
+            y
+        }
+        Op::MaxPool { k, s } => x.max_pool2d_with_stride(*k, *s).map_err(e)?,
+        Op::AvgPool { k, s } => x.avg_pool2d_with_stride(*k, *s).map_err(e)?,
+        Op::GlobalAvgPool => x
+            .mean_keepdim(2)
+            .and_then(|t| t.mean_keepdim(3))
+            .map_err(e)?,
+        Op::ReduceMean { axes, keep } => {
+            let rank = x.rank();
+            let mut dims: Vec<usize> = if axes.is_empty() {
+                (0..rank).collect()
+            } else {
+                axes.iter()
+                    .map(|&a| axis(a, rank))
+                    .collect::<CResult<_>>()
+                    .map_err(e)?
+            };
+            dims.sort_unstable();
+            let mut y = x.mean_keepdim(dims.clone()).map_err(e)?;
+            if !keep {
+                for &d in dims.iter().rev() {
+                    y = y.squeeze(d).map_err(e)?;
+                }
+            }
+            y
+        }
+        Op::BatchNorm { eps } => {
+            let (scale, bias, mean, var) = (get(1)?, get(2)?, get(3)?, get(4)?);
+            let c = scale.elem_count();
+            let mut shape = vec![1usize; x.rank()];
+            if shape.len() < 2 {
+                return Err("batch norm needs [N, C, ...] input".into());
+            }
+            shape[1] = c;
+            let k = (var + *eps)
+                .and_then(|v| v.sqrt())
+                .and_then(|v| v.recip())
+                .and_then(|inv| inv.mul(&scale))
+                .map_err(e)?;
+            let shift = bias.sub(&mean.mul(&k).map_err(e)?).map_err(e)?;
+            x.broadcast_mul(&k.reshape(shape.clone()).map_err(e)?)
+                .and_then(|y| y.broadcast_add(&shift.reshape(shape)?))
+                .map_err(e)?
+        }
+        Op::Binary(c) => {
+            let y = get(1)?;
+            match c {
+                '+' => x.broadcast_add(&y),
+                '-' => x.broadcast_sub(&y),
+                '*' => x.broadcast_mul(&y),
+                _ => x.broadcast_div(&y),
+            }
+            .map_err(e)?
+        }
+        Op::Concat(a) => {
+            let mut parts = vec![x];
+            let mut k = 1;
+            while has(k) {
+                parts.push(get(k)?);
+                k += 1;
+            }
+            let d = axis(*a, parts[0].rank()).map_err(e)?;
+            Tensor::cat(&parts, d).map_err(e)?
+        }
+        Op::Flatten(a) => {
+            let dims = x.dims().to_vec();
+            let d = if *a < 0 {
+                (*a + dims.len() as i64) as usize
+            } else {
+                *a as usize
+            };
+            let lead: usize = dims[..d.min(dims.len())].iter().product();
+            x.reshape((lead, x.elem_count() / lead.max(1))).map_err(e)?
+        }
+        Op::Reshape(shape) => {
+            let dims = x.dims();
+            let mut out: Vec<usize> = Vec::new();
+            let mut hole = None;
+            for (i, &s) in shape.iter().enumerate() {
+                match s {
+                    0 => out.push(*dims.get(i).ok_or("reshape 0 beyond the input rank")?),
+                    -1 => {
+                        hole = Some(i);
+                        out.push(1);
+                    }
+                    s if s > 0 => out.push(s as usize),
+                    s => return Err(format!("bad reshape dimension {s}")),
+                }
+            }
+            if let Some(i) = hole {
+                let known: usize = out.iter().product();
+                out[i] = x.elem_count() / known.max(1);
+            }
+            x.reshape(out).map_err(e)?
+        }
+        Op::Transpose(perm) => x.permute(perm.clone()).map_err(e)?,
+        Op::Gemm {
+            alpha,
+            beta,
+            ta,
+            tb,
+        } => {
+            let b = get(1)?;
+            let a = if *ta { x.t().map_err(e)? } else { x };
+            let b = if *tb { b.t().map_err(e)? } else { b };
+            let mut y = a.matmul(&b).map_err(e)?;
+            if *alpha != 1.0 {
+                y = (y * *alpha).map_err(e)?;
+            }
+            if has(2) {
+                let c = (get(2)? * *beta).map_err(e)?;
+                y = y.broadcast_add(&c).map_err(e)?;
+            }
+            y
+        }
+        Op::MatMul => x.broadcast_matmul(&get(1)?).map_err(e)?,
+        Op::Sigmoid => x
+            .neg()
+            .and_then(|t| t.exp())
+            .and_then(|t| t + 1.0)
+            .and_then(|t| t.recip())
+            .map_err(e)?,
+        Op::Softmax(a) => {
+            let d = axis(*a, x.rank()).map_err(e)?;
+            candle_nn::ops::softmax(&x, d).map_err(e)?
+        }
+        Op::Identity => x,
+    })
+}

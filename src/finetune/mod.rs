@@ -1,0 +1,764 @@
+//! `headstart finetune`: unfreeze the top of the base and train it with the head, with candle.
+//!
+//! The graph is split at one tensor. The frozen lower part runs once in ONNX Runtime and its outputs
+//! are cached in HDF5 by [`crate::extract`] (resumable, a cache hit when nothing changed; with
+//! `--augment flip` mirrored train images too). The upper part is translated into candle operations
+//! ([`graph`]) whose initializers become trainable variables. Without `--head`, phase 1 trains a new
+//! head on the frozen top's outputs ([`crate::head::train::fit`]); phase 2 trains top and head
+//! together at a low learning rate. The trained weights are written back into the model's
+//! initializers and exported with the head as one ONNX file ([`crate::export`]), which is then run
+//! in ONNX Runtime and compared with the candle forward pass.
+
+pub mod graph;
+pub mod head;
+pub mod ops;
+
+use std::path::{Path, PathBuf};
+use std::time::Instant;
+
+use candle_core::{DType, Device, Tensor, Var};
+use ndarray::Array2;
+
+use crate::cache::{FeatureCache, SplitData};
+use crate::error::{Error, Result};
+use crate::extract::{self, ExtractConfig, FLIP_SPLIT};
+use crate::head::file::{Head, HeadKind};
+use crate::head::net::{spec_string, Network, Pool};
+use crate::head::train::{
+    fit, output_units, predicted, stratified_split, EpochRecord, History, OptimizerKind,
+    OptimizerSpec, TrainConfig, TrainData,
+};
+use crate::model::BaseModel;
+use crate::onnx::proto::ModelProto;
+use crate::rng::Rng;
+
+pub use graph::TopGraph;
+pub use head::CandleHead;
+
+/// Where the trainable part starts.
+#[derive(Debug, Clone, PartialEq)]
+pub enum SplitPoint {
+    /// A block name of the model's preset (`vgg16`: `block5`; `efficientnet_lite0`: `stage7`).
+    Block(String),
+    /// The first node to train: its name, a part of its name, or the tensor it computes.
+    FromLayer(String),
+}
+
+/// Everything `finetune` needs.
+#[derive(Debug, Clone)]
+pub struct FinetuneConfig {
+    pub model: PathBuf,
+    pub data: PathBuf,
+    pub out: PathBuf,
+    pub split: SplitPoint,
+    /// A head trained on this model's features (`train-head`); without it phase 1 trains one.
+    pub head: Option<PathBuf>,
+    /// Phase 1: the head spec, its optimizer and `--freeze-epochs` as its epochs.
+    pub head_train: TrainConfig,
+    pub pool: Pool,
+    /// Phase 2 epochs, batch size and optimizer (RMSprop 1e-5 by default, as the Keras recipe).
+    pub epochs: usize,
+    pub batch_size: usize,
+    pub optimizer: OptimizerSpec,
+    pub seed: u64,
+    pub val_split: f64,
+    /// The cache of the lower part's outputs (default `<out>.inputs.h5`).
+    pub cache: PathBuf,
+    /// Extraction settings of the lower part (model, data and out are set by finetune).
+    pub extract: ExtractConfig,
+    /// Print tables and progress.
+    pub verbose: bool,
+}
+
+impl FinetuneConfig {
+    /// Command-line defaults: the seed head, 5 head epochs then 10 fine-tune epochs of 20 with
+    /// RMSprop 1e-5.
+    pub fn new(
+        model: impl Into<PathBuf>,
+        data: impl Into<PathBuf>,
+        out: impl Into<PathBuf>,
+        split: SplitPoint,
+    ) -> Self {
+        let (model, data, out) = (model.into(), data.into(), out.into());
+        let head_train = TrainConfig {
+            epochs: 5,
+            ..TrainConfig::default()
+        };
+        FinetuneConfig {
+            cache: sibling(&out, ".inputs.h5"),
+            extract: ExtractConfig::new(&model, &data, sibling(&out, ".inputs.h5")),
+            model,
+            data,
+            out,
+            split,
+            head: None,
+            head_train,
+            pool: Pool::Flatten,
+            epochs: 10,
+            batch_size: 20,
+            optimizer: OptimizerSpec {
+                kind: OptimizerKind::RmsProp,
+                lr: 1e-5,
+                weight_decay: 0.0,
+            },
+            seed: 42,
+            val_split: 0.2,
+            verbose: true,
+        }
+    }
+}
+
+/// `dir/name.onnx` + suffix -> `dir/name<suffix>`.
+pub fn sibling(out: &Path, suffix: &str) -> PathBuf {
+    let mut p = out.with_extension("").into_os_string();
+    p.push(suffix);
+    PathBuf::from(p)
+}
+
+/// What a run did and measured.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct FinetuneSummary {
+    pub out: PathBuf,
+    pub base: PathBuf,
+    pub head: PathBuf,
+    pub split_tensor: String,
+    pub trained_nodes: usize,
+    pub trained_params: usize,
+    pub phase1: Option<History>,
+    pub phase2: History,
+    /// Test accuracy of the head alone (frozen top) and after fine-tuning, when there is a test split.
+    pub test_head_only: Option<(f64, f64)>,
+    pub test_finetuned: Option<(f64, f64)>,
+    /// Max |candle - ONNX Runtime on the written file| over the checked images' probabilities.
+    pub parity_max_abs: Option<f32>,
+    pub parity_images: usize,
+    pub seconds_per_epoch: f64,
+    pub seconds: f64,
+}
+
+fn cerr(e: candle_core::Error) -> Error {
+    Error::Runtime(format!("candle: {e}"))
+}
+
+/// Resolves the split tensor: the first input of the first node to train.
+pub fn split_tensor(model: &ModelProto, path: &Path, split: &SplitPoint) -> Result<String> {
+    let graph = model
+        .graph
+        .as_ref()
+        .ok_or_else(|| Error::model(path, "no graph"))?;
+    let name = match split {
+        SplitPoint::FromLayer(n) => n.clone(),
+        SplitPoint::Block(b) => {
+            let preset = crate::presets::detect(
+                &crate::onnx::metadata(model),
+                &crate::onnx::op_counts(model),
+            )
+            .ok_or_else(|| {
+                Error::model(
+                    path,
+                    format!("--unfreeze {b}: the model matches no preset with named blocks; use --from-layer NODE (headstart inspect --layers lists them)"),
+                )
+            })?;
+            preset.unfreeze.get(b).cloned().ok_or_else(|| {
+                let known: Vec<&String> = preset.unfreeze.keys().collect();
+                Error::model(
+                    path,
+                    format!(
+                        "--unfreeze {b}: preset {} names the blocks {known:?}; use one of them or --from-layer NODE",
+                        preset.name
+                    ),
+                )
+            })?
+        }
+    };
+    let segment = |n: &str| n.split(['/', ':', '.']).any(|part| part == name);
+    let node = graph
+        .node
+        .iter()
+        .find(|n| n.name == name)
+        .or_else(|| graph.node.iter().find(|n| segment(&n.name)))
+        .or_else(|| graph.node.iter().find(|n| n.output.contains(&name)))
+        .ok_or_else(|| {
+            Error::model(
+                path,
+                format!("no node named '{name}' (headstart inspect --layers lists the nodes)"),
+            )
+        })?;
+    node.input
+        .first()
+        .filter(|i| !i.is_empty())
+        .cloned()
+        .ok_or_else(|| Error::model(path, format!("node '{}' has no input", node.name)))
+}
+
+/// The rows of `data` at `idx` as one `[n, shape..]` tensor.
+fn batch_tensor(data: &SplitData, row: usize, shape: &[usize], idx: &[usize]) -> Result<Tensor> {
+    let mut v = Vec::with_capacity(idx.len() * row);
+    for &i in idx {
+        v.extend_from_slice(&data.features[i * row..(i + 1) * row]);
+    }
+    let mut dims = vec![idx.len()];
+    dims.extend_from_slice(shape);
+    Tensor::from_vec(v, dims, &Device::Cpu).map_err(cerr)
+}
+
+/// The frozen top's output rows for `idx`, pooled as the head pools them.
+fn top_features(
+    top: &TopGraph,
+    head_pool: &CandleHead,
+    data: &SplitData,
+    row: usize,
+    shape: &[usize],
+    idx: &[usize],
+) -> Result<Array2<f32>> {
+    let mut out: Vec<f32> = Vec::new();
+    let mut dim = 0;
+    for chunk in idx.chunks(64) {
+        let x = batch_tensor(data, row, shape, chunk)?;
+        let y = top.forward(&x).map_err(Error::Runtime)?;
+        let p = head_pool.pool(&y).map_err(cerr)?;
+        dim = p.dim(1).map_err(cerr)?;
+        out.extend(
+            p.flatten_all()
+                .and_then(|t| t.to_vec1::<f32>())
+                .map_err(cerr)?,
+        );
+    }
+    Array2::from_shape_vec((idx.len(), dim), out).map_err(|e| Error::Runtime(e.to_string()))
+}
+
+/// Mean loss and accuracy of top + head on rows `idx` (inference mode).
+fn evaluate(
+    top: &TopGraph,
+    head: &CandleHead,
+    data: &SplitData,
+    row: usize,
+    shape: &[usize],
+    idx: &[usize],
+) -> Result<(f64, f64)> {
+    let (mut loss, mut correct) = (0f64, 0usize);
+    for chunk in idx.chunks(64) {
+        let x = batch_tensor(data, row, shape, chunk)?;
+        let y: Vec<u32> = chunk.iter().map(|&i| data.labels[i]).collect();
+        let z = head
+            .forward(&top.forward(&x).map_err(Error::Runtime)?, None)
+            .map_err(cerr)?;
+        let l = head::cross_entropy(&z, &y)
+            .and_then(|l| l.to_scalar::<f32>())
+            .map_err(cerr)?;
+        loss += l as f64 * chunk.len() as f64;
+        correct += count_correct(&z, &y)?;
+    }
+    let n = idx.len().max(1) as f64;
+    Ok((loss / n, correct as f64 / n))
+}
+
+fn count_correct(z: &Tensor, y: &[u32]) -> Result<usize> {
+    let rows: Vec<Vec<f32>> = z.to_vec2().map_err(cerr)?;
+    let cols = rows.first().map_or(1, |r| r.len());
+    let flat: Vec<f32> = rows.into_iter().flatten().collect();
+    let z =
+        Array2::from_shape_vec((y.len(), cols), flat).map_err(|e| Error::Runtime(e.to_string()))?;
+    Ok(predicted(&z).iter().zip(y).filter(|(p, t)| p == t).count())
+}
+
+/// One optimizer step over `vars` from the gradients of `loss`.
+fn step(opt: &mut dyn crate::head::optim::Optimizer, vars: &[Var], loss: &Tensor) -> Result<()> {
+    let grads = loss.backward().map_err(cerr)?;
+    let mut ps: Vec<Vec<f32>> = Vec::with_capacity(vars.len());
+    let mut gs: Vec<Vec<f32>> = Vec::with_capacity(vars.len());
+    for v in vars {
+        ps.push(v.flatten_all().and_then(|t| t.to_vec1()).map_err(cerr)?);
+        gs.push(match grads.get(v) {
+            Some(g) => g.flatten_all().and_then(|t| t.to_vec1()).map_err(cerr)?,
+            None => vec![0.0; v.elem_count()],
+        });
+    }
+    {
+        let mut pm: Vec<&mut [f32]> = ps.iter_mut().map(|p| p.as_mut_slice()).collect();
+        let gr: Vec<&[f32]> = gs.iter().map(|g| g.as_slice()).collect();
+        opt.step(&mut pm, &gr);
+    }
+    for (v, p) in vars.iter().zip(ps) {
+        v.set(&Tensor::from_vec(p, v.shape(), &Device::Cpu).map_err(cerr)?)
+            .map_err(cerr)?;
+    }
+    Ok(())
+}
+
+fn table_row(r: &EpochRecord) -> String {
+    let o = |v: Option<f64>| v.map_or("-".to_string(), |v| format!("{v:.4}"));
+    format!(
+        "{:>5} {:>9.4} {:>9.4} {:>9} {:>9} {:>10.2e} {:>7.1}",
+        r.epoch,
+        r.loss,
+        r.accuracy,
+        o(r.val_loss),
+        o(r.val_accuracy),
+        r.lr,
+        r.seconds
+    )
+}
+
+const TABLE_HEADER: &str = "epoch      loss  accuracy  val_loss   val_acc         lr seconds";
+
+/// Runs the whole fine-tune as configured.
+pub fn finetune(cfg: &FinetuneConfig) -> Result<FinetuneSummary> {
+    let t0 = Instant::now();
+    if cfg.batch_size == 0 || cfg.epochs == 0 {
+        return Err(Error::Config(
+            "--epochs and --batch-size must be at least 1".into(),
+        ));
+    }
+    if !(0.0..1.0).contains(&cfg.val_split) {
+        return Err(Error::Config(format!(
+            "--val-split must be in [0, 1), got {}",
+            cfg.val_split
+        )));
+    }
+    if cfg.out.extension().and_then(|e| e.to_str()) != Some("onnx") {
+        return Err(Error::Config(format!(
+            "--out {}: the fine-tuned model is an .onnx file",
+            cfg.out.display()
+        )));
+    }
+    let say = |s: String| {
+        if cfg.verbose {
+            println!("{s}");
+        }
+    };
+    let proto = crate::onnx::load(&cfg.model)?;
+    let split = split_tensor(&proto, &cfg.model, &cfg.split)?;
+    // Translate before any extraction, so an unsupported op fails at once.
+    let top = TopGraph::from_model(&proto, &split, DType::F32)
+        .map_err(|e| Error::model(&cfg.model, e))?;
+    say(format!(
+        "finetune: {} split at '{split}': {} nodes, {} trainable values in {} tensors",
+        cfg.model.display(),
+        top.describe().len(),
+        top.param_count(),
+        top.params().len()
+    ));
+    let model_sha = extract::sha256_file(&cfg.model)?;
+    let given_head = match &cfg.head {
+        Some(p) => {
+            let h = Head::load(p)?;
+            if h.base.model_sha256 != model_sha {
+                return Err(Error::Config(format!(
+                    "base models differ: head {} was trained on {} (sha256 {}), --model {} has sha256 {model_sha}",
+                    p.display(),
+                    h.base.model_file,
+                    h.base.model_sha256,
+                    cfg.model.display()
+                )));
+            }
+            Some(h)
+        }
+        None => None,
+    };
+
+    // The lower part's outputs, cached (resumable; a cache hit when nothing changed).
+    let mut ex = cfg.extract.clone();
+    ex.model = cfg.model.clone();
+    ex.data = cfg.data.clone();
+    ex.out = cfg.cache.clone();
+    ex.layer = Some(split.clone());
+    let ex_summary = extract::extract(&ex)?;
+    say(format!("inputs: {}", ex_summary.line()));
+    let cache = FeatureCache::open(&cfg.cache)?;
+    let meta = cache.meta.clone();
+    let shape = meta.feature_shape.clone();
+    let row: usize = shape.iter().product();
+    let classes = meta.classes.len();
+    if classes < 2 {
+        return Err(Error::cache(
+            &cfg.cache,
+            format!("needs at least 2 classes, has {classes}"),
+        ));
+    }
+    if let Some(h) = &given_head {
+        if h.classes != meta.classes {
+            return Err(Error::Config(format!(
+                "class lists differ: head has [{}], {} has [{}]",
+                h.classes.join(", "),
+                cfg.data.display(),
+                meta.classes.join(", ")
+            )));
+        }
+    }
+    let train = cache.read_split("train")?;
+    let has = |s: &str| meta.splits.iter().any(|x| x == s);
+    let flipped = if has(FLIP_SPLIT) {
+        Some(cache.read_split(FLIP_SPLIT)?)
+    } else {
+        None
+    };
+    let (val, train_idx, val_idx) = if has("val") {
+        let v = cache.read_split("val")?;
+        let n = v.len();
+        (
+            Some(v),
+            (0..train.len()).collect::<Vec<_>>(),
+            (0..n).collect::<Vec<_>>(),
+        )
+    } else if cfg.val_split > 0.0 {
+        let (t, v) = stratified_split(&train.labels, cfg.val_split, cfg.seed);
+        (None, t, v)
+    } else {
+        (None, (0..train.len()).collect(), Vec::new())
+    };
+    let val_data = val.as_ref().unwrap_or(&train);
+    let test = if has("test") {
+        Some(cache.read_split("test")?)
+    } else {
+        None
+    };
+
+    // One training set: train rows, plus the mirrored copies of those rows (never of val rows).
+    let mut all = train.clone();
+    let mut fit_idx = train_idx.clone();
+    if let Some(f) = &flipped {
+        let pos: std::collections::HashMap<&str, usize> = f
+            .paths
+            .iter()
+            .enumerate()
+            .map(|(i, p)| (p.as_str(), i))
+            .collect();
+        let base = all.len();
+        all.features.extend_from_slice(&f.features);
+        all.labels.extend_from_slice(&f.labels);
+        all.paths.extend(f.paths.iter().cloned());
+        for &i in &train_idx {
+            if let Some(&j) = pos.get(train.paths[i].as_str()) {
+                fit_idx.push(base + j);
+            }
+        }
+    }
+    say(format!(
+        "data: train {} rows{}, validation {} rows, test {} rows; inputs {shape:?}",
+        train_idx.len(),
+        if flipped.is_some() {
+            format!(" + {} mirrored", fit_idx.len() - train_idx.len())
+        } else {
+            String::new()
+        },
+        val_idx.len(),
+        test.as_ref().map_or(0, |t| t.len())
+    ));
+
+    // The head: given, or trained in phase 1 on the frozen top.
+    let pooler = CandleHead::new(
+        &Network { layers: vec![] },
+        cfg.pool,
+        &meta.layout,
+        DType::F32,
+    )
+    .map_err(cerr)?;
+    let probe = top
+        .forward(&batch_tensor(&train, row, &shape, &[0])?)
+        .map_err(|e| Error::model(&cfg.model, e))?;
+    let top_shape: Vec<usize> = probe.dims()[1..].to_vec();
+    let (mut network, pool, spec, phase1) = match given_head {
+        Some(h) => {
+            if h.feature_shape != top_shape {
+                return Err(Error::Config(format!(
+                    "feature shapes differ: head has {:?}, the model's output is {top_shape:?}",
+                    h.feature_shape
+                )));
+            }
+            (h.network, h.pool, h.spec, None)
+        }
+        None => {
+            let x = top_features(
+                &top,
+                &pooler,
+                &all,
+                row,
+                &shape,
+                &(0..all.len()).collect::<Vec<_>>(),
+            )?;
+            let vx = match &val {
+                Some(v) => Some(top_features(&top, &pooler, v, row, &shape, &val_idx)?),
+                None => None,
+            };
+            let y = all.labels.clone();
+            let (vxr, vyr, vidx): (&Array2<f32>, &[u32], Vec<usize>) = match (&vx, &val) {
+                (Some(vx), Some(v)) => (vx, &v.labels, (0..v.len()).collect()),
+                _ => (&x, &y, val_idx.clone()),
+            };
+            say(format!(
+                "phase 1: head {} -> {} on the frozen top, {} epochs of {}, {}",
+                cfg.pool.name(),
+                spec_string(&cfg.head_train.spec),
+                cfg.head_train.epochs,
+                cfg.head_train.batch_size,
+                cfg.head_train.optimizer.describe()
+            ));
+            say(TABLE_HEADER.to_string());
+            let data = TrainData {
+                x: &x,
+                y: &y,
+                train: fit_idx.clone(),
+                val: (!vidx.is_empty()).then(|| (vxr, vyr, vidx.clone())),
+                classes,
+            };
+            let (net, h) = fit(&cfg.head_train, &data, |r| say(table_row(r)))?;
+            std::fs::write(sibling(&cfg.out, ".phase1.history.csv"), h.csv())
+                .map_err(|e| Error::io(&sibling(&cfg.out, ".phase1.history.csv"), e))?;
+            (net, cfg.pool, spec_string(&cfg.head_train.spec), Some(h))
+        }
+    };
+    if network.output_dim() != Some(output_units(classes)) {
+        return Err(Error::Config(format!(
+            "the head has {:?} outputs, {classes} classes need {}",
+            network.output_dim(),
+            output_units(classes)
+        )));
+    }
+    let chead = CandleHead::new(&network, pool, &meta.layout, DType::F32).map_err(cerr)?;
+    let test_idx: Vec<usize> = test.as_ref().map_or(vec![], |t| (0..t.len()).collect());
+    let test_head_only = match &test {
+        Some(t) if !t.is_empty() => Some(evaluate(&top, &chead, t, row, &shape, &test_idx)?),
+        _ => None,
+    };
+    if let Some((l, a)) = test_head_only {
+        say(format!(
+            "head only (frozen top): test loss {l:.4}, test accuracy {a:.4}"
+        ));
+    }
+
+    // Phase 2: top and head together.
+    let mut vars: Vec<Var> = top.params().iter().map(|(_, v)| v.clone()).collect();
+    vars.extend(chead.vars());
+    let mut opt = cfg.optimizer.build();
+    let mut shuffle = Rng(cfg.seed.wrapping_add(0x0f1e_2d3c));
+    let mut dropout = Rng(cfg.seed.wrapping_add(0x4b5a_6978));
+    say(format!(
+        "phase 2: fine-tune {} values of the top + the head, {} epochs of {}, {}",
+        top.param_count(),
+        cfg.epochs,
+        cfg.batch_size,
+        cfg.optimizer.describe()
+    ));
+    say(TABLE_HEADER.to_string());
+    let mut history = History::default();
+    let hist_path = sibling(&cfg.out, ".phase2.history.csv");
+    let t_train = Instant::now();
+    for epoch in 1..=cfg.epochs {
+        let te = Instant::now();
+        let mut order = fit_idx.clone();
+        shuffle.shuffle(&mut order);
+        let mut progress = crate::progress::Progress::new(
+            cfg.extract.progress,
+            order.len() as u64,
+            0,
+            &format!("epoch {epoch}"),
+        );
+        let (mut total, mut correct) = (0f64, 0usize);
+        for chunk in order.chunks(cfg.batch_size) {
+            let x = batch_tensor(&all, row, &shape, chunk)?;
+            let y: Vec<u32> = chunk.iter().map(|&i| all.labels[i]).collect();
+            let z = chead
+                .forward(
+                    &top.forward(&x).map_err(Error::Runtime)?,
+                    Some(&mut dropout),
+                )
+                .map_err(cerr)?;
+            let loss = head::cross_entropy(&z, &y).map_err(cerr)?;
+            let lv = loss.to_scalar::<f32>().map_err(cerr)? as f64;
+            if !lv.is_finite() {
+                return Err(Error::Runtime(format!(
+                    "phase 2 epoch {epoch}: the loss is {lv}; lower --lr (now {})",
+                    opt.learning_rate()
+                )));
+            }
+            total += lv * chunk.len() as f64;
+            correct += count_correct(&z, &y)?;
+            step(opt.as_mut(), &vars, &loss)?;
+            progress.inc(chunk.len() as u64);
+        }
+        progress.finish();
+        let n = order.len().max(1) as f64;
+        let (val_loss, val_accuracy) = if val_idx.is_empty() {
+            (None, None)
+        } else {
+            let (l, a) = evaluate(&top, &chead, val_data, row, &shape, &val_idx)?;
+            (Some(l), Some(a))
+        };
+        let rec = EpochRecord {
+            epoch,
+            loss: total / n,
+            accuracy: correct as f64 / n,
+            val_loss,
+            val_accuracy,
+            lr: opt.learning_rate(),
+            seconds: te.elapsed().as_secs_f64(),
+        };
+        say(table_row(&rec));
+        history.epochs.push(rec);
+        history.kept_epoch = epoch;
+        std::fs::write(&hist_path, history.csv()).map_err(|e| Error::io(&hist_path, e))?;
+    }
+    let seconds_per_epoch = t_train.elapsed().as_secs_f64() / cfg.epochs as f64;
+    let test_finetuned = match &test {
+        Some(t) if !t.is_empty() => Some(evaluate(&top, &chead, t, row, &shape, &test_idx)?),
+        _ => None,
+    };
+    if let Some((l, a)) = test_finetuned {
+        say(format!(
+            "fine-tuned: test loss {l:.4}, test accuracy {a:.4}"
+        ));
+    }
+
+    // Write back: the base with the trained top, the head, and both as one ONNX file.
+    let base_path = sibling(&cfg.out, ".base.onnx");
+    let head_path = sibling(&cfg.out, ".head.h5");
+    let mut tuned = proto.clone();
+    top.write_back(&mut tuned)
+        .map_err(|e| Error::model(&cfg.model, e))?;
+    crate::onnx::save_edited(&tuned, &cfg.model, &base_path)?;
+    chead.write_back(&mut network).map_err(cerr)?;
+    let base_sha = extract::sha256_file(&base_path)?;
+    let mut base_meta = meta.clone();
+    base_meta.model_file = base_path
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_default();
+    base_meta.model_sha256 = base_sha;
+    base_meta.feature_shape = top_shape.clone();
+    base_meta.output_name = top.output.clone();
+    base_meta.splits.retain(|s| s != FLIP_SPLIT);
+    let training = serde_json::json!({
+        "finetune": {
+            "model": cfg.model.display().to_string(),
+            "split_tensor": split,
+            "optimizer": cfg.optimizer.describe(),
+            "epochs": cfg.epochs,
+            "batch_size": cfg.batch_size,
+            "seed": cfg.seed,
+            "augment_flip": flipped.is_some(),
+        }
+    });
+    let head_file = Head {
+        kind: HeadKind::Mlp,
+        network: network.clone(),
+        pool,
+        classes: meta.classes.clone(),
+        feature_shape: top_shape,
+        base: base_meta,
+        spec,
+        training: training.to_string(),
+        history_csv: history.csv(),
+    };
+    head_file.save(&head_path)?;
+    crate::export::export(&crate::export::ExportConfig {
+        model: base_path.clone(),
+        head: head_path.clone(),
+        out: cfg.out.clone(),
+        with_preprocessing: false,
+    })?;
+
+    // Parity: ONNX Runtime on the written file vs candle, on a few real images.
+    let check = test.as_ref().filter(|t| !t.is_empty()).unwrap_or(val_data);
+    let (parity_max_abs, parity_images) = parity(cfg, &meta, check, &top, &chead, row, &shape)?;
+    if let Some(d) = parity_max_abs {
+        say(format!(
+            "parity: {} vs candle on {parity_images} images: max abs diff {d:.2e}",
+            cfg.out.display()
+        ));
+    }
+    say(format!(
+        "wrote {} (base {} + head {})",
+        cfg.out.display(),
+        base_path.display(),
+        head_path.display()
+    ));
+    Ok(FinetuneSummary {
+        out: cfg.out.clone(),
+        base: base_path,
+        head: head_path,
+        split_tensor: top.input.clone(),
+        trained_nodes: top.describe().len(),
+        trained_params: top.param_count(),
+        phase1,
+        phase2: history,
+        test_head_only,
+        test_finetuned,
+        parity_max_abs,
+        parity_images,
+        seconds_per_epoch,
+        seconds: t0.elapsed().as_secs_f64(),
+    })
+}
+
+/// Runs up to 8 images of `data` through the written model in ONNX Runtime and through the cached
+/// inputs + candle, and returns the largest probability difference.
+fn parity(
+    cfg: &FinetuneConfig,
+    meta: &crate::cache::CacheMeta,
+    data: &SplitData,
+    top: &TopGraph,
+    head: &CandleHead,
+    row: usize,
+    shape: &[usize],
+) -> Result<(Option<f32>, usize)> {
+    let root = PathBuf::from(&meta.data_root);
+    let idx: Vec<usize> = (0..data.len().min(8)).collect();
+    if idx.is_empty() {
+        return Ok((None, 0));
+    }
+    let paths: Vec<PathBuf> = idx.iter().map(|&i| root.join(&data.paths[i])).collect();
+    let pre = meta.preprocess().map_err(|e| Error::cache(&cfg.cache, e))?;
+    let mut model = BaseModel::open(
+        &cfg.out,
+        cfg.extract.device,
+        cfg.extract.threads,
+        cfg.extract.ort_lib.as_deref(),
+        None,
+    )?;
+    let pipeline = crate::pipeline::Pipeline {
+        pre: &pre,
+        input: crate::pipeline::InputKind::F32,
+        batch: idx.len(),
+        decode_threads: 1,
+        paths: &paths,
+        flip: &[],
+    };
+    let pending: Vec<usize> = (0..paths.len()).collect();
+    let mut ort_probs = vec![Vec::new(); paths.len()];
+    pipeline.run(&mut model, &pending, &mut |ev| {
+        if let crate::pipeline::Event::Batch {
+            indices,
+            out,
+            shape,
+        } = ev
+        {
+            let w: usize = shape.iter().product();
+            for (k, &i) in indices.iter().enumerate() {
+                ort_probs[i] = out[k * w..(k + 1) * w].to_vec();
+            }
+        }
+        Ok(())
+    })?;
+    let x = batch_tensor(data, row, shape, &idx)?;
+    let z = head
+        .forward(&top.forward(&x).map_err(Error::Runtime)?, None)
+        .map_err(cerr)?;
+    let rows: Vec<Vec<f32>> = z.to_vec2().map_err(cerr)?;
+    let flat: Vec<f32> = rows.iter().flatten().copied().collect();
+    let z = Array2::from_shape_vec((rows.len(), rows[0].len()), flat)
+        .map_err(|e| Error::Runtime(e.to_string()))?;
+    let probs = crate::head::file::probabilities_from_logits(&z);
+    let mut worst = 0f32;
+    let mut checked = 0;
+    for (i, o) in ort_probs.iter().enumerate() {
+        if o.is_empty() {
+            continue;
+        }
+        checked += 1;
+        for (a, b) in o.iter().zip(probs.row(i)) {
+            worst = worst.max((a - b).abs());
+        }
+    }
+    Ok(((checked > 0).then_some(worst), checked))
+}

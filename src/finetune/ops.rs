@@ -1,0 +1,552 @@
+//! Convolution kernels for candle with our own backward passes (CPU, f32 and f64).
+//!
+//! candle's own `conv2d` backward runs its input gradient through a direct `conv_transpose2d` and
+//! splits grouped convolutions into one convolution per group; both are slow for the blocks a
+//! fine-tune trains. Here a dense convolution is `im2col` (a custom op whose backward is `col2im`)
+//! followed by one matrix product, so candle's GEMM does the work in both directions, and a
+//! depthwise convolution is a custom op with direct loops for its forward and both gradients.
+//! Inputs arrive padded (padding is a separate, differentiable `pad_with_zeros`).
+
+use candle_core::{CpuStorage, CustomOp1, CustomOp2, Layout, Shape, Tensor};
+use rayon::prelude::*;
+
+type CResult<T> = candle_core::Result<T>;
+
+/// The numbers our loops need: `f32` for training, `f64` for gradient checks.
+trait Num:
+    Copy + Send + Sync + Default + std::ops::Add<Output = Self> + std::ops::Mul<Output = Self>
+{
+}
+impl Num for f32 {}
+impl Num for f64 {}
+
+fn contiguous<'a, T>(v: &'a [T], l: &Layout, what: &str) -> CResult<&'a [T]> {
+    match l.contiguous_offsets() {
+        Some((a, b)) => Ok(&v[a..b]),
+        None => candle_core::bail!("{what}: input is not contiguous"),
+    }
+}
+
+/// Output size of a window of `k` with `stride` over `size` (no padding: the input is padded).
+fn out_len(size: usize, k: usize, stride: usize) -> CResult<usize> {
+    if size < k || stride == 0 {
+        candle_core::bail!("window {k} (stride {stride}) does not fit in {size}");
+    }
+    Ok((size - k) / stride + 1)
+}
+
+/// Patch geometry of a convolution over a padded `[n, c, h, w]` input.
+#[derive(Debug, Clone, Copy)]
+pub struct Patches {
+    pub kh: usize,
+    pub kw: usize,
+    pub sh: usize,
+    pub sw: usize,
+}
+
+impl Patches {
+    fn dims(&self, shape: &[usize]) -> CResult<(usize, usize, usize, usize, usize, usize)> {
+        let [n, c, h, w] = shape else {
+            candle_core::bail!("im2col: expected a 4-D input, got {shape:?}")
+        };
+        let oh = out_len(*h, self.kh, self.sh)?;
+        let ow = out_len(*w, self.kw, self.sw)?;
+        Ok((*n, *c, *h, *w, oh, ow))
+    }
+}
+
+/// `[n, c, h, w]` -> `[n * oh * ow, c * kh * kw]`: one row per output position, columns in the
+/// order of an ONNX kernel `[out, c, kh, kw]` flattened.
+pub struct Im2Col(pub Patches);
+
+/// The adjoint of [`Im2Col`]: scatters (adds) patch rows back into a `[n, c, h, w]` image.
+struct Col2Im {
+    p: Patches,
+    shape: [usize; 4],
+}
+
+fn im2col<T: Num>(x: &[T], p: Patches, dims: (usize, usize, usize, usize, usize, usize)) -> Vec<T> {
+    let (n, c, h, w, oh, ow) = dims;
+    let k = c * p.kh * p.kw;
+    let mut out = vec![T::default(); n * oh * ow * k];
+    out.par_chunks_mut(oh * ow * k)
+        .enumerate()
+        .for_each(|(b, rows)| {
+            let img = &x[b * c * h * w..(b + 1) * c * h * w];
+            for y in 0..oh {
+                for xo in 0..ow {
+                    let row = &mut rows[(y * ow + xo) * k..(y * ow + xo + 1) * k];
+                    let mut j = 0;
+                    for ch in 0..c {
+                        let plane = &img[ch * h * w..(ch + 1) * h * w];
+                        for ky in 0..p.kh {
+                            let src = &plane[(y * p.sh + ky) * w + xo * p.sw..];
+                            row[j..j + p.kw].copy_from_slice(&src[..p.kw]);
+                            j += p.kw;
+                        }
+                    }
+                }
+            }
+        });
+    out
+}
+
+fn col2im<T: Num>(g: &[T], p: Patches, shape: [usize; 4]) -> CResult<Vec<T>> {
+    let dims = p.dims(&shape)?;
+    let (n, c, h, w, oh, ow) = dims;
+    let k = c * p.kh * p.kw;
+    if g.len() != n * oh * ow * k {
+        candle_core::bail!(
+            "col2im: {} values are not {n}x{oh}x{ow} rows of {k}",
+            g.len()
+        );
+    }
+    let mut out = vec![T::default(); n * c * h * w];
+    out.par_chunks_mut(c * h * w)
+        .enumerate()
+        .for_each(|(b, img)| {
+            let rows = &g[b * oh * ow * k..(b + 1) * oh * ow * k];
+            for y in 0..oh {
+                for xo in 0..ow {
+                    let row = &rows[(y * ow + xo) * k..(y * ow + xo + 1) * k];
+                    let mut j = 0;
+                    for ch in 0..c {
+                        for ky in 0..p.kh {
+                            let at = ch * h * w + (y * p.sh + ky) * w + xo * p.sw;
+                            for (d, &v) in img[at..at + p.kw].iter_mut().zip(&row[j..j + p.kw]) {
+                                *d = *d + v;
+                            }
+                            j += p.kw;
+                        }
+                    }
+                }
+            }
+        });
+    Ok(out)
+}
+
+impl CustomOp1 for Im2Col {
+    fn name(&self) -> &'static str {
+        "im2col"
+    }
+
+    fn cpu_fwd(&self, s: &CpuStorage, l: &Layout) -> CResult<(CpuStorage, Shape)> {
+        let dims = self.0.dims(l.dims())?;
+        let (n, c, _, _, oh, ow) = dims;
+        let shape = Shape::from((n * oh * ow, c * self.0.kh * self.0.kw));
+        let out = match s {
+            CpuStorage::F32(v) => {
+                CpuStorage::F32(im2col(contiguous(v, l, "im2col")?, self.0, dims))
+            }
+            CpuStorage::F64(v) => {
+                CpuStorage::F64(im2col(contiguous(v, l, "im2col")?, self.0, dims))
+            }
+            _ => candle_core::bail!("im2col: only f32 and f64"),
+        };
+        Ok((out, shape))
+    }
+
+    fn bwd(&self, arg: &Tensor, _res: &Tensor, grad: &Tensor) -> CResult<Option<Tensor>> {
+        let d = arg.dims4()?;
+        let op = Col2Im {
+            p: self.0,
+            shape: [d.0, d.1, d.2, d.3],
+        };
+        Ok(Some(grad.contiguous()?.apply_op1_no_bwd(&op)?))
+    }
+}
+
+impl CustomOp1 for Col2Im {
+    fn name(&self) -> &'static str {
+        "col2im"
+    }
+
+    fn cpu_fwd(&self, s: &CpuStorage, l: &Layout) -> CResult<(CpuStorage, Shape)> {
+        let out = match s {
+            CpuStorage::F32(v) => {
+                CpuStorage::F32(col2im(contiguous(v, l, "col2im")?, self.p, self.shape)?)
+            }
+            CpuStorage::F64(v) => {
+                CpuStorage::F64(col2im(contiguous(v, l, "col2im")?, self.p, self.shape)?)
+            }
+            _ => candle_core::bail!("col2im: only f32 and f64"),
+        };
+        Ok((out, Shape::from(self.shape.to_vec())))
+    }
+}
+
+/// A dense (group 1) convolution of a padded `x` `[n, c, h, w]` with `w` `[o, c, kh, kw]`:
+/// `im2col` then one matrix product. Differentiable in both arguments.
+pub fn conv2d(x: &Tensor, w: &Tensor, sh: usize, sw: usize) -> CResult<Tensor> {
+    let (n, c, h, wd) = x.dims4()?;
+    let (o, wc, kh, kw) = w.dims4()?;
+    if wc != c {
+        candle_core::bail!("conv: kernel takes {wc} channels, input has {c}");
+    }
+    let p = Patches { kh, kw, sh, sw };
+    let (_, _, _, _, oh, ow) = p.dims(&[n, c, h, wd])?;
+    let cols = if kh == 1 && kw == 1 && sh == 1 && sw == 1 {
+        // A 1x1 convolution needs no patches: the channels of each pixel are its row.
+        x.permute((0, 2, 3, 1))?.reshape((n * h * wd, c))?
+    } else {
+        x.contiguous()?.apply_op1(Im2Col(p))?
+    };
+    let y = cols.matmul(&w.reshape((o, c * kh * kw))?.t()?)?; // [n*oh*ow, o]
+    y.reshape((n, oh * ow, o))?
+        .transpose(1, 2)?
+        .reshape((n, o, oh, ow))
+}
+
+/// A depthwise convolution (one `kh x kw` filter per channel, `w` `[c, 1, kh, kw]`) of a padded `x`.
+pub struct Depthwise {
+    pub sh: usize,
+    pub sw: usize,
+}
+
+/// Geometry shared by the depthwise forward and its gradients.
+#[derive(Debug, Clone, Copy)]
+struct DwDims {
+    n: usize,
+    c: usize,
+    h: usize,
+    w: usize,
+    kh: usize,
+    kw: usize,
+    oh: usize,
+    ow: usize,
+    sh: usize,
+    sw: usize,
+}
+
+impl DwDims {
+    fn new(x: &[usize], k: &[usize], sh: usize, sw: usize) -> CResult<DwDims> {
+        let ([n, c, h, w], [kc, 1, kh, kw]) = (x, k) else {
+            candle_core::bail!(
+                "depthwise conv: input {x:?} and kernel {k:?} are not [n,c,h,w] and [c,1,kh,kw]"
+            )
+        };
+        if kc != c {
+            candle_core::bail!("depthwise conv: kernel has {kc} channels, input {c}");
+        }
+        Ok(DwDims {
+            n: *n,
+            c: *c,
+            h: *h,
+            w: *w,
+            kh: *kh,
+            kw: *kw,
+            oh: out_len(*h, *kh, sh)?,
+            ow: out_len(*w, *kw, sw)?,
+            sh,
+            sw,
+        })
+    }
+}
+
+fn dw_forward<T: Num>(x: &[T], k: &[T], d: DwDims) -> Vec<T> {
+    let (hw, ohw, kk) = (d.h * d.w, d.oh * d.ow, d.kh * d.kw);
+    let mut out = vec![T::default(); d.n * d.c * ohw];
+    out.par_chunks_mut(ohw).enumerate().for_each(|(plane, o)| {
+        let ch = plane % d.c;
+        let img = &x[plane * hw..(plane + 1) * hw];
+        let f = &k[ch * kk..(ch + 1) * kk];
+        for y in 0..d.oh {
+            for xo in 0..d.ow {
+                let mut s = T::default();
+                for ky in 0..d.kh {
+                    let row = &img[(y * d.sh + ky) * d.w + xo * d.sw..];
+                    for kx in 0..d.kw {
+                        s = s + row[kx] * f[ky * d.kw + kx];
+                    }
+                }
+                o[y * d.ow + xo] = s;
+            }
+        }
+    });
+    out
+}
+
+/// Gradient of the input: each output gradient spreads over its window.
+fn dw_grad_input<T: Num>(g: &[T], k: &[T], d: DwDims) -> Vec<T> {
+    let (hw, ohw, kk) = (d.h * d.w, d.oh * d.ow, d.kh * d.kw);
+    let mut out = vec![T::default(); d.n * d.c * hw];
+    out.par_chunks_mut(hw).enumerate().for_each(|(plane, gx)| {
+        let ch = plane % d.c;
+        let go = &g[plane * ohw..(plane + 1) * ohw];
+        let f = &k[ch * kk..(ch + 1) * kk];
+        for y in 0..d.oh {
+            for xo in 0..d.ow {
+                let v = go[y * d.ow + xo];
+                for ky in 0..d.kh {
+                    let at = (y * d.sh + ky) * d.w + xo * d.sw;
+                    for kx in 0..d.kw {
+                        gx[at + kx] = gx[at + kx] + v * f[ky * d.kw + kx];
+                    }
+                }
+            }
+        }
+    });
+    out
+}
+
+/// Gradient of the kernel: per channel, the sum over the batch of output gradient x input window.
+fn dw_grad_kernel<T: Num>(x: &[T], g: &[T], d: DwDims) -> Vec<T> {
+    let (hw, ohw, kk) = (d.h * d.w, d.oh * d.ow, d.kh * d.kw);
+    let mut out = vec![T::default(); d.c * kk];
+    out.par_chunks_mut(kk).enumerate().for_each(|(ch, gk)| {
+        for b in 0..d.n {
+            let plane = b * d.c + ch;
+            let img = &x[plane * hw..(plane + 1) * hw];
+            let go = &g[plane * ohw..(plane + 1) * ohw];
+            for ky in 0..d.kh {
+                for kx in 0..d.kw {
+                    let mut s = T::default();
+                    for y in 0..d.oh {
+                        let row = &img[(y * d.sh + ky) * d.w + kx..];
+                        for xo in 0..d.ow {
+                            s = s + go[y * d.ow + xo] * row[xo * d.sw];
+                        }
+                    }
+                    gk[ky * d.kw + kx] = gk[ky * d.kw + kx] + s;
+                }
+            }
+        }
+    });
+    out
+}
+
+/// Which computation a [`DwOp`] runs: all take two tensors and differ in what they return.
+#[derive(Debug, Clone, Copy)]
+enum DwKind {
+    /// (input gradient, kernel) -> input gradient of an input shaped `x`.
+    GradInput { x: [usize; 4] },
+    /// (input, output gradient) -> kernel gradient shaped `k`.
+    GradKernel { k: [usize; 4] },
+}
+
+struct DwOp {
+    kind: DwKind,
+    sh: usize,
+    sw: usize,
+}
+
+macro_rules! on_floats {
+    ($a:expr, $la:expr, $b:expr, $lb:expr, $name:expr, |$x:ident, $y:ident| $body:expr) => {
+        match ($a, $b) {
+            (CpuStorage::F32(a), CpuStorage::F32(b)) => {
+                let ($x, $y) = (contiguous(a, $la, $name)?, contiguous(b, $lb, $name)?);
+                CpuStorage::F32($body)
+            }
+            (CpuStorage::F64(a), CpuStorage::F64(b)) => {
+                let ($x, $y) = (contiguous(a, $la, $name)?, contiguous(b, $lb, $name)?);
+                CpuStorage::F64($body)
+            }
+            _ => candle_core::bail!("{}: only f32 and f64 of one type", $name),
+        }
+    };
+}
+
+impl CustomOp2 for Depthwise {
+    fn name(&self) -> &'static str {
+        "depthwise-conv2d"
+    }
+
+    fn cpu_fwd(
+        &self,
+        s1: &CpuStorage,
+        l1: &Layout,
+        s2: &CpuStorage,
+        l2: &Layout,
+    ) -> CResult<(CpuStorage, Shape)> {
+        let d = DwDims::new(l1.dims(), l2.dims(), self.sh, self.sw)?;
+        let out = on_floats!(s1, l1, s2, l2, "depthwise-conv2d", |x, k| dw_forward(
+            x, k, d
+        ));
+        Ok((out, Shape::from((d.n, d.c, d.oh, d.ow))))
+    }
+
+    fn bwd(
+        &self,
+        x: &Tensor,
+        k: &Tensor,
+        _res: &Tensor,
+        grad: &Tensor,
+    ) -> CResult<(Option<Tensor>, Option<Tensor>)> {
+        let xd = x.dims4()?;
+        let kd = k.dims4()?;
+        let grad = grad.contiguous()?;
+        let gi = DwOp {
+            kind: DwKind::GradInput {
+                x: [xd.0, xd.1, xd.2, xd.3],
+            },
+            sh: self.sh,
+            sw: self.sw,
+        };
+        let gk = DwOp {
+            kind: DwKind::GradKernel {
+                k: [kd.0, kd.1, kd.2, kd.3],
+            },
+            sh: self.sh,
+            sw: self.sw,
+        };
+        let grad_x = grad.apply_op2_no_bwd(&k.contiguous()?, &gi)?;
+        let grad_k = x.contiguous()?.apply_op2_no_bwd(&grad, &gk)?;
+        Ok((Some(grad_x), Some(grad_k)))
+    }
+}
+
+impl CustomOp2 for DwOp {
+    fn name(&self) -> &'static str {
+        "depthwise-conv2d-grad"
+    }
+
+    fn cpu_fwd(
+        &self,
+        s1: &CpuStorage,
+        l1: &Layout,
+        s2: &CpuStorage,
+        l2: &Layout,
+    ) -> CResult<(CpuStorage, Shape)> {
+        match self.kind {
+            DwKind::GradInput { x } => {
+                let d = DwDims::new(&x, l2.dims(), self.sh, self.sw)?;
+                let out = on_floats!(s1, l1, s2, l2, "depthwise grad", |g, k| dw_grad_input(
+                    g, k, d
+                ));
+                Ok((out, Shape::from(x.to_vec())))
+            }
+            DwKind::GradKernel { k } => {
+                let d = DwDims::new(l1.dims(), &k, self.sh, self.sw)?;
+                let out = on_floats!(s1, l1, s2, l2, "depthwise grad", |x, g| dw_grad_kernel(
+                    x, g, d
+                ));
+                Ok((out, Shape::from(k.to_vec())))
+            }
+        }
+    }
+}
+
+/// A depthwise convolution of a padded `x` with `w` `[c, 1, kh, kw]`; differentiable in both.
+pub fn depthwise(x: &Tensor, w: &Tensor, sh: usize, sw: usize) -> CResult<Tensor> {
+    x.contiguous()?
+        .apply_op2(&w.contiguous()?, Depthwise { sh, sw })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use candle_core::{DType, Device, Var};
+
+    fn rand(shape: &[usize], seed: u64) -> Tensor {
+        let mut r = crate::rng::Rng(seed);
+        let n: usize = shape.iter().product();
+        let v: Vec<f64> = (0..n).map(|_| r.uniform() * 2.0 - 1.0).collect();
+        Tensor::from_vec(v, shape, &Device::Cpu).unwrap()
+    }
+
+    /// candle's own conv2d (direct im2col forward) as the reference for the forward pass.
+    #[test]
+    fn im2col_conv_and_depthwise_match_candle_conv2d() {
+        for &(c, o, k, s, h) in &[
+            (3, 4, 3, 1, 6),
+            (2, 5, 3, 2, 7),
+            (4, 3, 1, 1, 5),
+            (3, 2, 5, 2, 9),
+        ] {
+            let x = rand(&[2, c, h, h], 1);
+            let w = rand(&[o, c, k, k], 2);
+            let ours = conv2d(&x, &w, s, s).unwrap();
+            let theirs = x.conv2d(&w, 0, s, 1, 1).unwrap();
+            let d = (ours - theirs).unwrap().abs().unwrap().max_all().unwrap();
+            assert!(
+                d.to_scalar::<f64>().unwrap() < 1e-12,
+                "conv c{c} o{o} k{k} s{s}"
+            );
+            let wd = rand(&[c, 1, k, k], 3);
+            let ours = depthwise(&x, &wd, s, s).unwrap();
+            let theirs = x.conv2d(&wd, 0, s, 1, c).unwrap();
+            let d = (ours - theirs).unwrap().abs().unwrap().max_all().unwrap();
+            assert!(
+                d.to_scalar::<f64>().unwrap() < 1e-12,
+                "depthwise c{c} k{k} s{s}"
+            );
+        }
+    }
+
+    /// Central finite differences in f64 against the analytic gradients of `sum(y * r)`.
+    #[test]
+    fn gradients_match_finite_differences() {
+        type F = fn(&Tensor, &Tensor) -> CResult<Tensor>;
+        let cases: [(&str, F, Vec<usize>, Vec<usize>); 4] = [
+            (
+                "conv 3x3 s1",
+                |x, w| conv2d(x, w, 1, 1),
+                vec![2, 3, 5, 5],
+                vec![4, 3, 3, 3],
+            ),
+            (
+                "conv 3x3 s2 odd",
+                |x, w| conv2d(x, w, 2, 2),
+                vec![2, 2, 7, 6],
+                vec![3, 2, 3, 3],
+            ),
+            (
+                "conv 1x1",
+                |x, w| conv2d(x, w, 1, 1),
+                vec![2, 3, 4, 4],
+                vec![5, 3, 1, 1],
+            ),
+            (
+                "depthwise 3x3 s2",
+                |x, w| depthwise(x, w, 2, 2),
+                vec![2, 3, 7, 7],
+                vec![3, 1, 3, 3],
+            ),
+        ];
+        for (name, f, xs, ws) in cases {
+            let x = Var::from_tensor(&rand(&xs, 5)).unwrap();
+            let w = Var::from_tensor(&rand(&ws, 6)).unwrap();
+            let y = f(x.as_tensor(), w.as_tensor()).unwrap();
+            let r = rand(y.dims(), 7);
+            let loss = |x: &Tensor, w: &Tensor| -> f64 {
+                (f(x, w).unwrap() * &r)
+                    .unwrap()
+                    .sum_all()
+                    .unwrap()
+                    .to_scalar::<f64>()
+                    .unwrap()
+            };
+            let grads = (y * &r).unwrap().sum_all().unwrap().backward().unwrap();
+            for (which, var) in [("x", &x), ("w", &w)] {
+                let g: Vec<f64> = grads
+                    .get(var)
+                    .unwrap()
+                    .flatten_all()
+                    .unwrap()
+                    .to_vec1()
+                    .unwrap();
+                let base: Vec<f64> = var.flatten_all().unwrap().to_vec1().unwrap();
+                for i in (0..base.len()).step_by(7) {
+                    let eps = 1e-6;
+                    let at = |delta: f64| {
+                        let mut v = base.clone();
+                        v[i] += delta;
+                        let t = Tensor::from_vec(v, var.dims(), &Device::Cpu).unwrap();
+                        if which == "x" {
+                            loss(&t, w.as_tensor())
+                        } else {
+                            loss(x.as_tensor(), &t)
+                        }
+                    };
+                    let fd = (at(eps) - at(-eps)) / (2.0 * eps);
+                    assert!(
+                        (fd - g[i]).abs() < 1e-6 * (1.0 + fd.abs()),
+                        "{name} d{which}[{i}]: fd {fd} vs {}",
+                        g[i]
+                    );
+                }
+            }
+            assert_eq!(x.dtype(), DType::F64);
+        }
+    }
+}
