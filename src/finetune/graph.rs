@@ -275,11 +275,6 @@ impl TopGraph {
                     if attr_ints(n, "dilations").is_some_and(|d| d.iter().any(|&v| v != 1)) {
                         return Err(bad("dilated pooling is not supported".into()));
                     }
-                    if k != s {
-                        return Err(bad(format!(
-                            "pooling window {k:?} with stride {s:?}: the backward pass needs the window equal to the stride"
-                        )));
-                    }
                     if n.op_type == "MaxPool" {
                         if n.output.len() > 1 && n.output[1..].iter().any(|o| !o.is_empty()) {
                             return Err(bad("MaxPool's indices output is not supported".into()));
@@ -520,8 +515,8 @@ fn run(
             }
             y
         }
-        Op::MaxPool { k, s } => x.max_pool2d_with_stride(*k, *s).map_err(e)?,
-        Op::AvgPool { k, s } => x.avg_pool2d_with_stride(*k, *s).map_err(e)?,
+        Op::MaxPool { k, s } => ops::pool2d(&x, true, *k, *s).map_err(e)?,
+        Op::AvgPool { k, s } => ops::pool2d(&x, false, *k, *s).map_err(e)?,
         Op::GlobalAvgPool => x
             .mean_keepdim(2)
             .and_then(|t| t.mean_keepdim(3))

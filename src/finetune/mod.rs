@@ -12,6 +12,8 @@
 pub mod graph;
 pub mod head;
 pub mod ops;
+#[cfg(test)]
+mod tests;
 
 use std::path::{Path, PathBuf};
 use std::time::Instant;

@@ -432,6 +432,157 @@ pub fn depthwise(x: &Tensor, w: &Tensor, sh: usize, sw: usize) -> CResult<Tensor
         .apply_op2(&w.contiguous()?, Depthwise { sh, sw })
 }
 
+/// Max or average pooling over windows of `kh x kw` with strides `sh, sw` (no padding), with the
+/// exact backward pass for any window and stride. (candle's own max-pool backward scales the
+/// gradient by the fraction of maxima in the window, 1/4 for a 2x2 pool, and both of its pool
+/// backwards assume the window equals the stride and divides the size.)
+#[derive(Debug, Clone, Copy)]
+pub struct Pool2d {
+    pub max: bool,
+    pub p: Patches,
+}
+
+/// (input, output gradient) -> input gradient of a [`Pool2d`].
+struct PoolGrad(Pool2d);
+
+/// Offset (within the plane) of the first maximum of the window at output `(y, x)`.
+fn argmax<T: Num + PartialOrd>(plane: &[T], w: usize, p: Patches, y: usize, x: usize) -> usize {
+    let mut best = (y * p.sh) * w + x * p.sw;
+    for ky in 0..p.kh {
+        for kx in 0..p.kw {
+            let at = (y * p.sh + ky) * w + x * p.sw + kx;
+            if plane[at] > plane[best] {
+                best = at;
+            }
+        }
+    }
+    best
+}
+
+trait PoolNum: Num + PartialOrd + std::ops::Div<Output = Self> + From<u16> {}
+impl PoolNum for f32 {}
+impl PoolNum for f64 {}
+
+fn pool_forward<T: PoolNum>(
+    x: &[T],
+    q: Pool2d,
+    d: (usize, usize, usize, usize, usize, usize),
+) -> Vec<T> {
+    let (n, c, h, w, oh, ow) = d;
+    let area = T::from((q.p.kh * q.p.kw) as u16);
+    let mut out = vec![T::default(); n * c * oh * ow];
+    out.par_chunks_mut(oh * ow).enumerate().for_each(|(k, o)| {
+        let plane = &x[k * h * w..(k + 1) * h * w];
+        for y in 0..oh {
+            for xo in 0..ow {
+                o[y * ow + xo] = if q.max {
+                    plane[argmax(plane, w, q.p, y, xo)]
+                } else {
+                    let mut s = T::default();
+                    for ky in 0..q.p.kh {
+                        for kx in 0..q.p.kw {
+                            s = s + plane[(y * q.p.sh + ky) * w + xo * q.p.sw + kx];
+                        }
+                    }
+                    s / area
+                };
+            }
+        }
+    });
+    out
+}
+
+fn pool_backward<T: PoolNum>(
+    x: &[T],
+    g: &[T],
+    q: Pool2d,
+    d: (usize, usize, usize, usize, usize, usize),
+) -> Vec<T> {
+    let (n, c, h, w, oh, ow) = d;
+    let area = T::from((q.p.kh * q.p.kw) as u16);
+    let mut out = vec![T::default(); n * c * h * w];
+    out.par_chunks_mut(h * w).enumerate().for_each(|(k, gx)| {
+        let plane = &x[k * h * w..(k + 1) * h * w];
+        let go = &g[k * oh * ow..(k + 1) * oh * ow];
+        for y in 0..oh {
+            for xo in 0..ow {
+                let v = go[y * ow + xo];
+                if q.max {
+                    let at = argmax(plane, w, q.p, y, xo);
+                    gx[at] = gx[at] + v;
+                } else {
+                    for ky in 0..q.p.kh {
+                        for kx in 0..q.p.kw {
+                            let at = (y * q.p.sh + ky) * w + xo * q.p.sw + kx;
+                            gx[at] = gx[at] + v / area;
+                        }
+                    }
+                }
+            }
+        }
+    });
+    out
+}
+
+impl CustomOp1 for Pool2d {
+    fn name(&self) -> &'static str {
+        "pool2d"
+    }
+
+    fn cpu_fwd(&self, s: &CpuStorage, l: &Layout) -> CResult<(CpuStorage, Shape)> {
+        let d = self.p.dims(l.dims())?;
+        let out = match s {
+            CpuStorage::F32(v) => {
+                CpuStorage::F32(pool_forward(contiguous(v, l, "pool2d")?, *self, d))
+            }
+            CpuStorage::F64(v) => {
+                CpuStorage::F64(pool_forward(contiguous(v, l, "pool2d")?, *self, d))
+            }
+            _ => candle_core::bail!("pool2d: only f32 and f64"),
+        };
+        Ok((out, Shape::from((d.0, d.1, d.4, d.5))))
+    }
+
+    fn bwd(&self, arg: &Tensor, _res: &Tensor, grad: &Tensor) -> CResult<Option<Tensor>> {
+        Ok(Some(
+            arg.contiguous()?
+                .apply_op2_no_bwd(&grad.contiguous()?, &PoolGrad(*self))?,
+        ))
+    }
+}
+
+impl CustomOp2 for PoolGrad {
+    fn name(&self) -> &'static str {
+        "pool2d-grad"
+    }
+
+    fn cpu_fwd(
+        &self,
+        s1: &CpuStorage,
+        l1: &Layout,
+        s2: &CpuStorage,
+        l2: &Layout,
+    ) -> CResult<(CpuStorage, Shape)> {
+        let d = self.0.p.dims(l1.dims())?;
+        let q = self.0;
+        let out = on_floats!(s1, l1, s2, l2, "pool2d grad", |x, g| pool_backward(
+            x, g, q, d
+        ));
+        Ok((out, l1.shape().clone()))
+    }
+}
+
+/// Max (or average) pooling of `x` `[n, c, h, w]`; differentiable.
+pub fn pool2d(x: &Tensor, max: bool, k: (usize, usize), s: (usize, usize)) -> CResult<Tensor> {
+    let p = Patches {
+        kh: k.0,
+        kw: k.1,
+        sh: s.0,
+        sw: s.1,
+    };
+    x.contiguous()?.apply_op1(Pool2d { max, p })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -477,7 +628,7 @@ mod tests {
     #[test]
     fn gradients_match_finite_differences() {
         type F = fn(&Tensor, &Tensor) -> CResult<Tensor>;
-        let cases: [(&str, F, Vec<usize>, Vec<usize>); 4] = [
+        let cases: [(&str, F, Vec<usize>, Vec<usize>); 6] = [
             (
                 "conv 3x3 s1",
                 |x, w| conv2d(x, w, 1, 1),
@@ -501,6 +652,19 @@ mod tests {
                 |x, w| depthwise(x, w, 2, 2),
                 vec![2, 3, 7, 7],
                 vec![3, 1, 3, 3],
+            ),
+            // w only scales the pooled input, so both gradients go through the pool.
+            (
+                "max pool 3x3 s2",
+                |x, w| pool2d(&x.broadcast_mul(w)?, true, (3, 3), (2, 2)),
+                vec![2, 3, 7, 7],
+                vec![1, 3, 1, 1],
+            ),
+            (
+                "avg pool 2x2 s2 odd",
+                |x, w| pool2d(&x.broadcast_mul(w)?, false, (2, 2), (2, 2)),
+                vec![2, 3, 7, 5],
+                vec![1, 3, 1, 1],
             ),
         ];
         for (name, f, xs, ws) in cases {
