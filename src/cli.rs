@@ -975,6 +975,12 @@ pub struct FinetuneArgs {
     /// Fraction of train held out for validation when the data has no val split.
     #[arg(long, default_value_t = 0.2)]
     pub val_split: f64,
+    /// Keep the phase 2 weights of the epoch with the lowest validation loss.
+    #[arg(long)]
+    pub restore_best: bool,
+    /// Stop phase 2 after this many epochs without a lower validation loss.
+    #[arg(long)]
+    pub patience: Option<usize>,
     /// The fine-tuned model: base with the trained top + head, as one ONNX file.
     #[arg(long)]
     pub out: PathBuf,
@@ -1066,6 +1072,8 @@ impl FinetuneArgs {
         };
         cfg.seed = self.seed;
         cfg.val_split = self.val_split;
+        cfg.restore_best = self.restore_best;
+        cfg.patience = self.patience;
         cfg.verbose = !self.quiet;
         let ex = &mut cfg.extract;
         ex.overrides = self.pre.to_overrides()?;

@@ -611,6 +611,23 @@ fn vgg16_signature_selects_the_caffe_preset() {
         "{log}"
     );
     assert!(log.contains("resize squash bilinear"), "{log}");
+    // A cut keeps the preset (named in its metadata): the graph alone no longer matches the signature.
+    let log = ok(&[
+        "extract",
+        "--model",
+        s(&m),
+        "--data",
+        s(&data),
+        "--layer",
+        "block4_pool",
+        "--out",
+        s(&d.path().join("cut.h5")),
+    ]);
+    assert!(log.contains("preset vgg16"), "{log}");
+    assert!(
+        log.contains("caffe (BGR mean 103.939,116.779,123.68"),
+        "{log}"
+    );
 }
 
 #[test]
@@ -2585,21 +2602,33 @@ fn finetune_trains_the_top_block_and_exports_a_matching_model() {
         .map(|e| e["loss"].as_f64().unwrap())
         .collect();
     assert_eq!(losses.len(), 8);
-    assert!(losses[7] < losses[0], "training loss did not fall: {losses:?}");
+    assert!(
+        losses[7] < losses[0],
+        "training loss did not fall: {losses:?}"
+    );
     assert_eq!(j["phase1"]["epochs"].as_array().unwrap().len(), 3);
     let parity = j["parity_max_abs"].as_f64().unwrap();
     assert!(parity < 1e-4, "ONNX Runtime vs candle: {parity}");
     assert!(j["parity_images"].as_u64().unwrap() > 0);
     assert!(j["test_finetuned"][1].as_f64().unwrap() > 0.5);
     assert_eq!(j["trained_params"].as_u64().unwrap(), 16 * 8 * 9 + 16);
-    for f in ["ft.base.onnx", "ft.head.h5", "ft.phase1.history.csv", "ft.phase2.history.csv"] {
+    for f in [
+        "ft.base.onnx",
+        "ft.head.h5",
+        "ft.phase1.history.csv",
+        "ft.phase2.history.csv",
+    ] {
         assert!(d.path().join(f).exists(), "{f} missing");
     }
     let inputs = ok(&["summary", s(&d.path().join("ft.inputs.h5"))]);
     assert!(inputs.contains("split train_flip: 16 images"), "{inputs}");
     // The exported model scores images on its own.
     let rows = ok(&["score", "--model", s(&out), s(&data.join("test"))]);
-    assert_eq!(rows.lines().filter(|l| l.contains(".png")).count(), 16, "{rows}");
+    assert_eq!(
+        rows.lines().filter(|l| l.contains(".png")).count(),
+        16,
+        "{rows}"
+    );
 
     // With a head from train-head on the same base: no phase 1.
     ok(&["train-head", s(&cache), "--epochs", "3", "-q"]);

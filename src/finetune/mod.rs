@@ -64,6 +64,10 @@ pub struct FinetuneConfig {
     pub optimizer: OptimizerSpec,
     pub seed: u64,
     pub val_split: f64,
+    /// Phase 2: keep the weights of the epoch with the lowest validation loss.
+    pub restore_best: bool,
+    /// Phase 2: stop after this many epochs without a lower validation loss.
+    pub patience: Option<usize>,
     /// The cache of the lower part's outputs (default `<out>.inputs.h5`).
     pub cache: PathBuf,
     /// Extraction settings of the lower part (model, data and out are set by finetune).
@@ -105,6 +109,8 @@ impl FinetuneConfig {
             },
             seed: 42,
             val_split: 0.2,
+            restore_best: false,
+            patience: None,
             verbose: true,
         }
     }
@@ -317,6 +323,12 @@ pub fn finetune(cfg: &FinetuneConfig) -> Result<FinetuneSummary> {
             "--val-split must be in [0, 1), got {}",
             cfg.val_split
         )));
+    }
+    if (cfg.restore_best || cfg.patience.is_some()) && cfg.val_split == 0.0 {
+        return Err(Error::Config(
+            "--restore-best and --patience watch the validation loss: --val-split must be above 0"
+                .into(),
+        ));
     }
     if cfg.out.extension().and_then(|e| e.to_str()) != Some("onnx") {
         return Err(Error::Config(format!(
@@ -546,6 +558,7 @@ pub fn finetune(cfg: &FinetuneConfig) -> Result<FinetuneSummary> {
     let mut history = History::default();
     let hist_path = sibling(&cfg.out, ".phase2.history.csv");
     let t_train = Instant::now();
+    let mut best: Option<(f64, usize, Vec<Tensor>)> = None;
     for epoch in 1..=cfg.epochs {
         let te = Instant::now();
         let mut order = fit_idx.clone();
@@ -597,11 +610,45 @@ pub fn finetune(cfg: &FinetuneConfig) -> Result<FinetuneSummary> {
             seconds: te.elapsed().as_secs_f64(),
         };
         say(table_row(&rec));
+        let improved = val_loss.is_some_and(|l| best.as_ref().is_none_or(|(b, _, _)| l < *b));
+        if improved {
+            let snapshot = if cfg.restore_best {
+                vars.iter()
+                    .map(|v| v.as_tensor().copy())
+                    .collect::<candle_core::Result<Vec<_>>>()
+                    .map_err(cerr)?
+            } else {
+                Vec::new()
+            };
+            best = Some((val_loss.unwrap_or(f64::INFINITY), epoch, snapshot));
+        }
         history.epochs.push(rec);
         history.kept_epoch = epoch;
         std::fs::write(&hist_path, history.csv()).map_err(|e| Error::io(&hist_path, e))?;
+        if let (Some(p), Some((_, b, _))) = (cfg.patience, &best) {
+            if epoch - b >= p && epoch < cfg.epochs {
+                say(format!(
+                    "early stop: no lower val_loss for {p} epochs (best: epoch {b})"
+                ));
+                history.stopped_early = true;
+                break;
+            }
+        }
     }
-    let seconds_per_epoch = t_train.elapsed().as_secs_f64() / cfg.epochs as f64;
+    if cfg.restore_best {
+        if let Some((l, b, snapshot)) = best.take() {
+            if b != history.epochs.len() {
+                for (v, t) in vars.iter().zip(&snapshot) {
+                    v.set(t).map_err(cerr)?;
+                }
+                say(format!(
+                    "restored the weights of epoch {b} (val_loss {l:.4})"
+                ));
+            }
+            history.kept_epoch = b;
+        }
+    }
+    let seconds_per_epoch = t_train.elapsed().as_secs_f64() / history.epochs.len().max(1) as f64;
     let test_finetuned = match &test {
         Some(t) if !t.is_empty() => Some(evaluate(&top, &chead, t, row, &shape, &test_idx)?),
         _ => None,
