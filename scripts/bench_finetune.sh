@@ -7,11 +7,12 @@
 #  2. Speed: a VGG-16-shaped base (random weights, `headstart make-model vgg16`), block5 + the seed
 #     head trained on N cached 224x224 images (block4_pool outputs): seconds per epoch of headstart
 #     (candle) beside PyTorch CPU training the same block on the same cached inputs, in the same run.
-# Usage: scripts/bench_finetune.sh [N_IMAGES] [EPOCHS]     (defaults 2000 and 1)
+# Usage: scripts/bench_finetune.sh [N_IMAGES] [EPOCHS] [all|accuracy|speed]   (defaults 2000, 1, all)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 N="${1:-2000}"
 EPOCHS="${2:-1}"
+PART="${3:-all}"
 SHARED="${HEADSTART_SHARED:-../shared}"
 scripts/setup.sh
 cargo build --release --quiet
@@ -26,10 +27,11 @@ mkdir -p out/finetune
 W=out/finetune
 echo "machine: $(nproc) cores, $(awk '/MemTotal/ {printf "%.0f GiB", $2/1048576}' /proc/meminfo), $(date -u +%Y-%m-%d)"
 
+if [ "$PART" != speed ]; then
 echo
 echo "== 1. accuracy: cats_dogs (train 2000 -> 1600 + 400 val, test 1000), EfficientNet-Lite0, --unfreeze stage7 =="
 "$BIN" finetune --model "$SHARED/models/efficientnet_lite0_features.onnx" --data "$SHARED/data/cats_dogs" \
-  --unfreeze stage7 --freeze-epochs 30 --epochs "${FT_EPOCHS:-5}" --augment flip --lr 1e-5 \
+  --unfreeze stage7 --freeze-epochs 30 --epochs 6 --lr 1e-6 --restore-best \
   --out "$W/lite0_ft.onnx" --progress none | tee "$W/lite0.log" | grep -E "^(finetune|phase|head only|fine-tuned|parity|data)"
 "$BIN" score --model "$W/lite0_ft.onnx" "$SHARED/data/cats_dogs/test" --out "$W/lite0_scores.csv" -q >/dev/null 2>&1
 python3 - "$W/lite0_scores.csv" <<'PY'
@@ -38,6 +40,8 @@ rows = list(csv.DictReader(open(sys.argv[1])))
 ok = sum(1 for r in rows if r["path"].split("/")[-2] == r["predicted"])
 print(f"exported model scored by ONNX Runtime (headstart score): test accuracy {ok / len(rows):.4f} on {len(rows)} photos")
 PY
+fi
+[ "$PART" = accuracy ] && exit 0
 
 echo
 echo "== 2. speed: VGG-16-shaped base, block5 + head, $N images at 224x224, batch 20, RMSprop 1e-5 =="
