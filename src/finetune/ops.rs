@@ -191,10 +191,58 @@ pub fn conv2d(x: &Tensor, w: &Tensor, sh: usize, sw: usize) -> CResult<Tensor> {
     } else {
         x.contiguous()?.apply_op1(Im2Col(p))?
     };
-    let y = cols.matmul(&w.reshape((o, c * kh * kw))?.t()?)?; // [n*oh*ow, o]
+    let w2 = w.reshape((o, c * kh * kw))?;
+    let y = if x.track_op() {
+        cols.matmul(&w2.t()?)?
+    } else {
+        // The input is data (the cached split tensor): skip its gradient, one GEMM of three.
+        cols.apply_op2(&w2, FrozenLhsMatmul)?
+    }; // [n*oh*ow, o]
     y.reshape((n, oh * ow, o))?
         .transpose(1, 2)?
         .reshape((n, o, oh, ow))
+}
+
+/// `a [m, k] x w [n, k]^T` whose backward gives `w` its gradient and `a` none: candle's matmul
+/// backward computes both, and the input of the first trained layer is data.
+struct FrozenLhsMatmul;
+
+impl CustomOp2 for FrozenLhsMatmul {
+    fn name(&self) -> &'static str {
+        "frozen-lhs-matmul"
+    }
+
+    fn cpu_fwd(
+        &self,
+        s1: &CpuStorage,
+        l1: &Layout,
+        s2: &CpuStorage,
+        l2: &Layout,
+    ) -> CResult<(CpuStorage, Shape)> {
+        use candle_core::backend::BackendStorage;
+        let (&[m, k], &[n, k2]) = (l1.dims(), l2.dims()) else {
+            candle_core::bail!(
+                "frozen-lhs-matmul: needs two matrices, got {:?} and {:?}",
+                l1.dims(),
+                l2.dims()
+            )
+        };
+        if k != k2 {
+            candle_core::bail!("frozen-lhs-matmul: inner sizes {k} != {k2}");
+        }
+        let out = s1.matmul(s2, (1, m, n, k), l1, &l2.transpose(0, 1)?)?;
+        Ok((out, Shape::from((m, n))))
+    }
+
+    fn bwd(
+        &self,
+        a: &Tensor,
+        _w: &Tensor,
+        _res: &Tensor,
+        grad: &Tensor,
+    ) -> CResult<(Option<Tensor>, Option<Tensor>)> {
+        Ok((None, Some(grad.t()?.matmul(a)?)))
+    }
 }
 
 /// A depthwise convolution (one `kh x kw` filter per channel, `w` `[c, 1, kh, kw]`) of a padded `x`.
