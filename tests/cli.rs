@@ -2620,6 +2620,41 @@ fn finetune_trains_the_top_block_and_exports_a_matching_model() {
     ] {
         assert!(d.path().join(f).exists(), "{f} missing");
     }
+    assert!(
+        !d.path().join("ft.ckpt.h5").exists(),
+        "a finished run removes its checkpoint"
+    );
+    // Killed after epoch 3 of phase 2: the rerun continues from the checkpoint and ends where the
+    // uninterrupted run ended.
+    let a = args(&["--freeze-epochs", "3", "--augment", "flip"]);
+    let killed = bin()
+        .args(&a)
+        .env(headstart::finetune::ABORT_ENV, "3")
+        .output()
+        .unwrap();
+    assert!(!killed.status.success());
+    assert!(d.path().join("ft.ckpt.h5").exists());
+    let r = bin()
+        .args(&a)
+        .args(["--progress", "none"])
+        .output()
+        .unwrap();
+    let r = text(&r);
+    let j2 = json(&r[r.find("{\"out").expect("json")..]);
+    let again: Vec<f64> = j2["phase2"]["epochs"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| e["loss"].as_f64().unwrap())
+        .collect();
+    assert_eq!(again.len(), 8);
+    for (x, y) in losses.iter().zip(&again) {
+        assert!(
+            (x - y).abs() <= 1e-6 * x.abs().max(1e-3),
+            "{losses:?} vs {again:?}"
+        );
+    }
+    assert!(j2["phase1"].is_null(), "phase 1 is not run again");
     let inputs = ok(&["summary", s(&d.path().join("ft.inputs.h5"))]);
     assert!(inputs.contains("split train_flip: 16 images"), "{inputs}");
     // The exported model scores images on its own.

@@ -9,6 +9,7 @@
 //! initializers and exported with the head as one ONNX file ([`crate::export`]), which is then run
 //! in ONNX Runtime and compared with the candle forward pass.
 
+pub mod checkpoint;
 pub mod graph;
 pub mod head;
 pub mod ops;
@@ -34,7 +35,11 @@ use crate::model::BaseModel;
 use crate::onnx::proto::ModelProto;
 use crate::rng::Rng;
 
+pub use checkpoint::Checkpoint;
 pub use graph::TopGraph;
+
+/// Test hook: abort the process after this many phase 2 epochs are checkpointed (simulates a crash).
+pub const ABORT_ENV: &str = "HEADSTART_TEST_ABORT_AFTER_EPOCHS";
 pub use head::CandleHead;
 
 /// Where the trainable part starts.
@@ -460,6 +465,48 @@ pub fn finetune(cfg: &FinetuneConfig) -> Result<FinetuneSummary> {
         test.as_ref().map_or(0, |t| t.len())
     ));
 
+    // A checkpoint of an interrupted phase 2 with the same settings is continued.
+    let ckpt_path = sibling(&cfg.out, ".ckpt.h5");
+    let fingerprint = {
+        use sha2::{Digest, Sha256};
+        let head_sha = match &cfg.head {
+            Some(p) => extract::sha256_file(p)?,
+            None => String::new(),
+        };
+        let mut h = Sha256::new();
+        h.update(format!(
+            "{}|{model_sha}|{split}|{}|{head_sha}|{:?}|{}|{}|{}|{}|{}|{}|{}",
+            env!("CARGO_PKG_VERSION"),
+            meta.fingerprint,
+            cfg.head_train,
+            cfg.pool.name(),
+            cfg.optimizer.describe(),
+            cfg.batch_size,
+            cfg.seed,
+            cfg.val_split,
+            flipped.is_some(),
+            cfg.restore_best,
+        ));
+        format!("{:x}", h.finalize())
+    };
+    let resume = match ckpt_path.exists() {
+        true => match Checkpoint::load(&ckpt_path) {
+            Ok(c) if c.fingerprint == fingerprint => Some(c),
+            Ok(_) => {
+                say(format!(
+                    "{} is from a run with other settings: starting over",
+                    ckpt_path.display()
+                ));
+                None
+            }
+            Err(e) => {
+                say(format!("{e}: starting over"));
+                None
+            }
+        },
+        false => None,
+    };
+
     // The head: given, or trained in phase 1 on the frozen top.
     let pooler = CandleHead::new(
         &Network { layers: vec![] },
@@ -481,6 +528,17 @@ pub fn finetune(cfg: &FinetuneConfig) -> Result<FinetuneSummary> {
                 )));
             }
             (h.network, h.pool, h.spec, None)
+        }
+        None if resume.is_some() => {
+            // Phase 1 finished before the interruption; its weights are in the checkpoint.
+            let dim = cfg.pool.output_dim(&top_shape, &meta.layout)?;
+            let net = Network::new(
+                dim,
+                &cfg.head_train.spec,
+                output_units(classes),
+                cfg.head_train.seed,
+            );
+            (net, cfg.pool, spec_string(&cfg.head_train.spec), None)
         }
         None => {
             let x = top_features(
@@ -532,7 +590,9 @@ pub fn finetune(cfg: &FinetuneConfig) -> Result<FinetuneSummary> {
     let chead = CandleHead::new(&network, pool, &meta.layout, DType::F32).map_err(cerr)?;
     let test_idx: Vec<usize> = test.as_ref().map_or(vec![], |t| (0..t.len()).collect());
     let test_head_only = match &test {
-        Some(t) if !t.is_empty() => Some(evaluate(&top, &chead, t, row, &shape, &test_idx)?),
+        Some(t) if !t.is_empty() && resume.is_none() => {
+            Some(evaluate(&top, &chead, t, row, &shape, &test_idx)?)
+        }
         _ => None,
     };
     if let Some((l, a)) = test_head_only {
@@ -556,10 +616,42 @@ pub fn finetune(cfg: &FinetuneConfig) -> Result<FinetuneSummary> {
     ));
     say(TABLE_HEADER.to_string());
     let mut history = History::default();
+    let mut first = 1;
+    if let Some(c) = resume {
+        let sizes_ok = c.vars.len() == vars.len()
+            && c.vars
+                .iter()
+                .zip(&vars)
+                .all(|(a, v)| a.len() == v.elem_count());
+        if !sizes_ok {
+            return Err(Error::cache(
+                &ckpt_path,
+                "holds other tensors than this model's top and head: delete it to start over",
+            ));
+        }
+        for (v, a) in vars.iter().zip(c.vars) {
+            v.set(&Tensor::from_vec(a, v.shape(), &Device::Cpu).map_err(cerr)?)
+                .map_err(cerr)?;
+        }
+        opt.restore(c.opt_steps, c.opt_slots);
+        shuffle.0 = c.rngs[0];
+        dropout.0 = c.rngs[1];
+        history = c.history;
+        first = c.epoch + 1;
+        say(format!(
+            "resuming phase 2 after epoch {} from {}",
+            c.epoch,
+            ckpt_path.display()
+        ));
+        for r in &history.epochs {
+            say(table_row(r));
+        }
+    }
+    let abort_after: Option<usize> = std::env::var(ABORT_ENV).ok().and_then(|v| v.parse().ok());
     let hist_path = sibling(&cfg.out, ".phase2.history.csv");
     let t_train = Instant::now();
     let mut best: Option<(f64, usize, Vec<Tensor>)> = None;
-    for epoch in 1..=cfg.epochs {
+    for epoch in first..=cfg.epochs {
         let te = Instant::now();
         let mut order = fit_idx.clone();
         shuffle.shuffle(&mut order);
@@ -625,6 +717,24 @@ pub fn finetune(cfg: &FinetuneConfig) -> Result<FinetuneSummary> {
         history.epochs.push(rec);
         history.kept_epoch = epoch;
         std::fs::write(&hist_path, history.csv()).map_err(|e| Error::io(&hist_path, e))?;
+        let (opt_steps, opt_slots) = opt.snapshot();
+        Checkpoint {
+            fingerprint: fingerprint.clone(),
+            epoch,
+            vars: vars
+                .iter()
+                .map(|v| v.flatten_all().and_then(|t| t.to_vec1::<f32>()))
+                .collect::<candle_core::Result<_>>()
+                .map_err(cerr)?,
+            opt_steps,
+            opt_slots,
+            rngs: [shuffle.0, dropout.0],
+            history: history.clone(),
+        }
+        .save(&ckpt_path)?;
+        if abort_after == Some(epoch) {
+            std::process::abort();
+        }
         if let (Some(p), Some((_, b, _))) = (cfg.patience, &best) {
             if epoch - b >= p && epoch < cfg.epochs {
                 say(format!(
@@ -648,7 +758,8 @@ pub fn finetune(cfg: &FinetuneConfig) -> Result<FinetuneSummary> {
             history.kept_epoch = b;
         }
     }
-    let seconds_per_epoch = t_train.elapsed().as_secs_f64() / history.epochs.len().max(1) as f64;
+    let run_epochs = (history.epochs.len() + 1).saturating_sub(first).max(1);
+    let seconds_per_epoch = t_train.elapsed().as_secs_f64() / run_epochs as f64;
     let test_finetuned = match &test {
         Some(t) if !t.is_empty() => Some(evaluate(&top, &chead, t, row, &shape, &test_idx)?),
         _ => None,
@@ -715,6 +826,9 @@ pub fn finetune(cfg: &FinetuneConfig) -> Result<FinetuneSummary> {
             "parity: {} vs candle on {parity_images} images: max abs diff {d:.2e}",
             cfg.out.display()
         ));
+    }
+    if ckpt_path.exists() {
+        std::fs::remove_file(&ckpt_path).map_err(|e| Error::io(&ckpt_path, e))?;
     }
     say(format!(
         "wrote {} (base {} + head {})",

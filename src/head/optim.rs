@@ -15,6 +15,10 @@ pub trait Optimizer: Send {
     fn state(&mut self, i: usize) -> (&mut [f32], &mut [f32]);
     fn learning_rate(&self) -> f64;
     fn set_learning_rate(&mut self, lr: f64);
+    /// Steps taken and every state slot (for checkpoints).
+    fn snapshot(&self) -> (u64, Vec<Vec<f32>>);
+    /// Restores a [`Optimizer::snapshot`] of an optimizer of the same kind over the same tensors.
+    fn restore(&mut self, steps: u64, slots: Vec<Vec<f32>>);
     /// One update of every parameter tensor (`params[i]` with gradient `grads[i]`).
     fn step(&mut self, params: &mut [&mut [f32]], grads: &[&[f32]]) {
         let sizes: Vec<usize> = params.iter().map(|p| p.len()).collect();
@@ -157,6 +161,13 @@ impl Optimizer for Sgd {
     fn state(&mut self, i: usize) -> (&mut [f32], &mut [f32]) {
         (&mut self.velocity[i], &mut [])
     }
+    fn snapshot(&self) -> (u64, Vec<Vec<f32>>) {
+        (self.iterations, self.velocity.clone())
+    }
+    fn restore(&mut self, steps: u64, slots: Vec<Vec<f32>>) {
+        self.iterations = steps;
+        self.velocity = slots;
+    }
     fn learning_rate(&self) -> f64 {
         self.lr
     }
@@ -218,6 +229,16 @@ impl Optimizer for Adam {
     fn state(&mut self, i: usize) -> (&mut [f32], &mut [f32]) {
         (&mut self.m[i], &mut self.v[i])
     }
+    fn snapshot(&self) -> (u64, Vec<Vec<f32>>) {
+        let mut slots = self.m.clone();
+        slots.extend(self.v.iter().cloned());
+        (self.t as u64, slots)
+    }
+    fn restore(&mut self, steps: u64, mut slots: Vec<Vec<f32>>) {
+        self.t = steps as i32;
+        self.v = slots.split_off(slots.len() / 2);
+        self.m = slots;
+    }
     fn learning_rate(&self) -> f64 {
         self.lr
     }
@@ -260,6 +281,12 @@ impl Optimizer for RmsProp {
     }
     fn state(&mut self, i: usize) -> (&mut [f32], &mut [f32]) {
         (&mut self.v[i], &mut [])
+    }
+    fn snapshot(&self) -> (u64, Vec<Vec<f32>>) {
+        (0, self.v.clone())
+    }
+    fn restore(&mut self, _steps: u64, slots: Vec<Vec<f32>>) {
+        self.v = slots;
     }
     fn learning_rate(&self) -> f64 {
         self.lr

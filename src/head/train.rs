@@ -270,7 +270,7 @@ impl TrainConfig {
 }
 
 /// One row of the training history.
-#[derive(Debug, Clone, PartialEq, serde::Serialize)]
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
 pub struct EpochRecord {
     pub epoch: usize,
     pub loss: f64,
@@ -281,7 +281,7 @@ pub struct EpochRecord {
     pub seconds: f64,
 }
 
-#[derive(Debug, Clone, Default, serde::Serialize)]
+#[derive(Debug, Clone, Default, serde::Serialize, serde::Deserialize)]
 pub struct History {
     pub epochs: Vec<EpochRecord>,
     /// 1-based epoch whose weights were kept (the best by the monitor, or the last).
