@@ -433,6 +433,18 @@ fn vlu(s: &str) -> VarLenUnicode {
     s.replace('\0', "?").parse().unwrap_or_default()
 }
 
+/// Writes `path` through `<path>.tmp` and a rename, so a crash never leaves a half-written file.
+pub(crate) fn save_via_tmp(
+    path: &Path,
+    write: impl FnOnce(&Path) -> hdf5::Result<()>,
+) -> Result<()> {
+    let mut tmp = path.as_os_str().to_owned();
+    tmp.push(".tmp");
+    let tmp = PathBuf::from(tmp);
+    write(&tmp).map_err(|e| Error::cache(&tmp, e))?;
+    std::fs::rename(&tmp, path).map_err(|e| Error::io(path, e))
+}
+
 pub(crate) fn write_str_attr(loc: &hdf5::Location, name: &str, value: &str) -> hdf5::Result<()> {
     loc.new_attr::<VarLenUnicode>()
         .create(name)?

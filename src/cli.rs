@@ -458,6 +458,22 @@ pub enum OptimizerArg {
     Rmsprop,
 }
 
+impl OptimizerArg {
+    /// The optimizer with SGD's momentum, Nesterov flag and decay (ignored by the others).
+    fn kind(self, momentum: f32, nesterov: bool, decay: f64) -> OptimizerKind {
+        match self {
+            OptimizerArg::Sgd => OptimizerKind::Sgd {
+                momentum,
+                nesterov,
+                decay,
+            },
+            OptimizerArg::Adam => OptimizerKind::Adam,
+            OptimizerArg::Adamw => OptimizerKind::AdamW,
+            OptimizerArg::Rmsprop => OptimizerKind::RmsProp,
+        }
+    }
+}
+
 #[derive(Copy, Clone, Debug, ValueEnum, PartialEq, Eq)]
 pub enum ScheduleArg {
     Constant,
@@ -614,16 +630,9 @@ impl TrainHeadArgs {
                 max_iter: self.max_iter,
             }
         } else {
-            let kind = match self.optimizer {
-                OptimizerArg::Sgd => OptimizerKind::Sgd {
-                    momentum: self.momentum,
-                    nesterov: self.nesterov,
-                    decay: self.decay,
-                },
-                OptimizerArg::Adam => OptimizerKind::Adam,
-                OptimizerArg::Adamw => OptimizerKind::AdamW,
-                OptimizerArg::Rmsprop => OptimizerKind::RmsProp,
-            };
+            let kind = self
+                .optimizer
+                .kind(self.momentum, self.nesterov, self.decay);
             let lr = self.lr.unwrap_or(match self.optimizer {
                 OptimizerArg::Rmsprop => 2e-5,
                 OptimizerArg::Adam | OptimizerArg::Adamw => 1e-3,
@@ -1057,16 +1066,7 @@ impl FinetuneArgs {
         cfg.epochs = self.epochs;
         cfg.batch_size = self.batch_size;
         cfg.optimizer = OptimizerSpec {
-            kind: match self.optimizer {
-                OptimizerArg::Sgd => OptimizerKind::Sgd {
-                    momentum: self.momentum,
-                    nesterov: false,
-                    decay: 0.0,
-                },
-                OptimizerArg::Adam => OptimizerKind::Adam,
-                OptimizerArg::Adamw => OptimizerKind::AdamW,
-                OptimizerArg::Rmsprop => OptimizerKind::RmsProp,
-            },
+            kind: self.optimizer.kind(self.momentum, false, 0.0),
             lr: self.lr,
             weight_decay: self.weight_decay,
         };

@@ -83,7 +83,16 @@ pub struct TrainHeadSummary {
     pub seconds: f64,
 }
 
-fn table_row(r: &EpochRecord) -> String {
+/// The header of the per-epoch table.
+pub fn table_header() -> String {
+    format!(
+        "{:>5} {:>9} {:>9} {:>9} {:>9} {:>10} {:>7}",
+        "epoch", "loss", "accuracy", "val_loss", "val_acc", "lr", "seconds"
+    )
+}
+
+/// One row of the per-epoch table.
+pub fn table_row(r: &EpochRecord) -> String {
     let o = |v: Option<f64>| v.map_or("-".to_string(), |v| format!("{v:.4}"));
     format!(
         "{:>5} {:>9.4} {:>9.4} {:>9} {:>9} {:>10.3e} {:>7.2}",
@@ -190,10 +199,7 @@ pub fn train_head(cfg: &TrainHeadConfig) -> Result<TrainHeadSummary> {
                 tc.batch_size,
                 tc.seed
             ));
-            say(format!(
-                "{:>5} {:>9} {:>9} {:>9} {:>9} {:>10} {:>7}",
-                "epoch", "loss", "accuracy", "val_loss", "val_acc", "lr", "seconds"
-            ));
+            say(table_header());
             let data = TrainData {
                 x: &x,
                 y: &y,

@@ -2,7 +2,7 @@
 //! state, the generators and the history, under a fingerprint of the settings. A rerun with the same
 //! settings continues after the last finished epoch; the file is removed when the run completes.
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
 use crate::cache::{read_str_attr, write_str_attr};
 use crate::error::{Error, Result};
@@ -26,11 +26,7 @@ pub struct Checkpoint {
 impl Checkpoint {
     /// Writes to `<path>.tmp`, then renames: a crash leaves the previous checkpoint.
     pub fn save(&self, path: &Path) -> Result<()> {
-        let mut tmp = path.as_os_str().to_owned();
-        tmp.push(".tmp");
-        let tmp = PathBuf::from(tmp);
-        self.write(&tmp).map_err(|e| Error::cache(&tmp, e))?;
-        std::fs::rename(&tmp, path).map_err(|e| Error::io(path, e))
+        crate::cache::save_via_tmp(path, |tmp| self.write(tmp))
     }
 
     fn write(&self, path: &Path) -> hdf5::Result<()> {

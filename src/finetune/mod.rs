@@ -25,6 +25,7 @@ use ndarray::Array2;
 use crate::cache::{FeatureCache, SplitData};
 use crate::error::{Error, Result};
 use crate::extract::{self, ExtractConfig, FLIP_SPLIT};
+use crate::fit::{table_header, table_row};
 use crate::head::file::{Head, HeadKind};
 use crate::head::net::{spec_string, Network, Pool};
 use crate::head::train::{
@@ -299,22 +300,6 @@ fn step(opt: &mut dyn crate::head::optim::Optimizer, vars: &[Var], loss: &Tensor
     Ok(())
 }
 
-fn table_row(r: &EpochRecord) -> String {
-    let o = |v: Option<f64>| v.map_or("-".to_string(), |v| format!("{v:.4}"));
-    format!(
-        "{:>5} {:>9.4} {:>9.4} {:>9} {:>9} {:>10.2e} {:>7.1}",
-        r.epoch,
-        r.loss,
-        r.accuracy,
-        o(r.val_loss),
-        o(r.val_accuracy),
-        r.lr,
-        r.seconds
-    )
-}
-
-const TABLE_HEADER: &str = "epoch      loss  accuracy  val_loss   val_acc         lr seconds";
-
 /// Runs the whole fine-tune as configured.
 pub fn finetune(cfg: &FinetuneConfig) -> Result<FinetuneSummary> {
     let t0 = Instant::now();
@@ -566,7 +551,7 @@ pub fn finetune(cfg: &FinetuneConfig) -> Result<FinetuneSummary> {
                 cfg.head_train.batch_size,
                 cfg.head_train.optimizer.describe()
             ));
-            say(TABLE_HEADER.to_string());
+            say(table_header());
             let data = TrainData {
                 x: &x,
                 y: &y,
@@ -614,7 +599,7 @@ pub fn finetune(cfg: &FinetuneConfig) -> Result<FinetuneSummary> {
         cfg.batch_size,
         cfg.optimizer.describe()
     ));
-    say(TABLE_HEADER.to_string());
+    say(table_header());
     let mut history = History::default();
     let mut first = 1;
     if let Some(c) = resume {

@@ -632,7 +632,7 @@ pub fn pool2d(x: &Tensor, max: bool, k: (usize, usize), s: (usize, usize)) -> CR
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
     use candle_core::{DType, Device, Var};
 
@@ -668,6 +668,39 @@ mod tests {
             assert!(
                 d.to_scalar::<f64>().unwrap() < 1e-12,
                 "depthwise c{c} k{k} s{s}"
+            );
+        }
+    }
+
+    /// Checks every `step`-th value of `var`'s gradient in `grads` against central differences of
+    /// `loss` evaluated at `var`'s values with one of them moved (f64, eps 1e-6).
+    pub(crate) fn check_gradient(
+        what: &str,
+        var: &Var,
+        grads: &candle_core::backprop::GradStore,
+        step: usize,
+        loss: impl Fn(&Tensor) -> f64,
+    ) {
+        let g: Vec<f64> = grads
+            .get(var)
+            .unwrap()
+            .flatten_all()
+            .unwrap()
+            .to_vec1()
+            .unwrap();
+        let base: Vec<f64> = var.flatten_all().unwrap().to_vec1().unwrap();
+        let eps = 1e-6;
+        for i in (0..base.len()).step_by(step) {
+            let at = |delta: f64| {
+                let mut v = base.clone();
+                v[i] += delta;
+                loss(&Tensor::from_vec(v, var.dims(), &Device::Cpu).unwrap())
+            };
+            let fd = (at(eps) - at(-eps)) / (2.0 * eps);
+            assert!(
+                (fd - g[i]).abs() < 1e-6 * (1.0 + fd.abs()),
+                "{what}[{i}]: fd {fd} vs {}",
+                g[i]
             );
         }
     }
@@ -730,33 +763,13 @@ mod tests {
             };
             let grads = (y * &r).unwrap().sum_all().unwrap().backward().unwrap();
             for (which, var) in [("x", &x), ("w", &w)] {
-                let g: Vec<f64> = grads
-                    .get(var)
-                    .unwrap()
-                    .flatten_all()
-                    .unwrap()
-                    .to_vec1()
-                    .unwrap();
-                let base: Vec<f64> = var.flatten_all().unwrap().to_vec1().unwrap();
-                for i in (0..base.len()).step_by(7) {
-                    let eps = 1e-6;
-                    let at = |delta: f64| {
-                        let mut v = base.clone();
-                        v[i] += delta;
-                        let t = Tensor::from_vec(v, var.dims(), &Device::Cpu).unwrap();
-                        if which == "x" {
-                            loss(&t, w.as_tensor())
-                        } else {
-                            loss(x.as_tensor(), &t)
-                        }
-                    };
-                    let fd = (at(eps) - at(-eps)) / (2.0 * eps);
-                    assert!(
-                        (fd - g[i]).abs() < 1e-6 * (1.0 + fd.abs()),
-                        "{name} d{which}[{i}]: fd {fd} vs {}",
-                        g[i]
-                    );
-                }
+                check_gradient(&format!("{name} d{which}"), var, &grads, 7, |t| {
+                    if which == "x" {
+                        loss(t, w.as_tensor())
+                    } else {
+                        loss(x.as_tensor(), t)
+                    }
+                });
             }
             assert_eq!(x.dtype(), DType::F64);
         }

@@ -11,7 +11,7 @@
 //!   `[inputs, units]` and `bias`; activation has attribute `activation`; dropout `rate`; batchnorm
 //!   datasets `gamma`, `beta`, `moving_mean`, `moving_variance` and attribute `epsilon`.
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
 use hdf5::types::VarLenUnicode;
 use ndarray::{Array1, Array2};
@@ -121,11 +121,7 @@ impl Head {
 
     /// Writes to `<path>.tmp`, then renames, so a crash never leaves a half-written head.
     pub fn save(&self, path: &Path) -> Result<()> {
-        let mut tmp = path.as_os_str().to_owned();
-        tmp.push(".tmp");
-        let tmp = PathBuf::from(tmp);
-        self.write(&tmp).map_err(|e| Error::cache(&tmp, e))?;
-        std::fs::rename(&tmp, path).map_err(|e| Error::io(path, e))
+        crate::cache::save_via_tmp(path, |tmp| self.write(tmp))
     }
 
     fn write(&self, path: &Path) -> hdf5::Result<()> {
