@@ -84,9 +84,10 @@ struct File {
     figures: Figures,
     #[serde(default)]
     signature: BTreeMap<String, usize>,
-    /// Fine-tune split points: block name -> the first node to train (a node name, or a part of one).
+    /// Fine-tune split points: block name -> the first node to train, one name per naming convention
+    /// (Keras/tf2onnx, torchvision): a node name or a `/`-separated part of one.
     #[serde(default)]
-    unfreeze: BTreeMap<String, String>,
+    unfreeze: BTreeMap<String, Vec<String>>,
 }
 
 /// Input size and preprocessing of a known architecture, for one source of weights.
@@ -105,8 +106,8 @@ pub struct Preset {
     pub figures: Figures,
     /// Graph signature: op counts that must all match (empty: matched by metadata or name only).
     pub signature: BTreeMap<String, usize>,
-    /// `finetune --unfreeze BLOCK` split points: block name -> first node to train.
-    pub unfreeze: BTreeMap<String, String>,
+    /// `finetune --unfreeze BLOCK` split points: block name -> first node to train (candidates).
+    pub unfreeze: BTreeMap<String, Vec<String>>,
 }
 
 fn resize(r: &ResizeSpec) -> ResizeMode {

@@ -160,8 +160,8 @@ pub fn split_tensor(model: &ModelProto, path: &Path, split: &SplitPoint) -> Resu
         .graph
         .as_ref()
         .ok_or_else(|| Error::model(path, "no graph"))?;
-    let name = match split {
-        SplitPoint::FromLayer(n) => n.clone(),
+    let candidates: Vec<String> = match split {
+        SplitPoint::FromLayer(n) => vec![n.clone()],
         SplitPoint::Block(b) => {
             let preset = crate::presets::detect(
                 &crate::onnx::metadata(model),
@@ -185,19 +185,29 @@ pub fn split_tensor(model: &ModelProto, path: &Path, split: &SplitPoint) -> Resu
             })?
         }
     };
-    let segment = |n: &str| n.split(['/', ':', '.']).any(|part| part == name);
-    let node = graph
-        .node
-        .iter()
-        .find(|n| n.name == name)
-        .or_else(|| graph.node.iter().find(|n| segment(&n.name)))
-        .or_else(|| graph.node.iter().find(|n| n.output.contains(&name)))
-        .ok_or_else(|| {
-            Error::model(
-                path,
-                format!("no node named '{name}' (headstart inspect --layers lists the nodes)"),
-            )
-        })?;
+    let find = |name: &str| {
+        let segment = |n: &str| n.split(['/', ':']).any(|part| part == name);
+        graph
+            .node
+            .iter()
+            .find(|n| n.name == name)
+            .or_else(|| graph.node.iter().find(|n| segment(&n.name)))
+            .or_else(|| {
+                graph
+                    .node
+                    .iter()
+                    .find(|n| n.output.iter().any(|o| o == name))
+            })
+    };
+    let node = candidates.iter().find_map(|c| find(c)).ok_or_else(|| {
+        Error::model(
+            path,
+            format!(
+                "no node named '{}' (headstart inspect --layers lists the nodes)",
+                candidates.join("' or '")
+            ),
+        )
+    })?;
     node.input
         .first()
         .filter(|i| !i.is_empty())

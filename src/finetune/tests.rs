@@ -436,3 +436,39 @@ fn candle_run_top(top: &TopGraph, x: &[f32]) -> Vec<f32> {
         .to_vec1()
         .unwrap()
 }
+
+/// `--unfreeze` names resolve in Keras/tf2onnx and torchvision node names alike.
+#[test]
+fn preset_blocks_resolve_in_both_naming_conventions() {
+    use super::{split_tensor, SplitPoint};
+    let path = std::path::Path::new("m.onnx");
+    for (node_name, source) in [
+        ("vgg16/block5_conv1/Conv2D", "keras"),
+        ("/features/features.24/Conv", "torchvision"),
+    ] {
+        let mut m = model(
+            vec![
+                node(
+                    "Relu",
+                    "/features/features.23/Relu",
+                    &["x"],
+                    "below",
+                    vec![],
+                ),
+                node("Conv", node_name, &["below", "w"], "y", vec![]),
+            ],
+            vec![init("w", &[4, 4, 1, 1], 1)],
+            4,
+        );
+        crate::onnx::edit::set_metadata(
+            &mut m,
+            &[("preset", "vgg16".into()), ("source", source.into())],
+        );
+        let t = split_tensor(&m, path, &SplitPoint::Block("block5".into())).unwrap();
+        assert_eq!(t, "below", "{node_name}");
+        let e = split_tensor(&m, path, &SplitPoint::Block("block9".into()))
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("block5") && e.contains("--from-layer"), "{e}");
+    }
+}
