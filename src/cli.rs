@@ -440,6 +440,16 @@ pub enum PoolArg {
     Max,
 }
 
+impl From<PoolArg> for Pool {
+    fn from(p: PoolArg) -> Pool {
+        match p {
+            PoolArg::Flatten => Pool::Flatten,
+            PoolArg::Avg => Pool::Avg,
+            PoolArg::Max => Pool::Max,
+        }
+    }
+}
+
 #[derive(Copy, Clone, Debug, ValueEnum, PartialEq, Eq)]
 pub enum LossArg {
     /// Binary (2 classes, sigmoid) or categorical (softmax) cross-entropy.
@@ -616,11 +626,7 @@ impl TrainHeadArgs {
         if let Some(h) = &self.history {
             cfg.history = h.clone();
         }
-        cfg.pool = match self.pool {
-            PoolArg::Flatten => Pool::Flatten,
-            PoolArg::Avg => Pool::Avg,
-            PoolArg::Max => Pool::Max,
-        };
+        cfg.pool = self.pool.into();
         cfg.val_split = self.val_split;
         cfg.seed = self.seed;
         cfg.verbose = !self.quiet;
@@ -1058,11 +1064,7 @@ impl FinetuneArgs {
                     .into(),
             ));
         }
-        cfg.pool = match self.pool {
-            PoolArg::Flatten => Pool::Flatten,
-            PoolArg::Avg => Pool::Avg,
-            PoolArg::Max => Pool::Max,
-        };
+        cfg.pool = self.pool.into();
         cfg.epochs = self.epochs;
         cfg.batch_size = self.batch_size;
         cfg.optimizer = OptimizerSpec {

@@ -10,7 +10,7 @@ use crate::extract::sha256_file;
 use crate::head::activation::Activation;
 use crate::head::file::Head;
 use crate::head::net::{Layer, Pool};
-use crate::onnx::generate::{dim, f32_tensor, ints, node, value_info};
+use crate::onnx::generate::{dim, f32_tensor, int_attr, ints, node, value_info};
 use crate::onnx::proto::{
     attribute_type, data_type, AttributeProto, GraphProto, ModelProto, NodeProto,
     StringStringEntryProto, TensorProto,
@@ -61,15 +61,6 @@ impl Builder {
         let out = self.name(&op.to_ascii_lowercase());
         self.nodes.push(node(op, &out, inputs, &out, attrs));
         out
-    }
-}
-
-fn int_attr(name: &str, v: i64) -> AttributeProto {
-    AttributeProto {
-        name: name.into(),
-        r#type: attribute_type::INT,
-        i: v,
-        ..Default::default()
     }
 }
 

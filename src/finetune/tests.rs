@@ -6,7 +6,7 @@ use ort::value::TensorRef;
 
 use super::graph::TopGraph;
 use super::ops::tests::check_gradient;
-use crate::onnx::generate::{dim, f32_tensor, ints, node, value_info};
+use crate::onnx::generate::{dim, f32_tensor, int_attr, ints, node, value_info};
 use crate::onnx::proto::*;
 use crate::rng::Rng;
 
@@ -26,15 +26,6 @@ fn i64_tensor(name: &str, v: &[i64]) -> TensorProto {
         data_type: data_type::INT64,
         name: name.into(),
         int64_data: v.to_vec(),
-        ..Default::default()
-    }
-}
-
-fn int_attr(name: &str, v: i64) -> AttributeProto {
-    AttributeProto {
-        name: name.into(),
-        r#type: attribute_type::INT,
-        i: v,
         ..Default::default()
     }
 }

@@ -83,6 +83,15 @@ pub(crate) fn ints(name: &str, v: &[i64]) -> AttributeProto {
     }
 }
 
+pub(crate) fn int_attr(name: &str, v: i64) -> AttributeProto {
+    AttributeProto {
+        name: name.into(),
+        r#type: attribute_type::INT,
+        i: v,
+        ..Default::default()
+    }
+}
+
 pub(crate) fn node(
     op: &str,
     name: &str,
