@@ -400,58 +400,54 @@ pub fn finetune(cfg: &FinetuneConfig) -> Result<FinetuneSummary> {
             )));
         }
     }
-    let train = cache.read_split("train")?;
+    // One training set: the train rows, then the mirrored copies of the training rows (never of
+    // validation rows). Validation rows held out of train are indices into the same rows.
+    let mut all = cache.read_split("train")?;
+    let n_train = all.len();
     let has = |s: &str| meta.splits.iter().any(|x| x == s);
-    let flipped = if has(FLIP_SPLIT) {
-        Some(cache.read_split(FLIP_SPLIT)?)
-    } else {
-        None
-    };
     let (val, train_idx, val_idx) = if has("val") {
         let v = cache.read_split("val")?;
         let n = v.len();
         (
             Some(v),
-            (0..train.len()).collect::<Vec<_>>(),
+            (0..n_train).collect::<Vec<_>>(),
             (0..n).collect::<Vec<_>>(),
         )
     } else if cfg.val_split > 0.0 {
-        let (t, v) = stratified_split(&train.labels, cfg.val_split, cfg.seed);
+        let (t, v) = stratified_split(&all.labels, cfg.val_split, cfg.seed);
         (None, t, v)
     } else {
-        (None, (0..train.len()).collect(), Vec::new())
+        (None, (0..n_train).collect(), Vec::new())
     };
-    let val_data = val.as_ref().unwrap_or(&train);
     let test = if has("test") {
         Some(cache.read_split("test")?)
     } else {
         None
     };
-
-    // One training set: train rows, plus the mirrored copies of those rows (never of val rows).
-    let mut all = train.clone();
     let mut fit_idx = train_idx.clone();
-    if let Some(f) = &flipped {
+    let flipped = has(FLIP_SPLIT);
+    if flipped {
+        let f = cache.read_split(FLIP_SPLIT)?;
         let pos: std::collections::HashMap<&str, usize> = f
             .paths
             .iter()
             .enumerate()
             .map(|(i, p)| (p.as_str(), i))
             .collect();
-        let base = all.len();
+        for &i in &train_idx {
+            if let Some(&j) = pos.get(all.paths[i].as_str()) {
+                fit_idx.push(n_train + j);
+            }
+        }
         all.features.extend_from_slice(&f.features);
         all.labels.extend_from_slice(&f.labels);
         all.paths.extend(f.paths.iter().cloned());
-        for &i in &train_idx {
-            if let Some(&j) = pos.get(train.paths[i].as_str()) {
-                fit_idx.push(base + j);
-            }
-        }
     }
+    let val_data = val.as_ref().unwrap_or(&all);
     say(format!(
         "data: train {} rows{}, validation {} rows, test {} rows; inputs {shape:?}",
         train_idx.len(),
-        if flipped.is_some() {
+        if flipped {
             format!(" + {} mirrored", fit_idx.len() - train_idx.len())
         } else {
             String::new()
@@ -479,7 +475,7 @@ pub fn finetune(cfg: &FinetuneConfig) -> Result<FinetuneSummary> {
             cfg.batch_size,
             cfg.seed,
             cfg.val_split,
-            flipped.is_some(),
+            flipped,
             cfg.restore_best,
         ));
         format!("{:x}", h.finalize())
@@ -511,7 +507,7 @@ pub fn finetune(cfg: &FinetuneConfig) -> Result<FinetuneSummary> {
     )
     .map_err(cerr)?;
     let probe = top
-        .forward(&batch_tensor(&train, row, &shape, &[0])?)
+        .forward(&batch_tensor(&all, row, &shape, &[0])?)
         .map_err(|e| Error::model(&cfg.model, e))?;
     let top_shape: Vec<usize> = probe.dims()[1..].to_vec();
     let (mut network, pool, spec, phase1) = match given_head {
@@ -791,7 +787,7 @@ pub fn finetune(cfg: &FinetuneConfig) -> Result<FinetuneSummary> {
             "epochs": cfg.epochs,
             "batch_size": cfg.batch_size,
             "seed": cfg.seed,
-            "augment_flip": flipped.is_some(),
+            "augment_flip": flipped,
         }
     });
     let head_file = Head {
@@ -872,7 +868,7 @@ fn parity(
         cfg.extract.device,
         cfg.extract.threads,
         cfg.extract.ort_lib.as_deref(),
-        None,
+        cfg.extract.layout,
     )?;
     let pipeline = crate::pipeline::Pipeline {
         pre: &pre,
