@@ -126,6 +126,18 @@ fn cases() -> Vec<(&'static str, Vec<NodeProto>, Vec<TensorProto>, usize)> {
             4,
         ),
         (
+            "dilated conv 3x3 (dilation 2)",
+            vec![node(
+                "Conv",
+                "c",
+                &["x", "w"],
+                "y",
+                vec![ints("pads", &[2, 2, 2, 2]), ints("dilations", &[2, 2])],
+            )],
+            vec![init("w", &[3, 4, 3, 3], 16)],
+            4,
+        ),
+        (
             "conv 1x1, relu, clip (relu6-like)",
             vec![
                 node("Conv", "c", &["x", "w"], "a", vec![]),
@@ -461,5 +473,55 @@ fn preset_blocks_resolve_in_both_naming_conventions() {
             .unwrap_err()
             .to_string();
         assert!(e.contains("block5") && e.contains("--from-layer"), "{e}");
+    }
+}
+
+/// Grouped and dilated convolutions run on candle's own kernels: their gradients too.
+#[test]
+fn grouped_and_dilated_conv_gradients_match_finite_differences() {
+    let m = model(
+        vec![
+            node(
+                "Conv",
+                "grouped",
+                &["x", "w1"],
+                "a",
+                vec![ints("pads", &[1, 1, 1, 1]), int_attr("group", 2)],
+            ),
+            node(
+                "Conv",
+                "dilated",
+                &["a", "w2", "b2"],
+                "y",
+                vec![ints("pads", &[2, 2, 2, 2]), ints("dilations", &[2, 2])],
+            ),
+        ],
+        vec![
+            init("w1", &[6, 2, 3, 3], 41),
+            init("w2", &[2, 6, 3, 3], 42),
+            init("b2", &[2], 43),
+        ],
+        4,
+    );
+    let top = TopGraph::from_model(&m, "x", DType::F64).unwrap();
+    let x = Tensor::from_vec(randv(2 * 4 * 6 * 6, 44), (2, 4, 6, 6), &Device::Cpu)
+        .unwrap()
+        .to_dtype(DType::F64)
+        .unwrap();
+    let r = Tensor::from_vec(randv(2 * 2 * 6 * 6, 45), (2, 2, 6, 6), &Device::Cpu)
+        .unwrap()
+        .to_dtype(DType::F64)
+        .unwrap();
+    let loss =
+        |top: &TopGraph| -> Tensor { (top.forward(&x).unwrap() * &r).unwrap().sum_all().unwrap() };
+    let grads = loss(&top).backward().unwrap();
+    for (name, var) in top.params() {
+        check_gradient(&format!("d{name}"), var, &grads, 3, |t| {
+            let saved = var.as_tensor().copy().unwrap();
+            var.set(t).unwrap();
+            let l = loss(&top).to_scalar::<f64>().unwrap();
+            var.set(&saved).unwrap();
+            l
+        });
     }
 }
