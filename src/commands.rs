@@ -602,6 +602,7 @@ pub fn run_make_features(a: &MakeFeaturesArgs) -> Result<()> {
 
 /// `headstart finetune`: runs the fine-tune (it prints its own tables) and a closing summary.
 pub fn run_finetune(cfg: &crate::finetune::FinetuneConfig, json: bool) -> Result<()> {
+    keep_freed_memory();
     let s = crate::finetune::finetune(cfg)?;
     if json {
         println!(
@@ -622,4 +623,18 @@ pub fn run_finetune(cfg: &crate::finetune::FinetuneConfig, json: bool) -> Result
         s.out.display()
     );
     Ok(())
+}
+
+/// glibc hands large freed buffers back to the kernel and maps fresh, zeroed pages for the next one;
+/// a training step allocates the same large tensors every time, so keep them in the heap instead
+/// (10-20% faster steps on the VGG block measured here). Process-wide, so done here, not in the library.
+fn keep_freed_memory() {
+    #[cfg(all(target_os = "linux", target_env = "gnu"))]
+    // SAFETY: mallopt is thread-safe and only changes allocator thresholds.
+    unsafe {
+        if libc::mallopt(libc::M_MMAP_THRESHOLD, i32::MAX) == 0 {
+            libc::mallopt(libc::M_MMAP_THRESHOLD, 32 << 20);
+        }
+        libc::mallopt(libc::M_TRIM_THRESHOLD, i32::MAX);
+    }
 }
