@@ -399,6 +399,22 @@ fn progress_mode(arg: ProgressArg, quiet: bool) -> ProgressMode {
     }
 }
 
+/// The base model's preprocessing, runtime and batch flags, shared by every command that extracts.
+fn base_settings(
+    ex: &mut ExtractConfig,
+    pre: &PreprocessArgs,
+    runtime: &RuntimeArgs,
+    batch: usize,
+) -> Result<()> {
+    ex.overrides = pre.to_overrides()?;
+    ex.layout = pre.layout.map(Layout::from);
+    ex.batch = batch;
+    ex.threads = runtime.threads;
+    ex.device = runtime.device.into();
+    ex.ort_lib = runtime.ort_lib.clone();
+    Ok(())
+}
+
 impl ExtractArgs {
     /// Validates into an [`ExtractConfig`].
     pub fn to_config(&self) -> Result<ExtractConfig> {
@@ -406,13 +422,8 @@ impl ExtractArgs {
             return Err(Error::Config("--batch must be at least 1".into()));
         }
         let mut cfg = ExtractConfig::new(&self.model, &self.data, &self.out);
-        cfg.overrides = self.pre.to_overrides()?;
-        cfg.layout = self.pre.layout.map(Layout::from);
-        cfg.batch = self.batch;
-        cfg.threads = self.runtime.threads;
+        base_settings(&mut cfg, &self.pre, &self.runtime, self.batch)?;
         cfg.decode_threads = self.decode_threads;
-        cfg.device = self.runtime.device.into();
-        cfg.ort_lib = self.runtime.ort_lib.clone();
         cfg.dtype = match self.dtype {
             DtypeArg::F32 => Dtype::F32,
             DtypeArg::F16 => Dtype::F16,
@@ -767,12 +778,7 @@ impl EvaluateArgs {
                     return Err(Error::Config("--batch must be at least 1".into()));
                 }
                 let mut ex = ExtractConfig::new(m, d, "features.h5");
-                ex.overrides = self.pre.to_overrides()?;
-                ex.layout = self.pre.layout.map(Layout::from);
-                ex.batch = self.batch;
-                ex.threads = self.runtime.threads;
-                ex.device = self.runtime.device.into();
-                ex.ort_lib = self.runtime.ort_lib.clone();
+                base_settings(&mut ex, &self.pre, &self.runtime, self.batch)?;
                 ex.verbose = false;
                 ex.progress = if self.json {
                     ProgressMode::None
@@ -1078,12 +1084,7 @@ impl FinetuneArgs {
         cfg.patience = self.patience;
         cfg.verbose = !self.quiet;
         let ex = &mut cfg.extract;
-        ex.overrides = self.pre.to_overrides()?;
-        ex.layout = self.pre.layout.map(Layout::from);
-        ex.batch = self.batch;
-        ex.threads = self.runtime.threads;
-        ex.device = self.runtime.device.into();
-        ex.ort_lib = self.runtime.ort_lib.clone();
+        base_settings(ex, &self.pre, &self.runtime, self.batch)?;
         ex.augment_flip = self.augment == Some(AugmentArg::Flip);
         ex.verbose = !self.quiet;
         ex.progress = progress_mode(self.progress, self.quiet);

@@ -223,18 +223,7 @@ pub fn cut_model_for(out: &Path) -> PathBuf {
 pub fn extract(cfg: &ExtractConfig) -> Result<ExtractSummary> {
     if let Some(layer) = &cfg.layer {
         let proto = crate::onnx::load(&cfg.model)?;
-        let mut cut =
-            crate::onnx::edit::cut(&proto, layer).map_err(|e| Error::model(&cfg.model, e))?;
-        // The cut graph no longer has the full model's op signature: name its preset in the metadata.
-        let meta = crate::onnx::metadata(&proto);
-        if !meta.contains_key("preset") {
-            if let Some(p) = crate::presets::detect(&meta, &crate::onnx::op_counts(&proto)) {
-                crate::onnx::edit::set_metadata(
-                    &mut cut,
-                    &[("preset", p.name.clone()), ("source", p.source.clone())],
-                );
-            }
-        }
+        let cut = crate::onnx::edit::cut(&proto, layer).map_err(|e| Error::model(&cfg.model, e))?;
         let path = cut_model_for(&cfg.out);
         crate::onnx::save_edited(&cut, &cfg.model, &path)?;
         if cfg.verbose {

@@ -13,7 +13,8 @@ use std::collections::{HashMap, HashSet};
 use candle_core::{DType, Device, Tensor, Var};
 
 use super::ops;
-use crate::onnx::proto::{data_type, AttributeProto, ModelProto, NodeProto, TensorProto};
+use crate::onnx::edit::{attr, attr_int, attr_ints};
+use crate::onnx::proto::{data_type, ModelProto, NodeProto, TensorProto};
 
 type CResult<T> = candle_core::Result<T>;
 
@@ -81,20 +82,8 @@ pub struct TopGraph {
     pub dtype: DType,
 }
 
-fn attr<'a>(n: &'a NodeProto, name: &str) -> Option<&'a AttributeProto> {
-    n.attribute.iter().find(|a| a.name == name)
-}
-
-fn attr_i(n: &NodeProto, name: &str, default: i64) -> i64 {
-    attr(n, name).map_or(default, |a| a.i)
-}
-
 fn attr_f(n: &NodeProto, name: &str, default: f64) -> f64 {
     attr(n, name).map_or(default, |a| a.f as f64)
-}
-
-fn attr_ints(n: &NodeProto, name: &str) -> Option<Vec<i64>> {
-    attr(n, name).map(|a| a.ints.clone())
 }
 
 /// The float values of an initializer.
@@ -253,7 +242,7 @@ impl TopGraph {
                         pads: [pads[0] as usize, pads[1] as usize, pads[2] as usize, pads[3] as usize],
                         stride: usize2(&strides, "strides").map_err(bad)?,
                         dilation: dil[0] as usize,
-                        group: attr_i(n, "group", 1).max(1) as usize,
+                        group: attr_int(n, "group", 1).max(1) as usize,
                     }
                 }
                 "Relu" => Op::Relu,
@@ -269,7 +258,7 @@ impl TopGraph {
                     let k = usize2(&attr_ints(n, "kernel_shape").unwrap_or_default(), "kernel_shape").map_err(bad)?;
                     let s = usize2(&attr_ints(n, "strides").unwrap_or_else(|| vec![1, 1]), "strides").map_err(bad)?;
                     let pads = attr_ints(n, "pads").unwrap_or_default();
-                    if pads.iter().any(|&p| p != 0) || attr_i(n, "ceil_mode", 0) != 0 {
+                    if pads.iter().any(|&p| p != 0) || attr_int(n, "ceil_mode", 0) != 0 {
                         return Err(bad("pooling with pads or ceil_mode is not supported for fine-tuning".into()));
                     }
                     if attr_ints(n, "dilations").is_some_and(|d| d.iter().any(|&v| v != 1)) {
@@ -287,10 +276,10 @@ impl TopGraph {
                 "GlobalAveragePool" => Op::GlobalAvgPool,
                 "ReduceMean" => Op::ReduceMean {
                     axes: attr_ints(n, "axes").or_else(|| ints_input(n, 1)).unwrap_or_default(),
-                    keep: attr_i(n, "keepdims", 1) != 0,
+                    keep: attr_int(n, "keepdims", 1) != 0,
                 },
                 "BatchNormalization" => {
-                    if attr_i(n, "training_mode", 0) != 0 || n.output.len() > 1 {
+                    if attr_int(n, "training_mode", 0) != 0 || n.output.len() > 1 {
                         return Err(bad("training-mode batch norm is not supported".into()));
                     }
                     Op::BatchNorm { eps: attr_f(n, "epsilon", 1e-5) }
@@ -299,8 +288,8 @@ impl TopGraph {
                 "Sub" => Op::Binary('-'),
                 "Mul" => Op::Binary('*'),
                 "Div" => Op::Binary('/'),
-                "Concat" => Op::Concat(attr_i(n, "axis", 1)),
-                "Flatten" => Op::Flatten(attr_i(n, "axis", 1)),
+                "Concat" => Op::Concat(attr_int(n, "axis", 1)),
+                "Flatten" => Op::Flatten(attr_int(n, "axis", 1)),
                 "Reshape" => Op::Reshape(ints_input(n, 1).ok_or_else(|| bad("the target shape must be a constant".into()))?),
                 "Transpose" => Op::Transpose(
                     attr_ints(n, "perm")
@@ -312,12 +301,12 @@ impl TopGraph {
                 "Gemm" => Op::Gemm {
                     alpha: attr_f(n, "alpha", 1.0),
                     beta: attr_f(n, "beta", 1.0),
-                    ta: attr_i(n, "transA", 0) != 0,
-                    tb: attr_i(n, "transB", 0) != 0,
+                    ta: attr_int(n, "transA", 0) != 0,
+                    tb: attr_int(n, "transB", 0) != 0,
                 },
                 "MatMul" => Op::MatMul,
                 "Sigmoid" => Op::Sigmoid,
-                "Softmax" => Op::Softmax(attr_i(n, "axis", -1)),
+                "Softmax" => Op::Softmax(attr_int(n, "axis", -1)),
                 "Identity" | "Dropout" => Op::Identity,
                 other => {
                     return Err(bad(format!(

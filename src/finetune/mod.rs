@@ -264,9 +264,7 @@ fn evaluate(
     for chunk in idx.chunks(64) {
         let x = batch_tensor(data, row, shape, chunk)?;
         let y: Vec<u32> = chunk.iter().map(|&i| data.labels[i]).collect();
-        let z = head
-            .forward(&top.forward(&x).map_err(Error::Runtime)?, None)
-            .map_err(cerr)?;
+        let z = logits(top, head, &x, None)?;
         let l = head::cross_entropy(&z, &y)
             .and_then(|l| l.to_scalar::<f32>())
             .map_err(cerr)?;
@@ -277,12 +275,26 @@ fn evaluate(
     Ok((loss / n, correct as f64 / n))
 }
 
+/// Logits of top + head on `x`; `dropout` is the generator of a training pass.
+fn logits(
+    top: &TopGraph,
+    head: &CandleHead,
+    x: &Tensor,
+    dropout: Option<&mut Rng>,
+) -> Result<Tensor> {
+    head.forward(&top.forward(x).map_err(Error::Runtime)?, dropout)
+        .map_err(cerr)
+}
+
+/// A `[n, k]` tensor as an ndarray matrix.
+fn to_array(z: &Tensor) -> Result<Array2<f32>> {
+    let (n, k) = z.dims2().map_err(cerr)?;
+    let flat: Vec<f32> = z.flatten_all().and_then(|t| t.to_vec1()).map_err(cerr)?;
+    Array2::from_shape_vec((n, k), flat).map_err(|e| Error::Runtime(e.to_string()))
+}
+
 fn count_correct(z: &Tensor, y: &[u32]) -> Result<usize> {
-    let rows: Vec<Vec<f32>> = z.to_vec2().map_err(cerr)?;
-    let cols = rows.first().map_or(1, |r| r.len());
-    let flat: Vec<f32> = rows.into_iter().flatten().collect();
-    let z =
-        Array2::from_shape_vec((y.len(), cols), flat).map_err(|e| Error::Runtime(e.to_string()))?;
+    let z = to_array(z)?;
     Ok(predicted(&z).iter().zip(y).filter(|(p, t)| p == t).count())
 }
 
@@ -656,12 +668,7 @@ pub fn finetune(cfg: &FinetuneConfig) -> Result<FinetuneSummary> {
         for chunk in order.chunks(cfg.batch_size) {
             let x = batch_tensor(&all, row, &shape, chunk)?;
             let y: Vec<u32> = chunk.iter().map(|&i| all.labels[i]).collect();
-            let z = chead
-                .forward(
-                    &top.forward(&x).map_err(Error::Runtime)?,
-                    Some(&mut dropout),
-                )
-                .map_err(cerr)?;
+            let z = logits(&top, &chead, &x, Some(&mut dropout))?;
             let loss = head::cross_entropy(&z, &y).map_err(cerr)?;
             let lv = loss.to_scalar::<f32>().map_err(cerr)? as f64;
             if !lv.is_finite() {
@@ -895,13 +902,7 @@ fn parity(
         Ok(())
     })?;
     let x = batch_tensor(data, row, shape, &idx)?;
-    let z = head
-        .forward(&top.forward(&x).map_err(Error::Runtime)?, None)
-        .map_err(cerr)?;
-    let rows: Vec<Vec<f32>> = z.to_vec2().map_err(cerr)?;
-    let flat: Vec<f32> = rows.iter().flatten().copied().collect();
-    let z = Array2::from_shape_vec((rows.len(), rows[0].len()), flat)
-        .map_err(|e| Error::Runtime(e.to_string()))?;
+    let z = to_array(&logits(top, head, &x, None)?)?;
     let probs = crate::head::file::probabilities_from_logits(&z);
     let mut worst = 0f32;
     let mut checked = 0;

@@ -10,15 +10,18 @@ use super::proto::{data_type, AttributeProto, ModelProto, NodeProto, TensorProto
 /// Shapes with `-1` for unknown dimensions; the batch dimension is computed as 1.
 pub type Shapes = HashMap<String, Vec<i64>>;
 
-fn attr<'a>(n: &'a NodeProto, name: &str) -> Option<&'a AttributeProto> {
+/// The attribute `name` of a node.
+pub(crate) fn attr<'a>(n: &'a NodeProto, name: &str) -> Option<&'a AttributeProto> {
     n.attribute.iter().find(|a| a.name == name)
 }
 
-fn attr_ints(n: &NodeProto, name: &str) -> Option<Vec<i64>> {
+/// An integer-list attribute.
+pub(crate) fn attr_ints(n: &NodeProto, name: &str) -> Option<Vec<i64>> {
     attr(n, name).map(|a| a.ints.clone())
 }
 
-fn attr_int(n: &NodeProto, name: &str, default: i64) -> i64 {
+/// An integer attribute, or `default`.
+pub(crate) fn attr_int(n: &NodeProto, name: &str, default: i64) -> i64 {
     attr(n, name).map_or(default, |a| a.i)
 }
 
@@ -500,6 +503,16 @@ pub fn cut(model: &ModelProto, tensor: &str) -> Result<ModelProto, String> {
         }
     }
     og.output = vec![vi];
+    // The cut graph loses the full model's op signature: name the matched preset in its metadata.
+    let meta = super::metadata(model);
+    if !meta.contains_key("preset") {
+        if let Some(p) = crate::presets::detect(&meta, &super::op_counts(model)) {
+            set_metadata(
+                &mut out,
+                &[("preset", p.name.clone()), ("source", p.source.clone())],
+            );
+        }
+    }
     Ok(out)
 }
 
