@@ -439,7 +439,6 @@ pub fn fit(
     let mut bufs = BatchBuffers {
         cur: Array2::zeros((cfg.batch_size.min(order.len()), d)),
         next: Array2::zeros((cfg.batch_size.min(order.len()), d)),
-        xt: Vec::new(),
     };
     let sizes: Vec<usize> = net.params().iter().map(|p| p.len()).collect();
     // The fused first-layer step needs a leading dense layer; clamping before a global-norm clip
@@ -493,7 +492,6 @@ pub fn fit(
                         &g1,
                         rest,
                         xn,
-                        &mut bufs.xt,
                     );
                 }
                 (loss, logits)
@@ -585,11 +583,10 @@ pub fn fit(
     Ok((net, history))
 }
 
-/// Reused per-step buffers: the current and next batch's rows, and the current batch transposed.
+/// Reused per-step buffers: the current and next batch's rows.
 struct BatchBuffers {
     cur: Array2<f32>,
     next: Array2<f32>,
-    xt: Vec<f32>,
 }
 
 /// Copies rows `idx` of `x` into the first rows of `buf`.
@@ -619,7 +616,6 @@ fn fused_step_first_layer(
     g1: &Array2<f32>,
     rest: Grads,
     xn: Option<ArrayView2<f32>>,
-    xt: &mut Vec<f32>,
 ) -> Option<Array2<f32>> {
     let mut rest: Vec<Vec<f32>> = std::iter::once(g1.sum_axis(Axis(0)).to_vec())
         .chain(rest)
@@ -655,12 +651,6 @@ fn fused_step_first_layer(
     };
     let (d, u) = l0.w.dim();
     let n = xb.nrows();
-    xt.resize(d * n, 0.0);
-    for (i, row) in xb.outer_iter().enumerate() {
-        for (k, &v) in row.iter().enumerate() {
-            xt[k * n + i] = v;
-        }
-    }
     let g1 = g1.as_standard_layout();
     let m = xn.map_or(0, |x| x.nrows());
     // The first rows of a row-major buffer: contiguous.
@@ -671,7 +661,9 @@ fn fused_step_first_layer(
     let mut z = vec![0f32; m * u];
     let (s1, s2) = opt.state(0);
     let inp = StepInputs {
-        xt,
+        x: xb
+            .to_slice()
+            .expect("leading rows of a standard-layout buffer"),
         n,
         g: g1.as_slice().expect("standard layout"),
         next: xn.map(|x| (x, m)),
