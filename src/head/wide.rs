@@ -16,6 +16,11 @@ use super::optim::Rule;
 /// Columns per block: 64 floats are four AVX-512 or eight AVX2 registers per row.
 const CW: usize = 64;
 
+/// Row ranges of the kernel, the threads' unit of work. Their number is fixed, so every output
+/// value is summed in the same order (rows in order within a chunk, then the chunks' partial sums
+/// in order) whatever the thread count.
+const CHUNKS: usize = 8;
+
 /// Everything one fused step reads.
 pub struct StepInputs<'a> {
     /// The current batch, `n x d` row-major.
@@ -107,11 +112,10 @@ pub fn fused_step(inp: &StepInputs, out: StepOutputs, d: usize, u: usize, thread
         assert_eq!(x.len(), m * d, "next batch size");
     }
     let has_s2 = !out.s2.is_empty();
-    let (w, s1, s2, z) = (
+    let (w, s1, s2) = (
         Ptr(out.w.as_mut_ptr()),
         Ptr(out.s1.as_mut_ptr()),
         Ptr(out.s2.as_mut_ptr()),
-        Ptr(out.z.as_mut_ptr()),
     );
     // Blocks of CW columns, then single columns for the remainder.
     let full = u / CW;
@@ -119,70 +123,73 @@ pub fn fused_step(inp: &StepInputs, out: StepOutputs, d: usize, u: usize, thread
         .map(|b| (b * CW, CW))
         .chain((full * CW..u).map(|c| (c, 1)))
         .collect();
+    let chunks = CHUNKS.min(d).max(1);
     let threads = if threads == 0 {
         std::thread::available_parallelism().map_or(1, |n| n.get())
     } else {
         threads
     }
-    .clamp(1, blocks.len().max(1));
-    // Each thread takes a contiguous run of blocks and walks the kernel rows in order, so its
-    // reads and writes of `w` and the state are long sequential runs. Its columns of `g` and `z`
-    // live in its own cache-aligned scratch: `z` is written for every tile, and sharing its rows'
-    // cache lines with the other threads would bounce them between cores.
-    let run = |t: usize| {
-        let mine = &blocks[t * blocks.len() / threads..(t + 1) * blocks.len() / threads];
-        let (Some(first), Some(last)) = (mine.first(), mine.last()) else {
-            return;
-        };
-        let (cs, width) = (first.0, last.0 + last.1 - first.0);
-        let out_z = z;
-        let mut gbuf = Aligned::zeroed(n * width);
-        for i in 0..n {
-            gbuf.as_mut()[i * width..(i + 1) * width]
-                .copy_from_slice(&inp.g[i * u + cs..i * u + cs + width]);
-        }
-        let mut zbuf = Aligned::zeroed(m * width);
-        let (gp, zp) = (gbuf.as_mut().as_mut_ptr(), Ptr(zbuf.as_mut().as_mut_ptr()));
-        let ctx = |&(c0, _): &(usize, usize)| Ctx {
-            inp,
-            d,
-            u,
-            m,
-            c0,
-            w,
-            s1,
-            s2: has_s2.then_some(s2),
-            // SAFETY: c0 - cs < width: inside the scratch rows.
-            g: unsafe { gp.add(c0 - cs) },
-            z: Ptr(unsafe { zp.0.add(c0 - cs) }),
-            stride: width,
-        };
-        let full: Vec<Ctx> = mine.iter().filter(|b| b.1 == CW).map(ctx).collect();
-        let tail: Vec<Ctx> = mine.iter().filter(|b| b.1 != CW).map(ctx).collect();
-        // SAFETY: blocks are disjoint column ranges of w/s1/s2; slices built inside cover only
-        // columns c0..c0+width of each row, and the asserts above bound every row index.
-        unsafe {
-            dispatch(&full);
-            for k in 0..d {
-                for c in &tail {
-                    tile::<1>(c, k);
+    .clamp(1, chunks);
+    // The gradient in cache-aligned rows, read by every thread.
+    let mut gbuf = Aligned::zeroed(n * u);
+    gbuf.as_mut().copy_from_slice(inp.g);
+    let gp = Ptr(gbuf.as_mut().as_mut_ptr());
+    // One partial pre-activation per chunk, each on its own cache lines: `z` is written for every
+    // tile, and lines shared between cores would bounce between them.
+    let zlen = (m * u).next_multiple_of(16);
+    let mut zparts = Aligned::zeroed(chunks * zlen);
+    let zp = Ptr(zparts.as_mut().as_mut_ptr());
+    // Each thread takes a contiguous run of chunks and walks their kernel rows in order, so its
+    // reads and writes of `w` and the optimizer state are one sequential run.
+    let work = |t: usize| {
+        let (gp, zp) = (gp, zp);
+        for ch in t * chunks / threads..(t + 1) * chunks / threads {
+            let (k0, k1) = (ch * d / chunks, (ch + 1) * d / chunks);
+            let ctx = |&(c0, _): &(usize, usize)| Ctx {
+                inp,
+                d,
+                u,
+                m,
+                c0,
+                w,
+                s1,
+                s2: has_s2.then_some(s2),
+                // SAFETY: c0 < u and ch < chunks: inside the buffers.
+                g: unsafe { gp.0.add(c0) },
+                z: Ptr(unsafe { zp.0.add(ch * zlen + c0) }),
+            };
+            let full: Vec<Ctx> = blocks.iter().filter(|b| b.1 == CW).map(ctx).collect();
+            let tail: Vec<Ctx> = blocks.iter().filter(|b| b.1 != CW).map(ctx).collect();
+            // SAFETY: chunks are disjoint row ranges of w/s1/s2 and of the partial outputs;
+            // slices built inside cover only columns c0..c0+width of rows k0..k1, and the
+            // asserts above bound every index.
+            unsafe {
+                dispatch(&full, k0, k1);
+                for k in k0..k1 {
+                    for c in &tail {
+                        tile::<1>(c, k);
+                    }
                 }
-            }
-            for (i, row) in zbuf.as_mut().chunks_exact(width.max(1)).enumerate() {
-                std::slice::from_raw_parts_mut(out_z.0.add(i * u + cs), width).copy_from_slice(row);
             }
         }
     };
     if threads == 1 {
-        run(0);
+        work(0);
     } else {
         // rayon's pool threads live for the whole run: spawning threads per step costs stack
         // mappings and cross-core TLB flushes, which a virtual machine makes expensive.
         use rayon::prelude::*;
         (0..threads).into_par_iter().for_each(|t| {
             let _ftz = FlushDenormals::new();
-            run(t)
+            work(t)
         });
+    }
+    let parts = zparts.as_mut();
+    out.z.copy_from_slice(&parts[..m * u]);
+    for ch in 1..chunks {
+        for (o, p) in out.z.iter_mut().zip(&parts[ch * zlen..ch * zlen + m * u]) {
+            *o += p;
+        }
     }
 }
 
@@ -214,18 +221,14 @@ struct Ctx<'a, 'b> {
     w: Ptr,
     s1: Ptr,
     s2: Option<Ptr>,
-    /// This block's first column of the thread's gradient scratch (`n` rows of `stride`).
+    /// This block's first column of the aligned gradient (`n` rows of `u`).
     g: *const f32,
-    /// This block's first column of the thread's output scratch (`m` rows of `stride`).
+    /// This block's first column of its chunk's partial output (`m` rows of `u`).
     z: Ptr,
-    stride: usize,
 }
 
-/// Full-width blocks, by the best instruction set the CPU has.
-unsafe fn dispatch(blocks: &[Ctx]) {
-    let Some(d) = blocks.first().map(|c| c.d) else {
-        return;
-    };
+/// Kernel rows `k0..k1` of full-width blocks, by the best instruction set the CPU has.
+unsafe fn dispatch(blocks: &[Ctx], k0: usize, k1: usize) {
     #[cfg(test)]
     let simd_allowed = !tests::FORCE_PORTABLE.with(|f| f.get());
     #[cfg(not(test))]
@@ -233,14 +236,14 @@ unsafe fn dispatch(blocks: &[Ctx]) {
     #[cfg(target_arch = "x86_64")]
     if simd_allowed {
         if std::arch::is_x86_feature_detected!("avx512f") {
-            return simd::blocks_avx512(blocks, d);
+            return simd::blocks_avx512(blocks, k0, k1);
         }
         if std::arch::is_x86_feature_detected!("avx2") && std::arch::is_x86_feature_detected!("fma")
         {
-            return simd::blocks_avx2(blocks, d);
+            return simd::blocks_avx2(blocks, k0, k1);
         }
     }
-    for k in 0..d {
+    for k in k0..k1 {
         for c in blocks {
             tile::<CW>(c, k);
         }
@@ -286,7 +289,7 @@ unsafe fn tile<const W: usize>(c: &Ctx, k: usize) {
     for i in 0..n {
         let x = inp.x[i * c.d + k];
         for (j, v) in a.iter_mut().enumerate() {
-            *v = x.mul_add(*c.g.add(i * c.stride + j), *v);
+            *v = x.mul_add(*c.g.add(i * c.u + j), *v);
         }
     }
     update_row::<W>(c, k, &mut a);
@@ -294,7 +297,7 @@ unsafe fn tile<const W: usize>(c: &Ctx, k: usize) {
         let w: &[f32] = c.row(c.w, k, W);
         for i in 0..c.m {
             let x = xn[i * c.d + k];
-            let zi = std::slice::from_raw_parts_mut(c.z.0.add(i * c.stride), W);
+            let zi = std::slice::from_raw_parts_mut(c.z.0.add(i * c.u), W);
             for j in 0..W {
                 zi[j] = x.mul_add(w[j], zi[j]);
             }
@@ -314,10 +317,11 @@ mod simd {
     /// from the last-level cache or memory; hardware prefetch alone leaves the loop waiting).
     const PREFETCH_ROWS: usize = 16;
 
-    /// Prefetches `rows` kernel rows from `k` (this block's columns) of the kernel and its state.
+    /// Prefetches `rows` kernel rows from `k`, before `end` (this block's columns), of the kernel
+    /// and its state.
     #[inline(always)]
-    unsafe fn prefetch_rows(c: &Ctx, k: usize, rows: usize) {
-        for r in k..(k + rows).min(c.d) {
+    unsafe fn prefetch_rows(c: &Ctx, k: usize, rows: usize, end: usize) {
+        for r in k..(k + rows).min(end) {
             let off = r * c.u + c.c0;
             for p in [Some(c.w), Some(c.s1), c.s2].into_iter().flatten() {
                 let a = p.0.add(off) as *const i8;
@@ -329,20 +333,20 @@ mod simd {
     }
 
     #[target_feature(enable = "avx512f,fma")]
-    pub(super) unsafe fn blocks_avx512(blocks: &[Ctx], d: usize) {
+    pub(super) unsafe fn blocks_avx512(blocks: &[Ctx], k0: usize, d: usize) {
         // Six rows of four registers: 24 accumulators of the 32 AVX-512 registers (measured 18%
         // faster per step than four rows on this machine).
-        let mut k = 0;
+        let mut k = k0;
         while k + 6 <= d {
             for c in blocks {
-                prefetch_rows(c, k + PREFETCH_ROWS, 6);
+                prefetch_rows(c, k + PREFETCH_ROWS, 6, d);
                 tile512::<6>(c, k);
             }
             k += 6;
         }
         while k + 4 <= d {
             for c in blocks {
-                prefetch_rows(c, k + PREFETCH_ROWS, 4);
+                prefetch_rows(c, k + PREFETCH_ROWS, 4, d);
                 tile512::<4>(c, k);
             }
             k += 4;
@@ -363,7 +367,7 @@ mod simd {
         let (n, x) = (inp.n, inp.x.as_ptr());
         let mut acc = [[_mm512_setzero_ps(); V]; R];
         for i in 0..n {
-            let gp = c.g.add(i * c.stride);
+            let gp = c.g.add(i * c.u);
             let mut gv = [_mm512_setzero_ps(); V];
             for (q, v) in gv.iter_mut().enumerate() {
                 *v = _mm512_loadu_ps(gp.add(16 * q));
@@ -384,7 +388,7 @@ mod simd {
         if let Some((xn, _)) = inp.next {
             let xn = xn.as_ptr();
             for i in 0..c.m {
-                let zp = c.z.0.add(i * c.stride);
+                let zp = c.z.0.add(i * c.u);
                 let mut z = [_mm512_setzero_ps(); V];
                 for (q, v) in z.iter_mut().enumerate() {
                     *v = _mm512_loadu_ps(zp.add(16 * q));
@@ -521,11 +525,11 @@ mod simd {
     }
 
     #[target_feature(enable = "avx2,fma")]
-    pub(super) unsafe fn blocks_avx2(blocks: &[Ctx], d: usize) {
-        let mut k = 0;
+    pub(super) unsafe fn blocks_avx2(blocks: &[Ctx], k0: usize, d: usize) {
+        let mut k = k0;
         while k + 2 <= d {
             for c in blocks {
-                prefetch_rows(c, k + PREFETCH_ROWS, 2);
+                prefetch_rows(c, k + PREFETCH_ROWS, 2, d);
                 tile256::<1>(c, k);
                 tile256::<1>(c, k + 1);
             }
@@ -547,7 +551,7 @@ mod simd {
         let (n, x) = (inp.n, inp.x.as_ptr());
         let mut acc = [[_mm256_setzero_ps(); V]; R];
         for i in 0..n {
-            let gp = c.g.add(i * c.stride);
+            let gp = c.g.add(i * c.u);
             for (r, a) in acc.iter_mut().enumerate() {
                 let x = _mm256_set1_ps(*x.add(i * c.d + k + r));
                 for q in 0..V {
@@ -570,7 +574,7 @@ mod simd {
         if let Some((xn, _)) = inp.next {
             let xn = xn.as_ptr();
             for i in 0..c.m {
-                let zp = c.z.0.add(i * c.stride);
+                let zp = c.z.0.add(i * c.u);
                 let mut z = [_mm256_setzero_ps(); V];
                 for (q, v) in z.iter_mut().enumerate() {
                     *v = _mm256_loadu_ps(zp.add(8 * q));
