@@ -6,7 +6,7 @@
 //! (`relu`, `leaky_relu`, `gelu`, `tanh`, `sigmoid`, `linear`). `none` (or an empty spec) is a
 //! linear (softmax/logistic regression) head. The default is the seed's `dense:256:relu,dropout:0.5`.
 
-use ndarray::{Array1, Array2, Axis};
+use ndarray::{Array1, Array2, ArrayView2, Axis};
 
 use super::activation::Activation;
 use crate::error::{Error, Result};
@@ -212,6 +212,24 @@ pub struct Dense {
     pub b: Array1<f32>,
 }
 
+/// Kernels with at least this many weights multiply through [`super::matmul::matmul_wide`].
+const WIDE_WEIGHTS: usize = 1 << 18;
+
+impl Dense {
+    /// `x w + b`.
+    pub fn apply(&self, x: ArrayView2<f32>) -> Array2<f32> {
+        let (d, u) = self.w.dim();
+        if d * u >= WIDE_WEIGHTS && x.ncols() == d {
+            if let (Some(xs), Some(ws)) = (x.as_slice(), self.w.as_slice()) {
+                if let Some(z) = super::matmul::matmul_wide(xs, x.nrows(), ws, d, u, 0) {
+                    return Array2::from_shape_vec((x.nrows(), u), z).expect("m x u") + &self.b;
+                }
+            }
+        }
+        x.dot(&self.w) + &self.b
+    }
+}
+
 /// Batch normalisation over the feature axis (Keras semantics, biased batch variance).
 #[derive(Debug, Clone, PartialEq)]
 pub struct BatchNorm {
@@ -357,7 +375,7 @@ impl Network {
         for l in &self.layers {
             let input = h.as_ref().unwrap_or(x);
             h = match l {
-                Layer::Dense(d) => Some(input.dot(&d.w) + &d.b),
+                Layer::Dense(d) => Some(d.apply(input.view())),
                 Layer::Activation(a) => Some(a.forward(input)),
                 Layer::Dropout(_) => continue,
                 Layer::BatchNorm(b) => {
@@ -410,7 +428,7 @@ impl Network {
         for l in &mut self.layers[start..] {
             match l {
                 Layer::Dense(d) => {
-                    let y = h.dot(&d.w) + &d.b;
+                    let y = d.apply(h.view());
                     saved.push(Saved::Input(h));
                     h = y;
                 }

@@ -473,7 +473,7 @@ pub fn fit(
                 let z1 = match z_next.take() {
                     Some(z) => z,
                     None => first_dense(&net)
-                        .map(|l| bufs.cur.slice(s![..n, ..]).dot(&l.w) + &l.b)
+                        .map(|l| l.apply(bufs.cur.slice(s![..n, ..])))
                         .expect("fused needs a first dense layer"),
                 };
                 let (loss, logits, rest, g1) =
