@@ -28,7 +28,7 @@ pub fn matmul_wide(
     assert_eq!(x.len(), m * d, "input size");
     assert_eq!(w.len(), d * u, "kernel size");
     #[cfg(target_arch = "x86_64")]
-    if u % NR == 0 && u > 0 && std::arch::is_x86_feature_detected!("avx512f") {
+    if u.is_multiple_of(NR) && u > 0 && std::arch::is_x86_feature_detected!("avx512f") {
         let mut z = vec![0f32; m * u];
         let blocks = m.div_ceil(MR);
         let threads = if threads == 0 {
