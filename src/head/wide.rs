@@ -7,9 +7,12 @@
 //! maths in three passes over 6.4 M weights plus their gradient; this one reads and writes the
 //! weights and optimizer state once per step.
 //!
-//! Work is split by column blocks, so every output value is summed in the same order whatever the
-//! thread count: results do not depend on `threads`. Products are accumulated with fused
-//! multiply-add, so they differ from the plain path in the last bits (a test bounds the difference).
+//! Threads share out [`CHUNKS`] fixed row ranges of the kernel, each summing its own partial
+//! pre-activation; the partial sums are added in chunk order, so every output value is summed in
+//! the same order whatever the thread count: results do not depend on `threads`. Products are
+//! accumulated with fused multiply-add, and on AVX-512 RMSprop and Adam use a Newton-refined
+//! reciprocal square root, so results differ from the plain path in the last bits (tests bound the
+//! differences).
 
 use super::optim::Rule;
 
