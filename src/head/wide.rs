@@ -157,9 +157,10 @@ pub fn fused_step(inp: &StepInputs, out: StepOutputs, d: usize, u: usize, thread
                 w,
                 s1,
                 s2: has_s2.then_some(s2),
-                // SAFETY: c0 < u and ch < chunks: inside the buffers.
-                g: unsafe { gp.0.add(c0) },
-                z: Ptr(unsafe { zp.0.add(ch * zlen + c0) }),
+                // Inside the buffers when they have rows (n, m > 0); with none they are never read,
+                // and wrapping arithmetic keeps the empty case defined.
+                g: gp.0.wrapping_add(c0),
+                z: Ptr(zp.0.wrapping_add(ch * zlen + c0)),
             };
             let full: Vec<Ctx> = blocks.iter().filter(|b| b.1 == CW).map(ctx).collect();
             let tail: Vec<Ctx> = blocks.iter().filter(|b| b.1 != CW).map(ctx).collect();
