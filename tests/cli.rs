@@ -596,38 +596,32 @@ fn vgg16_signature_selects_the_caffe_preset() {
     let m = save_model(d.path(), "vggish.onnx", &spec);
     let data = d.path().join("data");
     tiny_dataset(&data, 1);
-    let log = ok(&[
-        "extract",
-        "--model",
-        s(&m),
-        "--data",
-        s(&data),
-        "--out",
-        s(&d.path().join("f.h5")),
-    ]);
-    assert!(log.contains("preset vgg16"), "{log}");
-    assert!(
-        log.contains("caffe (BGR mean 103.939,116.779,123.68"),
-        "{log}"
-    );
-    assert!(log.contains("resize squash bilinear"), "{log}");
-    // A cut keeps the preset (named in its metadata): the graph alone no longer matches the signature.
-    let log = ok(&[
-        "extract",
-        "--model",
-        s(&m),
-        "--data",
-        s(&data),
-        "--layer",
-        "block4_pool",
-        "--out",
-        s(&d.path().join("cut.h5")),
-    ]);
-    assert!(log.contains("preset vgg16"), "{log}");
-    assert!(
-        log.contains("caffe (BGR mean 103.939,116.779,123.68"),
-        "{log}"
-    );
+    // The whole model, then a cut: a cut keeps the preset (named in its metadata), since the graph
+    // alone no longer matches the signature.
+    for (layer, out, resize) in [(None, "f.h5", true), (Some("block4_pool"), "cut.h5", false)] {
+        let out = d.path().join(out);
+        let mut args = vec![
+            "extract",
+            "--model",
+            s(&m),
+            "--data",
+            s(&data),
+            "--out",
+            s(&out),
+        ];
+        if let Some(l) = layer {
+            args.extend(["--layer", l]);
+        }
+        let log = ok(&args);
+        assert!(log.contains("preset vgg16"), "{log}");
+        assert!(
+            log.contains("caffe (BGR mean 103.939,116.779,123.68"),
+            "{log}"
+        );
+        if resize {
+            assert!(log.contains("resize squash bilinear"), "{log}");
+        }
+    }
 }
 
 #[test]

@@ -31,12 +31,7 @@ pub fn matmul_wide(
     if u.is_multiple_of(NR) && u > 0 && std::arch::is_x86_feature_detected!("avx512f") {
         let mut z = vec![0f32; m * u];
         let blocks = m.div_ceil(MR);
-        let threads = if threads == 0 {
-            std::thread::available_parallelism().map_or(1, |n| n.get())
-        } else {
-            threads
-        }
-        .clamp(1, blocks.max(1));
+        let threads = super::wide::thread_count(threads).clamp(1, blocks.max(1));
         let rows_per = blocks.div_ceil(threads) * MR;
         let work = |(t, zt): (usize, &mut [f32])| {
             let r0 = t * rows_per;

@@ -127,12 +127,7 @@ pub fn fused_step(inp: &StepInputs, out: StepOutputs, d: usize, u: usize, thread
         .chain((full * CW..u).map(|c| (c, 1)))
         .collect();
     let chunks = CHUNKS.min(d).max(1);
-    let threads = if threads == 0 {
-        std::thread::available_parallelism().map_or(1, |n| n.get())
-    } else {
-        threads
-    }
-    .clamp(1, chunks);
+    let threads = thread_count(threads).clamp(1, chunks);
     // The gradient in cache-aligned rows, read by every thread.
     let mut gbuf = Aligned::zeroed(n * u);
     gbuf.as_mut().copy_from_slice(inp.g);
@@ -194,6 +189,14 @@ pub fn fused_step(inp: &StepInputs, out: StepOutputs, d: usize, u: usize, thread
         for (o, p) in out.z.iter_mut().zip(&parts[ch * zlen..ch * zlen + m * u]) {
             *o += p;
         }
+    }
+}
+
+/// `threads`, or every core for 0.
+pub(super) fn thread_count(threads: usize) -> usize {
+    match threads {
+        0 => std::thread::available_parallelism().map_or(1, |n| n.get()),
+        t => t,
     }
 }
 
