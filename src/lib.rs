@@ -1,32 +1,23 @@
 //! headstart: transfer learning on images. A frozen ONNX CNN base runs in ONNX Runtime over folders of
 //! images and its bottleneck features are cached in HDF5; heads are trained on the cache in Rust.
 //!
-//! Pipeline, one module per stage: [`dataset`] (folder scan) -> [`preprocess`] (decode, resize,
-//! normalise) -> [`model`] / [`runtime`] (ONNX Runtime session) -> [`extract`] (batching, overlap,
-//! resume) -> [`cache`] (journal and HDF5). [`onnx`] reads and generates model files.
+//! The modules follow the pipeline, data flowing one way:
+//! [`data`] (scan folders, decode and preprocess images, presets) -> [`infer`] (ONNX Runtime session,
+//! model introspection, the overlapped decode/inference pipeline, extraction) -> [`cache`] (journal,
+//! output lock, HDF5 feature cache) -> [`head`] (layers, losses, optimizers, training, SIMD kernels) ->
+//! [`report`] (evaluate, metrics, plots, score, classify). Beside them: [`onnx`] (protobuf, shapes,
+//! cut, generated models, export of base + head), [`finetune`] (the top blocks trained with candle) and
+//! small helpers in [`util`]. Library code neither prints nor exits: it reports through
+//! [`events::Reporter`], which the `headstart` binary implements.
 
 pub mod cache;
-pub mod classify;
-pub mod cli;
-pub mod commands;
-pub mod dataset;
+pub mod data;
 pub mod error;
-pub mod evaluate;
-pub mod export;
-pub mod extract;
 pub mod finetune;
-pub mod fit;
 pub mod head;
-pub mod metrics;
-pub mod model;
+pub mod infer;
 pub mod onnx;
-pub mod pipeline;
-pub mod plot;
-pub mod preprocess;
-pub mod presets;
-pub mod progress;
-pub mod rng;
-pub mod runtime;
-pub mod score;
+pub mod report;
+pub mod util;
 
 pub use error::{Error, Result};

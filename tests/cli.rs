@@ -5,10 +5,10 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
 use headstart::cache::FeatureCache;
-use headstart::model::BaseModel;
+use headstart::infer::model::BaseModel;
 use headstart::onnx::{self, generate::CnnSpec};
-use headstart::preprocess::{self, Layout, Preprocess};
-use headstart::runtime::Device;
+use headstart::data::preprocess::{self, Layout, Preprocess};
+use headstart::infer::runtime::Device;
 
 fn bin() -> Command {
     Command::new(env!("CARGO_BIN_EXE_headstart"))
@@ -477,7 +477,7 @@ fn nchw_and_nhwc_models_with_the_same_weights_agree() {
 
 #[test]
 fn layout_detection_from_input_shapes() {
-    use headstart::model::detect_layout;
+    use headstart::infer::model::detect_layout;
     assert_eq!(detect_layout(&[-1, 3, 224, 224]), Some(Layout::Nchw));
     assert_eq!(detect_layout(&[-1, 224, 224, 3]), Some(Layout::Nhwc));
     assert_eq!(detect_layout(&[-1, 3, -1, -1]), Some(Layout::Nchw));
@@ -733,7 +733,7 @@ fn interrupted_run_resumes_and_matches_an_uninterrupted_one() {
     ];
     let o = bin()
         .args(args)
-        .env(headstart::extract::ABORT_ENV, "2")
+        .env(headstart::infer::extract::ABORT_ENV, "2")
         .output()
         .unwrap();
     assert!(!o.status.success(), "the test hook should abort the run");
@@ -856,7 +856,7 @@ fn flat_class_folders_become_one_train_split() {
     solid(&data.join("zebra/1.bmp"), 8, 8, [1, 2, 3]);
     solid(&data.join("ant/sub/2.gif"), 8, 8, [4, 5, 6]);
     solid(&data.join("ant/3.webp"), 8, 8, [7, 8, 9]);
-    let ds = headstart::dataset::Dataset::scan(&data).unwrap();
+    let ds = headstart::data::scan::Dataset::scan(&data).unwrap();
     assert_eq!(ds.classes, vec!["ant", "zebra"]);
     assert_eq!(ds.splits.len(), 1);
     assert_eq!(ds.splits[0].name, "train");
@@ -1915,7 +1915,7 @@ fn extract_layer_cuts_on_the_fly_and_inspect_lists_layers() {
     assert_eq!(c.meta.feature_shape.len(), 3, "{:?}", c.meta.feature_shape);
     assert_eq!(
         c.meta.model_sha256,
-        headstart::extract::sha256_file(&d.path().join("f.base.onnx")).unwrap()
+        headstart::infer::extract::sha256_file(&d.path().join("f.base.onnx")).unwrap()
     );
     fails(
         &[

@@ -5,7 +5,7 @@
 use std::io::Write;
 
 use headstart::cache::FeatureCache;
-use headstart::preprocess::{
+use headstart::data::preprocess::{
     self, Interpolation, Layout, Mode, Preprocess, Preprocessor, ResizeMode,
 };
 use proptest::prelude::*;

@@ -6,7 +6,7 @@ use candle_core::{DType, Device, Tensor, Var};
 
 use crate::head::activation::Activation;
 use crate::head::net::{features_channels_first, Layer, Network, Pool};
-use crate::rng::Rng;
+use crate::util::rng::Rng;
 
 type CResult<T> = candle_core::Result<T>;
 

@@ -1,12 +1,12 @@
 //! `headstart finetune`: unfreeze the top of the base and train it with the head, with candle.
 //!
 //! The graph is split at one tensor. The frozen lower part runs once in ONNX Runtime and its outputs
-//! are cached in HDF5 by [`crate::extract`] (resumable, a cache hit when nothing changed; with
+//! are cached in HDF5 by [`crate::infer::extract`] (resumable, a cache hit when nothing changed; with
 //! `--augment flip` mirrored train images too). The upper part is translated into candle operations
 //! ([`graph`]) whose initializers become trainable variables. Without `--head`, phase 1 trains a new
 //! head on the frozen top's outputs ([`crate::head::train::fit`]); phase 2 trains top and head
 //! together at a low learning rate. The trained weights are written back into the model's
-//! initializers and exported with the head as one ONNX file ([`crate::export`]), which is then run
+//! initializers and exported with the head as one ONNX file ([`crate::onnx::export`]), which is then run
 //! in ONNX Runtime and compared with the candle forward pass.
 
 pub mod checkpoint;
@@ -24,17 +24,17 @@ use ndarray::Array2;
 
 use crate::cache::{FeatureCache, SplitData};
 use crate::error::{Error, Result};
-use crate::extract::{self, ExtractConfig, FLIP_SPLIT};
-use crate::fit::{table_header, table_row};
+use crate::infer::extract::{self, ExtractConfig, FLIP_SPLIT};
+use crate::head::fit::{table_header, table_row};
 use crate::head::file::{Head, HeadKind};
 use crate::head::net::{spec_string, Network, Pool};
 use crate::head::train::{
     fit, output_units, predicted, stratified_split, EpochRecord, History, OptimizerKind,
     OptimizerSpec, TrainConfig, TrainData,
 };
-use crate::model::BaseModel;
+use crate::infer::model::BaseModel;
 use crate::onnx::proto::ModelProto;
-use crate::rng::Rng;
+use crate::util::rng::Rng;
 
 pub use checkpoint::Checkpoint;
 pub use graph::TopGraph;
@@ -163,7 +163,7 @@ pub fn split_tensor(model: &ModelProto, path: &Path, split: &SplitPoint) -> Resu
     let candidates: Vec<String> = match split {
         SplitPoint::FromLayer(n) => vec![n.clone()],
         SplitPoint::Block(b) => {
-            let preset = crate::presets::detect(
+            let preset = crate::data::presets::detect(
                 &crate::onnx::metadata(model),
                 &crate::onnx::op_counts(model),
             )
@@ -658,7 +658,7 @@ pub fn finetune(cfg: &FinetuneConfig) -> Result<FinetuneSummary> {
         let te = Instant::now();
         let mut order = fit_idx.clone();
         shuffle.shuffle(&mut order);
-        let mut progress = crate::progress::Progress::new(
+        let mut progress = crate::util::progress::Progress::new(
             cfg.extract.progress,
             order.len() as u64,
             0,
@@ -809,7 +809,7 @@ pub fn finetune(cfg: &FinetuneConfig) -> Result<FinetuneSummary> {
         history_csv: history.csv(),
     };
     head_file.save(&head_path)?;
-    crate::export::export(&crate::export::ExportConfig {
+    crate::onnx::export::export(&crate::onnx::export::ExportConfig {
         model: base_path.clone(),
         head: head_path.clone(),
         out: cfg.out.clone(),
@@ -877,9 +877,9 @@ fn parity(
         cfg.extract.ort_lib.as_deref(),
         cfg.extract.layout,
     )?;
-    let pipeline = crate::pipeline::Pipeline {
+    let pipeline = crate::infer::pipeline::Pipeline {
         pre: &pre,
-        input: crate::pipeline::InputKind::F32,
+        input: crate::infer::pipeline::InputKind::F32,
         batch: idx.len(),
         decode_threads: 1,
         paths: &paths,
@@ -888,7 +888,7 @@ fn parity(
     let pending: Vec<usize> = (0..paths.len()).collect();
     let mut ort_probs = vec![Vec::new(); paths.len()];
     pipeline.run(&mut model, &pending, &mut |ev| {
-        if let crate::pipeline::Event::Batch {
+        if let crate::infer::pipeline::Event::Batch {
             indices,
             out,
             shape,

@@ -637,7 +637,7 @@ pub(crate) mod tests {
     use candle_core::{DType, Device, Var};
 
     fn rand(shape: &[usize], seed: u64) -> Tensor {
-        let mut r = crate::rng::Rng(seed);
+        let mut r = crate::util::rng::Rng(seed);
         let n: usize = shape.iter().product();
         let v: Vec<f64> = (0..n).map(|_| r.uniform() * 2.0 - 1.0).collect();
         Tensor::from_vec(v, shape, &Device::Cpu).unwrap()

@@ -8,7 +8,7 @@ use super::graph::TopGraph;
 use super::ops::tests::check_gradient;
 use crate::onnx::generate::{dim, f32_tensor, int_attr, ints, node, value_info};
 use crate::onnx::proto::*;
-use crate::rng::Rng;
+use crate::util::rng::Rng;
 
 fn randv(n: usize, seed: u64) -> Vec<f32> {
     let mut r = Rng(seed);
@@ -55,7 +55,7 @@ fn ort_run(m: &ModelProto, x: &[f32]) -> Vec<f32> {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("m.onnx");
     crate::onnx::save(m, &path).unwrap();
-    let (mut s, _) = crate::runtime::session(&path, crate::runtime::Device::Cpu, 1, None).unwrap();
+    let (mut s, _) = crate::infer::runtime::session(&path, crate::infer::runtime::Device::Cpu, 1, None).unwrap();
     let t = TensorRef::from_array_view(([2usize, 4, 6, 6], x)).unwrap();
     let out = s.run(ort::inputs!["x" => t]).unwrap();
     let (_, v) = out["y"].try_extract_tensor::<f32>().unwrap();

@@ -10,7 +10,7 @@ use ndarray::{Array1, Array2, ArrayView2, Axis};
 
 use super::activation::Activation;
 use crate::error::{Error, Result};
-use crate::rng::Rng;
+use crate::util::rng::Rng;
 
 /// The seed recipe's head: Dense 256 relu -> Dropout 0.5 (then the output layer).
 pub const DEFAULT_HEAD: &str = "dense:256:relu,dropout:0.5";
@@ -212,7 +212,7 @@ pub struct Dense {
     pub b: Array1<f32>,
 }
 
-/// Kernels with at least this many weights multiply through [`super::matmul::matmul_wide`].
+/// Kernels with at least this many weights multiply through [`crate::head::kernels::matmul::matmul_wide`].
 const WIDE_WEIGHTS: usize = 1 << 18;
 
 impl Dense {
@@ -221,7 +221,7 @@ impl Dense {
         let (d, u) = self.w.dim();
         if d * u >= WIDE_WEIGHTS && x.ncols() == d {
             if let (Some(xs), Some(ws)) = (x.as_slice(), self.w.as_slice()) {
-                if let Some(z) = super::matmul::matmul_wide(xs, x.nrows(), ws, d, u, 0) {
+                if let Some(z) = crate::head::kernels::matmul::matmul_wide(xs, x.nrows(), ws, d, u, 0) {
                     return Array2::from_shape_vec((x.nrows(), u), z).expect("m x u") + &self.b;
                 }
             }

@@ -7,9 +7,9 @@ use ndarray::{s, Array2, ArrayView2, Axis};
 use super::loss::Loss;
 use super::net::{Dense, Grads, Layer, LayerSpec, Network};
 use super::optim::{Adam, Optimizer, RmsProp, Sgd};
-use super::wide::{fused_step, StepInputs, StepOutputs};
+use crate::head::kernels::wide::{fused_step, StepInputs, StepOutputs};
 use crate::error::{Error, Result};
-use crate::rng::Rng;
+use crate::util::rng::Rng;
 
 /// Which optimizer, with its learning rate and weight decay.
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -408,7 +408,7 @@ pub fn fit(
             data.classes
         )));
     }
-    let _ftz = super::wide::FlushDenormals::new();
+    let _ftz = crate::head::kernels::wide::FlushDenormals::new();
     let outputs = output_units(data.classes);
     let mut net = Network::new(data.x.ncols(), &cfg.spec, outputs, cfg.seed);
     let mut opt = cfg.optimizer.build();

@@ -506,7 +506,7 @@ pub fn cut(model: &ModelProto, tensor: &str) -> Result<ModelProto, String> {
     // The cut graph loses the full model's op signature: name the matched preset in its metadata.
     let meta = super::metadata(model);
     if !meta.contains_key("preset") {
-        if let Some(p) = crate::presets::detect(&meta, &super::op_counts(model)) {
+        if let Some(p) = crate::data::presets::detect(&meta, &super::op_counts(model)) {
             set_metadata(
                 &mut out,
                 &[("preset", p.name.clone()), ("source", p.source.clone())],
@@ -574,7 +574,7 @@ pub fn set_metadata(model: &mut ModelProto, entries: &[(&str, String)]) {
 mod tests {
     use super::*;
     use crate::onnx::generate::{cnn, CnnSpec};
-    use crate::preprocess::Layout;
+    use crate::data::preprocess::Layout;
 
     #[test]
     fn shapes_and_macs_of_the_generated_vgg16() {

@@ -3,8 +3,8 @@
 //! Weights are He-normal from a seeded generator, so the same arguments always give the same bytes.
 
 use super::proto::*;
-use crate::preprocess::Layout;
-use crate::rng::Rng;
+use crate::data::preprocess::Layout;
+use crate::util::rng::Rng;
 
 /// The VGG-16 conv base: channels of each 3x3 conv, `0` marks a 2x2 max pool.
 pub const VGG16_BLOCKS: [usize; 18] = [

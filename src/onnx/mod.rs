@@ -2,6 +2,7 @@
 //! random-weight models (tiny CNNs for tests, VGG-16-shaped bases for benchmarks).
 
 pub mod edit;
+pub mod export;
 pub mod generate;
 pub mod proto;
 

@@ -6,16 +6,16 @@ use std::io::{BufRead, Write};
 use std::path::{Path, PathBuf};
 use std::time::Instant;
 
-use crate::dataset::{image_files, is_image_file};
+use crate::data::scan::{image_files, is_image_file};
 use crate::error::{Error, Result};
-use crate::export::CLASSES_KEY;
-use crate::extract::sha256_file;
+use crate::onnx::export::CLASSES_KEY;
+use crate::infer::extract::sha256_file;
 use crate::head::file::Head;
-use crate::model::{resolve_preprocess, BaseModel, PreprocessOverrides};
-use crate::pipeline::{Event, InputKind, Pipeline};
-use crate::preprocess::{Layout, Preprocess};
-use crate::progress::{Progress, ProgressMode};
-use crate::runtime::Device;
+use crate::infer::model::{resolve_preprocess, BaseModel, PreprocessOverrides};
+use crate::infer::pipeline::{Event, InputKind, Pipeline};
+use crate::data::preprocess::{Layout, Preprocess};
+use crate::util::progress::{Progress, ProgressMode};
+use crate::infer::runtime::Device;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Format {
@@ -359,7 +359,7 @@ pub fn score(cfg: &ScoreConfig) -> Result<ScoreSummary> {
             let mut overrides = cfg.overrides.clone();
             if in_graph {
                 // The graph normalises; only the resize settings matter here.
-                overrides.mode = Some(crate::preprocess::Mode::Raw);
+                overrides.mode = Some(crate::data::preprocess::Mode::Raw);
             }
             let pre = resolve_preprocess(&model.info, &overrides)?.preprocess;
             let input = if in_graph {

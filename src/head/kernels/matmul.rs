@@ -120,7 +120,7 @@ mod avx512 {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::rng::Rng;
+    use crate::util::rng::Rng;
 
     /// Against a float64 reference on shapes with remainders everywhere (rows not a multiple of
     /// 12, kernel rows not a multiple of the block), and the same bits on 1, 2 and 5 threads.

@@ -14,7 +14,7 @@
 //! reciprocal square root, so results differ from the plain path in the last bits (tests bound the
 //! differences).
 
-use super::optim::Rule;
+use crate::head::optim::Rule;
 
 /// Columns per block: 64 floats are four AVX-512 or eight AVX2 registers per row.
 const CW: usize = 64;
@@ -771,7 +771,7 @@ mod tests {
         }
     }
     use crate::head::optim::{Adam, Optimizer, RmsProp, Sgd};
-    use crate::rng::Rng;
+    use crate::util::rng::Rng;
 
     /// The fused step against the plain three passes (gradient, optimizer, next forward), for
     /// each optimizer, odd shapes (column remainder, row remainder) and 1 or 3 threads.

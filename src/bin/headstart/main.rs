@@ -1,8 +1,10 @@
 //! The `headstart` binary: parse arguments, call the library, map errors to an exit code.
 
+mod args;
+mod commands;
+
+use args::{Cli, Command};
 use clap::Parser;
-use headstart::cli::{Cli, Command};
-use headstart::commands;
 
 fn run(cli: Cli) -> headstart::Result<()> {
     match cli.command {
@@ -24,7 +26,7 @@ fn run(cli: Cli) -> headstart::Result<()> {
         Command::Classify(a) => commands::run_classify(&a),
         Command::Finetune(a) => commands::run_finetune(&a.to_config()?, a.json),
         Command::Models => {
-            print!("{}", headstart::presets::table());
+            print!("{}", headstart::data::presets::table());
             Ok(())
         }
     }

@@ -7,29 +7,29 @@ use std::collections::BTreeMap;
 
 use serde::Deserialize;
 
-use crate::preprocess::{ColorOrder, Interpolation, Mode, Normalize, ResizeMode};
+use crate::data::preprocess::{ColorOrder, Interpolation, Mode, Normalize, ResizeMode};
 
 /// The preset files, in table order.
 const FILES: &[&str] = &[
-    include_str!("../models/presets/vgg16.json"),
-    include_str!("../models/presets/vgg19.json"),
-    include_str!("../models/presets/resnet50.json"),
-    include_str!("../models/presets/resnet101.json"),
-    include_str!("../models/presets/resnet152.json"),
-    include_str!("../models/presets/resnet50v2.json"),
-    include_str!("../models/presets/resnet101v2.json"),
-    include_str!("../models/presets/resnet152v2.json"),
-    include_str!("../models/presets/inceptionv3.json"),
-    include_str!("../models/presets/inceptionresnetv2.json"),
-    include_str!("../models/presets/xception.json"),
-    include_str!("../models/presets/mobilenet.json"),
-    include_str!("../models/presets/mobilenetv2.json"),
-    include_str!("../models/presets/densenet121.json"),
-    include_str!("../models/presets/densenet169.json"),
-    include_str!("../models/presets/densenet201.json"),
-    include_str!("../models/presets/nasnetmobile.json"),
-    include_str!("../models/presets/nasnetlarge.json"),
-    include_str!("../models/presets/efficientnet_lite0.json"),
+    include_str!("../../models/presets/vgg16.json"),
+    include_str!("../../models/presets/vgg19.json"),
+    include_str!("../../models/presets/resnet50.json"),
+    include_str!("../../models/presets/resnet101.json"),
+    include_str!("../../models/presets/resnet152.json"),
+    include_str!("../../models/presets/resnet50v2.json"),
+    include_str!("../../models/presets/resnet101v2.json"),
+    include_str!("../../models/presets/resnet152v2.json"),
+    include_str!("../../models/presets/inceptionv3.json"),
+    include_str!("../../models/presets/inceptionresnetv2.json"),
+    include_str!("../../models/presets/xception.json"),
+    include_str!("../../models/presets/mobilenet.json"),
+    include_str!("../../models/presets/mobilenetv2.json"),
+    include_str!("../../models/presets/densenet121.json"),
+    include_str!("../../models/presets/densenet169.json"),
+    include_str!("../../models/presets/densenet201.json"),
+    include_str!("../../models/presets/nasnetmobile.json"),
+    include_str!("../../models/presets/nasnetlarge.json"),
+    include_str!("../../models/presets/efficientnet_lite0.json"),
 ];
 
 #[derive(Debug, Clone, PartialEq, Deserialize)]

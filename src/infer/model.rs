@@ -9,12 +9,12 @@ use ort::value::{TensorElementType, TensorRef, ValueType};
 
 use crate::error::{Error, Result};
 use crate::onnx;
-use crate::preprocess::{
+use crate::data::preprocess::{
     ColorOrder, Interpolation, Layout, Mode, Normalize, Preprocess, ResizeMode,
     DEFAULT_CROP_FRACTION,
 };
-use crate::presets::{self, Preset};
-use crate::runtime::{self, Device};
+use crate::data::presets::{self, Preset};
+use crate::infer::runtime::{self, Device};
 
 /// What the model file says about itself.
 #[derive(Debug, Clone)]

@@ -4,10 +4,10 @@
 use std::path::PathBuf;
 
 use crate::error::{Error, Result};
-use crate::model::{resolve_preprocess, BaseModel, PreprocessOverrides};
-use crate::pipeline::{Event, InputKind, Pipeline};
-use crate::runtime::Device;
-use crate::score::collect_inputs;
+use crate::infer::model::{resolve_preprocess, BaseModel, PreprocessOverrides};
+use crate::infer::pipeline::{Event, InputKind, Pipeline};
+use crate::infer::runtime::Device;
+use crate::report::score::collect_inputs;
 
 #[derive(Debug, Clone)]
 pub struct ClassifyConfig {

@@ -4,23 +4,23 @@ use std::path::PathBuf;
 
 use clap::{Args, Parser, Subcommand, ValueEnum};
 
-use crate::cache::Dtype;
-use crate::error::{Error, Result};
-use crate::evaluate::{EvaluateConfig, Source};
-use crate::extract::ExtractConfig;
-use crate::finetune::{FinetuneConfig, SplitPoint};
-use crate::fit::{history_path, HeadChoice, TrainHeadConfig};
-use crate::head::loss::Loss;
-use crate::head::net::{parse_spec, Pool, DEFAULT_HEAD};
-use crate::head::train::{
+use headstart::cache::Dtype;
+use headstart::error::{Error, Result};
+use headstart::report::evaluate::{EvaluateConfig, Source};
+use headstart::infer::extract::ExtractConfig;
+use headstart::finetune::{FinetuneConfig, SplitPoint};
+use headstart::head::fit::{history_path, HeadChoice, TrainHeadConfig};
+use headstart::head::loss::Loss;
+use headstart::head::net::{parse_spec, Pool, DEFAULT_HEAD};
+use headstart::head::train::{
     EarlyStopping, Monitor, OptimizerKind, OptimizerSpec, Schedule, TrainConfig,
 };
-use crate::model::{parse_size, PreprocessOverrides};
-use crate::preprocess::{
+use headstart::infer::model::{parse_size, PreprocessOverrides};
+use headstart::data::preprocess::{
     ColorOrder, Interpolation, Layout, Mode, ResizeMode, DEFAULT_CROP_FRACTION,
 };
-use crate::progress::ProgressMode;
-use crate::runtime::Device;
+use headstart::util::progress::ProgressMode;
+use headstart::infer::runtime::Device;
 
 #[derive(Parser, Debug)]
 #[command(
@@ -841,8 +841,8 @@ pub struct ScoreArgs {
 }
 
 impl ScoreArgs {
-    /// Validates into a [`crate::score::ScoreConfig`].
-    pub fn to_config(&self) -> Result<crate::score::ScoreConfig> {
+    /// Validates into a [`headstart::report::score::ScoreConfig`].
+    pub fn to_config(&self) -> Result<headstart::report::score::ScoreConfig> {
         if self.batch == 0 {
             return Err(Error::Config("--batch must be at least 1".into()));
         }
@@ -857,7 +857,7 @@ impl ScoreArgs {
             }
         }
         let mut cfg =
-            crate::score::ScoreConfig::new(&self.model, self.head.clone(), self.paths.clone());
+            headstart::report::score::ScoreConfig::new(&self.model, self.head.clone(), self.paths.clone());
         cfg.out = self.out.clone();
         cfg.top_k = self.top_k;
         cfg.threshold = self.threshold;

@@ -320,8 +320,8 @@ pub struct CacheMeta {
 
 impl CacheMeta {
     /// The preprocessing these features were made with, rebuilt from the stored attributes.
-    pub fn preprocess(&self) -> std::result::Result<crate::preprocess::Preprocess, String> {
-        use crate::preprocess::{
+    pub fn preprocess(&self) -> std::result::Result<crate::data::preprocess::Preprocess, String> {
+        use crate::data::preprocess::{
             ColorOrder, Interpolation, Layout, Normalize, Preprocess, ResizeMode,
         };
         let layout = Layout::parse(&self.layout)

@@ -2,13 +2,13 @@
 
 use std::time::Instant;
 
-use crate::cache::FeatureCache;
-use crate::cli::{size_arg, ArchArg, BenchInferArgs, MakeFeaturesArgs, MakeModelArgs};
-use crate::error::{Error, Result};
-use crate::extract::{extract, ExtractConfig};
-use crate::model::{resolve_preprocess, BaseModel, PreprocessOverrides};
-use crate::onnx::{self, generate::CnnSpec};
-use crate::preprocess::Layout;
+use headstart::cache::FeatureCache;
+use crate::args::{size_arg, ArchArg, BenchInferArgs, MakeFeaturesArgs, MakeModelArgs};
+use headstart::error::{Error, Result};
+use headstart::infer::extract::{extract, ExtractConfig};
+use headstart::infer::model::{resolve_preprocess, BaseModel, PreprocessOverrides};
+use headstart::onnx::{self, generate::CnnSpec};
+use headstart::data::preprocess::Layout;
 
 /// `headstart extract`: runs extraction and prints the summary line (and the skipped files).
 pub fn run_extract(cfg: &ExtractConfig) -> Result<()> {
@@ -132,7 +132,7 @@ pub fn run_bench_infer(a: &BenchInferArgs) -> Result<()> {
             .as_deref()
             .map(|s| size_arg("--size", s))
             .transpose()?,
-        mode: Some(crate::preprocess::Mode::Raw),
+        mode: Some(headstart::data::preprocess::Mode::Raw),
         ..Default::default()
     };
     let pre = resolve_preprocess(&model.info, &overrides)?.preprocess;
@@ -165,12 +165,12 @@ pub fn run_bench_infer(a: &BenchInferArgs) -> Result<()> {
 
 /// `headstart evaluate`: the metrics report, or one JSON object with `--json`; plots and a report.
 pub fn run_evaluate(
-    cfg: &crate::evaluate::EvaluateConfig,
+    cfg: &headstart::report::evaluate::EvaluateConfig,
     json: bool,
     plot: bool,
     report: Option<&std::path::Path>,
 ) -> Result<()> {
-    let e = crate::evaluate::evaluate(cfg)?;
+    let e = headstart::report::evaluate::evaluate(cfg)?;
     if json {
         println!(
             "{}",
@@ -194,13 +194,13 @@ pub fn run_evaluate(
             std::fs::create_dir_all(dir).map_err(|x| Error::io(dir, x))?;
         }
         let cm = place("confusion.png");
-        crate::plot::confusion(&e.metrics, &cm)?;
+        headstart::report::plot::confusion(&e.metrics, &cm)?;
         pictures.push(cm);
         if let (Some(auc), false) = (e.metrics.roc_auc, e.scores.is_empty()) {
             let roc = place("roc.png");
             let (s, p): (Vec<f64>, Vec<bool>) = e.scores.iter().copied().unzip();
             let class = e.metrics.per_class.get(1).map_or("1", |c| c.class.as_str());
-            crate::plot::roc(&s, &p, auc, class, &roc)?;
+            headstart::report::plot::roc(&s, &p, auc, class, &roc)?;
             pictures.push(roc);
         }
         for p in &pictures {
@@ -218,7 +218,7 @@ pub fn run_evaluate(
             })
             .collect();
         let json = serde_json::to_string_pretty(&e).map_err(|x| Error::Config(x.to_string()))?;
-        let path = crate::plot::report(
+        let path = headstart::report::plot::report(
             dir,
             &format!("Evaluation of {} on {} ({})", e.head, e.features, e.split),
             &[
@@ -247,11 +247,11 @@ fn path_with_suffix(p: &std::path::Path, suffix: &str) -> std::path::PathBuf {
 
 /// `headstart train-head`, with `--plot` and `--report`.
 pub fn run_train_head(
-    cfg: &crate::fit::TrainHeadConfig,
+    cfg: &headstart::head::fit::TrainHeadConfig,
     plot: bool,
     report: Option<&std::path::Path>,
 ) -> Result<()> {
-    let s = crate::fit::train_head(cfg)?;
+    let s = headstart::head::fit::train_head(cfg)?;
     // --plot: beside the head file; --report: into its folder (both when both are given).
     let mut curves = Vec::new();
     if plot {
@@ -262,11 +262,11 @@ pub fn run_train_head(
         curves.push(dir.join("curves.png"));
     }
     for c in &curves {
-        crate::plot::learning_curves(&s.history, c)?;
+        headstart::report::plot::learning_curves(&s.history, c)?;
         eprintln!("wrote {}", c.display());
     }
     if let Some(dir) = report {
-        let head = crate::head::file::Head::load(&cfg.out)?;
+        let head = headstart::head::file::Head::load(&cfg.out)?;
         let training: serde_json::Value = serde_json::from_str(&head.training).unwrap_or_default();
         let mut table = String::from("| epoch | loss | accuracy | val_loss | val_accuracy | lr | seconds |\n|---|---|---|---|---|---|---|\n");
         let o = |v: Option<f64>| v.map_or("-".to_string(), |v| format!("{v:.4}"));
@@ -282,7 +282,7 @@ pub fn run_train_head(
                 r.seconds
             );
         }
-        let path = crate::plot::report(
+        let path = headstart::report::plot::report(
             dir,
             &format!("train-head: {}", cfg.out.display()),
             &[
@@ -318,15 +318,15 @@ pub fn run_train_head(
 }
 
 /// `headstart score`: rows to the output, the summary line to stderr.
-pub fn run_score(cfg: &crate::score::ScoreConfig) -> Result<()> {
-    let s = crate::score::score(cfg)?;
+pub fn run_score(cfg: &headstart::report::score::ScoreConfig) -> Result<()> {
+    let s = headstart::report::score::score(cfg)?;
     eprintln!("{}", s.line(cfg.out.as_deref()));
     Ok(())
 }
 
 /// `headstart export`.
-pub fn run_export(a: &crate::cli::ExportArgs) -> Result<()> {
-    let s = crate::export::export(&crate::export::ExportConfig {
+pub fn run_export(a: &crate::args::ExportArgs) -> Result<()> {
+    let s = headstart::onnx::export::export(&headstart::onnx::export::ExportConfig {
         model: a.model.clone(),
         head: a.head.clone(),
         out: a.out.clone(),
@@ -337,11 +337,11 @@ pub fn run_export(a: &crate::cli::ExportArgs) -> Result<()> {
         s.out.display(),
         s.bytes as f64 / 1e6,
         s.nodes_added,
-        crate::export::OUTPUT,
+        headstart::onnx::export::OUTPUT,
         s.classes.len(),
         s.classes.join(", "),
         if a.with_preprocessing {
-            format!("; input '{}' uint8 NHWC RGB", crate::export::IMAGE_INPUT)
+            format!("; input '{}' uint8 NHWC RGB", headstart::onnx::export::IMAGE_INPUT)
         } else {
             String::new()
         }
@@ -350,8 +350,8 @@ pub fn run_export(a: &crate::cli::ExportArgs) -> Result<()> {
 }
 
 /// `headstart inspect`.
-pub fn run_inspect(a: &crate::cli::InspectArgs) -> Result<()> {
-    use crate::onnx::edit;
+pub fn run_inspect(a: &crate::args::InspectArgs) -> Result<()> {
+    use headstart::onnx::edit;
     let proto = onnx::load(&a.model)?;
     let size = a
         .size
@@ -360,7 +360,7 @@ pub fn run_inspect(a: &crate::cli::InspectArgs) -> Result<()> {
         .transpose()?;
     let model = BaseModel::open(
         &a.model,
-        crate::runtime::Device::Cpu,
+        headstart::infer::runtime::Device::Cpu,
         a.runtime.threads,
         a.runtime.ort_lib.as_deref(),
         None,
@@ -436,7 +436,7 @@ pub fn run_inspect(a: &crate::cli::InspectArgs) -> Result<()> {
     match edit::default_cut(&proto) {
         Some((t, by)) => println!(
             "conv base (include_top=False): tensor '{t}' {} (read by {by}); `headstart cut` writes it",
-            shapes.get(&t).map(|d| crate::onnx::edit::dims_text(d)).unwrap_or_default()
+            shapes.get(&t).map(|d| headstart::onnx::edit::dims_text(d)).unwrap_or_default()
         ),
         None => println!("conv base: no classifier head found after the last Conv (already a feature extractor)"),
     }
@@ -459,8 +459,8 @@ pub fn run_inspect(a: &crate::cli::InspectArgs) -> Result<()> {
 }
 
 /// `headstart cut`.
-pub fn run_cut(a: &crate::cli::CutArgs) -> Result<()> {
-    use crate::onnx::edit;
+pub fn run_cut(a: &crate::args::CutArgs) -> Result<()> {
+    use headstart::onnx::edit;
     let proto = onnx::load(&a.model)?;
     let (tensor, why) = match &a.layer {
         Some(l) => (l.clone(), "--layer".to_string()),
@@ -477,7 +477,7 @@ pub fn run_cut(a: &crate::cli::CutArgs) -> Result<()> {
         "cut at '{tensor}' ({why}): {after} of {before} nodes kept, output {} -> {}",
         shapes
             .get(&tensor)
-            .map(|d| crate::onnx::edit::dims_text(d))
+            .map(|d| headstart::onnx::edit::dims_text(d))
             .unwrap_or_else(|| "[?]".into()),
         a.out.display()
     );
@@ -485,11 +485,11 @@ pub fn run_cut(a: &crate::cli::CutArgs) -> Result<()> {
 }
 
 /// `headstart classify`: one line (or JSON object) per image.
-pub fn run_classify(a: &crate::cli::ClassifyArgs) -> Result<()> {
+pub fn run_classify(a: &crate::args::ClassifyArgs) -> Result<()> {
     if a.batch == 0 || a.top == 0 {
         return Err(Error::Config("--batch and --top must be at least 1".into()));
     }
-    let cfg = crate::classify::ClassifyConfig {
+    let cfg = headstart::report::classify::ClassifyConfig {
         model: a.model.clone(),
         inputs: a.paths.clone(),
         classes: a.classes.clone(),
@@ -501,7 +501,7 @@ pub fn run_classify(a: &crate::cli::ClassifyArgs) -> Result<()> {
         overrides: a.pre.to_overrides()?,
     };
     let mut failed = 0;
-    crate::classify::classify(&cfg, &mut |c| {
+    headstart::report::classify::classify(&cfg, &mut |c| {
         if a.jsonl {
             println!("{}", serde_json::to_string(&c).unwrap_or_default());
         } else if let Some(e) = &c.error {
@@ -539,7 +539,7 @@ pub fn run_make_features(a: &MakeFeaturesArgs) -> Result<()> {
         return Err(Error::Config("--classes must be at least 2".into()));
     }
     let row: usize = shape.iter().product();
-    let mut rng = crate::rng::Rng(a.seed);
+    let mut rng = headstart::util::rng::Rng(a.seed);
     let classes: Vec<String> = (0..a.classes).map(|c| format!("class{c}")).collect();
     let mut splits = Vec::new();
     for sp in &a.splits {
@@ -562,7 +562,7 @@ pub fn run_make_features(a: &MakeFeaturesArgs) -> Result<()> {
         let paths = (0..n)
             .map(|i| format!("{name}/{}/{i}.jpg", classes[labels[i] as usize]))
             .collect();
-        splits.push(crate::cache::SplitData {
+        splits.push(headstart::cache::SplitData {
             name,
             features,
             labels,
@@ -570,7 +570,7 @@ pub fn run_make_features(a: &MakeFeaturesArgs) -> Result<()> {
             skipped: vec![],
         });
     }
-    let meta = crate::cache::CacheMeta {
+    let meta = headstart::cache::CacheMeta {
         classes,
         model_file: "synthetic".into(),
         model_sha256: format!("synthetic-seed-{}", a.seed),
@@ -584,13 +584,13 @@ pub fn run_make_features(a: &MakeFeaturesArgs) -> Result<()> {
         interpolation: "bilinear".into(),
         output_name: "features".into(),
         feature_shape: shape,
-        dtype: crate::cache::Dtype::F32,
+        dtype: headstart::cache::Dtype::F32,
         headstart_version: env!("CARGO_PKG_VERSION").into(),
         fingerprint: String::new(),
         data_root: String::new(),
         splits: splits.iter().map(|s| s.name.clone()).collect(),
     };
-    crate::cache::write_arrays(&a.out, &meta, &splits)?;
+    headstart::cache::write_arrays(&a.out, &meta, &splits)?;
     println!(
         "wrote {} ({} splits, shape {:?})",
         a.out.display(),
@@ -601,9 +601,9 @@ pub fn run_make_features(a: &MakeFeaturesArgs) -> Result<()> {
 }
 
 /// `headstart finetune`: runs the fine-tune (it prints its own tables) and a closing summary.
-pub fn run_finetune(cfg: &crate::finetune::FinetuneConfig, json: bool) -> Result<()> {
+pub fn run_finetune(cfg: &headstart::finetune::FinetuneConfig, json: bool) -> Result<()> {
     keep_freed_memory();
-    let s = crate::finetune::finetune(cfg)?;
+    let s = headstart::finetune::finetune(cfg)?;
     if json {
         println!(
             "{}",

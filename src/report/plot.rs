@@ -7,7 +7,7 @@ use plotters::prelude::*;
 
 use crate::error::{Error, Result};
 use crate::head::train::History;
-use crate::metrics::Metrics;
+use crate::report::metrics::Metrics;
 
 fn perr(path: &Path) -> impl Fn(String) -> Error + '_ {
     move |e| {

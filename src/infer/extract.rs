@@ -10,13 +10,13 @@ use std::time::Instant;
 use sha2::{Digest, Sha256};
 
 use crate::cache::{self, CacheMeta, Dtype, FeatureCache, Journal, SplitRows, Status};
-use crate::dataset::Dataset;
+use crate::data::scan::Dataset;
 use crate::error::{Error, Result};
-use crate::model::{resolve_preprocess, BaseModel, PreprocessOverrides};
-use crate::pipeline::{Event, InputKind, Pipeline};
-use crate::preprocess::{self, Layout};
-use crate::progress::{Progress, ProgressMode};
-use crate::runtime::Device;
+use crate::infer::model::{resolve_preprocess, BaseModel, PreprocessOverrides};
+use crate::infer::pipeline::{Event, InputKind, Pipeline};
+use crate::data::preprocess::{self, Layout};
+use crate::util::progress::{Progress, ProgressMode};
+use crate::infer::runtime::Device;
 
 /// The split that holds the mirrored copies of `train` (`ExtractConfig::augment_flip`).
 pub const FLIP_SPLIT: &str = "train_flip";

@@ -6,8 +6,8 @@ use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 
 use crate::error::Result;
-use crate::model::BaseModel;
-use crate::preprocess::{self, Preprocess, Preprocessor};
+use crate::infer::model::BaseModel;
+use crate::data::preprocess::{self, Preprocess, Preprocessor};
 
 /// What the model takes: normalised floats, or the resized uint8 RGB pixels (NHWC) of a model that
 /// normalises inside its graph (`export --with-preprocessing`).

@@ -7,9 +7,9 @@ use serde::Serialize;
 
 use crate::cache::FeatureCache;
 use crate::error::{Error, Result};
-use crate::extract::{extract, ExtractConfig};
+use crate::infer::extract::{extract, ExtractConfig};
 use crate::head::file::Head;
-use crate::metrics::{compute, Metrics};
+use crate::report::metrics::{compute, Metrics};
 
 /// Where the evaluated features come from.
 #[derive(Debug, Clone)]

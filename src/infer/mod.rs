@@ -1,0 +1,8 @@
+//! Stage 2, inference: load ONNX Runtime ([`runtime`]), open a base model and work out its input and
+//! preprocessing ([`model`]), run decoding overlapped with inference ([`pipeline`]), and cache a
+//! folder's features ([`extract`]).
+
+pub mod extract;
+pub mod model;
+pub mod pipeline;
+pub mod runtime;
