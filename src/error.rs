@@ -25,6 +25,22 @@ pub enum Error {
     Cache { path: PathBuf, msg: String },
     #[error("{0}")]
     Config(String),
+    /// An HDF5 call failed on `path`; `what` says what was being done or expected.
+    #[error("{path}: {what}: {source}")]
+    Hdf5 {
+        path: PathBuf,
+        what: String,
+        #[source]
+        source: hdf5::Error,
+    },
+    #[error("{path}: not a valid ONNX protobuf: {source}")]
+    Protobuf {
+        path: PathBuf,
+        #[source]
+        source: prost::DecodeError,
+    },
+    #[error("candle: {0}")]
+    Candle(#[source] candle_core::Error),
     #[error("interrupted: {0}")]
     Interrupted(String),
 }
@@ -46,6 +62,13 @@ impl Error {
         Error::Cache {
             path: path.to_path_buf(),
             msg: msg.to_string(),
+        }
+    }
+    pub fn hdf5(path: &Path, what: impl Into<String>, source: hdf5::Error) -> Self {
+        Error::Hdf5 {
+            path: path.to_path_buf(),
+            what: what.into(),
+            source,
         }
     }
     pub fn dataset(path: &Path, msg: impl Into<String>) -> Self {

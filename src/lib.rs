@@ -9,10 +9,26 @@
 //! cut, generated models, export of base + head), [`finetune`] (the top blocks trained with candle) and
 //! small helpers in [`util`]. Library code neither prints nor exits: it reports through
 //! [`events::Reporter`], which the `headstart` binary implements.
+//!
+//! The pipeline in ten lines (`examples/` has it as a program):
+//!
+//! ```no_run
+//! use headstart::{events::Silent, head::fit, infer::extract, report::evaluate};
+//! # fn main() -> headstart::Result<()> {
+//! let cfg = extract::ExtractConfig::new("base.onnx", "photos/", "features.h5");
+//! extract::extract(&cfg, &Silent)?; // photos/{train,test}/<class>/* -> HDF5 features
+//! let head = fit::train_head(&fit::TrainHeadConfig::new("features.h5"), &Silent)?.head;
+//! let source = evaluate::Source::Features { path: "features.h5".into(), split: None };
+//! let e = evaluate::evaluate(&evaluate::EvaluateConfig { head, source, top: 5 }, &Silent)?;
+//! println!("{} accuracy {:.4}", e.split, e.metrics.accuracy);
+//! # Ok(())
+//! # }
+//! ```
 
 pub mod cache;
 pub mod data;
 pub mod error;
+pub mod events;
 pub mod finetune;
 pub mod head;
 pub mod infer;

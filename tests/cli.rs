@@ -5,10 +5,13 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
 use headstart::cache::FeatureCache;
-use headstart::infer::model::BaseModel;
-use headstart::onnx::{self, generate::CnnSpec};
 use headstart::data::preprocess::{self, Layout, Preprocess};
+use headstart::infer::model::BaseModel;
 use headstart::infer::runtime::Device;
+use headstart::onnx::{self, generate::CnnSpec};
+
+/// The binary's test hook (feature `test-hooks`): `TASK:N` aborts at that checkpoint, as a crash would.
+const ABORT_AT: &str = "HEADSTART_TEST_ABORT_AT";
 
 fn bin() -> Command {
     Command::new(env!("CARGO_BIN_EXE_headstart"))
@@ -714,6 +717,10 @@ fn corrupt_images_are_skipped_and_listed_or_fatal_with_strict() {
 }
 
 #[test]
+#[cfg_attr(
+    not(feature = "test-hooks"),
+    ignore = "aborts through the test hook: cargo test --features test-hooks (scripts/test.sh)"
+)]
 fn interrupted_run_resumes_and_matches_an_uninterrupted_one() {
     let (d, data, m, out) = tiny_setup(4);
     let args = [
@@ -733,7 +740,7 @@ fn interrupted_run_resumes_and_matches_an_uninterrupted_one() {
     ];
     let o = bin()
         .args(args)
-        .env(headstart::infer::extract::ABORT_ENV, "2")
+        .env(ABORT_AT, "extract:2")
         .output()
         .unwrap();
     assert!(!o.status.success(), "the test hook should abort the run");
@@ -1915,7 +1922,7 @@ fn extract_layer_cuts_on_the_fly_and_inspect_lists_layers() {
     assert_eq!(c.meta.feature_shape.len(), 3, "{:?}", c.meta.feature_shape);
     assert_eq!(
         c.meta.model_sha256,
-        headstart::infer::extract::sha256_file(&d.path().join("f.base.onnx")).unwrap()
+        headstart::util::hash::sha256_file(&d.path().join("f.base.onnx")).unwrap()
     );
     fails(
         &[
@@ -2147,7 +2154,6 @@ fn hostile_corpus_is_reported_file_by_file_and_the_rest_extracted() {
         ("huge.png", "50000x50000"),
         ("loop", "symlink loop"),
         ("self.png", ""),
-        ("bad_", "UTF-8"),
         ("empty_class", "no images"),
     ] {
         let line = log
@@ -2168,6 +2174,7 @@ fn hostile_corpus_is_reported_file_by_file_and_the_rest_extracted() {
         got,
         [
             "alpha.png",
+            "bad_\\xff\\xfe_name.png",
             "good.png",
             "good.png",
             "grey.jpg",
@@ -2178,6 +2185,12 @@ fn hostile_corpus_is_reported_file_by_file_and_the_rest_extracted() {
         ]
     );
     assert_eq!(split.skipped.len(), 4, "{:?}", split.skipped);
+    // The name that is not UTF-8 is stored as text that maps back to the same file.
+    let bad = split.paths.iter().find(|p| p.contains("bad_")).unwrap();
+    assert_eq!(
+        headstart::util::paths::from_text(bad),
+        Path::new("dog").join(raw)
+    );
     let summary = log.lines().find(|l| l.contains("extracted now")).unwrap();
     assert!(
         summary.contains("4 skipped") && summary.contains("passed over"),
@@ -2186,13 +2199,15 @@ fn hostile_corpus_is_reported_file_by_file_and_the_rest_extracted() {
     assert_eq!(c.meta.classes, ["cat", "dog", "empty_class"]);
 }
 
-/// A second extract into the same output waits for nobody: it refuses while the first holds the lock;
-/// a lock left by a killed run is taken over.
+/// A second extract into the same output waits for nobody: it refuses while the first holds the lock
+/// (an OS file lock, as a running extract holds it); a lock file left by a killed run is taken over.
 #[test]
 fn concurrent_extracts_into_one_file_are_refused() {
     let (d, data, model, out) = tiny_setup(2);
     let lock = d.path().join("f.h5.lock");
     std::fs::write(&lock, std::process::id().to_string()).unwrap();
+    let holder = std::fs::File::open(&lock).unwrap();
+    holder.try_lock().unwrap();
     let o = run(&[
         "extract",
         "--model",
@@ -2213,7 +2228,8 @@ fn concurrent_extracts_into_one_file_are_refused() {
         text(&o)
     );
     assert!(!out.exists());
-    std::fs::write(&lock, "999999999").unwrap(); // no such process
+    drop(holder);
+    std::fs::write(&lock, "999999999").unwrap(); // a killed run's file: no OS lock on it
     ok(&[
         "extract",
         "--model",
@@ -2618,16 +2634,15 @@ fn finetune_trains_the_top_block_and_exports_a_matching_model() {
         !d.path().join("ft.ckpt.h5").exists(),
         "a finished run removes its checkpoint"
     );
-    // Killed after epoch 3 of phase 2: the rerun continues from the checkpoint and ends where the
-    // uninterrupted run ended.
+    // Killed after epoch 3 of phase 2 (with the test hooks): the rerun continues from the
+    // checkpoint and ends where the uninterrupted run ended.
+    let hooks = cfg!(feature = "test-hooks");
     let a = args(&["--freeze-epochs", "3", "--augment", "flip"]);
-    let killed = bin()
-        .args(&a)
-        .env(headstart::finetune::ABORT_ENV, "3")
-        .output()
-        .unwrap();
-    assert!(!killed.status.success());
-    assert!(d.path().join("ft.ckpt.h5").exists());
+    if hooks {
+        let killed = bin().args(&a).env(ABORT_AT, "finetune:3").output().unwrap();
+        assert!(!killed.status.success());
+        assert!(d.path().join("ft.ckpt.h5").exists());
+    }
     let r = bin()
         .args(&a)
         .args(["--progress", "none"])
@@ -2648,7 +2663,9 @@ fn finetune_trains_the_top_block_and_exports_a_matching_model() {
             "{losses:?} vs {again:?}"
         );
     }
-    assert!(j2["phase1"].is_null(), "phase 1 is not run again");
+    if hooks {
+        assert!(j2["phase1"].is_null(), "phase 1 is not run again");
+    }
     let inputs = ok(&["summary", s(&d.path().join("ft.inputs.h5"))]);
     assert!(inputs.contains("split train_flip: 16 images"), "{inputs}");
     // The exported model scores images on its own.
@@ -2682,4 +2699,84 @@ fn finetune_trains_the_top_block_and_exports_a_matching_model() {
     a[5] = "--from-layer";
     a[6] = "nowhere";
     fails(&a, &["no node named 'nowhere'"]);
+}
+
+/// The library reports through `events::Reporter` and prints nothing itself: train-head's settings,
+/// one row per epoch and the kept epoch arrive as events, in order.
+#[test]
+fn library_calls_report_through_the_reporter() {
+    use headstart::cache::synthetic::{synthetic, SyntheticSpec};
+    use headstart::events::Collect;
+    use headstart::head::fit::{train_head, HeadChoice, TrainHeadConfig};
+    let d = tmp();
+    let cache = d.path().join("s.features.h5");
+    let (meta, splits) = synthetic(&SyntheticSpec {
+        shape: vec![8],
+        splits: vec![("train".into(), 40), ("val".into(), 20)],
+        classes: 2,
+        separation: 2.0,
+        seed: 3,
+    })
+    .unwrap();
+    headstart::cache::write_arrays(&cache, &meta, &splits).unwrap();
+    let mut cfg = TrainHeadConfig::new(&cache);
+    if let HeadChoice::Mlp(tc) = &mut cfg.head {
+        tc.epochs = 4;
+    }
+    let rep = Collect::default();
+    let s = train_head(&cfg, &rep).unwrap();
+    let lines = rep.messages();
+    assert!(lines[0].starts_with("train-head: "), "{lines:?}");
+    let rows: Vec<&String> = lines
+        .iter()
+        .filter(|l| l.trim_start().starts_with(|c: char| c.is_ascii_digit()))
+        .collect();
+    assert_eq!(rows.len(), 4, "{lines:?}");
+    assert_eq!(s.history.epochs.len(), 4);
+    assert!(
+        lines.iter().any(|l| l.starts_with("kept epoch 4 of 4")),
+        "{lines:?}"
+    );
+    assert!(cfg.out.exists() && cfg.history.exists());
+}
+
+/// `--progress json` gives scripts one JSON object per line on stderr: progress that ends at the
+/// total, and each skipped file as a warning event naming it.
+#[test]
+fn json_progress_lines_for_scripts() {
+    let (_d, data, m, out) = tiny_setup(3);
+    std::fs::write(data.join("train/a/broken.jpg"), b"not a jpeg").unwrap();
+    let o = run(&[
+        "extract",
+        "--model",
+        s(&m),
+        "--data",
+        s(&data),
+        "--out",
+        s(&out),
+        "--preprocess",
+        "tf",
+        "--progress",
+        "json",
+    ]);
+    assert!(o.status.success(), "{}", text(&o));
+    let events: Vec<serde_json::Value> = String::from_utf8_lossy(&o.stderr)
+        .lines()
+        .filter(|l| l.starts_with('{'))
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    let last = events
+        .iter()
+        .rfind(|e| e["event"] == "progress")
+        .expect("progress events");
+    assert_eq!(last["done"], 13);
+    assert_eq!(last["total"], 13);
+    let warning = events
+        .iter()
+        .find(|e| e["event"] == "warning")
+        .expect("a warning event");
+    assert!(
+        warning["message"].as_str().unwrap().contains("broken.jpg"),
+        "{warning}"
+    );
 }

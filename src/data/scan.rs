@@ -16,8 +16,16 @@ pub const DEFAULT_SPLIT: &str = "train";
 /// One image: its path relative to the dataset root and its class index.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Item {
+    /// The path as lossless text ([`crate::util::paths`]); [`Item::path`] maps it back.
     pub rel_path: String,
     pub label: u32,
+}
+
+impl Item {
+    /// The file, relative to the dataset root.
+    pub fn path(&self) -> PathBuf {
+        crate::util::paths::from_text(&self.rel_path)
+    }
 }
 
 #[derive(Debug, Clone)]
@@ -35,8 +43,8 @@ pub struct Dataset {
     pub root: PathBuf,
     pub classes: Vec<String>,
     pub splits: Vec<Split>,
-    /// Entries passed over while scanning (path, why): symlink loops, unreadable entries,
-    /// non-UTF-8 names, empty class folders.
+    /// Entries passed over while scanning (path, why): symlink loops, unreadable entries, empty
+    /// class folders.
     pub warnings: PassedOver,
 }
 
@@ -191,15 +199,6 @@ pub fn is_image_file(path: &Path) -> bool {
         .is_some_and(|e| IMAGE_EXTENSIONS.iter().any(|x| x.eq_ignore_ascii_case(e)))
 }
 
-/// Image files under `dir`, recursively, sorted, hidden files and folders skipped.
-pub fn image_files(dir: &Path) -> Result<Vec<PathBuf>> {
-    let (files, warnings) = image_files_checked(dir)?;
-    for (p, why) in warnings {
-        eprintln!("warning: {}: {why}", p.display());
-    }
-    Ok(files)
-}
-
 /// Image files below `dir`, sorted, and the entries passed over with the reason. Symlinked folders
 /// are followed once (a loop is reported, not walked); an entry that cannot be read is reported and
 /// the walk goes on. Only `dir` itself must be readable.
@@ -276,15 +275,8 @@ fn scan_split(
         }
         for path in files {
             let rel = path.strip_prefix(root).unwrap_or(&path);
-            let Some(rel_path) = rel.to_str() else {
-                warnings.push((
-                    path.clone(),
-                    "skipped: file name is not valid UTF-8 (the cache stores names as text)".into(),
-                ));
-                continue;
-            };
             items.push(Item {
-                rel_path: rel_path.replace('\\', "/"),
+                rel_path: crate::util::paths::to_text(rel),
                 label: label as u32,
             });
         }

@@ -22,25 +22,25 @@ use std::time::Instant;
 use candle_core::{DType, Device, Tensor, Var};
 use ndarray::Array2;
 
-use crate::cache::{FeatureCache, SplitData};
+use crate::cache::{CacheMeta, FeatureCache, SplitData};
 use crate::error::{Error, Result};
-use crate::infer::extract::{self, ExtractConfig, FLIP_SPLIT};
-use crate::head::fit::{table_header, table_row};
+use crate::events::{Event as Report, Reporter};
 use crate::head::file::{Head, HeadKind};
+use crate::head::fit::{table_header, table_row, validation_rows};
 use crate::head::net::{spec_string, Network, Pool};
 use crate::head::train::{
-    fit, output_units, predicted, stratified_split, EpochRecord, History, OptimizerKind,
-    OptimizerSpec, TrainConfig, TrainData,
+    fit, output_units, predicted, EpochRecord, History, OptimizerKind, OptimizerSpec, TrainConfig,
+    TrainData,
 };
+use crate::infer::extract::{self, ExtractConfig, FLIP_SPLIT};
 use crate::infer::model::BaseModel;
 use crate::onnx::proto::ModelProto;
+use crate::util::hash::sha256_file;
 use crate::util::rng::Rng;
 
 pub use checkpoint::Checkpoint;
 pub use graph::TopGraph;
 
-/// Test hook: abort the process after this many phase 2 epochs are checkpointed (simulates a crash).
-pub const ABORT_ENV: &str = "HEADSTART_TEST_ABORT_AFTER_EPOCHS";
 pub use head::CandleHead;
 
 /// Where the trainable part starts.
@@ -78,8 +78,6 @@ pub struct FinetuneConfig {
     pub cache: PathBuf,
     /// Extraction settings of the lower part (model, data and out are set by finetune).
     pub extract: ExtractConfig,
-    /// Print tables and progress.
-    pub verbose: bool,
 }
 
 impl FinetuneConfig {
@@ -117,7 +115,6 @@ impl FinetuneConfig {
             val_split: 0.2,
             restore_best: false,
             patience: None,
-            verbose: true,
         }
     }
 }
@@ -151,7 +148,7 @@ pub struct FinetuneSummary {
 }
 
 fn cerr(e: candle_core::Error) -> Error {
-    Error::Runtime(format!("candle: {e}"))
+    Error::Candle(e)
 }
 
 /// Resolves the split tensor: the first input of the first node to train.
@@ -322,9 +319,8 @@ fn step(opt: &mut dyn crate::head::optim::Optimizer, vars: &[Var], loss: &Tensor
     Ok(())
 }
 
-/// Runs the whole fine-tune as configured.
-pub fn finetune(cfg: &FinetuneConfig) -> Result<FinetuneSummary> {
-    let t0 = Instant::now();
+/// Checks the settings that need no file.
+fn check(cfg: &FinetuneConfig) -> Result<()> {
     if cfg.batch_size == 0 || cfg.epochs == 0 {
         return Err(Error::Config(
             "--epochs and --batch-size must be at least 1".into(),
@@ -348,11 +344,585 @@ pub fn finetune(cfg: &FinetuneConfig) -> Result<FinetuneSummary> {
             cfg.out.display()
         )));
     }
-    let say = |s: String| {
-        if cfg.verbose {
-            println!("{s}");
-        }
+    Ok(())
+}
+
+/// The `--head` file, checked against the model it must have been trained on.
+fn given_head(cfg: &FinetuneConfig, model_sha: &str) -> Result<Option<Head>> {
+    let Some(p) = &cfg.head else {
+        return Ok(None);
     };
+    let h = Head::load(p)?;
+    if h.base.model_sha256 != model_sha {
+        return Err(Error::Config(format!(
+            "base models differ: head {} was trained on {} (sha256 {}), --model {} has sha256 {model_sha}",
+            p.display(),
+            h.base.model_file,
+            h.base.model_sha256,
+            cfg.model.display()
+        )));
+    }
+    Ok(Some(h))
+}
+
+/// The cached outputs of the frozen part, arranged for training.
+struct Inputs {
+    meta: CacheMeta,
+    /// Per-row shape and length of the cached tensors.
+    shape: Vec<usize>,
+    row: usize,
+    /// `train`, then the mirrored copies of `train` when the cache has them.
+    all: SplitData,
+    /// The `val` split when the validation rows come from it.
+    val: Option<SplitData>,
+    test: Option<SplitData>,
+    /// Validation rows: into `val` when it is set, else into `all`.
+    val_idx: Vec<usize>,
+    /// The training rows plus the mirrored copies of those rows (never of validation rows).
+    fit_idx: Vec<usize>,
+    flipped: bool,
+}
+
+impl Inputs {
+    /// The rows validation reads.
+    fn val_data(&self) -> &SplitData {
+        self.val.as_ref().unwrap_or(&self.all)
+    }
+}
+
+/// Extracts (or finds cached) the frozen part's outputs and reads them into [`Inputs`].
+fn inputs(cfg: &FinetuneConfig, split: &str, rep: &dyn Reporter) -> Result<Inputs> {
+    let mut ex = cfg.extract.clone();
+    ex.model = cfg.model.clone();
+    ex.data = cfg.data.clone();
+    ex.out = cfg.cache.clone();
+    ex.layer = Some(split.to_string());
+    let ex_summary = extract::extract(&ex, rep)?;
+    rep.report(Report::Line(&format!("inputs: {}", ex_summary.line())));
+    let cache = FeatureCache::open(&cfg.cache)?;
+    let meta = cache.meta.clone();
+    let classes = meta.classes.len();
+    if classes < 2 {
+        return Err(Error::cache(
+            &cfg.cache,
+            format!("needs at least 2 classes, has {classes}"),
+        ));
+    }
+    let mut all = cache.read_split("train")?;
+    let n_train = all.len();
+    let v = validation_rows(&cache, &all.labels, cfg.val_split, cfg.seed)?;
+    let has = |s: &str| meta.splits.iter().any(|x| x == s);
+    let test = if has("test") {
+        Some(cache.read_split("test")?)
+    } else {
+        None
+    };
+    let mut fit_idx = v.train.clone();
+    let flipped = has(FLIP_SPLIT);
+    if flipped {
+        let f = cache.read_split(FLIP_SPLIT)?;
+        let pos: std::collections::HashMap<&str, usize> = f
+            .paths
+            .iter()
+            .enumerate()
+            .map(|(i, p)| (p.as_str(), i))
+            .collect();
+        for &i in &v.train {
+            if let Some(&j) = pos.get(all.paths[i].as_str()) {
+                fit_idx.push(n_train + j);
+            }
+        }
+        all.features.extend_from_slice(&f.features);
+        all.labels.extend_from_slice(&f.labels);
+        all.paths.extend(f.paths.iter().cloned());
+    }
+    let shape = meta.feature_shape.clone();
+    rep.report(Report::Line(&format!(
+        "data: train {} rows{}, validation {} rows, test {} rows; inputs {shape:?}",
+        v.train.len(),
+        if flipped {
+            format!(" + {} mirrored", fit_idx.len() - v.train.len())
+        } else {
+            String::new()
+        },
+        v.val.len(),
+        test.as_ref().map_or(0, |t| t.len())
+    )));
+    Ok(Inputs {
+        row: shape.iter().product(),
+        shape,
+        meta,
+        all,
+        val: v.split,
+        test,
+        val_idx: v.val,
+        fit_idx,
+        flipped,
+    })
+}
+
+/// Identifies a phase 2 run: a checkpoint continues only a run with the same fingerprint.
+fn run_fingerprint(
+    cfg: &FinetuneConfig,
+    model_sha: &str,
+    split: &str,
+    inp: &Inputs,
+) -> Result<String> {
+    use sha2::{Digest, Sha256};
+    let head_sha = match &cfg.head {
+        Some(p) => sha256_file(p)?,
+        None => String::new(),
+    };
+    let mut h = Sha256::new();
+    h.update(format!(
+        "{}|{model_sha}|{split}|{}|{head_sha}|{:?}|{}|{}|{}|{}|{}|{}|{}",
+        env!("CARGO_PKG_VERSION"),
+        inp.meta.fingerprint,
+        cfg.head_train,
+        cfg.pool.name(),
+        cfg.optimizer.describe(),
+        cfg.batch_size,
+        cfg.seed,
+        cfg.val_split,
+        inp.flipped,
+        cfg.restore_best,
+    ));
+    Ok(format!("{:x}", h.finalize()))
+}
+
+/// The checkpoint of an interrupted phase 2 with the same settings, if there is one.
+fn load_checkpoint(path: &Path, fingerprint: &str, rep: &dyn Reporter) -> Option<Checkpoint> {
+    if !path.exists() {
+        return None;
+    }
+    match Checkpoint::load(path) {
+        Ok(c) if c.fingerprint == fingerprint => Some(c),
+        Ok(_) => {
+            rep.report(Report::Line(&format!(
+                "{} is from a run with other settings: starting over",
+                path.display()
+            )));
+            None
+        }
+        Err(e) => {
+            rep.report(Report::Line(&format!("{e}: starting over")));
+            None
+        }
+    }
+}
+
+/// The head phase 2 starts from.
+struct StartHead {
+    network: Network,
+    pool: Pool,
+    spec: String,
+    /// Phase 1's history, when it ran now.
+    phase1: Option<History>,
+}
+
+/// The head: the given one, or (phase 1) a new one trained on the frozen top's outputs. When phase 2
+/// resumes, phase 1 is not run again: its weights are in the checkpoint.
+fn start_head(
+    cfg: &FinetuneConfig,
+    top: &TopGraph,
+    inp: &Inputs,
+    given: Option<Head>,
+    resuming: bool,
+    rep: &dyn Reporter,
+) -> Result<(StartHead, Vec<usize>)> {
+    let probe = top
+        .forward(&batch_tensor(&inp.all, inp.row, &inp.shape, &[0])?)
+        .map_err(|e| Error::model(&cfg.model, e))?;
+    let top_shape: Vec<usize> = probe.dims()[1..].to_vec();
+    let classes = inp.meta.classes.len();
+    let start = match given {
+        Some(h) => {
+            if h.classes != inp.meta.classes {
+                return Err(Error::Config(format!(
+                    "class lists differ: head has [{}], {} has [{}]",
+                    h.classes.join(", "),
+                    cfg.data.display(),
+                    inp.meta.classes.join(", ")
+                )));
+            }
+            if h.feature_shape != top_shape {
+                return Err(Error::Config(format!(
+                    "feature shapes differ: head has {:?}, the model's output is {top_shape:?}",
+                    h.feature_shape
+                )));
+            }
+            StartHead {
+                network: h.network,
+                pool: h.pool,
+                spec: h.spec,
+                phase1: None,
+            }
+        }
+        None if resuming => {
+            let dim = cfg.pool.output_dim(&top_shape, &inp.meta.layout)?;
+            StartHead {
+                network: Network::new(
+                    dim,
+                    &cfg.head_train.spec,
+                    output_units(classes),
+                    cfg.head_train.seed,
+                ),
+                pool: cfg.pool,
+                spec: spec_string(&cfg.head_train.spec),
+                phase1: None,
+            }
+        }
+        None => phase1(cfg, top, inp, rep)?,
+    };
+    if start.network.output_dim() != Some(output_units(classes)) {
+        return Err(Error::Config(format!(
+            "the head has {:?} outputs, {classes} classes need {}",
+            start.network.output_dim(),
+            output_units(classes)
+        )));
+    }
+    Ok((start, top_shape))
+}
+
+/// Phase 1: a new head trained on the frozen top's pooled outputs.
+fn phase1(
+    cfg: &FinetuneConfig,
+    top: &TopGraph,
+    inp: &Inputs,
+    rep: &dyn Reporter,
+) -> Result<StartHead> {
+    let say = |s: String| rep.report(Report::Line(&s));
+    let pooler = CandleHead::new(
+        &Network { layers: vec![] },
+        cfg.pool,
+        &inp.meta.layout,
+        DType::F32,
+    )
+    .map_err(cerr)?;
+    let every: Vec<usize> = (0..inp.all.len()).collect();
+    let x = top_features(top, &pooler, &inp.all, inp.row, &inp.shape, &every)?;
+    let vx = match &inp.val {
+        Some(v) => Some(top_features(
+            top,
+            &pooler,
+            v,
+            inp.row,
+            &inp.shape,
+            &inp.val_idx,
+        )?),
+        None => None,
+    };
+    let y = inp.all.labels.clone();
+    let (vxr, vyr, vidx): (&Array2<f32>, &[u32], Vec<usize>) = match (&vx, &inp.val) {
+        (Some(vx), Some(v)) => (vx, &v.labels, (0..v.len()).collect()),
+        _ => (&x, &y, inp.val_idx.clone()),
+    };
+    say(format!(
+        "phase 1: head {} -> {} on the frozen top, {} epochs of {}, {}",
+        cfg.pool.name(),
+        spec_string(&cfg.head_train.spec),
+        cfg.head_train.epochs,
+        cfg.head_train.batch_size,
+        cfg.head_train.optimizer.describe()
+    ));
+    say(table_header());
+    let data = TrainData {
+        x: &x,
+        y: &y,
+        train: inp.fit_idx.clone(),
+        val: (!vidx.is_empty()).then(|| (vxr, vyr, vidx.clone())),
+        classes: inp.meta.classes.len(),
+    };
+    let (network, h) = fit(&cfg.head_train, &data, |r| say(table_row(r)))?;
+    let hist = sibling(&cfg.out, ".phase1.history.csv");
+    std::fs::write(&hist, h.csv()).map_err(|e| Error::io(&hist, e))?;
+    Ok(StartHead {
+        network,
+        pool: cfg.pool,
+        spec: spec_string(&cfg.head_train.spec),
+        phase1: Some(h),
+    })
+}
+
+/// The state phase 2 trains: the top's and the head's variables, the optimizer and the generators.
+struct Phase2<'a> {
+    cfg: &'a FinetuneConfig,
+    top: &'a TopGraph,
+    head: &'a CandleHead,
+    inp: &'a Inputs,
+    vars: Vec<Var>,
+    opt: Box<dyn crate::head::optim::Optimizer>,
+    shuffle: Rng,
+    dropout: Rng,
+    history: History,
+    /// The first epoch to run (after a resumed checkpoint's last).
+    first: usize,
+}
+
+impl<'a> Phase2<'a> {
+    fn new(
+        cfg: &'a FinetuneConfig,
+        top: &'a TopGraph,
+        head: &'a CandleHead,
+        inp: &'a Inputs,
+    ) -> Self {
+        let mut vars: Vec<Var> = top.params().iter().map(|(_, v)| v.clone()).collect();
+        vars.extend(head.vars());
+        Phase2 {
+            cfg,
+            top,
+            head,
+            inp,
+            vars,
+            opt: cfg.optimizer.build(),
+            shuffle: Rng(cfg.seed.wrapping_add(0x0f1e_2d3c)),
+            dropout: Rng(cfg.seed.wrapping_add(0x4b5a_6978)),
+            history: History::default(),
+            first: 1,
+        }
+    }
+
+    /// Continues from a checkpoint: weights, optimizer state, generators and history.
+    fn resume(&mut self, c: Checkpoint, path: &Path, rep: &dyn Reporter) -> Result<()> {
+        let sizes_ok = c.vars.len() == self.vars.len()
+            && c.vars
+                .iter()
+                .zip(&self.vars)
+                .all(|(a, v)| a.len() == v.elem_count());
+        if !sizes_ok {
+            return Err(Error::cache(
+                path,
+                "holds other tensors than this model's top and head: delete it to start over",
+            ));
+        }
+        for (v, a) in self.vars.iter().zip(c.vars) {
+            v.set(&Tensor::from_vec(a, v.shape(), &Device::Cpu).map_err(cerr)?)
+                .map_err(cerr)?;
+        }
+        self.opt.restore(c.opt_steps, c.opt_slots);
+        self.shuffle.0 = c.rngs[0];
+        self.dropout.0 = c.rngs[1];
+        self.history = c.history;
+        self.first = c.epoch + 1;
+        rep.report(Report::Line(&format!(
+            "resuming phase 2 after epoch {} from {}",
+            c.epoch,
+            path.display()
+        )));
+        for r in &self.history.epochs {
+            rep.report(Report::Line(&table_row(r)));
+        }
+        Ok(())
+    }
+
+    /// One pass over the training rows; returns mean loss and accuracy.
+    fn train_epoch(&mut self, epoch: usize, rep: &dyn Reporter) -> Result<(f64, f64)> {
+        let inp = self.inp;
+        let mut order = inp.fit_idx.clone();
+        self.shuffle.shuffle(&mut order);
+        let task = format!("epoch {epoch}");
+        rep.report(Report::Start {
+            task: &task,
+            total: order.len() as u64,
+            done: 0,
+        });
+        let (mut total, mut correct) = (0f64, 0usize);
+        for chunk in order.chunks(self.cfg.batch_size) {
+            let x = batch_tensor(&inp.all, inp.row, &inp.shape, chunk)?;
+            let y: Vec<u32> = chunk.iter().map(|&i| inp.all.labels[i]).collect();
+            let z = logits(self.top, self.head, &x, Some(&mut self.dropout))?;
+            let loss = head::cross_entropy(&z, &y).map_err(cerr)?;
+            let lv = loss.to_scalar::<f32>().map_err(cerr)? as f64;
+            if !lv.is_finite() {
+                return Err(Error::Runtime(format!(
+                    "phase 2 epoch {epoch}: the loss is {lv}; lower --lr (now {})",
+                    self.opt.learning_rate()
+                )));
+            }
+            total += lv * chunk.len() as f64;
+            correct += count_correct(&z, &y)?;
+            step(self.opt.as_mut(), &self.vars, &loss)?;
+            rep.report(Report::Advance(chunk.len() as u64));
+        }
+        rep.report(Report::Finish);
+        let n = order.len().max(1) as f64;
+        Ok((total / n, correct as f64 / n))
+    }
+
+    /// Saves the state after `epoch` (written to a temporary file, then renamed).
+    fn checkpoint(&self, epoch: usize, fingerprint: &str, path: &Path) -> Result<()> {
+        let (opt_steps, opt_slots) = self.opt.snapshot();
+        Checkpoint {
+            fingerprint: fingerprint.to_string(),
+            epoch,
+            vars: self
+                .vars
+                .iter()
+                .map(|v| v.flatten_all().and_then(|t| t.to_vec1::<f32>()))
+                .collect::<candle_core::Result<_>>()
+                .map_err(cerr)?,
+            opt_steps,
+            opt_slots,
+            rngs: [self.shuffle.0, self.dropout.0],
+            history: self.history.clone(),
+        }
+        .save(path)
+    }
+
+    /// Runs the remaining epochs with checkpoints, early stopping and `--restore-best`; returns the
+    /// seconds per epoch run.
+    fn run(&mut self, fingerprint: &str, ckpt: &Path, rep: &dyn Reporter) -> Result<f64> {
+        let cfg = self.cfg;
+        let hist_path = sibling(&cfg.out, ".phase2.history.csv");
+        let t_train = Instant::now();
+        let mut best: Option<(f64, usize, Vec<Tensor>)> = None;
+        for epoch in self.first..=cfg.epochs {
+            let te = Instant::now();
+            let (loss, accuracy) = self.train_epoch(epoch, rep)?;
+            let (val_loss, val_accuracy) = if self.inp.val_idx.is_empty() {
+                (None, None)
+            } else {
+                let inp = self.inp;
+                let (l, a) = evaluate(
+                    self.top,
+                    self.head,
+                    inp.val_data(),
+                    inp.row,
+                    &inp.shape,
+                    &inp.val_idx,
+                )?;
+                (Some(l), Some(a))
+            };
+            let rec = EpochRecord {
+                epoch,
+                loss,
+                accuracy,
+                val_loss,
+                val_accuracy,
+                lr: self.opt.learning_rate(),
+                seconds: te.elapsed().as_secs_f64(),
+            };
+            rep.report(Report::Line(&table_row(&rec)));
+            let improved = val_loss.is_some_and(|l| best.as_ref().is_none_or(|(b, _, _)| l < *b));
+            if improved {
+                let snapshot = if cfg.restore_best {
+                    self.vars
+                        .iter()
+                        .map(|v| v.as_tensor().copy())
+                        .collect::<candle_core::Result<Vec<_>>>()
+                        .map_err(cerr)?
+                } else {
+                    Vec::new()
+                };
+                best = Some((val_loss.unwrap_or(f64::INFINITY), epoch, snapshot));
+            }
+            self.history.epochs.push(rec);
+            self.history.kept_epoch = epoch;
+            std::fs::write(&hist_path, self.history.csv()).map_err(|e| Error::io(&hist_path, e))?;
+            self.checkpoint(epoch, fingerprint, ckpt)?;
+            rep.report(Report::Checkpoint {
+                task: "finetune",
+                count: epoch,
+            });
+            if let (Some(p), Some((_, b, _))) = (cfg.patience, &best) {
+                if epoch - b >= p && epoch < cfg.epochs {
+                    rep.report(Report::Line(&format!(
+                        "early stop: no lower val_loss for {p} epochs (best: epoch {b})"
+                    )));
+                    self.history.stopped_early = true;
+                    break;
+                }
+            }
+        }
+        if cfg.restore_best {
+            if let Some((l, b, snapshot)) = best.take() {
+                if b != self.history.epochs.len() {
+                    for (v, t) in self.vars.iter().zip(&snapshot) {
+                        v.set(t).map_err(cerr)?;
+                    }
+                    rep.report(Report::Line(&format!(
+                        "restored the weights of epoch {b} (val_loss {l:.4})"
+                    )));
+                }
+                self.history.kept_epoch = b;
+            }
+        }
+        let run_epochs = (self.history.epochs.len() + 1)
+            .saturating_sub(self.first)
+            .max(1);
+        Ok(t_train.elapsed().as_secs_f64() / run_epochs as f64)
+    }
+}
+
+/// Writes the base with the trained top, the head file and both as one ONNX file; returns the base's
+/// and the head's paths.
+#[allow(clippy::too_many_arguments)]
+fn write_back(
+    cfg: &FinetuneConfig,
+    proto: &ModelProto,
+    top: &TopGraph,
+    chead: &CandleHead,
+    start: StartHead,
+    top_shape: Vec<usize>,
+    inp: &Inputs,
+    history: &History,
+) -> Result<(PathBuf, PathBuf)> {
+    let base_path = sibling(&cfg.out, ".base.onnx");
+    let head_path = sibling(&cfg.out, ".head.h5");
+    let mut tuned = proto.clone();
+    top.write_back(&mut tuned)
+        .map_err(|e| Error::model(&cfg.model, e))?;
+    crate::onnx::save_edited(&tuned, &cfg.model, &base_path)?;
+    let mut network = start.network;
+    chead.write_back(&mut network).map_err(cerr)?;
+    let mut base_meta = inp.meta.clone();
+    base_meta.model_file = base_path
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_default();
+    base_meta.model_sha256 = sha256_file(&base_path)?;
+    base_meta.feature_shape = top_shape.clone();
+    base_meta.output_name = top.output.clone();
+    base_meta.splits.retain(|s| s != FLIP_SPLIT);
+    let training = serde_json::json!({
+        "finetune": {
+            "model": cfg.model.display().to_string(),
+            "split_tensor": top.input,
+            "optimizer": cfg.optimizer.describe(),
+            "epochs": cfg.epochs,
+            "batch_size": cfg.batch_size,
+            "seed": cfg.seed,
+            "augment_flip": inp.flipped,
+        }
+    });
+    Head {
+        kind: HeadKind::Mlp,
+        network,
+        pool: start.pool,
+        classes: inp.meta.classes.clone(),
+        feature_shape: top_shape,
+        base: base_meta,
+        spec: start.spec,
+        training: training.to_string(),
+        history_csv: history.csv(),
+    }
+    .save(&head_path)?;
+    crate::onnx::export::export(&crate::onnx::export::ExportConfig {
+        model: base_path.clone(),
+        head: head_path.clone(),
+        out: cfg.out.clone(),
+        with_preprocessing: false,
+    })?;
+    Ok((base_path, head_path))
+}
+
+/// Runs the whole fine-tune as configured: check, translate the top, cache the frozen part's outputs,
+/// get a head (given, or phase 1), train top and head (phase 2, checkpointed every epoch), write the
+/// model back and check it in ONNX Runtime. Tables and progress go to `rep`.
+pub fn finetune(cfg: &FinetuneConfig, rep: &dyn Reporter) -> Result<FinetuneSummary> {
+    let t0 = Instant::now();
+    check(cfg)?;
+    let say = |s: String| rep.report(Report::Line(&s));
     let proto = crate::onnx::load(&cfg.model)?;
     let split = split_tensor(&proto, &cfg.model, &cfg.split)?;
     // Translate before any extraction, so an unsupported op fails at once.
@@ -365,251 +935,29 @@ pub fn finetune(cfg: &FinetuneConfig) -> Result<FinetuneSummary> {
         top.param_count(),
         top.params().len()
     ));
-    let model_sha = extract::sha256_file(&cfg.model)?;
-    let given_head = match &cfg.head {
-        Some(p) => {
-            let h = Head::load(p)?;
-            if h.base.model_sha256 != model_sha {
-                return Err(Error::Config(format!(
-                    "base models differ: head {} was trained on {} (sha256 {}), --model {} has sha256 {model_sha}",
-                    p.display(),
-                    h.base.model_file,
-                    h.base.model_sha256,
-                    cfg.model.display()
-                )));
-            }
-            Some(h)
-        }
-        None => None,
-    };
-
-    // The lower part's outputs, cached (resumable; a cache hit when nothing changed).
-    let mut ex = cfg.extract.clone();
-    ex.model = cfg.model.clone();
-    ex.data = cfg.data.clone();
-    ex.out = cfg.cache.clone();
-    ex.layer = Some(split.clone());
-    let ex_summary = extract::extract(&ex)?;
-    say(format!("inputs: {}", ex_summary.line()));
-    let cache = FeatureCache::open(&cfg.cache)?;
-    let meta = cache.meta.clone();
-    let shape = meta.feature_shape.clone();
-    let row: usize = shape.iter().product();
-    let classes = meta.classes.len();
-    if classes < 2 {
-        return Err(Error::cache(
-            &cfg.cache,
-            format!("needs at least 2 classes, has {classes}"),
-        ));
-    }
-    if let Some(h) = &given_head {
-        if h.classes != meta.classes {
-            return Err(Error::Config(format!(
-                "class lists differ: head has [{}], {} has [{}]",
-                h.classes.join(", "),
-                cfg.data.display(),
-                meta.classes.join(", ")
-            )));
-        }
-    }
-    // One training set: the train rows, then the mirrored copies of the training rows (never of
-    // validation rows). Validation rows held out of train are indices into the same rows.
-    let mut all = cache.read_split("train")?;
-    let n_train = all.len();
-    let has = |s: &str| meta.splits.iter().any(|x| x == s);
-    let (val, train_idx, val_idx) = if has("val") {
-        let v = cache.read_split("val")?;
-        let n = v.len();
-        (
-            Some(v),
-            (0..n_train).collect::<Vec<_>>(),
-            (0..n).collect::<Vec<_>>(),
-        )
-    } else if cfg.val_split > 0.0 {
-        let (t, v) = stratified_split(&all.labels, cfg.val_split, cfg.seed);
-        (None, t, v)
-    } else {
-        (None, (0..n_train).collect(), Vec::new())
-    };
-    let test = if has("test") {
-        Some(cache.read_split("test")?)
-    } else {
-        None
-    };
-    let mut fit_idx = train_idx.clone();
-    let flipped = has(FLIP_SPLIT);
-    if flipped {
-        let f = cache.read_split(FLIP_SPLIT)?;
-        let pos: std::collections::HashMap<&str, usize> = f
-            .paths
-            .iter()
-            .enumerate()
-            .map(|(i, p)| (p.as_str(), i))
-            .collect();
-        for &i in &train_idx {
-            if let Some(&j) = pos.get(all.paths[i].as_str()) {
-                fit_idx.push(n_train + j);
-            }
-        }
-        all.features.extend_from_slice(&f.features);
-        all.labels.extend_from_slice(&f.labels);
-        all.paths.extend(f.paths.iter().cloned());
-    }
-    let val_data = val.as_ref().unwrap_or(&all);
-    say(format!(
-        "data: train {} rows{}, validation {} rows, test {} rows; inputs {shape:?}",
-        train_idx.len(),
-        if flipped {
-            format!(" + {} mirrored", fit_idx.len() - train_idx.len())
-        } else {
-            String::new()
-        },
-        val_idx.len(),
-        test.as_ref().map_or(0, |t| t.len())
-    ));
-
-    // A checkpoint of an interrupted phase 2 with the same settings is continued.
+    let model_sha = sha256_file(&cfg.model)?;
+    let given = given_head(cfg, &model_sha)?;
+    let inp = inputs(cfg, &split, rep)?;
     let ckpt_path = sibling(&cfg.out, ".ckpt.h5");
-    let fingerprint = {
-        use sha2::{Digest, Sha256};
-        let head_sha = match &cfg.head {
-            Some(p) => extract::sha256_file(p)?,
-            None => String::new(),
+    let fingerprint = run_fingerprint(cfg, &model_sha, &split, &inp)?;
+    let resume = load_checkpoint(&ckpt_path, &fingerprint, rep);
+    let (start, top_shape) = start_head(cfg, &top, &inp, given, resume.is_some(), rep)?;
+    let chead =
+        CandleHead::new(&start.network, start.pool, &inp.meta.layout, DType::F32).map_err(cerr)?;
+    let test_idx: Vec<usize> = inp.test.as_ref().map_or(vec![], |t| (0..t.len()).collect());
+    let test_score = |tag: &str| -> Result<Option<(f64, f64)>> {
+        let Some(t) = inp.test.as_ref().filter(|t| !t.is_empty()) else {
+            return Ok(None);
         };
-        let mut h = Sha256::new();
-        h.update(format!(
-            "{}|{model_sha}|{split}|{}|{head_sha}|{:?}|{}|{}|{}|{}|{}|{}|{}",
-            env!("CARGO_PKG_VERSION"),
-            meta.fingerprint,
-            cfg.head_train,
-            cfg.pool.name(),
-            cfg.optimizer.describe(),
-            cfg.batch_size,
-            cfg.seed,
-            cfg.val_split,
-            flipped,
-            cfg.restore_best,
-        ));
-        format!("{:x}", h.finalize())
+        let (l, a) = evaluate(&top, &chead, t, inp.row, &inp.shape, &test_idx)?;
+        say(format!("{tag}: test loss {l:.4}, test accuracy {a:.4}"));
+        Ok(Some((l, a)))
     };
-    let resume = match ckpt_path.exists() {
-        true => match Checkpoint::load(&ckpt_path) {
-            Ok(c) if c.fingerprint == fingerprint => Some(c),
-            Ok(_) => {
-                say(format!(
-                    "{} is from a run with other settings: starting over",
-                    ckpt_path.display()
-                ));
-                None
-            }
-            Err(e) => {
-                say(format!("{e}: starting over"));
-                None
-            }
-        },
-        false => None,
+    let test_head_only = match resume {
+        None => test_score("head only (frozen top)")?,
+        Some(_) => None,
     };
 
-    // The head: given, or trained in phase 1 on the frozen top.
-    let pooler = CandleHead::new(
-        &Network { layers: vec![] },
-        cfg.pool,
-        &meta.layout,
-        DType::F32,
-    )
-    .map_err(cerr)?;
-    let probe = top
-        .forward(&batch_tensor(&all, row, &shape, &[0])?)
-        .map_err(|e| Error::model(&cfg.model, e))?;
-    let top_shape: Vec<usize> = probe.dims()[1..].to_vec();
-    let (mut network, pool, spec, phase1) = match given_head {
-        Some(h) => {
-            if h.feature_shape != top_shape {
-                return Err(Error::Config(format!(
-                    "feature shapes differ: head has {:?}, the model's output is {top_shape:?}",
-                    h.feature_shape
-                )));
-            }
-            (h.network, h.pool, h.spec, None)
-        }
-        None if resume.is_some() => {
-            // Phase 1 finished before the interruption; its weights are in the checkpoint.
-            let dim = cfg.pool.output_dim(&top_shape, &meta.layout)?;
-            let net = Network::new(
-                dim,
-                &cfg.head_train.spec,
-                output_units(classes),
-                cfg.head_train.seed,
-            );
-            (net, cfg.pool, spec_string(&cfg.head_train.spec), None)
-        }
-        None => {
-            let x = top_features(
-                &top,
-                &pooler,
-                &all,
-                row,
-                &shape,
-                &(0..all.len()).collect::<Vec<_>>(),
-            )?;
-            let vx = match &val {
-                Some(v) => Some(top_features(&top, &pooler, v, row, &shape, &val_idx)?),
-                None => None,
-            };
-            let y = all.labels.clone();
-            let (vxr, vyr, vidx): (&Array2<f32>, &[u32], Vec<usize>) = match (&vx, &val) {
-                (Some(vx), Some(v)) => (vx, &v.labels, (0..v.len()).collect()),
-                _ => (&x, &y, val_idx.clone()),
-            };
-            say(format!(
-                "phase 1: head {} -> {} on the frozen top, {} epochs of {}, {}",
-                cfg.pool.name(),
-                spec_string(&cfg.head_train.spec),
-                cfg.head_train.epochs,
-                cfg.head_train.batch_size,
-                cfg.head_train.optimizer.describe()
-            ));
-            say(table_header());
-            let data = TrainData {
-                x: &x,
-                y: &y,
-                train: fit_idx.clone(),
-                val: (!vidx.is_empty()).then(|| (vxr, vyr, vidx.clone())),
-                classes,
-            };
-            let (net, h) = fit(&cfg.head_train, &data, |r| say(table_row(r)))?;
-            std::fs::write(sibling(&cfg.out, ".phase1.history.csv"), h.csv())
-                .map_err(|e| Error::io(&sibling(&cfg.out, ".phase1.history.csv"), e))?;
-            (net, cfg.pool, spec_string(&cfg.head_train.spec), Some(h))
-        }
-    };
-    if network.output_dim() != Some(output_units(classes)) {
-        return Err(Error::Config(format!(
-            "the head has {:?} outputs, {classes} classes need {}",
-            network.output_dim(),
-            output_units(classes)
-        )));
-    }
-    let chead = CandleHead::new(&network, pool, &meta.layout, DType::F32).map_err(cerr)?;
-    let test_idx: Vec<usize> = test.as_ref().map_or(vec![], |t| (0..t.len()).collect());
-    let test_head_only = match &test {
-        Some(t) if !t.is_empty() && resume.is_none() => {
-            Some(evaluate(&top, &chead, t, row, &shape, &test_idx)?)
-        }
-        _ => None,
-    };
-    if let Some((l, a)) = test_head_only {
-        say(format!(
-            "head only (frozen top): test loss {l:.4}, test accuracy {a:.4}"
-        ));
-    }
-
-    // Phase 2: top and head together.
-    let mut vars: Vec<Var> = top.params().iter().map(|(_, v)| v.clone()).collect();
-    vars.extend(chead.vars());
-    let mut opt = cfg.optimizer.build();
-    let mut shuffle = Rng(cfg.seed.wrapping_add(0x0f1e_2d3c));
-    let mut dropout = Rng(cfg.seed.wrapping_add(0x4b5a_6978));
     say(format!(
         "phase 2: fine-tune {} values of the top + the head, {} epochs of {}, {}",
         top.param_count(),
@@ -618,207 +966,25 @@ pub fn finetune(cfg: &FinetuneConfig) -> Result<FinetuneSummary> {
         cfg.optimizer.describe()
     ));
     say(table_header());
-    let mut history = History::default();
-    let mut first = 1;
+    let mut p2 = Phase2::new(cfg, &top, &chead, &inp);
     if let Some(c) = resume {
-        let sizes_ok = c.vars.len() == vars.len()
-            && c.vars
-                .iter()
-                .zip(&vars)
-                .all(|(a, v)| a.len() == v.elem_count());
-        if !sizes_ok {
-            return Err(Error::cache(
-                &ckpt_path,
-                "holds other tensors than this model's top and head: delete it to start over",
-            ));
-        }
-        for (v, a) in vars.iter().zip(c.vars) {
-            v.set(&Tensor::from_vec(a, v.shape(), &Device::Cpu).map_err(cerr)?)
-                .map_err(cerr)?;
-        }
-        opt.restore(c.opt_steps, c.opt_slots);
-        shuffle.0 = c.rngs[0];
-        dropout.0 = c.rngs[1];
-        history = c.history;
-        first = c.epoch + 1;
-        say(format!(
-            "resuming phase 2 after epoch {} from {}",
-            c.epoch,
-            ckpt_path.display()
-        ));
-        for r in &history.epochs {
-            say(table_row(r));
-        }
+        p2.resume(c, &ckpt_path, rep)?;
     }
-    let abort_after: Option<usize> = std::env::var(ABORT_ENV).ok().and_then(|v| v.parse().ok());
-    let hist_path = sibling(&cfg.out, ".phase2.history.csv");
-    let t_train = Instant::now();
-    let mut best: Option<(f64, usize, Vec<Tensor>)> = None;
-    for epoch in first..=cfg.epochs {
-        let te = Instant::now();
-        let mut order = fit_idx.clone();
-        shuffle.shuffle(&mut order);
-        let mut progress = crate::util::progress::Progress::new(
-            cfg.extract.progress,
-            order.len() as u64,
-            0,
-            &format!("epoch {epoch}"),
-        );
-        let (mut total, mut correct) = (0f64, 0usize);
-        for chunk in order.chunks(cfg.batch_size) {
-            let x = batch_tensor(&all, row, &shape, chunk)?;
-            let y: Vec<u32> = chunk.iter().map(|&i| all.labels[i]).collect();
-            let z = logits(&top, &chead, &x, Some(&mut dropout))?;
-            let loss = head::cross_entropy(&z, &y).map_err(cerr)?;
-            let lv = loss.to_scalar::<f32>().map_err(cerr)? as f64;
-            if !lv.is_finite() {
-                return Err(Error::Runtime(format!(
-                    "phase 2 epoch {epoch}: the loss is {lv}; lower --lr (now {})",
-                    opt.learning_rate()
-                )));
-            }
-            total += lv * chunk.len() as f64;
-            correct += count_correct(&z, &y)?;
-            step(opt.as_mut(), &vars, &loss)?;
-            progress.inc(chunk.len() as u64);
-        }
-        progress.finish();
-        let n = order.len().max(1) as f64;
-        let (val_loss, val_accuracy) = if val_idx.is_empty() {
-            (None, None)
-        } else {
-            let (l, a) = evaluate(&top, &chead, val_data, row, &shape, &val_idx)?;
-            (Some(l), Some(a))
-        };
-        let rec = EpochRecord {
-            epoch,
-            loss: total / n,
-            accuracy: correct as f64 / n,
-            val_loss,
-            val_accuracy,
-            lr: opt.learning_rate(),
-            seconds: te.elapsed().as_secs_f64(),
-        };
-        say(table_row(&rec));
-        let improved = val_loss.is_some_and(|l| best.as_ref().is_none_or(|(b, _, _)| l < *b));
-        if improved {
-            let snapshot = if cfg.restore_best {
-                vars.iter()
-                    .map(|v| v.as_tensor().copy())
-                    .collect::<candle_core::Result<Vec<_>>>()
-                    .map_err(cerr)?
-            } else {
-                Vec::new()
-            };
-            best = Some((val_loss.unwrap_or(f64::INFINITY), epoch, snapshot));
-        }
-        history.epochs.push(rec);
-        history.kept_epoch = epoch;
-        std::fs::write(&hist_path, history.csv()).map_err(|e| Error::io(&hist_path, e))?;
-        let (opt_steps, opt_slots) = opt.snapshot();
-        Checkpoint {
-            fingerprint: fingerprint.clone(),
-            epoch,
-            vars: vars
-                .iter()
-                .map(|v| v.flatten_all().and_then(|t| t.to_vec1::<f32>()))
-                .collect::<candle_core::Result<_>>()
-                .map_err(cerr)?,
-            opt_steps,
-            opt_slots,
-            rngs: [shuffle.0, dropout.0],
-            history: history.clone(),
-        }
-        .save(&ckpt_path)?;
-        if abort_after == Some(epoch) {
-            std::process::abort();
-        }
-        if let (Some(p), Some((_, b, _))) = (cfg.patience, &best) {
-            if epoch - b >= p && epoch < cfg.epochs {
-                say(format!(
-                    "early stop: no lower val_loss for {p} epochs (best: epoch {b})"
-                ));
-                history.stopped_early = true;
-                break;
-            }
-        }
-    }
-    if cfg.restore_best {
-        if let Some((l, b, snapshot)) = best.take() {
-            if b != history.epochs.len() {
-                for (v, t) in vars.iter().zip(&snapshot) {
-                    v.set(t).map_err(cerr)?;
-                }
-                say(format!(
-                    "restored the weights of epoch {b} (val_loss {l:.4})"
-                ));
-            }
-            history.kept_epoch = b;
-        }
-    }
-    let run_epochs = (history.epochs.len() + 1).saturating_sub(first).max(1);
-    let seconds_per_epoch = t_train.elapsed().as_secs_f64() / run_epochs as f64;
-    let test_finetuned = match &test {
-        Some(t) if !t.is_empty() => Some(evaluate(&top, &chead, t, row, &shape, &test_idx)?),
-        _ => None,
-    };
-    if let Some((l, a)) = test_finetuned {
-        say(format!(
-            "fine-tuned: test loss {l:.4}, test accuracy {a:.4}"
-        ));
-    }
+    let seconds_per_epoch = p2.run(&fingerprint, &ckpt_path, rep)?;
+    let history = p2.history;
+    let test_finetuned = test_score("fine-tuned")?;
 
-    // Write back: the base with the trained top, the head, and both as one ONNX file.
-    let base_path = sibling(&cfg.out, ".base.onnx");
-    let head_path = sibling(&cfg.out, ".head.h5");
-    let mut tuned = proto.clone();
-    top.write_back(&mut tuned)
-        .map_err(|e| Error::model(&cfg.model, e))?;
-    crate::onnx::save_edited(&tuned, &cfg.model, &base_path)?;
-    chead.write_back(&mut network).map_err(cerr)?;
-    let base_sha = extract::sha256_file(&base_path)?;
-    let mut base_meta = meta.clone();
-    base_meta.model_file = base_path
-        .file_name()
-        .map(|n| n.to_string_lossy().into_owned())
-        .unwrap_or_default();
-    base_meta.model_sha256 = base_sha;
-    base_meta.feature_shape = top_shape.clone();
-    base_meta.output_name = top.output.clone();
-    base_meta.splits.retain(|s| s != FLIP_SPLIT);
-    let training = serde_json::json!({
-        "finetune": {
-            "model": cfg.model.display().to_string(),
-            "split_tensor": split,
-            "optimizer": cfg.optimizer.describe(),
-            "epochs": cfg.epochs,
-            "batch_size": cfg.batch_size,
-            "seed": cfg.seed,
-            "augment_flip": flipped,
-        }
-    });
-    let head_file = Head {
-        kind: HeadKind::Mlp,
-        network: network.clone(),
-        pool,
-        classes: meta.classes.clone(),
-        feature_shape: top_shape,
-        base: base_meta,
-        spec,
-        training: training.to_string(),
-        history_csv: history.csv(),
-    };
-    head_file.save(&head_path)?;
-    crate::onnx::export::export(&crate::onnx::export::ExportConfig {
-        model: base_path.clone(),
-        head: head_path.clone(),
-        out: cfg.out.clone(),
-        with_preprocessing: false,
-    })?;
-
+    let phase1 = start.phase1.clone();
+    let (base_path, head_path) =
+        write_back(cfg, &proto, &top, &chead, start, top_shape, &inp, &history)?;
     // Parity: ONNX Runtime on the written file vs candle, on a few real images.
-    let check = test.as_ref().filter(|t| !t.is_empty()).unwrap_or(val_data);
-    let (parity_max_abs, parity_images) = parity(cfg, &meta, check, &top, &chead, row, &shape)?;
+    let check = inp
+        .test
+        .as_ref()
+        .filter(|t| !t.is_empty())
+        .unwrap_or(inp.val_data());
+    let (parity_max_abs, parity_images) =
+        parity(cfg, &inp.meta, check, &top, &chead, inp.row, &inp.shape)?;
     if let Some(d) = parity_max_abs {
         say(format!(
             "parity: {} vs candle on {parity_images} images: max abs diff {d:.2e}",
@@ -868,7 +1034,10 @@ fn parity(
     if idx.is_empty() {
         return Ok((None, 0));
     }
-    let paths: Vec<PathBuf> = idx.iter().map(|&i| root.join(&data.paths[i])).collect();
+    let paths: Vec<PathBuf> = idx
+        .iter()
+        .map(|&i| root.join(crate::util::paths::from_text(&data.paths[i])))
+        .collect();
     let pre = meta.preprocess().map_err(|e| Error::cache(&cfg.cache, e))?;
     let mut model = BaseModel::open(
         &cfg.out,
@@ -888,15 +1057,9 @@ fn parity(
     let pending: Vec<usize> = (0..paths.len()).collect();
     let mut ort_probs = vec![Vec::new(); paths.len()];
     pipeline.run(&mut model, &pending, &mut |ev| {
-        if let crate::infer::pipeline::Event::Batch {
-            indices,
-            out,
-            shape,
-        } = ev
-        {
-            let w: usize = shape.iter().product();
-            for (k, &i) in indices.iter().enumerate() {
-                ort_probs[i] = out[k * w..(k + 1) * w].to_vec();
+        if let crate::infer::pipeline::Event::Batch(b) = ev {
+            for (i, row) in b.rows() {
+                ort_probs[i] = row.to_vec();
             }
         }
         Ok(())

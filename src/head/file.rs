@@ -208,8 +208,8 @@ impl Head {
         if !path.is_file() {
             return Err(Error::cache(path, "head file not found"));
         }
-        let f = hdf5::File::open(path)
-            .map_err(|e| Error::cache(path, format!("not an HDF5 head file: {e}")))?;
+        let f =
+            hdf5::File::open(path).map_err(|e| Error::hdf5(path, "not an HDF5 head file", e))?;
         let format = read_str_attr(&f, "format").unwrap_or_default();
         if format != FORMAT {
             return Err(Error::cache(
@@ -217,7 +217,7 @@ impl Head {
                 format!("not a headstart head file (format attribute '{format}', expected '{FORMAT}'); is it a feature cache?"),
             ));
         }
-        Self::read(&f).map_err(|e| Error::cache(path, format!("broken head file: {e}")))
+        Self::read(&f).map_err(|e| Error::hdf5(path, "broken head file", e))
     }
 
     fn read(f: &hdf5::File) -> hdf5::Result<Head> {

@@ -4,16 +4,19 @@
 use std::path::{Path, PathBuf};
 use std::time::Instant;
 
-use crate::cache::FeatureCache;
+use crate::cache::CacheMeta;
+use crate::cache::{FeatureCache, SplitData};
 use crate::error::{Error, Result};
+use crate::events::{Event, Reporter};
 use crate::head::file::{Head, HeadKind};
 use crate::head::logistic::fit_logistic;
 use crate::head::loss::Loss;
-use crate::head::net::{spec_string, Pool};
+use crate::head::net::{spec_string, Network, Pool};
 use crate::head::train::{
     evaluate_rows, fit, output_units, stratified_split, EpochRecord, History, TrainConfig,
     TrainData,
 };
+use ndarray::Array2;
 
 /// Our backprop with a layer spec, or the linfa baseline.
 #[derive(Debug, Clone, PartialEq)]
@@ -33,8 +36,6 @@ pub struct TrainHeadConfig {
     pub val_split: f64,
     /// Seed of the validation split (the MLP's own seed is in its [`TrainConfig`]).
     pub seed: u64,
-    /// Print the per-epoch table.
-    pub verbose: bool,
 }
 
 impl TrainHeadConfig {
@@ -50,7 +51,6 @@ impl TrainHeadConfig {
             pool: Pool::Flatten,
             val_split: 0.2,
             seed: 42,
-            verbose: true,
         }
     }
 }
@@ -93,34 +93,72 @@ pub fn table_header() -> String {
 
 /// One row of the per-epoch table.
 pub fn table_row(r: &EpochRecord) -> String {
-    let o = |v: Option<f64>| v.map_or("-".to_string(), |v| format!("{v:.4}"));
-    format!(
-        "{:>5} {:>9.4} {:>9.4} {:>9} {:>9} {:>10.3e} {:>7.2}",
-        r.epoch,
-        r.loss,
-        r.accuracy,
-        o(r.val_loss),
-        o(r.val_accuracy),
-        r.lr,
-        r.seconds
-    )
+    let [epoch, loss, acc, val_loss, val_acc, lr, secs] = r.columns((4, 2), Some(3), "-");
+    format!("{epoch:>5} {loss:>9} {acc:>9} {val_loss:>9} {val_acc:>9} {lr:>10} {secs:>7}")
 }
 
-/// Trains a head on `cfg.features` and writes `cfg.out` and `cfg.history`.
-pub fn train_head(cfg: &TrainHeadConfig) -> Result<TrainHeadSummary> {
-    if !(0.0..1.0).contains(&cfg.val_split) {
+/// Where the validation rows of a training run come from: the cache's `val` split when it has one,
+/// else a stratified, seeded fraction of `train`, else none.
+#[derive(Debug)]
+pub struct Validation {
+    /// The cache's `val` split, when the rows come from it (`val` then indexes into it).
+    pub split: Option<SplitData>,
+    /// Rows of `train` to train on.
+    pub train: Vec<usize>,
+    /// Validation rows: into `split` when it is set, else into `train`'s rows.
+    pub val: Vec<usize>,
+    /// Where they came from, in words.
+    pub from: String,
+}
+
+/// Chooses the validation rows for `train_labels` (the cache's `train` split); shared by
+/// `train-head` and `finetune`.
+pub fn validation_rows(
+    cache: &FeatureCache,
+    train_labels: &[u32],
+    val_split: f64,
+    seed: u64,
+) -> Result<Validation> {
+    if !(0.0..1.0).contains(&val_split) {
         return Err(Error::Config(format!(
-            "--val-split must be in [0, 1), got {}",
-            cfg.val_split
+            "--val-split must be in [0, 1), got {val_split}"
         )));
     }
-    let t0 = Instant::now();
-    let cache = FeatureCache::open(&cfg.features)?;
+    let n = train_labels.len();
+    Ok(if cache.meta.splits.iter().any(|s| s == "val") {
+        let v = cache.read_split("val")?;
+        Validation {
+            val: (0..v.len()).collect(),
+            split: Some(v),
+            train: (0..n).collect(),
+            from: "the cache's val split".into(),
+        }
+    } else if val_split > 0.0 {
+        let (train, val) = stratified_split(train_labels, val_split, seed);
+        Validation {
+            split: None,
+            train,
+            val,
+            from: format!("--val-split {val_split} of train, stratified, seed {seed}"),
+        }
+    } else {
+        Validation {
+            split: None,
+            train: (0..n).collect(),
+            val: Vec::new(),
+            from: "none".into(),
+        }
+    })
+}
+
+/// Opens a cache for training: at least two classes and a `train` split.
+fn open_for_training(path: &Path) -> Result<FeatureCache> {
+    let cache = FeatureCache::open(path)?;
     let meta = &cache.meta;
     let classes = meta.classes.len();
     if classes < 2 {
         return Err(Error::cache(
-            &cfg.features,
+            path,
             format!(
                 "needs at least 2 classes to train a head, has {classes} ({})",
                 meta.classes.join(", ")
@@ -129,207 +167,120 @@ pub fn train_head(cfg: &TrainHeadConfig) -> Result<TrainHeadSummary> {
     }
     if !meta.splits.iter().any(|s| s == "train") {
         return Err(Error::cache(
-            &cfg.features,
+            path,
             format!("no 'train' split (has: {})", meta.splits.join(", ")),
         ));
     }
-    let dim = cfg.pool.output_dim(&meta.feature_shape, &meta.layout)?;
-    let train = cache.read_split("train")?;
-    let n = train.len();
-    let y = train.labels;
-    let x = cfg
-        .pool
-        .apply(train.features, n, &meta.feature_shape, &meta.layout)?;
-    let (val_x, val_y, train_idx, val_idx, val_from) = if meta.splits.iter().any(|s| s == "val") {
-        let v = cache.read_split("val")?;
-        let vn = v.len();
-        let vx = cfg
+    Ok(cache)
+}
+
+/// The pooled rows a head trains on.
+struct Rows {
+    x: Array2<f32>,
+    y: Vec<u32>,
+    /// Pooled validation rows and labels when they come from the `val` split.
+    val: Option<(Array2<f32>, Vec<u32>)>,
+    train_idx: Vec<usize>,
+    val_idx: Vec<usize>,
+    val_from: String,
+}
+
+impl Rows {
+    fn load(cache: &FeatureCache, cfg: &TrainHeadConfig) -> Result<Rows> {
+        let meta = &cache.meta;
+        let train = cache.read_split("train")?;
+        let n = train.len();
+        let v = validation_rows(cache, &train.labels, cfg.val_split, cfg.seed)?;
+        let x = cfg
             .pool
-            .apply(v.features, vn, &meta.feature_shape, &meta.layout)?;
-        (
-            Some(vx),
-            Some(v.labels),
-            (0..n).collect(),
-            (0..vn).collect::<Vec<_>>(),
-            "the cache's val split".to_string(),
-        )
-    } else if cfg.val_split > 0.0 {
-        let (t, v) = stratified_split(&y, cfg.val_split, cfg.seed);
-        (
-            None,
-            None,
-            t,
-            v,
-            format!(
-                "--val-split {} of train, stratified, seed {}",
-                cfg.val_split, cfg.seed
-            ),
-        )
-    } else {
-        (None, None, (0..n).collect(), Vec::new(), "none".to_string())
-    };
-    let vx = val_x.as_ref().unwrap_or(&x);
-    let vy: &[u32] = val_y.as_deref().unwrap_or(&y);
-    let say = |s: String| {
-        if cfg.verbose {
-            println!("{s}");
+            .apply(train.features, n, &meta.feature_shape, &meta.layout)?;
+        let val = match v.split {
+            Some(s) => {
+                let vn = s.len();
+                let vx = cfg
+                    .pool
+                    .apply(s.features, vn, &meta.feature_shape, &meta.layout)?;
+                Some((vx, s.labels))
+            }
+            None => None,
+        };
+        Ok(Rows {
+            x,
+            y: train.labels,
+            val,
+            train_idx: v.train,
+            val_idx: v.val,
+            val_from: v.from,
+        })
+    }
+
+    /// The validation features and labels (the `val` split, or train rows picked by `val_idx`).
+    fn val_xy(&self) -> (&Array2<f32>, &[u32]) {
+        match &self.val {
+            Some((x, y)) => (x, y),
+            None => (&self.x, &self.y),
         }
-    };
+    }
+}
+
+/// What a training run produced, before it is written.
+struct Trained {
+    kind: HeadKind,
+    network: Network,
+    history: History,
+    spec: String,
+    settings: serde_json::Value,
+}
+
+/// Trains a head on `cfg.features` and writes `cfg.out` and `cfg.history`; the settings and the
+/// per-epoch table go to `rep` as [`Event::Line`]s.
+pub fn train_head(cfg: &TrainHeadConfig, rep: &dyn Reporter) -> Result<TrainHeadSummary> {
+    let t0 = Instant::now();
+    let cache = open_for_training(&cfg.features)?;
+    let meta = &cache.meta;
+    let rows = Rows::load(&cache, cfg)?;
+    let say = |s: String| rep.report(Event::Line(&s));
     say(format!(
-        "train-head: {} ({} classes: {}); train {} rows, validation {} rows ({val_from})",
+        "train-head: {} ({} classes: {}); train {} rows, validation {} rows ({})",
         cfg.features.display(),
-        classes,
+        meta.classes.len(),
         meta.classes.join(", "),
-        train_idx.len(),
-        val_idx.len()
+        rows.train_idx.len(),
+        rows.val_idx.len(),
+        rows.val_from
     ));
-    let outputs = output_units(classes);
-    let output_name = if outputs == 1 { "sigmoid" } else { "softmax" };
-    let (kind, network, history, spec, settings) = match &cfg.head {
-        HeadChoice::Mlp(tc) => {
-            let spec = spec_string(&tc.spec);
-            say(format!(
-                "head: {} {:?} -> {dim} -> {spec} -> {outputs} {output_name}; loss {:?}; {}; schedule {}; {} epochs of {}, seed {}",
-                cfg.pool.name(),
-                meta.feature_shape,
-                tc.loss,
-                tc.optimizer.describe(),
-                tc.schedule.describe(),
-                tc.epochs,
-                tc.batch_size,
-                tc.seed
-            ));
-            say(table_header());
-            let data = TrainData {
-                x: &x,
-                y: &y,
-                train: train_idx.clone(),
-                val: (!val_idx.is_empty()).then(|| (vx, vy, val_idx.clone())),
-                classes,
-            };
-            let (net, h) = fit(tc, &data, |r| say(table_row(r)))?;
-            let settings = serde_json::json!({
-                "loss": format!("{:?}", tc.loss),
-                "optimizer": tc.optimizer.describe(),
-                "schedule": tc.schedule.describe(),
-                "epochs": tc.epochs,
-                "batch_size": tc.batch_size,
-                "seed": tc.seed,
-                "monitor": tc.monitor.name(),
-                "early_stopping": tc.early_stopping.map(|e| serde_json::json!({"patience": e.patience, "min_delta": e.min_delta})),
-                "restore_best": tc.restore_best,
-                "clip_norm": tc.clip_norm,
-                "clip_value": tc.clip_value,
-                "class_weight": if tc.balanced { "balanced" } else { "none" },
-            });
-            (HeadKind::Mlp, net, h, spec, settings)
-        }
+    let t = match &cfg.head {
+        HeadChoice::Mlp(tc) => train_mlp(cfg, tc, meta, &rows, rep)?,
         HeadChoice::Logistic { c, max_iter } => {
-            say(format!("head: {} {:?} -> {dim} -> linfa-logistic (C={c}, max_iter={max_iter}) -> {outputs} {output_name}", cfg.pool.name(), meta.feature_shape));
-            let t = Instant::now();
-            let net = fit_logistic(&x, &y, &train_idx, classes, *c, *max_iter)?;
-            let ce = Loss::CrossEntropy { smoothing: 0.0 };
-            let (loss, accuracy) = evaluate_rows(&net, &ce, &x, &y, &train_idx);
-            let (val_loss, val_accuracy) = if val_idx.is_empty() {
-                (None, None)
-            } else {
-                let (l, a) = evaluate_rows(&net, &ce, vx, vy, &val_idx);
-                (Some(l), Some(a))
-            };
-            let rec = EpochRecord {
-                epoch: 1,
-                loss,
-                accuracy,
-                val_loss,
-                val_accuracy,
-                lr: 0.0,
-                seconds: t.elapsed().as_secs_f64(),
-            };
-            say(format!(
-                "fit: loss {loss:.4} accuracy {accuracy:.4}{}",
-                val_accuracy.map_or(String::new(), |a| format!(
-                    " val_loss {:.4} val_accuracy {a:.4}",
-                    val_loss.unwrap_or(0.0)
-                ))
-            ));
-            let h = History {
-                epochs: vec![rec],
-                kept_epoch: 1,
-                stopped_early: false,
-            };
-            (
-                HeadKind::Logistic,
-                net,
-                h,
-                "logistic".to_string(),
-                serde_json::json!({"C": c, "max_iter": max_iter}),
-            )
+            train_logistic(cfg, (*c, *max_iter), meta, &rows, rep)?
         }
     };
+    let history = t.history;
     let training = serde_json::json!({
-        "settings": settings,
+        "settings": t.settings,
         "features": cfg.features.display().to_string(),
-        "train_rows": train_idx.len(),
-        "val_rows": val_idx.len(),
-        "validation": val_from,
+        "train_rows": rows.train_idx.len(),
+        "val_rows": rows.val_idx.len(),
+        "validation": rows.val_from,
         "kept_epoch": history.kept_epoch,
         "stopped_early": history.stopped_early,
         "final": history.epochs.get(history.kept_epoch.saturating_sub(1)),
     })
     .to_string();
     let head = Head {
-        kind,
-        network,
+        kind: t.kind,
+        network: t.network,
         pool: cfg.pool,
         classes: meta.classes.clone(),
         feature_shape: meta.feature_shape.clone(),
         base: meta.clone(),
-        spec,
+        spec: t.spec,
         training,
         history_csv: history.csv(),
     };
     head.save(&cfg.out)?;
     std::fs::write(&cfg.history, history.csv()).map_err(|e| Error::io(&cfg.history, e))?;
-    if let Some(best) = history.epochs.get(history.kept_epoch.saturating_sub(1)) {
-        let val = match (best.val_loss, best.val_accuracy) {
-            (Some(l), Some(a)) => format!("val_loss {l:.4} val_accuracy {a:.4}"),
-            _ => format!(
-                "loss {:.4} accuracy {:.4} (no validation)",
-                best.loss, best.accuracy
-            ),
-        };
-        let stop = if history.stopped_early {
-            ", stopped early"
-        } else {
-            ""
-        };
-        say(format!(
-            "kept epoch {} of {}{stop}: {val}",
-            history.kept_epoch,
-            history.epochs.len()
-        ));
-        // First epoch reaching the lowest val_loss / highest val_accuracy.
-        let best = |f: fn(&EpochRecord) -> Option<f64>, lower: bool| {
-            history
-                .epochs
-                .iter()
-                .filter_map(|r| f(r).map(|v| (v, r.epoch)))
-                .reduce(|a, b| {
-                    if (lower && b.0 < a.0) || (!lower && b.0 > a.0) {
-                        b
-                    } else {
-                        a
-                    }
-                })
-        };
-        if let (Some((l, le)), Some((a, ae))) =
-            (best(|r| r.val_loss, true), best(|r| r.val_accuracy, false))
-        {
-            say(format!(
-                "best: val_loss {l:.4} (epoch {le}), val_accuracy {a:.4} (epoch {ae})"
-            ));
-        }
-    }
+    report_kept(&history, rep);
     let seconds = t0.elapsed().as_secs_f64();
     say(format!(
         "wrote {} and {} in {seconds:.2} s",
@@ -339,8 +290,174 @@ pub fn train_head(cfg: &TrainHeadConfig) -> Result<TrainHeadSummary> {
     Ok(TrainHeadSummary {
         head: cfg.out.clone(),
         history,
-        train_rows: train_idx.len(),
-        val_rows: val_idx.len(),
+        train_rows: rows.train_idx.len(),
+        val_rows: rows.val_idx.len(),
         seconds,
     })
+}
+
+/// The output layer's width and name for `classes`.
+fn output_layer(classes: usize) -> (usize, &'static str) {
+    let outputs = output_units(classes);
+    (outputs, if outputs == 1 { "sigmoid" } else { "softmax" })
+}
+
+/// Our backprop on the pooled rows.
+fn train_mlp(
+    cfg: &TrainHeadConfig,
+    tc: &TrainConfig,
+    meta: &CacheMeta,
+    rows: &Rows,
+    rep: &dyn Reporter,
+) -> Result<Trained> {
+    let say = |s: String| rep.report(Event::Line(&s));
+    let classes = meta.classes.len();
+    let dim = rows.x.ncols();
+    let (outputs, output_name) = output_layer(classes);
+    let spec = spec_string(&tc.spec);
+    say(format!(
+        "head: {} {:?} -> {dim} -> {spec} -> {outputs} {output_name}; loss {:?}; {}; schedule {}; {} epochs of {}, seed {}",
+        cfg.pool.name(),
+        meta.feature_shape,
+        tc.loss,
+        tc.optimizer.describe(),
+        tc.schedule.describe(),
+        tc.epochs,
+        tc.batch_size,
+        tc.seed
+    ));
+    say(table_header());
+    let (vx, vy) = rows.val_xy();
+    let data = TrainData {
+        x: &rows.x,
+        y: &rows.y,
+        train: rows.train_idx.clone(),
+        val: (!rows.val_idx.is_empty()).then(|| (vx, vy, rows.val_idx.clone())),
+        classes,
+    };
+    let (network, history) = fit(tc, &data, |r| say(table_row(r)))?;
+    let settings = serde_json::json!({
+        "loss": format!("{:?}", tc.loss),
+        "optimizer": tc.optimizer.describe(),
+        "schedule": tc.schedule.describe(),
+        "epochs": tc.epochs,
+        "batch_size": tc.batch_size,
+        "seed": tc.seed,
+        "monitor": tc.monitor.name(),
+        "early_stopping": tc.early_stopping.map(|e| serde_json::json!({"patience": e.patience, "min_delta": e.min_delta})),
+        "restore_best": tc.restore_best,
+        "clip_norm": tc.clip_norm,
+        "clip_value": tc.clip_value,
+        "class_weight": if tc.balanced { "balanced" } else { "none" },
+    });
+    Ok(Trained {
+        kind: HeadKind::Mlp,
+        network,
+        history,
+        spec,
+        settings,
+    })
+}
+
+/// The linfa-logistic baseline on the pooled rows: one "epoch" with its train and validation numbers.
+fn train_logistic(
+    cfg: &TrainHeadConfig,
+    (c, max_iter): (f64, u64),
+    meta: &CacheMeta,
+    rows: &Rows,
+    rep: &dyn Reporter,
+) -> Result<Trained> {
+    let say = |s: String| rep.report(Event::Line(&s));
+    let classes = meta.classes.len();
+    let (outputs, output_name) = output_layer(classes);
+    say(format!(
+        "head: {} {:?} -> {} -> linfa-logistic (C={c}, max_iter={max_iter}) -> {outputs} {output_name}",
+        cfg.pool.name(),
+        meta.feature_shape,
+        rows.x.ncols()
+    ));
+    let t = Instant::now();
+    let network = fit_logistic(&rows.x, &rows.y, &rows.train_idx, classes, c, max_iter)?;
+    let ce = Loss::CrossEntropy { smoothing: 0.0 };
+    let (loss, accuracy) = evaluate_rows(&network, &ce, &rows.x, &rows.y, &rows.train_idx);
+    let (val_loss, val_accuracy) = if rows.val_idx.is_empty() {
+        (None, None)
+    } else {
+        let (vx, vy) = rows.val_xy();
+        let (l, a) = evaluate_rows(&network, &ce, vx, vy, &rows.val_idx);
+        (Some(l), Some(a))
+    };
+    say(format!(
+        "fit: loss {loss:.4} accuracy {accuracy:.4}{}",
+        val_accuracy.map_or(String::new(), |a| format!(
+            " val_loss {:.4} val_accuracy {a:.4}",
+            val_loss.unwrap_or(0.0)
+        ))
+    ));
+    let history = History {
+        epochs: vec![EpochRecord {
+            epoch: 1,
+            loss,
+            accuracy,
+            val_loss,
+            val_accuracy,
+            lr: 0.0,
+            seconds: t.elapsed().as_secs_f64(),
+        }],
+        kept_epoch: 1,
+        stopped_early: false,
+    };
+    Ok(Trained {
+        kind: HeadKind::Logistic,
+        network,
+        history,
+        spec: "logistic".into(),
+        settings: serde_json::json!({"C": c, "max_iter": max_iter}),
+    })
+}
+
+/// The kept epoch's numbers, and the first epochs reaching the lowest val_loss and the highest
+/// val_accuracy.
+fn report_kept(history: &History, rep: &dyn Reporter) {
+    let say = |s: String| rep.report(Event::Line(&s));
+    let Some(kept) = history.epochs.get(history.kept_epoch.saturating_sub(1)) else {
+        return;
+    };
+    let val = match (kept.val_loss, kept.val_accuracy) {
+        (Some(l), Some(a)) => format!("val_loss {l:.4} val_accuracy {a:.4}"),
+        _ => format!(
+            "loss {:.4} accuracy {:.4} (no validation)",
+            kept.loss, kept.accuracy
+        ),
+    };
+    let stop = if history.stopped_early {
+        ", stopped early"
+    } else {
+        ""
+    };
+    say(format!(
+        "kept epoch {} of {}{stop}: {val}",
+        history.kept_epoch,
+        history.epochs.len()
+    ));
+    let best = |f: fn(&EpochRecord) -> Option<f64>, lower: bool| {
+        history
+            .epochs
+            .iter()
+            .filter_map(|r| f(r).map(|v| (v, r.epoch)))
+            .reduce(|a, b| {
+                if (lower && b.0 < a.0) || (!lower && b.0 > a.0) {
+                    b
+                } else {
+                    a
+                }
+            })
+    };
+    if let (Some((l, le)), Some((a, ae))) =
+        (best(|r| r.val_loss, true), best(|r| r.val_accuracy, false))
+    {
+        say(format!(
+            "best: val_loss {l:.4} (epoch {le}), val_accuracy {a:.4} (epoch {ae})"
+        ));
+    }
 }

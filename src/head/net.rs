@@ -221,7 +221,9 @@ impl Dense {
         let (d, u) = self.w.dim();
         if d * u >= WIDE_WEIGHTS && x.ncols() == d {
             if let (Some(xs), Some(ws)) = (x.as_slice(), self.w.as_slice()) {
-                if let Some(z) = crate::head::kernels::matmul::matmul_wide(xs, x.nrows(), ws, d, u, 0) {
+                if let Some(z) =
+                    crate::head::kernels::matmul::matmul_wide(xs, x.nrows(), ws, d, u, 0)
+                {
                     return Array2::from_shape_vec((x.nrows(), u), z).expect("m x u") + &self.b;
                 }
             }

@@ -7,8 +7,8 @@ use ndarray::{s, Array2, ArrayView2, Axis};
 use super::loss::Loss;
 use super::net::{Dense, Grads, Layer, LayerSpec, Network};
 use super::optim::{Adam, Optimizer, RmsProp, Sgd};
-use crate::head::kernels::wide::{fused_step, StepInputs, StepOutputs};
 use crate::error::{Error, Result};
+use crate::head::kernels::wide::{fused_step, StepInputs, StepOutputs};
 use crate::util::rng::Rng;
 
 /// Which optimizer, with its learning rate and weight decay.
@@ -281,6 +281,33 @@ pub struct EpochRecord {
     pub seconds: f64,
 }
 
+impl EpochRecord {
+    /// The columns epoch, loss, accuracy, val_loss, val_accuracy, lr, seconds as text: losses and
+    /// accuracies with `digits` decimals, seconds with `sec_digits`, the rate in scientific notation
+    /// (`lr_digits` decimals, or as short as exact), a missing validation value as `missing`. The
+    /// history CSV, the printed table and the report's table all come from here.
+    pub fn columns(
+        &self,
+        (digits, sec_digits): (usize, usize),
+        lr_digits: Option<usize>,
+        missing: &str,
+    ) -> [String; 7] {
+        let o = |v: Option<f64>| v.map_or(missing.to_string(), |v| format!("{v:.digits$}"));
+        [
+            self.epoch.to_string(),
+            format!("{:.digits$}", self.loss),
+            format!("{:.digits$}", self.accuracy),
+            o(self.val_loss),
+            o(self.val_accuracy),
+            match lr_digits {
+                Some(d) => format!("{:.d$e}", self.lr),
+                None => format!("{:e}", self.lr),
+            },
+            format!("{:.sec_digits$}", self.seconds),
+        ]
+    }
+}
+
 #[derive(Debug, Clone, Default, serde::Serialize, serde::Deserialize)]
 pub struct History {
     pub epochs: Vec<EpochRecord>,
@@ -293,19 +320,19 @@ impl History {
     pub const CSV_HEADER: &'static str = "epoch,loss,accuracy,val_loss,val_accuracy,lr,seconds";
 
     pub fn csv(&self) -> String {
-        let o = |v: Option<f64>| v.map_or(String::new(), |v| format!("{v:.6}"));
         let mut s = format!("{}\n", Self::CSV_HEADER);
         for r in &self.epochs {
-            s += &format!(
-                "{},{:.6},{:.6},{},{},{:e},{:.3}\n",
-                r.epoch,
-                r.loss,
-                r.accuracy,
-                o(r.val_loss),
-                o(r.val_accuracy),
-                r.lr,
-                r.seconds
-            );
+            s += &r.columns((6, 3), None, "").join(",");
+            s.push('\n');
+        }
+        s
+    }
+
+    /// The history as a markdown table.
+    pub fn markdown(&self) -> String {
+        let mut s = String::from("| epoch | loss | accuracy | val_loss | val_accuracy | lr | seconds |\n|---|---|---|---|---|---|---|\n");
+        for r in &self.epochs {
+            s += &format!("| {} |\n", r.columns((4, 2), Some(2), "-").join(" | "));
         }
         s
     }

@@ -10,19 +10,17 @@ use std::time::Instant;
 use sha2::{Digest, Sha256};
 
 use crate::cache::{self, CacheMeta, Dtype, FeatureCache, Journal, SplitRows, Status};
+use crate::data::preprocess::{self, Layout};
 use crate::data::scan::Dataset;
 use crate::error::{Error, Result};
+use crate::events::{Event as Report, Reporter};
 use crate::infer::model::{resolve_preprocess, BaseModel, PreprocessOverrides};
 use crate::infer::pipeline::{Event, InputKind, Pipeline};
-use crate::data::preprocess::{self, Layout};
-use crate::util::progress::{Progress, ProgressMode};
 use crate::infer::runtime::Device;
+use crate::util::hash::sha256_file;
 
 /// The split that holds the mirrored copies of `train` (`ExtractConfig::augment_flip`).
 pub const FLIP_SPLIT: &str = "train_flip";
-
-/// Test hook: abort the process after this many batches are in the journal (simulates a crash).
-pub const ABORT_ENV: &str = "HEADSTART_TEST_ABORT_AFTER_BATCHES";
 
 /// Everything `extract` needs, validated by the CLI (or built by a library user).
 #[derive(Debug, Clone)]
@@ -42,9 +40,6 @@ pub struct ExtractConfig {
     pub dtype: Dtype,
     /// Fail on the first unreadable image instead of skipping it.
     pub strict: bool,
-    pub progress: ProgressMode,
-    /// Print the model and preprocessing choices.
-    pub verbose: bool,
     /// Re-extract even when the cache is up to date.
     pub force: bool,
     /// Cut the model at this tensor first ([`cut_model_for`] writes the cut model beside `out`).
@@ -74,8 +69,6 @@ impl ExtractConfig {
             ort_lib: None,
             dtype: Dtype::F32,
             strict: false,
-            progress: ProgressMode::Auto,
-            verbose: true,
             force: false,
             layer: None,
             augment_flip: false,
@@ -141,14 +134,6 @@ impl ExtractSummary {
     }
 }
 
-/// sha256 of a file, hex.
-pub fn sha256_file(path: &Path) -> Result<String> {
-    let mut f = std::fs::File::open(path).map_err(|e| Error::io(path, e))?;
-    let mut h = Sha256::new();
-    std::io::copy(&mut f, &mut h).map_err(|e| Error::io(path, e))?;
-    Ok(format!("{:x}", h.finalize()))
-}
-
 /// Identifies a run: model bytes, options and the dataset listing (paths, sizes, mtimes, labels).
 fn fingerprint(cfg: &ExtractConfig, model_sha: &str, ds: &Dataset) -> Result<String> {
     let mut h = Sha256::new();
@@ -165,7 +150,7 @@ fn fingerprint(cfg: &ExtractConfig, model_sha: &str, ds: &Dataset) -> Result<Str
     for split in &ds.splits {
         h.update(&split.name);
         for item in &split.items {
-            let p = ds.root.join(&item.rel_path);
+            let p = ds.root.join(item.path());
             let m = std::fs::metadata(&p).map_err(|e| Error::io(&p, e))?;
             let mtime = m
                 .modified()
@@ -219,24 +204,22 @@ pub fn cut_model_for(out: &Path) -> PathBuf {
     PathBuf::from(p)
 }
 
-/// Runs extraction as configured.
-pub fn extract(cfg: &ExtractConfig) -> Result<ExtractSummary> {
+/// Runs extraction as configured, reporting choices, progress, warnings and checkpoints to `rep`.
+pub fn extract(cfg: &ExtractConfig, rep: &dyn Reporter) -> Result<ExtractSummary> {
     if let Some(layer) = &cfg.layer {
         let proto = crate::onnx::load(&cfg.model)?;
         let cut = crate::onnx::edit::cut(&proto, layer).map_err(|e| Error::model(&cfg.model, e))?;
         let path = cut_model_for(&cfg.out);
         crate::onnx::save_edited(&cut, &cfg.model, &path)?;
-        if cfg.verbose {
-            eprintln!(
-                "cut {} at '{layer}': wrote {} (train-head, score and export use this file)",
-                cfg.model.display(),
-                path.display()
-            );
-        }
+        rep.report(Report::Detail(&format!(
+            "cut {} at '{layer}': wrote {} (train-head, score and export use this file)",
+            cfg.model.display(),
+            path.display()
+        )));
         let mut cfg = cfg.clone();
         cfg.model = path;
         cfg.layer = None;
-        return extract(&cfg);
+        return extract(&cfg, rep);
     }
     let t0 = Instant::now();
     if cfg.batch == 0 {
@@ -244,7 +227,7 @@ pub fn extract(cfg: &ExtractConfig) -> Result<ExtractSummary> {
     }
     let ds = Dataset::scan(&cfg.data)?;
     for (p, why) in &ds.warnings {
-        eprintln!("warning: {}: {why}", p.display());
+        rep.report(Report::Warning(&format!("{}: {why}", p.display())));
     }
     let model_sha = sha256_file(&cfg.model)?;
     let fp = fingerprint(cfg, &model_sha, &ds)?;
@@ -269,31 +252,7 @@ pub fn extract(cfg: &ExtractConfig) -> Result<ExtractSummary> {
     }
     let resolved = resolve_preprocess(&model.info, &cfg.overrides)?;
     let pre = resolved.preprocess;
-    if cfg.verbose {
-        eprintln!(
-            "model: {} ({})",
-            model.info.path.display(),
-            model.info.describe()
-        );
-        eprintln!("device: {:?}", model.device);
-        eprintln!(
-            "preprocess: {}  [{}]",
-            pre.describe(),
-            resolved.sources.join("; ")
-        );
-        let counts: Vec<String> = ds
-            .splits
-            .iter()
-            .map(|s| format!("{} {}", s.name, s.items.len()))
-            .collect();
-        eprintln!(
-            "data: {} ({} classes: {}; {})",
-            ds.root.display(),
-            ds.classes.len(),
-            ds.classes.join(", "),
-            counts.join(", ")
-        );
-    }
+    report_choices(rep, &model, &pre, &resolved.sources, &ds);
 
     // Global index over all splits.
     let mut paths = Vec::with_capacity(ds.len());
@@ -302,7 +261,7 @@ pub fn extract(cfg: &ExtractConfig) -> Result<ExtractSummary> {
         let mut items = Vec::with_capacity(split.items.len());
         for item in &split.items {
             items.push((paths.len(), item.label, item.rel_path.clone()));
-            paths.push(ds.root.join(&item.rel_path));
+            paths.push(ds.root.join(item.path()));
         }
         split_rows.push(SplitRows {
             name: split.name.clone(),
@@ -320,7 +279,7 @@ pub fn extract(cfg: &ExtractConfig) -> Result<ExtractSummary> {
         let mut items = Vec::with_capacity(train.items.len());
         for item in &train.items {
             items.push((paths.len(), item.label, item.rel_path.clone()));
-            paths.push(ds.root.join(&item.rel_path));
+            paths.push(ds.root.join(item.path()));
             flip.push(true);
         }
         split_rows.push(SplitRows {
@@ -331,24 +290,34 @@ pub fn extract(cfg: &ExtractConfig) -> Result<ExtractSummary> {
     let _lock = cache::OutputLock::acquire(&cfg.out)?;
     let jpath = cache::journal_path(&cfg.out);
     let (mut journal, resumed) = Journal::open(&jpath, &fp, paths.len())?;
-    if resumed > 0 && cfg.verbose {
-        eprintln!(
+    if journal.replaced_other_run {
+        rep.report(Report::Notice(&format!(
+            "{} belongs to a different run (model, data or options changed); starting over",
+            jpath.display()
+        )));
+    }
+    if resumed > 0 {
+        rep.report(Report::Detail(&format!(
             "resuming: {resumed} of {} images already in {}",
             paths.len(),
             jpath.display()
-        );
+        )));
     }
     let pending: Vec<usize> = (0..paths.len())
         .filter(|&i| journal.status[i] == Status::Pending)
         .collect();
 
     let t_run = Instant::now();
-    let mut progress = Progress::new(cfg.progress, paths.len() as u64, resumed as u64, "extract");
+    rep.report(Report::Start {
+        task: "extract",
+        total: paths.len() as u64,
+        done: resumed as u64,
+    });
     for (i, reason) in &journal.failures {
-        progress.warn(&format!(
+        rep.report(Report::Warning(&format!(
             "{}: skipped earlier: {reason}",
             paths[*i].display()
-        ));
+        )));
     }
     let extracted_now = run_pipeline(
         cfg,
@@ -357,9 +326,9 @@ pub fn extract(cfg: &ExtractConfig) -> Result<ExtractSummary> {
         (&paths, &flip),
         &pending,
         &mut journal,
-        &mut progress,
+        rep,
     )?;
-    progress.finish();
+    rep.report(Report::Finish);
     let seconds = t_run.elapsed().as_secs_f64();
 
     let feature_shape = match &journal.feature_shape {
@@ -430,6 +399,43 @@ pub fn extract(cfg: &ExtractConfig) -> Result<ExtractSummary> {
     })
 }
 
+/// Reports the model, device, preprocessing (and where each part came from) and the data.
+fn report_choices(
+    rep: &dyn Reporter,
+    model: &BaseModel,
+    pre: &preprocess::Preprocess,
+    sources: &[String],
+    ds: &Dataset,
+) {
+    if let Some(why) = &model.fallback {
+        rep.report(Report::Notice(why));
+    }
+    let info = &model.info;
+    rep.report(Report::Detail(&format!(
+        "model: {} ({})",
+        info.path.display(),
+        info.describe()
+    )));
+    rep.report(Report::Detail(&format!("device: {:?}", model.device)));
+    rep.report(Report::Detail(&format!(
+        "preprocess: {}  [{}]",
+        pre.describe(),
+        sources.join("; ")
+    )));
+    let counts: Vec<String> = ds
+        .splits
+        .iter()
+        .map(|s| format!("{} {}", s.name, s.items.len()))
+        .collect();
+    rep.report(Report::Detail(&format!(
+        "data: {} ({} classes: {}; {})",
+        ds.root.display(),
+        ds.classes.len(),
+        ds.classes.join(", "),
+        counts.join(", ")
+    )));
+}
+
 /// Decodes `pending` images on worker threads and runs them through the model in batches, appending
 /// every finished batch to the journal. Returns how many images were extracted.
 fn run_pipeline(
@@ -439,9 +445,8 @@ fn run_pipeline(
     (paths, flip): (&[PathBuf], &[bool]),
     pending: &[usize],
     journal: &mut Journal,
-    progress: &mut Progress,
+    rep: &dyn Reporter,
 ) -> Result<usize> {
-    let abort_after: Option<usize> = std::env::var(ABORT_ENV).ok().and_then(|v| v.parse().ok());
     let pipeline = Pipeline {
         pre,
         input: InputKind::F32,
@@ -453,27 +458,23 @@ fn run_pipeline(
     let (mut done, mut batches) = (0usize, 0usize);
     pipeline.run(model, pending, &mut |event| {
         match event {
-            Event::Batch {
-                indices,
-                out,
-                shape,
-            } => {
-                let row: usize = shape.iter().product();
-                for (k, &index) in indices.iter().enumerate() {
-                    journal.append_done(index, shape, &out[k * row..(k + 1) * row])?;
+            Event::Batch(b) => {
+                for (index, row) in b.rows() {
+                    journal.append_done(index, b.shape, row)?;
                 }
                 journal.flush()?;
-                done += indices.len();
+                done += b.indices.len();
                 batches += 1;
-                progress.inc(indices.len() as u64);
-                if abort_after == Some(batches) {
-                    std::process::abort();
-                }
+                rep.report(Report::Advance(b.indices.len() as u64));
+                rep.report(Report::Checkpoint {
+                    task: "extract",
+                    count: batches,
+                });
             }
             Event::Failed { index, reason } => {
                 journal.append_failed(index, &reason)?;
                 journal.flush()?;
-                progress.inc(1);
+                rep.report(Report::Advance(1));
                 if cfg.strict {
                     return Err(Error::Image {
                         path: paths[index].clone(),
@@ -483,7 +484,10 @@ fn run_pipeline(
                         ),
                     });
                 }
-                progress.warn(&format!("{}: skipped: {reason}", paths[index].display()));
+                rep.report(Report::Warning(&format!(
+                    "{}: skipped: {reason}",
+                    paths[index].display()
+                )));
             }
         }
         Ok(())

@@ -7,14 +7,14 @@ use std::path::{Path, PathBuf};
 use ort::session::Session;
 use ort::value::{TensorElementType, TensorRef, ValueType};
 
-use crate::error::{Error, Result};
-use crate::onnx;
 use crate::data::preprocess::{
     ColorOrder, Interpolation, Layout, Mode, Normalize, Preprocess, ResizeMode,
     DEFAULT_CROP_FRACTION,
 };
 use crate::data::presets::{self, Preset};
+use crate::error::{Error, Result};
 use crate::infer::runtime::{self, Device};
+use crate::onnx;
 
 /// What the model file says about itself.
 #[derive(Debug, Clone)]
@@ -62,6 +62,8 @@ impl ModelInfo {
 pub struct BaseModel {
     pub info: ModelInfo,
     pub device: Device,
+    /// Why `Device::Auto` ended on the CPU (to be reported by the caller).
+    pub fallback: Option<String>,
     session: Session,
 }
 
@@ -100,7 +102,7 @@ impl BaseModel {
         let metadata = onnx::metadata(&proto);
         let preset = presets::detect(&metadata, &onnx::op_counts(&proto));
         drop(proto);
-        let (session, device) = runtime::session(path, device, threads, ort_lib)?;
+        let (session, device, fallback) = runtime::session(path, device, threads, ort_lib)?;
         if session.inputs().len() != 1 {
             return Err(Error::model(
                 path,
@@ -211,6 +213,7 @@ impl BaseModel {
         Ok(BaseModel {
             info,
             device,
+            fallback,
             session,
         })
     }

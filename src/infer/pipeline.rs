@@ -5,9 +5,9 @@
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 
+use crate::data::preprocess::{self, Preprocess, Preprocessor};
 use crate::error::Result;
 use crate::infer::model::BaseModel;
-use crate::data::preprocess::{self, Preprocess, Preprocessor};
 
 /// What the model takes: normalised floats, or the resized uint8 RGB pixels (NHWC) of a model that
 /// normalises inside its graph (`export --with-preprocessing`).
@@ -17,17 +17,38 @@ pub enum InputKind {
     U8,
 }
 
+/// Model outputs for images `indices` (into the path list): `out` is `indices.len()` rows of
+/// `shape` (per image).
+pub struct Batch<'a> {
+    pub indices: &'a [usize],
+    pub out: &'a [f32],
+    pub shape: &'a [usize],
+}
+
+impl<'a> Batch<'a> {
+    /// Values per image.
+    pub fn width(&self) -> usize {
+        self.shape.iter().product()
+    }
+
+    /// (path index, output row) of each image.
+    pub fn rows(&self) -> impl Iterator<Item = (usize, &'a [f32])> + '_ {
+        let w = self.width();
+        self.indices
+            .iter()
+            .enumerate()
+            .map(move |(k, &i)| (i, &self.out[k * w..(k + 1) * w]))
+    }
+}
+
 /// One event for the sink.
 pub enum Event<'a> {
-    /// Model outputs for images `indices` (into the path list): `out` is `indices.len()` rows of
-    /// `shape` (per image).
-    Batch {
-        indices: &'a [usize],
-        out: &'a [f32],
-        shape: &'a [usize],
-    },
+    Batch(Batch<'a>),
     /// An image that could not be read, with the reason (without the path).
-    Failed { index: usize, reason: String },
+    Failed {
+        index: usize,
+        reason: String,
+    },
 }
 
 /// Pipeline settings.
@@ -80,7 +101,7 @@ impl Pipeline<'_> {
         .min(pending.len());
         let next = AtomicUsize::new(0);
         let stop = AtomicBool::new(false);
-        let (tx, rx) = crossbeam_channel::bounded::<Msg>(self.batch * 2);
+        let (tx, rx) = std::sync::mpsc::sync_channel::<Msg>(self.batch * 2);
         let (pre, input, paths, flip) = (self.pre, self.input, self.paths, self.flip);
         std::thread::scope(|scope| -> Result<usize> {
             for _ in 0..workers {
@@ -128,7 +149,7 @@ impl Pipeline<'_> {
     fn consume(
         &self,
         model: &mut BaseModel,
-        rx: &crossbeam_channel::Receiver<Msg>,
+        rx: &std::sync::mpsc::Receiver<Msg>,
         sink: &mut dyn FnMut(Event) -> Result<()>,
     ) -> Result<usize> {
         let mut floats = Vec::with_capacity(self.batch * self.pre.len());
@@ -157,11 +178,11 @@ impl Pipeline<'_> {
                     InputKind::F32 => model.run(self.pre, &floats, n)?,
                     InputKind::U8 => model.run_u8(self.pre, &bytes, n)?,
                 };
-                sink(Event::Batch {
+                sink(Event::Batch(Batch {
                     indices: &indices,
                     out: &out,
                     shape: &shape,
-                })?;
+                }))?;
                 done += n;
                 floats.clear();
                 bytes.clear();

@@ -135,13 +135,13 @@ pub fn init(explicit: Option<&Path>) -> Result<&'static (Environment, PathBuf)> 
 }
 
 /// Opens `model` on `device` with `threads` intra-op threads (0 = ONNX Runtime's default). Returns the
-/// session and the device actually used.
+/// session, the device actually used and, when `Device::Auto` fell back to the CPU, why.
 pub fn session(
     model: &Path,
     device: Device,
     threads: usize,
     ort_lib: Option<&Path>,
-) -> Result<(Session, Device)> {
+) -> Result<(Session, Device, Option<String>)> {
     let (env, _) = init(ort_lib)?;
     let build = |cuda: bool| -> Result<Session> {
         let rt = |e: ort::Error<_>| Error::model(model, e.to_string());
@@ -161,17 +161,17 @@ pub fn session(
             .map_err(|e| Error::model(model, e.to_string()))
     };
     match device {
-        Device::Cpu => Ok((build(false)?, Device::Cpu)),
-        Device::Cuda => Ok((build(true)?, Device::Cuda)),
+        Device::Cpu => Ok((build(false)?, Device::Cpu, None)),
+        Device::Cuda => Ok((build(true)?, Device::Cuda, None)),
         Device::Auto => match build(true) {
-            Ok(s) => Ok((s, Device::Cuda)),
+            Ok(s) => Ok((s, Device::Cuda, None)),
             Err(e) => {
                 let first = e.to_string();
-                eprintln!(
-                    "notice: CUDA unavailable ({}); using CPU",
+                let why = format!(
+                    "CUDA unavailable ({}); using CPU",
                     first.lines().next().unwrap_or("")
                 );
-                Ok((build(false)?, Device::Cpu))
+                Ok((build(false)?, Device::Cpu, Some(why)))
             }
         },
     }

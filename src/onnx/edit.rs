@@ -573,8 +573,8 @@ pub fn set_metadata(model: &mut ModelProto, entries: &[(&str, String)]) {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::onnx::generate::{cnn, CnnSpec};
     use crate::data::preprocess::Layout;
+    use crate::onnx::generate::{cnn, CnnSpec};
 
     #[test]
     fn shapes_and_macs_of_the_generated_vgg16() {

@@ -5,8 +5,8 @@
 
 use std::path::{Path, PathBuf};
 
+use crate::data::preprocess::{ColorOrder, Layout, Preprocess, ResizeMode};
 use crate::error::{Error, Result};
-use crate::infer::extract::sha256_file;
 use crate::head::activation::Activation;
 use crate::head::file::Head;
 use crate::head::net::{Layer, Pool};
@@ -15,7 +15,7 @@ use crate::onnx::proto::{
     attribute_type, data_type, AttributeProto, GraphProto, ModelProto, NodeProto,
     StringStringEntryProto, TensorProto,
 };
-use crate::data::preprocess::{ColorOrder, Layout, Preprocess, ResizeMode};
+use crate::util::hash::sha256_file;
 
 /// Name of the exported graph's output: `[N, classes]` probabilities.
 pub const OUTPUT: &str = "probabilities";

@@ -17,9 +17,9 @@ pub use proto::ModelProto;
 /// Reads and decodes an ONNX file.
 pub fn load(path: &Path) -> Result<ModelProto> {
     let bytes = std::fs::read(path).map_err(|e| Error::io(path, e))?;
-    ModelProto::decode(bytes.as_slice()).map_err(|e| Error::Model {
+    ModelProto::decode(bytes.as_slice()).map_err(|source| Error::Protobuf {
         path: path.to_path_buf(),
-        msg: format!("not a valid ONNX protobuf: {e}"),
+        source,
     })
 }
 

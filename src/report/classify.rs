@@ -4,6 +4,7 @@
 use std::path::PathBuf;
 
 use crate::error::{Error, Result};
+use crate::events::{Event as Report, Reporter};
 use crate::infer::model::{resolve_preprocess, BaseModel, PreprocessOverrides};
 use crate::infer::pipeline::{Event, InputKind, Pipeline};
 use crate::infer::runtime::Device;
@@ -44,7 +45,14 @@ fn probabilities(row: &[f32]) -> Vec<f32> {
 }
 
 /// Classifies every image; `on_result` sees each as its batch finishes.
-pub fn classify(cfg: &ClassifyConfig, on_result: &mut dyn FnMut(Classified)) -> Result<()> {
+pub fn classify(
+    cfg: &ClassifyConfig,
+    rep: &dyn Reporter,
+    on_result: &mut dyn FnMut(Classified),
+) -> Result<()> {
+    if cfg.batch == 0 || cfg.top == 0 {
+        return Err(Error::Config("--batch and --top must be at least 1".into()));
+    }
     let names: Vec<String> = std::fs::read_to_string(&cfg.classes)
         .map_err(|e| Error::io(&cfg.classes, e))?
         .lines()
@@ -57,8 +65,11 @@ pub fn classify(cfg: &ClassifyConfig, on_result: &mut dyn FnMut(Classified)) -> 
         cfg.ort_lib.as_deref(),
         None,
     )?;
+    if let Some(why) = &model.fallback {
+        rep.report(Report::Notice(why));
+    }
     let pre = resolve_preprocess(&model.info, &cfg.overrides)?.preprocess;
-    let files = collect_inputs(&cfg.inputs)?;
+    let files = collect_inputs(&cfg.inputs, rep)?;
     let shown: Vec<String> = files.iter().map(|p| p.display().to_string()).collect();
     let pipeline = Pipeline {
         pre: &pre,
@@ -71,12 +82,8 @@ pub fn classify(cfg: &ClassifyConfig, on_result: &mut dyn FnMut(Classified)) -> 
     let pending: Vec<usize> = (0..files.len()).collect();
     pipeline.run(&mut model, &pending, &mut |event| {
         match event {
-            Event::Batch {
-                indices,
-                out,
-                shape,
-            } => {
-                let k: usize = shape.iter().product();
+            Event::Batch(b) => {
+                let (k, shape) = (b.width(), b.shape);
                 if k != names.len() {
                     return Err(Error::model(
                         &cfg.model,
@@ -87,8 +94,8 @@ pub fn classify(cfg: &ClassifyConfig, on_result: &mut dyn FnMut(Classified)) -> 
                         ),
                     ));
                 }
-                for (r, &i) in indices.iter().enumerate() {
-                    let p = probabilities(&out[r * k..(r + 1) * k]);
+                for (i, row) in b.rows() {
+                    let p = probabilities(row);
                     let mut order: Vec<usize> = (0..k).collect();
                     order.sort_by(|&a, &b| p[b].total_cmp(&p[a]));
                     on_result(Classified {

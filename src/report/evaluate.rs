@@ -7,8 +7,9 @@ use serde::Serialize;
 
 use crate::cache::FeatureCache;
 use crate::error::{Error, Result};
-use crate::infer::extract::{extract, ExtractConfig};
+use crate::events::Reporter;
 use crate::head::file::Head;
+use crate::infer::extract::{extract, ExtractConfig};
 use crate::report::metrics::{compute, Metrics};
 
 /// Where the evaluated features come from.
@@ -61,8 +62,9 @@ fn pick_split(splits: &[String], wanted: Option<&str>, path: &Path) -> Result<St
         .ok_or_else(|| Error::cache(path, "the cache has no splits"))
 }
 
-/// Evaluates the head; for images, the temporary cache is removed afterwards.
-pub fn evaluate(cfg: &EvaluateConfig) -> Result<Evaluation> {
+/// Evaluates the head; for images, the features are extracted into a temporary cache (progress to
+/// `rep`) that is removed afterwards.
+pub fn evaluate(cfg: &EvaluateConfig, rep: &dyn Reporter) -> Result<Evaluation> {
     let head = Head::load(&cfg.head)?;
     match &cfg.source {
         Source::Features { path, split } => evaluate_cache(&head, cfg, path, split.as_deref()),
@@ -78,7 +80,7 @@ pub fn evaluate(cfg: &EvaluateConfig) -> Result<Evaluation> {
             std::fs::create_dir_all(&dir).map_err(|e| Error::io(&dir, e))?;
             let mut ex = (**ex).clone();
             ex.out = dir.join("features.h5");
-            let result = extract(&ex).and_then(|_| evaluate_cache(&head, cfg, &ex.out, None));
+            let result = extract(&ex, rep).and_then(|_| evaluate_cache(&head, cfg, &ex.out, None));
             let _ = std::fs::remove_dir_all(&dir);
             result.map(|mut e| {
                 e.features = format!(

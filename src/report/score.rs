@@ -2,20 +2,20 @@
 //! per image (CSV or JSON lines) as batches finish. Unreadable files get a row with the error and the
 //! run goes on; `resume` skips the files an earlier run already wrote.
 
-use std::io::{BufRead, Write};
+use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::time::Instant;
 
-use crate::data::scan::{image_files, is_image_file};
+use crate::data::preprocess::{Layout, Preprocess};
+use crate::data::scan::{image_files_checked, is_image_file};
 use crate::error::{Error, Result};
-use crate::onnx::export::CLASSES_KEY;
-use crate::infer::extract::sha256_file;
+use crate::events::{Event as Report, Reporter};
 use crate::head::file::Head;
 use crate::infer::model::{resolve_preprocess, BaseModel, PreprocessOverrides};
 use crate::infer::pipeline::{Event, InputKind, Pipeline};
-use crate::data::preprocess::{Layout, Preprocess};
-use crate::util::progress::{Progress, ProgressMode};
 use crate::infer::runtime::Device;
+use crate::onnx::export::CLASSES_KEY;
+use crate::util::hash::sha256_file;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Format {
@@ -55,7 +55,6 @@ pub struct ScoreConfig {
     pub decode_threads: usize,
     pub device: Device,
     pub ort_lib: Option<PathBuf>,
-    pub progress: ProgressMode,
     /// Preprocessing for an exported model without metadata (ignored with a head: the head decides).
     pub overrides: PreprocessOverrides,
     pub layout: Option<Layout>,
@@ -76,7 +75,6 @@ impl ScoreConfig {
             decode_threads: 0,
             device: Device::Cpu,
             ort_lib: None,
-            progress: ProgressMode::Auto,
             overrides: PreprocessOverrides::default(),
             layout: None,
         }
@@ -115,13 +113,17 @@ impl ScoreSummary {
     }
 }
 
-/// Files to score: files as given, folders walked recursively for images, in sorted order.
-pub fn collect_inputs(inputs: &[PathBuf]) -> Result<Vec<PathBuf>> {
+/// Files to score: files as given, folders walked recursively for images, in sorted order. Entries
+/// of a folder that cannot be walked are reported as warnings.
+pub fn collect_inputs(inputs: &[PathBuf], rep: &dyn Reporter) -> Result<Vec<PathBuf>> {
     let mut files = Vec::new();
     for p in inputs {
         let meta = std::fs::metadata(p).map_err(|e| Error::io(p, e))?;
         if meta.is_dir() {
-            let mut v = image_files(p)?;
+            let (mut v, warnings) = image_files_checked(p)?;
+            for (w, why) in warnings {
+                rep.report(Report::Warning(&format!("{}: {why}", w.display())));
+            }
             v.retain(|f| is_image_file(f));
             v.sort();
             files.extend(v);
@@ -147,13 +149,16 @@ impl Classifier {
     }
 }
 
-/// Paths already written to `out` by an earlier run; a torn last line is cut off.
+/// Paths already written to `out` by an earlier run; a torn last record (a kill during a write) is
+/// cut off the file.
 fn done_paths(out: &Path, format: Format) -> Result<std::collections::HashSet<String>> {
-    let mut done = std::collections::HashSet::new();
     let Ok(bytes) = std::fs::read(out) else {
-        return Ok(done);
+        return Ok(Default::default());
     };
-    let complete = bytes.iter().rposition(|&b| b == b'\n').map_or(0, |i| i + 1);
+    let (done, complete) = match format {
+        Format::Jsonl => jsonl_records(&bytes),
+        Format::Csv => csv_records(&bytes),
+    };
     if complete < bytes.len() {
         let f = std::fs::OpenOptions::new()
             .write(true)
@@ -161,66 +166,123 @@ fn done_paths(out: &Path, format: Format) -> Result<std::collections::HashSet<St
             .map_err(|e| Error::io(out, e))?;
         f.set_len(complete as u64).map_err(|e| Error::io(out, e))?;
     }
-    for (i, line) in bytes[..complete].lines().enumerate() {
-        let line = line.map_err(|e| Error::io(out, e))?;
-        let path = match format {
-            Format::Jsonl => serde_json::from_str::<serde_json::Value>(&line)
-                .ok()
-                .and_then(|v| v["path"].as_str().map(String::from)),
-            Format::Csv if i == 0 => None, // header
-            Format::Csv => csv_first_field(&line),
-        };
-        if let Some(p) = path {
-            done.insert(p);
-        }
-    }
     Ok(done)
 }
 
-fn csv_field(s: &str) -> String {
-    if s.contains([',', '"', '\n', '\r']) {
-        format!("\"{}\"", s.replace('"', "\"\""))
-    } else {
-        s.to_string()
-    }
+/// The `path` of every whole JSON line and the length of the whole lines (JSON escapes newlines).
+fn jsonl_records(bytes: &[u8]) -> (std::collections::HashSet<String>, usize) {
+    let complete = bytes.iter().rposition(|&b| b == b'\n').map_or(0, |i| i + 1);
+    let done = bytes[..complete]
+        .split(|&b| b == b'\n')
+        .filter_map(|line| serde_json::from_slice::<serde_json::Value>(line).ok())
+        .filter_map(|v| v["path"].as_str().map(String::from))
+        .collect();
+    (done, complete)
 }
 
-fn csv_first_field(line: &str) -> Option<String> {
-    if let Some(rest) = line.strip_prefix('"') {
-        let mut out = String::new();
-        let mut chars = rest.chars().peekable();
-        while let Some(c) = chars.next() {
-            if c == '"' {
-                if chars.peek() == Some(&'"') {
-                    out.push('"');
-                    chars.next();
-                } else {
-                    return Some(out);
+/// The first field of every whole CSV record after the header, and where the whole records end. A
+/// record is whole when it has the header's number of fields, ends with its newline and closes its
+/// quotes (file names may hold commas, quotes and newlines).
+fn csv_records(bytes: &[u8]) -> (std::collections::HashSet<String>, usize) {
+    let mut rdr = csv::ReaderBuilder::new()
+        .has_headers(false)
+        .flexible(true)
+        .from_reader(bytes);
+    let mut done = std::collections::HashSet::new();
+    let (mut complete, mut width) = (0usize, None);
+    let mut rec = csv::ByteRecord::new();
+    loop {
+        let start = rdr.position().byte() as usize;
+        match rdr.read_byte_record(&mut rec) {
+            Ok(true) => {}
+            Ok(false) | Err(_) => break,
+        }
+        let end = (rdr.position().byte() as usize).min(bytes.len());
+        let raw = &bytes[start..end];
+        let whole = raw.ends_with(b"\n")
+            && raw.iter().filter(|&&b| b == b'"').count() % 2 == 0
+            && width.is_none_or(|w| w == rec.len());
+        if !whole {
+            break;
+        }
+        match width {
+            None => width = Some(rec.len()),
+            Some(_) => {
+                if let Some(p) = rec.get(0).and_then(|f| std::str::from_utf8(f).ok()) {
+                    done.insert(p.to_string());
                 }
-            } else {
-                out.push(c);
             }
         }
-        None
-    } else {
-        line.split(',').next().map(String::from)
+        complete = end;
     }
+    (done, complete)
+}
+
+/// Where rows go: CSV records (quoted as needed) or JSON lines.
+enum Sink {
+    Csv(Box<csv::Writer<Box<dyn Write>>>),
+    Jsonl(Box<dyn Write>),
 }
 
 /// Formats rows for the chosen format.
 struct Writer {
-    format: Format,
     classes: Vec<String>,
     top_k: Option<usize>,
     threshold: Option<f32>,
-    sink: Box<dyn Write>,
+    sink: Sink,
+}
+
+fn csv_err(e: csv::Error) -> std::io::Error {
+    match e.into_kind() {
+        csv::ErrorKind::Io(e) => e,
+        other => std::io::Error::other(format!("{other:?}")),
+    }
 }
 
 impl Writer {
-    fn header(&mut self) -> std::io::Result<()> {
-        if self.format == Format::Jsonl {
-            return Ok(());
+    fn new(format: Format, sink: Box<dyn Write>, classes: &[String]) -> Writer {
+        let sink = match format {
+            Format::Csv => Sink::Csv(Box::new(
+                csv::WriterBuilder::new()
+                    .terminator(csv::Terminator::Any(b'\n'))
+                    .from_writer(sink),
+            )),
+            Format::Jsonl => Sink::Jsonl(sink),
+        };
+        Writer {
+            classes: classes.to_vec(),
+            top_k: None,
+            threshold: None,
+            sink,
         }
+    }
+
+    fn csv_record(&mut self, cols: &[String]) -> std::io::Result<()> {
+        match &mut self.sink {
+            Sink::Csv(w) => w.write_record(cols).map_err(csv_err),
+            Sink::Jsonl(_) => Ok(()),
+        }
+    }
+
+    fn json_line(&mut self, v: &serde_json::Value) -> std::io::Result<()> {
+        match &mut self.sink {
+            Sink::Jsonl(w) => writeln!(w, "{v}"),
+            Sink::Csv(_) => Ok(()),
+        }
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        match &mut self.sink {
+            Sink::Csv(w) => w.flush(),
+            Sink::Jsonl(w) => w.flush(),
+        }
+    }
+
+    fn is_csv(&self) -> bool {
+        matches!(self.sink, Sink::Csv(_))
+    }
+
+    fn header(&mut self) -> std::io::Result<()> {
         let mut cols = vec!["path".to_string(), "predicted".to_string()];
         match self.top_k {
             Some(k) => {
@@ -232,8 +294,7 @@ impl Writer {
             None => cols.extend(self.classes.iter().map(|c| format!("p_{c}"))),
         }
         cols.push("error".into());
-        let line: Vec<String> = cols.iter().map(|c| csv_field(c)).collect();
-        writeln!(self.sink, "{}", line.join(","))
+        self.csv_record(&cols)
     }
 
     fn predicted(&self, p: &[f32]) -> usize {
@@ -248,71 +309,62 @@ impl Writer {
         let mut order: Vec<usize> = (0..p.len()).collect();
         order.sort_by(|&a, &b| p[b].total_cmp(&p[a]).then(a.cmp(&b)));
         let k = self.top_k.unwrap_or(p.len()).min(p.len());
-        match self.format {
-            Format::Jsonl => {
-                let v = match self.top_k {
-                    Some(_) => serde_json::json!({
-                        "path": path,
-                        "predicted": self.classes[pred],
-                        "top": order[..k].iter().map(|&j| serde_json::json!([self.classes[j], p[j]])).collect::<Vec<_>>(),
-                    }),
-                    None => {
-                        let probs: serde_json::Map<String, serde_json::Value> = self
-                            .classes
-                            .iter()
-                            .zip(p)
-                            .map(|(c, &v)| (c.clone(), serde_json::json!(v)))
-                            .collect();
-                        serde_json::json!({"path": path, "predicted": self.classes[pred], "probabilities": probs})
-                    }
-                };
-                writeln!(self.sink, "{v}")
-            }
-            Format::Csv => {
-                let mut cols = vec![csv_field(path), csv_field(&self.classes[pred])];
-                match self.top_k {
-                    Some(kk) => {
-                        for i in 0..kk {
-                            match order.get(i) {
-                                Some(&j) => {
-                                    cols.push(csv_field(&self.classes[j]));
-                                    cols.push(format!("{}", p[j]));
-                                }
-                                None => cols.extend([String::new(), String::new()]),
-                            }
-                        }
-                    }
-                    None => cols.extend(p.iter().map(|v| format!("{v}"))),
+        if !self.is_csv() {
+            let v = match self.top_k {
+                Some(_) => serde_json::json!({
+                    "path": path,
+                    "predicted": self.classes[pred],
+                    "top": order[..k].iter().map(|&j| serde_json::json!([self.classes[j], p[j]])).collect::<Vec<_>>(),
+                }),
+                None => {
+                    let probs: serde_json::Map<String, serde_json::Value> = self
+                        .classes
+                        .iter()
+                        .zip(p)
+                        .map(|(c, &v)| (c.clone(), serde_json::json!(v)))
+                        .collect();
+                    serde_json::json!({"path": path, "predicted": self.classes[pred], "probabilities": probs})
                 }
-                cols.push(String::new());
-                writeln!(self.sink, "{}", cols.join(","))
-            }
+            };
+            return self.json_line(&v);
         }
+        let mut cols = vec![path.to_string(), self.classes[pred].clone()];
+        match self.top_k {
+            Some(kk) => {
+                for i in 0..kk {
+                    match order.get(i) {
+                        Some(&j) => {
+                            cols.push(self.classes[j].clone());
+                            cols.push(format!("{}", p[j]));
+                        }
+                        None => cols.extend([String::new(), String::new()]),
+                    }
+                }
+            }
+            None => cols.extend(p.iter().map(|v| format!("{v}"))),
+        }
+        cols.push(String::new());
+        self.csv_record(&cols)
     }
 
     fn error(&mut self, path: &str, reason: &str) -> std::io::Result<()> {
-        match self.format {
-            Format::Jsonl => writeln!(
-                self.sink,
-                "{}",
-                serde_json::json!({"path": path, "error": reason})
-            ),
-            Format::Csv => {
-                let width = match self.top_k {
-                    Some(k) => 2 * k,
-                    None => self.classes.len(),
-                };
-                let mut cols = vec![csv_field(path), String::new()];
-                cols.extend(std::iter::repeat_n(String::new(), width));
-                cols.push(csv_field(reason));
-                writeln!(self.sink, "{}", cols.join(","))
-            }
+        if !self.is_csv() {
+            return self.json_line(&serde_json::json!({"path": path, "error": reason}));
         }
+        let width = match self.top_k {
+            Some(k) => 2 * k,
+            None => self.classes.len(),
+        };
+        let mut cols = vec![path.to_string(), String::new()];
+        cols.extend(std::iter::repeat_n(String::new(), width));
+        cols.push(reason.to_string());
+        self.csv_record(&cols)
     }
 }
 
-/// Scores every file; rows are written and flushed batch by batch.
-pub fn score(cfg: &ScoreConfig) -> Result<ScoreSummary> {
+/// Scores every input, writing one row per image as its batch finishes; progress and unreadable
+/// files go to `rep`.
+pub fn score(cfg: &ScoreConfig, rep: &dyn Reporter) -> Result<ScoreSummary> {
     if cfg.batch == 0 {
         return Err(Error::Config("--batch must be at least 1".into()));
     }
@@ -323,6 +375,9 @@ pub fn score(cfg: &ScoreConfig) -> Result<ScoreSummary> {
         cfg.ort_lib.as_deref(),
         cfg.layout,
     )?;
+    if let Some(why) = &model.fallback {
+        rep.report(Report::Notice(why));
+    }
     let (classifier, pre, input): (Classifier, Preprocess, InputKind) = match &cfg.head {
         Some(hp) => {
             let head = Head::load(hp)?;
@@ -370,7 +425,7 @@ pub fn score(cfg: &ScoreConfig) -> Result<ScoreSummary> {
             (Classifier::Exported { classes }, pre, input)
         }
     };
-    let files = collect_inputs(&cfg.inputs)?;
+    let files = collect_inputs(&cfg.inputs, rep)?;
     let names: Vec<String> = files.iter().map(|p| p.display().to_string()).collect();
     let format = cfg.out.as_deref().map_or(Format::Csv, Format::for_path);
     let done = match (&cfg.out, cfg.resume) {
@@ -402,17 +457,17 @@ pub fn score(cfg: &ScoreConfig) -> Result<ScoreSummary> {
     };
     let out_path = cfg.out.clone().unwrap_or_else(|| PathBuf::from("<stdout>"));
     let io = |e: std::io::Error| Error::io(&out_path, e);
-    let mut w = Writer {
-        format,
-        classes: classifier.classes().to_vec(),
-        top_k: cfg.top_k,
-        threshold: cfg.threshold,
-        sink,
-    };
+    let mut w = Writer::new(format, sink, classifier.classes());
+    w.top_k = cfg.top_k;
+    w.threshold = cfg.threshold;
     if !appending {
         w.header().map_err(io)?;
     }
-    let mut progress = Progress::new(cfg.progress, files.len() as u64, resumed as u64, "score");
+    rep.report(Report::Start {
+        task: "score",
+        total: files.len() as u64,
+        done: resumed as u64,
+    });
     let (mut scored, mut failed) = (0usize, 0usize);
     let t_run = Instant::now();
     let pipeline = Pipeline {
@@ -425,11 +480,8 @@ pub fn score(cfg: &ScoreConfig) -> Result<ScoreSummary> {
     };
     pipeline.run(&mut model, &pending, &mut |event| {
         match event {
-            Event::Batch {
-                indices,
-                out,
-                shape,
-            } => {
+            Event::Batch(b) => {
+                let (indices, out, shape) = (b.indices, b.out, b.shape);
                 let n = indices.len();
                 let probs = match &classifier {
                     Classifier::Head(h) => {
@@ -463,21 +515,21 @@ pub fn score(cfg: &ScoreConfig) -> Result<ScoreSummary> {
                     w.row(&names[i], row.as_slice().expect("standard layout"))
                         .map_err(io)?;
                 }
-                w.sink.flush().map_err(io)?;
+                w.flush().map_err(io)?;
                 scored += n;
-                progress.inc(n as u64);
+                rep.report(Report::Advance(n as u64));
             }
             Event::Failed { index, reason } => {
-                progress.warn(&format!("{}: {reason}", names[index]));
+                rep.report(Report::Warning(&format!("{}: {reason}", names[index])));
                 w.error(&names[index], &reason).map_err(io)?;
-                w.sink.flush().map_err(io)?;
+                w.flush().map_err(io)?;
                 failed += 1;
-                progress.inc(1);
+                rep.report(Report::Advance(1));
             }
         }
         Ok(())
     })?;
-    progress.finish();
+    rep.report(Report::Finish);
     Ok(ScoreSummary {
         scored,
         failed,
@@ -490,16 +542,75 @@ pub fn score(cfg: &ScoreConfig) -> Result<ScoreSummary> {
 mod tests {
     use super::*;
 
+    fn write_csv(rows: &[&str]) -> Vec<u8> {
+        let buf: std::sync::Arc<std::sync::Mutex<Vec<u8>>> = Default::default();
+        struct Shared(std::sync::Arc<std::sync::Mutex<Vec<u8>>>);
+        impl Write for Shared {
+            fn write(&mut self, b: &[u8]) -> std::io::Result<usize> {
+                self.0.lock().unwrap().extend_from_slice(b);
+                Ok(b.len())
+            }
+            fn flush(&mut self) -> std::io::Result<()> {
+                Ok(())
+            }
+        }
+        let classes = ["cat".to_string(), "dog".to_string()];
+        let mut w = Writer::new(Format::Csv, Box::new(Shared(buf.clone())), &classes);
+        w.header().unwrap();
+        for (i, p) in rows.iter().enumerate() {
+            if i % 3 == 2 {
+                w.error(p, "cannot decode: bad \"data\",\nreally").unwrap();
+            } else {
+                w.row(p, &[0.25, 0.75]).unwrap();
+            }
+        }
+        w.flush().unwrap();
+        drop(w);
+        let v = buf.lock().unwrap().clone();
+        v
+    }
+
+    /// File names with commas, quotes and newlines are written quoted and read back whole; a file
+    /// torn at any byte keeps exactly the records written before the tear.
     #[test]
-    fn csv_fields_round_trip_through_quoting() {
-        for p in [
+    fn csv_rows_round_trip_and_torn_records_are_cut() {
+        let rows = [
             "plain.jpg",
             "with,comma.jpg",
             "with \"quote\".jpg",
+            "line\nbreak.jpg",
             "ünïcode 名.png",
-        ] {
-            let line = format!("{},cat,0.5", csv_field(p));
-            assert_eq!(csv_first_field(&line).as_deref(), Some(p));
+            "\"\n,\".png",
+        ];
+        let bytes = write_csv(&rows);
+        let (done, complete) = csv_records(&bytes);
+        assert_eq!(complete, bytes.len());
+        let want: std::collections::HashSet<String> = rows.iter().map(|s| s.to_string()).collect();
+        assert_eq!(done, want);
+        // Record ends: the whole file cut after k records.
+        let ends: Vec<usize> = (0..=rows.len())
+            .map(|k| csv_records(&write_csv(&rows[..k])).1)
+            .collect();
+        for cut in 0..bytes.len() {
+            let (done, complete) = csv_records(&bytes[..cut]);
+            // Before the header is whole nothing is kept.
+            let (k, end) = ends
+                .iter()
+                .rposition(|&e| e <= cut)
+                .map_or((0, 0), |k| (k, ends[k]));
+            assert_eq!(complete, end, "cut at {cut}");
+            assert_eq!(done.len(), k, "cut at {cut}");
+            for r in &rows[..k] {
+                assert!(done.contains(*r), "cut at {cut}: {r:?} missing");
+            }
         }
+    }
+
+    #[test]
+    fn torn_json_lines_are_cut() {
+        let text = b"{\"path\":\"a\\nb.jpg\",\"predicted\":\"cat\"}\n{\"path\":\"c.jpg\",\"pred";
+        let (done, complete) = jsonl_records(text);
+        assert_eq!(done.into_iter().collect::<Vec<_>>(), ["a\nb.jpg"]);
+        assert_eq!(text[complete - 1], b'\n');
     }
 }

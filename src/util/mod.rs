@@ -1,5 +1,6 @@
-//! Small helpers shared by the stages: a seeded random generator ([`rng`]), progress display
-//! ([`progress`]).
+//! Small helpers shared by the stages: a seeded random generator ([`rng`]), file hashes
+//! ([`hash`]) and file names as lossless text ([`paths`]).
 
-pub mod progress;
+pub mod hash;
+pub mod paths;
 pub mod rng;

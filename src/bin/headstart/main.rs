@@ -1,48 +1,97 @@
-//! The `headstart` binary: parse arguments, call the library, map errors to an exit code.
+//! The `headstart` binary: parse the arguments, validate them into the library's config, call the
+//! library, map the result to an exit code.
+//!
+//! One file per command in `cmd/` (its clap arguments, their validation, its `run`); flags shared by
+//! several commands in `common`; the terminal side of the library's event reporting in `term`.
 
-mod args;
-mod commands;
+mod cmd;
+mod common;
+mod term;
 
-use args::{Cli, Command};
-use clap::Parser;
+use clap::{Parser, Subcommand};
+
+#[derive(Parser, Debug)]
+#[command(
+    name = "headstart",
+    version,
+    about = "Transfer learning on images: ONNX base -> cached features -> trained head"
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand, Debug)]
+enum Command {
+    /// Run a frozen ONNX base over image folders and cache its features in HDF5.
+    Extract(cmd::extract::Args),
+    /// Print what a feature cache holds.
+    Summary(cmd::summary::Args),
+    /// Write a random-weight CNN as ONNX (VGG-16 conv base, or a tiny one for tests).
+    MakeModel(cmd::make_model::Args),
+    /// Write a feature cache of seeded random features (benchmarks and tests; no model involved).
+    MakeFeatures(cmd::make_features::Args),
+    /// Time ONNX Runtime alone on preprocessed tensors held in memory (benchmark reference).
+    BenchInfer(cmd::bench_infer::Args),
+    /// Train a dense head (or a logistic-regression baseline) on a feature cache.
+    TrainHead(cmd::train_head::Args),
+    /// Metrics of a head on a cached split, or on image folders (extracted on the fly).
+    Evaluate(cmd::evaluate::Args),
+    /// Classify image files and folders with base + head (or an exported model), one row per image.
+    Score(cmd::score::Args),
+    /// Write one ONNX model: the base with the head appended (and optionally the preprocessing).
+    Export(cmd::export::Args),
+    /// Describe an ONNX model: inputs/outputs, layout, preset, preprocessing, parameters, multiply-adds.
+    Inspect(cmd::inspect::Args),
+    /// Cut an ONNX model at a tensor (default: the conv base of a classifier) and prune the rest.
+    Cut(cmd::cut::Args),
+    /// Top-k ImageNet classes (with names) of images, for a model that still has its classifier.
+    Classify(cmd::classify::Args),
+    /// The architecture presets: input size, preprocessing, conv base, fine-tune split, figures.
+    Models,
+    /// Unfreeze the top block(s) of the base and train them with the head (candle), then export.
+    Finetune(cmd::finetune::Args),
+}
 
 fn run(cli: Cli) -> headstart::Result<()> {
     match cli.command {
-        Command::Extract(a) => commands::run_extract(&a.to_config()?),
-        Command::Summary { cache } => commands::run_summary(&cache),
-        Command::MakeModel(a) => commands::run_make_model(&a),
-        Command::MakeFeatures(a) => commands::run_make_features(&a),
-        Command::BenchInfer(a) => commands::run_bench_infer(&a),
-        Command::TrainHead(a) => {
-            commands::run_train_head(&a.to_config()?, a.plot, a.report.as_deref())
-        }
-        Command::Evaluate(a) => {
-            commands::run_evaluate(&a.to_config()?, a.json, a.plot, a.report.as_deref())
-        }
-        Command::Score(a) => commands::run_score(&a.to_config()?),
-        Command::Export(a) => commands::run_export(&a),
-        Command::Inspect(a) => commands::run_inspect(&a),
-        Command::Cut(a) => commands::run_cut(&a),
-        Command::Classify(a) => commands::run_classify(&a),
-        Command::Finetune(a) => commands::run_finetune(&a.to_config()?, a.json),
-        Command::Models => {
-            print!("{}", headstart::data::presets::table());
-            Ok(())
-        }
+        Command::Extract(a) => cmd::extract::run(&a),
+        Command::Summary(a) => cmd::summary::run(&a),
+        Command::MakeModel(a) => cmd::make_model::run(&a),
+        Command::MakeFeatures(a) => cmd::make_features::run(&a),
+        Command::BenchInfer(a) => cmd::bench_infer::run(&a),
+        Command::TrainHead(a) => cmd::train_head::run(&a),
+        Command::Evaluate(a) => cmd::evaluate::run(&a),
+        Command::Score(a) => cmd::score::run(&a),
+        Command::Export(a) => cmd::export::run(&a),
+        Command::Inspect(a) => cmd::inspect::run(&a),
+        Command::Cut(a) => cmd::cut::run(&a),
+        Command::Classify(a) => cmd::classify::run(&a),
+        Command::Models => cmd::models::run(),
+        Command::Finetune(a) => cmd::finetune::run(&a),
     }
+}
+
+/// The error and its chain of causes, one per line (a cause the message already quotes is not
+/// repeated).
+fn error_text(e: &headstart::Error) -> String {
+    let mut msg = format!("error: {e}");
+    let mut src = std::error::Error::source(e);
+    while let Some(s) = src {
+        let text = s.to_string();
+        if !msg.contains(&text) {
+            msg.push_str(&format!("\n  caused by: {text}"));
+        }
+        src = s.source();
+    }
+    msg
 }
 
 fn main() -> std::process::ExitCode {
     match run(Cli::parse()) {
         Ok(()) => std::process::ExitCode::SUCCESS,
         Err(e) => {
-            let mut msg = format!("error: {e}");
-            let mut src = std::error::Error::source(&e);
-            while let Some(s) = src {
-                msg.push_str(&format!("\n  caused by: {s}"));
-                src = s.source();
-            }
-            eprintln!("{msg}");
+            eprintln!("{}", error_text(&e));
             std::process::ExitCode::FAILURE
         }
     }

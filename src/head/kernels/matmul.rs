@@ -28,7 +28,7 @@ pub fn matmul_wide(
     assert_eq!(x.len(), m * d, "input size");
     assert_eq!(w.len(), d * u, "kernel size");
     #[cfg(target_arch = "x86_64")]
-    if u.is_multiple_of(NR) && u > 0 && std::arch::is_x86_feature_detected!("avx512f") {
+    if u.is_multiple_of(NR) && u > 0 && super::isa() == super::Isa::Avx512 {
         let mut z = vec![0f32; m * u];
         let blocks = m.div_ceil(MR);
         let threads = super::wide::thread_count(threads).clamp(1, blocks.max(1));
@@ -36,7 +36,7 @@ pub fn matmul_wide(
         let work = |(t, zt): (usize, &mut [f32])| {
             let r0 = t * rows_per;
             let rows = zt.len() / u;
-            // SAFETY: avx512f was detected above; `zt` holds rows r0..r0 + rows of the output
+            // SAFETY: AVX-512F (and FMA, which every AVX-512F CPU has) was detected above; `zt` holds rows r0..r0 + rows of the output
             // and the asserts above bound every read of `x` and `w`.
             unsafe { avx512::rows(&x[r0 * d..(r0 + rows) * d], rows, w, d, u, zt) }
         };
@@ -62,25 +62,32 @@ mod avx512 {
 
     /// All `m` rows of `x` (row-major, `m x d`) times `w` into `z` (`m x u`, zeroed).
     #[target_feature(enable = "avx512f,fma")]
+    ///
+    /// # Safety
+    /// The CPU must have AVX-512F and FMA; `x` holds `m` rows of `d`, `w` is `d x u` with `u` a
+    /// multiple of 32, and `z` holds `m` rows of `u`.
     pub(super) unsafe fn rows(x: &[f32], m: usize, w: &[f32], d: usize, u: usize, z: &mut [f32]) {
-        let (xp, wp, zp) = (x.as_ptr(), w.as_ptr(), z.as_mut_ptr());
-        let mut kb = 0;
-        while kb < d {
-            let ke = (kb + KC).min(d);
-            let mut i = 0;
-            while i + MR <= m {
-                for j in (0..u).step_by(NR) {
-                    tile::<MR>(xp.add(i * d), wp.add(j), zp.add(i * u + j), (d, u), kb, ke);
+        // SAFETY: the caller upholds this function's contract (# Safety above).
+        unsafe {
+            let (xp, wp, zp) = (x.as_ptr(), w.as_ptr(), z.as_mut_ptr());
+            let mut kb = 0;
+            while kb < d {
+                let ke = (kb + KC).min(d);
+                let mut i = 0;
+                while i + MR <= m {
+                    for j in (0..u).step_by(NR) {
+                        tile::<MR>(xp.add(i * d), wp.add(j), zp.add(i * u + j), (d, u), kb, ke);
+                    }
+                    i += MR;
                 }
-                i += MR;
-            }
-            while i < m {
-                for j in (0..u).step_by(NR) {
-                    tile::<1>(xp.add(i * d), wp.add(j), zp.add(i * u + j), (d, u), kb, ke);
+                while i < m {
+                    for j in (0..u).step_by(NR) {
+                        tile::<1>(xp.add(i * d), wp.add(j), zp.add(i * u + j), (d, u), kb, ke);
+                    }
+                    i += 1;
                 }
-                i += 1;
+                kb = ke;
             }
-            kb = ke;
         }
     }
 
@@ -88,6 +95,10 @@ mod avx512 {
     /// rows of `u`).
     #[target_feature(enable = "avx512f,fma")]
     #[inline]
+    ///
+    /// # Safety
+    /// The CPU must have AVX-512F and FMA; the tile's rows and columns must lie inside `x`, `w` and
+    /// `z` as [`rows`] passes them.
     unsafe fn tile<const R: usize>(
         x: *const f32,
         w: *const f32,
@@ -96,23 +107,26 @@ mod avx512 {
         kb: usize,
         ke: usize,
     ) {
-        let mut acc = [[_mm512_setzero_ps(); 2]; R];
-        for (r, a) in acc.iter_mut().enumerate() {
-            a[0] = _mm512_loadu_ps(z.add(r * u));
-            a[1] = _mm512_loadu_ps(z.add(r * u + 16));
-        }
-        for k in kb..ke {
-            let w0 = _mm512_loadu_ps(w.add(k * u));
-            let w1 = _mm512_loadu_ps(w.add(k * u + 16));
+        // SAFETY: the caller upholds this function's contract (# Safety above).
+        unsafe {
+            let mut acc = [[_mm512_setzero_ps(); 2]; R];
             for (r, a) in acc.iter_mut().enumerate() {
-                let xb = _mm512_set1_ps(*x.add(r * d + k));
-                a[0] = _mm512_fmadd_ps(xb, w0, a[0]);
-                a[1] = _mm512_fmadd_ps(xb, w1, a[1]);
+                a[0] = _mm512_loadu_ps(z.add(r * u));
+                a[1] = _mm512_loadu_ps(z.add(r * u + 16));
             }
-        }
-        for (r, a) in acc.iter().enumerate() {
-            _mm512_storeu_ps(z.add(r * u), a[0]);
-            _mm512_storeu_ps(z.add(r * u + 16), a[1]);
+            for k in kb..ke {
+                let w0 = _mm512_loadu_ps(w.add(k * u));
+                let w1 = _mm512_loadu_ps(w.add(k * u + 16));
+                for (r, a) in acc.iter_mut().enumerate() {
+                    let xb = _mm512_set1_ps(*x.add(r * d + k));
+                    a[0] = _mm512_fmadd_ps(xb, w0, a[0]);
+                    a[1] = _mm512_fmadd_ps(xb, w1, a[1]);
+                }
+            }
+            for (r, a) in acc.iter().enumerate() {
+                _mm512_storeu_ps(z.add(r * u), a[0]);
+                _mm512_storeu_ps(z.add(r * u + 16), a[1]);
+            }
         }
     }
 }

@@ -93,11 +93,52 @@ impl Drop for FlushDenormals {
     }
 }
 
+/// A raw row pointer into one chunk's own slice, made on the thread that owns the chunk: the
+/// kernels below address tiles by row and column offsets.
 #[derive(Clone, Copy)]
 struct Ptr(*mut f32);
-// SAFETY: each thread writes only the column blocks it was given (disjoint element sets).
-unsafe impl Send for Ptr {}
-unsafe impl Sync for Ptr {}
+
+/// One fixed row range `k0..k1` of the kernel and the tensors the step writes for it: rows of `w`,
+/// `s1`, `s2` and the chunk's own partial pre-activation. Chunks are split off with `split_at_mut`,
+/// so no two threads can reach the same element.
+struct Chunk<'a> {
+    k0: usize,
+    k1: usize,
+    w: &'a mut [f32],
+    s1: &'a mut [f32],
+    s2: &'a mut [f32],
+    z: &'a mut [f32],
+}
+
+/// Splits `w`, `s1`, `s2` (`d x u`) into `chunks` row ranges and `zparts` into one partial output
+/// of `zlen` per chunk.
+fn split_chunks<'a>(
+    out: (&'a mut [f32], &'a mut [f32], &'a mut [f32]),
+    zparts: &'a mut [f32],
+    (d, u, chunks, zlen): (usize, usize, usize, usize),
+) -> Vec<Chunk<'a>> {
+    let (mut w, mut s1, mut s2) = out;
+    let mut zs = zparts.chunks_mut(zlen.max(1));
+    let mut v = Vec::with_capacity(chunks);
+    for ch in 0..chunks {
+        let (k0, k1) = (ch * d / chunks, (ch + 1) * d / chunks);
+        let len = (k1 - k0) * u;
+        let (wc, wr) = std::mem::take(&mut w).split_at_mut(len);
+        let (s1c, s1r) = std::mem::take(&mut s1).split_at_mut(len);
+        let len2 = len.min(s2.len());
+        let (s2c, s2r) = std::mem::take(&mut s2).split_at_mut(len2);
+        (w, s1, s2) = (wr, s1r, s2r);
+        v.push(Chunk {
+            k0,
+            k1,
+            w: wc,
+            s1: s1c,
+            s2: s2c,
+            z: zs.next().unwrap_or_default(),
+        });
+    }
+    v
+}
 
 /// Runs one fused step on `threads` threads (0 = all cores). `d`, `u`: kernel shape.
 pub fn fused_step(inp: &StepInputs, out: StepOutputs, d: usize, u: usize, threads: usize) {
@@ -114,12 +155,7 @@ pub fn fused_step(inp: &StepInputs, out: StepOutputs, d: usize, u: usize, thread
     if let Some((x, m)) = inp.next {
         assert_eq!(x.len(), m * d, "next batch size");
     }
-    let has_s2 = !out.s2.is_empty();
-    let (w, s1, s2) = (
-        Ptr(out.w.as_mut_ptr()),
-        Ptr(out.s1.as_mut_ptr()),
-        Ptr(out.s2.as_mut_ptr()),
-    );
+    let isa = super::isa();
     // Blocks of CW columns, then single columns for the remainder.
     let full = u / CW;
     let blocks: Vec<(usize, usize)> = (0..full)
@@ -131,56 +167,36 @@ pub fn fused_step(inp: &StepInputs, out: StepOutputs, d: usize, u: usize, thread
     // The gradient in cache-aligned rows, read by every thread.
     let mut gbuf = Aligned::zeroed(n * u);
     gbuf.as_mut().copy_from_slice(inp.g);
-    let gp = Ptr(gbuf.as_mut().as_mut_ptr());
+    let gbuf: &[f32] = gbuf.as_mut();
     // One partial pre-activation per chunk, each on its own cache lines: `z` is written for every
     // tile, and lines shared between cores would bounce between them.
     let zlen = (m * u).next_multiple_of(16);
     let mut zparts = Aligned::zeroed(chunks * zlen);
-    let zp = Ptr(zparts.as_mut().as_mut_ptr());
+    let parts = split_chunks(
+        (&mut *out.w, &mut *out.s1, &mut *out.s2),
+        zparts.as_mut(),
+        (d, u, chunks, zlen),
+    );
     // Each thread takes a contiguous run of chunks and walks their kernel rows in order, so its
     // reads and writes of `w` and the optimizer state are one sequential run.
-    let work = |t: usize| {
-        let (gp, zp) = (gp, zp);
-        for ch in t * chunks / threads..(t + 1) * chunks / threads {
-            let (k0, k1) = (ch * d / chunks, (ch + 1) * d / chunks);
-            let ctx = |&(c0, _): &(usize, usize)| Ctx {
-                inp,
-                d,
-                u,
-                m,
-                c0,
-                w,
-                s1,
-                s2: has_s2.then_some(s2),
-                // Inside the buffers when they have rows (n, m > 0); with none they are never read,
-                // and wrapping arithmetic keeps the empty case defined.
-                g: gp.0.wrapping_add(c0),
-                z: Ptr(zp.0.wrapping_add(ch * zlen + c0)),
-            };
-            let full: Vec<Ctx> = blocks.iter().filter(|b| b.1 == CW).map(ctx).collect();
-            let tail: Vec<Ctx> = blocks.iter().filter(|b| b.1 != CW).map(ctx).collect();
-            // SAFETY: chunks are disjoint row ranges of w/s1/s2 and of the partial outputs;
-            // slices built inside cover only columns c0..c0+width of rows k0..k1, and the
-            // asserts above bound every index.
-            unsafe {
-                dispatch(&full, k0, k1);
-                for k in k0..k1 {
-                    for c in &tail {
-                        tile::<1>(c, k);
-                    }
-                }
-            }
+    let mut groups: Vec<Vec<Chunk>> = (0..threads).map(|_| Vec::new()).collect();
+    for (ch, c) in parts.into_iter().enumerate() {
+        groups[ch * threads / chunks].push(c);
+    }
+    let work = |group: Vec<Chunk>| {
+        for c in group {
+            run_chunk(inp, c, (d, u, m), &blocks, gbuf, isa);
         }
     };
     if threads == 1 {
-        work(0);
+        groups.into_iter().for_each(work);
     } else {
         // rayon's pool threads live for the whole run: spawning threads per step costs stack
         // mappings and cross-core TLB flushes, which a virtual machine makes expensive.
         use rayon::prelude::*;
-        (0..threads).into_par_iter().for_each(|t| {
+        groups.into_par_iter().for_each(|g| {
             let _ftz = FlushDenormals::new();
-            work(t)
+            work(g)
         });
     }
     let parts = zparts.as_mut();
@@ -188,6 +204,52 @@ pub fn fused_step(inp: &StepInputs, out: StepOutputs, d: usize, u: usize, thread
     for ch in 1..chunks {
         for (o, p) in out.z.iter_mut().zip(&parts[ch * zlen..ch * zlen + m * u]) {
             *o += p;
+        }
+    }
+}
+
+/// All column blocks of one chunk's rows.
+fn run_chunk(
+    inp: &StepInputs,
+    c: Chunk,
+    (d, u, m): (usize, usize, usize),
+    blocks: &[(usize, usize)],
+    gbuf: &[f32],
+    isa: super::Isa,
+) {
+    let has_s2 = !c.s2.is_empty();
+    let (w, s1, s2, z) = (
+        Ptr(c.w.as_mut_ptr()),
+        Ptr(c.s1.as_mut_ptr()),
+        Ptr(c.s2.as_mut_ptr()),
+        c.z.as_mut_ptr(),
+    );
+    let ctx = |&(c0, _): &(usize, usize)| Ctx {
+        inp,
+        d,
+        u,
+        m,
+        c0,
+        k0: c.k0,
+        w,
+        s1,
+        s2: has_s2.then_some(s2),
+        // Inside the buffers when they have rows (n, m > 0); with none they are never read, and
+        // wrapping arithmetic keeps the empty case defined.
+        g: gbuf.as_ptr().wrapping_add(c0),
+        z: Ptr(z.wrapping_add(c0)),
+    };
+    let full: Vec<Ctx> = blocks.iter().filter(|b| b.1 == CW).map(ctx).collect();
+    let tail: Vec<Ctx> = blocks.iter().filter(|b| b.1 != CW).map(ctx).collect();
+    // SAFETY: every Ctx points into this chunk's own slices (rows k0..k1 of w/s1/s2, the chunk's
+    // partial output) and the shared read-only gradient; the kernels address rows k0..k1 and
+    // columns c0..c0 + width < u only, within the sizes asserted by `fused_step`.
+    unsafe {
+        dispatch(&full, c.k0, c.k1, isa);
+        for k in c.k0..c.k1 {
+            for t in &tail {
+                tile::<1>(t, k);
+            }
         }
     }
 }
@@ -225,6 +287,8 @@ struct Ctx<'a, 'b> {
     u: usize,
     m: usize,
     c0: usize,
+    /// The chunk's first kernel row: `w`, `s1`, `s2` point at row `k0`.
+    k0: usize,
     w: Ptr,
     s1: Ptr,
     s2: Option<Ptr>,
@@ -234,79 +298,97 @@ struct Ctx<'a, 'b> {
     z: Ptr,
 }
 
-/// Kernel rows `k0..k1` of full-width blocks, by the best instruction set the CPU has.
-unsafe fn dispatch(blocks: &[Ctx], k0: usize, k1: usize) {
-    #[cfg(test)]
-    let simd_allowed = !tests::FORCE_PORTABLE.with(|f| f.get());
-    #[cfg(not(test))]
-    let simd_allowed = true;
+/// Kernel rows `k0..k1` of full-width blocks, with `isa` (what [`super::isa`] gave the caller).
+///
+/// # Safety
+/// Every block's pointers must cover rows `k0..k1` and columns `c0..c0 + CW` of their matrices (as
+/// [`run_chunk`] builds them), and `isa` must be supported by this CPU.
+unsafe fn dispatch(blocks: &[Ctx], k0: usize, k1: usize, isa: super::Isa) {
     #[cfg(target_arch = "x86_64")]
-    if simd_allowed {
-        if std::arch::is_x86_feature_detected!("avx512f") {
-            return simd::blocks_avx512(blocks, k0, k1);
-        }
-        if std::arch::is_x86_feature_detected!("avx2") && std::arch::is_x86_feature_detected!("fma")
-        {
-            return simd::blocks_avx2(blocks, k0, k1);
-        }
+    match isa {
+        // SAFETY: the CPU has the instruction set (`isa` comes from detection); bounds as above.
+        super::Isa::Avx512 => return unsafe { simd::blocks_avx512(blocks, k0, k1) },
+        super::Isa::Avx2 => return unsafe { simd::blocks_avx2(blocks, k0, k1) },
+        super::Isa::Portable => {}
     }
+    let _ = isa;
     for k in k0..k1 {
         for c in blocks {
-            tile::<CW>(c, k);
+            // SAFETY: as the caller promised.
+            unsafe { tile::<CW>(c, k) };
         }
     }
 }
 
 /// Scales/clamps one row of the gradient tile and applies the optimizer rule to kernel row `k`.
 #[inline(always)]
+///
+/// # Safety
+/// `c` must point into its chunk (as [`run_chunk`] builds it) and `k` be one of the chunk's rows;
+/// no other reference to those elements may be alive.
 unsafe fn update_row<const W: usize>(c: &Ctx, k: usize, a: &mut [f32; W]) {
-    let inp = c.inp;
-    if inp.scale != 1.0 {
-        for v in a.iter_mut() {
-            *v *= inp.scale;
+    // SAFETY: the caller upholds this function's contract (# Safety above).
+    unsafe {
+        let inp = c.inp;
+        if inp.scale != 1.0 {
+            for v in a.iter_mut() {
+                *v *= inp.scale;
+            }
         }
-    }
-    if let Some(cv) = inp.clip_value {
-        for v in a.iter_mut() {
-            *v = v.clamp(-cv, cv);
+        if let Some(cv) = inp.clip_value {
+            for v in a.iter_mut() {
+                *v = v.clamp(-cv, cv);
+            }
         }
+        let s2: &mut [f32] = match c.s2 {
+            Some(p) => c.row(p, k, W),
+            None => &mut [],
+        };
+        inp.rule.apply(c.row(c.w, k, W), a, c.row(c.s1, k, W), s2);
     }
-    let s2: &mut [f32] = match c.s2 {
-        Some(p) => c.row(p, k, W),
-        None => &mut [],
-    };
-    inp.rule.apply(c.row(c.w, k, W), a, c.row(c.s1, k, W), s2);
 }
 
 impl Ctx<'_, '_> {
-    /// Columns `c0..c0 + w` of row `k` of a `* x u` matrix.
+    /// Columns `c0..c0 + w` of kernel row `k` of a chunk's rows of a `* x u` matrix.
+    ///
+    /// # Safety
+    /// `k` must be in the chunk (`k0..k1`), `c0 + w <= u`, and no other reference to those elements
+    /// may be alive while the returned one is.
     #[inline(always)]
     #[allow(clippy::mut_from_ref)]
     unsafe fn row(&self, p: Ptr, k: usize, w: usize) -> &mut [f32] {
-        std::slice::from_raw_parts_mut(p.0.add(k * self.u + self.c0), w)
+        // SAFETY: as the caller promised, the range lies inside the chunk's slice.
+        unsafe { std::slice::from_raw_parts_mut(p.0.add((k - self.k0) * self.u + self.c0), w) }
     }
 }
 
 /// Portable version of one kernel row (`W` columns): the same sums in the same order as the SIMD
 /// versions, so every path gives the same bits.
+///
+/// # Safety
+/// `c` must point into its chunk (as [`run_chunk`] builds it), `k` be one of the chunk's rows and
+/// `c0 + W <= u`.
 unsafe fn tile<const W: usize>(c: &Ctx, k: usize) {
-    let inp = c.inp;
-    let n = inp.n;
-    let mut a = [0f32; W];
-    for i in 0..n {
-        let x = inp.x[i * c.d + k];
-        for (j, v) in a.iter_mut().enumerate() {
-            *v = x.mul_add(*c.g.add(i * c.u + j), *v);
+    // SAFETY: the caller upholds this function's contract (# Safety above).
+    unsafe {
+        let inp = c.inp;
+        let n = inp.n;
+        let mut a = [0f32; W];
+        for i in 0..n {
+            let x = inp.x[i * c.d + k];
+            for (j, v) in a.iter_mut().enumerate() {
+                *v = x.mul_add(*c.g.add(i * c.u + j), *v);
+            }
         }
-    }
-    update_row::<W>(c, k, &mut a);
-    if let Some((xn, _)) = inp.next {
-        let w: &[f32] = c.row(c.w, k, W);
-        for i in 0..c.m {
-            let x = xn[i * c.d + k];
-            let zi = std::slice::from_raw_parts_mut(c.z.0.add(i * c.u), W);
-            for j in 0..W {
-                zi[j] = x.mul_add(w[j], zi[j]);
+        update_row::<W>(c, k, &mut a);
+        if let Some((xn, _)) = inp.next {
+            let w: &[f32] = c.row(c.w, k, W);
+            for i in 0..c.m {
+                let x = xn[i * c.d + k];
+                let zi = std::slice::from_raw_parts_mut(c.z.0.add(i * c.u), W);
+                for j in 0..W {
+                    zi[j] = x.mul_add(w[j], zi[j]);
+                }
             }
         }
     }
@@ -327,121 +409,147 @@ mod simd {
     /// Prefetches `rows` kernel rows from `k`, before `end` (this block's columns), of the kernel
     /// and its state.
     #[inline(always)]
+    ///
+    /// # Safety
+    /// `c` must point into its chunk and `end` must not pass the chunk's last row (prefetches read
+    /// nothing, but the addresses must stay inside the buffers).
     unsafe fn prefetch_rows(c: &Ctx, k: usize, rows: usize, end: usize) {
-        for r in k..(k + rows).min(end) {
-            let off = r * c.u + c.c0;
-            for p in [Some(c.w), Some(c.s1), c.s2].into_iter().flatten() {
-                let a = p.0.add(off) as *const i8;
-                for line in 0..CW / 16 {
-                    _mm_prefetch::<_MM_HINT_T0>(a.add(64 * line));
+        // SAFETY: the caller upholds this function's contract (# Safety above).
+        unsafe {
+            for r in k..(k + rows).min(end) {
+                let off = (r - c.k0) * c.u + c.c0;
+                for p in [Some(c.w), Some(c.s1), c.s2].into_iter().flatten() {
+                    let a = p.0.add(off) as *const i8;
+                    for line in 0..CW / 16 {
+                        _mm_prefetch::<_MM_HINT_T0>(a.add(64 * line));
+                    }
                 }
             }
         }
     }
 
     #[target_feature(enable = "avx512f,fma")]
+    ///
+    /// # Safety
+    /// The CPU must have AVX-512F and FMA, and every block must point into its chunk with rows
+    /// `k0..d` inside it.
     pub(super) unsafe fn blocks_avx512(blocks: &[Ctx], k0: usize, d: usize) {
-        // Six rows of four registers: 24 accumulators of the 32 AVX-512 registers (measured 18%
-        // faster per step than four rows on this machine).
-        //
-        // Per block, a group of GROUP tiles first takes its gradients and updates (stored to the
-        // kernel, still in the first-level cache), then accumulates the next batch with them: an
-        // update's long chain of dependent operations overlaps the next tile's multiply-adds instead
-        // of stalling the forward accumulation right behind it. Same operations, same order.
-        const GROUP: usize = 8;
-        let mut k = k0;
-        while k + 6 * GROUP <= d {
-            for c in blocks {
-                for t in 0..GROUP {
-                    prefetch_rows(c, k + 6 * t + PREFETCH_ROWS, 6, d);
-                    step512::<6>(c, k + 6 * t);
+        // SAFETY: the caller upholds this function's contract (# Safety above).
+        unsafe {
+            // Six rows of four registers: 24 accumulators of the 32 AVX-512 registers (measured 18%
+            // faster per step than four rows on this machine).
+            //
+            // Per block, a group of GROUP tiles first takes its gradients and updates (stored to the
+            // kernel, still in the first-level cache), then accumulates the next batch with them: an
+            // update's long chain of dependent operations overlaps the next tile's multiply-adds instead
+            // of stalling the forward accumulation right behind it. Same operations, same order.
+            const GROUP: usize = 8;
+            let mut k = k0;
+            while k + 6 * GROUP <= d {
+                for c in blocks {
+                    for t in 0..GROUP {
+                        prefetch_rows(c, k + 6 * t + PREFETCH_ROWS, 6, d);
+                        step512::<6>(c, k + 6 * t);
+                    }
+                    for t in 0..GROUP {
+                        forward512::<6>(c, k + 6 * t);
+                    }
                 }
-                for t in 0..GROUP {
-                    forward512::<6>(c, k + 6 * t);
+                k += 6 * GROUP;
+            }
+            while k + 6 <= d {
+                for c in blocks {
+                    prefetch_rows(c, k + PREFETCH_ROWS, 6, d);
+                    step512::<6>(c, k);
+                    forward512::<6>(c, k);
                 }
+                k += 6;
             }
-            k += 6 * GROUP;
-        }
-        while k + 6 <= d {
-            for c in blocks {
-                prefetch_rows(c, k + PREFETCH_ROWS, 6, d);
-                step512::<6>(c, k);
-                forward512::<6>(c, k);
+            while k + 4 <= d {
+                for c in blocks {
+                    step512::<4>(c, k);
+                    forward512::<4>(c, k);
+                }
+                k += 4;
             }
-            k += 6;
-        }
-        while k + 4 <= d {
-            for c in blocks {
-                step512::<4>(c, k);
-                forward512::<4>(c, k);
+            while k < d {
+                for c in blocks {
+                    step512::<1>(c, k);
+                    forward512::<1>(c, k);
+                }
+                k += 1;
             }
-            k += 4;
-        }
-        while k < d {
-            for c in blocks {
-                step512::<1>(c, k);
-                forward512::<1>(c, k);
-            }
-            k += 1;
         }
     }
 
     /// The gradient of kernel rows `k..k + R` (this block's columns) and their update.
     #[target_feature(enable = "avx512f,fma")]
     #[inline]
+    ///
+    /// # Safety
+    /// The CPU must have AVX-512F and FMA; rows `k..k + R` must lie in `c`'s chunk.
     unsafe fn step512<const R: usize>(c: &Ctx, k: usize) {
-        const V: usize = CW / 16;
-        let inp = c.inp;
-        let (n, x) = (inp.n, inp.x.as_ptr());
-        let mut acc = [[_mm512_setzero_ps(); V]; R];
-        for i in 0..n {
-            let gp = c.g.add(i * c.u);
-            let mut gv = [_mm512_setzero_ps(); V];
-            for (q, v) in gv.iter_mut().enumerate() {
-                *v = _mm512_loadu_ps(gp.add(16 * q));
-            }
-            for (r, a) in acc.iter_mut().enumerate() {
-                let x = _mm512_set1_ps(*x.add(i * c.d + k + r));
-                for q in 0..V {
-                    a[q] = _mm512_fmadd_ps(x, gv[q], a[q]);
+        // SAFETY: the caller upholds this function's contract (# Safety above).
+        unsafe {
+            const V: usize = CW / 16;
+            let inp = c.inp;
+            let (n, x) = (inp.n, inp.x.as_ptr());
+            let mut acc = [[_mm512_setzero_ps(); V]; R];
+            for i in 0..n {
+                let gp = c.g.add(i * c.u);
+                let mut gv = [_mm512_setzero_ps(); V];
+                for (q, v) in gv.iter_mut().enumerate() {
+                    *v = _mm512_loadu_ps(gp.add(16 * q));
+                }
+                for (r, a) in acc.iter_mut().enumerate() {
+                    let x = _mm512_set1_ps(*x.add(i * c.d + k + r));
+                    for q in 0..V {
+                        a[q] = _mm512_fmadd_ps(x, gv[q], a[q]);
+                    }
                 }
             }
-        }
-        for (r, a) in acc.into_iter().enumerate() {
-            update512(c, k + r, a);
+            for (r, a) in acc.into_iter().enumerate() {
+                update512(c, k + r, a);
+            }
         }
     }
 
     /// Adds the next batch's products with the (updated) kernel rows `k..k + R` to the output.
     #[target_feature(enable = "avx512f,fma")]
     #[inline]
+    ///
+    /// # Safety
+    /// The CPU must have AVX-512F and FMA; rows `k..k + R` must lie in `c`'s chunk.
     unsafe fn forward512<const R: usize>(c: &Ctx, k: usize) {
-        const V: usize = CW / 16;
-        let Some((xn, _)) = c.inp.next else {
-            return;
-        };
-        let mut wt = [[_mm512_setzero_ps(); V]; R];
-        for (r, t) in wt.iter_mut().enumerate() {
-            let w = c.row(c.w, k + r, CW).as_ptr();
-            for (q, v) in t.iter_mut().enumerate() {
-                *v = _mm512_loadu_ps(w.add(16 * q));
-            }
-        }
-        let xn = xn.as_ptr();
-        for i in 0..c.m {
-            let zp = c.z.0.add(i * c.u);
-            let mut z = [_mm512_setzero_ps(); V];
-            for (q, v) in z.iter_mut().enumerate() {
-                *v = _mm512_loadu_ps(zp.add(16 * q));
-            }
-            for (r, t) in wt.iter().enumerate() {
-                let x = _mm512_set1_ps(*xn.add(i * c.d + k + r));
-                for q in 0..V {
-                    z[q] = _mm512_fmadd_ps(x, t[q], z[q]);
+        // SAFETY: the caller upholds this function's contract (# Safety above).
+        unsafe {
+            const V: usize = CW / 16;
+            let Some((xn, _)) = c.inp.next else {
+                return;
+            };
+            let mut wt = [[_mm512_setzero_ps(); V]; R];
+            for (r, t) in wt.iter_mut().enumerate() {
+                let w = c.row(c.w, k + r, CW).as_ptr();
+                for (q, v) in t.iter_mut().enumerate() {
+                    *v = _mm512_loadu_ps(w.add(16 * q));
                 }
             }
-            for (q, v) in z.iter().enumerate() {
-                _mm512_storeu_ps(zp.add(16 * q), *v);
+            let xn = xn.as_ptr();
+            for i in 0..c.m {
+                let zp = c.z.0.add(i * c.u);
+                let mut z = [_mm512_setzero_ps(); V];
+                for (q, v) in z.iter_mut().enumerate() {
+                    *v = _mm512_loadu_ps(zp.add(16 * q));
+                }
+                for (r, t) in wt.iter().enumerate() {
+                    let x = _mm512_set1_ps(*xn.add(i * c.d + k + r));
+                    for q in 0..V {
+                        z[q] = _mm512_fmadd_ps(x, t[q], z[q]);
+                    }
+                }
+                for (q, v) in z.iter().enumerate() {
+                    _mm512_storeu_ps(zp.add(16 * q), *v);
+                }
             }
         }
     }
@@ -457,176 +565,201 @@ mod simd {
     ///
     /// Inlined into its `avx512f` caller (a `target_feature` function cannot be `inline(always)`).
     #[inline(always)]
+    ///
+    /// # Safety
+    /// The CPU must have AVX-512F and FMA; row `k` must lie in `c`'s chunk.
     unsafe fn update512<const V: usize>(c: &Ctx, k: usize, mut a: [__m512; V]) -> [__m512; V] {
-        let inp = c.inp;
-        if inp.scale != 1.0 {
-            let s = _mm512_set1_ps(inp.scale);
-            for v in a.iter_mut() {
-                *v = _mm512_mul_ps(*v, s);
-            }
-        }
-        if let Some(cv) = inp.clip_value {
-            let (lo, hi) = (_mm512_set1_ps(-cv), _mm512_set1_ps(cv));
-            for v in a.iter_mut() {
-                *v = _mm512_min_ps(_mm512_max_ps(*v, lo), hi);
-            }
-        }
-        let w = c.row(c.w, k, 16 * V).as_mut_ptr();
-        let s1 = c.row(c.s1, k, 16 * V).as_mut_ptr();
-        let mut out = [_mm512_setzero_ps(); V];
-        match inp.rule {
-            Rule::RmsProp { lr, rho, eps, wd } => {
-                let (lr, rho, rho1) = (
-                    _mm512_set1_ps(lr),
-                    _mm512_set1_ps(rho),
-                    _mm512_set1_ps(1.0 - rho),
-                );
-                let (eps, wd) = (_mm512_set1_ps(eps), _mm512_set1_ps(wd));
-                for q in 0..V {
-                    let p = _mm512_loadu_ps(w.add(16 * q));
-                    let g = _mm512_fmadd_ps(wd, p, a[q]);
-                    let v = _mm512_fmadd_ps(
-                        rho,
-                        _mm512_loadu_ps(s1.add(16 * q)),
-                        _mm512_mul_ps(_mm512_mul_ps(rho1, g), g),
-                    );
-                    _mm512_storeu_ps(s1.add(16 * q), v);
-                    let y = rsqrt512(_mm512_add_ps(v, eps));
-                    out[q] = _mm512_fnmadd_ps(_mm512_mul_ps(lr, g), y, p);
-                    _mm512_storeu_ps(w.add(16 * q), out[q]);
+        // SAFETY: the caller upholds this function's contract (# Safety above).
+        unsafe {
+            let inp = c.inp;
+            if inp.scale != 1.0 {
+                let s = _mm512_set1_ps(inp.scale);
+                for v in a.iter_mut() {
+                    *v = _mm512_mul_ps(*v, s);
                 }
             }
-            Rule::Adam {
-                lr,
-                alpha,
-                beta1,
-                beta2,
-                eps,
-                wd,
-                decoupled,
-            } => {
-                let s2 = c
-                    .row(c.s2.expect("Adam keeps two state slots"), k, 16 * V)
-                    .as_mut_ptr();
-                let (b1, b2) = (_mm512_set1_ps(1.0 - beta1), _mm512_set1_ps(1.0 - beta2));
-                let lr_wd = _mm512_set1_ps(lr * wd);
-                let (alpha, eps, wd) = (
-                    _mm512_set1_ps(alpha),
-                    _mm512_set1_ps(eps),
-                    _mm512_set1_ps(wd),
-                );
-                for q in 0..V {
-                    let mut p = _mm512_loadu_ps(w.add(16 * q));
-                    let mut g = a[q];
-                    if decoupled {
-                        p = _mm512_fnmadd_ps(lr_wd, p, p);
-                    } else {
-                        g = _mm512_fmadd_ps(wd, p, g);
+            if let Some(cv) = inp.clip_value {
+                let (lo, hi) = (_mm512_set1_ps(-cv), _mm512_set1_ps(cv));
+                for v in a.iter_mut() {
+                    *v = _mm512_min_ps(_mm512_max_ps(*v, lo), hi);
+                }
+            }
+            let w = c.row(c.w, k, 16 * V).as_mut_ptr();
+            let s1 = c.row(c.s1, k, 16 * V).as_mut_ptr();
+            let mut out = [_mm512_setzero_ps(); V];
+            match inp.rule {
+                Rule::RmsProp { lr, rho, eps, wd } => {
+                    let (lr, rho, rho1) = (
+                        _mm512_set1_ps(lr),
+                        _mm512_set1_ps(rho),
+                        _mm512_set1_ps(1.0 - rho),
+                    );
+                    let (eps, wd) = (_mm512_set1_ps(eps), _mm512_set1_ps(wd));
+                    for q in 0..V {
+                        let p = _mm512_loadu_ps(w.add(16 * q));
+                        let g = _mm512_fmadd_ps(wd, p, a[q]);
+                        let v = _mm512_fmadd_ps(
+                            rho,
+                            _mm512_loadu_ps(s1.add(16 * q)),
+                            _mm512_mul_ps(_mm512_mul_ps(rho1, g), g),
+                        );
+                        _mm512_storeu_ps(s1.add(16 * q), v);
+                        let y = rsqrt512(_mm512_add_ps(v, eps));
+                        out[q] = _mm512_fnmadd_ps(_mm512_mul_ps(lr, g), y, p);
+                        _mm512_storeu_ps(w.add(16 * q), out[q]);
                     }
-                    let m = _mm512_loadu_ps(s1.add(16 * q));
-                    let m = _mm512_fmadd_ps(_mm512_sub_ps(g, m), b1, m);
-                    let v = _mm512_loadu_ps(s2.add(16 * q));
-                    let v = _mm512_fmadd_ps(_mm512_fmsub_ps(g, g, v), b2, v);
-                    _mm512_storeu_ps(s1.add(16 * q), m);
-                    _mm512_storeu_ps(s2.add(16 * q), v);
-                    // sqrt(v) = v / sqrt(v); v = 0 gives 0 through the lower bound.
-                    let root = _mm512_mul_ps(
-                        v,
-                        rsqrt512(_mm512_max_ps(v, _mm512_set1_ps(f32::MIN_POSITIVE))),
+                }
+                Rule::Adam {
+                    lr,
+                    alpha,
+                    beta1,
+                    beta2,
+                    eps,
+                    wd,
+                    decoupled,
+                } => {
+                    let s2 = c
+                        .row(c.s2.expect("Adam keeps two state slots"), k, 16 * V)
+                        .as_mut_ptr();
+                    let (b1, b2) = (_mm512_set1_ps(1.0 - beta1), _mm512_set1_ps(1.0 - beta2));
+                    let lr_wd = _mm512_set1_ps(lr * wd);
+                    let (alpha, eps, wd) = (
+                        _mm512_set1_ps(alpha),
+                        _mm512_set1_ps(eps),
+                        _mm512_set1_ps(wd),
                     );
-                    let den = _mm512_add_ps(root, eps);
-                    let r0 = _mm512_rcp14_ps(den);
-                    let r = _mm512_mul_ps(r0, _mm512_fnmadd_ps(den, r0, _mm512_set1_ps(2.0)));
-                    out[q] = _mm512_fnmadd_ps(_mm512_mul_ps(alpha, m), r, p);
-                    _mm512_storeu_ps(w.add(16 * q), out[q]);
+                    for q in 0..V {
+                        let mut p = _mm512_loadu_ps(w.add(16 * q));
+                        let mut g = a[q];
+                        if decoupled {
+                            p = _mm512_fnmadd_ps(lr_wd, p, p);
+                        } else {
+                            g = _mm512_fmadd_ps(wd, p, g);
+                        }
+                        let m = _mm512_loadu_ps(s1.add(16 * q));
+                        let m = _mm512_fmadd_ps(_mm512_sub_ps(g, m), b1, m);
+                        let v = _mm512_loadu_ps(s2.add(16 * q));
+                        let v = _mm512_fmadd_ps(_mm512_fmsub_ps(g, g, v), b2, v);
+                        _mm512_storeu_ps(s1.add(16 * q), m);
+                        _mm512_storeu_ps(s2.add(16 * q), v);
+                        // sqrt(v) = v / sqrt(v); v = 0 gives 0 through the lower bound.
+                        let root = _mm512_mul_ps(
+                            v,
+                            rsqrt512(_mm512_max_ps(v, _mm512_set1_ps(f32::MIN_POSITIVE))),
+                        );
+                        let den = _mm512_add_ps(root, eps);
+                        let r0 = _mm512_rcp14_ps(den);
+                        let r = _mm512_mul_ps(r0, _mm512_fnmadd_ps(den, r0, _mm512_set1_ps(2.0)));
+                        out[q] = _mm512_fnmadd_ps(_mm512_mul_ps(alpha, m), r, p);
+                        _mm512_storeu_ps(w.add(16 * q), out[q]);
+                    }
+                }
+                Rule::Sgd { .. } => {
+                    let mut row = [0f32; CW];
+                    for q in 0..V {
+                        _mm512_storeu_ps(row.as_mut_ptr().add(16 * q), a[q]);
+                    }
+                    inp.rule
+                        .apply(c.row(c.w, k, CW), &row, c.row(c.s1, k, CW), &mut []);
+                    for q in 0..V {
+                        out[q] = _mm512_loadu_ps(w.add(16 * q));
+                    }
                 }
             }
-            Rule::Sgd { .. } => {
-                let mut row = [0f32; CW];
-                for q in 0..V {
-                    _mm512_storeu_ps(row.as_mut_ptr().add(16 * q), a[q]);
-                }
-                inp.rule
-                    .apply(c.row(c.w, k, CW), &row, c.row(c.s1, k, CW), &mut []);
-                for q in 0..V {
-                    out[q] = _mm512_loadu_ps(w.add(16 * q));
-                }
-            }
+            out
         }
-        out
     }
 
     /// `1 / sqrt(x)`: VRSQRT14PS and one Newton step, `y (1.5 - 0.5 x y^2)`.
     #[inline(always)]
+    ///
+    /// # Safety
+    /// The CPU must have AVX-512F.
     unsafe fn rsqrt512(x: __m512) -> __m512 {
-        let y = _mm512_rsqrt14_ps(x);
-        let hy = _mm512_mul_ps(_mm512_mul_ps(_mm512_set1_ps(0.5), x), y);
-        _mm512_mul_ps(y, _mm512_fnmadd_ps(hy, y, _mm512_set1_ps(1.5)))
+        // SAFETY: the caller upholds this function's contract (# Safety above).
+        unsafe {
+            let y = _mm512_rsqrt14_ps(x);
+            let hy = _mm512_mul_ps(_mm512_mul_ps(_mm512_set1_ps(0.5), x), y);
+            _mm512_mul_ps(y, _mm512_fnmadd_ps(hy, y, _mm512_set1_ps(1.5)))
+        }
     }
 
     #[target_feature(enable = "avx2,fma")]
+    ///
+    /// # Safety
+    /// The CPU must have AVX2 and FMA, and every block must point into its chunk with rows `k0..d`
+    /// inside it.
     pub(super) unsafe fn blocks_avx2(blocks: &[Ctx], k0: usize, d: usize) {
-        let mut k = k0;
-        while k + 2 <= d {
-            for c in blocks {
-                prefetch_rows(c, k + PREFETCH_ROWS, 2, d);
-                tile256::<1>(c, k);
-                tile256::<1>(c, k + 1);
+        // SAFETY: the caller upholds this function's contract (# Safety above).
+        unsafe {
+            let mut k = k0;
+            while k + 2 <= d {
+                for c in blocks {
+                    prefetch_rows(c, k + PREFETCH_ROWS, 2, d);
+                    tile256::<1>(c, k);
+                    tile256::<1>(c, k + 1);
+                }
+                k += 2;
             }
-            k += 2;
-        }
-        while k < d {
-            for c in blocks {
-                tile256::<1>(c, k);
+            while k < d {
+                for c in blocks {
+                    tile256::<1>(c, k);
+                }
+                k += 1;
             }
-            k += 1;
         }
     }
 
     #[target_feature(enable = "avx2,fma")]
     #[inline]
+    ///
+    /// # Safety
+    /// The CPU must have AVX2 and FMA; rows `k..k + R` must lie in `c`'s chunk.
     unsafe fn tile256<const R: usize>(c: &Ctx, k: usize) {
-        const V: usize = CW / 8;
-        let inp = c.inp;
-        let (n, x) = (inp.n, inp.x.as_ptr());
-        let mut acc = [[_mm256_setzero_ps(); V]; R];
-        for i in 0..n {
-            let gp = c.g.add(i * c.u);
-            for (r, a) in acc.iter_mut().enumerate() {
-                let x = _mm256_set1_ps(*x.add(i * c.d + k + r));
-                for q in 0..V {
-                    a[q] = _mm256_fmadd_ps(x, _mm256_loadu_ps(gp.add(8 * q)), a[q]);
-                }
-            }
-        }
-        let mut wt = [[_mm256_setzero_ps(); V]; R];
-        for (r, a) in acc.iter().enumerate() {
-            let mut row = [0f32; CW];
-            for q in 0..V {
-                _mm256_storeu_ps(row.as_mut_ptr().add(8 * q), a[q]);
-            }
-            update_row::<CW>(c, k + r, &mut row);
-            let w = c.row(c.w, k + r, CW).as_ptr();
-            for q in 0..V {
-                wt[r][q] = _mm256_loadu_ps(w.add(8 * q));
-            }
-        }
-        if let Some((xn, _)) = inp.next {
-            let xn = xn.as_ptr();
-            for i in 0..c.m {
-                let zp = c.z.0.add(i * c.u);
-                let mut z = [_mm256_setzero_ps(); V];
-                for (q, v) in z.iter_mut().enumerate() {
-                    *v = _mm256_loadu_ps(zp.add(8 * q));
-                }
-                for (r, t) in wt.iter().enumerate() {
-                    let x = _mm256_set1_ps(*xn.add(i * c.d + k + r));
+        // SAFETY: the caller upholds this function's contract (# Safety above).
+        unsafe {
+            const V: usize = CW / 8;
+            let inp = c.inp;
+            let (n, x) = (inp.n, inp.x.as_ptr());
+            let mut acc = [[_mm256_setzero_ps(); V]; R];
+            for i in 0..n {
+                let gp = c.g.add(i * c.u);
+                for (r, a) in acc.iter_mut().enumerate() {
+                    let x = _mm256_set1_ps(*x.add(i * c.d + k + r));
                     for q in 0..V {
-                        z[q] = _mm256_fmadd_ps(x, t[q], z[q]);
+                        a[q] = _mm256_fmadd_ps(x, _mm256_loadu_ps(gp.add(8 * q)), a[q]);
                     }
                 }
-                for (q, v) in z.iter().enumerate() {
-                    _mm256_storeu_ps(zp.add(8 * q), *v);
+            }
+            let mut wt = [[_mm256_setzero_ps(); V]; R];
+            for (r, a) in acc.iter().enumerate() {
+                let mut row = [0f32; CW];
+                for q in 0..V {
+                    _mm256_storeu_ps(row.as_mut_ptr().add(8 * q), a[q]);
+                }
+                update_row::<CW>(c, k + r, &mut row);
+                let w = c.row(c.w, k + r, CW).as_ptr();
+                for q in 0..V {
+                    wt[r][q] = _mm256_loadu_ps(w.add(8 * q));
+                }
+            }
+            if let Some((xn, _)) = inp.next {
+                let xn = xn.as_ptr();
+                for i in 0..c.m {
+                    let zp = c.z.0.add(i * c.u);
+                    let mut z = [_mm256_setzero_ps(); V];
+                    for (q, v) in z.iter_mut().enumerate() {
+                        *v = _mm256_loadu_ps(zp.add(8 * q));
+                    }
+                    for (r, t) in wt.iter().enumerate() {
+                        let x = _mm256_set1_ps(*xn.add(i * c.d + k + r));
+                        for q in 0..V {
+                            z[q] = _mm256_fmadd_ps(x, t[q], z[q]);
+                        }
+                    }
+                    for (q, v) in z.iter().enumerate() {
+                        _mm256_storeu_ps(zp.add(8 * q), *v);
+                    }
                 }
             }
         }
@@ -636,11 +769,7 @@ mod simd {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    thread_local! {
-        /// Makes `dispatch` take the portable path on this thread (tests with one thread only).
-        pub(super) static FORCE_PORTABLE: std::cell::Cell<bool> = const { std::cell::Cell::new(false) };
-    }
+    use crate::head::kernels::{limit_isa, Isa};
 
     type MakeOptimizer = Box<dyn Fn() -> Box<dyn Optimizer>>;
 
@@ -685,8 +814,9 @@ mod tests {
     }
 
     /// The SIMD tiles and the portable code sum in the same order with the same fused
-    /// multiply-adds: with SGD, identical bits (checked on whatever SIMD this CPU has). RMSprop
-    /// and Adam take an approximate reciprocal square root on AVX-512: within 1e-6 there.
+    /// multiply-adds: with SGD, identical bits, for every instruction set this CPU has (AVX2 too on
+    /// an AVX-512 machine, through [`limit_isa`]). RMSprop and Adam take an approximate reciprocal
+    /// square root on AVX-512: within 1e-6 there; AVX2 divides by the exact square root: the same bits.
     #[test]
     fn simd_and_portable_paths_agree() {
         let dims = (29, 200, 6, 5);
@@ -702,10 +832,14 @@ mod tests {
             (false, Box::new(|| Box::new(RmsProp::new(0.01, 1e-3)))),
             (false, Box::new(|| Box::new(Adam::new(0.01, 1e-3, true)))),
         ];
+        let isas: Vec<Isa> = [Isa::Avx2, Isa::Avx512]
+            .into_iter()
+            .filter(|&i| i <= crate::head::kernels::isa())
+            .collect();
         for (exact, make) in &opts {
-            let run = |portable: bool| {
-                FORCE_PORTABLE.with(|f| f.set(portable));
-                let r = run_steps(
+            let run = |isa: Isa| {
+                let _limit = limit_isa(isa);
+                run_steps(
                     make.as_ref(),
                     dims,
                     &x,
@@ -715,24 +849,29 @@ mod tests {
                     3,
                     (0.7, Some(0.4)),
                     1,
-                );
-                FORCE_PORTABLE.with(|f| f.set(false));
-                r
+                )
             };
-            let (portable, simd) = (run(true), run(false));
-            if *exact {
-                assert_eq!(portable, simd);
-            } else {
-                for (a, b) in portable
-                    .0
-                    .iter()
-                    .zip(&simd.0)
-                    .chain(portable.1.iter().zip(&simd.1))
-                {
-                    assert!((a - b).abs() <= 1e-6 * (1.0 + a.abs()), "{a} vs {b}");
+            let portable = run(Isa::Portable);
+            for &isa in &isas {
+                let simd = run(isa);
+                if *exact || isa == Isa::Avx2 {
+                    assert_eq!(portable, simd, "{isa:?}");
+                } else {
+                    for (a, b) in portable
+                        .0
+                        .iter()
+                        .zip(&simd.0)
+                        .chain(portable.1.iter().zip(&simd.1))
+                    {
+                        assert!((a - b).abs() <= 1e-6 * (1.0 + a.abs()), "{a} vs {b}");
+                    }
                 }
             }
         }
+        assert!(
+            !isas.is_empty() || crate::head::kernels::isa() == Isa::Portable,
+            "no SIMD path was compared"
+        );
     }
 
     /// The first RMSprop and Adam step from zero weights is `-lr * g / sqrt(...)` itself: the SIMD
@@ -758,10 +897,8 @@ mod tests {
         ];
         for make in &opts {
             let exact = {
-                FORCE_PORTABLE.with(|f| f.set(true));
-                let r = run_steps(make.as_ref(), dims, &x, &g, &xn, &w0, 1, (1.0, None), 1);
-                FORCE_PORTABLE.with(|f| f.set(false));
-                r.0
+                let _limit = limit_isa(Isa::Portable);
+                run_steps(make.as_ref(), dims, &x, &g, &xn, &w0, 1, (1.0, None), 1).0
             };
             let simd = run_steps(make.as_ref(), dims, &x, &g, &xn, &w0, 1, (1.0, None), 1).0;
             assert!(exact.contains(&0.0) && exact.iter().any(|&v| v != 0.0));

@@ -1,0 +1,69 @@
+//! `headstart make-features`: a cache of seeded random features (benchmarks and tests; no model).
+
+use std::path::PathBuf;
+
+use headstart::cache::synthetic::{synthetic, SyntheticSpec};
+use headstart::error::{Error, Result};
+
+#[derive(clap::Args, Debug)]
+pub struct Args {
+    /// Per-image feature shape, e.g. 512,7,7 (VGG-16's conv base, NCHW) or 1280.
+    #[arg(long, default_value = "512,7,7")]
+    pub shape: String,
+    /// Images per split as NAME=N, e.g. train=2000 val=1000.
+    #[arg(long = "split", default_values = ["train=2000", "val=1000"])]
+    pub splits: Vec<String>,
+    #[arg(long, default_value_t = 2)]
+    pub classes: usize,
+    /// How far apart the classes are (0: pure noise).
+    #[arg(long, default_value_t = 0.05)]
+    pub separation: f32,
+    #[arg(long, default_value_t = 1)]
+    pub seed: u64,
+    #[arg(long)]
+    pub out: PathBuf,
+}
+
+impl Args {
+    fn to_spec(&self) -> Result<SyntheticSpec> {
+        let shape: Vec<usize> = self
+            .shape
+            .split(',')
+            .map(|d| d.trim().parse().ok().filter(|&d| d > 0))
+            .collect::<Option<_>>()
+            .ok_or_else(|| {
+                Error::Config(format!(
+                    "--shape '{}': expected positive integers like 512,7,7",
+                    self.shape
+                ))
+            })?;
+        let splits = self
+            .splits
+            .iter()
+            .map(|sp| {
+                sp.split_once('=')
+                    .and_then(|(k, v)| Some((k.to_string(), v.parse::<usize>().ok()?)))
+                    .ok_or_else(|| Error::Config(format!("--split '{sp}': expected NAME=N")))
+            })
+            .collect::<Result<_>>()?;
+        Ok(SyntheticSpec {
+            shape,
+            splits,
+            classes: self.classes,
+            separation: self.separation,
+            seed: self.seed,
+        })
+    }
+}
+
+pub fn run(a: &Args) -> Result<()> {
+    let (meta, splits) = synthetic(&a.to_spec()?)?;
+    headstart::cache::write_arrays(&a.out, &meta, &splits)?;
+    println!(
+        "wrote {} ({} splits, shape {:?})",
+        a.out.display(),
+        splits.len(),
+        meta.feature_shape
+    );
+    Ok(())
+}

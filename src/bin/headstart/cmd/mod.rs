@@ -1,0 +1,16 @@
+//! One file per command: its clap arguments, their validation into the library's config, and `run`.
+
+pub mod bench_infer;
+pub mod classify;
+pub mod cut;
+pub mod evaluate;
+pub mod export;
+pub mod extract;
+pub mod finetune;
+pub mod inspect;
+pub mod make_features;
+pub mod make_model;
+pub mod models;
+pub mod score;
+pub mod summary;
+pub mod train_head;

@@ -1,0 +1,81 @@
+//! `headstart score`: one row of class probabilities per image, from base + head or an exported model.
+
+use std::path::PathBuf;
+
+use headstart::data::preprocess::Layout;
+use headstart::error::{Error, Result};
+use headstart::report::score::{score, ScoreConfig};
+
+use crate::common::{term, ModelRunArgs, ProgressArg};
+
+#[derive(clap::Args, Debug)]
+pub struct Args {
+    /// The ONNX base model (or a model written by `export`, then without --head).
+    #[arg(long)]
+    pub model: PathBuf,
+    /// The head file written by `train-head`.
+    #[arg(long)]
+    pub head: Option<PathBuf>,
+    /// Image files and folders (walked recursively).
+    #[arg(required = true)]
+    pub paths: Vec<PathBuf>,
+    /// Output file: .csv, or .jsonl for JSON lines [default: CSV on stdout].
+    #[arg(long)]
+    pub out: Option<PathBuf>,
+    /// Write only the K most probable classes of each image.
+    #[arg(long)]
+    pub top_k: Option<usize>,
+    /// Two classes: predict the second when its probability is at least this (default: the larger).
+    #[arg(long)]
+    pub threshold: Option<f32>,
+    /// Skip the files already in --out (an interrupted run continues).
+    #[arg(long, requires = "out")]
+    pub resume: bool,
+    #[command(flatten)]
+    pub run: ModelRunArgs,
+    /// Image decoding threads (0 = all cores).
+    #[arg(long, default_value_t = 0)]
+    pub decode_threads: usize,
+    #[arg(long, value_enum, default_value = "auto")]
+    pub progress: ProgressArg,
+    /// No progress bar.
+    #[arg(long, short)]
+    pub quiet: bool,
+}
+
+impl Args {
+    /// Validates into a [`ScoreConfig`].
+    pub fn to_config(&self) -> Result<ScoreConfig> {
+        if self.top_k == Some(0) {
+            return Err(Error::Config("--top-k must be at least 1".into()));
+        }
+        if let Some(t) = self.threshold {
+            if !(0.0..=1.0).contains(&t) {
+                return Err(Error::Config(format!(
+                    "--threshold must be in [0, 1], got {t}"
+                )));
+            }
+        }
+        let mut cfg = ScoreConfig::new(&self.model, self.head.clone(), self.paths.clone());
+        cfg.out = self.out.clone();
+        cfg.top_k = self.top_k;
+        cfg.threshold = self.threshold;
+        cfg.resume = self.resume;
+        cfg.batch = self.run.batch;
+        cfg.threads = self.run.runtime.threads;
+        cfg.decode_threads = self.decode_threads;
+        cfg.device = self.run.runtime.device.into();
+        cfg.ort_lib = self.run.runtime.ort_lib.clone();
+        cfg.overrides = self.run.pre.to_overrides()?;
+        cfg.layout = self.run.pre.layout.map(Layout::from);
+        Ok(cfg)
+    }
+}
+
+/// Scores: rows to the output, the summary line to stderr.
+pub fn run(a: &Args) -> Result<()> {
+    let cfg = a.to_config()?;
+    let s = score(&cfg, &term(a.progress, a.quiet))?;
+    eprintln!("{}", s.line(cfg.out.as_deref()));
+    Ok(())
+}

@@ -1,0 +1,71 @@
+//! `headstart summary`: what a feature cache holds.
+
+use std::path::PathBuf;
+
+use headstart::cache::FeatureCache;
+use headstart::error::Result;
+
+#[derive(clap::Args, Debug)]
+pub struct Args {
+    /// The HDF5 feature cache.
+    pub cache: PathBuf,
+}
+
+pub fn run(a: &Args) -> Result<()> {
+    let path = &a.cache;
+    let c = FeatureCache::open(path)?;
+    let m = &c.meta;
+    println!(
+        "cache: {} (headstart {})",
+        path.display(),
+        m.headstart_version
+    );
+    println!("model: {} sha256 {}", m.model_file, m.model_sha256);
+    println!(
+        "input: {}x{} {}; output '{}' per image {:?} ({})",
+        m.input_size.1,
+        m.input_size.0,
+        m.layout,
+        m.output_name,
+        m.feature_shape,
+        m.dtype.name()
+    );
+    println!("preprocess: {}", m.preprocess);
+    println!("classes: {}", m.classes.join(", "));
+    for s in &m.splits {
+        let d = c.read_split(s)?;
+        let mut counts = vec![0usize; m.classes.len()];
+        for &l in &d.labels {
+            if let Some(c) = counts.get_mut(l as usize) {
+                *c += 1;
+            }
+        }
+        let per: Vec<String> = m
+            .classes
+            .iter()
+            .zip(&counts)
+            .map(|(c, n)| format!("{c} {n}"))
+            .collect();
+        let (mut lo, mut hi, mut sum) = (f32::INFINITY, f32::NEG_INFINITY, 0f64);
+        for &v in &d.features {
+            lo = lo.min(v);
+            hi = hi.max(v);
+            sum += v as f64;
+        }
+        let mean = if d.features.is_empty() {
+            0.0
+        } else {
+            sum / d.features.len() as f64
+        };
+        println!(
+            "split {s}: {} images ({}), {} skipped; features min {lo:.4} max {hi:.4} mean {mean:.4}",
+            d.len(),
+            per.join(", "),
+            d.skipped.len()
+        );
+        for (p, r) in &d.skipped {
+            println!("  skipped {p}: {r}");
+        }
+    }
+    Ok(())
+}

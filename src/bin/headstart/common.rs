@@ -1,0 +1,328 @@
+//! Flags shared by several commands (runtime, preprocessing, progress, optimizer, pooling) and their
+//! validation into the library's types. Each check is made here once.
+
+use std::path::{Path, PathBuf};
+
+use clap::{Args, ValueEnum};
+use headstart::data::preprocess::{
+    ColorOrder, Interpolation, Layout, Mode, ResizeMode, DEFAULT_CROP_FRACTION,
+};
+use headstart::error::{Error, Result};
+use headstart::head::net::Pool;
+use headstart::head::train::OptimizerKind;
+use headstart::infer::extract::ExtractConfig;
+use headstart::infer::model::{parse_size, PreprocessOverrides};
+use headstart::infer::runtime::Device;
+
+use crate::term::{ProgressMode, Term};
+
+#[derive(Copy, Clone, Debug, ValueEnum)]
+pub enum PreprocessArg {
+    Caffe,
+    Torch,
+    Tf,
+    Raw,
+}
+
+#[derive(Copy, Clone, Debug, ValueEnum)]
+pub enum ResizeArg {
+    Squash,
+    Crop,
+}
+
+#[derive(Copy, Clone, Debug, ValueEnum)]
+pub enum InterpArg {
+    Nearest,
+    Bilinear,
+    Bicubic,
+    Lanczos3,
+}
+
+#[derive(Copy, Clone, Debug, ValueEnum, PartialEq, Eq)]
+pub enum LayoutArg {
+    Nchw,
+    Nhwc,
+}
+
+#[derive(Copy, Clone, Debug, ValueEnum)]
+pub enum ColorArg {
+    Rgb,
+    Bgr,
+}
+
+#[derive(Copy, Clone, Debug, ValueEnum)]
+pub enum DeviceArg {
+    Cpu,
+    Cuda,
+    Auto,
+}
+
+#[derive(Copy, Clone, Debug, ValueEnum)]
+pub enum ProgressArg {
+    Auto,
+    Bar,
+    Json,
+    None,
+}
+
+#[derive(Copy, Clone, Debug, ValueEnum, PartialEq, Eq)]
+pub enum AugmentArg {
+    /// Left-right mirrored copies of the train images.
+    Flip,
+}
+
+#[derive(Copy, Clone, Debug, ValueEnum, PartialEq, Eq)]
+pub enum PoolArg {
+    Flatten,
+    Avg,
+    Max,
+}
+
+#[derive(Copy, Clone, Debug, ValueEnum, PartialEq, Eq)]
+pub enum OptimizerArg {
+    Sgd,
+    Adam,
+    Adamw,
+    Rmsprop,
+}
+
+impl From<LayoutArg> for Layout {
+    fn from(l: LayoutArg) -> Self {
+        match l {
+            LayoutArg::Nchw => Layout::Nchw,
+            LayoutArg::Nhwc => Layout::Nhwc,
+        }
+    }
+}
+
+impl From<DeviceArg> for Device {
+    fn from(d: DeviceArg) -> Self {
+        match d {
+            DeviceArg::Cpu => Device::Cpu,
+            DeviceArg::Cuda => Device::Cuda,
+            DeviceArg::Auto => Device::Auto,
+        }
+    }
+}
+
+impl From<PoolArg> for Pool {
+    fn from(p: PoolArg) -> Pool {
+        match p {
+            PoolArg::Flatten => Pool::Flatten,
+            PoolArg::Avg => Pool::Avg,
+            PoolArg::Max => Pool::Max,
+        }
+    }
+}
+
+impl OptimizerArg {
+    /// The optimizer with SGD's momentum, Nesterov flag and decay (ignored by the others).
+    pub fn kind(self, momentum: f32, nesterov: bool, decay: f64) -> OptimizerKind {
+        match self {
+            OptimizerArg::Sgd => OptimizerKind::Sgd {
+                momentum,
+                nesterov,
+                decay,
+            },
+            OptimizerArg::Adam => OptimizerKind::Adam,
+            OptimizerArg::Adamw => OptimizerKind::AdamW,
+            OptimizerArg::Rmsprop => OptimizerKind::RmsProp,
+        }
+    }
+}
+
+/// Runtime options shared by commands that run a model.
+#[derive(Args, Debug, Clone)]
+pub struct RuntimeArgs {
+    /// Execution device.
+    #[arg(long, value_enum, default_value = "cpu")]
+    pub device: DeviceArg,
+    /// ONNX Runtime intra-op threads (0 = all cores).
+    #[arg(long, default_value_t = 0)]
+    pub threads: usize,
+    /// Path of libonnxruntime.so (else $ORT_DYLIB_PATH, the project cache, the executable's folder).
+    #[arg(long)]
+    pub ort_lib: Option<PathBuf>,
+}
+
+/// How images become tensors; unset options come from the model's metadata or a preset.
+#[derive(Args, Debug, Clone, Default)]
+pub struct PreprocessArgs {
+    /// Named normalisation: caffe (BGR minus ImageNet means), torch (/255, ImageNet mean/std), tf ([-1,1]), raw.
+    #[arg(long, value_enum)]
+    pub preprocess: Option<PreprocessArg>,
+    /// Per-channel mean on the 0..255 scale, in the model's channel order ("R,G,B" or one value).
+    #[arg(long)]
+    pub mean: Option<String>,
+    /// Per-channel std on the 0..255 scale (default 1 with --mean).
+    #[arg(long)]
+    pub std: Option<String>,
+    /// Channel order fed to the model (with --mean; --preprocess sets its own).
+    #[arg(long, value_enum)]
+    pub color: Option<ColorArg>,
+    /// squash: whole image to the input size; crop: centre crop (see --crop-fraction), then resize.
+    #[arg(long, value_enum)]
+    pub resize: Option<ResizeArg>,
+    /// Fraction of the shorter side kept by --resize crop.
+    #[arg(long)]
+    pub crop_fraction: Option<f32>,
+    /// Resampling filter.
+    #[arg(long, value_enum)]
+    pub interpolation: Option<InterpArg>,
+    /// Input size WxH for models with a dynamic input size.
+    #[arg(long)]
+    pub size: Option<String>,
+    /// Force a preset (e.g. vgg16) instead of detecting one.
+    #[arg(long)]
+    pub preset: Option<String>,
+    /// Force the input layout instead of detecting it.
+    #[arg(long, value_enum)]
+    pub layout: Option<LayoutArg>,
+}
+
+fn parse_triplet(flag: &str, s: &str) -> Result<[f32; 3]> {
+    let v: Vec<f32> = s
+        .split(',')
+        .map(|x| x.trim().parse::<f32>())
+        .collect::<std::result::Result<_, _>>()
+        .map_err(|_| {
+            Error::Config(format!(
+                "{flag} '{s}': expected numbers like 123.7,116.3,103.5"
+            ))
+        })?;
+    match v.as_slice() {
+        [a] => Ok([*a; 3]),
+        [a, b, c] => Ok([*a, *b, *c]),
+        _ => Err(Error::Config(format!(
+            "{flag} '{s}': expected 1 or 3 values, got {}",
+            v.len()
+        ))),
+    }
+}
+
+/// Parses "WxH" for a flag.
+pub fn size_arg(flag: &str, s: &str) -> Result<(u32, u32)> {
+    parse_size(s).ok_or_else(|| Error::Config(format!("{flag} '{s}': expected WxH like 224x224")))
+}
+
+/// An optional "WxH" flag.
+pub fn opt_size(flag: &str, s: Option<&str>) -> Result<Option<(u32, u32)>> {
+    s.map(|s| size_arg(flag, s)).transpose()
+}
+
+impl PreprocessArgs {
+    /// Validates into overrides.
+    pub fn to_overrides(&self) -> Result<PreprocessOverrides> {
+        let std = self
+            .std
+            .as_deref()
+            .map(|s| parse_triplet("--std", s))
+            .transpose()?;
+        if let Some(s) = std {
+            if s.iter().any(|v| *v <= 0.0 || !v.is_finite()) {
+                return Err(Error::Config(format!(
+                    "--std {s:?}: every value must be > 0"
+                )));
+            }
+        }
+        let resize = match (self.resize, self.crop_fraction) {
+            (_, Some(f)) if !(f > 0.0 && f <= 1.0) => {
+                return Err(Error::Config(format!(
+                    "--crop-fraction {f}: must be in (0, 1]"
+                )))
+            }
+            (Some(ResizeArg::Squash), Some(_)) => {
+                return Err(Error::Config(
+                    "--crop-fraction goes with --resize crop".into(),
+                ))
+            }
+            (Some(ResizeArg::Squash), None) => Some(ResizeMode::Squash),
+            (Some(ResizeArg::Crop), f) | (None, f @ Some(_)) => Some(ResizeMode::Crop {
+                fraction: f.unwrap_or(DEFAULT_CROP_FRACTION),
+            }),
+            (None, None) => None,
+        };
+        Ok(PreprocessOverrides {
+            mode: self.preprocess.map(|p| match p {
+                PreprocessArg::Caffe => Mode::Caffe,
+                PreprocessArg::Torch => Mode::Torch,
+                PreprocessArg::Tf => Mode::Tf,
+                PreprocessArg::Raw => Mode::Raw,
+            }),
+            mean: self
+                .mean
+                .as_deref()
+                .map(|s| parse_triplet("--mean", s))
+                .transpose()?,
+            std,
+            color: self.color.map(|c| match c {
+                ColorArg::Rgb => ColorOrder::Rgb,
+                ColorArg::Bgr => ColorOrder::Bgr,
+            }),
+            resize,
+            interpolation: self.interpolation.map(|i| match i {
+                InterpArg::Nearest => Interpolation::Nearest,
+                InterpArg::Bilinear => Interpolation::Bilinear,
+                InterpArg::Bicubic => Interpolation::Bicubic,
+                InterpArg::Lanczos3 => Interpolation::Lanczos3,
+            }),
+            size: opt_size("--size", self.size.as_deref())?,
+            preset: self.preset.clone(),
+        })
+    }
+}
+
+/// The terminal reporter for `--progress` and `--quiet`.
+pub fn term(arg: ProgressArg, quiet: bool) -> Term {
+    let mode = match arg {
+        ProgressArg::Auto => ProgressMode::Auto,
+        ProgressArg::Bar => ProgressMode::Bar,
+        ProgressArg::Json => ProgressMode::Json,
+        ProgressArg::None => ProgressMode::None,
+    };
+    Term::new(mode, quiet)
+}
+
+/// How a model runs over images: batch size, preprocessing and runtime flags.
+#[derive(Args, Debug, Clone)]
+pub struct ModelRunArgs {
+    /// Images per inference batch.
+    #[arg(long, default_value_t = 32)]
+    pub batch: usize,
+    #[command(flatten)]
+    pub pre: PreprocessArgs,
+    #[command(flatten)]
+    pub runtime: RuntimeArgs,
+}
+
+impl ModelRunArgs {
+    /// Puts the preprocessing, runtime and batch flags into an extraction config.
+    pub fn apply(&self, ex: &mut ExtractConfig) -> Result<()> {
+        ex.overrides = self.pre.to_overrides()?;
+        ex.layout = self.pre.layout.map(Layout::from);
+        ex.batch = self.batch;
+        ex.threads = self.runtime.threads;
+        ex.device = self.runtime.device.into();
+        ex.ort_lib = self.runtime.ort_lib.clone();
+        Ok(())
+    }
+}
+
+/// `head.h5` + `x.png` -> `head.x.png` beside it.
+pub fn path_with_suffix(p: &Path, suffix: &str) -> PathBuf {
+    let stem = p
+        .file_stem()
+        .map(|s| s.to_string_lossy().into_owned())
+        .unwrap_or_default();
+    p.with_file_name(format!("{stem}.{suffix}"))
+}
+
+/// Serialises a result for `--json`.
+pub fn to_json(v: &impl serde::Serialize, pretty: bool) -> Result<String> {
+    let s = if pretty {
+        serde_json::to_string_pretty(v)
+    } else {
+        serde_json::to_string(v)
+    };
+    s.map_err(|e| Error::Config(format!("cannot write JSON: {e}")))
+}

@@ -1,0 +1,431 @@
+//! The HDF5 feature cache: written from the journal (or from arrays) to `<out>.tmp` and renamed, read
+//! back split by split. The layout is in the [`crate::cache`] docs.
+
+use std::path::{Path, PathBuf};
+
+use hdf5::types::VarLenUnicode;
+use ndarray::{ArrayViewD, IxDyn};
+
+use super::journal::{Journal, Record, Status};
+use super::{CacheMeta, Dtype};
+use crate::error::{Error, Result};
+
+/// One split of the dataset, as handed to the writer.
+pub struct SplitRows {
+    pub name: String,
+    /// Global journal index of each image of this split, with label and relative path.
+    pub items: Vec<(usize, u32, String)>,
+}
+
+fn h5err(path: &Path) -> impl Fn(hdf5::Error) -> Error + '_ {
+    move |e| Error::hdf5(path, "HDF5", e)
+}
+
+fn vlu(s: &str) -> VarLenUnicode {
+    // Strings containing NUL cannot be stored; replace them.
+    s.replace('\0', "?").parse().unwrap_or_default()
+}
+
+/// Writes `path` through `<path>.tmp` and a rename, so a crash never leaves a half-written file.
+pub(crate) fn save_via_tmp(
+    path: &Path,
+    write: impl FnOnce(&Path) -> hdf5::Result<()>,
+) -> Result<()> {
+    let mut tmp = path.as_os_str().to_owned();
+    tmp.push(".tmp");
+    let tmp = PathBuf::from(tmp);
+    write(&tmp).map_err(|e| Error::hdf5(&tmp, "HDF5", e))?;
+    std::fs::rename(&tmp, path).map_err(|e| Error::io(path, e))
+}
+
+pub(crate) fn write_str_attr(loc: &hdf5::Location, name: &str, value: &str) -> hdf5::Result<()> {
+    loc.new_attr::<VarLenUnicode>()
+        .create(name)?
+        .write_scalar(&vlu(value))
+}
+
+pub(crate) fn write_strs_attr(
+    loc: &hdf5::Location,
+    name: &str,
+    values: &[String],
+) -> hdf5::Result<()> {
+    let v: Vec<VarLenUnicode> = values.iter().map(|s| vlu(s)).collect();
+    loc.new_attr::<VarLenUnicode>()
+        .shape(v.len())
+        .create(name)?
+        .write_raw(&v)
+}
+
+pub(crate) fn write_strs(group: &hdf5::Group, name: &str, values: &[String]) -> hdf5::Result<()> {
+    let v: Vec<VarLenUnicode> = values.iter().map(|s| vlu(s)).collect();
+    group
+        .new_dataset::<VarLenUnicode>()
+        .shape(v.len())
+        .create(name)?
+        .write_raw(&v)
+}
+
+/// A split's labels, paths and skipped files.
+fn write_lists(
+    g: &hdf5::Group,
+    labels: &[i32],
+    paths: &[String],
+    skipped_paths: &[String],
+    skipped_reasons: &[String],
+) -> hdf5::Result<()> {
+    g.new_dataset::<i32>()
+        .shape(labels.len())
+        .create("labels")?
+        .write_raw(labels)?;
+    write_strs(g, "paths", paths)?;
+    write_strs(g, "skipped_paths", skipped_paths)?;
+    write_strs(g, "skipped_reasons", skipped_reasons)
+}
+
+/// Writes the final HDF5 file from the journal: to `<out>.tmp`, then renamed to `out`.
+pub fn write_hdf5(
+    out: &Path,
+    meta: &CacheMeta,
+    splits: &[SplitRows],
+    journal: &mut Journal,
+) -> Result<()> {
+    let mut tmp = out.as_os_str().to_owned();
+    tmp.push(".tmp");
+    let tmp = PathBuf::from(tmp);
+    let e = h5err(&tmp);
+    let feature_shape = meta.feature_shape.clone();
+    let row_len: usize = feature_shape.iter().product();
+    // Map global index -> (split, row).
+    let mut place = vec![None; journal.status.len()];
+    let reasons: std::collections::HashMap<usize, String> =
+        journal.failures.iter().cloned().collect();
+    let file = hdf5::File::create(&tmp).map_err(&e)?;
+    let mut datasets = Vec::new();
+    for (si, split) in splits.iter().enumerate() {
+        let g = file.create_group(&split.name).map_err(&e)?;
+        let mut labels = Vec::new();
+        let mut paths = Vec::new();
+        let mut skipped_paths = Vec::new();
+        let mut skipped_reasons = Vec::new();
+        for (idx, label, rel) in &split.items {
+            match journal.status[*idx] {
+                Status::Done => {
+                    place[*idx] = Some((si, labels.len()));
+                    labels.push(*label as i32);
+                    paths.push(rel.clone());
+                }
+                Status::Failed => {
+                    skipped_paths.push(rel.clone());
+                    skipped_reasons.push(reasons.get(idx).cloned().unwrap_or_default());
+                }
+                Status::Pending => {
+                    return Err(Error::cache(
+                        out,
+                        format!("internal: image {rel} was never extracted"),
+                    ));
+                }
+            }
+        }
+        let mut shape = vec![labels.len()];
+        shape.extend_from_slice(&feature_shape);
+        let row_bytes = row_len * if meta.dtype == Dtype::F16 { 2 } else { 4 };
+        let chunk_rows = (1 << 20) / row_bytes.max(1);
+        let mut chunk = shape.clone();
+        chunk[0] = chunk_rows.clamp(1, labels.len().max(1));
+        let builder = g.new_dataset_builder();
+        let builder = if labels.is_empty() {
+            builder
+        } else {
+            builder.chunk(chunk)
+        };
+        let ds = match meta.dtype {
+            Dtype::F32 => builder.empty::<f32>().shape(shape).create("features"),
+            Dtype::F16 => builder.empty::<half::f16>().shape(shape).create("features"),
+        }
+        .map_err(&e)?;
+        write_lists(&g, &labels, &paths, &skipped_paths, &skipped_reasons).map_err(&e)?;
+        datasets.push(ds);
+    }
+    let mut row_shape = vec![1];
+    row_shape.extend_from_slice(&feature_shape);
+    journal.for_each_record(|rec| {
+        if let Record::Done { index, data, .. } = rec {
+            if let Some((si, row)) = place.get(index).copied().flatten() {
+                let ds = &datasets[si];
+                match meta.dtype {
+                    Dtype::F32 => {
+                        let view = ArrayViewD::from_shape(IxDyn(&row_shape), &data)
+                            .map_err(|x| Error::cache(&tmp, x))?;
+                        ds.write_slice(view, row_selection(row, feature_shape.len()))
+                            .map_err(&e)?;
+                    }
+                    Dtype::F16 => {
+                        let h: Vec<half::f16> =
+                            data.iter().map(|v| half::f16::from_f32(*v)).collect();
+                        let view = ArrayViewD::from_shape(IxDyn(&row_shape), &h)
+                            .map_err(|x| Error::cache(&tmp, x))?;
+                        ds.write_slice(view, row_selection(row, feature_shape.len()))
+                            .map_err(&e)?;
+                    }
+                }
+            }
+        }
+        Ok(())
+    })?;
+    write_meta(&file, meta).map_err(&e)?;
+    file.flush().map_err(&e)?;
+    drop(datasets);
+    file.close().map_err(&e)?;
+    std::fs::rename(&tmp, out).map_err(|x| Error::io(out, x))
+}
+
+/// Writes a cache from splits held in memory (synthetic features for benchmarks and tests):
+/// same schema as [`write_hdf5`], written to `<out>.tmp` and renamed.
+pub fn write_arrays(out: &Path, meta: &CacheMeta, splits: &[SplitData]) -> Result<()> {
+    let mut tmp = out.as_os_str().to_owned();
+    tmp.push(".tmp");
+    let tmp = PathBuf::from(tmp);
+    let e = h5err(&tmp);
+    let file = hdf5::File::create(&tmp).map_err(&e)?;
+    for sd in splits {
+        let g = file.create_group(&sd.name).map_err(&e)?;
+        let mut shape = vec![sd.len()];
+        shape.extend_from_slice(&meta.feature_shape);
+        let arr = ArrayViewD::from_shape(IxDyn(&shape), &sd.features)
+            .map_err(|x| Error::cache(&tmp, x))?;
+        g.new_dataset::<f32>()
+            .shape(shape.clone())
+            .create("features")
+            .map_err(&e)?
+            .write(arr)
+            .map_err(&e)?;
+        let labels: Vec<i32> = sd.labels.iter().map(|&l| l as i32).collect();
+        let (sp, sr): (Vec<String>, Vec<String>) = sd.skipped.iter().cloned().unzip();
+        write_lists(&g, &labels, &sd.paths, &sp, &sr).map_err(&e)?;
+    }
+    write_meta(&file, meta).map_err(&e)?;
+    file.close().map_err(&e)?;
+    std::fs::rename(&tmp, out).map_err(|x| Error::io(out, x))
+}
+
+/// Rows `row..row+1` of a dataset with `rest` more (whole) dimensions.
+fn row_selection(row: usize, rest: usize) -> hdf5::Hyperslab {
+    let mut sel: Vec<hdf5::SliceOrIndex> = vec![(row..row + 1).into()];
+    sel.extend((0..rest).map(|_| hdf5::SliceOrIndex::from(..)));
+    hdf5::Hyperslab::from(sel)
+}
+
+pub(crate) fn write_meta(file: &hdf5::Location, m: &CacheMeta) -> hdf5::Result<()> {
+    write_strs_attr(file, "classes", &m.classes)?;
+    write_str_attr(file, "model_file", &m.model_file)?;
+    write_str_attr(file, "model_sha256", &m.model_sha256)?;
+    file.new_attr::<u32>()
+        .shape(2)
+        .create("input_size")?
+        .write_raw(&[m.input_size.0, m.input_size.1])?;
+    write_str_attr(file, "layout", &m.layout)?;
+    write_str_attr(file, "preprocess", &m.preprocess)?;
+    write_str_attr(file, "color_order", &m.color_order)?;
+    file.new_attr::<f32>()
+        .shape(3)
+        .create("mean")?
+        .write_raw(&m.mean)?;
+    file.new_attr::<f32>()
+        .shape(3)
+        .create("std")?
+        .write_raw(&m.std)?;
+    write_str_attr(file, "resize", &m.resize)?;
+    write_str_attr(file, "interpolation", &m.interpolation)?;
+    write_str_attr(file, "output_name", &m.output_name)?;
+    let fs: Vec<u64> = m.feature_shape.iter().map(|&d| d as u64).collect();
+    file.new_attr::<u64>()
+        .shape(fs.len())
+        .create("feature_shape")?
+        .write_raw(&fs)?;
+    write_str_attr(file, "dtype", m.dtype.name())?;
+    write_str_attr(file, "headstart_version", &m.headstart_version)?;
+    write_str_attr(file, "fingerprint", &m.fingerprint)?;
+    write_str_attr(file, "data_root", &m.data_root)?;
+    write_strs_attr(file, "splits", &m.splits)
+}
+
+/// Features, labels and paths of one split, read back.
+#[derive(Debug, Clone)]
+pub struct SplitData {
+    pub name: String,
+    /// Row-major `[n, product(feature_shape)]`.
+    pub features: Vec<f32>,
+    pub labels: Vec<u32>,
+    pub paths: Vec<String>,
+    pub skipped: Vec<(String, String)>,
+}
+
+impl SplitData {
+    pub fn len(&self) -> usize {
+        self.labels.len()
+    }
+    pub fn is_empty(&self) -> bool {
+        self.labels.is_empty()
+    }
+}
+
+/// A finished feature cache opened for reading.
+pub struct FeatureCache {
+    pub path: PathBuf,
+    pub meta: CacheMeta,
+    file: hdf5::File,
+}
+
+pub(crate) fn read_str_attr(loc: &hdf5::Location, name: &str) -> hdf5::Result<String> {
+    Ok(loc
+        .attr(name)?
+        .read_scalar::<VarLenUnicode>()?
+        .as_str()
+        .to_string())
+}
+
+pub(crate) fn read_strs(v: Vec<VarLenUnicode>) -> Vec<String> {
+    v.into_iter().map(|s| s.as_str().to_string()).collect()
+}
+
+/// Reads the attributes written by [`write_meta`] from a file or group.
+pub(crate) fn read_meta(file: &hdf5::Location) -> hdf5::Result<CacheMeta> {
+    let arr3 = |name: &str| -> hdf5::Result<[f32; 3]> {
+        match file.attr(name)?.read_raw::<f32>()?[..] {
+            [a, b, c] => Ok([a, b, c]),
+            _ => Err(hdf5::Error::from(format!(
+                "attribute '{name}' must hold 3 values"
+            ))),
+        }
+    };
+    let size = match file.attr("input_size")?.read_raw::<u32>()?[..] {
+        [h, w] => (h, w),
+        _ => {
+            return Err(hdf5::Error::from(
+                "attribute 'input_size' must hold 2 values",
+            ))
+        }
+    };
+    let dtype = match read_str_attr(file, "dtype")?.as_str() {
+        "f16" => Dtype::F16,
+        _ => Dtype::F32,
+    };
+    Ok(CacheMeta {
+        classes: read_strs(file.attr("classes")?.read_raw()?),
+        model_file: read_str_attr(file, "model_file")?,
+        model_sha256: read_str_attr(file, "model_sha256")?,
+        input_size: size,
+        layout: read_str_attr(file, "layout")?,
+        preprocess: read_str_attr(file, "preprocess")?,
+        color_order: read_str_attr(file, "color_order")?,
+        mean: arr3("mean")?,
+        std: arr3("std")?,
+        resize: read_str_attr(file, "resize")?,
+        interpolation: read_str_attr(file, "interpolation")?,
+        output_name: read_str_attr(file, "output_name")?,
+        feature_shape: file
+            .attr("feature_shape")?
+            .read_raw::<u64>()?
+            .into_iter()
+            .map(|d| d as usize)
+            .collect(),
+        dtype,
+        headstart_version: read_str_attr(file, "headstart_version")?,
+        fingerprint: read_str_attr(file, "fingerprint")?,
+        data_root: read_str_attr(file, "data_root")?,
+        splits: read_strs(file.attr("splits")?.read_raw()?),
+    })
+}
+
+impl FeatureCache {
+    /// Opens `path` and reads its attributes; errors name the file and the missing piece.
+    pub fn open(path: &Path) -> Result<FeatureCache> {
+        if !path.is_file() {
+            return Err(Error::cache(path, "feature cache not found"));
+        }
+        let e = |x: hdf5::Error| Error::hdf5(path, "not a headstart feature cache", x);
+        let file = hdf5::File::open(path).map_err(e)?;
+        let meta = read_meta(&file).map_err(e)?;
+        Ok(FeatureCache {
+            path: path.to_path_buf(),
+            meta,
+            file,
+        })
+    }
+
+    /// Number of images stored in `split` (without reading the features).
+    pub fn split_len(&self, split: &str) -> Result<usize> {
+        let g = self.group(split)?;
+        Ok(g.dataset("labels")
+            .map_err(|x| Error::hdf5(&self.path, "HDF5", x))?
+            .size())
+    }
+
+    fn group(&self, split: &str) -> Result<hdf5::Group> {
+        self.file.group(split).map_err(|_| {
+            Error::cache(
+                &self.path,
+                format!("no split '{split}' (has: {})", self.meta.splits.join(", ")),
+            )
+        })
+    }
+
+    /// Reads one split fully (f16 features are widened to f32).
+    pub fn read_split(&self, split: &str) -> Result<SplitData> {
+        let g = self.group(split)?;
+        let e = |x: hdf5::Error| Error::cache(&self.path, format!("split '{split}': {x}"));
+        let ds = g.dataset("features").map_err(e)?;
+        let features = match self.meta.dtype {
+            Dtype::F32 => ds.read_raw::<f32>().map_err(e)?,
+            Dtype::F16 => ds
+                .read_raw::<half::f16>()
+                .map_err(e)?
+                .into_iter()
+                .map(f32::from)
+                .collect(),
+        };
+        let labels: Vec<u32> = g
+            .dataset("labels")
+            .map_err(e)?
+            .read_raw::<i32>()
+            .map_err(e)?
+            .into_iter()
+            .map(|l| l as u32)
+            .collect();
+        let paths = read_strs(g.dataset("paths").map_err(e)?.read_raw().map_err(e)?);
+        let skipped = self.read_split_skipped(split)?;
+        let row: usize = self.meta.feature_shape.iter().product();
+        if features.len() != labels.len() * row || paths.len() != labels.len() {
+            return Err(Error::cache(
+                &self.path,
+                format!("split '{split}': {} features values, {} labels, {} paths do not agree (row size {row})", features.len(), labels.len(), paths.len()),
+            ));
+        }
+        Ok(SplitData {
+            name: split.to_string(),
+            features,
+            labels,
+            paths,
+            skipped,
+        })
+    }
+
+    /// The (path, reason) pairs of the images of `split` that could not be read.
+    pub fn read_split_skipped(&self, split: &str) -> Result<Vec<(String, String)>> {
+        let g = self.group(split)?;
+        let e = |x: hdf5::Error| Error::cache(&self.path, format!("split '{split}': {x}"));
+        let sp = read_strs(
+            g.dataset("skipped_paths")
+                .map_err(e)?
+                .read_raw()
+                .map_err(e)?,
+        );
+        let sr = read_strs(
+            g.dataset("skipped_reasons")
+                .map_err(e)?
+                .read_raw()
+                .map_err(e)?,
+        );
+        Ok(sp.into_iter().zip(sr).collect())
+    }
+}

@@ -1,0 +1,270 @@
+//! The extraction journal (`<out>.journal`): finished images are appended as they complete, so an
+//! interrupted run continues where it stopped. A torn last record (a kill during a write) is cut off;
+//! a journal of another run (different fingerprint) is replaced.
+
+use std::fs::{File, OpenOptions};
+use std::io::{BufReader, BufWriter, Read, Seek, SeekFrom, Write};
+use std::path::{Path, PathBuf};
+
+use crate::error::{Error, Result};
+
+const JOURNAL_MAGIC: &[u8; 8] = b"HSJRNL01";
+const REC_OK: u8 = 1;
+const REC_FAILED: u8 = 2;
+
+/// Status of each image in a journal.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Status {
+    Pending,
+    Done,
+    Failed,
+}
+
+/// The journal path for an output file.
+pub fn journal_path(out: &Path) -> PathBuf {
+    let mut s = out.as_os_str().to_owned();
+    s.push(".journal");
+    PathBuf::from(s)
+}
+
+/// An open journal: where finished images are appended.
+pub struct Journal {
+    path: PathBuf,
+    file: BufWriter<File>,
+    /// Per-image feature shape, known after the first finished image.
+    pub feature_shape: Option<Vec<usize>>,
+    pub status: Vec<Status>,
+    /// (index, reason) of the images that failed.
+    pub failures: Vec<(usize, String)>,
+    /// A journal of another run (model, data or options changed) was found and replaced.
+    pub replaced_other_run: bool,
+}
+
+fn rd_u32(r: &mut impl Read) -> std::io::Result<u32> {
+    let mut b = [0u8; 4];
+    r.read_exact(&mut b)?;
+    Ok(u32::from_le_bytes(b))
+}
+
+fn rd_u64(r: &mut impl Read) -> std::io::Result<u64> {
+    let mut b = [0u8; 8];
+    r.read_exact(&mut b)?;
+    Ok(u64::from_le_bytes(b))
+}
+
+/// One journal record as read back.
+pub enum Record {
+    Done {
+        index: usize,
+        shape: Vec<usize>,
+        data: Vec<f32>,
+    },
+    Failed {
+        index: usize,
+        reason: String,
+    },
+}
+
+fn read_record(r: &mut impl Read, skip_data: bool) -> std::io::Result<Record> {
+    let mut kind = [0u8; 1];
+    r.read_exact(&mut kind)?;
+    let index = rd_u64(r)? as usize;
+    let len = rd_u32(r)? as usize;
+    match kind[0] {
+        REC_OK => {
+            let nd = rd_u32(r)? as usize;
+            let shape = (0..nd)
+                .map(|_| rd_u32(r).map(|v| v as usize))
+                .collect::<std::io::Result<Vec<_>>>()?;
+            let n: usize = shape.iter().product();
+            if len != 4 + 4 * nd + 4 * n {
+                return Err(std::io::Error::new(
+                    std::io::ErrorKind::InvalidData,
+                    "record length mismatch",
+                ));
+            }
+            let mut bytes = vec![0u8; 4 * n];
+            r.read_exact(&mut bytes)?;
+            let data = if skip_data {
+                Vec::new()
+            } else {
+                bytes
+                    .chunks_exact(4)
+                    .map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]]))
+                    .collect()
+            };
+            Ok(Record::Done { index, shape, data })
+        }
+        REC_FAILED => {
+            let mut bytes = vec![0u8; len];
+            r.read_exact(&mut bytes)?;
+            Ok(Record::Failed {
+                index,
+                reason: String::from_utf8_lossy(&bytes).into_owned(),
+            })
+        }
+        k => Err(std::io::Error::new(
+            std::io::ErrorKind::InvalidData,
+            format!("unknown record kind {k}"),
+        )),
+    }
+}
+
+impl Journal {
+    /// Opens the journal of a run with `fingerprint` over `total` images, continuing one left by an
+    /// interrupted run with the same fingerprint (a torn last record is cut off). A journal of a
+    /// different run is replaced. Returns the journal and how many images it already held.
+    pub fn open(path: &Path, fingerprint: &str, total: usize) -> Result<(Journal, usize)> {
+        let mut status = vec![Status::Pending; total];
+        let mut failures = Vec::new();
+        let mut feature_shape = None;
+        let mut resumed = 0;
+        let mut valid_end = None;
+        let mut replaced_other_run = false;
+        if let Ok(f) = File::open(path) {
+            let mut r = BufReader::new(f);
+            let header_ok = (|| -> std::io::Result<bool> {
+                let mut magic = [0u8; 8];
+                r.read_exact(&mut magic)?;
+                let flen = rd_u32(&mut r)? as usize;
+                let mut fp = vec![0u8; flen];
+                r.read_exact(&mut fp)?;
+                let n = rd_u64(&mut r)? as usize;
+                Ok(&magic == JOURNAL_MAGIC && fp == fingerprint.as_bytes() && n == total)
+            })()
+            .unwrap_or(false);
+            if header_ok {
+                let mut pos = r.stream_position().map_err(|e| Error::io(path, e))?;
+                while let Ok(rec) = read_record(&mut r, true) {
+                    let (index, st) = match &rec {
+                        Record::Done { index, shape, .. } => {
+                            if feature_shape.get_or_insert_with(|| shape.clone()) != shape {
+                                break;
+                            }
+                            (*index, Status::Done)
+                        }
+                        Record::Failed { index, reason } => {
+                            failures.push((*index, reason.clone()));
+                            (*index, Status::Failed)
+                        }
+                    };
+                    if index >= total {
+                        break;
+                    }
+                    status[index] = st;
+                    resumed += 1;
+                    pos = r.stream_position().map_err(|e| Error::io(path, e))?;
+                }
+                valid_end = Some(pos);
+            } else {
+                replaced_other_run = true;
+            }
+        }
+        let file = match valid_end {
+            Some(end) => {
+                let f = OpenOptions::new()
+                    .read(true)
+                    .write(true)
+                    .open(path)
+                    .map_err(|e| Error::io(path, e))?;
+                f.set_len(end).map_err(|e| Error::io(path, e))?;
+                let mut f = f;
+                f.seek(SeekFrom::End(0)).map_err(|e| Error::io(path, e))?;
+                f
+            }
+            None => {
+                let mut f = File::create(path).map_err(|e| Error::io(path, e))?;
+                let mut h = Vec::new();
+                h.extend_from_slice(JOURNAL_MAGIC);
+                h.extend_from_slice(&(fingerprint.len() as u32).to_le_bytes());
+                h.extend_from_slice(fingerprint.as_bytes());
+                h.extend_from_slice(&(total as u64).to_le_bytes());
+                f.write_all(&h).map_err(|e| Error::io(path, e))?;
+                f
+            }
+        };
+        Ok((
+            Journal {
+                path: path.to_path_buf(),
+                file: BufWriter::new(file),
+                feature_shape,
+                status,
+                failures,
+                replaced_other_run,
+            },
+            resumed,
+        ))
+    }
+
+    /// Appends the features of image `index`. All images must share one feature shape.
+    pub fn append_done(&mut self, index: usize, shape: &[usize], data: &[f32]) -> Result<()> {
+        if let Some(s) = &self.feature_shape {
+            if s.as_slice() != shape {
+                return Err(Error::cache(
+                    &self.path,
+                    format!("feature shape {shape:?} != {s:?} of earlier images"),
+                ));
+            }
+        } else {
+            self.feature_shape = Some(shape.to_vec());
+        }
+        let mut rec = Vec::with_capacity(17 + 4 * shape.len() + 4 * data.len());
+        rec.push(REC_OK);
+        rec.extend_from_slice(&(index as u64).to_le_bytes());
+        rec.extend_from_slice(&((4 + 4 * shape.len() + 4 * data.len()) as u32).to_le_bytes());
+        rec.extend_from_slice(&(shape.len() as u32).to_le_bytes());
+        for d in shape {
+            rec.extend_from_slice(&(*d as u32).to_le_bytes());
+        }
+        for v in data {
+            rec.extend_from_slice(&v.to_le_bytes());
+        }
+        self.file
+            .write_all(&rec)
+            .map_err(|e| Error::io(&self.path, e))?;
+        self.status[index] = Status::Done;
+        Ok(())
+    }
+
+    /// Records that image `index` could not be read.
+    pub fn append_failed(&mut self, index: usize, reason: &str) -> Result<()> {
+        let mut rec = vec![REC_FAILED];
+        rec.extend_from_slice(&(index as u64).to_le_bytes());
+        rec.extend_from_slice(&(reason.len() as u32).to_le_bytes());
+        rec.extend_from_slice(reason.as_bytes());
+        self.file
+            .write_all(&rec)
+            .map_err(|e| Error::io(&self.path, e))?;
+        self.status[index] = Status::Failed;
+        self.failures.push((index, reason.to_string()));
+        Ok(())
+    }
+
+    /// Hands what was appended to the operating system (survives the process being killed).
+    pub fn flush(&mut self) -> Result<()> {
+        self.file.flush().map_err(|e| Error::io(&self.path, e))
+    }
+
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// Reads every record back, in file order, calling `f` for each.
+    pub fn for_each_record(&mut self, mut f: impl FnMut(Record) -> Result<()>) -> Result<()> {
+        self.flush()?;
+        let mut r = BufReader::new(File::open(&self.path).map_err(|e| Error::io(&self.path, e))?);
+        let mut magic = [0u8; 8];
+        r.read_exact(&mut magic)
+            .map_err(|e| Error::io(&self.path, e))?;
+        let flen = rd_u32(&mut r).map_err(|e| Error::io(&self.path, e))? as u64;
+        r.seek(SeekFrom::Current(flen as i64 + 8))
+            .map_err(|e| Error::io(&self.path, e))?;
+        loop {
+            match read_record(&mut r, false) {
+                Ok(rec) => f(rec)?,
+                Err(e) if e.kind() == std::io::ErrorKind::UnexpectedEof => return Ok(()),
+                Err(e) => return Err(Error::io(&self.path, e)),
+            }
+        }
+    }
+}

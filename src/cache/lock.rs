@@ -1,0 +1,149 @@
+//! One writer per output file: `<out>.lock`, held with an OS file lock (`flock`) for as long as the run
+//! writes, with the owner's pid inside for the message a second run shows. The OS drops the lock when
+//! its process ends, however it ends, so a lock left by a killed run is free again at once.
+
+use std::fs::{File, OpenOptions, TryLockError};
+use std::io::Write;
+use std::path::{Path, PathBuf};
+
+use crate::error::{Error, Result};
+
+/// An exclusive claim on an output file; released (and the lock file removed) when dropped.
+pub struct OutputLock {
+    path: PathBuf,
+    /// Holds the OS lock while open.
+    _file: File,
+}
+
+/// The lock file of an output: `<out>.lock`.
+pub fn lock_path(out: &Path) -> PathBuf {
+    let mut p = out.as_os_str().to_owned();
+    p.push(".lock");
+    PathBuf::from(p)
+}
+
+/// Whether the open `file` is the file now at `path` (a finishing owner removes the lock file, so a
+/// waiter may hold a lock on a file that is no longer there).
+fn is_current(file: &File, path: &Path) -> bool {
+    use std::os::unix::fs::MetadataExt;
+    match (file.metadata(), std::fs::metadata(path)) {
+        (Ok(a), Ok(b)) => a.dev() == b.dev() && a.ino() == b.ino(),
+        _ => false,
+    }
+}
+
+impl OutputLock {
+    /// Takes the lock of `out`, or fails at once (naming the owner's pid) while another run holds it.
+    pub fn acquire(out: &Path) -> Result<OutputLock> {
+        let path = lock_path(out);
+        for _ in 0..8 {
+            let mut file = OpenOptions::new()
+                .read(true)
+                .write(true)
+                .create(true)
+                .truncate(false)
+                .open(&path)
+                .map_err(|e| Error::io(&path, e))?;
+            match file.try_lock() {
+                Ok(()) if is_current(&file, &path) => {
+                    file.set_len(0).map_err(|e| Error::io(&path, e))?;
+                    write!(file, "{}", std::process::id()).map_err(|e| Error::io(&path, e))?;
+                    return Ok(OutputLock { path, _file: file });
+                }
+                // Locked a file its owner has just removed: try again with the one there now.
+                Ok(()) => continue,
+                Err(TryLockError::WouldBlock) => {
+                    let owner = std::fs::read_to_string(&path)
+                        .ok()
+                        .and_then(|s| s.trim().parse::<u32>().ok())
+                        .map_or("unknown pid".to_string(), |p| format!("pid {p}"));
+                    return Err(Error::cache(
+                        out,
+                        format!(
+                            "another headstart run ({owner}) is writing this file; wait for it to finish (the lock is {})",
+                            path.display()
+                        ),
+                    ));
+                }
+                Err(TryLockError::Error(e)) => return Err(Error::io(&path, e)),
+            }
+        }
+        Err(Error::cache(
+            out,
+            format!("could not take the lock {}", path.display()),
+        ))
+    }
+}
+
+impl Drop for OutputLock {
+    fn drop(&mut self) {
+        // Removed while still locked; a waiter that opened the old file sees it is gone (is_current).
+        let _ = std::fs::remove_file(&self.path);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::sync::atomic::{AtomicUsize, Ordering};
+
+    /// Eight threads (each its own open file, as separate processes would have) take and release the
+    /// lock 200 times each: never two holders at once, and every refusal names the holder.
+    #[test]
+    fn racing_writers_never_hold_the_lock_together() {
+        let dir = tempfile::tempdir().unwrap();
+        let out = dir.path().join("f.h5");
+        let holders = AtomicUsize::new(0);
+        let (taken, refused) = (AtomicUsize::new(0), AtomicUsize::new(0));
+        std::thread::scope(|s| {
+            for _ in 0..8 {
+                s.spawn(|| {
+                    for _ in 0..200 {
+                        match OutputLock::acquire(&out) {
+                            Ok(lock) => {
+                                assert_eq!(
+                                    holders.fetch_add(1, Ordering::SeqCst),
+                                    0,
+                                    "two holders"
+                                );
+                                std::thread::yield_now();
+                                holders.fetch_sub(1, Ordering::SeqCst);
+                                taken.fetch_add(1, Ordering::SeqCst);
+                                drop(lock);
+                            }
+                            Err(e) => {
+                                assert!(e.to_string().contains("another headstart run"), "{e}");
+                                refused.fetch_add(1, Ordering::SeqCst);
+                            }
+                        }
+                    }
+                });
+            }
+        });
+        assert!(taken.load(Ordering::SeqCst) > 0);
+        assert_eq!(
+            taken.load(Ordering::SeqCst) + refused.load(Ordering::SeqCst),
+            1600
+        );
+        assert!(
+            !lock_path(&out).exists(),
+            "the last holder removes the file"
+        );
+    }
+
+    /// A lock file without a lock (its run was killed) is taken; a held one is refused with the pid.
+    #[test]
+    fn stale_files_are_taken_and_held_locks_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let out = dir.path().join("f.h5");
+        std::fs::write(lock_path(&out), "999999999").unwrap();
+        let held = OutputLock::acquire(&out).unwrap();
+        let again = OutputLock::acquire(&out).err().unwrap().to_string();
+        assert!(
+            again.contains(&format!("pid {}", std::process::id())),
+            "{again}"
+        );
+        drop(held);
+        assert!(OutputLock::acquire(&out).is_ok());
+    }
+}
