@@ -7,7 +7,7 @@ use std::process::{Command, Output};
 use headstart::cache::FeatureCache;
 use headstart::data::preprocess::{self, Layout, Preprocess};
 use headstart::infer::model::BaseModel;
-use headstart::infer::runtime::Device;
+use headstart::infer::runtime::RuntimeConfig;
 use headstart::onnx::{self, generate::CnnSpec};
 
 /// The binary's test hook (feature `test-hooks`): `TASK:N` aborts at that checkpoint, as a crash would.
@@ -185,7 +185,15 @@ fn extract_tiny_model_writes_all_splits_and_rerun_is_a_cache_hit() {
     assert!(!cache_path_leftovers(&out));
 
     // The same features as running the model directly on the same preprocessing.
-    let mut m = BaseModel::open(&model, Device::Cpu, 1, None, None).unwrap();
+    let mut m = BaseModel::open(
+        &model,
+        &RuntimeConfig {
+            threads: 1,
+            ..Default::default()
+        },
+        None,
+    )
+    .unwrap();
     let pre = Preprocess {
         size: (32, 32),
         layout: Layout::Nchw,
@@ -986,7 +994,7 @@ fn known_answer_vector_of_the_shared_model() {
         .iter()
         .map(|v| v.as_f64().unwrap() as f32)
         .collect();
-    let mut m = BaseModel::open(&model, Device::Cpu, 0, None, None).unwrap();
+    let mut m = BaseModel::open(&model, &RuntimeConfig::default(), None).unwrap();
     let pre = Preprocess {
         size: (224, 224),
         layout: Layout::Nchw,
@@ -1858,7 +1866,7 @@ fn cutting_the_imagenet_model_before_its_gemm_gives_the_features_model() {
         normalize: preprocess::Mode::Raw.normalize(),
     };
     let run = |m: &Path| {
-        BaseModel::open(m, Device::Cpu, 0, None, None)
+        BaseModel::open(m, &RuntimeConfig::default(), None)
             .unwrap()
             .run(&pre, &x, 1)
             .unwrap()

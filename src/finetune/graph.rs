@@ -127,31 +127,21 @@ fn trainable_inputs(op_type: &str) -> &'static [usize] {
     }
 }
 
-impl TopGraph {
-    /// Translates the nodes of `model` that run after tensor `split` (the nodes that depend on it,
-    /// up to the graph's first output). Errors name the node and the op.
-    pub fn from_model(model: &ModelProto, split: &str, dtype: DType) -> Result<TopGraph, String> {
-        let graph = model.graph.as_ref().ok_or("the model has no graph")?;
-        let inits: HashMap<&str, &TensorProto> = graph
+/// The graph's constant tensors: initializers and the outputs of Constant nodes.
+struct Values<'a> {
+    inits: HashMap<&'a str, &'a TensorProto>,
+    constants: HashMap<String, TensorProto>,
+}
+
+impl<'a> Values<'a> {
+    fn new(graph: &'a crate::onnx::proto::GraphProto) -> Self {
+        let inits = graph
             .initializer
             .iter()
             .map(|t| (t.name.as_str(), t))
             .collect();
-        let output = graph
-            .output
-            .first()
-            .map(|o| o.name.clone())
-            .ok_or("the model has no output")?;
-        let produced: HashSet<&str> = graph
-            .node
-            .iter()
-            .flat_map(|n| n.output.iter().map(|s| s.as_str()))
-            .collect();
-        if !produced.contains(split) && !graph.input.iter().any(|i| i.name == split) {
-            return Err(format!("no tensor named '{split}' in the graph"));
-        }
         // Constant nodes are initializers by another name.
-        let mut constants: HashMap<String, TensorProto> = HashMap::new();
+        let mut constants = HashMap::new();
         for n in &graph.node {
             if n.op_type == "Constant" {
                 if let (Some(t), Some(out)) =
@@ -161,186 +151,242 @@ impl TopGraph {
                 }
             }
         }
-        let value = |name: &str| -> Option<&TensorProto> {
-            inits.get(name).copied().or_else(|| constants.get(name))
-        };
-        let mut live: HashSet<String> = HashSet::from([split.to_string()]);
-        let mut upper: Vec<&NodeProto> = Vec::new();
-        for n in &graph.node {
-            if n.op_type == "Constant" || !n.input.iter().any(|i| live.contains(i)) {
-                continue;
+        Values { inits, constants }
+    }
+
+    fn get(&self, name: &str) -> Option<&TensorProto> {
+        self.inits
+            .get(name)
+            .copied()
+            .or_else(|| self.constants.get(name))
+    }
+
+    /// Input `k` of `n` as constant integers (a Reshape's shape, ReduceMean's axes).
+    fn ints_input(&self, n: &NodeProto, k: usize) -> Option<Vec<i64>> {
+        n.input
+            .get(k)
+            .filter(|s| !s.is_empty())
+            .and_then(|s| self.get(s))
+            .and_then(crate::onnx::edit::int_values)
+    }
+
+    /// Input `k` of `n` as a constant scalar (Clip's bounds), or None when it is not given.
+    fn scalar_input(&self, n: &NodeProto, k: usize) -> Result<Option<f64>, String> {
+        match n.input.get(k).filter(|s| !s.is_empty()) {
+            None => Ok(None),
+            Some(s) => {
+                let t = self
+                    .get(s)
+                    .ok_or_else(|| format!("node '{}': input '{s}' is not a constant", n.name))?;
+                Ok(float_values(t)?.first().map(|&v| v as f64))
             }
-            for i in n.input.iter().filter(|i| !i.is_empty()) {
-                if !live.contains(i) && value(i).is_none() {
-                    return Err(format!(
-                        "node '{}' ({}) also reads '{i}', computed below the split at '{split}': choose a split point that every later node depends on only through it",
-                        n.name, n.op_type
-                    ));
-                }
-            }
-            live.extend(n.output.iter().cloned());
-            upper.push(n);
         }
+    }
+}
+
+/// The nodes that run after tensor `split` (in graph order) and every tensor they make. A node that
+/// also reads a non-constant tensor computed below the split (a skip connection) is refused.
+fn upper_nodes<'g>(
+    graph: &'g crate::onnx::proto::GraphProto,
+    split: &str,
+    values: &Values,
+) -> Result<(Vec<&'g NodeProto>, HashSet<String>), String> {
+    let produced: HashSet<&str> = graph
+        .node
+        .iter()
+        .flat_map(|n| n.output.iter().map(|s| s.as_str()))
+        .collect();
+    if !produced.contains(split) && !graph.input.iter().any(|i| i.name == split) {
+        return Err(format!("no tensor named '{split}' in the graph"));
+    }
+    let mut live: HashSet<String> = HashSet::from([split.to_string()]);
+    let mut upper = Vec::new();
+    for n in &graph.node {
+        if n.op_type == "Constant" || !n.input.iter().any(|i| live.contains(i)) {
+            continue;
+        }
+        for i in n.input.iter().filter(|i| !i.is_empty()) {
+            if !live.contains(i) && values.get(i).is_none() {
+                return Err(format!(
+                    "node '{}' ({}) also reads '{i}', computed below the split at '{split}': choose a split point that every later node depends on only through it",
+                    n.name, n.op_type
+                ));
+            }
+        }
+        live.extend(n.output.iter().cloned());
+        upper.push(n);
+    }
+    Ok((upper, live))
+}
+
+/// The candle operation of one ONNX node, with its attributes checked.
+fn translate_op(n: &NodeProto, values: &Values) -> Result<Op, String> {
+    let bad = |why: String| format!("node '{}' ({}): {why}", n.name, n.op_type);
+    if !n.domain.is_empty() && n.domain != "ai.onnx" {
+        return Err(bad(format!(
+            "op domain '{}' is not supported for fine-tuning",
+            n.domain
+        )));
+    }
+    Ok(match n.op_type.as_str() {
+        "Conv" => conv_op(n).map_err(bad)?,
+        "Relu" => Op::Relu,
+        "Clip" => {
+            let (lo, hi) = if n.input.len() > 1 {
+                (
+                    values.scalar_input(n, 1).map_err(bad)?,
+                    values.scalar_input(n, 2).map_err(bad)?,
+                )
+            } else {
+                (
+                    attr(n, "min").map(|a| a.f as f64),
+                    attr(n, "max").map(|a| a.f as f64),
+                )
+            };
+            Op::Clip(lo, hi)
+        }
+        "MaxPool" | "AveragePool" => pool_op(n).map_err(bad)?,
+        "GlobalAveragePool" => Op::GlobalAvgPool,
+        "ReduceMean" => Op::ReduceMean {
+            axes: attr_ints(n, "axes")
+                .or_else(|| values.ints_input(n, 1))
+                .unwrap_or_default(),
+            keep: attr_int(n, "keepdims", 1) != 0,
+        },
+        "BatchNormalization" => {
+            if attr_int(n, "training_mode", 0) != 0 || n.output.len() > 1 {
+                return Err(bad("training-mode batch norm is not supported".into()));
+            }
+            Op::BatchNorm {
+                eps: attr_f(n, "epsilon", 1e-5),
+            }
+        }
+        "Add" => Op::Binary('+'),
+        "Sub" => Op::Binary('-'),
+        "Mul" => Op::Binary('*'),
+        "Div" => Op::Binary('/'),
+        "Concat" => Op::Concat(attr_int(n, "axis", 1)),
+        "Flatten" => Op::Flatten(attr_int(n, "axis", 1)),
+        "Reshape" => Op::Reshape(
+            values
+                .ints_input(n, 1)
+                .ok_or_else(|| bad("the target shape must be a constant".into()))?,
+        ),
+        "Transpose" => Op::Transpose(
+            attr_ints(n, "perm")
+                .ok_or_else(|| bad("needs a perm attribute".into()))?
+                .iter()
+                .map(|&p| p as usize)
+                .collect(),
+        ),
+        "Gemm" => Op::Gemm {
+            alpha: attr_f(n, "alpha", 1.0),
+            beta: attr_f(n, "beta", 1.0),
+            ta: attr_int(n, "transA", 0) != 0,
+            tb: attr_int(n, "transB", 0) != 0,
+        },
+        "MatMul" => Op::MatMul,
+        "Sigmoid" => Op::Sigmoid,
+        "Softmax" => Op::Softmax(attr_int(n, "axis", -1)),
+        "Identity" | "Dropout" => Op::Identity,
+        other => {
+            return Err(bad(format!(
+                "op {other} is not supported for fine-tuning (supported: Conv, Relu, Clip, MaxPool, AveragePool, GlobalAveragePool, ReduceMean, BatchNormalization, Add, Sub, Mul, Div, Concat, Flatten, Reshape, Transpose, Gemm, MatMul, Sigmoid, Softmax, Identity, Dropout); split later with --from-layer"
+            )))
+        }
+    })
+}
+
+/// A 2-D convolution's attributes (explicit pads, equal dilations).
+fn conv_op(n: &NodeProto) -> Result<Op, String> {
+    let pad = attr(n, "auto_pad").map(|a| String::from_utf8_lossy(&a.s).to_string());
+    if pad
+        .as_deref()
+        .is_some_and(|p| p != "NOTSET" && p != "VALID")
+    {
+        return Err(format!(
+            "auto_pad {} is not supported; write explicit pads",
+            pad.unwrap_or_default()
+        ));
+    }
+    let pads = attr_ints(n, "pads").unwrap_or_else(|| vec![0; 4]);
+    let strides = attr_ints(n, "strides").unwrap_or_else(|| vec![1, 1]);
+    let dil = attr_ints(n, "dilations").unwrap_or_else(|| vec![1, 1]);
+    if pads.len() != 4 || strides.len() != 2 || dil.len() != 2 {
+        return Err("only 2-D convolutions are supported".into());
+    }
+    if dil[0] != dil[1] || dil[0] < 1 {
+        return Err(format!("dilations {dil:?} are not supported"));
+    }
+    Ok(Op::Conv {
+        pads: [
+            pads[0] as usize,
+            pads[1] as usize,
+            pads[2] as usize,
+            pads[3] as usize,
+        ],
+        stride: usize2(&strides, "strides")?,
+        dilation: dil[0] as usize,
+        group: attr_int(n, "group", 1).max(1) as usize,
+    })
+}
+
+/// Max or average pooling without pads, ceil mode or dilation.
+fn pool_op(n: &NodeProto) -> Result<Op, String> {
+    let k = usize2(
+        &attr_ints(n, "kernel_shape").unwrap_or_default(),
+        "kernel_shape",
+    )?;
+    let s = usize2(
+        &attr_ints(n, "strides").unwrap_or_else(|| vec![1, 1]),
+        "strides",
+    )?;
+    let pads = attr_ints(n, "pads").unwrap_or_default();
+    if pads.iter().any(|&p| p != 0) || attr_int(n, "ceil_mode", 0) != 0 {
+        return Err("pooling with pads or ceil_mode is not supported for fine-tuning".into());
+    }
+    if attr_ints(n, "dilations").is_some_and(|d| d.iter().any(|&v| v != 1)) {
+        return Err("dilated pooling is not supported".into());
+    }
+    if n.op_type == "MaxPool" {
+        if n.output.len() > 1 && n.output[1..].iter().any(|o| !o.is_empty()) {
+            return Err("MaxPool's indices output is not supported".into());
+        }
+        Ok(Op::MaxPool { k, s })
+    } else {
+        Ok(Op::AvgPool { k, s })
+    }
+}
+
+impl TopGraph {
+    /// Translates the nodes of `model` that run after tensor `split` (the nodes that depend on it,
+    /// up to the graph's first output). Errors name the node and the op.
+    pub fn from_model(model: &ModelProto, split: &str, dtype: DType) -> Result<TopGraph, String> {
+        let graph = model.graph.as_ref().ok_or("the model has no graph")?;
+        let output = graph
+            .output
+            .first()
+            .map(|o| o.name.clone())
+            .ok_or("the model has no output")?;
+        let values = Values::new(graph);
+        let (upper, live) = upper_nodes(graph, split, &values)?;
         if !live.contains(&output) {
             return Err(format!(
                 "the model output '{output}' does not depend on '{split}'"
             ));
         }
-        let dev = Device::Cpu;
-        let mut params: Vec<(String, Var)> = Vec::new();
-        let mut consts: HashMap<String, Tensor> = HashMap::new();
-        let mut nodes = Vec::new();
-        let tensor = |t: &TensorProto| -> Result<Tensor, String> {
-            let v = float_values(t)?;
-            let dims: Vec<usize> = t.dims.iter().map(|&d| d as usize).collect();
-            Tensor::from_vec(v, dims, &dev)
-                .and_then(|x| x.to_dtype(dtype))
-                .map_err(|e| format!("initializer '{}': {e}", t.name))
-        };
-        let ints_input = |n: &NodeProto, k: usize| -> Option<Vec<i64>> {
-            n.input
-                .get(k)
-                .filter(|s| !s.is_empty())
-                .and_then(|s| value(s))
-                .and_then(crate::onnx::edit::int_values)
-        };
-        let scalar_input = |n: &NodeProto, k: usize| -> Result<Option<f64>, String> {
-            match n.input.get(k).filter(|s| !s.is_empty()) {
-                None => Ok(None),
-                Some(s) => {
-                    let t = value(s).ok_or_else(|| {
-                        format!("node '{}': input '{s}' is not a constant", n.name)
-                    })?;
-                    Ok(float_values(t)?.first().map(|&v| v as f64))
-                }
-            }
+        let mut top = TopGraph {
+            nodes: Vec::new(),
+            params: Vec::new(),
+            consts: HashMap::new(),
+            input: split.to_string(),
+            output,
+            dtype,
         };
         for n in upper {
-            let bad = |why: String| format!("node '{}' ({}): {why}", n.name, n.op_type);
-            if !n.domain.is_empty() && n.domain != "ai.onnx" {
-                return Err(bad(format!(
-                    "op domain '{}' is not supported for fine-tuning",
-                    n.domain
-                )));
-            }
-            let op = match n.op_type.as_str() {
-                "Conv" => {
-                    let pad = attr(n, "auto_pad").map(|a| String::from_utf8_lossy(&a.s).to_string());
-                    if pad.as_deref().is_some_and(|p| p != "NOTSET" && p != "VALID") {
-                        return Err(bad(format!("auto_pad {} is not supported; write explicit pads", pad.unwrap_or_default())));
-                    }
-                    let pads = attr_ints(n, "pads").unwrap_or_else(|| vec![0; 4]);
-                    let strides = attr_ints(n, "strides").unwrap_or_else(|| vec![1, 1]);
-                    let dil = attr_ints(n, "dilations").unwrap_or_else(|| vec![1, 1]);
-                    if pads.len() != 4 || strides.len() != 2 || dil.len() != 2 {
-                        return Err(bad("only 2-D convolutions are supported".into()));
-                    }
-                    if dil[0] != dil[1] || dil[0] < 1 {
-                        return Err(bad(format!("dilations {dil:?} are not supported")));
-                    }
-                    Op::Conv {
-                        pads: [pads[0] as usize, pads[1] as usize, pads[2] as usize, pads[3] as usize],
-                        stride: usize2(&strides, "strides").map_err(bad)?,
-                        dilation: dil[0] as usize,
-                        group: attr_int(n, "group", 1).max(1) as usize,
-                    }
-                }
-                "Relu" => Op::Relu,
-                "Clip" => {
-                    let (lo, hi) = if n.input.len() > 1 {
-                        (scalar_input(n, 1).map_err(bad)?, scalar_input(n, 2).map_err(bad)?)
-                    } else {
-                        (attr(n, "min").map(|a| a.f as f64), attr(n, "max").map(|a| a.f as f64))
-                    };
-                    Op::Clip(lo, hi)
-                }
-                "MaxPool" | "AveragePool" => {
-                    let k = usize2(&attr_ints(n, "kernel_shape").unwrap_or_default(), "kernel_shape").map_err(bad)?;
-                    let s = usize2(&attr_ints(n, "strides").unwrap_or_else(|| vec![1, 1]), "strides").map_err(bad)?;
-                    let pads = attr_ints(n, "pads").unwrap_or_default();
-                    if pads.iter().any(|&p| p != 0) || attr_int(n, "ceil_mode", 0) != 0 {
-                        return Err(bad("pooling with pads or ceil_mode is not supported for fine-tuning".into()));
-                    }
-                    if attr_ints(n, "dilations").is_some_and(|d| d.iter().any(|&v| v != 1)) {
-                        return Err(bad("dilated pooling is not supported".into()));
-                    }
-                    if n.op_type == "MaxPool" {
-                        if n.output.len() > 1 && n.output[1..].iter().any(|o| !o.is_empty()) {
-                            return Err(bad("MaxPool's indices output is not supported".into()));
-                        }
-                        Op::MaxPool { k, s }
-                    } else {
-                        Op::AvgPool { k, s }
-                    }
-                }
-                "GlobalAveragePool" => Op::GlobalAvgPool,
-                "ReduceMean" => Op::ReduceMean {
-                    axes: attr_ints(n, "axes").or_else(|| ints_input(n, 1)).unwrap_or_default(),
-                    keep: attr_int(n, "keepdims", 1) != 0,
-                },
-                "BatchNormalization" => {
-                    if attr_int(n, "training_mode", 0) != 0 || n.output.len() > 1 {
-                        return Err(bad("training-mode batch norm is not supported".into()));
-                    }
-                    Op::BatchNorm { eps: attr_f(n, "epsilon", 1e-5) }
-                }
-                "Add" => Op::Binary('+'),
-                "Sub" => Op::Binary('-'),
-                "Mul" => Op::Binary('*'),
-                "Div" => Op::Binary('/'),
-                "Concat" => Op::Concat(attr_int(n, "axis", 1)),
-                "Flatten" => Op::Flatten(attr_int(n, "axis", 1)),
-                "Reshape" => Op::Reshape(ints_input(n, 1).ok_or_else(|| bad("the target shape must be a constant".into()))?),
-                "Transpose" => Op::Transpose(
-                    attr_ints(n, "perm")
-                        .ok_or_else(|| bad("needs a perm attribute".into()))?
-                        .iter()
-                        .map(|&p| p as usize)
-                        .collect(),
-                ),
-                "Gemm" => Op::Gemm {
-                    alpha: attr_f(n, "alpha", 1.0),
-                    beta: attr_f(n, "beta", 1.0),
-                    ta: attr_int(n, "transA", 0) != 0,
-                    tb: attr_int(n, "transB", 0) != 0,
-                },
-                "MatMul" => Op::MatMul,
-                "Sigmoid" => Op::Sigmoid,
-                "Softmax" => Op::Softmax(attr_int(n, "axis", -1)),
-                "Identity" | "Dropout" => Op::Identity,
-                other => {
-                    return Err(bad(format!(
-                        "op {other} is not supported for fine-tuning (supported: Conv, Relu, Clip, MaxPool, AveragePool, GlobalAveragePool, ReduceMean, BatchNormalization, Add, Sub, Mul, Div, Concat, Flatten, Reshape, Transpose, Gemm, MatMul, Sigmoid, Softmax, Identity, Dropout); split later with --from-layer"
-                    )))
-                }
-            };
-            // Weights: trainable inputs become variables, other constant inputs constants.
-            let trainable = trainable_inputs(&n.op_type);
-            let mut inputs = Vec::new();
-            for (k, i) in n.input.iter().enumerate() {
-                if i.is_empty() || live.contains(i) && value(i).is_none() {
-                    inputs.push(i.clone());
-                    continue;
-                }
-                let t = value(i).expect("checked above");
-                let is_float = t.data_type == data_type::FLOAT || t.data_type == 11;
-                let bias_of_product = n.op_type == "Add" && k == 1 && t.dims.len() <= 1;
-                if is_float && (trainable.contains(&k) || bias_of_product) {
-                    if !params.iter().any(|(name, _)| name == i) {
-                        let var = Var::from_tensor(&tensor(t).map_err(&bad)?)
-                            .map_err(|e| bad(e.to_string()))?;
-                        consts.remove(i);
-                        params.push((i.clone(), var));
-                    }
-                } else if is_float
-                    && !consts.contains_key(i)
-                    && !params.iter().any(|(name, _)| name == i)
-                {
-                    consts.insert(i.clone(), tensor(t).map_err(&bad)?);
-                }
-                inputs.push(i.clone());
-            }
-            nodes.push(Node {
+            let op = translate_op(n, &values)?;
+            let inputs = top.take_weights(n, &values)?;
+            top.nodes.push(Node {
                 name: n.name.clone(),
                 op_type: n.op_type.clone(),
                 op,
@@ -348,14 +394,44 @@ impl TopGraph {
                 output: n.output[0].clone(),
             });
         }
-        Ok(TopGraph {
-            nodes,
-            params,
-            consts,
-            input: split.to_string(),
-            output,
-            dtype,
-        })
+        Ok(top)
+    }
+
+    /// The inputs of `n` (every input that is not a constant is computed above the split, as
+    /// [`upper_nodes`] checked); its trainable constant inputs (weights, biases, batch-norm scale and
+    /// shift) become variables, its other float constants constants.
+    fn take_weights(&mut self, n: &NodeProto, values: &Values) -> Result<Vec<String>, String> {
+        let bad = |why: String| format!("node '{}' ({}): {why}", n.name, n.op_type);
+        let tensor = |t: &TensorProto| -> Result<Tensor, String> {
+            let v = float_values(t)?;
+            let dims: Vec<usize> = t.dims.iter().map(|&d| d as usize).collect();
+            Tensor::from_vec(v, dims, &Device::Cpu)
+                .and_then(|x| x.to_dtype(self.dtype))
+                .map_err(|e| format!("initializer '{}': {e}", t.name))
+        };
+        let trainable = trainable_inputs(&n.op_type);
+        let mut inputs = Vec::new();
+        for (k, i) in n.input.iter().enumerate() {
+            let Some(t) = values.get(i).filter(|_| !i.is_empty()) else {
+                inputs.push(i.clone());
+                continue;
+            };
+            let is_float = t.data_type == data_type::FLOAT || t.data_type == 11;
+            let bias_of_product = n.op_type == "Add" && k == 1 && t.dims.len() <= 1;
+            let known = self.params.iter().any(|(name, _)| name == i);
+            if is_float && (trainable.contains(&k) || bias_of_product) {
+                if !known {
+                    let var = Var::from_tensor(&tensor(t).map_err(&bad)?)
+                        .map_err(|e| bad(e.to_string()))?;
+                    self.consts.remove(i);
+                    self.params.push((i.clone(), var));
+                }
+            } else if is_float && !self.consts.contains_key(i) && !known {
+                self.consts.insert(i.clone(), tensor(t).map_err(&bad)?);
+            }
+            inputs.push(i.clone());
+        }
+        Ok(inputs)
     }
 
     /// The trainable variables with their initializer names.

@@ -1039,13 +1039,7 @@ fn parity(
         .map(|&i| root.join(crate::util::paths::from_text(&data.paths[i])))
         .collect();
     let pre = meta.preprocess().map_err(|e| Error::cache(&cfg.cache, e))?;
-    let mut model = BaseModel::open(
-        &cfg.out,
-        cfg.extract.device,
-        cfg.extract.threads,
-        cfg.extract.ort_lib.as_deref(),
-        cfg.extract.layout,
-    )?;
+    let mut model = BaseModel::open(&cfg.out, &cfg.extract.runtime, cfg.extract.layout)?;
     let pipeline = crate::infer::pipeline::Pipeline {
         pre: &pre,
         input: crate::infer::pipeline::InputKind::F32,

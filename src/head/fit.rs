@@ -4,7 +4,6 @@
 use std::path::{Path, PathBuf};
 use std::time::Instant;
 
-use crate::cache::CacheMeta;
 use crate::cache::{FeatureCache, SplitData};
 use crate::error::{Error, Result};
 use crate::events::{Event, Reporter};
@@ -249,10 +248,34 @@ pub fn train_head(cfg: &TrainHeadConfig, rep: &dyn Reporter) -> Result<TrainHead
         rows.val_idx.len(),
         rows.val_from
     ));
-    let t = match &cfg.head {
-        HeadChoice::Mlp(tc) => train_mlp(cfg, tc, meta, &rows, rep)?,
+    let classes = meta.classes.len();
+    let outputs = output_units(classes);
+    let output = if outputs == 1 { "sigmoid" } else { "softmax" };
+    let head = match &cfg.head {
+        HeadChoice::Mlp(tc) => format!(
+            "{} -> {outputs} {output}; loss {:?}; {}; schedule {}; {} epochs of {}, seed {}",
+            spec_string(&tc.spec),
+            tc.loss,
+            tc.optimizer.describe(),
+            tc.schedule.describe(),
+            tc.epochs,
+            tc.batch_size,
+            tc.seed
+        ),
         HeadChoice::Logistic { c, max_iter } => {
-            train_logistic(cfg, (*c, *max_iter), meta, &rows, rep)?
+            format!("linfa-logistic (C={c}, max_iter={max_iter}) -> {outputs} {output}")
+        }
+    };
+    say(format!(
+        "head: {} {:?} -> {} -> {head}",
+        cfg.pool.name(),
+        meta.feature_shape,
+        rows.x.ncols()
+    ));
+    let t = match &cfg.head {
+        HeadChoice::Mlp(tc) => train_mlp(tc, classes, &rows, rep)?,
+        HeadChoice::Logistic { c, max_iter } => {
+            train_logistic((*c, *max_iter), classes, &rows, rep)?
         }
     };
     let history = t.history;
@@ -296,36 +319,9 @@ pub fn train_head(cfg: &TrainHeadConfig, rep: &dyn Reporter) -> Result<TrainHead
     })
 }
 
-/// The output layer's width and name for `classes`.
-fn output_layer(classes: usize) -> (usize, &'static str) {
-    let outputs = output_units(classes);
-    (outputs, if outputs == 1 { "sigmoid" } else { "softmax" })
-}
-
 /// Our backprop on the pooled rows.
-fn train_mlp(
-    cfg: &TrainHeadConfig,
-    tc: &TrainConfig,
-    meta: &CacheMeta,
-    rows: &Rows,
-    rep: &dyn Reporter,
-) -> Result<Trained> {
+fn train_mlp(tc: &TrainConfig, classes: usize, rows: &Rows, rep: &dyn Reporter) -> Result<Trained> {
     let say = |s: String| rep.report(Event::Line(&s));
-    let classes = meta.classes.len();
-    let dim = rows.x.ncols();
-    let (outputs, output_name) = output_layer(classes);
-    let spec = spec_string(&tc.spec);
-    say(format!(
-        "head: {} {:?} -> {dim} -> {spec} -> {outputs} {output_name}; loss {:?}; {}; schedule {}; {} epochs of {}, seed {}",
-        cfg.pool.name(),
-        meta.feature_shape,
-        tc.loss,
-        tc.optimizer.describe(),
-        tc.schedule.describe(),
-        tc.epochs,
-        tc.batch_size,
-        tc.seed
-    ));
     say(table_header());
     let (vx, vy) = rows.val_xy();
     let data = TrainData {
@@ -354,28 +350,18 @@ fn train_mlp(
         kind: HeadKind::Mlp,
         network,
         history,
-        spec,
+        spec: spec_string(&tc.spec),
         settings,
     })
 }
 
 /// The linfa-logistic baseline on the pooled rows: one "epoch" with its train and validation numbers.
 fn train_logistic(
-    cfg: &TrainHeadConfig,
     (c, max_iter): (f64, u64),
-    meta: &CacheMeta,
+    classes: usize,
     rows: &Rows,
     rep: &dyn Reporter,
 ) -> Result<Trained> {
-    let say = |s: String| rep.report(Event::Line(&s));
-    let classes = meta.classes.len();
-    let (outputs, output_name) = output_layer(classes);
-    say(format!(
-        "head: {} {:?} -> {} -> linfa-logistic (C={c}, max_iter={max_iter}) -> {outputs} {output_name}",
-        cfg.pool.name(),
-        meta.feature_shape,
-        rows.x.ncols()
-    ));
     let t = Instant::now();
     let network = fit_logistic(&rows.x, &rows.y, &rows.train_idx, classes, c, max_iter)?;
     let ce = Loss::CrossEntropy { smoothing: 0.0 };
@@ -387,13 +373,13 @@ fn train_logistic(
         let (l, a) = evaluate_rows(&network, &ce, vx, vy, &rows.val_idx);
         (Some(l), Some(a))
     };
-    say(format!(
+    rep.report(Event::Line(&format!(
         "fit: loss {loss:.4} accuracy {accuracy:.4}{}",
         val_accuracy.map_or(String::new(), |a| format!(
             " val_loss {:.4} val_accuracy {a:.4}",
             val_loss.unwrap_or(0.0)
         ))
-    ));
+    )));
     let history = History {
         epochs: vec![EpochRecord {
             epoch: 1,

@@ -16,7 +16,7 @@ use crate::error::{Error, Result};
 use crate::events::{Event as Report, Reporter};
 use crate::infer::model::{resolve_preprocess, BaseModel, PreprocessOverrides};
 use crate::infer::pipeline::{Event, InputKind, Pipeline};
-use crate::infer::runtime::Device;
+use crate::infer::runtime::{Device, RuntimeConfig};
 use crate::util::hash::sha256_file;
 
 /// The split that holds the mirrored copies of `train` (`ExtractConfig::augment_flip`).
@@ -31,12 +31,10 @@ pub struct ExtractConfig {
     pub overrides: PreprocessOverrides,
     pub layout: Option<Layout>,
     pub batch: usize,
-    /// ONNX Runtime intra-op threads (0 = its default).
-    pub threads: usize,
+    /// Where and how ONNX Runtime runs the model.
+    pub runtime: RuntimeConfig,
     /// Image decoding threads (0 = number of CPUs).
     pub decode_threads: usize,
-    pub device: Device,
-    pub ort_lib: Option<PathBuf>,
     pub dtype: Dtype,
     /// Fail on the first unreadable image instead of skipping it.
     pub strict: bool,
@@ -63,10 +61,8 @@ impl ExtractConfig {
             overrides: PreprocessOverrides::default(),
             layout: None,
             batch: 32,
-            threads: 0,
+            runtime: RuntimeConfig::default(),
             decode_threads: 0,
-            device: Device::Cpu,
-            ort_lib: None,
             dtype: Dtype::F32,
             strict: false,
             force: false,
@@ -192,7 +188,7 @@ fn cache_hit(cfg: &ExtractConfig, fp: &str, ds: &Dataset, t0: Instant) -> Option
         cache_hit: true,
         resumed: 0,
         file_bytes: std::fs::metadata(&cfg.out).map(|m| m.len()).unwrap_or(0),
-        device: cfg.device,
+        device: cfg.runtime.device,
         scan_warnings: ds.warnings.len(),
     })
 }
@@ -204,22 +200,12 @@ pub fn cut_model_for(out: &Path) -> PathBuf {
     PathBuf::from(p)
 }
 
-/// Runs extraction as configured, reporting choices, progress, warnings and checkpoints to `rep`.
+/// Runs extraction as configured, reporting choices, progress, warnings and checkpoints to `rep`:
+/// scan the folder, return at once on an unchanged rerun, open the model, run the pending images
+/// into the journal, then write the HDF5 cache.
 pub fn extract(cfg: &ExtractConfig, rep: &dyn Reporter) -> Result<ExtractSummary> {
     if let Some(layer) = &cfg.layer {
-        let proto = crate::onnx::load(&cfg.model)?;
-        let cut = crate::onnx::edit::cut(&proto, layer).map_err(|e| Error::model(&cfg.model, e))?;
-        let path = cut_model_for(&cfg.out);
-        crate::onnx::save_edited(&cut, &cfg.model, &path)?;
-        rep.report(Report::Detail(&format!(
-            "cut {} at '{layer}': wrote {} (train-head, score and export use this file)",
-            cfg.model.display(),
-            path.display()
-        )));
-        let mut cfg = cfg.clone();
-        cfg.model = path;
-        cfg.layer = None;
-        return extract(&cfg, rep);
+        return extract(&cut_first(cfg, layer, rep)?, rep);
     }
     let t0 = Instant::now();
     if cfg.batch == 0 {
@@ -237,13 +223,7 @@ pub fn extract(cfg: &ExtractConfig, rep: &dyn Reporter) -> Result<ExtractSummary
         }
     }
 
-    let mut model = BaseModel::open(
-        &cfg.model,
-        cfg.device,
-        cfg.threads,
-        cfg.ort_lib.as_deref(),
-        cfg.layout,
-    )?;
+    let mut model = BaseModel::open(&cfg.model, &cfg.runtime, cfg.layout)?;
     if model.info.input_u8 {
         return Err(Error::model(
             &cfg.model,
@@ -253,43 +233,137 @@ pub fn extract(cfg: &ExtractConfig, rep: &dyn Reporter) -> Result<ExtractSummary
     let resolved = resolve_preprocess(&model.info, &cfg.overrides)?;
     let pre = resolved.preprocess;
     report_choices(rep, &model, &pre, &resolved.sources, &ds);
+    let index = Index::new(cfg, &ds)?;
 
-    // Global index over all splits.
-    let mut paths = Vec::with_capacity(ds.len());
-    let mut split_rows = Vec::new();
-    for split in &ds.splits {
-        let mut items = Vec::with_capacity(split.items.len());
-        for item in &split.items {
-            items.push((paths.len(), item.label, item.rel_path.clone()));
-            paths.push(ds.root.join(item.path()));
-        }
-        split_rows.push(SplitRows {
-            name: split.name.clone(),
-            items,
-        });
-    }
-    let mut flip = vec![false; paths.len()];
-    if cfg.augment_flip {
-        let Some(train) = ds.splits.iter().find(|s| s.name == "train") else {
-            return Err(Error::dataset(
-                &cfg.data,
-                "--augment flip needs a train split",
-            ));
-        };
-        let mut items = Vec::with_capacity(train.items.len());
-        for item in &train.items {
-            items.push((paths.len(), item.label, item.rel_path.clone()));
-            paths.push(ds.root.join(item.path()));
-            flip.push(true);
-        }
-        split_rows.push(SplitRows {
-            name: FLIP_SPLIT.into(),
-            items,
-        });
-    }
     let _lock = cache::OutputLock::acquire(&cfg.out)?;
     let jpath = cache::journal_path(&cfg.out);
-    let (mut journal, resumed) = Journal::open(&jpath, &fp, paths.len())?;
+    let (mut journal, resumed) = open_journal(&jpath, &fp, index.paths.len(), rep)?;
+    let pending: Vec<usize> = (0..index.paths.len())
+        .filter(|&i| journal.status[i] == Status::Pending)
+        .collect();
+    let t_run = Instant::now();
+    rep.report(Report::Start {
+        task: "extract",
+        total: index.paths.len() as u64,
+        done: resumed as u64,
+    });
+    for (i, reason) in &journal.failures {
+        rep.report(Report::Warning(&format!(
+            "{}: skipped earlier: {reason}",
+            index.paths[*i].display()
+        )));
+    }
+    let extracted_now = run_pipeline(
+        cfg,
+        &mut model,
+        &pre,
+        (&index.paths, &index.flip),
+        &pending,
+        &mut journal,
+        rep,
+    )?;
+    rep.report(Report::Finish);
+    let seconds = t_run.elapsed().as_secs_f64();
+
+    let meta = cache_meta(cfg, &ds, &model, &pre, &journal, (model_sha, fp), &index)?;
+    cache::write_hdf5(&cfg.out, &meta, &index.splits, &mut journal)?;
+    let skipped: Vec<(String, String)> = journal
+        .failures
+        .iter()
+        .map(|(i, r)| {
+            let p = &index.paths[*i];
+            let rel = p.strip_prefix(&ds.root).unwrap_or(p);
+            (rel.display().to_string(), r.clone())
+        })
+        .collect();
+    drop(journal);
+    std::fs::remove_file(&jpath).map_err(|e| Error::io(&jpath, e))?;
+    Ok(ExtractSummary {
+        out: cfg.out.clone(),
+        images: index.paths.len(),
+        extracted: index.paths.len() - skipped.len(),
+        extracted_now,
+        skipped,
+        seconds,
+        cache_hit: false,
+        resumed,
+        file_bytes: std::fs::metadata(&cfg.out).map(|m| m.len()).unwrap_or(0),
+        device: model.device,
+        scan_warnings: ds.warnings.len(),
+    })
+}
+
+/// `--layer`: cuts the model at that tensor, writes it beside the output and returns the config that
+/// extracts with it.
+fn cut_first(cfg: &ExtractConfig, layer: &str, rep: &dyn Reporter) -> Result<ExtractConfig> {
+    let proto = crate::onnx::load(&cfg.model)?;
+    let cut = crate::onnx::edit::cut(&proto, layer).map_err(|e| Error::model(&cfg.model, e))?;
+    let path = cut_model_for(&cfg.out);
+    crate::onnx::save_edited(&cut, &cfg.model, &path)?;
+    rep.report(Report::Detail(&format!(
+        "cut {} at '{layer}': wrote {} (train-head, score and export use this file)",
+        cfg.model.display(),
+        path.display()
+    )));
+    let mut cfg = cfg.clone();
+    cfg.model = path;
+    cfg.layer = None;
+    Ok(cfg)
+}
+
+/// Every image of every split in one global index (the mirrored copies of `train` last, with
+/// `--augment flip`), and each split's rows of it.
+struct Index {
+    paths: Vec<PathBuf>,
+    /// Whether each image is mirrored before it goes in.
+    flip: Vec<bool>,
+    splits: Vec<SplitRows>,
+}
+
+impl Index {
+    fn new(cfg: &ExtractConfig, ds: &Dataset) -> Result<Index> {
+        let mut index = Index {
+            paths: Vec::with_capacity(ds.len()),
+            flip: Vec::with_capacity(ds.len()),
+            splits: Vec::new(),
+        };
+        for split in &ds.splits {
+            index.add(&split.name, &split.items, &ds.root, false);
+        }
+        if cfg.augment_flip {
+            let Some(train) = ds.splits.iter().find(|s| s.name == "train") else {
+                return Err(Error::dataset(
+                    &cfg.data,
+                    "--augment flip needs a train split",
+                ));
+            };
+            index.add(FLIP_SPLIT, &train.items, &ds.root, true);
+        }
+        Ok(index)
+    }
+
+    fn add(&mut self, name: &str, items: &[crate::data::scan::Item], root: &Path, flip: bool) {
+        let mut rows = Vec::with_capacity(items.len());
+        for item in items {
+            rows.push((self.paths.len(), item.label, item.rel_path.clone()));
+            self.paths.push(root.join(item.path()));
+            self.flip.push(flip);
+        }
+        self.splits.push(SplitRows {
+            name: name.into(),
+            items: rows,
+        });
+    }
+}
+
+/// Opens (or continues) the journal, saying what happened to an earlier one.
+fn open_journal(
+    jpath: &Path,
+    fp: &str,
+    total: usize,
+    rep: &dyn Reporter,
+) -> Result<(Journal, usize)> {
+    let (journal, resumed) = Journal::open(jpath, fp, total)?;
     if journal.replaced_other_run {
         rep.report(Report::Notice(&format!(
             "{} belongs to a different run (model, data or options changed); starting over",
@@ -298,59 +372,40 @@ pub fn extract(cfg: &ExtractConfig, rep: &dyn Reporter) -> Result<ExtractSummary
     }
     if resumed > 0 {
         rep.report(Report::Detail(&format!(
-            "resuming: {resumed} of {} images already in {}",
-            paths.len(),
+            "resuming: {resumed} of {total} images already in {}",
             jpath.display()
         )));
     }
-    let pending: Vec<usize> = (0..paths.len())
-        .filter(|&i| journal.status[i] == Status::Pending)
-        .collect();
+    Ok((journal, resumed))
+}
 
-    let t_run = Instant::now();
-    rep.report(Report::Start {
-        task: "extract",
-        total: paths.len() as u64,
-        done: resumed as u64,
-    });
-    for (i, reason) in &journal.failures {
-        rep.report(Report::Warning(&format!(
-            "{}: skipped earlier: {reason}",
-            paths[*i].display()
-        )));
-    }
-    let extracted_now = run_pipeline(
-        cfg,
-        &mut model,
-        &pre,
-        (&paths, &flip),
-        &pending,
-        &mut journal,
-        rep,
-    )?;
-    rep.report(Report::Finish);
-    let seconds = t_run.elapsed().as_secs_f64();
-
-    let feature_shape = match &journal.feature_shape {
-        Some(s) => s.clone(),
-        None => {
-            return Err(Error::dataset(
-                &cfg.data,
-                format!(
-                    "no image could be read ({} failed); nothing to cache",
-                    journal.failures.len()
-                ),
-            ));
-        }
+/// What the cache records about how its features were made.
+fn cache_meta(
+    cfg: &ExtractConfig,
+    ds: &Dataset,
+    model: &BaseModel,
+    pre: &preprocess::Preprocess,
+    journal: &Journal,
+    (model_sha256, fingerprint): (String, String),
+    index: &Index,
+) -> Result<CacheMeta> {
+    let Some(feature_shape) = journal.feature_shape.clone() else {
+        return Err(Error::dataset(
+            &cfg.data,
+            format!(
+                "no image could be read ({} failed); nothing to cache",
+                journal.failures.len()
+            ),
+        ));
     };
-    let meta = CacheMeta {
+    Ok(CacheMeta {
         classes: ds.classes.clone(),
         model_file: cfg
             .model
             .file_name()
             .map(|n| n.to_string_lossy().into_owned())
             .unwrap_or_default(),
-        model_sha256: model_sha,
+        model_sha256,
         input_size: pre.size,
         layout: pre.layout.to_string(),
         preprocess: pre.describe(),
@@ -363,39 +418,9 @@ pub fn extract(cfg: &ExtractConfig, rep: &dyn Reporter) -> Result<ExtractSummary
         feature_shape,
         dtype: cfg.dtype,
         headstart_version: env!("CARGO_PKG_VERSION").into(),
-        fingerprint: fp,
+        fingerprint,
         data_root: cfg.data.display().to_string(),
-        splits: split_rows.iter().map(|s| s.name.clone()).collect(),
-    };
-    cache::write_hdf5(&cfg.out, &meta, &split_rows, &mut journal)?;
-    let skipped: Vec<(String, String)> = journal
-        .failures
-        .iter()
-        .map(|(i, r)| {
-            (
-                paths[*i]
-                    .strip_prefix(&ds.root)
-                    .unwrap_or(&paths[*i])
-                    .display()
-                    .to_string(),
-                r.clone(),
-            )
-        })
-        .collect();
-    drop(journal);
-    std::fs::remove_file(&jpath).map_err(|e| Error::io(&jpath, e))?;
-    Ok(ExtractSummary {
-        out: cfg.out.clone(),
-        images: paths.len(),
-        extracted: paths.len() - skipped.len(),
-        extracted_now,
-        skipped,
-        seconds,
-        cache_hit: false,
-        resumed,
-        file_bytes: std::fs::metadata(&cfg.out).map(|m| m.len()).unwrap_or(0),
-        device: model.device,
-        scan_warnings: ds.warnings.len(),
+        splits: index.splits.iter().map(|s| s.name.clone()).collect(),
     })
 }
 

@@ -13,7 +13,7 @@ use crate::data::preprocess::{
 };
 use crate::data::presets::{self, Preset};
 use crate::error::{Error, Result};
-use crate::infer::runtime::{self, Device};
+use crate::infer::runtime::{self, Device, RuntimeConfig};
 use crate::onnx;
 
 /// What the model file says about itself.
@@ -88,13 +88,7 @@ pub fn detect_layout(shape: &[i64]) -> Option<Layout> {
 
 impl BaseModel {
     /// Opens `path` and reads its input/output and metadata. `layout` overrides detection.
-    pub fn open(
-        path: &Path,
-        device: Device,
-        threads: usize,
-        ort_lib: Option<&Path>,
-        layout: Option<Layout>,
-    ) -> Result<Self> {
+    pub fn open(path: &Path, rt: &RuntimeConfig, layout: Option<Layout>) -> Result<Self> {
         if !path.is_file() {
             return Err(Error::model(path, "model file not found"));
         }
@@ -102,7 +96,8 @@ impl BaseModel {
         let metadata = onnx::metadata(&proto);
         let preset = presets::detect(&metadata, &onnx::op_counts(&proto));
         drop(proto);
-        let (session, device, fallback) = runtime::session(path, device, threads, ort_lib)?;
+        let (session, device, fallback) =
+            runtime::session(path, rt.device, rt.threads, rt.ort_lib.as_deref())?;
         if session.inputs().len() != 1 {
             return Err(Error::model(
                 path,
@@ -355,6 +350,12 @@ pub struct Resolved {
     pub sources: Vec<String>,
 }
 
+/// The first layer that is set (command line, metadata, preset), else `default`.
+fn first_set<T>(layers: [Option<T>; 3], default: T) -> T {
+    let [flag, meta, preset] = layers;
+    flag.or(meta).or(preset).unwrap_or(default)
+}
+
 /// Decides the preprocessing: command line, then the model's metadata, then a matched preset. Fails
 /// with the flag to pass when none of them says.
 pub fn resolve_preprocess(info: &ModelInfo, o: &PreprocessOverrides) -> Result<Resolved> {
@@ -448,31 +449,25 @@ pub fn resolve_preprocess(info: &ModelInfo, o: &PreprocessOverrides) -> Result<R
         preset.is_some(),
     );
 
-    // Resize and interpolation.
-    let meta_resize = resize_from_metadata(m);
-    let resize = o
-        .resize
-        .or(meta_resize)
-        .or(preset.as_ref().map(|p| p.resize))
-        .unwrap_or(ResizeMode::Squash);
-    pick(
-        "resize",
-        o.resize.map(|_| "command line".into()),
-        meta_resize.is_some(),
-        preset.is_some(),
-    );
-    let meta_interp = m.get("interpolation").and_then(|s| Interpolation::parse(s));
-    let interpolation = o
-        .interpolation
-        .or(meta_interp)
-        .or(preset.as_ref().map(|p| p.interpolation))
-        .unwrap_or(Interpolation::Bilinear);
-    pick(
-        "interpolation",
-        o.interpolation.map(|_| "command line".into()),
-        meta_interp.is_some(),
-        preset.is_some(),
-    );
+    // Resize and interpolation: the first of command line, metadata, preset, else the default.
+    let resize_layers = [
+        o.resize,
+        resize_from_metadata(m),
+        preset.as_ref().map(|p| p.resize),
+    ];
+    let interp_layers = [
+        o.interpolation,
+        m.get("interpolation").and_then(|s| Interpolation::parse(s)),
+        preset.as_ref().map(|p| p.interpolation),
+    ];
+    for (what, set) in [
+        ("resize", resize_layers.map(|l| l.is_some())),
+        ("interpolation", interp_layers.map(|l| l.is_some())),
+    ] {
+        pick(what, set[0].then(|| "command line".into()), set[1], set[2]);
+    }
+    let resize = first_set(resize_layers, ResizeMode::Squash);
+    let interpolation = first_set(interp_layers, Interpolation::Bilinear);
 
     Ok(Resolved {
         preprocess: Preprocess {

@@ -26,12 +26,23 @@ static ENV: OnceLock<(Environment, PathBuf)> = OnceLock::new();
 static INIT_LOCK: std::sync::Mutex<()> = std::sync::Mutex::new(());
 
 /// Execution device for inference.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub enum Device {
+    #[default]
     Cpu,
     Cuda,
     /// CUDA when it registers, else CPU with a notice.
     Auto,
+}
+
+/// Where and how ONNX Runtime runs a model.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct RuntimeConfig {
+    pub device: Device,
+    /// Intra-op threads (0 = ONNX Runtime's default, all cores).
+    pub threads: usize,
+    /// libonnxruntime.so to load (else the lookup order of [`find_library`]).
+    pub ort_lib: Option<PathBuf>,
 }
 
 /// The project cache folder the setup script fills (`<repo>/.cache/onnxruntime`).

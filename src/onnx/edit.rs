@@ -141,6 +141,8 @@ fn value_dims(v: &super::proto::ValueInfoProto) -> Vec<i64> {
         .unwrap_or_default()
 }
 
+/// The output shape of one node from its inputs' shapes (and constant inputs), or None when an input
+/// shape is unknown or the op is not one headstart knows.
 fn node_shape(n: &NodeProto, s: &Shapes, inits: &HashMap<&str, &TensorProto>) -> Option<Vec<i64>> {
     let input = |i: usize| {
         n.input
@@ -157,102 +159,17 @@ fn node_shape(n: &NodeProto, s: &Shapes, inits: &HashMap<&str, &TensorProto>) ->
             .and_then(|t| int_values(t))
     };
     Some(match n.op_type.as_str() {
-        "Conv" => {
-            let w = input(1)?;
-            let k = attr_ints(n, "kernel_shape").unwrap_or_else(|| w[2..].to_vec());
-            let sp = k.len();
-            let strides = attr_ints(n, "strides").unwrap_or(vec![1; sp]);
-            let dil = attr_ints(n, "dilations").unwrap_or(vec![1; sp]);
-            let pads = attr_ints(n, "pads").unwrap_or(vec![0; 2 * sp]);
-            let auto = attr(n, "auto_pad")
-                .map(|a| String::from_utf8_lossy(&a.s).into_owned())
-                .unwrap_or_default();
-            let mut out = vec![x[0], w[0]];
-            for a in 0..sp {
-                out.push(if auto.starts_with("SAME") {
-                    (x[2 + a] + strides[a] - 1) / strides[a]
-                } else {
-                    window(
-                        x[2 + a],
-                        k[a],
-                        strides[a],
-                        pads[a] + pads[a + sp],
-                        dil[a],
-                        false,
-                    )
-                });
-            }
-            out
-        }
-        "MaxPool" | "AveragePool" => {
-            let k = attr_ints(n, "kernel_shape")?;
-            let sp = k.len();
-            let strides = attr_ints(n, "strides").unwrap_or(vec![1; sp]);
-            let pads = attr_ints(n, "pads").unwrap_or(vec![0; 2 * sp]);
-            let ceil = attr_int(n, "ceil_mode", 0) == 1;
-            let mut out = x[..2].to_vec();
-            for a in 0..sp {
-                out.push(window(
-                    x[2 + a],
-                    k[a],
-                    strides[a],
-                    pads[a] + pads[a + sp],
-                    1,
-                    ceil,
-                ));
-            }
-            out
-        }
+        "Conv" => conv_shape(n, &x, &input(1)?),
+        "MaxPool" | "AveragePool" => pool_shape(n, &x)?,
         "GlobalAveragePool" | "GlobalMaxPool" => {
             let mut out = x[..2].to_vec();
             out.extend(std::iter::repeat_n(1, x.len() - 2));
             out
         }
         "ReduceMean" | "ReduceMax" | "ReduceSum" | "ReduceMin" => {
-            let rank = x.len() as i64;
-            let axes: Vec<i64> = attr_ints(n, "axes")
-                .or_else(|| ints_input(1))
-                .unwrap_or_else(|| (0..rank).collect())
-                .into_iter()
-                .map(|a| a.rem_euclid(rank))
-                .collect();
-            let keep = attr_int(n, "keepdims", 1) == 1;
-            x.iter()
-                .enumerate()
-                .filter_map(|(i, &d)| match (axes.contains(&(i as i64)), keep) {
-                    (true, true) => Some(1),
-                    (true, false) => None,
-                    _ => Some(d),
-                })
-                .collect()
+            reduce_shape(n, &x, ints_input(1))
         }
-        "Relu"
-        | "Clip"
-        | "Sigmoid"
-        | "Tanh"
-        | "LeakyRelu"
-        | "BatchNormalization"
-        | "Identity"
-        | "Dropout"
-        | "Softmax"
-        | "Cast"
-        | "Sqrt"
-        | "Exp"
-        | "Log"
-        | "Neg"
-        | "Abs"
-        | "HardSigmoid"
-        | "HardSwish"
-        | "Elu"
-        | "Selu"
-        | "Erf"
-        | "LRN"
-        | "InstanceNormalization"
-        | "PRelu"
-        | "Gelu"
-        | "Mish"
-        | "Softplus"
-        | "Reciprocal" => x,
+        op if SAME_SHAPE_OPS.contains(&op) => x,
         "Add" | "Mul" | "Sub" | "Div" | "Pow" | "Max" | "Min" | "Where" => {
             let mut out = x;
             for i in 1..n.input.len() {
@@ -272,20 +189,7 @@ fn node_shape(n: &NodeProto, s: &Shapes, inits: &HashMap<&str, &TensorProto>) ->
             let axis = attr_int(n, "axis", 1).rem_euclid(x.len() as i64 + 1) as usize;
             vec![numel(&x[..axis]), numel(&x[axis..])]
         }
-        "Reshape" => {
-            let mut shape = ints_input(1)?;
-            let total = numel(&x);
-            for (i, d) in shape.iter_mut().enumerate() {
-                if *d == 0 {
-                    *d = *x.get(i)?;
-                }
-            }
-            if let Some(p) = shape.iter().position(|&d| d == -1) {
-                let known: i64 = shape.iter().filter(|&&d| d != -1).product();
-                shape[p] = if known > 0 { total / known } else { -1 };
-            }
-            shape
-        }
+        "Reshape" => reshape_shape(&x, ints_input(1)?)?,
         "Gemm" => {
             let b = input(1)?;
             let m = if attr_int(n, "transA", 0) == 1 {
@@ -310,24 +214,7 @@ fn node_shape(n: &NodeProto, s: &Shapes, inits: &HashMap<&str, &TensorProto>) ->
             let perm = attr_ints(n, "perm").unwrap_or_else(|| (0..x.len() as i64).rev().collect());
             perm.iter().map(|&p| x[p as usize]).collect()
         }
-        "Squeeze" => {
-            let rank = x.len() as i64;
-            let axes: Vec<i64> = attr_ints(n, "axes")
-                .or_else(|| ints_input(1))
-                .unwrap_or_default();
-            let axes: Vec<i64> = axes.into_iter().map(|a| a.rem_euclid(rank)).collect();
-            x.iter()
-                .enumerate()
-                .filter(|(i, &d)| {
-                    if axes.is_empty() {
-                        d != 1
-                    } else {
-                        !axes.contains(&(*i as i64))
-                    }
-                })
-                .map(|(_, &d)| d)
-                .collect()
-        }
+        "Squeeze" => squeeze_shape(n, &x, ints_input(1)),
         "Unsqueeze" => {
             let axes = attr_ints(n, "axes").or_else(|| ints_input(1))?;
             let rank = x.len() as i64 + axes.len() as i64;
@@ -354,6 +241,143 @@ fn node_shape(n: &NodeProto, s: &Shapes, inits: &HashMap<&str, &TensorProto>) ->
         }
         _ => return None,
     })
+}
+
+/// Element-wise ops: the output has the input's shape.
+const SAME_SHAPE_OPS: [&str; 27] = [
+    "Relu",
+    "Clip",
+    "Sigmoid",
+    "Tanh",
+    "LeakyRelu",
+    "BatchNormalization",
+    "Identity",
+    "Dropout",
+    "Softmax",
+    "Cast",
+    "Sqrt",
+    "Exp",
+    "Log",
+    "Neg",
+    "Abs",
+    "HardSigmoid",
+    "HardSwish",
+    "Elu",
+    "Selu",
+    "Erf",
+    "LRN",
+    "InstanceNormalization",
+    "PRelu",
+    "Gelu",
+    "Mish",
+    "Softplus",
+    "Reciprocal",
+];
+
+/// A convolution's output: batch, the kernel's output channels, each spatial axis windowed.
+fn conv_shape(n: &NodeProto, x: &[i64], w: &[i64]) -> Vec<i64> {
+    let k = attr_ints(n, "kernel_shape").unwrap_or_else(|| w[2..].to_vec());
+    let sp = k.len();
+    let strides = attr_ints(n, "strides").unwrap_or(vec![1; sp]);
+    let dil = attr_ints(n, "dilations").unwrap_or(vec![1; sp]);
+    let pads = attr_ints(n, "pads").unwrap_or(vec![0; 2 * sp]);
+    let auto = attr(n, "auto_pad")
+        .map(|a| String::from_utf8_lossy(&a.s).into_owned())
+        .unwrap_or_default();
+    let mut out = vec![x[0], w[0]];
+    for a in 0..sp {
+        out.push(if auto.starts_with("SAME") {
+            (x[2 + a] + strides[a] - 1) / strides[a]
+        } else {
+            window(
+                x[2 + a],
+                k[a],
+                strides[a],
+                pads[a] + pads[a + sp],
+                dil[a],
+                false,
+            )
+        });
+    }
+    out
+}
+
+/// Max or average pooling: batch and channels kept, each spatial axis windowed.
+fn pool_shape(n: &NodeProto, x: &[i64]) -> Option<Vec<i64>> {
+    let k = attr_ints(n, "kernel_shape")?;
+    let sp = k.len();
+    let strides = attr_ints(n, "strides").unwrap_or(vec![1; sp]);
+    let pads = attr_ints(n, "pads").unwrap_or(vec![0; 2 * sp]);
+    let ceil = attr_int(n, "ceil_mode", 0) == 1;
+    let mut out = x[..2].to_vec();
+    for a in 0..sp {
+        out.push(window(
+            x[2 + a],
+            k[a],
+            strides[a],
+            pads[a] + pads[a + sp],
+            1,
+            ceil,
+        ));
+    }
+    Some(out)
+}
+
+/// A reduction over `axes` (attribute, else the second input, else all), kept as 1 or dropped.
+fn reduce_shape(n: &NodeProto, x: &[i64], axes_input: Option<Vec<i64>>) -> Vec<i64> {
+    let rank = x.len() as i64;
+    let axes: Vec<i64> = attr_ints(n, "axes")
+        .or(axes_input)
+        .unwrap_or_else(|| (0..rank).collect())
+        .into_iter()
+        .map(|a| a.rem_euclid(rank))
+        .collect();
+    let keep = attr_int(n, "keepdims", 1) == 1;
+    x.iter()
+        .enumerate()
+        .filter_map(|(i, &d)| match (axes.contains(&(i as i64)), keep) {
+            (true, true) => Some(1),
+            (true, false) => None,
+            _ => Some(d),
+        })
+        .collect()
+}
+
+/// Squeeze: the given axes, or every axis of size 1.
+fn squeeze_shape(n: &NodeProto, x: &[i64], axes_input: Option<Vec<i64>>) -> Vec<i64> {
+    let rank = x.len() as i64;
+    let axes: Vec<i64> = attr_ints(n, "axes")
+        .or(axes_input)
+        .unwrap_or_default()
+        .into_iter()
+        .map(|a| a.rem_euclid(rank))
+        .collect();
+    x.iter()
+        .enumerate()
+        .filter(|(i, &d)| {
+            if axes.is_empty() {
+                d != 1
+            } else {
+                !axes.contains(&(*i as i64))
+            }
+        })
+        .map(|(_, &d)| d)
+        .collect()
+}
+
+/// Reshape to `shape`: 0 copies the input's dimension, one -1 takes what is left.
+fn reshape_shape(x: &[i64], mut shape: Vec<i64>) -> Option<Vec<i64>> {
+    let total = numel(x);
+    for (i, d) in shape.iter_mut().enumerate() {
+        if *d == 0 {
+            *d = *x.get(i)?;
+        }
+    }
+    if let Some(p) = shape.iter().position(|&d| d == -1) {
+        let known: i64 = shape.iter().filter(|&&d| d != -1).product();
+        shape[p] = if known > 0 { total / known } else { -1 };
+    }
+    Some(shape)
 }
 
 /// Multiply-adds of one node at the inferred shapes (batch 1).

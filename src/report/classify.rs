@@ -7,7 +7,7 @@ use crate::error::{Error, Result};
 use crate::events::{Event as Report, Reporter};
 use crate::infer::model::{resolve_preprocess, BaseModel, PreprocessOverrides};
 use crate::infer::pipeline::{Event, InputKind, Pipeline};
-use crate::infer::runtime::Device;
+use crate::infer::runtime::RuntimeConfig;
 use crate::report::score::collect_inputs;
 
 #[derive(Debug, Clone)]
@@ -18,9 +18,7 @@ pub struct ClassifyConfig {
     pub classes: PathBuf,
     pub top: usize,
     pub batch: usize,
-    pub threads: usize,
-    pub device: Device,
-    pub ort_lib: Option<PathBuf>,
+    pub runtime: RuntimeConfig,
     pub overrides: PreprocessOverrides,
 }
 
@@ -58,13 +56,7 @@ pub fn classify(
         .lines()
         .map(|l| l.trim().to_string())
         .collect();
-    let mut model = BaseModel::open(
-        &cfg.model,
-        cfg.device,
-        cfg.threads,
-        cfg.ort_lib.as_deref(),
-        None,
-    )?;
+    let mut model = BaseModel::open(&cfg.model, &cfg.runtime, None)?;
     if let Some(why) = &model.fallback {
         rep.report(Report::Notice(why));
     }

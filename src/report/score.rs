@@ -13,7 +13,7 @@ use crate::events::{Event as Report, Reporter};
 use crate::head::file::Head;
 use crate::infer::model::{resolve_preprocess, BaseModel, PreprocessOverrides};
 use crate::infer::pipeline::{Event, InputKind, Pipeline};
-use crate::infer::runtime::Device;
+use crate::infer::runtime::RuntimeConfig;
 use crate::onnx::export::CLASSES_KEY;
 use crate::util::hash::sha256_file;
 
@@ -51,10 +51,8 @@ pub struct ScoreConfig {
     pub threshold: Option<f32>,
     pub resume: bool,
     pub batch: usize,
-    pub threads: usize,
+    pub runtime: RuntimeConfig,
     pub decode_threads: usize,
-    pub device: Device,
-    pub ort_lib: Option<PathBuf>,
     /// Preprocessing for an exported model without metadata (ignored with a head: the head decides).
     pub overrides: PreprocessOverrides,
     pub layout: Option<Layout>,
@@ -71,10 +69,8 @@ impl ScoreConfig {
             threshold: None,
             resume: false,
             batch: 32,
-            threads: 0,
+            runtime: RuntimeConfig::default(),
             decode_threads: 0,
-            device: Device::Cpu,
-            ort_lib: None,
             overrides: PreprocessOverrides::default(),
             layout: None,
         }
@@ -368,13 +364,7 @@ pub fn score(cfg: &ScoreConfig, rep: &dyn Reporter) -> Result<ScoreSummary> {
     if cfg.batch == 0 {
         return Err(Error::Config("--batch must be at least 1".into()));
     }
-    let mut model = BaseModel::open(
-        &cfg.model,
-        cfg.device,
-        cfg.threads,
-        cfg.ort_lib.as_deref(),
-        cfg.layout,
-    )?;
+    let mut model = BaseModel::open(&cfg.model, &cfg.runtime, cfg.layout)?;
     if let Some(why) = &model.fallback {
         rep.report(Report::Notice(why));
     }

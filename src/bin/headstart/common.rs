@@ -12,7 +12,7 @@ use headstart::head::net::Pool;
 use headstart::head::train::OptimizerKind;
 use headstart::infer::extract::ExtractConfig;
 use headstart::infer::model::{parse_size, PreprocessOverrides};
-use headstart::infer::runtime::Device;
+use headstart::infer::runtime::{Device, RuntimeConfig};
 
 use crate::term::{ProgressMode, Term};
 
@@ -180,6 +180,16 @@ pub struct PreprocessArgs {
     pub layout: Option<LayoutArg>,
 }
 
+impl RuntimeArgs {
+    pub fn to_config(&self) -> RuntimeConfig {
+        RuntimeConfig {
+            device: self.device.into(),
+            threads: self.threads,
+            ort_lib: self.ort_lib.clone(),
+        }
+    }
+}
+
 fn parse_triplet(flag: &str, s: &str) -> Result<[f32; 3]> {
     let v: Vec<f32> = s
         .split(',')
@@ -301,9 +311,7 @@ impl ModelRunArgs {
         ex.overrides = self.pre.to_overrides()?;
         ex.layout = self.pre.layout.map(Layout::from);
         ex.batch = self.batch;
-        ex.threads = self.runtime.threads;
-        ex.device = self.runtime.device.into();
-        ex.ort_lib = self.runtime.ort_lib.clone();
+        ex.runtime = self.runtime.to_config();
         Ok(())
     }
 }

@@ -31,13 +31,7 @@ pub fn run(a: &Args) -> Result<()> {
     if a.batch == 0 {
         return Err(Error::Config("--batch must be at least 1".into()));
     }
-    let mut model = BaseModel::open(
-        &a.model,
-        a.runtime.device.into(),
-        a.runtime.threads,
-        a.runtime.ort_lib.as_deref(),
-        None,
-    )?;
+    let mut model = BaseModel::open(&a.model, &a.runtime.to_config(), None)?;
     let overrides = PreprocessOverrides {
         size: opt_size("--size", a.size.as_deref())?,
         mode: Some(Mode::Raw),

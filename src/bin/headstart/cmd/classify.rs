@@ -36,9 +36,7 @@ impl Args {
             classes: self.classes.clone(),
             top: self.top,
             batch: self.run.batch,
-            threads: self.run.runtime.threads,
-            device: self.run.runtime.device.into(),
-            ort_lib: self.run.runtime.ort_lib.clone(),
+            runtime: self.run.runtime.to_config(),
             overrides: self.run.pre.to_overrides()?,
         })
     }

@@ -5,7 +5,7 @@ use std::path::PathBuf;
 
 use headstart::error::Result;
 use headstart::infer::model::{resolve_preprocess, BaseModel, ModelInfo, PreprocessOverrides};
-use headstart::infer::runtime::Device;
+use headstart::infer::runtime::{Device, RuntimeConfig};
 use headstart::onnx::{self, edit, ModelProto};
 
 use crate::common::{opt_size, RuntimeArgs};
@@ -26,13 +26,11 @@ pub struct Args {
 pub fn run(a: &Args) -> Result<()> {
     let proto = onnx::load(&a.model)?;
     let size = opt_size("--size", a.size.as_deref())?;
-    let model = BaseModel::open(
-        &a.model,
-        Device::Cpu,
-        a.runtime.threads,
-        a.runtime.ort_lib.as_deref(),
-        None,
-    )?;
+    let rt = RuntimeConfig {
+        device: Device::Cpu,
+        ..a.runtime.to_config()
+    };
+    let model = BaseModel::open(&a.model, &rt, None)?;
     let info = &model.info;
     let shapes = edit::infer_shapes(
         &proto,

@@ -62,10 +62,8 @@ impl Args {
         cfg.threshold = self.threshold;
         cfg.resume = self.resume;
         cfg.batch = self.run.batch;
-        cfg.threads = self.run.runtime.threads;
+        cfg.runtime = self.run.runtime.to_config();
         cfg.decode_threads = self.decode_threads;
-        cfg.device = self.run.runtime.device.into();
-        cfg.ort_lib = self.run.runtime.ort_lib.clone();
         cfg.overrides = self.run.pre.to_overrides()?;
         cfg.layout = self.run.pre.layout.map(Layout::from);
         Ok(cfg)
