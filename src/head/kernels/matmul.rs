@@ -2,8 +2,8 @@
 //! register tiles: validation, `evaluate` and `score` run it on every row, and ndarray's `dot`
 //! (matrixmultiply, AVX2) takes twice as long on this shape.
 //!
-//! Blocking: the kernel is walked in blocks of [`KC`] rows (one block stays in the second-level
-//! cache); for each block, each group of [`MR`] input rows (in the first-level cache) updates its
+//! Blocking: the kernel is walked in blocks of `KC` rows (one block stays in the second-level
+//! cache); for each block, each group of `MR` input rows (in the first-level cache) updates its
 //! `MR x 32` output tile held in 24 registers. Each output value is summed over `k` in order with
 //! fused multiply-adds in one accumulator, and threads split the input rows: the result does not
 //! depend on the thread count.

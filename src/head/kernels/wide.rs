@@ -7,7 +7,7 @@
 //! maths in three passes over 6.4 M weights plus their gradient; this one reads and writes the
 //! weights and optimizer state once per step.
 //!
-//! Threads share out [`CHUNKS`] fixed row ranges of the kernel, each summing its own partial
+//! Threads share out `CHUNKS` fixed row ranges of the kernel, each summing its own partial
 //! pre-activation; the partial sums are added in chunk order, so every output value is summed in
 //! the same order whatever the thread count: results do not depend on `threads`. Products are
 //! accumulated with fused multiply-add, and on AVX-512 RMSprop and Adam use a Newton-refined
