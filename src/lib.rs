@@ -6,9 +6,10 @@
 //! model introspection, the overlapped decode/inference pipeline, extraction) -> [`cache`] (journal,
 //! output lock, HDF5 feature cache) -> [`head`] (layers, losses, optimizers, training, SIMD kernels) ->
 //! [`report`] (evaluate, metrics, plots, score, classify). Beside them: [`onnx`] (protobuf, shapes,
-//! cut, generated models, export of base + head), [`finetune`] (the top blocks trained with candle) and
-//! small helpers in [`util`]. Library code neither prints nor exits: it reports through
-//! [`events::Reporter`], which the `headstart` binary implements.
+//! cut, generated models, export of base + head), [`finetune`] (the top blocks trained with candle),
+//! [`fetch`] (pretrained bases by name, built from pinned downloads) and small helpers in [`util`].
+//! Library code neither prints nor exits: it reports through [`events::Reporter`], which the
+//! `headstart` binary implements.
 //!
 //! The pipeline in ten lines (`examples/` has it as a program):
 //!
@@ -29,6 +30,7 @@ pub mod cache;
 pub mod data;
 pub mod error;
 pub mod events;
+pub mod fetch;
 pub mod finetune;
 pub mod head;
 pub mod infer;

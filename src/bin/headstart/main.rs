@@ -51,6 +51,8 @@ enum Command {
     Models,
     /// Unfreeze the top block(s) of the base and train them with the head (candle), then export.
     Finetune(cmd::finetune::Args),
+    /// Fetch a pretrained base by name (e.g. efficientnet-lite0) into $HEADSTART_HOME/models.
+    Fetch(cmd::fetch::Args),
 }
 
 fn run(cli: Cli) -> headstart::Result<()> {
@@ -69,6 +71,7 @@ fn run(cli: Cli) -> headstart::Result<()> {
         Command::Classify(a) => cmd::classify::run(&a),
         Command::Models => cmd::models::run(),
         Command::Finetune(a) => cmd::finetune::run(&a),
+        Command::Fetch(a) => cmd::fetch::run(&a),
     }
 }
 

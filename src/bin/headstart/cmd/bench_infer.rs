@@ -9,7 +9,7 @@ use headstart::error::{Error, Result};
 use headstart::infer::model::{resolve_preprocess, BaseModel, PreprocessOverrides};
 use headstart::util::rng::Rng;
 
-use crate::common::{opt_size, RuntimeArgs};
+use crate::common::{model_path, opt_size, RuntimeArgs};
 
 #[derive(clap::Args, Debug)]
 pub struct Args {
@@ -31,7 +31,7 @@ pub fn run(a: &Args) -> Result<()> {
     if a.batch == 0 {
         return Err(Error::Config("--batch must be at least 1".into()));
     }
-    let mut model = BaseModel::open(&a.model, &a.runtime.to_config(), None)?;
+    let mut model = BaseModel::open(&model_path(&a.model)?, &a.runtime.to_config(), None)?;
     let overrides = PreprocessOverrides {
         size: opt_size("--size", a.size.as_deref())?,
         mode: Some(Mode::Raw),

@@ -5,7 +5,7 @@ use std::path::PathBuf;
 use headstart::error::Result;
 use headstart::report::classify::{classify, ClassifyConfig};
 
-use crate::common::{term, ModelRunArgs, ProgressArg};
+use crate::common::{model_path, term, ModelRunArgs, ProgressArg};
 
 #[derive(clap::Args, Debug)]
 pub struct Args {
@@ -31,7 +31,7 @@ impl Args {
     /// Validates into a [`ClassifyConfig`].
     pub fn to_config(&self) -> Result<ClassifyConfig> {
         Ok(ClassifyConfig {
-            model: self.model.clone(),
+            model: model_path(&self.model)?,
             inputs: self.paths.clone(),
             classes: self.classes.clone(),
             top: self.top,

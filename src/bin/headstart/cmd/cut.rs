@@ -5,6 +5,8 @@ use std::path::PathBuf;
 use headstart::error::{Error, Result};
 use headstart::onnx::{self, edit};
 
+use crate::common::model_path;
+
 #[derive(clap::Args, Debug)]
 pub struct Args {
     pub model: PathBuf,
@@ -16,17 +18,18 @@ pub struct Args {
 }
 
 pub fn run(a: &Args) -> Result<()> {
-    let proto = onnx::load(&a.model)?;
+    let model = model_path(&a.model)?;
+    let proto = onnx::load(&model)?;
     let (tensor, why) = match &a.layer {
         Some(l) => (l.clone(), "--layer".to_string()),
         None => edit::default_cut(&proto)
             .map(|(t, by)| (t, format!("default: the tensor read by {by}, the classifier's first op")))
-            .ok_or_else(|| Error::model(&a.model, "no classifier head found after the last Conv; name a tensor with --layer (see `headstart inspect --layers`)"))?,
+            .ok_or_else(|| Error::model(&model, "no classifier head found after the last Conv; name a tensor with --layer (see `headstart inspect --layers`)"))?,
     };
-    let cut = edit::cut(&proto, &tensor).map_err(|e| Error::model(&a.model, e))?;
+    let cut = edit::cut(&proto, &tensor).map_err(|e| Error::model(&model, e))?;
     let before = proto.graph.as_ref().map_or(0, |g| g.node.len());
     let after = cut.graph.as_ref().map_or(0, |g| g.node.len());
-    onnx::save_edited(&cut, &a.model, &a.out)?;
+    onnx::save_edited(&cut, &model, &a.out)?;
     let shapes = edit::infer_shapes(&cut, None);
     println!(
         "cut at '{tensor}' ({why}): {after} of {before} nodes kept, output {} -> {}",

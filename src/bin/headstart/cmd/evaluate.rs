@@ -8,7 +8,7 @@ use headstart::infer::extract::ExtractConfig;
 use headstart::report::evaluate::{evaluate, EvaluateConfig, Evaluation, Source};
 use headstart::report::plot;
 
-use crate::common::{path_with_suffix, term, to_json, ModelRunArgs, ProgressArg};
+use crate::common::{model_path, path_with_suffix, term, to_json, ModelRunArgs, ProgressArg};
 
 #[derive(clap::Args, Debug)]
 pub struct Args {
@@ -52,7 +52,7 @@ impl Args {
                 split: self.split.clone(),
             },
             (None, Some(m), Some(d)) => {
-                let mut ex = ExtractConfig::new(m, d, "features.h5");
+                let mut ex = ExtractConfig::new(model_path(m)?, d, "features.h5");
                 self.run.apply(&mut ex)?;
                 Source::Images(Box::new(ex))
             }

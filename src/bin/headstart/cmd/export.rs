@@ -5,6 +5,8 @@ use std::path::PathBuf;
 use headstart::error::Result;
 use headstart::onnx::export::{export, ExportConfig, IMAGE_INPUT, OUTPUT};
 
+use crate::common::model_path;
+
 #[derive(clap::Args, Debug)]
 pub struct Args {
     /// The ONNX base model the head was trained on.
@@ -23,7 +25,7 @@ pub struct Args {
 
 pub fn run(a: &Args) -> Result<()> {
     let s = export(&ExportConfig {
-        model: a.model.clone(),
+        model: model_path(&a.model)?,
         head: a.head.clone(),
         out: a.out.clone(),
         with_preprocessing: a.with_preprocessing,

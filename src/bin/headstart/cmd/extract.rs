@@ -7,7 +7,7 @@ use headstart::cache::Dtype;
 use headstart::error::Result;
 use headstart::infer::extract::{extract, ExtractConfig};
 
-use crate::common::{term, AugmentArg, ModelRunArgs, ProgressArg};
+use crate::common::{model_path, term, AugmentArg, ModelRunArgs, ProgressArg};
 
 #[derive(Copy, Clone, Debug, ValueEnum)]
 pub enum DtypeArg {
@@ -17,7 +17,7 @@ pub enum DtypeArg {
 
 #[derive(clap::Args, Debug)]
 pub struct Args {
-    /// The ONNX base model.
+    /// The ONNX base model: a file, or a name headstart fetches (`headstart models`).
     #[arg(long)]
     pub model: PathBuf,
     /// Image folder: DIR/<class>/* or DIR/{train,val,test}/<class>/*.
@@ -57,7 +57,7 @@ pub struct Args {
 impl Args {
     /// Validates into an [`ExtractConfig`].
     pub fn to_config(&self) -> Result<ExtractConfig> {
-        let mut cfg = ExtractConfig::new(&self.model, &self.data, &self.out);
+        let mut cfg = ExtractConfig::new(model_path(&self.model)?, &self.data, &self.out);
         self.run.apply(&mut cfg)?;
         cfg.decode_threads = self.decode_threads;
         cfg.dtype = match self.dtype {

@@ -8,7 +8,9 @@ use headstart::finetune::{finetune, FinetuneConfig, SplitPoint};
 use headstart::head::net::{parse_spec, DEFAULT_HEAD};
 use headstart::head::train::OptimizerSpec;
 
-use crate::common::{term, to_json, AugmentArg, ModelRunArgs, OptimizerArg, PoolArg, ProgressArg};
+use crate::common::{
+    model_path, term, to_json, AugmentArg, ModelRunArgs, OptimizerArg, PoolArg, ProgressArg,
+};
 
 #[derive(clap::Args, Debug)]
 pub struct Args {
@@ -123,7 +125,7 @@ impl Args {
                     .into(),
             ));
         }
-        let mut cfg = FinetuneConfig::new(&self.model, &self.data, &self.out, split);
+        let mut cfg = FinetuneConfig::new(model_path(&self.model)?, &self.data, &self.out, split);
         if let Some(c) = &self.cache {
             cfg.cache = c.clone();
         }

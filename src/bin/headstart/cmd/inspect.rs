@@ -8,7 +8,7 @@ use headstart::infer::model::{resolve_preprocess, BaseModel, ModelInfo, Preproce
 use headstart::infer::runtime::{Device, RuntimeConfig};
 use headstart::onnx::{self, edit, ModelProto};
 
-use crate::common::{opt_size, RuntimeArgs};
+use crate::common::{model_path, opt_size, RuntimeArgs};
 
 #[derive(clap::Args, Debug)]
 pub struct Args {
@@ -24,13 +24,14 @@ pub struct Args {
 }
 
 pub fn run(a: &Args) -> Result<()> {
-    let proto = onnx::load(&a.model)?;
+    let path = model_path(&a.model)?;
+    let proto = onnx::load(&path)?;
     let size = opt_size("--size", a.size.as_deref())?;
     let rt = RuntimeConfig {
         device: Device::Cpu,
         ..a.runtime.to_config()
     };
-    let model = BaseModel::open(&a.model, &rt, None)?;
+    let model = BaseModel::open(&path, &rt, None)?;
     let info = &model.info;
     let shapes = edit::infer_shapes(
         &proto,
@@ -45,8 +46,8 @@ pub fn run(a: &Args) -> Result<()> {
         .unwrap_or(0);
     println!(
         "model: {} ({:.1} MB, opset {opset}, IR {}, producer '{}')",
-        a.model.display(),
-        std::fs::metadata(&a.model).map(|m| m.len()).unwrap_or(0) as f64 / 1e6,
+        path.display(),
+        std::fs::metadata(&path).map(|m| m.len()).unwrap_or(0) as f64 / 1e6,
         proto.ir_version,
         proto.producer_name
     );

@@ -6,6 +6,7 @@ pub mod cut;
 pub mod evaluate;
 pub mod export;
 pub mod extract;
+pub mod fetch;
 pub mod finetune;
 pub mod inspect;
 pub mod make_features;

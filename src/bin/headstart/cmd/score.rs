@@ -6,7 +6,7 @@ use headstart::data::preprocess::Layout;
 use headstart::error::{Error, Result};
 use headstart::report::score::{score, ScoreConfig};
 
-use crate::common::{term, ModelRunArgs, ProgressArg};
+use crate::common::{model_path, term, ModelRunArgs, ProgressArg};
 
 #[derive(clap::Args, Debug)]
 pub struct Args {
@@ -56,7 +56,11 @@ impl Args {
                 )));
             }
         }
-        let mut cfg = ScoreConfig::new(&self.model, self.head.clone(), self.paths.clone());
+        let mut cfg = ScoreConfig::new(
+            model_path(&self.model)?,
+            self.head.clone(),
+            self.paths.clone(),
+        );
         cfg.out = self.out.clone();
         cfg.top_k = self.top_k;
         cfg.threshold = self.threshold;

@@ -1,0 +1,286 @@
+//! EfficientNet-Lite0 as ONNX, built from the PyTorch `state_dict` of the `efficientnet-lite-pytorch`
+//! model definition (stem conv, 16 MBConv blocks with depthwise convolutions and ReLU6, no
+//! squeeze-excitation, head conv 1x1 to 1280). Batch norm is folded into each convolution, and
+//! TensorFlow's "SAME" padding is written into each Conv's pads for a 224x224 input (stride-2
+//! convolutions pad more at the bottom and right), as the reference ONNX files do. Node names follow
+//! `torch.onnx` (`/_blocks.15/_expand_conv/Conv`), so the preset's fine-tune blocks find them.
+
+use super::torch::StateDict;
+use crate::onnx::generate::{dim, f32_tensor, int_attr, ints, node, value_info};
+use crate::onnx::proto::*;
+
+/// Batch-norm epsilon of the model definition (`batch_norm_epsilon=1e-3`).
+const BN_EPS: f32 = 1e-3;
+/// The input size the pads are computed for.
+pub const SIZE: usize = 224;
+
+/// One stage of MBConv blocks: repeats, kernel, first stride, expansion, input and output channels
+/// (`r1_k3_s11_e1_i32_o16` ... in the model definition).
+const STAGES: [(usize, usize, usize, usize, usize, usize); 7] = [
+    (1, 3, 1, 1, 32, 16),
+    (2, 3, 2, 6, 16, 24),
+    (2, 5, 2, 6, 24, 40),
+    (3, 3, 2, 6, 40, 80),
+    (3, 5, 1, 6, 80, 112),
+    (4, 5, 2, 6, 112, 192),
+    (1, 3, 1, 6, 192, 320),
+];
+
+/// What to build: the features model (global average pool, `features [N, 1280]`) or the classifier
+/// (`logits [N, 1000]`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Variant {
+    Features,
+    Classifier,
+}
+
+/// TensorFlow "SAME" padding of one axis: (before, after).
+fn same_pad(size: usize, k: usize, s: usize) -> (usize, usize) {
+    let out = size.div_ceil(s);
+    let total = ((out - 1) * s + k).saturating_sub(size);
+    (total / 2, total - total / 2)
+}
+
+struct Builder<'a> {
+    sd: &'a StateDict,
+    nodes: Vec<NodeProto>,
+    inits: Vec<TensorProto>,
+}
+
+impl Builder<'_> {
+    /// A convolution with the batch norm `bn` folded in, then ReLU6 when `relu6`. `x` is the input
+    /// tensor, `size` its spatial side; returns the output tensor and its side.
+    #[allow(clippy::too_many_arguments)]
+    fn conv_bn(
+        &mut self,
+        scope: &str,
+        conv: &str,
+        bn: &str,
+        x: &str,
+        (cin, cout, k, s, group): (usize, usize, usize, usize, usize),
+        size: usize,
+        relu6: bool,
+    ) -> Result<(String, usize), String> {
+        let w = self
+            .sd
+            .get_shaped(&format!("{conv}.weight"), &[cout, cin / group, k, k])?;
+        let bn_t = |p: &str| self.sd.get_shaped(&format!("{bn}.{p}"), &[cout]);
+        let (gamma, beta, mean, var) = (
+            bn_t("weight")?,
+            bn_t("bias")?,
+            bn_t("running_mean")?,
+            bn_t("running_var")?,
+        );
+        let per = w.data.len() / cout;
+        let mut wf = w.data.clone();
+        let mut bf = vec![0f32; cout];
+        for o in 0..cout {
+            let scale = gamma.data[o] / (var.data[o] + BN_EPS).sqrt();
+            for v in &mut wf[o * per..(o + 1) * per] {
+                *v *= scale;
+            }
+            bf[o] = beta.data[o] - mean.data[o] * scale;
+        }
+        let (wn, bnm) = (format!("{conv}.weight"), format!("{conv}.bias"));
+        self.inits.push(f32_tensor(
+            &wn,
+            vec![cout as i64, (cin / group) as i64, k as i64, k as i64],
+            &wf,
+        ));
+        self.inits.push(f32_tensor(&bnm, vec![cout as i64], &bf));
+        let (p0, p1) = same_pad(size, k, s);
+        let out = format!("{scope}/Conv_output_0");
+        self.nodes.push(node(
+            "Conv",
+            &format!("{scope}/Conv"),
+            &[x, &wn, &bnm],
+            &out,
+            vec![
+                ints("dilations", &[1, 1]),
+                int_attr("group", group as i64),
+                ints("kernel_shape", &[k as i64, k as i64]),
+                ints("pads", &[p0 as i64, p0 as i64, p1 as i64, p1 as i64]),
+                ints("strides", &[s as i64, s as i64]),
+            ],
+        ));
+        let size = size.div_ceil(s);
+        if !relu6 {
+            return Ok((out, size));
+        }
+        let clipped = format!("{scope}/Clip_output_0");
+        self.nodes.push(node(
+            "Clip",
+            &format!("{scope}/Clip"),
+            &[&out, "relu6_min", "relu6_max"],
+            &clipped,
+            vec![],
+        ));
+        Ok((clipped, size))
+    }
+}
+
+/// Builds the model from the state_dict; errors name the missing or mis-shaped tensor.
+pub fn build(
+    sd: &StateDict,
+    variant: Variant,
+    metadata: &[(&str, &str)],
+) -> Result<ModelProto, String> {
+    let mut b = Builder {
+        sd,
+        nodes: Vec::new(),
+        inits: vec![
+            f32_tensor("relu6_min", vec![], &[0.0]),
+            f32_tensor("relu6_max", vec![], &[6.0]),
+        ],
+    };
+    let (mut x, mut size) = b.conv_bn(
+        "/_conv_stem",
+        "_conv_stem",
+        "_bn0",
+        "input",
+        (3, 32, 3, 2, 1),
+        SIZE,
+        true,
+    )?;
+    let mut block = 0;
+    for (repeats, k, stride, expand, cin, cout) in STAGES {
+        for r in 0..repeats {
+            let (cin, s) = if r == 0 { (cin, stride) } else { (cout, 1) };
+            let scope = format!("/_blocks.{block}");
+            let p = format!("_blocks.{block}");
+            let input = x.clone();
+            let mid = cin * expand;
+            if expand != 1 {
+                (x, _) = b.conv_bn(
+                    &format!("{scope}/_expand_conv"),
+                    &format!("{p}._expand_conv"),
+                    &format!("{p}._bn0"),
+                    &x,
+                    (cin, mid, 1, 1, 1),
+                    size,
+                    true,
+                )?;
+            }
+            (x, size) = b.conv_bn(
+                &format!("{scope}/_depthwise_conv"),
+                &format!("{p}._depthwise_conv"),
+                &format!("{p}._bn1"),
+                &x,
+                (mid, mid, k, s, mid),
+                size,
+                true,
+            )?;
+            (x, _) = b.conv_bn(
+                &format!("{scope}/_project_conv"),
+                &format!("{p}._project_conv"),
+                &format!("{p}._bn2"),
+                &x,
+                (mid, cout, 1, 1, 1),
+                size,
+                false,
+            )?;
+            if s == 1 && cin == cout {
+                let sum = format!("{scope}/Add_output_0");
+                b.nodes.push(node(
+                    "Add",
+                    &format!("{scope}/Add"),
+                    &[&x, &input],
+                    &sum,
+                    vec![],
+                ));
+                x = sum;
+            }
+            block += 1;
+        }
+    }
+    (x, _) = b.conv_bn(
+        "/_conv_head",
+        "_conv_head",
+        "_bn1",
+        &x,
+        (320, 1280, 1, 1, 1),
+        size,
+        true,
+    )?;
+    let pooled = if variant == Variant::Features {
+        "features"
+    } else {
+        "/ReduceMean_output_0"
+    };
+    b.nodes.push(node(
+        "ReduceMean",
+        "/ReduceMean",
+        &[&x],
+        pooled,
+        vec![ints("axes", &[2, 3]), int_attr("keepdims", 0)],
+    ));
+    let (output, width) = match variant {
+        Variant::Features => ("features", 1280),
+        Variant::Classifier => {
+            let w = sd.get_shaped("_fc.weight", &[1000, 1280])?;
+            let bias = sd.get_shaped("_fc.bias", &[1000])?;
+            b.inits
+                .push(f32_tensor("_fc.weight", vec![1000, 1280], &w.data));
+            b.inits.push(f32_tensor("_fc.bias", vec![1000], &bias.data));
+            b.nodes.push(node(
+                "Gemm",
+                "/_fc/Gemm",
+                &[pooled, "_fc.weight", "_fc.bias"],
+                "logits",
+                vec![int_attr("transB", 1)],
+            ));
+            ("logits", 1000)
+        }
+    };
+    Ok(ModelProto {
+        ir_version: 8,
+        opset_import: vec![OperatorSetIdProto {
+            domain: String::new(),
+            version: 17,
+        }],
+        producer_name: "headstart".into(),
+        producer_version: env!("CARGO_PKG_VERSION").into(),
+        graph: Some(GraphProto {
+            node: b.nodes,
+            name: "efficientnet_lite0".into(),
+            initializer: b.inits,
+            input: vec![value_info(
+                "input",
+                vec![
+                    dim(None, "N"),
+                    dim(Some(3), ""),
+                    dim(Some(SIZE), ""),
+                    dim(Some(SIZE), ""),
+                ],
+            )],
+            output: vec![value_info(
+                output,
+                vec![dim(None, "N"), dim(Some(width), "")],
+            )],
+            ..Default::default()
+        }),
+        metadata_props: metadata
+            .iter()
+            .map(|(k, v)| StringStringEntryProto {
+                key: k.to_string(),
+                value: v.to_string(),
+            })
+            .collect(),
+        ..Default::default()
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// TensorFlow's SAME padding at 224: stride 2 pads one more after than before.
+    #[test]
+    fn same_padding_matches_tensorflow() {
+        assert_eq!(same_pad(224, 3, 2), (0, 1));
+        assert_eq!(same_pad(112, 5, 2), (1, 2));
+        assert_eq!(same_pad(56, 3, 1), (1, 1));
+        assert_eq!(same_pad(14, 5, 1), (2, 2));
+        assert_eq!(same_pad(7, 1, 1), (0, 0));
+    }
+}

