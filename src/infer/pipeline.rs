@@ -101,7 +101,7 @@ impl Pipeline<'_> {
         .min(pending.len());
         let next = AtomicUsize::new(0);
         let stop = AtomicBool::new(false);
-        let (tx, rx) = std::sync::mpsc::sync_channel::<Msg>(self.batch * 2);
+        let (tx, rx) = crossbeam_channel::bounded::<Msg>(self.batch * 2);
         let (pre, input, paths, flip) = (self.pre, self.input, self.paths, self.flip);
         std::thread::scope(|scope| -> Result<usize> {
             for _ in 0..workers {
@@ -149,7 +149,7 @@ impl Pipeline<'_> {
     fn consume(
         &self,
         model: &mut BaseModel,
-        rx: &std::sync::mpsc::Receiver<Msg>,
+        rx: &crossbeam_channel::Receiver<Msg>,
         sink: &mut dyn FnMut(Event) -> Result<()>,
     ) -> Result<usize> {
         let mut floats = Vec::with_capacity(self.batch * self.pre.len());
