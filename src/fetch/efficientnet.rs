@@ -6,7 +6,7 @@
 //! `torch.onnx` (`/_blocks.15/_expand_conv/Conv`), so the preset's fine-tune blocks find them.
 
 use super::torch::StateDict;
-use crate::onnx::generate::{dim, f32_tensor, int_attr, ints, node, value_info};
+use crate::onnx::generate::{dim, f32_tensor, int_attr, ints, model, node, value_info};
 use crate::onnx::proto::*;
 
 /// Batch-norm epsilon of the model definition (`batch_norm_epsilon=1e-3`).
@@ -232,42 +232,26 @@ pub fn build(
             ("logits", 1000)
         }
     };
-    Ok(ModelProto {
-        ir_version: 8,
-        opset_import: vec![OperatorSetIdProto {
-            domain: String::new(),
-            version: 17,
-        }],
-        producer_name: "headstart".into(),
-        producer_version: env!("CARGO_PKG_VERSION").into(),
-        graph: Some(GraphProto {
-            node: b.nodes,
-            name: "efficientnet_lite0".into(),
-            initializer: b.inits,
-            input: vec![value_info(
-                "input",
-                vec![
-                    dim(None, "N"),
-                    dim(Some(3), ""),
-                    dim(Some(SIZE), ""),
-                    dim(Some(SIZE), ""),
-                ],
-            )],
-            output: vec![value_info(
-                output,
-                vec![dim(None, "N"), dim(Some(width), "")],
-            )],
-            ..Default::default()
-        }),
-        metadata_props: metadata
-            .iter()
-            .map(|(k, v)| StringStringEntryProto {
-                key: k.to_string(),
-                value: v.to_string(),
-            })
-            .collect(),
+    let graph = GraphProto {
+        node: b.nodes,
+        name: "efficientnet_lite0".into(),
+        initializer: b.inits,
+        input: vec![value_info(
+            "input",
+            vec![
+                dim(None, "N"),
+                dim(Some(3), ""),
+                dim(Some(SIZE), ""),
+                dim(Some(SIZE), ""),
+            ],
+        )],
+        output: vec![value_info(
+            output,
+            vec![dim(None, "N"), dim(Some(width), "")],
+        )],
         ..Default::default()
-    })
+    };
+    Ok(model(graph, metadata.iter().copied()))
 }
 
 #[cfg(test)]

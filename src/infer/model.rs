@@ -220,15 +220,7 @@ impl BaseModel {
         data: &[f32],
         n: usize,
     ) -> Result<(Vec<f32>, Vec<usize>)> {
-        let shape = pre.batch_shape(n);
-        let path = &self.info.path;
-        let tensor = TensorRef::from_array_view((shape, data))
-            .map_err(|e| Error::model(path, e.to_string()))?;
-        let outputs = self
-            .session
-            .run(ort::inputs![self.info.input_name.as_str() => tensor])
-            .map_err(|e| Error::model(path, format!("inference failed: {e}")))?;
-        first_output(&self.info, outputs, n)
+        self.run_typed(pre.batch_shape(n), data, n)
     }
 
     /// Runs `n` images of resized uint8 RGB pixels (NHWC at the preprocessing's size) through a
@@ -239,7 +231,19 @@ impl BaseModel {
         data: &[u8],
         n: usize,
     ) -> Result<(Vec<f32>, Vec<usize>)> {
-        let shape = [n, pre.size.0 as usize, pre.size.1 as usize, 3];
+        self.run_typed([n, pre.size.0 as usize, pre.size.1 as usize, 3], data, n)
+    }
+
+    /// One batch of `n` images as a tensor of `shape` (float32 or uint8) through the session.
+    fn run_typed<T>(
+        &mut self,
+        shape: [usize; 4],
+        data: &[T],
+        n: usize,
+    ) -> Result<(Vec<f32>, Vec<usize>)>
+    where
+        T: ort::value::PrimitiveTensorElementType + std::fmt::Debug + Clone + 'static,
+    {
         let path = &self.info.path;
         let tensor = TensorRef::from_array_view((shape, data))
             .map_err(|e| Error::model(path, e.to_string()))?;

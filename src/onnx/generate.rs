@@ -237,6 +237,24 @@ pub fn cnn(spec: &CnnSpec) -> ModelProto {
             }
         }
     };
+    model(
+        GraphProto {
+            node: nodes,
+            name: "cnn".into(),
+            initializer: inits,
+            input: vec![value_info("input", input_dims)],
+            output: vec![value_info("features", output_dims)],
+            ..Default::default()
+        },
+        spec.metadata.iter().map(|(k, v)| (k.as_str(), v.as_str())),
+    )
+}
+
+/// A model around `graph` (opset 17, IR 8, produced by headstart) with `metadata_props`.
+pub fn model<'a>(
+    graph: GraphProto,
+    metadata: impl IntoIterator<Item = (&'a str, &'a str)>,
+) -> ModelProto {
     ModelProto {
         ir_version: 8,
         opset_import: vec![OperatorSetIdProto {
@@ -245,20 +263,12 @@ pub fn cnn(spec: &CnnSpec) -> ModelProto {
         }],
         producer_name: "headstart".into(),
         producer_version: env!("CARGO_PKG_VERSION").into(),
-        graph: Some(GraphProto {
-            node: nodes,
-            name: "cnn".into(),
-            initializer: inits,
-            input: vec![value_info("input", input_dims)],
-            output: vec![value_info("features", output_dims)],
-            ..Default::default()
-        }),
-        metadata_props: spec
-            .metadata
-            .iter()
+        graph: Some(graph),
+        metadata_props: metadata
+            .into_iter()
             .map(|(k, v)| StringStringEntryProto {
-                key: k.clone(),
-                value: v.clone(),
+                key: k.to_string(),
+                value: v.to_string(),
             })
             .collect(),
         ..Default::default()
