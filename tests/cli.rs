@@ -994,7 +994,15 @@ fn known_answer_vector_of_the_shared_model() {
         .iter()
         .map(|v| v.as_f64().unwrap() as f32)
         .collect();
-    let mut m = BaseModel::open(&model, &RuntimeConfig::default(), None).unwrap();
+    let (y, shape) = run_known_answer(&model, &x);
+    assert_eq!(shape, vec![1280]);
+    close(&y, &want, 1e-4);
+    let l2 = y.iter().map(|v| v * v).sum::<f32>().sqrt();
+    assert!((l2 - expected["features_l2"].as_f64().unwrap() as f32).abs() < 1e-3);
+}
+
+/// One already-preprocessed `[1,3,224,224]` input through `model` in ONNX Runtime.
+fn run_known_answer(model: &Path, x: &[f32]) -> (Vec<f32>, Vec<usize>) {
     let pre = Preprocess {
         size: (224, 224),
         layout: Layout::Nchw,
@@ -1002,11 +1010,10 @@ fn known_answer_vector_of_the_shared_model() {
         interpolation: preprocess::Interpolation::Bicubic,
         normalize: preprocess::Mode::Raw.normalize(),
     };
-    let (y, shape) = m.run(&pre, &x, 1).unwrap();
-    assert_eq!(shape, vec![1280]);
-    close(&y, &want, 1e-4);
-    let l2 = y.iter().map(|v| v * v).sum::<f32>().sqrt();
-    assert!((l2 - expected["features_l2"].as_f64().unwrap() as f32).abs() < 1e-3);
+    BaseModel::open(model, &RuntimeConfig::default(), None)
+        .unwrap()
+        .run(&pre, x, 1)
+        .unwrap()
 }
 
 /// The shared known-answer input: chelsea preprocessed as float32 `[1,3,224,224]`.
@@ -1858,19 +1865,7 @@ fn cutting_the_imagenet_model_before_its_gemm_gives_the_features_model() {
     let log = ok(&["cut", s(&full), "--layer", &gemm.input[0], "--out", s(&cut)]);
     assert!(log.contains("output [N,1280]"), "{log}");
     let x = chelsea_input(&sh);
-    let pre = Preprocess {
-        size: (224, 224),
-        layout: Layout::Nchw,
-        resize: preprocess::ResizeMode::Squash,
-        interpolation: preprocess::Interpolation::Bicubic,
-        normalize: preprocess::Mode::Raw.normalize(),
-    };
-    let run = |m: &Path| {
-        BaseModel::open(m, &RuntimeConfig::default(), None)
-            .unwrap()
-            .run(&pre, &x, 1)
-            .unwrap()
-    };
+    let run = |m: &Path| run_known_answer(m, &x);
     let (a, sa) = run(&cut);
     let (b, sb) = run(&sh.join("models/efficientnet_lite0_features.onnx"));
     assert_eq!((sa, sb), (vec![1280], vec![1280]));
@@ -2838,19 +2833,7 @@ fn fetched_efficientnet_lite0_matches_the_reference_models() {
     }
     // Known-answer input: both files against the reference files, in ONNX Runtime.
     let x = chelsea_input(&sh);
-    let pre = Preprocess {
-        size: (224, 224),
-        layout: Layout::Nchw,
-        resize: preprocess::ResizeMode::Squash,
-        interpolation: preprocess::Interpolation::Bicubic,
-        normalize: preprocess::Mode::Raw.normalize(),
-    };
-    let run = |m: &Path| {
-        BaseModel::open(m, &RuntimeConfig::default(), None)
-            .unwrap()
-            .run(&pre, &x, 1)
-            .unwrap()
-    };
+    let run = |m: &Path| run_known_answer(m, &x);
     for (ours, reference) in built.iter().zip([
         "models/efficientnet_lite0_features.onnx",
         "models/efficientnet_lite0_imagenet.onnx",
