@@ -166,224 +166,263 @@ impl Reader<'_, '_> {
     }
 
     fn run(&mut self) -> Result<Value, String> {
-        let mut stack: Vec<Item> = Vec::new();
-        let mut memo: HashMap<usize, Value> = HashMap::new();
-        let pop = |stack: &mut Vec<Item>| match stack.pop() {
-            Some(Item::V(v)) => Ok(v),
-            _ => Err("pickle: stack underflow".to_string()),
-        };
-        let pop_mark = |stack: &mut Vec<Item>| -> Result<Vec<Value>, String> {
-            let mut out = Vec::new();
-            loop {
-                match stack.pop() {
-                    Some(Item::V(v)) => out.push(v),
-                    Some(Item::Mark) => break,
-                    None => return Err("pickle: MARK missing".into()),
-                }
-            }
-            out.reverse();
-            Ok(out)
-        };
-        let top = |stack: &mut Vec<Item>| -> Result<Value, String> {
-            match stack.last() {
-                Some(Item::V(v)) => Ok(v.clone()),
-                _ => Err("pickle: empty stack".into()),
-            }
-        };
+        let mut st = State::default();
         loop {
             let at = *self.pos;
             let op = self.u8()?;
-            match op {
-                0x80 => {
-                    let proto = self.u8()?;
-                    if proto > 5 {
-                        return Err(format!("pickle protocol {proto} is not supported"));
-                    }
-                }
-                b'.' => return pop(&mut stack),
-                b'}' => stack.push(Item::V(Value::Dict(vec![]))),
-                b']' => stack.push(Item::V(Value::List(vec![]))),
-                b')' => stack.push(Item::V(Value::Tuple(vec![]))),
-                b'(' => stack.push(Item::Mark),
-                b'N' => stack.push(Item::V(Value::None)),
-                0x88 => stack.push(Item::V(Value::Bool(true))),
-                0x89 => stack.push(Item::V(Value::Bool(false))),
-                b'J' => {
-                    let b = self.take(4)?;
-                    let v = i32::from_le_bytes([b[0], b[1], b[2], b[3]]) as i64;
-                    stack.push(Item::V(Value::Int(v)));
-                }
-                b'K' => {
-                    let v = self.u8()? as i64;
-                    stack.push(Item::V(Value::Int(v)));
-                }
-                b'M' => {
-                    let v = self.u16()? as i64;
-                    stack.push(Item::V(Value::Int(v)));
-                }
-                0x8a => {
-                    let n = self.u8()? as usize;
-                    let b = self.take(n)?;
-                    if n > 8 {
-                        // Only the file's magic number is this long; keep it as bytes.
-                        stack.push(Item::V(Value::Bytes(b.to_vec())));
-                    } else {
-                        let mut buf = [0u8; 8];
-                        buf[..n].copy_from_slice(b);
-                        if n > 0 && b[n - 1] & 0x80 != 0 {
-                            for x in buf.iter_mut().skip(n) {
-                                *x = 0xff;
-                            }
-                        }
-                        stack.push(Item::V(Value::Int(i64::from_le_bytes(buf))));
-                    }
-                }
-                b'G' => {
-                    let b = self.take(8)?;
-                    let mut a = [0u8; 8];
-                    a.copy_from_slice(b);
-                    stack.push(Item::V(Value::Float(f64::from_be_bytes(a))));
-                }
-                b'X' => {
-                    let n = self.u32()?;
-                    let s = std::str::from_utf8(self.take(n)?).map_err(|e| e.to_string())?;
-                    stack.push(Item::V(Value::Str(s.to_string())));
-                }
-                0x8c => {
-                    let n = self.u8()? as usize;
-                    let s = std::str::from_utf8(self.take(n)?).map_err(|e| e.to_string())?;
-                    stack.push(Item::V(Value::Str(s.to_string())));
-                }
-                b'U' => {
-                    let n = self.u8()? as usize;
-                    let b = self.take(n)?.to_vec();
-                    stack.push(Item::V(Value::Str(String::from_utf8_lossy(&b).into())));
-                }
-                b'T' => {
-                    let n = self.u32()?;
-                    let b = self.take(n)?.to_vec();
-                    stack.push(Item::V(Value::Str(String::from_utf8_lossy(&b).into())));
-                }
-                b'C' => {
-                    let n = self.u8()? as usize;
-                    let b = self.take(n)?.to_vec();
-                    stack.push(Item::V(Value::Bytes(b)));
-                }
-                b'q' => {
-                    let k = self.u8()? as usize;
-                    memo.insert(k, top(&mut stack)?);
-                }
-                b'r' => {
-                    let k = self.u32()?;
-                    memo.insert(k, top(&mut stack)?);
-                }
-                0x94 => {
-                    let k = memo.len();
-                    memo.insert(k, top(&mut stack)?);
-                }
-                b'h' => {
-                    let k = self.u8()? as usize;
-                    let v = memo.get(&k).ok_or(format!("pickle: memo {k} unset"))?;
-                    stack.push(Item::V(v.clone()));
-                }
-                b'j' => {
-                    let k = self.u32()?;
-                    let v = memo.get(&k).ok_or(format!("pickle: memo {k} unset"))?;
-                    stack.push(Item::V(v.clone()));
-                }
-                b't' => {
-                    let items = pop_mark(&mut stack)?;
-                    stack.push(Item::V(Value::Tuple(items)));
-                }
-                0x85..=0x87 => {
-                    let n = (op - 0x84) as usize;
-                    let mut items = Vec::with_capacity(n);
-                    for _ in 0..n {
-                        items.push(pop(&mut stack)?);
-                    }
-                    items.reverse();
-                    stack.push(Item::V(Value::Tuple(items)));
-                }
-                b'l' => {
-                    let items = pop_mark(&mut stack)?;
-                    stack.push(Item::V(Value::List(items)));
-                }
-                b'a' => {
-                    let v = pop(&mut stack)?;
-                    match stack.last_mut() {
-                        Some(Item::V(Value::List(l))) => l.push(v),
-                        _ => return Err("pickle: APPEND to a non-list".into()),
-                    }
-                }
-                b'e' => {
-                    let items = pop_mark(&mut stack)?;
-                    match stack.last_mut() {
-                        Some(Item::V(Value::List(l))) => l.extend(items),
-                        _ => return Err("pickle: APPENDS to a non-list".into()),
-                    }
-                }
-                b's' => {
-                    let v = pop(&mut stack)?;
-                    let k = pop(&mut stack)?;
-                    match stack.last_mut() {
-                        Some(Item::V(Value::Dict(d))) => d.push((k, v)),
-                        _ => return Err("pickle: SETITEM on a non-dict".into()),
-                    }
-                }
-                b'u' => {
-                    let items = pop_mark(&mut stack)?;
-                    if items.len() % 2 != 0 {
-                        return Err("pickle: SETITEMS with an odd count".into());
-                    }
-                    match stack.last_mut() {
-                        Some(Item::V(Value::Dict(d))) => {
-                            let mut it = items.into_iter();
-                            while let (Some(k), Some(v)) = (it.next(), it.next()) {
-                                d.push((k, v));
-                            }
-                        }
-                        _ => return Err("pickle: SETITEMS on a non-dict".into()),
-                    }
-                }
-                b'c' => {
-                    let module = self.line()?;
-                    let name = self.line()?;
-                    stack.push(Item::V(Value::Global(global(&module, &name)?)));
-                }
-                0x93 => {
-                    let name = pop(&mut stack)?;
-                    let module = pop(&mut stack)?;
-                    match (module, name) {
-                        (Value::Str(m), Value::Str(n)) => {
-                            stack.push(Item::V(Value::Global(global(&m, &n)?)))
-                        }
-                        _ => return Err("pickle: STACK_GLOBAL needs two strings".into()),
-                    }
-                }
-                b'Q' => {
-                    let pid = pop(&mut stack)?;
-                    stack.push(Item::V(persistent(pid)?));
-                }
-                b'R' => {
-                    let args = pop(&mut stack)?;
-                    let f = pop(&mut stack)?;
-                    stack.push(Item::V(reduce(f, args)?));
-                }
-                b'b' => {
-                    // BUILD: state for the object below (an OrderedDict's `_metadata`); dropped.
-                    let _state = pop(&mut stack)?;
-                    match stack.last() {
-                        Some(Item::V(Value::Dict(_) | Value::Tensor(_))) => {}
-                        _ => return Err("pickle: BUILD on an object that is not a dict".into()),
-                    }
-                }
-                other => {
-                    return Err(format!(
-                        "pickle opcode 0x{other:02x} at byte {at} is not allowed in a weights file"
-                    ))
-                }
+            if op == b'.' {
+                return st.pop();
+            }
+            let handled = self.constant(op, &mut st)?
+                || self.memo_op(op, &mut st)?
+                || st.container(op)?
+                || self.call(op, &mut st)?;
+            if !handled {
+                return Err(format!(
+                    "pickle opcode 0x{op:02x} at byte {at} is not allowed in a weights file"
+                ));
             }
         }
+    }
+
+    /// Opcodes that push a constant: none, booleans, integers, floats, strings, bytes.
+    fn constant(&mut self, op: u8, st: &mut State) -> Result<bool, String> {
+        let v = match op {
+            0x80 => {
+                let proto = self.u8()?;
+                if proto > 5 {
+                    return Err(format!("pickle protocol {proto} is not supported"));
+                }
+                return Ok(true);
+            }
+            b'N' => Value::None,
+            0x88 => Value::Bool(true),
+            0x89 => Value::Bool(false),
+            b'J' => {
+                let b = self.take(4)?;
+                Value::Int(i32::from_le_bytes([b[0], b[1], b[2], b[3]]) as i64)
+            }
+            b'K' => Value::Int(self.u8()? as i64),
+            b'M' => Value::Int(self.u16()? as i64),
+            0x8a => {
+                let n = self.u8()? as usize;
+                let b = self.take(n)?;
+                if n > 8 {
+                    // Only the file's magic number is this long; keep it as bytes.
+                    Value::Bytes(b.to_vec())
+                } else {
+                    let mut buf = [0u8; 8];
+                    buf[..n].copy_from_slice(b);
+                    if n > 0 && b[n - 1] & 0x80 != 0 {
+                        for x in buf.iter_mut().skip(n) {
+                            *x = 0xff;
+                        }
+                    }
+                    Value::Int(i64::from_le_bytes(buf))
+                }
+            }
+            b'G' => {
+                let b = self.take(8)?;
+                let mut a = [0u8; 8];
+                a.copy_from_slice(b);
+                Value::Float(f64::from_be_bytes(a))
+            }
+            b'X' => {
+                let n = self.u32()?;
+                let s = std::str::from_utf8(self.take(n)?).map_err(|e| e.to_string())?;
+                Value::Str(s.to_string())
+            }
+            0x8c => {
+                let n = self.u8()? as usize;
+                let s = std::str::from_utf8(self.take(n)?).map_err(|e| e.to_string())?;
+                Value::Str(s.to_string())
+            }
+            b'U' => {
+                let n = self.u8()? as usize;
+                Value::Str(String::from_utf8_lossy(self.take(n)?).into())
+            }
+            b'T' => {
+                let n = self.u32()?;
+                Value::Str(String::from_utf8_lossy(self.take(n)?).into())
+            }
+            b'C' => {
+                let n = self.u8()? as usize;
+                Value::Bytes(self.take(n)?.to_vec())
+            }
+            _ => return Ok(false),
+        };
+        st.push(v);
+        Ok(true)
+    }
+
+    /// Memo opcodes: store the top of the stack under a key, or push a stored value.
+    fn memo_op(&mut self, op: u8, st: &mut State) -> Result<bool, String> {
+        let (key, put) = match op {
+            b'q' => (self.u8()? as usize, true),
+            b'r' => (self.u32()?, true),
+            0x94 => (st.memo.len(), true),
+            b'h' => (self.u8()? as usize, false),
+            b'j' => (self.u32()?, false),
+            _ => return Ok(false),
+        };
+        if put {
+            let top = st.top()?;
+            st.memo.insert(key, top);
+        } else {
+            let v = st
+                .memo
+                .get(&key)
+                .cloned()
+                .ok_or(format!("pickle: memo {key} unset"))?;
+            st.push(v);
+        }
+        Ok(true)
+    }
+
+    /// Opcodes that name or apply a callable: globals (only the allowed ones), persistent ids,
+    /// REDUCE and BUILD.
+    fn call(&mut self, op: u8, st: &mut State) -> Result<bool, String> {
+        match op {
+            b'c' => {
+                let module = self.line()?;
+                let name = self.line()?;
+                st.push(Value::Global(global(&module, &name)?));
+            }
+            0x93 => {
+                let name = st.pop()?;
+                let module = st.pop()?;
+                match (module, name) {
+                    (Value::Str(m), Value::Str(n)) => st.push(Value::Global(global(&m, &n)?)),
+                    _ => return Err("pickle: STACK_GLOBAL needs two strings".into()),
+                }
+            }
+            b'Q' => {
+                let pid = st.pop()?;
+                st.push(persistent(pid)?);
+            }
+            b'R' => {
+                let args = st.pop()?;
+                let f = st.pop()?;
+                st.push(reduce(f, args)?);
+            }
+            b'b' => {
+                // BUILD: state for the object below (an OrderedDict's `_metadata`); dropped.
+                let _state = st.pop()?;
+                match st.stack.last() {
+                    Some(Item::V(Value::Dict(_) | Value::Tensor(_))) => {}
+                    _ => return Err("pickle: BUILD on an object that is not a dict".into()),
+                }
+            }
+            _ => return Ok(false),
+        }
+        Ok(true)
+    }
+}
+
+/// The unpickler's stack and memo.
+#[derive(Default)]
+struct State {
+    stack: Vec<Item>,
+    memo: HashMap<usize, Value>,
+}
+
+impl State {
+    fn push(&mut self, v: Value) {
+        self.stack.push(Item::V(v));
+    }
+
+    fn pop(&mut self) -> Result<Value, String> {
+        match self.stack.pop() {
+            Some(Item::V(v)) => Ok(v),
+            _ => Err("pickle: stack underflow".to_string()),
+        }
+    }
+
+    fn top(&self) -> Result<Value, String> {
+        match self.stack.last() {
+            Some(Item::V(v)) => Ok(v.clone()),
+            _ => Err("pickle: empty stack".into()),
+        }
+    }
+
+    /// The values above the topmost MARK, which is removed.
+    fn pop_mark(&mut self) -> Result<Vec<Value>, String> {
+        let mut out = Vec::new();
+        loop {
+            match self.stack.pop() {
+                Some(Item::V(v)) => out.push(v),
+                Some(Item::Mark) => break,
+                None => return Err("pickle: MARK missing".into()),
+            }
+        }
+        out.reverse();
+        Ok(out)
+    }
+
+    /// Opcodes that make or fill containers: dicts, lists, tuples and marks.
+    fn container(&mut self, op: u8) -> Result<bool, String> {
+        match op {
+            b'}' => self.push(Value::Dict(vec![])),
+            b']' => self.push(Value::List(vec![])),
+            b')' => self.push(Value::Tuple(vec![])),
+            b'(' => self.stack.push(Item::Mark),
+            b't' => {
+                let items = self.pop_mark()?;
+                self.push(Value::Tuple(items));
+            }
+            0x85..=0x87 => {
+                let n = (op - 0x84) as usize;
+                let mut items = Vec::with_capacity(n);
+                for _ in 0..n {
+                    items.push(self.pop()?);
+                }
+                items.reverse();
+                self.push(Value::Tuple(items));
+            }
+            b'l' => {
+                let items = self.pop_mark()?;
+                self.push(Value::List(items));
+            }
+            b'a' => {
+                let v = self.pop()?;
+                match self.stack.last_mut() {
+                    Some(Item::V(Value::List(l))) => l.push(v),
+                    _ => return Err("pickle: APPEND to a non-list".into()),
+                }
+            }
+            b'e' => {
+                let items = self.pop_mark()?;
+                match self.stack.last_mut() {
+                    Some(Item::V(Value::List(l))) => l.extend(items),
+                    _ => return Err("pickle: APPENDS to a non-list".into()),
+                }
+            }
+            b's' => {
+                let v = self.pop()?;
+                let k = self.pop()?;
+                match self.stack.last_mut() {
+                    Some(Item::V(Value::Dict(d))) => d.push((k, v)),
+                    _ => return Err("pickle: SETITEM on a non-dict".into()),
+                }
+            }
+            b'u' => {
+                let items = self.pop_mark()?;
+                if items.len() % 2 != 0 {
+                    return Err("pickle: SETITEMS with an odd count".into());
+                }
+                match self.stack.last_mut() {
+                    Some(Item::V(Value::Dict(d))) => {
+                        let mut it = items.into_iter();
+                        while let (Some(k), Some(v)) = (it.next(), it.next()) {
+                            d.push((k, v));
+                        }
+                    }
+                    _ => return Err("pickle: SETITEMS on a non-dict".into()),
+                }
+            }
+            _ => return Ok(false),
+        }
+        Ok(true)
     }
 }
 

@@ -358,44 +358,37 @@ impl Writer {
     }
 }
 
-/// Scores every input, writing one row per image as its batch finishes; progress and unreadable
-/// files go to `rep`.
-pub fn score(cfg: &ScoreConfig, rep: &dyn Reporter) -> Result<ScoreSummary> {
-    if cfg.batch == 0 {
-        return Err(Error::Config("--batch must be at least 1".into()));
-    }
-    let mut model = BaseModel::open(&cfg.model, &cfg.runtime, cfg.layout)?;
-    if let Some(why) = &model.fallback {
-        rep.report(Report::Notice(why));
-    }
-    let (classifier, pre, input): (Classifier, Preprocess, InputKind) = match &cfg.head {
+/// The classifier for `cfg`: a head (checked against the model's sha256, with the preprocessing of
+/// its cache) or an exported model (its classes and preprocessing from its metadata).
+fn classifier(cfg: &ScoreConfig, model: &BaseModel) -> Result<(Classifier, Preprocess, InputKind)> {
+    Ok(match &cfg.head {
         Some(hp) => {
             let head = Head::load(hp)?;
             let sha = sha256_file(&cfg.model)?;
             if sha != head.base.model_sha256 {
                 return Err(Error::Config(format!(
-                    "base models differ: head {} was trained on {} (sha256 {}), --model {} has sha256 {sha}",
-                    hp.display(),
-                    head.base.model_file,
-                    head.base.model_sha256,
-                    cfg.model.display()
-                )));
+                "base models differ: head {} was trained on {} (sha256 {}), --model {} has sha256 {sha}",
+                hp.display(),
+                head.base.model_file,
+                head.base.model_sha256,
+                cfg.model.display()
+            )));
             }
             let pre = head.base.preprocess().map_err(|e| Error::cache(hp, e))?;
             (Classifier::Head(Box::new(head)), pre, InputKind::F32)
         }
         None => {
             let classes: Vec<String> = model
-                .info
-                .metadata
-                .get(CLASSES_KEY)
-                .and_then(|v| serde_json::from_str(v).ok())
-                .ok_or_else(|| {
-                    Error::model(
-                        &cfg.model,
-                        format!("no --head given and the model has no '{CLASSES_KEY}' metadata (is it a headstart export?)"),
-                    )
-                })?;
+            .info
+            .metadata
+            .get(CLASSES_KEY)
+            .and_then(|v| serde_json::from_str(v).ok())
+            .ok_or_else(|| {
+                Error::model(
+                    &cfg.model,
+                    format!("no --head given and the model has no '{CLASSES_KEY}' metadata (is it a headstart export?)"),
+                )
+            })?;
             let in_graph = model
                 .info
                 .metadata
@@ -414,7 +407,20 @@ pub fn score(cfg: &ScoreConfig, rep: &dyn Reporter) -> Result<ScoreSummary> {
             };
             (Classifier::Exported { classes }, pre, input)
         }
-    };
+    })
+}
+
+/// Scores every input, writing one row per image as its batch finishes; progress and unreadable
+/// files go to `rep`.
+pub fn score(cfg: &ScoreConfig, rep: &dyn Reporter) -> Result<ScoreSummary> {
+    if cfg.batch == 0 {
+        return Err(Error::Config("--batch must be at least 1".into()));
+    }
+    let mut model = BaseModel::open(&cfg.model, &cfg.runtime, cfg.layout)?;
+    if let Some(why) = &model.fallback {
+        rep.report(Report::Notice(why));
+    }
+    let (classifier, pre, input) = classifier(cfg, &model)?;
     let files = collect_inputs(&cfg.inputs, rep)?;
     let names: Vec<String> = files.iter().map(|p| p.display().to_string()).collect();
     let format = cfg.out.as_deref().map_or(Format::Csv, Format::for_path);
