@@ -419,12 +419,8 @@ pub fn evaluate_rows(
     (total / n, correct as f64 / n)
 }
 
-/// Trains a new network from `cfg` on `data`; `on_epoch` sees each history row as it is made.
-pub fn fit(
-    cfg: &TrainConfig,
-    data: &TrainData,
-    mut on_epoch: impl FnMut(&EpochRecord),
-) -> Result<(Network, History)> {
+/// The settings against the data: rows to train on, labels within the classes.
+fn check_data(cfg: &TrainConfig, data: &TrainData) -> Result<()> {
     cfg.validate(data.val.as_ref().is_some_and(|v| !v.2.is_empty()))?;
     if data.train.is_empty() {
         return Err(Error::Config("no training rows".into()));
@@ -435,29 +431,43 @@ pub fn fit(
             data.classes
         )));
     }
+    Ok(())
+}
+
+/// `--class-weight balanced`: `n / (classes * n_c)` per class over the training rows (0 for a class
+/// with none), as scikit-learn and Keras.
+fn balanced_weights(data: &TrainData) -> Vec<f32> {
+    let mut counts = vec![0usize; data.classes];
+    for &i in &data.train {
+        counts[data.y[i] as usize] += 1;
+    }
+    let n = data.train.len() as f32;
+    counts
+        .iter()
+        .map(|&c| {
+            if c == 0 {
+                0.0
+            } else {
+                n / (data.classes as f32 * c as f32)
+            }
+        })
+        .collect()
+}
+
+/// Trains a new network from `cfg` on `data`; `on_epoch` sees each history row as it is made.
+pub fn fit(
+    cfg: &TrainConfig,
+    data: &TrainData,
+    mut on_epoch: impl FnMut(&EpochRecord),
+) -> Result<(Network, History)> {
+    check_data(cfg, data)?;
     let _ftz = crate::head::kernels::wide::FlushDenormals::new();
     let outputs = output_units(data.classes);
     let mut net = Network::new(data.x.ncols(), &cfg.spec, outputs, cfg.seed);
     let mut opt = cfg.optimizer.build();
     let mut shuffle_rng = Rng(cfg.seed.wrapping_add(0x0123_4567));
     let mut dropout_rng = Rng(cfg.seed.wrapping_add(0x89ab_cdef));
-    let class_weights: Option<Vec<f32>> = cfg.balanced.then(|| {
-        let mut counts = vec![0usize; data.classes];
-        for &i in &data.train {
-            counts[data.y[i] as usize] += 1;
-        }
-        let n = data.train.len() as f32;
-        counts
-            .iter()
-            .map(|&c| {
-                if c == 0 {
-                    0.0
-                } else {
-                    n / (data.classes as f32 * c as f32)
-                }
-            })
-            .collect()
-    });
+    let class_weights = cfg.balanced.then(|| balanced_weights(data));
     let mut history = History::default();
     let mut best: Option<(f64, Network, usize)> = None;
     let mut since_best = 0usize;
