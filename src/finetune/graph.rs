@@ -518,6 +518,41 @@ impl TopGraph {
     }
 }
 
+/// A convolution (padded, then dense im2col, depthwise, or candle's grouped one) plus its bias.
+fn conv(
+    x: &Tensor,
+    get: &dyn Fn(usize) -> Result<Tensor, String>,
+    has: &dyn Fn(usize) -> bool,
+    (pads, stride, dilation, group): ([usize; 4], (usize, usize), usize, usize),
+) -> Result<Tensor, String> {
+    let e = |e: candle_core::Error| e.to_string();
+    let w = get(1)?;
+    let (_, c, _, _) = x.dims4().map_err(e)?;
+    let (o, wc, _, _) = w.dims4().map_err(e)?;
+    let xp = x
+        .pad_with_zeros(2, pads[0], pads[2])
+        .and_then(|t| t.pad_with_zeros(3, pads[1], pads[3]))
+        .map_err(e)?;
+    let y = if group == 1 && dilation == 1 {
+        ops::conv2d(&xp, &w, stride.0, stride.1)
+    } else if group == c && wc == 1 && o == c && dilation == 1 {
+        ops::depthwise(&xp, &w, stride.0, stride.1)
+    } else if stride.0 == stride.1 {
+        xp.conv2d(&w, 0, stride.0, dilation, group)
+    } else {
+        return Err(format!(
+            "group {group} with strides {stride:?} is not supported"
+        ));
+    }
+    .map_err(e)?;
+    if !has(2) {
+        return Ok(y);
+    }
+    let b = get(2)?;
+    y.broadcast_add(&b.reshape((1, o, 1, 1)).map_err(e)?)
+        .map_err(e)
+}
+
 /// Resolves negative axes against `rank`.
 fn axis(a: i64, rank: usize) -> CResult<usize> {
     let r = rank as i64;
@@ -541,34 +576,7 @@ fn run(
             stride,
             dilation,
             group,
-        } => {
-            let w = get(1)?;
-            let (_, c, _, _) = x.dims4().map_err(e)?;
-            let (o, wc, _, _) = w.dims4().map_err(e)?;
-            let xp = x
-                .pad_with_zeros(2, pads[0], pads[2])
-                .and_then(|t| t.pad_with_zeros(3, pads[1], pads[3]))
-                .map_err(e)?;
-            let y = if *group == 1 && *dilation == 1 {
-                ops::conv2d(&xp, &w, stride.0, stride.1)
-            } else if *group == c && wc == 1 && o == c && *dilation == 1 {
-                ops::depthwise(&xp, &w, stride.0, stride.1)
-            } else if stride.0 == stride.1 {
-                xp.conv2d(&w, 0, stride.0, *dilation, *group)
-            } else {
-                return Err(format!(
-                    "group {group} with strides {stride:?} is not supported"
-                ));
-            }
-            .map_err(e)?;
-            if has(2) {
-                let b = get(2)?;
-                y.broadcast_add(&b.reshape((1, o, 1, 1)).map_err(e)?)
-                    .map_err(e)?
-            } else {
-                y
-            }
-        }
+        } => conv(&x, get, &has, (*pads, *stride, *dilation, *group))?,
         Op::Relu => x.relu().map_err(e)?,
         Op::Clip(lo, hi) => {
             let mut y = x;
