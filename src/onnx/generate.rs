@@ -11,6 +11,11 @@ pub const VGG16_BLOCKS: [usize; 18] = [
     64, 64, 0, 128, 128, 0, 256, 256, 256, 0, 512, 512, 512, 0, 512, 512, 512, 0,
 ];
 
+/// The VGG-19 conv base (four convs in blocks 3 to 5).
+pub const VGG19_BLOCKS: [usize; 21] = [
+    64, 64, 0, 128, 128, 0, 256, 256, 256, 256, 0, 512, 512, 512, 512, 0, 512, 512, 512, 512, 0,
+];
+
 /// What to generate.
 #[derive(Debug, Clone)]
 pub struct CnnSpec {
@@ -119,8 +124,26 @@ pub(crate) fn f32_tensor(name: &str, dims: Vec<i64>, data: &[f32]) -> TensorProt
     }
 }
 
-/// Builds the model described by `spec`.
+/// Builds the model described by `spec`, with seeded random weights.
 pub fn cnn(spec: &CnnSpec) -> ModelProto {
+    cnn_with(spec, None).expect("random weights always have the spec's shapes")
+}
+
+/// One 3x3 convolution's weights: the kernel in ONNX's OIHW order and the bias.
+pub type ConvWeights = (Vec<f32>, Vec<f32>);
+
+/// Builds the model described by `spec` with the given weights (one entry per conv, in order), or
+/// seeded random ones when `given` is `None`. Given weights of the wrong count or size are an error.
+pub fn cnn_with(spec: &CnnSpec, given: Option<&[ConvWeights]>) -> Result<ModelProto, String> {
+    let convs = spec.blocks.iter().filter(|&&c| c != 0).count();
+    if let Some(g) = given {
+        if g.len() != convs {
+            return Err(format!(
+                "{} convolutions' weights given, the architecture has {convs}",
+                g.len()
+            ));
+        }
+    }
     let mut rng = Rng(spec.seed);
     let mut nodes = Vec::new();
     let mut inits = Vec::new();
@@ -144,7 +167,7 @@ pub fn cnn(spec: &CnnSpec) -> ModelProto {
         cur = "x_nchw".into();
     }
     let (mut in_ch, mut sh, mut sw) = (3usize, h, w);
-    let (mut block, mut conv) = (1, 1);
+    let (mut block, mut conv, mut index) = (1, 1, 0);
     for &c in &spec.blocks {
         if c == 0 {
             let out = format!("block{block}_pool");
@@ -164,9 +187,26 @@ pub fn cnn(spec: &CnnSpec) -> ModelProto {
         }
         let name = format!("block{block}_conv{conv}");
         let fan_in = in_ch * 9;
-        let std = (2.0 / fan_in as f32).sqrt();
-        let weights: Vec<f32> = (0..c * fan_in).map(|_| rng.normal() * std).collect();
-        let bias = vec![0.0f32; c];
+        let (weights, bias) = match given {
+            Some(g) => {
+                let (w, b) = &g[index];
+                if w.len() != c * fan_in || b.len() != c {
+                    return Err(format!(
+                        "{name}: {} kernel and {} bias values given, expected {} ([{c}, {in_ch}, 3, 3]) and {c}",
+                        w.len(),
+                        b.len(),
+                        c * fan_in
+                    ));
+                }
+                (w.clone(), b.clone())
+            }
+            None => {
+                let std = (2.0 / fan_in as f32).sqrt();
+                let w: Vec<f32> = (0..c * fan_in).map(|_| rng.normal() * std).collect();
+                (w, vec![0.0f32; c])
+            }
+        };
+        index += 1;
         inits.push(f32_tensor(
             &format!("{name}_W"),
             vec![c as i64, in_ch as i64, 3, 3],
@@ -237,7 +277,7 @@ pub fn cnn(spec: &CnnSpec) -> ModelProto {
             }
         }
     };
-    model(
+    Ok(model(
         GraphProto {
             node: nodes,
             name: "cnn".into(),
@@ -247,7 +287,7 @@ pub fn cnn(spec: &CnnSpec) -> ModelProto {
             ..Default::default()
         },
         spec.metadata.iter().map(|(k, v)| (k.as_str(), v.as_str())),
-    )
+    ))
 }
 
 /// A model around `graph` (opset 17, IR 8, produced by headstart) with `metadata_props`.

@@ -4,7 +4,7 @@
 use std::path::PathBuf;
 
 use headstart::error::{Error, Result};
-use headstart::fetch::{fetch, source, FetchConfig, SOURCES};
+use headstart::fetch::{fetch, source, Digest, FetchConfig, SOURCES};
 
 use crate::common::{term, ProgressArg};
 
@@ -18,6 +18,16 @@ pub struct Args {
     /// Build the file again even if it is there.
     #[arg(long)]
     pub force: bool,
+    /// Download the weights from this URL (a mirror, http or https) instead of
+    /// the pinned place; needs --sha256.
+    #[arg(long, requires = "sha256")]
+    pub url: Option<String>,
+    /// The sha256 the file from --url must have (it replaces the pinned hash).
+    #[arg(long, requires = "url")]
+    pub sha256: Option<String>,
+    /// Download progress: auto (a bar on a terminal), bar, json or none.
+    #[arg(long, value_enum, default_value = "auto")]
+    pub progress: ProgressArg,
     /// Only the final line.
     #[arg(long, short)]
     pub quiet: bool,
@@ -31,11 +41,24 @@ pub fn run(a: &Args) -> Result<()> {
             SOURCES.map(|s| s.name).join(", ")
         ))
     })?;
+    let digest = match &a.sha256 {
+        Some(h) if h.len() == 64 && h.bytes().all(|b| b.is_ascii_hexdigit()) => {
+            Some(Digest::Sha256(h.to_ascii_lowercase()))
+        }
+        Some(h) => {
+            return Err(Error::Config(format!(
+                "--sha256 '{h}': expected 64 hex digits"
+            )))
+        }
+        None => None,
+    };
     let cfg = FetchConfig {
         dir: a.dir.clone(),
         force: a.force,
+        url: a.url.clone(),
+        digest,
     };
-    let f = fetch(src, &cfg, &term(ProgressArg::None, a.quiet))?;
+    let f = fetch(src, &cfg, &term(a.progress, a.quiet))?;
     let state = if f.present {
         "already there".to_string()
     } else {
