@@ -65,10 +65,11 @@ pub fn read_layers(path: &Path) -> Result<Vec<Layer>, String> {
     Ok(layers)
 }
 
-/// The 2-D convolutions of `layers` as ONNX weights `(OIHW kernel, bias)`, from Keras' HWIO kernels.
-pub fn conv_weights(
-    layers: &[Layer],
-) -> Result<Vec<(String, [usize; 4], Vec<f32>, Vec<f32>)>, String> {
+/// A convolution in ONNX's terms: `(layer name, [out, in, kh, kw], OIHW kernel, bias)`.
+pub type Conv = (String, [usize; 4], Vec<f32>, Vec<f32>);
+
+/// The 2-D convolutions of `layers` as ONNX weights, from Keras' HWIO kernels.
+pub fn conv_weights(layers: &[Layer]) -> Result<Vec<Conv>, String> {
     let mut out = Vec::new();
     for (name, weights) in layers {
         let [(kn, kshape, k), (bn, bshape, b)] = weights.as_slice() else {
