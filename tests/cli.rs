@@ -3176,3 +3176,82 @@ fn walk(dir: &Path) -> Vec<PathBuf> {
     }
     out
 }
+
+/// A wheel (zip) holding `member` with `bytes`.
+fn fake_wheel(path: &Path, member: &str, bytes: &[u8]) {
+    use std::io::Write;
+    let mut z = zip::ZipWriter::new(std::fs::File::create(path).unwrap());
+    z.start_file(member, zip::write::SimpleFileOptions::default())
+        .unwrap();
+    z.write_all(bytes).unwrap();
+    z.finish().unwrap();
+}
+
+/// `headstart setup --wheel` installs the pinned ONNX Runtime library into `$HEADSTART_HOME/lib`,
+/// where the lookup finds it first (an installed binary then works from any folder); a library whose
+/// hash is not the pinned one, or a file that is not a wheel, is refused and nothing is installed.
+#[test]
+fn setup_installs_onnx_runtime_into_the_home_folder() {
+    let d = tmp();
+    let home = d.path().join("home");
+    let lib = headstart::infer::runtime::find_library(None).unwrap();
+    let member = "onnxruntime/capi/libonnxruntime.so.1.31.1";
+    let setup = |wheel: &Path| {
+        bin()
+            .env("HEADSTART_HOME", &home)
+            .env_remove("ORT_DYLIB_PATH")
+            .current_dir(d.path())
+            .args(["setup", "--wheel", s(wheel)])
+            .output()
+            .unwrap()
+    };
+    let bad = d.path().join("bad.whl");
+    fake_wheel(&bad, member, b"not onnx runtime");
+    let o = setup(&bad);
+    assert!(!o.status.success());
+    assert!(
+        text(&o).contains("expected fc44112fbe06d7d6"),
+        "{}",
+        text(&o)
+    );
+    let o = setup(&lib);
+    assert!(!o.status.success());
+    assert!(text(&o).contains("not a wheel"), "{}", text(&o));
+    assert!(walk(&home).is_empty(), "{:?}", walk(&home));
+
+    let good = d
+        .path()
+        .join("onnxruntime-1.31.1-cp311-cp311-manylinux_2_28_x86_64.whl");
+    fake_wheel(&good, member, &std::fs::read(&lib).unwrap());
+    let o = setup(&good);
+    assert!(o.status.success(), "{}", text(&o));
+    let installed = home.join("lib/libonnxruntime.so.1.31.1");
+    assert!(text(&o).contains(s(&installed)), "{}", text(&o));
+    assert!(
+        !text(&o).contains("note:"),
+        "the lookup finds it first: {}",
+        text(&o)
+    );
+    assert!(text(&setup(&good)).contains("already installed"));
+    // The installed library runs a model, from another folder.
+    let (_tiny, data, m, out) = tiny_setup(1);
+    let o = bin()
+        .env("HEADSTART_HOME", &home)
+        .env_remove("ORT_DYLIB_PATH")
+        .current_dir(d.path())
+        .args([
+            "extract",
+            "--model",
+            s(&m),
+            "--data",
+            s(&data),
+            "--out",
+            s(&out),
+            "--preprocess",
+            "tf",
+            "-q",
+        ])
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "{}", text(&o));
+}

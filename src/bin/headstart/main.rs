@@ -53,6 +53,8 @@ enum Command {
     Finetune(cmd::finetune::Args),
     /// Fetch a pretrained base by name (e.g. efficientnet-lite0) into $HEADSTART_HOME/models.
     Fetch(cmd::fetch::Args),
+    /// Install ONNX Runtime into $HEADSTART_HOME/lib (for a binary used outside the checkout).
+    Setup(cmd::setup::Args),
 }
 
 fn run(cli: Cli) -> headstart::Result<()> {
@@ -72,6 +74,7 @@ fn run(cli: Cli) -> headstart::Result<()> {
         Command::Models => cmd::models::run(),
         Command::Finetune(a) => cmd::finetune::run(&a),
         Command::Fetch(a) => cmd::fetch::run(&a),
+        Command::Setup(a) => cmd::setup::run(&a),
     }
 }
 

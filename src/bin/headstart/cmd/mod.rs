@@ -13,5 +13,6 @@ pub mod make_features;
 pub mod make_model;
 pub mod models;
 pub mod score;
+pub mod setup;
 pub mod summary;
 pub mod train_head;
