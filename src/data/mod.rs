@@ -4,3 +4,4 @@
 pub mod preprocess;
 pub mod presets;
 pub mod scan;
+pub mod split;

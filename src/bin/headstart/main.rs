@@ -55,6 +55,8 @@ enum Command {
     Fetch(cmd::fetch::Args),
     /// Install ONNX Runtime into $HEADSTART_HOME/lib (for a binary used outside the checkout).
     Setup(cmd::setup::Args),
+    /// Sample train / val / test images per class out of a raw dump (e.g. Kaggle's PetImages).
+    Split(cmd::split::Args),
 }
 
 fn run(cli: Cli) -> headstart::Result<()> {
@@ -75,6 +77,7 @@ fn run(cli: Cli) -> headstart::Result<()> {
         Command::Finetune(a) => cmd::finetune::run(&a),
         Command::Fetch(a) => cmd::fetch::run(&a),
         Command::Setup(a) => cmd::setup::run(&a),
+        Command::Split(a) => cmd::split::run(&a),
     }
 }
 

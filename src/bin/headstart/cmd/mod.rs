@@ -14,5 +14,6 @@ pub mod make_model;
 pub mod models;
 pub mod score;
 pub mod setup;
+pub mod split;
 pub mod summary;
 pub mod train_head;

@@ -1,0 +1,364 @@
+//! `headstart split`: a seeded train / validation / test sample per class out of a raw dump (the
+//! Kaggle Dogs vs Cats download: `PetImages/Cat`, `PetImages/Dog`, or the competition's flat
+//! `cat.123.jpg` files), written as `OUT/{train,val,test}/<class>/` with a `MANIFEST.tsv`.
+//!
+//! Every chosen file is decoded first; a broken one (zero bytes, truncated, not an image) is listed
+//! and replaced by the next candidate of the same seeded order, so the output holds exactly the
+//! numbers asked for, all readable. The splits never overlap, and the same seed gives the same split.
+//! The output is built in a temporary folder beside `OUT` and renamed into place.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+
+use rayon::prelude::*;
+
+use crate::data::preprocess::decode;
+use crate::data::scan::{image_files_checked, is_image_file};
+use crate::error::{Error, Result};
+use crate::events::{Event, Reporter};
+use crate::util::hash::sha256_file;
+use crate::util::rng::Rng;
+
+/// How chosen files are placed in the output.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum PlaceMode {
+    /// Hard links (no extra space); a copy where the file system refuses.
+    #[default]
+    Link,
+    Symlink,
+    Copy,
+}
+
+/// Where a file's class comes from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum LabelFrom {
+    /// One sub-folder per class (`PetImages/Cat/1.jpg`).
+    #[default]
+    Folder,
+    /// The file name up to its first dot (`cat.123.jpg`), all files in one folder.
+    Prefix,
+}
+
+/// What to split.
+#[derive(Debug, Clone)]
+pub struct SplitConfig {
+    pub src: PathBuf,
+    pub out: PathBuf,
+    /// Files per class in each split.
+    pub train: usize,
+    pub val: usize,
+    pub test: usize,
+    pub seed: u64,
+    pub mode: PlaceMode,
+    pub label_from: LabelFrom,
+    /// Replace an earlier split's output at `out`.
+    pub force: bool,
+}
+
+/// The split names, in manifest order.
+pub const SPLITS: [&str; 3] = ["train", "val", "test"];
+
+/// What a split did.
+#[derive(Debug, Clone, Default)]
+pub struct SplitSummary {
+    /// Per class: candidates found and the files written per split.
+    pub classes: BTreeMap<String, (usize, [usize; 3])>,
+    /// Broken files met while sampling, with the reason (each was replaced).
+    pub broken: Vec<(PathBuf, String)>,
+    /// Files that are not images by their extension (e.g. `Thumbs.db`), never candidates.
+    pub not_images: usize,
+}
+
+impl SplitConfig {
+    fn wanted(&self) -> [usize; 3] {
+        [self.train, self.val, self.test]
+    }
+
+    fn check(&self) -> Result<()> {
+        if self.train + self.test + self.val == 0 {
+            return Err(Error::Config(
+                "split: --train, --val and --test are all 0; nothing to write".into(),
+            ));
+        }
+        if !self.src.is_dir() {
+            return Err(Error::Config(format!(
+                "split: {} is not a folder",
+                self.src.display()
+            )));
+        }
+        if self.out.starts_with(&self.src) {
+            return Err(Error::Config(format!(
+                "split: the output {} is inside the source {}; choose another folder",
+                self.out.display(),
+                self.src.display()
+            )));
+        }
+        let non_empty = std::fs::read_dir(&self.out).is_ok_and(|mut d| d.next().is_some());
+        if non_empty && !self.force {
+            return Err(Error::Config(format!(
+                "split: {} exists and is not empty; pass --force to replace an earlier split there",
+                self.out.display()
+            )));
+        }
+        if non_empty && !self.out.join("MANIFEST.tsv").is_file() {
+            return Err(Error::Config(format!(
+                "split: {} is not empty and has no MANIFEST.tsv, so it is not an earlier split: refused even with --force",
+                self.out.display()
+            )));
+        }
+        Ok(())
+    }
+}
+
+/// The candidate files of each class, sorted by path, and how many non-image files were passed over.
+fn candidates(
+    cfg: &SplitConfig,
+    rep: &dyn Reporter,
+) -> Result<(BTreeMap<String, Vec<PathBuf>>, usize)> {
+    let mut classes: BTreeMap<String, Vec<PathBuf>> = BTreeMap::new();
+    let mut not_images = 0;
+    let entries = |dir: &Path| -> Result<Vec<PathBuf>> {
+        let mut v: Vec<PathBuf> = std::fs::read_dir(dir)
+            .map_err(|e| Error::io(dir, e))?
+            .flatten()
+            .map(|e| e.path())
+            .filter(|p| {
+                !p.file_name()
+                    .is_some_and(|n| n.to_string_lossy().starts_with('.'))
+            })
+            .collect();
+        v.sort();
+        Ok(v)
+    };
+    match cfg.label_from {
+        LabelFrom::Folder => {
+            for dir in entries(&cfg.src)?.into_iter().filter(|p| p.is_dir()) {
+                let name = dir
+                    .file_name()
+                    .unwrap_or_default()
+                    .to_string_lossy()
+                    .to_string();
+                let (files, passed) = image_files_checked(&dir)?;
+                for (p, why) in passed {
+                    rep.report(Event::Warning(&format!("{}: {why}", p.display())));
+                }
+                not_images += count_files(&dir).saturating_sub(files.len());
+                if !files.is_empty() {
+                    classes.insert(name, files);
+                }
+            }
+        }
+        LabelFrom::Prefix => {
+            for f in entries(&cfg.src)?.into_iter().filter(|p| p.is_file()) {
+                let name = f
+                    .file_name()
+                    .unwrap_or_default()
+                    .to_string_lossy()
+                    .to_string();
+                match name.split_once('.') {
+                    Some((label, _)) if is_image_file(&f) && !label.is_empty() => {
+                        classes.entry(label.to_string()).or_default().push(f)
+                    }
+                    _ => not_images += 1,
+                }
+            }
+        }
+    }
+    if classes.len() < 2 {
+        let how = match cfg.label_from {
+            LabelFrom::Folder => "one sub-folder of images per class (e.g. PetImages/Cat, PetImages/Dog); for files named cat.1.jpg use --label-from prefix",
+            LabelFrom::Prefix => "image files named CLASS.ANYTHING.jpg (e.g. cat.1.jpg, dog.1.jpg)",
+        };
+        return Err(Error::Config(format!(
+            "split: {} has {} class(es) ({}); expected {how}",
+            cfg.src.display(),
+            classes.len(),
+            classes.keys().cloned().collect::<Vec<_>>().join(", ")
+        )));
+    }
+    Ok((classes, not_images))
+}
+
+/// Regular files below `dir` (any extension, hidden ones left out).
+fn count_files(dir: &Path) -> usize {
+    std::fs::read_dir(dir)
+        .into_iter()
+        .flatten()
+        .flatten()
+        .filter(|e| !e.file_name().to_string_lossy().starts_with('.'))
+        .map(|e| {
+            let p = e.path();
+            if p.is_dir() {
+                count_files(&p)
+            } else {
+                usize::from(p.is_file())
+            }
+        })
+        .sum()
+}
+
+/// A class's own generator: the seed mixed with the class name, so adding a class changes nothing
+/// for the others.
+fn class_rng(seed: u64, class: &str) -> Rng {
+    let h = class.bytes().fold(0xcbf2_9ce4_8422_2325u64, |h, b| {
+        (h ^ b as u64).wrapping_mul(0x100_0000_01b3)
+    });
+    Rng(seed ^ h)
+}
+
+/// The first `need` files of `order` that decode, and the broken ones met on the way.
+fn usable(
+    order: &[PathBuf],
+    need: usize,
+    rep: &dyn Reporter,
+) -> (Vec<PathBuf>, Vec<(PathBuf, String)>) {
+    let (mut good, mut broken) = (Vec::new(), Vec::new());
+    let mut next = 0;
+    while good.len() < need && next < order.len() {
+        let window = &order[next..(next + need - good.len()).min(order.len())];
+        next += window.len();
+        let checked: Vec<Option<String>> = window
+            .par_iter()
+            .map(|p| decode(p).err().map(|e| e.to_string()))
+            .collect();
+        for (p, err) in window.iter().zip(checked) {
+            rep.report(Event::Advance(1));
+            match err {
+                None => good.push(p.clone()),
+                Some(e) => {
+                    rep.report(Event::Warning(&format!(
+                        "skipped, replaced by the next file: {e}"
+                    )));
+                    broken.push((p.clone(), e));
+                }
+            }
+        }
+    }
+    (good, broken)
+}
+
+/// Places `src` at `dst` as `mode` says.
+fn place(src: &Path, dst: &Path, mode: PlaceMode) -> Result<()> {
+    let io = |e| Error::io(dst, e);
+    match mode {
+        PlaceMode::Copy => std::fs::copy(src, dst).map(|_| ()).map_err(io),
+        PlaceMode::Symlink => {
+            let abs = src.canonicalize().map_err(|e| Error::io(src, e))?;
+            #[cfg(unix)]
+            return std::os::unix::fs::symlink(abs, dst).map_err(io);
+            #[cfg(not(unix))]
+            return std::fs::copy(abs, dst).map(|_| ()).map_err(io);
+        }
+        PlaceMode::Link => std::fs::hard_link(src, dst)
+            .or_else(|_| std::fs::copy(src, dst).map(|_| ()))
+            .map_err(io),
+    }
+}
+
+/// Samples, checks and writes the split; see the module documentation.
+pub fn split(cfg: &SplitConfig, rep: &dyn Reporter) -> Result<SplitSummary> {
+    cfg.check()?;
+    let (classes, not_images) = candidates(cfg, rep)?;
+    let wanted = cfg.wanted();
+    let need: usize = wanted.iter().sum();
+    let mut summary = SplitSummary {
+        not_images,
+        ..Default::default()
+    };
+    rep.report(Event::Start {
+        task: "check",
+        total: (need * classes.len()) as u64,
+        done: 0,
+    });
+    let mut chosen: BTreeMap<String, Vec<PathBuf>> = BTreeMap::new();
+    for (class, files) in &classes {
+        let mut order = files.clone();
+        class_rng(cfg.seed, class).shuffle(&mut order);
+        let (good, broken) = usable(&order, need, rep);
+        summary.broken.extend(broken.iter().cloned());
+        if good.len() < need {
+            rep.report(Event::Finish);
+            return Err(Error::Config(format!(
+                "split: class '{class}' has {} usable images ({} files, {} broken), and {need} were asked for ({} train + {} val + {} test); ask for fewer",
+                good.len(),
+                files.len(),
+                broken.len(),
+                wanted[0],
+                wanted[1],
+                wanted[2]
+            )));
+        }
+        summary.classes.insert(class.clone(), (files.len(), wanted));
+        chosen.insert(class.clone(), good);
+    }
+    rep.report(Event::Finish);
+    write(cfg, &chosen, &summary)?;
+    Ok(summary)
+}
+
+/// Writes the chosen files and the manifests into a folder beside `cfg.out`, then renames it there.
+fn write(
+    cfg: &SplitConfig,
+    chosen: &BTreeMap<String, Vec<PathBuf>>,
+    summary: &SplitSummary,
+) -> Result<()> {
+    let name = cfg
+        .out
+        .file_name()
+        .unwrap_or_default()
+        .to_string_lossy()
+        .to_string();
+    let parent = match cfg.out.parent() {
+        Some(p) if !p.as_os_str().is_empty() => p.to_path_buf(),
+        _ => PathBuf::from("."),
+    };
+    std::fs::create_dir_all(&parent).map_err(|e| Error::io(&parent, e))?;
+    let tmp = parent.join(format!(".{name}.split-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&tmp);
+    let result = (|| -> Result<()> {
+        let mut manifest = String::from("split\tclass\tfile\tsha256\tsource\n");
+        for (class, files) in chosen {
+            let mut it = files.iter();
+            for (split, n) in SPLITS.iter().zip(cfg.wanted()) {
+                if n == 0 {
+                    continue;
+                }
+                let dir = tmp.join(split).join(class);
+                std::fs::create_dir_all(&dir).map_err(|e| Error::io(&dir, e))?;
+                for src in it.by_ref().take(n) {
+                    let file = src.file_name().unwrap_or_default();
+                    place(src, &dir.join(file), cfg.mode)?;
+                    let abs = src.canonicalize().unwrap_or_else(|_| src.clone());
+                    manifest.push_str(&format!(
+                        "{split}\t{class}\t{split}/{class}/{}\t{}\t{}\n",
+                        file.to_string_lossy(),
+                        sha256_file(src)?,
+                        abs.display()
+                    ));
+                }
+            }
+        }
+        let m = tmp.join("MANIFEST.tsv");
+        std::fs::write(&m, manifest).map_err(|e| Error::io(&m, e))?;
+        if !summary.broken.is_empty() {
+            let mut skipped = String::from("file\treason\n");
+            for (p, why) in &summary.broken {
+                skipped.push_str(&format!(
+                    "{}\t{}\n",
+                    p.display(),
+                    why.replace(['\t', '\n'], " ")
+                ));
+            }
+            let s = tmp.join("SKIPPED.tsv");
+            std::fs::write(&s, skipped).map_err(|e| Error::io(&s, e))?;
+        }
+        if cfg.out.exists() {
+            std::fs::remove_dir_all(&cfg.out).map_err(|e| Error::io(&cfg.out, e))?;
+        }
+        std::fs::rename(&tmp, &cfg.out).map_err(|e| Error::io(&cfg.out, e))
+    })();
+    if result.is_err() {
+        let _ = std::fs::remove_dir_all(&tmp);
+    }
+    result
+}
