@@ -22,6 +22,12 @@ use crate::util::hash::sha256_file;
 /// The split that holds the mirrored copies of `train` (`ExtractConfig::augment_flip`).
 pub const FLIP_SPLIT: &str = "train_flip";
 
+/// The split holding the mirrored copies of `split`: `train_flip` (augmentation), `val_flip` and
+/// `test_flip` (test-time augmentation), in the same order as `split`.
+pub fn flip_split(split: &str) -> String {
+    format!("{split}_flip")
+}
+
 /// Everything `extract` needs, validated by the CLI (or built by a library user).
 #[derive(Debug, Clone)]
 pub struct ExtractConfig {
@@ -45,6 +51,9 @@ pub struct ExtractConfig {
     /// Also cache left-right mirrored copies of the `train` images, as split `train_flip` (same
     /// order and paths as `train`).
     pub augment_flip: bool,
+    /// Test-time augmentation: also cache mirrored copies of every split but `train`, as
+    /// `<split>_flip`; `evaluate` and `score` then average the plain and mirrored predictions.
+    pub tta_flip: bool,
 }
 
 impl ExtractConfig {
@@ -68,6 +77,7 @@ impl ExtractConfig {
             force: false,
             layer: None,
             augment_flip: false,
+            tta_flip: false,
         }
     }
 }
@@ -136,11 +146,12 @@ fn fingerprint(cfg: &ExtractConfig, model_sha: &str, ds: &Dataset) -> Result<Str
     h.update(env!("CARGO_PKG_VERSION"));
     h.update(model_sha);
     h.update(format!(
-        "{:?}|{:?}|{}{}",
+        "{:?}|{:?}|{}{}{}",
         cfg.overrides,
         cfg.layout,
         cfg.dtype.name(),
-        if cfg.augment_flip { "|flip" } else { "" }
+        if cfg.augment_flip { "|flip" } else { "" },
+        if cfg.tta_flip { "|tta-flip" } else { "" }
     ));
     h.update(ds.classes.join("\u{1}"));
     for split in &ds.splits {
@@ -338,6 +349,11 @@ impl Index {
                 ));
             };
             index.add(FLIP_SPLIT, &train.items, &ds.root, true);
+        }
+        if cfg.tta_flip {
+            for split in ds.splits.iter().filter(|s| s.name != "train") {
+                index.add(&flip_split(&split.name), &split.items, &ds.root, true);
+            }
         }
         Ok(index)
     }

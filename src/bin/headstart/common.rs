@@ -67,7 +67,7 @@ pub enum ProgressArg {
 
 #[derive(Copy, Clone, Debug, ValueEnum, PartialEq, Eq)]
 pub enum AugmentArg {
-    /// Left-right mirrored copies of the train images.
+    /// Left-right mirrored copies (of the train images with --augment, of val and test with --tta).
     Flip,
 }
 

@@ -52,6 +52,10 @@ pub struct Args {
     /// Also cache left-right mirrored train images (split train_flip).
     #[arg(long, value_enum)]
     pub augment: Option<AugmentArg>,
+    /// Test-time augmentation: also cache mirrored copies of the val and test images (splits
+    /// val_flip, test_flip); evaluate averages the plain and mirrored predictions.
+    #[arg(long, value_enum)]
+    pub tta: Option<AugmentArg>,
 }
 
 impl Args {
@@ -68,6 +72,7 @@ impl Args {
         cfg.force = self.force;
         cfg.layer = self.layer.clone();
         cfg.augment_flip = self.augment == Some(AugmentArg::Flip);
+        cfg.tta_flip = self.tta == Some(AugmentArg::Flip);
         Ok(cfg)
     }
 }
