@@ -11,17 +11,26 @@ use crate::head::file::{Head, HeadKind};
 use crate::head::logistic::fit_logistic;
 use crate::head::loss::Loss;
 use crate::head::net::{spec_string, Network, Pool};
+use crate::head::recipe::{self, AutoData};
 use crate::head::train::{
     evaluate_rows, fit, output_units, stratified_split, EpochRecord, History, TrainConfig,
     TrainData,
 };
+use crate::infer::extract::FLIP_SPLIT;
 use ndarray::Array2;
 
-/// Our backprop with a layer spec, or the linfa baseline.
+/// Our backprop with a layer spec, the `auto` recipe, or the linfa baseline.
 #[derive(Debug, Clone, PartialEq)]
 pub enum HeadChoice {
     Mlp(TrainConfig),
-    Logistic { c: f64, max_iter: u64 },
+    /// [`crate::head::recipe::auto`]: candidates scored on validation rows, the best refit.
+    Auto {
+        threads: usize,
+    },
+    Logistic {
+        c: f64,
+        max_iter: u64,
+    },
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -38,7 +47,7 @@ pub struct TrainHeadConfig {
 }
 
 impl TrainHeadConfig {
-    /// Defaults of the command line: the seed head, `<features>` -> `<name>.head.h5` beside it.
+    /// Defaults of the command line: the `auto` recipe, `<features>` -> `<name>.head.h5` beside it.
     pub fn new(features: impl Into<PathBuf>) -> Self {
         let features = features.into();
         let out = default_head_path(&features);
@@ -46,7 +55,7 @@ impl TrainHeadConfig {
             history: history_path(&out),
             out,
             features,
-            head: HeadChoice::Mlp(TrainConfig::default()),
+            head: HeadChoice::Auto { threads: 0 },
             pool: Pool::Flatten,
             val_split: 0.2,
             seed: 42,
@@ -179,6 +188,8 @@ struct Rows {
     y: Vec<u32>,
     /// Pooled validation rows and labels when they come from the `val` split.
     val: Option<(Array2<f32>, Vec<u32>)>,
+    /// Pooled mirrored copies of the train rows (`train_flip`), when asked for and cached.
+    flipped: Option<Array2<f32>>,
     train_idx: Vec<usize>,
     val_idx: Vec<usize>,
     val_from: String,
@@ -188,6 +199,26 @@ impl Rows {
     fn load(cache: &FeatureCache, cfg: &TrainHeadConfig) -> Result<Rows> {
         let meta = &cache.meta;
         let train = cache.read_split("train")?;
+        let flipped = if matches!(cfg.head, HeadChoice::Auto { .. })
+            && meta.splits.iter().any(|s| s == FLIP_SPLIT)
+        {
+            let f = cache.read_split(FLIP_SPLIT)?;
+            if f.paths != train.paths {
+                return Err(Error::cache(
+                    &cfg.features,
+                    format!("split {FLIP_SPLIT} does not list the train images in train's order"),
+                ));
+            }
+            let fx = cfg.pool.apply(
+                f.features,
+                f.labels.len(),
+                &meta.feature_shape,
+                &meta.layout,
+            )?;
+            Some(fx)
+        } else {
+            None
+        };
         let n = train.len();
         let v = validation_rows(cache, &train.labels, cfg.val_split, cfg.seed)?;
         let x = cfg
@@ -207,6 +238,7 @@ impl Rows {
             x,
             y: train.labels,
             val,
+            flipped,
             train_idx: v.train,
             val_idx: v.val,
             val_from: v.from,
@@ -265,6 +297,10 @@ pub fn train_head(cfg: &TrainHeadConfig, rep: &dyn Reporter) -> Result<TrainHead
         HeadChoice::Logistic { c, max_iter } => {
             format!("linfa-logistic (C={c}, max_iter={max_iter}) -> {outputs} {output}")
         }
+        HeadChoice::Auto { .. } => format!(
+            "recipe auto (chosen below) -> {outputs} {output}, seed {}",
+            cfg.seed
+        ),
     };
     say(format!(
         "head: {} {:?} -> {} -> {head}",
@@ -277,6 +313,7 @@ pub fn train_head(cfg: &TrainHeadConfig, rep: &dyn Reporter) -> Result<TrainHead
         HeadChoice::Logistic { c, max_iter } => {
             train_logistic((*c, *max_iter), classes, &rows, rep)?
         }
+        HeadChoice::Auto { threads } => train_auto(*threads, cfg.seed, classes, &rows, rep)?,
     };
     let history = t.history;
     let training = serde_json::json!({
@@ -352,6 +389,35 @@ fn train_mlp(tc: &TrainConfig, classes: usize, rows: &Rows, rep: &dyn Reporter) 
         history,
         spec: spec_string(&tc.spec),
         settings,
+    })
+}
+
+/// The `auto` recipe on the pooled rows.
+fn train_auto(
+    threads: usize,
+    seed: u64,
+    classes: usize,
+    rows: &Rows,
+    rep: &dyn Reporter,
+) -> Result<Trained> {
+    let (vx, vy) = rows.val_xy();
+    let data = AutoData {
+        x: &rows.x,
+        y: &rows.y,
+        train: &rows.train_idx,
+        val: (!rows.val_idx.is_empty()).then_some((vx, vy, rows.val_idx.as_slice())),
+        flipped: rows.flipped.as_ref(),
+        classes,
+        seed,
+        threads,
+    };
+    let (network, history, report, spec) = recipe::auto(&data, rep)?;
+    Ok(Trained {
+        kind: HeadKind::Mlp,
+        network,
+        history,
+        spec: spec_string(&spec),
+        settings: report.json(),
     })
 }
 

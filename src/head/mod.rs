@@ -1,7 +1,7 @@
 //! Stage 4, the dense head trained on cached features: activations, losses and optimizers written on
 //! ndarray and checked against finite differences or reference numbers; the layer stack ([`net`]), the
 //! training loop ([`train`]), the wide first layer's SIMD kernels ([`kernels`]), the linfa-logistic
-//! baseline ([`logistic`]), the head file ([`mod@file`]) and `train-head` on a cache ([`fit`]).
+//! baseline ([`logistic`]), the `auto` recipe ([`recipe`]), the head file ([`mod@file`]) and `train-head` on a cache ([`fit`]).
 
 pub mod activation;
 pub mod file;
@@ -11,4 +11,5 @@ pub mod logistic;
 pub mod loss;
 pub mod net;
 pub mod optim;
+pub mod recipe;
 pub mod train;

@@ -9,7 +9,7 @@ use crate::cache::FeatureCache;
 use crate::error::{Error, Result};
 use crate::events::Reporter;
 use crate::head::file::Head;
-use crate::infer::extract::{extract, ExtractConfig};
+use crate::infer::extract::{extract, flip_split, ExtractConfig};
 use crate::report::metrics::{compute, Metrics};
 
 /// Where the evaluated features come from.
@@ -30,6 +30,9 @@ pub struct EvaluateConfig {
     pub source: Source,
     /// How many most-confidently-wrong files to list.
     pub top: usize,
+    /// Average the predictions of the plain and mirrored images when the cache holds the split's
+    /// mirrored copies (`extract --tta flip`).
+    pub tta: bool,
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -37,6 +40,8 @@ pub struct Evaluation {
     pub head: String,
     pub features: String,
     pub split: String,
+    /// The split's mirrored copies were averaged in (test-time augmentation).
+    pub tta: bool,
     pub skipped: usize,
     pub metrics: Metrics,
     /// Binary heads: P(second class) per image and whether it is of that class (for the ROC plot).
@@ -105,7 +110,19 @@ fn evaluate_cache(
     let split = pick_split(&cache.meta.splits, split, path)?;
     let d = cache.read_split(&split)?;
     let n = d.len();
-    let probs = head.probabilities(d.features, n)?;
+    let mut probs = head.probabilities(d.features, n)?;
+    let flipped = flip_split(&split);
+    let tta = cfg.tta && cache.meta.splits.contains(&flipped);
+    if tta {
+        let f = cache.read_split(&flipped)?;
+        if f.paths != d.paths {
+            return Err(Error::cache(
+                path,
+                format!("split {flipped} does not list {split}'s images in the same order"),
+            ));
+        }
+        probs = (probs + head.probabilities(f.features, n)?) * 0.5;
+    }
     let metrics = compute(&probs, &d.labels, &head.classes, &d.paths, cfg.top);
     let scores = if probs.ncols() == 2 {
         probs
@@ -122,6 +139,7 @@ fn evaluate_cache(
         head: cfg.head.display().to_string(),
         features: path.display().to_string(),
         split,
+        tta,
         skipped: d.skipped.len(),
         metrics,
     })

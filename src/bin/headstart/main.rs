@@ -8,7 +8,7 @@ mod cmd;
 mod common;
 mod term;
 
-use clap::{Parser, Subcommand};
+use clap::{CommandFactory, FromArgMatches, Parser, Subcommand};
 
 #[derive(Parser, Debug)]
 #[command(
@@ -96,8 +96,27 @@ fn error_text(e: &headstart::Error) -> String {
     msg
 }
 
+/// Parses the command line; `train-head` also learns which of its flags were given (they win over
+/// its recipe).
+fn parse() -> Cli {
+    let matches = Cli::command().get_matches();
+    let mut cli = Cli::from_arg_matches(&matches).unwrap_or_else(|e| e.exit());
+    if let (Command::TrainHead(a), Some(m)) =
+        (&mut cli.command, matches.subcommand_matches("train-head"))
+    {
+        a.explicit = m
+            .ids()
+            .filter(|id| {
+                m.value_source(id.as_str()) == Some(clap::parser::ValueSource::CommandLine)
+            })
+            .map(|id| id.to_string())
+            .collect();
+    }
+    cli
+}
+
 fn main() -> std::process::ExitCode {
-    match run(Cli::parse()) {
+    match run(parse()) {
         Ok(()) => std::process::ExitCode::SUCCESS,
         Err(e) => {
             eprintln!("{}", error_text(&e));

@@ -36,6 +36,10 @@ pub struct Args {
     /// Draw the confusion matrix (and the ROC curve for two classes) beside the head file.
     #[arg(long)]
     pub plot: bool,
+    /// Ignore the mirrored copies of `extract --tta flip` (by default the plain and mirrored
+    /// predictions are averaged when the cache has them).
+    #[arg(long)]
+    pub no_tta: bool,
     /// Write DIR/report.md (metrics, confusion matrix, top losses) with the plots.
     #[arg(long)]
     pub report: Option<PathBuf>,
@@ -66,6 +70,7 @@ impl Args {
             head: self.head.clone(),
             source,
             top: self.top,
+            tta: !self.no_tta,
         })
     }
 }
@@ -84,8 +89,16 @@ pub fn run(a: &Args) -> Result<()> {
         println!("{}", to_json(&e, true)?);
     } else {
         println!(
-            "head: {}\nfeatures: {} (split {}, {} images skipped at extraction)",
-            e.head, e.features, e.split, e.skipped
+            "head: {}\nfeatures: {} (split {}{}, {} images skipped at extraction)",
+            e.head,
+            e.features,
+            e.split,
+            if e.tta {
+                ", averaged with its mirrored copies"
+            } else {
+                ""
+            },
+            e.skipped
         );
         print!("{}", e.metrics.report());
     }

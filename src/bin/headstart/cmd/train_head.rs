@@ -46,10 +46,57 @@ pub enum ClassWeightArg {
     Balanced,
 }
 
+#[derive(Copy, Clone, Debug, ValueEnum, PartialEq, Eq)]
+pub enum RecipeArg {
+    /// Standardised features; linear and MLP candidates scored on validation (k-fold on small
+    /// data), the best refit on train + validation; mirrored train copies used when cached.
+    Auto,
+    /// The Keras book's head exactly: Dense 256 relu, Dropout 0.5, RMSprop 2e-5, 30 epochs of 20.
+    Seed,
+}
+
+/// The flags that describe a training run; any of them given turns `--recipe auto` into the seed
+/// recipe with those flags (an explicit flag always wins).
+const TRAINING_FLAGS: [&str; 25] = [
+    "head",
+    "epochs",
+    "batch_size",
+    "loss",
+    "label_smoothing",
+    "focal_gamma",
+    "focal_alpha",
+    "optimizer",
+    "lr",
+    "momentum",
+    "nesterov",
+    "decay",
+    "weight_decay",
+    "schedule",
+    "step_every",
+    "step_gamma",
+    "min_lr",
+    "patience",
+    "min_delta",
+    "monitor",
+    "restore_best",
+    "clip_norm",
+    "clip_value",
+    "class_weight",
+    "plain_step",
+];
+
 #[derive(clap::Args, Debug)]
 pub struct Args {
     /// The HDF5 feature cache written by `extract`.
     pub features: PathBuf,
+    /// auto: a head chosen for this data (default); seed: the Keras book's head exactly. Any
+    /// training flag given (--head, --optimizer, --lr, --epochs, ...) wins: with auto, the seed
+    /// recipe is then used with those flags.
+    #[arg(long, value_enum, default_value = "auto")]
+    pub recipe: RecipeArg,
+    /// The flags given on the command line (filled in by `main`).
+    #[arg(skip)]
+    pub explicit: Vec<String>,
     /// Output head file [default: <cache name>.head.h5 beside the cache].
     #[arg(long)]
     pub out: Option<PathBuf>,
@@ -175,10 +222,22 @@ impl Args {
                 c: self.c,
                 max_iter: self.max_iter,
             }
+        } else if self.recipe == RecipeArg::Auto && self.training_flags().is_empty() {
+            HeadChoice::Auto {
+                threads: self.threads,
+            }
         } else {
             HeadChoice::Mlp(self.train_config()?)
         };
         Ok(cfg)
+    }
+
+    /// The training flags given on the command line.
+    fn training_flags(&self) -> Vec<&'static str> {
+        TRAINING_FLAGS
+            .into_iter()
+            .filter(|f| self.explicit.iter().any(|e| e == f))
+            .collect()
     }
 
     fn train_config(&self) -> Result<TrainConfig> {
@@ -263,6 +322,13 @@ impl Args {
 /// Trains, then draws the curves (`--plot`: beside the head file; `--report`: into its folder).
 pub fn run(a: &Args) -> Result<()> {
     let cfg = a.to_config()?;
+    let given = a.training_flags();
+    if a.recipe == RecipeArg::Auto && !given.is_empty() && !a.quiet {
+        println!(
+            "recipe: the seed recipe with the flags given (--{}); --recipe auto applies when no training flag is given",
+            given.join(", --").replace('_', "-")
+        );
+    }
     let s = train_head(&cfg, &term(ProgressArg::None, a.quiet))?;
     let mut curves = Vec::new();
     if a.plot {
