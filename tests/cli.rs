@@ -3428,3 +3428,75 @@ fn split_samples_checked_files_per_class_reproducibly() {
     assert!(o.contains("cat: 2 train, 1 test"), "{o}");
     assert!(d.path().join("flat_out/test/dog").is_dir());
 }
+
+/// `--recipe seed` is the seed's head bit for bit (the same bytes as its flags spelled out), any
+/// training flag turns `auto` into those flags, and `auto` is deterministic, says what it chose and
+/// why, keeps that in the head file, and evaluates well (its standardisation is folded into the
+/// first layer, so evaluate and export need nothing else).
+#[test]
+fn train_head_recipes_seed_and_auto() {
+    use headstart::head::file::Head;
+    let (d, _data, _model, cache) = tiny_features(&["red", "green", "blue"], 10, 5);
+    let head = |name: &str| d.path().join(name);
+    let train = |out: &Path, extra: &[&str]| {
+        let mut a = vec!["train-head", s(&cache), "--out", s(out)];
+        a.extend_from_slice(extra);
+        ok(&a)
+    };
+    train(&head("seed.h5"), &["--recipe", "seed"]);
+    let o = train(
+        &head("flags.h5"),
+        &[
+            "--head",
+            "dense:256:relu,dropout:0.5",
+            "--optimizer",
+            "rmsprop",
+            "--lr",
+            "2e-5",
+            "--epochs",
+            "30",
+            "--batch-size",
+            "20",
+        ],
+    );
+    assert!(o.contains("the seed recipe with the flags given"), "{o}");
+    let (a, b) = (
+        Head::load(&head("seed.h5")).unwrap(),
+        Head::load(&head("flags.h5")).unwrap(),
+    );
+    assert_eq!(a.network, b.network);
+    assert_eq!(a.spec, "dense:256:relu,dropout:0.5");
+
+    let o = train(&head("auto.h5"), &[]);
+    for want in [
+        "auto: ",
+        "linear, weak decay",
+        "mlp 256",
+        "auto: chose",
+        "refit on",
+    ] {
+        assert!(o.contains(want), "{want}: {o}");
+    }
+    train(&head("auto2.h5"), &[]);
+    let (c, c2) = (
+        Head::load(&head("auto.h5")).unwrap(),
+        Head::load(&head("auto2.h5")).unwrap(),
+    );
+    assert_eq!(c.network, c2.network, "auto is deterministic");
+    let training: serde_json::Value = serde_json::from_str(&c.training).unwrap();
+    assert_eq!(training["settings"]["recipe"], "auto");
+    assert_eq!(
+        training["settings"]["candidates"].as_array().unwrap().len(),
+        4
+    );
+    let e = ok(&[
+        "evaluate",
+        "--head",
+        s(&head("auto.h5")),
+        "--features",
+        s(&cache),
+        "--json",
+    ]);
+    let acc = json(&e)["metrics"]["accuracy"].as_f64().unwrap();
+    assert!(acc >= 0.9, "auto on separable colours: {acc}");
+}
