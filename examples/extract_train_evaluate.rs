@@ -53,6 +53,7 @@ fn main() -> headstart::Result<()> {
                 split: None,
             },
             top: 5,
+            tta: true,
         },
         &Stderr,
     )?;

@@ -2726,9 +2726,10 @@ fn library_calls_report_through_the_reporter() {
     .unwrap();
     headstart::cache::write_arrays(&cache, &meta, &splits).unwrap();
     let mut cfg = TrainHeadConfig::new(&cache);
-    if let HeadChoice::Mlp(tc) = &mut cfg.head {
-        tc.epochs = 4;
-    }
+    cfg.head = HeadChoice::Mlp(headstart::head::train::TrainConfig {
+        epochs: 4,
+        ..Default::default()
+    });
     let rep = Collect::default();
     let s = train_head(&cfg, &rep).unwrap();
     let lines = rep.messages();
@@ -3470,7 +3471,7 @@ fn train_head_recipes_seed_and_auto() {
     let o = train(&head("auto.h5"), &[]);
     for want in [
         "auto: ",
-        "linear, weak decay",
+        "linear, L2 1e-2",
         "mlp 256",
         "auto: chose",
         "refit on",
@@ -3499,4 +3500,82 @@ fn train_head_recipes_seed_and_auto() {
     ]);
     let acc = json(&e)["metrics"]["accuracy"].as_f64().unwrap();
     assert!(acc >= 0.9, "auto on separable colours: {acc}");
+}
+
+/// `extract --tta flip` caches the mirrored test images in test's order; `evaluate` averages the
+/// plain and mirrored probabilities (log loss equal to averaging them by hand), `--no-tta` does not.
+#[test]
+fn tta_flip_is_cached_and_averaged_by_evaluate() {
+    use headstart::head::file::Head;
+    let (d, data, m, out) = tiny_setup(4);
+    ok(&[
+        "extract",
+        "--model",
+        s(&m),
+        "--data",
+        s(&data),
+        "--out",
+        s(&out),
+        "--preprocess",
+        "torch",
+        "--augment",
+        "flip",
+        "--tta",
+        "flip",
+        "-q",
+    ]);
+    let cache = FeatureCache::open(&out).unwrap();
+    for split in ["train", "test", "train_flip", "test_flip"] {
+        assert!(
+            cache.meta.splits.iter().any(|s| s == split),
+            "{split}: {:?}",
+            cache.meta.splits
+        );
+    }
+    let (t, f) = (
+        cache.read_split("test").unwrap(),
+        cache.read_split("test_flip").unwrap(),
+    );
+    assert_eq!(t.paths, f.paths);
+    assert_ne!(
+        t.features, f.features,
+        "the mirrored gradients give other features"
+    );
+    let head = d.path().join("h.h5");
+    ok(&[
+        "train-head",
+        s(&out),
+        "--out",
+        s(&head),
+        "--epochs",
+        "3",
+        "-q",
+    ]);
+    let eval = |extra: &[&str]| {
+        let mut a = vec![
+            "evaluate",
+            "--head",
+            s(&head),
+            "--features",
+            s(&out),
+            "--json",
+        ];
+        a.extend_from_slice(extra);
+        json(&ok(&a))
+    };
+    let (avg, plain) = (eval(&[]), eval(&["--no-tta"]));
+    assert_eq!(avg["tta"], true);
+    assert_eq!(plain["tta"], false);
+    let h = Head::load(&head).unwrap();
+    let n = t.labels.len();
+    let p = (h.probabilities(t.features.clone(), n).unwrap()
+        + h.probabilities(f.features.clone(), n).unwrap())
+        * 0.5;
+    let ll: f64 = (0..n)
+        .map(|i| -(p[[i, t.labels[i] as usize]].max(1e-7) as f64).ln())
+        .sum::<f64>()
+        / n as f64;
+    let got = avg["metrics"]["log_loss"].as_f64().unwrap();
+    assert!((got - ll).abs() < 1e-4, "log loss {got} vs {ll} by hand");
+    assert_ne!(avg["metrics"]["log_loss"], plain["metrics"]["log_loss"]);
 }

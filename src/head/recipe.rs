@@ -120,6 +120,9 @@ impl AutoReport {
     }
 }
 
+/// One fold: (rows to train on, rows to validate on), indices into the pool.
+type Fold = (Vec<usize>, Vec<usize>);
+
 /// The pool: train rows then validation rows (then mirrored train rows), standardised.
 struct Pool {
     x: Array2<f32>,
@@ -193,8 +196,8 @@ impl Pool {
         out
     }
 
-    /// (train rows, validation rows) of each fold.
-    fn folds(&self, seed: u64) -> (Vec<(Vec<usize>, Vec<usize>)>, String) {
+    /// (train rows, validation rows) of each fold, and how they were made.
+    fn folds(&self, seed: u64) -> (Vec<Fold>, String) {
         if self.n > KFOLD_MAX_ROWS || self.n < 2 * FOLDS {
             let val = if self.given_val.is_empty() {
                 let (t, v) = super::train::stratified_split(&self.y[..self.n], 0.2, seed);

@@ -1,0 +1,43 @@
+#!/usr/bin/env bash
+# Benchmark (prints numbers; not a test): how train-head's recipes do on data nobody tuned them for,
+# beside scikit-learn's LogisticRegression() on the same features in the same run.
+# For each DATA_DIR ({train,test}/<class>/): extract MODEL's features twice (plain; and with
+# `--augment flip --tta flip`), then test accuracy of
+#   sklearn LogisticRegression(C=1) | headstart --head logistic | --recipe seed | --recipe auto |
+#   auto + mirrored train rows (evaluate --no-tta) | auto + mirrored train rows + test-time flips
+# and the seconds auto took. Python peers go into .cache/bench-venv (PyPI).
+# Usage: scripts/bench_quality.sh MODEL DATA_DIR...   (MODEL: an ONNX file or a name, e.g. efficientnet-lite0)
+set -euo pipefail
+cd "$(dirname "$0")/.."
+[ $# -ge 2 ] || { echo "usage: scripts/bench_quality.sh MODEL DATA_DIR..." >&2; exit 2; }
+MODEL="$1"; shift
+scripts/setup.sh
+cargo build --release --quiet
+BIN=target/release/headstart
+PY=.cache/bench-venv/bin/python
+"$PY" -c 'import h5py, sklearn' >/dev/null 2>&1 || {
+  python3 -m venv .cache/bench-venv
+  "$PY" -m pip install -q --disable-pip-version-check h5py scikit-learn
+}
+work=$(mktemp -d)
+trap 'rm -rf "$work"' EXIT
+echo "machine: $(nproc) cores, $(date -u +%Y-%m-%dT%H:%MZ); model $MODEL"
+acc() { "$BIN" evaluate --head "$1" --features "$2" "${@:3}" | sed -nE 's/^accuracy: ([0-9.]+)/\1/p'; }
+printf '%-14s %8s %9s %8s %8s %8s %10s %10s %7s\n' data sklearn logistic seed auto "auto(s)" "auto+flip" "+tta" "rows"
+for DATA in "$@"; do
+  name=$(basename "$(cd "$DATA" && pwd)")
+  plain="$work/$name.h5"; flip="$work/$name.flip.h5"
+  "$BIN" extract --model "$MODEL" --data "$DATA" --out "$plain" --quiet >/dev/null
+  "$BIN" extract --model "$MODEL" --data "$DATA" --out "$flip" --augment flip --tta flip --quiet >/dev/null
+  sk=$("$PY" benches/sklearn_logreg.py "$plain" | "$PY" -c 'import json,sys; print("%.4f" % json.load(sys.stdin)["test_accuracy"])')
+  "$BIN" train-head "$plain" --head logistic --out "$work/lr.h5" -q >/dev/null
+  "$BIN" train-head "$plain" --recipe seed --out "$work/seed.h5" -q >/dev/null
+  t0=$(date +%s%N)
+  "$BIN" train-head "$plain" --out "$work/auto.h5" -q >/dev/null
+  t1=$(date +%s%N)
+  "$BIN" train-head "$flip" --out "$work/autof.h5" -q >/dev/null
+  rows=$("$PY" -c 'import h5py,sys; f=h5py.File(sys.argv[1]); print(len(f["train/labels"]))' "$plain")
+  printf '%-14s %8s %9s %8s %8s %8.1f %10s %10s %7s\n' "$name" "$sk" "$(acc "$work/lr.h5" "$plain")" \
+    "$(acc "$work/seed.h5" "$plain")" "$(acc "$work/auto.h5" "$plain")" "$(( (t1 - t0) / 1000000 ))e-3" \
+    "$(acc "$work/autof.h5" "$flip" --no-tta)" "$(acc "$work/autof.h5" "$flip")" "$rows"
+done
