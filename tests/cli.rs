@@ -3579,3 +3579,79 @@ fn tta_flip_is_cached_and_averaged_by_evaluate() {
     assert!((got - ll).abs() < 1e-4, "log loss {got} vs {ll} by hand");
     assert_ne!(avg["metrics"]["log_loss"], plain["metrics"]["log_loss"]);
 }
+
+/// Test-time flips agree everywhere: `score --tta flip` with base + head, the `export --tta flip`
+/// model (with and without preprocessing inside) and the averaged cached features of `extract --tta
+/// flip` give the same probabilities, in both layouts, for an `auto` head (whose standardisation is
+/// folded into its first layer).
+#[test]
+fn tta_flip_agrees_in_score_export_and_the_cache() {
+    for layout in [Layout::Nchw, Layout::Nhwc] {
+        let (d, data, _, cache) = tiny_setup(4);
+        let model = save_model(d.path(), "m.onnx", &CnnSpec::tiny(layout, Some((32, 32))));
+        ok(&[
+            "extract",
+            "--model",
+            s(&model),
+            "--data",
+            s(&data),
+            "--out",
+            s(&cache),
+            "--preprocess",
+            "caffe",
+            "--tta",
+            "flip",
+            "-q",
+        ]);
+        let head = d.path().join("h.h5");
+        ok(&["train-head", s(&cache), "--out", s(&head), "-q"]);
+        let (exp, exp8) = (d.path().join("t.onnx"), d.path().join("t8.onnx"));
+        let base = [
+            "export",
+            "--model",
+            s(&model),
+            "--head",
+            s(&head),
+            "--tta",
+            "flip",
+            "--out",
+        ];
+        ok(&[&base[..], &[s(&exp)]].concat());
+        ok(&[&base[..], &[s(&exp8), "--with-preprocessing"]].concat());
+        let test = data.join("test");
+        let out = |name: &str| d.path().join(name);
+        let score = |extra: &[&str], o: &Path| {
+            let mut a = vec!["score", s(&test), "--out", s(o), "-q"];
+            a.extend_from_slice(extra);
+            ok(&a);
+            scored(o)
+        };
+        let a = score(
+            &["--model", s(&model), "--head", s(&head), "--tta", "flip"],
+            &out("a.csv"),
+        );
+        let plain = score(&["--model", s(&model), "--head", s(&head)], &out("p.csv"));
+        let b = score(&["--model", s(&exp)], &out("b.csv"));
+        let c = score(&["--model", s(&exp8)], &out("c.csv"));
+        assert_eq!(a.len(), 8);
+        for (what, other) in [("export", &b), ("export with preprocessing", &c)] {
+            let diff = max_diff(&a, other);
+            assert!(diff < 1e-5, "{layout:?}: {what} differs by {diff}");
+        }
+        let moved = max_diff(&a, &plain);
+        assert!(moved > 1e-3, "the mirror changes the numbers: {moved}");
+        let h = headstart::head::file::Head::load(&head).unwrap();
+        let f = FeatureCache::open(&cache).unwrap();
+        let (t, tf) = (
+            f.read_split("test").unwrap(),
+            f.read_split("test_flip").unwrap(),
+        );
+        let n = t.len();
+        let p = (h.probabilities(t.features.clone(), n).unwrap()
+            + h.probabilities(tf.features.clone(), n).unwrap())
+            * 0.5;
+        for (i, path) in t.paths.iter().enumerate() {
+            close(&a[s(&data.join(path))], p.row(i).as_slice().unwrap(), 1e-5);
+        }
+    }
+}

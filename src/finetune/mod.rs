@@ -912,6 +912,7 @@ fn write_back(
         head: head_path.clone(),
         out: cfg.out.clone(),
         with_preprocessing: false,
+        tta_flip: false,
     })?;
     Ok((base_path, head_path))
 }

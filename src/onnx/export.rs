@@ -21,6 +21,8 @@ use crate::util::hash::sha256_file;
 pub const OUTPUT: &str = "probabilities";
 /// Name of the uint8 image input of a `--with-preprocessing` export.
 pub const IMAGE_INPUT: &str = "image";
+/// Metadata key set to `flip` when the graph averages each image with its mirror (`--tta flip`).
+pub const TTA_KEY: &str = "headstart_tta";
 /// Metadata key holding the class names (JSON list); its presence marks a headstart export.
 pub const CLASSES_KEY: &str = "headstart_classes";
 
@@ -30,6 +32,9 @@ pub struct ExportConfig {
     pub head: PathBuf,
     pub out: PathBuf,
     pub with_preprocessing: bool,
+    /// Test-time augmentation inside the graph: the batch and its left-right mirror go through the
+    /// base and head, and the two probabilities are averaged (as `evaluate` and `score --tta flip`).
+    pub tta_flip: bool,
 }
 
 #[derive(Debug, Clone)]
@@ -145,12 +150,24 @@ pub fn export(cfg: &ExportConfig) -> Result<ExportSummary> {
     )];
     graph.node.extend(b.nodes);
     graph.initializer.extend(b.inits);
+    let probs = if cfg.tta_flip {
+        let w_axis = if pre.layout == Layout::Nhwc { 2 } else { 3 };
+        flip_tta(graph, &probs, w_axis, head.classes.len())
+    } else {
+        probs
+    };
     let id = node("Identity", "headstart/output", &[&probs], OUTPUT, vec![]);
     graph.node.push(id);
     if cfg.with_preprocessing {
         add_preprocessing(graph, &pre, &cfg.model)?;
     }
     set_metadata(&mut model, &head, &pre, cfg.with_preprocessing);
+    if cfg.tta_flip {
+        model.metadata_props.push(StringStringEntryProto {
+            key: TTA_KEY.into(),
+            value: "flip".into(),
+        });
+    }
     crate::onnx::save(&model, &cfg.out)?;
     Ok(ExportSummary {
         out: cfg.out.clone(),
@@ -158,6 +175,102 @@ pub fn export(cfg: &ExportConfig) -> Result<ExportSummary> {
         classes: head.classes.clone(),
         bytes: std::fs::metadata(&cfg.out).map(|m| m.len()).unwrap_or(0),
     })
+}
+
+/// Rewrites `graph` so its input batch is followed by its left-right mirror (along `w_axis`) on the
+/// way into the base, and returns the mean of the two halves of `probs` (`[2N, classes]` -> `[N,
+/// classes]`). Uses Slice with a negative step, Concat, Reshape and Gather (opset 11 and newer).
+fn flip_tta(graph: &mut GraphProto, probs: &str, w_axis: i64, classes: usize) -> String {
+    let input = graph.input[0].name.clone();
+    let both = "headstart/tta_batch".to_string();
+    for n in &mut graph.node {
+        for i in &mut n.input {
+            if *i == input {
+                *i = both.clone();
+            }
+        }
+    }
+    let i64s = |name: &str, v: &[i64]| TensorProto {
+        dims: vec![v.len() as i64],
+        data_type: data_type::INT64,
+        name: name.into(),
+        int64_data: v.to_vec(),
+        ..Default::default()
+    };
+    graph.initializer.extend([
+        i64s("headstart/tta_starts", &[-1]),
+        i64s("headstart/tta_ends", &[i64::MIN]),
+        i64s("headstart/tta_axes", &[w_axis]),
+        i64s("headstart/tta_steps", &[-1]),
+        i64s("headstart/tta_halves", &[2, -1, classes as i64]),
+        TensorProto {
+            data_type: data_type::INT64,
+            name: "headstart/tta_plain".into(),
+            int64_data: vec![0],
+            ..Default::default()
+        },
+        TensorProto {
+            data_type: data_type::INT64,
+            name: "headstart/tta_mirrored".into(),
+            int64_data: vec![1],
+            ..Default::default()
+        },
+        f32_tensor("headstart/tta_half", vec![], &[0.5]),
+    ]);
+    let mirrored = "headstart/tta_mirror".to_string();
+    let mut front = vec![
+        node(
+            "Slice",
+            &mirrored,
+            &[
+                &input,
+                "headstart/tta_starts",
+                "headstart/tta_ends",
+                "headstart/tta_axes",
+                "headstart/tta_steps",
+            ],
+            &mirrored,
+            vec![],
+        ),
+        node(
+            "Concat",
+            &both,
+            &[&input, &mirrored],
+            &both,
+            vec![int_attr("axis", 0)],
+        ),
+    ];
+    front.append(&mut graph.node);
+    graph.node = front;
+    let halves = "headstart/tta_halves_out";
+    let (a, b) = ("headstart/tta_p_plain", "headstart/tta_p_mirrored");
+    let (sum, mean) = ("headstart/tta_sum", "headstart/tta_mean");
+    graph.node.extend([
+        node(
+            "Reshape",
+            halves,
+            &[probs, "headstart/tta_halves"],
+            halves,
+            vec![],
+        ),
+        node(
+            "Gather",
+            a,
+            &[halves, "headstart/tta_plain"],
+            a,
+            vec![int_attr("axis", 0)],
+        ),
+        node(
+            "Gather",
+            b,
+            &[halves, "headstart/tta_mirrored"],
+            b,
+            vec![int_attr("axis", 0)],
+        ),
+        node("Add", sum, &[a, b], sum, vec![]),
+        node("Mul", mean, &[sum, "headstart/tta_half"], mean, vec![]),
+    ]);
+    mean.to_string()
 }
 
 /// The head's ops on tensor `x` (the base's feature output); returns the probabilities tensor.

@@ -56,6 +56,8 @@ pub struct ScoreConfig {
     /// Preprocessing for an exported model without metadata (ignored with a head: the head decides).
     pub overrides: PreprocessOverrides,
     pub layout: Option<Layout>,
+    /// Test-time augmentation: score each image and its left-right mirror, write the mean.
+    pub tta_flip: bool,
 }
 
 impl ScoreConfig {
@@ -69,6 +71,7 @@ impl ScoreConfig {
             threshold: None,
             resume: false,
             batch: 32,
+            tta_flip: false,
             runtime: RuntimeConfig::default(),
             decode_threads: 0,
             overrides: PreprocessOverrides::default(),
@@ -410,6 +413,35 @@ fn classifier(cfg: &ScoreConfig, model: &BaseModel) -> Result<(Classifier, Prepr
     })
 }
 
+/// The first half of each image's test-time pair, until the second arrives.
+#[derive(Default)]
+struct Halves {
+    first: std::collections::HashMap<usize, Vec<f32>>,
+    failed: std::collections::HashSet<usize>,
+}
+
+impl Halves {
+    /// Adds one half of image `i`: the mean once both are in, else `None`.
+    fn add(&mut self, i: usize, p: &[f32]) -> Option<Vec<f32>> {
+        if self.failed.contains(&i) {
+            return None;
+        }
+        match self.first.remove(&i) {
+            Some(a) => Some(a.iter().zip(p).map(|(x, y)| (x + y) * 0.5).collect()),
+            None => {
+                self.first.insert(i, p.to_vec());
+                None
+            }
+        }
+    }
+
+    /// Marks image `i` failed; true the first time (its error row is written once).
+    fn fail(&mut self, i: usize) -> bool {
+        self.first.remove(&i);
+        self.failed.insert(i)
+    }
+}
+
 /// Scores every input, writing one row per image as its batch finishes; progress and unreadable
 /// files go to `rep`.
 pub fn score(cfg: &ScoreConfig, rep: &dyn Reporter) -> Result<ScoreSummary> {
@@ -466,13 +498,24 @@ pub fn score(cfg: &ScoreConfig, rep: &dyn Reporter) -> Result<ScoreSummary> {
     });
     let (mut scored, mut failed) = (0usize, 0usize);
     let t_run = Instant::now();
+    // With TTA, image i is run twice: as index i and, mirrored, as index n + i.
+    let n_files = files.len();
+    let (paths, flip, pending) = if cfg.tta_flip {
+        let paths: Vec<PathBuf> = files.iter().chain(files.iter()).cloned().collect();
+        let flip: Vec<bool> = (0..2 * n_files).map(|i| i >= n_files).collect();
+        let pending = pending.iter().flat_map(|&i| [i, n_files + i]).collect();
+        (paths, flip, pending)
+    } else {
+        (files.clone(), Vec::new(), pending)
+    };
+    let mut halves = Halves::default();
     let pipeline = Pipeline {
         pre: &pre,
         input,
         batch: cfg.batch,
         decode_threads: cfg.decode_threads,
-        paths: &files,
-        flip: &[],
+        paths: &paths,
+        flip: &flip,
     };
     pipeline.run(&mut model, &pending, &mut |event| {
         match event {
@@ -506,21 +549,33 @@ pub fn score(cfg: &ScoreConfig, rep: &dyn Reporter) -> Result<ScoreSummary> {
                             .map_err(|e| Error::Config(e.to_string()))?
                     }
                 };
+                let mut written = 0;
                 for (k, &i) in indices.iter().enumerate() {
                     let row = probs.row(k);
-                    w.row(&names[i], row.as_slice().expect("standard layout"))
-                        .map_err(io)?;
+                    let row = row.as_slice().expect("standard layout");
+                    let merged = if cfg.tta_flip {
+                        halves.add(i % n_files, row)
+                    } else {
+                        Some(row.to_vec())
+                    };
+                    if let Some(p) = merged {
+                        w.row(&names[i % n_files], &p).map_err(io)?;
+                        written += 1;
+                    }
                 }
                 w.flush().map_err(io)?;
-                scored += n;
-                rep.report(Report::Advance(n as u64));
+                scored += written;
+                rep.report(Report::Advance(written as u64));
             }
             Event::Failed { index, reason } => {
-                rep.report(Report::Warning(&format!("{}: {reason}", names[index])));
-                w.error(&names[index], &reason).map_err(io)?;
-                w.flush().map_err(io)?;
-                failed += 1;
-                rep.report(Report::Advance(1));
+                let i = index % n_files;
+                if halves.fail(i) {
+                    rep.report(Report::Warning(&format!("{}: {reason}", names[i])));
+                    w.error(&names[i], &reason).map_err(io)?;
+                    w.flush().map_err(io)?;
+                    failed += 1;
+                    rep.report(Report::Advance(1));
+                }
             }
         }
         Ok(())

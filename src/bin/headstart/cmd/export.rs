@@ -5,7 +5,7 @@ use std::path::PathBuf;
 use headstart::error::Result;
 use headstart::onnx::export::{export, ExportConfig, IMAGE_INPUT, OUTPUT};
 
-use crate::common::model_path;
+use crate::common::{model_path, AugmentArg};
 
 #[derive(clap::Args, Debug)]
 pub struct Args {
@@ -21,6 +21,10 @@ pub struct Args {
     /// Take uint8 NHWC RGB images at the model's input size and normalise inside the graph.
     #[arg(long)]
     pub with_preprocessing: bool,
+    /// Test-time augmentation inside the graph: average each image's probabilities with its
+    /// left-right mirror's (as evaluate on `extract --tta flip` caches, and `score --tta flip`).
+    #[arg(long, value_enum)]
+    pub tta: Option<AugmentArg>,
 }
 
 pub fn run(a: &Args) -> Result<()> {
@@ -29,6 +33,7 @@ pub fn run(a: &Args) -> Result<()> {
         head: a.head.clone(),
         out: a.out.clone(),
         with_preprocessing: a.with_preprocessing,
+        tta_flip: a.tta == Some(AugmentArg::Flip),
     })?;
     println!(
         "wrote {} ({:.1} MB): base + {} head nodes, output '{OUTPUT}' [N, {}] = P({}){}",
@@ -43,5 +48,8 @@ pub fn run(a: &Args) -> Result<()> {
             String::new()
         }
     );
+    if a.tta.is_some() {
+        println!("each image is averaged with its left-right mirror inside the graph");
+    }
     Ok(())
 }

@@ -6,7 +6,7 @@ use headstart::data::preprocess::Layout;
 use headstart::error::{Error, Result};
 use headstart::report::score::{score, ScoreConfig};
 
-use crate::common::{model_path, term, ModelRunArgs, ProgressArg};
+use crate::common::{model_path, term, AugmentArg, ModelRunArgs, ProgressArg};
 
 #[derive(clap::Args, Debug)]
 pub struct Args {
@@ -31,6 +31,10 @@ pub struct Args {
     /// Skip the files already in --out (an interrupted run continues).
     #[arg(long, requires = "out")]
     pub resume: bool,
+    /// Test-time augmentation: score each image and its left-right mirror and write the mean (for a
+    /// head; an export made with `--tta flip` does this inside).
+    #[arg(long, value_enum)]
+    pub tta: Option<AugmentArg>,
     #[command(flatten)]
     pub run: ModelRunArgs,
     /// Image decoding threads (0 = all cores).
@@ -65,6 +69,7 @@ impl Args {
         cfg.top_k = self.top_k;
         cfg.threshold = self.threshold;
         cfg.resume = self.resume;
+        cfg.tta_flip = self.tta == Some(AugmentArg::Flip);
         cfg.batch = self.run.batch;
         cfg.runtime = self.run.runtime.to_config();
         cfg.decode_threads = self.decode_threads;
