@@ -2556,6 +2556,20 @@ fn plots_and_report_are_written() {
         !d.path().join("h.test.roc.png").exists(),
         "ROC is for two classes only"
     );
+    // Three epochs at the seed's 2e-5 leave mistakes: their grid (4 columns of 200 px tiles).
+    let e = json(&ok(&[
+        "evaluate",
+        "--head",
+        s(&head),
+        "--features",
+        s(&cache),
+        "--json",
+        "--top",
+        "5",
+    ]));
+    assert_eq!(e["metrics"]["top_losses"].as_array().unwrap().len(), 5);
+    let grid = image::open(d.path().join("h.test.top_losses.png")).unwrap();
+    assert_eq!((grid.width(), grid.height()), (4 * 210 + 10, 2 * 268 + 50));
     let md = std::fs::read_to_string(rep.join("report.md")).unwrap();
     for want in [
         "# train-head:",
@@ -2563,6 +2577,7 @@ fn plots_and_report_are_written() {
         "![curves](curves.png)",
         "# Evaluation of",
         "evaluate.test.confusion.png",
+        "evaluate.test.top_losses.png",
         "## History",
     ] {
         assert!(md.contains(want), "'{want}' not in report.md:\n{md}");

@@ -40,6 +40,8 @@ pub struct Evaluation {
     pub head: String,
     pub features: String,
     pub split: String,
+    /// The folder the files of `metrics.top_losses` are relative to.
+    pub data_root: String,
     /// The split's mirrored copies were averaged in (test-time augmentation).
     pub tta: bool,
     pub skipped: usize,
@@ -139,6 +141,7 @@ fn evaluate_cache(
         head: cfg.head.display().to_string(),
         features: path.display().to_string(),
         split,
+        data_root: cache.meta.data_root.clone(),
         tta,
         skipped: d.skipped.len(),
         metrics,

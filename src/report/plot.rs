@@ -1,5 +1,6 @@
-//! Pictures of a run (plotters, PNG): learning curves of `train-head`, and the confusion matrix and ROC
-//! curve of `evaluate`; and the markdown report that ties settings, numbers and pictures together.
+//! Pictures of a run (plotters, PNG): learning curves of `train-head`, and the confusion matrix, ROC
+//! curve and top-losses grid of `evaluate`; and the markdown report that ties settings, numbers and
+//! pictures together.
 
 use std::path::Path;
 
@@ -21,18 +22,31 @@ fn e<T: std::fmt::Debug>(x: T) -> String {
 
 /// Draws on a white RGB canvas of `size` and writes it to `path` as PNG (encoded by the `image`
 /// crate headstart already uses, so plotters needs no encoder of its own).
+type Area<'a> = DrawingArea<BitMapBackend<'a>, plotters::coord::Shift>;
+
 fn png(
     path: &Path,
     (w, h): (u32, u32),
-    draw: impl FnOnce(
-        &DrawingArea<BitMapBackend, plotters::coord::Shift>,
-    ) -> std::result::Result<(), String>,
+    draw: impl FnOnce(&Area) -> std::result::Result<(), String>,
+) -> Result<()> {
+    png_over(
+        path,
+        image::RgbImage::from_pixel(w, h, image::Rgb([255, 255, 255])),
+        draw,
+    )
+}
+
+/// Draws over `background` (plotters on its pixels) and writes it as PNG.
+fn png_over(
+    path: &Path,
+    background: image::RgbImage,
+    draw: impl FnOnce(&Area) -> std::result::Result<(), String>,
 ) -> Result<()> {
     let err = perr(path);
-    let mut buf = vec![0u8; w as usize * h as usize * 3];
+    let (w, h) = background.dimensions();
+    let mut buf = background.into_raw();
     {
         let root = BitMapBackend::with_buffer(&mut buf, (w, h)).into_drawing_area();
-        root.fill(&WHITE).map_err(|x| err(e(x)))?;
         draw(&root).map_err(&err)?;
         root.present().map_err(|x| err(e(x)))?;
     }
@@ -184,6 +198,75 @@ pub fn confusion(m: &Metrics, path: &Path) -> Result<()> {
                     )))
                     .map_err(e)?;
             }
+        }
+        Ok(())
+    })
+}
+
+/// The most confidently wrong images as a grid (fastai's `plot_top_losses`): a thumbnail of each, with
+/// its true class, the predicted class and the probability given to the true class. `root` is the
+/// folder the paths are relative to; an image that cannot be read is drawn as a grey tile.
+pub fn top_losses(m: &Metrics, root: &Path, path: &Path) -> Result<()> {
+    const TILE: u32 = 200;
+    const TEXT: u32 = 58;
+    let n = m.top_losses.len().max(1) as u32;
+    let cols = n.min(4);
+    let rows = n.div_ceil(cols);
+    let (w, h) = (cols * (TILE + 10) + 10, rows * (TILE + TEXT + 10) + 50);
+    let mut canvas = image::RgbImage::from_pixel(w, h, image::Rgb([255, 255, 255]));
+    let origin = |i: u32| {
+        (
+            10 + (i % cols) * (TILE + 10),
+            50 + (i / cols) * (TILE + TEXT + 10),
+        )
+    };
+    for (i, t) in m.top_losses.iter().enumerate() {
+        let (x0, y0) = origin(i as u32);
+        let tile = crate::data::preprocess::decode(&root.join(&t.path))
+            .map(|img| image::imageops::thumbnail(&img, TILE, TILE))
+            .unwrap_or_else(|_| {
+                image::RgbImage::from_pixel(TILE, TILE, image::Rgb([200, 200, 200]))
+            });
+        let (tw, th) = tile.dimensions();
+        image::imageops::replace(
+            &mut canvas,
+            &tile,
+            (x0 + (TILE - tw) / 2) as i64,
+            (y0 + (TILE - th) / 2) as i64,
+        );
+    }
+    png_over(path, canvas, |area| {
+        let title = format!(
+            "top {} losses: most confidently wrong (true / predicted / p(true))",
+            m.top_losses.len()
+        );
+        area.draw(&Text::new(title, (10, 14), ("sans-serif", 20)))
+            .map_err(e)?;
+        for (i, t) in m.top_losses.iter().enumerate() {
+            let (x0, y0) = origin(i as u32);
+            let (x, y) = (x0 as i32, (y0 + TILE) as i32);
+            let file = Path::new(&t.path)
+                .file_name()
+                .map_or(t.path.clone(), |f| f.to_string_lossy().into_owned());
+            for (k, line) in [
+                format!("{} / {}", t.label, t.predicted),
+                format!("p(true) {:.3}", t.p_true),
+                file,
+            ]
+            .into_iter()
+            .enumerate()
+            {
+                area.draw(&Text::new(
+                    line,
+                    (x, y + 4 + 18 * k as i32),
+                    ("sans-serif", 15),
+                ))
+                .map_err(e)?;
+            }
+        }
+        if m.top_losses.is_empty() {
+            area.draw(&Text::new("no mistakes", (10, 60), ("sans-serif", 18)))
+                .map_err(e)?;
         }
         Ok(())
     })

@@ -116,8 +116,8 @@ pub fn run(a: &Args) -> Result<()> {
     Ok(())
 }
 
-/// The confusion matrix and (two classes) the ROC curve: into the report folder, else beside the
-/// head file as `<head>.<split>.confusion.png`.
+/// The confusion matrix, (two classes) the ROC curve and the most confidently wrong images: into the
+/// report folder, else beside the head file as `<head>.<split>.confusion.png` and so on.
 fn draw(head: &Path, e: &Evaluation, report: Option<&Path>) -> Result<Vec<PathBuf>> {
     let place = |what: &str| match report {
         Some(dir) => dir.join(format!("evaluate.{}.{what}", e.split)),
@@ -136,6 +136,11 @@ fn draw(head: &Path, e: &Evaluation, report: Option<&Path>) -> Result<Vec<PathBu
         let class = e.metrics.per_class.get(1).map_or("1", |c| c.class.as_str());
         plot::roc(&s, &p, auc, class, &roc)?;
         pictures.push(roc);
+    }
+    if !e.metrics.top_losses.is_empty() {
+        let top = place("top_losses.png");
+        plot::top_losses(&e.metrics, Path::new(&e.data_root), &top)?;
+        pictures.push(top);
     }
     Ok(pictures)
 }
