@@ -3670,3 +3670,108 @@ fn tta_flip_agrees_in_score_export_and_the_cache() {
         }
     }
 }
+
+/// `extract --augment flip,crop,scale,color --copies K` caches K seeded augmented copies of each train
+/// image (split train_aug, copy j of row i at j * n + i) and nothing for test; a rerun gives the same
+/// rows; `train-head` (auto) trains on them, and says so; other transforms without --copies are refused.
+#[test]
+fn augmented_copies_are_cached_seeded_and_used_by_auto() {
+    let (d, data, m, out) = tiny_setup(4);
+    let args = |out: &Path| {
+        vec![
+            "extract".to_string(),
+            "--model".into(),
+            s(&m).into(),
+            "--data".into(),
+            s(&data).into(),
+            "--out".into(),
+            s(out).into(),
+            "--preprocess".into(),
+            "torch".into(),
+            "--augment".into(),
+            "flip,crop,scale,color".into(),
+            "--copies".into(),
+            "3".into(),
+            "-q".into(),
+        ]
+    };
+    assert!(bin().args(args(&out)).output().unwrap().status.success());
+    let again = d.path().join("again.h5");
+    assert!(bin().args(args(&again)).output().unwrap().status.success());
+    let (c, c2) = (
+        FeatureCache::open(&out).unwrap(),
+        FeatureCache::open(&again).unwrap(),
+    );
+    assert!(!c
+        .meta
+        .splits
+        .iter()
+        .any(|s| s == "test_aug" || s == "train_flip"));
+    let (train, aug) = (
+        c.read_split("train").unwrap(),
+        c.read_split("train_aug").unwrap(),
+    );
+    let n = train.len();
+    assert_eq!(aug.len(), 3 * n);
+    assert_eq!(aug.paths[2 * n..], train.paths[..]);
+    assert_eq!(
+        aug.features,
+        c2.read_split("train_aug").unwrap().features,
+        "seeded"
+    );
+    let w = train.features.len() / n;
+    for j in 0..3 {
+        assert_ne!(
+            aug.features[j * n * w..(j + 1) * n * w],
+            train.features[..],
+            "copy {j} is augmented"
+        );
+    }
+    let o = ok(&["train-head", s(&out), "--out", s(&d.path().join("h.h5"))]);
+    // Three copies of each row trained on (the validation rows held out of train get none).
+    let rows = o
+        .split("train ")
+        .nth(1)
+        .and_then(|t| t.split(' ').next())
+        .unwrap();
+    let trained: usize = rows.parse().unwrap();
+    assert!(trained < n, "{o}");
+    assert!(
+        o.contains(&format!("+ {} augmented train rows", 3 * trained)),
+        "{o}"
+    );
+    fails(
+        &[
+            "extract",
+            "--model",
+            s(&m),
+            "--data",
+            s(&data),
+            "--out",
+            s(&d.path().join("x.h5")),
+            "--preprocess",
+            "torch",
+            "--augment",
+            "crop",
+        ],
+        &["need --copies"],
+    );
+    fails(
+        &[
+            "extract",
+            "--model",
+            s(&m),
+            "--data",
+            s(&data),
+            "--out",
+            s(&d.path().join("x.h5")),
+            "--preprocess",
+            "torch",
+            "--augment",
+            "rotate",
+            "--copies",
+            "2",
+        ],
+        &["unknown augmentation 'rotate'"],
+    );
+}

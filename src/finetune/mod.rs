@@ -1048,6 +1048,7 @@ fn parity(
         decode_threads: 1,
         paths: &paths,
         flip: &[],
+        augment: &[],
     };
     let pending: Vec<usize> = (0..paths.len()).collect();
     let mut ort_probs = vec![Vec::new(); paths.len()];

@@ -16,7 +16,7 @@ use crate::head::train::{
     evaluate_rows, fit, output_units, stratified_split, EpochRecord, History, TrainConfig,
     TrainData,
 };
-use crate::infer::extract::FLIP_SPLIT;
+use crate::infer::extract::{AUG_SPLIT, FLIP_SPLIT};
 use ndarray::Array2;
 
 /// Our backprop with a layer spec, the `auto` recipe, or the linfa baseline.
@@ -182,14 +182,48 @@ fn open_for_training(path: &Path) -> Result<FeatureCache> {
     Ok(cache)
 }
 
+/// The cache's augmented copies of `train` (`train_flip`; the copies of `train_aug`), pooled, each
+/// in train's order; an error if a split does not list train's images in train's order.
+fn augmented_rows(
+    cache: &FeatureCache,
+    cfg: &TrainHeadConfig,
+    train: &SplitData,
+) -> Result<Vec<Array2<f32>>> {
+    let meta = &cache.meta;
+    let n = train.len();
+    let mut out = Vec::new();
+    for name in [FLIP_SPLIT, AUG_SPLIT] {
+        if !meta.splits.iter().any(|s| s == name) {
+            continue;
+        }
+        let f = cache.read_split(name)?;
+        let copies = if n == 0 { 0 } else { f.len() / n };
+        let width = f.features.len() / f.len().max(1);
+        let aligned = copies * n == f.len()
+            && (0..copies).all(|k| f.paths[k * n..(k + 1) * n] == train.paths[..]);
+        if !aligned {
+            return Err(Error::cache(
+                &cfg.features,
+                format!("split {name} ({} rows) does not hold whole copies of train ({n} rows) in train's order", f.len()),
+            ));
+        }
+        for k in 0..copies {
+            let part = f.features[k * n * width..(k + 1) * n * width].to_vec();
+            out.push(cfg.pool.apply(part, n, &meta.feature_shape, &meta.layout)?);
+        }
+    }
+    Ok(out)
+}
+
 /// The pooled rows a head trains on.
 struct Rows {
     x: Array2<f32>,
     y: Vec<u32>,
     /// Pooled validation rows and labels when they come from the `val` split.
     val: Option<(Array2<f32>, Vec<u32>)>,
-    /// Pooled mirrored copies of the train rows (`train_flip`), when asked for and cached.
-    flipped: Option<Array2<f32>>,
+    /// Pooled augmented copies of the train rows, each in train's order (`train_flip`, and each
+    /// copy of `train_aug`), for the `auto` recipe.
+    extra: Vec<Array2<f32>>,
     train_idx: Vec<usize>,
     val_idx: Vec<usize>,
     val_from: String,
@@ -199,25 +233,10 @@ impl Rows {
     fn load(cache: &FeatureCache, cfg: &TrainHeadConfig) -> Result<Rows> {
         let meta = &cache.meta;
         let train = cache.read_split("train")?;
-        let flipped = if matches!(cfg.head, HeadChoice::Auto { .. })
-            && meta.splits.iter().any(|s| s == FLIP_SPLIT)
-        {
-            let f = cache.read_split(FLIP_SPLIT)?;
-            if f.paths != train.paths {
-                return Err(Error::cache(
-                    &cfg.features,
-                    format!("split {FLIP_SPLIT} does not list the train images in train's order"),
-                ));
-            }
-            let fx = cfg.pool.apply(
-                f.features,
-                f.labels.len(),
-                &meta.feature_shape,
-                &meta.layout,
-            )?;
-            Some(fx)
+        let extra = if matches!(cfg.head, HeadChoice::Auto { .. }) {
+            augmented_rows(cache, cfg, &train)?
         } else {
-            None
+            Vec::new()
         };
         let n = train.len();
         let v = validation_rows(cache, &train.labels, cfg.val_split, cfg.seed)?;
@@ -238,7 +257,7 @@ impl Rows {
             x,
             y: train.labels,
             val,
-            flipped,
+            extra,
             train_idx: v.train,
             val_idx: v.val,
             val_from: v.from,
@@ -406,7 +425,7 @@ fn train_auto(
         y: &rows.y,
         train: &rows.train_idx,
         val: (!rows.val_idx.is_empty()).then_some((vx, vy, rows.val_idx.as_slice())),
-        flipped: rows.flipped.as_ref(),
+        extra: &rows.extra,
         classes,
         seed,
         threads,

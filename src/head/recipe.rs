@@ -12,8 +12,9 @@
 //!    ties broken by the lower validation loss.
 //! 4. The winner is trained again on train + validation for its best epoch count.
 //!
-//! Mirrored copies of the train images (`extract --augment flip`, split `train_flip`) are added to
-//! the training rows when the cache has them, never to validation rows. Everything is seeded:
+//! Augmented copies of the train images (`extract --augment flip`, split `train_flip`; `extract
+//! --augment ... --copies K`, split `train_aug`) are added to the training rows when the cache has
+//! them, never to validation rows. Everything is seeded:
 //! the same data and seed give the same bytes.
 
 use ndarray::{concatenate, Array1, Array2, Axis};
@@ -71,8 +72,9 @@ pub struct AutoData<'a> {
     pub train: &'a [usize],
     /// Validation rows: the matrix they are in, its labels, and the rows.
     pub val: Option<(&'a Array2<f32>, &'a [u32], &'a [usize])>,
-    /// Mirrored copies of `x`'s rows, same order (`train_flip`).
-    pub flipped: Option<&'a Array2<f32>>,
+    /// Augmented copies of `x`'s rows, each in `x`'s order (`train_flip`, and each copy of
+    /// `train_aug`).
+    pub extra: &'a [Array2<f32>],
     pub classes: usize,
     pub seed: u64,
     pub threads: usize,
@@ -95,7 +97,7 @@ pub struct AutoReport {
     pub chosen: usize,
     pub scoring: String,
     pub refit_rows: usize,
-    pub flipped_rows: usize,
+    pub augmented_rows: usize,
 }
 
 impl AutoReport {
@@ -115,7 +117,7 @@ impl AutoReport {
             })).collect::<Vec<_>>(),
             "chosen": self.scored[self.chosen].candidate.name,
             "refit_rows": self.refit_rows,
-            "mirrored_rows": self.flipped_rows,
+            "augmented_rows": self.augmented_rows,
         })
     }
 }
@@ -129,9 +131,11 @@ struct Pool {
     y: Vec<u32>,
     /// Rows of `x` that are train + validation (the rest are mirrored copies).
     n: usize,
-    /// Rows from the train split (the first `n_train`), whose mirrored copy is at `n + i`.
+    /// Rows from the train split (the first `n_train`); copy `k` of row `i` is at
+    /// `n + k * n_train + i`.
     n_train: usize,
-    has_flips: bool,
+    /// How many augmented copies of each train row.
+    copies: usize,
     /// Validation rows as given (indices into the pool), for large data.
     given_val: Vec<usize>,
     mean: Array1<f32>,
@@ -149,8 +153,8 @@ impl Pool {
             y.extend(rows.iter().map(|&i| vy[i]));
         }
         let n = y.len();
-        if let Some(f) = d.flipped {
-            parts.push(f.select(Axis(0), d.train));
+        for e in d.extra {
+            parts.push(e.select(Axis(0), d.train));
             y.extend(d.train.iter().map(|&i| d.y[i]));
         }
         let views: Vec<_> = parts.iter().map(|p| p.view()).collect();
@@ -176,21 +180,22 @@ impl Pool {
             y,
             n,
             n_train,
-            has_flips: d.flipped.is_some(),
+            copies: d.extra.len(),
             given_val: (n_train..n).collect(),
             mean,
             std,
         }
     }
 
-    /// `rows` plus the mirrored copies of those from the train split.
-    fn with_flips(&self, rows: &[usize]) -> Vec<usize> {
+    /// `rows` plus the augmented copies of those from the train split.
+    fn with_copies(&self, rows: &[usize]) -> Vec<usize> {
         let mut out = rows.to_vec();
-        if self.has_flips {
+        for k in 0..self.copies {
+            let base = self.n + k * self.n_train;
             out.extend(
                 rows.iter()
                     .filter(|&&i| i < self.n_train)
-                    .map(|&i| self.n + i),
+                    .map(|&i| base + i),
             );
         }
         out
@@ -281,8 +286,8 @@ pub fn auto(
         pool.n,
         pool.x.ncols(),
         candidates().len(),
-        if pool.has_flips {
-            format!(" (+ {} mirrored train rows)", pool.n_train)
+        if pool.copies > 0 {
+            format!(" (+ {} augmented train rows)", pool.copies * pool.n_train)
         } else {
             String::new()
         }
@@ -295,7 +300,7 @@ pub fn auto(
             let data = TrainData {
                 x: &pool.x,
                 y: &pool.y,
-                train: pool.with_flips(train),
+                train: pool.with_copies(train),
                 val: Some((&pool.x, &pool.y, val.clone())),
                 classes: d.classes,
             };
@@ -326,12 +331,12 @@ pub fn auto(
         .min_by(|&a, &b| scored[a].val_loss.total_cmp(&scored[b].val_loss))
         .ok_or_else(|| Error::Config("auto: no candidates".into()))?;
     let best = &scored[chosen];
-    let rows = pool.with_flips(&(0..pool.n).collect::<Vec<_>>());
+    let rows = pool.with_copies(&(0..pool.n).collect::<Vec<_>>());
     say(format!(
         "auto: chose {} (highest validation accuracy, then lowest loss); refit on {} rows (train + validation{}) for {} epochs",
         best.candidate.name,
         rows.len(),
-        if pool.has_flips { " + mirrored" } else { "" },
+        if pool.copies > 0 { " + augmented" } else { "" },
         best.epochs
     ));
     let tc = config(&best.candidate, d.seed, d.threads, best.epochs, false)?;
@@ -352,7 +357,7 @@ pub fn auto(
         chosen,
         scoring,
         refit_rows: rows.len(),
-        flipped_rows: if pool.has_flips { pool.n_train } else { 0 },
+        augmented_rows: pool.copies * pool.n_train,
     };
     Ok((net, history, report, tc.spec))
 }

@@ -21,6 +21,9 @@ use crate::util::hash::sha256_file;
 
 /// The split that holds the mirrored copies of `train` (`ExtractConfig::augment_flip`).
 pub const FLIP_SPLIT: &str = "train_flip";
+/// The split that holds the augmented copies of `train` (`ExtractConfig::copies`): copy `j` of train
+/// row `i` is row `j * n + i`.
+pub const AUG_SPLIT: &str = "train_aug";
 
 /// The split holding the mirrored copies of `split`: `train_flip` (augmentation), `val_flip` and
 /// `test_flip` (test-time augmentation), in the same order as `split`.
@@ -54,6 +57,13 @@ pub struct ExtractConfig {
     /// Test-time augmentation: also cache mirrored copies of every split but `train`, as
     /// `<split>_flip`; `evaluate` and `score` then average the plain and mirrored predictions.
     pub tta_flip: bool,
+    /// Cached augmentation: this many seeded augmented copies of each train image, as split
+    /// [`AUG_SPLIT`] (0: none).
+    pub copies: usize,
+    /// What the copies may get (flip, crop, scale, colour).
+    pub augment: crate::data::augment::AugmentSpec,
+    /// Seed of the copies' transforms.
+    pub augment_seed: u64,
 }
 
 impl ExtractConfig {
@@ -78,6 +88,9 @@ impl ExtractConfig {
             layer: None,
             augment_flip: false,
             tta_flip: false,
+            copies: 0,
+            augment: Default::default(),
+            augment_seed: 42,
         }
     }
 }
@@ -153,6 +166,14 @@ fn fingerprint(cfg: &ExtractConfig, model_sha: &str, ds: &Dataset) -> Result<Str
         if cfg.augment_flip { "|flip" } else { "" },
         if cfg.tta_flip { "|tta-flip" } else { "" }
     ));
+    if cfg.copies > 0 {
+        h.update(format!(
+            "|copies {} {} seed {}",
+            cfg.copies,
+            cfg.augment.names(),
+            cfg.augment_seed
+        ));
+    }
     h.update(ds.classes.join("\u{1}"));
     for split in &ds.splits {
         h.update(&split.name);
@@ -264,15 +285,7 @@ pub fn extract(cfg: &ExtractConfig, rep: &dyn Reporter) -> Result<ExtractSummary
             index.paths[*i].display()
         )));
     }
-    let extracted_now = run_pipeline(
-        cfg,
-        &mut model,
-        &pre,
-        (&index.paths, &index.flip),
-        &pending,
-        &mut journal,
-        rep,
-    )?;
+    let extracted_now = run_pipeline(cfg, &mut model, &pre, &index, &pending, &mut journal, rep)?;
     rep.report(Report::Finish);
     let seconds = t_run.elapsed().as_secs_f64();
 
@@ -328,6 +341,8 @@ struct Index {
     paths: Vec<PathBuf>,
     /// Whether each image is mirrored before it goes in.
     flip: Vec<bool>,
+    /// Each image's augmentation (empty when nothing is augmented).
+    augment: Vec<Option<crate::data::augment::AugParams>>,
     splits: Vec<SplitRows>,
 }
 
@@ -336,6 +351,7 @@ impl Index {
         let mut index = Index {
             paths: Vec::with_capacity(ds.len()),
             flip: Vec::with_capacity(ds.len()),
+            augment: Vec::new(),
             splits: Vec::new(),
         };
         for split in &ds.splits {
@@ -354,6 +370,27 @@ impl Index {
             for split in ds.splits.iter().filter(|s| s.name != "train") {
                 index.add(&flip_split(&split.name), &split.items, &ds.root, true);
             }
+        }
+        if cfg.copies > 0 {
+            let Some(train) = ds.splits.iter().find(|s| s.name == "train") else {
+                return Err(Error::dataset(&cfg.data, "--copies needs a train split"));
+            };
+            index.augment.resize(index.paths.len(), None);
+            let mut rows = Vec::with_capacity(cfg.copies * train.items.len());
+            for copy in 0..cfg.copies {
+                for (i, item) in train.items.iter().enumerate() {
+                    rows.push((index.paths.len(), item.label, item.rel_path.clone()));
+                    index.paths.push(ds.root.join(item.path()));
+                    index.flip.push(false);
+                    index
+                        .augment
+                        .push(Some(cfg.augment.draw(cfg.augment_seed, i, copy)));
+                }
+            }
+            index.splits.push(SplitRows {
+                name: AUG_SPLIT.into(),
+                items: rows,
+            });
         }
         Ok(index)
     }
@@ -483,7 +520,7 @@ fn run_pipeline(
     cfg: &ExtractConfig,
     model: &mut BaseModel,
     pre: &preprocess::Preprocess,
-    (paths, flip): (&[PathBuf], &[bool]),
+    index: &Index,
     pending: &[usize],
     journal: &mut Journal,
     rep: &dyn Reporter,
@@ -493,9 +530,11 @@ fn run_pipeline(
         input: InputKind::F32,
         batch: cfg.batch,
         decode_threads: cfg.decode_threads,
-        paths,
-        flip,
+        paths: &index.paths,
+        flip: &index.flip,
+        augment: &index.augment,
     };
+    let index_paths = &index.paths;
     let (mut done, mut batches) = (0usize, 0usize);
     pipeline.run(model, pending, &mut |event| {
         match event {
@@ -518,7 +557,7 @@ fn run_pipeline(
                 rep.report(Report::Advance(1));
                 if cfg.strict {
                     return Err(Error::Image {
-                        path: paths[index].clone(),
+                        path: index_paths[index].clone(),
                         msg: format!(
                             "{reason} (--strict; {done} finished images are kept in {})",
                             journal.path().display()
@@ -527,7 +566,7 @@ fn run_pipeline(
                 }
                 rep.report(Report::Warning(&format!(
                     "{}: skipped: {reason}",
-                    paths[index].display()
+                    index_paths[index].display()
                 )));
             }
         }

@@ -61,6 +61,8 @@ pub struct Pipeline<'a> {
     pub paths: &'a [PathBuf],
     /// Mirror image `i` left-right when `flip[i]` (empty: no image is mirrored).
     pub flip: &'a [bool],
+    /// Augment image `i` with `augment[i]` (empty: no image is augmented).
+    pub augment: &'a [Option<crate::data::augment::AugParams>],
 }
 
 enum Decoded {
@@ -103,6 +105,7 @@ impl Pipeline<'_> {
         let stop = AtomicBool::new(false);
         let (tx, rx) = crossbeam_channel::bounded::<Msg>(self.batch * 2);
         let (pre, input, paths, flip) = (self.pre, self.input, self.paths, self.flip);
+        let augment = self.augment;
         std::thread::scope(|scope| -> Result<usize> {
             for _ in 0..workers {
                 let tx = tx.clone();
@@ -115,10 +118,14 @@ impl Pipeline<'_> {
                         let mirrored = flip.get(index).copied().unwrap_or(false);
                         let data = preprocess::decode(&paths[index])
                             .map(|img| {
-                                if mirrored {
+                                let img = if mirrored {
                                     image::imageops::flip_horizontal(&img)
                                 } else {
                                     img
+                                };
+                                match augment.get(index) {
+                                    Some(Some(p)) => crate::data::augment::apply(img, p),
+                                    _ => img,
                                 }
                             })
                             .and_then(|img| match input {

@@ -70,6 +70,7 @@ pub fn classify(
         decode_threads: 0,
         paths: &files,
         flip: &[],
+        augment: &[],
     };
     let pending: Vec<usize> = (0..files.len()).collect();
     pipeline.run(&mut model, &pending, &mut |event| {

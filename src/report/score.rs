@@ -516,6 +516,7 @@ pub fn score(cfg: &ScoreConfig, rep: &dyn Reporter) -> Result<ScoreSummary> {
         decode_threads: cfg.decode_threads,
         paths: &paths,
         flip: &flip,
+        augment: &[],
     };
     pipeline.run(&mut model, &pending, &mut |event| {
         match event {

@@ -4,7 +4,8 @@ use std::path::PathBuf;
 
 use clap::ValueEnum;
 use headstart::cache::Dtype;
-use headstart::error::Result;
+use headstart::data::augment::AugmentSpec;
+use headstart::error::{Error, Result};
 use headstart::infer::extract::{extract, ExtractConfig};
 
 use crate::common::{model_path, term, AugmentArg, ModelRunArgs, ProgressArg};
@@ -49,9 +50,18 @@ pub struct Args {
     /// Cut the model at this tensor first (written to <out>.base.onnx; use that file afterwards).
     #[arg(long)]
     pub layer: Option<String>,
-    /// Also cache left-right mirrored train images (split train_flip).
-    #[arg(long, value_enum)]
-    pub augment: Option<AugmentArg>,
+    /// Cached augmentation of the train images. `flip` alone: their left-right mirrors (split
+    /// train_flip). With --copies K: K seeded augmented copies of each (split train_aug), each drawn
+    /// from the listed transforms: flip, crop, scale, color (e.g. `flip,crop,scale,color`).
+    #[arg(long)]
+    pub augment: Option<String>,
+    /// Augmented copies per train image (with --augment); validation and test images are never
+    /// augmented.
+    #[arg(long, default_value_t = 0, requires = "augment")]
+    pub copies: usize,
+    /// Seed of the augmented copies.
+    #[arg(long, default_value_t = 42)]
+    pub augment_seed: u64,
     /// Test-time augmentation: also cache mirrored copies of the val and test images (splits
     /// val_flip, test_flip); evaluate averages the plain and mirrored predictions.
     #[arg(long, value_enum)]
@@ -71,7 +81,21 @@ impl Args {
         cfg.strict = self.strict;
         cfg.force = self.force;
         cfg.layer = self.layer.clone();
-        cfg.augment_flip = self.augment == Some(AugmentArg::Flip);
+        match (&self.augment, self.copies) {
+            (None, _) => {}
+            (Some(a), 0) if a.trim() == "flip" => cfg.augment_flip = true,
+            (Some(a), 0) => {
+                return Err(Error::Config(format!(
+                    "--augment {a}: transforms other than a plain flip need --copies K (augmented copies per train image)"
+                )))
+            }
+            (Some(a), k) => {
+                cfg.augment = AugmentSpec::parse(a)
+                    .map_err(|e| Error::Config(format!("--augment {a}: {e}")))?;
+                cfg.copies = k;
+                cfg.augment_seed = self.augment_seed;
+            }
+        }
         cfg.tta_flip = self.tta == Some(AugmentArg::Flip);
         Ok(cfg)
     }
