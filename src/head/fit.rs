@@ -197,7 +197,7 @@ fn augmented_rows(
             continue;
         }
         let f = cache.read_split(name)?;
-        let copies = if n == 0 { 0 } else { f.len() / n };
+        let copies = f.len().checked_div(n).unwrap_or(0);
         let width = f.features.len() / f.len().max(1);
         let aligned = copies * n == f.len()
             && (0..copies).all(|k| f.paths[k * n..(k + 1) * n] == train.paths[..]);
