@@ -3740,38 +3740,25 @@ fn augmented_copies_are_cached_seeded_and_used_by_auto() {
         o.contains(&format!("+ {} augmented train rows", 3 * trained)),
         "{o}"
     );
-    fails(
-        &[
+    let x = d.path().join("x.h5");
+    let refused = |extra: &[&str], want: &str| {
+        let mut a = vec![
             "extract",
             "--model",
             s(&m),
             "--data",
             s(&data),
             "--out",
-            s(&d.path().join("x.h5")),
+            s(&x),
             "--preprocess",
             "torch",
-            "--augment",
-            "crop",
-        ],
-        &["need --copies"],
-    );
-    fails(
-        &[
-            "extract",
-            "--model",
-            s(&m),
-            "--data",
-            s(&data),
-            "--out",
-            s(&d.path().join("x.h5")),
-            "--preprocess",
-            "torch",
-            "--augment",
-            "rotate",
-            "--copies",
-            "2",
-        ],
-        &["unknown augmentation 'rotate'"],
+        ];
+        a.extend_from_slice(extra);
+        fails(&a, &[want]);
+    };
+    refused(&["--augment", "crop"], "need --copies");
+    refused(
+        &["--augment", "rotate", "--copies", "2"],
+        "unknown augmentation 'rotate'",
     );
 }
