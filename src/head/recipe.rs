@@ -32,6 +32,10 @@ use crate::util::rng::Rng;
 pub const KFOLD_MAX_ROWS: usize = 1000;
 const FOLDS: usize = 5;
 const MAX_EPOCHS: usize = 40;
+/// Above this many feature values (rows x features, e.g. 2000 x 4096), candidates get at most
+/// [`WIDE_MAX_EPOCHS`]: VGG-16's flattened 25,088 features make every epoch of the MLP cost seconds.
+const WIDE_VALUES: usize = 2000 * 4096;
+const WIDE_MAX_EPOCHS: usize = 20;
 const PATIENCE: usize = 6;
 
 /// One candidate head.
@@ -292,9 +296,14 @@ pub fn auto(
             String::new()
         }
     ));
+    let max_epochs = if pool.n * pool.x.ncols() > WIDE_VALUES {
+        WIDE_MAX_EPOCHS
+    } else {
+        MAX_EPOCHS
+    };
     let mut scored = Vec::new();
     for c in candidates() {
-        let tc = config(&c, d.seed, d.threads, MAX_EPOCHS, true)?;
+        let tc = config(&c, d.seed, d.threads, max_epochs, true)?;
         let (mut loss, mut acc, mut epochs) = (0.0, 0.0, 0.0);
         for (train, val) in &folds {
             let data = TrainData {
