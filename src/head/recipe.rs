@@ -210,6 +210,13 @@ impl Pool {
         if self.n > KFOLD_MAX_ROWS || self.n < 2 * FOLDS {
             let val = if self.given_val.is_empty() {
                 let (t, v) = super::train::stratified_split(&self.y[..self.n], 0.2, seed);
+                if v.is_empty() || t.is_empty() {
+                    let all: Vec<usize> = (0..self.n).collect();
+                    return (
+                        vec![(all.clone(), all)],
+                        "the training rows (too few rows to hold any out)".into(),
+                    );
+                }
                 return (vec![(t, v)], "20% of train held out".into());
             } else {
                 self.given_val.clone()
