@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # The main job on a fresh machine: install what is missing, build in release, extract features from
-# DATA_DIR with MODEL, train the default head (the seed's Dense 256 relu -> Dropout 0.5 -> sigmoid/softmax)
-# and evaluate it; the last line is the test accuracy.
+# DATA_DIR with MODEL, train the default head (`--recipe auto`: a head chosen on validation rows among
+# linear and MLP candidates) and evaluate it; the last line is the test accuracy.
 # Usage: scripts/quickstart.sh DATA_DIR [MODEL]
 #   MODEL: an ONNX file, or a name headstart fetches (`headstart models`); default efficientnet-lite0,
 #   real ImageNet weights fetched into $HEADSTART_HOME/models (default ~/.cache/headstart) on first use.
