@@ -124,6 +124,34 @@ pub(crate) fn f32_tensor(name: &str, dims: Vec<i64>, data: &[f32]) -> TensorProt
     }
 }
 
+/// A 3x3 conv's weights: the given ones after a size check, else He-normal from `rng`.
+fn conv_weights(
+    given: Option<&ConvWeights>,
+    name: &str,
+    (c, in_ch): (usize, usize),
+    rng: &mut Rng,
+) -> Result<ConvWeights, String> {
+    let fan_in = in_ch * 9;
+    match given {
+        Some((w, b)) => {
+            if w.len() != c * fan_in || b.len() != c {
+                return Err(format!(
+                    "{name}: {} kernel and {} bias values given, expected {} ([{c}, {in_ch}, 3, 3]) and {c}",
+                    w.len(),
+                    b.len(),
+                    c * fan_in
+                ));
+            }
+            Ok((w.clone(), b.clone()))
+        }
+        None => {
+            let std = (2.0 / fan_in as f32).sqrt();
+            let w: Vec<f32> = (0..c * fan_in).map(|_| rng.normal() * std).collect();
+            Ok((w, vec![0.0f32; c]))
+        }
+    }
+}
+
 /// Builds the model described by `spec`, with seeded random weights.
 pub fn cnn(spec: &CnnSpec) -> ModelProto {
     cnn_with(spec, None).expect("random weights always have the spec's shapes")
@@ -186,26 +214,7 @@ pub fn cnn_with(spec: &CnnSpec, given: Option<&[ConvWeights]>) -> Result<ModelPr
             continue;
         }
         let name = format!("block{block}_conv{conv}");
-        let fan_in = in_ch * 9;
-        let (weights, bias) = match given {
-            Some(g) => {
-                let (w, b) = &g[index];
-                if w.len() != c * fan_in || b.len() != c {
-                    return Err(format!(
-                        "{name}: {} kernel and {} bias values given, expected {} ([{c}, {in_ch}, 3, 3]) and {c}",
-                        w.len(),
-                        b.len(),
-                        c * fan_in
-                    ));
-                }
-                (w.clone(), b.clone())
-            }
-            None => {
-                let std = (2.0 / fan_in as f32).sqrt();
-                let w: Vec<f32> = (0..c * fan_in).map(|_| rng.normal() * std).collect();
-                (w, vec![0.0f32; c])
-            }
-        };
+        let (weights, bias) = conv_weights(given.map(|g| &g[index]), &name, (c, in_ch), &mut rng)?;
         index += 1;
         inits.push(f32_tensor(
             &format!("{name}_W"),
