@@ -3057,6 +3057,7 @@ fn vgg_sources_download_resume_and_match_numpy() {
         }
         let o = bin()
             .env("HEADSTART_HOME", &home)
+            .env("NO_PROXY", "127.0.0.1")
             .args([
                 "fetch",
                 name,
@@ -3125,6 +3126,7 @@ fn vgg_download_refuses_wrong_hashes_404_and_offline() {
     let fetch = |url: &str, sha: &str| {
         bin()
             .env("HEADSTART_HOME", &home)
+            .env("NO_PROXY", "127.0.0.1")
             .args([
                 "fetch",
                 "vgg16",
@@ -3166,6 +3168,7 @@ fn vgg_download_refuses_wrong_hashes_404_and_offline() {
     }
     let o = bin()
         .env("HEADSTART_HOME", &home)
+        .env("NO_PROXY", "127.0.0.1")
         .args(["fetch", "vgg16", "--url", &server.url("w.h5")])
         .output()
         .unwrap();
