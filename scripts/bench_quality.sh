@@ -6,7 +6,10 @@
 #   sklearn LogisticRegression(C=1) | headstart --head logistic | --recipe seed | --recipe auto |
 #   auto + mirrored train rows (evaluate --no-tta) | auto + mirrored train rows + test-time flips
 # and the seconds auto took. Python peers go into .cache/bench-venv (PyPI).
-# Usage: scripts/bench_quality.sh MODEL DATA_DIR...   (MODEL: an ONNX file or a name, e.g. efficientnet-lite0)
+# SUBSETS="25 100" (per class) adds rows trained on seeded subsets of each train folder (`headstart
+# split`), tested on the same full test folder: small data is where defaults decide the result.
+# Usage: [SUBSETS="25 100"] scripts/bench_quality.sh MODEL DATA_DIR...
+#   (MODEL: an ONNX file or a name, e.g. efficientnet-lite0)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 [ $# -ge 2 ] || { echo "usage: scripts/bench_quality.sh MODEL DATA_DIR..." >&2; exit 2; }
@@ -24,8 +27,20 @@ trap 'rm -rf "$work"' EXIT
 echo "machine: $(nproc) cores, $(date -u +%Y-%m-%dT%H:%MZ); model $MODEL"
 acc() { "$BIN" evaluate --head "$1" --features "$2" "${@:3}" | sed -nE 's/^accuracy: ([0-9.]+)/\1/p'; }
 printf '%-14s %8s %9s %8s %8s %8s %10s %10s %7s\n' data sklearn logistic seed auto "auto(s)" "auto+flip" "+tta" "rows"
+sets=()
 for DATA in "$@"; do
-  name=$(basename "$(cd "$DATA" && pwd)")
+  sets+=("$DATA")
+  for k in ${SUBSETS:-}; do
+    sub="$work/$(basename "$(cd "$DATA" && pwd)")_${k}"
+    "$BIN" split "$DATA/train" --out "$sub.split" --train "$k" --test 0 --seed 1 --progress none -q >/dev/null
+    mkdir -p "$sub"
+    mv "$sub.split/train" "$sub/train"
+    ln -s "$(cd "$DATA/test" && pwd)" "$sub/test"
+    sets+=("$sub")
+  done
+done
+for DATA in "${sets[@]}"; do
+  name=$(basename "$DATA")
   plain="$work/$name.h5"; flip="$work/$name.flip.h5"
   "$BIN" extract --model "$MODEL" --data "$DATA" --out "$plain" --quiet >/dev/null
   "$BIN" extract --model "$MODEL" --data "$DATA" --out "$flip" --augment flip --tta flip --quiet >/dev/null
