@@ -1,8 +1,9 @@
 //! `train-head --recipe auto` (the default): a head chosen for the data at hand instead of the seed's
 //! fixed one.
 //!
-//! 1. Features are standardised (mean and standard deviation of the training rows), which makes one
-//!    learning rate and one weight decay fit any base; the scaling is folded into the first dense
+//! 1. Features are centred and scaled by one factor (the root mean variance of the training rows),
+//!    which makes one learning rate and one weight decay fit any base while keeping the features'
+//!    relative sizes; the scaling is folded into the first dense
 //!    layer at the end, so the head file, `evaluate`, `score` and `export` see an ordinary network.
 //! 2. A small candidate set is trained with Adam and early stopping on the validation loss (best
 //!    epoch restored): three linear heads (softmax/logistic regression with L2 penalties 1e-3, 1e-2,
@@ -32,6 +33,11 @@ use crate::util::rng::Rng;
 pub const KFOLD_MAX_ROWS: usize = 1000;
 const FOLDS: usize = 5;
 const MAX_EPOCHS: usize = 40;
+const BATCH: usize = 32;
+/// Fewest optimizer steps a candidate may stop training at the epoch limit with (tiny data).
+const MIN_STEPS: usize = 600;
+/// Patience of the early stop, in optimizer steps (at least [`PATIENCE`] epochs).
+const PATIENCE_STEPS: usize = 60;
 /// Above this many feature values (rows x features, e.g. 2000 x 4096), candidates get at most
 /// [`WIDE_MAX_EPOCHS`]: VGG-16's flattened 25,088 features make every epoch of the MLP cost seconds.
 const WIDE_VALUES: usize = 2000 * 4096;
@@ -109,7 +115,7 @@ impl AutoReport {
     pub fn json(&self) -> serde_json::Value {
         serde_json::json!({
             "recipe": "auto",
-            "standardize": "train mean/std, folded into the first dense layer",
+            "standardize": "centred, divided by the root mean variance; folded into the first dense layer",
             "scoring": self.scoring,
             "candidates": self.scored.iter().map(|s| serde_json::json!({
                 "name": s.candidate.name,
@@ -129,7 +135,7 @@ impl AutoReport {
 /// One fold: (rows to train on, rows to validate on), indices into the pool.
 type Fold = (Vec<usize>, Vec<usize>);
 
-/// The pool: train rows then validation rows (then mirrored train rows), standardised.
+/// The pool: train rows then validation rows (then mirrored train rows), centred and scaled.
 struct Pool {
     x: Array2<f32>,
     y: Vec<u32>,
@@ -163,20 +169,21 @@ impl Pool {
         }
         let views: Vec<_> = parts.iter().map(|p| p.view()).collect();
         let mut x = concatenate(Axis(0), &views).expect("same width");
-        // Statistics of the real rows (train + validation), in f64.
+        // Statistics of the real rows (train + validation), in f64: each feature is centred, and all
+        // are divided by one scale (the root mean variance), which keeps the features' relative
+        // sizes: on small data, dividing each by its own noisy deviation lifted noise features.
         let cols = x.ncols();
-        let (mut mean, mut std) = (Array1::<f32>::zeros(cols), Array1::<f32>::ones(cols));
+        let mut mean = Array1::<f32>::zeros(cols);
+        let mut total_var = 0f64;
         for j in 0..cols {
             let c = x.slice(ndarray::s![..n, j]);
             let m = c.iter().map(|&v| v as f64).sum::<f64>() / n as f64;
-            let var = c.iter().map(|&v| (v as f64 - m).powi(2)).sum::<f64>() / n as f64;
+            total_var += c.iter().map(|&v| (v as f64 - m).powi(2)).sum::<f64>() / n as f64;
             mean[j] = m as f32;
-            std[j] = if var.sqrt() > 1e-6 {
-                var.sqrt() as f32
-            } else {
-                1.0
-            };
         }
+        let scale = (total_var / cols.max(1) as f64).sqrt();
+        let scale = if scale > 1e-6 { scale as f32 } else { 1.0 };
+        let std = Array1::<f32>::from_elem(cols, scale);
         x -= &mean;
         x /= &std;
         Pool {
@@ -251,13 +258,28 @@ impl Pool {
     }
 }
 
+/// Training length: (most epochs, patience in epochs). Tiny data gets more epochs, so every candidate
+/// sees at least [`MIN_STEPS`] optimizer steps (and [`PATIENCE_STEPS`] steps of patience); wide data
+/// fewer (see [`WIDE_VALUES`]).
+fn schedule(rows: usize, features: usize) -> (usize, usize) {
+    if rows * features > WIDE_VALUES {
+        return (WIDE_MAX_EPOCHS, PATIENCE);
+    }
+    let steps = rows.div_ceil(BATCH).max(1);
+    (
+        MIN_STEPS.div_ceil(steps).clamp(MAX_EPOCHS, 400),
+        PATIENCE_STEPS.div_ceil(steps).max(PATIENCE),
+    )
+}
+
 fn config(
     c: &Candidate,
     seed: u64,
     threads: usize,
     epochs: usize,
-    early: bool,
+    patience: Option<usize>,
 ) -> Result<TrainConfig> {
+    let early = patience.is_some();
     Ok(TrainConfig {
         spec: parse_spec(c.spec)?,
         optimizer: OptimizerSpec {
@@ -267,15 +289,15 @@ fn config(
         },
         schedule: Schedule::Constant,
         epochs,
-        batch_size: 32,
+        batch_size: BATCH,
         seed,
         monitor: if early {
             Monitor::ValLoss
         } else {
             Monitor::Loss
         },
-        early_stopping: early.then_some(EarlyStopping {
-            patience: PATIENCE,
+        early_stopping: patience.map(|patience| EarlyStopping {
+            patience,
             min_delta: 0.0,
         }),
         restore_best: early,
@@ -293,7 +315,7 @@ pub fn auto(
     let (folds, scoring) = pool.folds(d.seed);
     let say = |s: String| rep.report(Event::Line(&s));
     say(format!(
-        "auto: {} rows x {} features, standardised; {} candidates scored by {scoring}{}",
+        "auto: {} rows x {} features, centred and scaled; {} candidates scored by {scoring}{}",
         pool.n,
         pool.x.ncols(),
         candidates().len(),
@@ -303,14 +325,11 @@ pub fn auto(
             String::new()
         }
     ));
-    let max_epochs = if pool.n * pool.x.ncols() > WIDE_VALUES {
-        WIDE_MAX_EPOCHS
-    } else {
-        MAX_EPOCHS
-    };
+    let fold_rows = pool.with_copies(&folds[0].0).len();
+    let (max_epochs, patience) = schedule(fold_rows, pool.x.ncols());
     let mut scored = Vec::new();
     for c in candidates() {
-        let tc = config(&c, d.seed, d.threads, max_epochs, true)?;
+        let tc = config(&c, d.seed, d.threads, max_epochs, Some(patience))?;
         let (mut loss, mut acc, mut epochs) = (0.0, 0.0, 0.0);
         for (train, val) in &folds {
             let data = TrainData {
@@ -355,7 +374,7 @@ pub fn auto(
         if pool.copies > 0 { " + augmented" } else { "" },
         best.epochs
     ));
-    let tc = config(&best.candidate, d.seed, d.threads, best.epochs, false)?;
+    let tc = config(&best.candidate, d.seed, d.threads, best.epochs, None)?;
     let (mut net, history) = fit(
         &tc,
         &TrainData {
@@ -401,6 +420,15 @@ pub fn fold_standardization(
 mod tests {
     use super::*;
     use crate::head::net::Dense;
+
+    /// Tiny data trains for at least 600 steps, ordinary data for 40 epochs, wide data for 20.
+    #[test]
+    fn training_length_follows_rows_and_width() {
+        assert_eq!(schedule(40, 1280), (300, 30));
+        assert_eq!(schedule(1600, 1280), (MAX_EPOCHS, PATIENCE));
+        assert_eq!(schedule(2000, 25088), (WIDE_MAX_EPOCHS, PATIENCE));
+        assert_eq!(schedule(1, 8), (400, 60));
+    }
 
     /// A network on standardised inputs and its folded version give the same logits.
     #[test]
