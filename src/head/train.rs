@@ -454,6 +454,32 @@ fn balanced_weights(data: &TrainData) -> Vec<f32> {
         .collect()
 }
 
+/// An error when a weight overflowed during `epoch` (0-based).
+fn check_weights(net: &Network, epoch: usize) -> Result<()> {
+    if net
+        .params()
+        .iter()
+        .any(|p| p.iter().any(|v| !v.is_finite()))
+    {
+        return Err(Error::Config(format!(
+            "training diverged in epoch {} (weights overflowed); lower --lr or add --clip-norm",
+            epoch + 1
+        )));
+    }
+    Ok(())
+}
+
+/// Validation loss and accuracy of `net`, when `data` has validation rows.
+fn validation(net: &Network, cfg: &TrainConfig, data: &TrainData) -> (Option<f64>, Option<f64>) {
+    match &data.val {
+        Some((vx, vy, vidx)) if !vidx.is_empty() => {
+            let (l, a) = evaluate_rows(net, &cfg.loss, vx, vy, vidx);
+            (Some(l), Some(a))
+        }
+        _ => (None, None),
+    }
+}
+
 /// Trains a new network from `cfg` on `data`; `on_epoch` sees each history row as it is made.
 pub fn fit(
     cfg: &TrainConfig,
@@ -556,24 +582,9 @@ pub fn fit(
                 .filter(|(p, t)| p == t)
                 .count();
         }
-        if net
-            .params()
-            .iter()
-            .any(|p| p.iter().any(|v| !v.is_finite()))
-        {
-            return Err(Error::Config(format!(
-                "training diverged in epoch {} (weights overflowed); lower --lr or add --clip-norm",
-                epoch + 1
-            )));
-        }
+        check_weights(&net, epoch)?;
         let n = order.len() as f64;
-        let (val_loss, val_accuracy) = match &data.val {
-            Some((vx, vy, vidx)) if !vidx.is_empty() => {
-                let (l, a) = evaluate_rows(&net, &cfg.loss, vx, vy, vidx);
-                (Some(l), Some(a))
-            }
-            _ => (None, None),
-        };
+        let (val_loss, val_accuracy) = validation(&net, cfg, data);
         let rec = EpochRecord {
             epoch: epoch + 1,
             loss: loss_sum / n,
