@@ -203,6 +203,7 @@ fn extract_tiny_model_writes_all_splits_and_rerun_is_a_cache_hit() {
         resize: preprocess::ResizeMode::Squash,
         interpolation: preprocess::Interpolation::Bilinear,
         normalize: preprocess::Mode::Tf.normalize(),
+        decode: preprocess::Decode::Exact,
     };
     let img = preprocess::decode(&data.join("train/a/img1.JPG")).unwrap();
     let mut x = vec![0f32; pre.len()];
@@ -339,6 +340,267 @@ fn f16_cache_is_half_the_size_and_close() {
     let saved =
         std::fs::metadata(&a).unwrap().len() as f64 - std::fs::metadata(&b).unwrap().len() as f64;
     assert!(saved >= 0.9 * (8 * 1024 * 2) as f64, "saved {saved} bytes");
+}
+
+// ---------------------------------------------------------------- many machines: plan, shards, merge
+
+/// `extract --run RUN` for one shard, the index given through `env` (a scheduler's variable).
+fn shard_cmd(run: &Path, model: &Path, env: &[(&str, &str)], extra: &[&str]) -> Command {
+    let mut c = bin();
+    c.args(["extract", "--run", s(run), "--model", s(model)])
+        .args([
+            "--preprocess",
+            "tf",
+            "--batch",
+            "2",
+            "--decode-threads",
+            "1",
+        ])
+        .args(["--progress", "none"])
+        .args(extra);
+    for v in headstart::cache::shards::SHARD_ENV {
+        c.env_remove(v);
+    }
+    for (k, v) in env {
+        c.env(k, v);
+    }
+    c
+}
+
+fn succeeds(c: &mut Command) -> String {
+    let o = c.output().unwrap();
+    assert!(o.status.success(), "{c:?} failed:\n{}", text(&o));
+    text(&o)
+}
+
+#[test]
+fn shards_on_three_schedulers_with_a_kill_and_a_requeue_merge_to_one_extract() {
+    let (d, data, m, _) = tiny_setup(5);
+    std::fs::write(data.join("train/b/empty.jpg"), b"").unwrap();
+    let run = d.path().join("run");
+    let log = ok(&[
+        "plan",
+        "--data",
+        s(&data),
+        "--shards",
+        "4",
+        "--out",
+        s(&run),
+    ]);
+    assert!(
+        log.contains("21 images") && log.contains("4 shards of 5-6 images"),
+        "{log}"
+    );
+    fails(
+        &[
+            "plan",
+            "--data",
+            s(&data),
+            "--shards",
+            "4",
+            "--out",
+            s(&run),
+        ],
+        &["a plan is already there"],
+    );
+    succeeds(&mut shard_cmd(
+        &run,
+        &m,
+        &[("SLURM_ARRAY_TASK_ID", "0")],
+        &[],
+    ));
+    succeeds(&mut shard_cmd(
+        &run,
+        &m,
+        &[("JOB_COMPLETION_INDEX", "1")],
+        &[],
+    ));
+    // Shard 2 (AWS Batch's variable) is killed after its first batch.
+    let o = shard_cmd(
+        &run,
+        &m,
+        &[("AWS_BATCH_JOB_ARRAY_INDEX", "2"), (ABORT_AT, "extract:1")],
+        &[],
+    )
+    .output()
+    .unwrap();
+    assert!(!o.status.success());
+    let st = ok(&["status", s(&run)]);
+    assert!(
+        st.contains("done:    2 shards") && st.contains("started: 2") && st.contains("missing: 3"),
+        "{st}"
+    );
+    assert!(st.contains("sbatch --array=2-3"), "{st}");
+    fails(
+        &["merge", s(&run), "--out", s(&d.path().join("m.h5"))],
+        &["shard(s) 2-3 of 4"],
+    );
+    // The requeue: only the unfinished shards run again; shard 2 continues its journal.
+    let log = succeeds(&mut shard_cmd(&run, &m, &[("HEADSTART_SHARD", "2")], &[]));
+    assert!(
+        log.contains("2 of 5 images already in"),
+        "shard 2 should resume: {log}"
+    );
+    // Slurm's offset: array index 1 + offset 2 = shard 3.
+    succeeds(&mut shard_cmd(
+        &run,
+        &m,
+        &[("SLURM_ARRAY_TASK_ID", "1")],
+        &["--shard-offset", "2"],
+    ));
+    let log = succeeds(&mut shard_cmd(&run, &m, &[], &["--shard", "3"]));
+    assert!(log.contains("already done"), "{log}");
+    fails(
+        &[
+            "extract",
+            "--run",
+            s(&run),
+            "--model",
+            s(&m),
+            "--shard",
+            "4",
+        ],
+        &["shards 0..3", "comes from the plan"],
+    );
+    let markers = std::fs::read_dir(run.join("done")).unwrap().count();
+    assert_eq!(markers, 4, "one marker per shard, no temporary files");
+    assert!(ok(&["status", s(&run)]).contains("all shards are done"));
+
+    let merged = d.path().join("merged.h5");
+    let log = ok(&["merge", s(&run), "--out", s(&merged)]);
+    assert!(log.contains("20 rows, 1 skipped"), "{log}");
+    let single = d.path().join("single.h5");
+    ok(&[
+        "extract",
+        "--model",
+        s(&m),
+        "--data",
+        s(&data),
+        "--out",
+        s(&single),
+        "--preprocess",
+        "tf",
+        "-q",
+    ]);
+    let (a, b) = (
+        FeatureCache::open(&merged).unwrap(),
+        FeatureCache::open(&single).unwrap(),
+    );
+    assert_eq!(a.meta.splits, b.meta.splits);
+    assert_eq!(a.meta.preprocess, b.meta.preprocess);
+    for split in ["train", "test"] {
+        let (x, y) = (a.read_split(split).unwrap(), b.read_split(split).unwrap());
+        assert_eq!(
+            (&x.paths, &x.labels, &x.skipped),
+            (&y.paths, &y.labels, &y.skipped)
+        );
+        assert_eq!(
+            x.features, y.features,
+            "{split}: features must be bit for bit"
+        );
+    }
+
+    // A changed shard output is caught by its marker's hash.
+    std::fs::copy(
+        run.join("shards/shard-00000.h5"),
+        run.join("shards/shard-00001.h5"),
+    )
+    .unwrap();
+    fails(
+        &["merge", s(&run), "--out", s(&merged)],
+        &["shard 1: sha256", "its marker says"],
+    );
+}
+
+#[test]
+fn two_copies_of_a_shard_leave_one_output_and_sigterm_keeps_finished_batches() {
+    let (d, data, m, _) = tiny_setup(4);
+    let run = d.path().join("run");
+    ok(&[
+        "plan",
+        "--data",
+        s(&data),
+        "--shards",
+        "1",
+        "--out",
+        s(&run),
+    ]);
+    let mut kids: Vec<_> = (0..2)
+        .map(|_| {
+            shard_cmd(&run, &m, &[("HEADSTART_SHARD", "0")], &[])
+                .spawn()
+                .unwrap()
+        })
+        .collect();
+    let oks = kids
+        .iter_mut()
+        .map(|k| k.wait().unwrap().success())
+        .filter(|&ok| ok)
+        .count();
+    assert!(oks >= 1, "at least one copy finishes");
+    assert_eq!(std::fs::read_dir(run.join("done")).unwrap().count(), 1);
+    let outs: Vec<_> = std::fs::read_dir(run.join("shards"))
+        .unwrap()
+        .map(|e| e.unwrap().file_name())
+        .collect();
+    assert_eq!(
+        outs,
+        vec![std::ffi::OsString::from("shard-00000.h5")],
+        "no second output, no leftovers"
+    );
+
+    // SIGTERM mid-shard: the batch in flight finishes, the journal keeps it, the rerun continues.
+    let run2 = d.path().join("run2");
+    ok(&[
+        "plan",
+        "--data",
+        s(&data),
+        "--shards",
+        "2",
+        "--out",
+        s(&run2),
+    ]);
+    let mut c = shard_cmd(
+        &run2,
+        &m,
+        &[
+            ("HEADSTART_SHARD", "1"),
+            ("HEADSTART_TEST_WAIT_FOR_SIGTERM_AT", "extract:2"),
+        ],
+        &[],
+    );
+    let child = c
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let journal = headstart::cache::journal_path(&headstart::cache::shards::output_path(&run2, 1));
+    for _ in 0..200 {
+        if std::fs::metadata(&journal).is_ok_and(|m| m.len() > 0) {
+            break;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+    std::thread::sleep(std::time::Duration::from_millis(300));
+    let st = Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(st.success());
+    let o = child.wait_with_output().unwrap();
+    assert!(!o.status.success());
+    // Normally after checkpoint 2 (4 images); after 2 if the signal came before the first check.
+    let t = text(&o);
+    let kept = ["2", "4"]
+        .into_iter()
+        .find(|n| t.contains(&format!("stopped on request after {n} images")))
+        .unwrap_or_else(|| panic!("no stop message: {t}"));
+    assert!(ok(&["status", s(&run2)]).contains("started: 1"));
+    let log = succeeds(&mut shard_cmd(&run2, &m, &[("HEADSTART_SHARD", "1")], &[]));
+    assert!(
+        log.contains(&format!("{kept} of 8 images already in")),
+        "{log}"
+    );
 }
 
 // ---------------------------------------------------------------- preprocessing and layout
@@ -646,6 +908,7 @@ fn crop_box_keeps_the_centre_fraction_of_the_shorter_side() {
         resize: preprocess::ResizeMode::Crop { fraction: 0.875 },
         interpolation: preprocess::Interpolation::Bicubic,
         normalize: preprocess::Mode::Raw.normalize(),
+        decode: preprocess::Decode::Exact,
     };
     // TF: crop = floor(0.875 * 300) = 262; offsets ((500-262)+1)/2 = 119, ((300-262)+1)/2 = 19.
     assert_eq!(pre.source_box(500, 300), (119, 19, 262, 262));
@@ -1012,6 +1275,7 @@ fn run_known_answer(model: &Path, x: &[f32]) -> (Vec<f32>, Vec<usize>) {
         resize: preprocess::ResizeMode::Squash,
         interpolation: preprocess::Interpolation::Bicubic,
         normalize: preprocess::Mode::Raw.normalize(),
+        decode: preprocess::Decode::Exact,
     };
     BaseModel::open(model, &RuntimeConfig::default(), None)
         .unwrap()
@@ -3096,6 +3360,7 @@ fn vgg_sources_download_resume_and_match_numpy() {
             resize: preprocess::ResizeMode::Squash,
             interpolation: preprocess::Interpolation::Bilinear,
             normalize: preprocess::Mode::Raw.normalize(),
+            decode: preprocess::Decode::Exact,
         };
         let (got, shape) = BaseModel::open(&model, &RuntimeConfig::default(), None)
             .unwrap()

@@ -36,6 +36,7 @@ proptest! {
             resize: crop.map_or(ResizeMode::Squash, |fraction| ResizeMode::Crop { fraction }),
             interpolation: [Interpolation::Nearest, Interpolation::Bilinear, Interpolation::Bicubic, Interpolation::Lanczos3][filter],
             normalize: Mode::Torch.normalize(),
+            decode: headstart::data::preprocess::Decode::Exact,
         };
         let mut out = vec![f32::NAN; cfg.len()];
         Preprocessor::new(cfg).apply(&img, &mut out).unwrap();
@@ -93,5 +94,69 @@ proptest! {
             }
             Err(e) => prop_assert!(e.to_string().contains("cut.h5"), "{}", e),
         }
+    }
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: 256, .. ProptestConfig::default() })]
+
+    /// Shards are contiguous, cover every image exactly once, and differ in size by at most one.
+    #[test]
+    fn shards_cover_every_image_once(total in 1usize..200_000, n_raw in 1usize..3000) {
+        use headstart::cache::shards::shard_range;
+        let n = n_raw.min(total);
+        let mut next = 0;
+        let (mut lo, mut hi) = (usize::MAX, 0);
+        for k in 0..n {
+            let r = shard_range(total, n, k);
+            prop_assert_eq!(r.start, next, "shard {} starts where {} ended", k, k.saturating_sub(1));
+            next = r.end;
+            lo = lo.min(r.len());
+            hi = hi.max(r.len());
+        }
+        prop_assert_eq!(next, total);
+        prop_assert!(hi - lo <= 1, "sizes {}..{}", lo, hi);
+    }
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: 12, .. ProptestConfig::default() })]
+
+    /// The same files created in any order give the same plan and manifests.
+    #[test]
+    fn plans_do_not_depend_on_listing_order(
+        names in prop::collection::btree_set("[a-z0-9]{1,8}", 3..40),
+        shards in 1usize..4,
+        seed: u64,
+    ) {
+        use headstart::cache::shards::{manifest_path, write_plan};
+        let d = tempfile::tempdir().unwrap();
+        let names: Vec<String> = names.into_iter().collect();
+        let mut shuffled = names.clone();
+        let mut r = headstart::util::rng::Rng(seed | 1);
+        for i in (1..shuffled.len()).rev() {
+            shuffled.swap(i, (r.uniform() * (i + 1) as f64) as usize % (i + 1));
+        }
+        let mut manifests = Vec::new();
+        for (run, order) in [("one", &names), ("two", &shuffled)] {
+            let data = d.path().join(format!("data_{run}"));
+            for (i, n) in order.iter().enumerate() {
+                let class = if n.len() % 2 == 0 { "even" } else { "odd" };
+                let p = data.join(class).join(format!("{n}.png"));
+                std::fs::create_dir_all(p.parent().unwrap()).unwrap();
+                std::fs::write(&p, [i as u8]).unwrap();
+            }
+            for class in ["even", "odd"] {
+                std::fs::create_dir_all(data.join(class)).unwrap();
+                std::fs::write(data.join(class).join("zz_pad.png"), b"x").unwrap();
+            }
+            let out = d.path().join(run);
+            let plan = write_plan(&data, Some(shards), &out).unwrap();
+            let texts: Vec<String> = (0..plan.shards)
+                .map(|k| std::fs::read_to_string(manifest_path(&out, k)).unwrap())
+                .collect();
+            manifests.push((plan.shard_images, plan.classes, texts));
+        }
+        prop_assert_eq!(&manifests[0], &manifests[1]);
     }
 }

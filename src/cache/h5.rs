@@ -66,7 +66,7 @@ pub(crate) fn write_strs(group: &hdf5::Group, name: &str, values: &[String]) -> 
 }
 
 /// A split's labels, paths and skipped files.
-fn write_lists(
+pub(crate) fn write_lists(
     g: &hdf5::Group,
     labels: &[i32],
     paths: &[String],
@@ -236,6 +236,7 @@ pub(crate) fn write_meta(file: &hdf5::Location, m: &CacheMeta) -> hdf5::Result<(
         .write_raw(&m.std)?;
     write_str_attr(file, "resize", &m.resize)?;
     write_str_attr(file, "interpolation", &m.interpolation)?;
+    write_str_attr(file, "decode", &m.decode)?;
     write_str_attr(file, "output_name", &m.output_name)?;
     let fs: Vec<u64> = m.feature_shape.iter().map(|&d| d as u64).collect();
     file.new_attr::<u64>()
@@ -322,6 +323,11 @@ pub(crate) fn read_meta(file: &hdf5::Location) -> hdf5::Result<CacheMeta> {
         std: arr3("std")?,
         resize: read_str_attr(file, "resize")?,
         interpolation: read_str_attr(file, "interpolation")?,
+        decode: if file.attr_names()?.iter().any(|n| n == "decode") {
+            read_str_attr(file, "decode")?
+        } else {
+            "exact".into()
+        },
         output_name: read_str_attr(file, "output_name")?,
         feature_shape: file
             .attr("feature_shape")?
@@ -361,7 +367,7 @@ impl FeatureCache {
             .size())
     }
 
-    fn group(&self, split: &str) -> Result<hdf5::Group> {
+    pub(crate) fn group(&self, split: &str) -> Result<hdf5::Group> {
         self.file.group(split).map_err(|_| {
             Error::cache(
                 &self.path,

@@ -4,7 +4,7 @@
 //!
 //! ```text
 //! /                 attrs: classes, model_file, model_sha256, input_size, layout, preprocess, color_order,
-//!                          mean, std, resize, interpolation, output_name, feature_shape, dtype,
+//!                          mean, std, resize, interpolation, decode, output_name, feature_shape, dtype,
 //!                          headstart_version, fingerprint, data_root, splits
 //! /<split>/features  f32 or f16 [N, *feature_shape]
 //! /<split>/labels    i32 [N]        index into `classes`
@@ -13,11 +13,15 @@
 //! ```
 //!
 //! Modules: [`journal`] (append-only record of finished images), [`lock`] (one writer per output
-//! file), [`h5`] (the HDF5 file, written and read), [`synthetic`] (random caches for benchmarks).
+//! file), [`h5`] (the HDF5 file, written and read), [`synthetic`] (random caches for benchmarks),
+//! [`shards`] (a run cut into shards for many machines: plan, markers, status) and [`merge`] (the
+//! shards joined into one cache).
 
 pub mod h5;
 pub mod journal;
 pub mod lock;
+pub mod merge;
+pub mod shards;
 pub mod synthetic;
 
 pub(crate) use h5::{
@@ -58,6 +62,9 @@ pub struct CacheMeta {
     pub std: [f32; 3],
     pub resize: String,
     pub interpolation: String,
+    /// How JPEGs were decoded: "fast" (DCT-scaled when large) or "exact" (caches written before
+    /// the attribute existed read as "exact").
+    pub decode: String,
     pub output_name: String,
     pub feature_shape: Vec<usize>,
     pub dtype: Dtype,
@@ -71,7 +78,7 @@ impl CacheMeta {
     /// The preprocessing these features were made with, rebuilt from the stored attributes.
     pub fn preprocess(&self) -> std::result::Result<crate::data::preprocess::Preprocess, String> {
         use crate::data::preprocess::{
-            ColorOrder, Interpolation, Layout, Normalize, Preprocess, ResizeMode,
+            ColorOrder, Decode, Interpolation, Layout, Normalize, Preprocess, ResizeMode,
         };
         let layout = Layout::parse(&self.layout)
             .ok_or_else(|| format!("unknown layout '{}'", self.layout))?;
@@ -91,6 +98,8 @@ impl CacheMeta {
         };
         let interpolation = Interpolation::parse(&self.interpolation)
             .ok_or_else(|| format!("unknown interpolation '{}'", self.interpolation))?;
+        let decode = Decode::parse(&self.decode)
+            .ok_or_else(|| format!("unknown decode mode '{}'", self.decode))?;
         let color = match self.color_order.to_ascii_uppercase().as_str() {
             "RGB" => ColorOrder::Rgb,
             "BGR" => ColorOrder::Bgr,
@@ -106,6 +115,7 @@ impl CacheMeta {
                 mean: self.mean,
                 std: self.std,
             },
+            decode,
         })
     }
 }

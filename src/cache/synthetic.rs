@@ -72,6 +72,7 @@ pub fn synthetic(spec: &SyntheticSpec) -> Result<(CacheMeta, Vec<SplitData>)> {
         std: [1.0; 3],
         resize: "squash".into(),
         interpolation: "bilinear".into(),
+        decode: "exact".into(),
         output_name: "features".into(),
         feature_shape: spec.shape.clone(),
         dtype: Dtype::F32,

@@ -212,6 +212,8 @@ pub struct Preprocess {
     pub resize: ResizeMode,
     pub interpolation: Interpolation,
     pub normalize: Normalize,
+    /// How JPEGs are decoded (full size, or DCT-scaled when large).
+    pub decode: Decode,
 }
 
 impl Preprocess {
@@ -237,8 +239,14 @@ impl Preprocess {
     /// A one-line description, printed before extraction and stored in the cache.
     pub fn describe(&self) -> String {
         format!(
-            "{}x{} {} | resize {} {} | {}",
-            self.size.1, self.size.0, self.layout, self.resize, self.interpolation, self.normalize
+            "{}x{} {} | resize {} {} | {} | decode {}",
+            self.size.1,
+            self.size.0,
+            self.layout,
+            self.resize,
+            self.interpolation,
+            self.normalize,
+            self.decode
         )
     }
 
@@ -285,9 +293,42 @@ fn jpeg_has_end_marker(path: &Path) -> Result<bool> {
     Ok(tail.windows(2).any(|w| w == [0xFF, 0xD9]))
 }
 
-/// Decodes an image file to 8-bit RGB, applying its EXIF orientation. The format is taken from the
-/// content, not the extension; the limits above apply.
-pub fn decode(path: &Path) -> Result<RgbImage> {
+/// How JPEG files are decoded.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Decode {
+    /// Large JPEGs are decoded at 1/2, 1/4 or 1/8 scale in the DCT domain, the smallest scale whose
+    /// resize box stays at least as large as the model's input (libjpeg's scaled IDCT, Pillow's
+    /// `draft`). Other formats, and JPEGs too small to shrink, are decoded in full.
+    #[default]
+    Fast,
+    /// Every image is decoded at full size.
+    Exact,
+}
+
+impl Decode {
+    pub fn parse(s: &str) -> Option<Self> {
+        match s.to_ascii_lowercase().as_str() {
+            "fast" => Some(Self::Fast),
+            "exact" => Some(Self::Exact),
+            _ => None,
+        }
+    }
+}
+
+impl fmt::Display for Decode {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            Self::Fast => "fast",
+            Self::Exact => "exact",
+        })
+    }
+}
+
+/// The checks made before any pixel is decoded: file size, a known format, the header's size, and
+/// for a JPEG its end marker. Returns the reader (format guessed) and the stored width and height.
+fn checked_reader(
+    path: &Path,
+) -> Result<(ImageReader<std::io::BufReader<std::fs::File>>, u32, u32)> {
     let err = |msg: String| Error::Image {
         path: path.to_path_buf(),
         msg,
@@ -306,7 +347,7 @@ pub fn decode(path: &Path) -> Result<RgbImage> {
             .with_guessed_format()
             .map_err(|e| Error::io(path, e))
     };
-    let mut reader = open()?;
+    let reader = open()?;
     let Some(format) = reader.format() else {
         return Err(err("unknown image format".into()));
     };
@@ -322,6 +363,24 @@ pub fn decode(path: &Path) -> Result<RgbImage> {
             "truncated JPEG: no end-of-image marker (the file was cut short)".into(),
         ));
     }
+    Ok((reader, w, h))
+}
+
+/// Decodes an image file to 8-bit RGB at full size, applying its EXIF orientation. The format is
+/// taken from the content, not the extension; the limits above apply.
+pub fn decode(path: &Path) -> Result<RgbImage> {
+    let (reader, _, _) = checked_reader(path)?;
+    decode_full(path, reader)
+}
+
+fn decode_full(
+    path: &Path,
+    mut reader: ImageReader<std::io::BufReader<std::fs::File>>,
+) -> Result<RgbImage> {
+    let err = |msg: String| Error::Image {
+        path: path.to_path_buf(),
+        msg,
+    };
     let mut limits = image::Limits::default();
     limits.max_image_width = Some(MAX_SIDE);
     limits.max_image_height = Some(MAX_SIDE);
@@ -337,6 +396,91 @@ pub fn decode(path: &Path) -> Result<RgbImage> {
         return Err(err("image has no pixels".into()));
     }
     Ok(img.into_rgb8())
+}
+
+/// A decoded image and the DCT scale it was decoded at: pixel `k` of `image` covers full-size
+/// pixels `k * denominator .. (k + 1) * denominator`.
+pub struct Decoded {
+    pub image: RgbImage,
+    pub denominator: u32,
+    /// Width and height of the full-size image (after EXIF orientation).
+    pub full_size: (u32, u32),
+}
+
+/// Decodes an image for `pre`: with [`Decode::Fast`], a large JPEG at the smallest DCT scale that
+/// still covers the input size (see [`dct_denominator`]); anything else as [`decode`] does.
+pub fn decode_for(path: &Path, pre: &Preprocess) -> Result<Decoded> {
+    let (reader, w, h) = checked_reader(path)?;
+    if pre.decode == Decode::Fast && reader.format() == Some(image::ImageFormat::Jpeg) {
+        // Orientation may swap the sides; the scale is the same for both, so try both orders and
+        // keep the smaller denominator (the safe one) when they disagree.
+        let d = dct_denominator(pre, w, h).min(dct_denominator(pre, h, w));
+        if d > 1 {
+            if let Some((image, swapped)) = decode_jpeg_scaled(path, w, h, d) {
+                let full_size = if swapped { (h, w) } else { (w, h) };
+                return Ok(Decoded {
+                    image,
+                    denominator: d,
+                    full_size,
+                });
+            }
+        }
+    }
+    let image = decode_full(path, reader)?;
+    Ok(Decoded {
+        full_size: image.dimensions(),
+        image,
+        denominator: 1,
+    })
+}
+
+/// The largest of 8, 4, 2 (else 1) such that an image of `width` x `height` decoded at 1/d still
+/// gives a resize box at least as large as the input size on both sides.
+pub fn dct_denominator(pre: &Preprocess, width: u32, height: u32) -> u32 {
+    let (th, tw) = pre.size;
+    [8u32, 4, 2]
+        .into_iter()
+        .find(|&d| {
+            let (sw, sh) = (width.div_ceil(d), height.div_ceil(d));
+            let (_, _, bw, bh) = pre.source_box(sw, sh);
+            bw >= tw && bh >= th
+        })
+        .unwrap_or(1)
+}
+
+/// Decodes a JPEG at 1/`d` scale with its EXIF orientation applied, and whether that orientation
+/// swapped the sides; `None` when this decoder cannot (CMYK or 16-bit files, or a stream it
+/// refuses): the caller then decodes in full.
+fn decode_jpeg_scaled(path: &Path, width: u32, height: u32, d: u32) -> Option<(RgbImage, bool)> {
+    let file = std::fs::File::open(path).ok()?;
+    let mut dec = jpeg_decoder::Decoder::new(std::io::BufReader::new(file));
+    dec.set_max_decoding_buffer_size(MAX_DECODE_BYTES as usize);
+    let want = |len: u32| u16::try_from(len.div_ceil(d)).ok();
+    let (ow, oh) = dec.scale(want(width)?, want(height)?).ok()?;
+    if u32::from(ow) != width.div_ceil(d) || u32::from(oh) != height.div_ceil(d) {
+        return None;
+    }
+    let pixels = dec.decode().ok()?;
+    let info = dec.info()?;
+    let (ow, oh) = (u32::from(info.width), u32::from(info.height));
+    let rgb = match info.pixel_format {
+        jpeg_decoder::PixelFormat::RGB24 => pixels,
+        jpeg_decoder::PixelFormat::L8 => pixels.iter().flat_map(|&l| [l, l, l]).collect(),
+        _ => return None,
+    };
+    let img = RgbImage::from_raw(ow, oh, rgb)?;
+    let orientation = dec
+        .exif_data()
+        .and_then(image::metadata::Orientation::from_exif_chunk)
+        .unwrap_or(image::metadata::Orientation::NoTransforms);
+    let mut img = image::DynamicImage::ImageRgb8(img);
+    img.apply_orientation(orientation);
+    Some((img.into_rgb8(), img_swapped(orientation)))
+}
+
+fn img_swapped(o: image::metadata::Orientation) -> bool {
+    use image::metadata::Orientation::*;
+    matches!(o, Rotate90 | Rotate270 | Rotate90FlipH | Rotate270FlipH)
 }
 
 /// Reusable per-thread state for preprocessing (the resizer keeps its buffers).
@@ -355,15 +499,32 @@ impl Preprocessor {
 
     /// Resizes `img` to the input size (uint8 RGB, row-major HWC).
     pub fn resize(&mut self, img: &RgbImage) -> Result<Vec<u8>> {
+        let (l, t, bw, bh) = self.config.source_box(img.width(), img.height());
+        self.resize_box(img, [l, t, bw, bh].map(f64::from))
+    }
+
+    /// Resizes a DCT-scaled image: the box is the one of the full-size image, divided by the
+    /// scale, so that both decodes see the same part of the photo.
+    pub fn resize_decoded(&mut self, d: &Decoded) -> Result<Vec<u8>> {
+        let (l, t, bw, bh) = self.config.source_box(d.full_size.0, d.full_size.1);
+        let k = f64::from(d.denominator);
+        let (iw, ih) = (f64::from(d.image.width()), f64::from(d.image.height()));
+        let (l, t) = (f64::from(l) / k, f64::from(t) / k);
+        let bw = (f64::from(bw) / k).min(iw - l);
+        let bh = (f64::from(bh) / k).min(ih - t);
+        self.resize_box(&d.image, [l, t, bw, bh])
+    }
+
+    /// Resizes the box `[left, top, width, height]` of `img` to the input size.
+    fn resize_box(&mut self, img: &RgbImage, [l, t, bw, bh]: [f64; 4]) -> Result<Vec<u8>> {
         let (h, w) = self.config.size;
         let src =
             fr::images::ImageRef::new(img.width(), img.height(), img.as_raw(), PixelType::U8x3)
                 .map_err(|e| Error::Config(format!("resize source: {e}")))?;
         let mut dst = FrImage::new(w, h, PixelType::U8x3);
-        let (l, t, bw, bh) = self.config.source_box(img.width(), img.height());
         let opts = ResizeOptions::new()
             .resize_alg(self.config.interpolation.alg())
-            .crop(l as f64, t as f64, bw as f64, bh as f64);
+            .crop(l, t, bw, bh);
         self.resizer
             .resize(&src, &mut dst, &opts)
             .map_err(|e| Error::Config(format!("resize: {e}")))?;
@@ -373,6 +534,13 @@ impl Preprocessor {
     /// Resizes and normalises `img` into `out` (length [`Preprocess::len`]) in the model's layout.
     pub fn apply(&mut self, img: &RgbImage, out: &mut [f32]) -> Result<()> {
         let pixels = self.resize(img)?;
+        normalize_into(&self.config, &pixels, out);
+        Ok(())
+    }
+
+    /// [`Preprocessor::apply`] for an image from [`decode_for`].
+    pub fn apply_decoded(&mut self, d: &Decoded, out: &mut [f32]) -> Result<()> {
+        let pixels = self.resize_decoded(d)?;
         normalize_into(&self.config, &pixels, out);
         Ok(())
     }
@@ -404,6 +572,124 @@ pub fn normalize_into(cfg: &Preprocess, pixels: &[u8], out: &mut [f32]) {
                     o[c] = (px[s] as f32 - m) * k;
                 }
             }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn pre(decode: Decode) -> Preprocess {
+        Preprocess {
+            size: (224, 224),
+            layout: Layout::Nchw,
+            resize: ResizeMode::Crop { fraction: 0.875 },
+            interpolation: Interpolation::Bilinear,
+            normalize: Mode::Raw.normalize(),
+            decode,
+        }
+    }
+
+    /// A smooth photo-like test card with some detail, `w` x `h`.
+    fn card(w: u32, h: u32) -> RgbImage {
+        RgbImage::from_fn(w, h, |x, y| {
+            let (u, v) = (x as f32 / w as f32, y as f32 / h as f32);
+            let ring = ((u - 0.3).hypot(v - 0.6) * 40.0).sin() * 60.0;
+            image::Rgb([
+                (255.0 * u) as u8,
+                (128.0 + ring) as u8,
+                (255.0 * v * (1.0 - u)) as u8,
+            ])
+        })
+    }
+
+    fn write_jpeg(path: &Path, img: &RgbImage, exif_orientation: Option<u16>) {
+        let mut bytes = Vec::new();
+        image::codecs::jpeg::JpegEncoder::new_with_quality(&mut bytes, 92)
+            .encode_image(img)
+            .unwrap();
+        if let Some(o) = exif_orientation {
+            // APP1 "Exif\0\0" + a little-endian TIFF header with one IFD entry: 0x0112 SHORT = o.
+            let mut tiff = b"II*\0\x08\0\0\0\x01\0\x12\x01\x03\0\x01\0\0\0".to_vec();
+            tiff.extend_from_slice(&o.to_le_bytes());
+            tiff.extend_from_slice(&[0, 0, 0, 0, 0, 0]);
+            let mut app1 = b"Exif\0\0".to_vec();
+            app1.extend_from_slice(&tiff);
+            let len = (app1.len() + 2) as u16;
+            let mut seg = vec![0xFF, 0xE1];
+            seg.extend_from_slice(&len.to_be_bytes());
+            seg.extend_from_slice(&app1);
+            bytes.splice(2..2, seg);
+        }
+        std::fs::write(path, bytes).unwrap();
+    }
+
+    #[test]
+    fn dct_scale_is_the_smallest_that_still_covers_the_input() {
+        let p = pre(Decode::Fast);
+        // 500x375: the crop box is 328 px; at 1/2 it would be 164 < 224.
+        assert_eq!(dct_denominator(&p, 500, 375), 1);
+        // 1600x1200: 1/4 gives 400x300, box 262 >= 224; 1/8 gives box 131.
+        assert_eq!(dct_denominator(&p, 1600, 1200), 4);
+        // 4000x3000: 1/8 gives 500x375, box 328.
+        assert_eq!(dct_denominator(&p, 4000, 3000), 8);
+        let squash = Preprocess {
+            resize: ResizeMode::Squash,
+            ..p
+        };
+        // Squash needs both sides >= 224: 1/2 of 1000x500 is 500x250, 1/4 is 250x125.
+        assert_eq!(dct_denominator(&squash, 1000, 500), 2);
+    }
+
+    #[test]
+    fn fast_decode_matches_exact_after_resize_and_keeps_exif_orientation() {
+        let dir = tempfile::tempdir().unwrap();
+        let img = card(1600, 1200);
+        for orientation in [None, Some(6)] {
+            let path = dir.path().join(format!("card{orientation:?}.jpg"));
+            write_jpeg(&path, &img, orientation);
+            let exact = decode_for(&path, &pre(Decode::Exact)).unwrap();
+            let fast = decode_for(&path, &pre(Decode::Fast)).unwrap();
+            assert_eq!(exact.denominator, 1);
+            assert_eq!(fast.denominator, 4, "1600x1200 must decode at 1/4");
+            let want = if orientation == Some(6) {
+                (1200, 1600)
+            } else {
+                (1600, 1200)
+            };
+            assert_eq!(exact.image.dimensions(), want);
+            assert_eq!(fast.full_size, want);
+            assert_eq!(fast.image.dimensions(), (want.0 / 4, want.1 / 4));
+            let mut pp = Preprocessor::new(pre(Decode::Fast));
+            let a = pp.resize_decoded(&exact).unwrap();
+            let b = pp.resize_decoded(&fast).unwrap();
+            let mad = a
+                .iter()
+                .zip(&b)
+                .map(|(x, y)| (*x as f64 - *y as f64).abs())
+                .sum::<f64>()
+                / a.len() as f64;
+            // On 0..255 pixels. The box computed on the scaled image's own size, which this
+            // replaced, gave 4.0 on a real 2592 px photo; a wrong orientation gives far more.
+            assert!(
+                mad < 1.5,
+                "orientation {orientation:?}: mean abs diff {mad}"
+            );
+        }
+    }
+
+    #[test]
+    fn small_and_non_jpeg_images_are_decoded_in_full() {
+        let dir = tempfile::tempdir().unwrap();
+        let small = dir.path().join("small.jpg");
+        write_jpeg(&small, &card(500, 375), None);
+        let png = dir.path().join("big.png");
+        card(1600, 1200).save(&png).unwrap();
+        for path in [small, png] {
+            let d = decode_for(&path, &pre(Decode::Fast)).unwrap();
+            assert_eq!(d.denominator, 1, "{}", path.display());
+            assert_eq!(d.full_size, d.image.dimensions());
         }
     }
 }

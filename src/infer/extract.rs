@@ -64,6 +64,12 @@ pub struct ExtractConfig {
     pub augment: crate::data::augment::AugmentSpec,
     /// Seed of the copies' transforms.
     pub augment_seed: u64,
+    /// Extract these images (paths relative to `data`) instead of scanning `data`: one shard of a
+    /// planned run ([`extract_shard`]).
+    pub subset: Option<Dataset>,
+    /// Set from outside (e.g. a SIGTERM handler) to stop after the batch in flight: finished
+    /// batches are in the journal, and the next run continues from there.
+    pub cancel: Option<&'static std::sync::atomic::AtomicBool>,
 }
 
 impl ExtractConfig {
@@ -91,6 +97,8 @@ impl ExtractConfig {
             copies: 0,
             augment: Default::default(),
             augment_seed: 42,
+            subset: None,
+            cancel: None,
         }
     }
 }
@@ -243,7 +251,10 @@ pub fn extract(cfg: &ExtractConfig, rep: &dyn Reporter) -> Result<ExtractSummary
     if cfg.batch == 0 {
         return Err(Error::Config("--batch must be at least 1".into()));
     }
-    let ds = Dataset::scan(&cfg.data)?;
+    let ds = match &cfg.subset {
+        Some(ds) => ds.clone(),
+        None => Dataset::scan(&cfg.data)?,
+    };
     for (p, why) in &ds.warnings {
         rep.report(Report::Warning(&format!("{}: {why}", p.display())));
     }
@@ -467,6 +478,7 @@ fn cache_meta(
         std: pre.normalize.std,
         resize: pre.resize.to_string(),
         interpolation: pre.interpolation.to_string(),
+        decode: pre.decode.to_string(),
         output_name: model.info.output_name.clone(),
         feature_shape,
         dtype: cfg.dtype,
@@ -550,6 +562,15 @@ fn run_pipeline(
                     task: "extract",
                     count: batches,
                 });
+                if cfg
+                    .cancel
+                    .is_some_and(|c| c.load(std::sync::atomic::Ordering::Relaxed))
+                {
+                    return Err(Error::Interrupted(format!(
+                        "stopped on request after {done} images; they are kept in {} and the same command continues from there",
+                        journal.path().display()
+                    )));
+                }
             }
             Event::Failed { index, reason } => {
                 journal.append_failed(index, &reason)?;
@@ -572,4 +593,68 @@ fn run_pipeline(
         }
         Ok(())
     })
+}
+
+/// What [`extract_shard`] did.
+#[derive(Debug, Clone)]
+pub enum ShardOutcome {
+    /// This run extracted the shard (or found its cache complete) and created its marker.
+    Done(ExtractSummary, cache::shards::Marker),
+    /// The shard's marker was already there (a requeued or duplicated task): nothing was done.
+    AlreadyDone(cache::shards::Marker),
+}
+
+/// Extracts shard `k` of the planned run `run` (`cfg.data` and `cfg.out` are taken from the plan)
+/// into `RUN/shards/shard-KKKKK.h5`, then creates its completion marker if none exists. Another
+/// worker on the same shard at the same time is refused by the output's lock.
+pub fn extract_shard(
+    cfg: &ExtractConfig,
+    run: &Path,
+    k: usize,
+    rep: &dyn Reporter,
+) -> Result<ShardOutcome> {
+    use cache::shards;
+    let plan = shards::load_plan(run)?;
+    plan.check_shard(run, k)?;
+    if let Some(m) = shards::read_marker(run, k)? {
+        return Ok(ShardOutcome::AlreadyDone(m));
+    }
+    let ds = plan.shard_dataset(run, k)?;
+    let out = shards::output_path(run, k);
+    let dir = run.join("shards");
+    std::fs::create_dir_all(&dir).map_err(|e| Error::io(&dir, e))?;
+    let mut cfg = cfg.clone();
+    cfg.data = ds.root.clone();
+    cfg.out = out.clone();
+    cfg.subset = Some(ds);
+    if cfg.layer.is_some() {
+        return Err(Error::Config(
+            "--layer with --run: cut the model once first (`headstart cut`), then give every shard the cut file".into(),
+        ));
+    }
+    let summary = extract(&cfg, rep)?;
+    let cache = FeatureCache::open(&out)?;
+    let marker = shards::Marker {
+        shard: k,
+        images: summary.images,
+        extracted: summary.extracted,
+        skipped: summary.skipped.clone(),
+        output: format!(
+            "shards/{}",
+            out.file_name().unwrap_or_default().to_string_lossy()
+        ),
+        output_sha256: sha256_file(&out)?,
+        model_sha256: cache.meta.model_sha256.clone(),
+        preprocess: cache.meta.preprocess.clone(),
+        feature_shape: cache.meta.feature_shape.clone(),
+        seconds: summary.seconds,
+    };
+    drop(cache);
+    if shards::create_marker(run, &marker)? {
+        Ok(ShardOutcome::Done(summary, marker))
+    } else {
+        Ok(ShardOutcome::AlreadyDone(
+            shards::read_marker(run, k)?.unwrap_or(marker),
+        ))
+    }
 }

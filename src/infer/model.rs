@@ -8,7 +8,7 @@ use ort::session::Session;
 use ort::value::{TensorElementType, TensorRef, ValueType};
 
 use crate::data::preprocess::{
-    ColorOrder, Interpolation, Layout, Mode, Normalize, Preprocess, ResizeMode,
+    ColorOrder, Decode, Interpolation, Layout, Mode, Normalize, Preprocess, ResizeMode,
     DEFAULT_CROP_FRACTION,
 };
 use crate::data::presets::{self, Preset};
@@ -289,6 +289,8 @@ pub struct PreprocessOverrides {
     pub color: Option<ColorOrder>,
     pub resize: Option<ResizeMode>,
     pub interpolation: Option<Interpolation>,
+    /// JPEG decoding (default [`Decode::Fast`]).
+    pub decode: Option<Decode>,
     pub size: Option<(u32, u32)>,
     pub preset: Option<String>,
 }
@@ -480,6 +482,7 @@ pub fn resolve_preprocess(info: &ModelInfo, o: &PreprocessOverrides) -> Result<R
             resize,
             interpolation,
             normalize,
+            decode: o.decode.unwrap_or_default(),
         },
         sources,
     })

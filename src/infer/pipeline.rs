@@ -75,6 +75,35 @@ struct Msg {
     data: std::result::Result<Decoded, String>,
 }
 
+/// Decodes one image for `pre`, mirrored and augmented as asked. Augmented copies are decoded at
+/// full size: their random crop may keep a small part of the photo.
+fn decode_one(
+    path: &Path,
+    pre: &Preprocess,
+    mirrored: bool,
+    augment: Option<&Option<crate::data::augment::AugParams>>,
+) -> Result<preprocess::Decoded> {
+    if let Some(Some(p)) = augment {
+        let img = preprocess::decode(path)?;
+        let img = if mirrored {
+            image::imageops::flip_horizontal(&img)
+        } else {
+            img
+        };
+        let image = crate::data::augment::apply(img, p);
+        return Ok(preprocess::Decoded {
+            full_size: image.dimensions(),
+            image,
+            denominator: 1,
+        });
+    }
+    let mut d = preprocess::decode_for(path, pre)?;
+    if mirrored {
+        image::imageops::flip_horizontal_in_place(&mut d.image);
+    }
+    Ok(d)
+}
+
 /// The error text without the leading "path: " (the path is stored beside it).
 pub fn strip_path(msg: &str, path: &Path) -> String {
     let prefix = format!("{}: ", path.display());
@@ -116,24 +145,13 @@ impl Pipeline<'_> {
                         let k = next.fetch_add(1, Ordering::Relaxed);
                         let Some(&index) = pending.get(k) else { break };
                         let mirrored = flip.get(index).copied().unwrap_or(false);
-                        let data = preprocess::decode(&paths[index])
-                            .map(|img| {
-                                let img = if mirrored {
-                                    image::imageops::flip_horizontal(&img)
-                                } else {
-                                    img
-                                };
-                                match augment.get(index) {
-                                    Some(Some(p)) => crate::data::augment::apply(img, p),
-                                    _ => img,
-                                }
-                            })
-                            .and_then(|img| match input {
+                        let data = decode_one(&paths[index], pre, mirrored, augment.get(index))
+                            .and_then(|d| match input {
                                 InputKind::F32 => {
                                     let mut out = vec![0f32; pre.len()];
-                                    pp.apply(&img, &mut out).map(|_| Decoded::F32(out))
+                                    pp.apply_decoded(&d, &mut out).map(|_| Decoded::F32(out))
                                 }
-                                InputKind::U8 => pp.resize(&img).map(Decoded::U8),
+                                InputKind::U8 => pp.resize_decoded(&d).map(Decoded::U8),
                             });
                         let msg = Msg {
                             index,

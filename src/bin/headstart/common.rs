@@ -5,7 +5,7 @@ use std::path::{Path, PathBuf};
 
 use clap::{Args, ValueEnum};
 use headstart::data::preprocess::{
-    ColorOrder, Interpolation, Layout, Mode, ResizeMode, DEFAULT_CROP_FRACTION,
+    ColorOrder, Decode, Interpolation, Layout, Mode, ResizeMode, DEFAULT_CROP_FRACTION,
 };
 use headstart::error::{Error, Result};
 use headstart::head::net::Pool;
@@ -36,6 +36,12 @@ pub enum InterpArg {
     Bilinear,
     Bicubic,
     Lanczos3,
+}
+
+#[derive(Copy, Clone, Debug, ValueEnum)]
+pub enum DecodeArg {
+    Fast,
+    Exact,
 }
 
 #[derive(Copy, Clone, Debug, ValueEnum, PartialEq, Eq)]
@@ -169,6 +175,10 @@ pub struct PreprocessArgs {
     /// Resampling filter.
     #[arg(long, value_enum)]
     pub interpolation: Option<InterpArg>,
+    /// JPEG decoding: fast (large photos decoded at 1/2, 1/4 or 1/8 scale in the DCT domain, never
+    /// below the input size) or exact (always full size). Default fast.
+    #[arg(long, value_enum)]
+    pub decode: Option<DecodeArg>,
     /// Input size WxH for models with a dynamic input size.
     #[arg(long)]
     pub size: Option<String>,
@@ -275,6 +285,10 @@ impl PreprocessArgs {
                 InterpArg::Bilinear => Interpolation::Bilinear,
                 InterpArg::Bicubic => Interpolation::Bicubic,
                 InterpArg::Lanczos3 => Interpolation::Lanczos3,
+            }),
+            decode: self.decode.map(|d| match d {
+                DecodeArg::Fast => Decode::Fast,
+                DecodeArg::Exact => Decode::Exact,
             }),
             size: opt_size("--size", self.size.as_deref())?,
             preset: self.preset.clone(),

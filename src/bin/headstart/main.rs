@@ -33,6 +33,8 @@ enum Command {
     MakeFeatures(cmd::make_features::Args),
     /// Time ONNX Runtime alone on preprocessed tensors held in memory (benchmark reference).
     BenchInfer(cmd::bench_infer::Args),
+    /// Time decoding and preprocessing alone, per decode mode and worker count (benchmark).
+    BenchDecode(cmd::bench_decode::Args),
     /// Train a dense head (or a logistic-regression baseline) on a feature cache.
     TrainHead(cmd::train_head::Args),
     /// Metrics of a head on a cached split, or on image folders (extracted on the fly).
@@ -57,6 +59,12 @@ enum Command {
     Setup(cmd::setup::Args),
     /// Sample train / val / test images per class out of a raw dump (e.g. Kaggle's PetImages).
     Split(cmd::split::Args),
+    /// Cut a dataset into shards for an array job (Slurm, Kubernetes Indexed Job, AWS Batch).
+    Plan(cmd::plan::Args),
+    /// Done, started and missing shards of a planned run, with the lines that resubmit them.
+    Status(cmd::status::Args),
+    /// Join the shards of a finished run into one feature cache.
+    Merge(cmd::merge::Args),
 }
 
 fn run(cli: Cli) -> headstart::Result<()> {
@@ -66,6 +74,10 @@ fn run(cli: Cli) -> headstart::Result<()> {
         Command::MakeModel(a) => cmd::make_model::run(&a),
         Command::MakeFeatures(a) => cmd::make_features::run(&a),
         Command::BenchInfer(a) => cmd::bench_infer::run(&a),
+        Command::BenchDecode(a) => cmd::bench_decode::run(&a),
+        Command::Plan(a) => cmd::plan::run(&a),
+        Command::Status(a) => cmd::status::run(&a),
+        Command::Merge(a) => cmd::merge::run(&a),
         Command::TrainHead(a) => cmd::train_head::run(&a),
         Command::Evaluate(a) => cmd::evaluate::run(&a),
         Command::Score(a) => cmd::score::run(&a),

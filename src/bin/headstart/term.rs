@@ -164,10 +164,24 @@ impl Reporter for Term {
 #[cfg(feature = "test-hooks")]
 pub const ABORT_AT_ENV: &str = "HEADSTART_TEST_ABORT_AT";
 
+/// `TASK:N`: the binary waits at that checkpoint (up to 30 s) until a SIGTERM arrives, so a test
+/// can send one mid-run.
+#[cfg(feature = "test-hooks")]
+pub const WAIT_AT_ENV: &str = "HEADSTART_TEST_WAIT_FOR_SIGTERM_AT";
+
 #[cfg(feature = "test-hooks")]
 fn test_hook(task: &str, count: usize) {
-    if std::env::var(ABORT_AT_ENV).is_ok_and(|v| v == format!("{task}:{count}")) {
+    let at = |name: &str| std::env::var(name).is_ok_and(|v| v == format!("{task}:{count}"));
+    if at(ABORT_AT_ENV) {
         std::process::abort();
+    }
+    if at(WAIT_AT_ENV) {
+        for _ in 0..600 {
+            if crate::cmd::extract::terminating() {
+                break;
+            }
+            std::thread::sleep(std::time::Duration::from_millis(50));
+        }
     }
 }
 

@@ -6,9 +6,12 @@ use clap::ValueEnum;
 use headstart::cache::Dtype;
 use headstart::data::augment::AugmentSpec;
 use headstart::error::{Error, Result};
-use headstart::infer::extract::{extract, ExtractConfig};
+use headstart::infer::extract::{extract, extract_shard, ExtractConfig, ShardOutcome};
+use std::path::Path;
+use std::sync::atomic::{AtomicBool, Ordering};
 
 use crate::common::{model_path, term, AugmentArg, ModelRunArgs, ProgressArg};
+use crate::term::Term;
 
 #[derive(Copy, Clone, Debug, ValueEnum)]
 pub enum DtypeArg {
@@ -22,13 +25,25 @@ pub struct Args {
     #[arg(long)]
     pub model: PathBuf,
     /// Image folder: DIR/<class>/* or DIR/{train,val,test}/<class>/*.
-    #[arg(long)]
-    pub data: PathBuf,
+    #[arg(long, required_unless_present = "run", conflicts_with = "run")]
+    pub data: Option<PathBuf>,
     /// Output HDF5 file.
-    #[arg(long, default_value = "features.h5")]
+    #[arg(long, default_value = "features.h5", conflicts_with = "run")]
     pub out: PathBuf,
+    /// Extract one shard of a planned run (`headstart plan`): the data comes from the plan, the
+    /// output goes to RUN/shards/, and a completion marker to RUN/done/.
+    #[arg(long)]
+    pub run: Option<PathBuf>,
+    /// The shard (with --run). Else HEADSTART_SHARD, SLURM_ARRAY_TASK_ID, JOB_COMPLETION_INDEX or
+    /// AWS_BATCH_JOB_ARRAY_INDEX, whichever is set first.
+    #[arg(long, requires = "run")]
+    pub shard: Option<usize>,
+    /// Added to the shard index (Slurm arrays stop at 1000 by default: submit 1000-1999 as 0-999
+    /// with --shard-offset 1000).
+    #[arg(long, default_value_t = 0, requires = "run")]
+    pub shard_offset: usize,
     #[command(flatten)]
-    pub run: ModelRunArgs,
+    pub model_run: ModelRunArgs,
     /// Image decoding threads (0 = all cores).
     #[arg(long, default_value_t = 0)]
     pub decode_threads: usize,
@@ -71,8 +86,9 @@ pub struct Args {
 impl Args {
     /// Validates into an [`ExtractConfig`].
     pub fn to_config(&self) -> Result<ExtractConfig> {
-        let mut cfg = ExtractConfig::new(model_path(&self.model)?, &self.data, &self.out);
-        self.run.apply(&mut cfg)?;
+        let data = self.data.clone().unwrap_or_default();
+        let mut cfg = ExtractConfig::new(model_path(&self.model)?, data, &self.out);
+        self.model_run.apply(&mut cfg)?;
         cfg.decode_threads = self.decode_threads;
         cfg.dtype = match self.dtype {
             DtypeArg::F32 => Dtype::F32,
@@ -101,15 +117,70 @@ impl Args {
     }
 }
 
+/// Set by SIGTERM (what Slurm and Kubernetes send before killing a task): extraction stops after
+/// the batch in flight, with every finished batch in the journal.
+static TERMINATE: AtomicBool = AtomicBool::new(false);
+
+extern "C" fn on_sigterm(_: libc::c_int) {
+    TERMINATE.store(true, Ordering::Relaxed);
+}
+
+/// Whether a SIGTERM has arrived.
+#[cfg(feature = "test-hooks")]
+pub fn terminating() -> bool {
+    TERMINATE.load(Ordering::Relaxed)
+}
+
+fn stop_on_sigterm(cfg: &mut ExtractConfig) {
+    // SAFETY: the handler only stores to an atomic, which is async-signal-safe.
+    unsafe {
+        libc::signal(
+            libc::SIGTERM,
+            on_sigterm as extern "C" fn(libc::c_int) as libc::sighandler_t,
+        );
+    }
+    cfg.cancel = Some(&TERMINATE);
+}
+
 /// Extracts, then prints the summary line (and, on a cache hit, the files skipped back then).
 pub fn run(a: &Args) -> Result<()> {
     let rep = term(a.progress, a.quiet);
-    let s = extract(&a.to_config()?, &rep)?;
+    let mut cfg = a.to_config()?;
+    stop_on_sigterm(&mut cfg);
+    if let Some(run) = &a.run {
+        return run_shard(a, &cfg, run, &rep);
+    }
+    let s = extract(&cfg, &rep)?;
     if s.cache_hit {
         for (path, reason) in &s.skipped {
             eprintln!("warning: skipped {path}: {reason}");
         }
     }
     println!("{}", s.line());
+    Ok(())
+}
+
+/// `extract --run RUN`: one shard, its index from the flag or the scheduler's environment.
+fn run_shard(a: &Args, cfg: &ExtractConfig, run: &Path, rep: &Term) -> Result<()> {
+    let (k, from) = headstart::cache::shards::shard_index(a.shard, a.shard_offset, |name| {
+        std::env::var(name).ok()
+    })?;
+    if !a.quiet {
+        eprintln!("shard {k} (from {from}) of {}", run.display());
+    }
+    match extract_shard(cfg, run, k, rep)? {
+        ShardOutcome::Done(s, m) => {
+            println!("{}", s.line());
+            println!(
+                "shard {k} done: marker {}",
+                headstart::cache::shards::marker_path(run, m.shard).display()
+            );
+        }
+        ShardOutcome::AlreadyDone(m) => println!(
+            "shard {k} was already done ({} images, marker {}); nothing to do",
+            m.images,
+            headstart::cache::shards::marker_path(run, k).display()
+        ),
+    }
     Ok(())
 }

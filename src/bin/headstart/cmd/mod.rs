@@ -1,5 +1,6 @@
 //! One file per command: its clap arguments, their validation into the library's config, and `run`.
 
+pub mod bench_decode;
 pub mod bench_infer;
 pub mod classify;
 pub mod cut;
@@ -11,9 +12,12 @@ pub mod finetune;
 pub mod inspect;
 pub mod make_features;
 pub mod make_model;
+pub mod merge;
 pub mod models;
+pub mod plan;
 pub mod score;
 pub mod setup;
 pub mod split;
+pub mod status;
 pub mod summary;
 pub mod train_head;

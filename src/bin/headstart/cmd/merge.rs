@@ -1,0 +1,28 @@
+//! `headstart merge RUN --out features.h5`: join a finished run's shards into one cache.
+
+use std::path::PathBuf;
+
+use headstart::cache::merge::merge;
+use headstart::error::Result;
+
+#[derive(clap::Args, Debug)]
+pub struct Args {
+    /// The run folder (made by `headstart plan`, filled by `extract --run`).
+    pub run: PathBuf,
+    /// The merged HDF5 cache.
+    #[arg(long, default_value = "features.h5")]
+    pub out: PathBuf,
+}
+
+pub fn run(a: &Args) -> Result<()> {
+    let s = merge(&a.run, &a.out)?;
+    println!(
+        "merged {} shards: {} rows, {} skipped in {:.1} s -> {}",
+        s.shards,
+        s.rows,
+        s.skipped,
+        s.seconds,
+        s.out.display()
+    );
+    Ok(())
+}

@@ -1,0 +1,56 @@
+//! `headstart plan`: cut a dataset into shards for array jobs (Slurm, Kubernetes, AWS Batch).
+
+use std::path::PathBuf;
+
+use headstart::cache::shards::{write_plan, TARGET_SHARD_IMAGES};
+use headstart::error::Result;
+
+#[derive(clap::Args, Debug)]
+pub struct Args {
+    /// Image folder: DIR/<class>/* or DIR/{train,val,test}/<class>/*.
+    #[arg(long)]
+    pub data: PathBuf,
+    /// Number of shards (default: about 50,000 images each).
+    #[arg(long)]
+    pub shards: Option<usize>,
+    /// The run folder to create (plan.json and manifest/).
+    #[arg(long)]
+    pub out: PathBuf,
+}
+
+pub fn run(a: &Args) -> Result<()> {
+    let plan = write_plan(&a.data, a.shards, &a.out)?;
+    let (min, max) = (
+        plan.shard_images.iter().min().copied().unwrap_or(0),
+        plan.shard_images.iter().max().copied().unwrap_or(0),
+    );
+    println!(
+        "planned {} images of {} ({} classes; {}) into {} shards of {min}-{max} images -> {}",
+        plan.images,
+        plan.source,
+        plan.classes.len(),
+        plan.splits
+            .iter()
+            .map(|s| format!("{} {}", s.name, s.images))
+            .collect::<Vec<_>>()
+            .join(", "),
+        plan.shards,
+        a.out.join("plan.json").display()
+    );
+    if max > 2 * TARGET_SHARD_IMAGES
+        || (min < TARGET_SHARD_IMAGES / 5 && plan.images >= 2 * TARGET_SHARD_IMAGES / 5)
+    {
+        eprintln!(
+            "note: shards of 10,000-100,000 images keep the per-task overhead small and a lost task cheap; --shards {} would give about {TARGET_SHARD_IMAGES} each",
+            headstart::cache::shards::recommend_shards(plan.images)
+        );
+    }
+    println!(
+        "next: run `headstart extract --run {} --model M` as an array of {} tasks (indices 0-{}), then `headstart merge {} --out features.h5`",
+        a.out.display(),
+        plan.shards,
+        plan.shards - 1,
+        a.out.display()
+    );
+    Ok(())
+}

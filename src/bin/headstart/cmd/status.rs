@@ -1,0 +1,59 @@
+//! `headstart status RUN`: which shards of a planned run are done, started or missing, and the
+//! lines that resubmit the unfinished ones.
+
+use std::path::PathBuf;
+
+use headstart::cache::shards::{ranges, resubmit_lines, status};
+use headstart::error::Result;
+
+#[derive(clap::Args, Debug)]
+pub struct Args {
+    /// The run folder (made by `headstart plan`).
+    pub run: PathBuf,
+}
+
+pub fn run(a: &Args) -> Result<()> {
+    let st = status(&a.run)?;
+    let p = &st.plan;
+    let images: usize = st.done.iter().map(|m| m.images).sum();
+    let extracted: usize = st.done.iter().map(|m| m.extracted).sum();
+    let skipped: usize = st.done.iter().map(|m| m.skipped.len()).sum();
+    println!(
+        "run {}: {} shards, {} images of {}",
+        a.run.display(),
+        p.shards,
+        p.images,
+        p.source
+    );
+    println!(
+        "done:    {} shards ({} of {} images: {extracted} with features, {skipped} skipped)",
+        st.done.len(),
+        images,
+        p.images
+    );
+    let show = |v: &[usize]| {
+        if v.is_empty() {
+            "none".to_string()
+        } else {
+            ranges(v)
+        }
+    };
+    println!(
+        "started: {} (a journal or lock is there: running, or killed; rerunning continues it)",
+        show(&st.started)
+    );
+    println!("missing: {}", show(&st.missing));
+    let unfinished = st.unfinished();
+    if unfinished.is_empty() {
+        println!(
+            "all shards are done: headstart merge {} --out features.h5",
+            a.run.display()
+        );
+    } else {
+        println!("resubmit the unfinished shards with one of:");
+        for line in resubmit_lines(&a.run, p.shards, &unfinished) {
+            println!("  {line}");
+        }
+    }
+    Ok(())
+}

@@ -1,0 +1,242 @@
+//! `merge`: the shards of a finished run ([`super::shards`]) joined into one cache with the same
+//! rows in the same order as a single `extract` of the same data. Every marker, output hash, model,
+//! preprocessing, feature shape and row count is checked first; the output is written to
+//! `<out>.tmp`, one shard at a time (memory: one shard's split), and renamed.
+
+use std::path::{Path, PathBuf};
+use std::time::Instant;
+
+use hdf5::H5Type;
+use ndarray::{ArrayViewD, IxDyn};
+use sha2::{Digest, Sha256};
+
+use super::h5::{write_lists, FeatureCache};
+use super::shards::{self, Marker, Plan};
+use super::{write_meta, CacheMeta, Dtype};
+use crate::error::{Error, Result};
+use crate::util::hash::sha256_file;
+
+/// What a merge did.
+#[derive(Debug, Clone)]
+pub struct MergeSummary {
+    pub out: PathBuf,
+    pub shards: usize,
+    /// Rows with features, and images skipped, over all splits.
+    pub rows: usize,
+    pub skipped: usize,
+    pub seconds: f64,
+}
+
+/// Joins the shards of `run` into `out`.
+pub fn merge(run: &Path, out: &Path) -> Result<MergeSummary> {
+    let t0 = Instant::now();
+    let st = shards::status(run)?;
+    let unfinished = st.unfinished();
+    if !unfinished.is_empty() {
+        return Err(Error::Config(format!(
+            "{}: shard(s) {} of {} have no completion marker (not finished); `headstart status {}` prints the lines that resubmit them",
+            run.display(),
+            shards::ranges(&unfinished),
+            st.plan.shards,
+            run.display()
+        )));
+    }
+    let caches = open_checked(run, &st.plan, &st.done)?;
+    let first = &caches[0].meta;
+    let mut meta = first.clone();
+    meta.data_root = st.plan.source.clone();
+    let mut h = Sha256::new();
+    for c in &caches {
+        h.update(&c.meta.fingerprint);
+    }
+    meta.fingerprint = format!("merged:{:x}", h.finalize());
+    let mut counts = (0, 0);
+    crate::cache::save_via_tmp(out, |tmp| {
+        counts = write_merged(tmp, &meta, &caches)?;
+        Ok(())
+    })?;
+    let (rows, skipped) = counts;
+    Ok(MergeSummary {
+        out: out.to_path_buf(),
+        shards: caches.len(),
+        rows,
+        skipped,
+        seconds: t0.elapsed().as_secs_f64(),
+    })
+}
+
+/// Opens every shard's cache and checks it against its marker, the plan and shard 0.
+fn open_checked(run: &Path, plan: &Plan, markers: &[Marker]) -> Result<Vec<FeatureCache>> {
+    let mut caches: Vec<FeatureCache> = Vec::with_capacity(markers.len());
+    for m in markers {
+        let path = run.join(&m.output);
+        let sha = sha256_file(&path)?;
+        if sha != m.output_sha256 {
+            return Err(Error::cache(
+                &path,
+                format!(
+                    "shard {}: sha256 {sha}, its marker says {} (the file changed after the shard finished; rerun the shard after deleting {})",
+                    m.shard,
+                    m.output_sha256,
+                    shards::marker_path(run, m.shard).display()
+                ),
+            ));
+        }
+        let c = FeatureCache::open(&path)?;
+        check_same(
+            &path,
+            m.shard,
+            plan,
+            caches.first().map(|c| &c.meta),
+            &c.meta,
+        )?;
+        let mut rows = 0;
+        for s in &c.meta.splits {
+            rows += c.split_len(s)? + c.read_split_skipped(s)?.len();
+        }
+        if rows != plan.shard_images[m.shard] {
+            return Err(Error::cache(
+                &path,
+                format!(
+                    "shard {}: {rows} rows and skips, the plan gives it {} images",
+                    m.shard, plan.shard_images[m.shard]
+                ),
+            ));
+        }
+        caches.push(c);
+    }
+    Ok(caches)
+}
+
+/// Checks that shard `k`'s cache `m` was made like shard 0's (`first`) and holds the plan's classes.
+fn check_same(
+    path: &Path,
+    k: usize,
+    plan: &Plan,
+    first: Option<&CacheMeta>,
+    m: &CacheMeta,
+) -> Result<()> {
+    let differ = |what: &str, a: String, b: String| {
+        Err(Error::cache(
+            path,
+            format!("shard {k}: {what} {b}, shard 0 has {a}; shards of one run must use one model and one preprocessing"),
+        ))
+    };
+    if m.classes != plan.classes {
+        return Err(Error::cache(
+            path,
+            format!(
+                "shard {k}: classes [{}], the plan has [{}]",
+                m.classes.join(", "),
+                plan.classes.join(", ")
+            ),
+        ));
+    }
+    let Some(f) = first else { return Ok(()) };
+    if f.model_sha256 != m.model_sha256 {
+        return differ(
+            "model sha256",
+            f.model_sha256.clone(),
+            m.model_sha256.clone(),
+        );
+    }
+    if f.preprocess != m.preprocess {
+        return differ("preprocessing", f.preprocess.clone(), m.preprocess.clone());
+    }
+    if f.feature_shape != m.feature_shape {
+        return differ(
+            "feature shape",
+            format!("{:?}", f.feature_shape),
+            format!("{:?}", m.feature_shape),
+        );
+    }
+    if f.dtype != m.dtype {
+        return differ("dtype", f.dtype.name().into(), m.dtype.name().into());
+    }
+    if f.splits != m.splits {
+        return differ("splits", f.splits.join(","), m.splits.join(","));
+    }
+    Ok(())
+}
+
+/// Writes the merged file at `tmp`; returns (rows, skipped).
+fn write_merged(
+    tmp: &Path,
+    meta: &CacheMeta,
+    caches: &[FeatureCache],
+) -> hdf5::Result<(usize, usize)> {
+    let file = hdf5::File::create(tmp)?;
+    let (mut rows, mut skipped) = (0, 0);
+    for split in &meta.splits {
+        let g = file.create_group(split)?;
+        let mut labels = Vec::new();
+        let mut paths = Vec::new();
+        let (mut sp, mut sr) = (Vec::new(), Vec::new());
+        let mut n = 0;
+        for c in caches {
+            n += c.split_len(split).map_err(|e| e.to_string())?;
+        }
+        match meta.dtype {
+            Dtype::F32 => copy_features::<f32>(&g, split, n, &meta.feature_shape, caches)?,
+            Dtype::F16 => copy_features::<half::f16>(&g, split, n, &meta.feature_shape, caches)?,
+        }
+        for c in caches {
+            let grp = c.group(split).map_err(|e| e.to_string())?;
+            labels.extend(grp.dataset("labels")?.read_raw::<i32>()?);
+            paths.extend(super::read_strs(grp.dataset("paths")?.read_raw()?));
+            for (p, r) in c.read_split_skipped(split).map_err(|e| e.to_string())? {
+                sp.push(p);
+                sr.push(r);
+            }
+        }
+        rows += labels.len();
+        skipped += sp.len();
+        write_lists(&g, &labels, &paths, &sp, &sr)?;
+    }
+    write_meta(&file, meta)?;
+    file.close()?;
+    Ok((rows, skipped))
+}
+
+/// Copies split `split`'s features of every shard, in order, into one `[n, *shape]` dataset.
+fn copy_features<T: H5Type + Clone>(
+    g: &hdf5::Group,
+    split: &str,
+    n: usize,
+    shape: &[usize],
+    caches: &[FeatureCache],
+) -> hdf5::Result<()> {
+    let mut full = vec![n];
+    full.extend_from_slice(shape);
+    let row: usize = shape.iter().product();
+    let row_bytes = row * std::mem::size_of::<T>();
+    let mut chunk = full.clone();
+    chunk[0] = ((1 << 20) / row_bytes.max(1)).clamp(1, n.max(1));
+    let builder = g.new_dataset_builder();
+    let builder = if n == 0 {
+        builder
+    } else {
+        builder.chunk(chunk)
+    };
+    let ds = builder.empty::<T>().shape(full).create("features")?;
+    let mut at = 0;
+    for c in caches {
+        let data: Vec<T> = c
+            .group(split)
+            .map_err(|e| e.to_string())?
+            .dataset("features")?
+            .read_raw::<T>()?;
+        let k = data.len() / row.max(1);
+        if k == 0 {
+            continue;
+        }
+        let mut s = vec![k];
+        s.extend_from_slice(shape);
+        let view = ArrayViewD::from_shape(IxDyn(&s), &data).map_err(|e| e.to_string())?;
+        let mut sel: Vec<hdf5::SliceOrIndex> = vec![(at..at + k).into()];
+        sel.extend(shape.iter().map(|_| hdf5::SliceOrIndex::from(..)));
+        ds.write_slice(view, hdf5::Hyperslab::from(sel))?;
+        at += k;
+    }
+    Ok(())
+}
