@@ -2111,6 +2111,112 @@ fn score_reports_bad_files_resumes_and_formats() {
     );
 }
 
+// ---------------------------------------------------------------- int8 quantisation
+
+#[test]
+fn quantize_writes_qdq_int8_that_extracts_close_to_float() {
+    let (d, data, m, out) = tiny_setup(6);
+    let q = d.path().join("tiny.int8.onnx");
+    let log = ok(&[
+        "quantize",
+        "--model",
+        s(&m),
+        "--calibrate",
+        s(&data.join("train")),
+        "--images",
+        "8",
+        "--preprocess",
+        "tf",
+        "--out",
+        s(&q),
+        "-q",
+    ]);
+    assert!(
+        log.contains("quantized 2 nodes to int8") && log.contains("on 8 calibration images"),
+        "{log}"
+    );
+    let proto = headstart::onnx::load(&q).unwrap();
+    let ops = headstart::onnx::op_counts(&proto);
+    // Q/DQ on the input, both ReLU outputs and both pool outputs (the last one is read by the
+    // Identity that names the graph output); DQ also for 2 weights and 2 biases.
+    assert_eq!(
+        (ops.get("QuantizeLinear"), ops.get("DequantizeLinear")),
+        (Some(&5), Some(&9)),
+        "{ops:?}"
+    );
+    let meta = headstart::onnx::metadata(&proto);
+    assert_eq!(meta.get("quant_method").map(String::as_str), Some("minmax"));
+    assert_eq!(meta.get("quant_images").map(String::as_str), Some("8"));
+    assert_eq!(
+        meta.get("quant_source_sha256"),
+        Some(&headstart::util::hash::sha256_file(&m).unwrap())
+    );
+    assert!(
+        !d.path().join("tiny.int8.calibration.onnx").exists(),
+        "the calibration model is removed"
+    );
+
+    let qout = d.path().join("q.h5");
+    for (model, o) in [(&m, &out), (&q, &qout)] {
+        ok(&[
+            "extract",
+            "--model",
+            s(model),
+            "--data",
+            s(&data),
+            "--out",
+            s(o),
+            "--preprocess",
+            "tf",
+            "-q",
+        ]);
+    }
+    let (a, b) = (
+        FeatureCache::open(&out).unwrap(),
+        FeatureCache::open(&qout).unwrap(),
+    );
+    for split in ["train", "test"] {
+        let (x, y) = (a.read_split(split).unwrap(), b.read_split(split).unwrap());
+        let w = x.features.len() / x.labels.len();
+        for (r, (p, q)) in x.features.chunks(w).zip(y.features.chunks(w)).enumerate() {
+            let c = headstart::infer::quantize::cosine(p, q);
+            assert!(c > 0.99, "{split} row {r}: cosine {c}");
+        }
+        assert_ne!(
+            x.features, y.features,
+            "int8 features are not the float ones"
+        );
+    }
+    fails(
+        &[
+            "quantize",
+            "--model",
+            s(&m),
+            "--calibrate",
+            s(&d.path().join("none")),
+            "--out",
+            s(&q),
+        ],
+        &["none"],
+    );
+    let empty = d.path().join("empty");
+    std::fs::create_dir_all(&empty).unwrap();
+    fails(
+        &[
+            "quantize",
+            "--model",
+            s(&m),
+            "--calibrate",
+            s(&empty),
+            "--preprocess",
+            "tf",
+            "--out",
+            s(&q),
+        ],
+        &["empty", "no images to calibrate with"],
+    );
+}
+
 // ---------------------------------------------------------------- inspect and cut
 
 /// Cutting the shared classifier at the tensor that feeds its Gemm gives the features model's output.

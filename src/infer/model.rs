@@ -234,6 +234,35 @@ impl BaseModel {
         self.run_typed([n, pre.size.0 as usize, pre.size.1 as usize, 3], data, n)
     }
 
+    /// Runs `n` preprocessed images and hands each output named in `names` (float32) to `f`, with
+    /// its values for the whole batch (for calibration).
+    pub fn run_outputs(
+        &mut self,
+        pre: &Preprocess,
+        data: &[f32],
+        n: usize,
+        names: &[String],
+        f: &mut dyn FnMut(&str, &[f32]),
+    ) -> Result<()> {
+        let path = &self.info.path;
+        let tensor = TensorRef::from_array_view((pre.batch_shape(n), data))
+            .map_err(|e| Error::model(path, e.to_string()))?;
+        let outputs = self
+            .session
+            .run(ort::inputs![self.info.input_name.as_str() => tensor])
+            .map_err(|e| Error::model(path, format!("inference failed: {e}")))?;
+        for name in names {
+            let Some(v) = outputs.get(name.as_str()) else {
+                return Err(Error::model(path, format!("no output '{name}'")));
+            };
+            let (_, values) = v
+                .try_extract_tensor::<f32>()
+                .map_err(|e| Error::model(path, format!("output '{name}': {e}")))?;
+            f(name, values);
+        }
+        Ok(())
+    }
+
     /// One batch of `n` images as a tensor of `shape` (float32 or uint8) through the session.
     fn run_typed<T>(
         &mut self,

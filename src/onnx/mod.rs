@@ -5,6 +5,7 @@ pub mod edit;
 pub mod export;
 pub mod generate;
 pub mod proto;
+pub mod qdq;
 
 use std::collections::BTreeMap;
 use std::path::Path;

@@ -59,6 +59,8 @@ enum Command {
     Setup(cmd::setup::Args),
     /// Sample train / val / test images per class out of a raw dump (e.g. Kaggle's PetImages).
     Split(cmd::split::Args),
+    /// Write a static int8 (QDQ) copy of a base model, calibrated on your images.
+    Quantize(cmd::quantize::Args),
     /// Cut a dataset into shards for an array job (Slurm, Kubernetes Indexed Job, AWS Batch).
     Plan(cmd::plan::Args),
     /// Done, started and missing shards of a planned run, with the lines that resubmit them.
@@ -75,6 +77,7 @@ fn run(cli: Cli) -> headstart::Result<()> {
         Command::MakeFeatures(a) => cmd::make_features::run(&a),
         Command::BenchInfer(a) => cmd::bench_infer::run(&a),
         Command::BenchDecode(a) => cmd::bench_decode::run(&a),
+        Command::Quantize(a) => cmd::quantize::run(&a),
         Command::Plan(a) => cmd::plan::run(&a),
         Command::Status(a) => cmd::status::run(&a),
         Command::Merge(a) => cmd::merge::run(&a),

@@ -15,6 +15,7 @@ pub mod make_model;
 pub mod merge;
 pub mod models;
 pub mod plan;
+pub mod quantize;
 pub mod score;
 pub mod setup;
 pub mod split;

@@ -1,0 +1,87 @@
+//! `headstart quantize`: a static int8 (QDQ) copy of a base model, calibrated on your images.
+
+use std::path::PathBuf;
+
+use clap::ValueEnum;
+use headstart::error::{Error, Result};
+use headstart::infer::quantize::{quantize, Calibration, QuantizeConfig};
+
+use crate::common::{model_path, term, ModelRunArgs, ProgressArg};
+
+#[derive(Copy, Clone, Debug, ValueEnum)]
+pub enum MethodArg {
+    Minmax,
+    Percentile,
+}
+
+#[derive(clap::Args, Debug)]
+pub struct Args {
+    /// The float ONNX base model: a file, or a name headstart fetches.
+    #[arg(long)]
+    pub model: PathBuf,
+    /// Folder of calibration images (your own data; searched recursively).
+    #[arg(long)]
+    pub calibrate: PathBuf,
+    /// At most this many calibration images, spread over the folder.
+    #[arg(long, default_value_t = 256)]
+    pub images: usize,
+    /// How activation ranges are taken: minmax, or percentile (clips outliers; see --percentile).
+    #[arg(long, value_enum, default_value = "minmax")]
+    pub method: MethodArg,
+    /// The upper percentile kept with --method percentile (the lower one mirrors it).
+    #[arg(long, default_value_t = 99.999)]
+    pub percentile: f64,
+    /// Node names kept in float (comma-separated), e.g. a first convolution that loses accuracy.
+    #[arg(long)]
+    pub keep_float: Option<String>,
+    /// The int8 model to write.
+    #[arg(long)]
+    pub out: PathBuf,
+    #[command(flatten)]
+    pub model_run: ModelRunArgs,
+    /// Progress display.
+    #[arg(long, value_enum, default_value = "auto")]
+    pub progress: ProgressArg,
+    #[arg(long, short)]
+    pub quiet: bool,
+}
+
+pub fn run(a: &Args) -> Result<()> {
+    if matches!(a.method, MethodArg::Minmax) && a.percentile != 99.999 {
+        return Err(Error::Config(
+            "--percentile goes with --method percentile".into(),
+        ));
+    }
+    let cfg = QuantizeConfig {
+        model: model_path(&a.model)?,
+        calibrate: a.calibrate.clone(),
+        images: a.images,
+        method: match a.method {
+            MethodArg::Minmax => Calibration::MinMax,
+            MethodArg::Percentile => Calibration::Percentile(a.percentile),
+        },
+        out: a.out.clone(),
+        keep_float: a
+            .keep_float
+            .as_deref()
+            .map(|s| s.split(',').map(|x| x.trim().to_string()).collect())
+            .unwrap_or_default(),
+        overrides: a.model_run.pre.to_overrides()?,
+        runtime: a.model_run.runtime.to_config(),
+        batch: a.model_run.batch,
+    };
+    let s = quantize(&cfg, &term(a.progress, a.quiet))?;
+    println!(
+        "quantized {} nodes to int8 ({} kept in float) on {} calibration images in {:.1} s -> {}",
+        s.quantized_nodes,
+        s.kept_float,
+        s.images,
+        s.seconds,
+        s.out.display()
+    );
+    println!(
+        "float vs int8 output on the calibration images: cosine mean {:.5}, min {:.5}",
+        s.cosine.0, s.cosine.1
+    );
+    Ok(())
+}

@@ -1,0 +1,447 @@
+//! Static int8 quantisation of an ONNX graph in the QDQ format: QuantizeLinear/DequantizeLinear
+//! pairs that ONNX Runtime's graph optimiser fuses into its integer kernels (QLinearConv,
+//! QLinearMatMul). Weights are int8, symmetric, one scale per output channel; activations are uint8
+//! with a zero point, from ranges measured on calibration images (`infer::quantize`); biases are
+//! int32 at scale `x_scale * w_scale[c]`. A Relu or Clip(0, ..) right after a convolution stays
+//! between the convolution and its QuantizeLinear, where ONNX Runtime drops it (the uint8 range
+//! already clips); a MaxPool's output shares its input's scale, so it runs on uint8 too.
+
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+
+use super::edit::attr_int;
+use super::generate::{int_attr, node};
+use super::proto::ValueInfoProto;
+use super::proto::{data_type, GraphProto, ModelProto, TensorProto, TensorTypeProto, TypeProto};
+
+const INT8: i32 = 3;
+const INT32: i32 = 6;
+
+/// One node whose float weights become int8: Conv (any group), Gemm, MatMul.
+#[derive(Debug, Clone)]
+pub struct Target {
+    pub node: usize,
+    pub name: String,
+    /// The activation input.
+    pub x: String,
+    /// The weight initializer, and the axis of its output channels.
+    pub weight: String,
+    pub axis: usize,
+    pub bias: Option<String>,
+    /// The tensor quantised after the node: its output, or that of the Relu/Clip right after it.
+    pub y: String,
+}
+
+/// The quantisable nodes of `model` (float weights held in initializers), minus those named in
+/// `keep_float`.
+pub fn targets(model: &ModelProto, keep_float: &[String]) -> Vec<Target> {
+    let Some(g) = &model.graph else {
+        return Vec::new();
+    };
+    let inits: HashMap<&str, &TensorProto> =
+        g.initializer.iter().map(|t| (t.name.as_str(), t)).collect();
+    let consumers = consumers(g);
+    let mut out = Vec::new();
+    for (i, n) in g.node.iter().enumerate() {
+        if keep_float.iter().any(|k| k == &n.name) || n.input.len() < 2 {
+            continue;
+        }
+        let Some(w) = inits.get(n.input[1].as_str()) else {
+            continue;
+        };
+        if w.data_type != data_type::FLOAT || n.input[0].is_empty() {
+            continue;
+        }
+        let (axis, bias) = match n.op_type.as_str() {
+            "Conv" if w.dims.len() >= 3 => (0, n.input.get(2)),
+            "Gemm"
+                if w.dims.len() == 2
+                    && attr_int(n, "transA", 0) == 0
+                    && super::edit::attr(n, "alpha").is_none_or(|a| a.f == 1.0)
+                    && super::edit::attr(n, "beta").is_none_or(|a| a.f == 1.0) =>
+            {
+                (
+                    if attr_int(n, "transB", 0) == 1 { 0 } else { 1 },
+                    n.input.get(2),
+                )
+            }
+            "MatMul" if w.dims.len() == 2 => (1, None),
+            _ => continue,
+        };
+        let bias = bias
+            .filter(|b| {
+                inits
+                    .get(b.as_str())
+                    .is_some_and(|t| t.data_type == data_type::FLOAT && t.dims.len() == 1)
+            })
+            .cloned();
+        if n.op_type != "Conv" && n.input.get(2).is_some_and(|b| !b.is_empty()) && bias.is_none() {
+            continue; // a Gemm bias that is not a plain vector stays float with its node
+        }
+        let mut y = n.output[0].clone();
+        if let [only] = consumers.get(y.as_str()).map(Vec::as_slice).unwrap_or(&[]) {
+            let c = &g.node[*only];
+            if c.op_type == "Relu" || (c.op_type == "Clip" && clip_min_is_zero(g, c)) {
+                y = c.output[0].clone();
+            }
+        }
+        out.push(Target {
+            node: i,
+            name: n.name.clone(),
+            x: n.input[0].clone(),
+            weight: n.input[1].clone(),
+            axis,
+            bias,
+            y,
+        });
+    }
+    out
+}
+
+fn clip_min_is_zero(g: &GraphProto, c: &super::proto::NodeProto) -> bool {
+    let Some(min) = c.input.get(1) else {
+        return super::edit::attr(c, "min").is_some_and(|a| a.f == 0.0);
+    };
+    g.initializer
+        .iter()
+        .find(|t| &t.name == min)
+        .and_then(|t| float_values(t).ok())
+        .is_some_and(|v| v == [0.0])
+}
+
+/// Node indices reading each tensor.
+fn consumers(g: &GraphProto) -> HashMap<&str, Vec<usize>> {
+    let mut m: HashMap<&str, Vec<usize>> = HashMap::new();
+    for (i, n) in g.node.iter().enumerate() {
+        for x in n.input.iter().filter(|x| !x.is_empty()) {
+            m.entry(x.as_str()).or_default().push(i);
+        }
+    }
+    m
+}
+
+/// The activation tensors whose ranges calibration must measure: every target's input and
+/// quantised output, and the output of a MaxPool fed by one of them (which shares its input's
+/// scale). Returns (measured tensors, tied: MaxPool output -> its input).
+pub fn activations(
+    model: &ModelProto,
+    targets: &[Target],
+) -> (Vec<String>, BTreeMap<String, String>) {
+    let mut set: BTreeSet<String> = BTreeSet::new();
+    for t in targets {
+        set.insert(t.x.clone());
+        set.insert(t.y.clone());
+    }
+    let mut tied = BTreeMap::new();
+    if let Some(g) = &model.graph {
+        for n in &g.node {
+            if n.op_type == "MaxPool" && n.output.len() == 1 && set.contains(&n.input[0]) {
+                tied.insert(n.output[0].clone(), n.input[0].clone());
+            }
+        }
+    }
+    let measured = set.into_iter().collect();
+    (measured, tied)
+}
+
+/// A copy of `model` that also outputs `tensors` (for calibration).
+pub fn with_outputs(model: &ModelProto, tensors: &[String]) -> ModelProto {
+    let mut m = model.clone();
+    if let Some(g) = &mut m.graph {
+        let have: BTreeSet<String> = g.output.iter().map(|o| o.name.clone()).collect();
+        for t in tensors.iter().filter(|t| !have.contains(*t)) {
+            g.output.push(ValueInfoProto {
+                name: t.clone(),
+                r#type: Some(TypeProto {
+                    tensor_type: Some(TensorTypeProto {
+                        elem_type: data_type::FLOAT,
+                        shape: None,
+                    }),
+                }),
+                doc_string: String::new(),
+            });
+        }
+    }
+    m
+}
+
+/// uint8 quantisation of an activation: real = (q - zero_point) * scale.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct QParams {
+    pub scale: f32,
+    pub zero_point: u8,
+}
+
+impl QParams {
+    /// The uint8 parameters covering `[lo, hi]` (widened to include 0, so that 0 is exact).
+    pub fn from_range(lo: f32, hi: f32) -> QParams {
+        let (lo, hi) = (lo.min(0.0), hi.max(0.0));
+        let scale = if hi > lo { (hi - lo) / 255.0 } else { 1.0 };
+        let zero_point = (-lo / scale).round().clamp(0.0, 255.0) as u8;
+        QParams { scale, zero_point }
+    }
+}
+
+pub(crate) fn float_values(t: &TensorProto) -> Result<Vec<f32>, String> {
+    if !t.external_data.is_empty() || t.data_location == 1 {
+        return Err(format!(
+            "initializer '{}' keeps its data in an external file",
+            t.name
+        ));
+    }
+    if t.data_type != data_type::FLOAT {
+        return Err(format!("initializer '{}' is not float32", t.name));
+    }
+    Ok(if t.float_data.is_empty() {
+        t.raw_data
+            .chunks_exact(4)
+            .map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]]))
+            .collect()
+    } else {
+        t.float_data.clone()
+    })
+}
+
+fn tensor(name: String, dims: Vec<i64>, data_type: i32, raw_data: Vec<u8>) -> TensorProto {
+    TensorProto {
+        dims,
+        data_type,
+        name,
+        raw_data,
+        ..Default::default()
+    }
+}
+
+/// Per-channel symmetric int8 weights: (values, one scale per channel along `axis`).
+pub fn quantize_weights(w: &[f32], dims: &[i64], axis: usize) -> (Vec<i8>, Vec<f32>) {
+    let d: Vec<usize> = dims.iter().map(|&x| x as usize).collect();
+    let channels = d[axis];
+    let inner: usize = d[axis + 1..].iter().product();
+    let channel = |i: usize| (i / inner) % channels;
+    let mut amax = vec![0f32; channels];
+    for (i, v) in w.iter().enumerate() {
+        let c = channel(i);
+        amax[c] = amax[c].max(v.abs());
+    }
+    let scales: Vec<f32> = amax
+        .iter()
+        .map(|&a| if a > 0.0 { a / 127.0 } else { 1.0 })
+        .collect();
+    let q = w
+        .iter()
+        .enumerate()
+        .map(|(i, v)| (v / scales[channel(i)]).round().clamp(-127.0, 127.0) as i8)
+        .collect();
+    (q, scales)
+}
+
+/// Rewrites `model` with QDQ pairs for `targets`, given each measured activation's parameters
+/// (`params`; tied tensors take their source's). Errors name what is missing.
+pub fn rewrite(
+    model: &ModelProto,
+    targets: &[Target],
+    params: &BTreeMap<String, QParams>,
+    tied: &BTreeMap<String, String>,
+) -> Result<ModelProto, String> {
+    let opset = model
+        .opset_import
+        .iter()
+        .find(|o| o.domain.is_empty() || o.domain == "ai.onnx")
+        .map_or(0, |o| o.version);
+    if opset < 13 {
+        return Err(format!(
+            "opset {opset}: per-channel QuantizeLinear/DequantizeLinear need opset 13 or later (re-export the model with a newer opset)"
+        ));
+    }
+    let mut m = model.clone();
+    let g = m.graph.as_mut().ok_or("the model has no graph")?;
+    let inits: HashMap<String, TensorProto> = g
+        .initializer
+        .iter()
+        .map(|t| (t.name.clone(), t.clone()))
+        .collect();
+    let mut qp = params.clone();
+    for (out, src) in tied {
+        if let Some(p) = params.get(src) {
+            qp.insert(out.clone(), *p);
+        }
+    }
+    // A tensor no node reads (a graph output only) gets no Q/DQ: it would be dead code.
+    let read: BTreeSet<String> = consumers(g).into_keys().map(String::from).collect();
+    qp.retain(|t, _| read.contains(t));
+    let mut new_inits: Vec<TensorProto> = Vec::new();
+    let mut pairs: BTreeMap<String, String> = BTreeMap::new(); // tensor -> its DQ output
+    let qdq_nodes = |t: &str, new_inits: &mut Vec<TensorProto>| -> Vec<super::proto::NodeProto> {
+        let p = qp[t];
+        let (s, z) = (format!("{t}_qscale"), format!("{t}_qzero"));
+        new_inits.push(tensor(
+            s.clone(),
+            vec![],
+            data_type::FLOAT,
+            p.scale.to_le_bytes().to_vec(),
+        ));
+        new_inits.push(tensor(
+            z.clone(),
+            vec![],
+            data_type::UINT8,
+            vec![p.zero_point],
+        ));
+        vec![
+            node(
+                "QuantizeLinear",
+                &format!("{t}_Q"),
+                &[t, &s, &z],
+                &format!("{t}_q"),
+                vec![],
+            ),
+            node(
+                "DequantizeLinear",
+                &format!("{t}_DQ"),
+                &[&format!("{t}_q"), &s, &z],
+                &format!("{t}_dq"),
+                vec![],
+            ),
+        ]
+    };
+    let by_node: HashMap<usize, &Target> = targets.iter().map(|t| (t.node, t)).collect();
+    let mut nodes = Vec::with_capacity(g.node.len() * 3);
+    let graph_inputs: Vec<String> = g.input.iter().map(|i| i.name.clone()).collect();
+    for t in graph_inputs.iter().filter(|t| qp.contains_key(*t)) {
+        nodes.extend(qdq_nodes(t, &mut new_inits));
+        pairs.insert(t.clone(), format!("{t}_dq"));
+    }
+    let mut dropped: BTreeSet<String> = BTreeSet::new();
+    for (i, n) in g.node.iter().enumerate() {
+        let mut n = n.clone();
+        for x in n.input.iter_mut() {
+            if let Some(dq) = pairs.get(x) {
+                *x = dq.clone();
+            }
+        }
+        if let Some(t) = by_node.get(&i) {
+            let x_scale = qp
+                .get(&t.x)
+                .ok_or_else(|| {
+                    format!("no calibrated range for '{}' (input of '{}')", t.x, t.name)
+                })?
+                .scale;
+            let w = &inits[&t.weight];
+            let values = float_values(w)?;
+            let (q, scales) = quantize_weights(&values, &w.dims, t.axis);
+            let (wq, ws, wz) = (
+                format!("{}_int8", t.weight),
+                format!("{}_scale", t.weight),
+                format!("{}_zero", t.weight),
+            );
+            let c = scales.len() as i64;
+            new_inits.push(tensor(
+                wq.clone(),
+                w.dims.clone(),
+                INT8,
+                q.iter().map(|&v| v as u8).collect(),
+            ));
+            new_inits.push(tensor(
+                ws.clone(),
+                vec![c],
+                data_type::FLOAT,
+                scales.iter().flat_map(|s| s.to_le_bytes()).collect(),
+            ));
+            new_inits.push(tensor(wz.clone(), vec![c], INT8, vec![0; c as usize]));
+            let wdq = format!("{}_dq", t.weight);
+            nodes.push(node(
+                "DequantizeLinear",
+                &format!("{}_DQ", t.weight),
+                &[&wq, &ws, &wz],
+                &wdq,
+                vec![int_attr("axis", t.axis as i64)],
+            ));
+            n.input[1] = wdq;
+            dropped.insert(t.weight.clone());
+            if let Some(b) = &t.bias {
+                let bv = float_values(&inits[b])?;
+                if bv.len() != scales.len() {
+                    return Err(format!(
+                        "bias '{b}' has {} values for {} channels",
+                        bv.len(),
+                        scales.len()
+                    ));
+                }
+                let bs: Vec<f32> = scales.iter().map(|s| s * x_scale).collect();
+                let bq: Vec<i32> = bv
+                    .iter()
+                    .zip(&bs)
+                    .map(|(v, s)| (v / s).round().clamp(i32::MIN as f32, i32::MAX as f32) as i32)
+                    .collect();
+                let (bqn, bsn, bzn) = (
+                    format!("{b}_int32"),
+                    format!("{b}_scale"),
+                    format!("{b}_zero"),
+                );
+                new_inits.push(tensor(
+                    bqn.clone(),
+                    vec![c],
+                    INT32,
+                    bq.iter().flat_map(|v| v.to_le_bytes()).collect(),
+                ));
+                new_inits.push(tensor(
+                    bsn.clone(),
+                    vec![c],
+                    data_type::FLOAT,
+                    bs.iter().flat_map(|s| s.to_le_bytes()).collect(),
+                ));
+                new_inits.push(tensor(bzn.clone(), vec![c], INT32, vec![0; 4 * c as usize]));
+                let bdq = format!("{b}_dq");
+                nodes.push(node(
+                    "DequantizeLinear",
+                    &format!("{b}_DQ"),
+                    &[&bqn, &bsn, &bzn],
+                    &bdq,
+                    vec![int_attr("axis", 0)],
+                ));
+                n.input[2] = bdq;
+                dropped.insert(b.clone());
+            }
+        }
+        let outs = n.output.clone();
+        nodes.push(n);
+        for o in outs.iter().filter(|o| qp.contains_key(*o)) {
+            nodes.extend(qdq_nodes(o, &mut new_inits));
+            pairs.insert(o.clone(), format!("{o}_dq"));
+        }
+    }
+    // Float weights still read by a node that was not quantised stay.
+    let still_read: BTreeSet<&String> = nodes.iter().flat_map(|n| n.input.iter()).collect();
+    g.initializer
+        .retain(|t| !dropped.contains(&t.name) || still_read.contains(&t.name));
+    g.initializer.extend(new_inits);
+    g.node = nodes;
+    Ok(m)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn qparams_cover_the_range_and_keep_zero_exact() {
+        let p = QParams::from_range(-1.0, 3.0);
+        assert!((p.scale - 4.0 / 255.0).abs() < 1e-7);
+        assert_eq!(p.zero_point, 64); // round(1 / (4/255)) = round(63.75)
+        let relu = QParams::from_range(0.5, 6.0); // widened to [0, 6]
+        assert_eq!(relu.zero_point, 0);
+        assert!((relu.scale - 6.0 / 255.0).abs() < 1e-7);
+        assert_eq!(QParams::from_range(0.0, 0.0).scale, 1.0);
+    }
+
+    #[test]
+    fn weights_get_one_symmetric_scale_per_channel() {
+        // Two output channels of a [2, 1, 1, 2] kernel: channel 1 is ten times larger.
+        let w = [0.5, -1.0, 5.0, 10.0];
+        let (q, s) = quantize_weights(&w, &[2, 1, 1, 2], 0);
+        assert_eq!(s, vec![1.0 / 127.0, 10.0 / 127.0]);
+        assert_eq!(q, vec![64, -127, 64, 127]);
+        // Axis 1 of a [2, 3] MatMul weight: channels are columns.
+        let (q, s) = quantize_weights(&[1.0, 2.0, -4.0, -1.0, 1.0, 2.0], &[2, 3], 1);
+        assert_eq!(s, vec![1.0 / 127.0, 2.0 / 127.0, 4.0 / 127.0]);
+        assert_eq!(q, vec![127, 127, -127, -127, 64, 64]);
+    }
+}
