@@ -324,79 +324,11 @@ pub fn rewrite(
                     format!("no calibrated range for '{}' (input of '{}')", t.x, t.name)
                 })?
                 .scale;
-            let w = &inits[&t.weight];
-            let values = float_values(w)?;
-            let (q, scales) = quantize_weights(&values, &w.dims, t.axis);
-            let (wq, ws, wz) = (
-                format!("{}_int8", t.weight),
-                format!("{}_scale", t.weight),
-                format!("{}_zero", t.weight),
-            );
-            let c = scales.len() as i64;
-            new_inits.push(tensor(
-                wq.clone(),
-                w.dims.clone(),
-                INT8,
-                q.iter().map(|&v| v as u8).collect(),
-            ));
-            new_inits.push(tensor(
-                ws.clone(),
-                vec![c],
-                data_type::FLOAT,
-                scales.iter().flat_map(|s| s.to_le_bytes()).collect(),
-            ));
-            new_inits.push(tensor(wz.clone(), vec![c], INT8, vec![0; c as usize]));
-            let wdq = format!("{}_dq", t.weight);
-            nodes.push(node(
-                "DequantizeLinear",
-                &format!("{}_DQ", t.weight),
-                &[&wq, &ws, &wz],
-                &wdq,
-                vec![int_attr("axis", t.axis as i64)],
-            ));
+            let (wdq, bdq, dq_nodes) = quantize_target(t, &inits, x_scale, &mut new_inits)?;
+            nodes.extend(dq_nodes);
             n.input[1] = wdq;
             dropped.insert(t.weight.clone());
-            if let Some(b) = &t.bias {
-                let bv = float_values(&inits[b])?;
-                if bv.len() != scales.len() {
-                    return Err(format!(
-                        "bias '{b}' has {} values for {} channels",
-                        bv.len(),
-                        scales.len()
-                    ));
-                }
-                let bs: Vec<f32> = scales.iter().map(|s| s * x_scale).collect();
-                let bq: Vec<i32> = bv
-                    .iter()
-                    .zip(&bs)
-                    .map(|(v, s)| (v / s).round().clamp(i32::MIN as f32, i32::MAX as f32) as i32)
-                    .collect();
-                let (bqn, bsn, bzn) = (
-                    format!("{b}_int32"),
-                    format!("{b}_scale"),
-                    format!("{b}_zero"),
-                );
-                new_inits.push(tensor(
-                    bqn.clone(),
-                    vec![c],
-                    INT32,
-                    bq.iter().flat_map(|v| v.to_le_bytes()).collect(),
-                ));
-                new_inits.push(tensor(
-                    bsn.clone(),
-                    vec![c],
-                    data_type::FLOAT,
-                    bs.iter().flat_map(|s| s.to_le_bytes()).collect(),
-                ));
-                new_inits.push(tensor(bzn.clone(), vec![c], INT32, vec![0; 4 * c as usize]));
-                let bdq = format!("{b}_dq");
-                nodes.push(node(
-                    "DequantizeLinear",
-                    &format!("{b}_DQ"),
-                    &[&bqn, &bsn, &bzn],
-                    &bdq,
-                    vec![int_attr("axis", 0)],
-                ));
+            if let (Some(b), Some(bdq)) = (&t.bias, bdq) {
                 n.input[2] = bdq;
                 dropped.insert(b.clone());
             }
@@ -415,6 +347,90 @@ pub fn rewrite(
     g.initializer.extend(new_inits);
     g.node = nodes;
     Ok(m)
+}
+
+/// The int8 weights (and int32 bias) of one target as initializers in `new_inits`, and the
+/// DequantizeLinear nodes that feed them to the node: (weight DQ output, bias DQ output, nodes).
+fn quantize_target(
+    t: &Target,
+    inits: &HashMap<String, TensorProto>,
+    x_scale: f32,
+    new_inits: &mut Vec<TensorProto>,
+) -> Result<(String, Option<String>, Vec<super::proto::NodeProto>), String> {
+    let w = &inits[&t.weight];
+    let (q, scales) = quantize_weights(&float_values(w)?, &w.dims, t.axis);
+    let (wq, ws, wz) = (
+        format!("{}_int8", t.weight),
+        format!("{}_scale", t.weight),
+        format!("{}_zero", t.weight),
+    );
+    let c = scales.len() as i64;
+    let f32_bytes = |v: &[f32]| -> Vec<u8> { v.iter().flat_map(|s| s.to_le_bytes()).collect() };
+    new_inits.push(tensor(
+        wq.clone(),
+        w.dims.clone(),
+        INT8,
+        q.iter().map(|&v| v as u8).collect(),
+    ));
+    new_inits.push(tensor(
+        ws.clone(),
+        vec![c],
+        data_type::FLOAT,
+        f32_bytes(&scales),
+    ));
+    new_inits.push(tensor(wz.clone(), vec![c], INT8, vec![0; c as usize]));
+    let wdq = format!("{}_dq", t.weight);
+    let mut nodes = vec![node(
+        "DequantizeLinear",
+        &format!("{}_DQ", t.weight),
+        &[&wq, &ws, &wz],
+        &wdq,
+        vec![int_attr("axis", t.axis as i64)],
+    )];
+    let Some(b) = &t.bias else {
+        return Ok((wdq, None, nodes));
+    };
+    let bv = float_values(&inits[b])?;
+    if bv.len() != scales.len() {
+        return Err(format!(
+            "bias '{b}' has {} values for {} channels",
+            bv.len(),
+            scales.len()
+        ));
+    }
+    let bs: Vec<f32> = scales.iter().map(|s| s * x_scale).collect();
+    let bq: Vec<i32> = bv
+        .iter()
+        .zip(&bs)
+        .map(|(v, s)| (v / s).round().clamp(i32::MIN as f32, i32::MAX as f32) as i32)
+        .collect();
+    let (bqn, bsn, bzn) = (
+        format!("{b}_int32"),
+        format!("{b}_scale"),
+        format!("{b}_zero"),
+    );
+    new_inits.push(tensor(
+        bqn.clone(),
+        vec![c],
+        INT32,
+        bq.iter().flat_map(|v| v.to_le_bytes()).collect(),
+    ));
+    new_inits.push(tensor(
+        bsn.clone(),
+        vec![c],
+        data_type::FLOAT,
+        f32_bytes(&bs),
+    ));
+    new_inits.push(tensor(bzn.clone(), vec![c], INT32, vec![0; 4 * c as usize]));
+    let bdq = format!("{b}_dq");
+    nodes.push(node(
+        "DequantizeLinear",
+        &format!("{b}_DQ"),
+        &[&bqn, &bsn, &bzn],
+        &bdq,
+        vec![int_attr("axis", 0)],
+    ));
+    Ok((wdq, Some(bdq), nodes))
 }
 
 #[cfg(test)]
