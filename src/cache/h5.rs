@@ -237,6 +237,7 @@ pub(crate) fn write_meta(file: &hdf5::Location, m: &CacheMeta) -> hdf5::Result<(
     write_str_attr(file, "resize", &m.resize)?;
     write_str_attr(file, "interpolation", &m.interpolation)?;
     write_str_attr(file, "decode", &m.decode)?;
+    write_str_attr(file, "precision", &m.precision)?;
     write_str_attr(file, "output_name", &m.output_name)?;
     let fs: Vec<u64> = m.feature_shape.iter().map(|&d| d as u64).collect();
     file.new_attr::<u64>()
@@ -285,6 +286,15 @@ pub(crate) fn read_str_attr(loc: &hdf5::Location, name: &str) -> hdf5::Result<St
         .to_string())
 }
 
+/// A string attribute, or `default` when the file predates it.
+fn read_str_attr_or(loc: &hdf5::Location, name: &str, default: &str) -> hdf5::Result<String> {
+    if loc.attr_names()?.iter().any(|n| n == name) {
+        read_str_attr(loc, name)
+    } else {
+        Ok(default.into())
+    }
+}
+
 pub(crate) fn read_strs(v: Vec<VarLenUnicode>) -> Vec<String> {
     v.into_iter().map(|s| s.as_str().to_string()).collect()
 }
@@ -323,11 +333,8 @@ pub(crate) fn read_meta(file: &hdf5::Location) -> hdf5::Result<CacheMeta> {
         std: arr3("std")?,
         resize: read_str_attr(file, "resize")?,
         interpolation: read_str_attr(file, "interpolation")?,
-        decode: if file.attr_names()?.iter().any(|n| n == "decode") {
-            read_str_attr(file, "decode")?
-        } else {
-            "exact".into()
-        },
+        decode: read_str_attr_or(file, "decode", "exact")?,
+        precision: read_str_attr_or(file, "precision", "fp32")?,
         output_name: read_str_attr(file, "output_name")?,
         feature_shape: file
             .attr("feature_shape")?

@@ -4,7 +4,7 @@
 //!
 //! ```text
 //! /                 attrs: classes, model_file, model_sha256, input_size, layout, preprocess, color_order,
-//!                          mean, std, resize, interpolation, decode, output_name, feature_shape, dtype,
+//!                          mean, std, resize, interpolation, decode, precision, output_name, feature_shape, dtype,
 //!                          headstart_version, fingerprint, data_root, splits
 //! /<split>/features  f32 or f16 [N, *feature_shape]
 //! /<split>/labels    i32 [N]        index into `classes`
@@ -65,6 +65,9 @@ pub struct CacheMeta {
     /// How JPEGs were decoded: "fast" (DCT-scaled when large) or "exact" (caches written before
     /// the attribute existed read as "exact").
     pub decode: String,
+    /// "fp32", or "int8" for a base quantised by `headstart quantize` (caches written before the
+    /// attribute existed read as "fp32").
+    pub precision: String,
     pub output_name: String,
     pub feature_shape: Vec<usize>,
     pub dtype: Dtype,

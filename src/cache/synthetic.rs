@@ -73,6 +73,7 @@ pub fn synthetic(spec: &SyntheticSpec) -> Result<(CacheMeta, Vec<SplitData>)> {
         resize: "squash".into(),
         interpolation: "bilinear".into(),
         decode: "exact".into(),
+        precision: "fp32".into(),
         output_name: "features".into(),
         feature_shape: spec.shape.clone(),
         dtype: Dtype::F32,

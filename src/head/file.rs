@@ -85,6 +85,16 @@ impl Head {
                 data_path.display()
             )))
         };
+        if self.base.precision != data.precision {
+            return Err(Error::Config(format!(
+                "precisions differ: head {} was trained on {} features, {} holds {} features (from {}); train a head on features of the same precision",
+                head_path.display(),
+                self.base.precision,
+                data_path.display(),
+                data.precision,
+                data.model_file
+            )));
+        }
         if self.base.model_sha256 != data.model_sha256 {
             return both(
                 "base models",

@@ -70,6 +70,17 @@ pub struct ExtractConfig {
     /// Set from outside (e.g. a SIGTERM handler) to stop after the batch in flight: finished
     /// batches are in the journal, and the next run continues from there.
     pub cancel: Option<&'static std::sync::atomic::AtomicBool>,
+    /// Extract with an int8 copy of the model, calibrated on these images ([`Int8`]).
+    pub int8: Option<Int8>,
+}
+
+/// `extract --precision int8`: the model is quantised once (`headstart quantize`, minmax) on
+/// `images` photos of `calibrate`, and kept in `$HEADSTART_HOME/quantized` under a name keyed by the
+/// model's sha256 and the calibration set (file names, sizes, mtimes, count).
+#[derive(Debug, Clone)]
+pub struct Int8 {
+    pub calibrate: PathBuf,
+    pub images: usize,
 }
 
 impl ExtractConfig {
@@ -99,6 +110,7 @@ impl ExtractConfig {
             augment_seed: 42,
             subset: None,
             cancel: None,
+            int8: None,
         }
     }
 }
@@ -247,6 +259,12 @@ pub fn extract(cfg: &ExtractConfig, rep: &dyn Reporter) -> Result<ExtractSummary
     if let Some(layer) = &cfg.layer {
         return extract(&cut_first(cfg, layer, rep)?, rep);
     }
+    if let Some(q) = &cfg.int8 {
+        let mut cfg = cfg.clone();
+        cfg.model = int8_model(&cfg, q, rep)?;
+        cfg.int8 = None;
+        return extract(&cfg, rep);
+    }
     let t0 = Instant::now();
     if cfg.batch == 0 {
         return Err(Error::Config("--batch must be at least 1".into()));
@@ -326,6 +344,61 @@ pub fn extract(cfg: &ExtractConfig, rep: &dyn Reporter) -> Result<ExtractSummary
         device: model.device,
         scan_warnings: ds.warnings.len(),
     })
+}
+
+/// The int8 copy of `cfg.model` for calibration set `q`: from `$HEADSTART_HOME/quantized` when it
+/// was made before, else quantised now and kept there.
+fn int8_model(cfg: &ExtractConfig, q: &Int8, rep: &dyn Reporter) -> Result<PathBuf> {
+    let files = crate::infer::quantize::calibration_files(&q.calibrate, q.images)?;
+    let mut h = Sha256::new();
+    h.update(sha256_file(&cfg.model)?);
+    h.update(format!("minmax|{}|{:?}\n", files.len(), cfg.overrides));
+    for f in &files {
+        let m = std::fs::metadata(f).map_err(|e| Error::io(f, e))?;
+        let mtime = m
+            .modified()
+            .ok()
+            .and_then(|t| t.duration_since(std::time::UNIX_EPOCH).ok());
+        h.update(format!("{}|{}|{:?}\n", f.display(), m.len(), mtime));
+    }
+    let key = format!("{:x}", h.finalize());
+    let stem = cfg
+        .model
+        .file_stem()
+        .unwrap_or_default()
+        .to_string_lossy()
+        .into_owned();
+    let dir = crate::fetch::home().join("quantized");
+    let path = dir.join(format!("{stem}.int8.{}.onnx", &key[..16]));
+    if path.is_file() {
+        rep.report(Report::Detail(&format!(
+            "int8 model: {} (made earlier for this model and calibration set)",
+            path.display()
+        )));
+        return Ok(path);
+    }
+    std::fs::create_dir_all(&dir).map_err(|e| Error::io(&dir, e))?;
+    let qc = crate::infer::quantize::QuantizeConfig {
+        model: cfg.model.clone(),
+        calibrate: q.calibrate.clone(),
+        images: q.images,
+        method: crate::infer::quantize::Calibration::MinMax,
+        out: path.clone(),
+        keep_float: Vec::new(),
+        overrides: cfg.overrides.clone(),
+        runtime: cfg.runtime.clone(),
+        batch: cfg.batch,
+    };
+    let s = crate::infer::quantize::quantize(&qc, rep)?;
+    rep.report(Report::Detail(&format!(
+        "int8 model: {} ({} nodes, calibrated on {} images; float vs int8 cosine mean {:.4}, min {:.4})",
+        path.display(),
+        s.quantized_nodes,
+        s.images,
+        s.cosine.0,
+        s.cosine.1
+    )));
+    Ok(path)
 }
 
 /// `--layer`: cuts the model at that tensor, writes it beside the output and returns the config that
@@ -479,6 +552,12 @@ fn cache_meta(
         resize: pre.resize.to_string(),
         interpolation: pre.interpolation.to_string(),
         decode: pre.decode.to_string(),
+        precision: model
+            .info
+            .metadata
+            .get("headstart_precision")
+            .cloned()
+            .unwrap_or_else(|| "fp32".into()),
         output_name: model.info.output_name.clone(),
         feature_shape,
         dtype: cfg.dtype,

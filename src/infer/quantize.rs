@@ -113,7 +113,7 @@ impl Stats {
 }
 
 /// Calibration images: the sorted list, thinned evenly to at most `n`.
-fn calibration_files(dir: &Path, n: usize) -> Result<Vec<PathBuf>> {
+pub fn calibration_files(dir: &Path, n: usize) -> Result<Vec<PathBuf>> {
     let (files, _) = image_files_checked(dir)?;
     if files.is_empty() {
         return Err(Error::dataset(dir, "no images to calibrate with"));

@@ -6,7 +6,7 @@ use clap::ValueEnum;
 use headstart::cache::Dtype;
 use headstart::data::augment::AugmentSpec;
 use headstart::error::{Error, Result};
-use headstart::infer::extract::{extract, extract_shard, ExtractConfig, ShardOutcome};
+use headstart::infer::extract::{extract, extract_shard, ExtractConfig, Int8, ShardOutcome};
 use std::path::Path;
 use std::sync::atomic::{AtomicBool, Ordering};
 
@@ -17,6 +17,12 @@ use crate::term::Term;
 pub enum DtypeArg {
     F32,
     F16,
+}
+
+#[derive(Copy, Clone, Debug, ValueEnum, PartialEq, Eq)]
+pub enum PrecisionArg {
+    Fp32,
+    Int8,
 }
 
 #[derive(clap::Args, Debug)]
@@ -77,6 +83,16 @@ pub struct Args {
     /// Seed of the augmented copies.
     #[arg(long, default_value_t = 42)]
     pub augment_seed: u64,
+    /// Feature precision: fp32, or int8 (the model quantised once on --calibrate images with
+    /// `headstart quantize`'s defaults, kept in $HEADSTART_HOME/quantized).
+    #[arg(long, value_enum, default_value = "fp32")]
+    pub precision: PrecisionArg,
+    /// Calibration images for --precision int8 (your own photos, e.g. the train folder).
+    #[arg(long)]
+    pub calibrate: Option<PathBuf>,
+    /// How many calibration images --precision int8 uses.
+    #[arg(long, default_value_t = 256)]
+    pub calibrate_images: usize,
     /// Test-time augmentation: also cache mirrored copies of the val and test images (splits
     /// val_flip, test_flip); evaluate averages the plain and mirrored predictions.
     #[arg(long, value_enum)]
@@ -113,6 +129,23 @@ impl Args {
             }
         }
         cfg.tta_flip = self.tta == Some(AugmentArg::Flip);
+        cfg.int8 = match (self.precision, &self.calibrate) {
+            (PrecisionArg::Int8, Some(dir)) => Some(Int8 {
+                calibrate: dir.clone(),
+                images: self.calibrate_images,
+            }),
+            (PrecisionArg::Int8, None) => {
+                return Err(Error::Config(
+                    "--precision int8 needs --calibrate DIR: photos like yours to measure activation ranges on".into(),
+                ))
+            }
+            (PrecisionArg::Fp32, Some(_)) => {
+                return Err(Error::Config(
+                    "--calibrate goes with --precision int8".into(),
+                ))
+            }
+            (PrecisionArg::Fp32, None) => None,
+        };
         Ok(cfg)
     }
 }

@@ -22,13 +22,14 @@ pub fn run(a: &Args) -> Result<()> {
     );
     println!("model: {} sha256 {}", m.model_file, m.model_sha256);
     println!(
-        "input: {}x{} {}; output '{}' per image {:?} ({})",
+        "input: {}x{} {}; output '{}' per image {:?} ({}); base precision {}",
         m.input_size.1,
         m.input_size.0,
         m.layout,
         m.output_name,
         m.feature_shape,
-        m.dtype.name()
+        m.dtype.name(),
+        m.precision
     );
     println!("preprocess: {}", m.preprocess);
     println!("classes: {}", m.classes.join(", "));
