@@ -500,6 +500,36 @@ fn shards_on_three_schedulers_with_a_kill_and_a_requeue_merge_to_one_extract() {
         );
     }
 
+    // train-head and evaluate take the run folder: merged once into RUN/merged.h5, then reused.
+    let head = d.path().join("head.h5");
+    let log = ok(&[
+        "train-head",
+        s(&run),
+        "--recipe",
+        "seed",
+        "--epochs",
+        "1",
+        "--out",
+        s(&head),
+    ]);
+    assert!(log.contains("merged 4 shards"), "{log}");
+    let merged_at = std::fs::metadata(run.join("merged.h5"))
+        .unwrap()
+        .modified()
+        .unwrap();
+    let log = ok(&["evaluate", "--head", s(&head), "--features", s(&run)]);
+    assert!(
+        !log.contains("merged 4 shards") && log.contains("accuracy"),
+        "{log}"
+    );
+    assert_eq!(
+        std::fs::metadata(run.join("merged.h5"))
+            .unwrap()
+            .modified()
+            .unwrap(),
+        merged_at
+    );
+
     // A changed shard output is caught by its marker's hash.
     std::fs::copy(
         run.join("shards/shard-00000.h5"),

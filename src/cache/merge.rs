@@ -240,3 +240,30 @@ fn copy_features<T: H5Type + Clone>(
     }
     Ok(())
 }
+
+/// The merged cache of a run folder: `RUN/merged.h5`.
+pub const MERGED_FILE: &str = "merged.h5";
+
+/// A feature cache path as given; or, for a run folder (a `plan.json` inside), its merged cache
+/// `RUN/merged.h5`, merged now when missing or older than a shard's marker (then the summary is
+/// returned too).
+pub fn resolve_features(path: &Path) -> Result<(PathBuf, Option<MergeSummary>)> {
+    if !(path.is_dir() && path.join(shards::PLAN_FILE).is_file()) {
+        return Ok((path.to_path_buf(), None));
+    }
+    let out = path.join(MERGED_FILE);
+    let mtime = |p: &Path| std::fs::metadata(p).and_then(|m| m.modified()).ok();
+    if let Some(merged) = mtime(&out) {
+        let st = shards::status(path)?;
+        let fresh = st.unfinished().is_empty()
+            && st
+                .done
+                .iter()
+                .all(|m| mtime(&shards::marker_path(path, m.shard)).is_some_and(|t| t <= merged));
+        if fresh {
+            return Ok((out, None));
+        }
+    }
+    let s = merge(path, &out)?;
+    Ok((out, Some(s)))
+}

@@ -339,6 +339,23 @@ pub fn path_with_suffix(p: &Path, suffix: &str) -> PathBuf {
     p.with_file_name(format!("{stem}.{suffix}"))
 }
 
+/// A feature cache argument: the file as it is, or a run folder's merged cache (merged now, with a
+/// line saying so, when missing or out of date).
+pub fn features_or_run(p: &Path) -> Result<PathBuf> {
+    let (path, merged) = headstart::cache::merge::resolve_features(p)?;
+    if let Some(s) = merged {
+        eprintln!(
+            "merged {} shards of run {} ({} rows, {} skipped) -> {}",
+            s.shards,
+            p.display(),
+            s.rows,
+            s.skipped,
+            s.out.display()
+        );
+    }
+    Ok(path)
+}
+
 /// A `--model` argument: a file as it is, or a name headstart fetches on first use
 /// (`headstart models` lists them).
 pub fn model_path(p: &Path) -> Result<PathBuf> {

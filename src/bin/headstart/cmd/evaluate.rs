@@ -15,7 +15,7 @@ pub struct Args {
     /// The head file written by `train-head`.
     #[arg(long)]
     pub head: PathBuf,
-    /// A feature cache to evaluate on (or give --model and --data).
+    /// A feature cache to evaluate on, or a run folder (its merged cache; or give --model and --data).
     #[arg(long, conflicts_with_all = ["model", "data"])]
     pub features: Option<PathBuf>,
     /// Split of the cache [default: test, else val, else train].
@@ -52,7 +52,7 @@ impl Args {
     pub fn to_config(&self) -> Result<EvaluateConfig> {
         let source = match (&self.features, &self.model, &self.data) {
             (Some(f), None, None) => Source::Features {
-                path: f.clone(),
+                path: crate::common::features_or_run(f)?,
                 split: self.split.clone(),
             },
             (None, Some(m), Some(d)) => {

@@ -87,7 +87,8 @@ const TRAINING_FLAGS: [&str; 25] = [
 
 #[derive(clap::Args, Debug)]
 pub struct Args {
-    /// The HDF5 feature cache written by `extract`.
+    /// The HDF5 feature cache written by `extract`, or a run folder of `extract --run` shards (merged
+    /// into RUN/merged.h5 first when that is missing or older than a shard).
     pub features: PathBuf,
     /// auto: a head chosen for this data (default); seed: the Keras book's head exactly. Any
     /// training flag given (--head, --optimizer, --lr, --epochs, ...) wins: with auto, the seed
@@ -206,7 +207,7 @@ pub struct Args {
 impl Args {
     /// Validates into a [`TrainHeadConfig`].
     pub fn to_config(&self) -> Result<TrainHeadConfig> {
-        let mut cfg = TrainHeadConfig::new(&self.features);
+        let mut cfg = TrainHeadConfig::new(crate::common::features_or_run(&self.features)?);
         if let Some(o) = &self.out {
             cfg.out = o.clone();
             cfg.history = history_path(o);
