@@ -367,6 +367,11 @@ fn shard_cmd(run: &Path, model: &Path, env: &[(&str, &str)], extra: &[&str]) -> 
     c
 }
 
+/// Runs headstart (success or not) and returns its output.
+fn run_cmd(args: &[&str]) -> String {
+    text(&run(args))
+}
+
 fn succeeds(c: &mut Command) -> String {
     let o = c.output().unwrap();
     assert!(o.status.success(), "{c:?} failed:\n{}", text(&o));
@@ -529,6 +534,66 @@ fn shards_on_three_schedulers_with_a_kill_and_a_requeue_merge_to_one_extract() {
             .unwrap(),
         merged_at
     );
+
+    // score --run: each shard's rows, joined by merge --scores, are the rows of one score run.
+    for k in 0..4 {
+        let o = bin()
+            .args([
+                "score",
+                "--run",
+                s(&run),
+                "--model",
+                s(&m),
+                "--head",
+                s(&head),
+                "-q",
+            ])
+            .env("SLURM_ARRAY_TASK_ID", k.to_string())
+            .output()
+            .unwrap();
+        assert!(o.status.success(), "{}", text(&o));
+    }
+    let again = run_cmd(&[
+        "score",
+        "--run",
+        s(&run),
+        "--model",
+        s(&m),
+        "--head",
+        s(&head),
+        "--shard",
+        "2",
+        "-q",
+    ]);
+    assert!(again.contains("already scored"), "{again}");
+    let all = d.path().join("all.csv");
+    let log = ok(&["merge", s(&run), "--scores", s(&all)]);
+    assert!(
+        log.contains("21 rows"),
+        "{log}\n{}",
+        std::fs::read_to_string(&all).unwrap()
+    );
+    let one = d.path().join("one.csv");
+    let canon = data.canonicalize().unwrap();
+    ok(&[
+        "score",
+        s(&canon),
+        "--model",
+        s(&m),
+        "--head",
+        s(&head),
+        "--out",
+        s(&one),
+        "-q",
+    ]);
+    let rows = |p: &Path| {
+        let t = std::fs::read_to_string(p).unwrap();
+        let mut l: Vec<String> = t.lines().map(String::from).collect();
+        let header = l.remove(0);
+        l.sort();
+        (header, l)
+    };
+    assert_eq!(rows(&all), rows(&one), "sharded scores equal one score run");
 
     // A changed shard output is caught by its marker's hash.
     std::fs::copy(

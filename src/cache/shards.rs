@@ -81,6 +81,16 @@ pub fn output_path(run: &Path, k: usize) -> PathBuf {
     run.join("shards").join(format!("shard-{k:05}.h5"))
 }
 
+/// `RUN/scores/shard-KKKKK.csv`: a `score --run` worker's rows.
+pub fn score_output_path(run: &Path, k: usize) -> PathBuf {
+    run.join("scores").join(format!("shard-{k:05}.csv"))
+}
+
+/// `RUN/scored/KKKKK.json`: a scored shard's completion marker.
+pub fn score_marker_path(run: &Path, k: usize) -> PathBuf {
+    run.join("scored").join(format!("{k:05}.json"))
+}
+
 /// `RUN/done/KKKKK.json`: the completion marker.
 pub fn marker_path(run: &Path, k: usize) -> PathBuf {
     run.join("done").join(format!("{k:05}.json"))
@@ -309,19 +319,25 @@ pub struct Marker {
 /// then hard-linked into place, which fails when a marker exists). Returns false when a marker was
 /// already there (a duplicated or requeued task); the existing one is left as it is.
 pub fn create_marker(run: &Path, marker: &Marker) -> Result<bool> {
-    let path = marker_path(run, marker.shard);
-    let dir = run.join("done");
-    std::fs::create_dir_all(&dir).map_err(|e| Error::io(&dir, e))?;
-    let tmp = dir.join(format!(".{:05}.{}.tmp", marker.shard, std::process::id()));
-    let text = serde_json::to_string_pretty(marker)
+    create_once(&marker_path(run, marker.shard), marker)
+}
+
+/// Writes `value` as JSON at `path` only if nothing is there (written to a temporary file, then
+/// hard-linked into place, which fails when `path` exists). Returns false when it existed.
+pub fn create_once(path: &Path, value: &impl Serialize) -> Result<bool> {
+    let dir = path.parent().unwrap_or(Path::new("."));
+    std::fs::create_dir_all(dir).map_err(|e| Error::io(dir, e))?;
+    let name = path.file_name().unwrap_or_default().to_string_lossy();
+    let tmp = dir.join(format!(".{name}.{}.tmp", std::process::id()));
+    let text = serde_json::to_string_pretty(value)
         .map_err(|e| Error::Config(format!("{}: {e}", path.display())))?;
     std::fs::write(&tmp, text + "\n").map_err(|e| Error::io(&tmp, e))?;
-    let linked = std::fs::hard_link(&tmp, &path);
+    let linked = std::fs::hard_link(&tmp, path);
     let _ = std::fs::remove_file(&tmp);
     match linked {
         Ok(()) => Ok(true),
         Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => Ok(false),
-        Err(e) => Err(Error::io(&path, e)),
+        Err(e) => Err(Error::io(path, e)),
     }
 }
 

@@ -666,3 +666,136 @@ mod tests {
         assert_eq!(text[complete - 1], b'\n');
     }
 }
+
+/// `RUN/scored/KKKKK.json`: what a scored shard holds.
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
+pub struct ScoreMarker {
+    pub shard: usize,
+    pub images: usize,
+    pub scored: usize,
+    pub failed: usize,
+    /// The rows (CSV, relative to the run folder) and their sha256.
+    pub output: String,
+    pub output_sha256: String,
+}
+
+/// Scores shard `k` of the planned run `run` (`cfg.inputs` and `cfg.out` come from the plan) into
+/// `RUN/scores/shard-KKKKK.csv`, continuing an interrupted attempt, then creates the marker
+/// `RUN/scored/KKKKK.json` if none exists. Returns the marker, and the summary when this call
+/// scored.
+pub fn score_shard(
+    cfg: &ScoreConfig,
+    run: &Path,
+    k: usize,
+    rep: &dyn Reporter,
+) -> Result<(ScoreMarker, Option<ScoreSummary>)> {
+    use crate::cache::shards;
+    let plan = shards::load_plan(run)?;
+    plan.check_shard(run, k)?;
+    let marker_path = shards::score_marker_path(run, k);
+    if let Some(m) = read_score_marker(&marker_path)? {
+        return Ok((m, None));
+    }
+    let ds = plan.shard_dataset(run, k)?;
+    let out = shards::score_output_path(run, k);
+    let dir = run.join("scores");
+    std::fs::create_dir_all(&dir).map_err(|e| Error::io(&dir, e))?;
+    let mut cfg = cfg.clone();
+    cfg.inputs = ds
+        .splits
+        .iter()
+        .flat_map(|s| s.items.iter().map(|i| ds.root.join(i.path())))
+        .collect();
+    cfg.out = Some(out.clone());
+    cfg.resume = true;
+    let images = cfg.inputs.len();
+    let summary = score(&cfg, rep)?;
+    let marker = ScoreMarker {
+        shard: k,
+        images,
+        scored: images - summary.failed,
+        failed: summary.failed,
+        output: format!(
+            "scores/{}",
+            out.file_name().unwrap_or_default().to_string_lossy()
+        ),
+        output_sha256: crate::util::hash::sha256_file(&out)?,
+    };
+    if shards::create_once(&marker_path, &marker)? {
+        Ok((marker, Some(summary)))
+    } else {
+        Ok((read_score_marker(&marker_path)?.unwrap_or(marker), None))
+    }
+}
+
+fn read_score_marker(path: &Path) -> Result<Option<ScoreMarker>> {
+    match std::fs::read_to_string(path) {
+        Ok(t) => serde_json::from_str(&t)
+            .map(Some)
+            .map_err(|e| Error::Config(format!("{}: not a score marker: {e}", path.display()))),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
+        Err(e) => Err(Error::io(path, e)),
+    }
+}
+
+/// Joins the scored shards of `run` into one CSV at `out` (one header, rows in shard order),
+/// refusing a shard without a marker or whose rows changed after it finished. Returns the rows.
+pub fn merge_scores(run: &Path, out: &Path) -> Result<usize> {
+    use crate::cache::shards;
+    let plan = shards::load_plan(run)?;
+    let mut markers = Vec::with_capacity(plan.shards);
+    let mut missing = Vec::new();
+    for k in 0..plan.shards {
+        match read_score_marker(&shards::score_marker_path(run, k))? {
+            Some(m) => markers.push(m),
+            None => missing.push(k),
+        }
+    }
+    if !missing.is_empty() {
+        return Err(Error::Config(format!(
+            "{}: shard(s) {} of {} are not scored (no marker in {}); run `score --run` for them",
+            run.display(),
+            shards::ranges(&missing),
+            plan.shards,
+            run.join("scored").display()
+        )));
+    }
+    let mut tmp = out.as_os_str().to_owned();
+    tmp.push(".tmp");
+    let tmp = PathBuf::from(tmp);
+    let mut w = csv::Writer::from_path(&tmp).map_err(|e| Error::cache(&tmp, e))?;
+    let mut rows = 0;
+    for (i, m) in markers.iter().enumerate() {
+        let path = run.join(&m.output);
+        let sha = crate::util::hash::sha256_file(&path)?;
+        if sha != m.output_sha256 {
+            return Err(Error::cache(
+                &path,
+                format!(
+                    "shard {}: sha256 {sha}, its marker says {} (the rows changed after the shard finished)",
+                    m.shard, m.output_sha256
+                ),
+            ));
+        }
+        // Records, not lines: an error message may hold a newline inside its quotes.
+        let mut r = csv::Reader::from_path(&path).map_err(|e| Error::cache(&path, e))?;
+        if i == 0 {
+            let header = r
+                .byte_headers()
+                .map_err(|e| Error::cache(&path, e))?
+                .clone();
+            w.write_byte_record(&header)
+                .map_err(|e| Error::cache(&tmp, e))?;
+        }
+        for rec in r.byte_records() {
+            let rec = rec.map_err(|e| Error::cache(&path, e))?;
+            w.write_byte_record(&rec)
+                .map_err(|e| Error::cache(&tmp, e))?;
+            rows += 1;
+        }
+    }
+    w.flush().map_err(|e| Error::io(&tmp, e))?;
+    drop(w);
+    std::fs::rename(&tmp, out).map_err(|e| Error::io(out, e))?;
+    Ok(rows)
+}

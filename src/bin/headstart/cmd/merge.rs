@@ -12,9 +12,17 @@ pub struct Args {
     /// The merged HDF5 cache.
     #[arg(long, default_value = "features.h5")]
     pub out: PathBuf,
+    /// Join the scored shards (`score --run`) into this CSV instead of the feature caches.
+    #[arg(long, conflicts_with = "out")]
+    pub scores: Option<PathBuf>,
 }
 
 pub fn run(a: &Args) -> Result<()> {
+    if let Some(out) = &a.scores {
+        let rows = headstart::report::score::merge_scores(&a.run, out)?;
+        println!("merged the scored shards: {rows} rows -> {}", out.display());
+        return Ok(());
+    }
     let s = merge(&a.run, &a.out)?;
     println!(
         "merged {} shards: {} rows, {} skipped in {:.1} s -> {}",

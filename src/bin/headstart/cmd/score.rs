@@ -4,7 +4,7 @@ use std::path::PathBuf;
 
 use headstart::data::preprocess::Layout;
 use headstart::error::{Error, Result};
-use headstart::report::score::{score, ScoreConfig};
+use headstart::report::score::{score, score_shard, ScoreConfig};
 
 use crate::common::{model_path, term, AugmentArg, ModelRunArgs, ProgressArg};
 
@@ -17,11 +17,21 @@ pub struct Args {
     #[arg(long)]
     pub head: Option<PathBuf>,
     /// Image files and folders (walked recursively).
-    #[arg(required = true)]
+    #[arg(required_unless_present = "run", conflicts_with = "run")]
     pub paths: Vec<PathBuf>,
     /// Output file: .csv, or .jsonl for JSON lines [default: CSV on stdout].
-    #[arg(long)]
+    #[arg(long, conflicts_with = "run")]
     pub out: Option<PathBuf>,
+    /// Score one shard of a planned run (`headstart plan`): rows go to RUN/scores/shard-KKKKK.csv
+    /// (an interrupted attempt continues), a marker to RUN/scored/; `merge RUN --scores F` joins them.
+    #[arg(long)]
+    pub run: Option<PathBuf>,
+    /// The shard (with --run); else the scheduler's array index, as for `extract --run`.
+    #[arg(long, requires = "run")]
+    pub shard: Option<usize>,
+    /// Added to the shard index.
+    #[arg(long, default_value_t = 0, requires = "run")]
+    pub shard_offset: usize,
     /// Write only the K most probable classes of each image.
     #[arg(long)]
     pub top_k: Option<usize>,
@@ -36,7 +46,7 @@ pub struct Args {
     #[arg(long, value_enum)]
     pub tta: Option<AugmentArg>,
     #[command(flatten)]
-    pub run: ModelRunArgs,
+    pub model_run: ModelRunArgs,
     /// Image decoding threads (0 = all cores).
     #[arg(long, default_value_t = 0)]
     pub decode_threads: usize,
@@ -70,11 +80,11 @@ impl Args {
         cfg.threshold = self.threshold;
         cfg.resume = self.resume;
         cfg.tta_flip = self.tta == Some(AugmentArg::Flip);
-        cfg.batch = self.run.batch;
-        cfg.runtime = self.run.runtime.to_config();
+        cfg.batch = self.model_run.batch;
+        cfg.runtime = self.model_run.runtime.to_config();
         cfg.decode_threads = self.decode_threads;
-        cfg.overrides = self.run.pre.to_overrides()?;
-        cfg.layout = self.run.pre.layout.map(Layout::from);
+        cfg.overrides = self.model_run.pre.to_overrides()?;
+        cfg.layout = self.model_run.pre.layout.map(Layout::from);
         Ok(cfg)
     }
 }
@@ -82,6 +92,23 @@ impl Args {
 /// Scores: rows to the output, the summary line to stderr.
 pub fn run(a: &Args) -> Result<()> {
     let cfg = a.to_config()?;
+    if let Some(run) = &a.run {
+        let (k, from) = headstart::cache::shards::shard_index(a.shard, a.shard_offset, |name| {
+            std::env::var(name).ok()
+        })?;
+        let (m, summary) = score_shard(&cfg, run, k, &term(a.progress, a.quiet))?;
+        match summary {
+            Some(s) => eprintln!(
+                "{} (shard {k}, from {from})",
+                s.line(Some(&run.join(&m.output)))
+            ),
+            None => eprintln!(
+                "shard {k} was already scored ({} images); nothing to do",
+                m.images
+            ),
+        }
+        return Ok(());
+    }
     let s = score(&cfg, &term(a.progress, a.quiet))?;
     eprintln!("{}", s.line(cfg.out.as_deref()));
     Ok(())
