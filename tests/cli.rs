@@ -566,6 +566,11 @@ fn shards_on_three_schedulers_with_a_kill_and_a_requeue_merge_to_one_extract() {
         "-q",
     ]);
     assert!(again.contains("already scored"), "{again}");
+    let st = ok(&["status", s(&run)]);
+    assert!(
+        st.contains("scored:  4 of 4 shards") && st.contains("not scored: none"),
+        "{st}"
+    );
     let all = d.path().join("all.csv");
     let log = ok(&["merge", s(&run), "--scores", s(&all)]);
     assert!(

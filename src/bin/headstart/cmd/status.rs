@@ -43,6 +43,18 @@ pub fn run(a: &Args) -> Result<()> {
         show(&st.started)
     );
     println!("missing: {}", show(&st.missing));
+    let scored: Vec<usize> = (0..p.shards)
+        .filter(|&k| headstart::cache::shards::score_marker_path(&a.run, k).is_file())
+        .collect();
+    if !scored.is_empty() {
+        let unscored: Vec<usize> = (0..p.shards).filter(|k| !scored.contains(k)).collect();
+        println!(
+            "scored:  {} of {} shards (`score --run`); not scored: {}",
+            scored.len(),
+            p.shards,
+            show(&unscored)
+        );
+    }
     let unfinished = st.unfinished();
     if unfinished.is_empty() {
         println!(
