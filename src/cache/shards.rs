@@ -344,13 +344,9 @@ pub fn create_once(path: &Path, value: &impl Serialize) -> Result<bool> {
 /// Reads shard `k`'s marker; `None` when the shard is not done.
 pub fn read_marker(run: &Path, k: usize) -> Result<Option<Marker>> {
     let path = marker_path(run, k);
-    let text = match std::fs::read_to_string(&path) {
-        Ok(t) => t,
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
-        Err(e) => return Err(Error::io(&path, e)),
+    let Some(m) = read_once::<Marker>(&path, "shard marker")? else {
+        return Ok(None);
     };
-    let m: Marker = serde_json::from_str(&text)
-        .map_err(|e| Error::Config(format!("{}: not a shard marker: {e}", path.display())))?;
     if m.shard != k {
         return Err(Error::Config(format!(
             "{}: says shard {}, expected {k}",
@@ -359,6 +355,18 @@ pub fn read_marker(run: &Path, k: usize) -> Result<Option<Marker>> {
         )));
     }
     Ok(Some(m))
+}
+
+/// Reads a JSON file written by [`create_once`]; `None` when it is not there. `what` names the
+/// kind of file in the error for one that does not parse.
+pub fn read_once<T: serde::de::DeserializeOwned>(path: &Path, what: &str) -> Result<Option<T>> {
+    match std::fs::read_to_string(path) {
+        Ok(t) => serde_json::from_str(&t)
+            .map(Some)
+            .map_err(|e| Error::Config(format!("{}: not a {what}: {e}", path.display()))),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
+        Err(e) => Err(Error::io(path, e)),
+    }
 }
 
 /// Where a run stands.

@@ -729,13 +729,7 @@ pub fn score_shard(
 }
 
 fn read_score_marker(path: &Path) -> Result<Option<ScoreMarker>> {
-    match std::fs::read_to_string(path) {
-        Ok(t) => serde_json::from_str(&t)
-            .map(Some)
-            .map_err(|e| Error::Config(format!("{}: not a score marker: {e}", path.display()))),
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
-        Err(e) => Err(Error::io(path, e)),
-    }
+    crate::cache::shards::read_once(path, "score marker")
 }
 
 /// Joins the scored shards of `run` into one CSV at `out` (one header, rows in shard order),

@@ -339,6 +339,28 @@ pub fn path_with_suffix(p: &Path, suffix: &str) -> PathBuf {
     p.with_file_name(format!("{stem}.{suffix}"))
 }
 
+/// Which shard of a planned run (`--run`) a worker takes; shared by `extract` and `score`.
+#[derive(Args, Debug, Clone)]
+pub struct ShardArgs {
+    /// The shard (with --run). Else HEADSTART_SHARD, SLURM_ARRAY_TASK_ID, JOB_COMPLETION_INDEX or
+    /// AWS_BATCH_JOB_ARRAY_INDEX, whichever is set first.
+    #[arg(long, requires = "run")]
+    pub shard: Option<usize>,
+    /// Added to the shard index (Slurm arrays stop at 1000 by default: submit 1000-1999 as 0-999
+    /// with --shard-offset 1000).
+    #[arg(long, default_value_t = 0, requires = "run")]
+    pub shard_offset: usize,
+}
+
+impl ShardArgs {
+    /// The shard index and where it came from (the flag or a scheduler's variable).
+    pub fn index(&self) -> Result<(usize, String)> {
+        headstart::cache::shards::shard_index(self.shard, self.shard_offset, |name| {
+            std::env::var(name).ok()
+        })
+    }
+}
+
 /// A feature cache argument: the file as it is, or a run folder's merged cache (merged now, with a
 /// line saying so, when missing or out of date).
 pub fn features_or_run(p: &Path) -> Result<PathBuf> {

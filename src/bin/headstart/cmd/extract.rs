@@ -10,7 +10,7 @@ use headstart::infer::extract::{extract, extract_shard, ExtractConfig, Int8, Sha
 use std::path::Path;
 use std::sync::atomic::{AtomicBool, Ordering};
 
-use crate::common::{model_path, term, AugmentArg, ModelRunArgs, ProgressArg};
+use crate::common::{model_path, term, AugmentArg, ModelRunArgs, ProgressArg, ShardArgs};
 use crate::term::Term;
 
 #[derive(Copy, Clone, Debug, ValueEnum)]
@@ -40,14 +40,8 @@ pub struct Args {
     /// output goes to RUN/shards/, and a completion marker to RUN/done/.
     #[arg(long)]
     pub run: Option<PathBuf>,
-    /// The shard (with --run). Else HEADSTART_SHARD, SLURM_ARRAY_TASK_ID, JOB_COMPLETION_INDEX or
-    /// AWS_BATCH_JOB_ARRAY_INDEX, whichever is set first.
-    #[arg(long, requires = "run")]
-    pub shard: Option<usize>,
-    /// Added to the shard index (Slurm arrays stop at 1000 by default: submit 1000-1999 as 0-999
-    /// with --shard-offset 1000).
-    #[arg(long, default_value_t = 0, requires = "run")]
-    pub shard_offset: usize,
+    #[command(flatten)]
+    pub shard: ShardArgs,
     #[command(flatten)]
     pub model_run: ModelRunArgs,
     /// Image decoding threads (0 = all cores).
@@ -195,9 +189,7 @@ pub fn run(a: &Args) -> Result<()> {
 
 /// `extract --run RUN`: one shard, its index from the flag or the scheduler's environment.
 fn run_shard(a: &Args, cfg: &ExtractConfig, run: &Path, rep: &Term) -> Result<()> {
-    let (k, from) = headstart::cache::shards::shard_index(a.shard, a.shard_offset, |name| {
-        std::env::var(name).ok()
-    })?;
+    let (k, from) = a.shard.index()?;
     if !a.quiet {
         eprintln!("shard {k} (from {from}) of {}", run.display());
     }

@@ -6,7 +6,7 @@ use headstart::data::preprocess::Layout;
 use headstart::error::{Error, Result};
 use headstart::report::score::{score, score_shard, ScoreConfig};
 
-use crate::common::{model_path, term, AugmentArg, ModelRunArgs, ProgressArg};
+use crate::common::{model_path, term, AugmentArg, ModelRunArgs, ProgressArg, ShardArgs};
 
 #[derive(clap::Args, Debug)]
 pub struct Args {
@@ -26,12 +26,8 @@ pub struct Args {
     /// (an interrupted attempt continues), a marker to RUN/scored/; `merge RUN --scores F` joins them.
     #[arg(long)]
     pub run: Option<PathBuf>,
-    /// The shard (with --run); else the scheduler's array index, as for `extract --run`.
-    #[arg(long, requires = "run")]
-    pub shard: Option<usize>,
-    /// Added to the shard index.
-    #[arg(long, default_value_t = 0, requires = "run")]
-    pub shard_offset: usize,
+    #[command(flatten)]
+    pub shard: ShardArgs,
     /// Write only the K most probable classes of each image.
     #[arg(long)]
     pub top_k: Option<usize>,
@@ -93,9 +89,7 @@ impl Args {
 pub fn run(a: &Args) -> Result<()> {
     let cfg = a.to_config()?;
     if let Some(run) = &a.run {
-        let (k, from) = headstart::cache::shards::shard_index(a.shard, a.shard_offset, |name| {
-            std::env::var(name).ok()
-        })?;
+        let (k, from) = a.shard.index()?;
         let (m, summary) = score_shard(&cfg, run, k, &term(a.progress, a.quiet))?;
         match summary {
             Some(s) => eprintln!(
