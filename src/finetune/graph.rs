@@ -563,6 +563,55 @@ fn axis(a: i64, rank: usize) -> CResult<usize> {
     Ok(v as usize)
 }
 
+/// ONNX BatchNormalization (inference): `x * k + (bias - mean * k)`, `k = scale / sqrt(var + eps)`,
+/// per channel (axis 1); inputs 1..4 are scale, bias, mean, var.
+fn batch_norm(
+    x: &Tensor,
+    get: &dyn Fn(usize) -> Result<Tensor, String>,
+    eps: f64,
+) -> Result<Tensor, String> {
+    let e = |e: candle_core::Error| e.to_string();
+    let (scale, bias, mean, var) = (get(1)?, get(2)?, get(3)?, get(4)?);
+    let c = scale.elem_count();
+    let mut shape = vec![1usize; x.rank()];
+    if shape.len() < 2 {
+        return Err("batch norm needs [N, C, ...] input".into());
+    }
+    shape[1] = c;
+    let k = (var + eps)
+        .and_then(|v| v.sqrt())
+        .and_then(|v| v.recip())
+        .and_then(|inv| inv.mul(&scale))
+        .map_err(e)?;
+    let shift = bias.sub(&mean.mul(&k).map_err(e)?).map_err(e)?;
+    x.broadcast_mul(&k.reshape(shape.clone()).map_err(e)?)
+        .and_then(|y| y.broadcast_add(&shift.reshape(shape)?))
+        .map_err(e)
+}
+
+/// ONNX Reshape: `0` copies the input's dimension, `-1` takes what is left.
+fn reshape(x: &Tensor, shape: &[i64]) -> Result<Tensor, String> {
+    let dims = x.dims();
+    let mut out: Vec<usize> = Vec::new();
+    let mut hole = None;
+    for (i, &s) in shape.iter().enumerate() {
+        match s {
+            0 => out.push(*dims.get(i).ok_or("reshape 0 beyond the input rank")?),
+            -1 => {
+                hole = Some(i);
+                out.push(1);
+            }
+            s if s > 0 => out.push(s as usize),
+            s => return Err(format!("bad reshape dimension {s}")),
+        }
+    }
+    if let Some(i) = hole {
+        let known: usize = out.iter().product();
+        out[i] = x.elem_count() / known.max(1);
+    }
+    x.reshape(out).map_err(|e| e.to_string())
+}
+
 fn run(
     op: &Op,
     get: &dyn Fn(usize) -> Result<Tensor, String>,
@@ -613,24 +662,7 @@ fn run(
             }
             y
         }
-        Op::BatchNorm { eps } => {
-            let (scale, bias, mean, var) = (get(1)?, get(2)?, get(3)?, get(4)?);
-            let c = scale.elem_count();
-            let mut shape = vec![1usize; x.rank()];
-            if shape.len() < 2 {
-                return Err("batch norm needs [N, C, ...] input".into());
-            }
-            shape[1] = c;
-            let k = (var + *eps)
-                .and_then(|v| v.sqrt())
-                .and_then(|v| v.recip())
-                .and_then(|inv| inv.mul(&scale))
-                .map_err(e)?;
-            let shift = bias.sub(&mean.mul(&k).map_err(e)?).map_err(e)?;
-            x.broadcast_mul(&k.reshape(shape.clone()).map_err(e)?)
-                .and_then(|y| y.broadcast_add(&shift.reshape(shape)?))
-                .map_err(e)?
-        }
+        Op::BatchNorm { eps } => batch_norm(&x, get, *eps)?,
         Op::Binary(c) => {
             let y = get(1)?;
             match c {
@@ -661,27 +693,7 @@ fn run(
             let lead: usize = dims[..d.min(dims.len())].iter().product();
             x.reshape((lead, x.elem_count() / lead.max(1))).map_err(e)?
         }
-        Op::Reshape(shape) => {
-            let dims = x.dims();
-            let mut out: Vec<usize> = Vec::new();
-            let mut hole = None;
-            for (i, &s) in shape.iter().enumerate() {
-                match s {
-                    0 => out.push(*dims.get(i).ok_or("reshape 0 beyond the input rank")?),
-                    -1 => {
-                        hole = Some(i);
-                        out.push(1);
-                    }
-                    s if s > 0 => out.push(s as usize),
-                    s => return Err(format!("bad reshape dimension {s}")),
-                }
-            }
-            if let Some(i) = hole {
-                let known: usize = out.iter().product();
-                out[i] = x.elem_count() / known.max(1);
-            }
-            x.reshape(out).map_err(e)?
-        }
+        Op::Reshape(shape) => reshape(&x, shape)?,
         Op::Transpose(perm) => x.permute(perm.clone()).map_err(e)?,
         Op::Gemm {
             alpha,
