@@ -41,6 +41,9 @@ pub enum Error {
     },
     #[error("candle: {0}")]
     Candle(#[source] candle_core::Error),
+    /// An object-storage request failed (`url` has no credentials: they never appear in a URL).
+    #[error("{url}: {msg}")]
+    Remote { url: String, msg: String },
     #[error("interrupted: {0}")]
     Interrupted(String),
 }

@@ -255,6 +255,7 @@ impl Plan {
             classes: self.classes.clone(),
             splits,
             warnings: Vec::new(),
+            remote: None,
         })
     }
 }

@@ -2,8 +2,11 @@
 //! (`DIR/train/cat`, `DIR/test/cat`, optional `DIR/val/cat`). Classes are sorted by name, as Keras infers
 //! them; every split must have the same classes.
 
+use std::collections::{BTreeSet, HashMap};
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
+use crate::data::remote::{self, Remote};
 use crate::error::{Error, Result};
 
 /// File extensions read as images (compared case-insensitively).
@@ -46,6 +49,16 @@ pub struct Dataset {
     /// Entries passed over while scanning (path, why): symlink loops, unreadable entries, empty
     /// class folders.
     pub warnings: PassedOver,
+    /// Set when `root` is an object-storage URL: where the images are read from.
+    pub remote: Option<RemoteSource>,
+}
+
+/// A dataset's object store, and each listed image's size and version (key -> "size|etag"), which
+/// stand in for a file's size and mtime in a run's fingerprint.
+#[derive(Debug, Clone)]
+pub struct RemoteSource {
+    pub remote: Arc<Remote>,
+    pub versions: HashMap<String, String>,
 }
 
 impl Dataset {
@@ -128,7 +141,115 @@ impl Dataset {
             classes,
             splits,
             warnings,
+            remote: None,
         };
+        ds.check_found()
+    }
+
+    /// Scans `data`: a local folder, or an object-storage URL (`s3://bucket/prefix`, ...; see
+    /// [`remote`]) listed with the same layout rules.
+    pub fn scan_any(data: &Path) -> Result<Dataset> {
+        match data.to_str() {
+            Some(url) if remote::is_url(url) => Dataset::list_remote(url),
+            _ => Dataset::scan(data),
+        }
+    }
+
+    /// Lists the images below an object-storage URL (same layout rules as [`Dataset::scan`]).
+    pub fn list_remote(url: &str) -> Result<Dataset> {
+        let remote = Remote::open(url)?;
+        let mut keys = Vec::new();
+        let mut versions = HashMap::new();
+        remote.list("", &mut |l| {
+            if is_image_file(Path::new(&l.rel)) && !l.rel.split('/').any(is_hidden) {
+                versions.insert(l.rel.clone(), format!("{}|{}", l.size, l.version));
+                keys.push(l.rel);
+            }
+            Ok(())
+        })?;
+        let mut ds = Dataset::from_keys(PathBuf::from(remote.url()), keys)?;
+        ds.remote = Some(RemoteSource { remote, versions });
+        Ok(ds)
+    }
+
+    /// A dataset from image keys relative to `root` (`train/cat/1.jpg` or `cat/1.jpg`, `/`
+    /// separated), laid out and ordered as [`Dataset::scan`] does a folder. Keys directly at the
+    /// top, or directly in a split folder, are not images of any class and are left out.
+    pub fn from_keys(root: PathBuf, keys: Vec<String>) -> Result<Dataset> {
+        let parts: Vec<Vec<&str>> = keys.iter().map(|k| k.split('/').collect()).collect();
+        let tops: BTreeSet<&str> = parts.iter().filter(|p| p.len() >= 2).map(|p| p[0]).collect();
+        let split_dirs: Vec<String> = tops
+            .iter()
+            .filter(|d| is_split_name(d))
+            .map(|d| d.to_string())
+            .collect();
+        let mut splits = Vec::new();
+        let classes: Vec<String>;
+        if split_dirs.is_empty() {
+            classes = tops.iter().map(|s| s.to_string()).collect();
+            splits.push(split_from_keys(&parts, None, DEFAULT_SPLIT, &classes));
+        } else {
+            if let Some(other) = tops.iter().find(|d| !is_split_name(d)) {
+                return Err(Error::dataset(
+                    &root.join(other),
+                    format!(
+                        "unexpected folder beside the split folders {}: put class folders inside {}",
+                        split_dirs.join(", "),
+                        SPLIT_NAMES.join("/")
+                    ),
+                ));
+            }
+            let refs: Vec<&String> = split_dirs.iter().collect();
+            let ordered = ordered_splits(&refs);
+            let classes_of = |split: &str| -> Vec<String> {
+                let set: BTreeSet<&str> = parts
+                    .iter()
+                    .filter(|p| p.len() >= 3 && p[0] == split)
+                    .map(|p| p[1])
+                    .collect();
+                set.into_iter().map(str::to_string).collect()
+            };
+            let first = &ordered[0];
+            classes = classes_of(first);
+            for name in &ordered {
+                let these = classes_of(name);
+                if these != classes {
+                    return Err(Error::dataset(
+                        &root.join(name),
+                        format!(
+                            "classes differ between splits: {first} has [{}], {name} has [{}]",
+                            classes.join(", "),
+                            these.join(", ")
+                        ),
+                    ));
+                }
+                splits.push(split_from_keys(
+                    &parts,
+                    Some(name),
+                    canonical_split(name),
+                    &classes,
+                ));
+            }
+        }
+        if classes.is_empty() {
+            return Err(Error::dataset(
+                &root,
+                "no class folders found (expected e.g. DIR/cat/*.jpg or DIR/train/cat/*.jpg)",
+            ));
+        }
+        let ds = Dataset {
+            root,
+            classes,
+            splits,
+            warnings: Vec::new(),
+            remote: None,
+        };
+        ds.check_found()
+    }
+
+    /// `self`, or the error for a dataset without images.
+    fn check_found(self) -> Result<Dataset> {
+        let (ds, root) = (&self, &self.root);
         if ds.is_empty() {
             return Err(Error::dataset(
                 root,
@@ -138,7 +259,32 @@ impl Dataset {
                 ),
             ));
         }
-        Ok(ds)
+        Ok(self)
+    }
+}
+
+/// The split `name` of a key listing: keys under `dir/` (or at the top when `dir` is `None`),
+/// class by class, each class's keys in path order (component by component, as paths sort).
+fn split_from_keys(parts: &[Vec<&str>], dir: Option<&str>, name: &str, classes: &[String]) -> Split {
+    let skip = usize::from(dir.is_some());
+    let mut rows: Vec<(u32, &[&str])> = parts
+        .iter()
+        .filter(|p| p.len() >= 2 + skip && dir.is_none_or(|d| p[0] == d))
+        .filter_map(|p| {
+            let label = classes.iter().position(|c| c == p[skip])?;
+            Some((label as u32, p.as_slice()))
+        })
+        .collect();
+    rows.sort();
+    Split {
+        name: name.to_string(),
+        items: rows
+            .into_iter()
+            .map(|(label, p)| Item {
+                rel_path: p.join("/"),
+                label,
+            })
+            .collect(),
     }
 }
 

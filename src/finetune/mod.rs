@@ -1049,6 +1049,7 @@ fn parity(
         paths: &paths,
         flip: &[],
         augment: &[],
+        prefetch: None,
     };
     let pending: Vec<usize> = (0..paths.len()).collect();
     let mut ort_probs = vec![Vec::new(); paths.len()];

@@ -11,7 +11,8 @@ use sha2::{Digest, Sha256};
 
 use crate::cache::{self, CacheMeta, Dtype, FeatureCache, Journal, SplitRows, Status};
 use crate::data::preprocess::{self, Layout};
-use crate::data::scan::Dataset;
+use crate::data::remote::Prefetch;
+use crate::data::scan::{Dataset, RemoteSource};
 use crate::error::{Error, Result};
 use crate::events::{Event as Report, Reporter};
 use crate::infer::model::{resolve_preprocess, BaseModel, PreprocessOverrides};
@@ -198,6 +199,11 @@ fn fingerprint(cfg: &ExtractConfig, model_sha: &str, ds: &Dataset) -> Result<Str
     for split in &ds.splits {
         h.update(&split.name);
         for item in &split.items {
+            if let Some(r) = &ds.remote {
+                let version = r.versions.get(&item.rel_path).map_or("", |v| v.as_str());
+                h.update(format!("{}|{}|{version}\n", item.rel_path, item.label));
+                continue;
+            }
             let p = ds.root.join(item.path());
             let m = std::fs::metadata(&p).map_err(|e| Error::io(&p, e))?;
             let mtime = m
@@ -271,7 +277,7 @@ pub fn extract(cfg: &ExtractConfig, rep: &dyn Reporter) -> Result<ExtractSummary
     }
     let ds = match &cfg.subset {
         Some(ds) => ds.clone(),
-        None => Dataset::scan(&cfg.data)?,
+        None => Dataset::scan_any(&cfg.data)?,
     };
     for (p, why) in &ds.warnings {
         rep.report(Report::Warning(&format!("{}: {why}", p.display())));
@@ -314,7 +320,13 @@ pub fn extract(cfg: &ExtractConfig, rep: &dyn Reporter) -> Result<ExtractSummary
             index.paths[*i].display()
         )));
     }
-    let extracted_now = run_pipeline(cfg, &mut model, &pre, &index, &pending, &mut journal, rep)?;
+    let run = Run {
+        cfg,
+        pre: &pre,
+        index: &index,
+        remote: ds.remote.as_ref(),
+    };
+    let extracted_now = run_pipeline(&run, &mut model, &pending, &mut journal, rep)?;
     rep.report(Report::Finish);
     let seconds = t_run.elapsed().as_secs_f64();
 
@@ -423,6 +435,8 @@ fn cut_first(cfg: &ExtractConfig, layer: &str, rep: &dyn Reporter) -> Result<Ext
 /// `--augment flip`), and each split's rows of it.
 struct Index {
     paths: Vec<PathBuf>,
+    /// Each image's path relative to the dataset root (its object key when the data is remote).
+    keys: Vec<String>,
     /// Whether each image is mirrored before it goes in.
     flip: Vec<bool>,
     /// Each image's augmentation (empty when nothing is augmented).
@@ -434,6 +448,7 @@ impl Index {
     fn new(cfg: &ExtractConfig, ds: &Dataset) -> Result<Index> {
         let mut index = Index {
             paths: Vec::with_capacity(ds.len()),
+            keys: Vec::with_capacity(ds.len()),
             flip: Vec::with_capacity(ds.len()),
             augment: Vec::new(),
             splits: Vec::new(),
@@ -465,6 +480,7 @@ impl Index {
                 for (i, item) in train.items.iter().enumerate() {
                     rows.push((index.paths.len(), item.label, item.rel_path.clone()));
                     index.paths.push(ds.root.join(item.path()));
+                    index.keys.push(item.rel_path.clone());
                     index.flip.push(false);
                     index
                         .augment
@@ -484,6 +500,7 @@ impl Index {
         for item in items {
             rows.push((self.paths.len(), item.label, item.rel_path.clone()));
             self.paths.push(root.join(item.path()));
+            self.keys.push(item.rel_path.clone());
             self.flip.push(flip);
         }
         self.splits.push(SplitRows {
@@ -605,25 +622,38 @@ fn report_choices(
     )));
 }
 
+/// What one extraction runs: the settings, the resolved preprocessing, the images, and the object
+/// store they come from when remote.
+struct Run<'a> {
+    cfg: &'a ExtractConfig,
+    pre: &'a preprocess::Preprocess,
+    index: &'a Index,
+    remote: Option<&'a RemoteSource>,
+}
+
 /// Decodes `pending` images on worker threads and runs them through the model in batches, appending
 /// every finished batch to the journal. Returns how many images were extracted.
 fn run_pipeline(
-    cfg: &ExtractConfig,
+    run: &Run,
     model: &mut BaseModel,
-    pre: &preprocess::Preprocess,
-    index: &Index,
     pending: &[usize],
     journal: &mut Journal,
     rep: &dyn Reporter,
 ) -> Result<usize> {
+    let (cfg, index) = (run.cfg, run.index);
+    let prefetch = match run.remote {
+        Some(r) => Some(Prefetch::new(r.remote.clone(), index.keys.clone())?),
+        None => None,
+    };
     let pipeline = Pipeline {
-        pre,
+        pre: run.pre,
         input: InputKind::F32,
         batch: cfg.batch,
         decode_threads: cfg.decode_threads,
         paths: &index.paths,
         flip: &index.flip,
         augment: &index.augment,
+        prefetch: prefetch.as_ref(),
     };
     let index_paths = &index.paths;
     let (mut done, mut batches) = (0usize, 0usize);

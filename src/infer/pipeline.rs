@@ -6,6 +6,7 @@ use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 
 use crate::data::preprocess::{self, Preprocess, Preprocessor};
+use crate::data::remote::Prefetch;
 use crate::error::Result;
 use crate::infer::model::BaseModel;
 
@@ -63,6 +64,8 @@ pub struct Pipeline<'a> {
     pub flip: &'a [bool],
     /// Augment image `i` with `augment[i]` (empty: no image is augmented).
     pub augment: &'a [Option<crate::data::augment::AugParams>],
+    /// Images in object storage: downloaded ahead of the workers, `paths` then only name them.
+    pub prefetch: Option<&'a Prefetch>,
 }
 
 enum Decoded {
@@ -134,8 +137,11 @@ impl Pipeline<'_> {
         let stop = AtomicBool::new(false);
         let (tx, rx) = crossbeam_channel::bounded::<Msg>(self.batch * 2);
         let (pre, input, paths, flip) = (self.pre, self.input, self.paths, self.flip);
-        let augment = self.augment;
+        let (augment, prefetch) = (self.augment, self.prefetch);
         std::thread::scope(|scope| -> Result<usize> {
+            if let Some(p) = prefetch {
+                scope.spawn(move || p.run(pending));
+            }
             for _ in 0..workers {
                 let tx = tx.clone();
                 let (next, stop) = (&next, &stop);
@@ -145,18 +151,29 @@ impl Pipeline<'_> {
                         let k = next.fetch_add(1, Ordering::Relaxed);
                         let Some(&index) = pending.get(k) else { break };
                         let mirrored = flip.get(index).copied().unwrap_or(false);
-                        let data = decode_one(&paths[index], pre, mirrored, augment.get(index))
-                            .and_then(|d| match input {
+                        let local = match prefetch.map(|p| p.wait(index)) {
+                            None => Ok(paths[index].clone()),
+                            Some(r) => r,
+                        };
+                        let data = local.and_then(|local| {
+                            let d = decode_one(&local, pre, mirrored, augment.get(index))
+                                .map_err(|e| strip_path(&e.to_string(), &local));
+                            if let Some(p) = prefetch {
+                                p.release(index);
+                            }
+                            d
+                        });
+                        let data = data.and_then(|d| {
+                            match input {
                                 InputKind::F32 => {
                                     let mut out = vec![0f32; pre.len()];
                                     pp.apply_decoded(&d, &mut out).map(|_| Decoded::F32(out))
                                 }
                                 InputKind::U8 => pp.resize_decoded(&d).map(Decoded::U8),
-                            });
-                        let msg = Msg {
-                            index,
-                            data: data.map_err(|e| strip_path(&e.to_string(), &paths[index])),
-                        };
+                            }
+                            .map_err(|e| strip_path(&e.to_string(), &paths[index]))
+                        });
+                        let msg = Msg { index, data };
                         if tx.send(msg).is_err() {
                             break;
                         }
@@ -166,6 +183,9 @@ impl Pipeline<'_> {
             drop(tx);
             let result = self.consume(model, &rx, sink);
             stop.store(true, Ordering::Relaxed);
+            if let Some(p) = prefetch {
+                p.stop();
+            }
             drop(rx);
             result
         })

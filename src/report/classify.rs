@@ -71,6 +71,7 @@ pub fn classify(
         paths: &files,
         flip: &[],
         augment: &[],
+        prefetch: None,
     };
     let pending: Vec<usize> = (0..files.len()).collect();
     pipeline.run(&mut model, &pending, &mut |event| {

@@ -517,6 +517,7 @@ pub fn score(cfg: &ScoreConfig, rep: &dyn Reporter) -> Result<ScoreSummary> {
         paths: &paths,
         flip: &flip,
         augment: &[],
+        prefetch: None,
     };
     pipeline.run(&mut model, &pending, &mut |event| {
         match event {
