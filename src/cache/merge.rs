@@ -248,6 +248,10 @@ pub const MERGED_FILE: &str = "merged.h5";
 /// `RUN/merged.h5`, merged now when missing or older than a shard's marker (then the summary is
 /// returned too).
 pub fn resolve_features(path: &Path) -> Result<(PathBuf, Option<MergeSummary>)> {
+    if crate::data::remote::is_url_path(path) {
+        let local = super::remote_run::local_run(path, true)?;
+        return resolve_features(&local);
+    }
     if !(path.is_dir() && path.join(shards::PLAN_FILE).is_file()) {
         return Ok((path.to_path_buf(), None));
     }

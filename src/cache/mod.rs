@@ -14,13 +14,14 @@
 //!
 //! Modules: [`journal`] (append-only record of finished images), [`lock`] (one writer per output
 //! file), [`h5`] (the HDF5 file, written and read), [`synthetic`] (random caches for benchmarks),
-//! [`shards`] (a run cut into shards for many machines: plan, markers, status) and [`merge`] (the
-//! shards joined into one cache).
+//! [`shards`] (a run cut into shards for many machines: plan, markers, status), [`merge`] (the
+//! shards joined into one cache) and [`remote_run`] (a run folder on object storage).
 
 pub mod h5;
 pub mod journal;
 pub mod lock;
 pub mod merge;
+pub mod remote_run;
 pub mod shards;
 pub mod synthetic;
 

@@ -107,7 +107,7 @@ pub fn write_plan(source: &Path, shards: Option<usize>, run: &Path) -> Result<Pl
             plan_file.display()
         )));
     }
-    let ds = Dataset::scan(source)?;
+    let ds = Dataset::scan_any(source)?;
     let total = ds.len();
     if total == 0 {
         return Err(Error::dataset(source, "no images to plan"));
@@ -138,7 +138,10 @@ pub fn write_plan(source: &Path, shards: Option<usize>, run: &Path) -> Result<Pl
         w.flush().map_err(|e| Error::io(&path, e))?;
         shard_images.push(r.len());
     }
-    let source = source.canonicalize().map_err(|e| Error::io(source, e))?;
+    let source = match &ds.remote {
+        Some(r) => PathBuf::from(r.remote.url()),
+        None => source.canonicalize().map_err(|e| Error::io(source, e))?,
+    };
     let plan = Plan {
         format: PLAN_FORMAT.into(),
         source: crate::util::paths::to_text(&source),
@@ -250,12 +253,20 @@ impl Plan {
                 self.shard_images[k]
             )));
         }
+        let remote = if crate::data::remote::is_url(&self.source) {
+            Some(crate::data::scan::RemoteSource {
+                remote: crate::data::remote::Remote::open(&self.source)?,
+                versions: Default::default(),
+            })
+        } else {
+            None
+        };
         Ok(Dataset {
             root: crate::util::paths::from_text(&self.source),
             classes: self.classes.clone(),
             splits,
             warnings: Vec::new(),
-            remote: None,
+            remote,
         })
     }
 }

@@ -713,6 +713,31 @@ pub enum ShardOutcome {
     AlreadyDone(cache::shards::Marker),
 }
 
+/// [`extract_shard`] for a run folder on object storage too ([`cache::remote_run`]): the shard is
+/// extracted into the local mirror, then published to the bucket.
+pub fn extract_shard_any(
+    cfg: &ExtractConfig,
+    run: &Path,
+    k: usize,
+    rep: &dyn Reporter,
+) -> Result<ShardOutcome> {
+    let Some(url) = run.to_str().filter(|u| crate::data::remote::is_url(u)) else {
+        return extract_shard(cfg, run, k, rep);
+    };
+    let rr = cache::remote_run::RemoteRun::open(url)?;
+    if let (_, Some(m)) = rr.pull_shard(k)? {
+        return Ok(ShardOutcome::AlreadyDone(m));
+    }
+    let (summary, marker) = match extract_shard(cfg, &rr.local, k, rep)? {
+        ShardOutcome::Done(s, m) => (Some(s), m),
+        ShardOutcome::AlreadyDone(m) => (None, m),
+    };
+    match (rr.publish_shard(&marker)?, summary) {
+        ((true, m), Some(s)) => Ok(ShardOutcome::Done(s, m)),
+        ((_, m), _) => Ok(ShardOutcome::AlreadyDone(m)),
+    }
+}
+
 /// Extracts shard `k` of the planned run `run` (`cfg.data` and `cfg.out` are taken from the plan)
 /// into `RUN/shards/shard-KKKKK.h5`, then creates its completion marker if none exists. Another
 /// worker on the same shard at the same time is refused by the output's lock.

@@ -6,7 +6,7 @@ use clap::ValueEnum;
 use headstart::cache::Dtype;
 use headstart::data::augment::AugmentSpec;
 use headstart::error::{Error, Result};
-use headstart::infer::extract::{extract, extract_shard, ExtractConfig, Int8, ShardOutcome};
+use headstart::infer::extract::{extract, extract_shard_any, ExtractConfig, Int8, ShardOutcome};
 use std::path::Path;
 use std::sync::atomic::{AtomicBool, Ordering};
 
@@ -30,14 +30,16 @@ pub struct Args {
     /// The ONNX base model: a file, or a name headstart fetches (`headstart models`).
     #[arg(long)]
     pub model: PathBuf,
-    /// Image folder: DIR/<class>/* or DIR/{train,val,test}/<class>/*.
+    /// Image folder: DIR/<class>/* or DIR/{train,val,test}/<class>/*; or an object-storage URL
+    /// laid out the same way (s3://bucket/prefix, gs://, az://, https://; the `cloud` build).
     #[arg(long, required_unless_present = "run", conflicts_with = "run")]
     pub data: Option<PathBuf>,
     /// Output HDF5 file.
     #[arg(long, default_value = "features.h5", conflicts_with = "run")]
     pub out: PathBuf,
     /// Extract one shard of a planned run (`headstart plan`): the data comes from the plan, the
-    /// output goes to RUN/shards/, and a completion marker to RUN/done/.
+    /// output goes to RUN/shards/, and a completion marker to RUN/done/. RUN may be an
+    /// object-storage URL.
     #[arg(long)]
     pub run: Option<PathBuf>,
     #[command(flatten)]
@@ -193,7 +195,7 @@ fn run_shard(a: &Args, cfg: &ExtractConfig, run: &Path, rep: &Term) -> Result<()
     if !a.quiet {
         eprintln!("shard {k} (from {from}) of {}", run.display());
     }
-    match extract_shard(cfg, run, k, rep)? {
+    match extract_shard_any(cfg, run, k, rep)? {
         ShardOutcome::Done(s, m) => {
             println!("{}", s.line());
             println!(

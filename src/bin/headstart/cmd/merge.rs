@@ -23,7 +23,8 @@ pub fn run(a: &Args) -> Result<()> {
         println!("merged the scored shards: {rows} rows -> {}", out.display());
         return Ok(());
     }
-    let s = merge(&a.run, &a.out)?;
+    let local = headstart::cache::remote_run::local_run(&a.run, true)?;
+    let s = merge(&local, &a.out)?;
     println!(
         "merged {} shards: {} rows, {} skipped in {:.1} s -> {}",
         s.shards,

@@ -2,24 +2,29 @@
 
 use std::path::PathBuf;
 
+use headstart::cache::remote_run::RemoteRun;
 use headstart::cache::shards::{write_plan, TARGET_SHARD_IMAGES};
 use headstart::error::Result;
 
 #[derive(clap::Args, Debug)]
 pub struct Args {
-    /// Image folder: DIR/<class>/* or DIR/{train,val,test}/<class>/*.
+    /// Image folder: DIR/<class>/* or DIR/{train,val,test}/<class>/*; or an object-storage URL
+    /// laid out the same way (s3://bucket/prefix, gs://, az://; the `cloud` build).
     #[arg(long)]
     pub data: PathBuf,
     /// Number of shards (default: about 50,000 images each).
     #[arg(long)]
     pub shards: Option<usize>,
-    /// The run folder to create (plan.json and manifest/).
+    /// The run folder to create (plan.json and manifest/), or an object-storage URL.
     #[arg(long)]
     pub out: PathBuf,
 }
 
 pub fn run(a: &Args) -> Result<()> {
-    let plan = write_plan(&a.data, a.shards, &a.out)?;
+    let plan = match a.out.to_str().filter(|u| headstart::data::remote::is_url(u)) {
+        Some(url) => RemoteRun::open(url)?.write_plan(&a.data, a.shards)?,
+        None => write_plan(&a.data, a.shards, &a.out)?,
+    };
     let (min, max) = (
         plan.shard_images.iter().min().copied().unwrap_or(0),
         plan.shard_images.iter().max().copied().unwrap_or(0),

@@ -8,12 +8,14 @@ use headstart::error::Result;
 
 #[derive(clap::Args, Debug)]
 pub struct Args {
-    /// The run folder (made by `headstart plan`).
+    /// The run folder (made by `headstart plan`), or its object-storage URL.
     pub run: PathBuf,
 }
 
 pub fn run(a: &Args) -> Result<()> {
-    let st = status(&a.run)?;
+    // A run on object storage: its plan and markers are read into the local mirror first.
+    let local = headstart::cache::remote_run::local_run(&a.run, false)?;
+    let st = status(&local)?;
     let p = &st.plan;
     let images: usize = st.done.iter().map(|m| m.images).sum();
     let extracted: usize = st.done.iter().map(|m| m.extracted).sum();
@@ -44,7 +46,7 @@ pub fn run(a: &Args) -> Result<()> {
     );
     println!("missing: {}", show(&st.missing));
     let scored: Vec<usize> = (0..p.shards)
-        .filter(|&k| headstart::cache::shards::score_marker_path(&a.run, k).is_file())
+        .filter(|&k| headstart::cache::shards::score_marker_path(&local, k).is_file())
         .collect();
     if !scored.is_empty() {
         let unscored: Vec<usize> = (0..p.shards).filter(|k| !scored.contains(k)).collect();

@@ -1,0 +1,210 @@
+//! Run folders on object storage (`--run s3://bucket/runs/photos`, cargo feature `cloud`). The
+//! bucket holds the same layout as a local run folder ([`super::shards`]); each command works on a
+//! local mirror, `$HEADSTART_HOME/runs/<hash of the URL>/`, and syncs with the bucket:
+//!
+//! - `plan` writes the mirror, then uploads the manifests and, last, `plan.json` with a
+//!   conditional put (a plan already there is refused, as locally);
+//! - `extract --run` downloads `plan.json` and its shard's manifest, returns at once when the
+//!   bucket holds the shard's marker, extracts into the mirror (its journal resumes there), uploads
+//!   the cache under a name of its own (`shards/shard-KKKKK.<host>-<pid>-<time>.h5`), then creates
+//!   `done/KKKKK.json` only if absent: of two copies of one task, exactly one marker names exactly
+//!   one output, and the loser deletes its upload;
+//! - `status`, `merge`, `train-head` and `evaluate` download the plan and the markers (and for a
+//!   merge, the outputs the markers name) and work on the mirror.
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use sha2::{Digest, Sha256};
+
+use super::shards::{self, Marker, Plan};
+use crate::data::remote::Remote;
+use crate::error::{Error, Result};
+
+/// A run folder on object storage and its local mirror.
+pub struct RemoteRun {
+    pub remote: Arc<Remote>,
+    /// The mirror: `$HEADSTART_HOME/runs/<first 16 hex of the URL's sha256>`.
+    pub local: PathBuf,
+}
+
+/// `rel` as a local path below `dir`.
+fn below(dir: &Path, rel: &str) -> PathBuf {
+    rel.split('/').fold(dir.to_path_buf(), |p, c| p.join(c))
+}
+
+/// `path` relative to `dir`, `/` separated (the object key below the run's URL).
+fn key_of(dir: &Path, path: &Path) -> String {
+    let rel = path.strip_prefix(dir).unwrap_or(path);
+    rel.components()
+        .map(|c| c.as_os_str().to_string_lossy())
+        .collect::<Vec<_>>()
+        .join("/")
+}
+
+/// The local folder to work on for run `run`: the folder itself, or for an object-storage URL its
+/// mirror after downloading the plan and markers (and with `outputs`, the shard caches).
+pub fn local_run(run: &Path, outputs: bool) -> Result<PathBuf> {
+    match run.to_str() {
+        Some(url) if crate::data::remote::is_url(url) => {
+            let rr = RemoteRun::open(url)?;
+            rr.pull_run(outputs)?;
+            Ok(rr.local)
+        }
+        _ => Ok(run.to_path_buf()),
+    }
+}
+
+impl RemoteRun {
+    /// The run at `url` (no request yet) and its mirror folder (created).
+    pub fn open(url: &str) -> Result<RemoteRun> {
+        let remote = Remote::open(url)?;
+        let hash = format!("{:x}", Sha256::digest(remote.url().as_bytes()));
+        let local = crate::fetch::home().join("runs").join(&hash[..16]);
+        std::fs::create_dir_all(&local).map_err(|e| Error::io(&local, e))?;
+        Ok(RemoteRun { remote, local })
+    }
+
+    fn upload(&self, path: &Path) -> Result<()> {
+        let bytes = std::fs::read(path).map_err(|e| Error::io(path, e))?;
+        self.remote.put(&key_of(&self.local, path), bytes)
+    }
+
+    /// Downloads `rel` into the mirror; false when the bucket has no such object (a stale mirror
+    /// copy is removed then).
+    fn download(&self, rel: &str) -> Result<bool> {
+        let path = below(&self.local, rel);
+        match self.remote.get_opt(rel)? {
+            Some(bytes) => {
+                if let Some(dir) = path.parent() {
+                    std::fs::create_dir_all(dir).map_err(|e| Error::io(dir, e))?;
+                }
+                let tmp = path.with_extension("download");
+                std::fs::write(&tmp, bytes).map_err(|e| Error::io(&tmp, e))?;
+                std::fs::rename(&tmp, &path).map_err(|e| Error::io(&path, e))?;
+                Ok(true)
+            }
+            None => {
+                let _ = std::fs::remove_file(&path);
+                Ok(false)
+            }
+        }
+    }
+
+    /// Plans `source` into the bucket (see the module text).
+    pub fn write_plan(&self, source: &Path, n: Option<usize>) -> Result<Plan> {
+        if self.remote.get_opt(shards::PLAN_FILE)?.is_some() {
+            return Err(Error::Config(format!(
+                "{}/{}: a plan is already there; plan into a new prefix (shards and markers belong to their plan)",
+                self.remote.url(),
+                shards::PLAN_FILE
+            )));
+        }
+        // The mirror of a run that was deleted from the bucket is stale: start it afresh.
+        std::fs::remove_dir_all(&self.local).map_err(|e| Error::io(&self.local, e))?;
+        let plan = shards::write_plan(source, n, &self.local)?;
+        for k in 0..plan.shards {
+            self.upload(&shards::manifest_path(&self.local, k))?;
+        }
+        let plan_file = self.local.join(shards::PLAN_FILE);
+        let bytes = std::fs::read(&plan_file).map_err(|e| Error::io(&plan_file, e))?;
+        if !self.remote.create_once(shards::PLAN_FILE, bytes)? {
+            return Err(Error::Config(format!(
+                "{}/{}: another plan was written there at the same time",
+                self.remote.url(),
+                shards::PLAN_FILE
+            )));
+        }
+        Ok(plan)
+    }
+
+    /// Downloads `plan.json` into the mirror and reads it.
+    pub fn pull_plan(&self) -> Result<Plan> {
+        if !self.download(shards::PLAN_FILE)? {
+            return Err(Error::Config(format!(
+                "{}/{}: no plan there (`headstart plan --data ... --out {}` makes one)",
+                self.remote.url(),
+                shards::PLAN_FILE,
+                self.remote.url()
+            )));
+        }
+        shards::load_plan(&self.local)
+    }
+
+    /// Downloads what shard `k` needs: the plan and its manifest, and its marker when the bucket
+    /// has one (then returned).
+    pub fn pull_shard(&self, k: usize) -> Result<(Plan, Option<Marker>)> {
+        let plan = self.pull_plan()?;
+        plan.check_shard(&self.local, k)?;
+        let manifest = shards::manifest_path(&self.local, k);
+        self.download(&key_of(&self.local, &manifest))?;
+        self.pull_marker(k).map(|m| (plan, m))
+    }
+
+    fn pull_marker(&self, k: usize) -> Result<Option<Marker>> {
+        let marker = shards::marker_path(&self.local, k);
+        self.download(&key_of(&self.local, &marker))?;
+        shards::read_marker(&self.local, k)
+    }
+
+    /// Downloads the plan and every marker (a mirror marker the bucket lacks is removed), and with
+    /// `outputs` the shard caches the markers name (kept when the mirror's copy has the right hash).
+    pub fn pull_run(&self, outputs: bool) -> Result<Plan> {
+        let plan = self.pull_plan()?;
+        for k in 0..plan.shards {
+            let Some(m) = self.pull_marker(k)? else {
+                continue;
+            };
+            let out = below(&self.local, &m.output);
+            let have = crate::util::hash::sha256_file(&out).ok();
+            if outputs && have.as_deref() != Some(m.output_sha256.as_str()) {
+                self.download(&m.output)?;
+            }
+        }
+        Ok(plan)
+    }
+
+    /// Publishes shard `k`, extracted into the mirror with marker `m`: uploads its cache under a
+    /// name of its own, then creates the bucket's marker if absent. Returns the marker that holds
+    /// (this one, or the one another task created first, whose output then stays the only one).
+    pub fn publish_shard(&self, m: &Marker) -> Result<(bool, Marker)> {
+        let local_out = below(&self.local, &m.output);
+        let host = std::env::var("HOSTNAME").unwrap_or_else(|_| "host".into());
+        let host: String = host
+            .chars()
+            .filter(|c| c.is_ascii_alphanumeric() || *c == '-')
+            .take(40)
+            .collect();
+        let nanos = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_nanos())
+            .unwrap_or(0);
+        let name = format!(
+            "shards/shard-{:05}.{host}-{}-{nanos}.h5",
+            m.shard,
+            std::process::id()
+        );
+        let bytes = std::fs::read(&local_out).map_err(|e| Error::io(&local_out, e))?;
+        self.remote.put(&name, bytes)?;
+        let mut published = m.clone();
+        published.output = name.clone();
+        let text = serde_json::to_string_pretty(&published)
+            .map_err(|e| Error::Config(format!("marker: {e}")))?;
+        let marker_key = key_of(&self.local, &shards::marker_path(&self.local, m.shard));
+        if self.remote.create_once(&marker_key, (text + "\n").into_bytes())? {
+            // The mirror keeps the bucket's marker (naming the uploaded file) and that file.
+            let local_copy = below(&self.local, &name);
+            std::fs::rename(&local_out, &local_copy).map_err(|e| Error::io(&local_copy, e))?;
+            self.download(&marker_key)?;
+            return Ok((true, published));
+        }
+        self.remote.delete(&name)?;
+        let theirs = self.pull_marker(m.shard)?.ok_or_else(|| {
+            Error::Config(format!(
+                "{}/{marker_key}: the bucket refused the marker as existing, yet has none",
+                self.remote.url()
+            ))
+        })?;
+        Ok((false, theirs))
+    }
+}
