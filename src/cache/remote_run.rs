@@ -191,20 +191,29 @@ impl RemoteRun {
         let text = serde_json::to_string_pretty(&published)
             .map_err(|e| Error::Config(format!("marker: {e}")))?;
         let marker_key = key_of(&self.local, &shards::marker_path(&self.local, m.shard));
-        if self.remote.create_once(&marker_key, (text + "\n").into_bytes())? {
+        if self
+            .remote
+            .create_once(&marker_key, (text + "\n").into_bytes())?
+        {
             // The mirror keeps the bucket's marker (naming the uploaded file) and that file.
             let local_copy = below(&self.local, &name);
             std::fs::rename(&local_out, &local_copy).map_err(|e| Error::io(&local_copy, e))?;
             self.download(&marker_key)?;
             return Ok((true, published));
         }
-        self.remote.delete(&name)?;
         let theirs = self.pull_marker(m.shard)?.ok_or_else(|| {
             Error::Config(format!(
                 "{}/{marker_key}: the bucket refused the marker as existing, yet has none",
                 self.remote.url()
             ))
         })?;
+        if theirs == published {
+            // Our own put, retried after its answer was lost, found the marker it had made.
+            let local_copy = below(&self.local, &name);
+            std::fs::rename(&local_out, &local_copy).map_err(|e| Error::io(&local_copy, e))?;
+            return Ok((true, published));
+        }
+        self.remote.delete(&name)?;
         Ok((false, theirs))
     }
 }

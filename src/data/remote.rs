@@ -148,8 +148,7 @@ mod imp {
     fn build_store(url: &str) -> Result<Arc<dyn ObjectStore>> {
         let retry = RetryConfig::default();
         let err = |e: object_store::Error| remote_err(url, e);
-        let store: Arc<dyn ObjectStore> = if url.starts_with("s3://") || url.starts_with("s3a://")
-        {
+        let store: Arc<dyn ObjectStore> = if url.starts_with("s3://") || url.starts_with("s3a://") {
             let mut b = object_store::aws::AmazonS3Builder::from_env();
             for (k, v) in aws_file_keys() {
                 if let Ok(key) = k.parse() {
@@ -372,10 +371,10 @@ mod permits {
     pub(super) fn release_permit(_: &Permits) {}
     pub(super) fn close_permits(_: &Permits) {}
 }
+#[cfg(feature = "cloud")]
+use imp::{close_permits, permits, release_permit, Permits};
 #[cfg(not(feature = "cloud"))]
 use permits::*;
-#[cfg(feature = "cloud")]
-use imp::{Permits, close_permits, permits, release_permit};
 
 pub use imp::Remote;
 
@@ -430,7 +429,10 @@ impl Prefetch {
 
     #[cfg_attr(not(feature = "cloud"), allow(dead_code))]
     fn finish(&self, i: usize, r: std::result::Result<PathBuf, String>) {
-        self.ready.lock().unwrap_or_else(|p| p.into_inner()).insert(i, r);
+        self.ready
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .insert(i, r);
         self.cv.notify_all();
     }
 

@@ -177,7 +177,11 @@ impl Dataset {
     /// top, or directly in a split folder, are not images of any class and are left out.
     pub fn from_keys(root: PathBuf, keys: Vec<String>) -> Result<Dataset> {
         let parts: Vec<Vec<&str>> = keys.iter().map(|k| k.split('/').collect()).collect();
-        let tops: BTreeSet<&str> = parts.iter().filter(|p| p.len() >= 2).map(|p| p[0]).collect();
+        let tops: BTreeSet<&str> = parts
+            .iter()
+            .filter(|p| p.len() >= 2)
+            .map(|p| p[0])
+            .collect();
         let split_dirs: Vec<String> = tops
             .iter()
             .filter(|d| is_split_name(d))
@@ -265,7 +269,12 @@ impl Dataset {
 
 /// The split `name` of a key listing: keys under `dir/` (or at the top when `dir` is `None`),
 /// class by class, each class's keys in path order (component by component, as paths sort).
-fn split_from_keys(parts: &[Vec<&str>], dir: Option<&str>, name: &str, classes: &[String]) -> Split {
+fn split_from_keys(
+    parts: &[Vec<&str>],
+    dir: Option<&str>,
+    name: &str,
+    classes: &[String],
+) -> Split {
     let skip = usize::from(dir.is_some());
     let mut rows: Vec<(u32, &[&str])> = parts
         .iter()

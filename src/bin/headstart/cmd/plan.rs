@@ -21,7 +21,11 @@ pub struct Args {
 }
 
 pub fn run(a: &Args) -> Result<()> {
-    let plan = match a.out.to_str().filter(|u| headstart::data::remote::is_url(u)) {
+    let plan = match a
+        .out
+        .to_str()
+        .filter(|u| headstart::data::remote::is_url(u))
+    {
         Some(url) => RemoteRun::open(url)?.write_plan(&a.data, a.shards)?,
         None => write_plan(&a.data, a.shards, &a.out)?,
     };
