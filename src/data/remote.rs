@@ -82,9 +82,6 @@ mod imp {
         pub fn delete(&self, _: &str) -> Result<()> {
             match *self {}
         }
-        pub(super) fn fetch_to(&self, _: &str, _: &Path) -> std::result::Result<(), String> {
-            match *self {}
-        }
         pub(super) fn prefetch_all(&self, _: &Prefetch, _: &[usize]) {
             match *self {}
         }
@@ -308,11 +305,6 @@ mod imp {
             }
         }
 
-        /// Downloads `rel` into the file `to`.
-        pub(super) fn fetch_to(&self, rel: &str, to: &Path) -> std::result::Result<(), String> {
-            self.rt.block_on(self.fetch_async(rel, to))
-        }
-
         async fn fetch_async(&self, rel: &str, to: &Path) -> std::result::Result<(), String> {
             match self.read(rel).await? {
                 Some(bytes) => std::fs::write(to, bytes)
@@ -475,12 +467,6 @@ impl Prefetch {
         close_permits(&self.permits);
         let _guard = self.ready.lock().unwrap_or_else(|p| p.into_inner());
         self.cv.notify_all();
-    }
-
-    /// Downloads one image now (no window), for callers outside the pipeline.
-    pub fn fetch_one(&self, i: usize) -> std::result::Result<PathBuf, String> {
-        let to = self.spool_path(i);
-        self.remote.fetch_to(&self.keys[i], &to).map(|_| to)
     }
 }
 
