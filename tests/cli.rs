@@ -254,18 +254,7 @@ fn extract_tiny_model_writes_all_splits_and_rerun_is_a_cache_hit() {
 /// journal, temporary or lock file is left beside it.
 fn same_as_uninterrupted(dir: &Path, model: &Path, data: &Path, out: &Path) {
     let full = dir.join("full.h5");
-    ok(&[
-        "extract",
-        "--model",
-        s(model),
-        "--data",
-        s(data),
-        "--out",
-        s(&full),
-        "--preprocess",
-        "tf",
-        "-q",
-    ]);
+    tf_extract(&model, &data, &full);
     let (a, b) = (
         FeatureCache::open(out).unwrap(),
         FeatureCache::open(&full).unwrap(),
@@ -376,6 +365,22 @@ fn succeeds(c: &mut Command) -> String {
     let o = c.output().unwrap();
     assert!(o.status.success(), "{c:?} failed:\n{}", text(&o));
     text(&o)
+}
+
+/// `extract` of `data` into `out` with `--preprocess tf` (the tiny models' preprocessing), quietly.
+fn tf_extract(m: &Path, data: &Path, out: &Path) -> String {
+    ok(&[
+        "extract",
+        "--model",
+        s(m),
+        "--data",
+        s(data),
+        "--out",
+        s(out),
+        "--preprocess",
+        "tf",
+        "-q",
+    ])
 }
 
 /// Asserts that two caches hold the same splits, preprocessing, paths, labels, skips and features
@@ -497,18 +502,7 @@ fn shards_on_three_schedulers_with_a_kill_and_a_requeue_merge_to_one_extract() {
     let log = ok(&["merge", s(&run), "--out", s(&merged)]);
     assert!(log.contains("20 rows, 1 skipped"), "{log}");
     let single = d.path().join("single.h5");
-    ok(&[
-        "extract",
-        "--model",
-        s(&m),
-        "--data",
-        s(&data),
-        "--out",
-        s(&single),
-        "--preprocess",
-        "tf",
-        "-q",
-    ]);
+    tf_extract(&m, &data, &single);
     same_rows(&merged, &single);
 
     // train-head and evaluate take the run folder: merged once into RUN/merged.h5, then reused.
@@ -4321,34 +4315,14 @@ fn object_storage_through_a_faulty_proxy_gives_the_local_cache_and_one_marker_pe
 
     // --data s3:// gives the cache of the same files read locally, through retries.
     let single = d.path().join("single.h5");
-    ok(&[
-        &[
-            "extract",
-            "--model",
-            s(&m),
-            "--data",
-            s(&data),
-            "--out",
-            s(&single),
-            "-q",
-        ],
-        &tf[..],
-    ]
-    .concat());
+    tf_extract(&m, &data, &single);
     let from_s3 = d.path().join("s3.h5");
     let log = go(
         &home("a"),
         &[
-            &[
-                "extract",
-                "--model",
-                s(&m),
-                "--data",
-                "s3://photos/set",
-                "--out",
-                s(&from_s3),
-            ],
+            &["extract", "--model", s(&m), "--data", "s3://photos/set"],
             &tf[..],
+            &["--out", s(&from_s3)],
         ]
         .concat(),
     );
@@ -4360,34 +4334,19 @@ fn object_storage_through_a_faulty_proxy_gives_the_local_cache_and_one_marker_pe
 
     // A run folder on the bucket: plan, three shards on three schedulers' variables, merge.
     let run = "s3://photos/runs/r1";
-    go(
-        &home("a"),
-        &[
-            "plan",
-            "--data",
-            "s3://photos/set",
-            "--shards",
-            "3",
-            "--out",
-            run,
-        ],
-    );
-    let again = s3_cmd(
-        &proxy.endpoint,
-        &home("a"),
-        secret,
-        &[
-            "plan",
-            "--data",
-            "s3://photos/set",
-            "--shards",
-            "3",
-            "--out",
-            run,
-        ],
-    )
-    .output()
-    .unwrap();
+    let plan = [
+        "plan",
+        "--data",
+        "s3://photos/set",
+        "--shards",
+        "3",
+        "--out",
+        run,
+    ];
+    go(&home("a"), &plan);
+    let again = s3_cmd(&proxy.endpoint, &home("a"), secret, &plan)
+        .output()
+        .unwrap();
     assert!(
         !again.status.success() && text(&again).contains("a plan is already there"),
         "{}",
