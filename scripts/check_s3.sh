@@ -58,6 +58,8 @@ t0=$(now); "$BIN" plan --data s3://photos/data --shards 4 --out s3://photos/runs
 echo "plan: $(secs "$t0" "$t1") s"
 i=0
 for var in SLURM_ARRAY_TASK_ID JOB_COMPLETION_INDEX AWS_BATCH_JOB_ARRAY_INDEX HEADSTART_SHARD; do
+  # Each worker is another machine (its own run mirror), with the model fetched already.
+  mkdir -p "$work/worker$i"; ln -sfn "$HEADSTART_HOME/models" "$work/worker$i/models"
   t0=$(now)
   env "$var=$i" HEADSTART_HOME="$work/worker$i" "$BIN" extract --run s3://photos/runs/r --model "$MODEL" --progress none -q | tail -1
   echo "shard $i ($var): $(secs "$t0" "$(now)") s"
