@@ -2,6 +2,9 @@
 # Check (not part of CI: it installs and starts system daemons): a real single-node Slurm runs
 # deploy/slurm/extract.sbatch as an array of 4 over a planned run, then `status` and `merge`, and
 # the merged cache is compared with one `extract` of the same folder (features bit for bit).
+# Then a requeue: an array of 2 with a slow model (random VGG-16), task 0 requeued by
+# `scontrol requeue` mid-shard (Slurm sends SIGTERM, headstart stops after its batch), and the
+# requeued task continues from its journal; the merge is compared again.
 # Installs Debian's slurmctld, slurmd and munge, writes /etc/slurm/slurm.conf for this host, and
 # starts the daemons without systemd (a container or a VM). Run as root on a machine you can spare.
 # Usage: scripts/check_slurm.sh MODEL DATA_DIR    (MODEL: an ONNX file or a name, e.g. efficientnet-lite0)
@@ -70,7 +73,8 @@ for f in "$work"/headstart-extract-"$job"_*.out; do echo "== $(basename "$f"): $
 "$BIN" status "$work/run"
 "$BIN" merge "$work/run" --out "$work/merged.h5"
 "$BIN" extract --model "$MODEL" --data "$DATA" --out "$work/single.h5" --progress none | tail -1
-.cache/venv/bin/python - "$work/single.h5" "$work/merged.h5" <<'PY'
+same() {
+  .cache/venv/bin/python - "$1" "$2" <<'PY'
 import sys, h5py, numpy as np
 a, b = h5py.File(sys.argv[1]), h5py.File(sys.argv[2])
 ok = list(a.attrs["splits"]) == list(b.attrs["splits"]) and all(
@@ -79,3 +83,24 @@ ok = list(a.attrs["splits"]) == list(b.attrs["splits"]) and all(
 print("merged cache of the Slurm array:", "identical to one extract" if ok else "DIFFERENT from one extract")
 sys.exit(0 if ok else 1)
 PY
+}
+same "$work/single.h5" "$work/merged.h5"
+
+echo "--- requeue mid-shard (random VGG-16, an array of 2)"
+"$BIN" make-model vgg16 --out "$work/vgg16.onnx" >/dev/null
+"$BIN" plan --data "$DATA" --shards 2 --out "$work/run2" | head -1
+job=$(cd "$work" && RUN="$work/run2" MODEL="$work/vgg16.onnx" HEADSTART="$BIN" \
+  sbatch --parsable --array=0-1 --cpus-per-task=1 --mem=2G "$OLDPWD/deploy/slurm/extract.sbatch")
+echo "submitted array job $job"
+for _ in $(seq 120); do [ -s "$work/run2/shards/shard-00000.h5.journal" ] && break; sleep 1; done
+sleep 10
+echo "requeueing ${job}_0 (journal: $(stat -c %s "$work/run2/shards/shard-00000.h5.journal") bytes)"
+scontrol requeue "${job}_0"
+t0=$(date +%s)
+while squeue -h -j "$job" 2>/dev/null | grep -q .; do sleep 5; done
+echo "array finished in $(( $(date +%s) - t0 )) s after the requeue"
+for f in "$work"/headstart-extract-"$job"_*.out; do echo "== $(basename "$f"):"; grep -v '^{' "$f" | tail -4; done
+"$BIN" status "$work/run2" | sed -n 2,4p
+"$BIN" merge "$work/run2" --out "$work/merged2.h5"
+"$BIN" extract --model "$work/vgg16.onnx" --data "$DATA" --out "$work/single2.h5" --progress none | tail -1
+same "$work/single2.h5" "$work/merged2.h5"
