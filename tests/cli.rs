@@ -4293,15 +4293,19 @@ fn all_bytes(dir: &Path) -> Vec<(PathBuf, Vec<u8>)> {
 #[test]
 fn object_storage_through_a_faulty_proxy_gives_the_local_cache_and_one_marker_per_shard() {
     let (d, data, m, _) = tiny_setup(5);
+    // A nested folder inside a class (its images belong to the class, in key order).
+    gradient(&data.join("train/a/sub/extra.png"), 33, 31, 7);
     let secret = "SeCrEtKeyThatMustNeverBeWritten0123456789";
     let venv_bin = venv_python().parent().unwrap().to_path_buf();
     let moto = s3::moto(&venv_bin);
     s3::put(&moto.endpoint, "photos", b"");
     let n = s3::upload_dir(&moto.endpoint, &data, "photos", "set");
-    assert_eq!(n, 20);
-    // A hidden file and a top-level file are not images of any class, as in a folder.
+    assert_eq!(n, 21);
+    // A hidden file, a top-level file and a file beside the class folders are not images of any
+    // class, as in a folder.
     s3::put(&moto.endpoint, "photos/set/train/a/.hidden.png", b"x");
     s3::put(&moto.endpoint, "photos/set/README.jpg", b"x");
+    s3::put(&moto.endpoint, "photos/set/train/stray.jpg", b"x");
     let proxy_log = d.path().join("proxy.log");
     let proxy = s3::fault_proxy(&moto.endpoint, &proxy_log);
     let home = |name: &str| d.path().join("homes").join(name);
@@ -4327,7 +4331,7 @@ fn object_storage_through_a_faulty_proxy_gives_the_local_cache_and_one_marker_pe
         .concat(),
     );
     assert!(
-        log.contains("data: s3://photos/set") && log.contains("20 images, 0 skipped"),
+        log.contains("data: s3://photos/set") && log.contains("21 images, 0 skipped"),
         "{log}"
     );
     same_rows(&from_s3, &single);

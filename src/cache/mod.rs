@@ -15,10 +15,12 @@
 //! Modules: [`journal`] (append-only record of finished images), [`lock`] (one writer per output
 //! file), [`h5`] (the HDF5 file, written and read), [`synthetic`] (random caches for benchmarks),
 //! [`shards`] (a run cut into shards for many machines: plan, markers, status), [`merge`] (the
-//! shards joined into one cache) and [`remote_run`] (a run folder on object storage).
+//! shards joined into one cache), [`remote_run`] (a run folder on object storage) and [`listing`]
+//! (a plan of an object-storage listing streamed through a spill file).
 
 pub mod h5;
 pub mod journal;
+pub mod listing;
 pub mod lock;
 pub mod merge;
 pub mod remote_run;

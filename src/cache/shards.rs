@@ -24,7 +24,7 @@ use crate::error::{Error, Result};
 
 /// The plan's file name inside a run folder.
 pub const PLAN_FILE: &str = "plan.json";
-const PLAN_FORMAT: &str = "headstart-plan/1";
+pub(crate) const PLAN_FORMAT: &str = "headstart-plan/1";
 /// Images per shard that [`recommend_shards`] aims at (10k-100k keeps per-task overhead small and a
 /// lost task cheap).
 pub const TARGET_SHARD_IMAGES: usize = 50_000;
@@ -107,17 +107,18 @@ pub fn write_plan(source: &Path, shards: Option<usize>, run: &Path) -> Result<Pl
             plan_file.display()
         )));
     }
+    if let Some(url) = source.to_str().filter(|u| crate::data::remote::is_url(u)) {
+        if let Some(plan) = super::listing::plan_streamed(url, shards, run)? {
+            write_json_via_tmp(&plan_file, &plan)?;
+            return Ok(plan);
+        }
+    }
     let ds = Dataset::scan_any(source)?;
     let total = ds.len();
     if total == 0 {
         return Err(Error::dataset(source, "no images to plan"));
     }
-    let n = shards.unwrap_or_else(|| recommend_shards(total));
-    if n == 0 || n > total {
-        return Err(Error::Config(format!(
-            "--shards {n}: must be between 1 and the number of images ({total})"
-        )));
-    }
+    let n = shard_count(shards, total)?;
     let manifest_dir = run.join("manifest");
     std::fs::create_dir_all(&manifest_dir).map_err(|e| Error::io(&manifest_dir, e))?;
     let mut rows = ds
@@ -161,6 +162,17 @@ pub fn write_plan(source: &Path, shards: Option<usize>, run: &Path) -> Result<Pl
     };
     write_json_via_tmp(&plan_file, &plan)?;
     Ok(plan)
+}
+
+/// The shard count: `shards`, else [`recommend_shards`]; at least 1 and at most `total`.
+pub(crate) fn shard_count(shards: Option<usize>, total: usize) -> Result<usize> {
+    let n = shards.unwrap_or_else(|| recommend_shards(total));
+    if n == 0 || n > total {
+        return Err(Error::Config(format!(
+            "--shards {n}: must be between 1 and the number of images ({total})"
+        )));
+    }
+    Ok(n)
 }
 
 /// Writes `value` as JSON to `<path>.tmp`, then renames it into place.

@@ -268,7 +268,8 @@ impl Dataset {
 }
 
 /// The split `name` of a key listing: keys under `dir/` (or at the top when `dir` is `None`),
-/// class by class, each class's keys in path order (component by component, as paths sort).
+/// class by class, each class's keys in key order (byte by byte, the order stores list them in;
+/// a streamed plan keeps it too).
 fn split_from_keys(
     parts: &[Vec<&str>],
     dir: Option<&str>,
@@ -276,12 +277,12 @@ fn split_from_keys(
     classes: &[String],
 ) -> Split {
     let skip = usize::from(dir.is_some());
-    let mut rows: Vec<(u32, &[&str])> = parts
+    let mut rows: Vec<(u32, String)> = parts
         .iter()
         .filter(|p| p.len() >= 2 + skip && dir.is_none_or(|d| p[0] == d))
         .filter_map(|p| {
             let label = classes.iter().position(|c| c == p[skip])?;
-            Some((label as u32, p.as_slice()))
+            Some((label as u32, p.join("/")))
         })
         .collect();
     rows.sort();
@@ -289,22 +290,19 @@ fn split_from_keys(
         name: name.to_string(),
         items: rows
             .into_iter()
-            .map(|(label, p)| Item {
-                rel_path: p.join("/"),
-                label,
-            })
+            .map(|(label, rel_path)| Item { rel_path, label })
             .collect(),
     }
 }
 
-fn is_split_name(name: &str) -> bool {
+pub(crate) fn is_split_name(name: &str) -> bool {
     matches!(
         name.to_ascii_lowercase().as_str(),
         "train" | "test" | "val" | "valid" | "validation"
     )
 }
 
-fn canonical_split(name: &str) -> &'static str {
+pub(crate) fn canonical_split(name: &str) -> &'static str {
     match name.to_ascii_lowercase().as_str() {
         "train" => "train",
         "test" => "test",
@@ -312,7 +310,7 @@ fn canonical_split(name: &str) -> &'static str {
     }
 }
 
-fn ordered_splits(dirs: &[&String]) -> Vec<String> {
+pub(crate) fn ordered_splits(dirs: &[&String]) -> Vec<String> {
     let mut v: Vec<String> = dirs.iter().map(|s| s.to_string()).collect();
     v.sort_by_key(|d| SPLIT_NAMES.iter().position(|s| *s == canonical_split(d)));
     v
@@ -322,7 +320,7 @@ fn join(v: &[&String]) -> String {
     v.iter().map(|s| s.as_str()).collect::<Vec<_>>().join(", ")
 }
 
-fn is_hidden(name: &str) -> bool {
+pub(crate) fn is_hidden(name: &str) -> bool {
     name.starts_with('.')
 }
 

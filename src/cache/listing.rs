@@ -1,0 +1,263 @@
+//! A plan of an object-storage listing that never holds the listing in memory: the keys are
+//! streamed page by page into a spill file beside the plan (one JSON string a line), while only the
+//! contiguous runs of each folder (`top/` or `top/second/`, which are contiguous because stores list
+//! keys in order) are kept. The layout and classes are decided from those runs, then the manifests
+//! are copied out of the spill file in plan order. Memory: one page plus one entry per folder.
+//!
+//! A store that does not list in key order (some `https://` listings) is detected (a key smaller
+//! than the one before) and planned in memory instead.
+
+use std::io::{BufRead, BufReader, BufWriter, Seek, SeekFrom, Write};
+use std::path::{Path, PathBuf};
+
+use super::shards::{self, manifest_path, shard_count, shard_range, Plan, SplitCount};
+use crate::data::remote::Remote;
+use crate::data::scan::{
+    canonical_split, is_hidden, is_image_file, is_split_name, ordered_splits, DEFAULT_SPLIT,
+    SPLIT_NAMES,
+};
+use crate::error::{Error, Result};
+
+/// A contiguous run of keys of one folder in the spill file.
+#[derive(Debug, Clone)]
+struct Run {
+    top: String,
+    /// The second path component when the key has at least three.
+    second: Option<String>,
+    /// Byte offset of its first line, and its number of keys.
+    offset: u64,
+    count: usize,
+}
+
+/// The keys of one (split, class): runs of the spill file, in order.
+struct Group {
+    label: u32,
+    runs: Vec<(u64, usize)>,
+}
+
+/// The spill file and the folder runs of one listing.
+struct Spill {
+    path: PathBuf,
+    runs: Vec<Run>,
+}
+
+/// Lists `remote` into `path`; `None` when the store did not list in key order.
+fn spill(remote: &Remote, path: &Path) -> Result<Option<Spill>> {
+    let file = std::fs::File::create(path).map_err(|e| Error::io(path, e))?;
+    let mut w = BufWriter::new(file);
+    let mut runs: Vec<Run> = Vec::new();
+    let mut offset = 0u64;
+    let mut sorted = true;
+    let mut previous = String::new();
+    remote.list("", &mut |l| {
+        let parts: Vec<&str> = l.rel.split('/').collect();
+        if parts.len() < 2 || parts.iter().any(|p| is_hidden(p)) || !is_image_file(Path::new(&l.rel))
+        {
+            return Ok(());
+        }
+        if l.rel < previous {
+            sorted = false;
+        }
+        let second = (parts.len() >= 3).then(|| parts[1].to_string());
+        let same = runs
+            .last()
+            .is_some_and(|r| r.top == parts[0] && r.second == second);
+        if !same {
+            runs.push(Run {
+                top: parts[0].to_string(),
+                second,
+                offset,
+                count: 0,
+            });
+        }
+        let line = serde_json::to_string(&l.rel).unwrap_or_default() + "\n";
+        w.write_all(line.as_bytes()).map_err(|e| Error::io(path, e))?;
+        offset += line.len() as u64;
+        if let Some(r) = runs.last_mut() {
+            r.count += 1;
+        }
+        previous = l.rel;
+        Ok(())
+    })?;
+    w.flush().map_err(|e| Error::io(path, e))?;
+    Ok(sorted.then(|| Spill {
+        path: path.to_path_buf(),
+        runs,
+    }))
+}
+
+/// The classes and, per split (in plan order), its groups, decided as [`Dataset::from_keys`]
+/// (crate::data::scan::Dataset::from_keys) decides them.
+fn layout(url: &str, runs: &[Run]) -> Result<(Vec<String>, Vec<(String, Vec<Group>)>)> {
+    let mut tops: Vec<&str> = runs.iter().map(|r| r.top.as_str()).collect();
+    tops.sort_unstable();
+    tops.dedup();
+    let split_dirs: Vec<String> = tops
+        .iter()
+        .filter(|t| is_split_name(t))
+        .map(|t| t.to_string())
+        .collect();
+    let root = Path::new(url);
+    if split_dirs.is_empty() {
+        let classes: Vec<String> = tops.iter().map(|t| t.to_string()).collect();
+        let groups = classes
+            .iter()
+            .enumerate()
+            .map(|(label, c)| Group {
+                label: label as u32,
+                runs: runs
+                    .iter()
+                    .filter(|r| &r.top == c)
+                    .map(|r| (r.offset, r.count))
+                    .collect(),
+            })
+            .collect();
+        return Ok((classes, vec![(DEFAULT_SPLIT.to_string(), groups)]));
+    }
+    if let Some(other) = tops.iter().find(|t| !is_split_name(t)) {
+        return Err(Error::dataset(
+            &root.join(other),
+            format!(
+                "unexpected folder beside the split folders {}: put class folders inside {}",
+                split_dirs.join(", "),
+                SPLIT_NAMES.join("/")
+            ),
+        ));
+    }
+    let classes_of = |split: &str| -> Vec<String> {
+        let mut v: Vec<String> = runs
+            .iter()
+            .filter(|r| r.top == split)
+            .filter_map(|r| r.second.clone())
+            .collect();
+        v.sort();
+        v.dedup();
+        v
+    };
+    let refs: Vec<&String> = split_dirs.iter().collect();
+    let ordered = ordered_splits(&refs);
+    let classes = classes_of(&ordered[0]);
+    let mut splits = Vec::new();
+    for name in &ordered {
+        let these = classes_of(name);
+        if these != classes {
+            return Err(Error::dataset(
+                &root.join(name),
+                format!(
+                    "classes differ between splits: {} has [{}], {name} has [{}]",
+                    ordered[0],
+                    classes.join(", "),
+                    these.join(", ")
+                ),
+            ));
+        }
+        let groups = classes
+            .iter()
+            .enumerate()
+            .map(|(label, c)| Group {
+                label: label as u32,
+                runs: runs
+                    .iter()
+                    .filter(|r| &r.top == name && r.second.as_ref() == Some(c))
+                    .map(|r| (r.offset, r.count))
+                    .collect(),
+            })
+            .collect();
+        splits.push((canonical_split(name).to_string(), groups));
+    }
+    Ok((classes, splits))
+}
+
+/// Plans the images below `url` into `run` (manifests only; the caller writes `plan.json`), with
+/// the listing streamed through a spill file. `None` when the store does not list in key order.
+pub fn plan_streamed(url: &str, shards: Option<usize>, run: &Path) -> Result<Option<Plan>> {
+    let remote = Remote::open(url)?;
+    std::fs::create_dir_all(run).map_err(|e| Error::io(run, e))?;
+    let spill_path = run.join(".listing.tmp");
+    let result = spill(&remote, &spill_path).and_then(|s| match s {
+        Some(s) => write_manifests(remote.url(), &s, shards, run).map(Some),
+        None => Ok(None),
+    });
+    let _ = std::fs::remove_file(&spill_path);
+    result
+}
+
+fn write_manifests(url: &str, spill: &Spill, shards: Option<usize>, run: &Path) -> Result<Plan> {
+    let (classes, splits) = layout(url, &spill.runs)?;
+    if classes.is_empty() {
+        return Err(Error::dataset(
+            Path::new(url),
+            "no class folders found (expected e.g. DIR/cat/*.jpg or DIR/train/cat/*.jpg)",
+        ));
+    }
+    let counts: Vec<usize> = splits
+        .iter()
+        .map(|(_, g)| g.iter().flat_map(|g| &g.runs).map(|r| r.1).sum())
+        .collect();
+    let total: usize = counts.iter().sum();
+    if total == 0 {
+        return Err(Error::dataset(Path::new(url), "no images to plan"));
+    }
+    let n = shard_count(shards, total)?;
+    let manifest_dir = run.join("manifest");
+    std::fs::create_dir_all(&manifest_dir).map_err(|e| Error::io(&manifest_dir, e))?;
+    let file = std::fs::File::open(&spill.path).map_err(|e| Error::io(&spill.path, e))?;
+    let mut reader = BufReader::new(file);
+    let (mut k, mut in_shard) = (0usize, 0usize);
+    let mut out = open_manifest(run, k)?;
+    let mut shard_images = Vec::with_capacity(n);
+    let mut line = String::new();
+    for (split, groups) in &splits {
+        for g in groups {
+            for &(offset, count) in &g.runs {
+                reader
+                    .seek(SeekFrom::Start(offset))
+                    .map_err(|e| Error::io(&spill.path, e))?;
+                for _ in 0..count {
+                    while in_shard == shard_range(total, n, k).len() {
+                        shard_images.push(in_shard);
+                        out.1.flush().map_err(|e| Error::io(&out.0, e))?;
+                        (k, in_shard) = (k + 1, 0);
+                        out = open_manifest(run, k)?;
+                    }
+                    line.clear();
+                    reader
+                        .read_line(&mut line)
+                        .map_err(|e| Error::io(&spill.path, e))?;
+                    let rel: String = serde_json::from_str(line.trim_end()).map_err(|e| {
+                        Error::cache(&spill.path, format!("listing line: {e}"))
+                    })?;
+                    let row = serde_json::to_string(&(split, g.label, &rel))
+                        .map_err(|e| Error::Config(format!("manifest line: {e}")))?;
+                    writeln!(out.1, "{row}").map_err(|e| Error::io(&out.0, e))?;
+                    in_shard += 1;
+                }
+            }
+        }
+    }
+    out.1.flush().map_err(|e| Error::io(&out.0, e))?;
+    shard_images.push(in_shard);
+    Ok(Plan {
+        format: shards::PLAN_FORMAT.into(),
+        source: url.to_string(),
+        shards: n,
+        images: total,
+        classes,
+        splits: splits
+            .iter()
+            .zip(&counts)
+            .map(|((name, _), &images)| SplitCount {
+                name: name.clone(),
+                images,
+            })
+            .collect(),
+        shard_images,
+        headstart_version: env!("CARGO_PKG_VERSION").into(),
+    })
+}
+
+fn open_manifest(run: &Path, k: usize) -> Result<(PathBuf, BufWriter<std::fs::File>)> {
+    let path = manifest_path(run, k);
+    let file = std::fs::File::create(&path).map_err(|e| Error::io(&path, e))?;
+    Ok((path, BufWriter::new(file)))
+}
