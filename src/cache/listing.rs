@@ -35,6 +35,9 @@ struct Group {
     runs: Vec<(u64, usize)>,
 }
 
+/// Each split's name and its groups, in plan order.
+type SplitGroups = Vec<(String, Vec<Group>)>;
+
 /// The spill file and the folder runs of one listing.
 struct Spill {
     path: PathBuf,
@@ -51,7 +54,9 @@ fn spill(remote: &Remote, path: &Path) -> Result<Option<Spill>> {
     let mut previous = String::new();
     remote.list("", &mut |l| {
         let parts: Vec<&str> = l.rel.split('/').collect();
-        if parts.len() < 2 || parts.iter().any(|p| is_hidden(p)) || !is_image_file(Path::new(&l.rel))
+        if parts.len() < 2
+            || parts.iter().any(|p| is_hidden(p))
+            || !is_image_file(Path::new(&l.rel))
         {
             return Ok(());
         }
@@ -71,7 +76,8 @@ fn spill(remote: &Remote, path: &Path) -> Result<Option<Spill>> {
             });
         }
         let line = serde_json::to_string(&l.rel).unwrap_or_default() + "\n";
-        w.write_all(line.as_bytes()).map_err(|e| Error::io(path, e))?;
+        w.write_all(line.as_bytes())
+            .map_err(|e| Error::io(path, e))?;
         offset += line.len() as u64;
         if let Some(r) = runs.last_mut() {
             r.count += 1;
@@ -88,7 +94,7 @@ fn spill(remote: &Remote, path: &Path) -> Result<Option<Spill>> {
 
 /// The classes and, per split (in plan order), its groups, decided as [`Dataset::from_keys`]
 /// (crate::data::scan::Dataset::from_keys) decides them.
-fn layout(url: &str, runs: &[Run]) -> Result<(Vec<String>, Vec<(String, Vec<Group>)>)> {
+fn layout(url: &str, runs: &[Run]) -> Result<(Vec<String>, SplitGroups)> {
     let mut tops: Vec<&str> = runs.iter().map(|r| r.top.as_str()).collect();
     tops.sort_unstable();
     tops.dedup();
@@ -224,9 +230,8 @@ fn write_manifests(url: &str, spill: &Spill, shards: Option<usize>, run: &Path) 
                     reader
                         .read_line(&mut line)
                         .map_err(|e| Error::io(&spill.path, e))?;
-                    let rel: String = serde_json::from_str(line.trim_end()).map_err(|e| {
-                        Error::cache(&spill.path, format!("listing line: {e}"))
-                    })?;
+                    let rel: String = serde_json::from_str(line.trim_end())
+                        .map_err(|e| Error::cache(&spill.path, format!("listing line: {e}")))?;
                     let row = serde_json::to_string(&(split, g.label, &rel))
                         .map_err(|e| Error::Config(format!("manifest line: {e}")))?;
                     writeln!(out.1, "{row}").map_err(|e| Error::io(&out.0, e))?;
