@@ -254,7 +254,7 @@ fn extract_tiny_model_writes_all_splits_and_rerun_is_a_cache_hit() {
 /// journal, temporary or lock file is left beside it.
 fn same_as_uninterrupted(dir: &Path, model: &Path, data: &Path, out: &Path) {
     let full = dir.join("full.h5");
-    tf_extract(&model, &data, &full);
+    tf_extract(model, data, &full);
     let (a, b) = (
         FeatureCache::open(out).unwrap(),
         FeatureCache::open(&full).unwrap(),
