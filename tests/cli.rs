@@ -4425,6 +4425,45 @@ fn object_storage_through_a_faulty_proxy_gives_the_local_cache_and_one_marker_pe
     );
     assert!(log.contains("merged 3 shards"), "{log}");
 
+    // score: a prefix directly, and each shard of the bucket run joined by merge --scores, give the
+    // rows of scoring the local folder (paths below the prefix instead of the folder).
+    let local_csv = d.path().join("local.csv");
+    let score = ["score", "--model", s(&m), "--head", s(&head)];
+    ok(&[&score[..], &[s(&data), "--out", s(&local_csv), "-q"]].concat());
+    let direct_csv = d.path().join("direct.csv");
+    go(
+        &home("s"),
+        &[&score[..], &["s3://photos/set", "--out", s(&direct_csv)]].concat(),
+    );
+    for k in ["0", "1", "2"] {
+        go(
+            &home(&format!("s{k}")),
+            &[&score[..], &["--run", run, "--shard", k]].concat(),
+        );
+    }
+    let again = go(
+        &home("s0"),
+        &[&score[..], &["--run", run, "--shard", "0"]].concat(),
+    );
+    assert!(again.contains("already scored"), "{again}");
+    let merged_csv = d.path().join("merged.csv");
+    go(&home("m"), &["merge", run, "--scores", s(&merged_csv)]);
+    let rows = |p: &Path, prefix: &str| -> Vec<String> {
+        let text = std::fs::read_to_string(p).unwrap();
+        let mut v: Vec<String> = text.lines().map(|l| l.replacen(prefix, "", 1)).collect();
+        v.sort();
+        v
+    };
+    let want = rows(&local_csv, &format!("{}/", s(&data)));
+    assert_eq!(want.len(), 22, "a header and 21 rows");
+    // A prefix is walked whole, as a folder is: the two stray keys are scored (and fail to decode).
+    let direct = rows(&direct_csv, "s3://photos/set/");
+    assert!(want.iter().all(|r| direct.contains(r)), "{direct:?}");
+    for stray in ["README.jpg,,,,", "train/stray.jpg,,,,"] {
+        assert!(direct.iter().any(|r| r.starts_with(stray)), "{direct:?}");
+    }
+    assert_eq!(rows(&merged_csv, "s3://photos/set/"), want);
+
     // The proxy did fail requests both ways, and the key never reached an output or a log.
     let seen = std::fs::read_to_string(&proxy_log).unwrap();
     assert!(

@@ -28,6 +28,13 @@ pub struct RemoteRun {
     pub local: PathBuf,
 }
 
+/// `value` as pretty JSON with a final newline (the markers' form).
+pub fn to_json(value: &impl serde::Serialize) -> Result<Vec<u8>> {
+    serde_json::to_string_pretty(value)
+        .map(|t| (t + "\n").into_bytes())
+        .map_err(|e| Error::Config(format!("marker: {e}")))
+}
+
 /// `rel` as a local path below `dir`.
 fn below(dir: &Path, rel: &str) -> PathBuf {
     rel.split('/').fold(dir.to_path_buf(), |p, c| p.join(c))
@@ -165,10 +172,43 @@ impl RemoteRun {
     }
 
     /// Publishes shard `k`, extracted into the mirror with marker `m`: uploads its cache under a
-    /// name of its own, then creates the bucket's marker if absent. Returns the marker that holds
-    /// (this one, or the one another task created first, whose output then stays the only one).
+    /// name of its own, then creates the bucket's marker if absent. Returns whether this call's
+    /// marker holds, and the marker that does (this one, or the one another task created first,
+    /// whose output then stays the only one).
     pub fn publish_shard(&self, m: &Marker) -> Result<(bool, Marker)> {
-        let local_out = below(&self.local, &m.output);
+        let marker_key = key_of(&self.local, &shards::marker_path(&self.local, m.shard));
+        let (won, bytes) = self.publish(&m.output, &marker_key, &mut |name| {
+            let mut published = m.clone();
+            published.output = name.to_string();
+            to_json(&published)
+        })?;
+        let marker: Marker = serde_json::from_slice(&bytes).map_err(|e| {
+            Error::Config(format!(
+                "{}/{marker_key}: not a shard marker: {e}",
+                self.remote.url()
+            ))
+        })?;
+        Ok((won, marker))
+    }
+
+    /// Downloads `rel` (a file of the run, `/` separated) into the mirror; false when the bucket
+    /// has no such object.
+    pub fn pull(&self, rel: &str) -> Result<bool> {
+        self.download(rel)
+    }
+
+    /// Publishes a finished output of the mirror (`output`, relative): uploads it under a name of
+    /// its own (`<output without extension>.<host>-<pid>-<time>.<extension>`), then creates the
+    /// marker `marker_key` with `marker(name)` only if absent. Returns whether ours holds and the
+    /// bytes of the marker that does; the loser's upload is deleted. The mirror keeps the uploaded
+    /// file under its new name and the bucket's marker.
+    pub fn publish(
+        &self,
+        output: &str,
+        marker_key: &str,
+        marker: &mut dyn FnMut(&str) -> Result<Vec<u8>>,
+    ) -> Result<(bool, Vec<u8>)> {
+        let local_out = below(&self.local, output);
         let host = std::env::var("HOSTNAME").unwrap_or_else(|_| "host".into());
         let host: String = host
             .chars()
@@ -179,41 +219,33 @@ impl RemoteRun {
             .duration_since(std::time::UNIX_EPOCH)
             .map(|d| d.as_nanos())
             .unwrap_or(0);
-        let name = format!(
-            "shards/shard-{:05}.{host}-{}-{nanos}.h5",
-            m.shard,
-            std::process::id()
-        );
+        let (stem, ext) = output.rsplit_once('.').unwrap_or((output, "out"));
+        let name = format!("{stem}.{host}-{}-{nanos}.{ext}", std::process::id());
         let bytes = std::fs::read(&local_out).map_err(|e| Error::io(&local_out, e))?;
         self.remote.put(&name, bytes)?;
-        let mut published = m.clone();
-        published.output = name.clone();
-        let text = serde_json::to_string_pretty(&published)
-            .map_err(|e| Error::Config(format!("marker: {e}")))?;
-        let marker_key = key_of(&self.local, &shards::marker_path(&self.local, m.shard));
-        if self
-            .remote
-            .create_once(&marker_key, (text + "\n").into_bytes())?
-        {
-            // The mirror keeps the bucket's marker (naming the uploaded file) and that file.
-            let local_copy = below(&self.local, &name);
+        let ours = marker(&name)?;
+        let keep = |this: &Self| -> Result<()> {
+            let local_copy = below(&this.local, &name);
             std::fs::rename(&local_out, &local_copy).map_err(|e| Error::io(&local_copy, e))?;
-            self.download(&marker_key)?;
-            return Ok((true, published));
+            this.download(marker_key).map(|_| ())
+        };
+        if self.remote.create_once(marker_key, ours.clone())? {
+            keep(self)?;
+            return Ok((true, ours));
         }
-        let theirs = self.pull_marker(m.shard)?.ok_or_else(|| {
+        let theirs = self.remote.get_opt(marker_key)?.ok_or_else(|| {
             Error::Config(format!(
                 "{}/{marker_key}: the bucket refused the marker as existing, yet has none",
                 self.remote.url()
             ))
         })?;
-        if theirs == published {
+        if theirs == ours {
             // Our own put, retried after its answer was lost, found the marker it had made.
-            let local_copy = below(&self.local, &name);
-            std::fs::rename(&local_out, &local_copy).map_err(|e| Error::io(&local_copy, e))?;
-            return Ok((true, published));
+            keep(self)?;
+            return Ok((true, ours));
         }
         self.remote.delete(&name)?;
+        self.download(marker_key)?;
         Ok((false, theirs))
     }
 }

@@ -7,6 +7,7 @@ use std::path::{Path, PathBuf};
 use std::time::Instant;
 
 use crate::data::preprocess::{Layout, Preprocess};
+use crate::data::remote::{is_url_path, Prefetch, Remote};
 use crate::data::scan::{image_files_checked, is_image_file};
 use crate::error::{Error, Result};
 use crate::events::{Event as Report, Reporter};
@@ -58,6 +59,9 @@ pub struct ScoreConfig {
     pub layout: Option<Layout>,
     /// Test-time augmentation: score each image and its left-right mirror, write the mean.
     pub tta_flip: bool,
+    /// The object store `inputs` are in, when they are object URLs below its URL (set by
+    /// [`score_shard`] for a plan of a bucket; a single URL input is listed without it).
+    pub remote_root: Option<std::sync::Arc<Remote>>,
 }
 
 impl ScoreConfig {
@@ -76,8 +80,71 @@ impl ScoreConfig {
             decode_threads: 0,
             overrides: PreprocessOverrides::default(),
             layout: None,
+            remote_root: None,
         }
     }
+}
+
+/// The images to score: their names, and when in object storage, the store and each one's key.
+struct Inputs {
+    files: Vec<PathBuf>,
+    remote: Option<(std::sync::Arc<Remote>, Vec<String>)>,
+}
+
+/// [`collect_inputs`], or for object storage: one URL listed for its images (sorted by key), or
+/// the given object URLs below `cfg.remote_root`.
+fn score_inputs(cfg: &ScoreConfig, rep: &dyn Reporter) -> Result<Inputs> {
+    let urls = cfg.inputs.iter().filter(|p| is_url_path(p)).count();
+    if urls == 0 {
+        return collect_inputs(&cfg.inputs, rep).map(|files| Inputs {
+            files,
+            remote: None,
+        });
+    }
+    if urls != cfg.inputs.len() {
+        return Err(Error::Config(
+            "score local files and object storage in separate runs".into(),
+        ));
+    }
+    if let Some(root) = &cfg.remote_root {
+        let prefix = format!("{}/", root.url());
+        let keys = cfg
+            .inputs
+            .iter()
+            .map(|p| {
+                let text = p.to_string_lossy();
+                text.strip_prefix(&prefix)
+                    .map(str::to_string)
+                    .ok_or_else(|| Error::Config(format!("{text}: not below {}", root.url())))
+            })
+            .collect::<Result<Vec<_>>>()?;
+        return Ok(Inputs {
+            files: cfg.inputs.clone(),
+            remote: Some((root.clone(), keys)),
+        });
+    }
+    let [url] = cfg.inputs.as_slice() else {
+        return Err(Error::Config(
+            "one object-storage URL per score run (a prefix: its images are listed)".into(),
+        ));
+    };
+    let remote = Remote::open(&url.to_string_lossy())?;
+    let mut keys = Vec::new();
+    remote.list("", &mut |l| {
+        if is_image_file(Path::new(&l.rel)) && !l.rel.split('/').any(|c| c.starts_with('.')) {
+            keys.push(l.rel);
+        }
+        Ok(())
+    })?;
+    keys.sort();
+    let files = keys
+        .iter()
+        .map(|k| PathBuf::from(format!("{}/{k}", remote.url())))
+        .collect();
+    Ok(Inputs {
+        files,
+        remote: Some((remote, keys)),
+    })
 }
 
 #[derive(Debug, Clone)]
@@ -453,7 +520,7 @@ pub fn score(cfg: &ScoreConfig, rep: &dyn Reporter) -> Result<ScoreSummary> {
         rep.report(Report::Notice(why));
     }
     let (classifier, pre, input) = classifier(cfg, &model)?;
-    let files = collect_inputs(&cfg.inputs, rep)?;
+    let Inputs { files, remote } = score_inputs(cfg, rep)?;
     let names: Vec<String> = files.iter().map(|p| p.display().to_string()).collect();
     let format = cfg.out.as_deref().map_or(Format::Csv, Format::for_path);
     let done = match (&cfg.out, cfg.resume) {
@@ -508,6 +575,17 @@ pub fn score(cfg: &ScoreConfig, rep: &dyn Reporter) -> Result<ScoreSummary> {
     } else {
         (files.clone(), Vec::new(), pending)
     };
+    let prefetch = match remote {
+        Some((r, keys)) => {
+            let keys = if cfg.tta_flip {
+                keys.iter().chain(keys.iter()).cloned().collect()
+            } else {
+                keys
+            };
+            Some(Prefetch::new(r, keys)?)
+        }
+        None => None,
+    };
     let mut halves = Halves::default();
     let pipeline = Pipeline {
         pre: &pre,
@@ -517,7 +595,7 @@ pub fn score(cfg: &ScoreConfig, rep: &dyn Reporter) -> Result<ScoreSummary> {
         paths: &paths,
         flip: &flip,
         augment: &[],
-        prefetch: None,
+        prefetch: prefetch.as_ref(),
     };
     pipeline.run(&mut model, &pending, &mut |event| {
         match event {
@@ -709,6 +787,7 @@ pub fn score_shard(
         .collect();
     cfg.out = Some(out.clone());
     cfg.resume = true;
+    cfg.remote_root = ds.remote.as_ref().map(|r| r.remote.clone());
     let images = cfg.inputs.len();
     let summary = score(&cfg, rep)?;
     let marker = ScoreMarker {
@@ -727,6 +806,59 @@ pub fn score_shard(
     } else {
         Ok((read_score_marker(&marker_path)?.unwrap_or(marker), None))
     }
+}
+
+/// [`score_shard`] for a run on object storage too ([`crate::cache::remote_run`]): scored into the
+/// local mirror, then published (the rows under a name of their own, the marker only if absent).
+pub fn score_shard_any(
+    cfg: &ScoreConfig,
+    run: &Path,
+    k: usize,
+    rep: &dyn Reporter,
+) -> Result<(ScoreMarker, Option<ScoreSummary>)> {
+    use crate::cache::remote_run::{to_json, RemoteRun};
+    use crate::cache::shards;
+    let Some(url) = run.to_str().filter(|u| crate::data::remote::is_url(u)) else {
+        return score_shard(cfg, run, k, rep);
+    };
+    let rr = RemoteRun::open(url)?;
+    rr.pull_shard(k)?;
+    let marker_key = format!("scored/{k:05}.json");
+    rr.pull(&marker_key)?;
+    if let Some(m) = read_score_marker(&shards::score_marker_path(&rr.local, k))? {
+        return Ok((m, None));
+    }
+    let (m, summary) = score_shard(cfg, &rr.local, k, rep)?;
+    let (won, bytes) = rr.publish(&m.output, &marker_key, &mut |name| {
+        let mut published = m.clone();
+        published.output = name.to_string();
+        to_json(&published)
+    })?;
+    let held: ScoreMarker = serde_json::from_slice(&bytes)
+        .map_err(|e| Error::Config(format!("{url}/{marker_key}: not a score marker: {e}")))?;
+    Ok((held, summary.filter(|_| won)))
+}
+
+/// [`merge_scores`] for a run on object storage too: the score markers and the rows they name are
+/// downloaded into the local mirror first.
+pub fn merge_scores_any(run: &Path, out: &Path) -> Result<usize> {
+    use crate::cache::remote_run::RemoteRun;
+    use crate::cache::shards;
+    let Some(url) = run.to_str().filter(|u| crate::data::remote::is_url(u)) else {
+        return merge_scores(run, out);
+    };
+    let rr = RemoteRun::open(url)?;
+    let plan = rr.pull_plan()?;
+    for k in 0..plan.shards {
+        rr.pull(&format!("scored/{k:05}.json"))?;
+        if let Some(m) = read_score_marker(&shards::score_marker_path(&rr.local, k))? {
+            let have = crate::util::hash::sha256_file(&rr.local.join(&m.output)).ok();
+            if have.as_deref() != Some(m.output_sha256.as_str()) {
+                rr.pull(&m.output)?;
+            }
+        }
+    }
+    merge_scores(&rr.local, out)
 }
 
 fn read_score_marker(path: &Path) -> Result<Option<ScoreMarker>> {

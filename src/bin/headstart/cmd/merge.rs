@@ -19,7 +19,7 @@ pub struct Args {
 
 pub fn run(a: &Args) -> Result<()> {
     if let Some(out) = &a.scores {
-        let rows = headstart::report::score::merge_scores(&a.run, out)?;
+        let rows = headstart::report::score::merge_scores_any(&a.run, out)?;
         println!("merged the scored shards: {rows} rows -> {}", out.display());
         return Ok(());
     }

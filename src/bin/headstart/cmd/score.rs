@@ -4,7 +4,7 @@ use std::path::PathBuf;
 
 use headstart::data::preprocess::Layout;
 use headstart::error::{Error, Result};
-use headstart::report::score::{score, score_shard, ScoreConfig};
+use headstart::report::score::{score, score_shard_any, ScoreConfig};
 
 use crate::common::{model_path, term, AugmentArg, ModelRunArgs, ProgressArg, ShardArgs};
 
@@ -90,7 +90,7 @@ pub fn run(a: &Args) -> Result<()> {
     let cfg = a.to_config()?;
     if let Some(run) = &a.run {
         let (k, from) = a.shard.index()?;
-        let (m, summary) = score_shard(&cfg, run, k, &term(a.progress, a.quiet))?;
+        let (m, summary) = score_shard_any(&cfg, run, k, &term(a.progress, a.quiet))?;
         match summary {
             Some(s) => eprintln!(
                 "{} (shard {k}, from {from})",
