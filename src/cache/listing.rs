@@ -1,8 +1,10 @@
-//! A plan of an object-storage listing that never holds the listing in memory: the keys are
-//! streamed page by page into a spill file beside the plan (one JSON string a line), while only the
-//! contiguous runs of each folder (`top/` or `top/second/`, which are contiguous because stores list
-//! keys in order) are kept. The layout and classes are decided from those runs, then the manifests
-//! are copied out of the spill file in plan order. Memory: one page plus one entry per folder.
+//! Plans that never hold the whole listing in memory. An object-storage listing is streamed page by
+//! page into a spill file beside the plan (one JSON string a line), while only the contiguous runs
+//! of each folder (`top/` or `top/second/`, which are contiguous because stores list keys in order)
+//! are kept. The layout and classes are decided from those runs, then the manifests are copied out
+//! of the spill file in plan order. Memory: one page plus one entry per folder. A local folder is
+//! spilled one class folder at a time (memory: the largest class folder's names, sorted as
+//! `extract` sorts them).
 //!
 //! A store that does not list in key order (some `https://` listings) is detected (a key smaller
 //! than the one before) and planned in memory instead.
@@ -13,8 +15,8 @@ use std::path::{Path, PathBuf};
 use super::shards::{self, manifest_path, shard_count, shard_range, Plan, SplitCount};
 use crate::data::remote::Remote;
 use crate::data::scan::{
-    canonical_split, is_hidden, is_image_file, is_split_name, ordered_splits, DEFAULT_SPLIT,
-    SPLIT_NAMES,
+    canonical_split, image_files_checked, is_hidden, is_image_file, is_split_name, ordered_splits,
+    subdirs, DEFAULT_SPLIT, SPLIT_NAMES,
 };
 use crate::error::{Error, Result};
 
@@ -186,6 +188,78 @@ pub fn plan_streamed(url: &str, shards: Option<usize>, run: &Path) -> Result<Opt
     });
     let _ = std::fs::remove_file(&spill_path);
     result
+}
+
+/// Plans the local folder `source` into `run` (manifests only; the caller writes `plan.json`),
+/// spilling one class folder at a time.
+pub fn plan_local_streamed(source: &Path, shards: Option<usize>, run: &Path) -> Result<Plan> {
+    let meta = std::fs::metadata(source).map_err(|e| Error::io(source, e))?;
+    if !meta.is_dir() {
+        return Err(Error::dataset(
+            source,
+            "not a directory (expected one folder per class)",
+        ));
+    }
+    let root = source.canonicalize().map_err(|e| Error::io(source, e))?;
+    std::fs::create_dir_all(run).map_err(|e| Error::io(run, e))?;
+    let spill_path = run.join(".listing.tmp");
+    let result = spill_local(&root, &spill_path).and_then(|runs| {
+        let spill = Spill {
+            path: spill_path.clone(),
+            runs,
+        };
+        write_manifests(&crate::util::paths::to_text(&root), &spill, shards, run)
+    });
+    let _ = std::fs::remove_file(&spill_path);
+    result
+}
+
+/// Walks `root`'s class folders (inside split folders or not) into the spill file at `path`, one
+/// run per class folder (empty ones too: their class still counts); a folder beside split folders
+/// gets an empty run, which the layout check then names.
+fn spill_local(root: &Path, path: &Path) -> Result<Vec<Run>> {
+    let dirs = subdirs(root)?;
+    let split_layout = dirs.iter().any(|d| is_split_name(d));
+    let mut folders: Vec<(String, Option<String>, bool)> = Vec::new();
+    for d in &dirs {
+        if !split_layout {
+            folders.push((d.clone(), None, true));
+        } else if is_split_name(d) {
+            for c in subdirs(&root.join(d))? {
+                folders.push((d.clone(), Some(c), true));
+            }
+        } else {
+            folders.push((d.clone(), None, false));
+        }
+    }
+    let file = std::fs::File::create(path).map_err(|e| Error::io(path, e))?;
+    let mut w = BufWriter::new(file);
+    let (mut runs, mut offset) = (Vec::with_capacity(folders.len()), 0u64);
+    for (top, second, walk) in folders {
+        let dir = match &second {
+            Some(c) => root.join(&top).join(c),
+            None => root.join(&top),
+        };
+        let files = if walk {
+            image_files_checked(&dir)?.0
+        } else {
+            Vec::new()
+        };
+        runs.push(Run {
+            top,
+            second,
+            offset,
+            count: files.len(),
+        });
+        for f in files {
+            let rel = crate::util::paths::to_text(f.strip_prefix(root).unwrap_or(&f));
+            let line = serde_json::to_string(&rel).unwrap_or_default() + "\n";
+            w.write_all(line.as_bytes()).map_err(|e| Error::io(path, e))?;
+            offset += line.len() as u64;
+        }
+    }
+    w.flush().map_err(|e| Error::io(path, e))?;
+    Ok(runs)
 }
 
 fn write_manifests(url: &str, spill: &Spill, shards: Option<usize>, run: &Path) -> Result<Plan> {

@@ -107,11 +107,14 @@ pub fn write_plan(source: &Path, shards: Option<usize>, run: &Path) -> Result<Pl
             plan_file.display()
         )));
     }
-    if let Some(url) = source.to_str().filter(|u| crate::data::remote::is_url(u)) {
-        if let Some(plan) = super::listing::plan_streamed(url, shards, run)? {
-            write_json_via_tmp(&plan_file, &plan)?;
-            return Ok(plan);
-        }
+    // Streamed listings; held in memory only for a store that does not list in key order.
+    let streamed = match source.to_str().filter(|u| crate::data::remote::is_url(u)) {
+        Some(url) => super::listing::plan_streamed(url, shards, run)?,
+        None => Some(super::listing::plan_local_streamed(source, shards, run)?),
+    };
+    if let Some(plan) = streamed {
+        write_json_via_tmp(&plan_file, &plan)?;
+        return Ok(plan);
     }
     let ds = Dataset::scan_any(source)?;
     let total = ds.len();

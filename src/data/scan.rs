@@ -325,7 +325,7 @@ pub(crate) fn is_hidden(name: &str) -> bool {
 }
 
 /// Sorted names of the visible subfolders of `dir`.
-fn subdirs(dir: &Path) -> Result<Vec<String>> {
+pub(crate) fn subdirs(dir: &Path) -> Result<Vec<String>> {
     let mut out = Vec::new();
     for entry in std::fs::read_dir(dir).map_err(|e| Error::io(dir, e))? {
         let entry = entry.map_err(|e| Error::io(dir, e))?;
