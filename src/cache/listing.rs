@@ -254,7 +254,8 @@ fn spill_local(root: &Path, path: &Path) -> Result<Vec<Run>> {
         for f in files {
             let rel = crate::util::paths::to_text(f.strip_prefix(root).unwrap_or(&f));
             let line = serde_json::to_string(&rel).unwrap_or_default() + "\n";
-            w.write_all(line.as_bytes()).map_err(|e| Error::io(path, e))?;
+            w.write_all(line.as_bytes())
+                .map_err(|e| Error::io(path, e))?;
             offset += line.len() as u64;
         }
     }
