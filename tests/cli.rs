@@ -4406,6 +4406,22 @@ fn object_storage_through_a_faulty_proxy_gives_the_local_cache_and_one_marker_pe
     );
     assert!(again.contains("was already done"), "{again}");
     assert!(go(&home("m"), &["status", run]).contains("all shards are done"));
+    // Keys from a credentials file's profile when the environment has none.
+    let creds = d.path().join("aws-credentials");
+    std::fs::write(
+        &creds,
+        format!("[default]\naws_access_key_id = NOPE\n\n[check]\naws_access_key_id = AKIDFILE\naws_secret_access_key = {secret}\n"),
+    )
+    .unwrap();
+    let mut c = s3_cmd(&proxy.endpoint, &home("f"), secret, &["status", run]);
+    c.env_remove("AWS_ACCESS_KEY_ID")
+        .env_remove("AWS_SECRET_ACCESS_KEY")
+        .env("AWS_SHARED_CREDENTIALS_FILE", &creds)
+        .env("AWS_PROFILE", "check");
+    let log = succeeds(&mut c);
+    assert!(log.contains("all shards are done"), "{log}");
+    logs.borrow_mut().push_str(&log);
+    std::fs::remove_file(&creds).unwrap();
     let merged = d.path().join("merged.h5");
     go(&home("m"), &["merge", run, "--out", s(&merged)]);
     same_rows(&merged, &single);
