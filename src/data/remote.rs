@@ -143,6 +143,8 @@ mod imp {
     }
 
     fn build_store(url: &str) -> Result<Arc<dyn ObjectStore>> {
+        // TLS through rustls on `ring` (see Cargo.toml); installing twice is harmless.
+        let _ = rustls::crypto::ring::default_provider().install_default();
         let retry = RetryConfig::default();
         let err = |e: object_store::Error| remote_err(url, e);
         let store: Arc<dyn ObjectStore> = if url.starts_with("s3://") || url.starts_with("s3a://") {
