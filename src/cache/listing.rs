@@ -15,8 +15,8 @@ use std::path::{Path, PathBuf};
 use super::shards::{self, manifest_path, shard_count, shard_range, Plan, SplitCount};
 use crate::data::remote::Remote;
 use crate::data::scan::{
-    canonical_split, image_files_checked, is_hidden, is_image_file, is_split_name, ordered_splits,
-    subdirs, DEFAULT_SPLIT, SPLIT_NAMES,
+    beside_splits, canonical_split, classes_differ, image_files_checked, is_hidden, is_image_file,
+    is_split_name, ordered_splits, subdirs, DEFAULT_SPLIT,
 };
 use crate::error::{Error, Result};
 
@@ -94,6 +94,22 @@ fn spill(remote: &Remote, path: &Path) -> Result<Option<Spill>> {
     }))
 }
 
+/// One group per class: the runs `of(run, class)` selects, in spill order.
+fn groups(runs: &[Run], classes: &[String], of: impl Fn(&Run, &String) -> bool) -> Vec<Group> {
+    classes
+        .iter()
+        .enumerate()
+        .map(|(label, c)| Group {
+            label: label as u32,
+            runs: runs
+                .iter()
+                .filter(|r| of(r, c))
+                .map(|r| (r.offset, r.count))
+                .collect(),
+        })
+        .collect()
+}
+
 /// The classes and, per split (in plan order), its groups, decided as [`Dataset::from_keys`]
 /// (crate::data::scan::Dataset::from_keys) decides them.
 fn layout(url: &str, runs: &[Run]) -> Result<(Vec<String>, SplitGroups)> {
@@ -108,29 +124,12 @@ fn layout(url: &str, runs: &[Run]) -> Result<(Vec<String>, SplitGroups)> {
     let root = Path::new(url);
     if split_dirs.is_empty() {
         let classes: Vec<String> = tops.iter().map(|t| t.to_string()).collect();
-        let groups = classes
-            .iter()
-            .enumerate()
-            .map(|(label, c)| Group {
-                label: label as u32,
-                runs: runs
-                    .iter()
-                    .filter(|r| &r.top == c)
-                    .map(|r| (r.offset, r.count))
-                    .collect(),
-            })
-            .collect();
+        let groups = groups(runs, &classes, |r, c| &r.top == c);
         return Ok((classes, vec![(DEFAULT_SPLIT.to_string(), groups)]));
     }
+    let refs: Vec<&String> = split_dirs.iter().collect();
     if let Some(other) = tops.iter().find(|t| !is_split_name(t)) {
-        return Err(Error::dataset(
-            &root.join(other),
-            format!(
-                "unexpected folder beside the split folders {}: put class folders inside {}",
-                split_dirs.join(", "),
-                SPLIT_NAMES.join("/")
-            ),
-        ));
+        return Err(beside_splits(root, other, &refs));
     }
     let classes_of = |split: &str| -> Vec<String> {
         let mut v: Vec<String> = runs
@@ -142,35 +141,22 @@ fn layout(url: &str, runs: &[Run]) -> Result<(Vec<String>, SplitGroups)> {
         v.dedup();
         v
     };
-    let refs: Vec<&String> = split_dirs.iter().collect();
     let ordered = ordered_splits(&refs);
     let classes = classes_of(&ordered[0]);
     let mut splits = Vec::new();
     for name in &ordered {
         let these = classes_of(name);
         if these != classes {
-            return Err(Error::dataset(
-                &root.join(name),
-                format!(
-                    "classes differ between splits: {} has [{}], {name} has [{}]",
-                    ordered[0],
-                    classes.join(", "),
-                    these.join(", ")
-                ),
+            let dir = root.join(name);
+            return Err(classes_differ(
+                &dir,
+                (&ordered[0], &classes),
+                (name, &these),
             ));
         }
-        let groups = classes
-            .iter()
-            .enumerate()
-            .map(|(label, c)| Group {
-                label: label as u32,
-                runs: runs
-                    .iter()
-                    .filter(|r| &r.top == name && r.second.as_ref() == Some(c))
-                    .map(|r| (r.offset, r.count))
-                    .collect(),
-            })
-            .collect();
+        let groups = groups(runs, &classes, |r, c| {
+            &r.top == name && r.second.as_ref() == Some(c)
+        });
         splits.push((canonical_split(name).to_string(), groups));
     }
     Ok((classes, splits))

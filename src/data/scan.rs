@@ -96,14 +96,7 @@ impl Dataset {
             )?);
         } else {
             if let Some(other) = dirs.iter().find(|d| !is_split_name(d)) {
-                return Err(Error::dataset(
-                    &root.join(other),
-                    format!(
-                        "unexpected folder beside the split folders {}: put class folders inside {}",
-                        join(&split_dirs),
-                        SPLIT_NAMES.join("/")
-                    ),
-                ));
+                return Err(beside_splits(root, other, &split_dirs));
             }
             let ordered = ordered_splits(&split_dirs);
             let first = &ordered[0];
@@ -112,14 +105,7 @@ impl Dataset {
                 let dir = root.join(name);
                 let these = subdirs(&dir)?;
                 if these != classes {
-                    return Err(Error::dataset(
-                        &dir,
-                        format!(
-                            "classes differ between splits: {first} has [{}], {name} has [{}]",
-                            classes.join(", "),
-                            these.join(", ")
-                        ),
-                    ));
+                    return Err(classes_differ(&dir, (first, &classes), (name, &these)));
                 }
                 splits.push(scan_split(
                     root,
@@ -193,17 +179,10 @@ impl Dataset {
             classes = tops.iter().map(|s| s.to_string()).collect();
             splits.push(split_from_keys(&parts, None, DEFAULT_SPLIT, &classes));
         } else {
-            if let Some(other) = tops.iter().find(|d| !is_split_name(d)) {
-                return Err(Error::dataset(
-                    &root.join(other),
-                    format!(
-                        "unexpected folder beside the split folders {}: put class folders inside {}",
-                        split_dirs.join(", "),
-                        SPLIT_NAMES.join("/")
-                    ),
-                ));
-            }
             let refs: Vec<&String> = split_dirs.iter().collect();
+            if let Some(other) = tops.iter().find(|d| !is_split_name(d)) {
+                return Err(beside_splits(&root, other, &refs));
+            }
             let ordered = ordered_splits(&refs);
             let classes_of = |split: &str| -> Vec<String> {
                 let set: BTreeSet<&str> = parts
@@ -218,14 +197,8 @@ impl Dataset {
             for name in &ordered {
                 let these = classes_of(name);
                 if these != classes {
-                    return Err(Error::dataset(
-                        &root.join(name),
-                        format!(
-                            "classes differ between splits: {first} has [{}], {name} has [{}]",
-                            classes.join(", "),
-                            these.join(", ")
-                        ),
-                    ));
+                    let dir = root.join(name);
+                    return Err(classes_differ(&dir, (first, &classes), (name, &these)));
                 }
                 splits.push(split_from_keys(
                     &parts,
@@ -293,6 +266,34 @@ fn split_from_keys(
             .map(|(label, rel_path)| Item { rel_path, label })
             .collect(),
     }
+}
+
+/// The error for a folder `other` beside the split folders `split_dirs` of `root`.
+pub(crate) fn beside_splits(root: &Path, other: &str, split_dirs: &[&String]) -> Error {
+    Error::dataset(
+        &root.join(other),
+        format!(
+            "unexpected folder beside the split folders {}: put class folders inside {}",
+            join(split_dirs),
+            SPLIT_NAMES.join("/")
+        ),
+    )
+}
+
+/// The error for split `name` (folder `dir`) whose classes `these` differ from split `first`'s.
+pub(crate) fn classes_differ(
+    dir: &Path,
+    (first, classes): (&str, &[String]),
+    (name, these): (&str, &[String]),
+) -> Error {
+    Error::dataset(
+        dir,
+        format!(
+            "classes differ between splits: {first} has [{}], {name} has [{}]",
+            classes.join(", "),
+            these.join(", ")
+        ),
+    )
 }
 
 pub(crate) fn is_split_name(name: &str) -> bool {
