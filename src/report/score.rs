@@ -91,6 +91,23 @@ struct Inputs {
     remote: Option<(std::sync::Arc<Remote>, Vec<String>)>,
 }
 
+/// The downloader for images in object storage, its keys laid out as the pipeline's paths (twice
+/// over with TTA: image i and its mirror n + i).
+fn prefetch_for(
+    remote: Option<(std::sync::Arc<Remote>, Vec<String>)>,
+    tta_flip: bool,
+) -> Result<Option<Prefetch>> {
+    let Some((r, keys)) = remote else {
+        return Ok(None);
+    };
+    let keys = if tta_flip {
+        keys.iter().chain(keys.iter()).cloned().collect()
+    } else {
+        keys
+    };
+    Prefetch::new(r, keys).map(Some)
+}
+
 /// [`collect_inputs`], or for object storage: one URL listed for its images (sorted by key), or
 /// the given object URLs below `cfg.remote_root`.
 fn score_inputs(cfg: &ScoreConfig, rep: &dyn Reporter) -> Result<Inputs> {
@@ -575,17 +592,7 @@ pub fn score(cfg: &ScoreConfig, rep: &dyn Reporter) -> Result<ScoreSummary> {
     } else {
         (files.clone(), Vec::new(), pending)
     };
-    let prefetch = match remote {
-        Some((r, keys)) => {
-            let keys = if cfg.tta_flip {
-                keys.iter().chain(keys.iter()).cloned().collect()
-            } else {
-                keys
-            };
-            Some(Prefetch::new(r, keys)?)
-        }
-        None => None,
-    };
+    let prefetch = prefetch_for(remote, cfg.tta_flip)?;
     let mut halves = Halves::default();
     let pipeline = Pipeline {
         pre: &pre,
