@@ -55,8 +55,11 @@ fn ort_run(m: &ModelProto, x: &[f32]) -> Vec<f32> {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("m.onnx");
     crate::onnx::save(m, &path).unwrap();
-    let (mut s, _, _) =
-        crate::infer::runtime::session(&path, crate::infer::runtime::Device::Cpu, 1, None).unwrap();
+    let rt = crate::infer::runtime::RuntimeConfig {
+        threads: 1,
+        ..Default::default()
+    };
+    let (mut s, _, _) = crate::infer::runtime::session(&path, &rt).unwrap();
     let t = TensorRef::from_array_view(([2usize, 4, 6, 6], x)).unwrap();
     let out = s.run(ort::inputs!["x" => t]).unwrap();
     let (_, v) = out["y"].try_extract_tensor::<f32>().unwrap();

@@ -96,8 +96,7 @@ impl BaseModel {
         let metadata = onnx::metadata(&proto);
         let preset = presets::detect(&metadata, &onnx::op_counts(&proto));
         drop(proto);
-        let (session, device, fallback) =
-            runtime::session(path, rt.device, rt.threads, rt.ort_lib.as_deref())?;
+        let (session, device, fallback) = runtime::session(path, rt)?;
         if session.inputs().len() != 1 {
             return Err(Error::model(
                 path,

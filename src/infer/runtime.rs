@@ -43,6 +43,11 @@ pub struct RuntimeConfig {
     pub threads: usize,
     /// libonnxruntime.so to load (else the lookup order of [`find_library`]).
     pub ort_lib: Option<PathBuf>,
+    /// CUDA only: plain float32 arithmetic in convolutions and matrix products. By default ONNX
+    /// Runtime (like PyTorch's cuDNN convolutions) lets the tensor cores round operands to TF32.
+    pub no_tf32: bool,
+    /// CUDA only: ask ONNX Runtime for its NHWC convolution kernels (`prefer_nhwc`).
+    pub cuda_nhwc: bool,
 }
 
 /// The project cache folder the setup script fills (`<repo>/.cache/onnxruntime`).
@@ -148,33 +153,33 @@ pub fn init(explicit: Option<&Path>) -> Result<&'static (Environment, PathBuf)> 
     Ok(ENV.get_or_init(|| (env, path)))
 }
 
-/// Opens `model` on `device` with `threads` intra-op threads (0 = ONNX Runtime's default). Returns the
-/// session, the device actually used and, when `Device::Auto` fell back to the CPU, why.
-pub fn session(
-    model: &Path,
-    device: Device,
-    threads: usize,
-    ort_lib: Option<&Path>,
-) -> Result<(Session, Device, Option<String>)> {
-    let (env, _) = init(ort_lib)?;
+/// Opens `model` on `rt.device` with `rt.threads` intra-op threads (0 = ONNX Runtime's default).
+/// Returns the session, the device actually used and, when `Device::Auto` fell back to the CPU, why.
+pub fn session(model: &Path, rt: &RuntimeConfig) -> Result<(Session, Device, Option<String>)> {
+    let (env, _) = init(rt.ort_lib.as_deref())?;
+    let threads = rt.threads;
     let build = |cuda: bool| -> Result<Session> {
-        let rt = |e: ort::Error<_>| Error::model(model, e.to_string());
+        let err = |e: ort::Error<_>| Error::model(model, e.to_string());
         let mut b = Session::builder(env)
             .map_err(|e| Error::model(model, e.to_string()))?
             .with_optimization_level(GraphOptimizationLevel::Level3)
-            .map_err(rt)?;
+            .map_err(err)?;
         if threads > 0 {
-            b = b.with_intra_threads(threads).map_err(rt)?;
+            b = b.with_intra_threads(threads).map_err(err)?;
         }
         if cuda {
             b = b
-                .with_execution_providers([ort::ep::CUDA::default().build().error_on_failure()])
+                .with_execution_providers([ort::ep::CUDA::default()
+                    .with_tf32(!rt.no_tf32)
+                    .with_prefer_nhwc(rt.cuda_nhwc)
+                    .build()
+                    .error_on_failure()])
                 .map_err(|e| Error::Runtime(format!("--device cuda: {e}")))?;
         }
         b.commit_from_file(model)
             .map_err(|e| Error::model(model, e.to_string()))
     };
-    match device {
+    match rt.device {
         Device::Cpu => Ok((build(false)?, Device::Cpu, None)),
         Device::Cuda => Ok((build(true)?, Device::Cuda, None)),
         Device::Auto => match build(true) {

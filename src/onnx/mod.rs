@@ -3,6 +3,7 @@
 
 pub mod edit;
 pub mod export;
+pub mod fp16;
 pub mod generate;
 pub mod proto;
 pub mod qdq;

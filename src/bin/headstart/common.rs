@@ -149,6 +149,13 @@ pub struct RuntimeArgs {
     /// Path of libonnxruntime.so (else $ORT_DYLIB_PATH, the project cache, the executable's folder).
     #[arg(long)]
     pub ort_lib: Option<PathBuf>,
+    /// With --device cuda: plain float32 convolutions and matrix products (no TF32 tensor-core
+    /// rounding; slower, and closest to the CPU's numbers).
+    #[arg(long)]
+    pub no_tf32: bool,
+    /// With --device cuda: ONNX Runtime's NHWC convolution kernels (can be faster for float16).
+    #[arg(long)]
+    pub cuda_nhwc: bool,
 }
 
 /// How images become tensors; unset options come from the model's metadata or a preset.
@@ -196,6 +203,8 @@ impl RuntimeArgs {
             device: self.device.into(),
             threads: self.threads,
             ort_lib: self.ort_lib.clone(),
+            no_tf32: self.no_tf32,
+            cuda_nhwc: self.cuda_nhwc,
         }
     }
 }

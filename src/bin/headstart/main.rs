@@ -45,6 +45,8 @@ enum Command {
     Export(cmd::export::Args),
     /// Describe an ONNX model: inputs/outputs, layout, preset, preprocessing, parameters, multiply-adds.
     Inspect(cmd::inspect::Args),
+    /// Write a float16 copy of a model for GPUs (inputs and outputs stay float32).
+    Convert(cmd::convert::Args),
     /// Cut an ONNX model at a tensor (default: the conv base of a classifier) and prune the rest.
     Cut(cmd::cut::Args),
     /// Top-k ImageNet classes (with names) of images, for a model that still has its classifier.
@@ -87,6 +89,7 @@ fn run(cli: Cli) -> headstart::Result<()> {
         Command::Export(a) => cmd::export::run(&a),
         Command::Inspect(a) => cmd::inspect::run(&a),
         Command::Cut(a) => cmd::cut::run(&a),
+        Command::Convert(a) => cmd::convert::run(&a),
         Command::Classify(a) => cmd::classify::run(&a),
         Command::Models => cmd::models::run(),
         Command::Finetune(a) => cmd::finetune::run(&a),

@@ -3,6 +3,7 @@
 pub mod bench_decode;
 pub mod bench_infer;
 pub mod classify;
+pub mod convert;
 pub mod cut;
 pub mod evaluate;
 pub mod export;

@@ -1,0 +1,51 @@
+//! `headstart convert`: a float16 copy of a model for GPUs (`--fp16`), inputs and outputs kept float32.
+
+use std::path::PathBuf;
+
+use headstart::error::{Error, Result};
+use headstart::onnx::{self, fp16};
+
+use crate::common::model_path;
+
+#[derive(clap::Args, Debug)]
+pub struct Args {
+    /// The float32 ONNX model: a file, or a name headstart fetches.
+    pub model: PathBuf,
+    /// Write float16 weights and activations (the only conversion so far; required).
+    #[arg(long)]
+    pub fp16: bool,
+    /// The model to write.
+    #[arg(long)]
+    pub out: PathBuf,
+}
+
+pub fn run(a: &Args) -> Result<()> {
+    if !a.fp16 {
+        return Err(Error::Config(
+            "convert needs a target precision: --fp16".into(),
+        ));
+    }
+    let model = model_path(&a.model)?;
+    if model.canonicalize().ok() == a.out.canonicalize().ok() {
+        return Err(Error::Config(format!(
+            "--out {} is the model itself: write the float16 copy to another file",
+            a.out.display()
+        )));
+    }
+    let proto = onnx::load(&model)?;
+    let (half, s) = fp16::to_fp16(&proto).map_err(|e| Error::model(&model, e))?;
+    onnx::save_edited(&half, &model, &a.out)?;
+    println!(
+        "float16: {} tensors converted, {} kept float32, {} casts at the inputs and outputs{} -> {}",
+        s.converted,
+        s.kept_float,
+        s.casts,
+        if s.clamped > 0 {
+            format!(", {} weights beyond ±65504 clamped", s.clamped)
+        } else {
+            String::new()
+        },
+        a.out.display()
+    );
+    Ok(())
+}
