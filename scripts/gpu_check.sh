@@ -29,7 +29,7 @@ mkdir -p "$W"
 RUN=.gpu/run
 PHOTOS=${PHOTOS:-/tmp/photos}
 IMAGES=${IMAGES:-2048}
-COPIES=${COPIES:-4}
+COPIES=${COPIES:-12}
 BL=${BL:-64 128 256}  # batch sizes; BM and BB, the middle and the largest
 BM=${BM:-128}
 BB=${BB:-256}
@@ -86,14 +86,17 @@ D=(--device "$DEVICE")
 for b in $BL; do step "infer vgg fp32 b$b" 60 "${HS[@]}" bench-infer --model "$W/vgg.onnx" --batch $b --images "$IMAGES" "${D[@]}"; done
 step "infer vgg fp32 no-tf32 b$BM" 60 "${HS[@]}" bench-infer --model "$W/vgg.onnx" --batch $BM --images "$IMAGES" "${D[@]}" --no-tf32
 for b in $BL; do step "infer vgg fp16 b$b" 60 "${HS[@]}" bench-infer --model "$W/vgg16h.onnx" --batch $b --images "$IMAGES" "${D[@]}"; done
-step "infer vgg fp16 nhwc b$BM" 60 "${HS[@]}" bench-infer --model "$W/vgg16h.onnx" --batch $BM --images "$IMAGES" "${D[@]}" --cuda-nhwc
+for b in $BL; do step "infer vgg fp16 nhwc b$b" 60 "${HS[@]}" bench-infer --model "$W/vgg16h.onnx" --batch $b --images "$IMAGES" "${D[@]}" --cuda-nhwc; done
+step "infer vgg fp32 nhwc b$BM" 60 "${HS[@]}" bench-infer --model "$W/vgg.onnx" --batch $BM --images "$IMAGES" "${D[@]}" --cuda-nhwc
 step "infer lite0 fp32 b$BB" 60 "${HS[@]}" bench-infer --model "$LITE0" --batch $BB --images "$IMAGES" "${D[@]}"
 step "infer lite0 fp16 b$BB" 60 "${HS[@]}" bench-infer --model "$W/lite0h.onnx" --batch $BB --images "$IMAGES" "${D[@]}"
+step "infer lite0 fp16 nhwc b$BB" 60 "${HS[@]}" bench-infer --model "$W/lite0h.onnx" --batch $BB --images "$IMAGES" "${D[@]}" --cuda-nhwc
 
 log "== extract end to end, $(find "$MANY" -type f | wc -l) files"
 X=(extract --force --progress none "${D[@]}")
 step "e2e vgg fp32 b$BM" 120 "${HS[@]}" "${X[@]}" --model "$W/vgg.onnx" --data "$MANY" --out "$W/many_vgg.h5" --batch $BM
 step "e2e vgg fp16 b$BM" 120 "${HS[@]}" "${X[@]}" --model "$W/vgg16h.onnx" --data "$MANY" --out "$W/many_vgg16h.h5" --batch $BM
+step "e2e vgg fp16 nhwc b$BM" 120 "${HS[@]}" "${X[@]}" --model "$W/vgg16h.onnx" --data "$MANY" --out "$W/many_vgg16h.h5" --batch $BM --cuda-nhwc
 step "e2e vgg fp16 b$BB" 120 "${HS[@]}" "${X[@]}" --model "$W/vgg16h.onnx" --data "$MANY" --out "$W/many_vgg16h.h5" --batch $BB
 step "e2e lite0 fp32 b$BB" 120 "${HS[@]}" "${X[@]}" --model "$LITE0" --data "$MANY" --out "$W/many_lite0.h5" --batch $BB
 step "e2e lite0 fp16 b$BB" 120 "${HS[@]}" "${X[@]}" --model "$W/lite0h.onnx" --data "$MANY" --out "$W/many_lite0h.h5" --batch $BB

@@ -213,6 +213,15 @@ fn extract_tiny_model_writes_all_splits_and_rerun_is_a_cache_hit() {
     let (y, shape) = m.run(&pre, &x, 1).unwrap();
     assert_eq!(shape, vec![16, 8, 8]);
     close(&y, &train.features[1024..2048], 1e-5);
+    // Batch padding (CUDA's default, switched on here): after a batch of 3, one image runs padded
+    // to 3 and only its own output comes back.
+    m.set_batch_padding(true);
+    let three: Vec<f32> = x.iter().chain(&x).chain(&x).map(|v| v * 0.5).collect();
+    let (y3, _) = m.run(&pre, &three, 3).unwrap();
+    assert_eq!(y3.len(), 3 * 1024);
+    let (y1, shape) = m.run(&pre, &x, 1).unwrap();
+    assert_eq!((y1.len(), shape), (1024, vec![16, 8, 8]));
+    close(&y1, &y, 1e-6);
 
     let t = std::time::Instant::now();
     let log = ok(&[
