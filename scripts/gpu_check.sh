@@ -77,6 +77,20 @@ step make-model 60 "${HS[@]}" make-model vgg16 --layout nchw --out "$W/vgg.onnx"
 step convert-vgg 60 "${HS[@]}" convert "$W/vgg.onnx" --fp16 --out "$W/vgg16h.onnx"
 step convert-lite0 60 "${HS[@]}" convert "$LITE0" --fp16 --out "$W/lite0h.onnx"
 
+if [ "${ONLY:-}" = io ]; then
+  # Where end-to-end time goes: decoding with each model's own preprocessing, and VGG-16 with a
+  # global-pool output (2 KB per image to write instead of 100 KB).
+  step make-model-pool 60 "${HS[@]}" make-model vgg16 --layout nchw --pool --out "$W/vggp.onnx"
+  for m in "$W/vgg.onnx" "$LITE0"; do
+    step "decode $(basename "$m")" 90 "${HS[@]}" bench-decode --model "$m" --data "$PHOTOS" --workers 1,4,16 --images 800 --modes fast
+  done
+  for m in vgg vggp vgg; do
+    step "e2e $m fp32 b128" 120 "${HS[@]}" extract --force --progress none --device "$DEVICE" --model "$W/$m.onnx" --data "$MANY" --out "$W/many_$m.h5" --batch 128
+  done
+  step "e2e lite0 fp32 b256" 120 "${HS[@]}" extract --force --progress none --device "$DEVICE" --model "$LITE0" --data "$MANY" --out "$W/many_lite0.h5" --batch 256
+  grep -E "^\[|img/s" "$OUT/log.txt"
+  exit 0
+fi
 log "== decode + preprocess alone"
 step decode-photos 90 "${HS[@]}" bench-decode --model "$W/vgg.onnx" --data "$PHOTOS" --workers 1,4,16 --images 512 --modes fast
 [ -d $RUN/big ] && step decode-big 90 "${HS[@]}" bench-decode --model "$W/vgg.onnx" --data $RUN/big --workers 1,4,16 --images 64 --modes fast,exact

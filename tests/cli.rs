@@ -2730,6 +2730,76 @@ fn concurrent_extracts_into_one_file_are_refused() {
     assert!(out.exists() && !lock.exists());
 }
 
+/// `convert --fp16`: a float16 copy that extracts features close to the float32 model's (ONNX
+/// Runtime's CPU provider runs it through casts; CUDA runs it in float16), recorded as fp16 in the
+/// cache, whose head a float32 head refuses. Misuse is refused.
+#[test]
+fn convert_fp16_writes_a_float16_copy_with_the_same_features() {
+    let (d, data, model, out) = tiny_setup(2);
+    let half = d.path().join("tiny16.onnx");
+    let log = ok(&["convert", s(&model), "--fp16", "--out", s(&half)]);
+    assert!(
+        log.contains("4 tensors converted, 0 kept float32, 2 casts"),
+        "{log}"
+    );
+    let out16 = d.path().join("f16.h5");
+    for (m, o) in [(&model, &out), (&half, &out16)] {
+        ok(&[
+            "extract",
+            "--model",
+            s(m),
+            "--data",
+            s(&data),
+            "--out",
+            s(o),
+            "--preprocess",
+            "tf",
+            "-q",
+        ]);
+    }
+    let (a, b) = (
+        FeatureCache::open(&out).unwrap(),
+        FeatureCache::open(&out16).unwrap(),
+    );
+    assert_eq!(
+        (a.meta.precision.as_str(), b.meta.precision.as_str()),
+        ("fp32", "fp16")
+    );
+    let (fa, fb) = (
+        a.read_split("train").unwrap().features,
+        b.read_split("train").unwrap().features,
+    );
+    let norm = |v: &[f32]| v.iter().map(|x| x * x).sum::<f32>().sqrt();
+    let diff: Vec<f32> = fa.iter().zip(&fb).map(|(x, y)| x - y).collect();
+    let rel = norm(&diff) / norm(&fa);
+    assert!(rel > 0.0 && rel < 5e-3, "relative difference {rel}");
+    // A head trained on float32 features refuses the float16 cache, saying why.
+    let head = d.path().join("h.h5");
+    ok(&[
+        "train-head",
+        s(&out),
+        "--epochs",
+        "1",
+        "--out",
+        s(&head),
+        "-q",
+    ]);
+    fails(
+        &["evaluate", "--head", s(&head), "--features", s(&out16)],
+        &["precisions differ", "fp32", "fp16"],
+    );
+    fails(&["convert", s(&model), "--out", s(&half)], &["--fp16"]);
+    fails(
+        &["convert", s(&model), "--fp16", "--out", s(&model)],
+        &["is the model itself"],
+    );
+    // The float32 model is untouched.
+    assert_eq!(
+        onnx::load(&model).unwrap(),
+        onnx::generate::cnn(&CnnSpec::tiny(Layout::Nchw, Some((32, 32))))
+    );
+}
+
 /// Files that are not what they claim to be are refused with the file and the reason.
 #[test]
 fn non_models_and_foreign_files_are_refused() {
@@ -2748,6 +2818,7 @@ fn non_models_and_foreign_files_are_refused() {
         ],
         vec!["inspect", s(&fake)],
         vec!["cut", s(&fake), "--out", s(&out)],
+        vec!["convert", s(&fake), "--fp16", "--out", s(&out)],
     ] {
         fails(&args, &["fake.onnx"]);
     }

@@ -295,7 +295,10 @@ impl BaseModel {
             padded = data
                 .iter()
                 .cloned()
-                .chain(std::iter::repeat_n(T::default(), per * (self.padded_batch - n)))
+                .chain(std::iter::repeat_n(
+                    T::default(),
+                    per * (self.padded_batch - n),
+                ))
                 .collect::<Vec<T>>();
             shape[0] = self.padded_batch;
             &padded[..]
