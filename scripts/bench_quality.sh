@@ -8,7 +8,8 @@
 # and the seconds auto took. Python peers go into .cache/bench-venv (PyPI).
 # SUBSETS="25 100" (per class) adds rows trained on seeded subsets of each train folder (`headstart
 # split`), tested on the same full test folder: small data is where defaults decide the result.
-# Usage: [SUBSETS="25 100"] scripts/bench_quality.sh MODEL DATA_DIR...
+# FLIP=0 skips the flipped extraction and its two columns (half the extraction time, for slow bases).
+# Usage: [SUBSETS="25 100"] [FLIP=0] scripts/bench_quality.sh MODEL DATA_DIR...
 #   (MODEL: an ONNX file or a name, e.g. efficientnet-lite0)
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -43,16 +44,20 @@ for DATA in "${sets[@]}"; do
   name=$(basename "$DATA")
   plain="$work/$name.h5"; flip="$work/$name.flip.h5"
   "$BIN" extract --model "$MODEL" --data "$DATA" --out "$plain" --quiet >/dev/null
-  "$BIN" extract --model "$MODEL" --data "$DATA" --out "$flip" --augment flip --tta flip --quiet >/dev/null
+  [ "${FLIP:-1}" = 0 ] || "$BIN" extract --model "$MODEL" --data "$DATA" --out "$flip" --augment flip --tta flip --quiet >/dev/null
   sk=$("$PY" benches/sklearn_logreg.py "$plain" | "$PY" -c 'import json,sys; print("%.4f" % json.load(sys.stdin)["test_accuracy"])')
   "$BIN" train-head "$plain" --head logistic --out "$work/lr.h5" -q >/dev/null
   "$BIN" train-head "$plain" --recipe seed --out "$work/seed.h5" -q >/dev/null
   t0=$(date +%s%N)
   "$BIN" train-head "$plain" --out "$work/auto.h5" -q >/dev/null
   t1=$(date +%s%N)
-  "$BIN" train-head "$flip" --out "$work/autof.h5" -q >/dev/null
+  af=-; at=-
+  if [ "${FLIP:-1}" != 0 ]; then
+    "$BIN" train-head "$flip" --out "$work/autof.h5" -q >/dev/null
+    af=$(acc "$work/autof.h5" "$flip" --no-tta); at=$(acc "$work/autof.h5" "$flip")
+  fi
   rows=$("$PY" -c 'import h5py,sys; f=h5py.File(sys.argv[1]); print(len(f["train/labels"]))' "$plain")
   printf '%-14s %8s %9s %8s %8s %8.1f %10s %10s %7s\n' "$name" "$sk" "$(acc "$work/lr.h5" "$plain")" \
     "$(acc "$work/seed.h5" "$plain")" "$(acc "$work/auto.h5" "$plain")" "$(( (t1 - t0) / 1000000 ))e-3" \
-    "$(acc "$work/autof.h5" "$flip" --no-tta)" "$(acc "$work/autof.h5" "$flip")" "$rows"
+    "$af" "$at" "$rows"
 done

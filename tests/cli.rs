@@ -2267,18 +2267,7 @@ fn quantize_writes_qdq_int8_that_extracts_close_to_float() {
 
     let qout = d.path().join("q.h5");
     for (model, o) in [(&m, &out), (&q, &qout)] {
-        ok(&[
-            "extract",
-            "--model",
-            s(model),
-            "--data",
-            s(&data),
-            "--out",
-            s(o),
-            "--preprocess",
-            "tf",
-            "-q",
-        ]);
+        tf_extract(model, &data, o);
     }
     let (a, b) = (
         FeatureCache::open(&out).unwrap(),
@@ -2744,18 +2733,7 @@ fn convert_fp16_writes_a_float16_copy_with_the_same_features() {
     );
     let out16 = d.path().join("f16.h5");
     for (m, o) in [(&model, &out), (&half, &out16)] {
-        ok(&[
-            "extract",
-            "--model",
-            s(m),
-            "--data",
-            s(&data),
-            "--out",
-            s(o),
-            "--preprocess",
-            "tf",
-            "-q",
-        ]);
+        tf_extract(m, &data, o);
     }
     let (a, b) = (
         FeatureCache::open(&out).unwrap(),

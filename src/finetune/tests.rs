@@ -2,7 +2,6 @@
 //! differences through a translated block, and the errors for what is not supported.
 
 use candle_core::{DType, Device, Tensor};
-use ort::value::TensorRef;
 
 use super::graph::TopGraph;
 use super::ops::tests::check_gradient;
@@ -52,18 +51,7 @@ fn model(nodes: Vec<NodeProto>, inits: Vec<TensorProto>, out_rank: usize) -> Mod
 
 /// ONNX Runtime's output for `x` (shape `[2, 4, 6, 6]`).
 fn ort_run(m: &ModelProto, x: &[f32]) -> Vec<f32> {
-    let dir = tempfile::tempdir().unwrap();
-    let path = dir.path().join("m.onnx");
-    crate::onnx::save(m, &path).unwrap();
-    let rt = crate::infer::runtime::RuntimeConfig {
-        threads: 1,
-        ..Default::default()
-    };
-    let (mut s, _, _) = crate::infer::runtime::session(&path, &rt).unwrap();
-    let t = TensorRef::from_array_view(([2usize, 4, 6, 6], x)).unwrap();
-    let out = s.run(ort::inputs!["x" => t]).unwrap();
-    let (_, v) = out["y"].try_extract_tensor::<f32>().unwrap();
-    v.to_vec()
+    crate::infer::runtime::run_model_for_test(m, &[2, 4, 6, 6], x, "y")
 }
 
 fn candle_run(m: &ModelProto, x: &[f32]) -> Vec<f32> {

@@ -195,3 +195,26 @@ pub fn session(model: &Path, rt: &RuntimeConfig) -> Result<(Session, Device, Opt
         },
     }
 }
+
+/// Test helper: ONNX Runtime's CPU output `output` of `m` for one float32 input `x` of `shape`.
+#[cfg(test)]
+pub(crate) fn run_model_for_test(
+    m: &crate::onnx::ModelProto,
+    shape: &[usize],
+    x: &[f32],
+    output: &str,
+) -> Vec<f32> {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("m.onnx");
+    crate::onnx::save(m, &path).unwrap();
+    let rt = RuntimeConfig {
+        threads: 1,
+        ..Default::default()
+    };
+    let (mut s, _, _) = session(&path, &rt).unwrap();
+    let input = m.graph.as_ref().unwrap().input[0].name.clone();
+    let t = ort::value::TensorRef::from_array_view((shape.to_vec(), x)).unwrap();
+    let out = s.run(ort::inputs![input => t]).unwrap();
+    let (_, v) = out[output].try_extract_tensor::<f32>().unwrap();
+    v.to_vec()
+}

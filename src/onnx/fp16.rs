@@ -255,7 +255,6 @@ mod tests {
     use crate::data::preprocess::Layout;
     use crate::onnx::generate::{cnn, dim, model, value_info, CnnSpec};
     use crate::onnx::proto::AttributeProto;
-    use ort::value::TensorRef;
 
     fn float_tensor(name: &str, dims: &[i64], v: &[f32]) -> TensorProto {
         TensorProto {
@@ -267,22 +266,10 @@ mod tests {
         }
     }
 
-    /// ONNX Runtime's CPU output for `x` (shape `shape`, input `input`, output `output`). The CPU
-    /// provider runs float16 nodes through casts it inserts, so the weights' rounding shows.
+    /// ONNX Runtime's CPU output. The CPU provider runs float16 nodes through casts it inserts, so
+    /// the weights' rounding shows.
     fn run(m: &ModelProto, shape: &[usize], x: &[f32], output: &str) -> Vec<f32> {
-        let dir = tempfile::tempdir().unwrap();
-        let path = dir.path().join("m.onnx");
-        crate::onnx::save(m, &path).unwrap();
-        let rt = crate::infer::runtime::RuntimeConfig {
-            threads: 1,
-            ..Default::default()
-        };
-        let (mut s, _, _) = crate::infer::runtime::session(&path, &rt).unwrap();
-        let input = m.graph.as_ref().unwrap().input[0].name.clone();
-        let t = TensorRef::from_array_view((shape.to_vec(), x)).unwrap();
-        let out = s.run(ort::inputs![input => t]).unwrap();
-        let (_, v) = out[output].try_extract_tensor::<f32>().unwrap();
-        v.to_vec()
+        crate::infer::runtime::run_model_for_test(m, shape, x, output)
     }
 
     fn elem(v: &crate::onnx::proto::ValueInfoProto) -> i32 {
