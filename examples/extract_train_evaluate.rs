@@ -54,6 +54,7 @@ fn main() -> headstart::Result<()> {
             },
             top: 5,
             tta: true,
+            any_precision: false,
         },
         &Stderr,
     )?;

@@ -20,7 +20,7 @@
 //! extract::extract(&cfg, &Silent)?; // photos/{train,test}/<class>/* -> HDF5 features
 //! let head = fit::train_head(&fit::TrainHeadConfig::new("features.h5"), &Silent)?.head;
 //! let source = evaluate::Source::Features { path: "features.h5".into(), split: None };
-//! let e = evaluate::evaluate(&evaluate::EvaluateConfig { head, source, top: 5, tta: true }, &Silent)?;
+//! let e = evaluate::evaluate(&evaluate::EvaluateConfig { head, source, top: 5, tta: true, any_precision: false }, &Silent)?;
 //! println!("{} accuracy {:.4}", e.split, e.metrics.accuracy);
 //! # Ok(())
 //! # }

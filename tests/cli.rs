@@ -2764,7 +2764,59 @@ fn convert_fp16_writes_a_float16_copy_with_the_same_features() {
     ]);
     fails(
         &["evaluate", "--head", s(&head), "--features", s(&out16)],
-        &["precisions differ", "fp32", "fp16"],
+        &["precisions differ", "fp32", "fp16", "--any-precision"],
+    );
+    // Told to, it accepts them: the same source model (the copy records its sha256).
+    let (plain, any) = (
+        ok(&[
+            "evaluate",
+            "--head",
+            s(&head),
+            "--features",
+            s(&out),
+            "--json",
+        ]),
+        ok(&[
+            "evaluate",
+            "--head",
+            s(&head),
+            "--features",
+            s(&out16),
+            "--json",
+            "--any-precision",
+        ]),
+    );
+    let acc = |j: &str| {
+        serde_json::from_str::<serde_json::Value>(j).unwrap()["metrics"]["accuracy"].clone()
+    };
+    assert_eq!(acc(&plain), acc(&any));
+    assert_eq!(b.meta.source_sha256, a.meta.model_sha256);
+    // Features of another model's float16 copy stay refused, saying which models.
+    let other = save_model(
+        d.path(),
+        "other.onnx",
+        &CnnSpec {
+            seed: 9,
+            ..CnnSpec::tiny(Layout::Nchw, Some((32, 32)))
+        },
+    );
+    let other16 = d.path().join("other16.onnx");
+    ok(&["convert", s(&other), "--fp16", "--out", s(&other16)]);
+    let o16 = d.path().join("o16.h5");
+    tf_extract(&other16, &data, &o16);
+    fails(
+        &[
+            "evaluate",
+            "--head",
+            s(&head),
+            "--features",
+            s(&o16),
+            "--any-precision",
+        ],
+        &[
+            "source models differ",
+            "fp16 features of a model with sha256",
+        ],
     );
     fails(&["convert", s(&model), "--out", s(&half)], &["--fp16"]);
     fails(

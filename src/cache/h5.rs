@@ -238,6 +238,7 @@ pub(crate) fn write_meta(file: &hdf5::Location, m: &CacheMeta) -> hdf5::Result<(
     write_str_attr(file, "interpolation", &m.interpolation)?;
     write_str_attr(file, "decode", &m.decode)?;
     write_str_attr(file, "precision", &m.precision)?;
+    write_str_attr(file, "source_sha256", &m.source_sha256)?;
     write_str_attr(file, "output_name", &m.output_name)?;
     let fs: Vec<u64> = m.feature_shape.iter().map(|&d| d as u64).collect();
     file.new_attr::<u64>()
@@ -324,6 +325,10 @@ pub(crate) fn read_meta(file: &hdf5::Location) -> hdf5::Result<CacheMeta> {
     Ok(CacheMeta {
         classes: read_strs(file.attr("classes")?.read_raw()?),
         model_file: read_str_attr(file, "model_file")?,
+        source_sha256: match read_str_attr_or(file, "source_sha256", "")? {
+            s if s.is_empty() => read_str_attr(file, "model_sha256")?,
+            s => s,
+        },
         model_sha256: read_str_attr(file, "model_sha256")?,
         input_size: size,
         layout: read_str_attr(file, "layout")?,

@@ -68,9 +68,12 @@ pub struct CacheMeta {
     /// How JPEGs were decoded: "fast" (DCT-scaled when large) or "exact" (caches written before
     /// the attribute existed read as "exact").
     pub decode: String,
-    /// "fp32", or "int8" for a base quantised by `headstart quantize` (caches written before the
-    /// attribute existed read as "fp32").
+    /// "fp32", "int8" for a base quantised by `headstart quantize`, or "fp16" for one written by
+    /// `headstart convert --fp16` (caches written before the attribute existed read as "fp32").
     pub precision: String,
+    /// sha256 of the float32 model an int8 or fp16 base was made from; the base's own sha256 for a
+    /// float32 one (and in caches written before the attribute existed).
+    pub source_sha256: String,
     pub output_name: String,
     pub feature_shape: Vec<usize>,
     pub dtype: Dtype,

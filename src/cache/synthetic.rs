@@ -64,6 +64,7 @@ pub fn synthetic(spec: &SyntheticSpec) -> Result<(CacheMeta, Vec<SplitData>)> {
         classes,
         model_file: "synthetic".into(),
         model_sha256: format!("synthetic-seed-{}", spec.seed),
+        source_sha256: format!("synthetic-seed-{}", spec.seed),
         input_size: (224, 224),
         layout: "NCHW".into(),
         preprocess: "synthetic".into(),

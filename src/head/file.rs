@@ -71,12 +71,15 @@ impl Head {
         Ok(probabilities_from_logits(&z))
     }
 
-    /// Refuses features from another base model, shape or class list; states both sides.
+    /// Refuses features from another base model, shape or class list; states both sides. With
+    /// `any_precision`, features of another precision (int8, fp16, fp32) of the same source model
+    /// are accepted.
     pub fn check_compatible(
         &self,
         head_path: &Path,
         data: &CacheMeta,
         data_path: &Path,
+        any_precision: bool,
     ) -> Result<()> {
         let both = |what: &str, h: String, d: String| {
             Err(Error::Config(format!(
@@ -85,9 +88,10 @@ impl Head {
                 data_path.display()
             )))
         };
-        if self.base.precision != data.precision {
+        let other_precision = self.base.precision != data.precision;
+        if other_precision && !any_precision {
             return Err(Error::Config(format!(
-                "precisions differ: head {} was trained on {} features, {} holds {} features (from {}); train a head on features of the same precision",
+                "precisions differ: head {} was trained on {} features, {} holds {} features (from {}); train a head on features of the same precision, or pass --any-precision to use these anyway",
                 head_path.display(),
                 self.base.precision,
                 data_path.display(),
@@ -95,7 +99,20 @@ impl Head {
                 data.model_file
             )));
         }
-        if self.base.model_sha256 != data.model_sha256 {
+        if other_precision && self.base.source_sha256 != data.source_sha256 {
+            return both(
+                "source models",
+                format!(
+                    "{} features of a model with sha256 {}",
+                    self.base.precision, self.base.source_sha256
+                ),
+                format!(
+                    "{} features of a model with sha256 {}",
+                    data.precision, data.source_sha256
+                ),
+            );
+        }
+        if !other_precision && self.base.model_sha256 != data.model_sha256 {
             return both(
                 "base models",
                 format!(

@@ -552,6 +552,11 @@ fn cache_meta(
             ),
         ));
     };
+    // The float32 model an int8 or fp16 base was made from (recorded by quantize and convert).
+    let source_sha256 = ["quant_source_sha256", "fp16_source_sha256"]
+        .iter()
+        .find_map(|k| model.info.metadata.get(*k).cloned())
+        .unwrap_or_else(|| model_sha256.clone());
     Ok(CacheMeta {
         classes: ds.classes.clone(),
         model_file: cfg
@@ -575,6 +580,7 @@ fn cache_meta(
             .get("headstart_precision")
             .cloned()
             .unwrap_or_else(|| "fp32".into()),
+        source_sha256,
         output_name: model.info.output_name.clone(),
         feature_shape,
         dtype: cfg.dtype,

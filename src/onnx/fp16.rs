@@ -169,6 +169,18 @@ fn convert_constants(
     Ok(())
 }
 
+/// Writes the float16 copy of the model at `source` to `out`, recording the source's sha256
+/// (`fp16_source_sha256`), so that a head trained on the float32 model's features can be used on
+/// the copy's (`evaluate --any-precision`).
+pub fn convert_file(source: &std::path::Path, out: &std::path::Path) -> crate::Result<Fp16Summary> {
+    let proto = super::load(source)?;
+    let (mut half, s) = to_fp16(&proto).map_err(|e| crate::Error::model(source, e))?;
+    let sha = crate::util::hash::sha256_file(source)?;
+    super::edit::set_metadata(&mut half, &[("fp16_source_sha256", sha)]);
+    super::save_edited(&half, source, out)?;
+    Ok(s)
+}
+
 /// A float16 copy of `model`; see the module documentation.
 pub fn to_fp16(model: &ModelProto) -> Result<(ModelProto, Fp16Summary), String> {
     let mut out = model.clone();

@@ -33,6 +33,8 @@ pub struct EvaluateConfig {
     /// Average the predictions of the plain and mirrored images when the cache holds the split's
     /// mirrored copies (`extract --tta flip`).
     pub tta: bool,
+    /// Accept features of another precision of the head's base model (`--any-precision`).
+    pub any_precision: bool,
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -108,7 +110,7 @@ fn evaluate_cache(
     split: Option<&str>,
 ) -> Result<Evaluation> {
     let cache = FeatureCache::open(path)?;
-    head.check_compatible(&cfg.head, &cache.meta, path)?;
+    head.check_compatible(&cfg.head, &cache.meta, path, cfg.any_precision)?;
     let split = pick_split(&cache.meta.splits, split, path)?;
     let d = cache.read_split(&split)?;
     let n = d.len();

@@ -3,7 +3,7 @@
 use std::path::PathBuf;
 
 use headstart::error::{Error, Result};
-use headstart::onnx::{self, fp16};
+use headstart::onnx::fp16;
 
 use crate::common::model_path;
 
@@ -32,9 +32,7 @@ pub fn run(a: &Args) -> Result<()> {
             a.out.display()
         )));
     }
-    let proto = onnx::load(&model)?;
-    let (half, s) = fp16::to_fp16(&proto).map_err(|e| Error::model(&model, e))?;
-    onnx::save_edited(&half, &model, &a.out)?;
+    let s = fp16::convert_file(&model, &a.out)?;
     println!(
         "float16: {} tensors converted, {} kept float32, {} casts at the inputs and outputs{} -> {}",
         s.converted,

@@ -40,6 +40,9 @@ pub struct Args {
     /// predictions are averaged when the cache has them).
     #[arg(long)]
     pub no_tta: bool,
+    /// Accept features of another precision (int8, fp16) of the model the head was trained on.
+    #[arg(long)]
+    pub any_precision: bool,
     /// Write DIR/report.md (metrics, confusion matrix, top losses) with the plots.
     #[arg(long)]
     pub report: Option<PathBuf>,
@@ -71,6 +74,7 @@ impl Args {
             source,
             top: self.top,
             tta: !self.no_tta,
+            any_precision: self.any_precision,
         })
     }
 }
