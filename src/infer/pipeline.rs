@@ -191,49 +191,102 @@ impl Pipeline<'_> {
         })
     }
 
+    /// Runs the model on whole batches as they arrive. An assembler thread gathers the decoded
+    /// images into batch buffers (two in flight, recycled), so that copying them overlaps with
+    /// inference instead of preceding it; failures and batches reach `sink` in arrival order.
     fn consume(
         &self,
         model: &mut BaseModel,
         rx: &crossbeam_channel::Receiver<Msg>,
         sink: &mut dyn FnMut(Event) -> Result<()>,
     ) -> Result<usize> {
-        let mut floats = Vec::with_capacity(self.batch * self.pre.len());
-        let mut bytes = Vec::new();
-        let mut indices = Vec::with_capacity(self.batch);
-        let mut done = 0;
-        let mut open = true;
-        while open {
-            match rx.recv() {
-                Ok(Msg { index, data: Ok(d) }) => {
-                    match d {
-                        Decoded::F32(t) => floats.extend_from_slice(&t),
-                        Decoded::U8(t) => bytes.extend_from_slice(&t),
+        let (btx, brx) = crossbeam_channel::bounded::<Assembled>(1);
+        let (free_tx, free_rx) = crossbeam_channel::bounded::<Buffers>(2);
+        let batch = self.batch;
+        std::thread::scope(|scope| -> Result<usize> {
+            scope.spawn(move || assemble(rx, batch, &btx, &free_rx));
+            let mut done = 0;
+            for item in brx.iter() {
+                let mut b = match item {
+                    Assembled::Failed { index, reason } => {
+                        sink(Event::Failed { index, reason })?;
+                        continue;
                     }
-                    indices.push(index);
-                }
-                Ok(Msg {
-                    index,
-                    data: Err(reason),
-                }) => sink(Event::Failed { index, reason })?,
-                Err(_) => open = false,
-            }
-            if indices.len() == self.batch || (!open && !indices.is_empty()) {
-                let n = indices.len();
+                    Assembled::Batch(b) => b,
+                };
+                let n = b.indices.len();
                 let (out, shape) = match self.input {
-                    InputKind::F32 => model.run(self.pre, &floats, n)?,
-                    InputKind::U8 => model.run_u8(self.pre, &bytes, n)?,
+                    InputKind::F32 => model.run(self.pre, &b.floats, n)?,
+                    InputKind::U8 => model.run_u8(self.pre, &b.bytes, n)?,
                 };
                 sink(Event::Batch(Batch {
-                    indices: &indices,
+                    indices: &b.indices,
                     out: &out,
                     shape: &shape,
                 }))?;
                 done += n;
-                floats.clear();
-                bytes.clear();
-                indices.clear();
+                b.floats.clear();
+                b.bytes.clear();
+                b.indices.clear();
+                let _ = free_tx.try_send(b);
+            }
+            Ok(done)
+        })
+    }
+}
+
+/// One batch's inputs, reused from batch to batch.
+#[derive(Default)]
+struct Buffers {
+    floats: Vec<f32>,
+    bytes: Vec<u8>,
+    indices: Vec<usize>,
+}
+
+enum Assembled {
+    Batch(Buffers),
+    Failed { index: usize, reason: String },
+}
+
+/// Gathers decoded images from `rx` into batches of `batch` (the last one shorter) and passes them
+/// and the failures on, in arrival order. Stops when the workers are done or the consumer is gone.
+fn assemble(
+    rx: &crossbeam_channel::Receiver<Msg>,
+    batch: usize,
+    out: &crossbeam_channel::Sender<Assembled>,
+    free: &crossbeam_channel::Receiver<Buffers>,
+) {
+    let fresh = || free.try_recv().unwrap_or_default();
+    let mut b = fresh();
+    loop {
+        let msg = rx.recv();
+        let open = msg.is_ok();
+        match msg {
+            Ok(Msg { index, data: Ok(d) }) => {
+                match d {
+                    Decoded::F32(t) => b.floats.extend_from_slice(&t),
+                    Decoded::U8(t) => b.bytes.extend_from_slice(&t),
+                }
+                b.indices.push(index);
+            }
+            Ok(Msg {
+                index,
+                data: Err(reason),
+            }) => {
+                if out.send(Assembled::Failed { index, reason }).is_err() {
+                    return;
+                }
+            }
+            Err(_) => {}
+        }
+        if b.indices.len() == batch || (!open && !b.indices.is_empty()) {
+            let full = std::mem::replace(&mut b, fresh());
+            if out.send(Assembled::Batch(full)).is_err() {
+                return;
             }
         }
-        Ok(done)
+        if !open {
+            return;
+        }
     }
 }
