@@ -205,6 +205,9 @@ impl Pipeline<'_> {
         let batch = self.batch;
         std::thread::scope(|scope| -> Result<usize> {
             scope.spawn(move || assemble(rx, batch, &btx, &free_rx));
+            // Owned here, so that an early return drops it: the assembler's next send then fails
+            // and it stops, instead of the scope waiting on it forever.
+            let brx = brx;
             let mut done = 0;
             for item in brx.iter() {
                 let mut b = match item {
