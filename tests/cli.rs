@@ -392,6 +392,20 @@ fn tf_extract(m: &Path, data: &Path, out: &Path) -> String {
     ])
 }
 
+/// [`tf_extract`] of `data` with two models, each into its own cache; both caches opened.
+fn tf_extract_both(
+    (m1, o1): (&Path, &Path),
+    (m2, o2): (&Path, &Path),
+    data: &Path,
+) -> (FeatureCache, FeatureCache) {
+    tf_extract(m1, data, o1);
+    tf_extract(m2, data, o2);
+    (
+        FeatureCache::open(o1).unwrap(),
+        FeatureCache::open(o2).unwrap(),
+    )
+}
+
 /// Asserts that two caches hold the same splits, preprocessing, paths, labels, skips and features
 /// (bit for bit).
 fn same_rows(a: &Path, b: &Path) {
@@ -2266,13 +2280,7 @@ fn quantize_writes_qdq_int8_that_extracts_close_to_float() {
     );
 
     let qout = d.path().join("q.h5");
-    for (model, o) in [(&m, &out), (&q, &qout)] {
-        tf_extract(model, &data, o);
-    }
-    let (a, b) = (
-        FeatureCache::open(&out).unwrap(),
-        FeatureCache::open(&qout).unwrap(),
-    );
+    let (a, b) = tf_extract_both((&m, &out), (&q, &qout), &data);
     for split in ["train", "test"] {
         let (x, y) = (a.read_split(split).unwrap(), b.read_split(split).unwrap());
         let w = x.features.len() / x.labels.len();
@@ -2732,13 +2740,7 @@ fn convert_fp16_writes_a_float16_copy_with_the_same_features() {
         "{log}"
     );
     let out16 = d.path().join("f16.h5");
-    for (m, o) in [(&model, &out), (&half, &out16)] {
-        tf_extract(m, &data, o);
-    }
-    let (a, b) = (
-        FeatureCache::open(&out).unwrap(),
-        FeatureCache::open(&out16).unwrap(),
-    );
+    let (a, b) = tf_extract_both((&model, &out), (&half, &out16), &data);
     assert_eq!(
         (a.meta.precision.as_str(), b.meta.precision.as_str()),
         ("fp32", "fp16")
