@@ -7,8 +7,9 @@
 #     allowed, and --no-tf32) and float16 (`headstart convert --fp16`), batch 64/128/256;
 #   - extract end to end on CUDA over a few thousand photos, and on CPU over the real ones: features
 #     compared (max |diff|, cosine);
-#   - EfficientNet-Lite0: a head trained on the CPU's cache, `evaluate` on the CUDA and CPU caches and
-#     on the photos through each device, `export` + `score` on each device compared;
+#   - EfficientNet-Lite0: a seed-recipe head trained on the CPU's cache (and one on the fp16 cache),
+#     `evaluate` on the CUDA and CPU caches and on the photos through each device, `export` + `score`
+#     on each device compared (and the export's fp16 copy);
 #   - `finetune` of VGG-16's block 5 with the frozen part on CUDA (the trainable part runs on the CPU);
 #   - PyTorch on the same card: VGG-16 fp16 and fp32 (TF32 convolutions, PyTorch's default),
 #     channels_last, inference only.
@@ -16,8 +17,9 @@
 # Prepare (here, no device time): scripts/gpu_prepare.sh DATA [BIG]. Device calls, back to back (the
 # machine stays warm ~30 s): for K in 1 2 3, one carrying .gpu/pK and .gpu/phK:
 #   mkdir -p /tmp/parts /tmp/photos && cp .gpu/pK/* /tmp/parts/ && cp -r .gpu/phK/. /tmp/photos/
-# then one carrying .gpu/p4 and .gpu/run: `bash scripts/gpu_check.sh`.
-# `scripts/gpu_check.sh --cpu` runs the same steps on the CPU provider with the local build (a dry run).
+# then one carrying .gpu/p4 and .gpu/run: `cp -r .gpu/run/photos/. /tmp/photos/ && bash scripts/gpu_check.sh`.
+# `scripts/gpu_check.sh --cpu` runs the same steps on the CPU provider with the local build (a dry run);
+# ONLY=io runs only decoding per model and `extract` with a full and a pooled output (where time goes).
 set -uo pipefail
 cd "$(dirname "$0")/.."
 DEVICE=cuda
