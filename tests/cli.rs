@@ -1556,6 +1556,20 @@ fn json(out: &str) -> serde_json::Value {
     serde_json::from_str(&out[start..]).unwrap_or_else(|e| panic!("{e}: {out}"))
 }
 
+/// `evaluate --head HEAD --features FEATURES --json EXTRA...`, parsed.
+fn evaluate_json(head: &Path, features: &Path, extra: &[&str]) -> serde_json::Value {
+    let mut a = vec![
+        "evaluate",
+        "--head",
+        s(head),
+        "--features",
+        s(features),
+        "--json",
+    ];
+    a.extend_from_slice(extra);
+    json(&ok(&a))
+}
+
 #[test]
 fn train_head_then_evaluate_on_cache_and_on_images_agree() {
     let (d, data, model, cache) = tiny_features(&["cat", "dog"], 12, 1);
@@ -2770,28 +2784,10 @@ fn convert_fp16_writes_a_float16_copy_with_the_same_features() {
     );
     // Told to, it accepts them: the same source model (the copy records its sha256).
     let (plain, any) = (
-        ok(&[
-            "evaluate",
-            "--head",
-            s(&head),
-            "--features",
-            s(&out),
-            "--json",
-        ]),
-        ok(&[
-            "evaluate",
-            "--head",
-            s(&head),
-            "--features",
-            s(&out16),
-            "--json",
-            "--any-precision",
-        ]),
+        evaluate_json(&head, &out, &[]),
+        evaluate_json(&head, &out16, &["--any-precision"]),
     );
-    let acc = |j: &str| {
-        serde_json::from_str::<serde_json::Value>(j).unwrap()["metrics"]["accuracy"].clone()
-    };
-    assert_eq!(acc(&plain), acc(&any));
+    assert_eq!(plain["metrics"]["accuracy"], any["metrics"]["accuracy"]);
     assert_eq!(b.meta.source_sha256, a.meta.model_sha256);
     // Features of another model's float16 copy stay refused, saying which models.
     let other = save_model(
@@ -4152,19 +4148,10 @@ fn tta_flip_is_cached_and_averaged_by_evaluate() {
         "3",
         "-q",
     ]);
-    let eval = |extra: &[&str]| {
-        let mut a = vec![
-            "evaluate",
-            "--head",
-            s(&head),
-            "--features",
-            s(&out),
-            "--json",
-        ];
-        a.extend_from_slice(extra);
-        json(&ok(&a))
-    };
-    let (avg, plain) = (eval(&[]), eval(&["--no-tta"]));
+    let (avg, plain) = (
+        evaluate_json(&head, &out, &[]),
+        evaluate_json(&head, &out, &["--no-tta"]),
+    );
     assert_eq!(avg["tta"], true);
     assert_eq!(plain["tta"], false);
     let h = Head::load(&head).unwrap();

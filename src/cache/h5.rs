@@ -322,14 +322,15 @@ pub(crate) fn read_meta(file: &hdf5::Location) -> hdf5::Result<CacheMeta> {
         "f16" => Dtype::F16,
         _ => Dtype::F32,
     };
+    let model_sha256 = read_str_attr(file, "model_sha256")?;
     Ok(CacheMeta {
         classes: read_strs(file.attr("classes")?.read_raw()?),
         model_file: read_str_attr(file, "model_file")?,
         source_sha256: match read_str_attr_or(file, "source_sha256", "")? {
-            s if s.is_empty() => read_str_attr(file, "model_sha256")?,
+            s if s.is_empty() => model_sha256.clone(),
             s => s,
         },
-        model_sha256: read_str_attr(file, "model_sha256")?,
+        model_sha256,
         input_size: size,
         layout: read_str_attr(file, "layout")?,
         preprocess: read_str_attr(file, "preprocess")?,

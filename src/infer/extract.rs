@@ -553,10 +553,13 @@ fn cache_meta(
         ));
     };
     // The float32 model an int8 or fp16 base was made from (recorded by quantize and convert).
-    let source_sha256 = ["quant_source_sha256", "fp16_source_sha256"]
-        .iter()
-        .find_map(|k| model.info.metadata.get(*k).cloned())
-        .unwrap_or_else(|| model_sha256.clone());
+    let source_sha256 = [
+        crate::onnx::QUANT_SOURCE_SHA256,
+        crate::onnx::FP16_SOURCE_SHA256,
+    ]
+    .iter()
+    .find_map(|k| model.info.metadata.get(*k).cloned())
+    .unwrap_or_else(|| model_sha256.clone());
     Ok(CacheMeta {
         classes: ds.classes.clone(),
         model_file: cfg

@@ -183,7 +183,7 @@ pub fn quantize(cfg: &QuantizeConfig, rep: &dyn Reporter) -> Result<QuantizeSumm
             ),
             ("quant_method", cfg.method.name()),
             ("quant_images", files.len().to_string()),
-            ("quant_source_sha256", sha256_file(&cfg.model)?),
+            (crate::onnx::QUANT_SOURCE_SHA256, sha256_file(&cfg.model)?),
             ("quant_kept_float", cfg.keep_float.join(",")),
         ],
     );

@@ -157,15 +157,14 @@ pub fn init(explicit: Option<&Path>) -> Result<&'static (Environment, PathBuf)> 
 /// Returns the session, the device actually used and, when `Device::Auto` fell back to the CPU, why.
 pub fn session(model: &Path, rt: &RuntimeConfig) -> Result<(Session, Device, Option<String>)> {
     let (env, _) = init(rt.ort_lib.as_deref())?;
-    let threads = rt.threads;
     let build = |cuda: bool| -> Result<Session> {
         let err = |e: ort::Error<_>| Error::model(model, e.to_string());
         let mut b = Session::builder(env)
             .map_err(|e| Error::model(model, e.to_string()))?
             .with_optimization_level(GraphOptimizationLevel::Level3)
             .map_err(err)?;
-        if threads > 0 {
-            b = b.with_intra_threads(threads).map_err(err)?;
+        if rt.threads > 0 {
+            b = b.with_intra_threads(rt.threads).map_err(err)?;
         }
         if cuda {
             b = b

@@ -176,7 +176,7 @@ pub fn convert_file(source: &std::path::Path, out: &std::path::Path) -> crate::R
     let proto = super::load(source)?;
     let (mut half, s) = to_fp16(&proto).map_err(|e| crate::Error::model(source, e))?;
     let sha = crate::util::hash::sha256_file(source)?;
-    super::edit::set_metadata(&mut half, &[("fp16_source_sha256", sha)]);
+    super::edit::set_metadata(&mut half, &[(super::FP16_SOURCE_SHA256, sha)]);
     super::save_edited(&half, source, out)?;
     Ok(s)
 }

@@ -16,6 +16,11 @@ use prost::Message;
 use crate::error::{Error, Result};
 pub use proto::ModelProto;
 
+/// `metadata_props` key: the sha256 of the float model `headstart quantize` made an int8 copy of.
+pub const QUANT_SOURCE_SHA256: &str = "quant_source_sha256";
+/// `metadata_props` key: the sha256 of the float32 model `headstart convert --fp16` copied.
+pub const FP16_SOURCE_SHA256: &str = "fp16_source_sha256";
+
 /// Reads and decodes an ONNX file.
 pub fn load(path: &Path) -> Result<ModelProto> {
     let bytes = std::fs::read(path).map_err(|e| Error::io(path, e))?;
