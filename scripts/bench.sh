@@ -2,7 +2,8 @@
 # The side-by-side benchmark (prints numbers; not a test): headstart vs Keras 3 (TensorFlow CPU),
 # PyTorch (CPU) and ONNX Runtime from Python, in one run, on the same photos.
 #  1. extraction with a VGG-16 conv base (random weights, 224x224, 256 cats_dogs photos): img/s end to
-#     end (decode + resize + infer) and inference only; peak RSS;
+#     end (decode + resize + infer) and inference only; peak RSS; then the same with int8 copies of the
+#     base (`headstart quantize` vs ONNX Runtime's `quantize_static`, 32 calibration photos from train);
 #  2. head training: the seed head, 30 epochs of 20, RMSprop 2e-5, on 2000 x 512x7x7 features;
 #  3. the whole assignment with EfficientNet-Lite0 (extract 3000 photos, train, evaluate): wall time,
 #     peak RSS, test accuracy.
@@ -16,7 +17,7 @@ scripts/setup.sh >/dev/null
 cargo build --release --quiet
 BIN=target/release/headstart
 PY=.cache/venv/bin/python TF=.cache/bench-venv/bin/python TORCH=.cache/torch-venv/bin/python
-$PY -c 'import onnxruntime, PIL, sklearn' 2>/dev/null || $PY -m pip install -q onnxruntime==1.31.1 pillow scikit-learn
+$PY -c 'import onnxruntime, onnx, PIL, sklearn' 2>/dev/null || $PY -m pip install -q onnxruntime==1.31.1 onnx pillow scikit-learn
 [ -x $TF ] || python3 -m venv .cache/bench-venv
 $TF -c 'import keras, tensorflow, h5py, sklearn' 2>/dev/null || $TF -m pip install -q tensorflow-cpu h5py scikit-learn
 [ -x $TORCH ] || python3 -m venv .cache/torch-venv
@@ -54,6 +55,13 @@ hs_inf=$($BIN bench-infer --model $VGG --batch 32 --images 256 | sed -E 's/.*= (
 timed "onnxruntime-python extract" $PY benches/peers.py ort-extract $VGG "$work/p256"
 timed "keras extract" $TF benches/peers.py keras-extract "$work/p256"
 timed "pytorch extract" $TORCH benches/peers.py torch-extract "$work/p256"
+CAL="$SHARED/data/cats_dogs/train"
+$BIN quantize --model $VGG --calibrate "$CAL" --images 32 --preprocess caffe --out "$work/vgg.int8.onnx" --quiet >/dev/null
+timed "headstart extract int8" $BIN extract --model "$work/vgg.int8.onnx" --data "$work/p256" --out "$work/v8.h5" --preprocess caffe --force --quiet
+hs8_e2e=$(sed -nE 's/.*\(([0-9.]+) img\/s.*/\1/p' "$work/o" | tail -1)
+hs8_inf=$($BIN bench-infer --model "$work/vgg.int8.onnx" --batch 32 --images 256 | sed -E 's/.*= ([0-9.]+) img\/s.*/\1/')
+$PY benches/ort_quantize.py $VGG "$CAL" 32 caffe "$work/vgg.ort-int8.onnx" >/dev/null 2>&1
+timed "onnxruntime-python extract int8" $PY benches/peers.py ort-extract "$work/vgg.ort-int8.onnx" "$work/p256"
 echo "2/3 head training ($EPOCHS epochs)" >&2
 $BIN make-features --shape 512,7,7 --split train=2000 --split val=1000 --out "$work/f.h5" >/dev/null
 timed "headstart train-head" $BIN train-head "$work/f.h5" --out "$work/h.h5" --epochs "$EPOCHS" --quiet
@@ -70,10 +78,11 @@ export -f assignment; export BIN EFF SHARED work
 timed "headstart assignment" bash -c assignment
 hs_acc=$(python3 -c 'import json,sys; print(json.load(open(sys.argv[1]))["metrics"]["accuracy"])' "$work/o")
 timed "python assignment" $PY benches/peers.py assignment "$EFF" "$SHARED/data/cats_dogs"
-python3 - "$rows" "$hs_e2e" "$hs_inf" "$hs_acc" "$(nproc)" <<'PY'
+python3 - "$rows" "$hs_e2e" "$hs_inf" "$hs_acc" "$(nproc)" "$hs8_e2e" "$hs8_inf" <<'PY'
 import json, sys, datetime
 rows = {r["name"]: r for r in map(json.loads, open(sys.argv[1]))}
 hs_e2e, hs_inf, hs_acc, cores = float(sys.argv[2]), float(sys.argv[3]), float(sys.argv[4]), sys.argv[5]
+hs8_e2e, hs8_inf = float(sys.argv[6]), float(sys.argv[7])
 def o(n, k):
     r = rows[n]["out"]
     return r[k] if r else None
@@ -86,6 +95,8 @@ row("extract, VGG-16 base, 256 photos", "headstart", hs_e2e, hs_inf, "headstart 
 row("", "ONNX Runtime (Python + Pillow)", o("onnxruntime-python extract", "e2e_img_s"), o("onnxruntime-python extract", "infer_img_s"), "onnxruntime-python extract")
 row("", "Keras 3 (TensorFlow CPU)", o("keras extract", "e2e_img_s"), o("keras extract", "infer_img_s"), "keras extract")
 row("", "PyTorch (CPU)", o("pytorch extract", "e2e_img_s"), o("pytorch extract", "infer_img_s"), "pytorch extract")
+row("extract, VGG-16 base int8, 256 photos", "headstart (`quantize`)", hs8_e2e, hs8_inf, "headstart extract int8")
+row("", "ONNX Runtime (Python + Pillow, `quantize_static`)", o("onnxruntime-python extract int8", "e2e_img_s"), o("onnxruntime-python extract int8", "infer_img_s"), "onnxruntime-python extract int8")
 row("train the seed head, 2000 x 7x7x512", "headstart", None, None, "headstart train-head")
 row("", "Keras 3", None, None, "keras head")
 row("", "PyTorch", None, None, "pytorch head")
@@ -94,6 +105,6 @@ row("", "Python: onnxruntime + Pillow + sklearn logistic", None, None, "python a
 md.append("")
 md.append("Wall seconds and peak RSS are of the whole process (start-up, model load, data loading included).")
 open("out/bench.md", "w").write("\n".join(md) + "\n")
-json.dump({"rows": rows, "headstart_extract_img_s": hs_e2e, "headstart_infer_img_s": hs_inf, "headstart_accuracy": hs_acc}, open("out/bench.json", "w"), indent=1)
+json.dump({"rows": rows, "headstart_extract_img_s": hs_e2e, "headstart_infer_img_s": hs_inf, "headstart_int8_extract_img_s": hs8_e2e, "headstart_int8_infer_img_s": hs8_inf, "headstart_accuracy": hs_acc}, open("out/bench.json", "w"), indent=1)
 print("\n".join(md))
 PY

@@ -2337,6 +2337,94 @@ fn quantize_writes_qdq_int8_that_extracts_close_to_float() {
     );
 }
 
+/// EfficientNet-Lite0 loses most of its accuracy with every node in int8 (cosine about 0.9): the
+/// search measures each node alone and keeps the most damaging in float until the cosine is 0.99.
+#[test]
+fn quantize_keeps_the_most_sensitive_nodes_of_efficientnet_lite0_in_float() {
+    let sh = shared();
+    let d = tmp();
+    let m = sh.join("models/efficientnet_lite0_features.onnx");
+    let cal = sh.join("data/cats_dogs/train");
+    let cosine_in = |log: &str| -> f64 {
+        let at = log.find("cosine mean ").expect("a cosine line") + "cosine mean ".len();
+        log[at..].split(',').next().unwrap().parse().unwrap()
+    };
+    let quant = |out: &Path, extra: &[&str]| {
+        let mut args = vec![
+            "quantize",
+            "--model",
+            s(&m),
+            "--calibrate",
+            s(&cal),
+            "--images",
+            "16",
+            "--out",
+            s(out),
+            "--progress",
+            "none",
+        ];
+        args.extend_from_slice(extra);
+        ok(&args)
+    };
+    let all = d.path().join("all.onnx");
+    let log = quant(&all, &["--all-int8"]);
+    let all_cos = cosine_in(&log);
+    assert!(
+        log.contains("quantized 49 nodes to int8 (0 kept in float)"),
+        "{log}"
+    );
+    assert!(
+        all_cos < 0.99,
+        "every node in int8: cosine {all_cos}\n{log}"
+    );
+
+    let auto = d.path().join("auto.onnx");
+    let log = quant(&auto, &[]);
+    let cos = cosine_in(&log);
+    assert!(cos >= 0.99, "cosine {cos} below the target\n{log}");
+    assert!(
+        log.contains(&format!(
+            "every node in int8 gave cosine {all_cos:.5}, below --target-cosine 0.99"
+        )),
+        "{log}"
+    );
+    let meta = onnx::metadata(&onnx::load(&auto).unwrap());
+    let kept: Vec<&str> = meta["quant_kept_float"].split(',').collect();
+    assert!(
+        !kept.is_empty() && kept.len() < 49 / 4 && kept.contains(&"/_conv_stem/Conv"),
+        "{kept:?}"
+    );
+    assert!(
+        log.contains(&format!(
+            "quantized {} nodes to int8 ({} kept in float)",
+            49 - kept.len(),
+            kept.len()
+        )),
+        "{log}"
+    );
+    for k in &kept {
+        assert!(
+            log.contains(&format!("  {k}  0.")),
+            "{k} listed with its cosine:\n{log}"
+        );
+    }
+    assert_eq!(meta["quant_target_cosine"], "0.99");
+    fails(
+        &[
+            "quantize",
+            "--model",
+            s(&m),
+            "--calibrate",
+            s(&cal),
+            "--out",
+            s(&auto),
+            "--target-cosine",
+            "1.5",
+        ],
+        &["--target-cosine 1.5", "[0, 1]"],
+    );
+}
+
 // ---------------------------------------------------------------- inspect and cut
 
 /// Cutting the shared classifier at the tensor that feeds its Gemm gives the features model's output.

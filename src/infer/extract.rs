@@ -364,7 +364,12 @@ fn int8_model(cfg: &ExtractConfig, q: &Int8, rep: &dyn Reporter) -> Result<PathB
     let files = crate::infer::quantize::calibration_files(&q.calibrate, q.images)?;
     let mut h = Sha256::new();
     h.update(sha256_file(&cfg.model)?);
-    h.update(format!("minmax|{}|{:?}\n", files.len(), cfg.overrides));
+    let target = crate::infer::quantize::DEFAULT_TARGET_COSINE;
+    h.update(format!(
+        "minmax|bias-fit|target {target}|{}|{:?}\n",
+        files.len(),
+        cfg.overrides
+    ));
     for f in &files {
         let m = std::fs::metadata(f).map_err(|e| Error::io(f, e))?;
         let mtime = m
@@ -397,15 +402,17 @@ fn int8_model(cfg: &ExtractConfig, q: &Int8, rep: &dyn Reporter) -> Result<PathB
         method: crate::infer::quantize::Calibration::MinMax,
         out: path.clone(),
         keep_float: Vec::new(),
+        target_cosine: Some(target),
         overrides: cfg.overrides.clone(),
         runtime: cfg.runtime.clone(),
         batch: cfg.batch,
     };
     let s = crate::infer::quantize::quantize(&qc, rep)?;
     rep.report(Report::Detail(&format!(
-        "int8 model: {} ({} nodes, calibrated on {} images; float vs int8 cosine mean {:.4}, min {:.4})",
+        "int8 model: {} ({} nodes in int8, {} kept in float, calibrated on {} images; float vs int8 cosine mean {:.4}, min {:.4})",
         path.display(),
         s.quantized_nodes,
+        s.kept_float.len(),
         s.images,
         s.cosine.0,
         s.cosine.1

@@ -1,7 +1,9 @@
 //! Stage 2, inference: load ONNX Runtime ([`runtime`]), open a base model and work out its input and
 //! preprocessing ([`model`]), run decoding overlapped with inference ([`pipeline`]), and cache a
-//! folder's features ([`extract`]); quantise a base to int8 on calibration images ([`quantize`]).
+//! folder's features ([`extract`]); quantise a base to int8 on calibration images ([`quantize`], with the ranges from
+//! [`calibrate`]).
 
+pub mod calibrate;
 pub mod extract;
 pub mod model;
 pub mod pipeline;

@@ -13,28 +13,12 @@ use crate::data::preprocess::{decode_for, Preprocess, Preprocessor};
 use crate::data::scan::image_files_checked;
 use crate::error::{Error, Result};
 use crate::events::{Event as Report, Reporter};
+pub use crate::infer::calibrate::Calibration;
+use crate::infer::calibrate::Stats;
 use crate::infer::model::{resolve_preprocess, BaseModel, PreprocessOverrides};
 use crate::infer::runtime::RuntimeConfig;
 use crate::onnx::qdq::{self, QParams};
 use crate::util::hash::sha256_file;
-
-/// How an activation's range is taken from the calibration values.
-#[derive(Debug, Clone, Copy, PartialEq)]
-pub enum Calibration {
-    /// The smallest and largest value seen.
-    MinMax,
-    /// The given lower and upper percentiles of a sample of the values (outliers clipped).
-    Percentile(f64),
-}
-
-impl Calibration {
-    pub fn name(&self) -> String {
-        match self {
-            Calibration::MinMax => "minmax".into(),
-            Calibration::Percentile(p) => format!("percentile {p}"),
-        }
-    }
-}
 
 /// Everything `quantize` needs.
 #[derive(Debug, Clone)]
@@ -48,6 +32,9 @@ pub struct QuantizeConfig {
     pub out: PathBuf,
     /// Nodes (by name) kept in float.
     pub keep_float: Vec<String>,
+    /// Keep the most sensitive nodes in float until the float vs int8 cosine (mean over the probe
+    /// images) reaches this; `None` quantises every node not named in `keep_float`.
+    pub target_cosine: Option<f64>,
     pub overrides: PreprocessOverrides,
     pub runtime: RuntimeConfig,
     pub batch: usize,
@@ -58,59 +45,26 @@ pub struct QuantizeConfig {
 pub struct QuantizeSummary {
     pub out: PathBuf,
     pub quantized_nodes: usize,
-    pub kept_float: usize,
+    /// Every node kept in float: those named, then those the search chose.
+    pub kept_float: Vec<String>,
+    /// The search's choices: (node, cosine with that node alone in int8), most damaging first.
+    pub auto_kept: Vec<(String, f64)>,
+    /// The cosine with every node in int8, when the search ran (it is below the target).
+    pub all_int8_cosine: Option<f64>,
     pub images: usize,
-    /// Cosine between the float and the int8 model's outputs on the calibration images: mean, min.
+    /// Cosine between the float and the int8 model's outputs on the calibration images (at most
+    /// [`PROBE`] of them): mean, min.
     pub cosine: (f64, f64),
     pub seconds: f64,
 }
 
-/// Values kept per tensor for percentiles (a strided sample).
-const SAMPLE: usize = 200_000;
+/// The float vs int8 cosine `quantize` keeps nodes in float for, unless told otherwise.
+pub const DEFAULT_TARGET_COSINE: f64 = 0.99;
 
-#[derive(Default)]
-struct Stats {
-    lo: f32,
-    hi: f32,
-    sample: Vec<f32>,
-    seen: usize,
-}
-
-impl Stats {
-    fn add(&mut self, v: &[f32], keep_sample: bool) {
-        if self.seen == 0 {
-            (self.lo, self.hi) = (f32::INFINITY, f32::NEG_INFINITY);
-        }
-        for &x in v {
-            self.lo = self.lo.min(x);
-            self.hi = self.hi.max(x);
-        }
-        if keep_sample {
-            let step = (v.len() / 4096).max(1);
-            self.sample.extend(v.iter().step_by(step));
-            if self.sample.len() > SAMPLE {
-                let half: Vec<f32> = self.sample.iter().step_by(2).copied().collect();
-                self.sample = half;
-            }
-        }
-        self.seen += v.len();
-    }
-
-    fn range(&mut self, method: Calibration) -> (f32, f32) {
-        match method {
-            Calibration::MinMax => (self.lo, self.hi),
-            Calibration::Percentile(p) => {
-                self.sample.sort_by(f32::total_cmp);
-                let n = self.sample.len();
-                if n == 0 {
-                    return (self.lo, self.hi);
-                }
-                let at = |q: f64| self.sample[((q / 100.0) * (n - 1) as f64).round() as usize];
-                (at(100.0 - p), at(p))
-            }
-        }
-    }
-}
+/// Calibration images on which the float and int8 outputs are compared.
+pub const PROBE: usize = 64;
+/// Of those, the images used to measure each node's sensitivity alone.
+const SENSITIVITY_PROBE: usize = 16;
 
 /// Calibration images: the sorted list, thinned evenly to at most `n`.
 pub fn calibration_files(dir: &Path, n: usize) -> Result<Vec<PathBuf>> {
@@ -130,6 +84,11 @@ pub fn quantize(cfg: &QuantizeConfig, rep: &dyn Reporter) -> Result<QuantizeSumm
             "--batch and --images must be at least 1".into(),
         ));
     }
+    if let Some(t) = cfg.target_cosine.filter(|t| !(0.0..=1.0).contains(t)) {
+        return Err(Error::Config(format!(
+            "--target-cosine {t}: must be in [0, 1]"
+        )));
+    }
     if let Calibration::Percentile(p) = cfg.method {
         if !(50.0..=100.0).contains(&p) {
             return Err(Error::Config(format!(
@@ -145,7 +104,7 @@ pub fn quantize(cfg: &QuantizeConfig, rep: &dyn Reporter) -> Result<QuantizeSumm
             "no Conv, Gemm or MatMul with float weights to quantise",
         ));
     }
-    let (measured, tied) = qdq::activations(&proto, &targets);
+    let (measured, _) = qdq::activations(&proto, &targets);
     let files = calibration_files(&cfg.calibrate, cfg.images)?;
     rep.report(Report::Detail(&format!(
         "quantize: {} nodes to int8, {} activations to calibrate on {} images ({})",
@@ -171,8 +130,31 @@ pub fn quantize(cfg: &QuantizeConfig, rep: &dyn Reporter) -> Result<QuantizeSumm
             (t.clone(), QParams::from_range(lo, hi))
         })
         .collect();
-    let mut q =
-        qdq::rewrite(&proto, &targets, &params, &tied).map_err(|e| Error::model(&cfg.model, e))?;
+    let build = |subset: &[qdq::Target]| -> Result<crate::onnx::proto::ModelProto> {
+        let (act, tied) = qdq::activations(&proto, subset);
+        let p: BTreeMap<String, QParams> = act.iter().map(|t| (t.clone(), params[t])).collect();
+        qdq::rewrite(&proto, subset, &p, &tied).map_err(|e| Error::model(&cfg.model, e))
+    };
+    let mut probe = Probe::new(cfg, &files[..files.len().min(PROBE)])?;
+    let full = build(&targets)?;
+    let mut cosine = probe.cosine(&full, PROBE)?;
+    let (mut q, mut auto_kept, mut all_int8_cosine) = (full, Vec::new(), None);
+    if let Some(target) = cfg.target_cosine.filter(|&t| cosine.0 < t) {
+        rep.report(Report::Detail(&format!(
+            "quantize: cosine {:.5} with every node in int8, below the target {target}: measuring each node alone",
+            cosine.0
+        )));
+        all_int8_cosine = Some(cosine.0);
+        let sens = sensitivities(&targets, &build, &mut probe, rep)?;
+        let (k, m, c) = fewest_kept(&targets, &sens, target, &build, &mut probe, rep)?;
+        (q, cosine) = (m, c);
+        auto_kept = sens[..k]
+            .iter()
+            .map(|&(i, c)| (targets[i].name.clone(), c))
+            .collect();
+    }
+    let mut kept_float = cfg.keep_float.clone();
+    kept_float.extend(auto_kept.iter().map(|(n, _)| n.clone()));
     crate::onnx::edit::set_metadata(
         &mut q,
         &[
@@ -184,19 +166,175 @@ pub fn quantize(cfg: &QuantizeConfig, rep: &dyn Reporter) -> Result<QuantizeSumm
             ("quant_method", cfg.method.name()),
             ("quant_images", files.len().to_string()),
             (crate::onnx::QUANT_SOURCE_SHA256, sha256_file(&cfg.model)?),
-            ("quant_kept_float", cfg.keep_float.join(",")),
+            ("quant_kept_float", kept_float.join(",")),
+            (
+                "quant_target_cosine",
+                cfg.target_cosine.map_or("none".into(), |t| t.to_string()),
+            ),
         ],
     );
     crate::onnx::save_edited(&q, &cfg.model, &cfg.out)?;
-    let cosine = compare(cfg, &files)?;
     Ok(QuantizeSummary {
         out: cfg.out.clone(),
-        quantized_nodes: targets.len(),
-        kept_float: cfg.keep_float.len(),
+        quantized_nodes: targets.len() - auto_kept.len(),
+        kept_float,
+        auto_kept,
+        all_int8_cosine,
         images: files.len(),
         cosine,
         seconds: t0.elapsed().as_secs_f64(),
     })
+}
+
+/// Each target's cosine with it alone in int8, most damaging (lowest) first: (target index, cosine).
+fn sensitivities(
+    targets: &[qdq::Target],
+    build: &dyn Fn(&[qdq::Target]) -> Result<crate::onnx::proto::ModelProto>,
+    probe: &mut Probe,
+    rep: &dyn Reporter,
+) -> Result<Vec<(usize, f64)>> {
+    rep.report(Report::Start {
+        task: "sensitivity",
+        total: targets.len() as u64,
+        done: 0,
+    });
+    let mut sens = Vec::with_capacity(targets.len());
+    for (i, t) in targets.iter().enumerate() {
+        let alone = build(std::slice::from_ref(t))?;
+        sens.push((i, probe.cosine(&alone, SENSITIVITY_PROBE)?.0));
+        rep.report(Report::Advance(1));
+    }
+    rep.report(Report::Finish);
+    sens.sort_by(|a, b| a.1.total_cmp(&b.1).then(a.0.cmp(&b.0)));
+    Ok(sens)
+}
+
+/// The fewest of the most sensitive targets to keep in float for the target cosine: doubling, then
+/// halving the interval. Returns (how many kept, the model, its cosine).
+fn fewest_kept(
+    targets: &[qdq::Target],
+    sens: &[(usize, f64)],
+    target: f64,
+    build: &dyn Fn(&[qdq::Target]) -> Result<crate::onnx::proto::ModelProto>,
+    probe: &mut Probe,
+    rep: &dyn Reporter,
+) -> Result<(usize, crate::onnx::proto::ModelProto, (f64, f64))> {
+    let n = targets.len();
+    let mut best: Option<(usize, crate::onnx::proto::ModelProto, (f64, f64))> = None;
+    let k = smallest_meeting(n, |k| {
+        let float: std::collections::BTreeSet<usize> = sens[..k].iter().map(|s| s.0).collect();
+        let subset: Vec<qdq::Target> = (0..n)
+            .filter(|i| !float.contains(i))
+            .map(|i| targets[i].clone())
+            .collect();
+        let m = build(&subset)?;
+        let c = probe.cosine(&m, PROBE)?;
+        rep.report(Report::Detail(&format!(
+            "quantize: {k} most sensitive nodes in float -> cosine {:.5}",
+            c.0
+        )));
+        // Nothing quantised (k = n) is the float model: it meets any target.
+        let meets = c.0 >= target || k == n;
+        if meets && best.as_ref().is_none_or(|b| k < b.0) {
+            best = Some((k, m, c));
+        }
+        Ok(meets)
+    })?;
+    best.filter(|b| b.0 == k).ok_or_else(|| {
+        Error::Runtime(format!(
+            "quantize: the search for nodes to keep in float ended at {k} without a model"
+        ))
+    })
+}
+
+/// The smallest `k` in `1..=n` for which `meets(k)` holds, assuming it holds from some `k` on:
+/// doubling from 1, then halving the interval. `meets(n)` must hold; it is only called when no
+/// smaller `k` was found.
+fn smallest_meeting(n: usize, mut meets: impl FnMut(usize) -> Result<bool>) -> Result<usize> {
+    let (mut lo, mut hi) = (0, n); // meets(lo) fails (k = 0 is known below); meets(hi) holds
+    let mut found = false;
+    let mut k = 1;
+    while k < n {
+        if meets(k)? {
+            (hi, found) = (k, true);
+            break;
+        }
+        lo = k;
+        k *= 2;
+    }
+    while hi - lo > 1 {
+        let mid = (lo + hi) / 2;
+        if meets(mid)? {
+            (hi, found) = (mid, true);
+        } else {
+            lo = mid;
+        }
+    }
+    if !found {
+        meets(hi)?;
+    }
+    Ok(hi)
+}
+
+/// The probe images, preprocessed once, with the float model's outputs for them.
+struct Probe {
+    pre: Preprocess,
+    runtime: RuntimeConfig,
+    /// (preprocessed batch, images in it, the float outputs).
+    batches: Vec<(Vec<f32>, usize, Vec<f32>)>,
+    path: PathBuf,
+    source: PathBuf,
+}
+
+impl Probe {
+    fn new(cfg: &QuantizeConfig, files: &[PathBuf]) -> Result<Probe> {
+        let mut float = BaseModel::open(&cfg.model, &cfg.runtime, None)?;
+        let pre = resolve_preprocess(&float.info, &cfg.overrides)?.preprocess;
+        let mut out = Vec::new();
+        batches(&pre, files, cfg.batch, |data, k| {
+            let (a, _) = float.run(&pre, data, k)?;
+            out.push((data.to_vec(), k, a));
+            Ok(())
+        })?;
+        Ok(Probe {
+            pre,
+            runtime: cfg.runtime.clone(),
+            batches: out,
+            path: sibling(&cfg.out, "probe.onnx"),
+            source: cfg.model.clone(),
+        })
+    }
+
+    /// Mean and min cosine between the float outputs and `model`'s, on the first `limit` images.
+    fn cosine(
+        &mut self,
+        model: &crate::onnx::proto::ModelProto,
+        limit: usize,
+    ) -> Result<(f64, f64)> {
+        crate::onnx::save_edited(model, &self.source, &self.path)?;
+        let r = self.run(limit);
+        let _ = std::fs::remove_file(&self.path);
+        r
+    }
+
+    fn run(&self, limit: usize) -> Result<(f64, f64)> {
+        let mut m = BaseModel::open(&self.path, &self.runtime, None)?;
+        let (mut sum, mut min, mut n) = (0f64, f64::INFINITY, 0usize);
+        for (data, k, a) in &self.batches {
+            if n >= limit {
+                break;
+            }
+            let (b, _) = m.run(&self.pre, data, *k)?;
+            let w = a.len() / k;
+            for (x, y) in a.chunks_exact(w).zip(b.chunks_exact(w)) {
+                let c = cosine(x, y);
+                sum += c;
+                min = min.min(c);
+                n += 1;
+            }
+        }
+        Ok((sum / n.max(1) as f64, min))
+    }
 }
 
 /// `<out without .onnx>.<suffix>`, beside `out`.
@@ -235,7 +373,7 @@ fn run_calibration(
 ) -> Result<BTreeMap<String, Stats>> {
     let mut model = BaseModel::open(calib, &cfg.runtime, None)?;
     let pre = resolve_preprocess(&model.info, &cfg.overrides)?.preprocess;
-    let keep_sample = matches!(cfg.method, Calibration::Percentile(_));
+    let keep_sample = cfg.method.needs_sample();
     let mut stats: BTreeMap<String, Stats> = BTreeMap::new();
     rep.report(Report::Start {
         task: "calibrate",
@@ -256,28 +394,6 @@ fn run_calibration(
     Ok(stats)
 }
 
-/// Cosine between the float and the quantised model's first output, per image (at most 64).
-fn compare(cfg: &QuantizeConfig, files: &[PathBuf]) -> Result<(f64, f64)> {
-    let mut float = BaseModel::open(&cfg.model, &cfg.runtime, None)?;
-    let mut int8 = BaseModel::open(&cfg.out, &cfg.runtime, None)?;
-    let pre = resolve_preprocess(&float.info, &cfg.overrides)?.preprocess;
-    let (mut sum, mut min, mut n) = (0f64, f64::INFINITY, 0usize);
-    let few = &files[..files.len().min(64)];
-    batches(&pre, few, cfg.batch, |data, k| {
-        let (a, _) = float.run(&pre, data, k)?;
-        let (b, _) = int8.run(&pre, data, k)?;
-        let w = a.len() / k;
-        for (x, y) in a.chunks_exact(w).zip(b.chunks_exact(w)) {
-            let c = cosine(x, y);
-            sum += c;
-            min = min.min(c);
-            n += 1;
-        }
-        Ok(())
-    })?;
-    Ok((sum / n.max(1) as f64, min))
-}
-
 /// Cosine similarity (1 when either vector is all zeros and so is the other).
 pub fn cosine(x: &[f32], y: &[f32]) -> f64 {
     let dot: f64 = x.iter().zip(y).map(|(p, q)| *p as f64 * *q as f64).sum();
@@ -289,5 +405,45 @@ pub fn cosine(x: &[f32], y: &[f32]) -> f64 {
         1.0
     } else {
         0.0
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Runs the search against a table of cosines for k = 0..=n, returning (k, calls made).
+    fn search(cos: &[f64], target: f64) -> (usize, Vec<usize>) {
+        let mut calls = Vec::new();
+        let n = cos.len() - 1;
+        let k = smallest_meeting(n, |k| {
+            calls.push(k);
+            Ok(cos[k] >= target || k == n)
+        })
+        .unwrap();
+        (k, calls)
+    }
+
+    #[test]
+    fn the_search_finds_the_fewest_nodes_to_keep() {
+        // Monotone: the target is met from k = 5 on.
+        let cos = [
+            0.90, 0.93, 0.95, 0.97, 0.98, 0.991, 0.995, 0.996, 0.997, 0.999, 1.0,
+        ];
+        let (k, calls) = search(&cos, 0.99);
+        assert_eq!(k, 5);
+        assert_eq!(calls, vec![1, 2, 4, 8, 6, 5]);
+        // Met at once.
+        assert_eq!(search(&cos, 0.9), (1, vec![1]));
+        // Met only with everything in float: k = n, which is evaluated once, last.
+        let (k, calls) = search(&cos, 1.0);
+        assert_eq!(k, 10);
+        assert_eq!(calls, vec![1, 2, 4, 8, 9, 10]);
+        // Not monotone (EfficientNet-Lite0: 1 kept 0.961, 2 kept 0.908, 4 kept 0.992): the answer
+        // meets the target, though a smaller k that also meets it can be missed.
+        let cos = [0.897, 0.961, 0.908, 0.904, 0.992, 0.993, 0.995];
+        let (k, _) = search(&cos, 0.99);
+        assert_eq!(k, 4);
+        assert!(cos[k] >= 0.99);
     }
 }

@@ -213,6 +213,23 @@ fn tensor(name: String, dims: Vec<i64>, data_type: i32, raw_data: Vec<u8>) -> Te
 
 /// Per-channel symmetric int8 weights: (values, one scale per channel along `axis`).
 pub fn quantize_weights(w: &[f32], dims: &[i64], axis: usize) -> (Vec<i8>, Vec<f32>) {
+    quantize_weights_min(w, dims, axis, &[])
+}
+
+/// The largest int32 bias magnitude written: half of int32's range, leaving the accumulator room.
+pub const BIAS_LIMIT: f32 = (1u32 << 30) as f32;
+
+/// [`quantize_weights`] with a floor under each channel's scale (`min_scale[c]`, none when empty).
+/// A channel whose weights are almost zero (a dead channel after batch-norm folding: 1e-8 in
+/// EfficientNet-Lite0) would get a scale so small that its bias, quantised at `x_scale * w_scale`,
+/// overflows int32 and is clamped: the channel's constant output is lost. The floor keeps the bias
+/// exact at the cost of rounding such near-zero weights to zero.
+pub fn quantize_weights_min(
+    w: &[f32],
+    dims: &[i64],
+    axis: usize,
+    min_scale: &[f32],
+) -> (Vec<i8>, Vec<f32>) {
     let d: Vec<usize> = dims.iter().map(|&x| x as usize).collect();
     let channels = d[axis];
     let inner: usize = d[axis + 1..].iter().product();
@@ -224,7 +241,15 @@ pub fn quantize_weights(w: &[f32], dims: &[i64], axis: usize) -> (Vec<i8>, Vec<f
     }
     let scales: Vec<f32> = amax
         .iter()
-        .map(|&a| if a > 0.0 { a / 127.0 } else { 1.0 })
+        .enumerate()
+        .map(|(c, &a)| {
+            let s = (a / 127.0).max(min_scale.get(c).copied().unwrap_or(0.0));
+            if s > 0.0 {
+                s
+            } else {
+                1.0
+            }
+        })
         .collect();
     let q = w
         .iter()
@@ -358,7 +383,16 @@ fn quantize_target(
     new_inits: &mut Vec<TensorProto>,
 ) -> Result<(String, Option<String>, Vec<super::proto::NodeProto>), String> {
     let w = &inits[&t.weight];
-    let (q, scales) = quantize_weights(&float_values(w)?, &w.dims, t.axis);
+    let bv = match &t.bias {
+        Some(b) => float_values(&inits[b])?,
+        None => Vec::new(),
+    };
+    // The bias must fit: |b| / (x_scale * w_scale) <= BIAS_LIMIT.
+    let floor: Vec<f32> = bv
+        .iter()
+        .map(|b| b.abs() / (x_scale * BIAS_LIMIT))
+        .collect();
+    let (q, scales) = quantize_weights_min(&float_values(w)?, &w.dims, t.axis, &floor);
     let (wq, ws, wz) = (
         format!("{}_int8", t.weight),
         format!("{}_scale", t.weight),
@@ -390,7 +424,6 @@ fn quantize_target(
     let Some(b) = &t.bias else {
         return Ok((wdq, None, nodes));
     };
-    let bv = float_values(&inits[b])?;
     if bv.len() != scales.len() {
         return Err(format!(
             "bias '{b}' has {} values for {} channels",
@@ -402,7 +435,7 @@ fn quantize_target(
     let bq: Vec<i32> = bv
         .iter()
         .zip(&bs)
-        .map(|(v, s)| (v / s).round().clamp(i32::MIN as f32, i32::MAX as f32) as i32)
+        .map(|(v, s)| (v / s).round().clamp(-BIAS_LIMIT, BIAS_LIMIT) as i32)
         .collect();
     let (bqn, bsn, bzn) = (
         format!("{b}_int32"),
@@ -459,5 +492,56 @@ mod tests {
         let (q, s) = quantize_weights(&[1.0, 2.0, -4.0, -1.0, 1.0, 2.0], &[2, 3], 1);
         assert_eq!(s, vec![1.0 / 127.0, 2.0 / 127.0, 4.0 / 127.0]);
         assert_eq!(q, vec![127, 127, -127, -127, 64, 64]);
+    }
+
+    #[test]
+    fn a_dead_channel_keeps_its_bias() {
+        // Channel 0 is live; channel 1 is dead (weights 1e-8) with bias 3: at the weights' own
+        // scale (1e-8 / 127) its int32 bias would be 3 / (0.02 * 7.9e-11) = 1.9e12 and clamp.
+        let f32s = |v: &[f32]| v.iter().flat_map(|x| x.to_le_bytes()).collect::<Vec<u8>>();
+        let mut inits = HashMap::new();
+        let w = [0.5f32, -0.25, 1e-8, -1e-8];
+        inits.insert(
+            "w".into(),
+            tensor("w".into(), vec![2, 1, 1, 2], data_type::FLOAT, f32s(&w)),
+        );
+        inits.insert(
+            "b".into(),
+            tensor("b".into(), vec![2], data_type::FLOAT, f32s(&[0.1, 3.0])),
+        );
+        let t = Target {
+            node: 0,
+            name: "conv".into(),
+            x: "x".into(),
+            weight: "w".into(),
+            axis: 0,
+            bias: Some("b".into()),
+            y: "y".into(),
+        };
+        let x_scale = 0.02;
+        let mut new = Vec::new();
+        quantize_target(&t, &inits, x_scale, &mut new).unwrap();
+        let get = |n: &str| new.iter().find(|t| t.name == n).unwrap().raw_data.clone();
+        let ints: Vec<i32> = get("b_int32")
+            .chunks_exact(4)
+            .map(|c| i32::from_le_bytes([c[0], c[1], c[2], c[3]]))
+            .collect();
+        let scales: Vec<f32> = get("b_scale")
+            .chunks_exact(4)
+            .map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]]))
+            .collect();
+        for (k, want) in [0.1f32, 3.0].iter().enumerate() {
+            let got = ints[k] as f32 * scales[k];
+            assert!((got - want).abs() < 1e-6, "bias {k}: {got} for {want}");
+            assert!((ints[k] as f32).abs() <= BIAS_LIMIT);
+        }
+        // The live channel keeps its weights' scale; the dead one's weights round to zero.
+        let wscale: Vec<f32> = get("w_scale")
+            .chunks_exact(4)
+            .map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]]))
+            .collect();
+        assert_eq!(wscale[0], 0.5 / 127.0);
+        assert!(wscale[1] >= 3.0 / (x_scale * BIAS_LIMIT));
+        assert_eq!(get("w_int8"), vec![127, (-64i8) as u8, 0, 0]);
     }
 }
