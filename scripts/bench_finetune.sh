@@ -50,7 +50,7 @@ data="$W/vgg_data"
 rm -rf "$data"; mkdir -p "$data/train"
 for c in cat dog; do
   mkdir -p "$data/train/$c"
-  ls "$SHARED/data/cats_dogs/train/$c" | head -n $((N / 2)) | while read -r f; do ln -sf "$(realpath "$SHARED/data/cats_dogs/train/$c/$f")" "$data/train/$c/$f"; done
+  ls "$SHARED/data/cats_dogs/train/$c" | sed -n "1,$((N / 2))p" | while read -r f; do ln -sf "$(realpath "$SHARED/data/cats_dogs/train/$c/$f")" "$data/train/$c/$f"; done
 done
 /usr/bin/time -f "%e s, peak RSS %M KB" -o "$W/time" "$BIN" finetune --model "$W/vgg16.onnx" --data "$data" \
   --from-layer block5_conv1 --freeze-epochs 1 --epochs "$EPOCHS" --val-split 0 --progress none \
