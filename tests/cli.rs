@@ -2423,6 +2423,21 @@ fn quantize_keeps_the_most_sensitive_nodes_of_efficientnet_lite0_in_float() {
         ],
         &["--target-cosine 1.5", "[0, 1]"],
     );
+    fails(
+        &[
+            "quantize",
+            "--model",
+            s(&m),
+            "--calibrate",
+            s(&cal),
+            "--out",
+            s(&auto),
+            "--all-int8",
+            "--target-cosine",
+            "0.9",
+        ],
+        &["--all-int8 runs no search"],
+    );
 }
 
 // ---------------------------------------------------------------- inspect and cut

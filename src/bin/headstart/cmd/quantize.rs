@@ -61,6 +61,12 @@ pub fn run(a: &Args) -> Result<()> {
             "--percentile goes with --method percentile".into(),
         ));
     }
+    if a.all_int8 && a.target_cosine != headstart::infer::quantize::DEFAULT_TARGET_COSINE {
+        return Err(Error::Config(
+            "--target-cosine and --all-int8 contradict each other: --all-int8 runs no search"
+                .into(),
+        ));
+    }
     let cfg = QuantizeConfig {
         model: model_path(&a.model)?,
         calibrate: a.calibrate.clone(),
