@@ -13,7 +13,7 @@ use std::collections::{HashMap, HashSet};
 use candle_core::{DType, Device, Tensor, Var};
 
 use super::ops;
-use crate::onnx::edit::{attr, attr_int, attr_ints};
+use crate::onnx::edit::{attr, attr_int, attr_ints, float_values};
 use crate::onnx::proto::{data_type, ModelProto, NodeProto, TensorProto};
 
 type CResult<T> = candle_core::Result<T>;
@@ -84,29 +84,6 @@ pub struct TopGraph {
 
 fn attr_f(n: &NodeProto, name: &str, default: f64) -> f64 {
     attr(n, name).map_or(default, |a| a.f as f64)
-}
-
-/// The float values of an initializer.
-pub fn float_values(t: &TensorProto) -> Result<Vec<f32>, String> {
-    if !t.external_data.is_empty() || t.data_location == 1 {
-        return Err(format!(
-            "initializer '{}' keeps its data in an external file",
-            t.name
-        ));
-    }
-    match t.data_type {
-        data_type::FLOAT if !t.float_data.is_empty() => Ok(t.float_data.clone()),
-        data_type::FLOAT => Ok(t
-            .raw_data
-            .chunks_exact(4)
-            .map(|c| f32::from_le_bytes(c.try_into().expect("4 bytes")))
-            .collect()),
-        11 if !t.double_data.is_empty() => Ok(t.double_data.iter().map(|&v| v as f32).collect()),
-        other => Err(format!(
-            "initializer '{}' has ONNX data type {other}; fine-tuning needs float32 weights",
-            t.name
-        )),
-    }
 }
 
 fn usize2(v: &[i64], what: &str) -> Result<(usize, usize), String> {

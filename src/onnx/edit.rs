@@ -40,6 +40,32 @@ pub fn int_values(t: &TensorProto) -> Option<Vec<i64>> {
     }
 }
 
+/// Values of a float initializer held in the file: float32 (`float_data` or raw little-endian
+/// bytes), or float64 `double_data` narrowed to f32. Errors name the initializer.
+pub fn float_values(t: &TensorProto) -> Result<Vec<f32>, String> {
+    if !t.external_data.is_empty() || t.data_location == 1 {
+        return Err(format!(
+            "initializer '{}' keeps its data in an external file",
+            t.name
+        ));
+    }
+    match t.data_type {
+        data_type::FLOAT if !t.float_data.is_empty() => Ok(t.float_data.clone()),
+        data_type::FLOAT => Ok(t
+            .raw_data
+            .chunks_exact(4)
+            .map(|c| f32::from_le_bytes(c.try_into().expect("4 bytes")))
+            .collect()),
+        11 /* DOUBLE */ if !t.double_data.is_empty() => {
+            Ok(t.double_data.iter().map(|&v| v as f32).collect())
+        }
+        other => Err(format!(
+            "initializer '{}' has ONNX data type {other}, not float32",
+            t.name
+        )),
+    }
+}
+
 /// Element count of a tensor with these dims.
 fn numel(dims: &[i64]) -> i64 {
     dims.iter().product()

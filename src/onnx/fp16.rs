@@ -48,7 +48,7 @@ fn to_half(v: f32, clamped: &mut usize) -> f16 {
 
 /// The float16 version of a float32 tensor (raw little-endian data).
 fn tensor_to_fp16(t: &TensorProto, clamped: &mut usize) -> Result<TensorProto, String> {
-    let values = super::qdq::float_values(t)?;
+    let values = super::edit::float_values(t)?;
     let mut raw = Vec::with_capacity(values.len() * 2);
     for v in values {
         raw.extend_from_slice(&to_half(v, clamped).to_le_bytes());
@@ -329,7 +329,7 @@ mod tests {
         );
         // Each weight is its float16 rounding.
         let w32 =
-            crate::onnx::qdq::float_values(&m.graph.as_ref().unwrap().initializer[0]).unwrap();
+            crate::onnx::edit::float_values(&m.graph.as_ref().unwrap().initializer[0]).unwrap();
         let raw = &g.initializer[0].raw_data;
         for (i, w) in w32.iter().enumerate() {
             let h = f16::from_le_bytes([raw[2 * i], raw[2 * i + 1]]);

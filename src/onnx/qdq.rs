@@ -8,7 +8,7 @@
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 
-use super::edit::attr_int;
+use super::edit::{attr_int, float_values};
 use super::generate::{int_attr, node};
 use super::proto::ValueInfoProto;
 use super::proto::{data_type, GraphProto, ModelProto, TensorProto, TensorTypeProto, TypeProto};
@@ -179,26 +179,6 @@ impl QParams {
         let zero_point = (-lo / scale).round().clamp(0.0, 255.0) as u8;
         QParams { scale, zero_point }
     }
-}
-
-pub(crate) fn float_values(t: &TensorProto) -> Result<Vec<f32>, String> {
-    if !t.external_data.is_empty() || t.data_location == 1 {
-        return Err(format!(
-            "initializer '{}' keeps its data in an external file",
-            t.name
-        ));
-    }
-    if t.data_type != data_type::FLOAT {
-        return Err(format!("initializer '{}' is not float32", t.name));
-    }
-    Ok(if t.float_data.is_empty() {
-        t.raw_data
-            .chunks_exact(4)
-            .map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]]))
-            .collect()
-    } else {
-        t.float_data.clone()
-    })
 }
 
 fn tensor(name: String, dims: Vec<i64>, data_type: i32, raw_data: Vec<u8>) -> TensorProto {
