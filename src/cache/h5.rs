@@ -21,6 +21,23 @@ fn h5err(path: &Path) -> impl Fn(hdf5::Error) -> Error + '_ {
     move |e| Error::hdf5(path, "HDF5", e)
 }
 
+/// Opens an HDF5 file for reading. HDF5 locks the files it opens (`flock`); a process that forks
+/// (a library user starting a child process) lends the lock of a file open at that moment to the
+/// child until the child's `exec`, so an open right after may briefly find the file locked. That
+/// lock error is retried for up to 2 s; any other error, or a lock held longer, is returned.
+pub(crate) fn open_read(path: &Path) -> hdf5::Result<hdf5::File> {
+    let mut tries = 0;
+    loop {
+        match hdf5::File::open(path) {
+            Err(e) if tries < 20 && e.to_string().contains("unable to lock file") => {
+                tries += 1;
+                std::thread::sleep(std::time::Duration::from_millis(100));
+            }
+            r => return r,
+        }
+    }
+}
+
 fn vlu(s: &str) -> VarLenUnicode {
     // Strings containing NUL cannot be stored; replace them.
     s.replace('\0', "?").parse().unwrap_or_default()
@@ -363,7 +380,7 @@ impl FeatureCache {
             return Err(Error::cache(path, "feature cache not found"));
         }
         let e = |x: hdf5::Error| Error::hdf5(path, "not a headstart feature cache", x);
-        let file = hdf5::File::open(path).map_err(e)?;
+        let file = open_read(path).map_err(e)?;
         let meta = read_meta(&file).map_err(e)?;
         Ok(FeatureCache {
             path: path.to_path_buf(),
@@ -446,5 +463,47 @@ impl FeatureCache {
                 .map_err(e)?,
         );
         Ok(sp.into_iter().zip(sr).collect())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::cache::synthetic::{synthetic, SyntheticSpec};
+    use crate::cache::FeatureCache;
+
+    /// A lock held for a moment (as a forked child holds it until its `exec`) is waited out; one
+    /// held for good gives an error naming the file.
+    #[test]
+    fn a_briefly_locked_cache_opens_and_a_locked_one_is_named() {
+        let d = tempfile::tempdir().unwrap();
+        let path = d.path().join("c.h5");
+        let (meta, splits) = synthetic(&SyntheticSpec {
+            shape: vec![4],
+            splits: vec![("train".into(), 6)],
+            classes: 2,
+            separation: 2.0,
+            seed: 1,
+        })
+        .unwrap();
+        write_arrays(&path, &meta, &splits).unwrap();
+        let holder = std::fs::File::open(&path).unwrap();
+        holder.lock().unwrap(); // flock(LOCK_EX), the lock HDF5 takes when it writes
+        let t = std::thread::spawn(move || {
+            std::thread::sleep(std::time::Duration::from_millis(300));
+            drop(holder);
+        });
+        let c = FeatureCache::open(&path).unwrap();
+        assert_eq!(c.meta.feature_shape, vec![4]);
+        drop(c);
+        t.join().unwrap();
+
+        let holder = std::fs::File::open(&path).unwrap();
+        holder.lock().unwrap();
+        let err = FeatureCache::open(&path)
+            .err()
+            .expect("a held lock fails")
+            .to_string();
+        assert!(err.contains("c.h5") && err.contains("lock"), "{err}");
     }
 }

@@ -235,8 +235,8 @@ impl Head {
         if !path.is_file() {
             return Err(Error::cache(path, "head file not found"));
         }
-        let f =
-            hdf5::File::open(path).map_err(|e| Error::hdf5(path, "not an HDF5 head file", e))?;
+        let f = crate::cache::h5::open_read(path)
+            .map_err(|e| Error::hdf5(path, "not an HDF5 head file", e))?;
         let format = read_str_attr(&f, "format").unwrap_or_default();
         if format != FORMAT {
             return Err(Error::cache(
