@@ -2,10 +2,11 @@
 //! summarised ([`Stats`]: min, max and a strided sample) and turned into the range that uint8
 //! quantisation will cover, by one of three methods ([`Calibration`]).
 //!
-//! The entropy method is TensorRT's: of the candidate thresholds `T` (the first 128..=2048 bins of a
-//! 2048-bin histogram of `|x|`), take the one whose quantised distribution (the bins up to `T`
-//! merged into as many levels as int8 has on that side, outliers folded into the last bin) loses
-//! the least information against the original: the smallest KL divergence.
+//! The entropy method is TensorRT's: of the candidate thresholds `T` (the first `levels..=2048` bins
+//! of a 2048-bin histogram of the non-zero `|x|`), take the one whose quantised distribution (the
+//! bins up to `T` merged into `levels` groups: 255 for a tensor that is never negative, 128 for a
+//! signed one; outliers folded into the last bin) loses the least information against the
+//! original: the smallest KL divergence.
 
 /// How an activation's range is taken from the calibration values.
 #[derive(Debug, Clone, Copy, PartialEq)]

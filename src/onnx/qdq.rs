@@ -191,20 +191,16 @@ fn tensor(name: String, dims: Vec<i64>, data_type: i32, raw_data: Vec<u8>) -> Te
     }
 }
 
-/// Per-channel symmetric int8 weights: (values, one scale per channel along `axis`).
-pub fn quantize_weights(w: &[f32], dims: &[i64], axis: usize) -> (Vec<i8>, Vec<f32>) {
-    quantize_weights_min(w, dims, axis, &[])
-}
-
 /// The largest int32 bias magnitude written: half of int32's range, leaving the accumulator room.
 pub const BIAS_LIMIT: f32 = (1u32 << 30) as f32;
 
-/// [`quantize_weights`] with a floor under each channel's scale (`min_scale[c]`, none when empty).
-/// A channel whose weights are almost zero (a dead channel after batch-norm folding: 1e-8 in
-/// EfficientNet-Lite0) would get a scale so small that its bias, quantised at `x_scale * w_scale`,
-/// overflows int32 and is clamped: the channel's constant output is lost. The floor keeps the bias
-/// exact at the cost of rounding such near-zero weights to zero.
-pub fn quantize_weights_min(
+/// Per-channel symmetric int8 weights: (values, one scale per channel along `axis`), with a floor
+/// under each channel's scale (`min_scale[c]`; none when `min_scale` is empty). A channel whose
+/// weights are almost zero (a dead channel after batch-norm folding: 1e-8 in EfficientNet-Lite0)
+/// would get a scale so small that its bias, quantised at `x_scale * w_scale`, overflows int32 and
+/// is clamped: the channel's constant output is lost. The floor keeps the bias exact at the cost of
+/// rounding such near-zero weights to zero.
+pub fn quantize_weights(
     w: &[f32],
     dims: &[i64],
     axis: usize,
@@ -372,7 +368,7 @@ fn quantize_target(
         .iter()
         .map(|b| b.abs() / (x_scale * BIAS_LIMIT))
         .collect();
-    let (q, scales) = quantize_weights_min(&float_values(w)?, &w.dims, t.axis, &floor);
+    let (q, scales) = quantize_weights(&float_values(w)?, &w.dims, t.axis, &floor);
     let (wq, ws, wz) = (
         format!("{}_int8", t.weight),
         format!("{}_scale", t.weight),
@@ -465,11 +461,11 @@ mod tests {
     fn weights_get_one_symmetric_scale_per_channel() {
         // Two output channels of a [2, 1, 1, 2] kernel: channel 1 is ten times larger.
         let w = [0.5, -1.0, 5.0, 10.0];
-        let (q, s) = quantize_weights(&w, &[2, 1, 1, 2], 0);
+        let (q, s) = quantize_weights(&w, &[2, 1, 1, 2], 0, &[]);
         assert_eq!(s, vec![1.0 / 127.0, 10.0 / 127.0]);
         assert_eq!(q, vec![64, -127, 64, 127]);
         // Axis 1 of a [2, 3] MatMul weight: channels are columns.
-        let (q, s) = quantize_weights(&[1.0, 2.0, -4.0, -1.0, 1.0, 2.0], &[2, 3], 1);
+        let (q, s) = quantize_weights(&[1.0, 2.0, -4.0, -1.0, 1.0, 2.0], &[2, 3], 1, &[]);
         assert_eq!(s, vec![1.0 / 127.0, 2.0 / 127.0, 4.0 / 127.0]);
         assert_eq!(q, vec![127, 127, -127, -127, 64, 64]);
     }
