@@ -4156,6 +4156,7 @@ fn train_head_recipes_seed_and_auto() {
     let o = train(&head("auto.h5"), &[]);
     for want in [
         "auto: ",
+        "logistic regression, C=1",
         "linear, L2 1e-2",
         "mlp 256",
         "auto: chose",
@@ -4173,7 +4174,11 @@ fn train_head_recipes_seed_and_auto() {
     assert_eq!(training["settings"]["recipe"], "auto");
     assert_eq!(
         training["settings"]["candidates"].as_array().unwrap().len(),
-        4
+        5
+    );
+    assert!(
+        training["settings"]["reason"].as_str().unwrap().len() > 10,
+        "{training}"
     );
     let e = ok(&[
         "evaluate",

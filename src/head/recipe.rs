@@ -9,9 +9,14 @@
 //!    epoch restored): three linear heads (softmax/logistic regression with L2 penalties 1e-3, 1e-2,
 //!    1e-1) and one MLP (Dense 256 ReLU, Dropout 0.5).
 //! 3. On small data (at most [`KFOLD_MAX_ROWS`] rows of train + validation) each candidate is scored
-//!    by 5-fold cross-validation, else on the validation rows; the highest validation accuracy wins,
-//!    ties broken by the lower validation loss.
-//! 4. The winner is trained again on train + validation for its best epoch count.
+//!    by 5-fold cross-validation, beside the baseline: scikit-learn's `LogisticRegression()` (C = 1,
+//!    L-BFGS, on the features as extracted). The baseline is kept unless a candidate's out-of-fold
+//!    accuracy beats it by more than one standard error of the paired row-by-row differences
+//!    ([`choose`]): on a few hundred rows the candidates' accuracies are nearly tied, and picking the
+//!    lowest loss among ties chose the MLP and lost to the baseline on held-out photos.
+//! 4. On larger data the candidates are scored on the validation rows; the highest validation
+//!    accuracy wins, ties broken by the lower validation loss.
+//! 5. The winner is trained again on train + validation (for its best epoch count).
 //!
 //! Augmented copies of the train images (`extract --augment flip`, split `train_flip`; `extract
 //! --augment ... --copies K`, split `train_aug`) are added to the training rows when the cache has
@@ -20,10 +25,12 @@
 
 use ndarray::{concatenate, Array1, Array2, Axis};
 
+use super::logistic::fit_logistic;
+use super::loss::Loss;
 use super::net::{parse_spec, Layer, LayerSpec, Network};
 use super::train::{
-    fit, EarlyStopping, History, Monitor, OptimizerKind, OptimizerSpec, Schedule, TrainConfig,
-    TrainData,
+    evaluate_rows, fit, predicted, EarlyStopping, EpochRecord, History, Monitor, OptimizerKind,
+    OptimizerSpec, Schedule, TrainConfig, TrainData,
 };
 use crate::error::{Error, Result};
 use crate::events::{Event, Reporter};
@@ -44,35 +51,74 @@ const WIDE_VALUES: usize = 2000 * 4096;
 const WIDE_MAX_EPOCHS: usize = 20;
 const PATIENCE: usize = 6;
 
+/// How a candidate is trained.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub enum Solver {
+    /// Minibatches of [`BATCH`] with Adam and an L2 penalty in the gradient, early-stopped on the
+    /// validation loss, on the centred and scaled features.
+    Adam { lr: f64, weight_decay: f32 },
+    /// scikit-learn's `LogisticRegression(C)` on the features as extracted: the objective
+    /// `sum(loss) + |w|^2 / (2C)`, intercept unpenalised, L-BFGS from zero (linfa-logistic).
+    Lbfgs { c: f64, max_iter: u64 },
+}
+
+impl Solver {
+    fn describe(&self) -> String {
+        match *self {
+            Solver::Adam { lr, weight_decay } => format!("adam(lr={lr}, l2={weight_decay})"),
+            Solver::Lbfgs { c, max_iter } => format!("lbfgs(C={c}, max_iter={max_iter})"),
+        }
+    }
+}
+
 /// One candidate head.
 #[derive(Debug, Clone)]
 pub struct Candidate {
     pub name: &'static str,
     pub spec: &'static str,
-    pub lr: f64,
-    pub weight_decay: f32,
+    pub solver: Solver,
 }
 
-/// The candidate set, in report order: L2-regularised linear heads (logistic / softmax regression
-/// with three penalties) and one small MLP, all with Adam and an L2 penalty in the gradient.
-pub fn candidates() -> Vec<Candidate> {
+/// The reference candidate: scikit-learn's default logistic regression (C = 1, 100 iterations).
+pub const BASELINE: &str = "logistic regression, C=1";
+
+/// The candidate set, in report order: with `with_baseline`, first scikit-learn's
+/// `LogisticRegression()`; then L2-regularised linear heads (three penalties) and one small MLP,
+/// trained with Adam.
+pub fn candidates(with_baseline: bool) -> Vec<Candidate> {
     let linear = |name, weight_decay| Candidate {
         name,
         spec: "none",
-        lr: 1e-3,
-        weight_decay,
+        solver: Solver::Adam {
+            lr: 1e-3,
+            weight_decay,
+        },
     };
-    vec![
+    let mut out = Vec::new();
+    if with_baseline {
+        out.push(Candidate {
+            name: BASELINE,
+            spec: "none",
+            solver: Solver::Lbfgs {
+                c: 1.0,
+                max_iter: 100,
+            },
+        });
+    }
+    out.extend([
         linear("linear, L2 1e-3", 1e-3),
         linear("linear, L2 1e-2", 1e-2),
         linear("linear, L2 1e-1", 1e-1),
         Candidate {
             name: "mlp 256, dropout 0.5",
             spec: "dense:256:relu,dropout:0.5",
-            lr: 1e-4,
-            weight_decay: 1e-3,
+            solver: Solver::Adam {
+                lr: 1e-4,
+                weight_decay: 1e-3,
+            },
         },
-    ]
+    ]);
+    out
 }
 
 /// The rows `auto` works on: train (and its mirrored copies) and validation, already pooled.
@@ -106,6 +152,8 @@ pub struct AutoReport {
     pub scored: Vec<Scored>,
     pub chosen: usize,
     pub scoring: String,
+    /// Why the chosen candidate won, in words.
+    pub reason: String,
     pub refit_rows: usize,
     pub augmented_rows: usize,
 }
@@ -115,17 +163,21 @@ impl AutoReport {
     pub fn json(&self) -> serde_json::Value {
         serde_json::json!({
             "recipe": "auto",
-            "standardize": "centred, divided by the root mean variance; folded into the first dense layer",
+            "standardize": match self.scored[self.chosen].candidate.solver {
+                Solver::Adam { .. } => "centred, divided by the root mean variance; folded into the first dense layer",
+                Solver::Lbfgs { .. } => "none (the features as extracted)",
+            },
             "scoring": self.scoring,
             "candidates": self.scored.iter().map(|s| serde_json::json!({
                 "name": s.candidate.name,
                 "layers": s.candidate.spec,
-                "optimizer": format!("adam(lr={}, l2={})", s.candidate.lr, s.candidate.weight_decay),
+                "optimizer": s.candidate.solver.describe(),
                 "val_loss": s.val_loss,
                 "val_accuracy": s.val_accuracy,
                 "epochs": s.epochs,
             })).collect::<Vec<_>>(),
             "chosen": self.scored[self.chosen].candidate.name,
+            "reason": self.reason,
             "refit_rows": self.refit_rows,
             "augmented_rows": self.augmented_rows,
         })
@@ -279,13 +331,19 @@ fn config(
     epochs: usize,
     patience: Option<usize>,
 ) -> Result<TrainConfig> {
+    let Solver::Adam { lr, weight_decay } = c.solver else {
+        return Err(Error::Config(format!(
+            "auto: {} is not trained by Adam",
+            c.name
+        )));
+    };
     let early = patience.is_some();
     Ok(TrainConfig {
         spec: parse_spec(c.spec)?,
         optimizer: OptimizerSpec {
             kind: OptimizerKind::Adam,
-            lr: c.lr,
-            weight_decay: c.weight_decay,
+            lr,
+            weight_decay,
         },
         schedule: Schedule::Constant,
         epochs,
@@ -306,6 +364,111 @@ fn config(
     })
 }
 
+/// Out-of-fold results of one candidate: its scores, and whether each validation row (all folds,
+/// in fold order) was classified correctly.
+fn cross_validate(
+    c: &Candidate,
+    pool: &Pool,
+    raw: &Array2<f32>,
+    folds: &[Fold],
+    d: &AutoData,
+    (max_epochs, patience): (usize, usize),
+) -> Result<(Scored, Vec<bool>)> {
+    let ce = Loss::CrossEntropy { smoothing: 0.0 };
+    let (mut loss, mut acc, mut epochs) = (0.0, 0.0, 0.0);
+    let mut correct = Vec::new();
+    for (train, val) in folds {
+        let train = pool.with_copies(train);
+        let (net, x, kept) = match c.solver {
+            Solver::Lbfgs { c, max_iter } => (
+                fit_logistic(raw, &pool.y, &train, d.classes, c, max_iter)?,
+                raw,
+                1,
+            ),
+            Solver::Adam { .. } => {
+                let tc = config(c, d.seed, d.threads, max_epochs, Some(patience))?;
+                let data = TrainData {
+                    x: &pool.x,
+                    y: &pool.y,
+                    train,
+                    val: Some((&pool.x, &pool.y, val.clone())),
+                    classes: d.classes,
+                };
+                let (net, h) = fit(&tc, &data, |_| {})?;
+                (net, &pool.x, h.kept_epoch)
+            }
+        };
+        let (l, a) = evaluate_rows(&net, &ce, x, &pool.y, val);
+        loss += l;
+        acc += a;
+        epochs += kept as f64;
+        let p = predicted(&net.logits(&x.select(Axis(0), val)));
+        correct.extend(val.iter().zip(p).map(|(&i, p)| pool.y[i] == p));
+    }
+    let k = folds.len() as f64;
+    let s = Scored {
+        candidate: c.clone(),
+        val_loss: loss / k,
+        val_accuracy: acc / k,
+        epochs: ((epochs / k).round() as usize).max(1),
+    };
+    Ok((s, correct))
+}
+
+/// The winner and why. With a baseline (scikit-learn's default logistic regression), another
+/// candidate replaces it only when its out-of-fold accuracy is higher by more than one standard error
+/// of the paired row-by-row differences (so a gain the validation rows cannot tell from chance
+/// does not move the default); among those, the highest accuracy, then the lowest loss. Without
+/// one, the highest accuracy; within half a validation row of it, the lowest loss.
+pub fn choose(
+    scored: &[Scored],
+    correct: &[Vec<bool>],
+    baseline: Option<usize>,
+) -> (usize, String) {
+    let rows = correct.first().map_or(0, Vec::len).max(1) as f64;
+    let best_of = |pool: Vec<usize>, slack: f64| {
+        let top = pool
+            .iter()
+            .map(|&i| scored[i].val_accuracy)
+            .fold(0.0, f64::max);
+        pool.into_iter()
+            .filter(|&i| scored[i].val_accuracy >= top - slack)
+            .min_by(|&a, &b| scored[a].val_loss.total_cmp(&scored[b].val_loss))
+    };
+    let Some(b) = baseline else {
+        let all = (0..scored.len()).collect();
+        let i = best_of(all, 0.5 / rows).unwrap_or(0);
+        return (i, "highest validation accuracy, then lowest loss".into());
+    };
+    let gain = |i: usize| {
+        let d: Vec<f64> = correct[i]
+            .iter()
+            .zip(&correct[b])
+            .map(|(&c, &r)| c as i32 as f64 - r as i32 as f64)
+            .collect();
+        let mean = d.iter().sum::<f64>() / rows;
+        let var = d.iter().map(|v| (v - mean).powi(2)).sum::<f64>() / (rows - 1.0).max(1.0);
+        (mean, (var / rows).sqrt())
+    };
+    let better: Vec<usize> = (0..scored.len())
+        .filter(|&i| i != b && gain(i).0 > gain(i).1 + 1e-12)
+        .collect();
+    match best_of(better, 0.0) {
+        Some(i) => {
+            let (g, se) = gain(i);
+            let why = format!(
+                "validation accuracy {:+.4} over {} (standard error {se:.4})",
+                g, scored[b].candidate.name
+            );
+            (i, why)
+        }
+        None => (
+            b,
+            "no candidate beat it by more than one standard error of validation accuracy".into(),
+        ),
+    }
+}
+
 /// Chooses, refits and returns the head (standardisation folded in), its refit history and why.
 pub fn auto(
     d: &AutoData,
@@ -314,87 +477,110 @@ pub fn auto(
     let pool = Pool::new(d);
     let (folds, scoring) = pool.folds(d.seed);
     let say = |s: String| rep.report(Event::Line(&s));
+    let fold_rows = pool.with_copies(&folds[0].0).len();
+    let wide = fold_rows * pool.x.ncols() > WIDE_VALUES;
+    let cands = candidates(folds.len() > 1 && !wide);
     say(format!(
-        "auto: {} rows x {} features, centred and scaled; {} candidates scored by {scoring}{}",
+        "auto: {} rows x {} features; {} candidates scored by {scoring}{}",
         pool.n,
         pool.x.ncols(),
-        candidates().len(),
+        cands.len(),
         if pool.copies > 0 {
             format!(" (+ {} augmented train rows)", pool.copies * pool.n_train)
         } else {
             String::new()
         }
     ));
-    let fold_rows = pool.with_copies(&folds[0].0).len();
-    let (max_epochs, patience) = schedule(fold_rows, pool.x.ncols());
-    let mut scored = Vec::new();
-    for c in candidates() {
-        let tc = config(&c, d.seed, d.threads, max_epochs, Some(patience))?;
-        let (mut loss, mut acc, mut epochs) = (0.0, 0.0, 0.0);
-        for (train, val) in &folds {
-            let data = TrainData {
-                x: &pool.x,
-                y: &pool.y,
-                train: pool.with_copies(train),
-                val: Some((&pool.x, &pool.y, val.clone())),
-                classes: d.classes,
-            };
-            let (_, h) = fit(&tc, &data, |_| {})?;
-            let kept = &h.epochs[h.kept_epoch - 1];
-            loss += kept.val_loss.unwrap_or(f64::INFINITY);
-            acc += kept.val_accuracy.unwrap_or(0.0);
-            epochs += h.kept_epoch as f64;
-        }
-        let k = folds.len() as f64;
-        let s = Scored {
-            candidate: c,
-            val_loss: loss / k,
-            val_accuracy: acc / k,
-            epochs: ((epochs / k).round() as usize).max(1),
-        };
+    // The features as extracted, for the baseline (the pool holds them centred and scaled).
+    let raw = if cands[0].name != BASELINE {
+        Array2::zeros((0, 0))
+    } else {
+        &pool.x * &pool.std + &pool.mean
+    };
+    let sched = schedule(fold_rows, pool.x.ncols());
+    let (mut scored, mut correct) = (Vec::new(), Vec::new());
+    for c in &cands {
+        let (s, ok) = cross_validate(c, &pool, &raw, &folds, d, sched)?;
         say(format!(
-            "  {:<22} val_loss {:.4}  val_accuracy {:.4}  best epoch {}",
-            s.candidate.name, s.val_loss, s.val_accuracy, s.epochs
+            "  {:<26} val_loss {:.4}  val_accuracy {:.4}  {}",
+            s.candidate.name,
+            s.val_loss,
+            s.val_accuracy,
+            match c.solver {
+                Solver::Adam { .. } => format!("best epoch {}", s.epochs),
+                Solver::Lbfgs { .. } => "L-BFGS to convergence".into(),
+            }
         ));
         scored.push(s);
+        correct.push(ok);
     }
-    // The highest validation accuracy; within half a validation row of it, the lowest loss.
-    let top = scored.iter().map(|s| s.val_accuracy).fold(0.0, f64::max);
-    let slack = 0.5 / folds.iter().map(|f| f.1.len()).sum::<usize>().max(1) as f64;
-    let chosen = (0..scored.len())
-        .filter(|&i| scored[i].val_accuracy >= top - slack)
-        .min_by(|&a, &b| scored[a].val_loss.total_cmp(&scored[b].val_loss))
-        .ok_or_else(|| Error::Config("auto: no candidates".into()))?;
+    let baseline = cands.iter().position(|c| c.name == BASELINE);
+    let (chosen, reason) = choose(&scored, &correct, baseline);
     let best = &scored[chosen];
     let rows = pool.with_copies(&(0..pool.n).collect::<Vec<_>>());
     say(format!(
-        "auto: chose {} (highest validation accuracy, then lowest loss); refit on {} rows (train + validation{}) for {} epochs",
+        "auto: chose {} ({reason}); refit on {} rows (train + validation{}){}",
         best.candidate.name,
         rows.len(),
         if pool.copies > 0 { " + augmented" } else { "" },
-        best.epochs
+        match best.candidate.solver {
+            Solver::Adam { .. } => format!(" for {} epochs", best.epochs),
+            Solver::Lbfgs { .. } => String::new(),
+        }
     ));
-    let tc = config(&best.candidate, d.seed, d.threads, best.epochs, None)?;
-    let (mut net, history) = fit(
-        &tc,
-        &TrainData {
-            x: &pool.x,
-            y: &pool.y,
-            train: rows.clone(),
-            val: None,
-            classes: d.classes,
-        },
-        |_| {},
-    )?;
-    fold_standardization(&mut net, &pool.mean, &pool.std)?;
+    let (net, history, spec) = refit(&best.candidate, best.epochs, &pool, &raw, &rows, d)?;
     let report = AutoReport {
         scored: scored.clone(),
         chosen,
         scoring,
+        reason,
         refit_rows: rows.len(),
         augmented_rows: pool.copies * pool.n_train,
     };
-    Ok((net, history, report, tc.spec))
+    Ok((net, history, report, spec))
+}
+
+/// Trains the chosen candidate on `rows` (train + validation): the network on the features as
+/// extracted, its history and its hidden layers.
+fn refit(
+    c: &Candidate,
+    epochs: usize,
+    pool: &Pool,
+    raw: &Array2<f32>,
+    rows: &[usize],
+    d: &AutoData,
+) -> Result<(Network, History, Vec<LayerSpec>)> {
+    if let Solver::Lbfgs { c, max_iter } = c.solver {
+        let t = std::time::Instant::now();
+        let net = fit_logistic(raw, &pool.y, rows, d.classes, c, max_iter)?;
+        let ce = Loss::CrossEntropy { smoothing: 0.0 };
+        let (loss, accuracy) = evaluate_rows(&net, &ce, raw, &pool.y, rows);
+        let history = History {
+            epochs: vec![EpochRecord {
+                epoch: 1,
+                loss,
+                accuracy,
+                val_loss: None,
+                val_accuracy: None,
+                lr: 0.0,
+                seconds: t.elapsed().as_secs_f64(),
+            }],
+            kept_epoch: 1,
+            stopped_early: false,
+        };
+        return Ok((net, history, Vec::new()));
+    }
+    let tc = config(c, d.seed, d.threads, epochs, None)?;
+    let data = TrainData {
+        x: &pool.x,
+        y: &pool.y,
+        train: rows.to_vec(),
+        val: None,
+        classes: d.classes,
+    };
+    let (mut net, history) = fit(&tc, &data, |_| {})?;
+    fold_standardization(&mut net, &pool.mean, &pool.std)?;
+    Ok((net, history, tc.spec))
 }
 
 /// Folds `x -> (x - mean) / std` into the first dense layer: `W' = W / std` (per input row),
@@ -428,6 +614,73 @@ mod tests {
         assert_eq!(schedule(1600, 1280), (MAX_EPOCHS, PATIENCE));
         assert_eq!(schedule(2000, 25088), (WIDE_MAX_EPOCHS, PATIENCE));
         assert_eq!(schedule(1, 8), (400, 60));
+    }
+
+    fn scored(name: &'static str, val_accuracy: f64, val_loss: f64) -> Scored {
+        Scored {
+            candidate: Candidate {
+                name,
+                spec: "none",
+                solver: Solver::Adam {
+                    lr: 1e-3,
+                    weight_decay: 0.0,
+                },
+            },
+            val_loss,
+            val_accuracy,
+            epochs: 1,
+        }
+    }
+
+    /// `n` rows, all correct but those in `wrong`.
+    fn rows(n: usize, wrong: &[usize]) -> Vec<bool> {
+        (0..n).map(|i| !wrong.contains(&i)).collect()
+    }
+
+    /// The baseline stays unless a candidate beats it by more than one standard error of the paired
+    /// differences. By hand, 100 rows: one more right, none worse: mean 0.01, sample variance
+    /// (0.99^2 + 99 * 0.01^2) / 99 = 0.01, standard error 0.01, not above it. Three more right:
+    /// mean 0.03, variance (3 * 0.97^2 + 97 * 0.03^2) / 99 = 0.029394, standard error 0.017145.
+    #[test]
+    fn the_baseline_is_replaced_only_by_a_clear_gain() {
+        let base = rows(100, &[1, 2, 3, 4]);
+        let one = rows(100, &[2, 3, 4]);
+        let three = rows(100, &[4]);
+        let traded = rows(100, &[10, 11, 12, 13, 14, 4]); // 3 fixed, 5 broken
+        let s = [
+            scored(BASELINE, 0.96, 0.2),
+            scored("one", 0.97, 0.1),
+            scored("three", 0.99, 0.3),
+        ];
+        let (i, why) = choose(&s, &[base.clone(), one.clone(), three.clone()], Some(0));
+        assert_eq!(i, 2, "{why}");
+        assert!(why.contains("+0.0300") && why.contains("0.0171"), "{why}");
+        let (i, why) = choose(&s[..2], &[base.clone(), one.clone()], Some(0));
+        assert_eq!(i, 0, "{why}");
+        assert!(why.contains("no candidate"), "{why}");
+        let t = [scored(BASELINE, 0.96, 0.2), scored("traded", 0.94, 0.1)];
+        assert_eq!(choose(&t, &[base.clone(), traded], Some(0)).0, 0);
+        // Two clear gains: the higher accuracy; equal accuracy: the lower loss.
+        let s2 = [
+            scored(BASELINE, 0.96, 0.2),
+            scored("a", 0.99, 0.3),
+            scored("b", 0.99, 0.1),
+        ];
+        let c = [base.clone(), three.clone(), three.clone()];
+        assert_eq!(choose(&s2, &c, Some(0)).0, 2);
+        // No baseline (wide data): the highest accuracy, then the lowest loss.
+        assert_eq!(choose(&s, &[base, one, three], None).0, 2);
+        assert_eq!(choose(&s2[1..], &c[1..], None).0, 1);
+    }
+
+    /// The baseline leads the candidates when it is in.
+    #[test]
+    fn the_baseline_leads_the_candidates_when_asked_for() {
+        let names = |w| candidates(w).iter().map(|c| c.name).collect::<Vec<_>>();
+        assert_eq!(names(true)[0], BASELINE);
+        assert_eq!(names(true).len(), 5);
+        assert!(!names(false).contains(&BASELINE));
+        assert_eq!(names(false).len(), 4);
     }
 
     /// A network on standardised inputs and its folded version give the same logits.
