@@ -54,7 +54,7 @@ const PATIENCE: usize = 6;
 /// How a candidate is trained.
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub enum Solver {
-    /// Minibatches of [`BATCH`] with Adam and an L2 penalty in the gradient, early-stopped on the
+    /// Minibatches of 32 with Adam and an L2 penalty in the gradient, early-stopped on the
     /// validation loss, on the centred and scaled features.
     Adam { lr: f64, weight_decay: f32 },
     /// scikit-learn's `LogisticRegression(C)` on the features as extracted: the objective

@@ -68,11 +68,16 @@ pub fn fault_proxy(upstream: &str, log: &Path) -> Proc {
     assert!(first.starts_with("ready"), "fault proxy: {first}");
     let log = log.to_path_buf();
     std::thread::spawn(move || {
+        // Each line rewrites the log whole, through a rename: a reader never sees it truncated
+        // (a plain rewrite did that, and a test read an empty log).
+        let tmp = log.with_extension("tmp");
         let mut all = String::new();
         for line in out.lines().map_while(Result::ok) {
             all.push_str(&line);
             all.push('\n');
-            let _ = std::fs::write(&log, &all);
+            if std::fs::write(&tmp, &all).is_ok() {
+                let _ = std::fs::rename(&tmp, &log);
+            }
         }
     });
     Proc {
