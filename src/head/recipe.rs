@@ -500,7 +500,15 @@ pub fn auto(
     let sched = schedule(fold_rows, pool.x.ncols());
     let (mut scored, mut correct) = (Vec::new(), Vec::new());
     for c in &cands {
-        let (s, ok) = cross_validate(c, &pool, &raw, &folds, d, sched)?;
+        let (s, ok) = match cross_validate(c, &pool, &raw, &folds, d, sched) {
+            Ok(r) => r,
+            // The baseline is a reference, not a requirement: a solver failure leaves it out.
+            Err(e) if c.name == BASELINE => {
+                say(format!("  {:<26} left out: {e}", c.name));
+                continue;
+            }
+            Err(e) => return Err(e),
+        };
         say(format!(
             "  {:<26} val_loss {:.4}  val_accuracy {:.4}  {}",
             s.candidate.name,
@@ -508,13 +516,13 @@ pub fn auto(
             s.val_accuracy,
             match c.solver {
                 Solver::Adam { .. } => format!("best epoch {}", s.epochs),
-                Solver::Lbfgs { .. } => "L-BFGS to convergence".into(),
+                Solver::Lbfgs { .. } => "L-BFGS, scikit-learn's stop".into(),
             }
         ));
         scored.push(s);
         correct.push(ok);
     }
-    let baseline = cands.iter().position(|c| c.name == BASELINE);
+    let baseline = scored.iter().position(|s| s.candidate.name == BASELINE);
     let (chosen, reason) = choose(&scored, &correct, baseline);
     let best = &scored[chosen];
     let rows = pool.with_copies(&(0..pool.n).collect::<Vec<_>>());
