@@ -9,12 +9,10 @@ use crate::error::{Error, Result};
 use crate::events::{Event, Reporter};
 use crate::head::file::{Head, HeadKind};
 use crate::head::logistic::fit_logistic;
-use crate::head::loss::Loss;
 use crate::head::net::{spec_string, Network, Pool};
 use crate::head::recipe::{self, AutoData};
 use crate::head::train::{
-    evaluate_rows, fit, output_units, stratified_split, EpochRecord, History, TrainConfig,
-    TrainData,
+    fit, output_units, stratified_split, EpochRecord, History, TrainConfig, TrainData,
 };
 use crate::infer::extract::{AUG_SPLIT, FLIP_SPLIT};
 use ndarray::Array2;
@@ -449,35 +447,24 @@ fn train_logistic(
 ) -> Result<Trained> {
     let t = Instant::now();
     let network = fit_logistic(&rows.x, &rows.y, &rows.train_idx, classes, c, max_iter)?;
-    let ce = Loss::CrossEntropy { smoothing: 0.0 };
-    let (loss, accuracy) = evaluate_rows(&network, &ce, &rows.x, &rows.y, &rows.train_idx);
-    let (val_loss, val_accuracy) = if rows.val_idx.is_empty() {
-        (None, None)
-    } else {
-        let (vx, vy) = rows.val_xy();
-        let (l, a) = evaluate_rows(&network, &ce, vx, vy, &rows.val_idx);
-        (Some(l), Some(a))
-    };
+    let (vx, vy) = rows.val_xy();
+    let val = (!rows.val_idx.is_empty()).then_some((vx, vy, rows.val_idx.as_slice()));
+    let history = History::single(
+        &network,
+        (&rows.x, &rows.y, &rows.train_idx),
+        val,
+        t.elapsed().as_secs_f64(),
+    );
+    let r = &history.epochs[0];
     rep.report(Event::Line(&format!(
-        "fit: loss {loss:.4} accuracy {accuracy:.4}{}",
-        val_accuracy.map_or(String::new(), |a| format!(
+        "fit: loss {:.4} accuracy {:.4}{}",
+        r.loss,
+        r.accuracy,
+        r.val_accuracy.map_or(String::new(), |a| format!(
             " val_loss {:.4} val_accuracy {a:.4}",
-            val_loss.unwrap_or(0.0)
+            r.val_loss.unwrap_or(0.0)
         ))
     )));
-    let history = History {
-        epochs: vec![EpochRecord {
-            epoch: 1,
-            loss,
-            accuracy,
-            val_loss,
-            val_accuracy,
-            lr: 0.0,
-            seconds: t.elapsed().as_secs_f64(),
-        }],
-        kept_epoch: 1,
-        stopped_early: false,
-    };
     Ok(Trained {
         kind: HeadKind::Logistic,
         network,

@@ -29,8 +29,8 @@ use super::logistic::fit_logistic;
 use super::loss::Loss;
 use super::net::{parse_spec, Layer, LayerSpec, Network};
 use super::train::{
-    evaluate_rows, fit, predicted, EarlyStopping, EpochRecord, History, Monitor, OptimizerKind,
-    OptimizerSpec, Schedule, TrainConfig, TrainData,
+    fit, predicted, EarlyStopping, History, Monitor, OptimizerKind, OptimizerSpec, Schedule,
+    TrainConfig, TrainData,
 };
 use crate::error::{Error, Result};
 use crate::events::{Event, Reporter};
@@ -398,12 +398,14 @@ fn cross_validate(
                 (net, &pool.x, h.kept_epoch)
             }
         };
-        let (l, a) = evaluate_rows(&net, &ce, x, &pool.y, val);
-        loss += l;
-        acc += a;
+        // One pass over the validation rows gives the loss and each row's verdict.
+        let z = net.logits(&x.select(Axis(0), val));
+        let vy: Vec<u32> = val.iter().map(|&i| pool.y[i]).collect();
+        let right: Vec<bool> = predicted(&z).iter().zip(&vy).map(|(p, t)| p == t).collect();
+        loss += ce.compute(&z, &vy, None).0 as f64;
+        acc += right.iter().filter(|&&r| r).count() as f64 / val.len().max(1) as f64;
         epochs += kept as f64;
-        let p = predicted(&net.logits(&x.select(Axis(0), val)));
-        correct.extend(val.iter().zip(p).map(|(&i, p)| pool.y[i] == p));
+        correct.extend(right);
     }
     let k = folds.len() as f64;
     let s = Scored {
@@ -561,21 +563,7 @@ fn refit(
     if let Solver::Lbfgs { c, max_iter } = c.solver {
         let t = std::time::Instant::now();
         let net = fit_logistic(raw, &pool.y, rows, d.classes, c, max_iter)?;
-        let ce = Loss::CrossEntropy { smoothing: 0.0 };
-        let (loss, accuracy) = evaluate_rows(&net, &ce, raw, &pool.y, rows);
-        let history = History {
-            epochs: vec![EpochRecord {
-                epoch: 1,
-                loss,
-                accuracy,
-                val_loss: None,
-                val_accuracy: None,
-                lr: 0.0,
-                seconds: t.elapsed().as_secs_f64(),
-            }],
-            kept_epoch: 1,
-            stopped_early: false,
-        };
+        let history = History::single(&net, (raw, &pool.y, rows), None, t.elapsed().as_secs_f64());
         return Ok((net, history, Vec::new()));
     }
     let tc = config(c, d.seed, d.threads, epochs, None)?;

@@ -317,6 +317,32 @@ pub struct History {
 }
 
 impl History {
+    /// A fit without epochs (L-BFGS) as one "epoch": `net`'s cross-entropy and accuracy on rows
+    /// `train` of `x`, and on the validation rows when given.
+    pub fn single(
+        net: &Network,
+        (x, y, train): (&Array2<f32>, &[u32], &[usize]),
+        val: Option<(&Array2<f32>, &[u32], &[usize])>,
+        seconds: f64,
+    ) -> History {
+        let ce = Loss::CrossEntropy { smoothing: 0.0 };
+        let (loss, accuracy) = evaluate_rows(net, &ce, x, y, train);
+        let v = val.map(|(vx, vy, rows)| evaluate_rows(net, &ce, vx, vy, rows));
+        History {
+            epochs: vec![EpochRecord {
+                epoch: 1,
+                loss,
+                accuracy,
+                val_loss: v.map(|v| v.0),
+                val_accuracy: v.map(|v| v.1),
+                lr: 0.0,
+                seconds,
+            }],
+            kept_epoch: 1,
+            stopped_early: false,
+        }
+    }
+
     pub const CSV_HEADER: &'static str = "epoch,loss,accuracy,val_loss,val_accuracy,lr,seconds";
 
     pub fn csv(&self) -> String {
