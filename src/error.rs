@@ -44,6 +44,13 @@ pub enum Error {
     /// An object-storage request failed (`url` has no credentials: they never appear in a URL).
     #[error("{url}: {msg}")]
     Remote { url: String, msg: String },
+    /// An output refused before anything was written: it is an input of the same command, lies
+    /// inside an input folder, or exists and the command's rule does not replace it.
+    #[error("{path}: {msg}")]
+    Output { path: PathBuf, msg: String },
+    /// A value read from a file or given as a setting is out of its range (`what` names it).
+    #[error("{what}: {msg}")]
+    Invalid { what: String, msg: String },
     #[error("interrupted: {0}")]
     Interrupted(String),
 }
@@ -72,6 +79,18 @@ impl Error {
             path: path.to_path_buf(),
             what: what.into(),
             source,
+        }
+    }
+    pub fn output(path: &Path, msg: impl Into<String>) -> Self {
+        Error::Output {
+            path: path.to_path_buf(),
+            msg: msg.into(),
+        }
+    }
+    pub fn invalid(what: impl Into<String>, msg: impl Into<String>) -> Self {
+        Error::Invalid {
+            what: what.into(),
+            msg: msg.into(),
         }
     }
     pub fn dataset(path: &Path, msg: impl Into<String>) -> Self {

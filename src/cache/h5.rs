@@ -1,5 +1,5 @@
-//! The HDF5 feature cache: written from the journal (or from arrays) to `<out>.tmp` and renamed, read
-//! back split by split. The layout is in the [`crate::cache`] docs.
+//! The HDF5 feature cache: written from the journal (or from arrays) through the one output writer
+//! ([`crate::util::output`]: unique temporary file, lock, fsync, rename), read back split by split. The layout is in the [`crate::cache`] docs.
 
 use std::path::{Path, PathBuf};
 
@@ -9,6 +9,8 @@ use ndarray::{ArrayViewD, IxDyn};
 use super::journal::{Journal, Record, Status};
 use super::{CacheMeta, Dtype};
 use crate::error::{Error, Result};
+use crate::util::lock::OutputLock;
+use crate::util::output::{Output, Replace};
 
 /// One split of the dataset, as handed to the writer.
 pub struct SplitRows {
@@ -43,16 +45,27 @@ fn vlu(s: &str) -> VarLenUnicode {
     s.replace('\0', "?").parse().unwrap_or_default()
 }
 
-/// Writes `path` through `<path>.tmp` and a rename, so a crash never leaves a half-written file.
+/// Writes an HDF5 file through `out` ([`Output::write`]: refusals, lock, unique temporary file,
+/// fsync, rename), so a crash or a second writer never leaves a half-written file.
 pub(crate) fn save_via_tmp(
-    path: &Path,
+    out: &Output,
     write: impl FnOnce(&Path) -> hdf5::Result<()>,
 ) -> Result<()> {
-    let mut tmp = path.as_os_str().to_owned();
-    tmp.push(".tmp");
-    let tmp = PathBuf::from(tmp);
-    write(&tmp).map_err(|e| Error::hdf5(&tmp, "HDF5", e))?;
-    std::fs::rename(&tmp, path).map_err(|e| Error::io(path, e))
+    out.write(|tmp| write(tmp).map_err(|e| Error::hdf5(out.target(), "HDF5", e)))
+}
+
+/// Whether `path` is a feature cache headstart wrote (an HDF5 file with the cache's attributes): the
+/// rule by which `extract` and `merge` replace an existing output.
+pub fn is_cache(path: &Path) -> bool {
+    open_read(path).is_ok_and(|f| read_meta(&f).is_ok())
+}
+
+/// The replacement rule of a feature cache output: only a feature cache is replaced.
+pub fn replace_cache() -> Replace<'static> {
+    Replace::If {
+        what: "a headstart feature cache",
+        check: &is_cache,
+    }
 }
 
 pub(crate) fn write_str_attr(loc: &hdf5::Location, name: &str, value: &str) -> hdf5::Result<()> {
@@ -99,24 +112,31 @@ pub(crate) fn write_lists(
     write_strs(g, "skipped_reasons", skipped_reasons)
 }
 
-/// Writes the final HDF5 file from the journal: to `<out>.tmp`, then renamed to `out`.
+/// Writes the final HDF5 file from the journal through `out`, under `lock` (the run's lock on it).
 pub fn write_hdf5(
-    out: &Path,
+    out: &Output,
+    lock: &OutputLock,
     meta: &CacheMeta,
     splits: &[SplitRows],
     journal: &mut Journal,
 ) -> Result<()> {
-    let mut tmp = out.as_os_str().to_owned();
-    tmp.push(".tmp");
-    let tmp = PathBuf::from(tmp);
-    let e = h5err(&tmp);
+    out.write_locked(lock, |tmp| write_journal(tmp, meta, splits, journal))
+}
+
+fn write_journal(
+    tmp: &Path,
+    meta: &CacheMeta,
+    splits: &[SplitRows],
+    journal: &mut Journal,
+) -> Result<()> {
+    let e = h5err(tmp);
     let feature_shape = meta.feature_shape.clone();
     let row_len: usize = feature_shape.iter().product();
     // Map global index -> (split, row).
     let mut place = vec![None; journal.status.len()];
     let reasons: std::collections::HashMap<usize, String> =
         journal.failures.iter().cloned().collect();
-    let file = hdf5::File::create(&tmp).map_err(&e)?;
+    let file = hdf5::File::create(tmp).map_err(&e)?;
     let mut datasets = Vec::new();
     for (si, split) in splits.iter().enumerate() {
         let g = file.create_group(&split.name).map_err(&e)?;
@@ -137,7 +157,7 @@ pub fn write_hdf5(
                 }
                 Status::Pending => {
                     return Err(Error::cache(
-                        out,
+                        tmp,
                         format!("internal: image {rel} was never extracted"),
                     ));
                 }
@@ -172,7 +192,7 @@ pub fn write_hdf5(
                 match meta.dtype {
                     Dtype::F32 => {
                         let view = ArrayViewD::from_shape(IxDyn(&row_shape), &data)
-                            .map_err(|x| Error::cache(&tmp, x))?;
+                            .map_err(|x| Error::cache(tmp, x))?;
                         ds.write_slice(view, row_selection(row, feature_shape.len()))
                             .map_err(&e)?;
                     }
@@ -180,7 +200,7 @@ pub fn write_hdf5(
                         let h: Vec<half::f16> =
                             data.iter().map(|v| half::f16::from_f32(*v)).collect();
                         let view = ArrayViewD::from_shape(IxDyn(&row_shape), &h)
-                            .map_err(|x| Error::cache(&tmp, x))?;
+                            .map_err(|x| Error::cache(tmp, x))?;
                         ds.write_slice(view, row_selection(row, feature_shape.len()))
                             .map_err(&e)?;
                     }
@@ -192,24 +212,24 @@ pub fn write_hdf5(
     write_meta(&file, meta).map_err(&e)?;
     file.flush().map_err(&e)?;
     drop(datasets);
-    file.close().map_err(&e)?;
-    std::fs::rename(&tmp, out).map_err(|x| Error::io(out, x))
+    file.close().map_err(&e)
 }
 
 /// Writes a cache from splits held in memory (synthetic features for benchmarks and tests):
-/// same schema as [`write_hdf5`], written to `<out>.tmp` and renamed.
-pub fn write_arrays(out: &Path, meta: &CacheMeta, splits: &[SplitData]) -> Result<()> {
-    let mut tmp = out.as_os_str().to_owned();
-    tmp.push(".tmp");
-    let tmp = PathBuf::from(tmp);
-    let e = h5err(&tmp);
-    let file = hdf5::File::create(&tmp).map_err(&e)?;
+/// same schema as [`write_hdf5`], written through `out`.
+pub fn write_arrays(out: &Output, meta: &CacheMeta, splits: &[SplitData]) -> Result<()> {
+    out.write(|tmp| write_array_file(tmp, meta, splits))
+}
+
+fn write_array_file(tmp: &Path, meta: &CacheMeta, splits: &[SplitData]) -> Result<()> {
+    let e = h5err(tmp);
+    let file = hdf5::File::create(tmp).map_err(&e)?;
     for sd in splits {
         let g = file.create_group(&sd.name).map_err(&e)?;
         let mut shape = vec![sd.len()];
         shape.extend_from_slice(&meta.feature_shape);
         let arr = ArrayViewD::from_shape(IxDyn(&shape), &sd.features)
-            .map_err(|x| Error::cache(&tmp, x))?;
+            .map_err(|x| Error::cache(tmp, x))?;
         g.new_dataset::<f32>()
             .shape(shape.clone())
             .create("features")
@@ -221,8 +241,31 @@ pub fn write_arrays(out: &Path, meta: &CacheMeta, splits: &[SplitData]) -> Resul
         write_lists(&g, &labels, &sd.paths, &sp, &sr).map_err(&e)?;
     }
     write_meta(&file, meta).map_err(&e)?;
-    file.close().map_err(&e)?;
-    std::fs::rename(&tmp, out).map_err(|x| Error::io(out, x))
+    file.close().map_err(&e)
+}
+
+/// Refuses a dataset that declares more elements than its file can hold, before allocating for it
+/// (headstart writes caches uncompressed: a dataset's bytes are in the file). `elem` is the bytes
+/// of one element as stored.
+pub(crate) fn check_declared(
+    path: &Path,
+    split: &str,
+    name: &str,
+    elements: usize,
+    elem: usize,
+) -> Result<()> {
+    let file = std::fs::metadata(path).map(|m| m.len()).unwrap_or(0);
+    let declared = (elements as u128) * (elem as u128);
+    // Variable-length strings are stored on the heap; 16 bytes each is their smallest record.
+    if declared > (file as u128) + (1 << 20) {
+        return Err(Error::cache(
+            path,
+            format!(
+                "split '{split}': dataset '{name}' declares {elements} elements ({declared} bytes), but the file holds {file} bytes: damaged or forged, refused before reading"
+            ),
+        ));
+    }
+    Ok(())
 }
 
 /// Rows `row..row+1` of a dataset with `rest` more (whole) dimensions.
@@ -411,6 +454,14 @@ impl FeatureCache {
         let g = self.group(split)?;
         let e = |x: hdf5::Error| Error::cache(&self.path, format!("split '{split}': {x}"));
         let ds = g.dataset("features").map_err(e)?;
+        let row: usize = self.meta.feature_shape.iter().product();
+        check_declared(
+            &self.path,
+            split,
+            "features",
+            ds.size(),
+            self.meta.dtype.bytes(),
+        )?;
         let features = match self.meta.dtype {
             Dtype::F32 => ds.read_raw::<f32>().map_err(e)?,
             Dtype::F16 => ds
@@ -420,17 +471,40 @@ impl FeatureCache {
                 .map(f32::from)
                 .collect(),
         };
-        let labels: Vec<u32> = g
-            .dataset("labels")
-            .map_err(e)?
-            .read_raw::<i32>()
-            .map_err(e)?
-            .into_iter()
-            .map(|l| l as u32)
-            .collect();
-        let paths = read_strs(g.dataset("paths").map_err(e)?.read_raw().map_err(e)?);
+        let lds = g.dataset("labels").map_err(e)?;
+        check_declared(&self.path, split, "labels", lds.size(), 4)?;
+        let raw = lds.read_raw::<i32>().map_err(e)?;
+        let classes = self.meta.classes.len();
+        if let Some((i, l)) = raw
+            .iter()
+            .enumerate()
+            .find(|(_, &l)| l < 0 || l as usize >= classes)
+        {
+            return Err(Error::cache(
+                &self.path,
+                format!(
+                    "split '{split}' row {i}: label {l}, the cache has {classes} classes (0..{})",
+                    classes.saturating_sub(1)
+                ),
+            ));
+        }
+        let labels: Vec<u32> = raw.into_iter().map(|l| l as u32).collect();
+        let pds = g.dataset("paths").map_err(e)?;
+        check_declared(&self.path, split, "paths", pds.size(), 16)?;
+        let paths = read_strs(pds.read_raw().map_err(e)?);
         let skipped = self.read_split_skipped(split)?;
-        let row: usize = self.meta.feature_shape.iter().product();
+        if let Some(i) = features.iter().position(|v| !v.is_finite()) {
+            let r = i / row.max(1);
+            return Err(Error::cache(
+                &self.path,
+                format!(
+                    "split '{split}' row {r} ({}): feature {} is {} (features must be finite numbers; re-extract this image)",
+                    paths.get(r).map_or("?", |p| p.as_str()),
+                    i % row.max(1),
+                    features[i]
+                ),
+            ));
+        }
         if features.len() != labels.len() * row || paths.len() != labels.len() {
             return Err(Error::cache(
                 &self.path,
@@ -450,18 +524,14 @@ impl FeatureCache {
     pub fn read_split_skipped(&self, split: &str) -> Result<Vec<(String, String)>> {
         let g = self.group(split)?;
         let e = |x: hdf5::Error| Error::cache(&self.path, format!("split '{split}': {x}"));
-        let sp = read_strs(
-            g.dataset("skipped_paths")
-                .map_err(e)?
-                .read_raw()
-                .map_err(e)?,
+        let (spd, srd) = (
+            g.dataset("skipped_paths").map_err(e)?,
+            g.dataset("skipped_reasons").map_err(e)?,
         );
-        let sr = read_strs(
-            g.dataset("skipped_reasons")
-                .map_err(e)?
-                .read_raw()
-                .map_err(e)?,
-        );
+        check_declared(&self.path, split, "skipped_paths", spd.size(), 16)?;
+        check_declared(&self.path, split, "skipped_reasons", srd.size(), 16)?;
+        let sp = read_strs(spd.read_raw().map_err(e)?);
+        let sr = read_strs(srd.read_raw().map_err(e)?);
         Ok(sp.into_iter().zip(sr).collect())
     }
 }
@@ -486,7 +556,7 @@ mod tests {
             seed: 1,
         })
         .unwrap();
-        write_arrays(&path, &meta, &splits).unwrap();
+        write_arrays(&crate::util::output::Output::new(&path), &meta, &splits).unwrap();
         let holder = std::fs::File::open(&path).unwrap();
         holder.lock().unwrap(); // flock(LOCK_EX), the lock HDF5 takes when it writes
         let t = std::thread::spawn(move || {

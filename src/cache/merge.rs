@@ -11,10 +11,12 @@ use ndarray::{ArrayViewD, IxDyn};
 use sha2::{Digest, Sha256};
 
 use super::h5::{write_lists, FeatureCache};
-use super::shards::{self, Marker, Plan};
+use super::shards::{self, Marker, Plan, RunStatus};
 use super::{write_meta, CacheMeta, Dtype};
 use crate::error::{Error, Result};
 use crate::util::hash::sha256_file;
+use crate::util::lock::OutputLock;
+use crate::util::output::{Output, Replace};
 
 /// What a merge did.
 #[derive(Debug, Clone)]
@@ -27,8 +29,18 @@ pub struct MergeSummary {
     pub seconds: f64,
 }
 
-/// Joins the shards of `run` into `out`.
+/// Joins the shards of `run` into `out` (an existing `out` is replaced only when it is a feature
+/// cache; never a shard of the run).
 pub fn merge(run: &Path, out: &Path) -> Result<MergeSummary> {
+    merge_with(run, out, None)
+}
+
+/// [`merge`] under the lock of `out`, held by the caller.
+fn merge_locked(run: &Path, out: &Path, lock: &OutputLock) -> Result<MergeSummary> {
+    merge_with(run, out, Some(lock))
+}
+
+fn merge_with(run: &Path, out: &Path, lock: Option<&OutputLock>) -> Result<MergeSummary> {
     let t0 = Instant::now();
     let st = shards::status(run)?;
     let unfinished = st.unfinished();
@@ -41,20 +53,42 @@ pub fn merge(run: &Path, out: &Path) -> Result<MergeSummary> {
             run.display()
         )));
     }
+    let mut shard_files = Vec::with_capacity(st.done.len());
+    for m in &st.done {
+        shard_files.push(m.output_path(run)?);
+    }
+    let target = Output::new(out)
+        .input(&run.join("shards"))
+        .inputs(&shard_files);
+    // A run folder's merged.h5 is the run's own derived file: replaced whatever it holds.
+    let target = match lock {
+        Some(_) => target.replace(Replace::Always),
+        None => target.replace(super::replace_cache()),
+    };
+    target.check()?;
+    merge_into(run, &st, &target, lock, t0)
+}
+
+/// Merges the finished run `st` of `run` through `target`.
+fn merge_into(
+    run: &Path,
+    st: &RunStatus,
+    target: &Output,
+    lock: Option<&OutputLock>,
+    t0: Instant,
+) -> Result<MergeSummary> {
+    let out = target.target();
     let caches = open_checked(run, &st.plan, &st.done)?;
     let first = &caches[0].meta;
     let mut meta = first.clone();
     meta.data_root = st.plan.source.clone();
-    let mut h = Sha256::new();
-    for c in &caches {
-        h.update(&c.meta.fingerprint);
-    }
-    meta.fingerprint = format!("merged:{:x}", h.finalize());
-    let mut counts = (0, 0);
-    crate::cache::save_via_tmp(out, |tmp| {
-        counts = write_merged(tmp, &meta, &caches)?;
-        Ok(())
-    })?;
+    meta.fingerprint = merged_fingerprint(caches.iter().map(|c| c.meta.fingerprint.as_str()));
+    let write =
+        |tmp: &Path| write_merged(tmp, &meta, &caches).map_err(|e| Error::hdf5(out, "HDF5", e));
+    let counts = match lock {
+        Some(l) => target.write_locked(l, write)?,
+        None => target.write(write)?,
+    };
     let (rows, skipped) = counts;
     Ok(MergeSummary {
         out: out.to_path_buf(),
@@ -69,7 +103,7 @@ pub fn merge(run: &Path, out: &Path) -> Result<MergeSummary> {
 fn open_checked(run: &Path, plan: &Plan, markers: &[Marker]) -> Result<Vec<FeatureCache>> {
     let mut caches: Vec<FeatureCache> = Vec::with_capacity(markers.len());
     for m in markers {
-        let path = run.join(&m.output);
+        let path = m.output_path(run)?;
         let sha = sha256_file(&path)?;
         if sha != m.output_sha256 {
             return Err(Error::cache(
@@ -182,7 +216,18 @@ fn write_merged(
         }
         for c in caches {
             let grp = c.group(split).map_err(|e| e.to_string())?;
-            labels.extend(grp.dataset("labels")?.read_raw::<i32>()?);
+            let l = grp.dataset("labels")?.read_raw::<i32>()?;
+            if let Some(bad) = l
+                .iter()
+                .find(|&&v| v < 0 || v as usize >= meta.classes.len())
+            {
+                return Err(hdf5::Error::from(format!(
+                    "{}: split '{split}': label {bad}, the run has {} classes",
+                    c.path.display(),
+                    meta.classes.len()
+                )));
+            }
+            labels.extend(l);
             paths.extend(super::read_strs(grp.dataset("paths")?.read_raw()?));
             for (p, r) in c.read_split_skipped(split).map_err(|e| e.to_string())? {
                 sp.push(p);
@@ -244,9 +289,39 @@ fn copy_features<T: H5Type + Clone>(
 /// The merged cache of a run folder: `RUN/merged.h5`.
 pub const MERGED_FILE: &str = "merged.h5";
 
+/// The fingerprint a merge of `caches` records.
+fn merged_fingerprint<'a>(fingerprints: impl IntoIterator<Item = &'a str>) -> String {
+    let mut h = Sha256::new();
+    for f in fingerprints {
+        h.update(f);
+    }
+    format!("merged:{:x}", h.finalize())
+}
+
+/// Whether `merged` is the merge of the run's finished shards as they are now: it opens as a cache
+/// and its fingerprint is the one a merge of the shards' caches records.
+fn merged_is_current(run: &Path, st: &RunStatus, merged: &Path) -> bool {
+    let Ok(m) = FeatureCache::open(merged) else {
+        return false;
+    };
+    let mut fps = Vec::new();
+    for marker in &st.done {
+        let Some(fp) = marker
+            .output_path(run)
+            .ok()
+            .and_then(|p| FeatureCache::open(&p).ok())
+            .map(|c| c.meta.fingerprint)
+        else {
+            return false;
+        };
+        fps.push(fp);
+    }
+    m.meta.fingerprint == merged_fingerprint(fps.iter().map(|s| s.as_str()))
+}
+
 /// A feature cache path as given; or, for a run folder (a `plan.json` inside), its merged cache
-/// `RUN/merged.h5`, merged now when missing or older than a shard's marker (then the summary is
-/// returned too).
+/// `RUN/merged.h5`, merged now when missing or not the merge of the shards as they are (then the
+/// summary is returned too). Runs at once wait for one another: the first merges, the others reuse.
 pub fn resolve_features(path: &Path) -> Result<(PathBuf, Option<MergeSummary>)> {
     if crate::data::remote::is_url_path(path) {
         let local = super::remote_run::local_run(path, true)?;
@@ -256,18 +331,15 @@ pub fn resolve_features(path: &Path) -> Result<(PathBuf, Option<MergeSummary>)> 
         return Ok((path.to_path_buf(), None));
     }
     let out = path.join(MERGED_FILE);
-    let mtime = |p: &Path| std::fs::metadata(p).and_then(|m| m.modified()).ok();
-    if let Some(merged) = mtime(&out) {
-        let st = shards::status(path)?;
-        let fresh = st.unfinished().is_empty()
-            && st
-                .done
-                .iter()
-                .all(|m| mtime(&shards::marker_path(path, m.shard)).is_some_and(|t| t <= merged));
-        if fresh {
-            return Ok((out, None));
-        }
+    let st = shards::status(path)?;
+    if st.unfinished().is_empty() && merged_is_current(path, &st, &out) {
+        return Ok((out, None));
     }
-    let s = merge(path, &out)?;
+    let lock = OutputLock::wait(&out)?;
+    let st = shards::status(path)?;
+    if st.unfinished().is_empty() && merged_is_current(path, &st, &out) {
+        return Ok((out, None));
+    }
+    let s = merge_locked(path, &out, &lock)?;
     Ok((out, Some(s)))
 }

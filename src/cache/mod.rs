@@ -12,8 +12,7 @@
 //! /<split>/skipped_paths, /<split>/skipped_reasons   str [K]   images that could not be read
 //! ```
 //!
-//! Modules: [`journal`] (append-only record of finished images), [`lock`] (one writer per output
-//! file), [`h5`] (the HDF5 file, written and read), [`synthetic`] (random caches for benchmarks),
+//! Modules: [`journal`] (append-only record of finished images), [`h5`] (the HDF5 file, written and read), [`synthetic`] (random caches for benchmarks),
 //! [`shards`] (a run cut into shards for many machines: plan, markers, status), [`merge`] (the
 //! shards joined into one cache), [`remote_run`] (a run folder on object storage) and [`listing`]
 //! (a plan of an object-storage listing streamed through a spill file).
@@ -21,18 +20,19 @@
 pub mod h5;
 pub mod journal;
 pub mod listing;
-pub mod lock;
 pub mod merge;
 pub mod remote_run;
 pub mod shards;
 pub mod synthetic;
 
+pub use crate::util::lock::OutputLock;
+pub use h5::{
+    is_cache, replace_cache, write_arrays, write_hdf5, FeatureCache, SplitData, SplitRows,
+};
 pub(crate) use h5::{
     read_meta, read_str_attr, read_strs, save_via_tmp, write_meta, write_str_attr, write_strs_attr,
 };
-pub use h5::{write_arrays, write_hdf5, FeatureCache, SplitData, SplitRows};
 pub use journal::{journal_path, Journal, Record, Status};
-pub use lock::OutputLock;
 
 /// Storage type of the features.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -42,6 +42,14 @@ pub enum Dtype {
 }
 
 impl Dtype {
+    /// Bytes of one stored value.
+    pub fn bytes(self) -> usize {
+        match self {
+            Dtype::F32 => 4,
+            Dtype::F16 => 2,
+        }
+    }
+
     pub fn name(self) -> &'static str {
         match self {
             Dtype::F32 => "f32",
@@ -114,7 +122,7 @@ impl CacheMeta {
             "BGR" => ColorOrder::Bgr,
             other => return Err(format!("unknown colour order '{other}'")),
         };
-        Ok(Preprocess {
+        let pre = Preprocess {
             size: self.input_size,
             layout,
             resize,
@@ -125,6 +133,10 @@ impl CacheMeta {
                 std: self.std,
             },
             decode,
-        })
+        };
+        match pre.problem() {
+            Some(why) => Err(why),
+            None => Ok(pre),
+        }
     }
 }

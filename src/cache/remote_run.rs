@@ -80,15 +80,21 @@ impl RemoteRun {
     /// Downloads `rel` into the mirror; false when the bucket has no such object (a stale mirror
     /// copy is removed then).
     fn download(&self, rel: &str) -> Result<bool> {
-        let path = below(&self.local, rel);
+        // Keys come from markers: they stay inside the mirror.
+        let path = self.local.join(crate::util::paths::contained(
+            rel,
+            &self.local,
+            "object key",
+        )?);
         match self.remote.get_opt(rel)? {
             Some(bytes) => {
                 if let Some(dir) = path.parent() {
                     std::fs::create_dir_all(dir).map_err(|e| Error::io(dir, e))?;
                 }
-                let tmp = path.with_extension("download");
-                std::fs::write(&tmp, bytes).map_err(|e| Error::io(&tmp, e))?;
-                std::fs::rename(&tmp, &path).map_err(|e| Error::io(&path, e))?;
+                crate::util::output::Output::new(&path)
+                    .replace(crate::util::output::Replace::Always)
+                    .wait_for_lock()
+                    .write_bytes(&bytes)?;
                 Ok(true)
             }
             None => {
@@ -162,7 +168,7 @@ impl RemoteRun {
             let Some(m) = self.pull_marker(k)? else {
                 continue;
             };
-            let out = below(&self.local, &m.output);
+            let out = m.output_path(&self.local)?;
             let have = crate::util::hash::sha256_file(&out).ok();
             if outputs && have.as_deref() != Some(m.output_sha256.as_str()) {
                 self.download(&m.output)?;

@@ -178,15 +178,11 @@ pub(crate) fn shard_count(shards: Option<usize>, total: usize) -> Result<usize> 
     Ok(n)
 }
 
-/// Writes `value` as JSON to `<path>.tmp`, then renames it into place.
+/// Writes the plan as JSON through the one output writer (a plan is never replaced).
 fn write_json_via_tmp(path: &Path, value: &impl Serialize) -> Result<()> {
-    let mut tmp = path.as_os_str().to_owned();
-    tmp.push(".tmp");
-    let tmp = PathBuf::from(tmp);
     let text = serde_json::to_string_pretty(value)
         .map_err(|e| Error::Config(format!("{}: {e}", path.display())))?;
-    std::fs::write(&tmp, text + "\n").map_err(|e| Error::io(&tmp, e))?;
-    std::fs::rename(&tmp, path).map_err(|e| Error::io(path, e))
+    crate::util::output::Output::new(path).write_bytes((text + "\n").as_bytes())
 }
 
 /// Reads `RUN/plan.json`.
@@ -258,7 +254,12 @@ impl Plan {
             let Some(s) = splits.iter_mut().find(|s| s.name == split) else {
                 return Err(bad(format!("split '{split}' is not in the plan")));
             };
-            s.items.push(Item { rel_path, label });
+            // A path of the source's tree: never absolute, never climbing out of it.
+            let rel = crate::util::paths::contained(&rel_path, &path, &format!("line {}", n + 1))?;
+            s.items.push(Item {
+                rel_path: crate::util::paths::to_text(&rel),
+                label,
+            });
         }
         let got: usize = splits.iter().map(|s| s.items.len()).sum();
         if got != self.shard_images[k] {
@@ -368,6 +369,52 @@ pub fn create_once(path: &Path, value: &impl Serialize) -> Result<bool> {
     }
 }
 
+/// The output a marker names, checked: relative to the run folder, inside it, and exactly `own`
+/// (the output of the marker's own shard), so a marker cannot point at another shard's file or
+/// outside the run.
+pub fn checked_output(run: &Path, marker: &Path, output: &str, own: &Path) -> Result<PathBuf> {
+    let rel = crate::util::paths::contained(output, marker, "field 'output'")?;
+    let own_rel = own.strip_prefix(run).unwrap_or(own);
+    // On a bucket each task uploads under a name of its own: `shards/shard-KKKKK.<task>.h5`.
+    let named_for = |rel: &Path| {
+        let (Some(name), Some(own_name)) = (
+            rel.file_name().and_then(|n| n.to_str()),
+            own_rel.file_name().and_then(|n| n.to_str()),
+        ) else {
+            return false;
+        };
+        let (stem, ext) = own_name.rsplit_once('.').unwrap_or((own_name, ""));
+        rel.parent() == own_rel.parent()
+            && (name == own_name
+                || (name.starts_with(&format!("{stem}."))
+                    && name.ends_with(&format!(".{ext}"))
+                    && name.len() > own_name.len() + 1))
+    };
+    if !named_for(&rel) {
+        return Err(Error::dataset(
+            marker,
+            format!(
+                "field 'output' names {}, but this marker's shard writes {}",
+                rel.display(),
+                own_rel.display()
+            ),
+        ));
+    }
+    Ok(run.join(rel))
+}
+
+impl Marker {
+    /// The shard's cache, checked with [`checked_output`].
+    pub fn output_path(&self, run: &Path) -> Result<PathBuf> {
+        checked_output(
+            run,
+            &marker_path(run, self.shard),
+            &self.output,
+            &output_path(run, self.shard),
+        )
+    }
+}
+
 /// Reads shard `k`'s marker; `None` when the shard is not done.
 pub fn read_marker(run: &Path, k: usize) -> Result<Option<Marker>> {
     let path = marker_path(run, k);
@@ -432,7 +479,7 @@ pub fn status(run: &Path) -> Result<RunStatus> {
             continue;
         }
         let out = output_path(run, k);
-        let started = [".journal", ".lock", ".tmp"].iter().any(|ext| {
+        let started = [".journal", ".lock"].iter().any(|ext| {
             let mut p = out.as_os_str().to_owned();
             p.push(ext);
             Path::new(&p).exists()

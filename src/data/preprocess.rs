@@ -217,6 +217,35 @@ pub struct Preprocess {
 }
 
 impl Preprocess {
+    /// Why these settings cannot be used, if they cannot: each side of the size between 1 and
+    /// [`MAX_INPUT_SIDE`](crate::util::limits::MAX_INPUT_SIDE), finite means, finite non-zero
+    /// standard deviations, a crop fraction in (0, 1]. The same rule for flags, model metadata and
+    /// a cache's or head's record.
+    pub fn problem(&self) -> Option<String> {
+        let max = crate::util::limits::MAX_INPUT_SIDE as u32;
+        let (h, w) = self.size;
+        if h == 0 || w == 0 || h > max || w > max {
+            return Some(format!(
+                "input size {w}x{h}: each side must be between 1 and {max} pixels"
+            ));
+        }
+        let n = &self.normalize;
+        if n.mean.iter().any(|v| !v.is_finite())
+            || n.std.iter().any(|v| !v.is_finite() || v.abs() < 1e-12)
+        {
+            return Some(format!(
+                "normalisation mean {:?} std {:?}: means must be finite and standard deviations finite and non-zero",
+                n.mean, n.std
+            ));
+        }
+        if let ResizeMode::Crop { fraction } = self.resize {
+            if !(fraction.is_finite() && fraction > 0.0 && fraction <= 1.0) {
+                return Some(format!("crop fraction {fraction}: must be in (0, 1]"));
+            }
+        }
+        None
+    }
+
     /// Number of f32 values of one image.
     pub fn len(&self) -> usize {
         3 * self.size.0 as usize * self.size.1 as usize

@@ -17,6 +17,7 @@ use crate::data::scan::{image_files_checked, is_image_file};
 use crate::error::{Error, Result};
 use crate::events::{Event, Reporter};
 use crate::util::hash::sha256_file;
+use crate::util::paths::resolve;
 use crate::util::rng::Rng;
 
 /// How chosen files are placed in the output.
@@ -86,11 +87,21 @@ impl SplitConfig {
                 self.src.display()
             )));
         }
-        if self.out.starts_with(&self.src) {
+        // Neither folder inside the other, symlinks followed: replacing the output must never
+        // touch the source.
+        let (src, out) = (resolve(&self.src), resolve(&self.out));
+        if out.starts_with(&src) {
             return Err(Error::Config(format!(
                 "split: the output {} is inside the source {}; choose another folder",
                 self.out.display(),
                 self.src.display()
+            )));
+        }
+        if src.starts_with(&out) {
+            return Err(Error::Config(format!(
+                "split: the source {} is inside the output {}; choose another folder",
+                self.src.display(),
+                self.out.display()
             )));
         }
         let non_empty = std::fs::read_dir(&self.out).is_ok_and(|mut d| d.next().is_some());
@@ -100,14 +111,53 @@ impl SplitConfig {
                 self.out.display()
             )));
         }
-        if non_empty && !self.out.join("MANIFEST.tsv").is_file() {
-            return Err(Error::Config(format!(
-                "split: {} is not empty and has no MANIFEST.tsv, so it is not an earlier split: refused even with --force",
-                self.out.display()
-            )));
+        if non_empty {
+            if let Some(why) = not_an_earlier_split(&self.out) {
+                return Err(Error::Config(format!(
+                    "split: {} is not an earlier split ({why}): refused even with --force",
+                    self.out.display()
+                )));
+            }
         }
         Ok(())
     }
+}
+
+/// The manifest's header line.
+const MANIFEST_HEADER: &str = "split\tclass\tfile\tsha256\tsource";
+
+/// Why `dir` is not a folder an earlier `split` wrote, if it is not: one holds only the split
+/// folders, `MANIFEST.tsv` (starting with its header) and `SKIPPED.tsv`.
+fn not_an_earlier_split(dir: &Path) -> Option<String> {
+    let manifest = dir.join("MANIFEST.tsv");
+    let first = std::fs::read(&manifest).ok().map(|b| {
+        let end = b.iter().position(|&c| c == b'\n').unwrap_or(b.len());
+        String::from_utf8_lossy(&b[..end]).into_owned()
+    });
+    match first {
+        None => return Some("no MANIFEST.tsv".into()),
+        Some(h) if h != MANIFEST_HEADER => {
+            return Some("its MANIFEST.tsv is not a split's manifest".into())
+        }
+        _ => {}
+    }
+    let entries = match std::fs::read_dir(dir) {
+        Ok(d) => d,
+        Err(e) => return Some(e.to_string()),
+    };
+    for e in entries.flatten() {
+        let name = e.file_name();
+        let name = name.to_string_lossy();
+        let is_dir = e.file_type().is_ok_and(|t| t.is_dir());
+        let known = match name.as_ref() {
+            "MANIFEST.tsv" | "SKIPPED.tsv" => !is_dir,
+            n => SPLITS.contains(&n) && is_dir,
+        };
+        if !known {
+            return Some(format!("it holds '{name}', which a split does not write"));
+        }
+    }
+    None
 }
 
 /// The candidate files of each class, sorted by path, and how many non-image files were passed over.
@@ -316,7 +366,7 @@ fn write(
     let tmp = parent.join(format!(".{name}.split-{}", std::process::id()));
     let _ = std::fs::remove_dir_all(&tmp);
     let result = (|| -> Result<()> {
-        let mut manifest = String::from("split\tclass\tfile\tsha256\tsource\n");
+        let mut manifest = format!("{MANIFEST_HEADER}\n");
         for (class, files) in chosen {
             let mut it = files.iter();
             for (split, n) in SPLITS.iter().zip(cfg.wanted()) {
@@ -352,10 +402,23 @@ fn write(
             let s = tmp.join("SKIPPED.tsv");
             std::fs::write(&s, skipped).map_err(|e| Error::io(&s, e))?;
         }
-        if cfg.out.exists() {
-            std::fs::remove_dir_all(&cfg.out).map_err(|e| Error::io(&cfg.out, e))?;
+        // The earlier split is moved aside, the new one renamed in, then the old one removed: a
+        // crash in between leaves one of the two whole.
+        let old = parent.join(format!(".{name}.old-{}", std::process::id()));
+        let had_old = std::fs::symlink_metadata(&cfg.out).is_ok();
+        if had_old {
+            std::fs::rename(&cfg.out, &old).map_err(|e| Error::io(&cfg.out, e))?;
         }
-        std::fs::rename(&tmp, &cfg.out).map_err(|e| Error::io(&cfg.out, e))
+        if let Err(e) = std::fs::rename(&tmp, &cfg.out) {
+            if had_old {
+                let _ = std::fs::rename(&old, &cfg.out);
+            }
+            return Err(Error::io(&cfg.out, e));
+        }
+        if had_old {
+            let _ = std::fs::remove_dir_all(&old);
+        }
+        Ok(())
     })();
     if result.is_err() {
         let _ = std::fs::remove_dir_all(&tmp);

@@ -83,9 +83,9 @@ pub fn install_onnxruntime(cfg: &InstallConfig, rep: &dyn Reporter) -> Result<In
                 format!("{file} has sha256 {got}, expected {sha256}: refused (not ONNX Runtime {ORT_VERSION} as published)"),
             ));
         }
-        let part = super::download::part_path(&dest);
-        std::fs::write(&part, &bytes).map_err(|e| Error::io(&part, e))?;
-        std::fs::rename(&part, &dest).map_err(|e| Error::io(&dest, e))
+        crate::util::output::Output::new(&dest)
+            .replace(crate::util::output::Replace::Always)
+            .write_bytes(&bytes)
     };
     match &cfg.wheel {
         Some(w) => take(w)?,

@@ -24,9 +24,12 @@ pub struct Checkpoint {
 }
 
 impl Checkpoint {
-    /// Writes to `<path>.tmp`, then renames: a crash leaves the previous checkpoint.
+    /// Writes through the one output writer (the checkpoint is fine-tune's own file, replaced at
+    /// every save): a crash leaves the previous checkpoint.
     pub fn save(&self, path: &Path) -> Result<()> {
-        crate::cache::save_via_tmp(path, |tmp| self.write(tmp))
+        let out =
+            crate::util::output::Output::new(path).replace(crate::util::output::Replace::Always);
+        crate::cache::save_via_tmp(&out, |tmp| self.write(tmp))
     }
 
     fn write(&self, path: &Path) -> hdf5::Result<()> {

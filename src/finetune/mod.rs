@@ -635,7 +635,7 @@ fn phase1(
     };
     let (network, h) = fit(&cfg.head_train, &data, |r| say(table_row(r)))?;
     let hist = sibling(&cfg.out, ".phase1.history.csv");
-    std::fs::write(&hist, h.csv()).map_err(|e| Error::io(&hist, e))?;
+    History::output(&hist).write_bytes(h.csv().as_bytes())?;
     Ok(StartHead {
         network,
         pool: cfg.pool,
@@ -818,7 +818,7 @@ impl<'a> Phase2<'a> {
             }
             self.history.epochs.push(rec);
             self.history.kept_epoch = epoch;
-            std::fs::write(&hist_path, self.history.csv()).map_err(|e| Error::io(&hist_path, e))?;
+            History::output(&hist_path).write_bytes(self.history.csv().as_bytes())?;
             self.checkpoint(epoch, fingerprint, ckpt)?;
             rep.report(Report::Checkpoint {
                 task: "finetune",
@@ -880,7 +880,7 @@ fn write_back(
         .file_name()
         .map(|n| n.to_string_lossy().into_owned())
         .unwrap_or_default();
-    base_meta.model_sha256 = sha256_file(&base_path)?;
+    base_meta.model_sha256 = crate::onnx::model_sha256(&base_path)?;
     base_meta.feature_shape = top_shape.clone();
     base_meta.output_name = top.output.clone();
     base_meta.splits.retain(|s| s != FLIP_SPLIT);
@@ -936,7 +936,7 @@ pub fn finetune(cfg: &FinetuneConfig, rep: &dyn Reporter) -> Result<FinetuneSumm
         top.param_count(),
         top.params().len()
     ));
-    let model_sha = sha256_file(&cfg.model)?;
+    let model_sha = crate::onnx::model_sha256(&cfg.model)?;
     let given = given_head(cfg, &model_sha)?;
     let inp = inputs(cfg, &split, rep)?;
     let ckpt_path = sibling(&cfg.out, ".ckpt.h5");

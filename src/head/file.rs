@@ -11,6 +11,7 @@
 //!   `[inputs, units]` and `bias`; activation has attribute `activation`; dropout `rate`; batchnorm
 //!   datasets `gamma`, `beta`, `moving_mean`, `moving_variance` and attribute `epsilon`.
 
+use crate::util::output::{Output, Replace};
 use std::path::Path;
 
 use hdf5::types::VarLenUnicode;
@@ -146,9 +147,15 @@ impl Head {
         Ok(())
     }
 
-    /// Writes to `<path>.tmp`, then renames, so a crash never leaves a half-written head.
+    /// Writes the head at `path` through the one output writer: an existing file is replaced only
+    /// when it is a head file; a crash never leaves a half-written head.
     pub fn save(&self, path: &Path) -> Result<()> {
-        crate::cache::save_via_tmp(path, |tmp| self.write(tmp))
+        self.save_to(&Output::new(path).replace(replace_head()))
+    }
+
+    /// Writes the head through `out` (its inputs and replacement rule set by the caller).
+    pub fn save_to(&self, out: &Output) -> Result<()> {
+        crate::cache::save_via_tmp(out, |tmp| self.write(tmp))
     }
 
     fn write(&self, path: &Path) -> hdf5::Result<()> {
@@ -231,6 +238,13 @@ impl Head {
     }
 
     /// Reads a head file; errors name the file and what is missing or inconsistent.
+    /// Whether `path` is a headstart head file (the rule by which `train-head` and `finetune`
+    /// replace an existing output).
+    pub fn is_head(path: &Path) -> bool {
+        crate::cache::h5::open_read(path)
+            .is_ok_and(|f| read_str_attr(&f, "format").is_ok_and(|v| v == FORMAT))
+    }
+
     pub fn load(path: &Path) -> Result<Head> {
         if !path.is_file() {
             return Err(Error::cache(path, "head file not found"));
@@ -273,15 +287,47 @@ impl Head {
         let mut names = layers_g.member_names()?;
         names.sort();
         let mut layers = Vec::new();
-        let vec1 = |g: &hdf5::Group, n: &str| -> hdf5::Result<Array1<f32>> {
-            Ok(Array1::from(g.dataset(n)?.read_raw::<f32>()?))
+        // Sizes are checked before reading: a kernel must take the previous width, and no dataset
+        // may declare more values than the file holds.
+        let file_len = std::fs::metadata(f.filename())
+            .map(|m| m.len())
+            .unwrap_or(0);
+        let bounded = |name: &str, n: usize| -> hdf5::Result<()> {
+            if (n as u128) * 4 > file_len as u128 + (1 << 20) {
+                return Err(format!(
+                    "layer {name}: declares {n} values, but the file holds {file_len} bytes"
+                )
+                .into());
+            }
+            Ok(())
         };
+        let vec1 = |g: &hdf5::Group, n: &str| -> hdf5::Result<Array1<f32>> {
+            let ds = g.dataset(n)?;
+            bounded(n, ds.size())?;
+            Ok(Array1::from(ds.read_raw::<f32>()?))
+        };
+        let mut width = pool
+            .output_dim(&feature_shape, &base.layout)
+            .map_err(|e| e.to_string())?;
         for name in names {
             let g = layers_g.group(&name)?;
             let ty = read_str_attr(&g, "type")?;
             layers.push(match ty.as_str() {
                 "dense" => {
-                    let w = g.dataset("kernel")?.read_2d::<f32>()?;
+                    let ds = g.dataset("kernel")?;
+                    match ds.shape()[..] {
+                        [rows, cols] if rows == width => {
+                            bounded(&name, rows.saturating_mul(cols))?;
+                            width = cols;
+                        }
+                        ref shape => {
+                            return Err(format!(
+                                "layer {name}: dense kernel of shape {shape:?}, the previous width is {width}"
+                            )
+                            .into())
+                        }
+                    }
+                    let w = ds.read_2d::<f32>()?;
                     let b = vec1(&g, "bias")?;
                     if b.len() != w.ncols() {
                         return Err(format!(
@@ -323,6 +369,7 @@ impl Head {
             });
         }
         let network = Network { layers };
+        check_values(&network)?;
         check_chain(
             &network,
             pool.output_dim(&feature_shape, &base.layout)
@@ -341,6 +388,52 @@ impl Head {
             history_csv: read_str_attr(f, "history_csv").unwrap_or_default(),
         })
     }
+}
+
+/// Every parameter finite, batch-norm variances not negative and epsilons positive, dropout rates in
+/// [0, 1): a head that breaks these would write NaN probabilities with a prediction.
+fn check_values(net: &Network) -> hdf5::Result<()> {
+    fn finite<'a>(i: usize, what: &str, v: impl IntoIterator<Item = &'a f32>) -> hdf5::Result<()> {
+        match v.into_iter().find(|x| !x.is_finite()) {
+            Some(x) => {
+                Err(format!("layer {i}: {what} holds {x}; parameters must be finite").into())
+            }
+            None => Ok(()),
+        }
+    }
+    for (i, l) in net.layers.iter().enumerate() {
+        match l {
+            Layer::Dense(d) => {
+                finite(i, "kernel", d.w.iter())?;
+                finite(i, "bias", d.b.iter())?;
+            }
+            Layer::BatchNorm(b) => {
+                for (what, v) in [
+                    ("gamma", &b.gamma),
+                    ("beta", &b.beta),
+                    ("moving_mean", &b.mean),
+                    ("moving_variance", &b.var),
+                ] {
+                    finite(i, what, v.iter())?;
+                }
+                if let Some(v) = b.var.iter().find(|&&v| v < 0.0) {
+                    return Err(format!("layer {i}: batch-norm variance {v} is negative").into());
+                }
+                if !(b.eps.is_finite() && b.eps > 0.0) {
+                    return Err(format!(
+                        "layer {i}: batch-norm epsilon {} must be positive",
+                        b.eps
+                    )
+                    .into());
+                }
+            }
+            Layer::Dropout(r) if !(0.0..1.0).contains(r) => {
+                return Err(format!("layer {i}: dropout rate {r} must be in [0, 1)").into());
+            }
+            _ => {}
+        }
+    }
+    Ok(())
 }
 
 /// Layer widths must chain from the pooled feature width to the class count.
@@ -397,4 +490,12 @@ pub fn probabilities_from_logits(z: &Array2<f32>) -> Array2<f32> {
         r /= s;
     }
     p
+}
+
+/// The replacement rule of a head output: only a head file is replaced.
+pub fn replace_head() -> Replace<'static> {
+    Replace::If {
+        what: "a headstart head file",
+        check: &Head::is_head,
+    }
 }

@@ -1,6 +1,7 @@
 //! `train-head` as a library call: read the feature cache, pool, choose the validation rows, train
 //! (our backprop or the linfa-logistic baseline), and write the head file and its history CSV.
 
+use crate::util::output::Output;
 use std::path::{Path, PathBuf};
 use std::time::Instant;
 
@@ -282,8 +283,29 @@ struct Trained {
 
 /// Trains a head on `cfg.features` and writes `cfg.out` and `cfg.history`; the settings and the
 /// per-epoch table go to `rep` as [`Event::Line`]s.
+/// The head and history outputs of `cfg`, checked before any work: neither is the feature cache, and
+/// the two are different files.
+fn outputs(cfg: &TrainHeadConfig) -> Result<(Output<'static>, Output<'static>)> {
+    let head = Output::new(&cfg.out)
+        .input(&cfg.features)
+        .replace(crate::head::file::replace_head());
+    let history = History::output(&cfg.history)
+        .input(&cfg.features)
+        .input(&cfg.out);
+    head.check()?;
+    history.check()?;
+    if crate::util::paths::resolve(&cfg.out) == crate::util::paths::resolve(&cfg.history) {
+        return Err(Error::output(
+            &cfg.out,
+            "is both the head and the history output; give them different names",
+        ));
+    }
+    Ok((head, history))
+}
+
 pub fn train_head(cfg: &TrainHeadConfig, rep: &dyn Reporter) -> Result<TrainHeadSummary> {
     let t0 = Instant::now();
+    let (head_out, history_out) = outputs(cfg)?;
     let cache = open_for_training(&cfg.features)?;
     let meta = &cache.meta;
     let rows = Rows::load(&cache, cfg)?;
@@ -355,8 +377,8 @@ pub fn train_head(cfg: &TrainHeadConfig, rep: &dyn Reporter) -> Result<TrainHead
         training,
         history_csv: history.csv(),
     };
-    head.save(&cfg.out)?;
-    std::fs::write(&cfg.history, history.csv()).map_err(|e| Error::io(&cfg.history, e))?;
+    head.save_to(&head_out)?;
+    history_out.write_bytes(history.csv().as_bytes())?;
     report_kept(&history, rep);
     let seconds = t0.elapsed().as_secs_f64();
     say(format!(

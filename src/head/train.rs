@@ -2,7 +2,10 @@
 //! gradient clipping, learning-rate schedules and early stopping with restore-best.
 //! Same seed and data give bit-identical weights.
 
+use crate::util::output::{Output, Replace};
 use ndarray::{s, Array2, ArrayView2, Axis};
+use std::io::Read;
+use std::path::Path;
 
 use super::loss::Loss;
 use super::net::{Dense, Grads, Layer, LayerSpec, Network};
@@ -344,6 +347,27 @@ impl History {
     }
 
     pub const CSV_HEADER: &'static str = "epoch,loss,accuracy,val_loss,val_accuracy,lr,seconds";
+
+    /// Whether `path` holds a history CSV (its first line is [`History::CSV_HEADER`]): the rule by
+    /// which a history file is replaced.
+    pub fn is_csv(path: &Path) -> bool {
+        use std::io::BufRead;
+        std::fs::File::open(path).is_ok_and(|f| {
+            let mut line = String::new();
+            std::io::BufReader::new(f.take(4096))
+                .read_line(&mut line)
+                .is_ok()
+                && line.trim_end() == Self::CSV_HEADER
+        })
+    }
+
+    /// The output of a history CSV at `path`: replaced only when it is one.
+    pub fn output(path: &Path) -> Output<'static> {
+        Output::new(path).replace(Replace::If {
+            what: "a training history (CSV)",
+            check: &History::is_csv,
+        })
+    }
 
     pub fn csv(&self) -> String {
         let mut s = format!("{}\n", Self::CSV_HEADER);

@@ -19,6 +19,7 @@ use crate::infer::model::{resolve_preprocess, BaseModel, PreprocessOverrides};
 use crate::infer::pipeline::{Event, InputKind, Pipeline};
 use crate::infer::runtime::{Device, RuntimeConfig};
 use crate::util::hash::sha256_file;
+use crate::util::output::Output;
 
 /// The split that holds the mirrored copies of `train` (`ExtractConfig::augment_flip`).
 pub const FLIP_SPLIT: &str = "train_flip";
@@ -251,6 +252,19 @@ fn cache_hit(cfg: &ExtractConfig, fp: &str, ds: &Dataset, t0: Instant) -> Option
     })
 }
 
+/// The cache output of `cfg`: never the model (nor its external data files) or inside a local photo
+/// folder; an existing file is replaced only when it is a feature cache.
+fn output(cfg: &ExtractConfig) -> Output<'static> {
+    let mut out = Output::new(&cfg.out)
+        .input(&cfg.model)
+        .inputs(crate::onnx::external_data_files(&cfg.model))
+        .replace(cache::replace_cache());
+    if !crate::data::remote::is_url_path(&cfg.data) {
+        out = out.input(&cfg.data);
+    }
+    out
+}
+
 /// Where `extract --layer` writes the cut model: `<out without extension>.base.onnx`.
 pub fn cut_model_for(out: &Path) -> PathBuf {
     let mut p = out.with_extension("").into_os_string();
@@ -262,6 +276,9 @@ pub fn cut_model_for(out: &Path) -> PathBuf {
 /// scan the folder, return at once on an unchanged rerun, open the model, run the pending images
 /// into the journal, then write the HDF5 cache.
 pub fn extract(cfg: &ExtractConfig, rep: &dyn Reporter) -> Result<ExtractSummary> {
+    // Refused before any work: the cache onto the model or inside the photo folder, or over a file
+    // that is not a feature cache.
+    output(cfg).check()?;
     if let Some(layer) = &cfg.layer {
         return extract(&cut_first(cfg, layer, rep)?, rep);
     }
@@ -275,6 +292,8 @@ pub fn extract(cfg: &ExtractConfig, rep: &dyn Reporter) -> Result<ExtractSummary
     if cfg.batch == 0 {
         return Err(Error::Config("--batch must be at least 1".into()));
     }
+    crate::util::limits::check("batch", cfg.batch, 1, crate::util::limits::MAX_BATCH)?;
+    crate::util::limits::check("copies", cfg.copies, 0, crate::util::limits::MAX_COPIES)?;
     let ds = match &cfg.subset {
         Some(ds) => ds.clone(),
         None => Dataset::scan_any(&cfg.data)?,
@@ -282,7 +301,7 @@ pub fn extract(cfg: &ExtractConfig, rep: &dyn Reporter) -> Result<ExtractSummary
     for (p, why) in &ds.warnings {
         rep.report(Report::Warning(&format!("{}: {why}", p.display())));
     }
-    let model_sha = sha256_file(&cfg.model)?;
+    let model_sha = crate::onnx::model_sha256(&cfg.model)?;
     let fp = fingerprint(cfg, &model_sha, &ds)?;
     if !cfg.force {
         if let Some(hit) = cache_hit(cfg, &fp, &ds, t0) {
@@ -331,7 +350,7 @@ pub fn extract(cfg: &ExtractConfig, rep: &dyn Reporter) -> Result<ExtractSummary
     let seconds = t_run.elapsed().as_secs_f64();
 
     let meta = cache_meta(cfg, &ds, &model, &pre, &journal, (model_sha, fp), &index)?;
-    cache::write_hdf5(&cfg.out, &meta, &index.splits, &mut journal)?;
+    cache::write_hdf5(&output(cfg), &_lock, &meta, &index.splits, &mut journal)?;
     let skipped: Vec<(String, String)> = journal
         .failures
         .iter()
@@ -363,7 +382,7 @@ pub fn extract(cfg: &ExtractConfig, rep: &dyn Reporter) -> Result<ExtractSummary
 fn int8_model(cfg: &ExtractConfig, q: &Int8, rep: &dyn Reporter) -> Result<PathBuf> {
     let files = crate::infer::quantize::calibration_files(&q.calibrate, q.images)?;
     let mut h = Sha256::new();
-    h.update(sha256_file(&cfg.model)?);
+    h.update(crate::onnx::model_sha256(&cfg.model)?);
     let target = crate::infer::quantize::DEFAULT_TARGET_COSINE;
     h.update(format!(
         "minmax|bias-fit|target {target}|{}|{:?}\n",

@@ -537,16 +537,23 @@ pub fn resolve_preprocess(info: &ModelInfo, o: &PreprocessOverrides) -> Result<R
     }
     let resize = first_set(resize_layers, ResizeMode::Squash);
     let interpolation = first_set(interp_layers, Interpolation::Bilinear);
-
+    let preprocess = Preprocess {
+        size,
+        layout: info.layout,
+        resize,
+        interpolation,
+        normalize,
+        decode: o.decode.unwrap_or_default(),
+    };
+    // Checked as the flags are, whatever gave the values (flags, metadata, a preset).
+    if let Some(why) = preprocess.problem() {
+        return Err(Error::model(
+            &info.path,
+            format!("{why} (chosen by {})", sources.join(", ")),
+        ));
+    }
     Ok(Resolved {
-        preprocess: Preprocess {
-            size,
-            layout: info.layout,
-            resize,
-            interpolation,
-            normalize,
-            decode: o.decode.unwrap_or_default(),
-        },
+        preprocess,
         sources,
     })
 }

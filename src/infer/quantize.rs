@@ -18,7 +18,6 @@ use crate::infer::calibrate::Stats;
 use crate::infer::model::{resolve_preprocess, BaseModel, PreprocessOverrides};
 use crate::infer::runtime::RuntimeConfig;
 use crate::onnx::qdq::{self, QParams};
-use crate::util::hash::sha256_file;
 
 /// Everything `quantize` needs.
 #[derive(Debug, Clone)]
@@ -165,7 +164,10 @@ pub fn quantize(cfg: &QuantizeConfig, rep: &dyn Reporter) -> Result<QuantizeSumm
             ),
             ("quant_method", cfg.method.name()),
             ("quant_images", files.len().to_string()),
-            (crate::onnx::QUANT_SOURCE_SHA256, sha256_file(&cfg.model)?),
+            (
+                crate::onnx::QUANT_SOURCE_SHA256,
+                crate::onnx::model_sha256(&cfg.model)?,
+            ),
             ("quant_kept_float", kept_float.join(",")),
             (
                 "quant_target_cosine",

@@ -163,6 +163,7 @@ pub fn session(model: &Path, rt: &RuntimeConfig) -> Result<(Session, Device, Opt
             .map_err(|e| Error::model(model, e.to_string()))?
             .with_optimization_level(GraphOptimizationLevel::Level3)
             .map_err(err)?;
+        crate::util::limits::check("threads", rt.threads, 0, crate::util::limits::MAX_THREADS)?;
         if rt.threads > 0 {
             b = b.with_intra_threads(rt.threads).map_err(err)?;
         }

@@ -15,7 +15,6 @@ use crate::onnx::proto::{
     attribute_type, data_type, AttributeProto, GraphProto, ModelProto, NodeProto,
     StringStringEntryProto, TensorProto,
 };
-use crate::util::hash::sha256_file;
 
 /// Name of the exported graph's output: `[N, classes]` probabilities.
 pub const OUTPUT: &str = "probabilities";
@@ -81,7 +80,7 @@ fn float_attr(name: &str, v: f32) -> AttributeProto {
 /// Writes `cfg.out`; refuses a base model other than the one the head was trained on.
 pub fn export(cfg: &ExportConfig) -> Result<ExportSummary> {
     let head = Head::load(&cfg.head)?;
-    let sha = sha256_file(&cfg.model)?;
+    let sha = crate::onnx::model_sha256(&cfg.model)?;
     if sha != head.base.model_sha256 {
         return Err(Error::Config(format!(
             "base models differ: head {} was trained on {} (sha256 {}), --model {} has sha256 {sha}",
@@ -168,7 +167,14 @@ pub fn export(cfg: &ExportConfig) -> Result<ExportSummary> {
             value: "flip".into(),
         });
     }
-    crate::onnx::save(&model, &cfg.out)?;
+    crate::onnx::save_to(
+        &model,
+        &crate::util::output::Output::new(&cfg.out)
+            .input(&cfg.model)
+            .input(&cfg.head)
+            .inputs(crate::onnx::external_data_files(&cfg.model))
+            .replace(crate::onnx::replace_model()),
+    )?;
     Ok(ExportSummary {
         out: cfg.out.clone(),
         nodes_added: added + 1,

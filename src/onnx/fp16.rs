@@ -175,7 +175,7 @@ fn convert_constants(
 pub fn convert_file(source: &std::path::Path, out: &std::path::Path) -> crate::Result<Fp16Summary> {
     let proto = super::load(source)?;
     let (mut half, s) = to_fp16(&proto).map_err(|e| crate::Error::model(source, e))?;
-    let sha = crate::util::hash::sha256_file(source)?;
+    let sha = super::model_sha256(source)?;
     super::edit::set_metadata(&mut half, &[(super::FP16_SOURCE_SHA256, sha)]);
     super::save_edited(&half, source, out)?;
     Ok(s)

@@ -9,11 +9,14 @@ pub mod proto;
 pub mod qdq;
 
 use std::collections::BTreeMap;
-use std::path::Path;
+use std::path::{Path, PathBuf};
+
+use sha2::Digest;
 
 use prost::Message;
 
 use crate::error::{Error, Result};
+use crate::util::output::{Output, Replace};
 pub use proto::ModelProto;
 
 /// `metadata_props` key: the sha256 of the float model `headstart quantize` made an int8 copy of.
@@ -30,11 +33,30 @@ pub fn load(path: &Path) -> Result<ModelProto> {
     })
 }
 
-/// Encodes and writes an ONNX file (through a temporary file, so a crash never leaves half a model).
+/// Whether `path` holds an ONNX model (the rule by which a command that writes a model replaces an
+/// existing file: a model, never a photo, a cache or a head).
+pub fn is_model(path: &Path) -> bool {
+    load(path).is_ok_and(|m| m.graph.is_some())
+}
+
+/// The replacement rule of a model output: only an ONNX model is replaced.
+pub fn replace_model() -> Replace<'static> {
+    Replace::If {
+        what: "an ONNX model",
+        check: &is_model,
+    }
+}
+
+/// Encodes and writes an ONNX file through the one output writer ([`Output`]: an existing file is
+/// replaced only when it is a model; unique temporary file, lock, rename).
 pub fn save(model: &ModelProto, path: &Path) -> Result<()> {
-    let tmp = path.with_extension("onnx.tmp");
-    std::fs::write(&tmp, model.encode_to_vec()).map_err(|e| Error::io(&tmp, e))?;
-    std::fs::rename(&tmp, path).map_err(|e| Error::io(path, e))
+    save_to(model, &Output::new(path).replace(replace_model()))
+}
+
+/// Encodes and writes an ONNX file through `out`.
+pub fn save_to(model: &ModelProto, out: &Output) -> Result<()> {
+    out.check()?;
+    out.write_bytes(&model.encode_to_vec())
 }
 
 /// The model's `metadata_props` as a sorted map.
@@ -66,6 +88,59 @@ pub fn uses_external_data(model: &ModelProto) -> bool {
     })
 }
 
+/// The external data files `model`'s initializers name (`location`, relative to the model's folder),
+/// each once, in order of first use; a location that leaves the folder is an error naming it.
+pub fn external_locations(model: &ModelProto, path: &Path) -> Result<Vec<PathBuf>> {
+    let mut out: Vec<PathBuf> = Vec::new();
+    let Some(g) = &model.graph else {
+        return Ok(out);
+    };
+    for t in &g.initializer {
+        for kv in t.external_data.iter().filter(|kv| kv.key == "location") {
+            let rel = crate::util::paths::contained(
+                &kv.value,
+                path,
+                &format!("initializer '{}' external data", t.name),
+            )?;
+            if !out.contains(&rel) {
+                out.push(rel);
+            }
+        }
+    }
+    Ok(out)
+}
+
+/// The external data files of the model at `path`, as paths (empty when it has none or cannot be
+/// read: the caller reports a bad model when it opens it).
+pub fn external_data_files(path: &Path) -> Vec<PathBuf> {
+    let dir = path.parent().unwrap_or(Path::new(""));
+    match std::fs::read(path).map(|b| b.windows(8).any(|w| w == b"location")) {
+        Ok(true) => load(path)
+            .and_then(|m| external_locations(&m, path))
+            .map(|v| v.into_iter().map(|r| dir.join(r)).collect())
+            .unwrap_or_default(),
+        _ => Vec::new(),
+    }
+}
+
+/// The fingerprint of a model: the sha256 of its file, or for a model that keeps weights in external
+/// data files, the sha256 of the file's hash and each data file's name and hash, so a changed
+/// weights file is a new model (and a cache of the old one is not reused).
+pub fn model_sha256(path: &Path) -> Result<String> {
+    let own = crate::util::hash::sha256_file(path)?;
+    let files = external_data_files(path);
+    if files.is_empty() {
+        return Ok(own);
+    }
+    let mut h = sha2::Sha256::new();
+    h.update(own.as_bytes());
+    for f in &files {
+        let sha = crate::util::hash::sha256_file(f)?;
+        h.update(format!("\n{}={sha}", crate::util::paths::to_text(f)).as_bytes());
+    }
+    Ok(format!("{:x}", h.finalize()))
+}
+
 /// Saves an edited copy of `source`'s model at `out`; external-data models must stay in the source's
 /// folder, where their data files are found by relative path.
 pub fn save_edited(model: &ModelProto, source: &Path, out: &Path) -> Result<()> {
@@ -91,5 +166,12 @@ pub fn save_edited(model: &ModelProto, source: &Path, out: &Path) -> Result<()> 
             });
         }
     }
-    save(model, out)
+    let inputs = external_data_files(source);
+    save_to(
+        model,
+        &Output::new(out)
+            .input(source)
+            .inputs(inputs)
+            .replace(replace_model()),
+    )
 }

@@ -2,6 +2,7 @@
 //! curve and top-losses grid of `evaluate`; and the markdown report that ties settings, numbers and
 //! pictures together.
 
+use crate::util::output::{Output, Replace};
 use std::path::Path;
 
 use plotters::prelude::*;
@@ -51,8 +52,12 @@ fn png_over(
         root.present().map_err(|x| err(e(x)))?;
     }
     let img = image::RgbImage::from_raw(w, h, buf).ok_or_else(|| err("canvas size".into()))?;
-    img.save_with_format(path, image::ImageFormat::Png)
-        .map_err(|x| Error::Config(format!("{}: cannot write the plot: {x}", path.display())))
+    // A report's pictures are its own files: replaced on each run.
+    let out = Output::new(path).replace(Replace::Always);
+    out.write(|tmp| {
+        img.save_with_format(tmp, image::ImageFormat::Png)
+            .map_err(|x| Error::Config(format!("{}: cannot write the plot: {x}", path.display())))
+    })
 }
 
 /// Loss and accuracy per epoch (training and validation), two panels side by side.
@@ -351,7 +356,12 @@ pub fn report(
     for (t, body) in sections {
         s += &format!("\n## {t}\n\n{body}\n");
     }
-    std::fs::write(&path, s).map_err(|x| Error::io(&path, x))?;
+    Output::new(&path)
+        .replace(Replace::If {
+            what: "a headstart report",
+            check: &|p| std::fs::read_to_string(p).is_ok_and(|t| t.starts_with("# ")),
+        })
+        .write_bytes(s.as_bytes())?;
     Ok(path)
 }
 

@@ -2,6 +2,9 @@
 //! per image (CSV or JSON lines) as batches finish. Unreadable files get a row with the error and the
 //! run goes on; `resume` skips the files an earlier run already wrote.
 
+use crate::util::lock::OutputLock;
+use crate::util::output::{Output, Replace};
+use crate::util::paths::to_text;
 use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::time::Instant;
@@ -16,7 +19,6 @@ use crate::infer::model::{resolve_preprocess, BaseModel, PreprocessOverrides};
 use crate::infer::pipeline::{Event, InputKind, Pipeline};
 use crate::infer::runtime::RuntimeConfig;
 use crate::onnx::export::CLASSES_KEY;
-use crate::util::hash::sha256_file;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Format {
@@ -51,6 +53,8 @@ pub struct ScoreConfig {
     /// Binary heads: predict the second class when its probability is at least this.
     pub threshold: Option<f32>,
     pub resume: bool,
+    /// Replace an existing `out` (without it, an existing `out` is refused unless `resume`).
+    pub force: bool,
     pub batch: usize,
     pub runtime: RuntimeConfig,
     pub decode_threads: usize,
@@ -74,6 +78,7 @@ impl ScoreConfig {
             top_k: None,
             threshold: None,
             resume: false,
+            force: false,
             batch: 32,
             tta_flip: false,
             runtime: RuntimeConfig::default(),
@@ -232,15 +237,47 @@ impl Classifier {
     }
 }
 
+/// What an earlier run left in the output.
+struct Done {
+    paths: std::collections::HashSet<String>,
+    /// The file held no whole record (not even a header): written anew.
+    is_empty_file: bool,
+}
+
 /// Paths already written to `out` by an earlier run; a torn last record (a kill during a write) is
-/// cut off the file.
-fn done_paths(out: &Path, format: Format) -> Result<std::collections::HashSet<String>> {
+/// cut off the file. A file this run would not have written (another header: another model's or
+/// head's classes, another `--top-k`; or not a score file at all) is refused, never appended to.
+fn done_paths(out: &Path, format: Format, probe: &Writer) -> Result<Done> {
     let Ok(bytes) = std::fs::read(out) else {
-        return Ok(Default::default());
+        return Ok(Done {
+            paths: Default::default(),
+            is_empty_file: true,
+        });
     };
     let (done, complete) = match format {
-        Format::Jsonl => jsonl_records(&bytes),
-        Format::Csv => csv_records(&bytes),
+        Format::Jsonl => jsonl_records(&bytes, probe).map_err(|why| refuse_resume(out, &why))?,
+        Format::Csv => {
+            let (done, complete, header) = csv_records(&bytes);
+            let want = probe.header_columns();
+            match header {
+                Some(h) if h != want => {
+                    return Err(refuse_resume(
+                        out,
+                        &format!(
+                            "its header is '{}', this run writes '{}'",
+                            h.join(","),
+                            want.join(",")
+                        ),
+                    ))
+                }
+                // A header torn by a kill is written again; anything else is not ours.
+                None if !header_bytes(&want).starts_with(&bytes) => {
+                    return Err(refuse_resume(out, "it holds no score header"));
+                }
+                _ => {}
+            }
+            (done, complete)
+        }
     };
     if complete < bytes.len() {
         let f = std::fs::OpenOptions::new()
@@ -249,30 +286,72 @@ fn done_paths(out: &Path, format: Format) -> Result<std::collections::HashSet<St
             .map_err(|e| Error::io(out, e))?;
         f.set_len(complete as u64).map_err(|e| Error::io(out, e))?;
     }
-    Ok(done)
+    Ok(Done {
+        paths: done,
+        is_empty_file: complete == 0,
+    })
 }
 
-/// The `path` of every whole JSON line and the length of the whole lines (JSON escapes newlines).
-fn jsonl_records(bytes: &[u8]) -> (std::collections::HashSet<String>, usize) {
+/// The CSV line of the header `cols`, as the writer writes it.
+fn header_bytes(cols: &[String]) -> Vec<u8> {
+    let mut w = csv::WriterBuilder::new()
+        .terminator(csv::Terminator::Any(b'\n'))
+        .from_writer(Vec::new());
+    let _ = w.write_record(cols);
+    w.into_inner().unwrap_or_default()
+}
+
+fn refuse_resume(out: &Path, why: &str) -> Error {
+    Error::output(
+        out,
+        format!("--resume: not a score file of this run ({why}); choose another --out, or pass --force to replace it"),
+    )
+}
+
+/// The `path` of every whole JSON line and the length of the whole lines (JSON escapes newlines);
+/// an error when a whole line is not a record `probe` would write (other classes, or not JSON).
+fn jsonl_records(
+    bytes: &[u8],
+    probe: &Writer,
+) -> std::result::Result<(std::collections::HashSet<String>, usize), String> {
     let complete = bytes.iter().rposition(|&b| b == b'\n').map_or(0, |i| i + 1);
-    let done = bytes[..complete]
-        .split(|&b| b == b'\n')
-        .filter_map(|line| serde_json::from_slice::<serde_json::Value>(line).ok())
-        .filter_map(|v| v["path"].as_str().map(String::from))
-        .collect();
-    (done, complete)
+    let mut done = std::collections::HashSet::new();
+    for (n, line) in bytes[..complete].split(|&b| b == b'\n').enumerate() {
+        if line.is_empty() {
+            continue;
+        }
+        let v: serde_json::Value =
+            serde_json::from_slice(line).map_err(|e| format!("line {} is not JSON: {e}", n + 1))?;
+        let Some(path) = v["path"].as_str() else {
+            return Err(format!("line {} has no \"path\"", n + 1));
+        };
+        if v.get("error").is_none() {
+            if let Some(why) = probe.json_mismatch(&v) {
+                return Err(format!("line {}: {why}", n + 1));
+            }
+        }
+        done.insert(path.to_string());
+    }
+    Ok((done, complete))
 }
 
 /// The first field of every whole CSV record after the header, and where the whole records end. A
 /// record is whole when it has the header's number of fields, ends with its newline and closes its
 /// quotes (file names may hold commas, quotes and newlines).
-fn csv_records(bytes: &[u8]) -> (std::collections::HashSet<String>, usize) {
+fn csv_records(
+    bytes: &[u8],
+) -> (
+    std::collections::HashSet<String>,
+    usize,
+    Option<Vec<String>>,
+) {
     let mut rdr = csv::ReaderBuilder::new()
         .has_headers(false)
         .flexible(true)
         .from_reader(bytes);
     let mut done = std::collections::HashSet::new();
     let (mut complete, mut width) = (0usize, None);
+    let mut header = None;
     let mut rec = csv::ByteRecord::new();
     loop {
         let start = rdr.position().byte() as usize;
@@ -289,7 +368,14 @@ fn csv_records(bytes: &[u8]) -> (std::collections::HashSet<String>, usize) {
             break;
         }
         match width {
-            None => width = Some(rec.len()),
+            None => {
+                width = Some(rec.len());
+                header = Some(
+                    rec.iter()
+                        .map(|f| String::from_utf8_lossy(f).into_owned())
+                        .collect(),
+                );
+            }
             Some(_) => {
                 if let Some(p) = rec.get(0).and_then(|f| std::str::from_utf8(f).ok()) {
                     done.insert(p.to_string());
@@ -298,7 +384,7 @@ fn csv_records(bytes: &[u8]) -> (std::collections::HashSet<String>, usize) {
         }
         complete = end;
     }
-    (done, complete)
+    (done, complete, header)
 }
 
 /// Where rows go: CSV records (quoted as needed) or JSON lines.
@@ -366,6 +452,42 @@ impl Writer {
     }
 
     fn header(&mut self) -> std::io::Result<()> {
+        let cols = self.header_columns();
+        self.csv_record(&cols)
+    }
+
+    /// Why a JSON record `v` (not an error row) is not one this writer would write, if it is not.
+    fn json_mismatch(&self, v: &serde_json::Value) -> Option<String> {
+        let pred = v["predicted"].as_str();
+        if !pred.is_some_and(|p| self.classes.iter().any(|c| c == p)) {
+            return Some(format!(
+                "predicted {}, not one of this head's classes [{}]",
+                v["predicted"],
+                self.classes.join(", ")
+            ));
+        }
+        match self.top_k {
+            Some(_) => {
+                (!v["top"].is_array()).then(|| "no \"top\" list (written without --top-k)".into())
+            }
+            None => {
+                let keys: Option<Vec<&String>> =
+                    v["probabilities"].as_object().map(|m| m.keys().collect());
+                let mut want: Vec<&String> = self.classes.iter().collect();
+                want.sort();
+                (keys.as_ref() != Some(&want)).then(|| {
+                    format!(
+                        "probabilities of {:?}, this run writes [{}]",
+                        keys.unwrap_or_default(),
+                        self.classes.join(", ")
+                    )
+                })
+            }
+        }
+    }
+
+    /// The CSV header this writer writes.
+    fn header_columns(&self) -> Vec<String> {
         let mut cols = vec!["path".to_string(), "predicted".to_string()];
         match self.top_k {
             Some(k) => {
@@ -377,7 +499,7 @@ impl Writer {
             None => cols.extend(self.classes.iter().map(|c| format!("p_{c}"))),
         }
         cols.push("error".into());
-        self.csv_record(&cols)
+        cols
     }
 
     fn predicted(&self, p: &[f32]) -> usize {
@@ -451,7 +573,7 @@ fn classifier(cfg: &ScoreConfig, model: &BaseModel) -> Result<(Classifier, Prepr
     Ok(match &cfg.head {
         Some(hp) => {
             let head = Head::load(hp)?;
-            let sha = sha256_file(&cfg.model)?;
+            let sha = crate::onnx::model_sha256(&cfg.model)?;
             if sha != head.base.model_sha256 {
                 return Err(Error::Config(format!(
                 "base models differ: head {} was trained on {} (sha256 {}), --model {} has sha256 {sha}",
@@ -497,6 +619,52 @@ fn classifier(cfg: &ScoreConfig, model: &BaseModel) -> Result<(Classifier, Prepr
     })
 }
 
+/// Results held until every image before them in input order has one, so rows are written in the
+/// order of the inputs (decode threads finish out of order).
+struct InOrder {
+    /// The images still to write, in input order.
+    queue: std::collections::VecDeque<usize>,
+    ready: std::collections::HashMap<usize, std::result::Result<Vec<f32>, String>>,
+}
+
+impl InOrder {
+    fn new(order: impl Iterator<Item = usize>) -> InOrder {
+        InOrder {
+            queue: order.collect(),
+            ready: Default::default(),
+        }
+    }
+
+    fn put(&mut self, i: usize, r: std::result::Result<Vec<f32>, String>) {
+        self.ready.insert(i, r);
+    }
+
+    /// Writes every result whose predecessors are written, and flushes.
+    fn write(&mut self, w: &mut Writer, names: &[String]) -> std::io::Result<()> {
+        let mut any = false;
+        while let Some(r) = self.queue.front().and_then(|i| self.ready.remove(i)) {
+            let i = self.queue.pop_front().unwrap_or_default();
+            match r {
+                Ok(p) => w.row(&names[i], &p)?,
+                Err(reason) => w.error(&names[i], &reason)?,
+            }
+            any = true;
+        }
+        if any {
+            w.flush()?;
+        }
+        Ok(())
+    }
+
+    fn is_done(&self) -> bool {
+        self.queue.is_empty()
+    }
+
+    fn left(&self) -> usize {
+        self.queue.len()
+    }
+}
+
 /// The first half of each image's test-time pair, until the second arrives.
 #[derive(Default)]
 struct Halves {
@@ -537,15 +705,46 @@ pub fn score(cfg: &ScoreConfig, rep: &dyn Reporter) -> Result<ScoreSummary> {
         rep.report(Report::Notice(why));
     }
     let (classifier, pre, input) = classifier(cfg, &model)?;
+    if let Some(k) = cfg.top_k {
+        crate::util::limits::check("top-k", k, 1, classifier.classes().len())?;
+    }
     let Inputs { files, remote } = score_inputs(cfg, rep)?;
-    let names: Vec<String> = files.iter().map(|p| p.display().to_string()).collect();
+    // Names as lossless text (the form caches use): two files never share a row name.
+    let names: Vec<String> = files.iter().map(|p| to_text(p)).collect();
     let format = cfg.out.as_deref().map_or(Format::Csv, Format::for_path);
+    // The output: never a scored file, the model or the head; an existing one only with --resume
+    // (continued after its header is checked) or --force (replaced); locked for the whole run.
+    let _lock = match &cfg.out {
+        Some(o) => {
+            let rule = if cfg.resume || cfg.force {
+                Replace::Always
+            } else {
+                Replace::Never
+            };
+            let out = Output::new(o)
+                .input(&cfg.model)
+                .inputs(&cfg.head)
+                .inputs(cfg.inputs.iter().filter(|p| !is_url_path(p)))
+                .replace(rule)
+                .hint("pass --resume to continue it or --force to replace it");
+            out.check()?;
+            Some(OutputLock::acquire(o)?)
+        }
+        None => None,
+    };
     let done = match (&cfg.out, cfg.resume) {
-        (Some(o), true) => done_paths(o, format)?,
-        _ => Default::default(),
+        (Some(o), true) => {
+            let mut probe = Writer::new(format, Box::new(std::io::sink()), classifier.classes());
+            probe.top_k = cfg.top_k;
+            done_paths(o, format, &probe)?
+        }
+        _ => Done {
+            paths: Default::default(),
+            is_empty_file: true,
+        },
     };
     let pending: Vec<usize> = (0..files.len())
-        .filter(|&i| !done.contains(&names[i]))
+        .filter(|&i| !done.paths.contains(&names[i]))
         .collect();
     let resumed = files.len() - pending.len();
     let existing = cfg
@@ -553,7 +752,7 @@ pub fn score(cfg: &ScoreConfig, rep: &dyn Reporter) -> Result<ScoreSummary> {
         .as_ref()
         .and_then(|o| std::fs::metadata(o).ok())
         .map_or(0, |m| m.len());
-    let appending = cfg.resume && existing > 0;
+    let appending = cfg.resume && existing > 0 && !done.is_empty_file;
     let sink: Box<dyn Write> = match &cfg.out {
         Some(o) => {
             let f = std::fs::OpenOptions::new()
@@ -584,6 +783,7 @@ pub fn score(cfg: &ScoreConfig, rep: &dyn Reporter) -> Result<ScoreSummary> {
     let t_run = Instant::now();
     // With TTA, image i is run twice: as index i and, mirrored, as index n + i.
     let n_files = files.len();
+    let pending_files = pending.clone();
     let (paths, flip, pending) = if cfg.tta_flip {
         let paths: Vec<PathBuf> = files.iter().chain(files.iter()).cloned().collect();
         let flip: Vec<bool> = (0..2 * n_files).map(|i| i >= n_files).collect();
@@ -594,6 +794,8 @@ pub fn score(cfg: &ScoreConfig, rep: &dyn Reporter) -> Result<ScoreSummary> {
     };
     let prefetch = prefetch_for(remote, cfg.tta_flip)?;
     let mut halves = Halves::default();
+    // Rows go out in input order whatever order the decode threads finish in.
+    let mut order = InOrder::new(pending_files.iter().copied());
     let pipeline = Pipeline {
         pre: &pre,
         input,
@@ -646,11 +848,11 @@ pub fn score(cfg: &ScoreConfig, rep: &dyn Reporter) -> Result<ScoreSummary> {
                         Some(row.to_vec())
                     };
                     if let Some(p) = merged {
-                        w.row(&names[i % n_files], &p).map_err(io)?;
+                        order.put(i % n_files, Ok(p));
                         written += 1;
                     }
                 }
-                w.flush().map_err(io)?;
+                order.write(&mut w, &names).map_err(io)?;
                 scored += written;
                 rep.report(Report::Advance(written as u64));
             }
@@ -658,8 +860,8 @@ pub fn score(cfg: &ScoreConfig, rep: &dyn Reporter) -> Result<ScoreSummary> {
                 let i = index % n_files;
                 if halves.fail(i) {
                     rep.report(Report::Warning(&format!("{}: {reason}", names[i])));
-                    w.error(&names[i], &reason).map_err(io)?;
-                    w.flush().map_err(io)?;
+                    order.put(i, Err(reason));
+                    order.write(&mut w, &names).map_err(io)?;
                     failed += 1;
                     rep.report(Report::Advance(1));
                 }
@@ -667,6 +869,13 @@ pub fn score(cfg: &ScoreConfig, rep: &dyn Reporter) -> Result<ScoreSummary> {
         }
         Ok(())
     })?;
+    order.write(&mut w, &names).map_err(io)?;
+    if !order.is_done() {
+        return Err(Error::Runtime(format!(
+            "score: {} image(s) got no result from the pipeline",
+            order.left()
+        )));
+    }
     rep.report(Report::Finish);
     Ok(ScoreSummary {
         scored,
@@ -721,8 +930,12 @@ mod tests {
             "\"\n,\".png",
         ];
         let bytes = write_csv(&rows);
-        let (done, complete) = csv_records(&bytes);
+        let (done, complete, header) = csv_records(&bytes);
         assert_eq!(complete, bytes.len());
+        assert_eq!(
+            header.unwrap(),
+            ["path", "predicted", "p_cat", "p_dog", "error"]
+        );
         let want: std::collections::HashSet<String> = rows.iter().map(|s| s.to_string()).collect();
         assert_eq!(done, want);
         // Record ends: the whole file cut after k records.
@@ -730,7 +943,7 @@ mod tests {
             .map(|k| csv_records(&write_csv(&rows[..k])).1)
             .collect();
         for cut in 0..bytes.len() {
-            let (done, complete) = csv_records(&bytes[..cut]);
+            let (done, complete, _) = csv_records(&bytes[..cut]);
             // Before the header is whole nothing is kept.
             let (k, end) = ends
                 .iter()
@@ -746,10 +959,17 @@ mod tests {
 
     #[test]
     fn torn_json_lines_are_cut() {
-        let text = b"{\"path\":\"a\\nb.jpg\",\"predicted\":\"cat\"}\n{\"path\":\"c.jpg\",\"pred";
-        let (done, complete) = jsonl_records(text);
+        let text = b"{\"path\":\"a\\nb.jpg\",\"predicted\":\"cat\",\"top\":[[\"cat\",1.0]]}\n{\"path\":\"c.jpg\",\"pred";
+        let classes = ["cat".to_string(), "dog".to_string()];
+        let mut probe = Writer::new(Format::Jsonl, Box::new(std::io::sink()), &classes);
+        probe.top_k = Some(1);
+        let (done, complete) = jsonl_records(text, &probe).unwrap();
         assert_eq!(done.into_iter().collect::<Vec<_>>(), ["a\nb.jpg"]);
         assert_eq!(text[complete - 1], b'\n');
+        // A whole line this run would not write (other classes) is refused, naming the line.
+        let other = b"{\"path\":\"a.jpg\",\"predicted\":\"car\",\"top\":[]}\n";
+        let e = jsonl_records(other, &probe).unwrap_err();
+        assert!(e.contains("line 1") && e.contains("car"), "{e}");
     }
 }
 
@@ -859,7 +1079,13 @@ pub fn merge_scores_any(run: &Path, out: &Path) -> Result<usize> {
     for k in 0..plan.shards {
         rr.pull(&format!("scored/{k:05}.json"))?;
         if let Some(m) = read_score_marker(&shards::score_marker_path(&rr.local, k))? {
-            let have = crate::util::hash::sha256_file(&rr.local.join(&m.output)).ok();
+            let own = shards::checked_output(
+                &rr.local,
+                &shards::score_marker_path(&rr.local, k),
+                &m.output,
+                &shards::score_output_path(&rr.local, k),
+            )?;
+            let have = crate::util::hash::sha256_file(&own).ok();
             if have.as_deref() != Some(m.output_sha256.as_str()) {
                 rr.pull(&m.output)?;
             }
@@ -894,42 +1120,61 @@ pub fn merge_scores(run: &Path, out: &Path) -> Result<usize> {
             run.join("scored").display()
         )));
     }
-    let mut tmp = out.as_os_str().to_owned();
-    tmp.push(".tmp");
-    let tmp = PathBuf::from(tmp);
-    let mut w = csv::Writer::from_path(&tmp).map_err(|e| Error::cache(&tmp, e))?;
-    let mut rows = 0;
-    for (i, m) in markers.iter().enumerate() {
-        let path = run.join(&m.output);
-        let sha = crate::util::hash::sha256_file(&path)?;
-        if sha != m.output_sha256 {
-            return Err(Error::cache(
-                &path,
-                format!(
-                    "shard {}: sha256 {sha}, its marker says {} (the rows changed after the shard finished)",
-                    m.shard, m.output_sha256
-                ),
-            ));
-        }
-        // Records, not lines: an error message may hold a newline inside its quotes.
-        let mut r = csv::Reader::from_path(&path).map_err(|e| Error::cache(&path, e))?;
-        if i == 0 {
-            let header = r
-                .byte_headers()
-                .map_err(|e| Error::cache(&path, e))?
-                .clone();
-            w.write_byte_record(&header)
-                .map_err(|e| Error::cache(&tmp, e))?;
-        }
-        for rec in r.byte_records() {
-            let rec = rec.map_err(|e| Error::cache(&path, e))?;
-            w.write_byte_record(&rec)
-                .map_err(|e| Error::cache(&tmp, e))?;
-            rows += 1;
-        }
+    let mut files = Vec::with_capacity(markers.len());
+    for m in &markers {
+        files.push(shards::checked_output(
+            run,
+            &shards::score_marker_path(run, m.shard),
+            &m.output,
+            &shards::score_output_path(run, m.shard),
+        )?);
     }
-    w.flush().map_err(|e| Error::io(&tmp, e))?;
-    drop(w);
-    std::fs::rename(&tmp, out).map_err(|e| Error::io(out, e))?;
-    Ok(rows)
+    let target = Output::new(out)
+        .input(&run.join("scores"))
+        .inputs(&files)
+        .replace(Replace::If {
+            what: "a score file (CSV with a path column)",
+            check: &|p| {
+                std::fs::read(p).is_ok_and(|b| {
+                    csv_records(&b)
+                        .2
+                        .is_some_and(|h| h.first().is_some_and(|c| c == "path"))
+                })
+            },
+        });
+    target.check()?;
+    target.write(|tmp| {
+        let mut w = csv::Writer::from_path(tmp).map_err(|e| Error::cache(tmp, e))?;
+        let mut rows = 0;
+        for (i, (m, path)) in markers.iter().zip(&files).enumerate() {
+            let sha = crate::util::hash::sha256_file(path)?;
+            if sha != m.output_sha256 {
+                return Err(Error::cache(
+                    path,
+                    format!(
+                        "shard {}: sha256 {sha}, its marker says {} (the rows changed after the shard finished)",
+                        m.shard, m.output_sha256
+                    ),
+                ));
+            }
+            // Records, not lines: an error message may hold a newline inside its quotes.
+            let mut r = csv::Reader::from_path(path).map_err(|e| Error::cache(path, e))?;
+            if i == 0 {
+                let header = r
+                    .byte_headers()
+                    .map_err(|e| Error::cache(path, e))?
+                    .clone();
+                w.write_byte_record(&header)
+                    .map_err(|e| Error::cache(tmp, e))?;
+            }
+            for rec in r.byte_records() {
+                let rec = rec.map_err(|e| Error::cache(path, e))?;
+                w.write_byte_record(&rec)
+                    .map_err(|e| Error::cache(tmp, e))?;
+                rows += 1;
+            }
+        }
+        w.flush().map_err(|e| Error::io(tmp, e))?;
+        Ok(rows)
+    })
 }

@@ -1,10 +1,20 @@
-//! File names as text, losslessly. Caches and score files store image paths as UTF-8 text; a Unix
-//! file name is any bytes. The text form keeps valid UTF-8 as it is, writes each byte that is not
-//! UTF-8 as `\xNN` and a backslash as `\\`, so every name maps back to the same file.
+//! Paths, handled one way everywhere:
+//!
+//! - **as text, losslessly**: caches and score files store image paths as UTF-8 text; a Unix file
+//!   name is any bytes. The text form keeps valid UTF-8 as it is, writes each byte that is not UTF-8
+//!   as `\xNN` and a backslash as `\\`, so every name maps back to the same file ([`to_text`],
+//!   [`from_text`]);
+//! - **read from a file** (a shard marker, a manifest line, a plan): [`contained`] takes it relative
+//!   to its root, normalised, and refuses an absolute path or a `..` that leaves the root, naming the
+//!   file and line it came from;
+//! - **resolved** ([`resolve`]): symlinks followed as far as the path exists, so an output can be
+//!   compared with a command's inputs before anything is written.
 
 use std::ffi::OsString;
 use std::os::unix::ffi::{OsStrExt, OsStringExt};
-use std::path::{Path, PathBuf};
+use std::path::{Component, Path, PathBuf};
+
+use crate::error::{Error, Result};
 
 /// The text form of `p` (components joined with `/`).
 pub fn to_text(p: &Path) -> String {
@@ -59,6 +69,71 @@ pub fn from_text(s: &str) -> PathBuf {
     PathBuf::from(OsString::from_vec(out))
 }
 
+/// `rel`, a path read from `from` (`where_` says where in it: "line 3", "field output"), as a path
+/// relative to its root: normalised (`a/./b` is `a/b`, `a/../b` is `b`), and refused when it is
+/// absolute, empty, or climbs out of the root with `..`.
+pub fn contained(rel: &str, from: &Path, where_: &str) -> Result<PathBuf> {
+    let bad = |why: &str| {
+        Error::dataset(
+            from,
+            format!(
+                "{where_}: path '{rel}' {why}; paths read from a file must stay inside its root"
+            ),
+        )
+    };
+    let path = from_text(rel);
+    let mut out = PathBuf::new();
+    for c in path.components() {
+        match c {
+            Component::Normal(n) => out.push(n),
+            Component::CurDir => {}
+            Component::ParentDir => {
+                if !out.pop() {
+                    return Err(bad("leaves its root (..)"));
+                }
+            }
+            Component::RootDir | Component::Prefix(_) => return Err(bad("is absolute")),
+        }
+    }
+    if out.as_os_str().is_empty() {
+        return Err(bad("names no file"));
+    }
+    Ok(out)
+}
+
+/// `p` with symlinks followed: canonical where it exists; otherwise its nearest existing ancestor
+/// made canonical with the rest appended (`.` dropped, `..` applied), so an output not yet written
+/// can be compared with inputs.
+pub fn resolve(p: &Path) -> PathBuf {
+    if let Ok(c) = p.canonicalize() {
+        return c;
+    }
+    let abs = if p.is_absolute() {
+        p.to_path_buf()
+    } else {
+        std::env::current_dir().unwrap_or_default().join(p)
+    };
+    let mut base = abs.as_path();
+    let mut tail: Vec<&std::ffi::OsStr> = Vec::new();
+    while let (Some(last), Some(parent)) = (base.components().next_back(), base.parent()) {
+        tail.push(last.as_os_str());
+        base = parent;
+        if let Ok(mut out) = base.canonicalize() {
+            for n in tail.iter().rev() {
+                match n.to_str() {
+                    Some("..") => {
+                        out.pop();
+                    }
+                    Some(".") => {}
+                    _ => out.push(n),
+                }
+            }
+            return out;
+        }
+    }
+    abs
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -83,6 +158,38 @@ mod tests {
         assert_eq!(
             to_text(Path::new(std::ffi::OsStr::from_bytes(b"a\xffb"))),
             "a\\xffb"
+        );
+    }
+
+    #[test]
+    fn paths_from_files_stay_inside_their_root() {
+        let f = Path::new("RUN/done/00001.json");
+        assert_eq!(
+            contained("shards/./a/../shard-00001.h5", f, "output").unwrap(),
+            Path::new("shards/shard-00001.h5")
+        );
+        for bad in ["../x.h5", "/etc/passwd", "a/../../b", "", ".", "shards/.."] {
+            let e = contained(bad, f, "field output").unwrap_err().to_string();
+            assert!(
+                e.contains("RUN/done/00001.json") && e.contains("field output"),
+                "{bad}: {e}"
+            );
+        }
+    }
+
+    #[test]
+    fn resolve_follows_symlinks_of_the_part_that_exists() {
+        let dir = tempfile::tempdir().unwrap();
+        let real = dir.path().join("real");
+        std::fs::create_dir(&real).unwrap();
+        std::os::unix::fs::symlink(&real, dir.path().join("link")).unwrap();
+        let want = real.canonicalize().unwrap().join("new/f.h5");
+        assert_eq!(resolve(&dir.path().join("link/new/f.h5")), want);
+        assert_eq!(resolve(&dir.path().join("link/x/../new/./f.h5")), want);
+        std::fs::write(real.join("g"), b"").unwrap();
+        assert_eq!(
+            resolve(&dir.path().join("link/g")),
+            real.canonicalize().unwrap().join("g")
         );
     }
 }

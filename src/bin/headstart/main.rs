@@ -134,6 +134,14 @@ fn parse() -> Cli {
 }
 
 fn main() -> std::process::ExitCode {
+    // A closed stdout (`headstart summary f.h5 | head -1`) ends the command quietly, with the
+    // status of a process ended by SIGPIPE, as other Unix tools do; Rust ignores SIGPIPE, which made
+    // `println!` panic. Sockets are not affected (Rust sends with MSG_NOSIGNAL), and every output
+    // file is renamed into place whole, so a stop here leaves no half-written file.
+    // SAFETY: restoring a signal's default disposition at start-up, before any thread is spawned.
+    unsafe {
+        libc::signal(libc::SIGPIPE, libc::SIG_DFL);
+    }
     match run(parse()) {
         Ok(()) => std::process::ExitCode::SUCCESS,
         Err(e) => {

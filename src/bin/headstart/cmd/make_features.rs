@@ -58,7 +58,9 @@ impl Args {
 
 pub fn run(a: &Args) -> Result<()> {
     let (meta, splits) = synthetic(&a.to_spec()?)?;
-    headstart::cache::write_arrays(&a.out, &meta, &splits)?;
+    let out =
+        headstart::util::output::Output::new(&a.out).replace(headstart::cache::replace_cache());
+    headstart::cache::write_arrays(&out, &meta, &splits)?;
     println!(
         "wrote {} ({} splits, shape {:?})",
         a.out.display(),

@@ -37,6 +37,9 @@ pub struct Args {
     /// Skip the files already in --out (an interrupted run continues).
     #[arg(long, requires = "out")]
     pub resume: bool,
+    /// Replace an existing --out (without it, or --resume, an existing file is refused).
+    #[arg(long, requires = "out", conflicts_with = "resume")]
+    pub force: bool,
     /// Test-time augmentation: score each image and its left-right mirror and write the mean (for a
     /// head; an export made with `--tta flip` does this inside).
     #[arg(long, value_enum)]
@@ -75,6 +78,7 @@ impl Args {
         cfg.top_k = self.top_k;
         cfg.threshold = self.threshold;
         cfg.resume = self.resume;
+        cfg.force = self.force;
         cfg.tta_flip = self.tta == Some(AugmentArg::Flip);
         cfg.batch = self.model_run.batch;
         cfg.runtime = self.model_run.runtime.to_config();

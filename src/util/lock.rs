@@ -11,6 +11,7 @@ use crate::error::{Error, Result};
 /// An exclusive claim on an output file; released (and the lock file removed) when dropped.
 pub struct OutputLock {
     path: PathBuf,
+    out: PathBuf,
     /// Holds the OS lock while open.
     _file: File,
 }
@@ -35,6 +36,21 @@ fn is_current(file: &File, path: &Path) -> bool {
 impl OutputLock {
     /// Takes the lock of `out`, or fails at once (naming the owner's pid) while another run holds it.
     pub fn acquire(out: &Path) -> Result<OutputLock> {
+        Self::take(out, false)
+    }
+
+    /// Takes the lock of `out`, waiting while another run holds it (for derived files such as a run
+    /// folder's `merged.h5`, which the waiter then finds fresh and reuses).
+    pub fn wait(out: &Path) -> Result<OutputLock> {
+        Self::take(out, true)
+    }
+
+    /// The output this lock guards.
+    pub fn output(&self) -> &Path {
+        &self.out
+    }
+
+    fn take(out: &Path, wait: bool) -> Result<OutputLock> {
         let path = lock_path(out);
         for _ in 0..8 {
             let mut file = OpenOptions::new()
@@ -44,11 +60,20 @@ impl OutputLock {
                 .truncate(false)
                 .open(&path)
                 .map_err(|e| Error::io(&path, e))?;
-            match file.try_lock() {
+            let got = if wait {
+                file.lock().map_err(TryLockError::Error)
+            } else {
+                file.try_lock()
+            };
+            match got {
                 Ok(()) if is_current(&file, &path) => {
                     file.set_len(0).map_err(|e| Error::io(&path, e))?;
                     write!(file, "{}", std::process::id()).map_err(|e| Error::io(&path, e))?;
-                    return Ok(OutputLock { path, _file: file });
+                    return Ok(OutputLock {
+                        path,
+                        out: out.to_path_buf(),
+                        _file: file,
+                    });
                 }
                 // Locked a file its owner has just removed: try again with the one there now.
                 Ok(()) => continue,

@@ -1,0 +1,57 @@
+//! Bounds on sizes that come from a flag or a file, checked before anything is allocated for them:
+//! a value past its bound is an error that states the value and the bound, never an allocation
+//! failure or a crash.
+
+use crate::error::{Error, Result};
+
+/// Images per inference batch.
+pub const MAX_BATCH: usize = 4096;
+/// Decode threads, and ONNX Runtime intra-op threads.
+pub const MAX_THREADS: usize = 1024;
+/// Augmented copies per train image.
+pub const MAX_COPIES: usize = 1000;
+/// Pixels along one side of a model's input.
+pub const MAX_INPUT_SIDE: usize = 16_384;
+
+/// `value` of the setting `what` within `min..=max`.
+pub fn check(what: &str, value: usize, min: usize, max: usize) -> Result<()> {
+    if value < min || value > max {
+        return Err(Error::invalid(
+            what,
+            format!("{value} is out of range: it must be between {min} and {max}"),
+        ));
+    }
+    Ok(())
+}
+
+/// A float `value` of the setting `what` that must be finite and within `min..=max`.
+pub fn check_f32(what: &str, value: f32, min: f32, max: f32) -> Result<()> {
+    if !value.is_finite() || value < min || value > max {
+        return Err(Error::invalid(
+            what,
+            format!("{value} is not a number between {min} and {max}"),
+        ));
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn values_past_their_bound_name_both() {
+        assert!(check("batch", 32, 1, MAX_BATCH).is_ok());
+        let e = check("batch", 100_000_000, 1, MAX_BATCH)
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.contains("batch") && e.contains("100000000") && e.contains("4096"),
+            "{e}"
+        );
+        assert!(check("batch", 0, 1, MAX_BATCH).is_err());
+        assert!(check_f32("std", f32::NAN, 1e-6, 1e6).is_err());
+        assert!(check_f32("std", 0.0, 1e-6, 1e6).is_err());
+        assert!(check_f32("std", 0.229, 1e-6, 1e6).is_ok());
+    }
+}

@@ -1,0 +1,385 @@
+//! One way to write an output file. Every file headstart writes for a user (caches, heads, models,
+//! score files, plans, markers, reports, plots) goes through [`Output`]:
+//!
+//! 1. **refused before any work** when the target resolves (symlinks followed) to one of the
+//!    command's inputs, or lies inside an input folder, or exists and the command's rule
+//!    ([`Replace`]) does not replace it;
+//! 2. an exclusive **lock** on the target (`<out>.lock`, [`super::lock`]) for the whole write, so two
+//!    runs never write one file;
+//! 3. the bytes go to a **unique temporary file** beside the target (created exclusively, never a
+//!    fixed `.tmp` name another run could share), which is **fsynced** and **renamed** over the
+//!    target, and the folder fsynced: a reader sees the old file or the whole new one, and a crash
+//!    leaves at most a `.NAME.PID.N.tmp` file, never a half-written output.
+
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use super::lock::OutputLock;
+use super::paths::resolve;
+use crate::error::{Error, Result};
+
+/// What may happen to a file already at the target.
+pub enum Replace<'a> {
+    /// Refused: the command has no rule that replaces an existing file.
+    Never,
+    /// Replaced (`--force`, or a derived file the command owns).
+    Always,
+    /// Replaced only when the check passes: it says (true) that the file is one headstart wrote and
+    /// this command would write; `what` names that kind of file for the refusal.
+    If {
+        what: &'a str,
+        check: &'a dyn Fn(&Path) -> bool,
+    },
+}
+
+/// An output file, its command's inputs and its replacement rule.
+pub struct Output<'a> {
+    target: PathBuf,
+    inputs: Vec<PathBuf>,
+    replace: Replace<'a>,
+    hint: &'a str,
+    wait: bool,
+}
+
+static SEQ: AtomicU64 = AtomicU64::new(0);
+
+/// Removes the temporary file unless it was renamed into place.
+struct TmpGuard(Option<PathBuf>);
+
+impl Drop for TmpGuard {
+    fn drop(&mut self) {
+        if let Some(p) = self.0.take() {
+            let _ = std::fs::remove_file(p);
+        }
+    }
+}
+
+impl<'a> Output<'a> {
+    /// `target`, with no inputs and [`Replace::Never`].
+    pub fn new(target: &Path) -> Output<'a> {
+        Output {
+            target: target.to_path_buf(),
+            inputs: Vec::new(),
+            replace: Replace::Never,
+            hint: "",
+            wait: false,
+        }
+    }
+
+    /// A file or folder the command reads: the target may not be it, nor lie inside it.
+    pub fn input(mut self, p: &Path) -> Self {
+        self.inputs.push(p.to_path_buf());
+        self
+    }
+
+    /// Several inputs.
+    pub fn inputs<P: AsRef<Path>>(mut self, ps: impl IntoIterator<Item = P>) -> Self {
+        self.inputs
+            .extend(ps.into_iter().map(|p| p.as_ref().to_path_buf()));
+        self
+    }
+
+    pub fn replace(mut self, r: Replace<'a>) -> Self {
+        self.replace = r;
+        self
+    }
+
+    /// Said after a refusal to replace an existing file (e.g. "pass --force to replace it").
+    pub fn hint(mut self, h: &'a str) -> Self {
+        self.hint = h;
+        self
+    }
+
+    /// Waits for the lock while another run holds it, instead of failing at once (for files
+    /// several runs may fetch at the same moment, like a run folder's local mirror).
+    pub fn wait_for_lock(mut self) -> Self {
+        self.wait = true;
+        self
+    }
+
+    pub fn target(&self) -> &Path {
+        &self.target
+    }
+
+    /// The refusals of step 1, without writing anything (commands call it before their work, so a
+    /// refusal costs nothing; [`Output::write`] calls it again under the lock).
+    pub fn check(&self) -> Result<()> {
+        let t = &self.target;
+        if t.as_os_str().is_empty() || t.file_name().is_none() {
+            return Err(Error::output(t, "names no file"));
+        }
+        let rt = resolve(t);
+        let t_meta = std::fs::metadata(t).ok();
+        let resolved: Vec<(&PathBuf, PathBuf)> = self
+            .inputs
+            .iter()
+            .filter_map(|i| i.canonicalize().ok().map(|r| (i, r)))
+            .collect();
+        for (input, ri) in &resolved {
+            let same_inode = match (&t_meta, std::fs::metadata(&ri)) {
+                (Some(a), Ok(b)) => {
+                    use std::os::unix::fs::MetadataExt;
+                    a.dev() == b.dev() && a.ino() == b.ino()
+                }
+                _ => false,
+            };
+            if rt == *ri || same_inode {
+                return Err(Error::output(
+                    t,
+                    format!(
+                        "is an input of this command ({}); writing it would destroy the input: choose another output",
+                        input.display()
+                    ),
+                ));
+            }
+        }
+        for (input, ri) in &resolved {
+            if ri.is_dir() && rt.starts_with(ri) {
+                return Err(Error::output(
+                    t,
+                    format!(
+                        "lies inside the input folder {}; write the output outside it",
+                        input.display()
+                    ),
+                ));
+            }
+        }
+        if let Some(m) = &t_meta {
+            if m.is_dir() {
+                return Err(Error::output(t, "is a folder, not a file"));
+            }
+            let hint = if self.hint.is_empty() {
+                String::new()
+            } else {
+                format!("; {}", self.hint)
+            };
+            match &self.replace {
+                Replace::Always => {}
+                Replace::Never => {
+                    return Err(Error::output(
+                        t,
+                        format!("exists; refusing to overwrite it{hint}"),
+                    ))
+                }
+                Replace::If { what, check } => {
+                    if !check(t) {
+                        return Err(Error::output(
+                            t,
+                            format!("exists and is not {what}; refusing to overwrite it{hint}"),
+                        ));
+                    }
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// Steps 1-3: takes the target's lock (failing at once while another run holds it), checks,
+    /// and calls `write` with a fresh temporary path beside the target (an empty file, created
+    /// exclusively), then fsyncs and renames it into place. On an error nothing changes at the
+    /// target.
+    pub fn write<T>(&self, write: impl FnOnce(&Path) -> Result<T>) -> Result<T> {
+        self.check()?;
+        let lock = if self.wait {
+            OutputLock::wait(&self.target)?
+        } else {
+            OutputLock::acquire(&self.target)?
+        };
+        self.write_locked(&lock, write)
+    }
+
+    /// [`Output::write`] under a lock the caller already holds (a command that locks its output for
+    /// the whole run, like `extract`).
+    pub fn write_locked<T>(
+        &self,
+        lock: &OutputLock,
+        write: impl FnOnce(&Path) -> Result<T>,
+    ) -> Result<T> {
+        if lock.output() != self.target {
+            return Err(Error::output(
+                &self.target,
+                format!("written under the lock of {}", lock.output().display()),
+            ));
+        }
+        self.check()?;
+        let tmp = self.create_tmp()?;
+        let mut guard = TmpGuard(Some(tmp.clone()));
+        let value = write(&tmp)?;
+        let f = std::fs::File::open(&tmp).map_err(|e| Error::io(&tmp, e))?;
+        f.sync_all().map_err(|e| Error::io(&tmp, e))?;
+        drop(f);
+        std::fs::rename(&tmp, &self.target).map_err(|e| Error::io(&self.target, e))?;
+        guard.0 = None;
+        if let Ok(d) = std::fs::File::open(self.dir()) {
+            let _ = d.sync_all();
+        }
+        Ok(value)
+    }
+
+    /// Writes `bytes` (steps 1-3).
+    pub fn write_bytes(&self, bytes: &[u8]) -> Result<()> {
+        self.write(|tmp| std::fs::write(tmp, bytes).map_err(|e| Error::io(tmp, e)))
+    }
+
+    fn dir(&self) -> PathBuf {
+        match self.target.parent() {
+            Some(p) if !p.as_os_str().is_empty() => p.to_path_buf(),
+            _ => PathBuf::from("."),
+        }
+    }
+
+    /// `.NAME.PID.N.tmp` beside the target, created exclusively.
+    fn create_tmp(&self) -> Result<PathBuf> {
+        let name = self
+            .target
+            .file_name()
+            .unwrap_or_default()
+            .to_string_lossy()
+            .into_owned();
+        let dir = self.dir();
+        loop {
+            let n = SEQ.fetch_add(1, Ordering::Relaxed);
+            let tmp = dir.join(format!(".{name}.{}.{n}.tmp", std::process::id()));
+            match std::fs::OpenOptions::new()
+                .write(true)
+                .create_new(true)
+                .open(&tmp)
+            {
+                Ok(_) => return Ok(tmp),
+                Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => continue,
+                Err(e) => return Err(Error::io(&tmp, e)),
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn an_input_or_a_file_inside_an_input_folder_is_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let model = dir.path().join("model.onnx");
+        std::fs::write(&model, b"model").unwrap();
+        let photos = dir.path().join("photos");
+        std::fs::create_dir(&photos).unwrap();
+        std::os::unix::fs::symlink(&model, dir.path().join("alias.onnx")).unwrap();
+        std::fs::hard_link(&model, dir.path().join("hard.onnx")).unwrap();
+        for (target, want) in [
+            (model.clone(), "is an input"),
+            (dir.path().join("alias.onnx"), "is an input"),
+            (dir.path().join("hard.onnx"), "is an input"),
+            (dir.path().join("photos/../model.onnx"), "is an input"),
+            (photos.join("cache.h5"), "inside the input folder"),
+            (
+                photos.join("new/deeper/cache.h5"),
+                "inside the input folder",
+            ),
+        ] {
+            let out = Output::new(&target)
+                .input(&model)
+                .input(&photos)
+                .replace(Replace::Always);
+            let e = out.write_bytes(b"x").unwrap_err().to_string();
+            assert!(e.contains(want), "{}: {e}", target.display());
+        }
+        assert_eq!(std::fs::read(&model).unwrap(), b"model");
+        let ok = dir.path().join("cache.h5");
+        Output::new(&ok)
+            .input(&model)
+            .input(&photos)
+            .write_bytes(b"x")
+            .unwrap();
+        assert_eq!(std::fs::read(&ok).unwrap(), b"x");
+    }
+
+    #[test]
+    fn existing_files_follow_the_rule_and_failures_leave_nothing() {
+        let dir = tempfile::tempdir().unwrap();
+        let t = dir.path().join("out.csv");
+        std::fs::write(&t, b"old").unwrap();
+        let e = Output::new(&t)
+            .hint("pass --force")
+            .write_bytes(b"new")
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("exists") && e.contains("--force"), "{e}");
+        let ours = |p: &Path| std::fs::read(p).is_ok_and(|b| b.starts_with(b"ours"));
+        let rule = Replace::If {
+            what: "a file of ours",
+            check: &ours,
+        };
+        let e = Output::new(&t)
+            .replace(rule)
+            .write_bytes(b"new")
+            .unwrap_err();
+        assert!(e.to_string().contains("not a file of ours"), "{e}");
+        std::fs::write(&t, b"ours 1").unwrap();
+        let rule = Replace::If {
+            what: "a file of ours",
+            check: &ours,
+        };
+        Output::new(&t)
+            .replace(rule)
+            .write_bytes(b"ours 2")
+            .unwrap();
+        assert_eq!(std::fs::read(&t).unwrap(), b"ours 2");
+        // A failing writer leaves the old file and no temporary file.
+        let e = Output::new(&t)
+            .replace(Replace::Always)
+            .write(|tmp| -> Result<()> {
+                std::fs::write(tmp, b"half").unwrap();
+                Err(Error::Config("disk full".into()))
+            })
+            .unwrap_err();
+        assert!(e.to_string().contains("disk full"));
+        assert_eq!(std::fs::read(&t).unwrap(), b"ours 2");
+        let names: Vec<_> = std::fs::read_dir(dir.path())
+            .unwrap()
+            .map(|e| e.unwrap().file_name())
+            .collect();
+        assert_eq!(names, vec![std::ffi::OsString::from("out.csv")]);
+    }
+
+    /// Eight threads write one target at once, 50 times each: every write that succeeds leaves a
+    /// whole file of one writer; the others are refused naming the lock; no temporary file is left.
+    #[test]
+    fn racing_writers_leave_one_whole_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let t = dir.path().join("f.bin");
+        let ok = AtomicU64::new(0);
+        std::thread::scope(|s| {
+            for w in 0..8u8 {
+                let (t, ok) = (&t, &ok);
+                s.spawn(move || {
+                    for _ in 0..50 {
+                        let r = Output::new(t).replace(Replace::Always).write(|tmp| {
+                            let mut f = std::fs::File::create(tmp).unwrap();
+                            for _ in 0..64 {
+                                std::io::Write::write_all(&mut f, &[w; 1024]).unwrap();
+                            }
+                            Ok(())
+                        });
+                        match r {
+                            Ok(()) => {
+                                ok.fetch_add(1, Ordering::SeqCst);
+                            }
+                            Err(e) => {
+                                assert!(e.to_string().contains("another headstart run"), "{e}")
+                            }
+                        }
+                        let b = std::fs::read(t).unwrap_or_default();
+                        assert!(b.is_empty() || (b.len() == 65536 && b.iter().all(|&x| x == b[0])));
+                    }
+                });
+            }
+        });
+        assert!(ok.load(Ordering::SeqCst) > 0);
+        let left: Vec<_> = std::fs::read_dir(dir.path())
+            .unwrap()
+            .map(|e| e.unwrap().file_name())
+            .collect();
+        assert_eq!(left, vec![std::ffi::OsString::from("f.bin")]);
+    }
+}
