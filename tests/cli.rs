@@ -2380,18 +2380,30 @@ fn quantize_keeps_the_most_sensitive_nodes_of_efficientnet_lite0_in_float() {
         log.contains("quantized 49 nodes to int8 (0 kept in float)"),
         "{log}"
     );
+    // The default target (0.99) is above what every node in int8 gives with ONNX Runtime's AVX2
+    // kernels; its VNNI kernels lose less, so there the target is set halfway to 1 (rounded down to
+    // 0.001) to make the search keep nodes in float all the same.
+    let target = if all_cos < 0.99 {
+        "0.99".to_string()
+    } else {
+        format!("{:.3}", ((all_cos + 1.0) / 2.0 * 1000.0).floor() / 1000.0)
+    };
+    let target_v: f64 = target.parse().unwrap();
     assert!(
-        all_cos < 0.99,
+        all_cos < target_v,
         "every node in int8: cosine {all_cos}\n{log}"
     );
 
     let auto = d.path().join("auto.onnx");
-    let log = quant(&auto, &[]);
+    let log = quant(&auto, &["--target-cosine", &target]);
     let cos = cosine_in(&log);
-    assert!(cos >= 0.99, "cosine {cos} below the target\n{log}");
+    assert!(
+        cos >= target_v,
+        "cosine {cos} below the target {target}\n{log}"
+    );
     assert!(
         log.contains(&format!(
-            "every node in int8 gave cosine {all_cos:.5}, below --target-cosine 0.99"
+            "every node in int8 gave cosine {all_cos:.5}, below --target-cosine {target}"
         )),
         "{log}"
     );
@@ -2415,7 +2427,7 @@ fn quantize_keeps_the_most_sensitive_nodes_of_efficientnet_lite0_in_float() {
             "{k} listed with its cosine:\n{log}"
         );
     }
-    assert_eq!(meta["quant_target_cosine"], "0.99");
+    assert_eq!(meta["quant_target_cosine"], target);
     let refused = |extra: &[&str], want: &[&str]| run_q(&auto, extra, Some(want));
     refused(
         &["--target-cosine", "1.5"],
@@ -2568,12 +2580,10 @@ fn classify_names_imagenet_classes_of_real_photos() {
 }
 
 /// A model whose weights live in an external data file can be cut (into its own folder) and used.
-#[test]
-fn external_data_models_are_cut_beside_their_data() {
-    let (d, data, _m, out) = tiny_setup(2);
+/// The tiny model with its weights in `dir/weights.bin` (ONNX external data) as `dir/m.onnx`:
+/// (proto, model path, weights bytes).
+fn external_data_model(dir: &Path) -> (onnx::ModelProto, PathBuf, Vec<u8>) {
     let mut proto = onnx::generate::cnn(&CnnSpec::tiny(Layout::Nchw, Some((32, 32))));
-    let dir = d.path().join("ext");
-    std::fs::create_dir_all(&dir).unwrap();
     let mut blob = Vec::new();
     for t in &mut proto.graph.as_mut().unwrap().initializer {
         if t.raw_data.is_empty() {
@@ -2594,6 +2604,15 @@ fn external_data_models_are_cut_beside_their_data() {
     std::fs::write(dir.join("weights.bin"), &blob).unwrap();
     let model = dir.join("m.onnx");
     onnx::save(&proto, &model).unwrap();
+    (proto, model, blob)
+}
+
+#[test]
+fn external_data_models_are_cut_beside_their_data() {
+    let (d, data, _m, out) = tiny_setup(2);
+    let dir = d.path().join("ext");
+    std::fs::create_dir_all(&dir).unwrap();
+    let (proto, model, _) = external_data_model(&dir);
     let first = proto.graph.as_ref().unwrap().node[2].output[0].clone();
     fails(
         &[
@@ -5479,28 +5498,8 @@ fn impossible_preprocessing_and_head_values_are_refused() {
 #[test]
 fn a_changed_external_weights_file_is_a_new_model() {
     let (d, data, _m, out) = tiny_setup(2);
-    let mut proto = onnx::generate::cnn(&CnnSpec::tiny(Layout::Nchw, Some((32, 32))));
-    let mut blob = Vec::new();
-    for t in &mut proto.graph.as_mut().unwrap().initializer {
-        if t.raw_data.is_empty() {
-            continue;
-        }
-        let entry = |k: &str, v: String| headstart::onnx::proto::StringStringEntryProto {
-            key: k.into(),
-            value: v,
-        };
-        t.external_data = vec![
-            entry("location", "weights.bin".into()),
-            entry("offset", blob.len().to_string()),
-            entry("length", t.raw_data.len().to_string()),
-        ];
-        t.data_location = 1;
-        blob.append(&mut t.raw_data);
-    }
+    let (_, model, blob) = external_data_model(d.path());
     let weights = d.path().join("weights.bin");
-    std::fs::write(&weights, &blob).unwrap();
-    let model = d.path().join("m.onnx");
-    onnx::save(&proto, &model).unwrap();
     let before = tf_extract(&model, &data, &out);
     assert!(!before.contains("cache hit"));
     assert!(tf_extract(&model, &data, &out).contains("cache hit"));

@@ -1,7 +1,8 @@
 //! `merge`: the shards of a finished run ([`super::shards`]) joined into one cache with the same
 //! rows in the same order as a single `extract` of the same data. Every marker, output hash, model,
 //! preprocessing, feature shape and row count is checked first; the output is written to
-//! `<out>.tmp`, one shard at a time (memory: one shard's split), and renamed.
+//! a unique temporary file through the one output writer ([`crate::util::output`]), one shard at a time
+//! (memory: one shard's split), and renamed.
 
 use std::path::{Path, PathBuf};
 use std::time::Instant;

@@ -1,6 +1,6 @@
 //! The feature cache. While extracting, finished images go to an append-only journal
 //! (`<out>.journal`) that survives a crash or Ctrl-C; when every image is done, the journal becomes one
-//! HDF5 file, written to `<out>.tmp` and renamed. HDF5 layout (readable by h5py):
+//! HDF5 file, written through the one output writer ([`crate::util::output`]: unique temporary file, fsync, rename). HDF5 layout (readable by h5py):
 //!
 //! ```text
 //! /                 attrs: classes, model_file, model_sha256, input_size, layout, preprocess, color_order,

@@ -89,7 +89,7 @@ const TRAINING_FLAGS: [&str; 25] = [
 #[derive(clap::Args, Debug)]
 pub struct Args {
     /// The HDF5 feature cache written by `extract`, or a run folder of `extract --run` shards (merged
-    /// into RUN/merged.h5 first when that is missing or older than a shard).
+    /// into RUN/merged.h5 first when that is missing or not the merge of the shards as they are).
     pub features: PathBuf,
     /// auto: a head chosen for this data (default); seed: the Keras book's head exactly. Any
     /// training flag given (--head, --optimizer, --lr, --epochs, ...) wins: with auto, the seed
