@@ -2,10 +2,12 @@
 //! library, map the result to an exit code.
 //!
 //! One file per command in `cmd/` (its clap arguments, their validation, its `run`); flags shared by
-//! several commands in `common`; the terminal side of the library's event reporting in `term`.
+//! several commands in `common`; the terminal side of the library's event reporting in `term`;
+//! signals (SIGPIPE, SIGTERM) and the test build's checkpoint hooks in `signal`.
 
 mod cmd;
 mod common;
+mod signal;
 mod term;
 
 use clap::{CommandFactory, FromArgMatches, Parser, Subcommand};
@@ -134,14 +136,7 @@ fn parse() -> Cli {
 }
 
 fn main() -> std::process::ExitCode {
-    // A closed stdout (`headstart summary f.h5 | head -1`) ends the command quietly, with the
-    // status of a process ended by SIGPIPE, as other Unix tools do; Rust ignores SIGPIPE, which made
-    // `println!` panic. Sockets are not affected (Rust sends with MSG_NOSIGNAL), and every output
-    // file is renamed into place whole, so a stop here leaves no half-written file.
-    // SAFETY: restoring a signal's default disposition at start-up, before any thread is spawned.
-    unsafe {
-        libc::signal(libc::SIGPIPE, libc::SIG_DFL);
-    }
+    signal::default_sigpipe();
     match run(parse()) {
         Ok(()) => std::process::ExitCode::SUCCESS,
         Err(e) => {

@@ -153,37 +153,7 @@ impl Reporter for Term {
             Event::Start { task, total, done } => self.start(task, total, done),
             Event::Advance(n) => self.advance(n),
             Event::Finish => self.finish(),
-            Event::Checkpoint { task, count } => test_hook(task, count),
+            Event::Checkpoint { task, count } => crate::signal::test_hook(task, count),
         }
     }
 }
-
-/// Name of the test hook's variable: `TASK:COUNT` (e.g. `extract:2`) aborts the process at that
-/// checkpoint, as a crash would. Compiled only with the `test-hooks` feature, so it cannot fire in a
-/// user's build.
-#[cfg(feature = "test-hooks")]
-pub const ABORT_AT_ENV: &str = "HEADSTART_TEST_ABORT_AT";
-
-/// `TASK:N`: the binary waits at that checkpoint (up to 30 s) until a SIGTERM arrives, so a test
-/// can send one mid-run.
-#[cfg(feature = "test-hooks")]
-pub const WAIT_AT_ENV: &str = "HEADSTART_TEST_WAIT_FOR_SIGTERM_AT";
-
-#[cfg(feature = "test-hooks")]
-fn test_hook(task: &str, count: usize) {
-    let at = |name: &str| std::env::var(name).is_ok_and(|v| v == format!("{task}:{count}"));
-    if at(ABORT_AT_ENV) {
-        std::process::abort();
-    }
-    if at(WAIT_AT_ENV) {
-        for _ in 0..600 {
-            if crate::cmd::extract::terminating() {
-                break;
-            }
-            std::thread::sleep(std::time::Duration::from_millis(50));
-        }
-    }
-}
-
-#[cfg(not(feature = "test-hooks"))]
-fn test_hook(_: &str, _: usize) {}

@@ -8,7 +8,6 @@ use headstart::data::augment::AugmentSpec;
 use headstart::error::{Error, Result};
 use headstart::infer::extract::{extract, extract_shard_any, ExtractConfig, Int8, ShardOutcome};
 use std::path::Path;
-use std::sync::atomic::{AtomicBool, Ordering};
 
 use crate::common::{model_path, term, AugmentArg, ModelRunArgs, ProgressArg, ShardArgs};
 use crate::term::Term;
@@ -146,36 +145,11 @@ impl Args {
     }
 }
 
-/// Set by SIGTERM (what Slurm and Kubernetes send before killing a task): extraction stops after
-/// the batch in flight, with every finished batch in the journal.
-static TERMINATE: AtomicBool = AtomicBool::new(false);
-
-extern "C" fn on_sigterm(_: libc::c_int) {
-    TERMINATE.store(true, Ordering::Relaxed);
-}
-
-/// Whether a SIGTERM has arrived.
-#[cfg(feature = "test-hooks")]
-pub fn terminating() -> bool {
-    TERMINATE.load(Ordering::Relaxed)
-}
-
-fn stop_on_sigterm(cfg: &mut ExtractConfig) {
-    // SAFETY: the handler only stores to an atomic, which is async-signal-safe.
-    unsafe {
-        libc::signal(
-            libc::SIGTERM,
-            on_sigterm as extern "C" fn(libc::c_int) as libc::sighandler_t,
-        );
-    }
-    cfg.cancel = Some(&TERMINATE);
-}
-
 /// Extracts, then prints the summary line (and, on a cache hit, the files skipped back then).
 pub fn run(a: &Args) -> Result<()> {
     let rep = term(a.progress, a.quiet);
     let mut cfg = a.to_config()?;
-    stop_on_sigterm(&mut cfg);
+    cfg.cancel = Some(crate::signal::stop_on_sigterm());
     if let Some(run) = &a.run {
         return run_shard(a, &cfg, run, &rep);
     }

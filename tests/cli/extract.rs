@@ -1,0 +1,194 @@
+//! CLI tests: extraction end to end.
+
+use super::*;
+
+#[test]
+fn extract_tiny_model_writes_all_splits_and_rerun_is_a_cache_hit() {
+    let (_d, data, model, out) = tiny_setup(3);
+    std::fs::write(data.join("train/a/.hidden.png"), b"not an image").unwrap();
+    std::fs::write(data.join("train/a/notes.txt"), b"ignored").unwrap();
+    let log = ok(&[
+        "extract",
+        "--model",
+        s(&model),
+        "--data",
+        s(&data),
+        "--out",
+        s(&out),
+        "--preprocess",
+        "tf",
+        "--batch",
+        "4",
+    ]);
+    assert!(log.contains("12 images, 0 skipped"), "{log}");
+    assert!(log.contains("input 'input' [?x3x32x32] NCHW"), "{log}");
+
+    let c = FeatureCache::open(&out).unwrap();
+    assert_eq!(c.meta.classes, vec!["a", "b"]);
+    assert_eq!(c.meta.splits, vec!["train", "test"]);
+    assert_eq!(c.meta.feature_shape, vec![16, 8, 8]);
+    assert_eq!(c.meta.layout, "NCHW");
+    assert_eq!(c.meta.input_size, (32, 32));
+    assert_eq!(c.meta.mean, [127.5; 3]);
+    let train = c.read_split("train").unwrap();
+    assert_eq!(train.labels, vec![0, 0, 0, 1, 1, 1]);
+    assert_eq!(train.paths[0], "train/a/img0.png");
+    assert_eq!(train.paths[1], "train/a/img1.JPG");
+    assert_eq!(train.features.len(), 6 * 16 * 8 * 8);
+    assert!(
+        train.features.iter().all(|v| v.is_finite() && *v >= 0.0),
+        "ReLU output"
+    );
+    assert!(train.features.iter().any(|v| *v > 0.0));
+    assert!(!cache_path_leftovers(&out));
+
+    // The same features as running the model directly on the same preprocessing.
+    let mut m = BaseModel::open(
+        &model,
+        &RuntimeConfig {
+            threads: 1,
+            ..Default::default()
+        },
+        None,
+    )
+    .unwrap();
+    let pre = Preprocess {
+        size: (32, 32),
+        layout: Layout::Nchw,
+        resize: preprocess::ResizeMode::Squash,
+        interpolation: preprocess::Interpolation::Bilinear,
+        normalize: preprocess::Mode::Tf.normalize(),
+        decode: preprocess::Decode::Exact,
+    };
+    let img = preprocess::decode(&data.join("train/a/img1.JPG")).unwrap();
+    let mut x = vec![0f32; pre.len()];
+    preprocess::Preprocessor::new(pre)
+        .apply(&img, &mut x)
+        .unwrap();
+    let (y, shape) = m.run(&pre, &x, 1).unwrap();
+    assert_eq!(shape, vec![16, 8, 8]);
+    close(&y, &train.features[1024..2048], 1e-5);
+    // Batch padding (CUDA's default, switched on here): after a batch of 3, one image runs padded
+    // to 3 and only its own output comes back.
+    m.set_batch_padding(true);
+    let three: Vec<f32> = x.iter().chain(&x).chain(&x).map(|v| v * 0.5).collect();
+    let (y3, _) = m.run(&pre, &three, 3).unwrap();
+    assert_eq!(y3.len(), 3 * 1024);
+    let (y1, shape) = m.run(&pre, &x, 1).unwrap();
+    assert_eq!((y1.len(), shape), (1024, vec![16, 8, 8]));
+    close(&y1, &y, 1e-6);
+
+    let log = ok(&[
+        "extract",
+        "--model",
+        s(&model),
+        "--data",
+        s(&data),
+        "--out",
+        s(&out),
+        "--preprocess",
+        "tf",
+        "--batch",
+        "4",
+    ]);
+    assert!(log.contains("cache hit"), "{log}");
+    // A changed option is not a hit.
+    let log = ok(&[
+        "extract",
+        "--model",
+        s(&model),
+        "--data",
+        s(&data),
+        "--out",
+        s(&out),
+        "--preprocess",
+        "torch",
+        "--quiet",
+    ]);
+    assert!(!log.contains("cache hit"), "{log}");
+    assert_eq!(
+        FeatureCache::open(&out).unwrap().meta.mean,
+        [0.485 * 255.0, 0.456 * 255.0, 0.406 * 255.0]
+    );
+}
+
+/// The cache at `out` equals, split by split, an uninterrupted extraction into `dir/full.h5`, and no
+/// journal, temporary or lock file is left beside it.
+pub(crate) fn same_as_uninterrupted(dir: &Path, model: &Path, data: &Path, out: &Path) {
+    let full = dir.join("full.h5");
+    tf_extract(model, data, &full);
+    let (a, b) = (
+        FeatureCache::open(out).unwrap(),
+        FeatureCache::open(&full).unwrap(),
+    );
+    for split in ["train", "test"] {
+        let (x, y) = (a.read_split(split).unwrap(), b.read_split(split).unwrap());
+        assert_eq!((x.paths, x.labels), (y.paths, y.labels));
+        close(&x.features, &y.features, 1e-6);
+    }
+    assert!(!cache_path_leftovers(out));
+}
+
+pub(crate) fn cache_path_leftovers(out: &Path) -> bool {
+    let j = headstart::cache::journal_path(out);
+    let mut t = out.as_os_str().to_owned();
+    t.push(".tmp");
+    let mut l = out.as_os_str().to_owned();
+    l.push(".lock");
+    j.exists() || Path::new(&t).exists() || Path::new(&l).exists()
+}
+
+#[test]
+fn f16_cache_is_half_the_size_and_close() {
+    let d = tmp();
+    let data = d.path().join("data");
+    tiny_dataset(&data, 2);
+    let model = save_model(
+        d.path(),
+        "tiny.onnx",
+        &CnnSpec::tiny(Layout::Nchw, Some((32, 32))),
+    );
+    let (a, b) = (d.path().join("a.h5"), d.path().join("b.h5"));
+    ok(&[
+        "extract",
+        "--model",
+        s(&model),
+        "--data",
+        s(&data),
+        "--out",
+        s(&a),
+        "--preprocess",
+        "raw",
+        "--quiet",
+    ]);
+    ok(&[
+        "extract",
+        "--model",
+        s(&model),
+        "--data",
+        s(&data),
+        "--out",
+        s(&b),
+        "--preprocess",
+        "raw",
+        "--dtype",
+        "f16",
+        "--quiet",
+    ]);
+    let (fa, fb) = (
+        FeatureCache::open(&a).unwrap(),
+        FeatureCache::open(&b).unwrap(),
+    );
+    assert_eq!(fb.meta.dtype.name(), "f16");
+    let (xa, xb) = (
+        fa.read_split("train").unwrap().features,
+        fb.read_split("train").unwrap().features,
+    );
+    for (p, q) in xa.iter().zip(&xb) {
+        assert!((p - q).abs() <= p.abs() * 1e-3 + 1e-3, "{p} vs {q}");
+    }
+    // 8 images x 1024 values: f16 saves 2 bytes a value (the rest of the file is the same).
+    let saved =
+        std::fs::metadata(&a).unwrap().len() as f64 - std::fs::metadata(&b).unwrap().len() as f64;
+    assert!(saved >= 0.9 * (8 * 1024 * 2) as f64, "saved {saved} bytes");
+}

@@ -1,0 +1,310 @@
+//! CLI tests: score and export.
+
+use super::*;
+
+/// Probabilities per path from a `score` output (CSV with p_<class> columns, or JSON lines).
+pub(crate) fn scored(path: &Path) -> std::collections::BTreeMap<String, Vec<f32>> {
+    let text = std::fs::read_to_string(path).unwrap();
+    let mut out = std::collections::BTreeMap::new();
+    if path.extension().is_some_and(|e| e == "jsonl") {
+        for line in text.lines() {
+            let v: serde_json::Value = serde_json::from_str(line).unwrap();
+            let probs = v["probabilities"].as_object().unwrap();
+            out.insert(
+                v["path"].as_str().unwrap().to_string(),
+                probs.values().map(|p| p.as_f64().unwrap() as f32).collect(),
+            );
+        }
+    } else {
+        let mut lines = text.lines();
+        let header: Vec<&str> = lines.next().unwrap().split(',').collect();
+        let cols: Vec<usize> = (0..header.len())
+            .filter(|&i| header[i].starts_with("p_"))
+            .collect();
+        for line in lines {
+            let f: Vec<&str> = line.split(',').collect();
+            out.insert(
+                f[0].to_string(),
+                cols.iter().map(|&i| f[i].parse().unwrap()).collect(),
+            );
+        }
+    }
+    out
+}
+
+pub(crate) fn max_diff(
+    a: &std::collections::BTreeMap<String, Vec<f32>>,
+    b: &std::collections::BTreeMap<String, Vec<f32>>,
+) -> f32 {
+    assert_eq!(
+        a.keys().collect::<Vec<_>>(),
+        b.keys().collect::<Vec<_>>(),
+        "different files"
+    );
+    a.iter()
+        .flat_map(|(k, v)| v.iter().zip(&b[k]).map(|(x, y)| (x - y).abs()))
+        .fold(0.0, f32::max)
+}
+
+/// Base + head, the exported model and the exported model with preprocessing inside give the same
+/// probabilities (< 1e-5), equal to the head on the cached features; in both layouts, flatten and
+/// average pooling, sigmoid and softmax heads with every layer kind.
+#[test]
+fn export_and_score_match_the_two_stage_path() {
+    for (layout, classes, pool, spec) in [
+        (
+            Layout::Nchw,
+            vec!["cat", "dog"],
+            "flatten",
+            "dense:12:gelu,bn,dropout:0.3,dense:6:leaky_relu",
+        ),
+        (
+            Layout::Nhwc,
+            vec!["a", "b", "c"],
+            "avg",
+            "dense:8:tanh,dense:5:sigmoid,relu",
+        ),
+    ] {
+        let d = tmp();
+        let data = d.path().join("data");
+        colour_dataset(&data, &classes, 5);
+        let model = save_model(
+            d.path(),
+            "tiny.onnx",
+            &CnnSpec::tiny(layout, Some((32, 32))),
+        );
+        let cache = d.path().join("f.h5");
+        ok(&[
+            "extract",
+            "--model",
+            s(&model),
+            "--data",
+            s(&data),
+            "--out",
+            s(&cache),
+            "--preprocess",
+            "caffe",
+            "-q",
+        ]);
+        let head = d.path().join("h.h5");
+        ok(&[
+            "train-head",
+            s(&cache),
+            "--out",
+            s(&head),
+            "--head",
+            spec,
+            "--pool",
+            pool,
+            "--epochs",
+            "3",
+            "--optimizer",
+            "adam",
+            "-q",
+        ]);
+        let exp = d.path().join("exp.onnx");
+        let exp8 = d.path().join("exp8.onnx");
+        let log = ok(&[
+            "export",
+            "--model",
+            s(&model),
+            "--head",
+            s(&head),
+            "--out",
+            s(&exp),
+        ]);
+        assert!(log.contains("output 'probabilities'"), "{log}");
+        ok(&[
+            "export",
+            "--model",
+            s(&model),
+            "--head",
+            s(&head),
+            "--out",
+            s(&exp8),
+            "--with-preprocessing",
+        ]);
+        let test = data.join("test");
+        let (o1, o2, o3) = (
+            d.path().join("a.csv"),
+            d.path().join("b.csv"),
+            d.path().join("c.jsonl"),
+        );
+        ok(&[
+            "score",
+            "--model",
+            s(&model),
+            "--head",
+            s(&head),
+            s(&test),
+            "--out",
+            s(&o1),
+            "-q",
+        ]);
+        ok(&["score", "--model", s(&exp), s(&test), "--out", s(&o2), "-q"]);
+        ok(&[
+            "score",
+            "--model",
+            s(&exp8),
+            s(&test),
+            "--out",
+            s(&o3),
+            "-q",
+        ]);
+        let (a, b, c) = (scored(&o1), scored(&o2), scored(&o3));
+        assert_eq!(a.len(), 5 * classes.len());
+        assert!(
+            max_diff(&a, &b) < 1e-5,
+            "{layout:?}: export differs by {}",
+            max_diff(&a, &b)
+        );
+        assert!(
+            max_diff(&a, &c) < 1e-5,
+            "{layout:?}: export with preprocessing differs by {}",
+            max_diff(&a, &c)
+        );
+        // The same numbers as the head on the cached features.
+        let h = headstart::head::file::Head::load(&head).unwrap();
+        let split = FeatureCache::open(&cache)
+            .unwrap()
+            .read_split("test")
+            .unwrap();
+        let n = split.len();
+        let probs = h.probabilities(split.features, n).unwrap();
+        for (i, p) in split.paths.iter().enumerate() {
+            let row = &a[s(&data.join(p))];
+            close(row, probs.row(i).as_slice().unwrap(), 1e-6);
+        }
+    }
+}
+
+#[test]
+fn score_reports_bad_files_resumes_and_formats() {
+    let (d, data, model, cache) = tiny_features(&["cat", "dog"], 4, 1);
+    let head = d.path().join("h.h5");
+    ok(&[
+        "train-head",
+        s(&cache),
+        "--out",
+        s(&head),
+        "--epochs",
+        "2",
+        "-q",
+    ]);
+    let test = data.join("test");
+    std::fs::write(test.join("cat/broken.png"), b"\x89PNG\r\n\x1a\n not really").unwrap();
+    std::fs::write(
+        test.join("dog/with, comma.png"),
+        std::fs::read(test.join("dog/dog0.png")).unwrap(),
+    )
+    .unwrap();
+    let out = d.path().join("s.csv");
+    let o = run(&[
+        "score",
+        "--model",
+        s(&model),
+        "--head",
+        s(&head),
+        s(&test),
+        "--out",
+        s(&out),
+        "-q",
+    ]);
+    let log = text(&o);
+    assert!(o.status.success(), "{log}");
+    assert!(
+        log.contains("scored 9 images (1 failed)") && log.contains("broken.png"),
+        "{log}"
+    );
+    let full = std::fs::read_to_string(&out).unwrap();
+    assert_eq!(full.lines().count(), 11, "{full}");
+    let bad = full.lines().find(|l| l.contains("broken.png")).unwrap();
+    assert!(
+        bad.ends_with(|c: char| c.is_alphanumeric() || c == ')' || c == '"') && bad.contains(",,,"),
+        "{bad}"
+    );
+    assert!(
+        full.contains("\"") && full.contains("with, comma.png"),
+        "{full}"
+    );
+    // Interrupted after 4 rows and half a line: --resume writes only the rest, once each.
+    let keep: Vec<&str> = full.lines().take(5).collect();
+    std::fs::write(&out, format!("{}\n{}", keep.join("\n"), "torn,li")).unwrap();
+    let log = ok(&[
+        "score",
+        "--model",
+        s(&model),
+        "--head",
+        s(&head),
+        s(&test),
+        "--out",
+        s(&out),
+        "--resume",
+        "-q",
+    ]);
+    assert!(log.contains("4 already in the output"), "{log}");
+    let resumed = std::fs::read_to_string(&out).unwrap();
+    let mut a: Vec<&str> = resumed.lines().collect();
+    let mut b: Vec<&str> = full.lines().collect();
+    a.sort();
+    b.sort();
+    assert_eq!(a, b);
+    // --top-k and --threshold; JSON lines.
+    let j = d.path().join("s.jsonl");
+    ok(&[
+        "score",
+        "--model",
+        s(&model),
+        "--head",
+        s(&head),
+        s(&test.join("cat")),
+        "--out",
+        s(&j),
+        "--top-k",
+        "1",
+        "--threshold",
+        "0.0",
+        "-q",
+    ]);
+    let rows: Vec<serde_json::Value> = std::fs::read_to_string(&j)
+        .unwrap()
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    assert_eq!(rows.len(), 5);
+    assert!(rows
+        .iter()
+        .any(|r| r["error"].is_string() && r["path"].as_str().unwrap().ends_with("broken.png")));
+    let first = rows.iter().find(|r| r["predicted"].is_string()).unwrap();
+    assert_eq!(
+        first["predicted"], "dog",
+        "threshold 0 makes every image the second class"
+    );
+    assert_eq!(first["top"].as_array().unwrap().len(), 1);
+    // Refusals: another base model; an exported model given a head is fine, a base without one is not.
+    let other = save_model(d.path(), "other.onnx", &{
+        let mut sp = CnnSpec::tiny(Layout::Nchw, Some((32, 32)));
+        sp.seed = 9;
+        sp
+    });
+    fails(
+        &["score", "--model", s(&other), "--head", s(&head), s(&test)],
+        &["base models differ"],
+    );
+    fails(
+        &[
+            "export",
+            "--model",
+            s(&other),
+            "--head",
+            s(&head),
+            "--out",
+            s(&d.path().join("x.onnx")),
+        ],
+        &["base models differ"],
+    );
+    fails(
+        &["score", "--model", s(&model), s(&test)],
+        &["no --head given"],
+    );
+}

@@ -1,0 +1,386 @@
+//! CLI tests: many machines: plan, shards, merge.
+
+use super::*;
+
+/// `extract --run RUN` for one shard, the index given through `env` (a scheduler's variable).
+pub(crate) fn shard_cmd(run: &Path, model: &Path, env: &[(&str, &str)], extra: &[&str]) -> Command {
+    let mut c = bin();
+    c.args(["extract", "--run", s(run), "--model", s(model)])
+        .args([
+            "--preprocess",
+            "tf",
+            "--batch",
+            "2",
+            "--decode-threads",
+            "1",
+        ])
+        .args(["--progress", "none"])
+        .args(extra);
+    for v in headstart::cache::shards::SHARD_ENV {
+        c.env_remove(v);
+    }
+    for (k, v) in env {
+        c.env(k, v);
+    }
+    c
+}
+
+/// Runs headstart (success or not) and returns its output.
+pub(crate) fn run_cmd(args: &[&str]) -> String {
+    text(&run(args))
+}
+
+pub(crate) fn succeeds(c: &mut Command) -> String {
+    let o = c.output().unwrap();
+    assert!(o.status.success(), "{c:?} failed:\n{}", text(&o));
+    text(&o)
+}
+
+/// `extract` of `data` into `out` with `--preprocess tf` (the tiny models' preprocessing), quietly.
+pub(crate) fn tf_extract(m: &Path, data: &Path, out: &Path) -> String {
+    ok(&[
+        "extract",
+        "--model",
+        s(m),
+        "--data",
+        s(data),
+        "--out",
+        s(out),
+        "--preprocess",
+        "tf",
+        "-q",
+    ])
+}
+
+/// [`tf_extract`] of `data` with two models, each into its own cache; both caches opened.
+pub(crate) fn tf_extract_both(
+    (m1, o1): (&Path, &Path),
+    (m2, o2): (&Path, &Path),
+    data: &Path,
+) -> (FeatureCache, FeatureCache) {
+    tf_extract(m1, data, o1);
+    tf_extract(m2, data, o2);
+    (
+        FeatureCache::open(o1).unwrap(),
+        FeatureCache::open(o2).unwrap(),
+    )
+}
+
+/// Asserts that two caches hold the same splits, preprocessing, paths, labels, skips and features
+/// (bit for bit).
+pub(crate) fn same_rows(a: &Path, b: &Path) {
+    let (a, b) = (
+        FeatureCache::open(a).unwrap(),
+        FeatureCache::open(b).unwrap(),
+    );
+    assert_eq!(a.meta.splits, b.meta.splits);
+    assert_eq!(a.meta.preprocess, b.meta.preprocess);
+    for split in &a.meta.splits {
+        let (x, y) = (a.read_split(split).unwrap(), b.read_split(split).unwrap());
+        assert_eq!(
+            (&x.paths, &x.labels, &x.skipped),
+            (&y.paths, &y.labels, &y.skipped)
+        );
+        assert_eq!(
+            x.features, y.features,
+            "{split}: features must be bit for bit"
+        );
+    }
+}
+
+#[test]
+fn shards_on_three_schedulers_with_a_kill_and_a_requeue_merge_to_one_extract() {
+    let (d, data, m, _) = tiny_setup(5);
+    std::fs::write(data.join("train/b/empty.jpg"), b"").unwrap();
+    let run = d.path().join("run");
+    let log = ok(&[
+        "plan",
+        "--data",
+        s(&data),
+        "--shards",
+        "4",
+        "--out",
+        s(&run),
+    ]);
+    assert!(
+        log.contains("21 images") && log.contains("4 shards of 5-6 images"),
+        "{log}"
+    );
+    fails(
+        &[
+            "plan",
+            "--data",
+            s(&data),
+            "--shards",
+            "4",
+            "--out",
+            s(&run),
+        ],
+        &["a plan is already there"],
+    );
+    succeeds(&mut shard_cmd(
+        &run,
+        &m,
+        &[("SLURM_ARRAY_TASK_ID", "0")],
+        &[],
+    ));
+    succeeds(&mut shard_cmd(
+        &run,
+        &m,
+        &[("JOB_COMPLETION_INDEX", "1")],
+        &[],
+    ));
+    // Shard 2 (AWS Batch's variable) is killed after its first batch.
+    let o = shard_cmd(
+        &run,
+        &m,
+        &[("AWS_BATCH_JOB_ARRAY_INDEX", "2"), (ABORT_AT, "extract:1")],
+        &[],
+    )
+    .output()
+    .unwrap();
+    assert!(!o.status.success());
+    let st = ok(&["status", s(&run)]);
+    assert!(
+        st.contains("done:    2 shards") && st.contains("started: 2") && st.contains("missing: 3"),
+        "{st}"
+    );
+    assert!(st.contains("sbatch --array=2-3"), "{st}");
+    fails(
+        &["merge", s(&run), "--out", s(&d.path().join("m.h5"))],
+        &["shard(s) 2-3 of 4"],
+    );
+    // The requeue: only the unfinished shards run again; shard 2 continues its journal.
+    let log = succeeds(&mut shard_cmd(&run, &m, &[("HEADSTART_SHARD", "2")], &[]));
+    assert!(
+        log.contains("2 of 5 images already in"),
+        "shard 2 should resume: {log}"
+    );
+    // Slurm's offset: array index 1 + offset 2 = shard 3.
+    succeeds(&mut shard_cmd(
+        &run,
+        &m,
+        &[("SLURM_ARRAY_TASK_ID", "1")],
+        &["--shard-offset", "2"],
+    ));
+    let log = succeeds(&mut shard_cmd(&run, &m, &[], &["--shard", "3"]));
+    assert!(log.contains("already done"), "{log}");
+    fails(
+        &[
+            "extract",
+            "--run",
+            s(&run),
+            "--model",
+            s(&m),
+            "--shard",
+            "4",
+        ],
+        &["shards 0..3", "comes from the plan"],
+    );
+    let markers = std::fs::read_dir(run.join("done")).unwrap().count();
+    assert_eq!(markers, 4, "one marker per shard, no temporary files");
+    assert!(ok(&["status", s(&run)]).contains("all shards are done"));
+
+    let merged = d.path().join("merged.h5");
+    let log = ok(&["merge", s(&run), "--out", s(&merged)]);
+    assert!(log.contains("20 rows, 1 skipped"), "{log}");
+    let single = d.path().join("single.h5");
+    tf_extract(&m, &data, &single);
+    same_rows(&merged, &single);
+
+    // train-head and evaluate take the run folder: merged once into RUN/merged.h5, then reused.
+    let head = d.path().join("head.h5");
+    let log = ok(&[
+        "train-head",
+        s(&run),
+        "--recipe",
+        "seed",
+        "--epochs",
+        "1",
+        "--out",
+        s(&head),
+    ]);
+    assert!(log.contains("merged 4 shards"), "{log}");
+    let merged_at = std::fs::metadata(run.join("merged.h5"))
+        .unwrap()
+        .modified()
+        .unwrap();
+    let log = ok(&["evaluate", "--head", s(&head), "--features", s(&run)]);
+    assert!(
+        !log.contains("merged 4 shards") && log.contains("accuracy"),
+        "{log}"
+    );
+    assert_eq!(
+        std::fs::metadata(run.join("merged.h5"))
+            .unwrap()
+            .modified()
+            .unwrap(),
+        merged_at
+    );
+
+    // score --run: each shard's rows, joined by merge --scores, are the rows of one score run.
+    for k in 0..4 {
+        let o = bin()
+            .args([
+                "score",
+                "--run",
+                s(&run),
+                "--model",
+                s(&m),
+                "--head",
+                s(&head),
+                "-q",
+            ])
+            .env("SLURM_ARRAY_TASK_ID", k.to_string())
+            .output()
+            .unwrap();
+        assert!(o.status.success(), "{}", text(&o));
+    }
+    let again = run_cmd(&[
+        "score",
+        "--run",
+        s(&run),
+        "--model",
+        s(&m),
+        "--head",
+        s(&head),
+        "--shard",
+        "2",
+        "-q",
+    ]);
+    assert!(again.contains("already scored"), "{again}");
+    let st = ok(&["status", s(&run)]);
+    assert!(
+        st.contains("scored:  4 of 4 shards") && st.contains("not scored: none"),
+        "{st}"
+    );
+    let all = d.path().join("all.csv");
+    let log = ok(&["merge", s(&run), "--scores", s(&all)]);
+    assert!(
+        log.contains("21 rows"),
+        "{log}\n{}",
+        std::fs::read_to_string(&all).unwrap()
+    );
+    let one = d.path().join("one.csv");
+    let canon = data.canonicalize().unwrap();
+    ok(&[
+        "score",
+        s(&canon),
+        "--model",
+        s(&m),
+        "--head",
+        s(&head),
+        "--out",
+        s(&one),
+        "-q",
+    ]);
+    let rows = |p: &Path| {
+        let t = std::fs::read_to_string(p).unwrap();
+        let mut l: Vec<String> = t.lines().map(String::from).collect();
+        let header = l.remove(0);
+        l.sort();
+        (header, l)
+    };
+    assert_eq!(rows(&all), rows(&one), "sharded scores equal one score run");
+
+    // A changed shard output is caught by its marker's hash.
+    std::fs::copy(
+        run.join("shards/shard-00000.h5"),
+        run.join("shards/shard-00001.h5"),
+    )
+    .unwrap();
+    fails(
+        &["merge", s(&run), "--out", s(&merged)],
+        &["shard 1: sha256", "its marker says"],
+    );
+}
+
+#[test]
+fn two_copies_of_a_shard_leave_one_output_and_sigterm_keeps_finished_batches() {
+    let (d, data, m, _) = tiny_setup(4);
+    let run = d.path().join("run");
+    ok(&[
+        "plan",
+        "--data",
+        s(&data),
+        "--shards",
+        "1",
+        "--out",
+        s(&run),
+    ]);
+    let mut kids: Vec<_> = (0..2)
+        .map(|_| {
+            shard_cmd(&run, &m, &[("HEADSTART_SHARD", "0")], &[])
+                .spawn()
+                .unwrap()
+        })
+        .collect();
+    let oks = kids
+        .iter_mut()
+        .map(|k| k.wait().unwrap().success())
+        .filter(|&ok| ok)
+        .count();
+    assert!(oks >= 1, "at least one copy finishes");
+    assert_eq!(std::fs::read_dir(run.join("done")).unwrap().count(), 1);
+    let outs: Vec<_> = std::fs::read_dir(run.join("shards"))
+        .unwrap()
+        .map(|e| e.unwrap().file_name())
+        .collect();
+    assert_eq!(
+        outs,
+        vec![std::ffi::OsString::from("shard-00000.h5")],
+        "no second output, no leftovers"
+    );
+
+    // SIGTERM mid-shard: the batch in flight finishes, the journal keeps it, the rerun continues.
+    let run2 = d.path().join("run2");
+    ok(&[
+        "plan",
+        "--data",
+        s(&data),
+        "--shards",
+        "2",
+        "--out",
+        s(&run2),
+    ]);
+    let ready = d.path().join("waiting-for-sigterm");
+    let mut c = shard_cmd(
+        &run2,
+        &m,
+        &[
+            ("HEADSTART_SHARD", "1"),
+            ("HEADSTART_TEST_WAIT_FOR_SIGTERM_AT", "extract:2"),
+            ("HEADSTART_TEST_READY_FILE", s(&ready)),
+        ],
+        &[],
+    );
+    let child = c
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    // The binary says (a file) when it waits at the checkpoint: the signal comes then.
+    assert!(
+        wait_until(60.0, || ready.exists()),
+        "the shard never reached checkpoint 2"
+    );
+    let st = Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(st.success());
+    let o = child.wait_with_output().unwrap();
+    assert!(!o.status.success());
+    // Normally after checkpoint 2 (4 images); after 2 if the signal came before the first check.
+    let t = text(&o);
+    let kept = ["2", "4"]
+        .into_iter()
+        .find(|n| t.contains(&format!("stopped on request after {n} images")))
+        .unwrap_or_else(|| panic!("no stop message: {t}"));
+    assert!(ok(&["status", s(&run2)]).contains("started: 1"));
+    let log = succeeds(&mut shard_cmd(&run2, &m, &[("HEADSTART_SHARD", "1")], &[]));
+    assert!(
+        log.contains(&format!("{kept} of 8 images already in")),
+        "{log}"
+    );
+}
