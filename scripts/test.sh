@@ -4,6 +4,8 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 scripts/setup.sh
+# A one-off build (CI's clean clone) gains nothing from incremental compilation's bookkeeping.
+if [ "${CI:-}" = "true" ]; then export CARGO_INCREMENTAL=0; fi
 
 # One ndarray in the build (ort's optional ndarray 0.17 stays in Cargo.lock but is never compiled).
 versions=$(cargo tree -e normal --prefix none 2>/dev/null | grep -E '^ndarray v' | awk '{print $2}' | sort -u)
