@@ -5,7 +5,8 @@
 //! [`data`] (scan folders, decode and preprocess images, presets) -> [`infer`] (ONNX Runtime session,
 //! model introspection, the overlapped decode/inference pipeline, extraction) -> [`cache`] (journal,
 //! output lock, HDF5 feature cache) -> [`head`] (layers, losses, optimizers, training, SIMD kernels) ->
-//! [`report`] (evaluate, metrics, plots, score, classify). Beside them: [`onnx`] (protobuf, shapes,
+//! [`report`] (evaluate, metrics, plots, score, classify). Beside them: [`runs`] (plans, shards,
+//! markers and merges of runs over many machines), [`onnx`] (protobuf, shapes,
 //! cut, generated models, export of base + head), [`finetune`] (the top blocks trained with candle),
 //! [`fetch`] (pretrained bases by name, built from pinned downloads) and small helpers in [`util`].
 //! Library code neither prints nor exits: it reports through [`events::Reporter`], which the
@@ -36,6 +37,7 @@ pub mod head;
 pub mod infer;
 pub mod onnx;
 pub mod report;
+pub mod runs;
 pub mod util;
 
 pub use error::{Error, Result};

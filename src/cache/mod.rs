@@ -12,17 +12,12 @@
 //! /<split>/skipped_paths, /<split>/skipped_reasons   str [K]   images that could not be read
 //! ```
 //!
-//! Modules: [`journal`] (append-only record of finished images), [`h5`] (the HDF5 file, written and read), [`synthetic`] (random caches for benchmarks),
-//! [`shards`] (a run cut into shards for many machines: plan, markers, status), [`merge`] (the
-//! shards joined into one cache), [`remote_run`] (a run folder on object storage) and [`listing`]
-//! (a plan of an object-storage listing streamed through a spill file).
+//! Modules: [`journal`] (append-only record of finished images), [`h5`] (the HDF5 file, written and
+//! read) and [`synthetic`] (random caches for benchmarks). Runs over many machines (plans, shards,
+//! markers, merges) are [`crate::runs`].
 
 pub mod h5;
 pub mod journal;
-pub mod listing;
-pub mod merge;
-pub mod remote_run;
-pub mod shards;
 pub mod synthetic;
 
 pub use crate::util::lock::OutputLock;

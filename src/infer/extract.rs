@@ -743,12 +743,12 @@ fn run_pipeline(
 #[derive(Debug, Clone)]
 pub enum ShardOutcome {
     /// This run extracted the shard (or found its cache complete) and created its marker.
-    Done(ExtractSummary, cache::shards::Marker),
+    Done(ExtractSummary, crate::runs::shards::Marker),
     /// The shard's marker was already there (a requeued or duplicated task): nothing was done.
-    AlreadyDone(cache::shards::Marker),
+    AlreadyDone(crate::runs::shards::Marker),
 }
 
-/// [`extract_shard`] for a run folder on object storage too ([`cache::remote_run`]): the shard is
+/// [`extract_shard`] for a run folder on object storage too ([`crate::runs::remote`]): the shard is
 /// extracted into the local mirror, then published to the bucket.
 pub fn extract_shard_any(
     cfg: &ExtractConfig,
@@ -759,7 +759,7 @@ pub fn extract_shard_any(
     let Some(url) = run.to_str().filter(|u| crate::data::remote::is_url(u)) else {
         return extract_shard(cfg, run, k, rep);
     };
-    let rr = cache::remote_run::RemoteRun::open(url)?;
+    let rr = crate::runs::remote::RemoteRun::open(url)?;
     if let (_, Some(m)) = rr.pull_shard(k)? {
         return Ok(ShardOutcome::AlreadyDone(m));
     }
@@ -782,7 +782,7 @@ pub fn extract_shard(
     k: usize,
     rep: &dyn Reporter,
 ) -> Result<ShardOutcome> {
-    use cache::shards;
+    use crate::runs::shards;
     let plan = shards::load_plan(run)?;
     plan.check_shard(run, k)?;
     if let Some(m) = shards::read_marker(run, k)? {

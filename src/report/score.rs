@@ -995,7 +995,7 @@ pub fn score_shard(
     k: usize,
     rep: &dyn Reporter,
 ) -> Result<(ScoreMarker, Option<ScoreSummary>)> {
-    use crate::cache::shards;
+    use crate::runs::shards;
     let plan = shards::load_plan(run)?;
     plan.check_shard(run, k)?;
     let marker_path = shards::score_marker_path(run, k);
@@ -1035,7 +1035,7 @@ pub fn score_shard(
     }
 }
 
-/// [`score_shard`] for a run on object storage too ([`crate::cache::remote_run`]): scored into the
+/// [`score_shard`] for a run on object storage too ([`crate::runs::remote`]): scored into the
 /// local mirror, then published (the rows under a name of their own, the marker only if absent).
 pub fn score_shard_any(
     cfg: &ScoreConfig,
@@ -1043,8 +1043,8 @@ pub fn score_shard_any(
     k: usize,
     rep: &dyn Reporter,
 ) -> Result<(ScoreMarker, Option<ScoreSummary>)> {
-    use crate::cache::remote_run::{to_json, RemoteRun};
-    use crate::cache::shards;
+    use crate::runs::remote::{to_json, RemoteRun};
+    use crate::runs::shards;
     let Some(url) = run.to_str().filter(|u| crate::data::remote::is_url(u)) else {
         return score_shard(cfg, run, k, rep);
     };
@@ -1069,8 +1069,8 @@ pub fn score_shard_any(
 /// [`merge_scores`] for a run on object storage too: the score markers and the rows they name are
 /// downloaded into the local mirror first.
 pub fn merge_scores_any(run: &Path, out: &Path) -> Result<usize> {
-    use crate::cache::remote_run::RemoteRun;
-    use crate::cache::shards;
+    use crate::runs::remote::RemoteRun;
+    use crate::runs::shards;
     let Some(url) = run.to_str().filter(|u| crate::data::remote::is_url(u)) else {
         return merge_scores(run, out);
     };
@@ -1095,13 +1095,13 @@ pub fn merge_scores_any(run: &Path, out: &Path) -> Result<usize> {
 }
 
 fn read_score_marker(path: &Path) -> Result<Option<ScoreMarker>> {
-    crate::cache::shards::read_once(path, "score marker")
+    crate::runs::shards::read_once(path, "score marker")
 }
 
 /// Joins the scored shards of `run` into one CSV at `out` (one header, rows in shard order),
 /// refusing a shard without a marker or whose rows changed after it finished. Returns the rows.
 pub fn merge_scores(run: &Path, out: &Path) -> Result<usize> {
-    use crate::cache::shards;
+    use crate::runs::shards;
     let plan = shards::load_plan(run)?;
     let mut markers = Vec::with_capacity(plan.shards);
     let mut missing = Vec::new();

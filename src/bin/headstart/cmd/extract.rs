@@ -174,13 +174,13 @@ fn run_shard(a: &Args, cfg: &ExtractConfig, run: &Path, rep: &Term) -> Result<()
             println!("{}", s.line());
             println!(
                 "shard {k} done: marker {}",
-                headstart::cache::shards::marker_path(run, m.shard).display()
+                headstart::runs::shards::marker_path(run, m.shard).display()
             );
         }
         ShardOutcome::AlreadyDone(m) => println!(
             "shard {k} was already done ({} images, marker {}); nothing to do",
             m.images,
-            headstart::cache::shards::marker_path(run, k).display()
+            headstart::runs::shards::marker_path(run, k).display()
         ),
     }
     Ok(())

@@ -2,7 +2,7 @@
 
 use std::path::PathBuf;
 
-use headstart::cache::merge::merge;
+use headstart::runs::merge::merge;
 use headstart::error::Result;
 
 #[derive(clap::Args, Debug)]
@@ -23,7 +23,7 @@ pub fn run(a: &Args) -> Result<()> {
         println!("merged the scored shards: {rows} rows -> {}", out.display());
         return Ok(());
     }
-    let local = headstart::cache::remote_run::local_run(&a.run, true)?;
+    let local = headstart::runs::remote::local_run(&a.run, true)?;
     let s = merge(&local, &a.out)?;
     println!(
         "merged {} shards: {} rows, {} skipped in {:.1} s -> {}",

@@ -2,8 +2,8 @@
 
 use std::path::PathBuf;
 
-use headstart::cache::remote_run::RemoteRun;
-use headstart::cache::shards::{write_plan, TARGET_SHARD_IMAGES};
+use headstart::runs::remote::RemoteRun;
+use headstart::runs::shards::{write_plan, TARGET_SHARD_IMAGES};
 use headstart::error::Result;
 
 #[derive(clap::Args, Debug)]
@@ -51,7 +51,7 @@ pub fn run(a: &Args) -> Result<()> {
     {
         eprintln!(
             "note: shards of 10,000-100,000 images keep the per-task overhead small and a lost task cheap; --shards {} would give about {TARGET_SHARD_IMAGES} each",
-            headstart::cache::shards::recommend_shards(plan.images)
+            headstart::runs::shards::recommend_shards(plan.images)
         );
     }
     println!(

@@ -3,7 +3,7 @@
 
 use std::path::PathBuf;
 
-use headstart::cache::shards::{ranges, resubmit_lines, status};
+use headstart::runs::shards::{ranges, resubmit_lines, status};
 use headstart::error::Result;
 
 #[derive(clap::Args, Debug)]
@@ -14,7 +14,7 @@ pub struct Args {
 
 pub fn run(a: &Args) -> Result<()> {
     // A run on object storage: its plan and markers are read into the local mirror first.
-    let local = headstart::cache::remote_run::local_run(&a.run, false)?;
+    let local = headstart::runs::remote::local_run(&a.run, false)?;
     let st = status(&local)?;
     let p = &st.plan;
     let images: usize = st.done.iter().map(|m| m.images).sum();
@@ -46,7 +46,7 @@ pub fn run(a: &Args) -> Result<()> {
     );
     println!("missing: {}", show(&st.missing));
     let scored: Vec<usize> = (0..p.shards)
-        .filter(|&k| headstart::cache::shards::score_marker_path(&local, k).is_file())
+        .filter(|&k| headstart::runs::shards::score_marker_path(&local, k).is_file())
         .collect();
     if !scored.is_empty() {
         let unscored: Vec<usize> = (0..p.shards).filter(|k| !scored.contains(k)).collect();

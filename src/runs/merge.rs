@@ -11,9 +11,9 @@ use hdf5::H5Type;
 use ndarray::{ArrayViewD, IxDyn};
 use sha2::{Digest, Sha256};
 
-use super::h5::{write_lists, FeatureCache};
+use crate::cache::h5::{write_lists, FeatureCache};
 use super::shards::{self, Marker, Plan, RunStatus};
-use super::{write_meta, CacheMeta, Dtype};
+use crate::cache::{write_meta, CacheMeta, Dtype};
 use crate::error::{Error, Result};
 use crate::util::hash::sha256_file;
 use crate::util::lock::OutputLock;
@@ -64,7 +64,7 @@ fn merge_with(run: &Path, out: &Path, lock: Option<&OutputLock>) -> Result<Merge
     // A run folder's merged.h5 is the run's own derived file: replaced whatever it holds.
     let target = match lock {
         Some(_) => target.replace(Replace::Always),
-        None => target.replace(super::replace_cache()),
+        None => target.replace(crate::cache::replace_cache()),
     };
     target.check()?;
     merge_into(run, &st, &target, lock, t0)
@@ -229,7 +229,7 @@ fn write_merged(
                 )));
             }
             labels.extend(l);
-            paths.extend(super::read_strs(grp.dataset("paths")?.read_raw()?));
+            paths.extend(crate::cache::read_strs(grp.dataset("paths")?.read_raw()?));
             for (p, r) in c.read_split_skipped(split).map_err(|e| e.to_string())? {
                 sp.push(p);
                 sr.push(r);
@@ -325,7 +325,7 @@ fn merged_is_current(run: &Path, st: &RunStatus, merged: &Path) -> bool {
 /// summary is returned too). Runs at once wait for one another: the first merges, the others reuse.
 pub fn resolve_features(path: &Path) -> Result<(PathBuf, Option<MergeSummary>)> {
     if crate::data::remote::is_url_path(path) {
-        let local = super::remote_run::local_run(path, true)?;
+        let local = super::remote::local_run(path, true)?;
         return resolve_features(&local);
     }
     if !(path.is_dir() && path.join(shards::PLAN_FILE).is_file()) {
