@@ -103,7 +103,7 @@ proptest! {
     /// Shards are contiguous, cover every image exactly once, and differ in size by at most one.
     #[test]
     fn shards_cover_every_image_once(total in 1usize..200_000, n_raw in 1usize..3000) {
-        use headstart::runs::shards::shard_range;
+        use headstart::runs::plan::shard_range;
         let n = n_raw.min(total);
         let mut next = 0;
         let (mut lo, mut hi) = (usize::MAX, 0);
@@ -129,7 +129,7 @@ proptest! {
         shards in 1usize..4,
         seed: u64,
     ) {
-        use headstart::runs::shards::{manifest_path, write_plan};
+        use headstart::runs::{plan::manifest_path, write_plan};
         let d = tempfile::tempdir().unwrap();
         let names: Vec<String> = names.into_iter().collect();
         let mut shuffled = names.clone();

@@ -18,7 +18,6 @@ use crate::events::{Event as Report, Reporter};
 use crate::infer::model::{resolve_preprocess, BaseModel, PreprocessOverrides};
 use crate::infer::pipeline::{Event, InputKind, Pipeline};
 use crate::infer::runtime::{Device, RuntimeConfig};
-use crate::util::hash::sha256_file;
 use crate::util::output::Output;
 
 /// The split that holds the mirrored copies of `train` (`ExtractConfig::augment_flip`).
@@ -737,93 +736,4 @@ fn run_pipeline(
         }
         Ok(())
     })
-}
-
-/// What [`extract_shard`] did.
-#[derive(Debug, Clone)]
-pub enum ShardOutcome {
-    /// This run extracted the shard (or found its cache complete) and created its marker.
-    Done(ExtractSummary, crate::runs::shards::Marker),
-    /// The shard's marker was already there (a requeued or duplicated task): nothing was done.
-    AlreadyDone(crate::runs::shards::Marker),
-}
-
-/// [`extract_shard`] for a run folder on object storage too ([`crate::runs::remote`]): the shard is
-/// extracted into the local mirror, then published to the bucket.
-pub fn extract_shard_any(
-    cfg: &ExtractConfig,
-    run: &Path,
-    k: usize,
-    rep: &dyn Reporter,
-) -> Result<ShardOutcome> {
-    let Some(url) = run.to_str().filter(|u| crate::data::remote::is_url(u)) else {
-        return extract_shard(cfg, run, k, rep);
-    };
-    let rr = crate::runs::remote::RemoteRun::open(url)?;
-    if let (_, Some(m)) = rr.pull_shard(k)? {
-        return Ok(ShardOutcome::AlreadyDone(m));
-    }
-    let (summary, marker) = match extract_shard(cfg, &rr.local, k, rep)? {
-        ShardOutcome::Done(s, m) => (Some(s), m),
-        ShardOutcome::AlreadyDone(m) => (None, m),
-    };
-    match (rr.publish_shard(&marker)?, summary) {
-        ((true, m), Some(s)) => Ok(ShardOutcome::Done(s, m)),
-        ((_, m), _) => Ok(ShardOutcome::AlreadyDone(m)),
-    }
-}
-
-/// Extracts shard `k` of the planned run `run` (`cfg.data` and `cfg.out` are taken from the plan)
-/// into `RUN/shards/shard-KKKKK.h5`, then creates its completion marker if none exists. Another
-/// worker on the same shard at the same time is refused by the output's lock.
-pub fn extract_shard(
-    cfg: &ExtractConfig,
-    run: &Path,
-    k: usize,
-    rep: &dyn Reporter,
-) -> Result<ShardOutcome> {
-    use crate::runs::shards;
-    let plan = shards::load_plan(run)?;
-    plan.check_shard(run, k)?;
-    if let Some(m) = shards::read_marker(run, k)? {
-        return Ok(ShardOutcome::AlreadyDone(m));
-    }
-    let ds = plan.shard_dataset(run, k)?;
-    let out = shards::output_path(run, k);
-    let dir = run.join("shards");
-    std::fs::create_dir_all(&dir).map_err(|e| Error::io(&dir, e))?;
-    let mut cfg = cfg.clone();
-    cfg.data = ds.root.clone();
-    cfg.out = out.clone();
-    cfg.subset = Some(ds);
-    if cfg.layer.is_some() {
-        return Err(Error::Config(
-            "--layer with --run: cut the model once first (`headstart cut`), then give every shard the cut file".into(),
-        ));
-    }
-    let summary = extract(&cfg, rep)?;
-    let cache = FeatureCache::open(&out)?;
-    let marker = shards::Marker {
-        shard: k,
-        images: summary.images,
-        extracted: summary.extracted,
-        skipped: summary.skipped.clone(),
-        output: format!(
-            "shards/{}",
-            out.file_name().unwrap_or_default().to_string_lossy()
-        ),
-        output_sha256: sha256_file(&out)?,
-        model_sha256: cache.meta.model_sha256.clone(),
-        preprocess: cache.meta.preprocess.clone(),
-        feature_shape: cache.meta.feature_shape.clone(),
-        seconds: summary.seconds,
-    };
-    drop(cache);
-    if shards::create_marker(run, &marker)? {
-        Ok(ShardOutcome::Done(summary, marker))
-    } else {
-        Ok(ShardOutcome::AlreadyDone(
-            shards::read_marker(run, k)?.unwrap_or(marker),
-        ))
-    }
 }

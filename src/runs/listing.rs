@@ -7,16 +7,20 @@
 //! `extract` sorts them).
 //!
 //! A store that does not list in key order (some `https://` listings) is detected (a key smaller
-//! than the one before) and planned in memory instead.
+//! than the one before) and planned in memory instead. [`write_plan`] is the entry point: it picks
+//! the streamed listing, or the in-memory one, and writes the plan last.
 
 use std::io::{BufRead, BufReader, BufWriter, Seek, SeekFrom, Write};
 use std::path::{Path, PathBuf};
 
-use super::shards::{self, manifest_path, shard_count, shard_range, Plan, SplitCount};
+use super::plan::{
+    self, manifest_path, shard_count, shard_range, write_json_via_tmp, Plan, SplitCount, PLAN_FILE,
+    PLAN_FORMAT,
+};
 use crate::data::remote::Remote;
 use crate::data::scan::{
     beside_splits, canonical_split, classes_differ, image_files_checked, is_hidden, is_image_file,
-    is_split_name, ordered_splits, subdirs, DEFAULT_SPLIT,
+    is_split_name, ordered_splits, subdirs, Dataset, DEFAULT_SPLIT,
 };
 use crate::error::{Error, Result};
 
@@ -304,7 +308,7 @@ fn write_manifests(url: &str, spill: &Spill, shards: Option<usize>, run: &Path) 
     out.1.flush().map_err(|e| Error::io(&out.0, e))?;
     shard_images.push(in_shard);
     Ok(Plan {
-        format: shards::PLAN_FORMAT.into(),
+        format: plan::PLAN_FORMAT.into(),
         source: url.to_string(),
         shards: n,
         images: total,
@@ -326,4 +330,75 @@ fn open_manifest(run: &Path, k: usize) -> Result<(PathBuf, BufWriter<std::fs::Fi
     let path = manifest_path(run, k);
     let file = std::fs::File::create(&path).map_err(|e| Error::io(&path, e))?;
     Ok((path, BufWriter::new(file)))
+}
+
+/// Lists `source` (as `extract` would) and writes the plan and one manifest per shard into `run`.
+/// `run` must not hold a plan already. The plan file is written last: a plan is complete when it
+/// exists.
+pub fn write_plan(source: &Path, shards: Option<usize>, run: &Path) -> Result<Plan> {
+    let plan_file = run.join(PLAN_FILE);
+    if plan_file.exists() {
+        return Err(Error::Config(format!(
+            "{}: a plan is already there; plan into a new folder (shards and markers belong to their plan)",
+            plan_file.display()
+        )));
+    }
+    // Streamed listings; held in memory only for a store that does not list in key order.
+    let streamed = match source.to_str().filter(|u| crate::data::remote::is_url(u)) {
+        Some(url) => plan_streamed(url, shards, run)?,
+        None => Some(plan_local_streamed(source, shards, run)?),
+    };
+    if let Some(plan) = streamed {
+        write_json_via_tmp(&plan_file, &plan)?;
+        return Ok(plan);
+    }
+    let ds = Dataset::scan_any(source)?;
+    let total = ds.len();
+    if total == 0 {
+        return Err(Error::dataset(source, "no images to plan"));
+    }
+    let n = shard_count(shards, total)?;
+    let manifest_dir = run.join("manifest");
+    std::fs::create_dir_all(&manifest_dir).map_err(|e| Error::io(&manifest_dir, e))?;
+    let mut rows = ds
+        .splits
+        .iter()
+        .flat_map(|s| s.items.iter().map(move |i| (s.name.as_str(), i)));
+    let mut shard_images = Vec::with_capacity(n);
+    for k in 0..n {
+        let r = shard_range(total, n, k);
+        let path = manifest_path(run, k);
+        let file = std::fs::File::create(&path).map_err(|e| Error::io(&path, e))?;
+        let mut w = BufWriter::new(file);
+        for (split, item) in rows.by_ref().take(r.len()) {
+            let line = serde_json::to_string(&(split, item.label, &item.rel_path))
+                .map_err(|e| Error::Config(format!("manifest line: {e}")))?;
+            writeln!(w, "{line}").map_err(|e| Error::io(&path, e))?;
+        }
+        w.flush().map_err(|e| Error::io(&path, e))?;
+        shard_images.push(r.len());
+    }
+    let source = match &ds.remote {
+        Some(r) => PathBuf::from(r.remote.url()),
+        None => source.canonicalize().map_err(|e| Error::io(source, e))?,
+    };
+    let plan = Plan {
+        format: PLAN_FORMAT.into(),
+        source: crate::util::paths::to_text(&source),
+        shards: n,
+        images: total,
+        classes: ds.classes.clone(),
+        splits: ds
+            .splits
+            .iter()
+            .map(|s| SplitCount {
+                name: s.name.clone(),
+                images: s.items.len(),
+            })
+            .collect(),
+        shard_images,
+        headstart_version: env!("CARGO_PKG_VERSION").into(),
+    };
+    write_json_via_tmp(&plan_file, &plan)?;
+    Ok(plan)
 }

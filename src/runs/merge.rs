@@ -1,4 +1,4 @@
-//! `merge`: the shards of a finished run ([`super::shards`]) joined into one cache with the same
+//! `merge`: the shards of a finished run ([`super::plan`], [`super::markers`]) joined into one cache with the same
 //! rows in the same order as a single `extract` of the same data. Every marker, output hash, model,
 //! preprocessing, feature shape and row count is checked first; the output is written to
 //! a unique temporary file through the one output writer ([`crate::util::output`]), one shard at a time
@@ -11,8 +11,10 @@ use hdf5::H5Type;
 use ndarray::{ArrayViewD, IxDyn};
 use sha2::{Digest, Sha256};
 
+use super::markers::{checked_output, ranges, read_score_marker, status, Marker, RunStatus};
+use super::plan::{load_plan, marker_path, score_marker_path, score_output_path, Plan, PLAN_FILE};
+use super::remote::RemoteRun;
 use crate::cache::h5::{write_lists, FeatureCache};
-use super::shards::{self, Marker, Plan, RunStatus};
 use crate::cache::{write_meta, CacheMeta, Dtype};
 use crate::error::{Error, Result};
 use crate::util::hash::sha256_file;
@@ -43,13 +45,13 @@ fn merge_locked(run: &Path, out: &Path, lock: &OutputLock) -> Result<MergeSummar
 
 fn merge_with(run: &Path, out: &Path, lock: Option<&OutputLock>) -> Result<MergeSummary> {
     let t0 = Instant::now();
-    let st = shards::status(run)?;
+    let st = status(run)?;
     let unfinished = st.unfinished();
     if !unfinished.is_empty() {
         return Err(Error::Config(format!(
             "{}: shard(s) {} of {} have no completion marker (not finished); `headstart status {}` prints the lines that resubmit them",
             run.display(),
-            shards::ranges(&unfinished),
+            ranges(&unfinished),
             st.plan.shards,
             run.display()
         )));
@@ -113,7 +115,7 @@ fn open_checked(run: &Path, plan: &Plan, markers: &[Marker]) -> Result<Vec<Featu
                     "shard {}: sha256 {sha}, its marker says {} (the file changed after the shard finished; rerun the shard after deleting {})",
                     m.shard,
                     m.output_sha256,
-                    shards::marker_path(run, m.shard).display()
+                    marker_path(run, m.shard).display()
                 ),
             ));
         }
@@ -328,19 +330,120 @@ pub fn resolve_features(path: &Path) -> Result<(PathBuf, Option<MergeSummary>)> 
         let local = super::remote::local_run(path, true)?;
         return resolve_features(&local);
     }
-    if !(path.is_dir() && path.join(shards::PLAN_FILE).is_file()) {
+    if !(path.is_dir() && path.join(PLAN_FILE).is_file()) {
         return Ok((path.to_path_buf(), None));
     }
     let out = path.join(MERGED_FILE);
-    let st = shards::status(path)?;
+    let st = status(path)?;
     if st.unfinished().is_empty() && merged_is_current(path, &st, &out) {
         return Ok((out, None));
     }
     let lock = OutputLock::wait(&out)?;
-    let st = shards::status(path)?;
+    let st = status(path)?;
     if st.unfinished().is_empty() && merged_is_current(path, &st, &out) {
         return Ok((out, None));
     }
     let s = merge_locked(path, &out, &lock)?;
     Ok((out, Some(s)))
+}
+
+/// [`merge_scores`] of a local run folder: joins the scored shards of `run` into one CSV at `out` (one header, rows in shard order),
+/// refusing a shard without a marker or whose rows changed after it finished. Returns the rows.
+fn merge_scores_local(run: &Path, out: &Path) -> Result<usize> {
+    let plan = load_plan(run)?;
+    let mut markers = Vec::with_capacity(plan.shards);
+    let mut missing = Vec::new();
+    for k in 0..plan.shards {
+        match read_score_marker(&score_marker_path(run, k))? {
+            Some(m) => markers.push(m),
+            None => missing.push(k),
+        }
+    }
+    if !missing.is_empty() {
+        return Err(Error::Config(format!(
+            "{}: shard(s) {} of {} are not scored (no marker in {}); run `score --run` for them",
+            run.display(),
+            ranges(&missing),
+            plan.shards,
+            run.join("scored").display()
+        )));
+    }
+    let mut files = Vec::with_capacity(markers.len());
+    for m in &markers {
+        files.push(checked_output(
+            run,
+            &score_marker_path(run, m.shard),
+            &m.output,
+            &score_output_path(run, m.shard),
+        )?);
+    }
+    let target = Output::new(out)
+        .input(&run.join("scores"))
+        .inputs(&files)
+        .replace(Replace::If {
+            what: "a score file (CSV with a path column)",
+            check: &crate::report::score::is_score_file,
+        });
+    target.check()?;
+    target.write(|tmp| {
+        let mut w = csv::Writer::from_path(tmp).map_err(|e| Error::cache(tmp, e))?;
+        let mut rows = 0;
+        for (i, (m, path)) in markers.iter().zip(&files).enumerate() {
+            let sha = crate::util::hash::sha256_file(path)?;
+            if sha != m.output_sha256 {
+                return Err(Error::cache(
+                    path,
+                    format!(
+                        "shard {}: sha256 {sha}, its marker says {} (the rows changed after the shard finished)",
+                        m.shard, m.output_sha256
+                    ),
+                ));
+            }
+            // Records, not lines: an error message may hold a newline inside its quotes.
+            let mut r = csv::Reader::from_path(path).map_err(|e| Error::cache(path, e))?;
+            if i == 0 {
+                let header = r
+                    .byte_headers()
+                    .map_err(|e| Error::cache(path, e))?
+                    .clone();
+                w.write_byte_record(&header)
+                    .map_err(|e| Error::cache(tmp, e))?;
+            }
+            for rec in r.byte_records() {
+                let rec = rec.map_err(|e| Error::cache(path, e))?;
+                w.write_byte_record(&rec)
+                    .map_err(|e| Error::cache(tmp, e))?;
+                rows += 1;
+            }
+        }
+        w.flush().map_err(|e| Error::io(tmp, e))?;
+        Ok(rows)
+    })
+}
+
+/// Joins the scored shards of `run` (local or on object storage) into one CSV at `out`: for a bucket,
+/// the score markers and the rows they name are
+/// downloaded into the local mirror first.
+pub fn merge_scores(run: &Path, out: &Path) -> Result<usize> {
+    let Some(url) = run.to_str().filter(|u| crate::data::remote::is_url(u)) else {
+        return merge_scores_local(run, out);
+    };
+    let rr = RemoteRun::open(url)?;
+    let plan = rr.pull_plan()?;
+    for k in 0..plan.shards {
+        rr.pull(&format!("scored/{k:05}.json"))?;
+        if let Some(m) = read_score_marker(&score_marker_path(&rr.local, k))? {
+            let own = checked_output(
+                &rr.local,
+                &score_marker_path(&rr.local, k),
+                &m.output,
+                &score_output_path(&rr.local, k),
+            )?;
+            let have = crate::util::hash::sha256_file(&own).ok();
+            if have.as_deref() != Some(m.output_sha256.as_str()) {
+                rr.pull(&m.output)?;
+            }
+        }
+    }
+    merge_scores_local(&rr.local, out)
 }

@@ -1,5 +1,5 @@
 //! Run folders on object storage (`--run s3://bucket/runs/photos`, cargo feature `cloud`). The
-//! bucket holds the same layout as a local run folder ([`super::shards`]); each command works on a
+//! bucket holds the same layout as a local run folder ([`super::plan`]); each command works on a
 //! local mirror, `$HEADSTART_HOME/runs/<hash of the URL>/`, and syncs with the bucket:
 //!
 //! - `plan` writes the mirror, then uploads the manifests and, last, `plan.json` with a
@@ -17,7 +17,8 @@ use std::sync::Arc;
 
 use sha2::{Digest, Sha256};
 
-use super::shards::{self, Marker, Plan};
+use super::markers::{read_marker, read_once, Marker};
+use super::plan::{self, Plan};
 use crate::data::remote::Remote;
 use crate::error::{Error, Result};
 
@@ -106,26 +107,26 @@ impl RemoteRun {
 
     /// Plans `source` into the bucket (see the module text).
     pub fn write_plan(&self, source: &Path, n: Option<usize>) -> Result<Plan> {
-        if self.remote.get_opt(shards::PLAN_FILE)?.is_some() {
+        if self.remote.get_opt(plan::PLAN_FILE)?.is_some() {
             return Err(Error::Config(format!(
                 "{}/{}: a plan is already there; plan into a new prefix (shards and markers belong to their plan)",
                 self.remote.url(),
-                shards::PLAN_FILE
+                plan::PLAN_FILE
             )));
         }
         // The mirror of a run that was deleted from the bucket is stale: start it afresh.
         std::fs::remove_dir_all(&self.local).map_err(|e| Error::io(&self.local, e))?;
-        let plan = shards::write_plan(source, n, &self.local)?;
+        let plan = super::listing::write_plan(source, n, &self.local)?;
         for k in 0..plan.shards {
-            self.upload(&shards::manifest_path(&self.local, k))?;
+            self.upload(&plan::manifest_path(&self.local, k))?;
         }
-        let plan_file = self.local.join(shards::PLAN_FILE);
+        let plan_file = self.local.join(plan::PLAN_FILE);
         let bytes = std::fs::read(&plan_file).map_err(|e| Error::io(&plan_file, e))?;
-        if !self.remote.create_once(shards::PLAN_FILE, bytes)? {
+        if !self.remote.create_once(plan::PLAN_FILE, bytes)? {
             return Err(Error::Config(format!(
                 "{}/{}: another plan was written there at the same time",
                 self.remote.url(),
-                shards::PLAN_FILE
+                plan::PLAN_FILE
             )));
         }
         Ok(plan)
@@ -133,31 +134,42 @@ impl RemoteRun {
 
     /// Downloads `plan.json` into the mirror and reads it.
     pub fn pull_plan(&self) -> Result<Plan> {
-        if !self.download(shards::PLAN_FILE)? {
+        if !self.download(plan::PLAN_FILE)? {
             return Err(Error::Config(format!(
                 "{}/{}: no plan there (`headstart plan --data ... --out {}` makes one)",
                 self.remote.url(),
-                shards::PLAN_FILE,
+                plan::PLAN_FILE,
                 self.remote.url()
             )));
         }
-        shards::load_plan(&self.local)
+        plan::load_plan(&self.local)
     }
 
     /// Downloads what shard `k` needs: the plan and its manifest, and its marker when the bucket
     /// has one (then returned).
-    pub fn pull_shard(&self, k: usize) -> Result<(Plan, Option<Marker>)> {
+    pub fn pull_shard(&self, k: usize) -> Result<Plan> {
         let plan = self.pull_plan()?;
         plan.check_shard(&self.local, k)?;
-        let manifest = shards::manifest_path(&self.local, k);
+        let manifest = plan::manifest_path(&self.local, k);
         self.download(&key_of(&self.local, &manifest))?;
-        self.pull_marker(k).map(|m| (plan, m))
+        Ok(plan)
     }
 
-    fn pull_marker(&self, k: usize) -> Result<Option<Marker>> {
-        let marker = shards::marker_path(&self.local, k);
+    /// Downloads the marker at `path` (a file of the mirror) and reads it; `None` when the bucket
+    /// has none. `what` names the kind of marker in errors.
+    pub fn pull_marker<M: serde::de::DeserializeOwned>(
+        &self,
+        path: &Path,
+        what: &str,
+    ) -> Result<Option<M>> {
+        self.download(&key_of(&self.local, path))?;
+        read_once(path, what)
+    }
+
+    fn pull_extract_marker(&self, k: usize) -> Result<Option<Marker>> {
+        let marker = plan::marker_path(&self.local, k);
         self.download(&key_of(&self.local, &marker))?;
-        shards::read_marker(&self.local, k)
+        read_marker(&self.local, k)
     }
 
     /// Downloads the plan and every marker (a mirror marker the bucket lacks is removed), and with
@@ -165,7 +177,7 @@ impl RemoteRun {
     pub fn pull_run(&self, outputs: bool) -> Result<Plan> {
         let plan = self.pull_plan()?;
         for k in 0..plan.shards {
-            let Some(m) = self.pull_marker(k)? else {
+            let Some(m) = self.pull_extract_marker(k)? else {
                 continue;
             };
             let out = m.output_path(&self.local)?;
@@ -177,20 +189,24 @@ impl RemoteRun {
         Ok(plan)
     }
 
-    /// Publishes shard `k`, extracted into the mirror with marker `m`: uploads its cache under a
-    /// name of its own, then creates the bucket's marker if absent. Returns whether this call's
+    /// Publishes a shard run into the mirror with marker `m` at `marker_path` (a file of the
+    /// mirror): uploads its output under a name of its own, then creates the bucket's marker
+    /// (`renamed(name)`: `m` naming the uploaded output) if absent. Returns whether this call's
     /// marker holds, and the marker that does (this one, or the one another task created first,
-    /// whose output then stays the only one).
-    pub fn publish_shard(&self, m: &Marker) -> Result<(bool, Marker)> {
-        let marker_key = key_of(&self.local, &shards::marker_path(&self.local, m.shard));
-        let (won, bytes) = self.publish(&m.output, &marker_key, &mut |name| {
-            let mut published = m.clone();
-            published.output = name.to_string();
-            to_json(&published)
-        })?;
-        let marker: Marker = serde_json::from_slice(&bytes).map_err(|e| {
+    /// whose output then stays the only one). `what` names the kind of marker in errors.
+    pub fn publish_marker<M: serde::Serialize + serde::de::DeserializeOwned>(
+        &self,
+        output: &str,
+        marker_path: &Path,
+        renamed: &dyn Fn(&str) -> M,
+        what: &str,
+    ) -> Result<(bool, M)> {
+        let marker_key = key_of(&self.local, marker_path);
+        let (won, bytes) =
+            self.publish(output, &marker_key, &mut |name| to_json(&renamed(name)))?;
+        let marker: M = serde_json::from_slice(&bytes).map_err(|e| {
             Error::Config(format!(
-                "{}/{marker_key}: not a shard marker: {e}",
+                "{}/{marker_key}: not a {what}: {e}",
                 self.remote.url()
             ))
         })?;

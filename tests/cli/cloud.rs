@@ -14,7 +14,7 @@ pub(crate) fn s3_cmd(endpoint: &str, home: &Path, secret: &str, args: &[&str]) -
         .env("AWS_SECRET_ACCESS_KEY", secret)
         .env("AWS_REGION", "us-east-1")
         .env("HEADSTART_HOME", home);
-    for v in headstart::runs::shards::SHARD_ENV {
+    for v in headstart::runs::plan::SHARD_ENV {
         c.env_remove(v);
     }
     c

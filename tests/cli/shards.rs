@@ -16,7 +16,7 @@ pub(crate) fn shard_cmd(run: &Path, model: &Path, env: &[(&str, &str)], extra: &
         ])
         .args(["--progress", "none"])
         .args(extra);
-    for v in headstart::runs::shards::SHARD_ENV {
+    for v in headstart::runs::plan::SHARD_ENV {
         c.env_remove(v);
     }
     for (k, v) in env {

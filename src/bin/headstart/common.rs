@@ -364,7 +364,7 @@ pub struct ShardArgs {
 impl ShardArgs {
     /// The shard index and where it came from (the flag or a scheduler's variable).
     pub fn index(&self) -> Result<(usize, String)> {
-        headstart::runs::shards::shard_index(self.shard, self.shard_offset, |name| {
+        headstart::runs::plan::shard_index(self.shard, self.shard_offset, |name| {
             std::env::var(name).ok()
         })
     }
@@ -373,7 +373,7 @@ impl ShardArgs {
 /// A feature cache argument: the file as it is, or a run folder's merged cache (merged now, with a
 /// line saying so, when missing or out of date).
 pub fn features_or_run(p: &Path) -> Result<PathBuf> {
-    let (path, merged) = headstart::runs::merge::resolve_features(p)?;
+    let (path, merged) = headstart::runs::resolve_features(p)?;
     if let Some(s) = merged {
         eprintln!(
             "merged {} shards of run {} ({} rows, {} skipped) -> {}",

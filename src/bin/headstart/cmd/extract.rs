@@ -6,7 +6,8 @@ use clap::ValueEnum;
 use headstart::cache::Dtype;
 use headstart::data::augment::AugmentSpec;
 use headstart::error::{Error, Result};
-use headstart::infer::extract::{extract, extract_shard_any, ExtractConfig, Int8, ShardOutcome};
+use headstart::infer::extract::{extract, ExtractConfig, Int8};
+use headstart::runs::{extract_shard, ShardOutcome};
 use std::path::Path;
 
 use crate::common::{model_path, term, AugmentArg, ModelRunArgs, ProgressArg, ShardArgs};
@@ -169,18 +170,18 @@ fn run_shard(a: &Args, cfg: &ExtractConfig, run: &Path, rep: &Term) -> Result<()
     if !a.quiet {
         eprintln!("shard {k} (from {from}) of {}", run.display());
     }
-    match extract_shard_any(cfg, run, k, rep)? {
+    match extract_shard(cfg, run, k, rep)? {
         ShardOutcome::Done(s, m) => {
             println!("{}", s.line());
             println!(
                 "shard {k} done: marker {}",
-                headstart::runs::shards::marker_path(run, m.shard).display()
+                headstart::runs::plan::marker_path(run, m.shard).display()
             );
         }
         ShardOutcome::AlreadyDone(m) => println!(
             "shard {k} was already done ({} images, marker {}); nothing to do",
             m.images,
-            headstart::runs::shards::marker_path(run, k).display()
+            headstart::runs::plan::marker_path(run, k).display()
         ),
     }
     Ok(())

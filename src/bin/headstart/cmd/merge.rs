@@ -2,8 +2,8 @@
 
 use std::path::PathBuf;
 
-use headstart::runs::merge::merge;
 use headstart::error::Result;
+use headstart::runs::merge;
 
 #[derive(clap::Args, Debug)]
 pub struct Args {
@@ -19,7 +19,7 @@ pub struct Args {
 
 pub fn run(a: &Args) -> Result<()> {
     if let Some(out) = &a.scores {
-        let rows = headstart::report::score::merge_scores_any(&a.run, out)?;
+        let rows = headstart::runs::merge_scores(&a.run, out)?;
         println!("merged the scored shards: {rows} rows -> {}", out.display());
         return Ok(());
     }

@@ -2,9 +2,10 @@
 
 use std::path::PathBuf;
 
-use headstart::runs::remote::RemoteRun;
-use headstart::runs::shards::{write_plan, TARGET_SHARD_IMAGES};
 use headstart::error::Result;
+use headstart::runs::plan::TARGET_SHARD_IMAGES;
+use headstart::runs::remote::RemoteRun;
+use headstart::runs::write_plan;
 
 #[derive(clap::Args, Debug)]
 pub struct Args {
@@ -51,7 +52,7 @@ pub fn run(a: &Args) -> Result<()> {
     {
         eprintln!(
             "note: shards of 10,000-100,000 images keep the per-task overhead small and a lost task cheap; --shards {} would give about {TARGET_SHARD_IMAGES} each",
-            headstart::runs::shards::recommend_shards(plan.images)
+            headstart::runs::plan::recommend_shards(plan.images)
         );
     }
     println!(

@@ -4,7 +4,8 @@ use std::path::PathBuf;
 
 use headstart::data::preprocess::Layout;
 use headstart::error::{Error, Result};
-use headstart::report::score::{score, score_shard_any, ScoreConfig};
+use headstart::report::score::{score, ScoreConfig};
+use headstart::runs::{score_shard, ShardOutcome};
 
 use crate::common::{model_path, term, AugmentArg, ModelRunArgs, ProgressArg, ShardArgs};
 
@@ -94,13 +95,12 @@ pub fn run(a: &Args) -> Result<()> {
     let cfg = a.to_config()?;
     if let Some(run) = &a.run {
         let (k, from) = a.shard.index()?;
-        let (m, summary) = score_shard_any(&cfg, run, k, &term(a.progress, a.quiet))?;
-        match summary {
-            Some(s) => eprintln!(
+        match score_shard(&cfg, run, k, &term(a.progress, a.quiet))? {
+            ShardOutcome::Done(s, m) => eprintln!(
                 "{} (shard {k}, from {from})",
                 s.line(Some(&run.join(&m.output)))
             ),
-            None => eprintln!(
+            ShardOutcome::AlreadyDone(m) => eprintln!(
                 "shard {k} was already scored ({} images); nothing to do",
                 m.images
             ),

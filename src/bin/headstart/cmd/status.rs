@@ -3,8 +3,8 @@
 
 use std::path::PathBuf;
 
-use headstart::runs::shards::{ranges, resubmit_lines, status};
 use headstart::error::Result;
+use headstart::runs::markers::{ranges, resubmit_lines, status};
 
 #[derive(clap::Args, Debug)]
 pub struct Args {
@@ -46,7 +46,7 @@ pub fn run(a: &Args) -> Result<()> {
     );
     println!("missing: {}", show(&st.missing));
     let scored: Vec<usize> = (0..p.shards)
-        .filter(|&k| headstart::runs::shards::score_marker_path(&local, k).is_file())
+        .filter(|&k| headstart::runs::plan::score_marker_path(&local, k).is_file())
         .collect();
     if !scored.is_empty() {
         let unscored: Vec<usize> = (0..p.shards).filter(|k| !scored.contains(k)).collect();
