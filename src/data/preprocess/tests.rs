@@ -1,0 +1,116 @@
+//! Tests of [`super`] (preprocess.rs).
+
+use super::*;
+
+fn pre(decode: Decode) -> Preprocess {
+    Preprocess {
+        size: (224, 224),
+        layout: Layout::Nchw,
+        resize: ResizeMode::Crop { fraction: 0.875 },
+        interpolation: Interpolation::Bilinear,
+        normalize: Mode::Raw.normalize(),
+        decode,
+    }
+}
+
+/// A smooth photo-like test card with some detail, `w` x `h`.
+fn card(w: u32, h: u32) -> RgbImage {
+    RgbImage::from_fn(w, h, |x, y| {
+        let (u, v) = (x as f32 / w as f32, y as f32 / h as f32);
+        let ring = ((u - 0.3).hypot(v - 0.6) * 40.0).sin() * 60.0;
+        image::Rgb([
+            (255.0 * u) as u8,
+            (128.0 + ring) as u8,
+            (255.0 * v * (1.0 - u)) as u8,
+        ])
+    })
+}
+
+fn write_jpeg(path: &Path, img: &RgbImage, exif_orientation: Option<u16>) {
+    let mut bytes = Vec::new();
+    image::codecs::jpeg::JpegEncoder::new_with_quality(&mut bytes, 92)
+        .encode_image(img)
+        .unwrap();
+    if let Some(o) = exif_orientation {
+        // APP1 "Exif\0\0" + a little-endian TIFF header with one IFD entry: 0x0112 SHORT = o.
+        let mut tiff = b"II*\0\x08\0\0\0\x01\0\x12\x01\x03\0\x01\0\0\0".to_vec();
+        tiff.extend_from_slice(&o.to_le_bytes());
+        tiff.extend_from_slice(&[0, 0, 0, 0, 0, 0]);
+        let mut app1 = b"Exif\0\0".to_vec();
+        app1.extend_from_slice(&tiff);
+        let len = (app1.len() + 2) as u16;
+        let mut seg = vec![0xFF, 0xE1];
+        seg.extend_from_slice(&len.to_be_bytes());
+        seg.extend_from_slice(&app1);
+        bytes.splice(2..2, seg);
+    }
+    std::fs::write(path, bytes).unwrap();
+}
+
+#[test]
+fn dct_scale_is_the_smallest_that_still_covers_the_input() {
+    let p = pre(Decode::Fast);
+    // 500x375: the crop box is 328 px; at 1/2 it would be 164 < 224.
+    assert_eq!(dct_denominator(&p, 500, 375), 1);
+    // 1600x1200: 1/4 gives 400x300, box 262 >= 224; 1/8 gives box 131.
+    assert_eq!(dct_denominator(&p, 1600, 1200), 4);
+    // 4000x3000: 1/8 gives 500x375, box 328.
+    assert_eq!(dct_denominator(&p, 4000, 3000), 8);
+    let squash = Preprocess {
+        resize: ResizeMode::Squash,
+        ..p
+    };
+    // Squash needs both sides >= 224: 1/2 of 1000x500 is 500x250, 1/4 is 250x125.
+    assert_eq!(dct_denominator(&squash, 1000, 500), 2);
+}
+
+#[test]
+fn fast_decode_matches_exact_after_resize_and_keeps_exif_orientation() {
+    let dir = tempfile::tempdir().unwrap();
+    let img = card(1600, 1200);
+    for orientation in [None, Some(6)] {
+        let path = dir.path().join(format!("card{orientation:?}.jpg"));
+        write_jpeg(&path, &img, orientation);
+        let exact = decode_for(&path, &pre(Decode::Exact)).unwrap();
+        let fast = decode_for(&path, &pre(Decode::Fast)).unwrap();
+        assert_eq!(exact.denominator, 1);
+        assert_eq!(fast.denominator, 4, "1600x1200 must decode at 1/4");
+        let want = if orientation == Some(6) {
+            (1200, 1600)
+        } else {
+            (1600, 1200)
+        };
+        assert_eq!(exact.image.dimensions(), want);
+        assert_eq!(fast.full_size, want);
+        assert_eq!(fast.image.dimensions(), (want.0 / 4, want.1 / 4));
+        let mut pp = Preprocessor::new(pre(Decode::Fast));
+        let a = pp.resize_decoded(&exact).unwrap();
+        let b = pp.resize_decoded(&fast).unwrap();
+        let mad = a
+            .iter()
+            .zip(&b)
+            .map(|(x, y)| (*x as f64 - *y as f64).abs())
+            .sum::<f64>()
+            / a.len() as f64;
+        // On 0..255 pixels. The box computed on the scaled image's own size, which this
+        // replaced, gave 4.0 on a real 2592 px photo; a wrong orientation gives far more.
+        assert!(
+            mad < 1.5,
+            "orientation {orientation:?}: mean abs diff {mad}"
+        );
+    }
+}
+
+#[test]
+fn small_and_non_jpeg_images_are_decoded_in_full() {
+    let dir = tempfile::tempdir().unwrap();
+    let small = dir.path().join("small.jpg");
+    write_jpeg(&small, &card(500, 375), None);
+    let png = dir.path().join("big.png");
+    card(1600, 1200).save(&png).unwrap();
+    for path in [small, png] {
+        let d = decode_for(&path, &pre(Decode::Fast)).unwrap();
+        assert_eq!(d.denominator, 1, "{}", path.display());
+        assert_eq!(d.full_size, d.image.dimensions());
+    }
+}
