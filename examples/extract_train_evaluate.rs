@@ -11,7 +11,7 @@
 use std::path::PathBuf;
 
 use headstart::events::{Event, Reporter};
-use headstart::head::fit::{train_head, TrainHeadConfig};
+use headstart::head::train_head::{train_head, TrainHeadConfig};
 use headstart::infer::extract::{extract, ExtractConfig};
 use headstart::report::evaluate::{evaluate, EvaluateConfig, Source};
 

@@ -15,11 +15,11 @@
 //! The pipeline in ten lines (`examples/` has it as a program):
 //!
 //! ```no_run
-//! use headstart::{events::Silent, head::fit, infer::extract, report::evaluate};
+//! use headstart::{events::Silent, head::train_head, infer::extract, report::evaluate};
 //! # fn main() -> headstart::Result<()> {
 //! let cfg = extract::ExtractConfig::new("base.onnx", "photos/", "features.h5");
 //! extract::extract(&cfg, &Silent)?; // photos/{train,test}/<class>/* -> HDF5 features
-//! let head = fit::train_head(&fit::TrainHeadConfig::new("features.h5"), &Silent)?.head;
+//! let head = train_head::train_head(&train_head::TrainHeadConfig::new("features.h5"), &Silent)?.head;
 //! let source = evaluate::Source::Features { path: "features.h5".into(), split: None };
 //! let e = evaluate::evaluate(&evaluate::EvaluateConfig { head, source, top: 5, tta: true, any_precision: false }, &Silent)?;
 //! println!("{} accuracy {:.4}", e.split, e.metrics.accuracy);

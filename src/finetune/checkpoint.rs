@@ -6,7 +6,7 @@ use std::path::Path;
 
 use crate::cache::{read_str_attr, write_str_attr};
 use crate::error::{Error, Result};
-use crate::head::train::History;
+use crate::head::fit::History;
 
 /// One saved state of phase 2.
 #[derive(Debug, Clone)]

@@ -4,7 +4,7 @@
 //! are cached in HDF5 by [`crate::infer::extract`] (resumable, a cache hit when nothing changed; with
 //! `--augment flip` mirrored train images too). The upper part is translated into candle operations
 //! ([`graph`]) whose initializers become trainable variables. Without `--head`, phase 1 trains a new
-//! head on the frozen top's outputs ([`crate::head::train::fit`]); phase 2 trains top and head
+//! head on the frozen top's outputs ([`crate::head::fit::fit`]); phase 2 trains top and head
 //! together at a low learning rate. The trained weights are written back into the model's
 //! initializers and exported with the head as one ONNX file ([`crate::onnx::export`]), which is then run
 //! in ONNX Runtime and compared with the candle forward pass.
@@ -26,12 +26,12 @@ use crate::cache::{CacheMeta, FeatureCache, SplitData};
 use crate::error::{Error, Result};
 use crate::events::{Event as Report, Reporter};
 use crate::head::file::{Head, HeadKind};
-use crate::head::fit::{table_header, table_row, validation_rows};
-use crate::head::net::{spec_string, Network, Pool};
-use crate::head::train::{
+use crate::head::fit::{
     fit, output_units, predicted, EpochRecord, History, OptimizerKind, OptimizerSpec, TrainConfig,
     TrainData,
 };
+use crate::head::net::{spec_string, Network, Pool};
+use crate::head::train_head::{table_header, table_row, validation_rows};
 use crate::infer::extract::{self, ExtractConfig, FLIP_SPLIT};
 use crate::infer::model::BaseModel;
 use crate::onnx::proto::ModelProto;

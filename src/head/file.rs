@@ -463,7 +463,7 @@ fn check_chain(net: &Network, input: usize, classes: usize) -> hdf5::Result<()> 
             _ => {}
         }
     }
-    let want = super::train::output_units(classes);
+    let want = super::fit::output_units(classes);
     if width != want {
         return Err(format!("output width {width} != {want} for {classes} classes").into());
     }

@@ -86,7 +86,7 @@ pub fn fit_logistic(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::head::train::predicted;
+    use crate::head::fit::predicted;
 
     /// sklearn reference (same data, `LogisticRegression(C=1.0).fit(X, y)`):
     /// ```python

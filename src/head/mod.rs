@@ -1,7 +1,8 @@
 //! Stage 4, the dense head trained on cached features: activations, losses and optimizers written on
 //! ndarray and checked against finite differences or reference numbers; the layer stack ([`net`]), the
-//! training loop ([`train`]), the wide first layer's SIMD kernels ([`kernels`]), the linfa-logistic
-//! baseline ([`logistic`]), the `auto` recipe ([`recipe`]), the head file ([`mod@file`]) and `train-head` on a cache ([`fit`]).
+//! training loop ([`fit`]), the wide first layer's SIMD kernels ([`kernels`]), the linfa-logistic
+//! baseline ([`logistic`]), the `auto` recipe ([`recipe`]), the head file ([`mod@file`]) and
+//! `train-head` on a cache ([`train_head`]).
 
 pub mod activation;
 pub mod file;
@@ -12,4 +13,4 @@ pub mod loss;
 pub mod net;
 pub mod optim;
 pub mod recipe;
-pub mod train;
+pub mod train_head;

@@ -25,13 +25,13 @@
 
 use ndarray::{concatenate, Array1, Array2, Axis};
 
-use super::logistic::fit_logistic;
-use super::loss::Loss;
-use super::net::{parse_spec, Layer, LayerSpec, Network};
-use super::train::{
+use super::fit::{
     fit, predicted, EarlyStopping, History, Monitor, OptimizerKind, OptimizerSpec, Schedule,
     TrainConfig, TrainData,
 };
+use super::logistic::fit_logistic;
+use super::loss::Loss;
+use super::net::{parse_spec, Layer, LayerSpec, Network};
 use crate::error::{Error, Result};
 use crate::events::{Event, Reporter};
 use crate::util::rng::Rng;
@@ -268,7 +268,7 @@ impl Pool {
     fn folds(&self, seed: u64) -> (Vec<Fold>, String) {
         if self.n > KFOLD_MAX_ROWS || self.n < 2 * FOLDS {
             let val = if self.given_val.is_empty() {
-                let (t, v) = super::train::stratified_split(&self.y[..self.n], 0.2, seed);
+                let (t, v) = super::fit::stratified_split(&self.y[..self.n], 0.2, seed);
                 if v.is_empty() || t.is_empty() {
                     let all: Vec<usize> = (0..self.n).collect();
                     return (

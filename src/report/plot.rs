@@ -8,7 +8,7 @@ use std::path::Path;
 use plotters::prelude::*;
 
 use crate::error::{Error, Result};
-use crate::head::train::History;
+use crate::head::fit::History;
 use crate::report::metrics::Metrics;
 
 fn perr(path: &Path) -> impl Fn(String) -> Error + '_ {
@@ -65,7 +65,7 @@ pub fn learning_curves(h: &History, path: &Path) -> Result<()> {
     png(path, (1100, 420), |root| {
         let (left, right) = root.split_horizontally(550);
         let n = h.epochs.len().max(2) as f64;
-        let series = |get: fn(&crate::head::train::EpochRecord) -> Option<f64>| -> Vec<(f64, f64)> {
+        let series = |get: fn(&crate::head::fit::EpochRecord) -> Option<f64>| -> Vec<(f64, f64)> {
             h.epochs
                 .iter()
                 .filter_map(|r| get(r).map(|v| (r.epoch as f64, v)))

@@ -88,7 +88,7 @@ fn plots_and_report_are_written() {
 fn library_calls_report_through_the_reporter() {
     use headstart::cache::synthetic::{synthetic, SyntheticSpec};
     use headstart::events::Collect;
-    use headstart::head::fit::{train_head, HeadChoice, TrainHeadConfig};
+    use headstart::head::train_head::{train_head, HeadChoice, TrainHeadConfig};
     let d = tmp();
     let cache = d.path().join("s.features.h5");
     let (meta, splits) = synthetic(&SyntheticSpec {
@@ -106,7 +106,7 @@ fn library_calls_report_through_the_reporter() {
     )
     .unwrap();
     let mut cfg = TrainHeadConfig::new(&cache);
-    cfg.head = HeadChoice::Mlp(headstart::head::train::TrainConfig {
+    cfg.head = HeadChoice::Mlp(headstart::head::fit::TrainConfig {
         epochs: 4,
         ..Default::default()
     });

@@ -8,8 +8,8 @@ use headstart::data::preprocess::{
     ColorOrder, Decode, Interpolation, Layout, Mode, ResizeMode, DEFAULT_CROP_FRACTION,
 };
 use headstart::error::{Error, Result};
+use headstart::head::fit::OptimizerKind;
 use headstart::head::net::Pool;
-use headstart::head::train::OptimizerKind;
 use headstart::infer::extract::ExtractConfig;
 use headstart::infer::model::{parse_size, PreprocessOverrides};
 use headstart::infer::runtime::{Device, RuntimeConfig};

@@ -5,8 +5,8 @@ use std::path::PathBuf;
 
 use headstart::error::{Error, Result};
 use headstart::finetune::{finetune, FinetuneConfig, SplitPoint};
+use headstart::head::fit::OptimizerSpec;
 use headstart::head::net::{parse_spec, DEFAULT_HEAD};
-use headstart::head::train::OptimizerSpec;
 
 use crate::common::{
     model_path, term, to_json, AugmentArg, ModelRunArgs, OptimizerArg, PoolArg, ProgressArg,

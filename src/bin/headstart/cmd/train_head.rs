@@ -5,12 +5,12 @@ use std::path::{Path, PathBuf};
 
 use clap::ValueEnum;
 use headstart::error::{Error, Result};
-use headstart::head::fit::{
-    history_path, train_head, HeadChoice, TrainHeadConfig, TrainHeadSummary,
-};
+use headstart::head::fit::{EarlyStopping, Monitor, OptimizerSpec, Schedule, TrainConfig};
 use headstart::head::loss::Loss;
 use headstart::head::net::{parse_spec, DEFAULT_HEAD};
-use headstart::head::train::{EarlyStopping, Monitor, OptimizerSpec, Schedule, TrainConfig};
+use headstart::head::train_head::{
+    history_path, train_head, HeadChoice, TrainHeadConfig, TrainHeadSummary,
+};
 use headstart::report::plot;
 
 use crate::common::{path_with_suffix, term, OptimizerArg, PoolArg, ProgressArg};

@@ -1,0 +1,543 @@
+//! `train-head` as a library call: read the feature cache, pool, choose the validation rows, train
+//! (our backprop or the linfa-logistic baseline), and write the head file and its history CSV.
+
+use crate::util::output::Output;
+use std::path::{Path, PathBuf};
+use std::time::Instant;
+
+use crate::cache::{FeatureCache, SplitData};
+use crate::error::{Error, Result};
+use crate::events::{Event, Reporter};
+use crate::head::file::{Head, HeadKind};
+use crate::head::fit::{
+    fit, output_units, stratified_split, EpochRecord, History, TrainConfig, TrainData,
+};
+use crate::head::logistic::fit_logistic;
+use crate::head::net::{spec_string, Network, Pool};
+use crate::head::recipe::{self, AutoData};
+use crate::infer::extract::{AUG_SPLIT, FLIP_SPLIT};
+use ndarray::Array2;
+
+/// Our backprop with a layer spec, the `auto` recipe, or the linfa baseline.
+#[derive(Debug, Clone, PartialEq)]
+pub enum HeadChoice {
+    Mlp(TrainConfig),
+    /// [`crate::head::recipe::auto`]: candidates scored on validation rows, the best refit.
+    Auto {
+        threads: usize,
+    },
+    Logistic {
+        c: f64,
+        max_iter: u64,
+    },
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct TrainHeadConfig {
+    pub features: PathBuf,
+    pub out: PathBuf,
+    pub history: PathBuf,
+    pub head: HeadChoice,
+    pub pool: Pool,
+    /// Fraction of `train` held out (stratified) when the cache has no `val` split.
+    pub val_split: f64,
+    /// Seed of the validation split (the MLP's own seed is in its [`TrainConfig`]).
+    pub seed: u64,
+}
+
+impl TrainHeadConfig {
+    /// Defaults of the command line: the `auto` recipe, `<features>` -> `<name>.head.h5` beside it.
+    pub fn new(features: impl Into<PathBuf>) -> Self {
+        let features = features.into();
+        let out = default_head_path(&features);
+        TrainHeadConfig {
+            history: history_path(&out),
+            out,
+            features,
+            head: HeadChoice::Auto { threads: 0 },
+            pool: Pool::Flatten,
+            val_split: 0.2,
+            seed: 42,
+        }
+    }
+}
+
+/// `dir/name.features.h5` -> `dir/name.head.h5`; `dir/features.h5` -> `dir/features.head.h5`.
+pub fn default_head_path(features: &Path) -> PathBuf {
+    let stem = features
+        .file_stem()
+        .map(|s| s.to_string_lossy().into_owned())
+        .unwrap_or_default();
+    let stem = stem.strip_suffix(".features").unwrap_or(&stem);
+    features.with_file_name(format!("{stem}.head.h5"))
+}
+
+/// `head.h5` -> `head.history.csv`.
+pub fn history_path(head: &Path) -> PathBuf {
+    let stem = head
+        .file_stem()
+        .map(|s| s.to_string_lossy().into_owned())
+        .unwrap_or_default();
+    head.with_file_name(format!("{stem}.history.csv"))
+}
+
+#[derive(Debug, Clone)]
+pub struct TrainHeadSummary {
+    pub head: PathBuf,
+    pub history: History,
+    pub train_rows: usize,
+    pub val_rows: usize,
+    pub seconds: f64,
+}
+
+/// The header of the per-epoch table.
+pub fn table_header() -> String {
+    format!(
+        "{:>5} {:>9} {:>9} {:>9} {:>9} {:>10} {:>7}",
+        "epoch", "loss", "accuracy", "val_loss", "val_acc", "lr", "seconds"
+    )
+}
+
+/// One row of the per-epoch table.
+pub fn table_row(r: &EpochRecord) -> String {
+    let [epoch, loss, acc, val_loss, val_acc, lr, secs] = r.columns((4, 2), Some(3), "-");
+    format!("{epoch:>5} {loss:>9} {acc:>9} {val_loss:>9} {val_acc:>9} {lr:>10} {secs:>7}")
+}
+
+/// Where the validation rows of a training run come from: the cache's `val` split when it has one,
+/// else a stratified, seeded fraction of `train`, else none.
+#[derive(Debug)]
+pub struct Validation {
+    /// The cache's `val` split, when the rows come from it (`val` then indexes into it).
+    pub split: Option<SplitData>,
+    /// Rows of `train` to train on.
+    pub train: Vec<usize>,
+    /// Validation rows: into `split` when it is set, else into `train`'s rows.
+    pub val: Vec<usize>,
+    /// Where they came from, in words.
+    pub from: String,
+}
+
+/// Chooses the validation rows for `train_labels` (the cache's `train` split); shared by
+/// `train-head` and `finetune`.
+pub fn validation_rows(
+    cache: &FeatureCache,
+    train_labels: &[u32],
+    val_split: f64,
+    seed: u64,
+) -> Result<Validation> {
+    if !(0.0..1.0).contains(&val_split) {
+        return Err(Error::Config(format!(
+            "--val-split must be in [0, 1), got {val_split}"
+        )));
+    }
+    let n = train_labels.len();
+    Ok(if cache.meta.splits.iter().any(|s| s == "val") {
+        let v = cache.read_split("val")?;
+        Validation {
+            val: (0..v.len()).collect(),
+            split: Some(v),
+            train: (0..n).collect(),
+            from: "the cache's val split".into(),
+        }
+    } else if val_split > 0.0 {
+        let (train, val) = stratified_split(train_labels, val_split, seed);
+        Validation {
+            split: None,
+            train,
+            val,
+            from: format!("--val-split {val_split} of train, stratified, seed {seed}"),
+        }
+    } else {
+        Validation {
+            split: None,
+            train: (0..n).collect(),
+            val: Vec::new(),
+            from: "none".into(),
+        }
+    })
+}
+
+/// Opens a cache for training: at least two classes and a `train` split.
+fn open_for_training(path: &Path) -> Result<FeatureCache> {
+    let cache = FeatureCache::open(path)?;
+    let meta = &cache.meta;
+    let classes = meta.classes.len();
+    if classes < 2 {
+        return Err(Error::cache(
+            path,
+            format!(
+                "needs at least 2 classes to train a head, has {classes} ({})",
+                meta.classes.join(", ")
+            ),
+        ));
+    }
+    if !meta.splits.iter().any(|s| s == "train") {
+        return Err(Error::cache(
+            path,
+            format!("no 'train' split (has: {})", meta.splits.join(", ")),
+        ));
+    }
+    Ok(cache)
+}
+
+/// The cache's augmented copies of `train` (`train_flip`; the copies of `train_aug`), pooled, each
+/// in train's order; an error if a split does not list train's images in train's order.
+fn augmented_rows(
+    cache: &FeatureCache,
+    cfg: &TrainHeadConfig,
+    train: &SplitData,
+) -> Result<Vec<Array2<f32>>> {
+    let meta = &cache.meta;
+    let n = train.len();
+    let mut out = Vec::new();
+    for name in [FLIP_SPLIT, AUG_SPLIT] {
+        if !meta.splits.iter().any(|s| s == name) {
+            continue;
+        }
+        let f = cache.read_split(name)?;
+        let copies = f.len().checked_div(n).unwrap_or(0);
+        let width = f.features.len() / f.len().max(1);
+        let aligned = copies * n == f.len()
+            && (0..copies).all(|k| f.paths[k * n..(k + 1) * n] == train.paths[..]);
+        if !aligned {
+            return Err(Error::cache(
+                &cfg.features,
+                format!("split {name} ({} rows) does not hold whole copies of train ({n} rows) in train's order", f.len()),
+            ));
+        }
+        for k in 0..copies {
+            let part = f.features[k * n * width..(k + 1) * n * width].to_vec();
+            out.push(cfg.pool.apply(part, n, &meta.feature_shape, &meta.layout)?);
+        }
+    }
+    Ok(out)
+}
+
+/// The pooled rows a head trains on.
+struct Rows {
+    x: Array2<f32>,
+    y: Vec<u32>,
+    /// Pooled validation rows and labels when they come from the `val` split.
+    val: Option<(Array2<f32>, Vec<u32>)>,
+    /// Pooled augmented copies of the train rows, each in train's order (`train_flip`, and each
+    /// copy of `train_aug`), for the `auto` recipe.
+    extra: Vec<Array2<f32>>,
+    train_idx: Vec<usize>,
+    val_idx: Vec<usize>,
+    val_from: String,
+}
+
+impl Rows {
+    fn load(cache: &FeatureCache, cfg: &TrainHeadConfig) -> Result<Rows> {
+        let meta = &cache.meta;
+        let train = cache.read_split("train")?;
+        let extra = if matches!(cfg.head, HeadChoice::Auto { .. }) {
+            augmented_rows(cache, cfg, &train)?
+        } else {
+            Vec::new()
+        };
+        let n = train.len();
+        let v = validation_rows(cache, &train.labels, cfg.val_split, cfg.seed)?;
+        let x = cfg
+            .pool
+            .apply(train.features, n, &meta.feature_shape, &meta.layout)?;
+        let val = match v.split {
+            Some(s) => {
+                let vn = s.len();
+                let vx = cfg
+                    .pool
+                    .apply(s.features, vn, &meta.feature_shape, &meta.layout)?;
+                Some((vx, s.labels))
+            }
+            None => None,
+        };
+        Ok(Rows {
+            x,
+            y: train.labels,
+            val,
+            extra,
+            train_idx: v.train,
+            val_idx: v.val,
+            val_from: v.from,
+        })
+    }
+
+    /// The validation features and labels (the `val` split, or train rows picked by `val_idx`).
+    fn val_xy(&self) -> (&Array2<f32>, &[u32]) {
+        match &self.val {
+            Some((x, y)) => (x, y),
+            None => (&self.x, &self.y),
+        }
+    }
+}
+
+/// What a training run produced, before it is written.
+struct Trained {
+    kind: HeadKind,
+    network: Network,
+    history: History,
+    spec: String,
+    settings: serde_json::Value,
+}
+
+/// Trains a head on `cfg.features` and writes `cfg.out` and `cfg.history`; the settings and the
+/// per-epoch table go to `rep` as [`Event::Line`]s.
+/// The head and history outputs of `cfg`, checked before any work: neither is the feature cache, and
+/// the two are different files.
+fn outputs(cfg: &TrainHeadConfig) -> Result<(Output<'static>, Output<'static>)> {
+    let head = Output::new(&cfg.out)
+        .input(&cfg.features)
+        .replace(crate::head::file::replace_head());
+    let history = History::output(&cfg.history)
+        .input(&cfg.features)
+        .input(&cfg.out);
+    head.check()?;
+    history.check()?;
+    if crate::util::paths::resolve(&cfg.out) == crate::util::paths::resolve(&cfg.history) {
+        return Err(Error::output(
+            &cfg.out,
+            "is both the head and the history output; give them different names",
+        ));
+    }
+    Ok((head, history))
+}
+
+pub fn train_head(cfg: &TrainHeadConfig, rep: &dyn Reporter) -> Result<TrainHeadSummary> {
+    let t0 = Instant::now();
+    let (head_out, history_out) = outputs(cfg)?;
+    let cache = open_for_training(&cfg.features)?;
+    let meta = &cache.meta;
+    let rows = Rows::load(&cache, cfg)?;
+    let say = |s: String| rep.report(Event::Line(&s));
+    say(format!(
+        "train-head: {} ({} classes: {}); train {} rows, validation {} rows ({})",
+        cfg.features.display(),
+        meta.classes.len(),
+        meta.classes.join(", "),
+        rows.train_idx.len(),
+        rows.val_idx.len(),
+        rows.val_from
+    ));
+    let classes = meta.classes.len();
+    let outputs = output_units(classes);
+    let output = if outputs == 1 { "sigmoid" } else { "softmax" };
+    let head = match &cfg.head {
+        HeadChoice::Mlp(tc) => format!(
+            "{} -> {outputs} {output}; loss {:?}; {}; schedule {}; {} epochs of {}, seed {}",
+            spec_string(&tc.spec),
+            tc.loss,
+            tc.optimizer.describe(),
+            tc.schedule.describe(),
+            tc.epochs,
+            tc.batch_size,
+            tc.seed
+        ),
+        HeadChoice::Logistic { c, max_iter } => {
+            format!("linfa-logistic (C={c}, max_iter={max_iter}) -> {outputs} {output}")
+        }
+        HeadChoice::Auto { .. } => format!(
+            "recipe auto (chosen below) -> {outputs} {output}, seed {}",
+            cfg.seed
+        ),
+    };
+    say(format!(
+        "head: {} {:?} -> {} -> {head}",
+        cfg.pool.name(),
+        meta.feature_shape,
+        rows.x.ncols()
+    ));
+    let t = match &cfg.head {
+        HeadChoice::Mlp(tc) => train_mlp(tc, classes, &rows, rep)?,
+        HeadChoice::Logistic { c, max_iter } => {
+            train_logistic((*c, *max_iter), classes, &rows, rep)?
+        }
+        HeadChoice::Auto { threads } => train_auto(*threads, cfg.seed, classes, &rows, rep)?,
+    };
+    let history = t.history;
+    let training = serde_json::json!({
+        "settings": t.settings,
+        "features": cfg.features.display().to_string(),
+        "train_rows": rows.train_idx.len(),
+        "val_rows": rows.val_idx.len(),
+        "validation": rows.val_from,
+        "kept_epoch": history.kept_epoch,
+        "stopped_early": history.stopped_early,
+        "final": history.epochs.get(history.kept_epoch.saturating_sub(1)),
+    })
+    .to_string();
+    let head = Head {
+        kind: t.kind,
+        network: t.network,
+        pool: cfg.pool,
+        classes: meta.classes.clone(),
+        feature_shape: meta.feature_shape.clone(),
+        base: meta.clone(),
+        spec: t.spec,
+        training,
+        history_csv: history.csv(),
+    };
+    head.save_to(&head_out)?;
+    history_out.write_bytes(history.csv().as_bytes())?;
+    report_kept(&history, rep);
+    let seconds = t0.elapsed().as_secs_f64();
+    say(format!(
+        "wrote {} and {} in {seconds:.2} s",
+        cfg.out.display(),
+        cfg.history.display()
+    ));
+    Ok(TrainHeadSummary {
+        head: cfg.out.clone(),
+        history,
+        train_rows: rows.train_idx.len(),
+        val_rows: rows.val_idx.len(),
+        seconds,
+    })
+}
+
+/// Our backprop on the pooled rows.
+fn train_mlp(tc: &TrainConfig, classes: usize, rows: &Rows, rep: &dyn Reporter) -> Result<Trained> {
+    let say = |s: String| rep.report(Event::Line(&s));
+    say(table_header());
+    let (vx, vy) = rows.val_xy();
+    let data = TrainData {
+        x: &rows.x,
+        y: &rows.y,
+        train: rows.train_idx.clone(),
+        val: (!rows.val_idx.is_empty()).then(|| (vx, vy, rows.val_idx.clone())),
+        classes,
+    };
+    let (network, history) = fit(tc, &data, |r| say(table_row(r)))?;
+    let settings = serde_json::json!({
+        "loss": format!("{:?}", tc.loss),
+        "optimizer": tc.optimizer.describe(),
+        "schedule": tc.schedule.describe(),
+        "epochs": tc.epochs,
+        "batch_size": tc.batch_size,
+        "seed": tc.seed,
+        "monitor": tc.monitor.name(),
+        "early_stopping": tc.early_stopping.map(|e| serde_json::json!({"patience": e.patience, "min_delta": e.min_delta})),
+        "restore_best": tc.restore_best,
+        "clip_norm": tc.clip_norm,
+        "clip_value": tc.clip_value,
+        "class_weight": if tc.balanced { "balanced" } else { "none" },
+    });
+    Ok(Trained {
+        kind: HeadKind::Mlp,
+        network,
+        history,
+        spec: spec_string(&tc.spec),
+        settings,
+    })
+}
+
+/// The `auto` recipe on the pooled rows.
+fn train_auto(
+    threads: usize,
+    seed: u64,
+    classes: usize,
+    rows: &Rows,
+    rep: &dyn Reporter,
+) -> Result<Trained> {
+    let (vx, vy) = rows.val_xy();
+    let data = AutoData {
+        x: &rows.x,
+        y: &rows.y,
+        train: &rows.train_idx,
+        val: (!rows.val_idx.is_empty()).then_some((vx, vy, rows.val_idx.as_slice())),
+        extra: &rows.extra,
+        classes,
+        seed,
+        threads,
+    };
+    let (network, history, report, spec) = recipe::auto(&data, rep)?;
+    Ok(Trained {
+        kind: HeadKind::Mlp,
+        network,
+        history,
+        spec: spec_string(&spec),
+        settings: report.json(),
+    })
+}
+
+/// The linfa-logistic baseline on the pooled rows: one "epoch" with its train and validation numbers.
+fn train_logistic(
+    (c, max_iter): (f64, u64),
+    classes: usize,
+    rows: &Rows,
+    rep: &dyn Reporter,
+) -> Result<Trained> {
+    let t = Instant::now();
+    let network = fit_logistic(&rows.x, &rows.y, &rows.train_idx, classes, c, max_iter)?;
+    let (vx, vy) = rows.val_xy();
+    let val = (!rows.val_idx.is_empty()).then_some((vx, vy, rows.val_idx.as_slice()));
+    let history = History::single(
+        &network,
+        (&rows.x, &rows.y, &rows.train_idx),
+        val,
+        t.elapsed().as_secs_f64(),
+    );
+    let r = &history.epochs[0];
+    rep.report(Event::Line(&format!(
+        "fit: loss {:.4} accuracy {:.4}{}",
+        r.loss,
+        r.accuracy,
+        r.val_accuracy.map_or(String::new(), |a| format!(
+            " val_loss {:.4} val_accuracy {a:.4}",
+            r.val_loss.unwrap_or(0.0)
+        ))
+    )));
+    Ok(Trained {
+        kind: HeadKind::Logistic,
+        network,
+        history,
+        spec: "logistic".into(),
+        settings: serde_json::json!({"C": c, "max_iter": max_iter}),
+    })
+}
+
+/// The kept epoch's numbers, and the first epochs reaching the lowest val_loss and the highest
+/// val_accuracy.
+fn report_kept(history: &History, rep: &dyn Reporter) {
+    let say = |s: String| rep.report(Event::Line(&s));
+    let Some(kept) = history.epochs.get(history.kept_epoch.saturating_sub(1)) else {
+        return;
+    };
+    let val = match (kept.val_loss, kept.val_accuracy) {
+        (Some(l), Some(a)) => format!("val_loss {l:.4} val_accuracy {a:.4}"),
+        _ => format!(
+            "loss {:.4} accuracy {:.4} (no validation)",
+            kept.loss, kept.accuracy
+        ),
+    };
+    let stop = if history.stopped_early {
+        ", stopped early"
+    } else {
+        ""
+    };
+    say(format!(
+        "kept epoch {} of {}{stop}: {val}",
+        history.kept_epoch,
+        history.epochs.len()
+    ));
+    let best = |f: fn(&EpochRecord) -> Option<f64>, lower: bool| {
+        history
+            .epochs
+            .iter()
+            .filter_map(|r| f(r).map(|v| (v, r.epoch)))
+            .reduce(|a, b| {
+                if (lower && b.0 < a.0) || (!lower && b.0 > a.0) {
+                    b
+                } else {
+                    a
+                }
+            })
+    };
+    if let (Some((l, le)), Some((a, ae))) =
+        (best(|r| r.val_loss, true), best(|r| r.val_accuracy, false))
+    {
+        say(format!(
+            "best: val_loss {l:.4} (epoch {le}), val_accuracy {a:.4} (epoch {ae})"
+        ));
+    }
+}
