@@ -1,16 +1,18 @@
 //! Stage 4, the dense head trained on cached features: activations, losses and optimizers written on
 //! ndarray and checked against finite differences or reference numbers; the layer stack ([`net`]), the
-//! training loop ([`fit`]), the wide first layer's SIMD kernels ([`kernels`]), the linfa-logistic
+//! training loop ([`fit`], with its [`schedule`] and [`history`]), the wide first layer's SIMD kernels ([`kernels`]), the linfa-logistic
 //! baseline ([`logistic`]), the `auto` recipe ([`recipe`]), the head file ([`mod@file`]) and
 //! `train-head` on a cache ([`train_head`]).
 
 pub mod activation;
 pub mod file;
 pub mod fit;
+pub mod history;
 pub mod kernels;
 pub mod logistic;
 pub mod loss;
 pub mod net;
 pub mod optim;
 pub mod recipe;
+pub mod schedule;
 pub mod train_head;

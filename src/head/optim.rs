@@ -296,6 +296,67 @@ impl Optimizer for RmsProp {
     }
 }
 
+/// Which optimizer, with its learning rate and weight decay.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub enum OptimizerKind {
+    Sgd {
+        momentum: f32,
+        nesterov: bool,
+        decay: f64,
+    },
+    Adam,
+    AdamW,
+    RmsProp,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct OptimizerSpec {
+    pub kind: OptimizerKind,
+    pub lr: f64,
+    pub weight_decay: f32,
+}
+
+impl OptimizerSpec {
+    pub fn build(&self) -> Box<dyn Optimizer> {
+        match self.kind {
+            OptimizerKind::Sgd {
+                momentum,
+                nesterov,
+                decay,
+            } => Box::new(Sgd::new(
+                self.lr,
+                momentum,
+                nesterov,
+                decay,
+                self.weight_decay,
+            )),
+            OptimizerKind::Adam => Box::new(Adam::new(self.lr, self.weight_decay, false)),
+            OptimizerKind::AdamW => Box::new(Adam::new(self.lr, self.weight_decay, true)),
+            OptimizerKind::RmsProp => Box::new(RmsProp::new(self.lr, self.weight_decay)),
+        }
+    }
+    pub fn describe(&self) -> String {
+        let wd = if self.weight_decay > 0.0 {
+            format!(", weight_decay={}", self.weight_decay)
+        } else {
+            String::new()
+        };
+        match self.kind {
+            OptimizerKind::Sgd {
+                momentum,
+                nesterov,
+                decay,
+            } => format!(
+                "sgd(lr={}, momentum={momentum}, nesterov={nesterov}, decay={decay}{wd})",
+                self.lr
+            ),
+            OptimizerKind::Adam => format!("adam(lr={}{wd})", self.lr),
+            OptimizerKind::AdamW => format!("adamw(lr={}{wd})", self.lr),
+            OptimizerKind::RmsProp => format!("rmsprop(lr={}{wd})", self.lr),
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -1,0 +1,98 @@
+//! A training run's history: one [`EpochRecord`] per epoch, the kept epoch, whether it stopped
+//! early; printed as a table, written as CSV (the `--history` file, checked before it is replaced)
+//! and stored in the head file.
+
+use std::io::Read;
+use std::path::Path;
+
+use crate::util::output::{Output, Replace};
+
+/// One row of the training history.
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
+pub struct EpochRecord {
+    pub epoch: usize,
+    pub loss: f64,
+    pub accuracy: f64,
+    pub val_loss: Option<f64>,
+    pub val_accuracy: Option<f64>,
+    pub lr: f64,
+    pub seconds: f64,
+}
+
+impl EpochRecord {
+    /// The columns epoch, loss, accuracy, val_loss, val_accuracy, lr, seconds as text: losses and
+    /// accuracies with `digits` decimals, seconds with `sec_digits`, the rate in scientific notation
+    /// (`lr_digits` decimals, or as short as exact), a missing validation value as `missing`. The
+    /// history CSV, the printed table and the report's table all come from here.
+    pub fn columns(
+        &self,
+        (digits, sec_digits): (usize, usize),
+        lr_digits: Option<usize>,
+        missing: &str,
+    ) -> [String; 7] {
+        let o = |v: Option<f64>| v.map_or(missing.to_string(), |v| format!("{v:.digits$}"));
+        [
+            self.epoch.to_string(),
+            format!("{:.digits$}", self.loss),
+            format!("{:.digits$}", self.accuracy),
+            o(self.val_loss),
+            o(self.val_accuracy),
+            match lr_digits {
+                Some(d) => format!("{:.d$e}", self.lr),
+                None => format!("{:e}", self.lr),
+            },
+            format!("{:.sec_digits$}", self.seconds),
+        ]
+    }
+}
+
+#[derive(Debug, Clone, Default, serde::Serialize, serde::Deserialize)]
+pub struct History {
+    pub epochs: Vec<EpochRecord>,
+    /// 1-based epoch whose weights were kept (the best by the monitor, or the last).
+    pub kept_epoch: usize,
+    pub stopped_early: bool,
+}
+
+impl History {
+    pub const CSV_HEADER: &'static str = "epoch,loss,accuracy,val_loss,val_accuracy,lr,seconds";
+
+    /// Whether `path` holds a history CSV (its first line is [`History::CSV_HEADER`]): the rule by
+    /// which a history file is replaced.
+    pub fn is_csv(path: &Path) -> bool {
+        use std::io::BufRead;
+        std::fs::File::open(path).is_ok_and(|f| {
+            let mut line = String::new();
+            std::io::BufReader::new(f.take(4096))
+                .read_line(&mut line)
+                .is_ok()
+                && line.trim_end() == Self::CSV_HEADER
+        })
+    }
+
+    /// The output of a history CSV at `path`: replaced only when it is one.
+    pub fn output(path: &Path) -> Output<'static> {
+        Output::new(path).replace(Replace::If {
+            what: "a training history (CSV)",
+            check: &History::is_csv,
+        })
+    }
+
+    pub fn csv(&self) -> String {
+        let mut s = format!("{}\n", Self::CSV_HEADER);
+        for r in &self.epochs {
+            s += &r.columns((6, 3), None, "").join(",");
+            s.push('\n');
+        }
+        s
+    }
+
+    /// The history as a markdown table.
+    pub fn markdown(&self) -> String {
+        let mut s = String::from("| epoch | loss | accuracy | val_loss | val_accuracy | lr | seconds |\n|---|---|---|---|---|---|---|\n");
+        for r in &self.epochs {
+            s += &format!("| {} |\n", r.columns((4, 2), Some(2), "-").join(" | "));
+        }
+        s
+    }
+}
