@@ -66,7 +66,7 @@ pub struct ExtractConfig {
     /// Seed of the copies' transforms.
     pub augment_seed: u64,
     /// Extract these images (paths relative to `data`) instead of scanning `data`: one shard of a
-    /// planned run ([`extract_shard`]).
+    /// planned run ([`crate::runs::extract_shard`]).
     pub subset: Option<Dataset>,
     /// Set from outside (e.g. a SIGTERM handler) to stop after the batch in flight: finished
     /// batches are in the journal, and the next run continues from there.

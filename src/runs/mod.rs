@@ -3,7 +3,7 @@
 //! plans of listings too large for memory, through a spill file), each array task runs one shard
 //! through the one driver ([`driver`], with the two sharded commands in [`jobs`]: `extract --run`
 //! and `score --run`), completion markers say what is done ([`markers`]: created only if absent,
-//! status, resubmission lines), and [`merge`] joins the shards into one cache or one score file equal
+//! status, resubmission lines), and [`mod@merge`] joins the shards into one cache or one score file equal
 //! to a single run. A run folder is local or on object storage ([`remote`]: a local mirror,
 //! published object by object).
 

@@ -2,7 +2,7 @@
 //! (contiguous, sizes differing by at most one), the run folder's layout and the shard index a task
 //! gets from its scheduler. Each array task of a scheduler (Slurm, a Kubernetes Indexed Job, AWS
 //! Batch) extracts one shard into `RUN/shards/shard-KKKKK.h5` and then creates its completion
-//! marker `RUN/done/KKKKK.json` ([`super::markers`]); [`super::merge`] joins the shards into one
+//! marker `RUN/done/KKKKK.json` ([`super::markers`]); [`mod@super::merge`] joins the shards into one
 //! cache equal to a single `extract`.
 //!
 //! ```text

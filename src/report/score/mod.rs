@@ -51,7 +51,7 @@ pub struct ScoreConfig {
     /// Test-time augmentation: score each image and its left-right mirror, write the mean.
     pub tta_flip: bool,
     /// The object store `inputs` are in, when they are object URLs below its URL (set by
-    /// [`score_shard`] for a plan of a bucket; a single URL input is listed without it).
+    /// [`crate::runs::score_shard`] for a plan of a bucket; a single URL input is listed without it).
     pub remote_root: Option<std::sync::Arc<Remote>>,
 }
 
