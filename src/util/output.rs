@@ -116,7 +116,7 @@ impl<'a> Output<'a> {
             .filter_map(|i| i.canonicalize().ok().map(|r| (i, r)))
             .collect();
         for (input, ri) in &resolved {
-            let same_inode = match (&t_meta, std::fs::metadata(&ri)) {
+            let same_inode = match (&t_meta, std::fs::metadata(ri)) {
                 (Some(a), Ok(b)) => {
                     use std::os::unix::fs::MetadataExt;
                     a.dev() == b.dev() && a.ino() == b.ino()
