@@ -29,6 +29,18 @@ pub(crate) use h5::{
 };
 pub use journal::{journal_path, Journal, Record, Status};
 
+/// The split that holds the mirrored copies of `train` (`extract`'s `augment_flip`).
+pub const FLIP_SPLIT: &str = "train_flip";
+/// The split that holds the augmented copies of `train` (`extract`'s `copies`): copy `j` of train
+/// row `i` is row `j * n + i`.
+pub const AUG_SPLIT: &str = "train_aug";
+
+/// The split holding the mirrored copies of `split`: `train_flip` (augmentation), `val_flip` and
+/// `test_flip` (test-time augmentation), in the same order as `split`.
+pub fn flip_split(split: &str) -> String {
+    format!("{split}_flip")
+}
+
 /// Storage type of the features.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Dtype {

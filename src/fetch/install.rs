@@ -28,10 +28,7 @@ fn pinned() -> Option<(&'static str, &'static str)> {
     }
 }
 
-/// Where `headstart setup` installs the library.
-pub fn lib_dir() -> PathBuf {
-    super::home().join("lib")
-}
+pub use crate::util::paths::lib_dir;
 
 /// Settings of one install.
 #[derive(Debug, Clone, Default)]

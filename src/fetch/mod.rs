@@ -26,7 +26,7 @@ use crate::util::hash::sha256_file;
 pub use download::Digest;
 
 /// The variable that points at headstart's home folder.
-pub const HOME_ENV: &str = "HEADSTART_HOME";
+pub use crate::util::paths::HOME_ENV;
 /// Set to 1 to forbid every download.
 pub const OFFLINE_ENV: &str = "HEADSTART_OFFLINE";
 
@@ -157,14 +157,7 @@ pub fn source(name: &str) -> Option<&'static Source> {
     SOURCES.iter().find(|s| s.name == name)
 }
 
-/// `$HEADSTART_HOME`, else `~/.cache/headstart`.
-pub fn home() -> PathBuf {
-    if let Some(h) = std::env::var_os(HOME_ENV).filter(|h| !h.is_empty()) {
-        return PathBuf::from(h);
-    }
-    let user = std::env::var_os("HOME").map_or_else(|| PathBuf::from("."), PathBuf::from);
-    user.join(".cache").join("headstart")
-}
+pub use crate::util::paths::home;
 
 /// Where fetched models live.
 pub fn models_dir() -> PathBuf {

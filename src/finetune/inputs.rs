@@ -5,12 +5,13 @@ use std::path::Path;
 
 use ndarray::Array2;
 
+use crate::cache::FLIP_SPLIT;
 use crate::cache::{CacheMeta, FeatureCache, SplitData};
 use crate::error::{Error, Result};
 use crate::events::{Event as Report, Reporter};
 use crate::head::file::Head;
 use crate::head::train_head::validation_rows;
-use crate::infer::extract::{self, FLIP_SPLIT};
+use crate::infer::extract;
 use crate::onnx::proto::ModelProto;
 use crate::util::hash::sha256_file;
 

@@ -4,10 +4,10 @@
 use std::path::PathBuf;
 
 use crate::cache::SplitData;
+use crate::cache::FLIP_SPLIT;
 use crate::error::{Error, Result};
 use crate::head::file::{Head, HeadKind};
 use crate::head::fit::History;
-use crate::infer::extract::FLIP_SPLIT;
 use crate::infer::model::BaseModel;
 use crate::onnx::proto::ModelProto;
 

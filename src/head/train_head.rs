@@ -6,6 +6,7 @@ use std::path::{Path, PathBuf};
 use std::time::Instant;
 
 use crate::cache::{FeatureCache, SplitData};
+use crate::cache::{AUG_SPLIT, FLIP_SPLIT};
 use crate::error::{Error, Result};
 use crate::events::{Event, Reporter};
 use crate::head::file::{Head, HeadKind};
@@ -15,7 +16,6 @@ use crate::head::fit::{
 use crate::head::logistic::fit_logistic;
 use crate::head::net::{spec_string, Network, Pool};
 use crate::head::recipe::{self, AutoData};
-use crate::infer::extract::{AUG_SPLIT, FLIP_SPLIT};
 use ndarray::Array2;
 
 /// Our backprop with a layer spec, the `auto` recipe, or the linfa baseline.

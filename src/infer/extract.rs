@@ -20,17 +20,7 @@ use crate::infer::pipeline::{Event, InputKind, Pipeline};
 use crate::infer::runtime::{Device, RuntimeConfig};
 use crate::util::output::Output;
 
-/// The split that holds the mirrored copies of `train` (`ExtractConfig::augment_flip`).
-pub const FLIP_SPLIT: &str = "train_flip";
-/// The split that holds the augmented copies of `train` (`ExtractConfig::copies`): copy `j` of train
-/// row `i` is row `j * n + i`.
-pub const AUG_SPLIT: &str = "train_aug";
-
-/// The split holding the mirrored copies of `split`: `train_flip` (augmentation), `val_flip` and
-/// `test_flip` (test-time augmentation), in the same order as `split`.
-pub fn flip_split(split: &str) -> String {
-    format!("{split}_flip")
-}
+pub use crate::cache::{flip_split, AUG_SPLIT, FLIP_SPLIT};
 
 /// Everything `extract` needs, validated by the CLI (or built by a library user).
 #[derive(Debug, Clone)]
@@ -403,7 +393,7 @@ fn int8_model(cfg: &ExtractConfig, q: &Int8, rep: &dyn Reporter) -> Result<PathB
         .unwrap_or_default()
         .to_string_lossy()
         .into_owned();
-    let dir = crate::fetch::home().join("quantized");
+    let dir = crate::util::paths::home().join("quantized");
     let path = dir.join(format!("{stem}.int8.{}.onnx", &key[..16]));
     if path.is_file() {
         rep.report(Report::Detail(&format!(

@@ -98,7 +98,7 @@ pub fn find_library(explicit: Option<&Path>) -> Result<PathBuf> {
         )]));
     }
     let mut dirs = vec![
-        (crate::fetch::install::lib_dir(), "headstart setup's folder"),
+        (crate::util::paths::lib_dir(), "headstart setup's folder"),
         (project_cache_dir(), "project cache"),
     ];
     if let Some(dir) = std::env::current_exe()
@@ -122,7 +122,7 @@ fn missing(tried: &[String]) -> Error {
         "ONNX Runtime library not found. Tried:\n  - {}\nFix: run `headstart setup` (installs ONNX Runtime {ORT_VERSION} into {}), \
          or `{FIX_COMMAND}` in a checkout, or pass --ort-lib / set {ORT_ENV} to a libonnxruntime.so",
         tried.join("\n  - "),
-        crate::fetch::install::lib_dir().display()
+        crate::util::paths::lib_dir().display()
     ))
 }
 

@@ -68,7 +68,7 @@ impl RemoteRun {
     pub fn open(url: &str) -> Result<RemoteRun> {
         let remote = Remote::open(url)?;
         let hash = format!("{:x}", Sha256::digest(remote.url().as_bytes()));
-        let local = crate::fetch::home().join("runs").join(&hash[..16]);
+        let local = crate::util::paths::home().join("runs").join(&hash[..16]);
         std::fs::create_dir_all(&local).map_err(|e| Error::io(&local, e))?;
         Ok(RemoteRun { remote, local })
     }

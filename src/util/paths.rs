@@ -7,6 +7,8 @@
 //! - **read from a file** (a shard marker, a manifest line, a plan): [`contained`] takes it relative
 //!   to its root, normalised, and refuses an absolute path or a `..` that leaves the root, naming the
 //!   file and line it came from;
+//! - **the home folder** ([`home`], [`lib_dir`]), where fetched models, downloads and run mirrors
+//!   are kept;
 //! - **resolved** ([`resolve`]): symlinks followed as far as the path exists, so an output can be
 //!   compared with a command's inputs before anything is written.
 
@@ -67,6 +69,24 @@ pub fn from_text(s: &str) -> PathBuf {
         }
     }
     PathBuf::from(OsString::from_vec(out))
+}
+
+/// The variable that moves headstart's home folder.
+pub const HOME_ENV: &str = "HEADSTART_HOME";
+
+/// headstart's home folder: `$HEADSTART_HOME`, else `~/.cache/headstart` (fetched models,
+/// downloads, ONNX Runtime, int8 copies, run mirrors).
+pub fn home() -> PathBuf {
+    if let Some(h) = std::env::var_os(HOME_ENV).filter(|h| !h.is_empty()) {
+        return PathBuf::from(h);
+    }
+    let user = std::env::var_os("HOME").map_or_else(|| PathBuf::from("."), PathBuf::from);
+    user.join(".cache").join("headstart")
+}
+
+/// Where `headstart setup` installs ONNX Runtime: `home()/lib`.
+pub fn lib_dir() -> PathBuf {
+    home().join("lib")
 }
 
 /// `rel`, a path read from `from` (`where_` says where in it: "line 3", "field output"), as a path
