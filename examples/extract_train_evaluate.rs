@@ -10,10 +10,10 @@
 
 use std::path::PathBuf;
 
-use headstart::events::{Event, Reporter};
-use headstart::head::train_head::{train_head, TrainHeadConfig};
-use headstart::infer::extract::{extract, ExtractConfig};
-use headstart::report::evaluate::{evaluate, EvaluateConfig, Source};
+use headstart::{
+    evaluate, extract, train_head, EvaluateConfig, Event, ExtractConfig, Reporter, Source,
+    TrainHeadConfig,
+};
 
 /// Prints messages on stderr and ignores progress.
 struct Stderr;

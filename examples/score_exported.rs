@@ -5,8 +5,7 @@
 //! cargo run --release --example score_exported -- EXPORTED.onnx OUT.csv PHOTO_OR_DIR...
 //! ```
 
-use headstart::events::Silent;
-use headstart::report::score::{score, ScoreConfig};
+use headstart::{score, ScoreConfig, Silent};
 
 fn main() -> headstart::Result<()> {
     let args: Vec<String> = std::env::args().skip(1).collect();

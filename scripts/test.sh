@@ -12,6 +12,8 @@ versions=$(cargo tree -e normal --prefix none 2>/dev/null | grep -E '^ndarray v'
 if [ "$(echo "$versions" | wc -l)" -ne 1 ]; then
   echo "test.sh: more than one ndarray version is built:"; echo "$versions"; exit 1
 fi
+# The stages import one another without circles (prints the graph of stages).
+python3 scripts/check_imports.py >/dev/null || python3 scripts/check_imports.py
 if cargo fmt --version >/dev/null 2>&1; then cargo fmt --check; fi
 if cargo clippy --version >/dev/null 2>&1; then cargo clippy --all-targets --features test-hooks,cloud --quiet -- -D warnings; fi
 # The API docs build without warnings (broken links fail); built without `cloud`, this also checks

@@ -7,21 +7,21 @@
 //! output lock, HDF5 feature cache) -> [`head`] (layers, losses, optimizers, training, SIMD kernels) ->
 //! [`report`] (evaluate, metrics, plots, score, classify). Beside them: [`runs`] (plans, shards,
 //! markers and merges of runs over many machines), [`onnx`] (protobuf, shapes,
-//! cut, generated models, export of base + head), [`finetune`] (the top blocks trained with candle),
-//! [`fetch`] (pretrained bases by name, built from pinned downloads) and small helpers in [`util`].
+//! cut, generated models, export of base + head), [`mod@finetune`] (the top blocks trained with candle),
+//! [`mod@fetch`] (pretrained bases by name, built from pinned downloads) and small helpers in [`util`].
 //! Library code neither prints nor exits: it reports through [`events::Reporter`], which the
 //! `headstart` binary implements.
 //!
-//! The pipeline in ten lines (`examples/` has it as a program):
+//! The front door: the pipeline's calls, their configs and summaries are re-exported here, so a
+//! program needs no deep path. The pipeline in ten lines (`examples/` has it as a program):
 //!
 //! ```no_run
-//! use headstart::{events::Silent, head::train_head, infer::extract, report::evaluate};
+//! use headstart::{evaluate, extract, train_head, EvaluateConfig, ExtractConfig, Silent, Source, TrainHeadConfig};
 //! # fn main() -> headstart::Result<()> {
-//! let cfg = extract::ExtractConfig::new("base.onnx", "photos/", "features.h5");
-//! extract::extract(&cfg, &Silent)?; // photos/{train,test}/<class>/* -> HDF5 features
-//! let head = train_head::train_head(&train_head::TrainHeadConfig::new("features.h5"), &Silent)?.head;
-//! let source = evaluate::Source::Features { path: "features.h5".into(), split: None };
-//! let e = evaluate::evaluate(&evaluate::EvaluateConfig { head, source, top: 5, tta: true, any_precision: false }, &Silent)?;
+//! extract(&ExtractConfig::new("base.onnx", "photos/", "features.h5"), &Silent)?; // photos/{train,test}/<class>/*
+//! let head = train_head(&TrainHeadConfig::new("features.h5"), &Silent)?.head;
+//! let source = Source::Features { path: "features.h5".into(), split: None };
+//! let e = evaluate(&EvaluateConfig { head, source, top: 5, tta: true, any_precision: false }, &Silent)?;
 //! println!("{} accuracy {:.4}", e.split, e.metrics.accuracy);
 //! # Ok(())
 //! # }
@@ -41,3 +41,15 @@ pub mod runs;
 pub mod util;
 
 pub use error::{Error, Result};
+pub use events::{Event, Reporter, Silent};
+// Stage by stage: extract features, train a head, evaluate and score it, export one ONNX file,
+// fine-tune the top of the base, fetch bases by name, and runs over many machines.
+pub use fetch::{fetch, resolve_model, FetchConfig, Fetched};
+pub use finetune::{finetune, FinetuneConfig, FinetuneSummary};
+pub use head::file::Head;
+pub use head::train_head::{train_head, HeadChoice, TrainHeadConfig, TrainHeadSummary};
+pub use infer::extract::{extract, ExtractConfig, ExtractSummary};
+pub use onnx::export::{export, ExportConfig, ExportSummary};
+pub use report::evaluate::{evaluate, EvaluateConfig, Evaluation, Source};
+pub use report::score::{score, ScoreConfig, ScoreSummary};
+pub use runs::{extract_shard, merge, merge_scores, score_shard, write_plan, ShardOutcome};

@@ -12,11 +12,11 @@
 //! /<split>/skipped_paths, /<split>/skipped_reasons   str [K]   images that could not be read
 //! ```
 //!
-//! Modules: [`journal`] (append-only record of finished images), [`h5`] (the HDF5 file, written and
+//! Modules: [`journal`] (append-only record of finished images), `h5` (the HDF5 file, written and
 //! read) and [`synthetic`] (random caches for benchmarks). Runs over many machines (plans, shards,
 //! markers, merges) are [`crate::runs`].
 
-pub mod h5;
+pub(crate) mod h5;
 pub mod journal;
 pub mod synthetic;
 

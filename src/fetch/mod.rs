@@ -2,7 +2,7 @@
 //! `metadata_props`, kept in `$HEADSTART_HOME/models` (default `~/.cache/headstart/models`).
 //!
 //! Each source is pinned: the downloaded archive's sha256 is checked before anything in it is read,
-//! the weights are read by our own restricted pickle reader ([`pickle`], [`torch`]) without running
+//! the weights are read by our own restricted pickle reader (`pickle`, [`torch`]) without running
 //! any of the file's code, and the graph is written by our own ONNX writer ([`efficientnet`]). Files
 //! are written under a temporary name and renamed, so a half file is never at the final path.
 //! `HEADSTART_OFFLINE=1` never touches the network; a missing file then is an error that says where
@@ -13,7 +13,7 @@ pub mod download;
 pub mod efficientnet;
 pub mod install;
 pub mod keras;
-pub mod pickle;
+pub(crate) mod pickle;
 pub mod torch;
 pub mod vgg;
 

@@ -34,7 +34,7 @@ pub struct TrainConfig {
     pub clip_value: Option<f32>,
     /// Weight each class by `n / (classes * n_class)` (sklearn/Keras "balanced").
     pub balanced: bool,
-    /// Use the fused first-layer step ([`crate::head::kernels::wide`]); off: the plain three-pass step.
+    /// Use the fused first-layer step (the wide kernels of `head::kernels`); off: the plain three-pass step.
     pub fused: bool,
     /// Threads of the fused step (0 = all cores); results do not depend on it.
     pub threads: usize,

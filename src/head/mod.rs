@@ -1,6 +1,6 @@
 //! Stage 4, the dense head trained on cached features: activations, losses and optimizers written on
 //! ndarray and checked against finite differences or reference numbers; the layer stack ([`net`]), the
-//! training loop ([`fit`], with its [`schedule`] and [`history`]), the wide first layer's SIMD kernels ([`kernels`]), the linfa-logistic
+//! training loop ([`fit`], with its [`schedule`] and [`history`]), the wide first layer's SIMD kernels (`kernels`), the linfa-logistic
 //! baseline ([`logistic`]), the `auto` recipe ([`recipe`]), the head file ([`mod@file`]) and
 //! `train-head` on a cache ([`train_head`]).
 
@@ -8,7 +8,7 @@ pub mod activation;
 pub mod file;
 pub mod fit;
 pub mod history;
-pub mod kernels;
+pub(crate) mod kernels;
 pub mod logistic;
 pub mod loss;
 pub mod net;

@@ -44,15 +44,19 @@ pub fn isa() -> Isa {
 }
 
 /// Restores the previous limit when dropped.
+#[cfg(test)]
 pub struct IsaLimit(Isa);
 
+#[cfg(test)]
 impl Drop for IsaLimit {
     fn drop(&mut self) {
         LIMIT.with(|l| l.set(self.0));
     }
 }
 
-/// Limits the kernels called from this thread to `isa` (and below) until the guard is dropped.
+/// Limits the kernels called from this thread to `isa` (and below) until the guard is dropped
+/// (tests run every kernel path on one machine this way).
+#[cfg(test)]
 pub fn limit_isa(isa: Isa) -> IsaLimit {
     IsaLimit(LIMIT.with(|l| l.replace(isa)))
 }
