@@ -12,7 +12,7 @@
 //! Files: the settings and the run in order here; `inputs` (the split tensor, the cached frozen
 //! outputs, the fingerprint), `batches` (tensors, forward pass, loss, a step), `phase1` (a new
 //! head), `phase2` (top and head together, checkpoints), `write_back` (weights into the model,
-//! export, parity); the candle graph in [`graph`] and [`ops`], the head in [`head`], the checkpoint
+//! export, parity); the candle graph in [`graph`] (with `translate`, ONNX nodes to ops) and [`ops`], the head in [`head`], the checkpoint
 //! file in [`checkpoint`].
 
 mod batches;
@@ -25,6 +25,7 @@ mod phase1;
 mod phase2;
 #[cfg(test)]
 mod tests;
+mod translate;
 mod write_back;
 
 use batches::*;

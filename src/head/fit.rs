@@ -299,7 +299,7 @@ pub fn fit(
     mut on_epoch: impl FnMut(&EpochRecord),
 ) -> Result<(Network, History)> {
     check_data(cfg, data)?;
-    let _ftz = crate::head::kernels::wide::FlushDenormals::new();
+    let _ftz = crate::head::kernels::FlushDenormals::new();
     let mut run = Run::new(cfg, data);
     let mut shuffle_rng = Rng(cfg.seed.wrapping_add(0x0123_4567));
     let mut history = History::default();

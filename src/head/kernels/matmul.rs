@@ -45,7 +45,7 @@ pub fn matmul_wide(
         } else {
             use rayon::prelude::*;
             z.par_chunks_mut(rows_per * u).enumerate().for_each(|p| {
-                let _ftz = super::wide::FlushDenormals::new();
+                let _ftz = super::FlushDenormals::new();
                 work(p)
             });
         }

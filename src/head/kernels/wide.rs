@@ -49,50 +49,6 @@ pub struct StepOutputs<'a> {
     pub z: &'a mut [f32],
 }
 
-/// Flushes denormal floats to zero on this thread while alive (x86 MXCSR FTZ and DAZ), as
-/// TensorFlow's CPU kernels do. RMSprop/Adam state that decays towards zero would otherwise become
-/// denormal late in training and every operation on it would slow down many times over.
-pub struct FlushDenormals {
-    #[cfg(target_arch = "x86_64")]
-    saved: u32,
-}
-
-impl FlushDenormals {
-    #[allow(deprecated)] // _mm_getcsr/_mm_setcsr: the documented replacement is inline assembly.
-    pub fn new() -> Self {
-        #[cfg(target_arch = "x86_64")]
-        {
-            use std::arch::x86_64::{_mm_getcsr, _mm_setcsr};
-            // SAFETY: reading and setting the FTZ (bit 15) and DAZ (bit 6) flags of MXCSR only
-            // changes how this thread rounds denormal results and inputs.
-            unsafe {
-                let saved = _mm_getcsr();
-                _mm_setcsr(saved | 0x8040);
-                FlushDenormals { saved }
-            }
-        }
-        #[cfg(not(target_arch = "x86_64"))]
-        FlushDenormals {}
-    }
-}
-
-impl Default for FlushDenormals {
-    fn default() -> Self {
-        Self::new()
-    }
-}
-
-impl Drop for FlushDenormals {
-    #[allow(deprecated)]
-    fn drop(&mut self) {
-        #[cfg(target_arch = "x86_64")]
-        // SAFETY: restores the flags saved by `new` on the same thread.
-        unsafe {
-            std::arch::x86_64::_mm_setcsr(self.saved)
-        }
-    }
-}
-
 #[derive(Clone, Copy)]
 struct Ptr(*mut f32);
 // SAFETY: the kernel's rows are split into `CHUNKS` fixed, disjoint row ranges; each thread writes
@@ -184,7 +140,7 @@ pub fn fused_step(inp: &StepInputs, out: StepOutputs, d: usize, u: usize, thread
         // mappings and cross-core TLB flushes, which a virtual machine makes expensive.
         use rayon::prelude::*;
         (0..threads).into_par_iter().for_each(|t| {
-            let _ftz = FlushDenormals::new();
+            let _ftz = super::FlushDenormals::new();
             work(t)
         });
     }

@@ -20,7 +20,11 @@ use crate::infer::pipeline::{Event, InputKind, Pipeline};
 use crate::infer::runtime::{Device, RuntimeConfig};
 use crate::util::output::Output;
 
+mod base;
+
 pub use crate::cache::{flip_split, AUG_SPLIT, FLIP_SPLIT};
+pub use base::cut_model_for;
+use base::{cut_first, int8_model};
 
 /// Everything `extract` needs, validated by the CLI (or built by a library user).
 #[derive(Debug, Clone)]
@@ -254,13 +258,6 @@ fn output(cfg: &ExtractConfig) -> Output<'static> {
     out
 }
 
-/// Where `extract --layer` writes the cut model: `<out without extension>.base.onnx`.
-pub fn cut_model_for(out: &Path) -> PathBuf {
-    let mut p = out.with_extension("").into_os_string();
-    p.push(".base.onnx");
-    PathBuf::from(p)
-}
-
 /// Runs extraction as configured, reporting choices, progress, warnings and checkpoints to `rep`:
 /// scan the folder, return at once on an unchanged rerun, open the model, run the pending images
 /// into the journal, then write the HDF5 cache.
@@ -364,86 +361,6 @@ pub fn extract(cfg: &ExtractConfig, rep: &dyn Reporter) -> Result<ExtractSummary
         device: model.device,
         scan_warnings: ds.warnings.len(),
     })
-}
-
-/// The int8 copy of `cfg.model` for calibration set `q`: from `$HEADSTART_HOME/quantized` when it
-/// was made before, else quantised now and kept there.
-fn int8_model(cfg: &ExtractConfig, q: &Int8, rep: &dyn Reporter) -> Result<PathBuf> {
-    let files = crate::infer::quantize::calibration_files(&q.calibrate, q.images)?;
-    let mut h = Sha256::new();
-    h.update(crate::onnx::model_sha256(&cfg.model)?);
-    let target = crate::infer::quantize::DEFAULT_TARGET_COSINE;
-    h.update(format!(
-        "minmax|bias-fit|target {target}|{}|{:?}\n",
-        files.len(),
-        cfg.overrides
-    ));
-    for f in &files {
-        let m = std::fs::metadata(f).map_err(|e| Error::io(f, e))?;
-        let mtime = m
-            .modified()
-            .ok()
-            .and_then(|t| t.duration_since(std::time::UNIX_EPOCH).ok());
-        h.update(format!("{}|{}|{:?}\n", f.display(), m.len(), mtime));
-    }
-    let key = format!("{:x}", h.finalize());
-    let stem = cfg
-        .model
-        .file_stem()
-        .unwrap_or_default()
-        .to_string_lossy()
-        .into_owned();
-    let dir = crate::util::paths::home().join("quantized");
-    let path = dir.join(format!("{stem}.int8.{}.onnx", &key[..16]));
-    if path.is_file() {
-        rep.report(Report::Detail(&format!(
-            "int8 model: {} (made earlier for this model and calibration set)",
-            path.display()
-        )));
-        return Ok(path);
-    }
-    std::fs::create_dir_all(&dir).map_err(|e| Error::io(&dir, e))?;
-    let qc = crate::infer::quantize::QuantizeConfig {
-        model: cfg.model.clone(),
-        calibrate: q.calibrate.clone(),
-        images: q.images,
-        method: crate::infer::quantize::Calibration::MinMax,
-        out: path.clone(),
-        keep_float: Vec::new(),
-        target_cosine: Some(target),
-        overrides: cfg.overrides.clone(),
-        runtime: cfg.runtime.clone(),
-        batch: cfg.batch,
-    };
-    let s = crate::infer::quantize::quantize(&qc, rep)?;
-    rep.report(Report::Detail(&format!(
-        "int8 model: {} ({} nodes in int8, {} kept in float, calibrated on {} images; float vs int8 cosine mean {:.4}, min {:.4})",
-        path.display(),
-        s.quantized_nodes,
-        s.kept_float.len(),
-        s.images,
-        s.cosine.0,
-        s.cosine.1
-    )));
-    Ok(path)
-}
-
-/// `--layer`: cuts the model at that tensor, writes it beside the output and returns the config that
-/// extracts with it.
-fn cut_first(cfg: &ExtractConfig, layer: &str, rep: &dyn Reporter) -> Result<ExtractConfig> {
-    let proto = crate::onnx::load(&cfg.model)?;
-    let cut = crate::onnx::edit::cut(&proto, layer).map_err(|e| Error::model(&cfg.model, e))?;
-    let path = cut_model_for(&cfg.out);
-    crate::onnx::save_edited(&cut, &cfg.model, &path)?;
-    rep.report(Report::Detail(&format!(
-        "cut {} at '{layer}': wrote {} (train-head, score and export use this file)",
-        cfg.model.display(),
-        path.display()
-    )));
-    let mut cfg = cfg.clone();
-    cfg.model = path;
-    cfg.layer = None;
-    Ok(cfg)
 }
 
 /// Every image of every split in one global index (the mirrored copies of `train` last, with
