@@ -117,6 +117,64 @@ impl Builder<'_> {
         ));
         Ok((clipped, size))
     }
+
+    /// MBConv block `block` (expand 1x1 when `expand` > 1, depthwise k x k with stride `s`, project
+    /// 1x1, a residual Add when the shape is kept) on `x` of `size`: its output and size.
+    fn mbconv(
+        &mut self,
+        x: &str,
+        block: usize,
+        (k, s, expand, cin, cout): (usize, usize, usize, usize, usize),
+        size: usize,
+    ) -> Result<(String, usize), String> {
+        let scope = format!("/_blocks.{block}");
+        let p = format!("_blocks.{block}");
+        let input = x.to_string();
+        let mut x = x.to_string();
+        let mut size = size;
+        let mid = cin * expand;
+        if expand != 1 {
+            (x, _) = self.conv_bn(
+                &format!("{scope}/_expand_conv"),
+                &format!("{p}._expand_conv"),
+                &format!("{p}._bn0"),
+                &x,
+                (cin, mid, 1, 1, 1),
+                size,
+                true,
+            )?;
+        }
+        (x, size) = self.conv_bn(
+            &format!("{scope}/_depthwise_conv"),
+            &format!("{p}._depthwise_conv"),
+            &format!("{p}._bn1"),
+            &x,
+            (mid, mid, k, s, mid),
+            size,
+            true,
+        )?;
+        (x, _) = self.conv_bn(
+            &format!("{scope}/_project_conv"),
+            &format!("{p}._project_conv"),
+            &format!("{p}._bn2"),
+            &x,
+            (mid, cout, 1, 1, 1),
+            size,
+            false,
+        )?;
+        if s == 1 && cin == cout {
+            let sum = format!("{scope}/Add_output_0");
+            self.nodes.push(node(
+                "Add",
+                &format!("{scope}/Add"),
+                &[&x, &input],
+                &sum,
+                vec![],
+            ));
+            x = sum;
+        }
+        Ok((x, size))
+    }
 }
 
 /// Builds the model from the state_dict; errors name the missing or mis-shaped tensor.
@@ -146,50 +204,7 @@ pub fn build(
     for (repeats, k, stride, expand, cin, cout) in STAGES {
         for r in 0..repeats {
             let (cin, s) = if r == 0 { (cin, stride) } else { (cout, 1) };
-            let scope = format!("/_blocks.{block}");
-            let p = format!("_blocks.{block}");
-            let input = x.clone();
-            let mid = cin * expand;
-            if expand != 1 {
-                (x, _) = b.conv_bn(
-                    &format!("{scope}/_expand_conv"),
-                    &format!("{p}._expand_conv"),
-                    &format!("{p}._bn0"),
-                    &x,
-                    (cin, mid, 1, 1, 1),
-                    size,
-                    true,
-                )?;
-            }
-            (x, size) = b.conv_bn(
-                &format!("{scope}/_depthwise_conv"),
-                &format!("{p}._depthwise_conv"),
-                &format!("{p}._bn1"),
-                &x,
-                (mid, mid, k, s, mid),
-                size,
-                true,
-            )?;
-            (x, _) = b.conv_bn(
-                &format!("{scope}/_project_conv"),
-                &format!("{p}._project_conv"),
-                &format!("{p}._bn2"),
-                &x,
-                (mid, cout, 1, 1, 1),
-                size,
-                false,
-            )?;
-            if s == 1 && cin == cout {
-                let sum = format!("{scope}/Add_output_0");
-                b.nodes.push(node(
-                    "Add",
-                    &format!("{scope}/Add"),
-                    &[&x, &input],
-                    &sum,
-                    vec![],
-                ));
-                x = sum;
-            }
+            (x, size) = b.mbconv(&x, block, (k, s, expand, cin, cout), size)?;
             block += 1;
         }
     }

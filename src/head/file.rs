@@ -283,99 +283,13 @@ impl Head {
             .map(|d| d as usize)
             .collect();
         let base = read_meta(&*f.group("base")?)?;
-        let layers_g = f.group("layers")?;
-        let mut names = layers_g.member_names()?;
-        names.sort();
-        let mut layers = Vec::new();
-        // Sizes are checked before reading: a kernel must take the previous width, and no dataset
-        // may declare more values than the file holds.
-        let file_len = std::fs::metadata(f.filename())
-            .map(|m| m.len())
-            .unwrap_or(0);
-        let bounded = |name: &str, n: usize| -> hdf5::Result<()> {
-            if (n as u128) * 4 > file_len as u128 + (1 << 20) {
-                return Err(format!(
-                    "layer {name}: declares {n} values, but the file holds {file_len} bytes"
-                )
-                .into());
-            }
-            Ok(())
-        };
-        let vec1 = |g: &hdf5::Group, n: &str| -> hdf5::Result<Array1<f32>> {
-            let ds = g.dataset(n)?;
-            bounded(n, ds.size())?;
-            Ok(Array1::from(ds.read_raw::<f32>()?))
-        };
-        let mut width = pool
+        let width = pool
             .output_dim(&feature_shape, &base.layout)
             .map_err(|e| e.to_string())?;
-        for name in names {
-            let g = layers_g.group(&name)?;
-            let ty = read_str_attr(&g, "type")?;
-            layers.push(match ty.as_str() {
-                "dense" => {
-                    let ds = g.dataset("kernel")?;
-                    match ds.shape()[..] {
-                        [rows, cols] if rows == width => {
-                            bounded(&name, rows.saturating_mul(cols))?;
-                            width = cols;
-                        }
-                        ref shape => {
-                            return Err(format!(
-                                "layer {name}: dense kernel of shape {shape:?}, the previous width is {width}"
-                            )
-                            .into())
-                        }
-                    }
-                    let w = ds.read_2d::<f32>()?;
-                    let b = vec1(&g, "bias")?;
-                    if b.len() != w.ncols() {
-                        return Err(format!(
-                            "layer {name}: bias has {} values for {} units",
-                            b.len(),
-                            w.ncols()
-                        )
-                        .into());
-                    }
-                    Layer::Dense(Dense {
-                        w: w.as_standard_layout().into_owned(),
-                        b,
-                    })
-                }
-                "activation" => {
-                    let a = read_str_attr(&g, "activation")?;
-                    let mut act = Activation::parse(&a)
-                        .ok_or_else(|| format!("layer {name}: unknown activation '{a}'"))?;
-                    if let Activation::LeakyRelu(s) = &mut act {
-                        if let Ok(v) = g
-                            .attr("negative_slope")
-                            .and_then(|a| a.read_scalar::<f32>())
-                        {
-                            *s = v;
-                        }
-                    }
-                    Layer::Activation(act)
-                }
-                "dropout" => Layer::Dropout(g.attr("rate")?.read_scalar::<f32>()?),
-                "batchnorm" => Layer::BatchNorm(BatchNorm {
-                    gamma: vec1(&g, "gamma")?,
-                    beta: vec1(&g, "beta")?,
-                    mean: vec1(&g, "moving_mean")?,
-                    var: vec1(&g, "moving_variance")?,
-                    eps: g.attr("epsilon")?.read_scalar::<f32>()?,
-                    momentum: BN_MOMENTUM,
-                }),
-                other => return Err(format!("layer {name}: unknown type '{other}'").into()),
-            });
-        }
+        let layers = read_layers(f, width)?;
         let network = Network { layers };
         check_values(&network)?;
-        check_chain(
-            &network,
-            pool.output_dim(&feature_shape, &base.layout)
-                .map_err(|e| e.to_string())?,
-            classes.len(),
-        )?;
+        check_chain(&network, width, classes.len())?;
         Ok(Head {
             kind,
             network,
@@ -388,6 +302,96 @@ impl Head {
             history_csv: read_str_attr(f, "history_csv").unwrap_or_default(),
         })
     }
+}
+
+/// The layers of group `layers` in name order, the first taking `width` inputs. Sizes are checked
+/// before reading: a kernel must take the previous width, and no dataset may declare more values
+/// than the file holds.
+fn read_layers(f: &hdf5::File, mut width: usize) -> hdf5::Result<Vec<Layer>> {
+    let layers_g = f.group("layers")?;
+    let mut names = layers_g.member_names()?;
+    names.sort();
+    let file_len = std::fs::metadata(f.filename())
+        .map(|m| m.len())
+        .unwrap_or(0);
+    let bounded = |name: &str, n: usize| -> hdf5::Result<()> {
+        if (n as u128) * 4 > file_len as u128 + (1 << 20) {
+            return Err(format!(
+                "layer {name}: declares {n} values, but the file holds {file_len} bytes"
+            )
+            .into());
+        }
+        Ok(())
+    };
+    let vec1 = |g: &hdf5::Group, n: &str| -> hdf5::Result<Array1<f32>> {
+        let ds = g.dataset(n)?;
+        bounded(n, ds.size())?;
+        Ok(Array1::from(ds.read_raw::<f32>()?))
+    };
+    let mut layers = Vec::new();
+    for name in names {
+        let g = layers_g.group(&name)?;
+        let ty = read_str_attr(&g, "type")?;
+        layers.push(match ty.as_str() {
+            "dense" => {
+                let ds = g.dataset("kernel")?;
+                match ds.shape()[..] {
+                    [rows, cols] if rows == width => {
+                        bounded(&name, rows.saturating_mul(cols))?;
+                        width = cols;
+                    }
+                    ref shape => {
+                        return Err(format!(
+                            "layer {name}: dense kernel of shape {shape:?}, the previous width is {width}"
+                        )
+                        .into())
+                    }
+                }
+                let w = ds.read_2d::<f32>()?;
+                let b = vec1(&g, "bias")?;
+                if b.len() != w.ncols() {
+                    return Err(format!(
+                        "layer {name}: bias has {} values for {} units",
+                        b.len(),
+                        w.ncols()
+                    )
+                    .into());
+                }
+                Layer::Dense(Dense {
+                    w: w.as_standard_layout().into_owned(),
+                    b,
+                })
+            }
+            "activation" => Layer::Activation(read_activation(&g, &name)?),
+            "dropout" => Layer::Dropout(g.attr("rate")?.read_scalar::<f32>()?),
+            "batchnorm" => Layer::BatchNorm(BatchNorm {
+                gamma: vec1(&g, "gamma")?,
+                beta: vec1(&g, "beta")?,
+                mean: vec1(&g, "moving_mean")?,
+                var: vec1(&g, "moving_variance")?,
+                eps: g.attr("epsilon")?.read_scalar::<f32>()?,
+                momentum: BN_MOMENTUM,
+            }),
+            other => return Err(format!("layer {name}: unknown type '{other}'").into()),
+        });
+    }
+    Ok(layers)
+}
+
+/// An activation layer's function (with its slope for a leaky ReLU).
+fn read_activation(g: &hdf5::Group, name: &str) -> hdf5::Result<Activation> {
+    let a = read_str_attr(g, "activation")?;
+    let mut act =
+        Activation::parse(&a).ok_or_else(|| format!("layer {name}: unknown activation '{a}'"))?;
+    if let Activation::LeakyRelu(s) = &mut act {
+        if let Ok(v) = g
+            .attr("negative_slope")
+            .and_then(|a| a.read_scalar::<f32>())
+        {
+            *s = v;
+        }
+    }
+    Ok(act)
 }
 
 /// Every parameter finite, batch-norm variances not negative and epsilons positive, dropout rates in

@@ -91,6 +91,56 @@ pub fn detect_layout(shape: &[i64]) -> Option<Layout> {
     }
 }
 
+/// The layout and fixed size (when the model has one) of an image input `name` of `shape`: rank 4,
+/// three channels, the layout from `layout`, the metadata or the shape, and each fixed side within
+/// [`MAX_INPUT_SIDE`](crate::util::limits::MAX_INPUT_SIDE) (checked before any buffer is sized).
+fn image_input(
+    path: &Path,
+    name: &str,
+    shape: &[i64],
+    layout: Option<Layout>,
+    metadata: &BTreeMap<String, String>,
+) -> Result<(Layout, Option<(u32, u32)>)> {
+    if shape.len() != 4 {
+        return Err(Error::model(
+            path,
+            format!(
+                "input '{name}' {shape:?} is not an image tensor (rank {}; headstart feeds [N,3,H,W] or [N,H,W,3])",
+                shape.len()
+            ),
+        ));
+    }
+    let meta_layout = metadata.get("layout").and_then(|l| Layout::parse(l));
+    let layout = layout.or(meta_layout).or_else(|| detect_layout(shape)).ok_or_else(|| {
+        Error::model(
+            path,
+            format!(
+                "cannot tell the layout of input '{name}' {shape:?} (expected [N,3,H,W] or [N,H,W,3]); pass --layout nchw|nhwc"
+            ),
+        )
+    })?;
+    let (hd, wd, cd) = match layout {
+        Layout::Nchw => (shape[2], shape[3], shape[1]),
+        Layout::Nhwc => (shape[1], shape[2], shape[3]),
+    };
+    if cd != 3 && cd >= 0 {
+        return Err(Error::model(
+            path,
+            format!("input '{name}' has {cd} channels in {layout} layout; expected 3 (RGB)"),
+        ));
+    }
+    let max = crate::util::limits::MAX_INPUT_SIDE as i64;
+    if hd > max || wd > max {
+        return Err(Error::model(
+            path,
+            format!(
+                "input '{name}' declares {wd}x{hd} pixels: each side must be between 1 and {max} pixels"
+            ),
+        ));
+    }
+    Ok((layout, (hd > 0 && wd > 0).then_some((hd as u32, wd as u32))))
+}
+
 impl BaseModel {
     /// Opens `path` and reads its input/output and metadata. `layout` overrides detection.
     pub fn open(path: &Path, rt: &RuntimeConfig, layout: Option<Layout>) -> Result<Self> {
@@ -151,52 +201,7 @@ impl BaseModel {
                 ),
             ));
         }
-        if input_shape.len() != 4 {
-            return Err(Error::model(
-                path,
-                format!(
-                    "input '{}' {:?} is not an image tensor (rank {}; headstart feeds [N,3,H,W] or [N,H,W,3])",
-                    input.name(),
-                    input_shape,
-                    input_shape.len()
-                ),
-            ));
-        }
-        let meta_layout = metadata.get("layout").and_then(|l| Layout::parse(l));
-        let layout = layout.or(meta_layout).or_else(|| detect_layout(&input_shape)).ok_or_else(|| {
-            Error::model(
-                path,
-                format!(
-                    "cannot tell the layout of input '{}' {:?} (expected [N,3,H,W] or [N,H,W,3]); pass --layout nchw|nhwc",
-                    input.name(),
-                    input_shape
-                ),
-            )
-        })?;
-        if input_shape.len() != 4 {
-            return Err(Error::model(
-                path,
-                format!(
-                    "input '{}' has shape {:?}; expected a 4-D image batch",
-                    input.name(),
-                    input_shape
-                ),
-            ));
-        }
-        let (hd, wd, cd) = match layout {
-            Layout::Nchw => (input_shape[2], input_shape[3], input_shape[1]),
-            Layout::Nhwc => (input_shape[1], input_shape[2], input_shape[3]),
-        };
-        if cd != 3 && cd >= 0 {
-            return Err(Error::model(
-                path,
-                format!(
-                    "input '{}' has {cd} channels in {layout} layout; expected 3 (RGB)",
-                    input.name()
-                ),
-            ));
-        }
-        let size = (hd > 0 && wd > 0).then_some((hd as u32, wd as u32));
+        let (layout, size) = image_input(path, input.name(), &input_shape, layout, &metadata)?;
         let info = ModelInfo {
             path: path.to_path_buf(),
             input_name: input.name().to_string(),
@@ -425,6 +430,29 @@ fn first_set<T>(layers: [Option<T>; 3], default: T) -> T {
     flag.or(meta).or(preset).unwrap_or(default)
 }
 
+/// The normalisation the flags ask for: `--preprocess MODE` (with `--color` if given), or `--mean`
+/// with `--std` (1 when left out); `None` when no flag says.
+fn normalize_from_flags(o: &PreprocessOverrides) -> Result<Option<Normalize>> {
+    Ok(match (o.mode, o.mean, o.std) {
+        (Some(mode), None, None) => Some(Normalize {
+            color: o.color.unwrap_or(mode.normalize().color),
+            ..mode.normalize()
+        }),
+        (None, Some(mean), std) => Some(Normalize {
+            color: o.color.unwrap_or(ColorOrder::Rgb),
+            mean,
+            std: std.unwrap_or([1.0; 3]),
+        }),
+        (None, None, Some(_)) => return Err(Error::Config("--std needs --mean".into())),
+        (Some(_), _, _) => {
+            return Err(Error::Config(
+                "give either --preprocess or --mean/--std, not both".into(),
+            ))
+        }
+        (None, None, None) => None,
+    })
+}
+
 /// Decides the preprocessing: command line, then the model's metadata, then a matched preset. Fails
 /// with the flag to pass when none of them says.
 pub fn resolve_preprocess(info: &ModelInfo, o: &PreprocessOverrides) -> Result<Resolved> {
@@ -458,24 +486,7 @@ pub fn resolve_preprocess(info: &ModelInfo, o: &PreprocessOverrides) -> Result<R
     };
 
     // Normalisation.
-    let flag_norm = match (o.mode, o.mean, o.std) {
-        (Some(mode), None, None) => Some(Normalize {
-            color: o.color.unwrap_or(mode.normalize().color),
-            ..mode.normalize()
-        }),
-        (None, Some(mean), std) => Some(Normalize {
-            color: o.color.unwrap_or(ColorOrder::Rgb),
-            mean,
-            std: std.unwrap_or([1.0; 3]),
-        }),
-        (None, None, Some(_)) => return Err(Error::Config("--std needs --mean".into())),
-        (Some(_), _, _) => {
-            return Err(Error::Config(
-                "give either --preprocess or --mean/--std, not both".into(),
-            ))
-        }
-        (None, None, None) => None,
-    };
+    let flag_norm = normalize_from_flags(o)?;
     let meta_norm = normalize_from_metadata(m);
     let normalize = flag_norm
         .or(meta_norm)

@@ -241,8 +241,32 @@ pub fn cnn_with(spec: &CnnSpec, given: Option<&[ConvWeights]>) -> Result<ModelPr
         in_ch = c;
         conv += 1;
     }
-    let output_dims = if spec.global_pool {
-        nodes.push(node("GlobalAveragePool", "gap", &[&cur], "gap", vec![]));
+    let output_dims = features_output(spec, (&mut nodes, &mut inits), &cur, in_ch, (sh, sw));
+    Ok(model(
+        GraphProto {
+            node: nodes,
+            name: "cnn".into(),
+            initializer: inits,
+            input: vec![value_info("input", input_dims)],
+            output: vec![value_info("features", output_dims)],
+            ..Default::default()
+        },
+        spec.metadata.iter().map(|(k, v)| (k.as_str(), v.as_str())),
+    ))
+}
+
+/// The graph's end after the last block (`cur`, `ch` channels, `sh` x `sw` when known): a global
+/// average pool and a flatten, or the feature map as it is (transposed back for NHWC). Appends the
+/// nodes and initializers; returns the output's dimensions.
+fn features_output(
+    spec: &CnnSpec,
+    (nodes, inits): (&mut Vec<NodeProto>, &mut Vec<TensorProto>),
+    cur: &str,
+    in_ch: usize,
+    (sh, sw): (Option<usize>, Option<usize>),
+) -> Vec<Dimension> {
+    if spec.global_pool {
+        nodes.push(node("GlobalAveragePool", "gap", &[cur], "gap", vec![]));
         inits.push(TensorProto {
             dims: vec![2],
             data_type: data_type::INT64,
@@ -261,7 +285,7 @@ pub fn cnn_with(spec: &CnnSpec, given: Option<&[ConvWeights]>) -> Result<ModelPr
     } else {
         match spec.layout {
             Layout::Nchw => {
-                nodes.push(node("Identity", "features", &[&cur], "features", vec![]));
+                nodes.push(node("Identity", "features", &[cur], "features", vec![]));
                 vec![
                     dim(None, "N"),
                     dim(Some(in_ch), ""),
@@ -273,7 +297,7 @@ pub fn cnn_with(spec: &CnnSpec, given: Option<&[ConvWeights]>) -> Result<ModelPr
                 nodes.push(node(
                     "Transpose",
                     "to_nhwc",
-                    &[&cur],
+                    &[cur],
                     "features",
                     vec![ints("perm", &[0, 2, 3, 1])],
                 ));
@@ -285,18 +309,7 @@ pub fn cnn_with(spec: &CnnSpec, given: Option<&[ConvWeights]>) -> Result<ModelPr
                 ]
             }
         }
-    };
-    Ok(model(
-        GraphProto {
-            node: nodes,
-            name: "cnn".into(),
-            initializer: inits,
-            input: vec![value_info("input", input_dims)],
-            output: vec![value_info("features", output_dims)],
-            ..Default::default()
-        },
-        spec.metadata.iter().map(|(k, v)| (k.as_str(), v.as_str())),
-    ))
+    }
 }
 
 /// A model around `graph` (opset 17, IR 8, produced by headstart) with `metadata_props`.
