@@ -20,7 +20,7 @@ use crate::events::Reporter;
 /// One kind of sharded work.
 pub trait ShardJob {
     /// The shard's completion marker (JSON).
-    type Marker: Serialize + DeserializeOwned + Clone;
+    type Marker: ShardMarker;
     /// What running a shard reports.
     type Summary;
     /// The marker's kind, for errors ("shard marker", "score marker").
@@ -36,10 +36,14 @@ pub trait ShardJob {
         ds: Dataset,
         rep: &dyn Reporter,
     ) -> Result<(Self::Summary, Self::Marker)>;
-    /// The output a marker names (relative to the run folder).
-    fn output(m: &Self::Marker) -> &str;
+}
+
+/// A completion marker: JSON that names the shard's output (relative to the run folder).
+pub trait ShardMarker: Serialize + DeserializeOwned + Clone {
+    /// The output the marker names.
+    fn output(&self) -> &str;
     /// The marker with its output published under another name.
-    fn renamed(m: &Self::Marker, output: &str) -> Self::Marker;
+    fn renamed(&self, output: &str) -> Self;
 }
 
 /// What [`run_shard`] did.
@@ -106,9 +110,9 @@ pub fn run_shard<J: ShardJob>(
         ShardOutcome::AlreadyDone(m) => (None, m),
     };
     let (won, held) = rr.publish_marker(
-        J::output(&marker),
+        marker.output(),
         &marker_path,
-        &|name| J::renamed(&marker, name),
+        &|name| marker.renamed(name),
         J::WHAT,
     )?;
     match (won, summary) {

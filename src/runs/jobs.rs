@@ -7,6 +7,7 @@ use std::path::{Path, PathBuf};
 use super::driver::{run_shard, ShardJob, ShardOutcome};
 use super::markers::{Marker, ScoreMarker};
 use super::plan::{marker_path, output_path, score_marker_path, score_output_path};
+use super::remote::key_of;
 use crate::cache::FeatureCache;
 use crate::data::scan::Dataset;
 use crate::error::{Error, Result};
@@ -20,15 +21,6 @@ pub struct ExtractShard<'a>(pub &'a ExtractConfig);
 
 /// `score --run`: the scoring settings every shard shares (`inputs` and `out` come from the plan).
 pub struct ScoreShard<'a>(pub &'a ScoreConfig);
-
-/// `output`, relative to `run`, `/` separated (as markers record it).
-fn relative(run: &Path, output: &Path) -> String {
-    let rel = output.strip_prefix(run).unwrap_or(output);
-    rel.components()
-        .map(|c| c.as_os_str().to_string_lossy())
-        .collect::<Vec<_>>()
-        .join("/")
-}
 
 /// Creates the folder that holds `out`.
 fn parent_dir(out: &Path) -> Result<()> {
@@ -72,7 +64,7 @@ impl ShardJob for ExtractShard<'_> {
             images: summary.images,
             extracted: summary.extracted,
             skipped: summary.skipped.clone(),
-            output: relative(run, &out),
+            output: key_of(run, &out),
             output_sha256: sha256_file(&out)?,
             model_sha256: cache.meta.model_sha256.clone(),
             preprocess: cache.meta.preprocess.clone(),
@@ -80,17 +72,6 @@ impl ShardJob for ExtractShard<'_> {
             seconds: summary.seconds,
         };
         Ok((summary, marker))
-    }
-
-    fn output(m: &Marker) -> &str {
-        &m.output
-    }
-
-    fn renamed(m: &Marker, output: &str) -> Marker {
-        Marker {
-            output: output.to_string(),
-            ..m.clone()
-        }
     }
 }
 
@@ -129,21 +110,10 @@ impl ShardJob for ScoreShard<'_> {
             images,
             scored: images - summary.failed,
             failed: summary.failed,
-            output: relative(run, &out),
+            output: key_of(run, &out),
             output_sha256: sha256_file(&out)?,
         };
         Ok((summary, marker))
-    }
-
-    fn output(m: &ScoreMarker) -> &str {
-        &m.output
-    }
-
-    fn renamed(m: &ScoreMarker, output: &str) -> ScoreMarker {
-        ScoreMarker {
-            output: output.to_string(),
-            ..m.clone()
-        }
     }
 }
 

@@ -252,6 +252,24 @@ pub fn resubmit_lines(run: &Path, total: usize, shards: &[usize]) -> Vec<String>
     lines
 }
 
+/// Both markers name their output in the field `output`.
+macro_rules! shard_marker {
+    ($($t:ty),*) => {$(
+        impl super::driver::ShardMarker for $t {
+            fn output(&self) -> &str {
+                &self.output
+            }
+            fn renamed(&self, output: &str) -> Self {
+                Self {
+                    output: output.to_string(),
+                    ..self.clone()
+                }
+            }
+        }
+    )*};
+}
+shard_marker!(Marker, ScoreMarker);
+
 #[cfg(test)]
 mod tests {
     use super::*;

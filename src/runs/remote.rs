@@ -41,8 +41,9 @@ fn below(dir: &Path, rel: &str) -> PathBuf {
     rel.split('/').fold(dir.to_path_buf(), |p, c| p.join(c))
 }
 
-/// `path` relative to `dir`, `/` separated (the object key below the run's URL).
-fn key_of(dir: &Path, path: &Path) -> String {
+/// `path` relative to `dir`, `/` separated (the object key below the run's URL, and the form
+/// markers record outputs in).
+pub(super) fn key_of(dir: &Path, path: &Path) -> String {
     let rel = path.strip_prefix(dir).unwrap_or(path);
     rel.components()
         .map(|c| c.as_os_str().to_string_lossy())
