@@ -493,7 +493,16 @@ impl FeatureCache {
         check_declared(&self.path, split, "paths", pds.size(), 16)?;
         let paths = read_strs(pds.read_raw().map_err(e)?);
         let skipped = self.read_split_skipped(split)?;
-        if let Some(i) = features.iter().position(|v| !v.is_finite()) {
+        // `v - v` is 0 for a finite value and NaN otherwise: the chunk sums vectorise, and only a
+        // chunk that is not all finite is searched for its first bad value.
+        let bad = features
+            .chunks(4096)
+            .position(|c| c.iter().fold(0.0f32, |a, &v| a + (v - v)) != 0.0)
+            .and_then(|k| {
+                let at = k * 4096;
+                features[at..].iter().position(|v| !v.is_finite()).map(|i| at + i)
+            });
+        if let Some(i) = bad {
             let r = i / row.max(1);
             return Err(Error::cache(
                 &self.path,

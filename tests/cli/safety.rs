@@ -480,7 +480,18 @@ fn a_closed_stdout_ends_commands_quietly() {
         "1",
         "-q",
     ]);
+    let run_dir = d.path().join("run");
+    ok(&[
+        "plan",
+        "--data",
+        s(&data),
+        "--shards",
+        "2",
+        "--out",
+        s(&run_dir),
+    ]);
     for args in [
+        vec!["status", s(&run_dir)],
         vec!["summary", s(&cache)],
         vec!["models"],
         vec!["inspect", s(&m), "--layers"],
