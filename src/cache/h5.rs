@@ -500,7 +500,10 @@ impl FeatureCache {
             .position(|c| c.iter().fold(0.0f32, |a, &v| a + (v - v)) != 0.0)
             .and_then(|k| {
                 let at = k * 4096;
-                features[at..].iter().position(|v| !v.is_finite()).map(|i| at + i)
+                features[at..]
+                    .iter()
+                    .position(|v| !v.is_finite())
+                    .map(|i| at + i)
             });
         if let Some(i) = bad {
             let r = i / row.max(1);
