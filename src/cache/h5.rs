@@ -244,6 +244,13 @@ fn write_array_file(tmp: &Path, meta: &CacheMeta, splits: &[SplitData]) -> Resul
     file.close().map_err(&e)
 }
 
+/// Whether every value of `c` is finite: `v - v` is 0 for a finite value and NaN for NaN and the
+/// infinities, and the sum vectorises (a search with an early exit does not).
+#[allow(clippy::eq_op)]
+fn all_finite(c: &[f32]) -> bool {
+    c.iter().fold(0.0f32, |a, &v| a + (v - v)) == 0.0
+}
+
 /// Refuses a dataset that declares more elements than its file can hold, before allocating for it
 /// (headstart writes caches uncompressed: a dataset's bytes are in the file). `elem` is the bytes
 /// of one element as stored.
@@ -497,7 +504,7 @@ impl FeatureCache {
         // chunk that is not all finite is searched for its first bad value.
         let bad = features
             .chunks(4096)
-            .position(|c| c.iter().fold(0.0f32, |a, &v| a + (v - v)) != 0.0)
+            .position(|c| !all_finite(c))
             .and_then(|k| {
                 let at = k * 4096;
                 features[at..]
