@@ -48,8 +48,9 @@ pub enum Error {
     /// inside an input folder, or exists and the command's rule does not replace it.
     #[error("{path}: {msg}")]
     Output { path: PathBuf, msg: String },
-    /// A value read from a file or given as a setting is out of its range (`what` names it).
-    #[error("{what}: {msg}")]
+    /// A setting is out of its range: `what` names the setting (`epochs`, `batch_size`; the binary
+    /// shows it as its flag, `--epochs`), `msg` states the value and the rule.
+    #[error("setting `{what}`: {msg}")]
     Invalid { what: String, msg: String },
     #[error("interrupted: {0}")]
     Interrupted(String),

@@ -69,54 +69,66 @@ impl Default for TrainConfig {
 }
 
 impl TrainConfig {
-    /// Checks the hyperparameters before any work; errors name the flag.
+    /// Checks the hyperparameters before any work. Errors are [`Error::Invalid`] naming the setting
+    /// (`epochs`, `lr`, ...): the binary shows it as its flag (`--epochs`).
     pub fn validate(&self, has_validation: bool) -> Result<()> {
-        let bad = |m: String| Err(Error::Config(m));
+        let bad = |what: &str, m: String| Err(Error::invalid(what, m));
         if self.epochs == 0 {
-            return bad("--epochs must be at least 1".into());
+            return bad("epochs", "must be at least 1, got 0".into());
         }
         if self.batch_size == 0 {
-            return bad("--batch-size must be at least 1".into());
+            return bad("batch_size", "must be at least 1, got 0".into());
         }
         if !(self.optimizer.lr > 0.0 && self.optimizer.lr.is_finite()) {
-            return bad(format!("--lr must be positive, got {}", self.optimizer.lr));
+            return bad("lr", format!("must be positive, got {}", self.optimizer.lr));
         }
-        if self.optimizer.weight_decay < 0.0 {
-            return bad("--weight-decay must be >= 0".into());
+        if self.optimizer.weight_decay.is_nan() || self.optimizer.weight_decay < 0.0 {
+            return bad(
+                "weight_decay",
+                format!("must be >= 0, got {}", self.optimizer.weight_decay),
+            );
         }
         if let OptimizerKind::Sgd {
             momentum, decay, ..
         } = self.optimizer.kind
         {
-            if !(0.0..1.0).contains(&momentum) || decay < 0.0 {
-                return bad(format!(
-                    "--momentum must be in [0, 1) and --decay >= 0 (got {momentum}, {decay})"
-                ));
+            if !(0.0..1.0).contains(&momentum) {
+                return bad("momentum", format!("must be in [0, 1), got {momentum}"));
+            }
+            if decay.is_nan() || decay < 0.0 {
+                return bad("decay", format!("must be >= 0, got {decay}"));
             }
         }
-        for (flag, v) in [
-            ("--clip-norm", self.clip_norm),
-            ("--clip-value", self.clip_value),
+        if let Schedule::Step { every: 0, .. } = self.schedule {
+            return bad("step_every", "must be at least 1, got 0".into());
+        }
+        for (what, v) in [
+            ("clip_norm", self.clip_norm),
+            ("clip_value", self.clip_value),
         ] {
-            if v.is_some_and(|v| v.is_nan() || v <= 0.0) {
-                return bad(format!("{flag} must be positive"));
+            if let Some(v) = v.filter(|v| v.is_nan() || *v <= 0.0) {
+                return bad(what, format!("must be positive, got {v}"));
             }
         }
         if let Loss::CrossEntropy { smoothing } = self.loss {
             if !(0.0..1.0).contains(&smoothing) {
-                return bad(format!(
-                    "--label-smoothing must be in [0, 1), got {smoothing}"
-                ));
+                return bad(
+                    "label_smoothing",
+                    format!("must be in [0, 1), got {smoothing}"),
+                );
             }
         }
         if (self.early_stopping.is_some() || self.restore_best)
             && self.monitor.needs_validation()
             && !has_validation
         {
-            return bad(format!(
-                "early stopping / restore-best monitor {} but there is no validation data (add a val split or --val-split > 0, or --monitor loss)",
-                self.monitor.name()
-            ));
+            return bad(
+                "monitor",
+                format!(
+                    "early stopping / restore-best watch {} but there is no validation data (add a val split or --val-split > 0, or --monitor loss)",
+                    self.monitor.name()
+                ),
+            );
         }
         Ok(())
     }

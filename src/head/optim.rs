@@ -316,6 +316,18 @@ pub struct OptimizerSpec {
     pub weight_decay: f32,
 }
 
+impl OptimizerKind {
+    /// The learning rate used when none is given: Keras' seed recipe's 2e-5 for RMSprop, 1e-3 for
+    /// Adam and AdamW (their usual default), 0.01 for SGD (Keras' default).
+    pub fn default_lr(&self) -> f64 {
+        match self {
+            OptimizerKind::RmsProp => 2e-5,
+            OptimizerKind::Adam | OptimizerKind::AdamW => 1e-3,
+            OptimizerKind::Sgd { .. } => 0.01,
+        }
+    }
+}
+
 impl OptimizerSpec {
     pub fn build(&self) -> Box<dyn Optimizer> {
         match self.kind {

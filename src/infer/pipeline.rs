@@ -124,7 +124,7 @@ impl Pipeline<'_> {
     ) -> Result<usize> {
         use crate::util::limits::{check, MAX_BATCH, MAX_THREADS};
         check("batch", self.batch, 1, MAX_BATCH)?;
-        check("decode threads", self.decode_threads, 0, MAX_THREADS)?;
+        check("decode_threads", self.decode_threads, 0, MAX_THREADS)?;
         if pending.is_empty() {
             return Ok(0);
         }

@@ -104,7 +104,13 @@ fn run(cli: Cli) -> headstart::Result<()> {
 /// The error and its chain of causes, one per line (a cause the message already quotes is not
 /// repeated).
 fn error_text(e: &headstart::Error) -> String {
-    let mut msg = format!("error: {e}");
+    let mut msg = match e {
+        // A setting the library found invalid is shown as the flag that sets it.
+        headstart::Error::Invalid { what, msg } => {
+            format!("error: --{}: {msg}", what.replace(['_', ' '], "-"))
+        }
+        e => format!("error: {e}"),
+    };
     let mut src = std::error::Error::source(e);
     while let Some(s) = src {
         let text = s.to_string();

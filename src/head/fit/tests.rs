@@ -242,12 +242,22 @@ fn bad_hyperparameters_are_refused_before_training() {
         epochs: 0,
         ..TrainConfig::default()
     };
-    assert!(cfg
-        .validate(true)
-        .unwrap_err()
-        .to_string()
-        .contains("--epochs"));
+    // The setting is named (typed), so the binary can show its flag.
+    match cfg.validate(true).unwrap_err() {
+        crate::Error::Invalid { what, msg } => {
+            assert_eq!(what, "epochs");
+            assert!(msg.contains("at least 1"), "{msg}");
+        }
+        e => panic!("not a typed setting error: {e}"),
+    }
     cfg.epochs = 1;
+    cfg.schedule = Schedule::Step {
+        every: 0,
+        gamma: 0.5,
+    };
+    let e = cfg.validate(true).unwrap_err().to_string();
+    assert!(e.contains("step_every"), "{e}");
+    cfg.schedule = Schedule::Constant;
     cfg.early_stopping = Some(EarlyStopping {
         patience: 1,
         min_delta: 0.0,

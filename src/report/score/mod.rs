@@ -327,7 +327,7 @@ pub fn score(cfg: &ScoreConfig, rep: &dyn Reporter) -> Result<ScoreSummary> {
     }
     let (classifier, pre, input) = classifier(cfg, &model)?;
     if let Some(k) = cfg.top_k {
-        crate::util::limits::check("top-k", k, 1, classifier.classes().len())?;
+        crate::util::limits::check("top_k", k, 1, classifier.classes().len())?;
     }
     let Inputs { files, remote } = score_inputs(cfg, rep)?;
     // Names as lossless text (the form caches use): two files never share a row name.

@@ -255,11 +255,10 @@ impl Args {
                 "--label-smoothing applies to --loss cross-entropy only".into(),
             ));
         }
-        let lr = self.lr.unwrap_or(match self.optimizer {
-            OptimizerArg::Rmsprop => 2e-5,
-            OptimizerArg::Adam | OptimizerArg::Adamw => 1e-3,
-            OptimizerArg::Sgd => 0.01,
-        });
+        let kind = self
+            .optimizer
+            .kind(self.momentum, self.nesterov, self.decay);
+        let lr = self.lr.unwrap_or_else(|| kind.default_lr());
         let loss = match self.loss {
             LossArg::CrossEntropy => Loss::CrossEntropy {
                 smoothing: self.label_smoothing,
@@ -274,15 +273,10 @@ impl Args {
         };
         let schedule = match self.schedule {
             ScheduleArg::Constant => Schedule::Constant,
-            ScheduleArg::Step => {
-                if self.step_every == 0 {
-                    return Err(Error::Config("--step-every must be at least 1".into()));
-                }
-                Schedule::Step {
-                    every: self.step_every,
-                    gamma: self.step_gamma,
-                }
-            }
+            ScheduleArg::Step => Schedule::Step {
+                every: self.step_every,
+                gamma: self.step_gamma,
+            },
             ScheduleArg::Cosine => Schedule::Cosine {
                 min_lr: self.min_lr,
             },
@@ -291,9 +285,7 @@ impl Args {
             spec: parse_spec(&self.head)?,
             loss,
             optimizer: OptimizerSpec {
-                kind: self
-                    .optimizer
-                    .kind(self.momentum, self.nesterov, self.decay),
+                kind,
                 lr,
                 weight_decay: self.weight_decay,
             },
