@@ -4,6 +4,7 @@
 
 use std::fs::{File, OpenOptions};
 use std::io::{BufReader, BufWriter, Read, Seek, SeekFrom, Write};
+use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
 
 use crate::error::{Error, Result};
@@ -65,6 +66,9 @@ pub enum Record {
     },
 }
 
+/// The most values one record may hold (256 MiB of float32): more is a damaged record.
+const MAX_RECORD_VALUES: usize = 1 << 26;
+
 fn read_record(r: &mut impl Read, skip_data: bool) -> std::io::Result<Record> {
     let mut kind = [0u8; 1];
     r.read_exact(&mut kind)?;
@@ -76,7 +80,15 @@ fn read_record(r: &mut impl Read, skip_data: bool) -> std::io::Result<Record> {
             let shape = (0..nd)
                 .map(|_| rd_u32(r).map(|v| v as usize))
                 .collect::<std::io::Result<Vec<_>>>()?;
-            let n: usize = shape.iter().product();
+            // Sizes from the file are bounded before allocating: a torn or damaged record ends the
+            // resume there (the rest is extracted again).
+            let n = shape
+                .iter()
+                .try_fold(1usize, |a, &d| a.checked_mul(d))
+                .filter(|&n| n <= MAX_RECORD_VALUES && nd <= 8)
+                .ok_or_else(|| {
+                    std::io::Error::new(std::io::ErrorKind::InvalidData, "record too large")
+                })?;
             if len != 4 + 4 * nd + 4 * n {
                 return Err(std::io::Error::new(
                     std::io::ErrorKind::InvalidData,
@@ -85,6 +97,16 @@ fn read_record(r: &mut impl Read, skip_data: bool) -> std::io::Result<Record> {
             }
             let mut bytes = vec![0u8; 4 * n];
             r.read_exact(&mut bytes)?;
+            // Features are finite numbers: a record that holds anything else was damaged.
+            if bytes
+                .chunks_exact(4)
+                .any(|c| !f32::from_le_bytes([c[0], c[1], c[2], c[3]]).is_finite())
+            {
+                return Err(std::io::Error::new(
+                    std::io::ErrorKind::InvalidData,
+                    "record holds a value that is not finite",
+                ));
+            }
             let data = if skip_data {
                 Vec::new()
             } else {
@@ -96,6 +118,12 @@ fn read_record(r: &mut impl Read, skip_data: bool) -> std::io::Result<Record> {
             Ok(Record::Done { index, shape, data })
         }
         REC_FAILED => {
+            if len > 1 << 20 {
+                return Err(std::io::Error::new(
+                    std::io::ErrorKind::InvalidData,
+                    "record too large",
+                ));
+            }
             let mut bytes = vec![0u8; len];
             r.read_exact(&mut bytes)?;
             Ok(Record::Failed {
@@ -121,6 +149,8 @@ impl Journal {
         let mut resumed = 0;
         let mut valid_end = None;
         let mut replaced_other_run = false;
+        // A link planted at `<out>.journal` is removed, never written through.
+        crate::util::lock::unlink_if_linked(path)?;
         if let Ok(f) = File::open(path) {
             let mut r = BufReader::new(f);
             let header_ok = (|| -> std::io::Result<bool> {
@@ -165,6 +195,7 @@ impl Journal {
                 let f = OpenOptions::new()
                     .read(true)
                     .write(true)
+                    .custom_flags(libc::O_NOFOLLOW)
                     .open(path)
                     .map_err(|e| Error::io(path, e))?;
                 f.set_len(end).map_err(|e| Error::io(path, e))?;
@@ -173,7 +204,13 @@ impl Journal {
                 f
             }
             None => {
-                let mut f = File::create(path).map_err(|e| Error::io(path, e))?;
+                let mut f = OpenOptions::new()
+                    .write(true)
+                    .create(true)
+                    .truncate(true)
+                    .custom_flags(libc::O_NOFOLLOW)
+                    .open(path)
+                    .map_err(|e| Error::io(path, e))?;
                 let mut h = Vec::new();
                 h.extend_from_slice(JOURNAL_MAGIC);
                 h.extend_from_slice(&(fingerprint.len() as u32).to_le_bytes());

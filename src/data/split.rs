@@ -130,16 +130,46 @@ const MANIFEST_HEADER: &str = "split\tclass\tfile\tsha256\tsource";
 /// folders, `MANIFEST.tsv` (starting with its header) and `SKIPPED.tsv`.
 fn not_an_earlier_split(dir: &Path) -> Option<String> {
     let manifest = dir.join("MANIFEST.tsv");
-    let first = std::fs::read(&manifest).ok().map(|b| {
-        let end = b.iter().position(|&c| c == b'\n').unwrap_or(b.len());
-        String::from_utf8_lossy(&b[..end]).into_owned()
-    });
-    match first {
-        None => return Some("no MANIFEST.tsv".into()),
-        Some(h) if h != MANIFEST_HEADER => {
-            return Some("its MANIFEST.tsv is not a split's manifest".into())
+    let Ok(text) = std::fs::read(&manifest) else {
+        return Some("no MANIFEST.tsv".into());
+    };
+    let text = String::from_utf8_lossy(&text);
+    let mut lines = text.lines();
+    if lines.next() != Some(MANIFEST_HEADER) {
+        return Some("its MANIFEST.tsv is not a split's manifest".into());
+    }
+    // The files the manifest lists (`split/class/file`): anything else below the split folders is
+    // not the earlier split's, and replacing the folder would delete it.
+    let listed: std::collections::HashSet<&str> =
+        lines.filter_map(|l| l.split('\t').nth(2)).collect();
+    for split in SPLITS {
+        let root = dir.join(split);
+        if !root.is_dir() {
+            continue;
         }
-        _ => {}
+        let mut stack = vec![root];
+        while let Some(d) = stack.pop() {
+            let Ok(entries) = std::fs::read_dir(&d) else {
+                return Some(format!("{} cannot be read", d.display()));
+            };
+            for e in entries.flatten() {
+                let p = e.path();
+                if e.file_type().is_ok_and(|t| t.is_dir()) {
+                    stack.push(p);
+                    continue;
+                }
+                let rel = p
+                    .strip_prefix(dir)
+                    .unwrap_or(&p)
+                    .to_string_lossy()
+                    .into_owned();
+                if !listed.contains(rel.as_str()) {
+                    return Some(format!(
+                        "it holds {rel}, which its MANIFEST.tsv does not list"
+                    ));
+                }
+            }
+        }
     }
     let entries = match std::fs::read_dir(dir) {
         Ok(d) => d,

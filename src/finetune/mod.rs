@@ -188,12 +188,65 @@ fn check(cfg: &FinetuneConfig) -> Result<()> {
     Ok(())
 }
 
+/// Every file a fine-tune writes, checked before any work: none is an input (the model, its
+/// external data, the photos, a given head), each is of the kind it replaces, and no two are the
+/// same file.
+fn check_outputs(cfg: &FinetuneConfig) -> Result<()> {
+    use crate::util::output::{Output, Replace};
+    let model = crate::onnx::replace_model;
+    let outs: Vec<(PathBuf, Replace)> = vec![
+        (cfg.out.clone(), model()),
+        (sibling(&cfg.out, ".base.onnx"), model()),
+        (
+            sibling(&cfg.out, ".head.h5"),
+            crate::head::file::replace_head(),
+        ),
+        (cfg.cache.clone(), crate::cache::replace_cache()),
+        (sibling(&cfg.out, ".ckpt.h5"), Replace::Always),
+        (sibling(&cfg.out, ".phase1.history.csv"), History::replace()),
+        (sibling(&cfg.out, ".phase2.history.csv"), History::replace()),
+    ];
+    let mut seen: Vec<(PathBuf, &Path)> = Vec::new();
+    for (path, rule) in &outs {
+        let resolved = crate::util::paths::resolve(path);
+        if let Some((_, first)) = seen.iter().find(|(r, _)| *r == resolved) {
+            return Err(Error::output(
+                path,
+                format!(
+                    "is also the output {}; give the outputs different names",
+                    first.display()
+                ),
+            ));
+        }
+        seen.push((resolved, path));
+        let rule = match rule {
+            Replace::Always => Replace::Always,
+            Replace::Never => Replace::Never,
+            Replace::If { what, check } => Replace::If {
+                what,
+                check: *check,
+            },
+        };
+        let mut out = Output::new(path)
+            .input(&cfg.model)
+            .inputs(crate::onnx::external_data_files(&cfg.model))
+            .inputs(&cfg.head)
+            .replace(rule);
+        if !crate::data::remote::is_url_path(&cfg.data) {
+            out = out.input(&cfg.data);
+        }
+        out.check()?;
+    }
+    Ok(())
+}
+
 /// Runs the whole fine-tune as configured: check, translate the top, cache the frozen part's outputs,
 /// get a head (given, or phase 1), train top and head (phase 2, checkpointed every epoch), write the
 /// model back and check it in ONNX Runtime. Tables and progress go to `rep`.
 pub fn finetune(cfg: &FinetuneConfig, rep: &dyn Reporter) -> Result<FinetuneSummary> {
     let t0 = Instant::now();
     check(cfg)?;
+    check_outputs(cfg)?;
     let say = |s: String| rep.report(Report::Line(&s));
     let proto = crate::onnx::load(&cfg.model)?;
     let split = split_tensor(&proto, &cfg.model, &cfg.split)?;

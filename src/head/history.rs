@@ -70,12 +70,17 @@ impl History {
         })
     }
 
-    /// The output of a history CSV at `path`: replaced only when it is one.
-    pub fn output(path: &Path) -> Output<'static> {
-        Output::new(path).replace(Replace::If {
+    /// The replacement rule of a history CSV: only a history is replaced.
+    pub fn replace() -> Replace<'static> {
+        Replace::If {
             what: "a training history (CSV)",
             check: &History::is_csv,
-        })
+        }
+    }
+
+    /// The output of a history CSV at `path`: replaced only when it is one.
+    pub fn output(path: &Path) -> Output<'static> {
+        Output::new(path).replace(Self::replace())
     }
 
     pub fn csv(&self) -> String {

@@ -78,6 +78,12 @@ pub fn calibration_files(dir: &Path, n: usize) -> Result<Vec<PathBuf>> {
 /// Quantises `cfg.model` into `cfg.out`.
 pub fn quantize(cfg: &QuantizeConfig, rep: &dyn Reporter) -> Result<QuantizeSummary> {
     let t0 = Instant::now();
+    // Refused before any work: the copy onto the model or inside the calibration photos.
+    crate::util::output::Output::new(&cfg.out)
+        .input(&cfg.model)
+        .input(&cfg.calibrate)
+        .replace(crate::onnx::replace_model())
+        .check()?;
     if cfg.batch == 0 || cfg.images == 0 {
         return Err(Error::Config(
             "--batch and --images must be at least 1".into(),

@@ -52,8 +52,13 @@ fn png_over(
         root.present().map_err(|x| err(e(x)))?;
     }
     let img = image::RgbImage::from_raw(w, h, buf).ok_or_else(|| err("canvas size".into()))?;
-    // A report's pictures are its own files: replaced on each run.
-    let out = Output::new(path).replace(Replace::Always);
+    // A report's pictures are replaced on each run, but only a picture: never a model, a photo
+    // of another kind or a CSV that happens to have the name.
+    let is_png = |p: &Path| std::fs::read(p).is_ok_and(|b| b.starts_with(b"\x89PNG\r\n\x1a\n"));
+    let out = Output::new(path).replace(Replace::If {
+        what: "a PNG picture",
+        check: &is_png,
+    });
     out.write(|tmp| {
         img.save_with_format(tmp, image::ImageFormat::Png)
             .map_err(|x| Error::Config(format!("{}: cannot write the plot: {x}", path.display())))

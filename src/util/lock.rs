@@ -4,6 +4,7 @@
 
 use std::fs::{File, OpenOptions, TryLockError};
 use std::io::Write;
+use std::os::unix::fs::{MetadataExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
 
 use crate::error::{Error, Result};
@@ -23,10 +24,25 @@ pub fn lock_path(out: &Path) -> PathBuf {
     PathBuf::from(p)
 }
 
+/// Removes `path` when it is a symbolic link or a file with other hard links: headstart's own files
+/// beside an output (`<out>.lock`, `<out>.journal`) are never written through a link, so a link
+/// planted there cannot redirect a write onto another file (the link goes, its target stays).
+pub fn unlink_if_linked(path: &Path) -> Result<()> {
+    match std::fs::symlink_metadata(path) {
+        Ok(m) if m.file_type().is_symlink() || (m.is_file() && m.nlink() > 1) => {
+            std::fs::remove_file(path).map_err(|e| Error::io(path, e))
+        }
+        Ok(m) if !m.is_file() => Err(Error::output(
+            path,
+            "is not a regular file; headstart keeps its own lock and journal files here",
+        )),
+        _ => Ok(()),
+    }
+}
+
 /// Whether the open `file` is the file now at `path` (a finishing owner removes the lock file, so a
 /// waiter may hold a lock on a file that is no longer there).
 fn is_current(file: &File, path: &Path) -> bool {
-    use std::os::unix::fs::MetadataExt;
     match (file.metadata(), std::fs::metadata(path)) {
         (Ok(a), Ok(b)) => a.dev() == b.dev() && a.ino() == b.ino(),
         _ => false,
@@ -52,14 +68,29 @@ impl OutputLock {
 
     fn take(out: &Path, wait: bool) -> Result<OutputLock> {
         let path = lock_path(out);
+        if let Some(parent) = out.parent().filter(|p| !p.as_os_str().is_empty()) {
+            if !parent.is_dir() {
+                return Err(Error::output(
+                    out,
+                    format!("the folder {} does not exist", parent.display()),
+                ));
+            }
+        }
         for _ in 0..8 {
+            unlink_if_linked(&path)?;
             let mut file = OpenOptions::new()
                 .read(true)
                 .write(true)
                 .create(true)
                 .truncate(false)
+                .custom_flags(libc::O_NOFOLLOW)
                 .open(&path)
                 .map_err(|e| Error::io(&path, e))?;
+            // A hard link made between the check and the open: never write into it.
+            if file.metadata().is_ok_and(|m| m.nlink() > 1) {
+                drop(file);
+                continue;
+            }
             let got = if wait {
                 file.lock().map_err(TryLockError::Error)
             } else {

@@ -108,6 +108,12 @@ impl<'a> Output<'a> {
         if t.as_os_str().is_empty() || t.file_name().is_none() {
             return Err(Error::output(t, "names no file"));
         }
+        if !self.dir().is_dir() {
+            return Err(Error::output(
+                t,
+                format!("the folder {} does not exist", self.dir().display()),
+            ));
+        }
         let rt = resolve(t);
         let t_meta = std::fs::metadata(t).ok();
         let resolved: Vec<(&PathBuf, PathBuf)> = self
@@ -202,6 +208,7 @@ impl<'a> Output<'a> {
             ));
         }
         self.check()?;
+        self.remove_stale_tmps();
         let tmp = self.create_tmp()?;
         let mut guard = TmpGuard(Some(tmp.clone()));
         let value = write(&tmp)?;
@@ -225,6 +232,40 @@ impl<'a> Output<'a> {
         match self.target.parent() {
             Some(p) if !p.as_os_str().is_empty() => p.to_path_buf(),
             _ => PathBuf::from("."),
+        }
+    }
+
+    /// Removes the temporary files of this target left by runs that died (`.NAME.PID.N.tmp` whose
+    /// process is gone); called under the target's lock, so no live writer owns them.
+    fn remove_stale_tmps(&self) {
+        let name = self
+            .target
+            .file_name()
+            .unwrap_or_default()
+            .to_string_lossy()
+            .into_owned();
+        let prefix = format!(".{name}.");
+        let Ok(entries) = std::fs::read_dir(self.dir()) else {
+            return;
+        };
+        for e in entries.flatten() {
+            let file = e.file_name().to_string_lossy().into_owned();
+            let Some(rest) = file
+                .strip_prefix(&prefix)
+                .and_then(|r| r.strip_suffix(".tmp"))
+            else {
+                continue;
+            };
+            let Some(pid) = rest.split('.').next().and_then(|p| p.parse::<i32>().ok()) else {
+                continue;
+            };
+            // SAFETY: signal 0 only asks whether the process exists.
+            let alive = pid == std::process::id() as i32
+                || unsafe { libc::kill(pid, 0) } == 0
+                || std::io::Error::last_os_error().raw_os_error() != Some(libc::ESRCH);
+            if !alive {
+                let _ = std::fs::remove_file(e.path());
+            }
         }
     }
 

@@ -807,3 +807,175 @@ fn a_changed_external_weights_file_is_a_new_model() {
         &["is an input"],
     );
 }
+
+/// Found by an adversarial run of the release binary: links planted at `<out>.lock` and
+/// `<out>.journal` were written through (onto a model), a killed writer's temporary file stayed, a
+/// missing folder was reported as the lock file.
+#[test]
+fn links_and_leftovers_beside_an_output_are_never_written_through() {
+    let (d, data, m, _) = tiny_setup(2);
+    let keep = d.path().join("keep.onnx");
+    std::fs::copy(&m, &keep).unwrap();
+    let before = std::fs::read(&keep).unwrap();
+    let out = d.path().join("q.h5");
+    std::os::unix::fs::symlink(&keep, d.path().join("q.h5.lock")).unwrap();
+    std::fs::hard_link(&keep, d.path().join("q.h5.journal")).unwrap();
+    // A temporary file of a writer that died (pid 999999999 is not a process).
+    let stale = d.path().join(".q.h5.999999999.0.tmp");
+    std::fs::write(&stale, b"half a cache").unwrap();
+    tf_extract(&m, &data, &out);
+    assert_eq!(
+        std::fs::read(&keep).unwrap(),
+        before,
+        "the model was written through a link"
+    );
+    FeatureCache::open(&out).unwrap();
+    assert!(!stale.exists(), "a dead writer's temporary file is removed");
+    fails(
+        &[
+            "extract",
+            "--model",
+            s(&m),
+            "--data",
+            s(&data),
+            "--out",
+            s(&d.path().join("nodir/x.h5")),
+            "--preprocess",
+            "tf",
+        ],
+        &["the folder", "nodir", "does not exist"],
+    );
+}
+
+/// More outputs that are inputs or of another kind, each refused before any work.
+#[test]
+fn derived_outputs_report_folders_and_pictures_follow_the_rules() {
+    let (d, data, m, _) = tiny_setup(3);
+    let cache = d.path().join("c.h5");
+    tf_extract(&m, &data, &cache);
+    let head = d.path().join("h.h5");
+    ok(&[
+        "train-head",
+        s(&cache),
+        "--out",
+        s(&head),
+        "--epochs",
+        "1",
+        "-q",
+    ]);
+    // finetune onto its own model, or with its cache named as its output.
+    let model_bytes = std::fs::read(&m).unwrap();
+    for extra in [
+        vec!["--out", s(&m)],
+        vec!["--out", "ft.onnx", "--cache", "ft.onnx"],
+    ] {
+        let mut a = vec![
+            "finetune",
+            "--model",
+            s(&m),
+            "--data",
+            s(&data),
+            "--from-layer",
+            "block2_conv1",
+            "--preprocess",
+            "tf",
+            "--epochs",
+            "1",
+            "-q",
+        ];
+        a.extend(extra);
+        let o = bin().current_dir(d.path()).args(&a).output().unwrap();
+        let t = text(&o);
+        assert!(!o.status.success(), "{a:?}: {t}");
+        assert!(
+            t.contains("is an input") || t.contains("is also the output"),
+            "{a:?}: {t}"
+        );
+    }
+    assert_eq!(std::fs::read(&m).unwrap(), model_bytes);
+    assert!(
+        !d.path().join("ft.base.onnx").exists(),
+        "nothing was written"
+    );
+    // evaluate --report inside the photos; quantize --out inside its calibration photos.
+    fails(
+        &[
+            "evaluate",
+            "--head",
+            s(&head),
+            "--model",
+            s(&m),
+            "--preprocess",
+            "tf",
+            "--data",
+            s(&data),
+            "--report",
+            s(&data.join("test/a")),
+        ],
+        &["inside the input folder"],
+    );
+    fails(
+        &[
+            "quantize",
+            "--model",
+            s(&m),
+            "--preprocess",
+            "tf",
+            "--calibrate",
+            s(&data),
+            "--images",
+            "4",
+            "--out",
+            s(&data.join("q.onnx")),
+        ],
+        &["inside the input folder"],
+    );
+    // A plot over a file that is not a picture is refused.
+    let curves = d.path().join("h2.curves.png");
+    std::fs::copy(&m, &curves).unwrap();
+    fails(
+        &[
+            "train-head",
+            s(&cache),
+            "--out",
+            s(&d.path().join("h2.h5")),
+            "--epochs",
+            "1",
+            "--plot",
+            "-q",
+        ],
+        &["is not a PNG picture"],
+    );
+    assert_eq!(std::fs::read(&curves).unwrap(), model_bytes);
+    // split --force onto an earlier split with a photo of the user's added inside it.
+    let src = d.path().join("PetImages");
+    pet_images(&src, 6, 6);
+    let out = d.path().join("split");
+    let split = |force: bool| {
+        let mut a = vec![
+            "split",
+            s(&src),
+            "--out",
+            s(&out),
+            "--train",
+            "2",
+            "--test",
+            "1",
+            "-q",
+        ];
+        if force {
+            a.push("--force");
+        }
+        run(&a)
+    };
+    assert!(split(false).status.success());
+    let mine = out.join("train/Cat/my_own_photo.jpg");
+    std::fs::copy(src.join("Cat/1.jpg"), &mine).unwrap();
+    let o = split(true);
+    assert!(
+        !o.status.success() && text(&o).contains("does not list"),
+        "{}",
+        text(&o)
+    );
+    assert!(mine.exists());
+}

@@ -82,6 +82,18 @@ impl Args {
 /// Evaluates, prints the report (or JSON), then the plots and the report folder.
 pub fn run(a: &Args) -> Result<()> {
     let cfg = a.to_config()?;
+    // The report folder is an output: never inside the photos evaluated (its pictures would be
+    // taken for photos next time), checked before any work.
+    if let (Some(dir), Some(data)) = (&a.report, &a.data) {
+        headstart::util::output::Output::new(&dir.join("report.md"))
+            .input(data)
+            .replace(headstart::util::output::Replace::Always)
+            .check()
+            .or_else(|e| match e {
+                Error::Output { msg, .. } if msg.contains("does not exist") => Ok(()),
+                e => Err(e),
+            })?;
+    }
     // Extraction on the fly shows its progress (not with --json) but not its details.
     let progress = if a.json {
         ProgressArg::None
