@@ -20,6 +20,29 @@ pub struct SyntheticSpec {
 /// ReLU-like random features: class `c` adds `separation` to every `classes`-th feature starting at
 /// `c`, so heads can learn it. Labels cycle through the classes.
 pub fn synthetic(spec: &SyntheticSpec) -> Result<(CacheMeta, Vec<SplitData>)> {
+    use crate::util::limits::check;
+    // Bounded before allocating: the cache is built in memory (at most 2^32 values, 16 GiB).
+    check("classes", spec.classes, 2, 100_000)?;
+    let row = spec
+        .shape
+        .iter()
+        .try_fold(1usize, |a, &d| a.checked_mul(d))
+        .unwrap_or(usize::MAX);
+    let rows = spec
+        .splits
+        .iter()
+        .try_fold(0usize, |a, (_, n)| a.checked_add(*n))
+        .unwrap_or(usize::MAX);
+    check("shape", row.saturating_mul(rows.max(1)), 1, 1 << 32).map_err(|_| {
+        crate::Error::invalid(
+            "shape",
+            format!(
+                "{:?} x {rows} rows is {} values; a synthetic cache holds at most 2^32",
+                spec.shape,
+                row.saturating_mul(rows)
+            ),
+        )
+    })?;
     if spec.classes < 2 {
         return Err(Error::Config(format!(
             "--classes must be at least 2, got {}",

@@ -129,7 +129,10 @@ impl Pool {
     /// Width of one pooled row for features of `shape` stored in `layout` ("nchw" or "nhwc").
     pub fn output_dim(self, shape: &[usize], layout: &str) -> Result<usize> {
         Ok(match self {
-            Pool::Flatten => shape.iter().product(),
+            Pool::Flatten => shape
+                .iter()
+                .try_fold(1usize, |a, &d| a.checked_mul(d))
+                .ok_or_else(|| Error::Config(format!("feature shape {shape:?} overflows")))?,
             _ => spatial(shape, layout, self)?.0,
         })
     }

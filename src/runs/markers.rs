@@ -177,6 +177,9 @@ pub fn status(run: &Path) -> Result<RunStatus> {
     };
     for k in 0..plan.shards {
         if let Some(m) = read_marker(run, k)? {
+            // A marker naming another file (outside the run, another shard's) is an error, as in
+            // `merge`, not a finished shard.
+            m.output_path(run)?;
             st.done.push(m);
             continue;
         }

@@ -108,12 +108,6 @@ impl<'a> Output<'a> {
         if t.as_os_str().is_empty() || t.file_name().is_none() {
             return Err(Error::output(t, "names no file"));
         }
-        if !self.dir().is_dir() {
-            return Err(Error::output(
-                t,
-                format!("the folder {} does not exist", self.dir().display()),
-            ));
-        }
         let rt = resolve(t);
         let t_meta = std::fs::metadata(t).ok();
         let resolved: Vec<(&PathBuf, PathBuf)> = self
@@ -149,6 +143,12 @@ impl<'a> Output<'a> {
                     ),
                 ));
             }
+        }
+        if !self.dir().is_dir() {
+            return Err(Error::output(
+                t,
+                format!("the folder {} does not exist", self.dir().display()),
+            ));
         }
         if let Some(m) = &t_meta {
             if m.is_dir() {
