@@ -50,6 +50,24 @@ pub(crate) fn two_shard_run() -> (tempfile::TempDir, PathBuf, PathBuf, PathBuf) 
     (d, data, m, run)
 }
 
+/// `DIR/c.h5` extracted from `data` with `m` (`--preprocess tf`) and `DIR/h.h5` trained on it for
+/// one epoch: (cache, head).
+pub(crate) fn cache_and_head(dir: &Path, m: &Path, data: &Path) -> (PathBuf, PathBuf) {
+    let cache = dir.join("c.h5");
+    tf_extract(m, data, &cache);
+    let head = dir.join("h.h5");
+    ok(&[
+        "train-head",
+        s(&cache),
+        "--out",
+        s(&head),
+        "--epochs",
+        "1",
+        "-q",
+    ]);
+    (cache, head)
+}
+
 /// Runs `python -c code args...` in the test venv (h5py), asserting success.
 pub(crate) fn py(code: &str, args: &[&str]) {
     let o = Command::new(venv_python())
@@ -357,18 +375,7 @@ fn paths_read_from_markers_and_manifests_stay_inside_the_run() {
 #[test]
 fn score_refuses_to_overwrite_or_append_to_a_foreign_file_and_keeps_names_and_order() {
     let (d, data, m, _) = tiny_setup(6);
-    let cache = d.path().join("c.h5");
-    tf_extract(&m, &data, &cache);
-    let head = d.path().join("h.h5");
-    ok(&[
-        "train-head",
-        s(&cache),
-        "--out",
-        s(&head),
-        "--epochs",
-        "1",
-        "-q",
-    ]);
+    let (_, head) = cache_and_head(d.path(), &m, &data);
     // Two file names that are not UTF-8 and differ only in the bad byte.
     use std::os::unix::ffi::OsStrExt;
     let odd = data.join("test/a");
@@ -468,18 +475,7 @@ fn score_refuses_to_overwrite_or_append_to_a_foreign_file_and_keeps_names_and_or
 fn a_closed_stdout_ends_commands_quietly() {
     use std::os::unix::process::ExitStatusExt;
     let (d, data, m, _) = tiny_setup(2);
-    let cache = d.path().join("c.h5");
-    tf_extract(&m, &data, &cache);
-    let head = d.path().join("h.h5");
-    ok(&[
-        "train-head",
-        s(&cache),
-        "--out",
-        s(&head),
-        "--epochs",
-        "1",
-        "-q",
-    ]);
+    let (cache, head) = cache_and_head(d.path(), &m, &data);
     let run_dir = d.path().join("run");
     ok(&[
         "plan",
@@ -523,18 +519,7 @@ pub(crate) fn libc_sigpipe() -> i32 {
 #[test]
 fn labels_outside_the_classes_and_non_finite_features_are_errors_not_panics_or_hangs() {
     let (d, data, m, _) = tiny_setup(3);
-    let cache = d.path().join("c.h5");
-    tf_extract(&m, &data, &cache);
-    let head = d.path().join("h.h5");
-    ok(&[
-        "train-head",
-        s(&cache),
-        "--out",
-        s(&head),
-        "--epochs",
-        "1",
-        "-q",
-    ]);
+    let (cache, head) = cache_and_head(d.path(), &m, &data);
     let edit = |code: &str| {
         let c = d.path().join("edited.h5");
         std::fs::copy(&cache, &c).unwrap();
@@ -588,18 +573,7 @@ fn labels_outside_the_classes_and_non_finite_features_are_errors_not_panics_or_h
 #[test]
 fn sizes_from_files_and_flags_are_bounded_before_allocating() {
     let (d, data, m, _) = tiny_setup(2);
-    let cache = d.path().join("c.h5");
-    tf_extract(&m, &data, &cache);
-    let head = d.path().join("h.h5");
-    ok(&[
-        "train-head",
-        s(&cache),
-        "--out",
-        s(&head),
-        "--epochs",
-        "1",
-        "-q",
-    ]);
+    let (cache, head) = cache_and_head(d.path(), &m, &data);
     // A model whose input declares 10^6 x 10^6 pixels.
     let huge = save_model(
         d.path(),
@@ -851,18 +825,7 @@ fn links_and_leftovers_beside_an_output_are_never_written_through() {
 #[test]
 fn derived_outputs_report_folders_and_pictures_follow_the_rules() {
     let (d, data, m, _) = tiny_setup(3);
-    let cache = d.path().join("c.h5");
-    tf_extract(&m, &data, &cache);
-    let head = d.path().join("h.h5");
-    ok(&[
-        "train-head",
-        s(&cache),
-        "--out",
-        s(&head),
-        "--epochs",
-        "1",
-        "-q",
-    ]);
+    let (cache, head) = cache_and_head(d.path(), &m, &data);
     // finetune onto its own model, or with its cache named as its output.
     let model_bytes = std::fs::read(&m).unwrap();
     for extra in [
