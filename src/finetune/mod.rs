@@ -206,6 +206,7 @@ fn check_outputs(cfg: &FinetuneConfig) -> Result<()> {
         (sibling(&cfg.out, ".phase1.history.csv"), History::replace()),
         (sibling(&cfg.out, ".phase2.history.csv"), History::replace()),
     ];
+    let model_data = crate::onnx::external_data_files(&cfg.model);
     let mut seen: Vec<(PathBuf, &Path)> = Vec::new();
     for (path, rule) in &outs {
         let resolved = crate::util::paths::resolve(path);
@@ -219,19 +220,11 @@ fn check_outputs(cfg: &FinetuneConfig) -> Result<()> {
             ));
         }
         seen.push((resolved, path));
-        let rule = match rule {
-            Replace::Always => Replace::Always,
-            Replace::Never => Replace::Never,
-            Replace::If { what, check } => Replace::If {
-                what,
-                check: *check,
-            },
-        };
         let mut out = Output::new(path)
             .input(&cfg.model)
-            .inputs(crate::onnx::external_data_files(&cfg.model))
+            .inputs(&model_data)
             .inputs(&cfg.head)
-            .replace(rule);
+            .replace(*rule);
         if !crate::data::remote::is_url_path(&cfg.data) {
             out = out.input(&cfg.data);
         }

@@ -110,25 +110,55 @@ pub fn external_locations(model: &ModelProto, path: &Path) -> Result<Vec<PathBuf
     Ok(out)
 }
 
+/// Reads the model file once in 1 MiB pieces: its sha256, and whether it mentions `location` (every
+/// external-data entry holds that key, so a file without it has none and is never decoded here).
+fn scan(path: &Path) -> Result<(String, bool)> {
+    use std::io::Read;
+    const KEY: &[u8] = b"location";
+    let mut f = std::fs::File::open(path).map_err(|e| Error::io(path, e))?;
+    let mut h = sha2::Sha256::new();
+    let mut buf = vec![0u8; (1 << 20) + KEY.len()];
+    let (mut keep, mut found) = (0usize, false);
+    loop {
+        let n = f.read(&mut buf[keep..]).map_err(|e| Error::io(path, e))?;
+        if n == 0 {
+            break;
+        }
+        h.update(&buf[keep..keep + n]);
+        let end = keep + n;
+        found = found || buf[..end].windows(KEY.len()).any(|w| w == KEY);
+        // The last bytes stay, so a key split across two reads is still seen.
+        keep = (KEY.len() - 1).min(end);
+        buf.copy_within(end - keep..end, 0);
+    }
+    Ok((format!("{:x}", h.finalize()), found))
+}
+
+/// The external data files of a model that mentions them (`mentions`), as paths beside it (empty
+/// when it cannot be decoded: the caller reports a bad model when it opens it).
+fn external_files(path: &Path, mentions: bool) -> Vec<PathBuf> {
+    if !mentions {
+        return Vec::new();
+    }
+    let dir = path.parent().unwrap_or(Path::new(""));
+    load(path)
+        .and_then(|m| external_locations(&m, path))
+        .map(|v| v.into_iter().map(|r| dir.join(r)).collect())
+        .unwrap_or_default()
+}
+
 /// The external data files of the model at `path`, as paths (empty when it has none or cannot be
 /// read: the caller reports a bad model when it opens it).
 pub fn external_data_files(path: &Path) -> Vec<PathBuf> {
-    let dir = path.parent().unwrap_or(Path::new(""));
-    match std::fs::read(path).map(|b| b.windows(8).any(|w| w == b"location")) {
-        Ok(true) => load(path)
-            .and_then(|m| external_locations(&m, path))
-            .map(|v| v.into_iter().map(|r| dir.join(r)).collect())
-            .unwrap_or_default(),
-        _ => Vec::new(),
-    }
+    scan(path).map_or(Vec::new(), |(_, mentions)| external_files(path, mentions))
 }
 
 /// The fingerprint of a model: the sha256 of its file, or for a model that keeps weights in external
 /// data files, the sha256 of the file's hash and each data file's name and hash, so a changed
-/// weights file is a new model (and a cache of the old one is not reused).
+/// weights file is a new model (and a cache of the old one is not reused). The file is read once.
 pub fn model_sha256(path: &Path) -> Result<String> {
-    let own = crate::util::hash::sha256_file(path)?;
-    let files = external_data_files(path);
+    let (own, mentions) = scan(path)?;
+    let files = external_files(path, mentions);
     if files.is_empty() {
         return Ok(own);
     }
@@ -174,4 +204,28 @@ pub fn save_edited(model: &ModelProto, source: &Path, out: &Path) -> Result<()> 
             .inputs(inputs)
             .replace(replace_model()),
     )
+}
+
+#[cfg(test)]
+mod scan_tests {
+    use super::*;
+
+    /// The one-pass scan gives the file's sha256 and sees `location` wherever it falls, across the
+    /// 1 MiB reads too.
+    #[test]
+    fn scan_hashes_and_finds_the_key_across_reads() {
+        let dir = tempfile::tempdir().unwrap();
+        for at in [0usize, 1000, (1 << 20) - 4, (1 << 20) - 1, 3 << 20] {
+            let mut bytes = vec![7u8; (3 << 20) + 100];
+            bytes[at..at + 8].copy_from_slice(b"location");
+            let p = dir.path().join("m.bin");
+            std::fs::write(&p, &bytes).unwrap();
+            let (sha, found) = scan(&p).unwrap();
+            assert!(found, "key at {at}");
+            assert_eq!(sha, crate::util::hash::sha256_file(&p).unwrap());
+        }
+        let p = dir.path().join("none.bin");
+        std::fs::write(&p, vec![7u8; 5 << 20]).unwrap();
+        assert!(!scan(&p).unwrap().1);
+    }
 }

@@ -19,6 +19,7 @@ use super::paths::resolve;
 use crate::error::{Error, Result};
 
 /// What may happen to a file already at the target.
+#[derive(Clone, Copy)]
 pub enum Replace<'a> {
     /// Refused: the command has no rule that replaces an existing file.
     Never,

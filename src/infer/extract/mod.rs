@@ -264,7 +264,8 @@ fn output(cfg: &ExtractConfig) -> Output<'static> {
 pub fn extract(cfg: &ExtractConfig, rep: &dyn Reporter) -> Result<ExtractSummary> {
     // Refused before any work: the cache onto the model or inside the photo folder, or over a file
     // that is not a feature cache.
-    output(cfg).check()?;
+    let out = output(cfg);
+    out.check()?;
     if let Some(layer) = &cfg.layer {
         return extract(&cut_first(cfg, layer, rep)?, rep);
     }
@@ -336,7 +337,7 @@ pub fn extract(cfg: &ExtractConfig, rep: &dyn Reporter) -> Result<ExtractSummary
     let seconds = t_run.elapsed().as_secs_f64();
 
     let meta = cache_meta(cfg, &ds, &model, &pre, &journal, (model_sha, fp), &index)?;
-    cache::write_hdf5(&output(cfg), &_lock, &meta, &index.splits, &mut journal)?;
+    cache::write_hdf5(&out, &_lock, &meta, &index.splits, &mut journal)?;
     let skipped: Vec<(String, String)> = journal
         .failures
         .iter()
