@@ -44,16 +44,16 @@ pub fn synthetic(spec: &SyntheticSpec) -> Result<(CacheMeta, Vec<SplitData>)> {
         )
     })?;
     if spec.classes < 2 {
-        return Err(Error::Config(format!(
-            "--classes must be at least 2, got {}",
-            spec.classes
-        )));
+        return Err(Error::invalid(
+            "classes",
+            format!("must be at least 2, got {}", spec.classes),
+        ));
     }
     if spec.shape.is_empty() || spec.shape.contains(&0) {
-        return Err(Error::Config(format!(
-            "--shape {:?}: expected positive dimensions",
-            spec.shape
-        )));
+        return Err(Error::invalid(
+            "shape",
+            format!("{:?}: expected positive dimensions", spec.shape),
+        ));
     }
     let row: usize = spec.shape.iter().product();
     let mut rng = Rng(spec.seed);

@@ -77,8 +77,9 @@ impl SplitConfig {
 
     fn check(&self) -> Result<()> {
         if self.train + self.test + self.val == 0 {
-            return Err(Error::Config(
-                "split: --train, --val and --test are all 0; nothing to write".into(),
+            return Err(Error::invalid(
+                "train",
+                "train, val and test are all 0; nothing to write",
             ));
         }
         if !self.src.is_dir() {

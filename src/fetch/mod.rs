@@ -246,9 +246,9 @@ fn origin(src: &Source, cfg: &FetchConfig) -> Result<(Option<String>, Digest)> {
             digest,
         )),
         (Some(u), Some(d)) => Ok((Some(u.clone()), d.clone())),
-        _ => Err(Error::Config(
-            "--url and --sha256 go together: a file from another place is checked against the hash you give"
-                .into(),
+        _ => Err(Error::invalid(
+            "sha256",
+            "goes with url: a file from another place is checked against the hash you give",
         )),
     }
 }

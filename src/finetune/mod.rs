@@ -162,28 +162,41 @@ fn cerr(e: candle_core::Error) -> Error {
 
 /// Checks the settings that need no file.
 fn check(cfg: &FinetuneConfig) -> Result<()> {
-    if cfg.batch_size == 0 || cfg.epochs == 0 {
-        return Err(Error::Config(
-            "--epochs and --batch-size must be at least 1".into(),
+    if cfg.epochs == 0 {
+        return Err(Error::invalid("epochs", "must be at least 1, got 0"));
+    }
+    if cfg.batch_size == 0 {
+        return Err(Error::invalid("batch_size", "must be at least 1, got 0"));
+    }
+    for (what, lr) in [
+        ("lr", cfg.optimizer.lr),
+        ("head_lr", cfg.head_train.optimizer.lr),
+    ] {
+        if !(lr > 0.0 && lr.is_finite()) {
+            return Err(Error::invalid(what, format!("must be positive, got {lr}")));
+        }
+    }
+    if cfg.head.is_none() && cfg.head_train.epochs == 0 {
+        return Err(Error::invalid(
+            "freeze_epochs",
+            "must be at least 1 without a head (phase 1 trains the new head)",
         ));
     }
-    if !(0.0..1.0).contains(&cfg.val_split) {
-        return Err(Error::Config(format!(
-            "--val-split must be in [0, 1), got {}",
-            cfg.val_split
-        )));
-    }
+    crate::head::train_head::check_val_split(cfg.val_split)?;
     if (cfg.restore_best || cfg.patience.is_some()) && cfg.val_split == 0.0 {
-        return Err(Error::Config(
-            "--restore-best and --patience watch the validation loss: --val-split must be above 0"
-                .into(),
+        return Err(Error::invalid(
+            "val_split",
+            "must be above 0: restore-best and patience watch the validation loss",
         ));
     }
     if cfg.out.extension().and_then(|e| e.to_str()) != Some("onnx") {
-        return Err(Error::Config(format!(
-            "--out {}: the fine-tuned model is an .onnx file",
-            cfg.out.display()
-        )));
+        return Err(Error::invalid(
+            "out",
+            format!(
+                "{}: the fine-tuned model is an .onnx file",
+                cfg.out.display()
+            ),
+        ));
     }
     Ok(())
 }

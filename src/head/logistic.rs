@@ -27,7 +27,7 @@ pub fn fit_logistic(
     max_iter: u64,
 ) -> Result<Network> {
     if !(c > 0.0 && c.is_finite()) {
-        return Err(Error::Config(format!("--C must be positive, got {c}")));
+        return Err(Error::invalid("C", format!("must be positive, got {c}")));
     }
     let xs = x.select(Axis(0), idx).mapv(f64::from);
     let ys: Array1<usize> = idx.iter().map(|&i| y[i] as usize).collect();

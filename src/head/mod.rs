@@ -1,8 +1,9 @@
 //! Stage 4, the dense head trained on cached features: activations, losses and optimizers written on
-//! ndarray and checked against finite differences or reference numbers; the layer stack ([`net`]), the
-//! training loop ([`fit`], with its [`schedule`] and [`history`]), the wide first layer's SIMD kernels (`kernels`), the linfa-logistic
-//! baseline ([`logistic`]), the `auto` recipe ([`recipe`]), the head file ([`mod@file`]) and
-//! `train-head` on a cache ([`train_head`]).
+//! ndarray and checked against finite differences or reference numbers; the layer stack ([`net`]),
+//! the training loop ([`fit`], with its [`schedule`] and [`history`]), the wide first layer's SIMD
+//! kernels (`kernels`), the linfa-logistic baseline ([`logistic`]), the `auto` recipe ([`recipe`]),
+//! the settings as a user gives them and their defaults ([`settings`]), the head file
+//! ([`mod@file`]) and `train-head` on a cache ([`train_head`]).
 
 pub mod activation;
 pub mod file;
@@ -15,4 +16,5 @@ pub mod net;
 pub mod optim;
 pub mod recipe;
 pub mod schedule;
+pub mod settings;
 pub mod train_head;

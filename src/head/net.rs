@@ -37,9 +37,10 @@ pub fn parse_spec(spec: &str) -> Result<Vec<LayerSpec>> {
         return Ok(Vec::new());
     }
     let bad = |item: &str, why: &str| {
-        Error::Config(format!(
-            "--head: item '{item}': {why} (grammar: dense:UNITS[:ACT], dropout:RATE, batchnorm, or an activation: relu, leaky_relu, gelu, tanh, sigmoid, linear)"
-        ))
+        Error::invalid(
+            "head",
+            format!("item '{item}': {why} (grammar: dense:UNITS[:ACT], dropout:RATE, batchnorm, or an activation: relu, leaky_relu, gelu, tanh, sigmoid, linear)"),
+        )
     };
     spec.split(',')
         .map(|item| {
@@ -201,10 +202,13 @@ fn spatial(shape: &[usize], layout: &str, pool: Pool) -> Result<(usize, usize, b
         ([c, h, w], Some(true)) => Ok((*c, h * w, true)),
         ([h, w, c], Some(false)) => Ok((*c, h * w, false)),
         ([c], _) => Ok((*c, 1, true)),
-        _ => Err(Error::Config(format!(
-            "--pool {}: needs features shaped [C,H,W] (nchw) or [H,W,C] (nhwc), the cache has {shape:?} ({layout})",
-            pool.name()
-        ))),
+        _ => Err(Error::invalid(
+            "pool",
+            format!(
+                "{}: needs features shaped [C,H,W] (nchw) or [H,W,C] (nhwc), the cache has {shape:?} ({layout})",
+                pool.name()
+            ),
+        )),
     }
 }
 

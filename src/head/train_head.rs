@@ -118,6 +118,17 @@ pub struct Validation {
     pub from: String,
 }
 
+/// A fraction of the train rows held out for validation: in `[0, 1)`.
+pub fn check_val_split(val_split: f64) -> Result<()> {
+    if !(0.0..1.0).contains(&val_split) {
+        return Err(Error::invalid(
+            "val_split",
+            format!("must be in [0, 1), got {val_split}"),
+        ));
+    }
+    Ok(())
+}
+
 /// Chooses the validation rows for `train_labels` (the cache's `train` split); shared by
 /// `train-head` and `finetune`.
 pub fn validation_rows(
@@ -126,11 +137,7 @@ pub fn validation_rows(
     val_split: f64,
     seed: u64,
 ) -> Result<Validation> {
-    if !(0.0..1.0).contains(&val_split) {
-        return Err(Error::Config(format!(
-            "--val-split must be in [0, 1), got {val_split}"
-        )));
-    }
+    check_val_split(val_split)?;
     let n = train_labels.len();
     Ok(if cache.meta.splits.iter().any(|s| s == "val") {
         let v = cache.read_split("val")?;

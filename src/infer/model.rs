@@ -443,10 +443,11 @@ fn normalize_from_flags(o: &PreprocessOverrides) -> Result<Option<Normalize>> {
             mean,
             std: std.unwrap_or([1.0; 3]),
         }),
-        (None, None, Some(_)) => return Err(Error::Config("--std needs --mean".into())),
+        (None, None, Some(_)) => return Err(Error::invalid("std", "is given without a mean")),
         (Some(_), _, _) => {
-            return Err(Error::Config(
-                "give either --preprocess or --mean/--std, not both".into(),
+            return Err(Error::invalid(
+                "preprocess",
+                "give either a preset or mean/std, not both",
             ))
         }
         (None, None, None) => None,

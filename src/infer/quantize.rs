@@ -84,21 +84,22 @@ pub fn quantize(cfg: &QuantizeConfig, rep: &dyn Reporter) -> Result<QuantizeSumm
         .input(&cfg.calibrate)
         .replace(crate::onnx::replace_model())
         .check()?;
-    if cfg.batch == 0 || cfg.images == 0 {
-        return Err(Error::Config(
-            "--batch and --images must be at least 1".into(),
-        ));
+    crate::util::limits::check("batch", cfg.batch, 1, crate::util::limits::MAX_BATCH)?;
+    if cfg.images == 0 {
+        return Err(Error::invalid("images", "must be at least 1, got 0"));
     }
     if let Some(t) = cfg.target_cosine.filter(|t| !(0.0..=1.0).contains(t)) {
-        return Err(Error::Config(format!(
-            "--target-cosine {t}: must be in [0, 1]"
-        )));
+        return Err(Error::invalid(
+            "target_cosine",
+            format!("{t} is not in [0, 1]"),
+        ));
     }
     if let Calibration::Percentile(p) = cfg.method {
         if !(50.0..=100.0).contains(&p) {
-            return Err(Error::Config(format!(
-                "--percentile {p}: must be in [50, 100]"
-            )));
+            return Err(Error::invalid(
+                "percentile",
+                format!("{p} is not in [50, 100]"),
+            ));
         }
     }
     let proto = crate::onnx::load(&cfg.model)?;

@@ -49,7 +49,8 @@ pub fn classify(
     on_result: &mut dyn FnMut(Classified),
 ) -> Result<()> {
     if cfg.batch == 0 || cfg.top == 0 {
-        return Err(Error::Config("--batch and --top must be at least 1".into()));
+        let what = if cfg.batch == 0 { "batch" } else { "top" };
+        return Err(Error::invalid(what, "must be at least 1, got 0"));
     }
     let names: Vec<String> = std::fs::read_to_string(&cfg.classes)
         .map_err(|e| Error::io(&cfg.classes, e))?

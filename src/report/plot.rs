@@ -339,37 +339,6 @@ pub fn roc(scores: &[f64], positive: &[bool], auc: f64, class: &str, path: &Path
     })
 }
 
-/// Writes `dir/report.md` (`sections` are (title, markdown body) pairs); with `append` and an
-/// existing report (train-head's, say), adds to it under `title` instead.
-pub fn report(
-    dir: &Path,
-    title: &str,
-    sections: &[(String, String)],
-    append: bool,
-) -> Result<std::path::PathBuf> {
-    std::fs::create_dir_all(dir).map_err(|x| Error::io(dir, x))?;
-    let path = dir.join("report.md");
-    let existing = if append {
-        std::fs::read_to_string(&path).ok()
-    } else {
-        None
-    };
-    let mut s = match &existing {
-        Some(old) => format!("{old}\n# {title}\n"),
-        None => format!("# {title}\n\n_headstart {}_\n", env!("CARGO_PKG_VERSION")),
-    };
-    for (t, body) in sections {
-        s += &format!("\n## {t}\n\n{body}\n");
-    }
-    Output::new(&path)
-        .replace(Replace::If {
-            what: "a headstart report",
-            check: &|p| std::fs::read_to_string(p).is_ok_and(|t| t.starts_with("# ")),
-        })
-        .write_bytes(s.as_bytes())?;
-    Ok(path)
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;

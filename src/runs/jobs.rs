@@ -47,8 +47,9 @@ impl ShardJob for ExtractShard<'_> {
         rep: &dyn Reporter,
     ) -> Result<(ExtractSummary, Marker)> {
         if self.0.layer.is_some() {
-            return Err(Error::Config(
-                "--layer with --run: cut the model once first (`headstart cut`), then give every shard the cut file".into(),
+            return Err(Error::invalid(
+                "layer",
+                "not with a run: cut the model once first (`headstart cut`), then give every shard the cut file",
             ));
         }
         let out = output_path(run, k);

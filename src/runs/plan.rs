@@ -103,9 +103,10 @@ pub fn marker_path(run: &Path, k: usize) -> PathBuf {
 pub(crate) fn shard_count(shards: Option<usize>, total: usize) -> Result<usize> {
     let n = shards.unwrap_or_else(|| recommend_shards(total));
     if n == 0 || n > total {
-        return Err(Error::Config(format!(
-            "--shards {n}: must be between 1 and the number of images ({total})"
-        )));
+        return Err(Error::invalid(
+            "shards",
+            format!("{n} is not between 1 and the number of images ({total})"),
+        ));
     }
     Ok(n)
 }
@@ -246,9 +247,12 @@ pub fn shard_index(
             (k, name.to_string())
         }
     };
-    let total = k
-        .checked_add(offset)
-        .ok_or_else(|| Error::Config(format!("shard {k} + --shard-offset {offset} overflows")))?;
+    let total = k.checked_add(offset).ok_or_else(|| {
+        Error::invalid(
+            "shard_offset",
+            format!("shard {k} + offset {offset} overflows"),
+        )
+    })?;
     let from = if offset > 0 {
         format!("{from} + --shard-offset {offset}")
     } else {

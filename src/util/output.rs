@@ -236,15 +236,19 @@ impl<'a> Output<'a> {
         }
     }
 
-    /// Removes the temporary files of this target left by runs that died (`.NAME.PID.N.tmp` whose
-    /// process is gone); called under the target's lock, so no live writer owns them.
-    fn remove_stale_tmps(&self) {
-        let name = self
-            .target
+    /// The target's file name.
+    fn name(&self) -> String {
+        self.target
             .file_name()
             .unwrap_or_default()
             .to_string_lossy()
-            .into_owned();
+            .into_owned()
+    }
+
+    /// Removes the temporary files of this target left by runs that died (`.NAME.PID.N.tmp` whose
+    /// process is gone); called under the target's lock, so no live writer owns them.
+    fn remove_stale_tmps(&self) {
+        let name = self.name();
         let prefix = format!(".{name}.");
         let Ok(entries) = std::fs::read_dir(self.dir()) else {
             return;
@@ -272,12 +276,7 @@ impl<'a> Output<'a> {
 
     /// `.NAME.PID.N.tmp` beside the target, created exclusively.
     fn create_tmp(&self) -> Result<PathBuf> {
-        let name = self
-            .target
-            .file_name()
-            .unwrap_or_default()
-            .to_string_lossy()
-            .into_owned();
+        let name = self.name();
         let dir = self.dir();
         loop {
             let n = SEQ.fetch_add(1, Ordering::Relaxed);

@@ -154,6 +154,15 @@ pub fn resolve(p: &Path) -> PathBuf {
     abs
 }
 
+/// `head.h5` + `x.png` -> `head.x.png` beside it.
+pub fn with_suffix(p: &Path, suffix: &str) -> PathBuf {
+    let stem = p
+        .file_stem()
+        .map(|s| s.to_string_lossy().into_owned())
+        .unwrap_or_default();
+    p.with_file_name(format!("{stem}.{suffix}"))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -85,22 +85,20 @@ fn train_head_recipes_seed_and_auto() {
 fn tta_flip_is_cached_and_averaged_by_evaluate() {
     use headstart::head::file::Head;
     let (d, data, m, out) = tiny_setup(4);
-    ok(&[
-        "extract",
-        "--model",
-        s(&m),
-        "--data",
-        s(&data),
-        "--out",
-        s(&out),
-        "--preprocess",
-        "torch",
-        "--augment",
-        "flip",
-        "--tta",
-        "flip",
-        "-q",
-    ]);
+    extract(
+        &m,
+        &data,
+        &out,
+        &[
+            "--preprocess",
+            "torch",
+            "--augment",
+            "flip",
+            "--tta",
+            "flip",
+            "-q",
+        ],
+    );
     let cache = FeatureCache::open(&out).unwrap();
     for split in ["train", "test", "train_flip", "test_flip"] {
         assert!(
@@ -156,20 +154,12 @@ fn tta_flip_agrees_in_score_export_and_the_cache() {
     for layout in [Layout::Nchw, Layout::Nhwc] {
         let (d, data, _, cache) = tiny_setup(4);
         let model = save_model(d.path(), "m.onnx", &CnnSpec::tiny(layout, Some((32, 32))));
-        ok(&[
-            "extract",
-            "--model",
-            s(&model),
-            "--data",
-            s(&data),
-            "--out",
-            s(&cache),
-            "--preprocess",
-            "caffe",
-            "--tta",
-            "flip",
-            "-q",
-        ]);
+        extract(
+            &model,
+            &data,
+            &cache,
+            &["--preprocess", "caffe", "--tta", "flip", "-q"],
+        );
         let head = d.path().join("h.h5");
         // A head still unsure after 3 epochs, so the mirror moves its probabilities.
         ok(&[

@@ -9,19 +9,12 @@ fn corrupt_images_are_skipped_and_listed_or_fatal_with_strict() {
     let good = std::fs::read(data.join("train/b/img1.JPG")).unwrap();
     std::fs::write(data.join("train/b/truncated.jpg"), &good[..good.len() / 3]).unwrap();
     std::fs::write(data.join("test/b/empty.png"), b"").unwrap();
-    let log = ok(&[
-        "extract",
-        "--model",
-        s(&m),
-        "--data",
-        s(&data),
-        "--out",
-        s(&out),
-        "--preprocess",
-        "tf",
-        "--progress",
-        "none",
-    ]);
+    let log = extract(
+        &m,
+        &data,
+        &out,
+        &["--preprocess", "tf", "--progress", "none"],
+    );
     assert!(log.contains("garbage.jpg: skipped"), "{log}");
     assert!(log.contains("8 images, 3 skipped"), "{log}");
     let c = FeatureCache::open(&out).unwrap();
@@ -36,22 +29,20 @@ fn corrupt_images_are_skipped_and_listed_or_fatal_with_strict() {
     assert!(summary.contains("skipped train/a/garbage.jpg"), "{summary}");
 
     let out2 = d.path().join("strict.h5");
-    let o = run(&[
-        "extract",
-        "--model",
-        s(&m),
-        "--data",
-        s(&data),
-        "--out",
-        s(&out2),
-        "--preprocess",
-        "tf",
-        "--strict",
-        "--decode-threads",
-        "1",
-        "--batch",
-        "1",
-    ]);
+    let o = run(&extract_line(
+        &m,
+        &data,
+        &out2,
+        &[
+            "--preprocess",
+            "tf",
+            "--strict",
+            "--decode-threads",
+            "1",
+            "--batch",
+            "1",
+        ],
+    ));
     assert!(!o.status.success());
     assert!(
         text(&o).contains("garbage.jpg") && text(&o).contains("--strict"),
@@ -72,23 +63,21 @@ fn corrupt_images_are_skipped_and_listed_or_fatal_with_strict() {
 )]
 fn interrupted_run_resumes_and_matches_an_uninterrupted_one() {
     let (d, data, m, out) = tiny_setup(4);
-    let args = [
-        "extract",
-        "--model",
-        s(&m),
-        "--data",
-        s(&data),
-        "--out",
-        s(&out),
-        "--preprocess",
-        "tf",
-        "--batch",
-        "3",
-        "--decode-threads",
-        "1",
-    ];
+    let args = extract_line(
+        &m,
+        &data,
+        &out,
+        &[
+            "--preprocess",
+            "tf",
+            "--batch",
+            "3",
+            "--decode-threads",
+            "1",
+        ],
+    );
     let o = bin()
-        .args(args)
+        .args(&args)
         .env(ABORT_AT, "extract:2")
         .output()
         .unwrap();
@@ -124,17 +113,7 @@ fn dataset_errors_name_the_folder_and_the_problem() {
     gradient(&data.join("train/dog/1.png"), 10, 10, 2);
     gradient(&data.join("test/cat/1.png"), 10, 10, 3);
     gradient(&data.join("test/bird/1.png"), 10, 10, 4);
-    let o = run(&[
-        "extract",
-        "--model",
-        s(&m),
-        "--data",
-        s(&data),
-        "--out",
-        s(&out),
-        "--preprocess",
-        "tf",
-    ]);
+    let o = run(&extract_line(&m, &data, &out, &["--preprocess", "tf"]));
     assert!(!o.status.success());
     assert!(
         text(&o)
@@ -227,19 +206,17 @@ fn flat_class_folders_become_one_train_split() {
 #[test]
 fn missing_onnx_runtime_library_gives_the_fix() {
     let (d, data, m, out) = tiny_setup(1);
-    let o = run(&[
-        "extract",
-        "--model",
-        s(&m),
-        "--data",
-        s(&data),
-        "--out",
-        s(&out),
-        "--preprocess",
-        "tf",
-        "--ort-lib",
-        "/nonexistent/libonnxruntime.so",
-    ]);
+    let o = run(&extract_line(
+        &m,
+        &data,
+        &out,
+        &[
+            "--preprocess",
+            "tf",
+            "--ort-lib",
+            "/nonexistent/libonnxruntime.so",
+        ],
+    ));
     assert!(!o.status.success());
     let t = text(&o);
     assert!(
@@ -279,19 +256,9 @@ fn missing_onnx_runtime_library_gives_the_fix() {
 #[test]
 fn cuda_device_fails_with_the_reason_and_auto_falls_back() {
     let (_d, data, m, out) = tiny_setup(1);
-    let base = [
-        "extract",
-        "--model",
-        s(&m),
-        "--data",
-        s(&data),
-        "--out",
-        s(&out),
-        "--preprocess",
-        "tf",
-    ];
+    let base = extract_line(&m, &data, &out, &["--preprocess", "tf"]);
     let o = bin()
-        .args(base)
+        .args(&base)
         .args(["--device", "cuda"])
         .output()
         .unwrap();
@@ -303,7 +270,7 @@ fn cuda_device_fails_with_the_reason_and_auto_falls_back() {
             text(&o)
         );
         let auto = bin()
-            .args(base)
+            .args(&base)
             .args(["--device", "auto", "--force"])
             .output()
             .unwrap();

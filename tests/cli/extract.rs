@@ -7,19 +7,7 @@ fn extract_tiny_model_writes_all_splits_and_rerun_is_a_cache_hit() {
     let (_d, data, model, out) = tiny_setup(3);
     std::fs::write(data.join("train/a/.hidden.png"), b"not an image").unwrap();
     std::fs::write(data.join("train/a/notes.txt"), b"ignored").unwrap();
-    let log = ok(&[
-        "extract",
-        "--model",
-        s(&model),
-        "--data",
-        s(&data),
-        "--out",
-        s(&out),
-        "--preprocess",
-        "tf",
-        "--batch",
-        "4",
-    ]);
+    let log = extract(&model, &data, &out, &["--preprocess", "tf", "--batch", "4"]);
     assert!(log.contains("12 images, 0 skipped"), "{log}");
     assert!(log.contains("input 'input' [?x3x32x32] NCHW"), "{log}");
 
@@ -78,33 +66,10 @@ fn extract_tiny_model_writes_all_splits_and_rerun_is_a_cache_hit() {
     assert_eq!((y1.len(), shape), (1024, vec![16, 8, 8]));
     close(&y1, &y, 1e-6);
 
-    let log = ok(&[
-        "extract",
-        "--model",
-        s(&model),
-        "--data",
-        s(&data),
-        "--out",
-        s(&out),
-        "--preprocess",
-        "tf",
-        "--batch",
-        "4",
-    ]);
+    let log = extract(&model, &data, &out, &["--preprocess", "tf", "--batch", "4"]);
     assert!(log.contains("cache hit"), "{log}");
     // A changed option is not a hit.
-    let log = ok(&[
-        "extract",
-        "--model",
-        s(&model),
-        "--data",
-        s(&data),
-        "--out",
-        s(&out),
-        "--preprocess",
-        "torch",
-        "--quiet",
-    ]);
+    let log = extract(&model, &data, &out, &["--preprocess", "torch", "--quiet"]);
     assert!(!log.contains("cache hit"), "{log}");
     assert_eq!(
         FeatureCache::open(&out).unwrap().meta.mean,
@@ -149,32 +114,13 @@ fn f16_cache_is_half_the_size_and_close() {
         &CnnSpec::tiny(Layout::Nchw, Some((32, 32))),
     );
     let (a, b) = (d.path().join("a.h5"), d.path().join("b.h5"));
-    ok(&[
-        "extract",
-        "--model",
-        s(&model),
-        "--data",
-        s(&data),
-        "--out",
-        s(&a),
-        "--preprocess",
-        "raw",
-        "--quiet",
-    ]);
-    ok(&[
-        "extract",
-        "--model",
-        s(&model),
-        "--data",
-        s(&data),
-        "--out",
-        s(&b),
-        "--preprocess",
-        "raw",
-        "--dtype",
-        "f16",
-        "--quiet",
-    ]);
+    extract(&model, &data, &a, &["--preprocess", "raw", "--quiet"]);
+    extract(
+        &model,
+        &data,
+        &b,
+        &["--preprocess", "raw", "--dtype", "f16", "--quiet"],
+    );
     let (fa, fb) = (
         FeatureCache::open(&a).unwrap(),
         FeatureCache::open(&b).unwrap(),

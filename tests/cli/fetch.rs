@@ -90,16 +90,12 @@ fn fetched_efficientnet_lite0_matches_the_reference_models() {
         .output()
         .unwrap();
     assert!(o.status.success(), "{}", text(&o));
-    ok(&[
-        "extract",
-        "--model",
-        s(&sh.join("models/efficientnet_lite0_features.onnx")),
-        "--data",
-        s(&photos),
-        "--out",
-        s(&theirs),
-        "-q",
-    ]);
+    extract(
+        &sh.join("models/efficientnet_lite0_features.onnx"),
+        &photos,
+        &theirs,
+        &["-q"],
+    );
     let (a, b) = (
         FeatureCache::open(&ours)
             .unwrap()

@@ -94,17 +94,12 @@ fn hostile_corpus_is_reported_file_by_file_and_the_rest_extracted() {
         &CnnSpec::tiny(Layout::Nchw, Some((32, 32))),
     );
     let out = d.path().join("f.h5");
-    let o = run(&[
-        "extract",
-        "--model",
-        s(&model),
-        "--data",
-        s(&data),
-        "--out",
-        s(&out),
-        "--preprocess",
-        "torch",
-    ]);
+    let o = run(&extract_line(
+        &model,
+        &data,
+        &out,
+        &["--preprocess", "torch"],
+    ));
     let log = text(&o);
     assert!(o.status.success(), "{log}");
     for (file, why) in [
@@ -168,18 +163,12 @@ fn concurrent_extracts_into_one_file_are_refused() {
     std::fs::write(&lock, std::process::id().to_string()).unwrap();
     let holder = std::fs::File::open(&lock).unwrap();
     holder.try_lock().unwrap();
-    let o = run(&[
-        "extract",
-        "--model",
-        s(&model),
-        "--data",
-        s(&data),
-        "--out",
-        s(&out),
-        "--preprocess",
-        "raw",
-        "-q",
-    ]);
+    let o = run(&extract_line(
+        &model,
+        &data,
+        &out,
+        &["--preprocess", "raw", "-q"],
+    ));
     assert!(!o.status.success(), "{}", text(&o));
     assert!(
         text(&o).contains("another headstart run")
@@ -190,18 +179,7 @@ fn concurrent_extracts_into_one_file_are_refused() {
     assert!(!out.exists());
     drop(holder);
     std::fs::write(&lock, "999999999").unwrap(); // a killed run's file: no OS lock on it
-    ok(&[
-        "extract",
-        "--model",
-        s(&model),
-        "--data",
-        s(&data),
-        "--out",
-        s(&out),
-        "--preprocess",
-        "raw",
-        "-q",
-    ]);
+    extract(&model, &data, &out, &["--preprocess", "raw", "-q"]);
     assert!(out.exists() && !lock.exists());
 }
 
@@ -337,22 +315,20 @@ fn non_models_and_foreign_files_are_refused() {
 #[test]
 fn killed_extracts_resume_to_the_same_cache() {
     let (d, data, m, out) = tiny_setup(30);
-    let args = [
-        "extract",
-        "--model",
-        s(&m),
-        "--data",
-        s(&data),
-        "--out",
-        s(&out),
-        "--preprocess",
-        "tf",
-        "--batch",
-        "1",
-        "--decode-threads",
-        "1",
-        "-q",
-    ];
+    let args = extract_line(
+        &m,
+        &data,
+        &out,
+        &[
+            "--preprocess",
+            "tf",
+            "--batch",
+            "1",
+            "--decode-threads",
+            "1",
+            "-q",
+        ],
+    );
     let mut kills = 0;
     let journal = headstart::cache::journal_path(&out);
     let lock = headstart::util::lock::lock_path(&out);
@@ -362,7 +338,7 @@ fn killed_extracts_resume_to_the_same_cache() {
     for moment in 0..5 {
         let base = len(&journal);
         let mut child = bin()
-            .args(args)
+            .args(&args)
             .stdout(std::process::Stdio::null())
             .stderr(std::process::Stdio::null())
             .spawn()
@@ -435,18 +411,7 @@ fn one_class_datasets_and_non_image_models_are_refused_clearly() {
         &CnnSpec::tiny(Layout::Nchw, Some((32, 32))),
     );
     let out = d.path().join("f.h5");
-    ok(&[
-        "extract",
-        "--model",
-        s(&m),
-        "--data",
-        s(&data),
-        "--out",
-        s(&out),
-        "--preprocess",
-        "raw",
-        "-q",
-    ]);
+    extract(&m, &data, &out, &["--preprocess", "raw", "-q"]);
     let o = run(&["train-head", s(&out)]);
     assert!(
         !o.status.success()

@@ -63,19 +63,12 @@ fn extract_layer_cuts_on_the_fly_and_inspect_lists_layers() {
         .iter()
         .find(|n| n.op_type == "GlobalAveragePool")
         .unwrap();
-    let log = ok(&[
-        "extract",
-        "--model",
-        s(&model),
-        "--data",
-        s(&data),
-        "--out",
-        s(&out),
-        "--layer",
-        &gap.input[0],
-        "--preprocess",
-        "tf",
-    ]);
+    let log = extract(
+        &model,
+        &data,
+        &out,
+        &["--layer", &gap.input[0], "--preprocess", "tf"],
+    );
     assert!(log.contains("f.base.onnx"), "{log}");
     let c = FeatureCache::open(&out).unwrap();
     assert_eq!(c.meta.feature_shape.len(), 3, "{:?}", c.meta.feature_shape);
@@ -188,18 +181,7 @@ fn external_data_models_are_cut_beside_their_data() {
     );
     let cut = dir.join("cut.onnx");
     ok(&["cut", s(&model), "--layer", &first, "--out", s(&cut)]);
-    ok(&[
-        "extract",
-        "--model",
-        s(&cut),
-        "--data",
-        s(&data),
-        "--out",
-        s(&out),
-        "--preprocess",
-        "raw",
-        "-q",
-    ]);
+    extract(&cut, &data, &out, &["--preprocess", "raw", "-q"]);
     assert_eq!(
         FeatureCache::open(&out).unwrap().meta.feature_shape.len(),
         3

@@ -3,7 +3,7 @@
 //! here; each section of the journey is a module beside this file (`extract`, `shards`,
 //! `preprocessing`, `bad_input`, `real_photos`, `train_evaluate`, `score_export`, `quantize`,
 //! `inspect_cut`, `hostile`, `reports`, `finetune`, `fetch`, `split`, `augment_recipes`, `cloud`,
-//! `safety`), whose own helpers the others reach through the `use` lines at the end.
+//! `docs`, `safety`), whose own helpers the others reach through the `use` lines at the end.
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
@@ -38,11 +38,15 @@ fn text(o: &Output) -> String {
 
 /// Runs headstart expecting failure; every `want` must appear in its output, which is returned.
 fn fails(args: &[&str], want: &[&str]) -> String {
-    let o = run(args);
-    let t = text(&o);
-    assert!(!o.status.success(), "{args:?} should fail:\n{t}");
+    failed(&run(args), want)
+}
+
+/// A finished run that must have failed, saying every `want`; returns its output.
+fn failed(o: &Output, want: &[&str]) -> String {
+    let t = text(o);
+    assert!(!o.status.success(), "should have failed:\n{t}");
     for w in want {
-        assert!(t.contains(w), "{args:?}: '{w}' not in:\n{t}");
+        assert!(t.contains(w), "'{w}' not in:\n{t}");
     }
     t
 }
@@ -55,6 +59,25 @@ fn ok(args: &[&str]) -> String {
         text(&o)
     );
     text(&o)
+}
+
+/// `extract --model M --data D --out O` and `extra`: the command line most tests start from.
+fn extract_line<'a>(m: &'a Path, data: &'a Path, out: &'a Path, extra: &[&'a str]) -> Vec<&'a str> {
+    let line = [
+        "extract",
+        "--model",
+        s(m),
+        "--data",
+        s(data),
+        "--out",
+        s(out),
+    ];
+    [&line[..], extra].concat()
+}
+
+/// Runs [`extract_line`] expecting success; returns its output.
+fn extract(m: &Path, data: &Path, out: &Path, extra: &[&str]) -> String {
+    ok(&extract_line(m, data, out, extra))
 }
 
 /// The shared photos and models: `$HEADSTART_SHARED`, else `../shared` beside the checkout.
@@ -169,6 +192,7 @@ mod augment_recipes;
 mod bad_input;
 #[cfg(feature = "cloud")]
 mod cloud;
+mod docs;
 mod extract;
 mod fetch;
 mod finetune;

@@ -101,29 +101,8 @@ fn nchw_and_nhwc_models_with_the_same_weights_agree() {
         &CnnSpec::tiny(Layout::Nhwc, Some((32, 32))),
     );
     let (fa, fb) = (d.path().join("a.h5"), d.path().join("b.h5"));
-    ok(&[
-        "extract",
-        "--model",
-        s(&a),
-        "--data",
-        s(&data),
-        "--out",
-        s(&fa),
-        "--preprocess",
-        "caffe",
-        "--quiet",
-    ]);
-    let log = ok(&[
-        "extract",
-        "--model",
-        s(&b),
-        "--data",
-        s(&data),
-        "--out",
-        s(&fb),
-        "--preprocess",
-        "caffe",
-    ]);
+    extract(&a, &data, &fa, &["--preprocess", "caffe", "--quiet"]);
+    let log = extract(&b, &data, &fb, &["--preprocess", "caffe"]);
     assert!(log.contains("[?x32x32x3] NHWC"), "{log}");
     let ca = FeatureCache::open(&fa).unwrap();
     let cb = FeatureCache::open(&fb).unwrap();
@@ -166,37 +145,19 @@ fn dynamic_input_size_needs_size_flag_or_metadata() {
     tiny_dataset(&data, 1);
     let m = save_model(d.path(), "dyn.onnx", &CnnSpec::tiny(Layout::Nchw, None));
     let out = d.path().join("f.h5");
-    let o = run(&[
-        "extract",
-        "--model",
-        s(&m),
-        "--data",
-        s(&data),
-        "--out",
-        s(&out),
-        "--preprocess",
-        "tf",
-    ]);
+    let o = run(&extract_line(&m, &data, &out, &["--preprocess", "tf"]));
     assert!(!o.status.success());
     assert!(
         text(&o).contains("dynamic") && text(&o).contains("--size"),
         "{}",
         text(&o)
     );
-    ok(&[
-        "extract",
-        "--model",
-        s(&m),
-        "--data",
-        s(&data),
-        "--out",
-        s(&out),
-        "--preprocess",
-        "tf",
-        "--size",
-        "48x24",
-        "--quiet",
-    ]);
+    extract(
+        &m,
+        &data,
+        &out,
+        &["--preprocess", "tf", "--size", "48x24", "--quiet"],
+    );
     let c = FeatureCache::open(&out).unwrap();
     assert_eq!(c.meta.input_size, (24, 48));
     assert_eq!(c.meta.feature_shape, vec![16, 6, 12]);
@@ -211,15 +172,7 @@ fn dynamic_input_size_needs_size_flag_or_metadata() {
     ];
     let m2 = save_model(d.path(), "dynmeta.onnx", &spec);
     let out2 = d.path().join("g.h5");
-    let log = ok(&[
-        "extract",
-        "--model",
-        s(&m2),
-        "--data",
-        s(&data),
-        "--out",
-        s(&out2),
-    ]);
+    let log = extract(&m2, &data, &out2, &[]);
     assert!(
         log.contains("resize crop 0.875 bicubic") && log.contains("normalise: model metadata"),
         "{log}"
@@ -237,15 +190,7 @@ fn model_without_metadata_or_preset_asks_for_preprocess_flag() {
         "tiny.onnx",
         &CnnSpec::tiny(Layout::Nchw, Some((32, 32))),
     );
-    let o = run(&[
-        "extract",
-        "--model",
-        s(&m),
-        "--data",
-        s(&data),
-        "--out",
-        s(&d.path().join("f.h5")),
-    ]);
+    let o = run(&extract_line(&m, &data, &d.path().join("f.h5"), &[]));
     assert!(!o.status.success());
     assert!(
         text(&o).contains("--preprocess caffe|torch|tf|raw"),

@@ -181,7 +181,7 @@ fn quantize_keeps_the_most_sensitive_nodes_of_efficientnet_lite0_in_float() {
     let refused = |extra: &[&str], want: &[&str]| run_q(&auto, extra, Some(want));
     refused(
         &["--target-cosine", "1.5"],
-        &["--target-cosine 1.5", "[0, 1]"],
+        &["--target-cosine: 1.5 is not in [0, 1]"],
     );
     refused(
         &["--all-int8", "--target-cosine", "0.9"],

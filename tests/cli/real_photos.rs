@@ -76,15 +76,12 @@ fn real_photos_match_the_python_reference() {
         std::fs::copy(sh.join("data/cats_dogs").join(rel), &dst).unwrap();
     }
     let out = d.path().join("f.h5");
-    let log = ok(&[
-        "extract",
-        "--model",
-        s(&sh.join("models/efficientnet_lite0_features.onnx")),
-        "--data",
-        s(&data),
-        "--out",
-        s(&out),
-    ]);
+    let log = extract(
+        &sh.join("models/efficientnet_lite0_features.onnx"),
+        &data,
+        &out,
+        &[],
+    );
     assert!(
         log.contains("resize crop 0.875 bicubic")
             && log.contains("RGB mean 127,127,127 std 128,128,128"),

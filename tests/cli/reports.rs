@@ -133,19 +133,12 @@ fn library_calls_report_through_the_reporter() {
 fn json_progress_lines_for_scripts() {
     let (_d, data, m, out) = tiny_setup(3);
     std::fs::write(data.join("train/a/broken.jpg"), b"not a jpeg").unwrap();
-    let o = run(&[
-        "extract",
-        "--model",
-        s(&m),
-        "--data",
-        s(&data),
-        "--out",
-        s(&out),
-        "--preprocess",
-        "tf",
-        "--progress",
-        "json",
-    ]);
+    let o = run(&extract_line(
+        &m,
+        &data,
+        &out,
+        &["--preprocess", "tf", "--progress", "json"],
+    ));
     assert!(o.status.success(), "{}", text(&o));
     let events: Vec<serde_json::Value> = String::from_utf8_lossy(&o.stderr)
         .lines()

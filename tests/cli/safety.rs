@@ -363,8 +363,7 @@ fn paths_read_from_markers_and_manifests_stay_inside_the_run() {
         let o = shard_cmd(&run2, &m, &[("HEADSTART_SHARD", "0")], &[])
             .output()
             .unwrap();
-        let t = text(&o);
-        assert!(!o.status.success(), "{t}");
+        let t = failed(&o, &[]);
         assert!(
             t.contains("shard-00000.txt") && t.contains("line 3") && t.contains("inside its root"),
             "{t}"
@@ -410,11 +409,7 @@ fn score_refuses_to_overwrite_or_append_to_a_foreign_file_and_keeps_names_and_or
     assert!(!t.contains('\u{fffd}'), "{t}");
     // An existing output is refused without --force or --resume.
     let o = score(&out, &[]);
-    assert!(
-        !o.status.success() && text(&o).contains("--force"),
-        "{}",
-        text(&o)
-    );
+    failed(&o, &["--force"]);
     assert_eq!(std::fs::read(&out).unwrap(), first);
     // Several decode threads: the same rows in the same order.
     for threads in ["2", "4"] {
@@ -434,18 +429,10 @@ fn score_refuses_to_overwrite_or_append_to_a_foreign_file_and_keeps_names_and_or
     )
     .unwrap();
     let o = score(&other, &["--resume"]);
-    assert!(
-        !o.status.success() && text(&o).contains("header"),
-        "{}",
-        text(&o)
-    );
+    failed(&o, &["header"]);
     std::fs::write(&other, b"\x00\x01garbage without a header").unwrap();
     let o = score(&other, &["--resume"]);
-    assert!(
-        !o.status.success() && text(&o).contains("--resume"),
-        "{}",
-        text(&o)
-    );
+    failed(&o, &["--resume"]);
     assert_eq!(
         std::fs::read(&other).unwrap(),
         b"\x00\x01garbage without a header"
@@ -457,18 +444,10 @@ fn score_refuses_to_overwrite_or_append_to_a_foreign_file_and_keeps_names_and_or
     )
     .unwrap();
     let o = score(&jl, &["--resume"]);
-    assert!(
-        !o.status.success() && text(&o).contains("line 1"),
-        "{}",
-        text(&o)
-    );
+    failed(&o, &["line 1"]);
     // --top-k beyond the class count is an error, not a header of 10^11 columns.
     let o = score(&d.path().join("k.csv"), &["--top-k", "99999999999"]);
-    assert!(
-        !o.status.success() && text(&o).contains("top-k"),
-        "{}",
-        text(&o)
-    );
+    failed(&o, &["top-k"]);
 }
 
 #[test]
@@ -629,44 +608,30 @@ fn sizes_from_files_and_flags_are_bounded_before_allocating() {
     );
     // Flags past their bounds.
     let ex = |flag: &str, v: &str| {
-        let o = run(&[
-            "extract",
-            "--model",
-            s(&m),
-            "--data",
-            s(&data),
-            "--out",
-            s(&d.path().join("z.h5")),
-            "--preprocess",
-            "tf",
-            "--force",
-            flag,
-            v,
-        ]);
+        let o = run(&extract_line(
+            &m,
+            &data,
+            &d.path().join("z.h5"),
+            &["--preprocess", "tf", "--force", flag, v],
+        ));
         text(&o)
     };
     assert!(ex("--batch", "100000000").contains("4096"));
     assert!(ex("--threads", "100000").contains("1024"));
-    let o = run(&[
-        "extract",
-        "--model",
-        s(&m),
-        "--data",
-        s(&data),
-        "--out",
-        s(&d.path().join("z.h5")),
-        "--preprocess",
-        "tf",
-        "--augment",
-        "flip",
-        "--copies",
-        "4000000000",
-    ]);
-    assert!(
-        !o.status.success() && text(&o).contains("1000"),
-        "{}",
-        text(&o)
-    );
+    let o = run(&extract_line(
+        &m,
+        &data,
+        &d.path().join("z.h5"),
+        &[
+            "--preprocess",
+            "tf",
+            "--augment",
+            "flip",
+            "--copies",
+            "4000000000",
+        ],
+    ));
+    failed(&o, &["1000"]);
 }
 
 #[test]
@@ -687,11 +652,7 @@ fn impossible_preprocessing_and_head_values_are_refused() {
         run(&a)
     };
     let o = extract(&m, &["--mean", "nan,0,0", "--std", "1,1,1"]);
-    assert!(
-        !o.status.success() && text(&o).contains("finite"),
-        "{}",
-        text(&o)
-    );
+    failed(&o, &["finite"]);
     for (key, value, want) in [
         ("mean", "nan,0.5,0.5", "finite"),
         ("std", "0,0,0", "non-zero"),
@@ -935,10 +896,6 @@ fn derived_outputs_report_folders_and_pictures_follow_the_rules() {
     let mine = out.join("train/Cat/my_own_photo.jpg");
     std::fs::copy(src.join("Cat/1.jpg"), &mine).unwrap();
     let o = split(true);
-    assert!(
-        !o.status.success() && text(&o).contains("does not list"),
-        "{}",
-        text(&o)
-    );
+    failed(&o, &["does not list"]);
     assert!(mine.exists());
 }

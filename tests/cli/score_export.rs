@@ -74,18 +74,7 @@ fn export_and_score_match_the_two_stage_path() {
             &CnnSpec::tiny(layout, Some((32, 32))),
         );
         let cache = d.path().join("f.h5");
-        ok(&[
-            "extract",
-            "--model",
-            s(&model),
-            "--data",
-            s(&data),
-            "--out",
-            s(&cache),
-            "--preprocess",
-            "caffe",
-            "-q",
-        ]);
+        extract(&model, &data, &cache, &["--preprocess", "caffe", "-q"]);
         let head = d.path().join("h.h5");
         ok(&[
             "train-head",

@@ -38,18 +38,7 @@ pub(crate) fn succeeds(c: &mut Command) -> String {
 
 /// `extract` of `data` into `out` with `--preprocess tf` (the tiny models' preprocessing), quietly.
 pub(crate) fn tf_extract(m: &Path, data: &Path, out: &Path) -> String {
-    ok(&[
-        "extract",
-        "--model",
-        s(m),
-        "--data",
-        s(data),
-        "--out",
-        s(out),
-        "--preprocess",
-        "tf",
-        "-q",
-    ])
+    extract(m, data, out, &["--preprocess", "tf", "-q"])
 }
 
 /// [`tf_extract`] of `data` with two models, each into its own cache; both caches opened.

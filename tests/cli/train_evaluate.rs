@@ -42,18 +42,7 @@ pub(crate) fn tiny_features(
     spec.seed = seed;
     let model = save_model(d.path(), "tiny.onnx", &spec);
     let cache = d.path().join("f.h5");
-    ok(&[
-        "extract",
-        "--model",
-        s(&model),
-        "--data",
-        s(&data),
-        "--out",
-        s(&cache),
-        "--preprocess",
-        "torch",
-        "-q",
-    ]);
+    extract(&model, &data, &cache, &["--preprocess", "torch", "-q"]);
     (d, data, model, cache)
 }
 
@@ -423,7 +412,7 @@ fn train_head_and_evaluate_refuse_bad_input_with_both_sides() {
             "--momentum",
             "0.9",
         ],
-        &["--optimizer sgd only"],
+        &["--momentum: applies to optimizer sgd only"],
     );
     fails(
         &[

@@ -8,8 +8,8 @@ use headstart::data::preprocess::{
     ColorOrder, Decode, Interpolation, Layout, Mode, ResizeMode, DEFAULT_CROP_FRACTION,
 };
 use headstart::error::{Error, Result};
-use headstart::head::fit::OptimizerKind;
 use headstart::head::net::Pool;
+use headstart::head::settings::OptimizerName;
 use headstart::infer::extract::ExtractConfig;
 use headstart::infer::model::{parse_size, PreprocessOverrides};
 use headstart::infer::runtime::{Device, RuntimeConfig};
@@ -121,18 +121,13 @@ impl From<PoolArg> for Pool {
     }
 }
 
-impl OptimizerArg {
-    /// The optimizer with SGD's momentum, Nesterov flag and decay (ignored by the others).
-    pub fn kind(self, momentum: f32, nesterov: bool, decay: f64) -> OptimizerKind {
-        match self {
-            OptimizerArg::Sgd => OptimizerKind::Sgd {
-                momentum,
-                nesterov,
-                decay,
-            },
-            OptimizerArg::Adam => OptimizerKind::Adam,
-            OptimizerArg::Adamw => OptimizerKind::AdamW,
-            OptimizerArg::Rmsprop => OptimizerKind::RmsProp,
+impl From<OptimizerArg> for OptimizerName {
+    fn from(o: OptimizerArg) -> OptimizerName {
+        match o {
+            OptimizerArg::Sgd => OptimizerName::Sgd,
+            OptimizerArg::Adam => OptimizerName::Adam,
+            OptimizerArg::Adamw => OptimizerName::AdamW,
+            OptimizerArg::Rmsprop => OptimizerName::RmsProp,
         }
     }
 }
@@ -337,15 +332,6 @@ impl ModelRunArgs {
         ex.runtime = self.runtime.to_config();
         Ok(())
     }
-}
-
-/// `head.h5` + `x.png` -> `head.x.png` beside it.
-pub fn path_with_suffix(p: &Path, suffix: &str) -> PathBuf {
-    let stem = p
-        .file_stem()
-        .map(|s| s.to_string_lossy().into_owned())
-        .unwrap_or_default();
-    p.with_file_name(format!("{stem}.{suffix}"))
 }
 
 /// Which shard of a planned run (`--run`) a worker takes; shared by `extract` and `score`.

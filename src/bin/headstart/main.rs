@@ -10,7 +10,7 @@ mod common;
 mod signal;
 mod term;
 
-use clap::{CommandFactory, FromArgMatches, Parser, Subcommand};
+use clap::{Parser, Subcommand};
 
 #[derive(Parser, Debug)]
 #[command(
@@ -122,28 +122,9 @@ fn error_text(e: &headstart::Error) -> String {
     msg
 }
 
-/// Parses the command line; `train-head` also learns which of its flags were given (they win over
-/// its recipe).
-fn parse() -> Cli {
-    let matches = Cli::command().get_matches();
-    let mut cli = Cli::from_arg_matches(&matches).unwrap_or_else(|e| e.exit());
-    if let (Command::TrainHead(a), Some(m)) =
-        (&mut cli.command, matches.subcommand_matches("train-head"))
-    {
-        a.explicit = m
-            .ids()
-            .filter(|id| {
-                m.value_source(id.as_str()) == Some(clap::parser::ValueSource::CommandLine)
-            })
-            .map(|id| id.to_string())
-            .collect();
-    }
-    cli
-}
-
 fn main() -> std::process::ExitCode {
     signal::default_sigpipe();
-    match run(parse()) {
+    match run(Cli::parse()) {
         Ok(()) => std::process::ExitCode::SUCCESS,
         Err(e) => {
             eprintln!("{}", error_text(&e));

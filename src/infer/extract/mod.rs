@@ -277,7 +277,7 @@ pub fn extract(cfg: &ExtractConfig, rep: &dyn Reporter) -> Result<ExtractSummary
     }
     let t0 = Instant::now();
     if cfg.batch == 0 {
-        return Err(Error::Config("--batch must be at least 1".into()));
+        return Err(Error::invalid("batch", "must be at least 1, got 0"));
     }
     crate::util::limits::check("batch", cfg.batch, 1, crate::util::limits::MAX_BATCH)?;
     crate::util::limits::check("copies", cfg.copies, 0, crate::util::limits::MAX_COPIES)?;
@@ -393,7 +393,7 @@ impl Index {
             let Some(train) = ds.splits.iter().find(|s| s.name == "train") else {
                 return Err(Error::dataset(
                     &cfg.data,
-                    "--augment flip needs a train split",
+                    "flip augmentation needs a train split",
                 ));
             };
             index.add(FLIP_SPLIT, &train.items, &ds.root, true);
@@ -405,7 +405,10 @@ impl Index {
         }
         if cfg.copies > 0 {
             let Some(train) = ds.splits.iter().find(|s| s.name == "train") else {
-                return Err(Error::dataset(&cfg.data, "--copies needs a train split"));
+                return Err(Error::dataset(
+                    &cfg.data,
+                    "augmented copies need a train split",
+                ));
             };
             index.augment.resize(index.paths.len(), None);
             let mut rows = Vec::with_capacity(cfg.copies * train.items.len());

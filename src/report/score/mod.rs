@@ -319,7 +319,7 @@ fn open_output(
 /// files go to `rep`.
 pub fn score(cfg: &ScoreConfig, rep: &dyn Reporter) -> Result<ScoreSummary> {
     if cfg.batch == 0 {
-        return Err(Error::Config("--batch must be at least 1".into()));
+        return Err(Error::invalid("batch", "must be at least 1, got 0"));
     }
     let mut model = BaseModel::open(&cfg.model, &cfg.runtime, cfg.layout)?;
     if let Some(why) = &model.fallback {

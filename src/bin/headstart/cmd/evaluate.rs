@@ -1,14 +1,14 @@
 //! `headstart evaluate`: a head's metrics on a cached split, or on image folders (extracted on the
 //! fly), as text or JSON, with plots and a markdown report on request.
 
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 
 use headstart::error::{Error, Result};
 use headstart::infer::extract::ExtractConfig;
-use headstart::report::evaluate::{evaluate, EvaluateConfig, Evaluation, Source};
-use headstart::report::plot;
+use headstart::report::evaluate::{evaluate, EvaluateConfig, Source};
+use headstart::report::markdown;
 
-use crate::common::{model_path, path_with_suffix, term, to_json, ModelRunArgs, ProgressArg};
+use crate::common::{model_path, term, to_json, ModelRunArgs, ProgressArg};
 
 #[derive(clap::Args, Debug)]
 pub struct Args {
@@ -118,72 +118,10 @@ pub fn run(a: &Args) -> Result<()> {
         );
         print!("{}", e.metrics.report());
     }
-    let mut pictures = Vec::new();
     if a.plot || a.report.is_some() {
-        pictures = draw(&cfg.head, &e, a.report.as_deref())?;
-        for p in &pictures {
+        for p in markdown::evaluation(&cfg.head, &e, a.report.as_deref())? {
             eprintln!("wrote {}", p.display());
         }
     }
-    if let Some(dir) = &a.report {
-        let path = report(&e, &pictures, dir)?;
-        eprintln!("wrote {}", path.display());
-    }
     Ok(())
-}
-
-/// The confusion matrix, (two classes) the ROC curve and the most confidently wrong images: into the
-/// report folder, else beside the head file as `<head>.<split>.confusion.png` and so on.
-fn draw(head: &Path, e: &Evaluation, report: Option<&Path>) -> Result<Vec<PathBuf>> {
-    let place = |what: &str| match report {
-        Some(dir) => dir.join(format!("evaluate.{}.{what}", e.split)),
-        None => path_with_suffix(head, &format!("{}.{what}", e.split)),
-    };
-    if let Some(dir) = report {
-        std::fs::create_dir_all(dir).map_err(|x| Error::io(dir, x))?;
-    }
-    let mut pictures = Vec::new();
-    let cm = place("confusion.png");
-    plot::confusion(&e.metrics, &cm)?;
-    pictures.push(cm);
-    if let (Some(auc), false) = (e.metrics.roc_auc, e.scores.is_empty()) {
-        let roc = place("roc.png");
-        let (s, p): (Vec<f64>, Vec<bool>) = e.scores.iter().copied().unzip();
-        let class = e.metrics.per_class.get(1).map_or("1", |c| c.class.as_str());
-        plot::roc(&s, &p, auc, class, &roc)?;
-        pictures.push(roc);
-    }
-    if !e.metrics.top_losses.is_empty() {
-        let top = place("top_losses.png");
-        plot::top_losses(&e.metrics, Path::new(&e.data_root), &top)?;
-        pictures.push(top);
-    }
-    Ok(pictures)
-}
-
-/// `DIR/report.md`: metrics, pictures and the JSON.
-fn report(e: &Evaluation, pictures: &[PathBuf], dir: &Path) -> Result<PathBuf> {
-    let imgs: String = pictures
-        .iter()
-        .map(|p| {
-            format!(
-                "![{0}]({0})\n",
-                p.file_name().unwrap_or_default().to_string_lossy()
-            )
-        })
-        .collect();
-    let json = to_json(e, true)?;
-    plot::report(
-        dir,
-        &format!("Evaluation of {} on {} ({})", e.head, e.features, e.split),
-        &[
-            (
-                "Metrics".into(),
-                format!("```text\n{}```", e.metrics.report()),
-            ),
-            ("Pictures".into(), imgs),
-            ("As JSON".into(), format!("```json\n{json}\n```")),
-        ],
-        true,
-    )
 }

@@ -7,6 +7,7 @@ use headstart::error::{Error, Result};
 use headstart::finetune::{finetune, FinetuneConfig, SplitPoint};
 use headstart::head::fit::OptimizerSpec;
 use headstart::head::net::{parse_spec, DEFAULT_HEAD};
+use headstart::head::settings::OptimizerName;
 
 use crate::common::{
     model_path, term, to_json, AugmentArg, ModelRunArgs, OptimizerArg, PoolArg, ProgressArg,
@@ -48,9 +49,9 @@ pub struct Args {
     /// Phase 2 learning rate (low: the top already knows its job).
     #[arg(long, default_value_t = 1e-5)]
     pub lr: f64,
-    /// SGD momentum (phase 2).
-    #[arg(long, default_value_t = 0.0)]
-    pub momentum: f32,
+    /// SGD momentum, phase 2 [default: 0].
+    #[arg(long)]
+    pub momentum: Option<f32>,
     /// L2 weight decay (decoupled for adamw), phase 2.
     #[arg(long, default_value_t = 0.0)]
     pub weight_decay: f32,
@@ -107,24 +108,6 @@ impl Args {
                 ))
             }
         };
-        if !(self.lr > 0.0 && self.lr.is_finite() && self.head_lr > 0.0 && self.head_lr.is_finite())
-        {
-            return Err(Error::Config(format!(
-                "--lr and --head-lr must be positive, got {} and {}",
-                self.lr, self.head_lr
-            )));
-        }
-        if self.momentum != 0.0 && self.optimizer != OptimizerArg::Sgd {
-            return Err(Error::Config(
-                "--momentum applies to --optimizer sgd only".into(),
-            ));
-        }
-        if self.head.is_none() && self.freeze_epochs == 0 {
-            return Err(Error::Config(
-                "--freeze-epochs must be at least 1 without --head (phase 1 trains the new head)"
-                    .into(),
-            ));
-        }
         let mut cfg = FinetuneConfig::new(model_path(&self.model)?, &self.data, &self.out, split);
         if let Some(c) = &self.cache {
             cfg.cache = c.clone();
@@ -139,7 +122,7 @@ impl Args {
         cfg.epochs = self.epochs;
         cfg.batch_size = self.batch_size;
         cfg.optimizer = OptimizerSpec {
-            kind: self.optimizer.kind(self.momentum, false, 0.0),
+            kind: OptimizerName::from(self.optimizer).kind(self.momentum, false, None)?,
             lr: self.lr,
             weight_decay: self.weight_decay,
         };

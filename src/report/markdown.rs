@@ -1,0 +1,158 @@
+//! Markdown reports, `DIR/report.md` beside their pictures: `train-head --report` writes the run,
+//! its settings and learning curves; `evaluate --report` adds the metrics, the confusion matrix, the
+//! ROC curve and the most confidently wrong images (to a train-head report in the same folder).
+
+use std::path::{Path, PathBuf};
+
+use crate::error::{Error, Result};
+use crate::head::file::Head;
+use crate::head::train_head::{TrainHeadConfig, TrainHeadSummary};
+use crate::report::evaluate::Evaluation;
+use crate::report::plot;
+use crate::util::output::{Output, Replace};
+use crate::util::paths::with_suffix;
+
+/// Writes `dir/report.md` (`sections` are (title, markdown body) pairs); with `append` and an
+/// existing report (train-head's, say), adds to it under `title` instead.
+pub fn write(
+    dir: &Path,
+    title: &str,
+    sections: &[(String, String)],
+    append: bool,
+) -> Result<std::path::PathBuf> {
+    std::fs::create_dir_all(dir).map_err(|x| Error::io(dir, x))?;
+    let path = dir.join("report.md");
+    let existing = if append {
+        std::fs::read_to_string(&path).ok()
+    } else {
+        None
+    };
+    let mut s = match &existing {
+        Some(old) => format!("{old}\n# {title}\n"),
+        None => format!("# {title}\n\n_headstart {}_\n", env!("CARGO_PKG_VERSION")),
+    };
+    for (t, body) in sections {
+        s += &format!("\n## {t}\n\n{body}\n");
+    }
+    Output::new(&path)
+        .replace(Replace::If {
+            what: "a headstart report",
+            check: &|p| std::fs::read_to_string(p).is_ok_and(|t| t.starts_with("# ")),
+        })
+        .write_bytes(s.as_bytes())?;
+    Ok(path)
+}
+
+/// The learning curves at `curves` (each path a PNG), and with `report` the folder's report.md: the
+/// run, the head's settings, the curves and the per-epoch table. Returns the files written.
+pub fn train_head(
+    cfg: &TrainHeadConfig,
+    s: &TrainHeadSummary,
+    curves_beside_head: bool,
+    report: Option<&Path>,
+) -> Result<Vec<PathBuf>> {
+    let mut written = Vec::new();
+    if curves_beside_head {
+        written.push(with_suffix(&cfg.out, "curves.png"));
+    }
+    if let Some(dir) = report {
+        std::fs::create_dir_all(dir).map_err(|x| Error::io(dir, x))?;
+        written.push(dir.join("curves.png"));
+    }
+    for c in &written {
+        plot::learning_curves(&s.history, c)?;
+    }
+    let Some(dir) = report else {
+        return Ok(written);
+    };
+    let head = Head::load(&cfg.out)?;
+    let training: serde_json::Value = serde_json::from_str(&head.training).unwrap_or_default();
+    let run = format!(
+        "- features: `{}`\n- base model: `{}` (sha256 `{}`)\n- preprocessing: {}\n- classes: {}\n- head: `{}` ({}), pool {}\n- rows: {} train, {} validation\n- kept epoch {} of {}{}\n- {:.1} s",
+        cfg.features.display(),
+        head.base.model_file,
+        head.base.model_sha256,
+        head.base.preprocess,
+        head.classes.join(", "),
+        head.spec,
+        head.kind.name(),
+        head.pool.name(),
+        s.train_rows,
+        s.val_rows,
+        s.history.kept_epoch,
+        s.history.epochs.len(),
+        if s.history.stopped_early { " (stopped early)" } else { "" },
+        s.seconds
+    );
+    let settings = serde_json::to_string_pretty(&training["settings"]).unwrap_or_default();
+    written.push(write(
+        dir,
+        &format!("train-head: {}", cfg.out.display()),
+        &[
+            ("Run".into(), run),
+            ("Settings".into(), format!("```json\n{settings}\n```")),
+            ("Learning curves".into(), "![curves](curves.png)".into()),
+            ("History".into(), s.history.markdown()),
+        ],
+        false,
+    )?);
+    Ok(written)
+}
+
+/// The confusion matrix, (two classes) the ROC curve and the most confidently wrong images: into the
+/// report folder (with its report.md), else beside the head file as `<head>.<split>.confusion.png`
+/// and so on. Returns the files written.
+pub fn evaluation(head: &Path, e: &Evaluation, report: Option<&Path>) -> Result<Vec<PathBuf>> {
+    let place = |what: &str| match report {
+        Some(dir) => dir.join(format!("evaluate.{}.{what}", e.split)),
+        None => with_suffix(head, &format!("{}.{what}", e.split)),
+    };
+    if let Some(dir) = report {
+        std::fs::create_dir_all(dir).map_err(|x| Error::io(dir, x))?;
+    }
+    let mut pictures = Vec::new();
+    let cm = place("confusion.png");
+    plot::confusion(&e.metrics, &cm)?;
+    pictures.push(cm);
+    if let (Some(auc), false) = (e.metrics.roc_auc, e.scores.is_empty()) {
+        let roc = place("roc.png");
+        let (s, p): (Vec<f64>, Vec<bool>) = e.scores.iter().copied().unzip();
+        let class = e.metrics.per_class.get(1).map_or("1", |c| c.class.as_str());
+        plot::roc(&s, &p, auc, class, &roc)?;
+        pictures.push(roc);
+    }
+    if !e.metrics.top_losses.is_empty() {
+        let top = place("top_losses.png");
+        plot::top_losses(&e.metrics, Path::new(&e.data_root), &top)?;
+        pictures.push(top);
+    }
+    let Some(dir) = report else {
+        return Ok(pictures);
+    };
+    let imgs: String = pictures
+        .iter()
+        .map(|p| {
+            format!(
+                "![{0}]({0})\n",
+                p.file_name().unwrap_or_default().to_string_lossy()
+            )
+        })
+        .collect();
+    let json = serde_json::to_string_pretty(e)
+        .map_err(|x| Error::Config(format!("cannot write JSON: {x}")))?;
+    let md = write(
+        dir,
+        &format!("Evaluation of {} on {} ({})", e.head, e.features, e.split),
+        &[
+            (
+                "Metrics".into(),
+                format!("```text\n{}```", e.metrics.report()),
+            ),
+            ("Pictures".into(), imgs),
+            ("As JSON".into(), format!("```json\n{json}\n```")),
+        ],
+        true,
+    )?;
+    pictures.push(md);
+    Ok(pictures)
+}
