@@ -12,8 +12,8 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 EPOCHS="${1:-30}"
-SHARED="${HEADSTART_SHARED:-../shared}"
-scripts/setup.sh >/dev/null
+SHARED="${HEADSTART_SHARED:?set HEADSTART_SHARED to the folder of the project photos and models (data/cats_dogs, models/)}"
+scripts/setup.sh --tests >/dev/null
 cargo build --release --quiet
 BIN=target/release/headstart
 PY=.cache/venv/bin/python TF=.cache/bench-venv/bin/python TORCH=.cache/torch-venv/bin/python

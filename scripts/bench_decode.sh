@@ -11,7 +11,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 [ $# -eq 2 ] || { echo "usage: scripts/bench_decode.sh MODEL DATA_DIR" >&2; exit 2; }
 MODEL="$1"; DATA="$(cd "$2" && pwd)"
-scripts/setup.sh
+scripts/setup.sh --tests
 cargo build --release --quiet
 BIN=target/release/headstart
 PY=.cache/bench-venv/bin/python

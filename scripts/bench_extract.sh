@@ -1,11 +1,11 @@
 #!/usr/bin/env bash
 # Benchmark (prints numbers; not a test): `headstart extract` end to end vs ONNX Runtime alone on a
 # VGG-16-shaped base with random weights at 224x224, and peak RSS for 256 vs 2000 photos.
-# Usage: scripts/bench_extract.sh [PHOTOS_DIR]     (default ../shared/data/cats_dogs)
+# Usage: scripts/bench_extract.sh [PHOTOS_DIR]     (default $HEADSTART_SHARED/data/cats_dogs)
 set -euo pipefail
 cd "$(dirname "$0")/.."
-PHOTOS="${1:-../shared/data/cats_dogs}"
-scripts/setup.sh
+PHOTOS="${1:-${HEADSTART_SHARED:?give PHOTOS_DIR or set HEADSTART_SHARED}/data/cats_dogs}"
+scripts/setup.sh --tests
 cargo build --release --quiet
 BIN=target/release/headstart
 MODEL=models/vgg16_nchw.onnx

@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Benchmark (prints numbers; not a test) of `headstart finetune`.
-#  1. Accuracy: ../shared/data/cats_dogs with efficientnet_lite0_features.onnx, the last stage and
+#  1. Accuracy: $HEADSTART_SHARED/data/cats_dogs with efficientnet_lite0_features.onnx, the last stage and
 #     the head conv unfrozen (--unfreeze stage7): test accuracy of the head alone (phase 1, frozen top)
 #     beside the fine-tuned model's, from one run; then the written ONNX file is scored in ONNX
 #     Runtime and its accuracy counted from the CSV.
@@ -13,8 +13,8 @@ cd "$(dirname "$0")/.."
 N="${1:-2000}"
 EPOCHS="${2:-1}"
 PART="${3:-all}"
-SHARED="${HEADSTART_SHARED:-../shared}"
-scripts/setup.sh
+SHARED="${HEADSTART_SHARED:?set HEADSTART_SHARED to the folder of the project photos and models (data/cats_dogs, models/)}"
+scripts/setup.sh --tests
 cargo build --release --quiet
 BIN=target/release/headstart
 PY=.cache/torch-venv/bin/python

@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Benchmark (prints numbers; not a test) of train-head, side by side with Keras 3 (TensorFlow CPU) and
 # scikit-learn in the same run. Python peers are installed into .cache/bench-venv from PyPI.
-#  1. Accuracy on ../shared/data/cats_dogs test with efficientnet_lite0_features.onnx features:
+#  1. Accuracy on $HEADSTART_SHARED/data/cats_dogs test with efficientnet_lite0_features.onnx features:
 #     headstart's default head and its logistic baseline vs sklearn LogisticRegression and the Keras head.
 #  2. Speed: the seed head (Flatten -> Dense 256 relu -> Dropout 0.5 -> sigmoid, RMSprop 2e-5, batch 20,
 #     30 epochs) on 2000 x (512x7x7) seeded random features (`headstart make-features`, validation on
@@ -10,8 +10,8 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 EPOCHS="${1:-30}"
-SHARED="${HEADSTART_SHARED:-../shared}"
-scripts/setup.sh
+SHARED="${HEADSTART_SHARED:?set HEADSTART_SHARED to the folder of the project photos and models (data/cats_dogs, models/)}"
+scripts/setup.sh --tests
 cargo build --release --quiet
 BIN=target/release/headstart
 PY=.cache/bench-venv/bin/python

@@ -11,7 +11,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 [ $# -ge 1 ] || { echo "usage: scripts/bench_int8.sh DATA_DIR..." >&2; exit 2; }
-scripts/setup.sh
+scripts/setup.sh --tests
 cargo build --release --quiet
 BIN=target/release/headstart
 PY=.cache/bench-venv/bin/python

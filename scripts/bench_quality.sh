@@ -17,7 +17,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 [ $# -ge 2 ] || { echo "usage: scripts/bench_quality.sh MODEL DATA_DIR..." >&2; exit 2; }
 MODEL="$1"; shift
-scripts/setup.sh
+scripts/setup.sh --tests
 cargo build --release --quiet
 BIN=target/release/headstart
 PY=.cache/bench-venv/bin/python

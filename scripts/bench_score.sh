@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Benchmark (prints numbers; not a test) of `headstart score`:
-#  1. throughput on ../shared/data/cats_dogs/test (1000 photos) with EfficientNet-Lite0 + the quickstart's
+#  1. throughput on $HEADSTART_SHARED/data/cats_dogs/test (1000 photos) with EfficientNet-Lite0 + the quickstart's
 #     head, beside ONNX Runtime alone on preprocessed tensors in memory (`bench-infer`), and the exported
 #     model (float input, and uint8 input with the preprocessing inside);
 #  2. peak RSS for 2,000 and 20,000 small generated images (flat memory: rows stream to the file).
@@ -8,8 +8,8 @@
 # Usage: scripts/bench_score.sh
 set -euo pipefail
 cd "$(dirname "$0")/.."
-SHARED="${HEADSTART_SHARED:-../shared}"
-scripts/setup.sh
+SHARED="${HEADSTART_SHARED:?set HEADSTART_SHARED to the folder of the project photos and models (data/cats_dogs, models/)}"
+scripts/setup.sh --tests
 cargo build --release --quiet
 BIN=target/release/headstart
 MODEL="$SHARED/models/efficientnet_lite0_features.onnx"

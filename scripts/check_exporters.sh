@@ -7,7 +7,7 @@
 # torchvision, onnx); made when missing.
 set -euo pipefail
 cd "$(dirname "$0")/.."
-SHARED="${HEADSTART_SHARED:-../shared}"
+SHARED="${HEADSTART_SHARED:?set HEADSTART_SHARED to the folder of the project photos and models (data/cats_dogs, models/)}"
 cargo build --release --quiet
 BIN=target/release/headstart
 [ -x .cache/bench-venv/bin/python ] || python3 -m venv .cache/bench-venv

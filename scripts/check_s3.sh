@@ -10,7 +10,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 [ $# -eq 2 ] || { echo "usage: scripts/check_s3.sh MODEL DATA_DIR" >&2; exit 2; }
 MODEL="$1"; DATA="$(cd "$2" && pwd)"
-scripts/setup.sh
+scripts/setup.sh --tests
 cargo build --release --quiet --features cloud
 BIN="$PWD/target/release/headstart"
 PY=.cache/venv/bin/python

@@ -13,7 +13,7 @@ cd "$(dirname "$0")/.."
 [ $# -eq 2 ] || { echo "usage: scripts/check_slurm.sh MODEL DATA_DIR" >&2; exit 2; }
 [ "$(id -u)" -eq 0 ] || { echo "check_slurm.sh: run as root (it installs and starts Slurm)" >&2; exit 2; }
 MODEL="$1"; DATA="$(cd "$2" && pwd)"
-scripts/setup.sh
+scripts/setup.sh --tests
 cargo build --release --quiet --features cloud
 BIN="$PWD/target/release/headstart"
 

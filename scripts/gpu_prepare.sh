@@ -14,7 +14,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 DATA=${1:?usage: gpu_prepare.sh DATA [BIG]}
 BIG=${2:-}
-ORT_PARTS=${ORT_PARTS:-../shared/gpu/prepare_ort_cuda_parts.sh}
+ORT_PARTS=${ORT_PARTS:-${HEADSTART_SHARED:?set HEADSTART_SHARED or ORT_PARTS}/gpu/prepare_ort_cuda_parts.sh}
 G=.gpu
 [ -f $G/p4/assemble.sh ] || bash "$ORT_PARTS" $G
 cargo build --release

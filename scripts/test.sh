@@ -1,9 +1,9 @@
 #!/usr/bin/env bash
-# Installs what is missing (scripts/setup.sh), then runs headstart's whole test suite.
+# Installs what is missing (scripts/setup.sh --tests), then runs headstart's whole test suite.
 # Usage: scripts/test.sh [extra cargo test args]
 set -euo pipefail
 cd "$(dirname "$0")/.."
-scripts/setup.sh
+scripts/setup.sh --tests
 # A one-off build (CI's clean clone) gains nothing from incremental compilation's bookkeeping.
 if [ "${CI:-}" = "true" ]; then export CARGO_INCREMENTAL=0; fi
 
@@ -15,7 +15,11 @@ fi
 # The stages import one another without circles (prints the graph of stages).
 python3 scripts/check_imports.py >/dev/null || python3 scripts/check_imports.py
 if cargo fmt --version >/dev/null 2>&1; then cargo fmt --check; fi
-if cargo clippy --version >/dev/null 2>&1; then cargo clippy --all-targets --features test-hooks,cloud --quiet -- -D warnings; fi
+if cargo clippy --version >/dev/null 2>&1; then
+  cargo clippy --all-targets --features test-hooks,cloud --quiet -- -D warnings
+  # The quickstart's build: no `finetune` (candle).
+  cargo clippy --no-default-features --lib --bins --quiet -- -D warnings
+fi
 # The API docs build without warnings (broken links fail); built without `cloud`, this also checks
 # that the default build (no object storage) compiles.
 RUSTDOCFLAGS="-D warnings" cargo doc --no-deps --quiet

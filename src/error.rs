@@ -39,6 +39,7 @@ pub enum Error {
         #[source]
         source: prost::DecodeError,
     },
+    #[cfg(feature = "finetune")]
     #[error("candle: {0}")]
     Candle(#[source] candle_core::Error),
     /// An object-storage request failed (`url` has no credentials: they never appear in a URL).

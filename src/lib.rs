@@ -32,6 +32,7 @@ pub mod data;
 pub mod error;
 pub mod events;
 pub mod fetch;
+#[cfg(feature = "finetune")]
 pub mod finetune;
 pub mod head;
 pub mod infer;
@@ -45,6 +46,7 @@ pub use events::{Event, Reporter, Silent};
 // Stage by stage: extract features, train a head, evaluate and score it, export one ONNX file,
 // fine-tune the top of the base, fetch bases by name, and runs over many machines.
 pub use fetch::{fetch, resolve_model, FetchConfig, Fetched};
+#[cfg(feature = "finetune")]
 pub use finetune::{finetune, FinetuneConfig, FinetuneSummary};
 pub use head::file::Head;
 pub use head::train_head::{train_head, HeadChoice, TrainHeadConfig, TrainHeadSummary};

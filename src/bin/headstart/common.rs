@@ -334,6 +334,36 @@ impl ModelRunArgs {
     }
 }
 
+/// The model of `inspect`, `cut` and `convert`: positional (`headstart inspect M.onnx`) or, as every
+/// other command takes it, `--model M.onnx`.
+#[derive(Args, Debug, Clone)]
+pub struct ModelArg {
+    /// The ONNX model: a file, or a name headstart fetches (`headstart models`).
+    #[arg(value_name = "MODEL", required_unless_present = "model_flag")]
+    model: Option<PathBuf>,
+    /// The same as the positional MODEL, as the other commands take it.
+    #[arg(
+        long = "model",
+        id = "model_flag",
+        value_name = "MODEL",
+        conflicts_with = "model"
+    )]
+    model_flag: Option<PathBuf>,
+}
+
+impl ModelArg {
+    /// The model file (a name is fetched first).
+    pub fn path(&self) -> Result<PathBuf> {
+        match self.model.as_ref().or(self.model_flag.as_ref()) {
+            Some(m) => model_path(m),
+            None => Err(Error::invalid(
+                "model",
+                "give the model: MODEL or --model MODEL",
+            )),
+        }
+    }
+}
+
 /// Which shard of a planned run (`--run`) a worker takes; shared by `extract` and `score`.
 #[derive(Args, Debug, Clone)]
 pub struct ShardArgs {

@@ -56,7 +56,15 @@ enum Command {
     /// The architecture presets: input size, preprocessing, conv base, fine-tune split, figures.
     Models,
     /// Unfreeze the top block(s) of the base and train them with the head (candle), then export.
+    #[cfg(feature = "finetune")]
     Finetune(cmd::finetune::Args),
+    /// Not in this build (built without the `finetune` feature).
+    #[cfg(not(feature = "finetune"))]
+    #[command(hide = true)]
+    Finetune {
+        #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
+        args: Vec<String>,
+    },
     /// Fetch a pretrained base by name (e.g. efficientnet-lite0) into $HEADSTART_HOME/models.
     Fetch(cmd::fetch::Args),
     /// Install ONNX Runtime into $HEADSTART_HOME/lib (for a binary used outside the checkout).
@@ -94,7 +102,12 @@ fn run(cli: Cli) -> headstart::Result<()> {
         Command::Convert(a) => cmd::convert::run(&a),
         Command::Classify(a) => cmd::classify::run(&a),
         Command::Models => cmd::models::run(),
+        #[cfg(feature = "finetune")]
         Command::Finetune(a) => cmd::finetune::run(&a),
+        #[cfg(not(feature = "finetune"))]
+        Command::Finetune { .. } => Err(headstart::Error::Config(
+            "finetune is not in this build (built without the `finetune` feature): build with `cargo build --release`, its default features on".into(),
+        )),
         Command::Fetch(a) => cmd::fetch::run(&a),
         Command::Setup(a) => cmd::setup::run(&a),
         Command::Split(a) => cmd::split::run(&a),

@@ -5,12 +5,12 @@ use std::path::PathBuf;
 use headstart::error::{Error, Result};
 use headstart::onnx::fp16;
 
-use crate::common::model_path;
+use crate::common::ModelArg;
 
 #[derive(clap::Args, Debug)]
 pub struct Args {
-    /// The float32 ONNX model: a file, or a name headstart fetches.
-    pub model: PathBuf,
+    #[command(flatten)]
+    pub model: ModelArg,
     /// Write float16 weights and activations (the only conversion so far; required).
     #[arg(long)]
     pub fp16: bool,
@@ -25,7 +25,7 @@ pub fn run(a: &Args) -> Result<()> {
             "convert needs a target precision: --fp16".into(),
         ));
     }
-    let model = model_path(&a.model)?;
+    let model = a.model.path()?;
     if model.canonicalize().ok() == a.out.canonicalize().ok() {
         return Err(Error::Config(format!(
             "--out {} is the model itself: write the float16 copy to another file",

@@ -5,11 +5,12 @@ use std::path::PathBuf;
 use headstart::error::{Error, Result};
 use headstart::onnx::{self, edit};
 
-use crate::common::model_path;
+use crate::common::ModelArg;
 
 #[derive(clap::Args, Debug)]
 pub struct Args {
-    pub model: PathBuf,
+    #[command(flatten)]
+    pub model: ModelArg,
     /// Tensor to make the output [default: the tensor feeding the classifier (include_top=False)].
     #[arg(long)]
     pub layer: Option<String>,
@@ -18,7 +19,7 @@ pub struct Args {
 }
 
 pub fn run(a: &Args) -> Result<()> {
-    let model = model_path(&a.model)?;
+    let model = a.model.path()?;
     let proto = onnx::load(&model)?;
     let (tensor, why) = match &a.layer {
         Some(l) => (l.clone(), "--layer".to_string()),

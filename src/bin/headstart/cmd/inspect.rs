@@ -1,18 +1,17 @@
 //! `headstart inspect`: an ONNX model's inputs and outputs, layout, preset, preprocessing, parameters,
 //! multiply-adds and, with `--layers`, every node.
 
-use std::path::PathBuf;
-
 use headstart::error::Result;
 use headstart::infer::model::{resolve_preprocess, BaseModel, ModelInfo, PreprocessOverrides};
 use headstart::infer::runtime::{Device, RuntimeConfig};
 use headstart::onnx::{self, edit, ModelProto};
 
-use crate::common::{model_path, opt_size, RuntimeArgs};
+use crate::common::{opt_size, ModelArg, RuntimeArgs};
 
 #[derive(clap::Args, Debug)]
 pub struct Args {
-    pub model: PathBuf,
+    #[command(flatten)]
+    pub model: ModelArg,
     /// List every node: name, op, output tensor and shape, multiply-adds.
     #[arg(long)]
     pub layers: bool,
@@ -24,7 +23,7 @@ pub struct Args {
 }
 
 pub fn run(a: &Args) -> Result<()> {
-    let path = model_path(&a.model)?;
+    let path = a.model.path()?;
     let proto = onnx::load(&path)?;
     let size = opt_size("--size", a.size.as_deref())?;
     let rt = RuntimeConfig {

@@ -9,6 +9,7 @@ pub mod evaluate;
 pub mod export;
 pub mod extract;
 pub mod fetch;
+#[cfg(feature = "finetune")]
 pub mod finetune;
 pub mod inspect;
 pub mod make_features;
