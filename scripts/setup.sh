@@ -27,11 +27,14 @@ case "${1:-}" in
 esac
 took() { echo "setup: $1 took $(( $(date +%s) - $2 )) s"; }
 
+# Installed, not merely known to dpkg (a removed package keeps its config files and `dpkg -s` still
+# succeeds).
+installed() { dpkg-query -W -f='${Status}' "$1" 2>/dev/null | grep -q "ok installed"; }
 need_apt=()
-dpkg -s libhdf5-dev >/dev/null 2>&1 || need_apt+=(libhdf5-dev)
+installed libhdf5-dev || need_apt+=(libhdf5-dev)
 # Plots: plotters finds fonts through fontconfig (build and run time) and draws with DejaVu Sans.
-dpkg -s libfontconfig1-dev >/dev/null 2>&1 || need_apt+=(libfontconfig1-dev)
-dpkg -s fonts-dejavu-core >/dev/null 2>&1 || need_apt+=(fonts-dejavu-core)
+installed libfontconfig1-dev || need_apt+=(libfontconfig1-dev)
+installed fonts-dejavu-core || need_apt+=(fonts-dejavu-core)
 command -v pkg-config >/dev/null 2>&1 || need_apt+=(pkg-config)
 python3 -m pip --version >/dev/null 2>&1 || need_apt+=(python3-pip)
 if [ "$TESTS" = 1 ]; then

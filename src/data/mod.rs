@@ -1,8 +1,9 @@
-//! Stage 1, data: find the images ([`scan`]), decode and turn them into model tensors
-//! ([`preprocess`]), and the architecture presets that say how ([`presets`]); images in object
-//! storage are listed and downloaded through [`remote`].
+//! Stage 1, data: find the images ([`scan`], or their labels in a table: [`labels`]), decode and
+//! turn them into model tensors ([`preprocess`]), and the architecture presets that say how
+//! ([`presets`]); images in object storage are listed and downloaded through [`remote`].
 
 pub mod augment;
+pub mod labels;
 pub mod preprocess;
 pub mod presets;
 pub mod remote;

@@ -10,12 +10,17 @@ use crate::infer::pipeline::{Event, InputKind, Pipeline};
 use crate::infer::runtime::RuntimeConfig;
 use crate::report::score::collect_inputs;
 
+/// The 1000 ImageNet-1k class names in the usual output order, one per line (`models/imagenet_classes.txt`,
+/// built into the binary).
+pub const IMAGENET_CLASSES: &str = include_str!("../../models/imagenet_classes.txt");
+
 #[derive(Debug, Clone)]
 pub struct ClassifyConfig {
     pub model: PathBuf,
     pub inputs: Vec<PathBuf>,
-    /// One class name per line, in output order (default: models/imagenet_classes.txt).
-    pub classes: PathBuf,
+    /// One class name per line, in output order; `None`: the ImageNet-1k names built in
+    /// ([`IMAGENET_CLASSES`]).
+    pub classes: Option<PathBuf>,
     pub top: usize,
     pub batch: usize,
     pub runtime: RuntimeConfig,
@@ -52,11 +57,17 @@ pub fn classify(
         let what = if cfg.batch == 0 { "batch" } else { "top" };
         return Err(Error::invalid(what, "must be at least 1, got 0"));
     }
-    let names: Vec<String> = std::fs::read_to_string(&cfg.classes)
-        .map_err(|e| Error::io(&cfg.classes, e))?
-        .lines()
-        .map(|l| l.trim().to_string())
-        .collect();
+    let (text, from) = match &cfg.classes {
+        Some(p) => (
+            std::fs::read_to_string(p).map_err(|e| Error::io(p, e))?,
+            p.display().to_string(),
+        ),
+        None => (
+            IMAGENET_CLASSES.to_string(),
+            "the built-in ImageNet list".into(),
+        ),
+    };
+    let names: Vec<String> = text.lines().map(|l| l.trim().to_string()).collect();
     let mut model = BaseModel::open(&cfg.model, &cfg.runtime, None)?;
     if let Some(why) = &model.fallback {
         rep.report(Report::Notice(why));
@@ -83,8 +94,7 @@ pub fn classify(
                     return Err(Error::model(
                         &cfg.model,
                         format!(
-                            "output per image {shape:?} has {k} values but {} lists {} class names",
-                            cfg.classes.display(),
+                            "output per image {shape:?} has {k} values but {from} lists {} class names",
                             names.len()
                         ),
                     ));

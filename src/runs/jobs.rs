@@ -46,6 +46,12 @@ impl ShardJob for ExtractShard<'_> {
         ds: Dataset,
         rep: &dyn Reporter,
     ) -> Result<(ExtractSummary, Marker)> {
+        if self.0.labels.is_some() {
+            return Err(Error::invalid(
+                "labels",
+                "not with a run: a plan lists class folders (extract the labelled folder in one run)",
+            ));
+        }
         if self.0.layer.is_some() {
             return Err(Error::invalid(
                 "layer",

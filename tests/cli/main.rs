@@ -2,8 +2,8 @@
 //! photos and the shared known-answer vector. One test binary: the helpers every section uses are
 //! here; each section of the journey is a module beside this file (`extract`, `shards`,
 //! `preprocessing`, `bad_input`, `real_photos`, `train_evaluate`, `score_export`, `quantize`,
-//! `inspect_cut`, `hostile`, `reports`, `finetune`, `fetch`, `split`, `augment_recipes`, `cloud`,
-//! `docs`, `safety`), whose own helpers the others reach through the `use` lines at the end.
+//! `inspect_cut`, `labels`, `hostile`, `reports`, `finetune`, `fetch`, `split`, `augment_recipes`,
+//! `cloud`, `docs`, `safety`), whose own helpers the others reach through the `use` lines at the end.
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
@@ -198,6 +198,7 @@ mod fetch;
 mod finetune;
 mod hostile;
 mod inspect_cut;
+mod labels;
 mod preprocessing;
 mod quantize;
 mod real_photos;

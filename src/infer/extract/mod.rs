@@ -62,6 +62,8 @@ pub struct ExtractConfig {
     /// Extract these images (paths relative to `data`) instead of scanning `data`: one shard of a
     /// planned run ([`crate::runs::extract_shard`]).
     pub subset: Option<Dataset>,
+    /// Labels from a table ([`crate::data::labels`]) instead of class folders.
+    pub labels: Option<crate::data::labels::LabelTable>,
     /// Set from outside (e.g. a SIGTERM handler) to stop after the batch in flight: finished
     /// batches are in the journal, and the next run continues from there.
     pub cancel: Option<&'static std::sync::atomic::AtomicBool>,
@@ -104,6 +106,7 @@ impl ExtractConfig {
             augment: Default::default(),
             augment_seed: 42,
             subset: None,
+            labels: None,
             cancel: None,
             int8: None,
         }
@@ -169,10 +172,18 @@ impl ExtractSummary {
 }
 
 /// Identifies a run: model bytes, options and the dataset listing (paths, sizes, mtimes, labels).
-fn fingerprint(cfg: &ExtractConfig, model_sha: &str, ds: &Dataset) -> Result<String> {
+fn fingerprint(
+    cfg: &ExtractConfig,
+    model_sha: &str,
+    ds: &Dataset,
+    table_sha: Option<&str>,
+) -> Result<String> {
     let mut h = Sha256::new();
     h.update(env!("CARGO_PKG_VERSION"));
     h.update(model_sha);
+    if let Some(t) = table_sha {
+        h.update(format!("|labels {t}"));
+    }
     h.update(format!(
         "{:?}|{:?}|{}{}{}",
         cfg.overrides,
@@ -281,15 +292,25 @@ pub fn extract(cfg: &ExtractConfig, rep: &dyn Reporter) -> Result<ExtractSummary
     }
     crate::util::limits::check("batch", cfg.batch, 1, crate::util::limits::MAX_BATCH)?;
     crate::util::limits::check("copies", cfg.copies, 0, crate::util::limits::MAX_COPIES)?;
-    let ds = match &cfg.subset {
-        Some(ds) => ds.clone(),
-        None => Dataset::scan_any(&cfg.data)?,
+    let (ds, table_sha) = match (&cfg.subset, &cfg.labels) {
+        (Some(ds), _) => (ds.clone(), None),
+        (None, Some(t)) => {
+            if cfg.data.to_str().is_some_and(crate::data::remote::is_url) {
+                return Err(Error::invalid(
+                    "labels",
+                    "a label table names local files: give a local image folder",
+                ));
+            }
+            let (ds, sha) = crate::data::labels::scan_table(&cfg.data, t)?;
+            (ds, Some(sha))
+        }
+        (None, None) => (Dataset::scan_any(&cfg.data)?, None),
     };
     for (p, why) in &ds.warnings {
         rep.report(Report::Warning(&format!("{}: {why}", p.display())));
     }
     let model_sha = crate::onnx::model_sha256(&cfg.model)?;
-    let fp = fingerprint(cfg, &model_sha, &ds)?;
+    let fp = fingerprint(cfg, &model_sha, &ds, table_sha.as_deref())?;
     if !cfg.force {
         if let Some(hit) = cache_hit(cfg, &fp, &ds, t0) {
             return Ok(hit);

@@ -15,9 +15,10 @@ pub struct Args {
     /// Image files and folders (walked recursively).
     #[arg(required = true)]
     pub paths: Vec<PathBuf>,
-    /// Class names, one per line, in the model's output order.
-    #[arg(long, default_value = concat!(env!("CARGO_MANIFEST_DIR"), "/models/imagenet_classes.txt"))]
-    pub classes: PathBuf,
+    /// Class names, one per line, in the model's output order [default: the ImageNet-1k names, built
+    /// in].
+    #[arg(long)]
+    pub classes: Option<PathBuf>,
     #[arg(long, default_value_t = 5)]
     pub top: usize,
     /// One JSON object per image instead of text.

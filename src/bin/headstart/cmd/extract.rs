@@ -1,5 +1,6 @@
 //! `headstart extract`: run a frozen base over image folders and cache its features.
 
+use headstart::data::labels::LabelTable;
 use std::path::PathBuf;
 
 use clap::ValueEnum;
@@ -89,6 +90,19 @@ pub struct Args {
     /// How many calibration images --precision int8 uses.
     #[arg(long, default_value_t = 256)]
     pub calibrate_images: usize,
+    /// Labels from a table instead of class folders: a CSV, TSV or JSON Lines file naming each
+    /// image below --data (with or without its extension) and its class.
+    #[arg(long, conflicts_with = "run")]
+    pub labels: Option<PathBuf>,
+    /// The table's column (header name; JSON key) of the image ids [default: the first column].
+    #[arg(long, requires = "labels")]
+    pub path_col: Option<String>,
+    /// The table's column of the labels [default: the second column].
+    #[arg(long, requires = "labels")]
+    pub label_col: Option<String>,
+    /// The table's column of split names (train, val, test) [default: every row is train].
+    #[arg(long, requires = "labels")]
+    pub split_col: Option<String>,
     /// Test-time augmentation: also cache mirrored copies of the val and test images (splits
     /// val_flip, test_flip); evaluate averages the plain and mirrored predictions.
     #[arg(long, value_enum)]
@@ -108,6 +122,13 @@ impl Args {
         };
         cfg.strict = self.strict;
         cfg.force = self.force;
+        cfg.labels = self.labels.as_ref().map(|file| LabelTable {
+            file: file.clone(),
+            path_col: self.path_col.clone(),
+            label_col: self.label_col.clone(),
+            split_col: self.split_col.clone(),
+            strict: self.strict,
+        });
         cfg.layer = self.layer.clone();
         match (&self.augment, self.copies) {
             (None, _) => {}

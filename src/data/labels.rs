@@ -1,0 +1,592 @@
+//! Labels from a table instead of folder names: a CSV, TSV or JSON Lines file that names each
+//! image (its path below the image folder, with or without the extension) and its class, and
+//! optionally its split (`train`, `val`, `test`). The result is the same [`Dataset`] a folder
+//! layout gives: classes sorted by name, each split class by class, files in path order, so a
+//! table that says what the folders say makes the same cache.
+//!
+//! A bad table gets one error naming the file and the line: an id that matches no image (the count
+//! and the first few), an id labelled twice differently, an id that matches two files, an empty
+//! label, an unknown split, a row without the column. Images with no row are listed as warnings
+//! (an error with `strict`), as is a class with a single image.
+
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::path::{Path, PathBuf};
+
+use sha2::{Digest, Sha256};
+
+use crate::data::scan::{canonical_split, image_files_checked, is_split_name, Dataset, Item};
+use crate::data::scan::{Split, SPLIT_NAMES};
+use crate::error::{Error, Result};
+
+/// A label table is read whole: larger files are refused before reading.
+pub const MAX_TABLE_BYTES: u64 = 1 << 30;
+/// How many unknown ids, or images without a row, an error or warning names.
+const SHOWN: usize = 5;
+
+/// Where the labels come from and which columns hold what.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LabelTable {
+    /// `.csv` (comma), `.tsv`/`.tab` (tab) or `.jsonl`/`.ndjson` (one JSON object per line).
+    pub file: PathBuf,
+    /// The column (header name, or JSON key) of the image ids; default: the first column (JSON:
+    /// the first of `path`, `id`, `file`, `filename`, `image` present).
+    pub path_col: Option<String>,
+    /// The column of the labels; default: the second column (JSON: the first of `label`,
+    /// `class`, `labels`, `tags` present).
+    pub label_col: Option<String>,
+    /// A column of split names (`train`, `val`/`valid`/`validation`, `test`); without it every
+    /// row is `train`.
+    pub split_col: Option<String>,
+    /// Images in the folder without a row are an error, not a warning.
+    pub strict: bool,
+}
+
+impl LabelTable {
+    /// A table with the default columns.
+    pub fn new(file: impl Into<PathBuf>) -> Self {
+        LabelTable {
+            file: file.into(),
+            path_col: None,
+            label_col: None,
+            split_col: None,
+            strict: false,
+        }
+    }
+}
+
+/// One row as read: its line, the id, the label and the split cell.
+struct Row {
+    line: u64,
+    id: String,
+    label: String,
+    split: Option<String>,
+}
+
+/// The dataset the table gives for the images below `images`, and the table's sha256 (for the
+/// run's fingerprint).
+pub fn scan_table(images: &Path, t: &LabelTable) -> Result<(Dataset, String)> {
+    let meta = std::fs::metadata(images).map_err(|e| Error::io(images, e))?;
+    if !meta.is_dir() {
+        return Err(Error::dataset(
+            images,
+            "not a directory (the images of the label table)",
+        ));
+    }
+    let size = std::fs::metadata(&t.file)
+        .map_err(|e| Error::io(&t.file, e))?
+        .len();
+    if size > MAX_TABLE_BYTES {
+        return Err(Error::dataset(
+            &t.file,
+            format!("a label table of {size} bytes; at most {MAX_TABLE_BYTES} are read"),
+        ));
+    }
+    let bytes = std::fs::read(&t.file).map_err(|e| Error::io(&t.file, e))?;
+    let sha = format!("{:x}", Sha256::digest(&bytes));
+    let (files, mut warnings) = image_files_checked(images)?;
+    let index = ImageIndex::new(images, &files);
+    let rows = match format_of(&t.file) {
+        Format::JsonLines => json_rows(&t.file, &bytes, t)?,
+        Format::Delimited(d) => delimited_rows(&t.file, &bytes, d, t, &index)?,
+    };
+    if rows.is_empty() {
+        return Err(Error::dataset(
+            &t.file,
+            "no rows: the table labels no image",
+        ));
+    }
+    let bad = |line: u64, msg: String| Error::dataset(&t.file, format!("line {line}: {msg}"));
+    // Each id resolved to its file; unknown ids are gathered, then said at once.
+    let mut unknown = Vec::new();
+    let mut seen: HashMap<String, (u64, String, String)> = HashMap::new();
+    let mut labelled: Vec<(String, String, String)> = Vec::new();
+    for r in rows {
+        if r.label.trim().is_empty() {
+            return Err(bad(r.line, format!("'{}' has an empty label", r.id)));
+        }
+        let split = match r.split.as_deref().map(str::trim) {
+            None => "train",
+            Some(s) if is_split_name(s) => canonical_split(s),
+            Some(s) => {
+                return Err(bad(
+                    r.line,
+                    format!(
+                        "split '{s}' for '{}': expected one of {}",
+                        r.id,
+                        SPLIT_NAMES.join(", ")
+                    ),
+                ))
+            }
+        };
+        let rel = match index.resolve(&r.id, &t.file, r.line)? {
+            Some(rel) => rel,
+            None => {
+                unknown.push(format!("'{}' (line {})", r.id, r.line));
+                continue;
+            }
+        };
+        let label = r.label.trim().to_string();
+        if let Some((line, l, s)) = seen.get(&rel) {
+            if *l != label || s != split {
+                return Err(bad(
+                    r.line,
+                    format!(
+                        "'{}' ({rel}) is labelled '{label}' ({split}) here and '{l}' ({s}) on line {line}",
+                        r.id
+                    ),
+                ));
+            }
+            warnings.push((
+                t.file.clone(),
+                format!(
+                    "line {}: '{}' is listed again (line {line}), with the same label",
+                    r.line, r.id
+                ),
+            ));
+            continue;
+        }
+        seen.insert(rel.clone(), (r.line, label.clone(), split.to_string()));
+        labelled.push((rel, label, split.to_string()));
+    }
+    if !unknown.is_empty() {
+        return Err(Error::dataset(
+            &t.file,
+            format!(
+                "{} id(s) match no image below {}: {}{}",
+                unknown.len(),
+                images.display(),
+                unknown[..unknown.len().min(SHOWN)].join(", "),
+                if unknown.len() > SHOWN { ", ..." } else { "" }
+            ),
+        ));
+    }
+    let without: Vec<&String> = index
+        .all
+        .iter()
+        .filter(|f| !seen.contains_key(*f))
+        .collect();
+    if !without.is_empty() {
+        let msg = format!(
+            "{} image(s) below {} have no row in the table and are left out: {}{}",
+            without.len(),
+            images.display(),
+            without
+                .iter()
+                .take(SHOWN)
+                .map(|s| s.as_str())
+                .collect::<Vec<_>>()
+                .join(", "),
+            if without.len() > SHOWN { ", ..." } else { "" }
+        );
+        if t.strict {
+            return Err(Error::dataset(&t.file, format!("{msg} (strict)")));
+        }
+        warnings.push((t.file.clone(), msg));
+    }
+    let classes: Vec<String> = labelled
+        .iter()
+        .map(|(_, l, _)| l.clone())
+        .collect::<BTreeSet<_>>()
+        .into_iter()
+        .collect();
+    let mut per_class: BTreeMap<&str, usize> = BTreeMap::new();
+    for (_, l, _) in &labelled {
+        *per_class.entry(l.as_str()).or_default() += 1;
+    }
+    for (class, n) in per_class.iter().filter(|(_, n)| **n == 1) {
+        warnings.push((
+            t.file.clone(),
+            format!("class '{class}' has a single image ({n}); a head learns little from it"),
+        ));
+    }
+    let mut splits = Vec::new();
+    for name in SPLIT_NAMES {
+        let mut items: Vec<(u32, PathBuf, String)> = labelled
+            .iter()
+            .filter(|(_, _, s)| s == name)
+            .map(|(rel, l, _)| {
+                let label = classes.iter().position(|c| c == l).unwrap_or(0) as u32;
+                (label, crate::util::paths::from_text(rel), rel.clone())
+            })
+            .collect();
+        if items.is_empty() {
+            continue;
+        }
+        // The order a folder layout gives: class by class, files in path order.
+        items.sort();
+        splits.push(Split {
+            name: name.to_string(),
+            items: items
+                .into_iter()
+                .map(|(label, _, rel_path)| Item { rel_path, label })
+                .collect(),
+        });
+    }
+    let ds = Dataset {
+        root: images.to_path_buf(),
+        classes,
+        splits,
+        warnings,
+        remote: None,
+    };
+    Ok((ds, sha))
+}
+
+enum Format {
+    Delimited(u8),
+    JsonLines,
+}
+
+fn format_of(file: &Path) -> Format {
+    let ext = file
+        .extension()
+        .and_then(|e| e.to_str())
+        .map(str::to_ascii_lowercase);
+    match ext.as_deref() {
+        Some("jsonl" | "ndjson") => Format::JsonLines,
+        Some("tsv" | "tab") => Format::Delimited(b'\t'),
+        _ => Format::Delimited(b','),
+    }
+}
+
+/// The images below the root by relative path, and by relative path without its extension.
+struct ImageIndex {
+    all: Vec<String>,
+    exact: BTreeSet<String>,
+    stems: HashMap<String, Vec<String>>,
+}
+
+impl ImageIndex {
+    fn new(root: &Path, files: &[PathBuf]) -> Self {
+        let all: Vec<String> = files
+            .iter()
+            .map(|f| crate::util::paths::to_text(f.strip_prefix(root).unwrap_or(f)))
+            .collect();
+        let mut stems: HashMap<String, Vec<String>> = HashMap::new();
+        for rel in &all {
+            let p = crate::util::paths::from_text(rel);
+            let stem = crate::util::paths::to_text(&p.with_extension(""));
+            stems.entry(stem).or_default().push(rel.clone());
+        }
+        ImageIndex {
+            exact: all.iter().cloned().collect(),
+            all,
+            stems,
+        }
+    }
+
+    /// The image an id names: its path below the root, with or without the extension. An id
+    /// that climbs out of the root, or names two files, is an error naming the line.
+    fn resolve(&self, id: &str, table: &Path, line: u64) -> Result<Option<String>> {
+        let id = id.trim();
+        let rel = crate::util::paths::contained(id, table, &format!("line {line}"))?;
+        let rel = crate::util::paths::to_text(&rel);
+        if self.exact.contains(&rel) {
+            return Ok(Some(rel));
+        }
+        match self.stems.get(&rel).map(Vec::as_slice) {
+            Some([one]) => Ok(Some(one.clone())),
+            Some(many) if many.len() > 1 => Err(Error::dataset(
+                table,
+                format!(
+                    "line {line}: '{id}' matches {} files ({}); give the extension",
+                    many.len(),
+                    many.join(", ")
+                ),
+            )),
+            _ => Ok(None),
+        }
+    }
+
+    fn knows(&self, id: &str) -> bool {
+        let rel = crate::util::paths::to_text(&crate::util::paths::from_text(id.trim()));
+        self.exact.contains(&rel) || self.stems.contains_key(&rel)
+    }
+}
+
+/// The rows of a CSV or TSV table. A first row is a header when columns are named, or when its
+/// id is no image and the second row's is.
+fn delimited_rows(
+    file: &Path,
+    bytes: &[u8],
+    delimiter: u8,
+    t: &LabelTable,
+    index: &ImageIndex,
+) -> Result<Vec<Row>> {
+    let mut reader = csv::ReaderBuilder::new()
+        .delimiter(delimiter)
+        .has_headers(false)
+        .flexible(true)
+        .from_reader(bytes);
+    let mut records = Vec::new();
+    for r in reader.records() {
+        let r = r.map_err(|e| {
+            let line = e.position().map_or(0, |p| p.line());
+            Error::dataset(file, format!("line {line}: not readable as a table: {e}"))
+        })?;
+        let line = r.position().map_or(0, |p| p.line());
+        if r.iter().all(|c| c.trim().is_empty()) {
+            continue;
+        }
+        records.push((line, r));
+    }
+    let named = t.path_col.is_some() || t.label_col.is_some() || t.split_col.is_some();
+    let header = match records.as_slice() {
+        [] => false,
+        _ if named => true,
+        [(_, first), (_, second), ..] => {
+            !index.knows(first.get(0).unwrap_or("")) && index.knows(second.get(0).unwrap_or(""))
+        }
+        [(_, first)] => !index.knows(first.get(0).unwrap_or("")),
+    };
+    let column =
+        |name: &Option<String>, default: Option<usize>, what: &str| -> Result<Option<usize>> {
+            match name {
+                None => Ok(default),
+                Some(n) => {
+                    let head = records.first().map(|(_, r)| r.clone()).unwrap_or_default();
+                    head.iter()
+                        .position(|h| h.trim() == n)
+                        .map(Some)
+                        .ok_or_else(|| {
+                            Error::dataset(
+                                file,
+                                format!(
+                                    "no {what} column '{n}' in the header (it has: {})",
+                                    head.iter().collect::<Vec<_>>().join(", ")
+                                ),
+                            )
+                        })
+                }
+            }
+        };
+    let path_at = column(&t.path_col, Some(0), "path")?.unwrap_or(0);
+    let label_at = column(&t.label_col, Some(1), "label")?.unwrap_or(1);
+    let split_at = column(&t.split_col, None, "split")?;
+    let mut rows = Vec::new();
+    for (line, r) in records.iter().skip(usize::from(header)) {
+        let cell = |at: usize, what: &str| {
+            r.get(at).map(str::to_string).ok_or_else(|| {
+                Error::dataset(
+                    file,
+                    format!(
+                        "line {line}: no {what} (column {}; the row has {})",
+                        at + 1,
+                        r.len()
+                    ),
+                )
+            })
+        };
+        rows.push(Row {
+            line: *line,
+            id: cell(path_at, "path")?,
+            label: cell(label_at, "label")?,
+            split: split_at.map(|s| cell(s, "split")).transpose()?,
+        });
+    }
+    Ok(rows)
+}
+
+/// The rows of a JSON Lines table: one object per line, the columns its keys.
+fn json_rows(file: &Path, bytes: &[u8], t: &LabelTable) -> Result<Vec<Row>> {
+    let text = std::str::from_utf8(bytes)
+        .map_err(|e| Error::dataset(file, format!("not UTF-8 text: {e}")))?;
+    let pick = |obj: &serde_json::Map<String, serde_json::Value>,
+                given: &Option<String>,
+                defaults: &[&str]|
+     -> Option<String> {
+        match given {
+            Some(k) => obj.contains_key(k).then(|| k.clone()),
+            None => defaults
+                .iter()
+                .find(|k| obj.contains_key(**k))
+                .map(|k| k.to_string()),
+        }
+    };
+    let mut rows = Vec::new();
+    for (i, l) in text.lines().enumerate() {
+        let line = i as u64 + 1;
+        if l.trim().is_empty() {
+            continue;
+        }
+        let bad = |msg: String| Error::dataset(file, format!("line {line}: {msg}"));
+        let v: serde_json::Value =
+            serde_json::from_str(l).map_err(|e| bad(format!("not a JSON object: {e}")))?;
+        let obj = v
+            .as_object()
+            .ok_or_else(|| bad("not a JSON object".into()))?;
+        let text_of = |key: &str| -> Result<String> {
+            match &obj[key] {
+                serde_json::Value::String(s) => Ok(s.clone()),
+                serde_json::Value::Number(n) => Ok(n.to_string()),
+                other => Err(bad(format!("'{key}' is {other}, not a string"))),
+            }
+        };
+        let path_key = pick(
+            obj,
+            &t.path_col,
+            &["path", "id", "file", "filename", "image"],
+        )
+        .ok_or_else(|| bad("no path key (path, id, file, filename or image; or name it)".into()))?;
+        let label_key = pick(obj, &t.label_col, &["label", "class", "labels", "tags"])
+            .ok_or_else(|| bad("no label key (label, class, labels or tags; or name it)".into()))?;
+        let split = match &t.split_col {
+            Some(k) if obj.contains_key(k) => Some(text_of(k)?),
+            Some(k) => return Err(bad(format!("no split key '{k}'"))),
+            None => None,
+        };
+        rows.push(Row {
+            line,
+            id: text_of(&path_key)?,
+            label: text_of(&label_key)?,
+            split,
+        });
+    }
+    Ok(rows)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn folder(files: &[&str]) -> tempfile::TempDir {
+        let d = tempfile::tempdir().unwrap();
+        for f in files {
+            let p = d.path().join("img").join(f);
+            std::fs::create_dir_all(p.parent().unwrap()).unwrap();
+            std::fs::write(&p, b"x").unwrap();
+        }
+        d
+    }
+
+    fn table(d: &tempfile::TempDir, name: &str, text: &str) -> LabelTable {
+        let p = d.path().join(name);
+        std::fs::write(&p, text).unwrap();
+        LabelTable::new(p)
+    }
+
+    fn scan(d: &tempfile::TempDir, t: &LabelTable) -> Result<Dataset> {
+        scan_table(&d.path().join("img"), t).map(|(ds, _)| ds)
+    }
+
+    fn err(r: Result<Dataset>) -> String {
+        r.expect_err("a refusal").to_string()
+    }
+
+    #[test]
+    fn ids_with_or_without_extension_header_detected_splits_ordered_like_folders() {
+        let d = folder(&["b.jpg", "a.png", "sub/c.jpeg", "d.jpg"]);
+        let t = table(
+            &d,
+            "labels.csv",
+            "id,label,fold\nb,dog,train\na.png,cat,test\nsub/c,dog,train\nd,cat,train\n",
+        );
+        let mut t2 = t.clone();
+        t2.split_col = Some("fold".into());
+        let ds = scan(&d, &t2).unwrap();
+        assert_eq!(ds.classes, ["cat", "dog"]);
+        let names: Vec<&str> = ds.splits.iter().map(|s| s.name.as_str()).collect();
+        assert_eq!(names, ["train", "test"]);
+        let train: Vec<(&str, u32)> = ds.splits[0]
+            .items
+            .iter()
+            .map(|i| (i.rel_path.as_str(), i.label))
+            .collect();
+        assert_eq!(train, [("d.jpg", 0), ("b.jpg", 1), ("sub/c.jpeg", 1)]);
+        // Without the split column every row is train; the header is found without names too.
+        let ds = scan(&d, &t).unwrap();
+        assert_eq!(ds.splits.len(), 1);
+        assert_eq!(ds.splits[0].items.len(), 4);
+        // TSV and JSON Lines say the same.
+        let tsv = table(&d, "l.tsv", "b\tdog\na.png\tcat\nsub/c\tdog\nd\tcat\n");
+        assert_eq!(scan(&d, &tsv).unwrap().splits[0].items, ds.splits[0].items);
+        let jl = table(
+            &d,
+            "l.jsonl",
+            "{\"path\":\"b\",\"label\":\"dog\"}\n{\"path\":\"a.png\",\"label\":\"cat\"}\n\n{\"path\":\"sub/c\",\"label\":\"dog\"}\n{\"path\":\"d\",\"label\":\"cat\"}\n",
+        );
+        assert_eq!(scan(&d, &jl).unwrap().splits[0].items, ds.splits[0].items);
+    }
+
+    #[test]
+    fn every_bad_table_is_one_error_naming_the_line() {
+        let d = folder(&["a.jpg", "a.png", "b.jpg", "c.jpg"]);
+        let e = err(scan(&d, &table(&d, "t.csv", "b.jpg,cat\nx,dog\ny,dog\n")));
+        assert!(
+            e.contains("t.csv")
+                && e.contains("2 id(s) match no image")
+                && e.contains("'x' (line 2)"),
+            "{e}"
+        );
+        let e = err(scan(&d, &table(&d, "t.csv", "b.jpg,cat\nb,dog\n")));
+        assert!(
+            e.contains("line 2") && e.contains("'cat'") && e.contains("line 1"),
+            "{e}"
+        );
+        let e = err(scan(&d, &table(&d, "t.csv", "b.jpg,cat\na,dog\n")));
+        assert!(e.contains("line 2") && e.contains("matches 2 files"), "{e}");
+        let e = err(scan(&d, &table(&d, "t.csv", "b.jpg,cat\nc.jpg, \n")));
+        assert!(e.contains("line 2") && e.contains("empty label"), "{e}");
+        let e = err(scan(&d, &table(&d, "t.csv", "b.jpg,cat\nc.jpg\n")));
+        assert!(e.contains("line 2") && e.contains("no label"), "{e}");
+        let e = err(scan(
+            &d,
+            &table(&d, "t.csv", "b.jpg,cat\n../etc/passwd,dog\n"),
+        ));
+        assert!(e.contains("line 2") && e.contains("inside its root"), "{e}");
+        let mut t = table(&d, "t.csv", "p,l,s\nb.jpg,cat,train\nc.jpg,dog,holdout\n");
+        t.split_col = Some("s".into());
+        let e = err(scan(&d, &t));
+        assert!(e.contains("line 3") && e.contains("holdout"), "{e}");
+        t.split_col = Some("fold".into());
+        let e = err(scan(&d, &t));
+        assert!(
+            e.contains("no split column 'fold'") && e.contains("p, l, s"),
+            "{e}"
+        );
+        let e = err(scan(
+            &d,
+            &table(
+                &d,
+                "t.jsonl",
+                "{\"path\":\"b.jpg\",\"label\":\"cat\"}\n[1]\n",
+            ),
+        ));
+        assert!(
+            e.contains("line 2") && e.contains("not a JSON object"),
+            "{e}"
+        );
+        let e = err(scan(&d, &table(&d, "t.csv", "\n\n")));
+        assert!(e.contains("no rows"), "{e}");
+    }
+
+    #[test]
+    fn images_without_a_row_are_warned_of_or_refused_and_single_image_classes_warned() {
+        let d = folder(&["a.jpg", "b.jpg", "c.jpg"]);
+        let mut t = table(&d, "t.csv", "a,cat\nb,dog\nb.jpg,dog\n");
+        let ds = scan(&d, &t).unwrap();
+        let w: Vec<&str> = ds.warnings.iter().map(|(_, w)| w.as_str()).collect();
+        assert!(
+            w.iter()
+                .any(|w| w.contains("1 image(s)") && w.contains("c.jpg")),
+            "{w:?}"
+        );
+        assert!(w.iter().any(|w| w.contains("listed again")), "{w:?}");
+        assert!(
+            w.iter()
+                .any(|w| w.contains("class 'cat' has a single image")),
+            "{w:?}"
+        );
+        t.strict = true;
+        let e = err(scan(&d, &t));
+        assert!(e.contains("c.jpg") && e.contains("strict"), "{e}");
+    }
+
+    #[test]
+    fn the_sha256_is_the_tables() {
+        let d = folder(&["a.jpg", "b.jpg"]);
+        let t = table(&d, "t.csv", "a,cat\nb,dog\n");
+        let (_, sha) = scan_table(&d.path().join("img"), &t).unwrap();
+        assert_eq!(sha, format!("{:x}", Sha256::digest(b"a,cat\nb,dog\n")));
+    }
+}
