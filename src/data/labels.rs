@@ -19,7 +19,7 @@ use crate::data::scan::{Split, SPLIT_NAMES};
 use crate::error::{Error, Result};
 
 /// A label table is read whole: larger files are refused before reading.
-pub const MAX_TABLE_BYTES: u64 = 1 << 30;
+pub const MAX_TABLE_BYTES: u64 = 256 << 20;
 /// How many unknown ids, or images without a row, an error or warning names.
 const SHOWN: usize = 5;
 
@@ -83,11 +83,13 @@ pub fn scan_table(images: &Path, t: &LabelTable) -> Result<(Dataset, String)> {
     }
     let bytes = std::fs::read(&t.file).map_err(|e| Error::io(&t.file, e))?;
     let sha = format!("{:x}", Sha256::digest(&bytes));
+    // A spreadsheet's UTF-8 byte order mark is not part of the first cell.
+    let bytes = bytes.strip_prefix(b"\xEF\xBB\xBF").unwrap_or(&bytes);
     let (files, mut warnings) = image_files_checked(images)?;
     let index = ImageIndex::new(images, &files);
     let rows = match format_of(&t.file) {
-        Format::JsonLines => json_rows(&t.file, &bytes, t)?,
-        Format::Delimited(d) => delimited_rows(&t.file, &bytes, d, t, &index)?,
+        Format::JsonLines => json_rows(&t.file, bytes, t)?,
+        Format::Delimited(d) => delimited_rows(&t.file, bytes, d, t, &index, &mut warnings)?,
     };
     if rows.is_empty() {
         return Err(Error::dataset(
@@ -100,6 +102,7 @@ pub fn scan_table(images: &Path, t: &LabelTable) -> Result<(Dataset, String)> {
     let mut unknown = Vec::new();
     let mut seen: HashMap<String, (u64, String, String)> = HashMap::new();
     let mut labelled: Vec<(String, String, String)> = Vec::new();
+    let mut repeated: Vec<String> = Vec::new();
     for r in rows {
         if r.label.trim().is_empty() {
             return Err(bad(r.line, format!("'{}' has an empty label", r.id)));
@@ -136,17 +139,22 @@ pub fn scan_table(images: &Path, t: &LabelTable) -> Result<(Dataset, String)> {
                     ),
                 ));
             }
-            warnings.push((
-                t.file.clone(),
-                format!(
-                    "line {}: '{}' is listed again (line {line}), with the same label",
-                    r.line, r.id
-                ),
-            ));
+            repeated.push(format!("'{}' (lines {line} and {})", r.id, r.line));
             continue;
         }
         seen.insert(rel.clone(), (r.line, label.clone(), split.to_string()));
         labelled.push((rel, label, split.to_string()));
+    }
+    if !repeated.is_empty() {
+        warnings.push((
+            t.file.clone(),
+            format!(
+                "{} row(s) list an image again with the same label: {}{}",
+                repeated.len(),
+                repeated[..repeated.len().min(SHOWN)].join(", "),
+                if repeated.len() > SHOWN { ", ..." } else { "" }
+            ),
+        ));
     }
     if !unknown.is_empty() {
         return Err(Error::dataset(
@@ -205,7 +213,7 @@ pub fn scan_table(images: &Path, t: &LabelTable) -> Result<(Dataset, String)> {
             .iter()
             .filter(|(_, _, s)| s == name)
             .map(|(rel, l, _)| {
-                let label = classes.iter().position(|c| c == l).unwrap_or(0) as u32;
+                let label = classes.binary_search(l).unwrap_or(0) as u32;
                 (label, crate::util::paths::from_text(rel), rel.clone())
             })
             .collect();
@@ -298,20 +306,25 @@ impl ImageIndex {
         }
     }
 
+    /// Whether `id` names an image (normalised as [`ImageIndex::resolve`] does).
     fn knows(&self, id: &str) -> bool {
-        let rel = crate::util::paths::to_text(&crate::util::paths::from_text(id.trim()));
+        let Ok(rel) = crate::util::paths::contained(id.trim(), Path::new(""), "") else {
+            return false;
+        };
+        let rel = crate::util::paths::to_text(&rel);
         self.exact.contains(&rel) || self.stems.contains_key(&rel)
     }
 }
 
 /// The rows of a CSV or TSV table. A first row is a header when columns are named, or when its
-/// id is no image and the second row's is.
+/// id is no image and the second row's is (a warning says so).
 fn delimited_rows(
     file: &Path,
     bytes: &[u8],
     delimiter: u8,
     t: &LabelTable,
     index: &ImageIndex,
+    warnings: &mut crate::data::scan::PassedOver,
 ) -> Result<Vec<Row>> {
     let mut reader = csv::ReaderBuilder::new()
         .delimiter(delimiter)
@@ -337,8 +350,18 @@ fn delimited_rows(
         [(_, first), (_, second), ..] => {
             !index.knows(first.get(0).unwrap_or("")) && index.knows(second.get(0).unwrap_or(""))
         }
-        [(_, first)] => !index.knows(first.get(0).unwrap_or("")),
+        [_] => false,
     };
+    if header && !named {
+        let cells: Vec<&str> = records[0].1.iter().collect();
+        warnings.push((
+            file.to_path_buf(),
+            format!(
+                "line 1 is taken as the header ({}): its first cell names no image",
+                cells.join(", ")
+            ),
+        ));
+    }
     let column =
         |name: &Option<String>, default: Option<usize>, what: &str| -> Result<Option<usize>> {
             match name {
@@ -571,7 +594,10 @@ mod tests {
                 .any(|w| w.contains("1 image(s)") && w.contains("c.jpg")),
             "{w:?}"
         );
-        assert!(w.iter().any(|w| w.contains("listed again")), "{w:?}");
+        assert!(
+            w.iter().any(|w| w.contains("1 row(s) list an image again")),
+            "{w:?}"
+        );
         assert!(
             w.iter()
                 .any(|w| w.contains("class 'cat' has a single image")),
@@ -580,6 +606,28 @@ mod tests {
         t.strict = true;
         let e = err(scan(&d, &t));
         assert!(e.contains("c.jpg") && e.contains("strict"), "{e}");
+    }
+
+    #[test]
+    fn a_byte_order_mark_and_dotted_ids_are_read_and_a_guessed_header_is_said() {
+        let d = folder(&["a.jpg", "b.jpg"]);
+        let mut t = table(&d, "t.csv", "\u{feff}path,label\n./a.jpg,cat\nb,dog\n");
+        t.path_col = Some("path".into());
+        let ds = scan(&d, &t).unwrap();
+        assert_eq!(ds.classes, ["cat", "dog"]);
+        t.path_col = None;
+        let ds = scan(&d, &t).unwrap();
+        assert_eq!(ds.len(), 2);
+        assert!(
+            ds.warnings
+                .iter()
+                .any(|(_, w)| w.contains("line 1 is taken as the header")),
+            "{:?}",
+            ds.warnings
+        );
+        // One row that names no image is an unknown id, not a header.
+        let e = err(scan(&d, &table(&d, "one.csv", "typo.jpg,cat\n")));
+        assert!(e.contains("1 id(s) match no image"), "{e}");
     }
 
     #[test]

@@ -160,6 +160,13 @@ fn cerr(e: candle_core::Error) -> Error {
     Error::Candle(e)
 }
 
+impl FinetuneConfig {
+    /// Checks the settings that need no file (before a model named is fetched).
+    pub fn validate(&self) -> Result<()> {
+        check(self)
+    }
+}
+
 /// Checks the settings that need no file.
 fn check(cfg: &FinetuneConfig) -> Result<()> {
     if cfg.epochs == 0 {

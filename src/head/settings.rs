@@ -53,13 +53,17 @@ impl OptimizerName {
         decay: Option<f64>,
     ) -> Result<OptimizerKind> {
         if self != OptimizerName::Sgd {
+            // Zero (the default, said explicitly) is no setting of another optimizer.
             let stray = [
-                ("momentum", momentum.is_some()),
+                ("momentum", momentum.is_some_and(|m| m != 0.0)),
                 ("nesterov", nesterov),
-                ("decay", decay.is_some()),
+                ("decay", decay.is_some_and(|d| d != 0.0)),
             ];
             if let Some((what, _)) = stray.iter().find(|(_, g)| *g) {
-                return Err(Error::invalid(*what, "applies to optimizer sgd only"));
+                return Err(Error::invalid(
+                    *what,
+                    "applies only when the optimizer is sgd",
+                ));
             }
         }
         Ok(match self {
@@ -191,10 +195,10 @@ impl TrainSettings {
             self.decay,
         )?;
         let loss_name = self.loss.unwrap_or(LossName::CrossEntropy);
-        if self.label_smoothing.is_some() && loss_name != LossName::CrossEntropy {
+        if self.label_smoothing.is_some_and(|s| s != 0.0) && loss_name != LossName::CrossEntropy {
             return Err(Error::invalid(
                 "label_smoothing",
-                "applies to loss cross-entropy only",
+                "applies only when the loss is cross-entropy",
             ));
         }
         let loss = match loss_name {
@@ -310,6 +314,16 @@ mod tests {
             ..Default::default()
         };
         assert_eq!(refused(smoothing), "label_smoothing");
+        // Zero, the default said explicitly, is accepted with any optimizer and loss.
+        let zeros = TrainSettings {
+            optimizer: Some(OptimizerName::Adam),
+            momentum: Some(0.0),
+            decay: Some(0.0),
+            loss: Some(LossName::Hinge),
+            label_smoothing: Some(0.0),
+            ..Default::default()
+        };
+        assert!(zeros.train_config(42, 0).is_ok());
         let sgd = TrainSettings {
             optimizer: Some(OptimizerName::Sgd),
             momentum: Some(0.9),

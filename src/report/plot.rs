@@ -1,6 +1,6 @@
 //! Pictures of a run (plotters, PNG): learning curves of `train-head`, and the confusion matrix, ROC
-//! curve and top-losses grid of `evaluate`; and the markdown report that ties settings, numbers and
-//! pictures together.
+//! curve and top-losses grid of `evaluate` (the markdown report that shows them is
+//! [`crate::report::markdown`]).
 
 use crate::util::output::{Output, Replace};
 use std::path::Path;

@@ -139,3 +139,29 @@ fn finetune_trains_the_top_block_and_exports_a_matching_model() {
     a[6] = "nowhere";
     fails(&a, &["no node named 'nowhere'"]);
 }
+
+#[test]
+fn finetune_checks_its_settings_before_fetching_a_model_by_name() {
+    let d = tmp();
+    let o = bin()
+        .env("HEADSTART_HOME", d.path())
+        .env("HEADSTART_OFFLINE", "1")
+        .args([
+            "finetune",
+            "--model",
+            "vgg16",
+            "--data",
+            s(d.path()),
+            "--unfreeze",
+            "block5",
+            "--out",
+            s(&d.path().join("t.onnx")),
+            "--lr",
+            "0",
+        ])
+        .output()
+        .unwrap();
+    let t = failed(&o, &["--lr: must be positive, got 0"]);
+    assert!(!t.contains("not downloaded"), "{t}");
+    assert!(!d.path().join("models").exists(), "{t}");
+}

@@ -195,6 +195,7 @@ mod cloud;
 mod docs;
 mod extract;
 mod fetch;
+#[cfg(feature = "finetune")]
 mod finetune;
 mod hostile;
 mod inspect_cut;
@@ -221,6 +222,7 @@ use extract::*;
 #[allow(unused_imports)]
 use fetch::*;
 #[allow(unused_imports)]
+#[cfg(feature = "finetune")]
 use finetune::*;
 #[allow(unused_imports)]
 use hostile::*;

@@ -412,7 +412,7 @@ fn train_head_and_evaluate_refuse_bad_input_with_both_sides() {
             "--momentum",
             "0.9",
         ],
-        &["--momentum: applies to optimizer sgd only"],
+        &["--momentum: applies only when the optimizer is sgd"],
     );
     fails(
         &[

@@ -53,7 +53,8 @@ pub struct Args {
     /// Feature storage type (f16 halves the file).
     #[arg(long, value_enum, default_value = "f32")]
     pub dtype: DtypeArg,
-    /// Stop at the first unreadable image instead of skipping it.
+    /// Stop at the first unreadable image instead of skipping it; with --labels, also refuse images
+    /// that have no row in the table.
     #[arg(long)]
     pub strict: bool,
     /// Extract again even if the cache is up to date.

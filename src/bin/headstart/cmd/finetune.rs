@@ -108,12 +108,15 @@ impl Args {
                 ))
             }
         };
-        let mut cfg = FinetuneConfig::new(model_path(&self.model)?, &self.data, &self.out, split);
+        let mut cfg = FinetuneConfig::new(&self.model, &self.data, &self.out, split);
         if let Some(c) = &self.cache {
             cfg.cache = c.clone();
         }
         cfg.head = self.head.clone();
-        cfg.head_train.spec = parse_spec(&self.head_spec)?;
+        cfg.head_train.spec = parse_spec(&self.head_spec).map_err(|e| match e {
+            Error::Invalid { msg, .. } => Error::invalid("head_spec", msg),
+            e => e,
+        })?;
         cfg.head_train.epochs = self.freeze_epochs;
         cfg.head_train.batch_size = self.batch_size;
         cfg.head_train.seed = self.seed;
@@ -133,6 +136,11 @@ impl Args {
         let ex = &mut cfg.extract;
         self.run.apply(ex)?;
         ex.augment_flip = self.augment == Some(AugmentArg::Flip);
+        // Every setting is checked before a model given by name is fetched.
+        cfg.validate()?;
+        let model = model_path(&self.model)?;
+        cfg.extract.model = model.clone();
+        cfg.model = model;
         Ok(cfg)
     }
 }
