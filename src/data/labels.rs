@@ -72,24 +72,12 @@ pub fn scan_table(images: &Path, t: &LabelTable) -> Result<(Dataset, String)> {
             "not a directory (the images of the label table)",
         ));
     }
-    let size = std::fs::metadata(&t.file)
-        .map_err(|e| Error::io(&t.file, e))?
-        .len();
-    if size > MAX_TABLE_BYTES {
-        return Err(Error::dataset(
-            &t.file,
-            format!("a label table of {size} bytes; at most {MAX_TABLE_BYTES} are read"),
-        ));
-    }
-    let bytes = std::fs::read(&t.file).map_err(|e| Error::io(&t.file, e))?;
-    let sha = format!("{:x}", Sha256::digest(&bytes));
-    // A spreadsheet's UTF-8 byte order mark is not part of the first cell.
-    let bytes = bytes.strip_prefix(b"\xEF\xBB\xBF").unwrap_or(&bytes);
+    let (bytes, sha) = read_table(&t.file)?;
     let (files, mut warnings) = image_files_checked(images)?;
     let index = ImageIndex::new(images, &files);
     let rows = match format_of(&t.file) {
-        Format::JsonLines => json_rows(&t.file, bytes, t)?,
-        Format::Delimited(d) => delimited_rows(&t.file, bytes, d, t, &index, &mut warnings)?,
+        Format::JsonLines => json_rows(&t.file, &bytes, t)?,
+        Format::Delimited(d) => delimited_rows(&t.file, &bytes, d, t, &index, &mut warnings)?,
     };
     if rows.is_empty() {
         return Err(Error::dataset(
@@ -97,11 +85,58 @@ pub fn scan_table(images: &Path, t: &LabelTable) -> Result<(Dataset, String)> {
             "no rows: the table labels no image",
         ));
     }
+    let labelled = resolve_rows(rows, &index, images, t, &mut warnings)?;
+    check_coverage(&index, &labelled, images, t, &mut warnings)?;
+    Ok((dataset(images, &labelled, &t.file, warnings), sha))
+}
+
+/// The table's bytes (without a spreadsheet's UTF-8 byte order mark, which is not part of the first
+/// cell) and the sha256 of the file as it is; a table over [`MAX_TABLE_BYTES`] is refused unread.
+fn read_table(file: &Path) -> Result<(Vec<u8>, String)> {
+    let size = std::fs::metadata(file)
+        .map_err(|e| Error::io(file, e))?
+        .len();
+    if size > MAX_TABLE_BYTES {
+        return Err(Error::dataset(
+            file,
+            format!("a label table of {size} bytes; at most {MAX_TABLE_BYTES} are read"),
+        ));
+    }
+    let mut bytes = std::fs::read(file).map_err(|e| Error::io(file, e))?;
+    let sha = format!("{:x}", Sha256::digest(&bytes));
+    if bytes.starts_with(b"\xEF\xBB\xBF") {
+        bytes.drain(..3);
+    }
+    Ok((bytes, sha))
+}
+
+/// `n item(s)`-style lists: the first [`SHOWN`] of `items`, then "..." when there are more.
+fn first_few<S: AsRef<str>>(items: &[S]) -> String {
+    let shown: Vec<&str> = items.iter().take(SHOWN).map(AsRef::as_ref).collect();
+    let more = if items.len() > SHOWN { ", ..." } else { "" };
+    format!("{}{more}", shown.join(", "))
+}
+
+/// One labelled image: its path below the root, its class name and split.
+struct Labelled {
+    rel: String,
+    label: String,
+    split: &'static str,
+}
+
+/// Each row's id resolved to its file, its label and split checked. Unknown ids are gathered and
+/// said at once; a repeated row with the same label and split is a warning, with another an error.
+fn resolve_rows(
+    rows: Vec<Row>,
+    index: &ImageIndex,
+    images: &Path,
+    t: &LabelTable,
+    warnings: &mut crate::data::scan::PassedOver,
+) -> Result<Vec<Labelled>> {
     let bad = |line: u64, msg: String| Error::dataset(&t.file, format!("line {line}: {msg}"));
-    // Each id resolved to its file; unknown ids are gathered, then said at once.
     let mut unknown = Vec::new();
-    let mut seen: HashMap<String, (u64, String, String)> = HashMap::new();
-    let mut labelled: Vec<(String, String, String)> = Vec::new();
+    let mut seen: HashMap<String, (u64, usize)> = HashMap::new();
+    let mut labelled: Vec<Labelled> = Vec::new();
     let mut repeated: Vec<String> = Vec::new();
     for r in rows {
         if r.label.trim().is_empty() {
@@ -121,15 +156,13 @@ pub fn scan_table(images: &Path, t: &LabelTable) -> Result<(Dataset, String)> {
                 ))
             }
         };
-        let rel = match index.resolve(&r.id, &t.file, r.line)? {
-            Some(rel) => rel,
-            None => {
-                unknown.push(format!("'{}' (line {})", r.id, r.line));
-                continue;
-            }
+        let Some(rel) = index.resolve(&r.id, &t.file, r.line)? else {
+            unknown.push(format!("'{}' (line {})", r.id, r.line));
+            continue;
         };
         let label = r.label.trim().to_string();
-        if let Some((line, l, s)) = seen.get(&rel) {
+        if let Some(&(line, at)) = seen.get(&rel) {
+            let (l, s) = (&labelled[at].label, labelled[at].split);
             if *l != label || s != split {
                 return Err(bad(
                     r.line,
@@ -142,17 +175,16 @@ pub fn scan_table(images: &Path, t: &LabelTable) -> Result<(Dataset, String)> {
             repeated.push(format!("'{}' (lines {line} and {})", r.id, r.line));
             continue;
         }
-        seen.insert(rel.clone(), (r.line, label.clone(), split.to_string()));
-        labelled.push((rel, label, split.to_string()));
+        seen.insert(rel.clone(), (r.line, labelled.len()));
+        labelled.push(Labelled { rel, label, split });
     }
     if !repeated.is_empty() {
         warnings.push((
             t.file.clone(),
             format!(
-                "{} row(s) list an image again with the same label: {}{}",
+                "{} row(s) list an image again with the same label: {}",
                 repeated.len(),
-                repeated[..repeated.len().min(SHOWN)].join(", "),
-                if repeated.len() > SHOWN { ", ..." } else { "" }
+                first_few(&repeated)
             ),
         ));
     }
@@ -160,84 +192,99 @@ pub fn scan_table(images: &Path, t: &LabelTable) -> Result<(Dataset, String)> {
         return Err(Error::dataset(
             &t.file,
             format!(
-                "{} id(s) match no image below {}: {}{}",
+                "{} id(s) match no image below {}: {}",
                 unknown.len(),
                 images.display(),
-                unknown[..unknown.len().min(SHOWN)].join(", "),
-                if unknown.len() > SHOWN { ", ..." } else { "" }
+                first_few(&unknown)
             ),
         ));
     }
-    let without: Vec<&String> = index
+    Ok(labelled)
+}
+
+/// Images below the root that no row labels: listed as a warning, refused with `strict`.
+fn check_coverage(
+    index: &ImageIndex,
+    labelled: &[Labelled],
+    images: &Path,
+    t: &LabelTable,
+    warnings: &mut crate::data::scan::PassedOver,
+) -> Result<()> {
+    let listed: BTreeSet<&str> = labelled.iter().map(|l| l.rel.as_str()).collect();
+    let without: Vec<&str> = index
         .all
         .iter()
-        .filter(|f| !seen.contains_key(*f))
+        .map(String::as_str)
+        .filter(|f| !listed.contains(f))
         .collect();
-    if !without.is_empty() {
-        let msg = format!(
-            "{} image(s) below {} have no row in the table and are left out: {}{}",
-            without.len(),
-            images.display(),
-            without
-                .iter()
-                .take(SHOWN)
-                .map(|s| s.as_str())
-                .collect::<Vec<_>>()
-                .join(", "),
-            if without.len() > SHOWN { ", ..." } else { "" }
-        );
-        if t.strict {
-            return Err(Error::dataset(&t.file, format!("{msg} (strict)")));
-        }
-        warnings.push((t.file.clone(), msg));
+    if without.is_empty() {
+        return Ok(());
     }
-    let classes: Vec<String> = labelled
-        .iter()
-        .map(|(_, l, _)| l.clone())
-        .collect::<BTreeSet<_>>()
-        .into_iter()
-        .collect();
+    let msg = format!(
+        "{} image(s) below {} have no row in the table and are left out: {}",
+        without.len(),
+        images.display(),
+        first_few(&without)
+    );
+    if t.strict {
+        return Err(Error::dataset(&t.file, format!("{msg} (strict)")));
+    }
+    warnings.push((t.file.clone(), msg));
+    Ok(())
+}
+
+/// The dataset of the labelled images: classes sorted by name, splits in their usual order, each
+/// class by class with files in path order (the order a folder layout gives). A class with a
+/// single image is warned of.
+fn dataset(
+    images: &Path,
+    labelled: &[Labelled],
+    table: &Path,
+    mut warnings: crate::data::scan::PassedOver,
+) -> Dataset {
     let mut per_class: BTreeMap<&str, usize> = BTreeMap::new();
-    for (_, l, _) in &labelled {
-        *per_class.entry(l.as_str()).or_default() += 1;
+    for l in labelled {
+        *per_class.entry(l.label.as_str()).or_default() += 1;
     }
     for (class, n) in per_class.iter().filter(|(_, n)| **n == 1) {
         warnings.push((
-            t.file.clone(),
+            table.to_path_buf(),
             format!("class '{class}' has a single image ({n}); a head learns little from it"),
         ));
     }
+    let classes: Vec<String> = per_class.keys().map(|c| c.to_string()).collect();
     let mut splits = Vec::new();
     for name in SPLIT_NAMES {
-        let mut items: Vec<(u32, PathBuf, String)> = labelled
+        let mut items: Vec<(u32, PathBuf, &str)> = labelled
             .iter()
-            .filter(|(_, _, s)| s == name)
-            .map(|(rel, l, _)| {
-                let label = classes.binary_search(l).unwrap_or(0) as u32;
-                (label, crate::util::paths::from_text(rel), rel.clone())
+            .filter(|l| l.split == name)
+            .map(|l| {
+                let label = classes.binary_search(&l.label).unwrap_or(0) as u32;
+                (label, crate::util::paths::from_text(&l.rel), l.rel.as_str())
             })
             .collect();
         if items.is_empty() {
             continue;
         }
-        // The order a folder layout gives: class by class, files in path order.
         items.sort();
         splits.push(Split {
             name: name.to_string(),
             items: items
                 .into_iter()
-                .map(|(label, _, rel_path)| Item { rel_path, label })
+                .map(|(label, _, rel)| Item {
+                    rel_path: rel.to_string(),
+                    label,
+                })
                 .collect(),
         });
     }
-    let ds = Dataset {
+    Dataset {
         root: images.to_path_buf(),
         classes,
         splits,
         warnings,
         remote: None,
-    };
-    Ok((ds, sha))
+    }
 }
 
 enum Format {

@@ -138,8 +138,7 @@ pub fn evaluation(head: &Path, e: &Evaluation, report: Option<&Path>) -> Result<
             )
         })
         .collect();
-    let json = serde_json::to_string_pretty(e)
-        .map_err(|x| Error::Config(format!("cannot write JSON: {x}")))?;
+    let json = crate::report::to_json(e, true)?;
     let md = write(
         dir,
         &format!("Evaluation of {} on {} ({})", e.head, e.features, e.split),

@@ -9,3 +9,13 @@ pub mod markdown;
 pub mod metrics;
 pub mod plot;
 pub mod score;
+
+/// `v` as JSON text (pretty: indented), as the commands print it and reports embed it.
+pub fn to_json(v: &impl serde::Serialize, pretty: bool) -> crate::error::Result<String> {
+    let s = if pretty {
+        serde_json::to_string_pretty(v)
+    } else {
+        serde_json::to_string(v)
+    };
+    s.map_err(|e| crate::error::Error::Config(format!("cannot write JSON: {e}")))
+}

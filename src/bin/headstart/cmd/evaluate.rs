@@ -8,7 +8,7 @@ use headstart::infer::extract::ExtractConfig;
 use headstart::report::evaluate::{evaluate, EvaluateConfig, Source};
 use headstart::report::markdown;
 
-use crate::common::{model_path, term, to_json, ModelRunArgs, ProgressArg};
+use crate::common::{model_path, term, ModelRunArgs, ProgressArg};
 
 #[derive(clap::Args, Debug)]
 pub struct Args {
@@ -102,7 +102,7 @@ pub fn run(a: &Args) -> Result<()> {
     };
     let e = evaluate(&cfg, &term(progress, false).without_details())?;
     if a.json {
-        println!("{}", to_json(&e, true)?);
+        println!("{}", headstart::report::to_json(&e, true)?);
     } else {
         println!(
             "head: {}\nfeatures: {} (split {}{}, {} images skipped at extraction)",

@@ -10,7 +10,7 @@ use headstart::head::net::{parse_spec, DEFAULT_HEAD};
 use headstart::head::settings::OptimizerName;
 
 use crate::common::{
-    model_path, term, to_json, AugmentArg, ModelRunArgs, OptimizerArg, PoolArg, ProgressArg,
+    model_path, term, AugmentArg, ModelRunArgs, OptimizerArg, PoolArg, ProgressArg,
 };
 
 #[derive(clap::Args, Debug)]
@@ -151,7 +151,7 @@ pub fn run(a: &Args) -> Result<()> {
     keep_freed_memory();
     let s = finetune(&cfg, &term(a.progress, a.quiet))?;
     if a.json {
-        println!("{}", to_json(&s, false)?);
+        println!("{}", headstart::report::to_json(&s, false)?);
         return Ok(());
     }
     let acc = |v: Option<(f64, f64)>| v.map_or("-".to_string(), |(_, a)| format!("{a:.4}"));
