@@ -17,6 +17,29 @@ pub struct SplitRows {
     pub name: String,
     /// Global journal index of each image of this split, with label and relative path.
     pub items: Vec<(usize, u32, String)>,
+    /// A multi-label dataset's tags (class indices) of each item; empty otherwise.
+    pub tags: Vec<Vec<u32>>,
+}
+
+/// The multi-hot rows (`classes` columns of 0/1) of a multi-label split's tags.
+pub fn multi_hot<'a>(tags: impl IntoIterator<Item = &'a [u32]>, classes: usize) -> Vec<u8> {
+    let mut out = Vec::new();
+    for t in tags {
+        let at = out.len();
+        out.resize(at + classes, 0);
+        for &c in t {
+            out[at + c as usize] = 1;
+        }
+    }
+    out
+}
+
+/// A multi-label split's `targets` dataset: `[n, classes]` u8, 1 where the image has the class.
+fn write_targets(g: &hdf5::Group, hot: &[u8], classes: usize) -> hdf5::Result<()> {
+    g.new_dataset::<u8>()
+        .shape([hot.len() / classes.max(1), classes])
+        .create("targets")?
+        .write_raw(hot)
 }
 
 fn h5err(path: &Path) -> impl Fn(hdf5::Error) -> Error + '_ {
@@ -144,12 +167,16 @@ fn write_journal(
         let mut paths = Vec::new();
         let mut skipped_paths = Vec::new();
         let mut skipped_reasons = Vec::new();
-        for (idx, label, rel) in &split.items {
+        let mut tags: Vec<&[u32]> = Vec::new();
+        for (k, (idx, label, rel)) in split.items.iter().enumerate() {
             match journal.status[*idx] {
                 Status::Done => {
                     place[*idx] = Some((si, labels.len()));
                     labels.push(*label as i32);
                     paths.push(rel.clone());
+                    if meta.multi_label {
+                        tags.push(split.tags.get(k).map_or(&[], Vec::as_slice));
+                    }
                 }
                 Status::Failed => {
                     skipped_paths.push(rel.clone());
@@ -181,6 +208,10 @@ fn write_journal(
         }
         .map_err(&e)?;
         write_lists(&g, &labels, &paths, &skipped_paths, &skipped_reasons).map_err(&e)?;
+        if meta.multi_label {
+            let classes = meta.classes.len();
+            write_targets(&g, &multi_hot(tags, classes), classes).map_err(&e)?;
+        }
         datasets.push(ds);
     }
     let mut row_shape = vec![1];
@@ -239,6 +270,9 @@ fn write_array_file(tmp: &Path, meta: &CacheMeta, splits: &[SplitData]) -> Resul
         let labels: Vec<i32> = sd.labels.iter().map(|&l| l as i32).collect();
         let (sp, sr): (Vec<String>, Vec<String>) = sd.skipped.iter().cloned().unzip();
         write_lists(&g, &labels, &sd.paths, &sp, &sr).map_err(&e)?;
+        if meta.multi_label {
+            write_targets(&g, &sd.tags, meta.classes.len()).map_err(&e)?;
+        }
     }
     write_meta(&file, meta).map_err(&e)?;
     file.close().map_err(&e)
@@ -316,7 +350,13 @@ pub(crate) fn write_meta(file: &hdf5::Location, m: &CacheMeta) -> hdf5::Result<(
     write_str_attr(file, "headstart_version", &m.headstart_version)?;
     write_str_attr(file, "fingerprint", &m.fingerprint)?;
     write_str_attr(file, "data_root", &m.data_root)?;
-    write_strs_attr(file, "splits", &m.splits)
+    write_strs_attr(file, "splits", &m.splits)?;
+    if m.multi_label {
+        file.new_attr::<u8>()
+            .create("multi_label")?
+            .write_scalar(&1u8)?;
+    }
+    Ok(())
 }
 
 /// Features, labels and paths of one split, read back.
@@ -328,6 +368,8 @@ pub struct SplitData {
     pub labels: Vec<u32>,
     pub paths: Vec<String>,
     pub skipped: Vec<(String, String)>,
+    /// A multi-label cache's multi-hot targets, row-major `[n, classes]`; empty otherwise.
+    pub tags: Vec<u8>,
 }
 
 impl SplitData {
@@ -420,6 +462,8 @@ pub(crate) fn read_meta(file: &hdf5::Location) -> hdf5::Result<CacheMeta> {
         fingerprint: read_str_attr(file, "fingerprint")?,
         data_root: read_str_attr(file, "data_root")?,
         splits: read_strs(file.attr("splits")?.read_raw()?),
+        multi_label: file.attr_names()?.iter().any(|n| n == "multi_label")
+            && file.attr("multi_label")?.read_scalar::<u8>()? == 1,
     })
 }
 
@@ -530,13 +574,43 @@ impl FeatureCache {
                 format!("split '{split}': {} features values, {} labels, {} paths do not agree (row size {row})", features.len(), labels.len(), paths.len()),
             ));
         }
+        let tags = self.read_targets(split, &g, labels.len())?;
         Ok(SplitData {
             name: split.to_string(),
             features,
             labels,
             paths,
             skipped,
+            tags,
         })
+    }
+
+    /// A multi-label split's `targets` (`[n, classes]` of 0/1, each row with a class); empty for a
+    /// single-label cache.
+    fn read_targets(&self, split: &str, g: &hdf5::Group, n: usize) -> Result<Vec<u8>> {
+        if !self.meta.multi_label {
+            return Ok(Vec::new());
+        }
+        let e = |x: hdf5::Error| Error::cache(&self.path, format!("split '{split}': {x}"));
+        let ds = g.dataset("targets").map_err(e)?;
+        let classes = self.meta.classes.len();
+        if ds.shape() != [n, classes] {
+            return Err(Error::cache(
+                &self.path,
+                format!(
+                    "split '{split}': targets are {:?}, expected [{n}, {classes}] (rows, classes)",
+                    ds.shape()
+                ),
+            ));
+        }
+        let hot = ds.read_raw::<u8>().map_err(e)?;
+        if let Some(i) = hot.iter().position(|&v| v > 1) {
+            return Err(Error::cache(
+                &self.path,
+                format!("split '{split}' row {}: target {} is not 0 or 1", i / classes, hot[i]),
+            ));
+        }
+        Ok(hot)
     }
 
     /// The (path, reason) pairs of the images of `split` that could not be read.

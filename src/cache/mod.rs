@@ -96,6 +96,8 @@ pub struct CacheMeta {
     pub fingerprint: String,
     pub data_root: String,
     pub splits: Vec<String>,
+    /// Each image has a set of classes: every split holds `targets` (multi-hot, `[n, classes]`).
+    pub multi_label: bool,
 }
 
 impl CacheMeta {

@@ -81,6 +81,7 @@ pub fn synthetic(spec: &SyntheticSpec) -> Result<(CacheMeta, Vec<SplitData>)> {
             labels,
             paths,
             skipped: vec![],
+            tags: vec![],
         });
     }
     let meta = CacheMeta {
@@ -105,6 +106,7 @@ pub fn synthetic(spec: &SyntheticSpec) -> Result<(CacheMeta, Vec<SplitData>)> {
         fingerprint: String::new(),
         data_root: String::new(),
         splits: splits.iter().map(|s| s.name.clone()).collect(),
+        multi_label: false,
     };
     Ok((meta, splits))
 }

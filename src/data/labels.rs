@@ -8,6 +8,10 @@
 //! and the first few), an id labelled twice differently, an id that matches two files, an empty
 //! label, an unknown split, a row without the column. Images with no row are listed as warnings
 //! (an error with `strict`), as is a class with a single image.
+//!
+//! With a label delimiter (`--label-delim ' '`, or `;`, `|`), or a JSON array of tags, each image
+//! has a set of tags: the dataset is multi-label ([`Dataset::multi_label`], each [`Item::tags`]
+//! sorted class indices) and the cache holds a multi-hot matrix beside the labels.
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::path::{Path, PathBuf};
@@ -39,6 +43,9 @@ pub struct LabelTable {
     pub split_col: Option<String>,
     /// Images in the folder without a row are an error, not a warning.
     pub strict: bool,
+    /// Splits each label cell into tags at this character: a multi-label table. JSON arrays of
+    /// tags are multi-label without it.
+    pub label_delim: Option<char>,
 }
 
 impl LabelTable {
@@ -50,16 +57,39 @@ impl LabelTable {
             label_col: None,
             split_col: None,
             strict: false,
+            label_delim: None,
         }
     }
 }
 
-/// One row as read: its line, the id, the label and the split cell.
+/// One row as read: its line, the id, the label cell and the split cell.
 struct Row {
     line: u64,
     id: String,
-    label: String,
+    label: Cell,
     split: Option<String>,
+}
+
+/// A label cell: one text, or (JSON) an array of tags.
+enum Cell {
+    Text(String),
+    Tags(Vec<String>),
+}
+
+impl Cell {
+    /// The row's classes, trimmed, sorted and without repeats: the text split at `delim` when
+    /// given, else the text as one class.
+    fn classes(&self, delim: Option<char>) -> Vec<String> {
+        let mut tags: Vec<String> = match (self, delim) {
+            (Cell::Text(t), Some(d)) => t.split(d).map(|x| x.trim().to_string()).collect(),
+            (Cell::Text(t), None) => vec![t.trim().to_string()],
+            (Cell::Tags(v), _) => v.iter().map(|x| x.trim().to_string()).collect(),
+        };
+        tags.retain(|t| !t.is_empty());
+        tags.sort();
+        tags.dedup();
+        tags
+    }
 }
 
 /// The dataset the table gives for the images below `images`, and the table's sha256 (for the
@@ -85,9 +115,10 @@ pub fn scan_table(images: &Path, t: &LabelTable) -> Result<(Dataset, String)> {
             "no rows: the table labels no image",
         ));
     }
+    let multi = t.label_delim.is_some() || rows.iter().any(|r| matches!(r.label, Cell::Tags(_)));
     let labelled = resolve_rows(rows, &index, images, t, &mut warnings)?;
     check_coverage(&index, &labelled, images, t, &mut warnings)?;
-    Ok((dataset(images, &labelled, &t.file, warnings), sha))
+    Ok((dataset(images, &labelled, &t.file, multi, warnings), sha))
 }
 
 /// The table's bytes (without a spreadsheet's UTF-8 byte order mark, which is not part of the first
@@ -117,10 +148,11 @@ fn first_few<S: AsRef<str>>(items: &[S]) -> String {
     format!("{}{more}", shown.join(", "))
 }
 
-/// One labelled image: its path below the root, its class name and split.
+/// One labelled image: its path below the root, its class names (one, or a multi-label row's
+/// tags) and split.
 struct Labelled {
     rel: String,
-    label: String,
+    labels: Vec<String>,
     split: &'static str,
 }
 
@@ -139,7 +171,8 @@ fn resolve_rows(
     let mut labelled: Vec<Labelled> = Vec::new();
     let mut repeated: Vec<String> = Vec::new();
     for r in rows {
-        if r.label.trim().is_empty() {
+        let labels = r.label.classes(t.label_delim);
+        if labels.is_empty() {
             return Err(bad(r.line, format!("'{}' has an empty label", r.id)));
         }
         let split = match r.split.as_deref().map(str::trim) {
@@ -160,10 +193,10 @@ fn resolve_rows(
             unknown.push(format!("'{}' (line {})", r.id, r.line));
             continue;
         };
-        let label = r.label.trim().to_string();
         if let Some(&(line, at)) = seen.get(&rel) {
-            let (l, s) = (&labelled[at].label, labelled[at].split);
-            if *l != label || s != split {
+            let (l, s) = (&labelled[at].labels, labelled[at].split);
+            if *l != labels || s != split {
+                let (label, l) = (labels.join(" "), l.join(" "));
                 return Err(bad(
                     r.line,
                     format!(
@@ -176,7 +209,7 @@ fn resolve_rows(
             continue;
         }
         seen.insert(rel.clone(), (r.line, labelled.len()));
-        labelled.push(Labelled { rel, label, split });
+        labelled.push(Labelled { rel, labels, split });
     }
     if !repeated.is_empty() {
         warnings.push((
@@ -234,17 +267,20 @@ fn check_coverage(
 }
 
 /// The dataset of the labelled images: classes sorted by name, splits in their usual order, each
-/// class by class with files in path order (the order a folder layout gives). A class with a
-/// single image is warned of.
+/// class by class with files in path order (the order a folder layout gives; multi-label rows by
+/// their first tag). A class with a single image is warned of.
 fn dataset(
     images: &Path,
     labelled: &[Labelled],
     table: &Path,
+    multi: bool,
     mut warnings: crate::data::scan::PassedOver,
 ) -> Dataset {
     let mut per_class: BTreeMap<&str, usize> = BTreeMap::new();
     for l in labelled {
-        *per_class.entry(l.label.as_str()).or_default() += 1;
+        for c in &l.labels {
+            *per_class.entry(c.as_str()).or_default() += 1;
+        }
     }
     for (class, n) in per_class.iter().filter(|(_, n)| **n == 1) {
         warnings.push((
@@ -255,12 +291,17 @@ fn dataset(
     let classes: Vec<String> = per_class.keys().map(|c| c.to_string()).collect();
     let mut splits = Vec::new();
     for name in SPLIT_NAMES {
-        let mut items: Vec<(u32, PathBuf, &str)> = labelled
+        let mut items: Vec<(u32, PathBuf, &str, Vec<u32>)> = labelled
             .iter()
             .filter(|l| l.split == name)
             .map(|l| {
-                let label = classes.binary_search(&l.label).unwrap_or(0) as u32;
-                (label, crate::util::paths::from_text(&l.rel), l.rel.as_str())
+                let tags: Vec<u32> = l
+                    .labels
+                    .iter()
+                    .map(|c| classes.binary_search(c).unwrap_or(0) as u32)
+                    .collect();
+                let path = crate::util::paths::from_text(&l.rel);
+                (tags[0], path, l.rel.as_str(), if multi { tags } else { vec![] })
             })
             .collect();
         if items.is_empty() {
@@ -271,9 +312,10 @@ fn dataset(
             name: name.to_string(),
             items: items
                 .into_iter()
-                .map(|(label, _, rel)| Item {
+                .map(|(label, _, rel, tags)| Item {
                     rel_path: rel.to_string(),
                     label,
+                    tags,
                 })
                 .collect(),
         });
@@ -284,6 +326,7 @@ fn dataset(
         splits,
         warnings,
         remote: None,
+        multi_label: multi,
     }
 }
 
@@ -450,7 +493,7 @@ fn delimited_rows(
         rows.push(Row {
             line: *line,
             id: cell(path_at, "path")?,
-            label: cell(label_at, "label")?,
+            label: Cell::Text(cell(label_at, "label")?),
             split: split_at.map(|s| cell(s, "split")).transpose()?,
         });
     }
@@ -505,10 +548,22 @@ fn json_rows(file: &Path, bytes: &[u8], t: &LabelTable) -> Result<Vec<Row>> {
             Some(k) => return Err(bad(format!("no split key '{k}'"))),
             None => None,
         };
+        let label = match &obj[&label_key] {
+            serde_json::Value::Array(tags) => Cell::Tags(
+                tags.iter()
+                    .map(|t| match t {
+                        serde_json::Value::String(s) => Ok(s.clone()),
+                        serde_json::Value::Number(n) => Ok(n.to_string()),
+                        other => Err(bad(format!("a tag of '{label_key}' is {other}, not a string"))),
+                    })
+                    .collect::<Result<_>>()?,
+            ),
+            _ => Cell::Text(text_of(&label_key)?),
+        };
         rows.push(Row {
             line,
             id: text_of(&path_key)?,
-            label: text_of(&label_key)?,
+            label,
             split,
         });
     }

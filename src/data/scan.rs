@@ -21,7 +21,10 @@ pub const DEFAULT_SPLIT: &str = "train";
 pub struct Item {
     /// The path as lossless text ([`crate::util::paths`]); [`Item::path`] maps it back.
     pub rel_path: String,
+    /// The class (a multi-label item's first tag).
     pub label: u32,
+    /// A multi-label item's classes, sorted; empty in a single-label dataset.
+    pub tags: Vec<u32>,
 }
 
 impl Item {
@@ -51,6 +54,8 @@ pub struct Dataset {
     pub warnings: PassedOver,
     /// Set when `root` is an object-storage URL: where the images are read from.
     pub remote: Option<RemoteSource>,
+    /// Each image has a set of classes ([`Item::tags`]), from a label table with tags.
+    pub multi_label: bool,
 }
 
 /// A dataset's object store, and each listed image's size and version (key -> "size|etag"), which
@@ -128,6 +133,7 @@ impl Dataset {
             splits,
             warnings,
             remote: None,
+            multi_label: false,
         };
         ds.check_found()
     }
@@ -220,6 +226,7 @@ impl Dataset {
             splits,
             warnings: Vec::new(),
             remote: None,
+            multi_label: false,
         };
         ds.check_found()
     }
@@ -263,7 +270,11 @@ fn split_from_keys(
         name: name.to_string(),
         items: rows
             .into_iter()
-            .map(|(label, rel_path)| Item { rel_path, label })
+            .map(|(label, rel_path)| Item {
+                rel_path,
+                label,
+                tags: vec![],
+            })
             .collect(),
     }
 }
@@ -432,6 +443,7 @@ fn scan_split(
             items.push(Item {
                 rel_path: crate::util::paths::to_text(rel),
                 label: label as u32,
+                tags: vec![],
             });
         }
     }

@@ -291,6 +291,24 @@ impl DwDims {
     }
 }
 
+impl DwDims {
+    /// Visits every (output, input, tap) index triple of one plane: the one loop nest that the
+    /// forward and both gradients share.
+    #[inline(always)]
+    fn taps(&self, mut visit: impl FnMut(usize, usize, usize)) {
+        for y in 0..self.oh {
+            for xo in 0..self.ow {
+                for ky in 0..self.kh {
+                    let at = (y * self.sh + ky) * self.w + xo * self.sw;
+                    for kx in 0..self.kw {
+                        visit(y * self.ow + xo, at + kx, ky * self.kw + kx);
+                    }
+                }
+            }
+        }
+    }
+}
+
 fn dw_forward<T: Num>(x: &[T], k: &[T], d: DwDims) -> Vec<T> {
     let (hw, ohw, kk) = (d.h * d.w, d.oh * d.ow, d.kh * d.kw);
     let mut out = vec![T::default(); d.n * d.c * ohw];
@@ -298,18 +316,7 @@ fn dw_forward<T: Num>(x: &[T], k: &[T], d: DwDims) -> Vec<T> {
         let ch = plane % d.c;
         let img = &x[plane * hw..(plane + 1) * hw];
         let f = &k[ch * kk..(ch + 1) * kk];
-        for y in 0..d.oh {
-            for xo in 0..d.ow {
-                let mut s = T::default();
-                for ky in 0..d.kh {
-                    let row = &img[(y * d.sh + ky) * d.w + xo * d.sw..];
-                    for kx in 0..d.kw {
-                        s = s + row[kx] * f[ky * d.kw + kx];
-                    }
-                }
-                o[y * d.ow + xo] = s;
-            }
-        }
+        d.taps(|at, i, t| o[at] = o[at] + img[i] * f[t]);
     });
     out
 }
@@ -322,17 +329,7 @@ fn dw_grad_input<T: Num>(g: &[T], k: &[T], d: DwDims) -> Vec<T> {
         let ch = plane % d.c;
         let go = &g[plane * ohw..(plane + 1) * ohw];
         let f = &k[ch * kk..(ch + 1) * kk];
-        for y in 0..d.oh {
-            for xo in 0..d.ow {
-                let v = go[y * d.ow + xo];
-                for ky in 0..d.kh {
-                    let at = (y * d.sh + ky) * d.w + xo * d.sw;
-                    for kx in 0..d.kw {
-                        gx[at + kx] = gx[at + kx] + v * f[ky * d.kw + kx];
-                    }
-                }
-            }
-        }
+        d.taps(|at, i, t| gx[i] = gx[i] + go[at] * f[t]);
     });
     out
 }
@@ -346,18 +343,7 @@ fn dw_grad_kernel<T: Num>(x: &[T], g: &[T], d: DwDims) -> Vec<T> {
             let plane = b * d.c + ch;
             let img = &x[plane * hw..(plane + 1) * hw];
             let go = &g[plane * ohw..(plane + 1) * ohw];
-            for ky in 0..d.kh {
-                for kx in 0..d.kw {
-                    let mut s = T::default();
-                    for y in 0..d.oh {
-                        let row = &img[(y * d.sh + ky) * d.w + kx..];
-                        for xo in 0..d.ow {
-                            s = s + go[y * d.ow + xo] * row[xo * d.sw];
-                        }
-                    }
-                    gk[ky * d.kw + kx] = gk[ky * d.kw + kx] + s;
-                }
-            }
+            d.taps(|at, i, t| gk[t] = gk[t] + go[at] * img[i]);
         }
     });
     out

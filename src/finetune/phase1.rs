@@ -7,7 +7,7 @@ use ndarray::Array2;
 use crate::error::{Error, Result};
 use crate::events::{Event as Report, Reporter};
 use crate::head::file::Head;
-use crate::head::fit::{fit, output_units, History, TrainData};
+use crate::head::fit::{fit, output_units, History, Labels, TrainData};
 use crate::head::net::{spec_string, Network, Pool};
 use crate::head::train_head::{table_header, table_row};
 
@@ -130,9 +130,9 @@ pub(super) fn phase1(
     say(table_header());
     let data = TrainData {
         x: &x,
-        y: &y,
+        y: Labels::Classes(&y),
         train: inp.fit_idx.clone(),
-        val: (!vidx.is_empty()).then(|| (vxr, vyr, vidx.clone())),
+        val: (!vidx.is_empty()).then(|| (vxr, Labels::Classes(vyr), vidx.clone())),
         classes: inp.meta.classes.len(),
     };
     let (network, h) = fit(&cfg.head_train, &data, |r| say(table_row(r)))?;

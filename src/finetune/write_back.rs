@@ -64,6 +64,7 @@ pub(super) fn write_back(
         spec: start.spec,
         training: training.to_string(),
         history_csv: history.csv(),
+        thresholds: None,
     }
     .save(&head_path)?;
     crate::onnx::export::export(&crate::onnx::export::ExportConfig {

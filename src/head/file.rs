@@ -3,8 +3,10 @@
 //!
 //! Schema (`format = "headstart-head"`, `format_version = 1`):
 //! - root attributes: `format`, `format_version`, `kind` (`mlp` | `logistic`), `classes`,
-//!   `feature_shape`, `feature_layout`, `pool`, `output` (`sigmoid` | `softmax`), `spec`,
-//!   `training` (JSON), `history_csv`, `headstart_version`;
+//!   `feature_shape`, `feature_layout`, `pool`, `output` (`sigmoid` | `softmax` | `multi-label`),
+//!   `spec`, `training` (JSON), `history_csv`, `headstart_version`; a multi-label head (one sigmoid
+//!   per class) also has `thresholds` (one per class: a class is predicted at a probability of at
+//!   least its threshold);
 //! - group `base`: the feature cache's attributes (model file and sha256, input size, preprocessing);
 //! - group `layers`, one sub-group per layer in order (`000_dense`, `001_relu`, ...) with attribute
 //!   `type` (`dense` | `activation` | `dropout` | `batchnorm`): dense has datasets `kernel`
@@ -60,16 +62,29 @@ pub struct Head {
     /// Training settings and results, as JSON.
     pub training: String,
     pub history_csv: String,
+    /// A multi-label head's decision threshold per class (one sigmoid per class); `None` for a
+    /// single-label head.
+    pub thresholds: Option<Vec<f32>>,
 }
 
 impl Head {
-    /// Probability columns: 2 for a binary (sigmoid) head, C for softmax.
+    /// Probability columns: 2 for a binary (sigmoid) head, C for softmax; for a multi-label head
+    /// each class's own sigmoid.
     pub fn probabilities(&self, features: Vec<f32>, n: usize) -> Result<Array2<f32>> {
         let x = self
             .pool
             .apply(features, n, &self.feature_shape, &self.base.layout)?;
         let z = self.network.logits_batched(&x, 256);
-        Ok(probabilities_from_logits(&z))
+        Ok(if self.thresholds.is_some() {
+            z.mapv(sigmoid)
+        } else {
+            probabilities_from_logits(&z)
+        })
+    }
+
+    /// Whether the head predicts a set of classes per image.
+    pub fn multi_label(&self) -> bool {
+        self.thresholds.is_some()
     }
 
     /// Refuses features from another base model, shape or class list; states both sides. With
@@ -89,6 +104,14 @@ impl Head {
                 data_path.display()
             )))
         };
+        if self.multi_label() != data.multi_label {
+            let kind = |m: bool| if m { "multi-label" } else { "single-label" };
+            return both(
+                "label kinds",
+                kind(self.multi_label()).into(),
+                format!("{} features", kind(data.multi_label)),
+            );
+        }
         let other_precision = self.base.precision != data.precision;
         if other_precision && !any_precision {
             return Err(Error::Config(format!(
@@ -173,12 +196,20 @@ impl Head {
             .write_raw(&fs)?;
         write_str_attr(&f, "feature_layout", &self.base.layout)?;
         write_str_attr(&f, "pool", self.pool.name())?;
-        let output = if self.network.output_dim() == Some(1) {
+        let output = if self.thresholds.is_some() {
+            "multi-label"
+        } else if self.network.output_dim() == Some(1) {
             "sigmoid"
         } else {
             "softmax"
         };
         write_str_attr(&f, "output", output)?;
+        if let Some(t) = &self.thresholds {
+            f.new_attr::<f32>()
+                .shape(t.len())
+                .create("thresholds")?
+                .write_raw(t)?;
+        }
         write_str_attr(&f, "spec", &self.spec)?;
         write_str_attr(&f, "training", &self.training)?;
         write_str_attr(&f, "history_csv", &self.history_csv)?;
@@ -289,7 +320,12 @@ impl Head {
         let layers = read_layers(f, width)?;
         let network = Network { layers };
         check_values(&network)?;
-        check_chain(&network, width, classes.len())?;
+        let thresholds = read_thresholds(f, classes.len())?;
+        let outputs = match thresholds {
+            Some(_) => classes.len(),
+            None => super::fit::output_units(classes.len()),
+        };
+        check_chain(&network, width, outputs, classes.len())?;
         Ok(Head {
             kind,
             network,
@@ -300,8 +336,25 @@ impl Head {
             spec: read_str_attr(f, "spec")?,
             training: read_str_attr(f, "training").unwrap_or_default(),
             history_csv: read_str_attr(f, "history_csv").unwrap_or_default(),
+            thresholds,
         })
     }
+}
+
+/// A multi-label head's thresholds: one per class, each in [0, 1]; `None` for another output.
+fn read_thresholds(f: &hdf5::File, classes: usize) -> hdf5::Result<Option<Vec<f32>>> {
+    if read_str_attr(f, "output").unwrap_or_default() != "multi-label" {
+        return Ok(None);
+    }
+    let a = f.attr("thresholds")?;
+    if a.size() != classes {
+        return Err(format!("{} thresholds for {classes} classes", a.size()).into());
+    }
+    let t = a.read_raw::<f32>()?;
+    if let Some((j, v)) = t.iter().enumerate().find(|(_, v)| !(0.0..=1.0).contains(*v)) {
+        return Err(format!("threshold {j} is {v}, not a probability in [0, 1]").into());
+    }
+    Ok(Some(t))
 }
 
 /// The layers of group `layers` in name order, the first taking `width` inputs. Sizes are checked
@@ -440,8 +493,8 @@ fn check_values(net: &Network) -> hdf5::Result<()> {
     Ok(())
 }
 
-/// Layer widths must chain from the pooled feature width to the class count.
-fn check_chain(net: &Network, input: usize, classes: usize) -> hdf5::Result<()> {
+/// Layer widths must chain from the pooled feature width to the head's `want` outputs.
+fn check_chain(net: &Network, input: usize, want: usize, classes: usize) -> hdf5::Result<()> {
     let mut width = input;
     for (i, l) in net.layers.iter().enumerate() {
         match l {
@@ -467,7 +520,6 @@ fn check_chain(net: &Network, input: usize, classes: usize) -> hdf5::Result<()> 
             _ => {}
         }
     }
-    let want = super::fit::output_units(classes);
     if width != want {
         return Err(format!("output width {width} != {want} for {classes} classes").into());
     }

@@ -139,8 +139,8 @@ impl History {
     /// `train` of `x`, and on the validation rows when given.
     pub fn single(
         net: &Network,
-        (x, y, train): (&Array2<f32>, &[u32], &[usize]),
-        val: Option<(&Array2<f32>, &[u32], &[usize])>,
+        (x, y, train): (&Array2<f32>, Labels, &[usize]),
+        val: Option<(&Array2<f32>, Labels, &[usize])>,
         seconds: f64,
     ) -> History {
         let ce = Loss::CrossEntropy { smoothing: 0.0 };
@@ -162,13 +162,94 @@ impl History {
     }
 }
 
+/// What the rows are labelled with: one class each, or (multi-label) a multi-hot row of tags.
+#[derive(Debug, Clone, Copy)]
+pub enum Labels<'a> {
+    Classes(&'a [u32]),
+    /// `[rows, classes]` of 0/1.
+    Tags(ArrayView2<'a, f32>),
+}
+
+impl Labels<'_> {
+    pub fn len(&self) -> usize {
+        match self {
+            Labels::Classes(y) => y.len(),
+            Labels::Tags(t) => t.nrows(),
+        }
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// The labels of rows `idx`.
+    pub fn batch(&self, idx: &[usize]) -> Batch {
+        match self {
+            Labels::Classes(y) => Batch::Classes(idx.iter().map(|&i| y[i]).collect()),
+            Labels::Tags(t) => Batch::Tags(t.select(Axis(0), idx)),
+        }
+    }
+}
+
+/// The labels of one batch.
+pub enum Batch {
+    Classes(Vec<u32>),
+    Tags(Array2<f32>),
+}
+
+impl Batch {
+    /// The loss and its gradient; `class_weights` weight each row by its class, or (tags) each
+    /// positive element by its column (`pos_weight`).
+    pub fn loss(
+        &self,
+        loss: &Loss,
+        z: &Array2<f32>,
+        class_weights: Option<&[f32]>,
+    ) -> (f32, Array2<f32>) {
+        match self {
+            Batch::Classes(y) => {
+                let w: Option<Vec<f32>> =
+                    class_weights.map(|w| y.iter().map(|&l| w[l as usize]).collect());
+                loss.compute(z, y, w.as_deref())
+            }
+            Batch::Tags(t) => loss.compute_tags(z, t, class_weights),
+        }
+    }
+
+    /// Rows predicted right: whole rows for classes; for tags, each row's fraction of columns
+    /// right (logit > 0 for a tag), so that hits / rows is the element-wise accuracy.
+    pub fn hits(&self, z: &Array2<f32>) -> f64 {
+        match self {
+            Batch::Classes(y) => predicted(z).iter().zip(y).filter(|(p, t)| p == t).count() as f64,
+            Batch::Tags(t) => {
+                let right = z
+                    .iter()
+                    .zip(t.iter())
+                    .filter(|(&z, &y)| (z > 0.0) == (y > 0.5))
+                    .count();
+                right as f64 / t.ncols().max(1) as f64
+            }
+        }
+    }
+}
+
 /// Feature rows and labels, with the indices that make up the training and validation sets.
 pub struct TrainData<'a> {
     pub x: &'a Array2<f32>,
-    pub y: &'a [u32],
+    pub y: Labels<'a>,
     pub train: Vec<usize>,
-    pub val: Option<(&'a Array2<f32>, &'a [u32], Vec<usize>)>,
+    pub val: Option<(&'a Array2<f32>, Labels<'a>, Vec<usize>)>,
     pub classes: usize,
+}
+
+impl TrainData<'_> {
+    /// The network's output units: one sigmoid per class for tags, else [`output_units`].
+    pub fn outputs(&self) -> usize {
+        match self.y {
+            Labels::Tags(_) => self.classes,
+            Labels::Classes(_) => output_units(self.classes),
+        }
+    }
 }
 
 /// Splits `labels` into (train, val) index lists with `fraction` of each class in val, seeded.
@@ -219,28 +300,25 @@ pub fn output_units(classes: usize) -> usize {
     }
 }
 
-/// Mean loss and accuracy of `net` on rows `idx` of `x` (inference mode, no class weights).
+/// Mean loss and accuracy (multi-label: element-wise) of `net` on rows `idx` of `x` (inference
+/// mode, no class weights).
 pub fn evaluate_rows(
     net: &Network,
     loss: &Loss,
     x: &Array2<f32>,
-    y: &[u32],
+    y: Labels,
     idx: &[usize],
 ) -> (f64, f64) {
-    let (mut total, mut correct) = (0f64, 0usize);
+    let (mut total, mut correct) = (0f64, 0f64);
     for chunk in idx.chunks(256) {
         let xb = x.select(Axis(0), chunk);
-        let yb: Vec<u32> = chunk.iter().map(|&i| y[i]).collect();
+        let yb = y.batch(chunk);
         let z = net.logits(&xb);
-        total += loss.compute(&z, &yb, None).0 as f64 * chunk.len() as f64;
-        correct += predicted(&z)
-            .iter()
-            .zip(&yb)
-            .filter(|(p, t)| p == t)
-            .count();
+        total += yb.loss(loss, &z, None).0 as f64 * chunk.len() as f64;
+        correct += yb.hits(&z);
     }
     let n = idx.len().max(1) as f64;
-    (total / n, correct as f64 / n)
+    (total / n, correct / n)
 }
 
 /// The settings against the data: rows to train on, labels within the classes.
@@ -249,21 +327,51 @@ fn check_data(cfg: &TrainConfig, data: &TrainData) -> Result<()> {
     if data.train.is_empty() {
         return Err(Error::Config("no training rows".into()));
     }
-    if let Some(&bad) = data.y.iter().find(|&&l| l as usize >= data.classes) {
-        return Err(Error::Config(format!(
-            "label {bad} out of range for {} classes",
-            data.classes
-        )));
+    match data.y {
+        Labels::Classes(y) => {
+            if let Some(&bad) = y.iter().find(|&&l| l as usize >= data.classes) {
+                return Err(Error::Config(format!(
+                    "label {bad} out of range for {} classes",
+                    data.classes
+                )));
+            }
+        }
+        Labels::Tags(t) if t.ncols() != data.classes => {
+            return Err(Error::Config(format!(
+                "{} tag columns for {} classes",
+                t.ncols(),
+                data.classes
+            )));
+        }
+        Labels::Tags(_) => {}
     }
     Ok(())
 }
 
 /// `--class-weight balanced`: `n / (classes * n_c)` per class over the training rows (0 for a class
-/// with none), as scikit-learn and Keras.
+/// with none), as scikit-learn and Keras. Multi-label: each column's `pos_weight`, its negatives
+/// over its positives among the training rows (PyTorch's advice for `BCEWithLogitsLoss`; 1 for a
+/// column without positives).
 fn balanced_weights(data: &TrainData) -> Vec<f32> {
+    let y = match data.y {
+        Labels::Classes(y) => y,
+        Labels::Tags(t) => {
+            let n = data.train.len() as f32;
+            return (0..data.classes)
+                .map(|j| {
+                    let pos = data.train.iter().filter(|&&i| t[[i, j]] > 0.5).count() as f32;
+                    if pos == 0.0 {
+                        1.0
+                    } else {
+                        (n - pos) / pos
+                    }
+                })
+                .collect();
+        }
+    };
     let mut counts = vec![0usize; data.classes];
     for &i in &data.train {
-        counts[data.y[i] as usize] += 1;
+        counts[y[i] as usize] += 1;
     }
     let n = data.train.len() as f32;
     counts
@@ -297,7 +405,7 @@ fn check_weights(net: &Network, epoch: usize) -> Result<()> {
 fn validation(net: &Network, cfg: &TrainConfig, data: &TrainData) -> (Option<f64>, Option<f64>) {
     match &data.val {
         Some((vx, vy, vidx)) if !vidx.is_empty() => {
-            let (l, a) = evaluate_rows(net, &cfg.loss, vx, vy, vidx);
+            let (l, a) = evaluate_rows(net, &cfg.loss, vx, *vy, vidx);
             (Some(l), Some(a))
         }
         _ => (None, None),
@@ -329,7 +437,7 @@ pub fn fit(
         let rec = EpochRecord {
             epoch: epoch + 1,
             loss: loss_sum / n,
-            accuracy: correct as f64 / n,
+            accuracy: correct / n,
             val_loss,
             val_accuracy,
             lr,
@@ -391,9 +499,9 @@ impl Keeper {
 
 /// What one training run carries from batch to batch: the network, its optimizer, the dropout
 /// generator, the class weights and the reused batch buffers.
-struct Run<'a> {
+struct Run<'a, 'd> {
     cfg: &'a TrainConfig,
-    data: &'a TrainData<'a>,
+    data: &'a TrainData<'d>,
     net: Network,
     opt: Box<dyn Optimizer>,
     dropout_rng: Rng,
@@ -405,14 +513,9 @@ struct Run<'a> {
     fused: bool,
 }
 
-impl<'a> Run<'a> {
-    fn new(cfg: &'a TrainConfig, data: &'a TrainData<'a>) -> Run<'a> {
-        let net = Network::new(
-            data.x.ncols(),
-            &cfg.spec,
-            output_units(data.classes),
-            cfg.seed,
-        );
+impl<'a, 'd> Run<'a, 'd> {
+    fn new(cfg: &'a TrainConfig, data: &'a TrainData<'d>) -> Run<'a, 'd> {
+        let net = Network::new(data.x.ncols(), &cfg.spec, data.outputs(), cfg.seed);
         let rows = cfg.batch_size.min(data.train.len());
         let d = data.x.ncols();
         let sizes: Vec<usize> = net.params().iter().map(|p| p.len()).collect();
@@ -436,8 +539,8 @@ impl<'a> Run<'a> {
     }
 
     /// One epoch over `order` in mini-batches: (summed loss, correct predictions).
-    fn epoch(&mut self, epoch: usize, order: &[usize]) -> Result<(f64, usize)> {
-        let (mut loss_sum, mut correct) = (0f64, 0usize);
+    fn epoch(&mut self, epoch: usize, order: &[usize]) -> Result<(f64, f64)> {
+        let (mut loss_sum, mut correct) = (0f64, 0f64);
         let batches: Vec<&[usize]> = order.chunks(self.cfg.batch_size).collect();
         // With the fused path, the first layer's pre-activation of batch b+1 is computed while the
         // step of batch b updates its weights.
@@ -450,8 +553,8 @@ impl<'a> Run<'a> {
             if let Some(b) = next {
                 gather(self.data.x, b, &mut self.bufs.next);
             }
-            let yb: Vec<u32> = batch.iter().map(|&i| self.data.y[i]).collect();
-            let (loss, logits) = self.step(&yb, next.map(|b| b.len()), &mut z_next);
+            let yb = self.data.y.batch(batch);
+            let (loss, logits) = self.step(&yb, batch.len(), next.map(|b| b.len()), &mut z_next);
             std::mem::swap(&mut self.bufs.cur, &mut self.bufs.next);
             if !loss.is_finite() {
                 return Err(Error::Config(format!(
@@ -460,29 +563,23 @@ impl<'a> Run<'a> {
                 )));
             }
             loss_sum += loss as f64 * batch.len() as f64;
-            correct += predicted(&logits)
-                .iter()
-                .zip(&yb)
-                .filter(|(p, t)| p == t)
-                .count();
+            correct += yb.hits(&logits);
         }
         Ok((loss_sum, correct))
     }
 
-    /// One step on the batch in `bufs.cur` (labels `yb`; `next_len` rows of the next batch in
+    /// One step on the `n` rows in `bufs.cur` (labels `yb`; `next_len` rows of the next batch in
     /// `bufs.next`): the loss and logits. A non-finite loss updates nothing.
     fn step(
         &mut self,
-        yb: &[u32],
+        yb: &Batch,
+        n: usize,
         next_len: Option<usize>,
         z_next: &mut Option<Array2<f32>>,
     ) -> (f32, Array2<f32>) {
-        let (cfg, n) = (self.cfg, yb.len());
-        let wb: Option<Vec<f32>> = self
-            .class_weights
-            .as_ref()
-            .map(|w| yb.iter().map(|&l| w[l as usize]).collect());
-        let loss_fn = |z: &Array2<f32>| cfg.loss.compute(z, yb, wb.as_deref());
+        let cfg = self.cfg;
+        let weights = self.class_weights.as_deref();
+        let loss_fn = |z: &Array2<f32>| yb.loss(&cfg.loss, z, weights);
         if !self.fused {
             let xb = self.bufs.cur.slice(s![..n, ..]).to_owned();
             let (loss, logits, mut grads) =

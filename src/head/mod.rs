@@ -2,7 +2,8 @@
 //! ndarray and checked against finite differences or reference numbers; the layer stack ([`net`]),
 //! the training loop ([`fit`], with its [`schedule`] and [`history`]), the wide first layer's SIMD
 //! kernels (`kernels`), the linfa-logistic baseline ([`logistic`]), the `auto` recipe ([`recipe`]),
-//! the settings as a user gives them and their defaults ([`settings`]), the head file
+//! the settings as a user gives them and their defaults ([`settings`]), multi-label thresholds and
+//! average precision ([`tags`]), the head file
 //! ([`mod@file`]) and `train-head` on a cache ([`train_head`]).
 
 pub mod activation;
@@ -17,4 +18,5 @@ pub mod optim;
 pub mod recipe;
 pub mod schedule;
 pub mod settings;
+pub mod tags;
 pub mod train_head;

@@ -26,8 +26,8 @@
 use ndarray::{concatenate, Array1, Array2, Axis};
 
 use super::fit::{
-    fit, predicted, EarlyStopping, History, Monitor, OptimizerKind, OptimizerSpec, Schedule,
-    TrainConfig, TrainData,
+    fit, predicted, EarlyStopping, History, Labels, Monitor, OptimizerKind, OptimizerSpec,
+    Schedule, TrainConfig, TrainData,
 };
 use super::logistic::fit_logistic;
 use super::loss::Loss;
@@ -221,23 +221,7 @@ impl Pool {
         }
         let views: Vec<_> = parts.iter().map(|p| p.view()).collect();
         let mut x = concatenate(Axis(0), &views).expect("same width");
-        // Statistics of the real rows (train + validation), in f64: each feature is centred, and all
-        // are divided by one scale (the root mean variance), which keeps the features' relative
-        // sizes: on small data, dividing each by its own noisy deviation lifted noise features.
-        let cols = x.ncols();
-        let mut mean = Array1::<f32>::zeros(cols);
-        let mut total_var = 0f64;
-        for j in 0..cols {
-            let c = x.slice(ndarray::s![..n, j]);
-            let m = c.iter().map(|&v| v as f64).sum::<f64>() / n as f64;
-            total_var += c.iter().map(|&v| (v as f64 - m).powi(2)).sum::<f64>() / n as f64;
-            mean[j] = m as f32;
-        }
-        let scale = (total_var / cols.max(1) as f64).sqrt();
-        let scale = if scale > 1e-6 { scale as f32 } else { 1.0 };
-        let std = Array1::<f32>::from_elem(cols, scale);
-        x -= &mean;
-        x /= &std;
+        let (mean, std) = standardize(&mut x, n);
         Pool {
             x,
             y,
@@ -308,6 +292,28 @@ impl Pool {
             .collect();
         (folds, format!("{FOLDS}-fold cross-validation"))
     }
+}
+
+/// Centres and scales `x` by the statistics of its first `n` rows (the real rows, train +
+/// validation), in f64: each feature is centred, and all are divided by one scale (the root mean
+/// variance), which keeps the features' relative sizes: on small data, dividing each by its own
+/// noisy deviation lifted noise features. Returns (mean, std) for [`fold_standardization`].
+fn standardize(x: &mut Array2<f32>, n: usize) -> (Array1<f32>, Array1<f32>) {
+    let cols = x.ncols();
+    let mut mean = Array1::<f32>::zeros(cols);
+    let mut total_var = 0f64;
+    for j in 0..cols {
+        let c = x.slice(ndarray::s![..n, j]);
+        let m = c.iter().map(|&v| v as f64).sum::<f64>() / n.max(1) as f64;
+        total_var += c.iter().map(|&v| (v as f64 - m).powi(2)).sum::<f64>() / n.max(1) as f64;
+        mean[j] = m as f32;
+    }
+    let scale = (total_var / cols.max(1) as f64).sqrt();
+    let scale = if scale > 1e-6 { scale as f32 } else { 1.0 };
+    let std = Array1::<f32>::from_elem(cols, scale);
+    *x -= &mean;
+    *x /= &std;
+    (mean, std)
 }
 
 /// Training length: (most epochs, patience in epochs). Tiny data gets more epochs, so every candidate
@@ -389,9 +395,9 @@ fn cross_validate(
                 let tc = config(c, d.seed, d.threads, max_epochs, Some(patience))?;
                 let data = TrainData {
                     x: &pool.x,
-                    y: &pool.y,
+                    y: Labels::Classes(&pool.y),
                     train,
-                    val: Some((&pool.x, &pool.y, val.clone())),
+                    val: Some((&pool.x, Labels::Classes(&pool.y), val.clone())),
                     classes: d.classes,
                 };
                 let (net, h) = fit(&tc, &data, |_| {})?;
@@ -563,13 +569,14 @@ fn refit(
     if let Solver::Lbfgs { c, max_iter } = c.solver {
         let t = std::time::Instant::now();
         let net = fit_logistic(raw, &pool.y, rows, d.classes, c, max_iter)?;
-        let history = History::single(&net, (raw, &pool.y, rows), None, t.elapsed().as_secs_f64());
+        let labels = Labels::Classes(&pool.y);
+        let history = History::single(&net, (raw, labels, rows), None, t.elapsed().as_secs_f64());
         return Ok((net, history, Vec::new()));
     }
     let tc = config(c, d.seed, d.threads, epochs, None)?;
     let data = TrainData {
         x: &pool.x,
-        y: &pool.y,
+        y: Labels::Classes(&pool.y),
         train: rows.to_vec(),
         val: None,
         classes: d.classes,
@@ -597,6 +604,9 @@ pub fn fold_standardization(
     first.b -= &shift;
     Ok(())
 }
+
+mod tags;
+pub use tags::{auto_tags, TagData};
 
 #[cfg(test)]
 mod tests;

@@ -11,7 +11,7 @@ use crate::error::{Error, Result};
 use crate::events::{Event, Reporter};
 use crate::head::file::{Head, HeadKind};
 use crate::head::fit::{
-    fit, output_units, stratified_split, EpochRecord, History, TrainConfig, TrainData,
+    fit, output_units, stratified_split, EpochRecord, History, Labels, TrainConfig, TrainData,
 };
 use crate::head::logistic::fit_logistic;
 use crate::head::net::{spec_string, Network, Pool};
@@ -43,6 +43,9 @@ pub struct TrainHeadConfig {
     pub val_split: f64,
     /// Seed of the validation split (the MLP's own seed is in its [`TrainConfig`]).
     pub seed: u64,
+    /// A multi-label head's decision threshold for every class; `None`: each class's threshold
+    /// maximises its F1 on the validation rows ([`crate::head::tags`]).
+    pub threshold: Option<f32>,
 }
 
 impl TrainHeadConfig {
@@ -58,6 +61,7 @@ impl TrainHeadConfig {
             pool: Pool::Flatten,
             val_split: 0.2,
             seed: 42,
+            threshold: None,
         }
     }
 }
@@ -221,12 +225,24 @@ fn augmented_rows(
     Ok(out)
 }
 
+/// A multi-label split's multi-hot targets as floats, `[rows, classes]`.
+fn targets(split: &SplitData, classes: usize) -> Option<Array2<f32>> {
+    if split.tags.is_empty() && !split.is_empty() {
+        return None;
+    }
+    let hot = split.tags.iter().map(|&v| f32::from(v)).collect();
+    Array2::from_shape_vec((split.len(), classes), hot).ok()
+}
+
 /// The pooled rows a head trains on.
 struct Rows {
     x: Array2<f32>,
     y: Vec<u32>,
-    /// Pooled validation rows and labels when they come from the `val` split.
-    val: Option<(Array2<f32>, Vec<u32>)>,
+    /// A multi-label cache's targets of the train rows.
+    tags: Option<Array2<f32>>,
+    /// Pooled validation rows, labels and (multi-label) targets when they come from the `val`
+    /// split.
+    val: Option<(Array2<f32>, Vec<u32>, Option<Array2<f32>>)>,
     /// Pooled augmented copies of the train rows, each in train's order (`train_flip`, and each
     /// copy of `train_aug`), for the `auto` recipe.
     extra: Vec<Array2<f32>>,
@@ -245,6 +261,8 @@ impl Rows {
             Vec::new()
         };
         let n = train.len();
+        let classes = meta.classes.len();
+        let tags = meta.multi_label.then(|| targets(&train, classes)).flatten();
         let v = validation_rows(cache, &train.labels, cfg.val_split, cfg.seed)?;
         let x = cfg
             .pool
@@ -252,16 +270,18 @@ impl Rows {
         let val = match v.split {
             Some(s) => {
                 let vn = s.len();
+                let vt = meta.multi_label.then(|| targets(&s, classes)).flatten();
                 let vx = cfg
                     .pool
                     .apply(s.features, vn, &meta.feature_shape, &meta.layout)?;
-                Some((vx, s.labels))
+                Some((vx, s.labels, vt))
             }
             None => None,
         };
         Ok(Rows {
             x,
             y: train.labels,
+            tags,
             val,
             extra,
             train_idx: v.train,
@@ -273,9 +293,42 @@ impl Rows {
     /// The validation features and labels (the `val` split, or train rows picked by `val_idx`).
     fn val_xy(&self) -> (&Array2<f32>, &[u32]) {
         match &self.val {
-            Some((x, y)) => (x, y),
+            Some((x, y, _)) => (x, y),
             None => (&self.x, &self.y),
         }
+    }
+
+    /// The train rows' labels: classes, or a multi-label cache's targets.
+    fn labels(&self) -> Labels<'_> {
+        match &self.tags {
+            Some(t) => Labels::Tags(t.view()),
+            None => Labels::Classes(&self.y),
+        }
+    }
+
+    /// The validation features and labels, as [`Rows::labels`].
+    fn val_labels(&self) -> (&Array2<f32>, Labels<'_>) {
+        match (&self.val, &self.tags) {
+            (Some((x, _, Some(t))), _) => (x, Labels::Tags(t.view())),
+            (Some((x, y, None)), _) => (x, Labels::Classes(y)),
+            (None, _) => (&self.x, self.labels()),
+        }
+    }
+
+    /// The validation rows' probabilities under `net` and their targets (multi-label).
+    fn val_probabilities(&self, net: &Network) -> Option<(Array2<f32>, Array2<f32>)> {
+        let (vx, labels) = self.val_labels();
+        let Labels::Tags(t) = labels else {
+            return None;
+        };
+        if self.val_idx.is_empty() {
+            return None;
+        }
+        let x = vx.select(ndarray::Axis(0), &self.val_idx);
+        let p = net
+            .logits_batched(&x, 256)
+            .mapv(crate::head::activation::sigmoid);
+        Some((p, t.select(ndarray::Axis(0), &self.val_idx)))
     }
 }
 
@@ -286,6 +339,9 @@ struct Trained {
     history: History,
     spec: String,
     settings: serde_json::Value,
+    /// Multi-label: out-of-sample validation probabilities and targets, when the network was
+    /// refit on the validation rows (the thresholds are chosen on these).
+    val_probs: Option<(Array2<f32>, Array2<f32>)>,
 }
 
 /// Trains a head on `cfg.features` and writes `cfg.out` and `cfg.history`; the settings and the
@@ -327,40 +383,33 @@ pub fn train_head(cfg: &TrainHeadConfig, rep: &dyn Reporter) -> Result<TrainHead
         rows.val_from
     ));
     let classes = meta.classes.len();
-    let outputs = output_units(classes);
-    let output = if outputs == 1 { "sigmoid" } else { "softmax" };
-    let head = match &cfg.head {
-        HeadChoice::Mlp(tc) => format!(
-            "{} -> {outputs} {output}; loss {:?}; {}; schedule {}; {} epochs of {}, seed {}",
-            spec_string(&tc.spec),
-            tc.loss,
-            tc.optimizer.describe(),
-            tc.schedule.describe(),
-            tc.epochs,
-            tc.batch_size,
-            tc.seed
-        ),
-        HeadChoice::Logistic { c, max_iter } => {
-            format!("linfa-logistic (C={c}, max_iter={max_iter}) -> {outputs} {output}")
-        }
-        HeadChoice::Auto { .. } => format!(
-            "recipe auto (chosen below) -> {outputs} {output}, seed {}",
-            cfg.seed
-        ),
-    };
+    check_threshold(cfg, meta.multi_label)?;
     say(format!(
-        "head: {} {:?} -> {} -> {head}",
+        "head: {} {:?} -> {} -> {}",
         cfg.pool.name(),
         meta.feature_shape,
-        rows.x.ncols()
+        rows.x.ncols(),
+        describe_head(cfg, classes, meta.multi_label)
     ));
     let t = match &cfg.head {
         HeadChoice::Mlp(tc) => train_mlp(tc, classes, &rows, rep)?,
+        HeadChoice::Logistic { .. } if meta.multi_label => {
+            return Err(Error::invalid(
+                "head",
+                format!("logistic trains single-label heads; {} is multi-label (use --recipe auto or a layer spec such as --head none)", cfg.features.display()),
+            ))
+        }
         HeadChoice::Logistic { c, max_iter } => {
             train_logistic((*c, *max_iter), classes, &rows, rep)?
         }
+        HeadChoice::Auto { threads } if meta.multi_label => {
+            train_auto_tags(*threads, cfg.seed, classes, &rows, rep)?
+        }
         HeadChoice::Auto { threads } => train_auto(*threads, cfg.seed, classes, &rows, rep)?,
     };
+    let thresholds = meta
+        .multi_label
+        .then(|| thresholds(cfg, &t, &rows, &meta.classes, rep));
     let history = t.history;
     let training = serde_json::json!({
         "settings": t.settings,
@@ -371,6 +420,7 @@ pub fn train_head(cfg: &TrainHeadConfig, rep: &dyn Reporter) -> Result<TrainHead
         "kept_epoch": history.kept_epoch,
         "stopped_early": history.stopped_early,
         "final": history.epochs.get(history.kept_epoch.saturating_sub(1)),
+        "thresholds": thresholds.as_ref().map(|(_, how)| how),
     })
     .to_string();
     let head = Head {
@@ -383,6 +433,7 @@ pub fn train_head(cfg: &TrainHeadConfig, rep: &dyn Reporter) -> Result<TrainHead
         spec: t.spec,
         training,
         history_csv: history.csv(),
+        thresholds: thresholds.map(|(t, _)| t),
     };
     head.save_to(&head_out)?;
     history_out.write_bytes(history.csv().as_bytes())?;
@@ -402,14 +453,104 @@ pub fn train_head(cfg: &TrainHeadConfig, rep: &dyn Reporter) -> Result<TrainHead
     })
 }
 
+/// `--threshold` is a probability, and only for a multi-label cache.
+fn check_threshold(cfg: &TrainHeadConfig, multi_label: bool) -> Result<()> {
+    match cfg.threshold {
+        Some(t) if !(0.0..=1.0).contains(&t) => Err(Error::invalid(
+            "threshold",
+            format!("must be a probability in [0, 1], got {t}"),
+        )),
+        Some(_) if !multi_label => Err(Error::invalid(
+            "threshold",
+            format!(
+                "only for a multi-label cache; {} is single-label (a class per image)",
+                cfg.features.display()
+            ),
+        )),
+        _ => Ok(()),
+    }
+}
+
+/// A multi-label head's thresholds, and how they were chosen (for the head file): `--threshold`
+/// for every class, else each class's F1-best cut on the validation rows' probabilities (out of
+/// sample: the auto recipe's come from before its refit), else [`crate::head::tags::DEFAULT_THRESHOLD`].
+fn thresholds(
+    cfg: &TrainHeadConfig,
+    t: &Trained,
+    rows: &Rows,
+    classes: &[String],
+    rep: &dyn Reporter,
+) -> (Vec<f32>, String) {
+    use crate::head::tags::{choose_thresholds, macro_ap, DEFAULT_THRESHOLD};
+    let n = classes.len();
+    let (th, how) = if let Some(v) = cfg.threshold {
+        (vec![v; n], format!("--threshold {v} for every class"))
+    } else if let Some((p, y)) = t.val_probs.clone().or_else(|| rows.val_probabilities(&t.network)) {
+        rep.report(Event::Line(&format!(
+            "validation: macro average precision {:.4} over {} rows",
+            macro_ap(p.view(), y.view()),
+            p.nrows()
+        )));
+        (
+            choose_thresholds(p.view(), y.view()),
+            "per class, the F1-best cut on the validation rows".into(),
+        )
+    } else {
+        rep.report(Event::Warning(&format!(
+            "no validation rows to choose thresholds on: every class gets {DEFAULT_THRESHOLD}"
+        )));
+        (vec![DEFAULT_THRESHOLD; n], format!("{DEFAULT_THRESHOLD} (no validation rows)"))
+    };
+    let shown: Vec<String> = classes
+        .iter()
+        .zip(&th)
+        .map(|(c, t)| format!("{c} {t:.3}"))
+        .collect();
+    rep.report(Event::Line(&format!("thresholds: {}", shown.join(", "))));
+    (th, how)
+}
+
+/// The head as the settings describe it, for the first lines of the run.
+fn describe_head(cfg: &TrainHeadConfig, classes: usize, multi_label: bool) -> String {
+    let outputs = if multi_label {
+        classes
+    } else {
+        output_units(classes)
+    };
+    let output = match (multi_label, outputs) {
+        (true, _) => "sigmoids (multi-label)",
+        (false, 1) => "sigmoid",
+        _ => "softmax",
+    };
+    match &cfg.head {
+        HeadChoice::Mlp(tc) => format!(
+            "{} -> {outputs} {output}; loss {:?}; {}; schedule {}; {} epochs of {}, seed {}",
+            spec_string(&tc.spec),
+            tc.loss,
+            tc.optimizer.describe(),
+            tc.schedule.describe(),
+            tc.epochs,
+            tc.batch_size,
+            tc.seed
+        ),
+        HeadChoice::Logistic { c, max_iter } => {
+            format!("linfa-logistic (C={c}, max_iter={max_iter}) -> {outputs} {output}")
+        }
+        HeadChoice::Auto { .. } => format!(
+            "recipe auto (chosen below) -> {outputs} {output}, seed {}",
+            cfg.seed
+        ),
+    }
+}
+
 /// Our backprop on the pooled rows.
 fn train_mlp(tc: &TrainConfig, classes: usize, rows: &Rows, rep: &dyn Reporter) -> Result<Trained> {
     let say = |s: String| rep.report(Event::Line(&s));
     say(table_header());
-    let (vx, vy) = rows.val_xy();
+    let (vx, vy) = rows.val_labels();
     let data = TrainData {
         x: &rows.x,
-        y: &rows.y,
+        y: rows.labels(),
         train: rows.train_idx.clone(),
         val: (!rows.val_idx.is_empty()).then(|| (vx, vy, rows.val_idx.clone())),
         classes,
@@ -435,6 +576,7 @@ fn train_mlp(tc: &TrainConfig, classes: usize, rows: &Rows, rep: &dyn Reporter) 
         history,
         spec: spec_string(&tc.spec),
         settings,
+        val_probs: None,
     })
 }
 
@@ -464,6 +606,40 @@ fn train_auto(
         history,
         spec: spec_string(&spec),
         settings: report.json(),
+        val_probs: None,
+    })
+}
+
+/// The multi-label `auto` recipe on the pooled rows ([`recipe::auto_tags`]).
+fn train_auto_tags(
+    threads: usize,
+    seed: u64,
+    classes: usize,
+    rows: &Rows,
+    rep: &dyn Reporter,
+) -> Result<Trained> {
+    let tags = rows.tags.as_ref().expect("a multi-label cache has targets");
+    let val = match &rows.val {
+        Some((vx, _, Some(vt))) => Some((vx, vt, rows.val_idx.as_slice())),
+        _ => (!rows.val_idx.is_empty()).then_some((&rows.x, tags, rows.val_idx.as_slice())),
+    };
+    let data = recipe::TagData {
+        x: &rows.x,
+        tags,
+        train: &rows.train_idx,
+        val,
+        classes,
+        seed,
+        threads,
+    };
+    let (network, history, settings, spec, val_probs) = recipe::auto_tags(&data, rep)?;
+    Ok(Trained {
+        kind: HeadKind::Mlp,
+        network,
+        history,
+        spec: spec_string(&spec),
+        settings,
+        val_probs: Some(val_probs),
     })
 }
 
@@ -478,9 +654,10 @@ fn train_logistic(
     let network = fit_logistic(&rows.x, &rows.y, &rows.train_idx, classes, c, max_iter)?;
     let (vx, vy) = rows.val_xy();
     let val = (!rows.val_idx.is_empty()).then_some((vx, vy, rows.val_idx.as_slice()));
+    let val = val.map(|(x, y, r)| (x, Labels::Classes(y), r));
     let history = History::single(
         &network,
-        (&rows.x, &rows.y, &rows.train_idx),
+        (&rows.x, Labels::Classes(&rows.y), &rows.train_idx),
         val,
         t.elapsed().as_secs_f64(),
     );
@@ -500,6 +677,7 @@ fn train_logistic(
         history,
         spec: "logistic".into(),
         settings: serde_json::json!({"C": c, "max_iter": max_iter}),
+        val_probs: None,
     })
 }
 

@@ -11,6 +11,7 @@ use crate::events::Reporter;
 use crate::head::file::Head;
 use crate::infer::extract::{extract, flip_split, ExtractConfig};
 use crate::report::metrics::{compute, Metrics};
+use crate::report::multilabel::{compute_tags, truth_matrix, TagMetrics};
 
 /// Where the evaluated features come from.
 #[derive(Debug, Clone)]
@@ -47,10 +48,25 @@ pub struct Evaluation {
     /// The split's mirrored copies were averaged in (test-time augmentation).
     pub tta: bool,
     pub skipped: usize,
+    /// For a multi-label head, `accuracy` is the subset accuracy and `per_class` each class's
+    /// decisions at its threshold ([`crate::report::multilabel::compute_tags`]).
     pub metrics: Metrics,
+    /// A multi-label head's ranking and set metrics.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub multi_label: Option<TagMetrics>,
     /// Binary heads: P(second class) per image and whether it is of that class (for the ROC plot).
     #[serde(skip)]
     pub scores: Vec<(f64, bool)>,
+}
+
+impl Evaluation {
+    /// The metrics as text: a multi-label head's ([`TagMetrics::report`]) or [`Metrics::report`].
+    pub fn report(&self) -> String {
+        match &self.multi_label {
+            Some(t) => t.report(&self.metrics),
+            None => self.metrics.report(),
+        }
+    }
 }
 
 fn pick_split(splits: &[String], wanted: Option<&str>, path: &Path) -> Result<String> {
@@ -127,8 +143,25 @@ fn evaluate_cache(
         }
         probs = (probs + head.probabilities(f.features, n)?) * 0.5;
     }
-    let metrics = compute(&probs, &d.labels, &head.classes, &d.paths, cfg.top);
-    let scores = if probs.ncols() == 2 {
+    let (metrics, multi_label) = match &head.thresholds {
+        Some(th) => {
+            let truth = truth_matrix(&d.tags, head.classes.len());
+            let (m, t) = compute_tags(
+                probs.view(),
+                truth.view(),
+                th,
+                &head.classes,
+                &d.paths,
+                cfg.top,
+            );
+            (m, Some(t))
+        }
+        None => (
+            compute(&probs, &d.labels, &head.classes, &d.paths, cfg.top),
+            None,
+        ),
+    };
+    let scores = if probs.ncols() == 2 && multi_label.is_none() {
         probs
             .column(1)
             .iter()
@@ -147,5 +180,6 @@ fn evaluate_cache(
         tta,
         skipped: d.skipped.len(),
         metrics,
+        multi_label,
     })
 }

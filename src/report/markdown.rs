@@ -111,9 +111,11 @@ pub fn evaluation(head: &Path, e: &Evaluation, report: Option<&Path>) -> Result<
         std::fs::create_dir_all(dir).map_err(|x| Error::io(dir, x))?;
     }
     let mut pictures = Vec::new();
-    let cm = place("confusion.png");
-    plot::confusion(&e.metrics, &cm)?;
-    pictures.push(cm);
+    if !e.metrics.confusion.is_empty() {
+        let cm = place("confusion.png");
+        plot::confusion(&e.metrics, &cm)?;
+        pictures.push(cm);
+    }
     if let (Some(auc), false) = (e.metrics.roc_auc, e.scores.is_empty()) {
         let roc = place("roc.png");
         let (s, p): (Vec<f64>, Vec<bool>) = e.scores.iter().copied().unzip();
@@ -145,7 +147,7 @@ pub fn evaluation(head: &Path, e: &Evaluation, report: Option<&Path>) -> Result<
         &[
             (
                 "Metrics".into(),
-                format!("```text\n{}```", e.metrics.report()),
+                format!("```text\n{}```", e.report()),
             ),
             ("Pictures".into(), imgs),
             ("As JSON".into(), format!("```json\n{json}\n```")),

@@ -174,16 +174,8 @@ impl Metrics {
         if let Some(a) = self.roc_auc {
             s += &format!("ROC-AUC: {a:.4}\n");
         }
-        s += &format!(
-            "macro F1: {:.4}\n\n{:<20} {:>9} {:>9} {:>9} {:>8}\n",
-            self.macro_f1, "class", "precision", "recall", "f1", "support"
-        );
-        for c in &self.per_class {
-            s += &format!(
-                "{:<20} {:>9.4} {:>9.4} {:>9.4} {:>8}\n",
-                c.class, c.precision, c.recall, c.f1, c.support
-            );
-        }
+        s += &format!("macro F1: {:.4}\n\n", self.macro_f1);
+        s += &self.class_table();
         s += "\nconfusion (rows: true, columns: predicted)\n";
         s += &format!("{:<20}", "");
         for c in &self.per_class {
@@ -197,17 +189,38 @@ impl Metrics {
             }
             s += "\n";
         }
-        if !self.top_losses.is_empty() {
+        s + &self.top_text()
+    }
+
+    /// The per-class precision, recall, F1 and support table.
+    pub fn class_table(&self) -> String {
+        let mut s = format!(
+            "{:<20} {:>9} {:>9} {:>9} {:>8}\n",
+            "class", "precision", "recall", "f1", "support"
+        );
+        for c in &self.per_class {
             s += &format!(
-                "\ntop {} losses (most confidently wrong)\n",
-                self.top_losses.len()
+                "{:<20} {:>9.4} {:>9.4} {:>9.4} {:>8}\n",
+                c.class, c.precision, c.recall, c.f1, c.support
             );
-            for t in &self.top_losses {
-                s += &format!(
-                    "  {:.4}  {} (true {}, predicted {}, p(true) {:.4})\n",
-                    t.loss, t.path, t.label, t.predicted, t.p_true
-                );
-            }
+        }
+        s
+    }
+
+    /// The most confidently wrong files, when there are any.
+    pub fn top_text(&self) -> String {
+        if self.top_losses.is_empty() {
+            return String::new();
+        }
+        let mut s = format!(
+            "\ntop {} losses (most confidently wrong)\n",
+            self.top_losses.len()
+        );
+        for t in &self.top_losses {
+            s += &format!(
+                "  {:.4}  {} (true {}, predicted {}, p(true) {:.4})\n",
+                t.loss, t.path, t.label, t.predicted, t.p_true
+            );
         }
         s
     }

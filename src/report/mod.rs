@@ -1,5 +1,5 @@
 //! Stage 5, results: a head's metrics on a cached split or on image folders ([`evaluate`],
-//! [`metrics`]), pictures ([`plot`]) and markdown reports ([`markdown`]), per-image predictions of
+//! [`metrics`]; multi-label ones in [`multilabel`]), pictures ([`plot`]) and markdown reports ([`markdown`]), per-image predictions of
 //! base + head or an exported model ([`score`]) and ImageNet top-k of a full classifier
 //! ([`classify`]).
 
@@ -7,6 +7,7 @@ pub mod classify;
 pub mod evaluate;
 pub mod markdown;
 pub mod metrics;
+pub mod multilabel;
 pub mod plot;
 pub mod score;
 

@@ -192,6 +192,7 @@ impl Plan {
             s.items.push(Item {
                 rel_path: crate::util::paths::to_text(&rel),
                 label,
+                tags: vec![],
             });
         }
         let got: usize = splits.iter().map(|s| s.items.len()).sum();
@@ -216,6 +217,7 @@ impl Plan {
             splits,
             warnings: Vec::new(),
             remote,
+            multi_label: false,
         })
     }
 }

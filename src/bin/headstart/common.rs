@@ -300,6 +300,24 @@ impl PreprocessArgs {
     }
 }
 
+/// `--progress` and `--quiet`, for the commands that show progress.
+#[derive(Args, Debug, Clone)]
+pub struct DisplayArgs {
+    /// Progress: auto (a bar on a terminal), bar, json (lines for scripts) or none.
+    #[arg(long, value_enum, default_value = "auto")]
+    pub progress: ProgressArg,
+    /// No progress and no details: only warnings, errors and the final lines.
+    #[arg(long, short)]
+    pub quiet: bool,
+}
+
+impl DisplayArgs {
+    /// The terminal reporter these flags ask for.
+    pub fn term(&self) -> Term {
+        term(self.progress, self.quiet)
+    }
+}
+
 /// The terminal reporter for `--progress` and `--quiet`.
 pub fn term(arg: ProgressArg, quiet: bool) -> Term {
     let mode = match arg {

@@ -99,9 +99,9 @@ fn every_optimizer_and_loss_learns_separable_blobs() {
             };
             let data = TrainData {
                 x: &x,
-                y: &y,
+                y: Labels::Classes(&y),
                 train: train.clone(),
-                val: Some((&x, &y, val.clone())),
+                val: Some((&x, Labels::Classes(&y), val.clone())),
                 classes: 3,
             };
             let (_, h) = fit(&cfg, &data, |_| {}).unwrap();
@@ -139,9 +139,9 @@ fn early_stopping_restores_the_best_epoch() {
     };
     let data = TrainData {
         x: &x,
-        y: &y,
+        y: Labels::Classes(&y),
         train,
-        val: Some((&x, &y, val.clone())),
+        val: Some((&x, Labels::Classes(&y), val.clone())),
         classes: 2,
     };
     let (net, h) = fit(&cfg, &data, |_| {}).unwrap();
@@ -154,7 +154,7 @@ fn early_stopping_restores_the_best_epoch() {
     let kept = &h.epochs[h.kept_epoch - 1];
     assert_eq!(kept.val_loss.unwrap(), best);
     assert_eq!(h.epochs.len(), h.kept_epoch + 4);
-    let (l, _) = evaluate_rows(&net, &cfg.loss, &x, &y, &val);
+    let (l, _) = evaluate_rows(&net, &cfg.loss, &x, Labels::Classes(&y), &val);
     assert!(
         (l - best).abs() < 1e-9,
         "restored weights give val_loss {l}, best {best}"
@@ -172,7 +172,7 @@ fn same_seed_same_weights_other_seed_other_weights() {
         };
         let data = TrainData {
             x: &x,
-            y: &y,
+            y: Labels::Classes(&y),
             train: (0..120).collect(),
             val: None,
             classes: 2,
@@ -216,7 +216,7 @@ fn fused_and_plain_steps_agree_and_threads_do_not_matter() {
             };
             let data = TrainData {
                 x: &x,
-                y: &y,
+                y: Labels::Classes(&y),
                 train: (0..90).collect(),
                 val: None,
                 classes: 3,

@@ -209,6 +209,9 @@ fn fingerprint(
                 h.update(format!("{}|{}|{version}\n", item.rel_path, item.label));
                 continue;
             }
+            if !item.tags.is_empty() {
+                h.update(format!("{:?}", item.tags));
+            }
             let p = ds.root.join(item.path());
             let m = std::fs::metadata(&p).map_err(|e| Error::io(&p, e))?;
             let mtime = m
@@ -433,9 +436,11 @@ impl Index {
             };
             index.augment.resize(index.paths.len(), None);
             let mut rows = Vec::with_capacity(cfg.copies * train.items.len());
+            let mut tags = Vec::new();
             for copy in 0..cfg.copies {
                 for (i, item) in train.items.iter().enumerate() {
                     rows.push((index.paths.len(), item.label, item.rel_path.clone()));
+                    tags.push(item.tags.clone());
                     index.paths.push(ds.root.join(item.path()));
                     index.keys.push(item.rel_path.clone());
                     index.flip.push(false);
@@ -447,6 +452,7 @@ impl Index {
             index.splits.push(SplitRows {
                 name: AUG_SPLIT.into(),
                 items: rows,
+                tags,
             });
         }
         Ok(index)
@@ -463,6 +469,7 @@ impl Index {
         self.splits.push(SplitRows {
             name: name.into(),
             items: rows,
+            tags: items.iter().map(|i| i.tags.clone()).collect(),
         });
     }
 }
@@ -548,6 +555,7 @@ fn cache_meta(
         fingerprint,
         data_root: cfg.data.display().to_string(),
         splits: index.splits.iter().map(|s| s.name.clone()).collect(),
+        multi_label: ds.multi_label,
     })
 }
 

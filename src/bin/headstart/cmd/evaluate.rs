@@ -116,7 +116,7 @@ pub fn run(a: &Args) -> Result<()> {
             },
             e.skipped
         );
-        print!("{}", e.metrics.report());
+        print!("{}", e.report());
     }
     if a.plot || a.report.is_some() {
         for p in markdown::evaluation(&cfg.head, &e, a.report.as_deref())? {

@@ -11,7 +11,7 @@ use headstart::infer::extract::{extract, ExtractConfig, Int8};
 use headstart::runs::{extract_shard, ShardOutcome};
 use std::path::Path;
 
-use crate::common::{model_path, term, AugmentArg, ModelRunArgs, ProgressArg, ShardArgs};
+use crate::common::{model_path, AugmentArg, DisplayArgs, ModelRunArgs, ShardArgs};
 use crate::term::Term;
 
 #[derive(Copy, Clone, Debug, ValueEnum)]
@@ -60,12 +60,8 @@ pub struct Args {
     /// Extract again even if the cache is up to date.
     #[arg(long)]
     pub force: bool,
-    /// Progress display.
-    #[arg(long, value_enum, default_value = "auto")]
-    pub progress: ProgressArg,
-    /// No progress and no details, only warnings, errors and the summary line.
-    #[arg(long, short)]
-    pub quiet: bool,
+    #[command(flatten)]
+    pub display: DisplayArgs,
     /// Cut the model at this tensor first (written to <out>.base.onnx; use that file afterwards).
     #[arg(long)]
     pub layer: Option<String>,
@@ -104,6 +100,10 @@ pub struct Args {
     /// The table's column of split names (train, val, test) [default: every row is train].
     #[arg(long, requires = "labels")]
     pub split_col: Option<String>,
+    /// Multi-label: split each label cell into tags at this character (' ', ';', '|'); the
+    /// cache then holds a multi-hot target matrix. A JSON array of tags needs no delimiter.
+    #[arg(long, requires = "labels")]
+    pub label_delim: Option<char>,
     /// Test-time augmentation: also cache mirrored copies of the val and test images (splits
     /// val_flip, test_flip); evaluate averages the plain and mirrored predictions.
     #[arg(long, value_enum)]
@@ -129,6 +129,7 @@ impl Args {
             label_col: self.label_col.clone(),
             split_col: self.split_col.clone(),
             strict: self.strict,
+            label_delim: self.label_delim,
         });
         cfg.layer = self.layer.clone();
         match (&self.augment, self.copies) {
@@ -170,7 +171,7 @@ impl Args {
 
 /// Extracts, then prints the summary line (and, on a cache hit, the files skipped back then).
 pub fn run(a: &Args) -> Result<()> {
-    let rep = term(a.progress, a.quiet);
+    let rep = a.display.term();
     let mut cfg = a.to_config()?;
     cfg.cancel = Some(crate::signal::stop_on_sigterm());
     if let Some(run) = &a.run {
@@ -189,7 +190,7 @@ pub fn run(a: &Args) -> Result<()> {
 /// `extract --run RUN`: one shard, its index from the flag or the scheduler's environment.
 fn run_shard(a: &Args, cfg: &ExtractConfig, run: &Path, rep: &Term) -> Result<()> {
     let (k, from) = a.shard.index()?;
-    if !a.quiet {
+    if !a.display.quiet {
         eprintln!("shard {k} (from {from}) of {}", run.display());
     }
     match extract_shard(cfg, run, k, rep)? {

@@ -6,7 +6,7 @@ use std::path::PathBuf;
 use headstart::error::{Error, Result};
 use headstart::fetch::{fetch, source, Digest, FetchConfig, SOURCES};
 
-use crate::common::{term, ProgressArg};
+use crate::common::DisplayArgs;
 
 #[derive(clap::Args, Debug)]
 pub struct Args {
@@ -25,12 +25,8 @@ pub struct Args {
     /// The sha256 the file from --url must have (it replaces the pinned hash).
     #[arg(long, requires = "url")]
     pub sha256: Option<String>,
-    /// Download progress: auto (a bar on a terminal), bar, json or none.
-    #[arg(long, value_enum, default_value = "auto")]
-    pub progress: ProgressArg,
-    /// Only the final line.
-    #[arg(long, short)]
-    pub quiet: bool,
+    #[command(flatten)]
+    pub display: DisplayArgs,
 }
 
 pub fn run(a: &Args) -> Result<()> {
@@ -58,7 +54,7 @@ pub fn run(a: &Args) -> Result<()> {
         url: a.url.clone(),
         digest,
     };
-    let f = fetch(src, &cfg, &term(a.progress, a.quiet))?;
+    let f = fetch(src, &cfg, &a.display.term())?;
     let state = if f.present {
         "already there".to_string()
     } else {

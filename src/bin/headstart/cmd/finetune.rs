@@ -9,9 +9,7 @@ use headstart::head::fit::OptimizerSpec;
 use headstart::head::net::{parse_spec, DEFAULT_HEAD};
 use headstart::head::settings::OptimizerName;
 
-use crate::common::{
-    model_path, term, AugmentArg, ModelRunArgs, OptimizerArg, PoolArg, ProgressArg,
-};
+use crate::common::{model_path, AugmentArg, DisplayArgs, ModelRunArgs, OptimizerArg, PoolArg};
 
 #[derive(clap::Args, Debug)]
 pub struct Args {
@@ -86,11 +84,8 @@ pub struct Args {
     pub cache: Option<PathBuf>,
     #[command(flatten)]
     pub run: ModelRunArgs,
-    #[arg(long, value_enum, default_value = "auto")]
-    pub progress: ProgressArg,
-    /// Only warnings, errors and the final lines.
-    #[arg(long, short)]
-    pub quiet: bool,
+    #[command(flatten)]
+    pub display: DisplayArgs,
     /// Print the summary as JSON.
     #[arg(long)]
     pub json: bool,
@@ -149,7 +144,7 @@ impl Args {
 pub fn run(a: &Args) -> Result<()> {
     let cfg = a.to_config()?;
     keep_freed_memory();
-    let s = finetune(&cfg, &term(a.progress, a.quiet))?;
+    let s = finetune(&cfg, &a.display.term())?;
     if a.json {
         println!("{}", headstart::report::to_json(&s, false)?);
         return Ok(());

@@ -6,7 +6,7 @@ use clap::ValueEnum;
 use headstart::error::{Error, Result};
 use headstart::infer::quantize::{quantize, Calibration, QuantizeConfig};
 
-use crate::common::{model_path, term, ModelRunArgs, ProgressArg};
+use crate::common::{model_path, DisplayArgs, ModelRunArgs};
 
 #[derive(Copy, Clone, Debug, ValueEnum)]
 pub enum MethodArg {
@@ -48,11 +48,8 @@ pub struct Args {
     pub out: PathBuf,
     #[command(flatten)]
     pub model_run: ModelRunArgs,
-    /// Progress display.
-    #[arg(long, value_enum, default_value = "auto")]
-    pub progress: ProgressArg,
-    #[arg(long, short)]
-    pub quiet: bool,
+    #[command(flatten)]
+    pub display: DisplayArgs,
 }
 
 pub fn run(a: &Args) -> Result<()> {
@@ -87,7 +84,7 @@ pub fn run(a: &Args) -> Result<()> {
         runtime: a.model_run.runtime.to_config(),
         batch: a.model_run.batch,
     };
-    let s = quantize(&cfg, &term(a.progress, a.quiet))?;
+    let s = quantize(&cfg, &a.display.term())?;
     println!(
         "quantized {} nodes to int8 ({} kept in float) on {} calibration images in {:.1} s -> {}",
         s.quantized_nodes,

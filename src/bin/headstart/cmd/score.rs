@@ -7,7 +7,7 @@ use headstart::error::{Error, Result};
 use headstart::report::score::{score, ScoreConfig};
 use headstart::runs::{score_shard, ShardOutcome};
 
-use crate::common::{model_path, term, AugmentArg, ModelRunArgs, ProgressArg, ShardArgs};
+use crate::common::{model_path, AugmentArg, DisplayArgs, ModelRunArgs, ShardArgs};
 
 #[derive(clap::Args, Debug)]
 pub struct Args {
@@ -50,11 +50,8 @@ pub struct Args {
     /// Image decoding threads (0 = all cores).
     #[arg(long, default_value_t = 0)]
     pub decode_threads: usize,
-    #[arg(long, value_enum, default_value = "auto")]
-    pub progress: ProgressArg,
-    /// No progress bar.
-    #[arg(long, short)]
-    pub quiet: bool,
+    #[command(flatten)]
+    pub display: DisplayArgs,
 }
 
 impl Args {
@@ -95,7 +92,7 @@ pub fn run(a: &Args) -> Result<()> {
     let cfg = a.to_config()?;
     if let Some(run) = &a.run {
         let (k, from) = a.shard.index()?;
-        match score_shard(&cfg, run, k, &term(a.progress, a.quiet))? {
+        match score_shard(&cfg, run, k, &a.display.term())? {
             ShardOutcome::Done(s, m) => eprintln!(
                 "{} (shard {k}, from {from})",
                 s.line(Some(&run.join(&m.output)))
@@ -107,7 +104,7 @@ pub fn run(a: &Args) -> Result<()> {
         }
         return Ok(());
     }
-    let s = score(&cfg, &term(a.progress, a.quiet))?;
+    let s = score(&cfg, &a.display.term())?;
     eprintln!("{}", s.line(cfg.out.as_deref()));
     Ok(())
 }

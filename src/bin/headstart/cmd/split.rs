@@ -6,7 +6,7 @@ use clap::ValueEnum;
 use headstart::data::split::{split, LabelFrom, PlaceMode, SplitConfig, SPLITS};
 use headstart::error::Result;
 
-use crate::common::{term, ProgressArg};
+use crate::common::DisplayArgs;
 
 #[derive(Copy, Clone, Debug, ValueEnum)]
 pub enum ModeArg {
@@ -53,12 +53,8 @@ pub struct Args {
     /// Replace an earlier split at --out.
     #[arg(long)]
     pub force: bool,
-    /// Progress: auto, bar, json or none.
-    #[arg(long, value_enum, default_value = "auto")]
-    pub progress: ProgressArg,
-    /// Only the summary.
-    #[arg(long, short)]
-    pub quiet: bool,
+    #[command(flatten)]
+    pub display: DisplayArgs,
 }
 
 pub fn run(a: &Args) -> Result<()> {
@@ -80,7 +76,7 @@ pub fn run(a: &Args) -> Result<()> {
         },
         force: a.force,
     };
-    let s = split(&cfg, &term(a.progress, a.quiet))?;
+    let s = split(&cfg, &a.display.term())?;
     for (class, (found, counts)) in &s.classes {
         let per: Vec<String> = SPLITS
             .iter()

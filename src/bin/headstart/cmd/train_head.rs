@@ -90,6 +90,10 @@ pub struct Args {
     /// Fraction of train held out for validation (stratified) when the cache has no val split.
     #[arg(long, default_value_t = 0.2)]
     pub val_split: f64,
+    /// Multi-label caches: predict a class at a probability of at least this, for every class
+    /// [default: per class, the F1-best cut on the validation rows].
+    #[arg(long)]
+    pub threshold: Option<f32>,
     /// [default: cross-entropy]
     #[arg(long, value_enum)]
     pub loss: Option<LossArg>,
@@ -237,6 +241,7 @@ impl Args {
         }
         cfg.pool = self.pool.into();
         cfg.val_split = self.val_split;
+        cfg.threshold = self.threshold;
         cfg.seed = self.seed;
         let recipe = match self.recipe {
             RecipeArg::Auto => Recipe::Auto,
