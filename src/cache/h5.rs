@@ -607,7 +607,11 @@ impl FeatureCache {
         if let Some(i) = hot.iter().position(|&v| v > 1) {
             return Err(Error::cache(
                 &self.path,
-                format!("split '{split}' row {}: target {} is not 0 or 1", i / classes, hot[i]),
+                format!(
+                    "split '{split}' row {}: target {} is not 0 or 1",
+                    i / classes,
+                    hot[i]
+                ),
             ));
         }
         Ok(hot)

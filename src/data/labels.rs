@@ -301,7 +301,12 @@ fn dataset(
                     .map(|c| classes.binary_search(c).unwrap_or(0) as u32)
                     .collect();
                 let path = crate::util::paths::from_text(&l.rel);
-                (tags[0], path, l.rel.as_str(), if multi { tags } else { vec![] })
+                (
+                    tags[0],
+                    path,
+                    l.rel.as_str(),
+                    if multi { tags } else { vec![] },
+                )
             })
             .collect();
         if items.is_empty() {
@@ -554,7 +559,9 @@ fn json_rows(file: &Path, bytes: &[u8], t: &LabelTable) -> Result<Vec<Row>> {
                     .map(|t| match t {
                         serde_json::Value::String(s) => Ok(s.clone()),
                         serde_json::Value::Number(n) => Ok(n.to_string()),
-                        other => Err(bad(format!("a tag of '{label_key}' is {other}, not a string"))),
+                        other => Err(bad(format!(
+                            "a tag of '{label_key}' is {other}, not a string"
+                        ))),
                     })
                     .collect::<Result<_>>()?,
             ),

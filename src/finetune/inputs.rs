@@ -84,6 +84,12 @@ pub(super) fn given_head(cfg: &FinetuneConfig, model_sha: &str) -> Result<Option
         return Ok(None);
     };
     let h = Head::load(p)?;
+    if h.multi_label() {
+        return Err(Error::cache(
+            p,
+            "a multi-label head; finetune trains single-label heads on class folders",
+        ));
+    }
     if h.base.model_sha256 != model_sha {
         return Err(Error::Config(format!(
             "base models differ: head {} was trained on {} (sha256 {}), --model {} has sha256 {model_sha}",

@@ -351,7 +351,11 @@ fn read_thresholds(f: &hdf5::File, classes: usize) -> hdf5::Result<Option<Vec<f3
         return Err(format!("{} thresholds for {classes} classes", a.size()).into());
     }
     let t = a.read_raw::<f32>()?;
-    if let Some((j, v)) = t.iter().enumerate().find(|(_, v)| !(0.0..=1.0).contains(*v)) {
+    if let Some((j, v)) = t
+        .iter()
+        .enumerate()
+        .find(|(_, v)| !(0.0..=1.0).contains(*v))
+    {
         return Err(format!("threshold {j} is {v}, not a probability in [0, 1]").into());
     }
     Ok(Some(t))

@@ -114,8 +114,13 @@ mod tests {
             average_precision(arr1(s).view(), arr1(t).view()).expect("has positives")
         };
         assert!((ap(&[0., 0., 1., 1.], &[0.1, 0.4, 0.35, 0.8]) - 0.833_333_333).abs() < 1e-9);
-        assert!((ap(&[1., 0., 1., 0., 1.], &[0.5, 0.5, 0.5, 0.2, 0.9]) - 0.833_333_333).abs() < 1e-9);
-        assert_eq!(average_precision(arr1(&[0.3f32]).view(), arr1(&[0f32]).view()), None);
+        assert!(
+            (ap(&[1., 0., 1., 0., 1.], &[0.5, 0.5, 0.5, 0.2, 0.9]) - 0.833_333_333).abs() < 1e-9
+        );
+        assert_eq!(
+            average_precision(arr1(&[0.3f32]).view(), arr1(&[0f32]).view()),
+            None
+        );
     }
 
     #[test]
@@ -126,7 +131,10 @@ mod tests {
         let p = arr2(&[[0.9f32, 0.2], [0.7, 0.1], [0.6, 0.3], [0.1, 0.4]]);
         let t = arr2(&[[1f32, 0.], [0., 0.], [1., 0.], [0., 0.]]);
         let th = choose_thresholds(p.view(), t.view());
-        assert!((th[0] - 0.35).abs() < 1e-6 && th[1] == DEFAULT_THRESHOLD, "{th:?}");
+        assert!(
+            (th[0] - 0.35).abs() < 1e-6 && th[1] == DEFAULT_THRESHOLD,
+            "{th:?}"
+        );
         let sets = predict_sets(p.view(), &th);
         assert_eq!(sets.column(0).to_vec(), vec![1., 1., 1., 0.]);
         assert_eq!(sets.column(1).to_vec(), vec![0., 0., 0., 0.]);

@@ -485,7 +485,11 @@ fn thresholds(
     let n = classes.len();
     let (th, how) = if let Some(v) = cfg.threshold {
         (vec![v; n], format!("--threshold {v} for every class"))
-    } else if let Some((p, y)) = t.val_probs.clone().or_else(|| rows.val_probabilities(&t.network)) {
+    } else if let Some((p, y)) = t
+        .val_probs
+        .clone()
+        .or_else(|| rows.val_probabilities(&t.network))
+    {
         rep.report(Event::Line(&format!(
             "validation: macro average precision {:.4} over {} rows",
             macro_ap(p.view(), y.view()),
@@ -499,7 +503,10 @@ fn thresholds(
         rep.report(Event::Warning(&format!(
             "no validation rows to choose thresholds on: every class gets {DEFAULT_THRESHOLD}"
         )));
-        (vec![DEFAULT_THRESHOLD; n], format!("{DEFAULT_THRESHOLD} (no validation rows)"))
+        (
+            vec![DEFAULT_THRESHOLD; n],
+            format!("{DEFAULT_THRESHOLD} (no validation rows)"),
+        )
     };
     let shown: Vec<String> = classes
         .iter()

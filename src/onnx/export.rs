@@ -24,6 +24,10 @@ pub const IMAGE_INPUT: &str = "image";
 pub const TTA_KEY: &str = "headstart_tta";
 /// Metadata key holding the class names (JSON list); its presence marks a headstart export.
 pub const CLASSES_KEY: &str = "headstart_classes";
+/// Metadata key of a multi-label model's per-class thresholds (a JSON list, in class order): its
+/// outputs are one sigmoid per class, and a class is predicted at a probability of at least its
+/// threshold.
+pub const THRESHOLDS_KEY: &str = "headstart_thresholds";
 
 #[derive(Debug, Clone)]
 pub struct ExportConfig {
@@ -332,7 +336,9 @@ fn append_head(b: &mut Builder, head: &Head, x: &str) -> Result<String> {
             }
         };
     }
-    if head.network.output_dim() == Some(1) {
+    if head.multi_label() {
+        Ok(b.op("Sigmoid", &[&cur], vec![]))
+    } else if head.network.output_dim() == Some(1) {
         let p = b.op("Sigmoid", &[&cur], vec![]);
         let one = b.constant("one", vec![1], &[1.0]);
         let q = b.op("Sub", &[&one, &p], vec![]);
@@ -459,6 +465,7 @@ fn add_preprocessing(graph: &mut GraphProto, pre: &Preprocess, model: &Path) -> 
 fn set_metadata(model: &mut ModelProto, head: &Head, pre: &Preprocess, in_graph: bool) {
     let keys = [
         CLASSES_KEY,
+        THRESHOLDS_KEY,
         "headstart_version",
         "headstart_head_spec",
         "headstart_preprocessing_in_graph",
@@ -486,6 +493,9 @@ fn set_metadata(model: &mut ModelProto, head: &Head, pre: &Preprocess, in_graph:
         CLASSES_KEY,
         serde_json::to_string(&head.classes).unwrap_or_default(),
     );
+    if let Some(t) = &head.thresholds {
+        put(THRESHOLDS_KEY, serde_json::to_string(t).unwrap_or_default());
+    }
     put("headstart_version", env!("CARGO_PKG_VERSION").into());
     put("headstart_head_spec", head.spec.clone());
     put("headstart_preprocessing_in_graph", in_graph.to_string());

@@ -145,10 +145,7 @@ pub fn evaluation(head: &Path, e: &Evaluation, report: Option<&Path>) -> Result<
         dir,
         &format!("Evaluation of {} on {} ({})", e.head, e.features, e.split),
         &[
-            (
-                "Metrics".into(),
-                format!("```text\n{}```", e.report()),
-            ),
+            ("Metrics".into(), format!("```text\n{}```", e.report())),
             ("Pictures".into(), imgs),
             ("As JSON".into(), format!("```json\n{json}\n```")),
         ],

@@ -57,7 +57,11 @@ pub fn compute_tags(
         let mut row_wrong = 0;
         let (mut row_loss, mut worst) = (0f64, 1f64);
         for j in 0..k {
-            let (p, y, hat) = (probs[[i, j]] as f64, truth[[i, j]] > 0.5, pred[[i, j]] > 0.5);
+            let (p, y, hat) = (
+                probs[[i, j]] as f64,
+                truth[[i, j]] > 0.5,
+                pred[[i, j]] > 0.5,
+            );
             match (y, hat) {
                 (true, true) => tp += 1,
                 (false, true) => fp += 1,
@@ -182,7 +186,12 @@ impl TagMetrics {
             "{:<20} {:>9} {:>9} {:>9} {:>8} {:>9} {:>9}\n",
             "class", "precision", "recall", "f1", "support", "AP", "threshold"
         );
-        for ((c, ap), t) in m.per_class.iter().zip(&self.per_class_ap).zip(&self.thresholds) {
+        for ((c, ap), t) in m
+            .per_class
+            .iter()
+            .zip(&self.per_class_ap)
+            .zip(&self.thresholds)
+        {
             let ap = ap.map_or("-".to_string(), |a| format!("{a:.4}"));
             s += &format!(
                 "{:<20} {:>9.4} {:>9.4} {:>9.4} {:>8} {ap:>9} {t:>9.4}\n",
@@ -246,7 +255,10 @@ mod tests {
         let (m, t) = compute_tags(p.view(), y.view(), &[0.5; 3], &classes, &paths, 5);
         let close = |a: f64, b: f64| (a - b).abs() < 1e-6;
         let aps: Vec<f64> = t.per_class_ap.iter().map(|a| a.unwrap()).collect();
-        assert!(close(aps[0], 1.0) && close(aps[1], 0.8875) && close(aps[2], 1.0), "{aps:?}");
+        assert!(
+            close(aps[0], 1.0) && close(aps[1], 0.8875) && close(aps[2], 1.0),
+            "{aps:?}"
+        );
         assert!(close(t.macro_ap, 0.9625), "{}", t.macro_ap);
         assert!(close(t.micro_ap, 0.955_038_551_192_397_3), "{}", t.micro_ap);
         assert!(close(t.micro_f1, 0.88), "{}", t.micro_f1);
@@ -255,7 +267,10 @@ mod tests {
         assert!(close(m.accuracy, 0.625));
         let prs = [(1.0, 1.0, 4), (0.75, 0.75, 4), (1.0, 0.8, 5)];
         for (c, (p, r, n)) in m.per_class.iter().zip(prs) {
-            assert!(close(c.precision, p) && close(c.recall, r) && c.support == n, "{c:?}");
+            assert!(
+                close(c.precision, p) && close(c.recall, r) && c.support == n,
+                "{c:?}"
+            );
         }
         // Wrong sets: f2 (a for a b), f4 (a b for a), f5 (b for b c); f7's b at 0.5 counts.
         let mut wrong: Vec<&str> = m.top_losses.iter().map(|l| l.path.as_str()).collect();

@@ -128,3 +128,223 @@ fn a_bad_table_is_refused_naming_the_file_and_line_and_nothing_is_written() {
         &["--labels"],
     );
 }
+
+/// Colour tags: each image is vertical stripes of its tags' colours (a grey image has none).
+const TAG_COLOURS: [(&str, [u8; 3]); 3] = [
+    ("blue", [30, 40, 220]),
+    ("green", [30, 200, 40]),
+    ("red", [220, 30, 30]),
+];
+
+/// `n` striped images in `dir/img/` and their tags (class indices, sorted), seeded.
+fn striped_images(dir: &Path, n: usize) -> Vec<(String, Vec<usize>)> {
+    let mut rows = Vec::new();
+    let mut state = 12345u64;
+    let mut next = |m: u64| {
+        state = state
+            .wrapping_mul(6364136223846793005)
+            .wrapping_add(1442695040888963407);
+        (state >> 33) % m
+    };
+    for i in 0..n {
+        let mut tags: Vec<usize> = (0..3).filter(|_| next(2) == 1).collect();
+        if tags.is_empty() {
+            tags.push(next(3) as usize);
+        }
+        let (w, h) = (48u32, 40u32);
+        let img = image::RgbImage::from_fn(w, h, |x, _| {
+            let k = (x as usize * tags.len()) / w as usize;
+            image::Rgb(TAG_COLOURS[tags[k]].1)
+        });
+        let name = format!("{i:03}.png");
+        std::fs::create_dir_all(dir.join("img")).unwrap();
+        img.save(dir.join("img").join(&name)).unwrap();
+        rows.push((name, tags));
+    }
+    rows
+}
+
+/// A multi-label table: the cache holds the tags as a multi-hot matrix, train-head (the auto
+/// recipe) a sigmoid per class with thresholds, evaluate its mAP and set metrics, and score (base +
+/// head, and the exported model) writes each image's set; all agree with the table.
+#[test]
+fn a_multi_label_table_trains_evaluates_scores_and_exports_label_sets() {
+    let d = tmp();
+    let rows = striped_images(d.path(), 72);
+    let model = save_model(
+        d.path(),
+        "tiny.onnx",
+        &CnnSpec::tiny(Layout::Nchw, Some((32, 32))),
+    );
+    let mut tsv = String::from("id\ttags\tsplit\n");
+    for (i, (name, tags)) in rows.iter().enumerate() {
+        let names: Vec<&str> = tags.iter().map(|&t| TAG_COLOURS[t].0).collect();
+        let split = if i % 3 == 0 { "test" } else { "train" };
+        tsv += &format!(
+            "{}\t{}\t{split}\n",
+            name.trim_end_matches(".png"),
+            names.join("|")
+        );
+    }
+    let table = d.path().join("labels.tsv");
+    std::fs::write(&table, tsv).unwrap();
+    let cache = d.path().join("tags.h5");
+    let img = d.path().join("img");
+    let flags = [
+        "--preprocess",
+        "tf",
+        "--labels",
+        s(&table),
+        "--split-col",
+        "split",
+        "--label-delim",
+        "|",
+    ];
+    extract(&model, &img, &cache, &flags);
+    let c = FeatureCache::open(&cache).unwrap();
+    assert!(c.meta.multi_label);
+    assert_eq!(c.meta.classes, ["blue", "green", "red"]);
+    let want: std::collections::HashMap<&str, &Vec<usize>> =
+        rows.iter().map(|(n, t)| (n.as_str(), t)).collect();
+    for split in ["train", "test"] {
+        let sd = c.read_split(split).unwrap();
+        for (i, p) in sd.paths.iter().enumerate() {
+            let hot: Vec<usize> = (0..3).filter(|&j| sd.tags[i * 3 + j] == 1).collect();
+            assert_eq!(&hot, want[p.as_str()], "{split} {p}");
+        }
+    }
+    // The same tags as JSON arrays make the same cache.
+    let jsonl = d.path().join("labels.jsonl");
+    let mut lines = String::new();
+    for (i, (name, tags)) in rows.iter().enumerate() {
+        let names: Vec<&str> = tags.iter().map(|&t| TAG_COLOURS[t].0).collect();
+        let split = if i % 3 == 0 { "test" } else { "train" };
+        lines += &serde_json::json!({"path": name, "tags": names, "split": split}).to_string();
+        lines += "\n";
+    }
+    std::fs::write(&jsonl, lines).unwrap();
+    let from_json = d.path().join("json.h5");
+    extract(
+        &model,
+        &img,
+        &from_json,
+        &[
+            "--preprocess",
+            "tf",
+            "--labels",
+            s(&jsonl),
+            "--split-col",
+            "split",
+        ],
+    );
+    let j = FeatureCache::open(&from_json).unwrap();
+    for split in ["train", "test"] {
+        let (a, b) = (c.read_split(split).unwrap(), j.read_split(split).unwrap());
+        assert_eq!((&a.paths, &a.tags), (&b.paths, &b.tags), "{split}");
+        assert_eq!(a.features, b.features, "{split}");
+    }
+
+    let head = d.path().join("tags.head.h5");
+    let log = ok(&["train-head", s(&cache), "--pool", "avg", "--out", s(&head)]);
+    assert!(
+        log.contains("3 sigmoids (multi-label)") && log.contains("thresholds: blue"),
+        "{log}"
+    );
+    let e = super::train_evaluate::evaluate_json(&head, &cache, &[]);
+    let m = &e["multi_label"];
+    assert!(m["macro_ap"].as_f64().unwrap() > 0.9, "{e}");
+    let test: Vec<&(String, Vec<usize>)> = rows.iter().step_by(3).collect();
+    for (j, c) in e["metrics"]["per_class"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .enumerate()
+    {
+        let support = test.iter().filter(|(_, t)| t.contains(&j)).count();
+        assert_eq!(c["support"].as_u64().unwrap() as usize, support, "{c}");
+    }
+    // score's sets give evaluate's subset accuracy; the exported model scores the same.
+    let files: Vec<String> = test
+        .iter()
+        .map(|(n, _)| s(&img.join(n)).to_string())
+        .collect();
+    let subset = |out: &str| -> f64 {
+        let mut right = 0;
+        for (line, (_, tags)) in out.lines().skip(1).zip(&test) {
+            let set: Vec<&str> = line.split(',').nth(1).unwrap().split(' ').collect();
+            let want: Vec<&str> = tags.iter().map(|&t| TAG_COLOURS[t].0).collect();
+            right += usize::from(set == want);
+        }
+        right as f64 / test.len() as f64
+    };
+    let mut args = vec!["score", "--model", s(&model), "--head", s(&head)];
+    args.extend(files.iter().map(String::as_str));
+    let scored = ok(&args);
+    let acc = m["subset_accuracy"].as_f64().unwrap();
+    assert!((subset(&scored) - acc).abs() < 1e-9, "{scored}\n{e}");
+    let exported = d.path().join("tags.onnx");
+    ok(&[
+        "export",
+        "--model",
+        s(&model),
+        "--head",
+        s(&head),
+        "--out",
+        s(&exported),
+    ]);
+    let mut args = vec!["score", "--model", s(&exported)];
+    args.extend(files.iter().map(String::as_str));
+    let from_export = ok(&args);
+    assert!((subset(&from_export) - acc).abs() < 1e-9, "{from_export}");
+    for (a, b) in scored.lines().zip(from_export.lines()).skip(1) {
+        let p = |l: &str| -> Vec<f32> {
+            l.split(',')
+                .skip(2)
+                .take(3)
+                .map(|v| v.parse().unwrap())
+                .collect()
+        };
+        close(&p(a), &p(b), 1e-4);
+    }
+
+    // What does not fit a multi-label cache is refused, naming the setting.
+    fails(
+        &[
+            "train-head",
+            s(&cache),
+            "--head",
+            "logistic",
+            "--out",
+            s(&d.path().join("l.h5")),
+        ],
+        &["--head", "multi-label"],
+    );
+    fails(
+        &["train-head", s(&cache), "--threshold", "1.5"],
+        &["--threshold", "[0, 1]"],
+    );
+    let (_d2, data, model2, single) = tiny_setup(3);
+    extract(&model2, &data, &single, &["--preprocess", "tf"]);
+    fails(
+        &["train-head", s(&single), "--threshold", "0.5"],
+        &["--threshold", "only for a multi-label cache"],
+    );
+    // An empty set of tags is an empty label.
+    std::fs::write(&table, "000\t|\n").unwrap();
+    fails(
+        &extract_line(
+            &model,
+            &img,
+            &d.path().join("bad.h5"),
+            &[
+                "--preprocess",
+                "tf",
+                "--labels",
+                s(&table),
+                "--label-delim",
+                "|",
+            ],
+        ),
+        &["labels.tsv", "line 1", "empty label"],
+    );
+}

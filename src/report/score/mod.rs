@@ -17,7 +17,7 @@ use crate::head::file::Head;
 use crate::infer::model::{resolve_preprocess, BaseModel, PreprocessOverrides};
 use crate::infer::pipeline::{Event, InputKind, Pipeline};
 use crate::infer::runtime::RuntimeConfig;
-use crate::onnx::export::CLASSES_KEY;
+use crate::onnx::export::{CLASSES_KEY, THRESHOLDS_KEY};
 
 mod inputs;
 mod output;
@@ -37,7 +37,9 @@ pub struct ScoreConfig {
     pub out: Option<PathBuf>,
     /// Write only the `k` most probable classes per row.
     pub top_k: Option<usize>,
-    /// Binary heads: predict the second class when its probability is at least this.
+    /// Binary heads: predict the second class when its probability is at least this; multi-label
+    /// heads: predict each class at a probability of at least this (instead of the head's own
+    /// thresholds).
     pub threshold: Option<f32>,
     pub resume: bool,
     /// Replace an existing `out` (without it, an existing `out` is refused unless `resume`).
@@ -112,7 +114,11 @@ impl ScoreSummary {
 /// The classifier: base + head, or an exported model.
 enum Classifier {
     Head(Box<Head>),
-    Exported { classes: Vec<String> },
+    Exported {
+        classes: Vec<String>,
+        /// A multi-label export's thresholds (metadata [`THRESHOLDS_KEY`]).
+        thresholds: Option<Vec<f32>>,
+    },
 }
 
 impl Classifier {
@@ -137,7 +143,7 @@ impl Classifier {
                 }
                 h.probabilities(out.to_vec(), n)
             }
-            Classifier::Exported { classes } => {
+            Classifier::Exported { classes, .. } => {
                 if shape != [classes.len()] {
                     return Err(Error::model(
                         model,
@@ -156,8 +162,17 @@ impl Classifier {
     fn classes(&self) -> &[String] {
         match self {
             Classifier::Head(h) => &h.classes,
-            Classifier::Exported { classes } => classes,
+            Classifier::Exported { classes, .. } => classes,
         }
+    }
+
+    /// A multi-label classifier's per-class thresholds, `threshold` (when given) for every class.
+    fn thresholds(&self, threshold: Option<f32>) -> Option<Vec<f32>> {
+        let own = match self {
+            Classifier::Head(h) => h.thresholds.clone(),
+            Classifier::Exported { thresholds, .. } => thresholds.clone(),
+        };
+        own.map(|t| threshold.map_or(t.clone(), |v| vec![v; t.len()]))
     }
 }
 
@@ -192,6 +207,23 @@ fn classifier(cfg: &ScoreConfig, model: &BaseModel) -> Result<(Classifier, Prepr
                     format!("no --head given and the model has no '{CLASSES_KEY}' metadata (is it a headstart export?)"),
                 )
             })?;
+            let thresholds = match model.info.metadata.get(THRESHOLDS_KEY) {
+                None => None,
+                Some(v) => Some(
+                    serde_json::from_str::<Vec<f32>>(v)
+                        .ok()
+                        .filter(|t| t.len() == classes.len())
+                        .ok_or_else(|| {
+                            Error::model(
+                                &cfg.model,
+                                format!(
+                                    "metadata '{THRESHOLDS_KEY}' is not {} thresholds: {v}",
+                                    classes.len()
+                                ),
+                            )
+                        })?,
+                ),
+            };
             let in_graph = model
                 .info
                 .metadata
@@ -208,7 +240,14 @@ fn classifier(cfg: &ScoreConfig, model: &BaseModel) -> Result<(Classifier, Prepr
             } else {
                 InputKind::F32
             };
-            (Classifier::Exported { classes }, pre, input)
+            (
+                Classifier::Exported {
+                    classes,
+                    thresholds,
+                },
+                pre,
+                input,
+            )
         }
     })
 }
@@ -248,14 +287,16 @@ impl Halves {
 fn open_output(
     cfg: &ScoreConfig,
     format: Format,
-    classes: &[String],
+    classifier: &Classifier,
 ) -> Result<(
     Option<OutputLock>,
     Writer,
     std::collections::HashSet<String>,
 )> {
+    let (classes, tags) = (classifier.classes(), classifier.thresholds(cfg.threshold));
     let mut probe = Writer::new(format, Box::new(std::io::sink()), classes);
     probe.top_k = cfg.top_k;
+    probe.tags = tags.clone();
     let (lock, done, appending, sink): (_, _, _, Box<dyn Write>) = match &cfg.out {
         None => (
             None,
@@ -308,6 +349,7 @@ fn open_output(
     let mut w = Writer::new(format, sink, classes);
     w.top_k = cfg.top_k;
     w.threshold = cfg.threshold;
+    w.tags = tags;
     if !appending {
         let out = cfg.out.clone().unwrap_or_else(|| PathBuf::from("<stdout>"));
         w.header().map_err(|e| Error::io(&out, e))?;
@@ -333,7 +375,7 @@ pub fn score(cfg: &ScoreConfig, rep: &dyn Reporter) -> Result<ScoreSummary> {
     // Names as lossless text (the form caches use): two files never share a row name.
     let names: Vec<String> = files.iter().map(|p| to_text(p)).collect();
     let format = cfg.out.as_deref().map_or(Format::Csv, Format::for_path);
-    let (_lock, mut w, done) = open_output(cfg, format, classifier.classes())?;
+    let (_lock, mut w, done) = open_output(cfg, format, &classifier)?;
     let pending: Vec<usize> = (0..files.len())
         .filter(|&i| !done.contains(&names[i]))
         .collect();

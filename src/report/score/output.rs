@@ -198,6 +198,9 @@ pub(super) struct Writer {
     pub(super) classes: Vec<String>,
     pub(super) top_k: Option<usize>,
     pub(super) threshold: Option<f32>,
+    /// Multi-label: each class's threshold; `predicted` is then the set of classes at or above
+    /// theirs (CSV: space-separated; JSON: a list).
+    pub(super) tags: Option<Vec<f32>>,
     pub(super) sink: Sink,
 }
 
@@ -222,6 +225,7 @@ impl Writer {
             classes: classes.to_vec(),
             top_k: None,
             threshold: None,
+            tags: None,
             sink,
         }
     }
@@ -258,8 +262,16 @@ impl Writer {
 
     /// Why a JSON record `v` (not an error row) is not one this writer would write, if it is not.
     pub(super) fn json_mismatch(&self, v: &serde_json::Value) -> Option<String> {
-        let pred = v["predicted"].as_str();
-        if !pred.is_some_and(|p| self.classes.iter().any(|c| c == p)) {
+        let known = |p: &serde_json::Value| {
+            p.as_str()
+                .is_some_and(|p| self.classes.iter().any(|c| c == p))
+        };
+        let ok = match (&self.tags, &v["predicted"]) {
+            (Some(_), serde_json::Value::Array(set)) => set.iter().all(known),
+            (None, p) => known(p),
+            _ => false,
+        };
+        if !ok {
             return Some(format!(
                 "predicted {}, not one of this head's classes [{}]",
                 v["predicted"],
@@ -309,8 +321,23 @@ impl Writer {
         (0..p.len()).fold(0, |b, j| if p[j] > p[b] { j } else { b })
     }
 
+    /// A multi-label row's predicted classes, in class order.
+    fn predicted_set(&self, p: &[f32]) -> Option<Vec<&str>> {
+        let t = self.tags.as_ref()?;
+        Some(
+            (0..p.len())
+                .filter(|&j| p[j] >= t[j])
+                .map(|j| self.classes[j].as_str())
+                .collect(),
+        )
+    }
+
     pub(super) fn row(&mut self, path: &str, p: &[f32]) -> std::io::Result<()> {
-        let pred = self.predicted(p);
+        let set = self.predicted_set(p);
+        let pred = match &set {
+            Some(s) => serde_json::json!(s),
+            None => serde_json::json!(self.classes[self.predicted(p)]),
+        };
         let mut order: Vec<usize> = (0..p.len()).collect();
         order.sort_by(|&a, &b| p[b].total_cmp(&p[a]).then(a.cmp(&b)));
         let k = self.top_k.unwrap_or(p.len()).min(p.len());
@@ -318,7 +345,7 @@ impl Writer {
             let v = match self.top_k {
                 Some(_) => serde_json::json!({
                     "path": path,
-                    "predicted": self.classes[pred],
+                    "predicted": pred,
                     "top": order[..k].iter().map(|&j| serde_json::json!([self.classes[j], p[j]])).collect::<Vec<_>>(),
                 }),
                 None => {
@@ -328,12 +355,16 @@ impl Writer {
                         .zip(p)
                         .map(|(c, &v)| (c.clone(), serde_json::json!(v)))
                         .collect();
-                    serde_json::json!({"path": path, "predicted": self.classes[pred], "probabilities": probs})
+                    serde_json::json!({"path": path, "predicted": pred, "probabilities": probs})
                 }
             };
             return self.json_line(&v);
         }
-        let mut cols = vec![path.to_string(), self.classes[pred].clone()];
+        let shown = match set {
+            Some(s) => s.join(" "),
+            None => self.classes[self.predicted(p)].clone(),
+        };
+        let mut cols = vec![path.to_string(), shown];
         match self.top_k {
             Some(kk) => {
                 for i in 0..kk {
