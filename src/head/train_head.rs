@@ -234,6 +234,9 @@ fn targets(split: &SplitData, classes: usize) -> Option<Array2<f32>> {
     Array2::from_shape_vec((split.len(), classes), hot).ok()
 }
 
+/// Pooled rows of the `val` split: features, labels and (multi-label) targets.
+type ValRows = (Array2<f32>, Vec<u32>, Option<Array2<f32>>);
+
 /// The pooled rows a head trains on.
 struct Rows {
     x: Array2<f32>,
@@ -242,7 +245,7 @@ struct Rows {
     tags: Option<Array2<f32>>,
     /// Pooled validation rows, labels and (multi-label) targets when they come from the `val`
     /// split.
-    val: Option<(Array2<f32>, Vec<u32>, Option<Array2<f32>>)>,
+    val: Option<ValRows>,
     /// Pooled augmented copies of the train rows, each in train's order (`train_flip`, and each
     /// copy of `train_aug`), for the `auto` recipe.
     extra: Vec<Array2<f32>>,
