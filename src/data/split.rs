@@ -20,6 +20,8 @@ use crate::util::hash::sha256_file;
 use crate::util::paths::resolve;
 use crate::util::rng::Rng;
 
+mod table;
+
 /// How chosen files are placed in the output.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub enum PlaceMode {
@@ -54,6 +56,11 @@ pub struct SplitConfig {
     pub label_from: LabelFrom,
     /// Replace an earlier split's output at `out`.
     pub force: bool,
+    /// Labels from a table instead of `label_from` ([`table`]): every labelled image is placed,
+    /// a fraction of each class in val and test; multi-label tables by iterative stratification.
+    pub labels: Option<crate::data::labels::LabelTable>,
+    /// With `labels`: the fractions of the images in val and in test (the rest is train).
+    pub fractions: (f64, f64),
 }
 
 /// The split names, in manifest order.
@@ -76,7 +83,9 @@ impl SplitConfig {
     }
 
     fn check(&self) -> Result<()> {
-        if self.train + self.test + self.val == 0 {
+        if self.labels.is_some() {
+            table::check_fractions(self.fractions)?;
+        } else if self.train + self.test + self.val == 0 {
             return Err(Error::invalid(
                 "train",
                 "train, val and test are all 0; nothing to write",
@@ -182,6 +191,7 @@ fn not_an_earlier_split(dir: &Path) -> Option<String> {
         let is_dir = e.file_type().is_ok_and(|t| t.is_dir());
         let known = match name.as_ref() {
             "MANIFEST.tsv" | "SKIPPED.tsv" => !is_dir,
+            n if table::LABEL_FILES.contains(&n) => !is_dir,
             n => SPLITS.contains(&n) && is_dir,
         };
         if !known {
@@ -339,6 +349,9 @@ fn place(src: &Path, dst: &Path, mode: PlaceMode) -> Result<()> {
 /// Samples, checks and writes the split; see the module documentation.
 pub fn split(cfg: &SplitConfig, rep: &dyn Reporter) -> Result<SplitSummary> {
     cfg.check()?;
+    if let Some(t) = &cfg.labels {
+        return table::split_table(cfg, t, rep);
+    }
     let (classes, not_images) = candidates(cfg, rep)?;
     let wanted = cfg.wanted();
     let need: usize = wanted.iter().sum();
@@ -373,14 +386,40 @@ pub fn split(cfg: &SplitConfig, rep: &dyn Reporter) -> Result<SplitSummary> {
         chosen.insert(class.clone(), good);
     }
     rep.report(Event::Finish);
-    write(cfg, &chosen, &summary)?;
+    let mut planned = Vec::new();
+    for (class, files) in &chosen {
+        let mut it = files.iter();
+        for (split, n) in SPLITS.iter().zip(cfg.wanted()) {
+            for src in it.by_ref().take(n) {
+                let file = src.file_name().unwrap_or_default();
+                planned.push(Planned {
+                    split,
+                    class: class.clone(),
+                    src: src.clone(),
+                    rel: Path::new(split).join(class).join(file),
+                });
+            }
+        }
+    }
+    write(cfg, &planned, &[], &summary)?;
     Ok(summary)
 }
 
-/// Writes the chosen files and the manifests into a folder beside `cfg.out`, then renames it there.
+/// One file of the output: its split, its class (a multi-label image's tags, space-separated), the
+/// source file and its path below the output.
+struct Planned {
+    split: &'static str,
+    class: String,
+    src: PathBuf,
+    rel: PathBuf,
+}
+
+/// Writes the planned files, the manifests and `extra` files (name, text) into a folder beside
+/// `cfg.out`, then renames it there.
 fn write(
     cfg: &SplitConfig,
-    chosen: &BTreeMap<String, Vec<PathBuf>>,
+    planned: &[Planned],
+    extra: &[(&str, String)],
     summary: &SplitSummary,
 ) -> Result<()> {
     let name = cfg
@@ -398,29 +437,28 @@ fn write(
     let _ = std::fs::remove_dir_all(&tmp);
     let result = (|| -> Result<()> {
         let mut manifest = format!("{MANIFEST_HEADER}\n");
-        for (class, files) in chosen {
-            let mut it = files.iter();
-            for (split, n) in SPLITS.iter().zip(cfg.wanted()) {
-                if n == 0 {
-                    continue;
-                }
-                let dir = tmp.join(split).join(class);
-                std::fs::create_dir_all(&dir).map_err(|e| Error::io(&dir, e))?;
-                for src in it.by_ref().take(n) {
-                    let file = src.file_name().unwrap_or_default();
-                    place(src, &dir.join(file), cfg.mode)?;
-                    let abs = src.canonicalize().unwrap_or_else(|_| src.clone());
-                    manifest.push_str(&format!(
-                        "{split}\t{class}\t{split}/{class}/{}\t{}\t{}\n",
-                        file.to_string_lossy(),
-                        sha256_file(src)?,
-                        abs.display()
-                    ));
-                }
+        for p in planned {
+            let dst = tmp.join(&p.rel);
+            if let Some(dir) = dst.parent() {
+                std::fs::create_dir_all(dir).map_err(|e| Error::io(dir, e))?;
             }
+            place(&p.src, &dst, cfg.mode)?;
+            let abs = p.src.canonicalize().unwrap_or_else(|_| p.src.clone());
+            manifest.push_str(&format!(
+                "{}\t{}\t{}\t{}\t{}\n",
+                p.split,
+                p.class,
+                p.rel.to_string_lossy(),
+                sha256_file(&p.src)?,
+                abs.display()
+            ));
         }
         let m = tmp.join("MANIFEST.tsv");
         std::fs::write(&m, manifest).map_err(|e| Error::io(&m, e))?;
+        for (name, text) in extra {
+            let f = tmp.join(name);
+            std::fs::write(&f, text).map_err(|e| Error::io(&f, e))?;
+        }
         if !summary.broken.is_empty() {
             let mut skipped = String::from("file\treason\n");
             for (p, why) in &summary.broken {

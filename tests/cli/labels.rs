@@ -348,3 +348,130 @@ fn a_multi_label_table_trains_evaluates_scores_and_exports_label_sets() {
         &["labels.tsv", "line 1", "empty label"],
     );
 }
+
+/// `split --labels`: every image of a multi-label table placed once, each tag's share of test near
+/// the fraction, and the labels.csv it writes is one `extract --labels` reads, giving the same tags.
+#[test]
+fn split_from_a_multi_label_table_stratifies_tags_and_writes_tables_extract_reads() {
+    let d = tmp();
+    let rows = striped_images(d.path(), 90);
+    let mut tsv = String::from("id\ttags\n");
+    for (name, tags) in &rows {
+        let names: Vec<&str> = tags.iter().map(|&t| TAG_COLOURS[t].0).collect();
+        tsv += &format!("{name}\t{}\n", names.join("|"));
+    }
+    let table = d.path().join("tags.tsv");
+    std::fs::write(&table, &tsv).unwrap();
+    let (img, out) = (d.path().join("img"), d.path().join("split"));
+    let log = ok(&[
+        "split",
+        s(&img),
+        "--out",
+        s(&out),
+        "--labels",
+        s(&table),
+        "--label-delim",
+        "|",
+        "--test-fraction",
+        "0.3",
+        "--val-fraction",
+        "0",
+    ]);
+    assert!(log.contains("labels.csv"), "{log}");
+    let manifest = std::fs::read_to_string(out.join("MANIFEST.tsv")).unwrap();
+    let placed: Vec<&str> = manifest.lines().skip(1).collect();
+    assert_eq!(placed.len(), rows.len(), "{manifest}");
+    let split_of: std::collections::HashMap<String, String> = placed
+        .iter()
+        .map(|l| {
+            let c: Vec<&str> = l.split('\t').collect();
+            (
+                Path::new(c[2])
+                    .file_name()
+                    .unwrap()
+                    .to_string_lossy()
+                    .into_owned(),
+                c[0].to_string(),
+            )
+        })
+        .collect();
+    assert!(
+        split_of.values().all(|s| s == "train" || s == "test"),
+        "{manifest}"
+    );
+    for (t, (colour, _)) in TAG_COLOURS.iter().enumerate() {
+        let with: Vec<&String> = rows
+            .iter()
+            .filter(|(_, g)| g.contains(&t))
+            .map(|(n, _)| n)
+            .collect();
+        let test = with
+            .iter()
+            .filter(|n| split_of[n.as_str()] == "test")
+            .count() as f64;
+        let want = 0.3 * with.len() as f64;
+        assert!(
+            (test - want).abs() <= 1.5,
+            "{colour}: {test} of {} in test, want {want}",
+            with.len()
+        );
+    }
+    assert!(std::fs::read_to_string(out.join("test.csv"))
+        .unwrap()
+        .starts_with("path,label\n"));
+    // The written table and folder are a multi-label dataset as they stand.
+    let model = save_model(
+        d.path(),
+        "tiny.onnx",
+        &CnnSpec::tiny(Layout::Nchw, Some((32, 32))),
+    );
+    let cache = d.path().join("split.h5");
+    let labels = out.join("labels.csv");
+    extract(
+        &model,
+        &out,
+        &cache,
+        &[
+            "--preprocess",
+            "tf",
+            "--labels",
+            s(&labels),
+            "--split-col",
+            "split",
+            "--label-delim",
+            "|",
+        ],
+    );
+    let c = FeatureCache::open(&cache).unwrap();
+    assert!(c.meta.multi_label);
+    let want: std::collections::HashMap<&str, &Vec<usize>> =
+        rows.iter().map(|(n, t)| (n.as_str(), t)).collect();
+    let mut seen = 0;
+    for split in ["train", "test"] {
+        let sd = c.read_split(split).unwrap();
+        for (i, p) in sd.paths.iter().enumerate() {
+            let name = Path::new(p).file_name().unwrap().to_str().unwrap();
+            let hot: Vec<usize> = (0..3).filter(|&j| sd.tags[i * 3 + j] == 1).collect();
+            assert_eq!(&hot, want[name], "{p}");
+            assert!(p.starts_with(split), "{p}");
+            seen += 1;
+        }
+    }
+    assert_eq!(seen, rows.len());
+    // Counts per class are for class folders: beside a table they are refused.
+    let again = d.path().join("again");
+    fails(
+        &[
+            "split",
+            s(&img),
+            "--out",
+            s(&again),
+            "--labels",
+            s(&table),
+            "--train",
+            "5",
+        ],
+        &["--train"],
+    );
+    assert!(!again.exists());
+}

@@ -3,6 +3,7 @@
 use std::path::PathBuf;
 
 use clap::ValueEnum;
+use headstart::data::labels::LabelTable;
 use headstart::data::split::{split, LabelFrom, PlaceMode, SplitConfig, SPLITS};
 use headstart::error::Result;
 
@@ -27,29 +28,50 @@ pub enum LabelArg {
 
 #[derive(clap::Args, Debug)]
 pub struct Args {
-    /// The raw dump: class folders (e.g. PetImages), or one folder of CLASS.N.jpg files.
+    /// The raw dump: class folders (e.g. PetImages), or one folder of CLASS.N.jpg files; with
+    /// --labels, the folder of the images the table names.
     pub src: PathBuf,
-    /// Output folder: OUT/{train,val,test}/<class>/ and OUT/MANIFEST.tsv.
+    /// Output folder: OUT/{train,val,test}/<class>/ and OUT/MANIFEST.tsv (with --labels:
+    /// OUT/<split>/<path>, OUT/labels.csv and OUT/{train,val,test}.csv).
     #[arg(long)]
     pub out: PathBuf,
     /// Training images per class.
-    #[arg(long)]
-    pub train: usize,
+    #[arg(long, required_unless_present = "labels", conflicts_with = "labels")]
+    pub train: Option<usize>,
     /// Test images per class.
-    #[arg(long)]
-    pub test: usize,
+    #[arg(long, required_unless_present = "labels", conflicts_with = "labels")]
+    pub test: Option<usize>,
     /// Validation images per class (train-head takes its validation rows from train when 0).
-    #[arg(long, default_value_t = 0)]
-    pub val: usize,
+    #[arg(long, conflicts_with = "labels")]
+    pub val: Option<usize>,
+    /// Labels from a table (CSV, TSV or JSON Lines, as extract --labels): every readable image it
+    /// names is placed, stratified by class; multi-label tables by iterative stratification.
+    #[arg(long, conflicts_with = "label_from")]
+    pub labels: Option<PathBuf>,
+    /// The table's column of the image ids [default: the first column].
+    #[arg(long, requires = "labels")]
+    pub path_col: Option<String>,
+    /// The table's column of the labels [default: the second column].
+    #[arg(long, requires = "labels")]
+    pub label_col: Option<String>,
+    /// Multi-label: split each label cell into tags at this character.
+    #[arg(long, requires = "labels")]
+    pub label_delim: Option<char>,
+    /// With --labels: the fraction of each class's images in val.
+    #[arg(long, default_value_t = 0.1, requires = "labels")]
+    pub val_fraction: f64,
+    /// With --labels: the fraction of each class's images in test.
+    #[arg(long, default_value_t = 0.2, requires = "labels")]
+    pub test_fraction: f64,
     /// Sampling seed: the same seed gives the same split.
     #[arg(long, default_value_t = 42)]
     pub seed: u64,
     /// How files are placed in the output.
     #[arg(long, value_enum, default_value = "link")]
     pub mode: ModeArg,
-    /// Where a file's class comes from.
-    #[arg(long, value_enum, default_value = "folder")]
-    pub label_from: LabelArg,
+    /// Where a file's class comes from [default: folder].
+    #[arg(long, value_enum)]
+    pub label_from: Option<LabelArg>,
     /// Replace an earlier split at --out.
     #[arg(long)]
     pub force: bool,
@@ -61,9 +83,9 @@ pub fn run(a: &Args) -> Result<()> {
     let cfg = SplitConfig {
         src: a.src.clone(),
         out: a.out.clone(),
-        train: a.train,
-        val: a.val,
-        test: a.test,
+        train: a.train.unwrap_or(0),
+        val: a.val.unwrap_or(0),
+        test: a.test.unwrap_or(0),
         seed: a.seed,
         mode: match a.mode {
             ModeArg::Link => PlaceMode::Link,
@@ -71,10 +93,18 @@ pub fn run(a: &Args) -> Result<()> {
             ModeArg::Copy => PlaceMode::Copy,
         },
         label_from: match a.label_from {
-            LabelArg::Folder => LabelFrom::Folder,
-            LabelArg::Prefix => LabelFrom::Prefix,
+            None | Some(LabelArg::Folder) => LabelFrom::Folder,
+            Some(LabelArg::Prefix) => LabelFrom::Prefix,
         },
         force: a.force,
+        labels: a.labels.as_ref().map(|file| {
+            let mut t = LabelTable::new(file);
+            t.path_col = a.path_col.clone();
+            t.label_col = a.label_col.clone();
+            t.label_delim = a.label_delim;
+            t
+        }),
+        fractions: (a.val_fraction, a.test_fraction),
     };
     let s = split(&cfg, &a.display.term())?;
     for (class, (found, counts)) in &s.classes {
@@ -84,12 +114,22 @@ pub fn run(a: &Args) -> Result<()> {
             .filter(|(_, n)| **n > 0)
             .map(|(split, n)| format!("{n} {split}"))
             .collect();
-        println!("{class}: {} (of {found} files)", per.join(", "));
+        let of = if a.labels.is_some() {
+            "images"
+        } else {
+            "files"
+        };
+        println!("{class}: {} (of {found} {of})", per.join(", "));
     }
     if !s.broken.is_empty() {
         println!(
-            "{} broken file(s) skipped and replaced (listed in {})",
+            "{} broken file(s) skipped{} (listed in {})",
             s.broken.len(),
+            if a.labels.is_some() {
+                ""
+            } else {
+                " and replaced"
+            },
             a.out.join("SKIPPED.tsv").display()
         );
     }
@@ -100,5 +140,11 @@ pub fn run(a: &Args) -> Result<()> {
         "wrote {} (MANIFEST.tsv lists every file with its sha256)",
         a.out.display()
     );
+    if a.labels.is_some() {
+        println!(
+            "labels: {} (path, label, split), and train.csv, val.csv, test.csv",
+            a.out.join("labels.csv").display()
+        );
+    }
     Ok(())
 }
