@@ -20,7 +20,7 @@ use crate::util::hash::sha256_file;
 use crate::util::paths::resolve;
 use crate::util::rng::Rng;
 
-mod table;
+pub mod table;
 
 /// How chosen files are placed in the output.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
