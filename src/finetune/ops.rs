@@ -309,44 +309,58 @@ impl DwDims {
     }
 }
 
-fn dw_forward<T: Num>(x: &[T], k: &[T], d: DwDims) -> Vec<T> {
-    let (hw, ohw, kk) = (d.h * d.w, d.oh * d.ow, d.kh * d.kw);
-    let mut out = vec![T::default(); d.n * d.c * ohw];
-    out.par_chunks_mut(ohw).enumerate().for_each(|(plane, o)| {
-        let ch = plane % d.c;
-        let img = &x[plane * hw..(plane + 1) * hw];
-        let f = &k[ch * kk..(ch + 1) * kk];
-        d.taps(|at, i, t| o[at] = o[at] + img[i] * f[t]);
-    });
+impl DwDims {
+    /// Image plane `plane` (batch x channel) of an input-shaped `x`.
+    fn input<'a, T>(&self, x: &'a [T], plane: usize) -> &'a [T] {
+        &x[plane * self.h * self.w..(plane + 1) * self.h * self.w]
+    }
+
+    /// Plane `plane` of an output-shaped `g`.
+    fn output<'a, T>(&self, g: &'a [T], plane: usize) -> &'a [T] {
+        &g[plane * self.oh * self.ow..(plane + 1) * self.oh * self.ow]
+    }
+
+    /// The filter of plane `plane`'s channel.
+    fn filter<'a, T>(&self, k: &'a [T], plane: usize) -> &'a [T] {
+        let (ch, kk) = (plane % self.c, self.kh * self.kw);
+        &k[ch * kk..(ch + 1) * kk]
+    }
+}
+
+/// A new tensor of `chunks` chunks of `len` values, each filled by `fill(chunk index, chunk)` on
+/// the thread pool.
+fn filled<T: Num>(chunks: usize, len: usize, fill: impl Fn(usize, &mut [T]) + Sync) -> Vec<T> {
+    let mut out = vec![T::default(); chunks * len];
+    out.par_chunks_mut(len.max(1))
+        .enumerate()
+        .for_each(|(i, o)| fill(i, o));
     out
+}
+
+fn dw_forward<T: Num>(x: &[T], k: &[T], d: DwDims) -> Vec<T> {
+    filled(d.n * d.c, d.oh * d.ow, |plane, o| {
+        let (img, f) = (d.input(x, plane), d.filter(k, plane));
+        d.taps(|at, i, t| o[at] = o[at] + img[i] * f[t]);
+    })
 }
 
 /// Gradient of the input: each output gradient spreads over its window.
 fn dw_grad_input<T: Num>(g: &[T], k: &[T], d: DwDims) -> Vec<T> {
-    let (hw, ohw, kk) = (d.h * d.w, d.oh * d.ow, d.kh * d.kw);
-    let mut out = vec![T::default(); d.n * d.c * hw];
-    out.par_chunks_mut(hw).enumerate().for_each(|(plane, gx)| {
-        let ch = plane % d.c;
-        let go = &g[plane * ohw..(plane + 1) * ohw];
-        let f = &k[ch * kk..(ch + 1) * kk];
+    filled(d.n * d.c, d.h * d.w, |plane, gx| {
+        let (go, f) = (d.output(g, plane), d.filter(k, plane));
         d.taps(|at, i, t| gx[i] = gx[i] + go[at] * f[t]);
-    });
-    out
+    })
 }
 
 /// Gradient of the kernel: per channel, the sum over the batch of output gradient x input window.
 fn dw_grad_kernel<T: Num>(x: &[T], g: &[T], d: DwDims) -> Vec<T> {
-    let (hw, ohw, kk) = (d.h * d.w, d.oh * d.ow, d.kh * d.kw);
-    let mut out = vec![T::default(); d.c * kk];
-    out.par_chunks_mut(kk).enumerate().for_each(|(ch, gk)| {
+    filled(d.c, d.kh * d.kw, |ch, gk| {
         for b in 0..d.n {
             let plane = b * d.c + ch;
-            let img = &x[plane * hw..(plane + 1) * hw];
-            let go = &g[plane * ohw..(plane + 1) * ohw];
+            let (img, go) = (d.input(x, plane), d.output(g, plane));
             d.taps(|at, i, t| gk[t] = gk[t] + go[at] * img[i]);
         }
-    });
-    out
+    })
 }
 
 /// Which computation a [`DwOp`] runs: all take two tensors and differ in what they return.
@@ -497,33 +511,44 @@ trait PoolNum: Num + PartialOrd + std::ops::Div<Output = Self> + From<u16> {}
 impl PoolNum for f32 {}
 impl PoolNum for f64 {}
 
+/// The window geometry of a pool over planes `d` = (n, c, h, w, oh, ow), as [`DwDims`] (the same
+/// walk over windows, without a filter).
+fn pool_dims(q: Pool2d, d: (usize, usize, usize, usize, usize, usize)) -> DwDims {
+    let (n, c, h, w, oh, ow) = d;
+    DwDims {
+        n,
+        c,
+        h,
+        w,
+        kh: q.p.kh,
+        kw: q.p.kw,
+        oh,
+        ow,
+        sh: q.p.sh,
+        sw: q.p.sw,
+    }
+}
+
 fn pool_forward<T: PoolNum>(
     x: &[T],
     q: Pool2d,
     d: (usize, usize, usize, usize, usize, usize),
 ) -> Vec<T> {
-    let (n, c, h, w, oh, ow) = d;
+    let d = pool_dims(q, d);
     let area = T::from((q.p.kh * q.p.kw) as u16);
-    let mut out = vec![T::default(); n * c * oh * ow];
-    out.par_chunks_mut(oh * ow).enumerate().for_each(|(k, o)| {
-        let plane = &x[k * h * w..(k + 1) * h * w];
-        for y in 0..oh {
-            for xo in 0..ow {
-                o[y * ow + xo] = if q.max {
-                    plane[argmax(plane, w, q.p, y, xo)]
-                } else {
-                    let mut s = T::default();
-                    for ky in 0..q.p.kh {
-                        for kx in 0..q.p.kw {
-                            s = s + plane[(y * q.p.sh + ky) * w + xo * q.p.sw + kx];
-                        }
-                    }
-                    s / area
-                };
+    filled(d.n * d.c, d.oh * d.ow, |k, o| {
+        let plane = d.input(x, k);
+        if q.max {
+            for (at, v) in o.iter_mut().enumerate() {
+                *v = plane[argmax(plane, d.w, q.p, at / d.ow, at % d.ow)];
+            }
+        } else {
+            d.taps(|at, i, _| o[at] = o[at] + plane[i]);
+            for v in o.iter_mut() {
+                *v = *v / area;
             }
         }
-    });
-    out
+    })
 }
 
 fn pool_backward<T: PoolNum>(
@@ -532,30 +557,19 @@ fn pool_backward<T: PoolNum>(
     q: Pool2d,
     d: (usize, usize, usize, usize, usize, usize),
 ) -> Vec<T> {
-    let (n, c, h, w, oh, ow) = d;
+    let d = pool_dims(q, d);
     let area = T::from((q.p.kh * q.p.kw) as u16);
-    let mut out = vec![T::default(); n * c * h * w];
-    out.par_chunks_mut(h * w).enumerate().for_each(|(k, gx)| {
-        let plane = &x[k * h * w..(k + 1) * h * w];
-        let go = &g[k * oh * ow..(k + 1) * oh * ow];
-        for y in 0..oh {
-            for xo in 0..ow {
-                let v = go[y * ow + xo];
-                if q.max {
-                    let at = argmax(plane, w, q.p, y, xo);
-                    gx[at] = gx[at] + v;
-                } else {
-                    for ky in 0..q.p.kh {
-                        for kx in 0..q.p.kw {
-                            let at = (y * q.p.sh + ky) * w + xo * q.p.sw + kx;
-                            gx[at] = gx[at] + v / area;
-                        }
-                    }
-                }
+    filled(d.n * d.c, d.h * d.w, |k, gx| {
+        let (plane, go) = (d.input(x, k), d.output(g, k));
+        if q.max {
+            for (at, &v) in go.iter().enumerate() {
+                let i = argmax(plane, d.w, q.p, at / d.ow, at % d.ow);
+                gx[i] = gx[i] + v;
             }
+        } else {
+            d.taps(|at, i, _| gx[i] = gx[i] + go[at] / area);
         }
-    });
-    out
+    })
 }
 
 impl CustomOp1 for Pool2d {

@@ -405,9 +405,6 @@ pub fn train_head(cfg: &TrainHeadConfig, rep: &dyn Reporter) -> Result<TrainHead
         HeadChoice::Logistic { c, max_iter } => {
             train_logistic((*c, *max_iter), classes, &rows, rep)?
         }
-        HeadChoice::Auto { threads } if meta.multi_label => {
-            train_auto_tags(*threads, cfg.seed, classes, &rows, rep)?
-        }
         HeadChoice::Auto { threads } => train_auto(*threads, cfg.seed, classes, &rows, rep)?,
     };
     let thresholds = meta
@@ -590,7 +587,8 @@ fn train_mlp(tc: &TrainConfig, classes: usize, rows: &Rows, rep: &dyn Reporter) 
     })
 }
 
-/// The `auto` recipe on the pooled rows.
+/// The `auto` recipe on the pooled rows ([`recipe::auto`]; [`recipe::auto_tags`] for a
+/// multi-label cache).
 fn train_auto(
     threads: usize,
     seed: u64,
@@ -598,58 +596,47 @@ fn train_auto(
     rows: &Rows,
     rep: &dyn Reporter,
 ) -> Result<Trained> {
-    let (vx, vy) = rows.val_xy();
-    let data = AutoData {
-        x: &rows.x,
-        y: &rows.y,
-        train: &rows.train_idx,
-        val: (!rows.val_idx.is_empty()).then_some((vx, vy, rows.val_idx.as_slice())),
-        extra: &rows.extra,
-        classes,
-        seed,
-        threads,
+    let (network, history, settings, spec, val_probs) = match &rows.tags {
+        Some(tags) => {
+            let val = match &rows.val {
+                Some((vx, _, Some(vt))) => Some((vx, vt, rows.val_idx.as_slice())),
+                _ => (!rows.val_idx.is_empty()).then_some((&rows.x, tags, rows.val_idx.as_slice())),
+            };
+            let data = recipe::TagData {
+                x: &rows.x,
+                tags,
+                train: &rows.train_idx,
+                val,
+                classes,
+                seed,
+                threads,
+            };
+            let (n, h, json, spec, vp) = recipe::auto_tags(&data, rep)?;
+            (n, h, json, spec, Some(vp))
+        }
+        None => {
+            let (vx, vy) = rows.val_xy();
+            let data = AutoData {
+                x: &rows.x,
+                y: &rows.y,
+                train: &rows.train_idx,
+                val: (!rows.val_idx.is_empty()).then_some((vx, vy, rows.val_idx.as_slice())),
+                extra: &rows.extra,
+                classes,
+                seed,
+                threads,
+            };
+            let (n, h, report, spec) = recipe::auto(&data, rep)?;
+            (n, h, report.json(), spec, None)
+        }
     };
-    let (network, history, report, spec) = recipe::auto(&data, rep)?;
-    Ok(Trained {
-        kind: HeadKind::Mlp,
-        network,
-        history,
-        spec: spec_string(&spec),
-        settings: report.json(),
-        val_probs: None,
-    })
-}
-
-/// The multi-label `auto` recipe on the pooled rows ([`recipe::auto_tags`]).
-fn train_auto_tags(
-    threads: usize,
-    seed: u64,
-    classes: usize,
-    rows: &Rows,
-    rep: &dyn Reporter,
-) -> Result<Trained> {
-    let tags = rows.tags.as_ref().expect("a multi-label cache has targets");
-    let val = match &rows.val {
-        Some((vx, _, Some(vt))) => Some((vx, vt, rows.val_idx.as_slice())),
-        _ => (!rows.val_idx.is_empty()).then_some((&rows.x, tags, rows.val_idx.as_slice())),
-    };
-    let data = recipe::TagData {
-        x: &rows.x,
-        tags,
-        train: &rows.train_idx,
-        val,
-        classes,
-        seed,
-        threads,
-    };
-    let (network, history, settings, spec, val_probs) = recipe::auto_tags(&data, rep)?;
     Ok(Trained {
         kind: HeadKind::Mlp,
         network,
         history,
         spec: spec_string(&spec),
         settings,
-        val_probs: Some(val_probs),
+        val_probs,
     })
 }
 

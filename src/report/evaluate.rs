@@ -57,6 +57,10 @@ pub struct Evaluation {
     /// Binary heads: P(second class) per image and whether it is of that class (for the ROC plot).
     #[serde(skip)]
     pub scores: Vec<(f64, bool)>,
+    /// Multi-label heads, per class: its name and AP, and each image's probability and truth (for
+    /// the precision-recall plot).
+    #[serde(skip)]
+    pub class_scores: Vec<(String, Vec<(f64, bool)>)>,
 }
 
 impl Evaluation {
@@ -143,9 +147,15 @@ fn evaluate_cache(
         }
         probs = (probs + head.probabilities(f.features, n)?) * 0.5;
     }
+    let mut class_scores = Vec::new();
     let (metrics, multi_label) = match &head.thresholds {
         Some(th) => {
             let truth = truth_matrix(&d.tags, head.classes.len());
+            for (j, c) in head.classes.iter().enumerate() {
+                let (p, t) = (probs.column(j), truth.column(j));
+                let pairs = p.iter().zip(t.iter()).map(|(&p, &t)| (p as f64, t > 0.5));
+                class_scores.push((c.clone(), pairs.collect()));
+            }
             let (m, t) = compute_tags(
                 probs.view(),
                 truth.view(),
@@ -171,8 +181,17 @@ fn evaluate_cache(
     } else {
         Vec::new()
     };
+    if let Some(t) = &multi_label {
+        for ((name, _), ap) in class_scores.iter_mut().zip(&t.per_class_ap) {
+            *name = match ap {
+                Some(a) => format!("{name} (AP {a:.3})"),
+                None => format!("{name} (no positive)"),
+            };
+        }
+    }
     Ok(Evaluation {
         scores,
+        class_scores,
         head: cfg.head.display().to_string(),
         features: path.display().to_string(),
         split,

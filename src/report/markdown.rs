@@ -123,6 +123,11 @@ pub fn evaluation(head: &Path, e: &Evaluation, report: Option<&Path>) -> Result<
         plot::roc(&s, &p, auc, class, &roc)?;
         pictures.push(roc);
     }
+    if !e.class_scores.is_empty() {
+        let pr = place("pr.png");
+        plot::pr_curves(&e.class_scores, &pr)?;
+        pictures.push(pr);
+    }
     if !e.metrics.top_losses.is_empty() {
         let top = place("top_losses.png");
         plot::top_losses(&e.metrics, Path::new(&e.data_root), &top)?;

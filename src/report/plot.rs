@@ -339,9 +339,75 @@ pub fn roc(scores: &[f64], positive: &[bool], auc: f64, class: &str, path: &Path
     })
 }
 
+/// Precision-recall points of `scores` against `positive`: (recall, precision) at each distinct
+/// score, highest first, from (0, 1).
+pub fn pr_points(scores: &[f64], positive: &[bool]) -> Vec<(f64, f64)> {
+    let p = positive.iter().filter(|&&b| b).count().max(1) as f64;
+    let mut order: Vec<usize> = (0..scores.len()).collect();
+    order.sort_by(|&a, &b| scores[b].total_cmp(&scores[a]));
+    let (mut tp, mut seen) = (0f64, 0f64);
+    let mut pts = vec![(0.0, 1.0)];
+    for (i, &j) in order.iter().enumerate() {
+        tp += f64::from(u8::from(positive[j]));
+        seen += 1.0;
+        if order.get(i + 1).is_none_or(|&nx| scores[nx] != scores[j]) {
+            pts.push((tp / p, tp / seen));
+        }
+    }
+    pts
+}
+
+/// One precision-recall curve per class of a multi-label head (`curves`: class name with its
+/// average precision, and each image's probability and truth), in one chart.
+pub fn pr_curves(curves: &[(String, Vec<(f64, bool)>)], path: &Path) -> Result<()> {
+    png(path, (620, 520), |root| {
+        let mut chart = ChartBuilder::on(root)
+            .caption("precision-recall per class", ("sans-serif", 20))
+            .margin(14)
+            .x_label_area_size(40)
+            .y_label_area_size(50)
+            .build_cartesian_2d(0f64..1.0001f64, 0f64..1.0001f64)
+            .map_err(e)?;
+        chart
+            .configure_mesh()
+            .x_desc("recall")
+            .y_desc("precision")
+            .draw()
+            .map_err(e)?;
+        for (k, (name, pairs)) in curves.iter().enumerate() {
+            let colour = Palette99::pick(k).to_rgba();
+            let (s, p): (Vec<f64>, Vec<bool>) = pairs.iter().copied().unzip();
+            chart
+                .draw_series(LineSeries::new(pr_points(&s, &p), colour.stroke_width(2)))
+                .map_err(e)?
+                .label(name.clone())
+                .legend(move |(x, y)| {
+                    PathElement::new(vec![(x, y), (x + 18, y)], colour.stroke_width(2))
+                });
+        }
+        chart
+            .configure_series_labels()
+            .background_style(WHITE.mix(0.85))
+            .border_style(BLACK)
+            .position(SeriesLabelPosition::LowerLeft)
+            .draw()
+            .map_err(e)?;
+        Ok(())
+    })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn pr_points_of_a_ranking_with_a_tie() {
+        let pts = pr_points(&[0.9, 0.5, 0.5, 0.1], &[true, true, false, false]);
+        assert_eq!(
+            pts,
+            vec![(0.0, 1.0), (0.5, 1.0), (1.0, 2.0 / 3.0), (1.0, 0.5)]
+        );
+    }
 
     #[test]
     fn roc_points_of_a_perfect_and_a_tied_ranking() {

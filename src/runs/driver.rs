@@ -29,14 +29,11 @@ pub trait ShardJob {
     fn marker_path(&self, run: &Path, k: usize) -> PathBuf;
     /// Runs shard `k` of `run` over `ds`, the shard's images; returns the summary and the marker to
     /// create.
-    fn run(
-        &self,
-        run: &Path,
-        k: usize,
-        ds: Dataset,
-        rep: &dyn Reporter,
-    ) -> Result<(Self::Summary, Self::Marker)>;
+    fn run(&self, run: &Path, k: usize, ds: Dataset, rep: &dyn Reporter) -> Ran<Self>;
 }
+
+/// What [`ShardJob::run`] returns: the shard's summary and the marker to create.
+pub type Ran<J> = Result<(<J as ShardJob>::Summary, <J as ShardJob>::Marker)>;
 
 /// A completion marker: JSON that names the shard's output (relative to the run folder).
 pub trait ShardMarker: Serialize + DeserializeOwned + Clone {

@@ -4,7 +4,7 @@
 
 use std::path::{Path, PathBuf};
 
-use super::driver::{run_shard, ShardJob, ShardOutcome};
+use super::driver::{run_shard, Ran, ShardJob, ShardOutcome};
 use super::markers::{Marker, ScoreMarker};
 use super::plan::{marker_path, output_path, score_marker_path, score_output_path};
 use super::remote::key_of;
@@ -39,13 +39,7 @@ impl ShardJob for ExtractShard<'_> {
         marker_path(run, k)
     }
 
-    fn run(
-        &self,
-        run: &Path,
-        k: usize,
-        ds: Dataset,
-        rep: &dyn Reporter,
-    ) -> Result<(ExtractSummary, Marker)> {
+    fn run(&self, run: &Path, k: usize, ds: Dataset, rep: &dyn Reporter) -> Ran<Self> {
         if self.0.labels.is_some() {
             return Err(Error::invalid(
                 "labels",
@@ -92,13 +86,7 @@ impl ShardJob for ScoreShard<'_> {
     }
 
     /// Scores into `RUN/scores/shard-KKKKK.csv`, continuing an interrupted attempt.
-    fn run(
-        &self,
-        run: &Path,
-        k: usize,
-        ds: Dataset,
-        rep: &dyn Reporter,
-    ) -> Result<(ScoreSummary, ScoreMarker)> {
+    fn run(&self, run: &Path, k: usize, ds: Dataset, rep: &dyn Reporter) -> Ran<Self> {
         let out = score_output_path(run, k);
         parent_dir(&out)?;
         let mut cfg = self.0.clone();

@@ -253,6 +253,27 @@ fn a_multi_label_table_trains_evaluates_scores_and_exports_label_sets() {
     let e = super::train_evaluate::evaluate_json(&head, &cache, &[]);
     let m = &e["multi_label"];
     assert!(m["macro_ap"].as_f64().unwrap() > 0.9, "{e}");
+    ok(&[
+        "evaluate",
+        "--head",
+        s(&head),
+        "--features",
+        s(&cache),
+        "--plot",
+    ]);
+    let pictures: Vec<String> = std::fs::read_dir(d.path())
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .filter(|n| n.ends_with(".png"))
+        .collect();
+    assert!(
+        pictures.iter().any(|n| n.ends_with("test.pr.png")),
+        "{pictures:?}"
+    );
+    assert!(
+        !pictures.iter().any(|n| n.contains("confusion")),
+        "{pictures:?}"
+    );
     let test: Vec<&(String, Vec<usize>)> = rows.iter().step_by(3).collect();
     for (j, c) in e["metrics"]["per_class"]
         .as_array()

@@ -300,6 +300,38 @@ impl PreprocessArgs {
     }
 }
 
+/// Labels from a table (`extract` and `split`): the file, its columns and the tag delimiter.
+#[derive(Args, Debug, Clone)]
+pub struct TableArgs {
+    /// Labels from a table instead of class folders: a CSV, TSV or JSON Lines file naming each
+    /// image below the image folder (with or without its extension) and its class.
+    #[arg(long)]
+    pub labels: Option<PathBuf>,
+    /// The table's column (header name; JSON key) of the image ids [default: the first column].
+    #[arg(long, requires = "labels")]
+    pub path_col: Option<String>,
+    /// The table's column of the labels [default: the second column].
+    #[arg(long, requires = "labels")]
+    pub label_col: Option<String>,
+    /// Multi-label: split each label cell into tags at this character (' ', ';', '|'); the
+    /// cache then holds a multi-hot target matrix. A JSON array of tags needs no delimiter.
+    #[arg(long, requires = "labels")]
+    pub label_delim: Option<char>,
+}
+
+impl TableArgs {
+    /// The table these flags name, if any.
+    pub fn table(&self) -> Option<headstart::data::labels::LabelTable> {
+        self.labels.as_ref().map(|file| {
+            let mut t = headstart::data::labels::LabelTable::new(file);
+            t.path_col = self.path_col.clone();
+            t.label_col = self.label_col.clone();
+            t.label_delim = self.label_delim;
+            t
+        })
+    }
+}
+
 /// `--progress` and `--quiet`, for the commands that show progress.
 #[derive(Args, Debug, Clone)]
 pub struct DisplayArgs {

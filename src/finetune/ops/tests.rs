@@ -76,43 +76,43 @@ pub(crate) fn check_gradient(
 #[test]
 fn gradients_match_finite_differences() {
     type F = fn(&Tensor, &Tensor) -> CResult<Tensor>;
-    let cases: [(&str, F, Vec<usize>, Vec<usize>); 6] = [
+    let cases: [(&str, F, [usize; 4], [usize; 4]); 6] = [
         (
             "conv 3x3 s1",
             |x, w| conv2d(x, w, 1, 1),
-            vec![2, 3, 5, 5],
-            vec![4, 3, 3, 3],
+            [2, 3, 5, 5],
+            [4, 3, 3, 3],
         ),
         (
             "conv 3x3 s2 odd",
             |x, w| conv2d(x, w, 2, 2),
-            vec![2, 2, 7, 6],
-            vec![3, 2, 3, 3],
+            [2, 2, 7, 6],
+            [3, 2, 3, 3],
         ),
         (
             "conv 1x1",
             |x, w| conv2d(x, w, 1, 1),
-            vec![2, 3, 4, 4],
-            vec![5, 3, 1, 1],
+            [2, 3, 4, 4],
+            [5, 3, 1, 1],
         ),
         (
             "depthwise 3x3 s2",
             |x, w| depthwise(x, w, 2, 2),
-            vec![2, 3, 7, 7],
-            vec![3, 1, 3, 3],
+            [2, 3, 7, 7],
+            [3, 1, 3, 3],
         ),
         // w only scales the pooled input, so both gradients go through the pool.
         (
             "max pool 3x3 s2",
             |x, w| pool2d(&x.broadcast_mul(w)?, true, (3, 3), (2, 2)),
-            vec![2, 3, 7, 7],
-            vec![1, 3, 1, 1],
+            [2, 3, 7, 7],
+            [1, 3, 1, 1],
         ),
         (
             "avg pool 2x2 s2 odd",
             |x, w| pool2d(&x.broadcast_mul(w)?, false, (2, 2), (2, 2)),
-            vec![2, 3, 7, 5],
-            vec![1, 3, 1, 1],
+            [2, 3, 7, 5],
+            [1, 3, 1, 1],
         ),
     ];
     for (name, f, xs, ws) in cases {

@@ -1,6 +1,5 @@
 //! `headstart extract`: run a frozen base over image folders and cache its features.
 
-use headstart::data::labels::LabelTable;
 use std::path::PathBuf;
 
 use clap::ValueEnum;
@@ -11,7 +10,7 @@ use headstart::infer::extract::{extract, ExtractConfig, Int8};
 use headstart::runs::{extract_shard, ShardOutcome};
 use std::path::Path;
 
-use crate::common::{model_path, AugmentArg, DisplayArgs, ModelRunArgs, ShardArgs};
+use crate::common::{model_path, AugmentArg, DisplayArgs, ModelRunArgs, ShardArgs, TableArgs};
 use crate::term::Term;
 
 #[derive(Copy, Clone, Debug, ValueEnum)]
@@ -87,23 +86,11 @@ pub struct Args {
     /// How many calibration images --precision int8 uses.
     #[arg(long, default_value_t = 256)]
     pub calibrate_images: usize,
-    /// Labels from a table instead of class folders: a CSV, TSV or JSON Lines file naming each
-    /// image below --data (with or without its extension) and its class.
-    #[arg(long, conflicts_with = "run")]
-    pub labels: Option<PathBuf>,
-    /// The table's column (header name; JSON key) of the image ids [default: the first column].
-    #[arg(long, requires = "labels")]
-    pub path_col: Option<String>,
-    /// The table's column of the labels [default: the second column].
-    #[arg(long, requires = "labels")]
-    pub label_col: Option<String>,
+    #[command(flatten)]
+    pub table: TableArgs,
     /// The table's column of split names (train, val, test) [default: every row is train].
     #[arg(long, requires = "labels")]
     pub split_col: Option<String>,
-    /// Multi-label: split each label cell into tags at this character (' ', ';', '|'); the
-    /// cache then holds a multi-hot target matrix. A JSON array of tags needs no delimiter.
-    #[arg(long, requires = "labels")]
-    pub label_delim: Option<char>,
     /// Test-time augmentation: also cache mirrored copies of the val and test images (splits
     /// val_flip, test_flip); evaluate averages the plain and mirrored predictions.
     #[arg(long, value_enum)]
@@ -123,13 +110,10 @@ impl Args {
         };
         cfg.strict = self.strict;
         cfg.force = self.force;
-        cfg.labels = self.labels.as_ref().map(|file| LabelTable {
-            file: file.clone(),
-            path_col: self.path_col.clone(),
-            label_col: self.label_col.clone(),
-            split_col: self.split_col.clone(),
-            strict: self.strict,
-            label_delim: self.label_delim,
+        cfg.labels = self.table.table().map(|mut t| {
+            t.split_col = self.split_col.clone();
+            t.strict = self.strict;
+            t
         });
         cfg.layer = self.layer.clone();
         match (&self.augment, self.copies) {

@@ -3,11 +3,10 @@
 use std::path::PathBuf;
 
 use clap::ValueEnum;
-use headstart::data::labels::LabelTable;
 use headstart::data::split::{split, LabelFrom, PlaceMode, SplitConfig, SPLITS};
 use headstart::error::Result;
 
-use crate::common::DisplayArgs;
+use crate::common::{DisplayArgs, TableArgs};
 
 #[derive(Copy, Clone, Debug, ValueEnum)]
 pub enum ModeArg {
@@ -44,19 +43,8 @@ pub struct Args {
     /// Validation images per class (train-head takes its validation rows from train when 0).
     #[arg(long, conflicts_with = "labels")]
     pub val: Option<usize>,
-    /// Labels from a table (CSV, TSV or JSON Lines, as extract --labels): every readable image it
-    /// names is placed, stratified by class; multi-label tables by iterative stratification.
-    #[arg(long, conflicts_with = "label_from")]
-    pub labels: Option<PathBuf>,
-    /// The table's column of the image ids [default: the first column].
-    #[arg(long, requires = "labels")]
-    pub path_col: Option<String>,
-    /// The table's column of the labels [default: the second column].
-    #[arg(long, requires = "labels")]
-    pub label_col: Option<String>,
-    /// Multi-label: split each label cell into tags at this character.
-    #[arg(long, requires = "labels")]
-    pub label_delim: Option<char>,
+    #[command(flatten)]
+    pub table: TableArgs,
     /// With --labels: the fraction of each class's images in val.
     #[arg(long, default_value_t = 0.1, requires = "labels")]
     pub val_fraction: f64,
@@ -70,7 +58,7 @@ pub struct Args {
     #[arg(long, value_enum, default_value = "link")]
     pub mode: ModeArg,
     /// Where a file's class comes from [default: folder].
-    #[arg(long, value_enum)]
+    #[arg(long, value_enum, conflicts_with = "labels")]
     pub label_from: Option<LabelArg>,
     /// Replace an earlier split at --out.
     #[arg(long)]
@@ -97,13 +85,7 @@ pub fn run(a: &Args) -> Result<()> {
             Some(LabelArg::Prefix) => LabelFrom::Prefix,
         },
         force: a.force,
-        labels: a.labels.as_ref().map(|file| {
-            let mut t = LabelTable::new(file);
-            t.path_col = a.path_col.clone();
-            t.label_col = a.label_col.clone();
-            t.label_delim = a.label_delim;
-            t
-        }),
+        labels: a.table.table(),
         fractions: (a.val_fraction, a.test_fraction),
     };
     let s = split(&cfg, &a.display.term())?;
@@ -114,7 +96,7 @@ pub fn run(a: &Args) -> Result<()> {
             .filter(|(_, n)| **n > 0)
             .map(|(split, n)| format!("{n} {split}"))
             .collect();
-        let of = if a.labels.is_some() {
+        let of = if a.table.labels.is_some() {
             "images"
         } else {
             "files"
@@ -125,7 +107,7 @@ pub fn run(a: &Args) -> Result<()> {
         println!(
             "{} broken file(s) skipped{} (listed in {})",
             s.broken.len(),
-            if a.labels.is_some() {
+            if a.table.labels.is_some() {
                 ""
             } else {
                 " and replaced"
@@ -140,7 +122,7 @@ pub fn run(a: &Args) -> Result<()> {
         "wrote {} (MANIFEST.tsv lists every file with its sha256)",
         a.out.display()
     );
-    if a.labels.is_some() {
+    if a.table.labels.is_some() {
         println!(
             "labels: {} (path, label, split), and train.csv, val.csv, test.csv",
             a.out.join("labels.csv").display()
