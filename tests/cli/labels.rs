@@ -496,3 +496,33 @@ fn split_from_a_multi_label_table_stratifies_tags_and_writes_tables_extract_read
     );
     assert!(!again.exists());
 }
+
+/// `audit` on a cache: a train photo copied byte for byte into test is found twice over (same
+/// sha256, same features) as leakage, the tables are written, and bad settings name their flag.
+#[test]
+fn audit_finds_a_copied_photo_as_leakage_and_writes_its_tables() {
+    let (d, data, model, out) = tiny_setup(6);
+    std::fs::copy(data.join("train/a/img0.png"), data.join("test/b/copy.png")).unwrap();
+    extract(&model, &data, &out, &["--preprocess", "tf"]);
+    let dir = d.path().join("audit");
+    let o = ok(&["audit", s(&out), "--out", s(&dir), "--json", "-q"]);
+    let j = super::train_evaluate::json(&o);
+    assert_eq!(j["photos"], 25, "{j}");
+    assert!(
+        j["exact_duplicates"].as_u64().unwrap() >= 1 && j["leakage"].as_u64().unwrap() >= 1,
+        "{j}"
+    );
+    let tsv = std::fs::read_to_string(dir.join("audit.tsv")).unwrap();
+    assert!(
+        tsv.lines()
+            .any(|l| l.starts_with("test/b/copy.png\ttest\tleakage\t1.0")
+                && l.ends_with("\ttrain/a/img0.png")),
+        "{tsv}"
+    );
+    let oof = std::fs::read_to_string(dir.join("out_of_fold.csv")).unwrap();
+    assert!(
+        oof.starts_with("split,file,label,p_a,p_b\n") && oof.lines().count() == 26,
+        "{oof}"
+    );
+    fails(&["audit", s(&out), "--near", "1.5"], &["--near", "[0, 1]"]);
+}

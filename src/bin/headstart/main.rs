@@ -41,6 +41,8 @@ enum Command {
     TrainHead(cmd::train_head::Args),
     /// Metrics of a head on a cached split, or on image folders (extracted on the fly).
     Evaluate(cmd::evaluate::Args),
+    /// Likely label errors, duplicates, train/test leakage and outliers of a feature cache.
+    Audit(cmd::audit::Args),
     /// Classify image files and folders with base + head (or an exported model), one row per image.
     Score(cmd::score::Args),
     /// Write one ONNX model: the base with the head appended (and optionally the preprocessing).
@@ -85,6 +87,7 @@ fn run(cli: Cli) -> headstart::Result<()> {
     match cli.command {
         Command::Extract(a) => cmd::extract::run(&a),
         Command::Summary(a) => cmd::summary::run(&a),
+        Command::Audit(a) => cmd::audit::run(&a),
         Command::MakeModel(a) => cmd::make_model::run(&a),
         Command::MakeFeatures(a) => cmd::make_features::run(&a),
         Command::BenchInfer(a) => cmd::bench_infer::run(&a),

@@ -1,5 +1,6 @@
 //! One file per command: its clap arguments, their validation into the library's config, and `run`.
 
+pub mod audit;
 pub mod bench_decode;
 pub mod bench_infer;
 pub mod classify;

@@ -1,0 +1,52 @@
+//! `headstart audit`: likely label errors, duplicates, train/test leakage and outliers of a cache.
+
+use std::path::PathBuf;
+
+use headstart::error::Result;
+use headstart::report::audit::{audit, AuditConfig};
+
+use crate::common::{DisplayArgs, PoolArg};
+
+#[derive(clap::Args, Debug)]
+pub struct Args {
+    /// The feature cache (`extract`'s output).
+    pub features: PathBuf,
+    /// Folder of audit.tsv [default: <cache name>.audit beside the cache].
+    #[arg(long)]
+    pub out: Option<PathBuf>,
+    /// Folds of the out-of-fold probabilities [default: 5, fewer for a class with fewer photos].
+    #[arg(long)]
+    pub folds: Option<usize>,
+    /// Cosine similarity of the features from which two photos are near duplicates.
+    #[arg(long, default_value_t = 0.95)]
+    pub near: f32,
+    /// Pooling of spatial features to one vector per photo.
+    #[arg(long, value_enum, default_value = "avg")]
+    pub pool: PoolArg,
+    /// Seed of the folds.
+    #[arg(long, default_value_t = 42)]
+    pub seed: u64,
+    /// Print the summary as JSON.
+    #[arg(long)]
+    pub json: bool,
+    #[command(flatten)]
+    pub display: DisplayArgs,
+}
+
+pub fn run(a: &Args) -> Result<()> {
+    let mut cfg = AuditConfig::new(&a.features);
+    if let Some(o) = &a.out {
+        cfg.out = o.clone();
+    }
+    cfg.folds = a.folds;
+    cfg.near = a.near;
+    cfg.pool = a.pool.into();
+    cfg.seed = a.seed;
+    let s = audit(&cfg, &a.display.term())?;
+    if a.json {
+        println!("{}", headstart::report::to_json(&s, true)?);
+    } else {
+        print!("{}", s.report());
+    }
+    Ok(())
+}

@@ -1,0 +1,439 @@
+//! `headstart audit`: what is wrong with a labelled photo collection, found from its cached
+//! features. Nothing is moved or deleted; the findings go to `audit.tsv` and a summary.
+//!
+//! - **Likely label errors**: out-of-fold probabilities (stratified k-fold, seeded; each fold's rows
+//!   are scored by a head that never saw them: scikit-learn's `LogisticRegression()` objective,
+//!   C = 1, through linfa, on the pooled features), then confident learning ([`confident`], as
+//!   cleanlab's `find_label_issues`), each flagged photo with the class suggested for it.
+//! - **Exact and near duplicates**: the sha256 of the image files (when the photos are where the
+//!   cache says), and pairs whose features have a cosine similarity of at least `near` ([`near`]).
+//!   A pair across train, val and test is **leakage**: the test photo was seen in training.
+//! - The out-of-fold probabilities go to `out_of_fold.csv` (split, file, label, `p_<class>`).
+//! - **Outliers**: photos whose mean cosine distance to their 5 nearest photos is far out (its
+//!   logarithm over the third quartile by three inter-quartile ranges).
+
+pub mod confident;
+pub mod near;
+
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+use std::time::Instant;
+
+use ndarray::{concatenate, Array2, Axis};
+use serde::Serialize;
+
+use crate::cache::FeatureCache;
+use crate::error::{Error, Result};
+use crate::events::{Event, Reporter};
+use crate::head::file::probabilities_from_logits;
+use crate::head::logistic::fit_logistic;
+use crate::head::net::Pool;
+use crate::util::output::{Output, Replace};
+use crate::util::rng::Rng;
+
+/// The header of `audit.tsv`.
+pub const HEADER: &str = "file\tsplit\tissue\tscore\tgiven\tsuggested\tpair";
+
+#[derive(Debug, Clone)]
+pub struct AuditConfig {
+    pub features: PathBuf,
+    /// Where `audit.tsv` goes (default: `<cache name>.audit/` beside the cache).
+    pub out: PathBuf,
+    /// Folds of the out-of-fold probabilities; `None`: 5, fewer when a class has fewer rows.
+    pub folds: Option<usize>,
+    /// Cosine similarity from which two photos are near duplicates.
+    pub near: f32,
+    /// How spatial features are pooled to one vector per photo.
+    pub pool: Pool,
+    pub seed: u64,
+}
+
+impl AuditConfig {
+    pub fn new(features: impl Into<PathBuf>) -> Self {
+        let features = features.into();
+        let stem = features
+            .file_stem()
+            .map(|s| s.to_string_lossy().into_owned())
+            .unwrap_or_default();
+        let stem = stem.strip_suffix(".features").unwrap_or(&stem).to_string();
+        AuditConfig {
+            out: features.with_file_name(format!("{stem}.audit")),
+            features,
+            folds: None,
+            near: 0.95,
+            pool: Pool::Avg,
+            seed: 42,
+        }
+    }
+
+    fn validate(&self) -> Result<()> {
+        if !(0.0..=1.0).contains(&self.near) {
+            return Err(Error::invalid(
+                "near",
+                format!("a cosine similarity in [0, 1], got {}", self.near),
+            ));
+        }
+        if let Some(k) = self.folds {
+            crate::util::limits::check("folds", k, 2, 50)?;
+        }
+        Ok(())
+    }
+}
+
+/// One finding, a row of `audit.tsv`.
+#[derive(Debug, Clone, Serialize, PartialEq)]
+pub struct Finding {
+    pub file: String,
+    pub split: String,
+    /// `label`, `duplicate`, `leakage` or `outlier`.
+    pub issue: &'static str,
+    /// label: self-confidence (low is suspicious); duplicate, leakage: cosine similarity (1 for
+    /// identical bytes); outlier: the mean distance to the nearest photos.
+    pub score: f64,
+    pub given: String,
+    pub suggested: String,
+    /// The other photo of a duplicate pair (its path, as `file`).
+    pub pair: String,
+}
+
+/// What the audit found, in numbers.
+#[derive(Debug, Clone, Serialize)]
+pub struct AuditSummary {
+    pub features: String,
+    pub audit_tsv: String,
+    pub photos: usize,
+    pub folds: usize,
+    /// Accuracy of the out-of-fold predictions against the given labels.
+    pub out_of_fold_accuracy: f64,
+    pub label_issues: usize,
+    pub exact_duplicates: usize,
+    pub near_duplicates: usize,
+    /// Duplicate pairs (exact or near) whose photos are in different splits.
+    pub leakage: usize,
+    pub outliers: usize,
+    pub seconds: f64,
+    /// Every finding, as in audit.tsv.
+    #[serde(skip)]
+    pub findings: Vec<Finding>,
+}
+
+/// The photos of the cache's own splits (train, val, test; not augmented copies), pooled.
+struct Photos {
+    x: Array2<f32>,
+    labels: Vec<u32>,
+    /// (split, path) of each row.
+    names: Vec<(String, String)>,
+}
+
+fn photos(cache: &FeatureCache, pool: Pool) -> Result<Photos> {
+    let meta = &cache.meta;
+    let (mut parts, mut labels, mut names) = (Vec::new(), Vec::new(), Vec::new());
+    for split in ["train", "val", "test"] {
+        if !meta.splits.iter().any(|s| s == split) {
+            continue;
+        }
+        let d = cache.read_split(split)?;
+        let n = d.len();
+        parts.push(pool.apply(d.features, n, &meta.feature_shape, &meta.layout)?);
+        labels.extend(d.labels);
+        names.extend(d.paths.into_iter().map(|p| (split.to_string(), p)));
+    }
+    if labels.len() < 2 {
+        return Err(Error::cache(
+            &cache.path,
+            format!(
+                "{} photos in train, val and test; an audit needs at least 2",
+                labels.len()
+            ),
+        ));
+    }
+    let views: Vec<_> = parts.iter().map(|p| p.view()).collect();
+    let x = concatenate(Axis(0), &views).map_err(|e| Error::cache(&cache.path, e))?;
+    Ok(Photos { x, labels, names })
+}
+
+/// Stratified fold of each row: each class shuffled (seeded) and dealt round-robin.
+pub fn folds_of(labels: &[u32], classes: usize, k: usize, seed: u64) -> Vec<usize> {
+    let mut fold = vec![0; labels.len()];
+    let mut rng = Rng(seed ^ 0xa0d1);
+    let mut next = 0;
+    for c in 0..classes {
+        let mut idx: Vec<usize> = (0..labels.len())
+            .filter(|&i| labels[i] as usize == c)
+            .collect();
+        rng.shuffle(&mut idx);
+        for i in idx {
+            fold[i] = next % k;
+            next += 1;
+        }
+    }
+    fold
+}
+
+/// Out-of-fold class probabilities: row i's come from a head fitted on the other folds only.
+pub fn out_of_fold(
+    x: &Array2<f32>,
+    labels: &[u32],
+    classes: usize,
+    fold: &[usize],
+    k: usize,
+    rep: &dyn Reporter,
+) -> Result<Array2<f32>> {
+    let mut probs = Array2::<f32>::zeros((x.nrows(), classes));
+    rep.report(Event::Start {
+        task: "folds",
+        total: k as u64,
+        done: 0,
+    });
+    for f in 0..k {
+        let (held, train): (Vec<usize>, Vec<usize>) = (0..x.nrows()).partition(|&i| fold[i] == f);
+        if held.is_empty() {
+            continue;
+        }
+        let net = fit_logistic(x, labels, &train, classes, 1.0, 100)?;
+        let p = probabilities_from_logits(&net.logits(&x.select(Axis(0), &held)));
+        for (r, &i) in held.iter().enumerate() {
+            probs.row_mut(i).assign(&p.row(r));
+        }
+        rep.report(Event::Advance(1));
+    }
+    rep.report(Event::Finish);
+    Ok(probs)
+}
+
+/// The sha256 of each photo's file, when every file is below the cache's data root; `None` (said
+/// as a notice) when they are not there.
+fn file_hashes(
+    cache: &FeatureCache,
+    names: &[(String, String)],
+    rep: &dyn Reporter,
+) -> Option<Vec<String>> {
+    let root = PathBuf::from(&cache.meta.data_root);
+    let files: Vec<PathBuf> = names
+        .iter()
+        .map(|(_, p)| root.join(crate::util::paths::from_text(p)))
+        .collect();
+    if let Some(missing) = files.iter().find(|f| !f.is_file()) {
+        rep.report(Event::Notice(&format!(
+            "exact duplicates not checked: {} is not there (the photos are not where the cache was made)",
+            missing.display()
+        )));
+        return None;
+    }
+    use rayon::prelude::*;
+    files
+        .par_iter()
+        .map(|f| crate::util::hash::sha256_file(f).ok())
+        .collect()
+}
+
+/// Whether `p` is an audit.tsv (the rule by which an audit replaces its output).
+pub fn is_audit(p: &Path) -> bool {
+    std::fs::read(p).is_ok_and(|b| b.starts_with(HEADER.as_bytes()))
+}
+
+/// Runs the audit of `cfg.features` and writes `cfg.out/audit.tsv`.
+pub fn audit(cfg: &AuditConfig, rep: &dyn Reporter) -> Result<AuditSummary> {
+    let t0 = Instant::now();
+    cfg.validate()?;
+    let tsv = cfg.out.join("audit.tsv");
+    let out = Output::new(&tsv).input(&cfg.features).replace(Replace::If {
+        what: "an audit.tsv",
+        check: &is_audit,
+    });
+    let cache = FeatureCache::open(&cfg.features)?;
+    std::fs::create_dir_all(&cfg.out).map_err(|e| Error::io(&cfg.out, e))?;
+    out.check()?;
+    let classes = cache.meta.classes.clone();
+    let ph = photos(&cache, cfg.pool)?;
+    let n = ph.labels.len();
+    let mut findings = Vec::new();
+
+    // Label errors.
+    let smallest = (0..classes.len())
+        .map(|c| ph.labels.iter().filter(|&&l| l as usize == c).count())
+        .filter(|&k| k > 0)
+        .min()
+        .unwrap_or(0);
+    let k = cfg.folds.unwrap_or(5).min(smallest.max(2));
+    let (mut accuracy, mut label_issues) = (0.0, 0);
+    if cache.meta.multi_label {
+        rep.report(Event::Notice(
+            "a multi-label cache: label errors are not looked for (duplicates and outliers are)",
+        ));
+    } else {
+        rep.report(Event::Line(&format!(
+            "audit: {n} photos, {} classes; out-of-fold probabilities by {k}-fold cross-validation",
+            classes.len()
+        )));
+        let fold = folds_of(&ph.labels, classes.len(), k, cfg.seed);
+        let probs = out_of_fold(&ph.x, &ph.labels, classes.len(), &fold, k, rep)?;
+        write_probabilities(cfg, &probs, &ph, &classes)?;
+        let right = probs
+            .outer_iter()
+            .zip(&ph.labels)
+            .filter(|(r, &l)| (0..r.len()).all(|j| r[j] <= r[l as usize]))
+            .count();
+        accuracy = right as f64 / n as f64;
+        for issue in confident::find_label_issues(probs.view(), &ph.labels) {
+            label_issues += 1;
+            findings.push(Finding {
+                file: ph.names[issue.row].1.clone(),
+                split: ph.names[issue.row].0.clone(),
+                issue: "label",
+                score: issue.self_confidence,
+                given: classes[issue.given as usize].clone(),
+                suggested: classes[issue.suggested as usize].clone(),
+                pair: String::new(),
+            });
+        }
+    }
+
+    // Duplicates and leakage.
+    let mut pairs: HashMap<(usize, usize), f64> = HashMap::new();
+    let mut exact = 0;
+    if let Some(h) = file_hashes(&cache, &ph.names, rep) {
+        let mut first: HashMap<&str, usize> = HashMap::new();
+        for (i, s) in h.iter().enumerate() {
+            if let Some(&j) = first.get(s.as_str()) {
+                pairs.insert((j, i), 1.0);
+                exact += 1;
+            } else {
+                first.insert(s, i);
+            }
+        }
+    }
+    rep.report(Event::Start {
+        task: "neighbours",
+        total: n as u64,
+        done: 0,
+    });
+    let mut done = 0;
+    let nb = near::scan(&ph.x, cfg.near, 5, |d| {
+        rep.report(Event::Advance((d - done) as u64));
+        done = d;
+    });
+    rep.report(Event::Finish);
+    let mut near_count = 0;
+    for &(i, j, s) in &nb.pairs {
+        if pairs.insert((i, j), s as f64).is_none() {
+            near_count += 1;
+        }
+    }
+    let mut sorted: Vec<((usize, usize), f64)> = pairs.into_iter().collect();
+    sorted.sort_by(|a, b| b.1.total_cmp(&a.1).then(a.0.cmp(&b.0)));
+    let mut leakage = 0;
+    for ((i, j), s) in sorted {
+        let across = ph.names[i].0 != ph.names[j].0;
+        leakage += usize::from(across);
+        // The later photo of the pair (a test one when it crosses) is the one listed.
+        findings.push(Finding {
+            file: ph.names[j].1.clone(),
+            split: ph.names[j].0.clone(),
+            issue: if across { "leakage" } else { "duplicate" },
+            score: s,
+            given: classes[ph.labels[j] as usize].clone(),
+            suggested: String::new(),
+            pair: ph.names[i].1.clone(),
+        });
+    }
+
+    // Outliers.
+    let outliers = near::far_out(&nb.knn_distance);
+    for &i in &outliers {
+        findings.push(Finding {
+            file: ph.names[i].1.clone(),
+            split: ph.names[i].0.clone(),
+            issue: "outlier",
+            score: nb.knn_distance[i] as f64,
+            given: classes[ph.labels[i] as usize].clone(),
+            suggested: String::new(),
+            pair: String::new(),
+        });
+    }
+
+    out.write_bytes(table(&findings).as_bytes())?;
+    Ok(AuditSummary {
+        features: cfg.features.display().to_string(),
+        audit_tsv: tsv.display().to_string(),
+        photos: n,
+        folds: k,
+        out_of_fold_accuracy: accuracy,
+        label_issues,
+        exact_duplicates: exact,
+        near_duplicates: near_count,
+        leakage,
+        outliers: outliers.len(),
+        seconds: t0.elapsed().as_secs_f64(),
+        findings,
+    })
+}
+
+/// `out_of_fold.csv`: each photo's out-of-fold probabilities (`p_<class>` columns), the input of
+/// confident learning, for other tools (cleanlab's `find_label_issues` takes them as they are).
+fn write_probabilities(
+    cfg: &AuditConfig,
+    probs: &Array2<f32>,
+    ph: &Photos,
+    classes: &[String],
+) -> Result<()> {
+    let path = cfg.out.join("out_of_fold.csv");
+    let is_ours = |p: &Path| std::fs::read(p).is_ok_and(|b| b.starts_with(b"split,file,label,p_"));
+    let out = Output::new(&path)
+        .input(&cfg.features)
+        .replace(Replace::If {
+            what: "an audit's out_of_fold.csv",
+            check: &is_ours,
+        });
+    let mut w = csv::Writer::from_writer(Vec::new());
+    let mut head = vec!["split".to_string(), "file".into(), "label".into()];
+    head.extend(classes.iter().map(|c| format!("p_{c}")));
+    let bad = |e: csv::Error| Error::output(&path, format!("cannot write: {e}"));
+    w.write_record(&head).map_err(bad)?;
+    for (i, r) in probs.outer_iter().enumerate() {
+        let mut row = vec![
+            ph.names[i].0.clone(),
+            ph.names[i].1.clone(),
+            classes[ph.labels[i] as usize].clone(),
+        ];
+        row.extend(r.iter().map(|v| v.to_string()));
+        w.write_record(&row).map_err(bad)?;
+    }
+    let bytes = w
+        .into_inner()
+        .map_err(|e| Error::output(&path, e.to_string()))?;
+    out.write_bytes(&bytes)
+}
+
+/// `audit.tsv`: the header, then one finding a line (tabs and newlines in names replaced).
+fn table(findings: &[Finding]) -> String {
+    let clean = |s: &str| s.replace(['\t', '\n', '\r'], " ");
+    let mut s = format!("{HEADER}\n");
+    for f in findings {
+        s += &format!(
+            "{}\t{}\t{}\t{:.6}\t{}\t{}\t{}\n",
+            clean(&f.file),
+            f.split,
+            f.issue,
+            f.score,
+            clean(&f.given),
+            clean(&f.suggested),
+            clean(&f.pair)
+        );
+    }
+    s
+}
+
+impl AuditSummary {
+    /// The summary lines the command prints.
+    pub fn report(&self) -> String {
+        format!(
+            "photos: {}\nout-of-fold accuracy ({}-fold): {:.4}\nlikely label errors: {}\nexact duplicates: {}\nnear duplicates: {}\nleakage (duplicates across splits): {}\noutliers: {}\nwrote {} in {:.1} s\n",
+            self.photos, self.folds, self.out_of_fold_accuracy, self.label_issues, self.exact_duplicates,
+            self.near_duplicates, self.leakage, self.outliers, self.audit_tsv, self.seconds
+        )
+    }
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,108 @@
+//! Tests of [`super`]: injected label flips and duplicates are found, and the out-of-fold
+//! probabilities are out of fold.
+
+use super::*;
+use crate::cache::synthetic::{synthetic, SyntheticSpec};
+use crate::cache::write_arrays;
+use crate::events::Silent;
+
+/// A separable 3-class cache (train 300, test 90) with 15 train labels flipped to the next class
+/// and 5 train photos copied into test with a little noise (leakage): the flips are flagged with
+/// their true class suggested, and the copies as leakage pairs.
+#[test]
+fn injected_flips_and_leaked_copies_are_found() {
+    let d = tempfile::tempdir().unwrap();
+    let (meta, mut splits) = synthetic(&SyntheticSpec {
+        shape: vec![24],
+        splits: vec![("train".into(), 300), ("test".into(), 90)],
+        classes: 3,
+        separation: 3.0,
+        seed: 5,
+    })
+    .unwrap();
+    let flipped: Vec<usize> = (0..15).map(|k| 7 + k * 19).collect();
+    let truth: Vec<u32> = flipped.iter().map(|&i| splits[0].labels[i]).collect();
+    for &i in &flipped {
+        splits[0].labels[i] = (splits[0].labels[i] + 1) % 3;
+    }
+    let mut rng = Rng(1);
+    let copied = [3usize, 50, 101, 160, 222];
+    for (k, &i) in copied.iter().enumerate() {
+        let row: Vec<f32> = splits[0].features[i * 24..(i + 1) * 24]
+            .iter()
+            .map(|v| v + 0.01 * rng.normal())
+            .collect();
+        splits[1].features[k * 24..(k + 1) * 24].copy_from_slice(&row);
+        splits[1].labels[k] = splits[0].labels[i];
+    }
+    let path = d.path().join("c.h5");
+    write_arrays(&crate::util::output::Output::new(&path), &meta, &splits).unwrap();
+    let mut cfg = AuditConfig::new(&path);
+    cfg.near = 0.999;
+    let s = audit(&cfg, &Silent).unwrap();
+    let flagged: Vec<&Finding> = s.findings.iter().filter(|f| f.issue == "label").collect();
+    let hits = flipped
+        .iter()
+        .zip(&truth)
+        .filter(|(&i, &t)| {
+            flagged
+                .iter()
+                .any(|f| f.file == splits[0].paths[i] && f.suggested == meta.classes[t as usize])
+        })
+        .count();
+    assert!(hits >= 13, "{hits} of 15 flips found: {flagged:?}");
+    assert!(
+        flagged.len() <= 18,
+        "{} flagged for 15 flips",
+        flagged.len()
+    );
+    let leaks: Vec<&Finding> = s.findings.iter().filter(|f| f.issue == "leakage").collect();
+    for (k, &i) in copied.iter().enumerate() {
+        let pair = splits[0].paths[i].clone();
+        assert!(
+            leaks
+                .iter()
+                .any(|f| f.file == splits[1].paths[k] && f.pair == pair),
+            "copy {k} of train row {i}: {leaks:?}"
+        );
+    }
+    assert_eq!(s.leakage, 5, "{leaks:?}");
+    let tsv = std::fs::read_to_string(d.path().join("c.audit").join("audit.tsv")).unwrap();
+    assert!(tsv.starts_with(HEADER));
+    assert_eq!(tsv.lines().count(), s.findings.len() + 1);
+    // A second audit replaces its own table; a file that is not one is refused.
+    audit(&cfg, &Silent).unwrap();
+    std::fs::write(d.path().join("c.audit").join("audit.tsv"), "mine").unwrap();
+    let e = audit(&cfg, &Silent).unwrap_err().to_string();
+    assert!(e.contains("audit.tsv"), "{e}");
+}
+
+/// Random labels on random features wider than the rows: a head memorises its training rows, so
+/// probabilities from a fold that trained on the row would give the label nearly 1. Out of fold
+/// they stay near chance.
+#[test]
+fn out_of_fold_probabilities_never_come_from_a_head_that_saw_the_row() {
+    let mut rng = Rng(2);
+    let n = 80;
+    let x = Array2::from_shape_fn((n, 200), |_| rng.normal());
+    let labels: Vec<u32> = (0..n).map(|_| (rng.next_u64() % 2) as u32).collect();
+    let fold = folds_of(&labels, 2, 5, 1);
+    let oof = out_of_fold(&x, &labels, 2, &fold, 5, &Silent).unwrap();
+    let mean_given = |p: &Array2<f32>| {
+        labels
+            .iter()
+            .enumerate()
+            .map(|(i, &l)| p[[i, l as usize]] as f64)
+            .sum::<f64>()
+            / n as f64
+    };
+    let all: Vec<usize> = (0..n).collect();
+    let seen = fit_logistic(&x, &labels, &all, 2, 1.0, 100).unwrap();
+    let in_sample = probabilities_from_logits(&seen.logits(&x));
+    assert!(mean_given(&in_sample) > 0.9, "{}", mean_given(&in_sample));
+    assert!(mean_given(&oof) < 0.6, "{}", mean_given(&oof));
+    // Every fold is stratified and used.
+    for f in 0..5 {
+        assert!(fold.iter().filter(|&&k| k == f).count() >= 15);
+    }
+}
