@@ -6,6 +6,8 @@
 
 use ndarray::{Array2, ArrayView1, ArrayView2, Axis};
 
+use crate::events::{Event, Reporter};
+
 /// The threshold of a class that validation cannot inform (no validation rows, or no positive).
 pub const DEFAULT_THRESHOLD: f32 = 0.5;
 
@@ -97,6 +99,48 @@ pub fn predict_sets(probs: ArrayView2<f32>, thresholds: &[f32]) -> Array2<f32> {
         col.mapv_inplace(|p| f32::from(p >= t));
     }
     out
+}
+
+/// The thresholds of a multi-label head and how they were chosen (for the head file): `fixed`
+/// for every class, else each class's F1-best cut on the validation (probabilities, targets),
+/// else [`DEFAULT_THRESHOLD`] with a warning. The choice and the validation macro AP go to `rep`.
+pub fn decide(
+    fixed: Option<f32>,
+    val: Option<(Array2<f32>, Array2<f32>)>,
+    classes: &[String],
+    rep: &dyn Reporter,
+) -> (Vec<f32>, String) {
+    let n = classes.len();
+    let (th, how) = match (fixed, val) {
+        (Some(v), _) => (vec![v; n], format!("--threshold {v} for every class")),
+        (None, Some((p, y))) => {
+            rep.report(Event::Line(&format!(
+                "validation: macro average precision {:.4} over {} rows",
+                macro_ap(p.view(), y.view()),
+                p.nrows()
+            )));
+            (
+                choose_thresholds(p.view(), y.view()),
+                "per class, the F1-best cut on the validation rows".into(),
+            )
+        }
+        (None, None) => {
+            rep.report(Event::Warning(&format!(
+                "no validation rows to choose thresholds on: every class gets {DEFAULT_THRESHOLD}"
+            )));
+            (
+                vec![DEFAULT_THRESHOLD; n],
+                format!("{DEFAULT_THRESHOLD} (no validation rows)"),
+            )
+        }
+    };
+    let shown: Vec<String> = classes
+        .iter()
+        .zip(&th)
+        .map(|(c, t)| format!("{c} {t:.3}"))
+        .collect();
+    rep.report(Event::Line(&format!("thresholds: {}", shown.join(", "))));
+    (th, how)
 }
 
 #[cfg(test)]

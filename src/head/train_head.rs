@@ -471,9 +471,8 @@ fn check_threshold(cfg: &TrainHeadConfig, multi_label: bool) -> Result<()> {
     }
 }
 
-/// A multi-label head's thresholds, and how they were chosen (for the head file): `--threshold`
-/// for every class, else each class's F1-best cut on the validation rows' probabilities (out of
-/// sample: the auto recipe's come from before its refit), else [`crate::head::tags::DEFAULT_THRESHOLD`].
+/// A multi-label head's thresholds and how they were chosen ([`crate::head::tags::decide`]), on
+/// the validation rows' probabilities (out of sample: the auto recipe's come from before its refit).
 fn thresholds(
     cfg: &TrainHeadConfig,
     t: &Trained,
@@ -481,40 +480,11 @@ fn thresholds(
     classes: &[String],
     rep: &dyn Reporter,
 ) -> (Vec<f32>, String) {
-    use crate::head::tags::{choose_thresholds, macro_ap, DEFAULT_THRESHOLD};
-    let n = classes.len();
-    let (th, how) = if let Some(v) = cfg.threshold {
-        (vec![v; n], format!("--threshold {v} for every class"))
-    } else if let Some((p, y)) = t
+    let val = t
         .val_probs
         .clone()
-        .or_else(|| rows.val_probabilities(&t.network))
-    {
-        rep.report(Event::Line(&format!(
-            "validation: macro average precision {:.4} over {} rows",
-            macro_ap(p.view(), y.view()),
-            p.nrows()
-        )));
-        (
-            choose_thresholds(p.view(), y.view()),
-            "per class, the F1-best cut on the validation rows".into(),
-        )
-    } else {
-        rep.report(Event::Warning(&format!(
-            "no validation rows to choose thresholds on: every class gets {DEFAULT_THRESHOLD}"
-        )));
-        (
-            vec![DEFAULT_THRESHOLD; n],
-            format!("{DEFAULT_THRESHOLD} (no validation rows)"),
-        )
-    };
-    let shown: Vec<String> = classes
-        .iter()
-        .zip(&th)
-        .map(|(c, t)| format!("{c} {t:.3}"))
-        .collect();
-    rep.report(Event::Line(&format!("thresholds: {}", shown.join(", "))));
-    (th, how)
+        .or_else(|| rows.val_probabilities(&t.network));
+    crate::head::tags::decide(cfg.threshold, val, classes, rep)
 }
 
 /// The head as the settings describe it, for the first lines of the run.

@@ -232,6 +232,83 @@ pub fn is_audit(p: &Path) -> bool {
     std::fs::read(p).is_ok_and(|b| b.starts_with(HEADER.as_bytes()))
 }
 
+impl Photos {
+    /// A finding about photo `i`, with its given class (no suggestion, no pair).
+    fn finding(&self, i: usize, issue: &'static str, score: f64, classes: &[String]) -> Finding {
+        Finding {
+            file: self.names[i].1.clone(),
+            split: self.names[i].0.clone(),
+            issue,
+            score,
+            given: classes[self.labels[i] as usize].clone(),
+            suggested: String::new(),
+            pair: String::new(),
+        }
+    }
+}
+
+/// Pairs of photos with the same file bytes (earlier, later) and how many.
+fn exact_pairs(hashes: &[String]) -> (HashMap<(usize, usize), f64>, usize) {
+    let (mut pairs, mut first) = (HashMap::new(), HashMap::new());
+    for (i, s) in hashes.iter().enumerate() {
+        match first.get(s.as_str()) {
+            Some(&j) => {
+                pairs.insert((j, i), 1.0);
+            }
+            None => {
+                first.insert(s.as_str(), i);
+            }
+        }
+    }
+    let n = pairs.len();
+    (pairs, n)
+}
+
+/// The likely label errors (with the folds used and the out-of-fold accuracy); none for a
+/// multi-label cache. Writes `out_of_fold.csv`.
+fn label_errors(
+    cfg: &AuditConfig,
+    ph: &Photos,
+    classes: &[String],
+    multi_label: bool,
+    rep: &dyn Reporter,
+) -> Result<(usize, f64, Vec<Finding>)> {
+    let n = ph.labels.len();
+    let smallest = (0..classes.len())
+        .map(|c| ph.labels.iter().filter(|&&l| l as usize == c).count())
+        .filter(|&k| k > 0)
+        .min()
+        .unwrap_or(0);
+    let k = cfg.folds.unwrap_or(5).min(smallest.max(2));
+    if multi_label {
+        rep.report(Event::Notice(
+            "a multi-label cache: label errors are not looked for (duplicates and outliers are)",
+        ));
+        return Ok((k, 0.0, Vec::new()));
+    }
+    rep.report(Event::Line(&format!(
+        "audit: {n} photos, {} classes; out-of-fold probabilities by {k}-fold cross-validation",
+        classes.len()
+    )));
+    let fold = folds_of(&ph.labels, classes.len(), k, cfg.seed);
+    let probs = out_of_fold(&ph.x, &ph.labels, classes.len(), &fold, k, rep)?;
+    write_probabilities(cfg, &probs, ph, classes)?;
+    let right = probs
+        .outer_iter()
+        .zip(&ph.labels)
+        .filter(|(r, &l)| (0..r.len()).all(|j| r[j] <= r[l as usize]))
+        .count();
+    let found = confident::find_label_issues(probs.view(), &ph.labels)
+        .into_iter()
+        .map(|issue| {
+            let mut f = ph.finding(issue.row, "label", issue.self_confidence, classes);
+            f.suggested = classes[issue.suggested as usize].clone();
+            f
+        })
+        .collect();
+    Ok((k, right as f64 / n as f64, found))
+}
+
 /// Runs the audit of `cfg.features` and writes `cfg.out/audit.tsv`.
 pub fn audit(cfg: &AuditConfig, rep: &dyn Reporter) -> Result<AuditSummary> {
     let t0 = Instant::now();
@@ -249,60 +326,16 @@ pub fn audit(cfg: &AuditConfig, rep: &dyn Reporter) -> Result<AuditSummary> {
     let n = ph.labels.len();
     let mut findings = Vec::new();
 
-    // Label errors.
-    let smallest = (0..classes.len())
-        .map(|c| ph.labels.iter().filter(|&&l| l as usize == c).count())
-        .filter(|&k| k > 0)
-        .min()
-        .unwrap_or(0);
-    let k = cfg.folds.unwrap_or(5).min(smallest.max(2));
-    let (mut accuracy, mut label_issues) = (0.0, 0);
-    if cache.meta.multi_label {
-        rep.report(Event::Notice(
-            "a multi-label cache: label errors are not looked for (duplicates and outliers are)",
-        ));
-    } else {
-        rep.report(Event::Line(&format!(
-            "audit: {n} photos, {} classes; out-of-fold probabilities by {k}-fold cross-validation",
-            classes.len()
-        )));
-        let fold = folds_of(&ph.labels, classes.len(), k, cfg.seed);
-        let probs = out_of_fold(&ph.x, &ph.labels, classes.len(), &fold, k, rep)?;
-        write_probabilities(cfg, &probs, &ph, &classes)?;
-        let right = probs
-            .outer_iter()
-            .zip(&ph.labels)
-            .filter(|(r, &l)| (0..r.len()).all(|j| r[j] <= r[l as usize]))
-            .count();
-        accuracy = right as f64 / n as f64;
-        for issue in confident::find_label_issues(probs.view(), &ph.labels) {
-            label_issues += 1;
-            findings.push(Finding {
-                file: ph.names[issue.row].1.clone(),
-                split: ph.names[issue.row].0.clone(),
-                issue: "label",
-                score: issue.self_confidence,
-                given: classes[issue.given as usize].clone(),
-                suggested: classes[issue.suggested as usize].clone(),
-                pair: String::new(),
-            });
-        }
-    }
+    let (k, accuracy, label_findings) =
+        label_errors(cfg, &ph, &classes, cache.meta.multi_label, rep)?;
+    let label_issues = label_findings.len();
+    findings.extend(label_findings);
 
     // Duplicates and leakage.
-    let mut pairs: HashMap<(usize, usize), f64> = HashMap::new();
-    let mut exact = 0;
-    if let Some(h) = file_hashes(&cache, &ph.names, rep) {
-        let mut first: HashMap<&str, usize> = HashMap::new();
-        for (i, s) in h.iter().enumerate() {
-            if let Some(&j) = first.get(s.as_str()) {
-                pairs.insert((j, i), 1.0);
-                exact += 1;
-            } else {
-                first.insert(s, i);
-            }
-        }
-    }
+    let (mut pairs, exact) = match file_hashes(&cache, &ph.names, rep) {
+        Some(h) => exact_pairs(&h),
+        None => (HashMap::new(), 0),
+    };
     rep.report(Event::Start {
         task: "neighbours",
         total: n as u64,
@@ -327,29 +360,15 @@ pub fn audit(cfg: &AuditConfig, rep: &dyn Reporter) -> Result<AuditSummary> {
         let across = ph.names[i].0 != ph.names[j].0;
         leakage += usize::from(across);
         // The later photo of the pair (a test one when it crosses) is the one listed.
-        findings.push(Finding {
-            file: ph.names[j].1.clone(),
-            split: ph.names[j].0.clone(),
-            issue: if across { "leakage" } else { "duplicate" },
-            score: s,
-            given: classes[ph.labels[j] as usize].clone(),
-            suggested: String::new(),
-            pair: ph.names[i].1.clone(),
-        });
+        let mut f = ph.finding(j, if across { "leakage" } else { "duplicate" }, s, &classes);
+        f.pair = ph.names[i].1.clone();
+        findings.push(f);
     }
 
     // Outliers.
     let outliers = near::far_out(&nb.knn_distance);
     for &i in &outliers {
-        findings.push(Finding {
-            file: ph.names[i].1.clone(),
-            split: ph.names[i].0.clone(),
-            issue: "outlier",
-            score: nb.knn_distance[i] as f64,
-            given: classes[ph.labels[i] as usize].clone(),
-            suggested: String::new(),
-            pair: String::new(),
-        });
+        findings.push(ph.finding(i, "outlier", nb.knn_distance[i] as f64, &classes));
     }
 
     out.write_bytes(table(&findings).as_bytes())?;
