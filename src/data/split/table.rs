@@ -94,6 +94,7 @@ pub fn stratify_tags(
     let mut out = vec![usize::MAX; n];
     let mut left = n;
     let mut left_tag = per_tag.clone();
+    let open: Vec<usize> = (0..3).filter(|&j| r[j] > 0.0).collect();
     while left > 0 {
         let rarest = (0..classes)
             .filter(|&c| left_tag[c] > 0.0)
@@ -102,7 +103,6 @@ pub fn stratify_tags(
             if out[i] != usize::MAX || rarest.is_some_and(|c| !tags[i].contains(&(c as u32))) {
                 continue;
             }
-            let open: Vec<usize> = (0..3).filter(|&j| r[j] > 0.0).collect();
             let key = |j: usize| rarest.map_or(0.0, |c| want_tag[c][j]);
             let best = open
                 .iter()

@@ -247,8 +247,8 @@ impl Photos {
     }
 }
 
-/// Pairs of photos with the same file bytes (earlier, later) and how many.
-fn exact_pairs(hashes: &[String]) -> (HashMap<(usize, usize), f64>, usize) {
+/// Pairs of photos with the same file bytes (earlier, later), each with similarity 1.
+fn exact_pairs(hashes: &[String]) -> HashMap<(usize, usize), f64> {
     let (mut pairs, mut first) = (HashMap::new(), HashMap::new());
     for (i, s) in hashes.iter().enumerate() {
         match first.get(s.as_str()) {
@@ -260,8 +260,7 @@ fn exact_pairs(hashes: &[String]) -> (HashMap<(usize, usize), f64>, usize) {
             }
         }
     }
-    let n = pairs.len();
-    (pairs, n)
+    pairs
 }
 
 /// The likely label errors (with the folds used and the out-of-fold accuracy); none for a
@@ -332,10 +331,9 @@ pub fn audit(cfg: &AuditConfig, rep: &dyn Reporter) -> Result<AuditSummary> {
     findings.extend(label_findings);
 
     // Duplicates and leakage.
-    let (mut pairs, exact) = match file_hashes(&cache, &ph.names, rep) {
-        Some(h) => exact_pairs(&h),
-        None => (HashMap::new(), 0),
-    };
+    let mut pairs =
+        file_hashes(&cache, &ph.names, rep).map_or_else(HashMap::new, |h| exact_pairs(&h));
+    let exact = pairs.len();
     rep.report(Event::Start {
         task: "neighbours",
         total: n as u64,
