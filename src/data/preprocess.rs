@@ -427,6 +427,37 @@ fn decode_full(
     Ok(img.into_rgb8())
 }
 
+/// A small copy of an image file for a report: at most `side` pixels on its longer side, EXIF
+/// orientation applied; a large JPEG is decoded at a reduced DCT scale (1/2, 1/4 or 1/8) that still
+/// covers `side`, so a thumbnail costs a fraction of a full decode. The limits above apply.
+pub fn thumbnail(path: &Path, side: u32) -> Result<RgbImage> {
+    let (reader, w, h) = checked_reader(path)?;
+    let side = side.max(1);
+    let longer = w.max(h);
+    if reader.format() == Some(image::ImageFormat::Jpeg) {
+        if let Some(d) = [8u32, 4, 2]
+            .into_iter()
+            .find(|&d| longer.div_ceil(d) >= side)
+        {
+            if let Some((img, _)) = decode_jpeg_scaled(path, w, h, d) {
+                return Ok(shrink(&img, side));
+            }
+        }
+    }
+    Ok(shrink(&decode_full(path, reader)?, side))
+}
+
+/// `img` scaled to at most `side` pixels on its longer side, keeping its aspect ratio.
+fn shrink(img: &RgbImage, side: u32) -> RgbImage {
+    let (w, h) = img.dimensions();
+    let longer = w.max(h);
+    if longer <= side {
+        return img.clone();
+    }
+    let fit = |v: u32| ((v as u64 * side as u64 + longer as u64 / 2) / longer as u64).max(1) as u32;
+    image::imageops::thumbnail(img, fit(w), fit(h))
+}
+
 /// A decoded image and the DCT scale it was decoded at: pixel `k` of `image` covers full-size
 /// pixels `k * denominator .. (k + 1) * denominator`.
 pub struct Decoded {

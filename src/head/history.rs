@@ -83,6 +83,29 @@ impl History {
         Output::new(path).replace(Self::replace())
     }
 
+    /// The epochs of a history CSV ([`History::csv`]); rows that do not parse are left out.
+    pub fn parse_csv(text: &str) -> Vec<EpochRecord> {
+        let num = |s: &str| s.trim().parse::<f64>().ok();
+        text.lines()
+            .skip(1)
+            .filter_map(|line| {
+                let c: Vec<&str> = line.split(',').collect();
+                if c.len() != 7 {
+                    return None;
+                }
+                Some(EpochRecord {
+                    epoch: c[0].trim().parse().ok()?,
+                    loss: num(c[1])?,
+                    accuracy: num(c[2])?,
+                    val_loss: num(c[3]),
+                    val_accuracy: num(c[4]),
+                    lr: num(c[5])?,
+                    seconds: num(c[6])?,
+                })
+            })
+            .collect()
+    }
+
     pub fn csv(&self) -> String {
         let mut s = format!("{}\n", Self::CSV_HEADER);
         for r in &self.epochs {
@@ -99,5 +122,30 @@ impl History {
             s += &format!("| {} |\n", r.columns((4, 2), Some(2), "-").join(" | "));
         }
         s
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn csv_parses_back_to_its_epochs() {
+        let r = |epoch, val: Option<f64>| EpochRecord {
+            epoch,
+            loss: 0.5 / epoch as f64,
+            accuracy: 0.75,
+            val_loss: val,
+            val_accuracy: val.map(|v| 1.0 - v),
+            lr: 3e-4,
+            seconds: 1.25,
+        };
+        let h = History {
+            epochs: vec![r(1, Some(0.625)), r(2, None)],
+            kept_epoch: 1,
+            stopped_early: false,
+        };
+        assert_eq!(History::parse_csv(&h.csv()), h.epochs);
+        assert!(History::parse_csv("epoch,loss\n1,x\n").is_empty());
     }
 }

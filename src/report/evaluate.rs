@@ -3,6 +3,7 @@
 
 use std::path::{Path, PathBuf};
 
+use ndarray::Array2;
 use serde::Serialize;
 
 use crate::cache::FeatureCache;
@@ -61,6 +62,28 @@ pub struct Evaluation {
     /// the precision-recall plot).
     #[serde(skip)]
     pub class_scores: Vec<(String, Vec<(f64, bool)>)>,
+    /// Each image's path, truth and probabilities, with the head's classes, thresholds and
+    /// training history (for the HTML report).
+    #[serde(skip)]
+    pub rows: Rows,
+}
+
+/// What a report needs beyond the metrics: the evaluated images one by one.
+#[derive(Debug, Clone, Default)]
+pub struct Rows {
+    pub classes: Vec<String>,
+    /// Paths relative to [`Evaluation::data_root`].
+    pub paths: Vec<String>,
+    /// Each image's class (single-label heads).
+    pub labels: Vec<u32>,
+    /// Multi-label heads: `[images, classes]`, 1 where the image has the tag.
+    pub truth: Option<Array2<f32>>,
+    /// `[images, classes]`.
+    pub probs: Array2<f32>,
+    /// A multi-label head's per-class thresholds.
+    pub thresholds: Option<Vec<f32>>,
+    /// The head's training history ([`crate::head::history::History::CSV_HEADER`] rows).
+    pub history_csv: String,
 }
 
 impl Evaluation {
@@ -148,6 +171,7 @@ fn evaluate_cache(
         probs = (probs + head.probabilities(f.features, n)?) * 0.5;
     }
     let mut class_scores = Vec::new();
+    let mut truth_kept = None;
     let (metrics, multi_label) = match &head.thresholds {
         Some(th) => {
             let truth = truth_matrix(&d.tags, head.classes.len());
@@ -164,6 +188,7 @@ fn evaluate_cache(
                 &d.paths,
                 cfg.top,
             );
+            truth_kept = Some(truth);
             (m, Some(t))
         }
         None => (
@@ -200,5 +225,14 @@ fn evaluate_cache(
         skipped: d.skipped.len(),
         metrics,
         multi_label,
+        rows: Rows {
+            classes: head.classes.clone(),
+            paths: d.paths,
+            labels: d.labels,
+            truth: truth_kept,
+            probs,
+            thresholds: head.thresholds.clone(),
+            history_csv: head.history_csv.clone(),
+        },
     })
 }

@@ -253,6 +253,7 @@ fn a_multi_label_table_trains_evaluates_scores_and_exports_label_sets() {
     let e = super::train_evaluate::evaluate_json(&head, &cache, &[]);
     let m = &e["multi_label"];
     assert!(m["macro_ap"].as_f64().unwrap() > 0.9, "{e}");
+    let html = d.path().join("tags.html");
     ok(&[
         "evaluate",
         "--head",
@@ -260,7 +261,21 @@ fn a_multi_label_table_trains_evaluates_scores_and_exports_label_sets() {
         "--features",
         s(&cache),
         "--plot",
+        "--html",
+        s(&html),
     ]);
+    // The HTML report: per class, links to its false positives and misses, each opening exactly
+    // the photos it counts.
+    let page = std::fs::read_to_string(&html).unwrap();
+    let sections = super::reports::html_sections(&page);
+    assert!(page.contains("<th>misses</th>"), "the per-class table");
+    for (id, figures) in &sections {
+        assert!(id.starts_with("tag-"), "{id}");
+        assert_eq!(super::reports::html_link(&page, id), Some(*figures), "{id}");
+    }
+    let shown: usize = sections.iter().map(|s| s.1).sum();
+    let top = e["metrics"]["top_losses"].as_array().unwrap().len();
+    assert_eq!(page.matches("<img ").count(), shown + top);
     let pictures: Vec<String> = std::fs::read_dir(d.path())
         .unwrap()
         .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
@@ -505,7 +520,7 @@ fn audit_finds_a_copied_photo_as_leakage_and_writes_its_tables() {
     std::fs::copy(data.join("train/a/img0.png"), data.join("test/b/copy.png")).unwrap();
     extract(&model, &data, &out, &["--preprocess", "tf"]);
     let dir = d.path().join("audit");
-    let o = ok(&["audit", s(&out), "--out", s(&dir), "--json", "-q"]);
+    let o = ok(&["audit", s(&out), "--out", s(&dir), "--json", "-q", "--html"]);
     let j = super::train_evaluate::json(&o);
     assert_eq!(j["photos"], 25, "{j}");
     assert!(
@@ -524,5 +539,20 @@ fn audit_finds_a_copied_photo_as_leakage_and_writes_its_tables() {
         oof.starts_with("split,file,label,p_a,p_b\n") && oof.lines().count() == 26,
         "{oof}"
     );
+    // The HTML report: one figure per finding, a pair's with both photos.
+    let page = std::fs::read_to_string(dir.join("audit.html")).unwrap();
+    let findings = tsv.lines().count() - 1;
+    assert_eq!(page.matches("<figure").count(), findings, "{tsv}");
+    let pair = page
+        .split("<figure class=\"pair\"")
+        .nth(1)
+        .expect("a pair figure");
+    let pair = pair.split("</figure>").next().unwrap();
+    assert_eq!(pair.matches("<img ").count(), 2, "{pair}");
+    assert!(
+        pair.contains("copy.png") && pair.contains("img0.png"),
+        "{pair}"
+    );
+    assert_eq!(j["html"]["figures"].as_u64(), Some(findings as u64), "{j}");
     fails(&["audit", s(&out), "--near", "1.5"], &["--near", "[0, 1]"]);
 }

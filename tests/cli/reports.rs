@@ -160,3 +160,123 @@ fn json_progress_lines_for_scripts() {
         "{warning}"
     );
 }
+
+/// The photo sections of an HTML report: (id, figures inside) in file order.
+pub(crate) fn html_sections(html: &str) -> Vec<(String, usize)> {
+    html.split("<section class=\"cell\" id=\"")
+        .skip(1)
+        .map(|part| {
+            let id = part.split('"').next().unwrap().to_string();
+            let body = part.split("</section>").next().unwrap();
+            (id, body.matches("<figure").count())
+        })
+        .collect()
+}
+
+/// The count a report links to section `id` with (`<a href="#id">N</a>`).
+pub(crate) fn html_link(html: &str, id: &str) -> Option<usize> {
+    let at = html.find(&format!("<a href=\"#{id}\">"))?;
+    let rest = &html[at..];
+    rest[rest.find('>')? + 1..rest.find("</a>")?].parse().ok()
+}
+
+/// `evaluate --html`: one self-contained file whose confusion cells each open a section holding
+/// exactly the photos counted in the cell, plus the top losses, every thumbnail an embedded JPEG;
+/// learning curves drawn; it replaces only an earlier report and never an input.
+#[test]
+fn html_report_opens_each_confusion_cell_on_its_photos() {
+    let (d, _data, _model, cache) = tiny_features(&["a", "b", "c"], 4, 1);
+    let head = d.path().join("h.h5");
+    ok(&[
+        "train-head",
+        s(&cache),
+        "--out",
+        s(&head),
+        "--epochs",
+        "3",
+        "-q",
+    ]);
+    let html = d.path().join("r.html");
+    let e = evaluate_json(&head, &cache, &["--top", "5"]);
+    let log = ok(&[
+        "evaluate",
+        "--head",
+        s(&head),
+        "--features",
+        s(&cache),
+        "--top",
+        "5",
+        "--html",
+        s(&html),
+    ]);
+    assert!(log.contains("wrote ") && log.contains("r.html"), "{log}");
+    let page = std::fs::read_to_string(&html).unwrap();
+    assert!(page.starts_with("<!doctype html>\n"), "{}", &page[..80]);
+    assert!(
+        !page.contains("<script") && !page.contains("http"),
+        "self-contained"
+    );
+    let confusion = e["metrics"]["confusion"].as_array().unwrap();
+    let sections = html_sections(&page);
+    let mut in_cells = 0;
+    for (t, row) in confusion.iter().enumerate() {
+        for (p, n) in row.as_array().unwrap().iter().enumerate() {
+            let n = n.as_u64().unwrap() as usize;
+            let id = format!("cell-{t}-{p}");
+            let section = sections.iter().find(|(s, _)| *s == id);
+            if n == 0 {
+                assert!(section.is_none() && html_link(&page, &id).is_none(), "{id}");
+                continue;
+            }
+            assert_eq!(html_link(&page, &id), Some(n), "{id}'s link");
+            assert_eq!(section.map(|s| s.1), Some(n), "{id}'s photos");
+            in_cells += n;
+        }
+    }
+    assert_eq!(in_cells, 12);
+    let top = e["metrics"]["top_losses"].as_array().unwrap().len();
+    assert_eq!(page.matches("<img ").count(), in_cells + top);
+    assert_eq!(
+        page.matches("src=\"data:image/jpeg;base64,/9j/").count(),
+        in_cells + top,
+        "every thumbnail an embedded JPEG"
+    );
+    assert_eq!(page.matches("<polyline").count(), 4, "train and val curves");
+    // It replaces its own report, but neither an input nor a file that is not a report.
+    ok(&[
+        "evaluate",
+        "--head",
+        s(&head),
+        "--features",
+        s(&cache),
+        "--html",
+        s(&html),
+    ]);
+    fails(
+        &[
+            "evaluate",
+            "--head",
+            s(&head),
+            "--features",
+            s(&cache),
+            "--html",
+            s(&cache),
+        ],
+        &["is an input"],
+    );
+    let notes = d.path().join("notes.html");
+    std::fs::write(&notes, "<p>mine</p>").unwrap();
+    fails(
+        &[
+            "evaluate",
+            "--head",
+            s(&head),
+            "--features",
+            s(&cache),
+            "--html",
+            s(&notes),
+        ],
+        &["notes.html"],
+    );
+    assert_eq!(std::fs::read_to_string(&notes).unwrap(), "<p>mine</p>");
+}

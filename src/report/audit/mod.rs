@@ -28,6 +28,7 @@ use crate::events::{Event, Reporter};
 use crate::head::file::probabilities_from_logits;
 use crate::head::logistic::fit_logistic;
 use crate::head::net::Pool;
+use crate::report::html::{self, HtmlSummary};
 use crate::util::output::{Output, Replace};
 use crate::util::rng::Rng;
 
@@ -46,6 +47,8 @@ pub struct AuditConfig {
     /// How spatial features are pooled to one vector per photo.
     pub pool: Pool,
     pub seed: u64,
+    /// Also write `out/audit.html` ([`crate::report::html::audit`]).
+    pub html: bool,
 }
 
 impl AuditConfig {
@@ -63,6 +66,7 @@ impl AuditConfig {
             near: 0.95,
             pool: Pool::Avg,
             seed: 42,
+            html: false,
         }
     }
 
@@ -112,6 +116,9 @@ pub struct AuditSummary {
     pub leakage: usize,
     pub outliers: usize,
     pub seconds: f64,
+    /// The HTML report, when asked for.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub html: Option<HtmlSummary>,
     /// Every finding, as in audit.tsv.
     #[serde(skip)]
     pub findings: Vec<Finding>,
@@ -320,6 +327,10 @@ pub fn audit(cfg: &AuditConfig, rep: &dyn Reporter) -> Result<AuditSummary> {
     let cache = FeatureCache::open(&cfg.features)?;
     std::fs::create_dir_all(&cfg.out).map_err(|e| Error::io(&cfg.out, e))?;
     out.check()?;
+    let html_path = cfg.out.join("audit.html");
+    if cfg.html {
+        html::check(&html_path, &[&cfg.features])?;
+    }
     let classes = cache.meta.classes.clone();
     let ph = photos(&cache, cfg.pool)?;
     let n = ph.labels.len();
@@ -370,7 +381,7 @@ pub fn audit(cfg: &AuditConfig, rep: &dyn Reporter) -> Result<AuditSummary> {
     }
 
     out.write_bytes(table(&findings).as_bytes())?;
-    Ok(AuditSummary {
+    let mut s = AuditSummary {
         features: cfg.features.display().to_string(),
         audit_tsv: tsv.display().to_string(),
         photos: n,
@@ -381,9 +392,20 @@ pub fn audit(cfg: &AuditConfig, rep: &dyn Reporter) -> Result<AuditSummary> {
         near_duplicates: near_count,
         leakage,
         outliers: outliers.len(),
-        seconds: t0.elapsed().as_secs_f64(),
+        seconds: 0.0,
+        html: None,
         findings,
-    })
+    };
+    if cfg.html {
+        s.html = Some(html::audit::write(
+            &s,
+            &cache.meta.data_root,
+            &html_path,
+            &[&cfg.features],
+        )?);
+    }
+    s.seconds = t0.elapsed().as_secs_f64();
+    Ok(s)
 }
 
 /// `out_of_fold.csv`: each photo's out-of-fold probabilities (`p_<class>` columns), the input of
@@ -448,7 +470,7 @@ impl AuditSummary {
             "photos: {}\nout-of-fold accuracy ({}-fold): {:.4}\nlikely label errors: {}\nexact duplicates: {}\nnear duplicates: {}\nleakage (duplicates across splits): {}\noutliers: {}\nwrote {} in {:.1} s\n",
             self.photos, self.folds, self.out_of_fold_accuracy, self.label_issues, self.exact_duplicates,
             self.near_duplicates, self.leakage, self.outliers, self.audit_tsv, self.seconds
-        )
+        ) + &self.html.as_ref().map_or(String::new(), HtmlSummary::line)
     }
 }
 

@@ -26,6 +26,9 @@ pub struct Args {
     /// Seed of the folds.
     #[arg(long, default_value_t = 42)]
     pub seed: u64,
+    /// Also write OUT/audit.html: each finding with its photos, in one self-contained file.
+    #[arg(long)]
+    pub html: bool,
     /// Print the summary as JSON.
     #[arg(long)]
     pub json: bool,
@@ -42,6 +45,7 @@ pub fn run(a: &Args) -> Result<()> {
     cfg.near = a.near;
     cfg.pool = a.pool.into();
     cfg.seed = a.seed;
+    cfg.html = a.html;
     let s = audit(&cfg, &a.display.term())?;
     if a.json {
         println!("{}", headstart::report::to_json(&s, true)?);

@@ -1,5 +1,5 @@
 //! `headstart evaluate`: a head's metrics on a cached split, or on image folders (extracted on the
-//! fly), as text or JSON, with plots and a markdown report on request.
+//! fly), as text or JSON, with plots, a markdown report and an HTML one on request.
 
 use std::path::PathBuf;
 
@@ -46,6 +46,10 @@ pub struct Args {
     /// Write DIR/report.md (metrics, confusion matrix, top losses) with the plots.
     #[arg(long)]
     pub report: Option<PathBuf>,
+    /// Write one self-contained HTML report: metrics, per-class table, the confusion matrix whose
+    /// cells open their photos, the most confidently wrong photos, the learning curves.
+    #[arg(long, value_name = "FILE")]
+    pub html: Option<PathBuf>,
     #[command(flatten)]
     pub run: ModelRunArgs,
 }
@@ -94,6 +98,14 @@ pub fn run(a: &Args) -> Result<()> {
                 e => Err(e),
             })?;
     }
+    let inputs: Vec<&std::path::Path> = [Some(&a.head), a.features.as_ref(), a.data.as_ref()]
+        .into_iter()
+        .flatten()
+        .map(|p| p.as_path())
+        .collect();
+    if let Some(h) = &a.html {
+        headstart::report::html::check(h, &inputs)?;
+    }
     // Extraction on the fly shows its progress (not with --json) but not its details.
     let progress = if a.json {
         ProgressArg::None
@@ -122,6 +134,10 @@ pub fn run(a: &Args) -> Result<()> {
         for p in markdown::evaluation(&cfg.head, &e, a.report.as_deref())? {
             eprintln!("wrote {}", p.display());
         }
+    }
+    if let Some(h) = &a.html {
+        let written = headstart::report::html::evaluation::write(&e, h, &inputs)?;
+        eprint!("{}", written.line());
     }
     Ok(())
 }
