@@ -10,7 +10,7 @@ use crate::cache::{CacheMeta, FeatureCache, SplitData};
 use crate::error::{Error, Result};
 use crate::events::{Event as Report, Reporter};
 use crate::head::file::Head;
-use crate::head::train_head::validation_rows;
+use crate::head::validation::validation_rows;
 use crate::infer::extract;
 use crate::onnx::proto::ModelProto;
 use crate::util::hash::sha256_file;

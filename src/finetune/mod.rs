@@ -189,7 +189,7 @@ fn check(cfg: &FinetuneConfig) -> Result<()> {
             "must be at least 1 without a head (phase 1 trains the new head)",
         ));
     }
-    crate::head::train_head::check_val_split(cfg.val_split)?;
+    crate::head::validation::check_val_split(cfg.val_split)?;
     if (cfg.restore_best || cfg.patience.is_some()) && cfg.val_split == 0.0 {
         return Err(Error::invalid(
             "val_split",

@@ -4,7 +4,7 @@
 //! kernels (`kernels`), the linfa-logistic baseline ([`logistic`]), the `auto` recipe ([`recipe`]),
 //! the settings as a user gives them and their defaults ([`settings`]), multi-label thresholds and
 //! average precision ([`tags`]), the head file
-//! ([`mod@file`]) and `train-head` on a cache ([`train_head`]).
+//! ([`mod@file`]), the validation rows ([`validation`]) and `train-head` on a cache ([`train_head`]).
 
 pub mod activation;
 pub mod file;
@@ -20,3 +20,4 @@ pub mod schedule;
 pub mod settings;
 pub mod tags;
 pub mod train_head;
+pub mod validation;
