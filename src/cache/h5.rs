@@ -617,6 +617,15 @@ impl FeatureCache {
         Ok(hot)
     }
 
+    /// The image paths of `split`, without reading its features.
+    pub fn read_paths(&self, split: &str) -> Result<Vec<String>> {
+        let g = self.group(split)?;
+        let e = |x: hdf5::Error| Error::cache(&self.path, format!("split '{split}': {x}"));
+        let pds = g.dataset("paths").map_err(e)?;
+        check_declared(&self.path, split, "paths", pds.size(), 16)?;
+        Ok(read_strs(pds.read_raw().map_err(e)?))
+    }
+
     /// The (path, reason) pairs of the images of `split` that could not be read.
     pub fn read_split_skipped(&self, split: &str) -> Result<Vec<(String, String)>> {
         let g = self.group(split)?;

@@ -123,7 +123,7 @@ pub fn scan_table(images: &Path, t: &LabelTable) -> Result<(Dataset, String)> {
 
 /// The table's bytes (without a spreadsheet's UTF-8 byte order mark, which is not part of the first
 /// cell) and the sha256 of the file as it is; a table over [`MAX_TABLE_BYTES`] is refused unread.
-fn read_table(file: &Path) -> Result<(Vec<u8>, String)> {
+pub(crate) fn read_table(file: &Path) -> Result<(Vec<u8>, String)> {
     let size = std::fs::metadata(file)
         .map_err(|e| Error::io(file, e))?
         .len();
@@ -142,7 +142,7 @@ fn read_table(file: &Path) -> Result<(Vec<u8>, String)> {
 }
 
 /// `n item(s)`-style lists: the first [`SHOWN`] of `items`, then "..." when there are more.
-fn first_few<S: AsRef<str>>(items: &[S]) -> String {
+pub(crate) fn first_few<S: AsRef<str>>(items: &[S]) -> String {
     let shown: Vec<&str> = items.iter().take(SHOWN).map(AsRef::as_ref).collect();
     let more = if items.len() > SHOWN { ", ..." } else { "" };
     format!("{}{more}", shown.join(", "))

@@ -5,13 +5,16 @@
 //! Every chosen file is decoded first; a broken one (zero bytes, truncated, not an image) is listed
 //! and replaced by the next candidate of the same seeded order, so the output holds exactly the
 //! numbers asked for, all readable. The splits never overlap, and the same seed gives the same split.
-//! The output is built in a temporary folder beside `OUT` and renamed into place.
+//! The output is built in a temporary folder beside `OUT` and renamed into place. Photos an
+//! exclusion list names (an audit.tsv) are left out by content: a file with the same bytes as a
+//! listed one is never placed, whatever its name.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashSet};
 use std::path::{Path, PathBuf};
 
 use rayon::prelude::*;
 
+use crate::data::exclude::Exclusion;
 use crate::data::preprocess::decode;
 use crate::data::scan::{image_files_checked, is_image_file};
 use crate::error::{Error, Result};
@@ -61,6 +64,9 @@ pub struct SplitConfig {
     pub labels: Option<crate::data::labels::LabelTable>,
     /// With `labels`: the fractions of the images in val and in test (the rest is train).
     pub fractions: (f64, f64),
+    /// Photos left out ([`crate::data::exclude`]), with the folder their paths are relative to
+    /// (`None`: `src`): a source file with the same bytes as a listed one is never placed.
+    pub exclude: Option<(PathBuf, Option<PathBuf>)>,
 }
 
 /// The split names, in manifest order.
@@ -75,6 +81,8 @@ pub struct SplitSummary {
     pub broken: Vec<(PathBuf, String)>,
     /// Files that are not images by their extension (e.g. `Thumbs.db`), never candidates.
     pub not_images: usize,
+    /// Source files left out because an `exclude` list names them (or a copy of them).
+    pub excluded: usize,
 }
 
 impl SplitConfig {
@@ -346,17 +354,75 @@ fn place(src: &Path, dst: &Path, mode: PlaceMode) -> Result<()> {
     }
 }
 
+/// The sha256 of each file an exclusion list names (its paths below the given root, else `src`);
+/// empty without a list. A listed file that is not there is refused, naming it.
+fn excluded_hashes(cfg: &SplitConfig) -> Result<HashSet<String>> {
+    let Some((list, root)) = &cfg.exclude else {
+        return Ok(HashSet::new());
+    };
+    let ex = Exclusion::read(list)?;
+    let root = root.as_ref().unwrap_or(&cfg.src);
+    let files: Vec<PathBuf> = ex
+        .files
+        .iter()
+        .map(|f| root.join(crate::util::paths::from_text(f)))
+        .collect();
+    if let Some(missing) = files.iter().find(|f| !f.is_file()) {
+        return Err(Error::dataset(
+            list,
+            format!(
+                "lists {}, which is not there; its paths must be relative to {} (give the folder they are relative to with --exclude-root)",
+                missing.display(),
+                root.display()
+            ),
+        ));
+    }
+    files.par_iter().map(|f| sha256_file(f)).collect()
+}
+
+/// Whether each file is kept: its bytes are not those of a listed file (all kept without a list).
+pub(super) fn not_listed(files: &[PathBuf], hashes: &HashSet<String>) -> Result<Vec<bool>> {
+    if hashes.is_empty() {
+        return Ok(vec![true; files.len()]);
+    }
+    files
+        .par_iter()
+        .map(|f| sha256_file(f).map(|h| !hashes.contains(&h)))
+        .collect()
+}
+
+/// The items whose `keep` is true, and how many were left out.
+pub(super) fn kept<T>(items: Vec<T>, keep: &[bool]) -> (Vec<T>, usize) {
+    let n = items.len();
+    let kept: Vec<T> = items
+        .into_iter()
+        .zip(keep)
+        .filter_map(|(it, &k)| k.then_some(it))
+        .collect();
+    let left = n - kept.len();
+    (kept, left)
+}
+
 /// Samples, checks and writes the split; see the module documentation.
 pub fn split(cfg: &SplitConfig, rep: &dyn Reporter) -> Result<SplitSummary> {
     cfg.check()?;
+    let hashes = excluded_hashes(cfg)?;
     if let Some(t) = &cfg.labels {
-        return table::split_table(cfg, t, rep);
+        return table::split_table(cfg, t, &hashes, rep);
     }
-    let (classes, not_images) = candidates(cfg, rep)?;
+    let (mut classes, not_images) = candidates(cfg, rep)?;
+    let mut excluded = 0;
+    for files in classes.values_mut() {
+        let keep = not_listed(files, &hashes)?;
+        let (k, left) = kept(std::mem::take(files), &keep);
+        *files = k;
+        excluded += left;
+    }
     let wanted = cfg.wanted();
     let need: usize = wanted.iter().sum();
     let mut summary = SplitSummary {
         not_images,
+        excluded,
         ..Default::default()
     };
     rep.report(Event::Start {

@@ -7,6 +7,7 @@ use std::time::Instant;
 
 use crate::cache::{FeatureCache, SplitData};
 use crate::cache::{AUG_SPLIT, FLIP_SPLIT};
+use crate::data::exclude::Exclusion;
 use crate::error::{Error, Result};
 use crate::events::{Event, Reporter};
 use crate::head::file::{Head, HeadKind};
@@ -14,7 +15,7 @@ use crate::head::fit::{fit, output_units, EpochRecord, History, Labels, TrainCon
 use crate::head::logistic::fit_logistic;
 use crate::head::net::{spec_string, Network, Pool};
 use crate::head::recipe::{self, AutoData};
-use crate::head::validation::validation_rows;
+use crate::head::validation::{leave_out, validation_rows};
 use ndarray::Array2;
 
 /// Our backprop with a layer spec, the `auto` recipe, or the linfa baseline.
@@ -45,6 +46,8 @@ pub struct TrainHeadConfig {
     /// A multi-label head's decision threshold for every class; `None`: each class's threshold
     /// maximises its F1 on the validation rows ([`crate::head::tags`]).
     pub threshold: Option<f32>,
+    /// Photos left out of the train and validation rows ([`crate::data::exclude`]).
+    pub exclude: Option<PathBuf>,
 }
 
 impl TrainHeadConfig {
@@ -61,6 +64,7 @@ impl TrainHeadConfig {
             val_split: 0.2,
             seed: 42,
             threshold: None,
+            exclude: None,
         }
     }
 }
@@ -190,6 +194,8 @@ struct Rows {
     train_idx: Vec<usize>,
     val_idx: Vec<usize>,
     val_from: String,
+    /// `--exclude`: the list, its sha256 and what was left out.
+    excluded: Option<serde_json::Value>,
 }
 
 impl Rows {
@@ -204,7 +210,17 @@ impl Rows {
         let n = train.len();
         let classes = meta.classes.len();
         let tags = meta.multi_label.then(|| targets(&train, classes)).flatten();
-        let v = validation_rows(cache, &train.labels, cfg.val_split, cfg.seed)?;
+        let mut v = validation_rows(cache, &train.labels, cfg.val_split, cfg.seed)?;
+        let excluded = match &cfg.exclude {
+            Some(list) => {
+                let ex = Exclusion::read(list)?;
+                let said = leave_out(cache, &ex, &train.paths, &mut v)?;
+                Some(
+                    serde_json::json!({"list": list.display().to_string(), "sha256": ex.sha256, "files": ex.files.len(), "said": said}),
+                )
+            }
+            None => None,
+        };
         let x = cfg
             .pool
             .apply(train.features, n, &meta.feature_shape, &meta.layout)?;
@@ -228,6 +244,7 @@ impl Rows {
             train_idx: v.train,
             val_idx: v.val,
             val_from: v.from,
+            excluded,
         })
     }
 
@@ -323,6 +340,9 @@ pub fn train_head(cfg: &TrainHeadConfig, rep: &dyn Reporter) -> Result<TrainHead
         rows.val_idx.len(),
         rows.val_from
     ));
+    if let Some(said) = rows.excluded.as_ref().and_then(|e| e["said"].as_str()) {
+        say(said.to_string());
+    }
     let classes = meta.classes.len();
     check_threshold(cfg, meta.multi_label)?;
     say(format!(
@@ -355,6 +375,7 @@ pub fn train_head(cfg: &TrainHeadConfig, rep: &dyn Reporter) -> Result<TrainHead
         "train_rows": rows.train_idx.len(),
         "val_rows": rows.val_idx.len(),
         "validation": rows.val_from,
+        "excluded": rows.excluded,
         "kept_epoch": history.kept_epoch,
         "stopped_early": history.stopped_early,
         "final": history.epochs.get(history.kept_epoch.saturating_sub(1)),

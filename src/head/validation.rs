@@ -1,7 +1,10 @@
 //! The validation rows of a training run (`train-head`, `finetune`): the cache's `val` split when
 //! it has one, else a stratified, seeded fraction of `train`, else none.
 
-use crate::cache::{FeatureCache, SplitData};
+use std::collections::BTreeSet;
+
+use crate::cache::{FeatureCache, SplitData, AUG_SPLIT, FLIP_SPLIT};
+use crate::data::exclude::Exclusion;
 use crate::error::{Error, Result};
 use crate::head::fit::stratified_split;
 
@@ -64,4 +67,60 @@ pub fn validation_rows(
             from: "none".into(),
         }
     })
+}
+
+/// Leaves the photos `ex` lists out of `v`'s train and validation rows (`train_paths`: the train
+/// split's). Every listed photo must be in the cache; listed photos of other splits (test) are
+/// counted, as they are not trained on anyway. Returns what was done, in words.
+pub fn leave_out(
+    cache: &FeatureCache,
+    ex: &Exclusion,
+    train_paths: &[String],
+    v: &mut Validation,
+) -> Result<String> {
+    let meta = &cache.meta;
+    let mut elsewhere = 0;
+    {
+        let mut known: BTreeSet<&str> = train_paths.iter().map(String::as_str).collect();
+        if let Some(s) = &v.split {
+            known.extend(s.paths.iter().map(String::as_str));
+        }
+        let others: Vec<Vec<String>> = meta
+            .splits
+            .iter()
+            .filter(|s| {
+                // The train and val photos are known already; augmented copies repeat them.
+                let s = s.as_str();
+                s != "train"
+                    && s != AUG_SPLIT
+                    && s != FLIP_SPLIT
+                    && !s.ends_with("_flip")
+                    && !(s == "val" && v.split.is_some())
+            })
+            .map(|s| cache.read_paths(s))
+            .collect::<Result<_>>()?;
+        for paths in &others {
+            elsewhere += paths.iter().filter(|p| ex.contains(p)).count();
+            known.extend(paths.iter().map(String::as_str));
+        }
+        ex.not_found(&known, &format!("the cache {}", cache.path.display()))?;
+    }
+    let (train_before, val_before) = (v.train.len(), v.val.len());
+    v.train.retain(|&i| !ex.contains(&train_paths[i]));
+    let val_paths = v.split.as_ref().map_or(train_paths, |s| &s.paths);
+    v.val.retain(|&i| !ex.contains(&val_paths[i]));
+    if v.train.is_empty() {
+        return Err(Error::dataset(
+            &ex.source,
+            format!("leaves none of the {train_before} train rows"),
+        ));
+    }
+    Ok(format!(
+        "--exclude {}: {} listed photos left out: {} train, {} validation ({} are in other splits, not trained on)",
+        ex.source.display(),
+        ex.files.len(),
+        train_before - v.train.len(),
+        val_before - v.val.len(),
+        elsewhere
+    ))
 }

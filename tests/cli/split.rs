@@ -166,3 +166,67 @@ fn split_samples_checked_files_per_class_reproducibly() {
     assert!(o.contains("cat: 2 train, 1 test"), "{o}");
     assert!(d.path().join("flat_out/test/dog").is_dir());
 }
+
+/// `split --exclude`: the listed photos, and any copy of them under another name, are never
+/// placed; paths relative to an earlier split (`--exclude-root`) are matched by content; a listed
+/// file that is not there is refused before anything is written.
+#[test]
+fn split_exclude_leaves_listed_photos_and_their_copies_out() {
+    let d = tmp();
+    let src = d.path().join("PetImages");
+    pet_images(&src, 8, 8);
+    std::fs::copy(src.join("Cat/3.jpg"), src.join("Cat/copy-of-3.jpg")).unwrap();
+    let list = d.path().join("list.txt");
+    std::fs::write(&list, "# flagged\nCat/3.jpg\nDog/5.jpg\n").unwrap();
+    let out = d.path().join("split");
+    let line = |out: &Path, extra: &[&str]| -> String {
+        let base = [
+            "split",
+            s(&src),
+            "--out",
+            s(out),
+            "--train",
+            "4",
+            "--test",
+            "2",
+            "-q",
+        ];
+        ok(&[&base[..], extra].concat())
+    };
+    let log = line(&out, &["--exclude", s(&list)]);
+    assert!(log.contains("3 listed photo(s) left out"), "{log}");
+    let hash = |p: &Path| headstart::util::hash::sha256_file(p).unwrap();
+    let banned = [hash(&src.join("Cat/3.jpg")), hash(&src.join("Dog/5.jpg"))];
+    let rows = manifest(&out);
+    assert_eq!(rows.len(), 12);
+    assert!(rows.iter().all(|r| !banned.contains(&r[3])), "{rows:?}");
+    // Paths of the earlier split's own layout, relative to it, name the same photos.
+    let placed = &rows[0][2];
+    let again = d.path().join("again");
+    let rel_list = d.path().join("rel.txt");
+    std::fs::write(&rel_list, format!("{placed}\n")).unwrap();
+    let log = line(
+        &again,
+        &["--exclude", s(&rel_list), "--exclude-root", s(&out)],
+    );
+    assert!(log.contains("1 listed photo(s) left out"), "{log}");
+    assert!(manifest(&again).iter().all(|r| r[3] != rows[0][3]));
+    // Relative to SRC (the default), that path is not there: refused, nothing written.
+    let none = d.path().join("none");
+    fails(
+        &[
+            "split",
+            s(&src),
+            "--out",
+            s(&none),
+            "--train",
+            "4",
+            "--test",
+            "2",
+            "--exclude",
+            s(&rel_list),
+        ],
+        &["rel.txt", "is not there", "--exclude-root"],
+    );
+    assert!(!none.exists());
+}

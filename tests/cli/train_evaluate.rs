@@ -435,3 +435,74 @@ fn train_head_and_evaluate_refuse_bad_input_with_both_sides() {
     );
     assert_eq!(std::fs::read(&head).unwrap(), before);
 }
+
+/// `train-head --exclude`: an audit.tsv's photos leave the train and validation rows (counted by
+/// split), the list's sha256 is kept with the head, and a list naming a photo the cache does not
+/// hold is refused naming it.
+#[test]
+fn train_head_exclude_leaves_listed_rows_out() {
+    let (d, _data, _model, cache) = tiny_features(&["cat", "dog"], 12, 1);
+    let c = FeatureCache::open(&cache).unwrap();
+    let train = c.read_split("train").unwrap().paths;
+    let test = c.read_split("test").unwrap().paths;
+    let list = d.path().join("audit.tsv");
+    std::fs::write(
+        &list,
+        format!(
+            "file\tsplit\tissue\tscore\tgiven\tsuggested\tpair\n{}\ttrain\tlabel\t0.01\tcat\tdog\t\n{}\ttest\tleakage\t0.99\tdog\t\t{}\n",
+            train[0], test[0], train[1]
+        ),
+    )
+    .unwrap();
+    let rows = |log: &str| -> usize {
+        let l = log.lines().find(|l| l.starts_with("train-head:")).unwrap();
+        let n = |w: &str| -> usize {
+            let at = l.find(w).unwrap() + w.len();
+            l[at..].split_whitespace().next().unwrap().parse().unwrap()
+        };
+        n("; train ") + n("validation ")
+    };
+    let head = d.path().join("h.h5");
+    let all = rows(&ok(&[
+        "train-head",
+        s(&cache),
+        "--out",
+        s(&head),
+        "--epochs",
+        "2",
+    ]));
+    let log = ok(&[
+        "train-head",
+        s(&cache),
+        "--out",
+        s(&head),
+        "--epochs",
+        "2",
+        "--exclude",
+        s(&list),
+    ]);
+    assert!(log.contains("3 listed photos left out"), "{log}");
+    assert!(log.contains("(1 are in other splits"), "{log}");
+    assert_eq!(rows(&log), all - 2, "{log}");
+    let h = headstart::head::file::Head::load(&head).unwrap();
+    let t: serde_json::Value = serde_json::from_str(&h.training).unwrap();
+    assert_eq!(t["excluded"]["files"], 3, "{t}");
+    assert_eq!(t["excluded"]["sha256"].as_str().unwrap().len(), 64, "{t}");
+    let bad = d.path().join("bad.txt");
+    std::fs::write(&bad, format!("{}\nnot/in/cache.png\n", train[0])).unwrap();
+    fails(
+        &[
+            "train-head",
+            s(&cache),
+            "--out",
+            s(&head),
+            "--exclude",
+            s(&bad),
+        ],
+        &[
+            "bad.txt",
+            "1 of its 2 files are not in the cache",
+            "not/in/cache.png",
+        ],
+    );
+}

@@ -178,6 +178,7 @@ fn joiner(t: &LabelTable, classes: &[String]) -> char {
 pub(super) fn split_table(
     cfg: &SplitConfig,
     t: &LabelTable,
+    excluded: &std::collections::HashSet<String>,
     rep: &dyn Reporter,
 ) -> Result<SplitSummary> {
     if t.split_col.is_some() {
@@ -191,6 +192,8 @@ pub(super) fn split_table(
         rep.report(Event::Warning(&format!("{}: {why}", p.display())));
     }
     let items: Vec<Item> = ds.splits.into_iter().flat_map(|s| s.items).collect();
+    let files: Vec<std::path::PathBuf> = items.iter().map(|i| cfg.src.join(i.path())).collect();
+    let (items, left_out) = super::kept(items, &super::not_listed(&files, excluded)?);
     let (items, broken) = readable(cfg, items, rep);
     let split_of = if ds.multi_label {
         let tags: Vec<Vec<u32>> = items.iter().map(|i| i.tags.clone()).collect();
@@ -201,6 +204,7 @@ pub(super) fn split_table(
     let join = joiner(t, &ds.classes);
     let mut summary = SplitSummary {
         broken,
+        excluded: left_out,
         ..Default::default()
     };
     let mut counts: BTreeMap<String, (usize, [usize; 3])> = BTreeMap::new();

@@ -106,3 +106,40 @@ fn out_of_fold_probabilities_never_come_from_a_head_that_saw_the_row() {
         assert!(fold.iter().filter(|&&k| k == f).count() >= 15);
     }
 }
+
+/// What `train-head --exclude` reads back from an audit.tsv: every finding's photo, and a
+/// leakage row's pair too.
+#[test]
+fn an_audit_tsv_reads_back_as_an_exclusion_list() {
+    let f = |file: &str, issue: &'static str, pair: &str| Finding {
+        file: file.into(),
+        split: "test".into(),
+        issue,
+        score: 0.5,
+        given: "cat".into(),
+        suggested: String::new(),
+        pair: pair.into(),
+    };
+    let findings = [
+        f("train/dog/cat.1.jpg", "label", ""),
+        f("test/cat/c.jpg", "leakage", "train/cat/c.jpg"),
+        f("train/cat/d2.jpg", "duplicate", "train/cat/d1.jpg"),
+        f("val/x.jpg", "outlier", ""),
+    ];
+    let d = tempfile::tempdir().unwrap();
+    let p = d.path().join("audit.tsv");
+    std::fs::write(&p, table(&findings)).unwrap();
+    assert!(is_audit(&p));
+    let ex = crate::data::exclude::Exclusion::read(&p).unwrap();
+    let got: Vec<&str> = ex.files.iter().map(String::as_str).collect();
+    assert_eq!(
+        got,
+        [
+            "test/cat/c.jpg",
+            "train/cat/c.jpg",
+            "train/cat/d2.jpg",
+            "train/dog/cat.1.jpg",
+            "val/x.jpg"
+        ]
+    );
+}

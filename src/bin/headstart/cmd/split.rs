@@ -60,6 +60,14 @@ pub struct Args {
     /// Where a file's class comes from [default: folder].
     #[arg(long, value_enum, conflicts_with = "labels")]
     pub label_from: Option<LabelArg>,
+    /// Leave out the photos listed in FILE (an audit.tsv, or paths one a line): any source file
+    /// with the same bytes as a listed one is not placed.
+    #[arg(long, value_name = "FILE")]
+    pub exclude: Option<PathBuf>,
+    /// The folder the paths of --exclude are relative to (e.g. the folder a cache was extracted
+    /// from) [default: SRC].
+    #[arg(long, value_name = "DIR", requires = "exclude")]
+    pub exclude_root: Option<PathBuf>,
     /// Replace an earlier split at --out.
     #[arg(long)]
     pub force: bool,
@@ -87,6 +95,7 @@ pub fn run(a: &Args) -> Result<()> {
         force: a.force,
         labels: a.table.table(),
         fractions: (a.val_fraction, a.test_fraction),
+        exclude: a.exclude.clone().map(|e| (e, a.exclude_root.clone())),
     };
     let s = split(&cfg, &a.display.term())?;
     for (class, (found, counts)) in &s.classes {
@@ -114,6 +123,9 @@ pub fn run(a: &Args) -> Result<()> {
             },
             a.out.join("SKIPPED.tsv").display()
         );
+    }
+    if s.excluded > 0 {
+        println!("{} listed photo(s) left out (--exclude)", s.excluded);
     }
     if s.not_images > 0 {
         println!("{} non-image file(s) ignored", s.not_images);

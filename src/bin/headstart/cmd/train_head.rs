@@ -94,6 +94,10 @@ pub struct Args {
     /// [default: per class, the F1-best cut on the validation rows].
     #[arg(long)]
     pub threshold: Option<f32>,
+    /// Leave out the photos listed in FILE (an audit.tsv, or paths one a line, relative to the
+    /// data folder) from the train and validation rows; nothing is deleted.
+    #[arg(long, value_name = "FILE")]
+    pub exclude: Option<PathBuf>,
     /// [default: cross-entropy]
     #[arg(long, value_enum)]
     pub loss: Option<LossArg>,
@@ -242,6 +246,7 @@ impl Args {
         cfg.pool = self.pool.into();
         cfg.val_split = self.val_split;
         cfg.threshold = self.threshold;
+        cfg.exclude = self.exclude.clone();
         cfg.seed = self.seed;
         let recipe = match self.recipe {
             RecipeArg::Auto => Recipe::Auto,

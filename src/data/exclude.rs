@@ -1,0 +1,163 @@
+//! Lists of photos to leave out (`train-head --exclude`, `split --exclude`): an `audit.tsv`, or a
+//! text file of paths, one a line. Nothing is deleted or moved; the photos are only not used.
+//!
+//! A line is a path relative to the data folder, as the cache and audit.tsv write them
+//! (`train/cat/cat.12.jpg`). A tab-separated line (an audit.tsv row, with or without its header)
+//! gives its first field; a `leakage` row also its last (the pair's other photo): leaving out
+//! both copies of a leaked photo is what keeps it out of training whichever split it is in. Empty
+//! lines, `#` comments and a header line starting `file<TAB>` are skipped.
+
+use std::collections::BTreeSet;
+use std::path::{Path, PathBuf};
+
+use crate::error::{Error, Result};
+
+/// The photos a list names.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Exclusion {
+    pub source: PathBuf,
+    /// The sha256 of the list as read (recorded with the head).
+    pub sha256: String,
+    pub files: BTreeSet<String>,
+}
+
+impl Exclusion {
+    /// Reads a list; a list over the label tables' size limit, a line that is an absolute path or
+    /// climbs out of the data folder (`..`), and a list naming no file are refused, naming the line.
+    pub fn read(path: &Path) -> Result<Exclusion> {
+        let (bytes, sha256) = crate::data::labels::read_table(path)?;
+        let text = std::str::from_utf8(&bytes)
+            .map_err(|e| Error::dataset(path, format!("not UTF-8 text: {e}")))?;
+        let mut files = BTreeSet::new();
+        for (i, line) in text.lines().enumerate() {
+            let line = line.trim_end_matches('\r');
+            if line.trim().is_empty() || line.starts_with('#') || line.starts_with("file\t") {
+                continue;
+            }
+            let fields: Vec<&str> = line.split('\t').collect();
+            let mut add = |p: &str| -> Result<()> {
+                files.insert(
+                    clean(p)
+                        .map_err(|msg| Error::dataset(path, format!("line {}: {msg}", i + 1)))?,
+                );
+                Ok(())
+            };
+            add(fields[0])?;
+            if fields.len() >= 7 && fields[2] == "leakage" && !fields[6].is_empty() {
+                add(fields[6])?;
+            }
+        }
+        if files.is_empty() {
+            return Err(Error::dataset(path, "lists no file to leave out"));
+        }
+        Ok(Exclusion {
+            source: path.to_path_buf(),
+            sha256,
+            files,
+        })
+    }
+
+    pub fn contains(&self, rel: &str) -> bool {
+        self.files.contains(rel)
+    }
+
+    /// The listed files that are not in `known` (at most `limit` of them, and how many in all).
+    pub fn unknown<'a>(&'a self, known: &BTreeSet<&str>, limit: usize) -> (Vec<&'a str>, usize) {
+        let all: Vec<&str> = self
+            .files
+            .iter()
+            .map(String::as_str)
+            .filter(|f| !known.contains(f))
+            .collect();
+        let n = all.len();
+        (all.into_iter().take(limit).collect(), n)
+    }
+
+    /// A refusal for listed files that are in none of the places looked at (`where_`).
+    pub fn not_found(&self, known: &BTreeSet<&str>, where_: &str) -> Result<()> {
+        let (first, n) = self.unknown(known, 3);
+        if n == 0 {
+            return Ok(());
+        }
+        Err(Error::dataset(
+            &self.source,
+            format!(
+                "{n} of its {} files are not in {where_} (first: {}); list paths relative to the data folder, as audit.tsv does (e.g. train/cat/cat.1.jpg)",
+                self.files.len(),
+                crate::data::labels::first_few(&first)
+            ),
+        ))
+    }
+}
+
+/// A listed path as the cache writes it (`/` separators, no `./`), or why it cannot be one.
+fn clean(p: &str) -> std::result::Result<String, String> {
+    let p = p.trim();
+    if p.starts_with('/') || p.as_bytes().get(1) == Some(&b':') {
+        return Err(format!(
+            "{p} is an absolute path; list paths relative to the data folder"
+        ));
+    }
+    let parts: Vec<&str> = p
+        .split(['/', '\\'])
+        .filter(|c| !c.is_empty() && *c != ".")
+        .collect();
+    if parts.contains(&"..") {
+        return Err(format!("{p} leaves the data folder (..)"));
+    }
+    if parts.is_empty() {
+        return Err(format!("'{p}' names no file"));
+    }
+    Ok(parts.join("/"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn list(text: &str) -> Result<Exclusion> {
+        let d = tempfile::tempdir().unwrap();
+        let p = d.path().join("list.tsv");
+        std::fs::write(&p, text).unwrap();
+        Exclusion::read(&p)
+    }
+
+    #[test]
+    fn audit_rows_and_plain_paths_are_read_leakage_with_its_pair() {
+        let e = list(
+            "file\tsplit\tissue\tscore\tgiven\tsuggested\tpair\n\
+             train/dog/cat.1.jpg\ttrain\tlabel\t0.01\tdog\tcat\t\n\
+             test/cat/c.jpg\ttest\tleakage\t0.99\tcat\t\ttrain/cat/c.jpg\n\
+             train/a/x.jpg\ttrain\tduplicate\t1\ta\t\ttrain/a/y.jpg\n\
+             # a comment\n\n./val\\\\b/z.png\r\n",
+        )
+        .unwrap();
+        let want = [
+            "test/cat/c.jpg",
+            "train/a/x.jpg",
+            "train/cat/c.jpg",
+            "train/dog/cat.1.jpg",
+            "val/b/z.png",
+        ];
+        assert_eq!(e.files.iter().collect::<Vec<_>>(), want);
+        assert!(
+            !e.contains("train/a/y.jpg"),
+            "a duplicate keeps its first copy"
+        );
+    }
+
+    #[test]
+    fn bad_lists_are_refused_naming_the_line() {
+        let msg = |t: &str| list(t).unwrap_err().to_string();
+        assert!(msg("a.jpg\n/abs/b.jpg\n").contains("line 2: /abs/b.jpg is an absolute path"));
+        assert!(msg("a/../../etc/passwd\n").contains("line 1: a/../../etc/passwd leaves"));
+        assert!(msg("# nothing\n\n").contains("lists no file"));
+        let e = list("a.jpg\nb.jpg\n").unwrap();
+        let known = BTreeSet::from(["a.jpg"]);
+        let err = e.not_found(&known, "the cache").unwrap_err().to_string();
+        assert!(
+            err.contains("1 of its 2 files are not in the cache (first: b.jpg)"),
+            "{err}"
+        );
+    }
+}
