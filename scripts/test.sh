@@ -3,7 +3,12 @@
 # Usage: scripts/test.sh [extra cargo test args]
 set -euo pipefail
 cd "$(dirname "$0")/.."
+# Each step says how long it took (CI's time is budgeted step by step).
+t_all=$(date +%s)
+t0=$t_all
+took() { echo "test.sh: $1 took $(( $(date +%s) - t0 )) s"; t0=$(date +%s); }
 scripts/setup.sh --tests
+took "setup"
 # A one-off build (CI's clean clone) gains nothing from incremental compilation's bookkeeping.
 if [ "${CI:-}" = "true" ]; then export CARGO_INCREMENTAL=0; fi
 
@@ -17,12 +22,19 @@ python3 scripts/check_imports.py >/dev/null || python3 scripts/check_imports.py
 if cargo fmt --version >/dev/null 2>&1; then cargo fmt --check; fi
 if cargo clippy --version >/dev/null 2>&1; then
   cargo clippy --all-targets --features test-hooks,cloud --quiet -- -D warnings
+  took "clippy (tests, cloud)"
   # The quickstart's build: no `finetune` (candle).
   cargo clippy --no-default-features --lib --bins --quiet -- -D warnings
+  took "clippy (no default features)"
 fi
 # The API docs build without warnings (broken links fail); built without `cloud`, this also checks
 # that the default build (no object storage) compiles.
 RUSTDOCFLAGS="-D warnings" cargo doc --no-deps --quiet
+took "doc"
 # test-hooks: the crash tests abort the binary at a checkpoint (a switch a user's build does not have).
 # cloud: object storage, tested against moto's S3 server on 127.0.0.1 (installed by setup.sh).
+cargo test --features test-hooks,cloud --no-run --quiet "$@" 2>&1
+took "test build"
 cargo test --features test-hooks,cloud "$@" 2>&1
+took "tests"
+echo "test.sh: all took $(( $(date +%s) - t_all )) s"

@@ -73,22 +73,31 @@ fn im2col<T: Num>(x: &[T], p: Patches, dims: (usize, usize, usize, usize, usize,
         .enumerate()
         .for_each(|(b, rows)| {
             let img = &x[b * c * h * w..(b + 1) * c * h * w];
-            for y in 0..oh {
-                for xo in 0..ow {
-                    let row = &mut rows[(y * ow + xo) * k..(y * ow + xo + 1) * k];
-                    let mut j = 0;
-                    for ch in 0..c {
-                        let plane = &img[ch * h * w..(ch + 1) * h * w];
-                        for ky in 0..p.kh {
-                            let src = &plane[(y * p.sh + ky) * w + xo * p.sw..];
-                            row[j..j + p.kw].copy_from_slice(&src[..p.kw]);
-                            j += p.kw;
-                        }
-                    }
-                }
-            }
+            patch_runs(p, (c, h, w, oh, ow), |r, j, at| {
+                rows[r * k + j..r * k + j + p.kw].copy_from_slice(&img[at..at + p.kw]);
+            });
         });
     out
+}
+
+/// The patch rows of one image (`(c, h, w, oh, ow)`): for output position `r` (row-major over
+/// `oh x ow`), each run of `p.kw` values at `j` in its row comes from image offset `at`.
+fn patch_runs(
+    p: Patches,
+    (c, h, w, oh, ow): (usize, usize, usize, usize, usize),
+    mut run: impl FnMut(usize, usize, usize),
+) {
+    for y in 0..oh {
+        for xo in 0..ow {
+            let mut j = 0;
+            for ch in 0..c {
+                for ky in 0..p.kh {
+                    run(y * ow + xo, j, ch * h * w + (y * p.sh + ky) * w + xo * p.sw);
+                    j += p.kw;
+                }
+            }
+        }
+    }
 }
 
 fn col2im<T: Num>(g: &[T], p: Patches, shape: [usize; 4]) -> CResult<Vec<T>> {
@@ -106,21 +115,12 @@ fn col2im<T: Num>(g: &[T], p: Patches, shape: [usize; 4]) -> CResult<Vec<T>> {
         .enumerate()
         .for_each(|(b, img)| {
             let rows = &g[b * oh * ow * k..(b + 1) * oh * ow * k];
-            for y in 0..oh {
-                for xo in 0..ow {
-                    let row = &rows[(y * ow + xo) * k..(y * ow + xo + 1) * k];
-                    let mut j = 0;
-                    for ch in 0..c {
-                        for ky in 0..p.kh {
-                            let at = ch * h * w + (y * p.sh + ky) * w + xo * p.sw;
-                            for (d, &v) in img[at..at + p.kw].iter_mut().zip(&row[j..j + p.kw]) {
-                                *d = *d + v;
-                            }
-                            j += p.kw;
-                        }
-                    }
+            patch_runs(p, (c, h, w, oh, ow), |r, j, at| {
+                let src = &rows[r * k + j..r * k + j + p.kw];
+                for (d, &v) in img[at..at + p.kw].iter_mut().zip(src) {
+                    *d = *d + v;
                 }
-            }
+            });
         });
     Ok(out)
 }

@@ -177,7 +177,37 @@ pub fn folds_of(labels: &[u32], classes: usize, k: usize, seed: u64) -> Vec<usiz
     fold
 }
 
-/// Out-of-fold class probabilities: row i's come from a head fitted on the other folds only.
+/// The most rows a fold's head trains on: on a larger cache each fold trains on a seeded,
+/// stratified sample of this many of the other folds' rows (every row is still scored out of
+/// fold). It keeps the audit of 100,000 photos to minutes on 2 cores, where a full fit per fold took
+/// 2-5 minutes (the logistic fit grows with the rows; the ranking needs no more).
+pub const MAX_FOLD_ROWS: usize = 20_000;
+
+/// `train` cut to about [`MAX_FOLD_ROWS`] by a seeded sample of each class in proportion (at
+/// least one row a class).
+fn capped(train: Vec<usize>, labels: &[u32], classes: usize, seed: u64) -> Vec<usize> {
+    if train.len() <= MAX_FOLD_ROWS {
+        return train;
+    }
+    let mut by_class: Vec<Vec<usize>> = vec![Vec::new(); classes];
+    for &i in &train {
+        by_class[labels[i] as usize].push(i);
+    }
+    let mut rng = Rng(seed);
+    let mut out = Vec::with_capacity(MAX_FOLD_ROWS + classes);
+    for rows in &mut by_class {
+        rng.shuffle(rows);
+        let take = (rows.len() * MAX_FOLD_ROWS)
+            .div_ceil(train.len())
+            .clamp(1, rows.len().max(1));
+        out.extend_from_slice(&rows[..take.min(rows.len())]);
+    }
+    out.sort_unstable();
+    out
+}
+
+/// Out-of-fold class probabilities: row i's come from a head fitted on the other folds only
+/// (at most [`MAX_FOLD_ROWS`] of them).
 pub fn out_of_fold(
     x: &Array2<f32>,
     labels: &[u32],
@@ -197,6 +227,7 @@ pub fn out_of_fold(
         if held.is_empty() {
             continue;
         }
+        let train = capped(train, labels, classes, 0x0f01d ^ f as u64);
         let net = fit_logistic(x, labels, &train, classes, 1.0, 100)?;
         let p = probabilities_from_logits(&net.logits(&x.select(Axis(0), &held)));
         for (r, &i) in held.iter().enumerate() {

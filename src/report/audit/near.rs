@@ -1,6 +1,7 @@
 //! Neighbours in feature space: the rows are L2-normalised and multiplied block by block (a block of
-//! rows against all rows, so memory stays at `BLOCK x rows`), keeping each row's `k` most similar
-//! other rows and every pair at or above a cosine similarity threshold (near duplicates).
+//! rows against the rows after it, so memory stays at `BLOCK x rows` and each pair is computed
+//! once), keeping each row's `k` most similar other rows and every pair at or above a cosine
+//! similarity threshold (near duplicates).
 
 use ndarray::{s, Array2, Axis};
 
@@ -27,7 +28,9 @@ pub fn normalised(x: &Array2<f32>) -> Array2<f32> {
     out
 }
 
-/// Scans `x`'s rows against each other; `progress(rows done)` after each block.
+/// Scans `x`'s rows against each other; `progress(rows done)` after each block. Each block of rows
+/// is multiplied by the rows from its own first one on (the upper triangle: half the products of
+/// the full square), and every similarity updates both rows' nearest neighbours.
 pub fn scan(
     x: &Array2<f32>,
     threshold: f32,
@@ -36,38 +39,49 @@ pub fn scan(
 ) -> Neighbours {
     let z = normalised(x);
     let n = z.nrows();
-    let zt = z.t();
-    let mut out = Neighbours {
-        pairs: Vec::new(),
-        knn_distance: vec![0.0; n],
-    };
+    let mut pairs = Vec::new();
     let k = k.min(n.saturating_sub(1));
+    // Each row's k highest similarities so far, highest first.
+    let mut top: Vec<Vec<f32>> = vec![Vec::with_capacity(k + 1); n];
+    let keep = |t: &mut Vec<f32>, v: f32| {
+        if k > 0 && (t.len() < k || v > t[k - 1]) {
+            let at = t.partition_point(|&u| u >= v);
+            t.insert(at, v);
+            t.truncate(k);
+        }
+    };
     for start in (0..n).step_by(BLOCK) {
         let end = (start + BLOCK).min(n);
-        let sims = z.slice(s![start..end, ..]).dot(&zt);
+        let sims = z
+            .slice(s![start..end, ..])
+            .dot(&z.slice(s![start.., ..]).t());
         for (b, row) in sims.outer_iter().enumerate() {
             let i = start + b;
-            let mut top: Vec<f32> = Vec::with_capacity(k + 1);
-            for (j, &v) in row.iter().enumerate() {
-                if j == i {
-                    continue;
+            for (off, &v) in row.iter().enumerate().skip(b + 1) {
+                let j = start + off;
+                if v >= threshold {
+                    pairs.push((i, j, v));
                 }
-                if j > i && v >= threshold {
-                    out.pairs.push((i, j, v));
-                }
-                if k > 0 && (top.len() < k || v > top[k - 1]) {
-                    let at = top.partition_point(|&t| t >= v);
-                    top.insert(at, v);
-                    top.truncate(k);
-                }
-            }
-            if k > 0 {
-                out.knn_distance[i] = 1.0 - top.iter().sum::<f32>() / top.len().max(1) as f32;
+                keep(&mut top[i], v);
+                keep(&mut top[j], v);
             }
         }
         progress(end);
     }
-    out
+    let knn_distance = top
+        .iter()
+        .map(|t| {
+            if k == 0 {
+                0.0
+            } else {
+                1.0 - t.iter().sum::<f32>() / t.len().max(1) as f32
+            }
+        })
+        .collect();
+    Neighbours {
+        pairs,
+        knn_distance,
+    }
 }
 
 /// Rows whose distance is far out: its logarithm above the third quartile by 3 inter-quartile

@@ -143,3 +143,30 @@ fn an_audit_tsv_reads_back_as_an_exclusion_list() {
         ]
     );
 }
+
+/// A large fold's training rows are a seeded, stratified sample of the others, of about
+/// MAX_FOLD_ROWS; a small fold's are all of them.
+#[test]
+fn large_folds_train_on_a_stratified_sample() {
+    let labels: Vec<u32> = (0..50_000u32)
+        .map(|i| u32::from(i % 10 == 0) + u32::from(i % 100 == 0))
+        .collect();
+    let train: Vec<usize> = (0..50_000).filter(|i| i % 5 != 0).collect();
+    let a = capped(train.clone(), &labels, 3, 7);
+    assert_eq!(a, capped(train.clone(), &labels, 3, 7), "seeded");
+    assert_ne!(a, capped(train.clone(), &labels, 3, 8));
+    assert!(
+        a.len() <= MAX_FOLD_ROWS + 3 && a.len() >= MAX_FOLD_ROWS,
+        "{}",
+        a.len()
+    );
+    assert!(a.windows(2).all(|w| w[0] < w[1]) && a.iter().all(|i| i % 5 != 0));
+    for c in 0..3 {
+        let share = |rows: &[usize]| {
+            rows.iter().filter(|&&i| labels[i] == c).count() as f64 / rows.len() as f64
+        };
+        assert!((share(&a) - share(&train)).abs() < 1e-3, "class {c}");
+    }
+    let small: Vec<usize> = (0..100).collect();
+    assert_eq!(capped(small.clone(), &labels, 3, 7), small);
+}

@@ -122,11 +122,5 @@ pub fn write(
         s.features.rsplit('/').next().unwrap_or(&s.features)
     );
     super::write(path, &title, &body, inputs)?;
-    Ok(HtmlSummary {
-        path: path.display().to_string(),
-        bytes: std::fs::metadata(path).map_or(0, |m| m.len() as usize),
-        figures,
-        thumbnails: thumbs.len(),
-        cells: 0,
-    })
+    Ok(HtmlSummary::of(path, figures, &thumbs, 0))
 }

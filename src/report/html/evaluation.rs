@@ -313,13 +313,7 @@ pub fn write(e: &Evaluation, path: &Path, inputs: &[&Path]) -> Result<HtmlSummar
     let figures = cells.iter().map(|c| c.photos.len()).sum::<usize>() + top.len();
     let title = format!("Evaluation: {} ({})", file_name(&e.head), e.split);
     super::write(path, &title, &body, inputs)?;
-    Ok(HtmlSummary {
-        path: path.display().to_string(),
-        bytes: std::fs::metadata(path).map_or(0, |m| m.len() as usize),
-        figures,
-        thumbnails: thumbs.len(),
-        cells: cells.len(),
-    })
+    Ok(HtmlSummary::of(path, figures, &thumbs, cells.len()))
 }
 
 fn file_name(p: &str) -> &str {

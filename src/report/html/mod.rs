@@ -50,6 +50,17 @@ pub struct HtmlSummary {
 }
 
 impl HtmlSummary {
+    /// The summary of the report just written at `path`.
+    fn of(path: &Path, figures: usize, thumbs: &Thumbs, cells: usize) -> HtmlSummary {
+        HtmlSummary {
+            path: path.display().to_string(),
+            bytes: std::fs::metadata(path).map_or(0, |m| m.len() as usize),
+            figures,
+            thumbnails: thumbs.len(),
+            cells,
+        }
+    }
+
     /// "wrote FILE (2.1 MB: 812 photos, 790 thumbnails)".
     pub fn line(&self) -> String {
         format!(
@@ -319,6 +330,7 @@ pub fn write(path: &Path, title: &str, body: &str, inputs: &[&Path]) -> Result<(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::head::history::History;
 
     #[test]
     fn base64_matches_rfc_4648_vectors() {
@@ -348,18 +360,12 @@ mod tests {
 
     #[test]
     fn curves_draw_one_line_per_series_present() {
-        let e = |epoch, v: Option<f64>| EpochRecord {
-            epoch,
-            loss: 1.0 / epoch as f64,
-            accuracy: 0.5,
-            val_loss: v,
-            val_accuracy: v,
-            lr: 1e-3,
-            seconds: 0.1,
-        };
-        let with_val = curves_svg(&[e(1, Some(0.9)), e(2, Some(0.8))]);
+        let csv = |rows: &str| History::parse_csv(&format!("{}\n{rows}", History::CSV_HEADER));
+        let with_val = curves_svg(&csv(
+            "1,1.0,0.5,0.9,0.5,1e-3,0.1\n2,0.5,0.6,0.8,0.6,1e-3,0.1",
+        ));
         assert_eq!(with_val.matches("<polyline").count(), 4);
-        let without = curves_svg(&[e(1, None), e(2, None)]);
+        let without = curves_svg(&csv("1,1.0,0.5,,,1e-3,0.1\n2,0.5,0.6,,,1e-3,0.1"));
         assert_eq!(without.matches("<polyline").count(), 2);
         assert!(curves_svg(&[]).is_empty());
     }

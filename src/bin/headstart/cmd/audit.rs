@@ -9,7 +9,7 @@ use crate::common::{DisplayArgs, PoolArg};
 
 #[derive(clap::Args, Debug)]
 pub struct Args {
-    /// The feature cache (`extract`'s output).
+    /// The feature cache (`extract`'s output), or a run folder (its merged cache).
     pub features: PathBuf,
     /// Folder of audit.tsv [default: <cache name>.audit beside the cache].
     #[arg(long)]
@@ -37,7 +37,7 @@ pub struct Args {
 }
 
 pub fn run(a: &Args) -> Result<()> {
-    let mut cfg = AuditConfig::new(&a.features);
+    let mut cfg = AuditConfig::new(crate::common::features_or_run(&a.features)?);
     if let Some(o) = &a.out {
         cfg.out = o.clone();
     }
