@@ -110,7 +110,7 @@ fn quantize_keeps_the_most_sensitive_nodes_of_efficientnet_lite0_in_float() {
             "--calibrate",
             s(&cal),
             "--images",
-            "16",
+            "8",
             "--out",
             s(out),
             "--progress",
