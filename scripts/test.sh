@@ -21,11 +21,12 @@ fi
 python3 scripts/check_imports.py >/dev/null || python3 scripts/check_imports.py
 if cargo fmt --version >/dev/null 2>&1; then cargo fmt --check; fi
 if cargo clippy --version >/dev/null 2>&1; then
+  # One pass over every target (lib, bins, tests, examples) with the test build's features. The
+  # quickstart's build without `finetune` and `cloud` (six small cfg sites) is not re-checked here:
+  # its dependencies' other features cost a second pass of minutes; before changing those sites run
+  # `cargo clippy --no-default-features --lib --bins -- -D warnings`.
   cargo clippy --all-targets --features test-hooks,cloud --quiet -- -D warnings
-  took "clippy (tests, cloud)"
-  # The quickstart's build: no `finetune` (candle).
-  cargo clippy --no-default-features --lib --bins --quiet -- -D warnings
-  took "clippy (no default features)"
+  took "clippy"
 fi
 # The API docs build without warnings (broken links fail). With the features clippy checked, the
 # dependencies' metadata is clippy's (no second pass over them); the build without `cloud` and
@@ -34,8 +35,10 @@ RUSTDOCFLAGS="-D warnings" cargo doc --no-deps --features cloud --quiet
 took "doc"
 # test-hooks: the crash tests abort the binary at a checkpoint (a switch a user's build does not have).
 # cloud: object storage, tested against moto's S3 server on 127.0.0.1 (installed by setup.sh).
-cargo test --features test-hooks,cloud --no-run --quiet "$@" 2>&1
+# The examples are not linked again here: clippy compiled them above.
+cargo test --features test-hooks,cloud --lib --bins --tests --no-run --quiet "$@" 2>&1
 took "test build"
-cargo test --features test-hooks,cloud "$@" 2>&1
+cargo test --features test-hooks,cloud --lib --bins --tests "$@" 2>&1
+cargo test --features test-hooks,cloud --doc "$@" 2>&1
 took "tests"
 echo "test.sh: all took $(( $(date +%s) - t_all )) s"
