@@ -197,18 +197,24 @@ fn html_report_opens_each_confusion_cell_on_its_photos() {
         "-q",
     ]);
     let html = d.path().join("r.html");
+    // `evaluate --head h.h5 --features f.h5 --html OUT` and `extra`.
+    let to_html = |out: &Path, extra: &[&str]| -> Vec<String> {
+        let line = [
+            "evaluate",
+            "--head",
+            s(&head),
+            "--features",
+            s(&cache),
+            "--html",
+            s(out),
+        ];
+        line.iter().chain(extra).map(|a| a.to_string()).collect()
+    };
+    fn argv(v: &[String]) -> Vec<&str> {
+        v.iter().map(String::as_str).collect()
+    }
     let e = evaluate_json(&head, &cache, &["--top", "5"]);
-    let log = ok(&[
-        "evaluate",
-        "--head",
-        s(&head),
-        "--features",
-        s(&cache),
-        "--top",
-        "5",
-        "--html",
-        s(&html),
-    ]);
+    let log = ok(&argv(&to_html(&html, &["--top", "5"])));
     assert!(log.contains("wrote ") && log.contains("r.html"), "{log}");
     let page = std::fs::read_to_string(&html).unwrap();
     assert!(page.starts_with("<!doctype html>\n"), "{}", &page[..80]);
@@ -243,40 +249,10 @@ fn html_report_opens_each_confusion_cell_on_its_photos() {
     );
     assert_eq!(page.matches("<polyline").count(), 4, "train and val curves");
     // It replaces its own report, but neither an input nor a file that is not a report.
-    ok(&[
-        "evaluate",
-        "--head",
-        s(&head),
-        "--features",
-        s(&cache),
-        "--html",
-        s(&html),
-    ]);
-    fails(
-        &[
-            "evaluate",
-            "--head",
-            s(&head),
-            "--features",
-            s(&cache),
-            "--html",
-            s(&cache),
-        ],
-        &["is an input"],
-    );
+    ok(&argv(&to_html(&html, &[])));
+    fails(&argv(&to_html(&cache, &[])), &["is an input"]);
     let notes = d.path().join("notes.html");
     std::fs::write(&notes, "<p>mine</p>").unwrap();
-    fails(
-        &[
-            "evaluate",
-            "--head",
-            s(&head),
-            "--features",
-            s(&cache),
-            "--html",
-            s(&notes),
-        ],
-        &["notes.html"],
-    );
+    fails(&argv(&to_html(&notes, &[])), &["notes.html"]);
     assert_eq!(std::fs::read_to_string(&notes).unwrap(), "<p>mine</p>");
 }
