@@ -41,7 +41,8 @@ pub struct Metrics {
     pub top_losses: Vec<TopLoss>,
 }
 
-fn argmax(r: ndarray::ArrayView1<f32>) -> usize {
+/// The index of the highest value (the first on a tie): the predicted class.
+pub fn argmax(r: ndarray::ArrayView1<f32>) -> usize {
     let mut best = 0;
     for (j, &v) in r.iter().enumerate() {
         if v > r[best] {

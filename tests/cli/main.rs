@@ -75,6 +75,16 @@ fn extract_line<'a>(m: &'a Path, data: &'a Path, out: &'a Path, extra: &[&'a str
     [&line[..], extra].concat()
 }
 
+/// `train-head CACHE --out HEAD` and `extra`.
+fn train_line<'a>(cache: &'a Path, head: &'a Path, extra: &[&'a str]) -> Vec<&'a str> {
+    [&["train-head", s(cache), "--out", s(head)][..], extra].concat()
+}
+
+/// Runs [`train_line`] expecting success; returns its output.
+fn train_head(cache: &Path, head: &Path, extra: &[&str]) -> String {
+    ok(&train_line(cache, head, extra))
+}
+
 /// Runs [`extract_line`] expecting success; returns its output.
 fn extract(m: &Path, data: &Path, out: &Path, extra: &[&str]) -> String {
     ok(&extract_line(m, data, out, extra))

@@ -187,15 +187,7 @@ pub(crate) fn html_link(html: &str, id: &str) -> Option<usize> {
 fn html_report_opens_each_confusion_cell_on_its_photos() {
     let (d, _data, _model, cache) = tiny_features(&["a", "b", "c"], 4, 1);
     let head = d.path().join("h.h5");
-    ok(&[
-        "train-head",
-        s(&cache),
-        "--out",
-        s(&head),
-        "--epochs",
-        "3",
-        "-q",
-    ]);
+    train_head(&cache, &head, &["--epochs", "3", "-q"]);
     let html = d.path().join("r.html");
     // `evaluate --head h.h5 --features f.h5 --html OUT` and `extra`.
     let to_html = |out: &Path, extra: &[&str]| -> Vec<String> {

@@ -463,24 +463,8 @@ fn train_head_exclude_leaves_listed_rows_out() {
         n("; train ") + n("validation ")
     };
     let head = d.path().join("h.h5");
-    let all = rows(&ok(&[
-        "train-head",
-        s(&cache),
-        "--out",
-        s(&head),
-        "--epochs",
-        "2",
-    ]));
-    let log = ok(&[
-        "train-head",
-        s(&cache),
-        "--out",
-        s(&head),
-        "--epochs",
-        "2",
-        "--exclude",
-        s(&list),
-    ]);
+    let all = rows(&train_head(&cache, &head, &["--epochs", "2"]));
+    let log = train_head(&cache, &head, &["--epochs", "2", "--exclude", s(&list)]);
     assert!(log.contains("3 listed photos left out"), "{log}");
     assert!(log.contains("(1 are in other splits"), "{log}");
     assert_eq!(rows(&log), all - 2, "{log}");
@@ -491,14 +475,7 @@ fn train_head_exclude_leaves_listed_rows_out() {
     let bad = d.path().join("bad.txt");
     std::fs::write(&bad, format!("{}\nnot/in/cache.png\n", train[0])).unwrap();
     fails(
-        &[
-            "train-head",
-            s(&cache),
-            "--out",
-            s(&head),
-            "--exclude",
-            s(&bad),
-        ],
+        &train_line(&cache, &head, &["--exclude", s(&bad)]),
         &[
             "bad.txt",
             "1 of its 2 files are not in the cache",

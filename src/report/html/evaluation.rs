@@ -64,7 +64,7 @@ fn confusion(e: &Evaluation) -> (String, Vec<Cell>) {
     let predicted: Vec<usize> = r
         .probs
         .outer_iter()
-        .map(|row| (0..k).fold(0, |b, j| if row[j] > row[b] { j } else { b }))
+        .map(crate::report::metrics::argmax)
         .collect();
     for (i, &t) in r.labels.iter().enumerate() {
         members[t as usize][predicted[i]].push(i);
@@ -132,10 +132,12 @@ fn tag_table(e: &Evaluation) -> (String, Vec<Cell>) {
     };
     let mut rows = Vec::new();
     let mut cells = Vec::new();
+    // The head's decisions, as evaluate and score make them.
+    let decided = crate::head::tags::predict_sets(r.probs.view(), th);
     for (j, c) in r.classes.iter().enumerate() {
         let n = r.probs.nrows();
         let p = |i: usize| f64::from(r.probs[[i, j]]);
-        let on = |i: usize| p(i) >= f64::from(th[j]);
+        let on = |i: usize| decided[[i, j]] > 0.5;
         let fp: Vec<usize> = (0..n).filter(|&i| on(i) && truth[[i, j]] < 0.5).collect();
         let fn_: Vec<usize> = (0..n).filter(|&i| !on(i) && truth[[i, j]] >= 0.5).collect();
         let mut link = |kind: &str, ids: Vec<usize>, high_first: bool| {
