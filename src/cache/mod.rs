@@ -6,6 +6,7 @@
 //! /                 attrs: classes, model_file, model_sha256, input_size, layout, preprocess, color_order,
 //!                          mean, std, resize, interpolation, decode, precision, output_name, feature_shape, dtype,
 //!                          headstart_version, fingerprint, data_root, splits
+//!                   (+ multi_label; token_pool and prefix_tokens when a token output was pooled)
 //! /<split>/features  f32 or f16 [N, *feature_shape]
 //! /<split>/labels    i32 [N]        index into `classes`
 //! /<split>/paths     str [N]        relative to data_root
@@ -18,6 +19,9 @@
 
 pub(crate) mod h5;
 pub mod journal;
+pub mod tokens;
+
+pub use tokens::Tokens;
 pub mod synthetic;
 
 pub use crate::util::lock::OutputLock;
@@ -98,6 +102,10 @@ pub struct CacheMeta {
     pub splits: Vec<String>,
     /// Each image has a set of classes: every split holds `targets` (multi-hot, `[n, classes]`).
     pub multi_label: bool,
+    /// How a transformer's token output was pooled to one row ([`Tokens::NONE`] for outputs
+    /// stored as they came, and in caches written before the attributes `token_pool` and
+    /// `prefix_tokens`).
+    pub tokens: Tokens,
 }
 
 impl CacheMeta {

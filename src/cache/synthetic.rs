@@ -107,6 +107,7 @@ pub fn synthetic(spec: &SyntheticSpec) -> Result<(CacheMeta, Vec<SplitData>)> {
         data_root: String::new(),
         splits: splits.iter().map(|s| s.name.clone()).collect(),
         multi_label: false,
+        tokens: super::Tokens::NONE,
     };
     Ok((meta, splits))
 }

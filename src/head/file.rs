@@ -146,6 +146,13 @@ impl Head {
                 format!("{} (sha256 {})", data.model_file, data.model_sha256),
             );
         }
+        if self.base.tokens != data.tokens {
+            return both(
+                "token poolings",
+                self.base.tokens.describe(),
+                data.tokens.describe(),
+            );
+        }
         if self.feature_shape != data.feature_shape {
             return both(
                 "feature shapes",

@@ -7,6 +7,7 @@ use std::path::{Path, PathBuf};
 use ort::session::Session;
 use ort::value::{TensorElementType, TensorRef, ValueType};
 
+use crate::cache::tokens::{TokenRequest, Tokens};
 use crate::data::preprocess::{
     ColorOrder, Decode, Interpolation, Layout, Mode, Normalize, Preprocess, ResizeMode,
     DEFAULT_CROP_FRACTION,
@@ -70,6 +71,8 @@ pub struct BaseModel {
     /// seconds for a depthwise net in float16). On by default on CUDA only.
     pad_batches: bool,
     padded_batch: usize,
+    /// How a token output is pooled before it is returned ([`Tokens::NONE`] by default).
+    tokens: Tokens,
 }
 
 fn tensor_shape(v: &ValueType) -> Option<(TensorElementType, Vec<i64>)> {
@@ -221,6 +224,7 @@ impl BaseModel {
             session,
             pad_batches: device == Device::Cuda,
             padded_batch: 0,
+            tokens: Tokens::NONE,
         })
     }
 
@@ -274,6 +278,23 @@ impl BaseModel {
         Ok(())
     }
 
+    /// Pools the output as `tokens` says from now on (see [`crate::cache::tokens`]).
+    pub fn set_tokens(&mut self, tokens: Tokens) {
+        self.tokens = tokens;
+    }
+
+    /// The pooling of this model's output for `req` (the request, else the model's metadata);
+    /// set it with [`BaseModel::set_tokens`].
+    pub fn resolve_tokens(&self, req: TokenRequest) -> Result<Tokens> {
+        let i = &self.info;
+        Tokens::resolve(req, &i.metadata, &i.output_name, &i.output_shape, &i.path)
+    }
+
+    /// The pooling in use.
+    pub fn tokens(&self) -> Tokens {
+        self.tokens
+    }
+
     /// Pads smaller batches to the largest one seen (the default on CUDA; see `pad_batches`).
     pub fn set_batch_padding(&mut self, on: bool) {
         self.pad_batches = on;
@@ -319,7 +340,7 @@ impl BaseModel {
             .map_err(|e| Error::model(path, format!("inference failed: {e}")))?;
         let (mut values, dims) = first_output(&self.info, outputs, shape[0])?;
         values.truncate(n * dims.iter().product::<usize>());
-        Ok((values, dims))
+        self.tokens.apply(values, n, &dims, path)
     }
 }
 

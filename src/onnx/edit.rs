@@ -113,8 +113,13 @@ fn window(size: i64, k: i64, stride: i64, pad: i64, dilation: i64, ceil: bool) -
 pub fn infer_shapes(model: &ModelProto, size: Option<(i64, i64)>) -> Shapes {
     let mut s = Shapes::new();
     let Some(g) = &model.graph else { return s };
-    let inits: HashMap<&str, &TensorProto> =
-        g.initializer.iter().map(|t| (t.name.as_str(), t)).collect();
+    // Values of the small integer tensors that shapes are computed from: int initializers,
+    // Constant nodes, and what Shape -> Gather -> Unsqueeze -> Concat chains make of them.
+    let mut vals: Values = g
+        .initializer
+        .iter()
+        .filter_map(|t| Some((t.name.clone(), int_values(t)?)))
+        .collect();
     for t in &g.initializer {
         s.insert(t.name.clone(), t.dims.clone());
     }
@@ -141,13 +146,53 @@ pub fn infer_shapes(model: &ModelProto, size: Option<(i64, i64)>) -> Shapes {
         s.insert(i.name.clone(), dims);
     }
     for n in &g.node {
-        if let Some(out) = node_shape(n, &s, &inits) {
+        if let (Some(o), Some(v)) = (n.output.first(), node_values(n, &s, &vals)) {
+            vals.insert(o.clone(), v);
+        }
+        if let Some(out) = node_shape(n, &s, &vals) {
             if let Some(o) = n.output.first() {
                 s.insert(o.clone(), out);
             }
         }
     }
     s
+}
+
+/// Known values of small integer tensors, by name.
+type Values = HashMap<String, Vec<i64>>;
+
+/// The values a node computes from known integer inputs: Shape of a fully known shape, Constant,
+/// Gather (axis 0), Concat, and the ops that keep values (Unsqueeze, Squeeze, Cast, Identity).
+fn node_values(n: &NodeProto, s: &Shapes, vals: &Values) -> Option<Vec<i64>> {
+    let val = |i: usize| n.input.get(i).and_then(|x| vals.get(x));
+    match n.op_type.as_str() {
+        "Shape" => {
+            let shape = s.get(n.input.first()?)?;
+            shape.iter().all(|&d| d >= 0).then(|| shape.clone())
+        }
+        "Constant" => attr(n, "value")
+            .and_then(|a| a.t.as_ref())
+            .and_then(int_values),
+        "Gather" if attr_int(n, "axis", 0) == 0 => {
+            let data = val(0)?;
+            val(1)?
+                .iter()
+                .map(|&i| {
+                    data.get(i.rem_euclid(data.len().max(1) as i64) as usize)
+                        .copied()
+                })
+                .collect()
+        }
+        "Concat" => {
+            let mut out = Vec::new();
+            for i in 0..n.input.len() {
+                out.extend_from_slice(val(i)?);
+            }
+            Some(out)
+        }
+        "Unsqueeze" | "Squeeze" | "Cast" | "Identity" => val(0).cloned(),
+        _ => None,
+    }
 }
 
 fn value_dims(v: &super::proto::ValueInfoProto) -> Vec<i64> {
@@ -169,7 +214,7 @@ fn value_dims(v: &super::proto::ValueInfoProto) -> Vec<i64> {
 
 /// The output shape of one node from its inputs' shapes (and constant inputs), or None when an input
 /// shape is unknown or the op is not one headstart knows.
-fn node_shape(n: &NodeProto, s: &Shapes, inits: &HashMap<&str, &TensorProto>) -> Option<Vec<i64>> {
+fn node_shape(n: &NodeProto, s: &Shapes, vals: &Values) -> Option<Vec<i64>> {
     let input = |i: usize| {
         n.input
             .get(i)
@@ -177,13 +222,13 @@ fn node_shape(n: &NodeProto, s: &Shapes, inits: &HashMap<&str, &TensorProto>) ->
             .and_then(|x| s.get(x))
             .cloned()
     };
+    if n.op_type == "Constant" {
+        return attr(n, "value")
+            .and_then(|a| a.t.as_ref())
+            .map(|t| t.dims.clone());
+    }
     let x = input(0)?;
-    let ints_input = |i: usize| {
-        n.input
-            .get(i)
-            .and_then(|x| inits.get(x.as_str()))
-            .and_then(|t| int_values(t))
-    };
+    let ints_input = |i: usize| n.input.get(i).and_then(|x| vals.get(x)).cloned();
     Some(match n.op_type.as_str() {
         "Conv" => conv_shape(n, &x, &input(1)?),
         "MaxPool" | "AveragePool" => pool_shape(n, &x)?,
@@ -216,6 +261,15 @@ fn node_shape(n: &NodeProto, s: &Shapes, inits: &HashMap<&str, &TensorProto>) ->
             vec![numel(&x[..axis]), numel(&x[axis..])]
         }
         "Reshape" => reshape_shape(&x, ints_input(1)?)?,
+        "Shape" => vec![x.len() as i64],
+        "Expand" => broadcast(&x, &ints_input(1)?),
+        "Gather" => {
+            let axis = attr_int(n, "axis", 0).rem_euclid(x.len() as i64) as usize;
+            let mut out = x[..axis].to_vec();
+            out.extend(input(1)?);
+            out.extend_from_slice(&x[axis + 1..]);
+            out
+        }
         "Gemm" => {
             let b = input(1)?;
             let m = if attr_int(n, "transA", 0) == 1 {
@@ -270,7 +324,8 @@ fn node_shape(n: &NodeProto, s: &Shapes, inits: &HashMap<&str, &TensorProto>) ->
 }
 
 /// Element-wise ops: the output has the input's shape.
-const SAME_SHAPE_OPS: [&str; 27] = [
+const SAME_SHAPE_OPS: [&str; 28] = [
+    "LayerNormalization",
     "Relu",
     "Clip",
     "Sigmoid",
@@ -441,9 +496,39 @@ pub fn parameter_count(model: &ModelProto) -> i64 {
 /// The default conv-base cut of a model with a classifier (Keras `include_top=False`): the tensor
 /// feeding the first Flatten/Reshape/Gemm/MatMul/global pool (or spatial ReduceMean) that comes after
 /// the last Conv; `None` when there is no such op. Returns (tensor, the op that reads it).
+///
+/// For a transformer (attention's Softmax after the last Conv) it is the token sequence after the
+/// last block and its norm, `[N, T, D]`: the tensor that the first node after the last Softmax
+/// reading along the token axis (Gather or Slice of the class token, a ReduceMean over tokens)
+/// reads. `None` when that tensor is already a graph output (nothing to cut).
 pub fn default_cut(model: &ModelProto) -> Option<(String, String)> {
     let g = model.graph.as_ref()?;
     let last_conv = g.node.iter().rposition(|n| n.op_type == "Conv")?;
+    if let Some(attn) = last_attention(model) {
+        if attn > last_conv {
+            let consts: HashMap<&str, Vec<i64>> = g
+                .initializer
+                .iter()
+                .filter_map(|t| Some((t.name.as_str(), int_values(t)?)))
+                .collect();
+            let on_tokens = |n: &NodeProto| match n.op_type.as_str() {
+                "Gather" => attr_int(n, "axis", 0) == 1,
+                "Slice" => n.input.get(3).and_then(|a| consts.get(a.as_str())) == Some(&vec![1]),
+                "ReduceMean" => {
+                    attr_ints(n, "axes")
+                        .or_else(|| n.input.get(1).and_then(|a| consts.get(a.as_str())).cloned())
+                        == Some(vec![1])
+                }
+                _ => false,
+            };
+            let found = g.node[attn + 1..].iter().find(|n| on_tokens(n))?;
+            let t = found.input[0].clone();
+            if g.output.iter().any(|o| o.name == t) {
+                return None;
+            }
+            return Some((t, format!("{} '{}'", found.op_type, found.name)));
+        }
+    }
     g.node[last_conv + 1..].iter().find_map(|n| {
         let head_op = matches!(
             n.op_type.as_str(),
@@ -457,6 +542,21 @@ pub fn default_cut(model: &ModelProto) -> Option<(String, String)> {
                 | "ReduceMax"
         );
         head_op.then(|| (n.input[0].clone(), format!("{} '{}'", n.op_type, n.name)))
+    })
+}
+
+/// The index of the last attention node: a Softmax whose output a MatMul reads (probabilities
+/// times values), as in every transformer block; a classifier's final Softmax is not one.
+pub fn last_attention(model: &ModelProto) -> Option<usize> {
+    let g = model.graph.as_ref()?;
+    let matmul_inputs: HashSet<&str> = g
+        .node
+        .iter()
+        .filter(|n| n.op_type == "MatMul")
+        .flat_map(|n| n.input.iter().map(String::as_str))
+        .collect();
+    g.node.iter().rposition(|n| {
+        n.op_type == "Softmax" && n.output.iter().any(|o| matmul_inputs.contains(o.as_str()))
     })
 }
 

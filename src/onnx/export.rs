@@ -5,12 +5,13 @@
 
 use std::path::{Path, PathBuf};
 
+use crate::cache::tokens::{TokenPool, Tokens};
 use crate::data::preprocess::{ColorOrder, Layout, Preprocess, ResizeMode};
 use crate::error::{Error, Result};
 use crate::head::activation::Activation;
 use crate::head::file::Head;
 use crate::head::net::{Layer, Pool};
-use crate::onnx::generate::{dim, f32_tensor, int_attr, ints, node, value_info};
+use crate::onnx::generate::{dim, f32_tensor, i64_tensor, int_attr, ints, node, value_info};
 use crate::onnx::proto::{
     attribute_type, data_type, AttributeProto, GraphProto, ModelProto, NodeProto,
     StringStringEntryProto, TensorProto,
@@ -63,6 +64,11 @@ impl Builder {
     fn constant(&mut self, what: &str, dims: Vec<i64>, data: &[f32]) -> String {
         let n = self.name(what);
         self.inits.push(f32_tensor(&n, dims, data));
+        n
+    }
+    fn ints(&mut self, what: &str, dims: Vec<i64>, v: &[i64]) -> String {
+        let n = self.name(what);
+        self.inits.push(i64_tensor(&n, dims, v));
         n
     }
     fn op(&mut self, op: &str, inputs: &[&str], attrs: Vec<AttributeProto>) -> String {
@@ -144,7 +150,8 @@ pub fn export(cfg: &ExportConfig) -> Result<ExportSummary> {
         inits: Vec::new(),
         count: 0,
     };
-    let probs = append_head(&mut b, &head, &feature)?;
+    let pooled = pool_tokens(&mut b, head.base.tokens, &feature, opset);
+    let probs = append_head(&mut b, &head, &pooled)?;
     let added = b.nodes.len();
     let graph = model.graph.as_mut().expect("checked above");
     graph.output = vec![value_info(
@@ -200,31 +207,15 @@ fn flip_tta(graph: &mut GraphProto, probs: &str, w_axis: i64, classes: usize) ->
             }
         }
     }
-    let i64s = |name: &str, v: &[i64]| TensorProto {
-        dims: vec![v.len() as i64],
-        data_type: data_type::INT64,
-        name: name.into(),
-        int64_data: v.to_vec(),
-        ..Default::default()
-    };
+    let i64s = |name: &str, v: &[i64]| i64_tensor(name, vec![v.len() as i64], v);
     graph.initializer.extend([
         i64s("headstart/tta_starts", &[-1]),
         i64s("headstart/tta_ends", &[i64::MIN]),
         i64s("headstart/tta_axes", &[w_axis]),
         i64s("headstart/tta_steps", &[-1]),
         i64s("headstart/tta_halves", &[2, -1, classes as i64]),
-        TensorProto {
-            data_type: data_type::INT64,
-            name: "headstart/tta_plain".into(),
-            int64_data: vec![0],
-            ..Default::default()
-        },
-        TensorProto {
-            data_type: data_type::INT64,
-            name: "headstart/tta_mirrored".into(),
-            int64_data: vec![1],
-            ..Default::default()
-        },
+        i64_tensor("headstart/tta_plain", vec![], &[0]),
+        i64_tensor("headstart/tta_mirrored", vec![], &[1]),
         f32_tensor("headstart/tta_half", vec![], &[0.5]),
     ]);
     let mirrored = "headstart/tta_mirror".to_string();
@@ -284,6 +275,37 @@ fn flip_tta(graph: &mut GraphProto, probs: &str, w_axis: i64, classes: usize) ->
 }
 
 /// The head's ops on tensor `x` (the base's feature output); returns the probabilities tensor.
+/// The pooling the head's features had (`extract --pool`) as graph nodes on the token output `x`
+/// `[N, T, D]`: the class token by Gather, the patch mean by Slice and ReduceMean (axes an
+/// attribute before opset 18, an input from 18), both by Concat. `x` itself when nothing pools.
+fn pool_tokens(b: &mut Builder, tokens: Tokens, x: &str, opset: i64) -> String {
+    let mut parts = Vec::new();
+    if matches!(tokens.pool, TokenPool::Cls | TokenPool::ClsMean) {
+        let zero = b.ints("cls_index", vec![], &[0]);
+        parts.push(b.op("Gather", &[x, &zero], vec![int_attr("axis", 1)]));
+    }
+    if matches!(tokens.pool, TokenPool::Mean | TokenPool::ClsMean) {
+        let starts = b.ints("patch_start", vec![1], &[tokens.prefix as i64]);
+        let ends = b.ints("patch_end", vec![1], &[i64::MAX]);
+        let axes = b.ints("token_axis", vec![1], &[1]);
+        let patches = b.op("Slice", &[x, &starts, &ends, &axes], vec![]);
+        let keep = int_attr("keepdims", 0);
+        parts.push(if opset >= 18 {
+            b.op("ReduceMean", &[&patches, &axes], vec![keep])
+        } else {
+            b.op("ReduceMean", &[&patches], vec![ints("axes", &[1]), keep])
+        });
+    }
+    match parts.as_slice() {
+        [] => x.to_string(),
+        [one] => one.clone(),
+        both => {
+            let refs: Vec<&str> = both.iter().map(String::as_str).collect();
+            b.op("Concat", &refs, vec![int_attr("axis", 1)])
+        }
+    }
+}
+
 fn append_head(b: &mut Builder, head: &Head, x: &str) -> Result<String> {
     let shape = &head.feature_shape;
     let nhwc = crate::head::net::features_channels_first(shape, &head.base.layout) == Some(false);
@@ -407,14 +429,7 @@ fn add_preprocessing(graph: &mut GraphProto, pre: &Preprocess, model: &Path) -> 
         vec![int_attr("to", data_type::FLOAT as i64)],
     );
     if pre.normalize.color == ColorOrder::Bgr {
-        let idx = b.name("bgr_index");
-        b.inits.push(TensorProto {
-            dims: vec![3],
-            data_type: data_type::INT64,
-            name: idx.clone(),
-            int64_data: vec![2, 1, 0],
-            ..Default::default()
-        });
+        let idx = b.ints("bgr_index", vec![3], &[2, 1, 0]);
         cur = b.op("Gather", &[&cur, &idx], vec![int_attr("axis", 3)]);
     }
     // Same arithmetic as preprocess::normalize_into: (pixel - mean) * (1 / std), in f32.

@@ -1,6 +1,8 @@
-//! Random-weight CNNs written as ONNX: tiny VGG-like nets for tests and a VGG-16-shaped conv base for
+//! Random-weight CNNs written as ONNX (ViTs: [`vit`]): tiny VGG-like nets for tests and a VGG-16-shaped conv base for
 //! benchmarks (the same layer shapes as `keras.applications.VGG16(include_top=False)`), in NCHW or NHWC.
 //! Weights are He-normal from a seeded generator, so the same arguments always give the same bytes.
+
+pub mod vit;
 
 use super::proto::*;
 use crate::data::preprocess::Layout;
@@ -110,6 +112,17 @@ pub(crate) fn node(
         name: name.to_string(),
         op_type: op.to_string(),
         attribute: attrs,
+        ..Default::default()
+    }
+}
+
+/// An int64 initializer (shapes, axes, indices) of `dims` (`vec![]` for a scalar).
+pub(crate) fn i64_tensor(name: &str, dims: Vec<i64>, v: &[i64]) -> TensorProto {
+    TensorProto {
+        dims,
+        data_type: data_type::INT64,
+        name: name.into(),
+        int64_data: v.to_vec(),
         ..Default::default()
     }
 }
@@ -267,13 +280,7 @@ fn features_output(
 ) -> Vec<Dimension> {
     if spec.global_pool {
         nodes.push(node("GlobalAveragePool", "gap", &[cur], "gap", vec![]));
-        inits.push(TensorProto {
-            dims: vec![2],
-            data_type: data_type::INT64,
-            name: "flat_shape".into(),
-            int64_data: vec![0, -1],
-            ..Default::default()
-        });
+        inits.push(i64_tensor("flat_shape", vec![2], &[0, -1]));
         nodes.push(node(
             "Reshape",
             "flatten",

@@ -1,5 +1,6 @@
 //! ONNX model files: read the bits headstart needs (metadata, op counts, shapes) and generate small
-//! random-weight models (tiny CNNs for tests, VGG-16-shaped bases for benchmarks).
+//! random-weight models (tiny CNNs for tests, VGG-16-shaped bases for benchmarks, vision
+//! transformers in two exporters' layouts).
 
 pub mod edit;
 pub mod export;

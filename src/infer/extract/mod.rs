@@ -9,6 +9,7 @@ use std::time::Instant;
 
 use sha2::{Digest, Sha256};
 
+use crate::cache::tokens::TokenRequest;
 use crate::cache::{self, CacheMeta, Dtype, FeatureCache, Journal, SplitRows, Status};
 use crate::data::preprocess::{self, Layout};
 use crate::data::remote::Prefetch;
@@ -69,6 +70,9 @@ pub struct ExtractConfig {
     pub cancel: Option<&'static std::sync::atomic::AtomicBool>,
     /// Extract with an int8 copy of the model, calibrated on these images ([`Int8`]).
     pub int8: Option<Int8>,
+    /// How a token output `[N, T, D]` is pooled (`--pool`, `--prefix-tokens`; `None` fields: the
+    /// model's metadata decides, see [`crate::cache::tokens`]).
+    pub tokens: TokenRequest,
 }
 
 /// `extract --precision int8`: the model is quantised once (`headstart quantize`, minmax) on
@@ -109,6 +113,7 @@ impl ExtractConfig {
             labels: None,
             cancel: None,
             int8: None,
+            tokens: TokenRequest::default(),
         }
     }
 }
@@ -192,6 +197,9 @@ fn fingerprint(
         if cfg.augment_flip { "|flip" } else { "" },
         if cfg.tta_flip { "|tta-flip" } else { "" }
     ));
+    if cfg.tokens != TokenRequest::default() {
+        h.update(format!("|tokens {:?}", cfg.tokens));
+    }
     if cfg.copies > 0 {
         h.update(format!(
             "|copies {} {} seed {}",
@@ -327,6 +335,8 @@ pub fn extract(cfg: &ExtractConfig, rep: &dyn Reporter) -> Result<ExtractSummary
             "takes uint8 images (an export with the preprocessing inside): score images with it, or extract with the float model",
         ));
     }
+    let tokens = model.resolve_tokens(cfg.tokens)?;
+    model.set_tokens(tokens);
     let resolved = resolve_preprocess(&model.info, &cfg.overrides)?;
     let pre = resolved.preprocess;
     report_choices(rep, &model, &pre, &resolved.sources, &ds);
@@ -556,6 +566,7 @@ fn cache_meta(
         data_root: cfg.data.display().to_string(),
         splits: index.splits.iter().map(|s| s.name.clone()).collect(),
         multi_label: ds.multi_label,
+        tokens: model.tokens(),
     })
 }
 
@@ -577,6 +588,12 @@ fn report_choices(
         info.describe()
     )));
     rep.report(Report::Detail(&format!("device: {:?}", model.device)));
+    if model.tokens().pools() {
+        rep.report(Report::Detail(&format!(
+            "tokens: {} pooled per image",
+            model.tokens().describe()
+        )));
+    }
     rep.report(Report::Detail(&format!(
         "preprocess: {}  [{}]",
         pre.describe(),

@@ -178,7 +178,10 @@ impl Classifier {
 
 /// The classifier for `cfg`: a head (checked against the model's sha256, with the preprocessing of
 /// its cache) or an exported model (its classes and preprocessing from its metadata).
-fn classifier(cfg: &ScoreConfig, model: &BaseModel) -> Result<(Classifier, Preprocess, InputKind)> {
+fn classifier(
+    cfg: &ScoreConfig,
+    model: &mut BaseModel,
+) -> Result<(Classifier, Preprocess, InputKind)> {
     Ok(match &cfg.head {
         Some(hp) => {
             let head = Head::load(hp)?;
@@ -193,6 +196,8 @@ fn classifier(cfg: &ScoreConfig, model: &BaseModel) -> Result<(Classifier, Prepr
             )));
             }
             let pre = head.base.preprocess().map_err(|e| Error::cache(hp, e))?;
+            // The base's token output pooled as it was for the head's training features.
+            model.set_tokens(head.base.tokens);
             (Classifier::Head(Box::new(head)), pre, InputKind::F32)
         }
         None => {
@@ -367,7 +372,7 @@ pub fn score(cfg: &ScoreConfig, rep: &dyn Reporter) -> Result<ScoreSummary> {
     if let Some(why) = &model.fallback {
         rep.report(Report::Notice(why));
     }
-    let (classifier, pre, input) = classifier(cfg, &model)?;
+    let (classifier, pre, input) = classifier(cfg, &mut model)?;
     if let Some(k) = cfg.top_k {
         crate::util::limits::check("top_k", k, 1, classifier.classes().len())?;
     }

@@ -3,6 +3,7 @@
 use std::path::PathBuf;
 
 use clap::ValueEnum;
+use headstart::cache::tokens::{TokenPool, TokenRequest};
 use headstart::cache::Dtype;
 use headstart::data::augment::AugmentSpec;
 use headstart::error::{Error, Result};
@@ -23,6 +24,31 @@ pub enum DtypeArg {
 pub enum PrecisionArg {
     Fp32,
     Int8,
+}
+
+/// `--pool`: how a transformer's token output becomes one row per image.
+#[derive(Copy, Clone, Debug, ValueEnum, PartialEq, Eq)]
+pub enum TokenPoolArg {
+    /// The class token (token 0).
+    Cls,
+    /// The mean of the patch tokens.
+    Mean,
+    /// The class token beside the mean of the patch tokens (twice as wide; DINOv2's linear probe).
+    #[value(name = "cls+mean")]
+    ClsMean,
+    /// Keep every token (a T x D row per image).
+    None,
+}
+
+impl From<TokenPoolArg> for TokenPool {
+    fn from(p: TokenPoolArg) -> TokenPool {
+        match p {
+            TokenPoolArg::Cls => TokenPool::Cls,
+            TokenPoolArg::Mean => TokenPool::Mean,
+            TokenPoolArg::ClsMean => TokenPool::ClsMean,
+            TokenPoolArg::None => TokenPool::None,
+        }
+    }
 }
 
 #[derive(clap::Args, Debug)]
@@ -95,6 +121,14 @@ pub struct Args {
     /// val_flip, test_flip); evaluate averages the plain and mirrored predictions.
     #[arg(long, value_enum)]
     pub tta: Option<AugmentArg>,
+    /// Pooling of a token output [N, T, D] (a ViT's): cls, mean, cls+mean or none [default: the
+    /// model's metadata, as `headstart fetch` writes it; a token output without it is refused].
+    #[arg(long, value_enum)]
+    pub pool: Option<TokenPoolArg>,
+    /// Leading tokens that are not patches (the class token and any registers), for --pool mean
+    /// and cls+mean [default: the model's metadata].
+    #[arg(long)]
+    pub prefix_tokens: Option<usize>,
 }
 
 impl Args {
@@ -132,6 +166,10 @@ impl Args {
             }
         }
         cfg.tta_flip = self.tta == Some(AugmentArg::Flip);
+        cfg.tokens = TokenRequest {
+            pool: self.pool.map(TokenPool::from),
+            prefix: self.prefix_tokens,
+        };
         cfg.int8 = match (self.precision, &self.calibrate) {
             (PrecisionArg::Int8, Some(dir)) => Some(Int8 {
                 calibrate: dir.clone(),

@@ -60,10 +60,14 @@ pub fn run(a: &Args) -> Result<()> {
         .map_or("the graph's input size".to_string(), |(h, w)| {
             format!("{w}x{h}")
         });
+    let macs = if total_macs >= 100_000_000 {
+        format!("{:.3} G", total_macs as f64 / 1e9)
+    } else {
+        format!("{:.3} M", total_macs as f64 / 1e6)
+    };
     println!(
-        "parameters: {:.2} M; multiply-adds at {at}: {:.3} G; {nodes} nodes",
+        "parameters: {:.2} M; multiply-adds at {at}: {macs}; {nodes} nodes",
         edit::parameter_count(&proto) as f64 / 1e6,
-        total_macs as f64 / 1e9
     );
     print_ops_and_base(&proto, &shapes);
     if !info.metadata.is_empty() {
@@ -123,10 +127,19 @@ fn print_ops_and_base(proto: &ModelProto, shapes: &edit::Shapes) {
             .collect::<Vec<_>>()
             .join(", ")
     );
+    let transformer = edit::last_attention(proto).is_some();
+    let what = if transformer {
+        "transformer base: tokens"
+    } else {
+        "conv base (include_top=False): tensor"
+    };
     match edit::default_cut(proto) {
         Some((t, by)) => println!(
-            "conv base (include_top=False): tensor '{t}' {} (read by {by}); `headstart cut` writes it",
+            "{what} '{t}' {} (read by {by}); `headstart cut` writes it",
             shapes.get(&t).map(|d| edit::dims_text(d)).unwrap_or_default()
+        ),
+        None if transformer => println!(
+            "transformer base: no classifier head after the last block (already a feature extractor; extract pools a token output, --pool)"
         ),
         None => println!("conv base: no classifier head found after the last Conv (already a feature extractor)"),
     }

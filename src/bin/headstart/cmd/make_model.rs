@@ -1,10 +1,13 @@
-//! `headstart make-model`: a random-weight CNN as ONNX (a VGG-16 conv base, or a tiny test net).
+//! `headstart make-model`: a random-weight model as ONNX: a VGG-16 conv base or a tiny test CNN,
+//! or a vision transformer (a tiny one for tests, or ViT-S/14's shape for speed runs) in the
+//! torch-export or the hub-export layout.
 
 use std::path::PathBuf;
 
 use clap::ValueEnum;
 use headstart::data::preprocess::Layout;
 use headstart::error::{Error, Result};
+use headstart::onnx::generate::vit::{externalize, vit, Style, VitSpec};
 use headstart::onnx::{self, generate::CnnSpec};
 
 use crate::common::{size_arg, LayoutArg};
@@ -13,6 +16,19 @@ use crate::common::{size_arg, LayoutArg};
 pub enum ArchArg {
     Vgg16,
     Tiny,
+    /// A tiny ViT: 32 px, patches of 8, width 32, 2 blocks.
+    Vit,
+    /// A ViT with DINOv2 ViT-S/14's shape (224 px, 257 tokens of 384, 12 blocks).
+    VitS14,
+}
+
+#[derive(Copy, Clone, Debug, ValueEnum)]
+pub enum StyleArg {
+    /// As torch.onnx.export writes it: LayerNormalization nodes, constant reshapes.
+    Torch,
+    /// As the hub's transformers.js exports: pixel_values, layer norm spelled out, Shape chains,
+    /// outputs last_hidden_state and pooler_output.
+    Hub,
 }
 
 #[derive(clap::Args, Debug)]
@@ -33,6 +49,19 @@ pub struct Args {
     /// metadata_props entries KEY=VALUE.
     #[arg(long = "meta")]
     pub metadata: Vec<String>,
+    /// ViTs: the exporter's layout.
+    #[arg(long, value_enum, default_value = "torch")]
+    pub style: StyleArg,
+    /// ViTs: register tokens after the class token.
+    #[arg(long, default_value_t = 0)]
+    pub registers: usize,
+    /// ViTs: a classifier on the class token with this many classes (output `logits`).
+    #[arg(long)]
+    pub classes: Option<usize>,
+    /// Keep the weights in an external data file beside the model (`<out>_data`), as exporters do
+    /// for large models.
+    #[arg(long)]
+    pub external_data: bool,
     #[arg(long)]
     pub out: PathBuf,
 }
@@ -42,7 +71,7 @@ impl Args {
         let layout = Layout::from(self.layout);
         let mut spec = match self.arch {
             ArchArg::Vgg16 => CnnSpec::vgg16(layout),
-            ArchArg::Tiny => CnnSpec::tiny(layout, Some((32, 32))),
+            _ => CnnSpec::tiny(layout, Some((32, 32))),
         };
         if let Some(s) = &self.size {
             spec.size = if s == "dynamic" {
@@ -56,18 +85,68 @@ impl Args {
             spec.seed = seed;
         }
         spec.global_pool = self.pool;
-        for kv in &self.metadata {
-            let (k, v) = kv
-                .split_once('=')
-                .ok_or_else(|| Error::Config(format!("--meta '{kv}': expected KEY=VALUE")))?;
-            spec.metadata.push((k.to_string(), v.to_string()));
-        }
+        spec.metadata = self.meta()?;
         Ok(spec)
     }
 }
 
+impl Args {
+    /// The `--meta KEY=VALUE` entries.
+    fn meta(&self) -> Result<Vec<(String, String)>> {
+        self.metadata
+            .iter()
+            .map(|kv| {
+                kv.split_once('=')
+                    .map(|(k, v)| (k.to_string(), v.to_string()))
+                    .ok_or_else(|| Error::Config(format!("--meta '{kv}': expected KEY=VALUE")))
+            })
+            .collect()
+    }
+
+    fn vit_spec(&self) -> Result<Option<VitSpec>> {
+        let style = match self.style {
+            StyleArg::Torch => Style::Torch,
+            StyleArg::Hub => Style::Hub,
+        };
+        let mut spec = match self.arch {
+            ArchArg::Vit => VitSpec::tiny(style),
+            ArchArg::VitS14 => VitSpec::small14(style),
+            _ => return Ok(None),
+        };
+        if let Some(s) = &self.size {
+            let (h, w) = size_arg("--size", s)?;
+            if h != w {
+                return Err(Error::Config(format!("--size {s}: a ViT here is square")));
+            }
+            spec.size = h as usize;
+        }
+        if let Some(seed) = self.seed {
+            spec.seed = seed;
+        }
+        spec.registers = self.registers;
+        spec.classes = self.classes;
+        spec.metadata = self.meta()?;
+        Ok(Some(spec))
+    }
+}
+
 pub fn run(a: &Args) -> Result<()> {
-    onnx::save(&onnx::generate::cnn(&a.to_spec()?), &a.out)?;
+    let mut model = match a.vit_spec()? {
+        Some(spec) => vit(&spec).map_err(Error::Config)?,
+        None => onnx::generate::cnn(&a.to_spec()?),
+    };
+    if a.external_data {
+        let name = a
+            .out
+            .file_name()
+            .map(|n| n.to_string_lossy().into_owned())
+            .unwrap_or_default();
+        let location = format!("{name}_data");
+        let data = externalize(&mut model, &location);
+        let path = a.out.with_file_name(&location);
+        std::fs::write(&path, data).map_err(|e| Error::io(&path, e))?;
+    }
+    onnx::save(&model, &a.out)?;
     println!(
         "wrote {} ({:.1} MB)",
         a.out.display(),
