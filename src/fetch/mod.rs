@@ -124,6 +124,15 @@ const DINOV2_BASE: HubPin = HubPin {
     sha256: "2c7a813d6e0d25784d0c29227760b08cb72f2bee9d928da935a31480a649bbce",
     license: "Apache-2.0 (DINOv2 weights, facebook/dinov2-base)",
 };
+/// SigLIP 2 base/16's vision tower (Google), the onnx-community export, weights in int8 (the
+/// file size and sha256 as two projects that fetch it pin them).
+const SIGLIP2_B16: HubPin = HubPin {
+    repo: "onnx-community/siglip2-base-patch16-224-ONNX",
+    revision: "ba1f3b0843f24bc5417d38e19c37b287d719b2f4",
+    file: "onnx/vision_model_quantized.onnx",
+    sha256: "5f2b401c1a4fc095702a5d45348e17ad46c4f87064085365b43c6e8eaa5c0070",
+    license: "Apache-2.0 (SigLIP 2, google/siglip2-base-patch16-224)",
+};
 /// CLIP ViT-B/32's vision tower with its projection (OpenAI), the transformers.js export.
 const CLIP_B32: HubPin = HubPin {
     repo: "Xenova/clip-vit-base-patch32",
@@ -235,7 +244,7 @@ const LITE2: LiteWheel = LiteWheel {
 };
 
 /// Every source, by name.
-pub const SOURCES: [Source; 12] = [
+pub const SOURCES: [Source; 13] = [
     Source {
         name: "efficientnet-lite0",
         what:
@@ -322,6 +331,12 @@ pub const SOURCES: [Source; 12] = [
         what: "CLIP ViT-B/32 vision tower (hub Xenova/clip-vit-base-patch32): [N,3,224,224] -> image embeddings [N,512] (352 MB download)",
         file: "hub/clip-vit-base-patch32/vision_model.onnx",
         recipe: Recipe::Hub(&CLIP_B32),
+    },
+    Source {
+        name: "siglip2-base-patch16-224",
+        what: "SigLIP 2 base/16 vision tower, int8 weights (hub onnx-community/siglip2-base-patch16-224-ONNX): [N,3,224,224] -> pooled [N,768] (95 MB download)",
+        file: "hub/siglip2-base-patch16-224/vision_model_quantized.onnx",
+        recipe: Recipe::Hub(&SIGLIP2_B16),
     },
 ];
 

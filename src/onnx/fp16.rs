@@ -4,7 +4,8 @@
 //! and read float32 as before. Inputs that ONNX requires in float32 whatever the data type
 //! (`Resize`'s roi and scales, `Upsample`'s scales) keep their float32 initializers. Casts to
 //! float32 inside the graph become casts to float16; float attributes (epsilon, alpha) stay as
-//! they are, since ONNX reads them as float whatever the tensor type. Subgraphs (If, Loop, Scan) are refused: no CNN
+//! they are, since ONNX reads them as float whatever the tensor type. Layer norms' statistics and
+//! softmax stay float32 between Casts ([`FLOAT32_OPS`]), as transformers need. Subgraphs (If, Loop, Scan) are refused: no CNN
 //! base or exported head has them.
 
 use std::collections::{HashMap, HashSet};
@@ -25,11 +26,124 @@ pub struct Fp16Summary {
     pub casts: usize,
     /// Values whose float16 rounding overflowed to infinity (clamped to ±65504 instead).
     pub clamped: usize,
+    /// Nodes run in float32 between Casts (norm statistics, softmax).
+    pub float32_nodes: usize,
 }
+
+/// Ops that run in float32 inside the float16 graph, with Casts around them: a layer norm's
+/// statistics (the op, or its spelled-out ReduceMean, Pow and Sqrt: a deviation over 256 squares
+/// past float16's 65504) and attention's Softmax (its sums over a row of exponentials).
+const FLOAT32_OPS: [&str; 5] = ["LayerNormalization", "Softmax", "ReduceMean", "Pow", "Sqrt"];
 
 /// (op type, input index) pairs that stay float32 in a float16 graph.
 fn needs_float32(op: &str, input: usize) -> bool {
     matches!((op, input), ("Resize", 1 | 2) | ("Upsample", 1))
+}
+
+/// The nodes that run in float32: every [`FLOAT32_OPS`] node, and each element-wise node whose
+/// computed inputs all come from such nodes (the `+ eps` between a variance and its square root),
+/// so that a float32 value is never narrowed between two of them.
+fn islands(g: &GraphProto) -> HashSet<usize> {
+    let constants = constant_names(g);
+    let mut producer: HashMap<&str, usize> = HashMap::new();
+    let mut set = HashSet::new();
+    for (k, n) in g.node.iter().enumerate() {
+        let computed: Vec<&String> = n
+            .input
+            .iter()
+            .filter(|x| !x.is_empty() && !constants.contains(x.as_str()))
+            .collect();
+        let follows = matches!(n.op_type.as_str(), "Add" | "Sub" | "Mul" | "Div")
+            && !computed.is_empty()
+            && computed
+                .iter()
+                .all(|x| producer.get(x.as_str()).is_some_and(|p| set.contains(p)));
+        if FLOAT32_OPS.contains(&n.op_type.as_str()) || follows {
+            set.insert(k);
+        }
+        for o in &n.output {
+            producer.insert(o, k);
+        }
+    }
+    set
+}
+
+fn constant_names(g: &GraphProto) -> HashSet<String> {
+    g.initializer
+        .iter()
+        .map(|t| t.name.clone())
+        .chain(
+            g.node
+                .iter()
+                .filter(|n| n.op_type == "Constant")
+                .flat_map(|n| n.output.clone()),
+        )
+        .collect()
+}
+
+/// Whether input `i` of island node `n` is a float tensor (a ReduceMean's axes are not).
+fn float_input(n: &NodeProto, i: usize) -> bool {
+    !(n.op_type == "ReduceMean" && i == 1)
+}
+
+/// Runs the [`islands`] (node indices into `g.node`, before this call) in float32: a computed
+/// input from outside gets a Cast to float32, one from another island node is read as the float32
+/// value it is; an output read outside the islands (or a graph output) gets a Cast back to float16
+/// under its own name. Initializers and Constants they read are float32 already.
+fn float32_islands(
+    g: &mut GraphProto,
+    island: &HashSet<usize>,
+    used: &mut HashSet<String>,
+    s: &mut Fp16Summary,
+) {
+    let constants = constant_names(g);
+    let outputs: HashSet<String> = g.output.iter().map(|o| o.name.clone()).collect();
+    let mut outside_readers: HashSet<String> = outputs;
+    for (k, n) in g.node.iter().enumerate() {
+        if !island.contains(&k) {
+            outside_readers.extend(n.input.iter().cloned());
+        }
+    }
+    let mut wide: HashMap<String, String> = HashMap::new();
+    let mut nodes = Vec::with_capacity(g.node.len());
+    for (k, mut n) in std::mem::take(&mut g.node).into_iter().enumerate() {
+        if !island.contains(&k) {
+            nodes.push(n);
+            continue;
+        }
+        let reader = n.clone();
+        for (i, x) in n.input.iter_mut().enumerate() {
+            if x.is_empty() || constants.contains(x.as_str()) || !float_input(&reader, i) {
+                continue;
+            }
+            if let Some(w) = wide.get(x.as_str()) {
+                *x = w.clone();
+                continue;
+            }
+            let f = fresh32(x, used);
+            nodes.push(cast(&format!("{f}_cast"), x, &f, data_type::FLOAT));
+            wide.insert(x.clone(), f.clone());
+            *x = f;
+        }
+        let mut after = Vec::new();
+        for o in n.output.iter_mut().filter(|o| !o.is_empty()) {
+            let f = fresh32(o, used);
+            if outside_readers.contains(o.as_str()) {
+                after.push(cast(&format!("{f}_cast"), &f, o, data_type::FLOAT16));
+            }
+            wide.insert(o.clone(), f.clone());
+            *o = f;
+        }
+        nodes.push(n);
+        nodes.extend(after);
+        s.float32_nodes += 1;
+    }
+    g.node = nodes;
+}
+
+/// A name not used by any tensor of `g` for the float32 copy of `base`.
+fn fresh32(base: &str, used: &mut HashSet<String>) -> String {
+    fresh_as(base, "fp32", used)
 }
 
 fn to_half(v: f32, clamped: &mut usize) -> f16 {
@@ -75,10 +189,15 @@ fn has_subgraph(n: &NodeProto) -> bool {
 
 /// A name not used by any tensor of `g`, built from `base`.
 fn fresh(base: &str, used: &mut HashSet<String>) -> String {
-    let mut name = format!("{base}_fp16");
+    fresh_as(base, "fp16", used)
+}
+
+/// `base_SUFFIX`, or `base_SUFFIX_k` for the first k not used yet.
+fn fresh_as(base: &str, suffix: &str, used: &mut HashSet<String>) -> String {
+    let mut name = format!("{base}_{suffix}");
     let mut k = 1;
     while used.contains(&name) {
-        name = format!("{base}_fp16_{k}");
+        name = format!("{base}_{suffix}_{k}");
         k += 1;
     }
     used.insert(name.clone());
@@ -99,15 +218,17 @@ fn cast(name: &str, input: &str, output: &str, to: i32) -> NodeProto {
 /// ONNX requires float32 (a float16 twin is added when other nodes use the same initializer).
 fn convert_constants(
     g: &mut GraphProto,
+    island: &HashSet<usize>,
     used: &mut HashSet<String>,
     s: &mut Fp16Summary,
 ) -> Result<(), String> {
     // Which float initializers are read where float32 is required, and where float16 is.
     let mut f32_use: HashSet<String> = HashSet::new();
     let mut f16_use: HashSet<String> = HashSet::new();
-    for n in &g.node {
+    let wide = |k: usize, op: &str, i: usize| needs_float32(op, i) || island.contains(&k);
+    for (k, n) in g.node.iter().enumerate() {
         for (i, x) in n.input.iter().enumerate() {
-            if needs_float32(&n.op_type, i) {
+            if wide(k, &n.op_type, i) {
                 f32_use.insert(x.clone());
             } else {
                 f16_use.insert(x.clone());
@@ -135,11 +256,11 @@ fn convert_constants(
         }
     }
     g.initializer.extend(added);
-    for n in &mut g.node {
+    for (k, n) in g.node.iter_mut().enumerate() {
         let op = n.op_type.clone();
         for (i, x) in n.input.iter_mut().enumerate() {
             if let Some(t) = twins.get(x.as_str()) {
-                if !needs_float32(&op, i) {
+                if !wide(k, &op, i) {
                     *x = t.clone();
                 }
             }
@@ -183,6 +304,11 @@ pub fn convert_file(source: &std::path::Path, out: &std::path::Path) -> crate::R
 
 /// A float16 copy of `model`; see the module documentation.
 pub fn to_fp16(model: &ModelProto) -> Result<(ModelProto, Fp16Summary), String> {
+    convert(model, true)
+}
+
+/// [`to_fp16`], with or without the float32 islands (without: only to show what they prevent).
+fn convert(model: &ModelProto, islands: bool) -> Result<(ModelProto, Fp16Summary), String> {
     let mut out = model.clone();
     let g = out.graph.as_mut().ok_or("the model has no graph")?;
     if let Some(n) = g.node.iter().find(|n| has_subgraph(n)) {
@@ -205,7 +331,13 @@ pub fn to_fp16(model: &ModelProto) -> Result<(ModelProto, Fp16Summary), String> 
         .chain(g.input.iter().map(|v| v.name.clone()))
         .collect();
     let mut s = Fp16Summary::default();
-    convert_constants(g, &mut used, &mut s)?;
+    let island = if islands {
+        self::islands(g)
+    } else {
+        HashSet::new()
+    };
+    convert_constants(g, &island, &mut used, &mut s)?;
+    float32_islands(g, &island, &mut used, &mut s);
     let inits: HashSet<String> = g.initializer.iter().map(|t| t.name.clone()).collect();
     let elem = |v: &super::proto::ValueInfoProto| {
         v.r#type
@@ -387,6 +519,72 @@ mod tests {
         // 1e6 became 65504, whatever the rest did.
         for (o, w) in out.iter().zip(&want) {
             assert!((o / w - 65504.0 / 1e6).abs() < 1e-2, "{o} vs {w}");
+        }
+    }
+
+    /// A ViT whose tokens deviate by thousands from their mean (as large-norm tokens do; their
+    /// squares pass float16's 65504): with the norm statistics and softmax in float32 the output
+    /// stays within float16's rounding of float32's, in both exporters' spellings. (ONNX Runtime
+    /// fuses a spelled-out norm into its own float32-accumulating kernel where it recognises the
+    /// pattern, so the graph itself is checked too.)
+    #[test]
+    fn norms_and_softmax_stay_float32_so_large_tokens_survive() {
+        use crate::onnx::generate::vit::{vit, Style, VitSpec};
+        for style in [Style::Hub, Style::Torch] {
+            let mut m = vit(&VitSpec::tiny(style)).unwrap();
+            let g = m.graph.as_mut().unwrap();
+            let pos = g
+                .initializer
+                .iter_mut()
+                .find(|t| t.name == "embeddings.patch_embeddings.projection.weight")
+                .unwrap();
+            let big: Vec<f32> = crate::onnx::edit::float_values(pos)
+                .unwrap()
+                .iter()
+                .map(|v| v * 20_000.0)
+                .collect();
+            pos.raw_data = big.iter().flat_map(|v| v.to_le_bytes()).collect();
+            let x: Vec<f32> = (0..3 * 32 * 32)
+                .map(|i| ((i * 37 % 101) as f32 - 50.0) / 50.0)
+                .collect();
+            let shape = [1, 3, 32, 32];
+            let want = run(&m, &shape, &x, "last_hidden_state");
+            let (h, s) = to_fp16(&m).unwrap();
+            // Hub: per norm ReduceMean, Pow, ReduceMean, + eps, Sqrt (5 norms), and 2 softmaxes.
+            let islands = if style == Style::Hub {
+                5 * 5 + 2
+            } else {
+                5 + 2
+            };
+            assert_eq!(s.float32_nodes, islands, "{style:?}");
+            let got = run(&h, &shape, &x, "last_hidden_state");
+            let cos = crate::infer::quantize::cosine(&want, &got);
+            assert!(cos > 0.999, "{style:?}: cosine {cos}");
+            // Every norm statistic and softmax reads float32 values: a Cast's, another float32
+            // node's (no narrowing between them), or a float32 initializer; without the islands
+            // none does.
+            for (conv, wide) in [(h, true), (convert(&m, false).unwrap().0, false)] {
+                let g = conv.graph.as_ref().unwrap();
+                let f32_inits: HashSet<&str> = g
+                    .initializer
+                    .iter()
+                    .filter(|t| t.data_type == data_type::FLOAT)
+                    .map(|t| t.name.as_str())
+                    .collect();
+                let reads_f32 = g
+                    .node
+                    .iter()
+                    .filter(|n| FLOAT32_OPS.contains(&n.op_type.as_str()))
+                    .flat_map(|n| {
+                        n.input
+                            .iter()
+                            .enumerate()
+                            .filter(|(i, _)| float_input(n, *i))
+                            .map(|(_, x)| x)
+                    })
+                    .all(|x| x.ends_with("_fp32") || f32_inits.contains(x.as_str()));
+                assert_eq!(reads_f32, wide, "{style:?}");
+            }
         }
     }
 

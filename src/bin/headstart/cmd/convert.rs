@@ -34,10 +34,11 @@ pub fn run(a: &Args) -> Result<()> {
     }
     let s = fp16::convert_file(&model, &a.out)?;
     println!(
-        "float16: {} tensors converted, {} kept float32, {} casts at the inputs and outputs{} -> {}",
+        "float16: {} tensors converted, {} kept float32, {} casts at the inputs and outputs, {} nodes in float32 (norm statistics, softmax){} -> {}",
         s.converted,
         s.kept_float,
         s.casts,
+        s.float32_nodes,
         if s.clamped > 0 {
             format!(", {} weights beyond ±65504 clamped", s.clamped)
         } else {
