@@ -8,6 +8,7 @@
 //! Gemm, MatMul, Sigmoid, Softmax, Identity and Dropout. Anything else stops the translation with an
 //! error naming the op and the node.
 
+use crate::cache::tokens::{TokenPool, Tokens};
 use std::collections::{HashMap, HashSet};
 
 use candle_core::{DType, Device, Tensor, Var};
@@ -37,6 +38,8 @@ pub struct TopGraph {
     pub input: String,
     pub output: String,
     pub dtype: DType,
+    /// How the output's tokens are pooled before the head (a transformer's; none otherwise).
+    pub tokens: Tokens,
 }
 
 /// Which inputs of an op hold trainable weights (when they are initializers).
@@ -45,7 +48,7 @@ fn trainable_inputs(op_type: &str) -> &'static [usize] {
         "Conv" => &[1, 2],
         "Gemm" => &[1, 2],
         "MatMul" => &[1],
-        "BatchNormalization" => &[1, 2],
+        "BatchNormalization" | "LayerNormalization" => &[1, 2],
         _ => &[],
     }
 }
@@ -166,6 +169,7 @@ impl TopGraph {
             input: split.to_string(),
             output,
             dtype,
+            tokens: Tokens::NONE,
         };
         for n in upper {
             let op = translate_op(n, &values)?;
@@ -202,8 +206,10 @@ impl TopGraph {
             };
             let is_float = t.data_type == data_type::FLOAT || t.data_type == 11;
             let bias_of_product = n.op_type == "Add" && k == 1 && t.dims.len() <= 1;
+            // A per-channel scale (a spelled-out norm's gamma, a transformer's LayerScale).
+            let channel_scale = n.op_type == "Mul" && k == 1 && t.dims.len() == 1 && t.dims[0] > 1;
             let known = self.params.iter().any(|(name, _)| name == i);
-            if is_float && (trainable.contains(&k) || bias_of_product) {
+            if is_float && (trainable.contains(&k) || bias_of_product || channel_scale) {
                 if !known {
                     let var = Var::from_tensor(&tensor(t).map_err(&bad)?)
                         .map_err(|e| bad(e.to_string()))?;
@@ -261,8 +267,10 @@ impl TopGraph {
                 .map_err(|e| format!("node '{}' ({}): {e}", n.name, n.op_type))?;
             env.insert(n.output.as_str(), y);
         }
-        env.remove(self.output.as_str())
-            .ok_or_else(|| format!("the graph never computed '{}'", self.output))
+        let y = env
+            .remove(self.output.as_str())
+            .ok_or_else(|| format!("the graph never computed '{}'", self.output))?;
+        pool_tokens(y, self.tokens).map_err(|e| format!("pooling the output's tokens: {e}"))
     }
 
     /// The current weights as f32 values, by initializer name.
@@ -371,6 +379,22 @@ fn batch_norm(
     x.broadcast_mul(&k.reshape(shape.clone()).map_err(e)?)
         .and_then(|y| y.broadcast_add(&shift.reshape(shape)?))
         .map_err(e)
+}
+
+/// The output `[N, T, D]` pooled as `extract` pools it ([`Tokens::apply`]), as candle ops so the
+/// gradient flows through.
+fn pool_tokens(y: Tensor, t: Tokens) -> CResult<Tensor> {
+    if !t.pools() {
+        return Ok(y);
+    }
+    let (_, n, _) = y.dims3()?;
+    let cls = || y.narrow(1, 0, 1).and_then(|c| c.squeeze(1));
+    let mean = || y.narrow(1, t.prefix, n - t.prefix).and_then(|p| p.mean(1));
+    match t.pool {
+        TokenPool::Cls => cls(),
+        TokenPool::Mean => mean(),
+        _ => Tensor::cat(&[cls()?, mean()?], 1),
+    }
 }
 
 /// ONNX Reshape: `0` copies the input's dimension, `-1` takes what is left.
@@ -498,7 +522,13 @@ fn run(
             }
             y
         }
-        Op::MatMul => x.broadcast_matmul(&get(1)?).map_err(e)?,
+        // Heads come out of a Transpose as strided views; the product needs them laid out.
+        Op::MatMul => {
+            let b = get(1)?.contiguous().map_err(e)?;
+            x.contiguous()
+                .and_then(|a| a.broadcast_matmul(&b))
+                .map_err(e)?
+        }
         Op::Sigmoid => x
             .neg()
             .and_then(|t| t.exp())
@@ -509,6 +539,33 @@ fn run(
             let d = axis(*a, x.rank()).map_err(e)?;
             candle_nn::ops::softmax(&x, d).map_err(e)?
         }
+        Op::LayerNorm { eps } => {
+            let last = x
+                .rank()
+                .checked_sub(1)
+                .ok_or("a layer norm needs a tensor")?;
+            let centred = x
+                .broadcast_sub(&x.mean_keepdim(last).map_err(e)?)
+                .map_err(e)?;
+            let sd = centred
+                .sqr()
+                .and_then(|v| v.mean_keepdim(last))
+                .and_then(|v| v + *eps)
+                .and_then(|v| v.sqrt())
+                .map_err(e)?;
+            let mut y = centred.broadcast_div(&sd).map_err(e)?;
+            if has(1) {
+                y = y.broadcast_mul(&get(1)?).map_err(e)?;
+            }
+            if has(2) {
+                y = y.broadcast_add(&get(2)?).map_err(e)?;
+            }
+            y
+        }
+        Op::Erf => x.erf().map_err(e)?,
+        Op::Sqrt => x.sqrt().map_err(e)?,
+        Op::Pow(p) if *p == 2.0 => x.sqr().map_err(e)?,
+        Op::Pow(p) => x.powf(*p).map_err(e)?,
         Op::Identity => x,
     })
 }

@@ -134,6 +134,11 @@ pub(super) fn inputs(cfg: &FinetuneConfig, split: &str, rep: &dyn Reporter) -> R
     ex.data = cfg.data.clone();
     ex.out = cfg.cache.clone();
     ex.layer = Some(split.to_string());
+    // The split tensor is cached as it is; the tokens are pooled after the top.
+    ex.tokens = crate::cache::tokens::TokenRequest {
+        pool: Some(crate::cache::tokens::TokenPool::None),
+        prefix: None,
+    };
     let ex_summary = extract::extract(&ex, rep)?;
     rep.report(Report::Line(&format!("inputs: {}", ex_summary.line())));
     let cache = FeatureCache::open(&cfg.cache)?;

@@ -264,8 +264,16 @@ pub fn finetune(cfg: &FinetuneConfig, rep: &dyn Reporter) -> Result<FinetuneSumm
     let proto = crate::onnx::load(&cfg.model)?;
     let split = split_tensor(&proto, &cfg.model, &cfg.split)?;
     // Translate before any extraction, so an unsupported op fails at once.
-    let top = TopGraph::from_model(&proto, &split, DType::F32)
+    let mut top = TopGraph::from_model(&proto, &split, DType::F32)
         .map_err(|e| Error::model(&cfg.model, e))?;
+    // A transformer's tokens are pooled after the top, as extract pools the whole model's output.
+    top.tokens = crate::cache::tokens::Tokens::resolve(
+        cfg.extract.tokens,
+        &crate::onnx::metadata(&proto),
+        &top.output,
+        &crate::onnx::edit::output_dims(&proto),
+        &cfg.model,
+    )?;
     say(format!(
         "finetune: {} split at '{split}': {} nodes, {} trainable values in {} tensors",
         cfg.model.display(),

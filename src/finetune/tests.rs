@@ -517,3 +517,76 @@ fn grouped_and_dilated_conv_gradients_match_finite_differences() {
         });
     }
 }
+
+/// The top block of a torch-layout ViT (layer norms, Q/K/V MatMuls, reshapes to heads, softmax
+/// attention, an Erf GELU, LayerScale, residual Adds, the final norm) translated from the tensor
+/// between the blocks: the same tokens as ONNX Runtime, and every weight's gradient (MatMul
+/// kernels, biases, norm scales and shifts, LayerScale) as central differences give it, in f64.
+/// The hub layout's reshapes computed through Shape are refused, naming the op.
+#[test]
+fn a_vit_block_matches_onnx_runtime_and_finite_differences() {
+    use crate::onnx::generate::vit::{vit, Style, VitSpec};
+    let spec = VitSpec::tiny(Style::Torch);
+    let m = vit(&spec).unwrap();
+    let split = "/encoder.layer.0/Add_1_output_0".to_string();
+    let x = randv(2 * 3 * 32 * 32, 41);
+    let with = crate::onnx::qdq::with_outputs(&m, std::slice::from_ref(&split));
+    let run =
+        |out: &str| crate::infer::runtime::run_model_for_test(&with, &[2, 3, 32, 32], &x, out);
+    let (mid, want) = (run(&split), run("last_hidden_state"));
+    let top = TopGraph::from_model(&m, &split, DType::F32).unwrap();
+    let t = Tensor::from_vec(mid.clone(), (2, spec.tokens(), spec.dim), &Device::Cpu).unwrap();
+    let got = top
+        .forward(&t)
+        .unwrap()
+        .flatten_all()
+        .unwrap()
+        .to_vec1::<f32>()
+        .unwrap();
+    let d = want
+        .iter()
+        .zip(&got)
+        .map(|(p, q)| (p - q).abs())
+        .fold(0f32, f32::max);
+    assert!(d < 1e-4, "max abs diff {d}");
+    let names: Vec<&str> = top.params().iter().map(|(n, _)| n.as_str()).collect();
+    for w in [
+        "encoder.layer.1.norm1.weight",
+        "encoder.layer.1.attention.attention.query.weight",
+        "encoder.layer.1.attention.attention.query.bias",
+        "encoder.layer.1.layer_scale1.lambda1",
+        "encoder.layer.1.mlp.fc1.weight",
+        "layernorm.bias",
+    ] {
+        assert!(names.contains(&w), "{w} not trainable: {names:?}");
+    }
+
+    let top = TopGraph::from_model(&m, &split, DType::F64).unwrap();
+    let t = t.to_dtype(DType::F64).unwrap();
+    let r = Tensor::from_vec(
+        randv(2 * spec.tokens() * spec.dim, 43),
+        (2, spec.tokens(), spec.dim),
+        &Device::Cpu,
+    )
+    .unwrap()
+    .to_dtype(DType::F64)
+    .unwrap();
+    let loss =
+        |top: &TopGraph| -> Tensor { (top.forward(&t).unwrap() * &r).unwrap().sum_all().unwrap() };
+    let grads = loss(&top).backward().unwrap();
+    for (name, var) in top.params() {
+        check_gradient(&format!("d{name}"), var, &grads, 3, |v| {
+            let saved = var.as_tensor().copy().unwrap();
+            var.set(v).unwrap();
+            let l = loss(&top).to_scalar::<f64>().unwrap();
+            var.set(&saved).unwrap();
+            l
+        });
+    }
+
+    let hub = vit(&VitSpec::tiny(Style::Hub)).unwrap();
+    let e = TopGraph::from_model(&hub, &split, DType::F32)
+        .err()
+        .unwrap();
+    assert!(e.contains("(Shape)") && e.contains("not supported"), "{e}");
+}

@@ -47,6 +47,14 @@ pub(super) enum Op {
     MatMul,
     Sigmoid,
     Softmax(i64),
+    /// Layer norm over the last axis, then scale and shift (inputs 1 and 2).
+    LayerNorm {
+        eps: f64,
+    },
+    Erf,
+    Sqrt,
+    /// A power with a constant exponent.
+    Pow(f64),
     Identity,
 }
 
@@ -130,10 +138,28 @@ pub(super) fn translate_op(n: &NodeProto, values: &Values) -> Result<Op, String>
         "MatMul" => Op::MatMul,
         "Sigmoid" => Op::Sigmoid,
         "Softmax" => Op::Softmax(attr_int(n, "axis", -1)),
+        "LayerNormalization" => {
+            if attr_int(n, "axis", -1) != -1 || n.output.len() > 1 {
+                return Err(bad(
+                    "only a layer norm over the last axis with one output is supported".into(),
+                ));
+            }
+            Op::LayerNorm {
+                eps: attr_f(n, "epsilon", 1e-5),
+            }
+        }
+        "Erf" => Op::Erf,
+        "Sqrt" => Op::Sqrt,
+        "Pow" => Op::Pow(
+            values
+                .scalar_input(n, 1)
+                .map_err(bad)?
+                .ok_or_else(|| bad("the exponent must be a constant".into()))?,
+        ),
         "Identity" | "Dropout" => Op::Identity,
         other => {
             return Err(bad(format!(
-                "op {other} is not supported for fine-tuning (supported: Conv, Relu, Clip, MaxPool, AveragePool, GlobalAveragePool, ReduceMean, BatchNormalization, Add, Sub, Mul, Div, Concat, Flatten, Reshape, Transpose, Gemm, MatMul, Sigmoid, Softmax, Identity, Dropout); split later with --from-layer"
+                "op {other} is not supported for fine-tuning (supported: Conv, Relu, Clip, MaxPool, AveragePool, GlobalAveragePool, ReduceMean, BatchNormalization, LayerNormalization, Add, Sub, Mul, Div, Pow, Sqrt, Erf, Concat, Flatten, Reshape, Transpose, Gemm, MatMul, Sigmoid, Softmax, Identity, Dropout); split later with --from-layer"
             )))
         }
     })

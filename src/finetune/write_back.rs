@@ -42,6 +42,7 @@ pub(super) fn write_back(
     base_meta.model_sha256 = crate::onnx::model_sha256(&base_path)?;
     base_meta.feature_shape = top_shape.clone();
     base_meta.output_name = top.output.clone();
+    base_meta.tokens = top.tokens;
     base_meta.splits.retain(|s| s != FLIP_SPLIT);
     let training = serde_json::json!({
         "finetune": {

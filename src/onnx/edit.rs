@@ -195,6 +195,16 @@ fn node_values(n: &NodeProto, s: &Shapes, vals: &Values) -> Option<Vec<i64>> {
     }
 }
 
+/// The declared shape of the graph's first output (-1 for dynamic dimensions; empty when none).
+pub fn output_dims(model: &ModelProto) -> Vec<i64> {
+    model
+        .graph
+        .as_ref()
+        .and_then(|g| g.output.first())
+        .map(value_dims)
+        .unwrap_or_default()
+}
+
 fn value_dims(v: &super::proto::ValueInfoProto) -> Vec<i64> {
     v.r#type
         .as_ref()

@@ -319,3 +319,93 @@ fn inspect_counts_attention_and_cut_keeps_the_tokens() {
         1e-5,
     );
 }
+
+/// `finetune` trains the top block of a torch-layout ViT whose metadata names its pooling: the
+/// split tensor is cached whole, the tokens are pooled after the top as extract pools them, and
+/// the written model scores as candle computed it (finetune's own parity check) and through the
+/// pooling extract applies. A hub-layout ViT (reshapes computed through Shape) is refused before
+/// any extraction, naming the op.
+#[cfg(feature = "finetune")]
+#[test]
+fn finetune_trains_the_top_block_of_a_vit() {
+    let d = tmp();
+    let data = d.path().join("data");
+    tiny_dataset(&data, 4);
+    let mut spec = VitSpec::tiny(Style::Torch);
+    spec.metadata = vec![
+        (POOL_META.into(), "cls+mean".into()),
+        (PREFIX_META.into(), "1".into()),
+    ];
+    let m = save_vit(d.path(), "vit.onnx", &spec, false);
+    let (cache, head, out) = (
+        d.path().join("f.h5"),
+        d.path().join("head.h5"),
+        d.path().join("ft.onnx"),
+    );
+    extract(&m, &data, &cache, &["--preprocess", "torch"]);
+    train_head(&cache, &head, &["--epochs", "3"]);
+    let line = |model: &Path, out: &Path| -> Vec<String> {
+        [
+            "finetune",
+            "--model",
+            s(model),
+            "--data",
+            s(&data),
+            "--head",
+            s(&head),
+            "--from-layer",
+            "/encoder.layer.1/Add_output_0",
+            "--epochs",
+            "2",
+            "--out",
+            s(&out),
+            "--preprocess",
+            "torch",
+        ]
+        .map(String::from)
+        .to_vec()
+    };
+    let l = line(&m, &out);
+    let log = ok(&l.iter().map(String::as_str).collect::<Vec<_>>());
+    assert!(
+        log.contains("inputs [17, 32]"),
+        "the split tensor is cached whole: {log}"
+    );
+    let parity: f64 = log
+        .split("parity: ")
+        .nth(1)
+        .and_then(|r| r.split("max abs diff ").nth(1))
+        .and_then(|r| r.split_whitespace().next())
+        .and_then(|v| v.parse().ok())
+        .unwrap_or_else(|| panic!("no parity line in {log}"));
+    assert!(parity < 1e-4, "{log}");
+    // The fine-tuned base pools as the original did.
+    let base = d.path().join("ft.base.onnx");
+    let tuned = d.path().join("tuned.h5");
+    extract(&base, &data, &tuned, &["--preprocess", "torch"]);
+    let c = FeatureCache::open(&tuned).unwrap();
+    assert_eq!(
+        (c.meta.tokens, c.meta.feature_shape.clone()),
+        (
+            Tokens {
+                pool: TokenPool::ClsMean,
+                prefix: 1
+            },
+            vec![64]
+        )
+    );
+
+    let mut hub = VitSpec::tiny(Style::Hub);
+    hub.metadata = spec.metadata.clone();
+    let hm = save_vit(d.path(), "hub.onnx", &hub, false);
+    let hub_out = d.path().join("hub_ft.onnx");
+    let l = line(&hm, &hub_out);
+    fails(
+        &l.iter().map(String::as_str).collect::<Vec<_>>(),
+        &["(Shape)", "not supported for fine-tuning"],
+    );
+    assert!(
+        !d.path().join("hub_ft.inputs.h5").exists(),
+        "refused after extracting"
+    );
+}
