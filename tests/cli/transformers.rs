@@ -358,7 +358,7 @@ fn finetune_trains_the_top_block_of_a_vit() {
             "--epochs",
             "2",
             "--out",
-            s(&out),
+            s(out),
             "--preprocess",
             "torch",
         ]
