@@ -11,10 +11,12 @@ use crate::error::{Error, Result};
 use crate::head::activation::Activation;
 use crate::head::file::Head;
 use crate::head::net::{Layer, Pool};
-use crate::onnx::generate::{dim, f32_tensor, i64_tensor, int_attr, ints, node, value_info};
+use crate::onnx::generate::{
+    dim, f32_tensor, float_attr, i64_tensor, int_attr, ints, node, value_info,
+};
 use crate::onnx::proto::{
-    attribute_type, data_type, AttributeProto, GraphProto, ModelProto, NodeProto,
-    StringStringEntryProto, TensorProto,
+    data_type, AttributeProto, GraphProto, ModelProto, NodeProto, StringStringEntryProto,
+    TensorProto,
 };
 
 /// Name of the exported graph's output: `[N, classes]` probabilities.
@@ -75,15 +77,6 @@ impl Builder {
         let out = self.name(&op.to_ascii_lowercase());
         self.nodes.push(node(op, &out, inputs, &out, attrs));
         out
-    }
-}
-
-fn float_attr(name: &str, v: f32) -> AttributeProto {
-    AttributeProto {
-        name: name.into(),
-        r#type: attribute_type::FLOAT,
-        f: v,
-        ..Default::default()
     }
 }
 

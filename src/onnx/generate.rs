@@ -90,6 +90,15 @@ pub(crate) fn ints(name: &str, v: &[i64]) -> AttributeProto {
     }
 }
 
+pub(crate) fn float_attr(name: &str, v: f32) -> AttributeProto {
+    AttributeProto {
+        name: name.into(),
+        r#type: attribute_type::FLOAT,
+        f: v,
+        ..Default::default()
+    }
+}
+
 pub(crate) fn int_attr(name: &str, v: i64) -> AttributeProto {
     AttributeProto {
         name: name.into(),

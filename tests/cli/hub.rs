@@ -34,6 +34,19 @@ fn hub_repo(root: &Path, repo: &str) -> (String, String) {
     (sha("onnx/model.onnx"), sha("onnx/model.onnx_data"))
 }
 
+/// A temp folder with the served tree (the tiny ViT repository), a headstart home and an HF_HOME:
+/// (dir, serve, home, hf, graph sha256, data file sha256).
+fn hub_setup() -> (tempfile::TempDir, PathBuf, PathBuf, PathBuf, String, String) {
+    let d = tmp();
+    let (serve, home, hf) = (
+        d.path().join("serve"),
+        d.path().join("home"),
+        d.path().join("hf"),
+    );
+    let (graph_sha, data_sha) = hub_repo(&serve, "test-org/tiny-vit");
+    (d, serve, home, hf, graph_sha, data_sha)
+}
+
 fn hub_bin(home: &Path, hf_home: &Path, endpoint: &str) -> Command {
     let mut c = bin();
     c.env("HEADSTART_HOME", home)
@@ -47,13 +60,7 @@ fn hub_bin(home: &Path, hf_home: &Path, endpoint: &str) -> Command {
 
 #[test]
 fn hub_exports_download_resume_verify_and_carry_their_preprocessing_and_pooling() {
-    let d = tmp();
-    let (serve, home, hf) = (
-        d.path().join("serve"),
-        d.path().join("home"),
-        d.path().join("hf"),
-    );
-    let (graph_sha, data_sha) = hub_repo(&serve, "test-org/tiny-vit");
+    let (d, serve, home, hf, graph_sha, data_sha) = hub_setup();
     let server = http::Server::start(&serve, true);
     let spec = format!("hf:test-org/tiny-vit@{REV}");
     let fetch = |extra: &[&str]| {
@@ -159,13 +166,7 @@ fn hub_exports_download_resume_verify_and_carry_their_preprocessing_and_pooling(
 /// pin refuses a file with other bytes at its place on the hub.
 #[test]
 fn the_hub_cache_is_used_offline_and_named_pins_refuse_other_bytes() {
-    let d = tmp();
-    let (serve, home, hf) = (
-        d.path().join("serve"),
-        d.path().join("home"),
-        d.path().join("hf"),
-    );
-    let (graph_sha, data_sha) = hub_repo(&serve, "test-org/tiny-vit");
+    let (d, serve, home, hf, graph_sha, data_sha) = hub_setup();
     let snapshot = hf.join(format!("hub/models--test-org--tiny-vit/snapshots/{REV}"));
     std::fs::create_dir_all(snapshot.parent().unwrap()).unwrap();
     let status = Command::new("cp")

@@ -20,6 +20,23 @@ pub(crate) fn save_vit(dir: &Path, name: &str, spec: &VitSpec, external: bool) -
     p
 }
 
+/// A temp folder with a tiny dataset (4 images a class and split) and a torch-layout tiny ViT
+/// `vit.onnx` whose metadata pools its tokens as class token + patch mean, plus `extra` metadata:
+/// (dir, data, spec, model).
+fn pooled_vit_setup(extra: &[(&str, &str)]) -> (tempfile::TempDir, PathBuf, VitSpec, PathBuf) {
+    let d = tmp();
+    let data = d.path().join("data");
+    tiny_dataset(&data, 4);
+    let mut spec = VitSpec::tiny(Style::Torch);
+    spec.metadata = [(POOL_META, "cls+mean"), (PREFIX_META, "1")]
+        .iter()
+        .chain(extra)
+        .map(|(k, v)| (k.to_string(), v.to_string()))
+        .collect();
+    let m = save_vit(d.path(), "vit.onnx", &spec, false);
+    (d, data, spec, m)
+}
+
 /// The cache's preprocessed inputs of `split`, in its row order, as one float32 file for Python.
 fn inputs_of(cache: &FeatureCache, data: &Path, split: &str, out: &Path) -> usize {
     let pre = cache.meta.preprocess().unwrap();
@@ -170,18 +187,11 @@ fn token_outputs_are_pooled_as_onnxruntime_python_gives_them() {
 /// exported file). A head is refused features pooled another way.
 #[test]
 fn a_head_on_pooled_tokens_scores_and_exports_with_the_pooling_in_the_graph() {
-    let d = tmp();
-    let data = d.path().join("data");
-    tiny_dataset(&data, 4);
-    let mut spec = VitSpec::tiny(Style::Torch);
-    spec.metadata = vec![
-        (POOL_META.into(), "cls+mean".into()),
-        (PREFIX_META.into(), "1".into()),
-        ("mean".into(), "123.675,116.28,103.53".into()),
-        ("std".into(), "58.395,57.12,57.375".into()),
-        ("pixel_scale".into(), "0..255".into()),
-    ];
-    let m = save_vit(d.path(), "vit.onnx", &spec, false);
+    let (d, data, _, m) = pooled_vit_setup(&[
+        ("mean", "123.675,116.28,103.53"),
+        ("std", "58.395,57.12,57.375"),
+        ("pixel_scale", "0..255"),
+    ]);
     let (cache, head) = (d.path().join("f.h5"), d.path().join("head.h5"));
     let log = extract(&m, &data, &cache, &[]);
     assert!(log.contains("tokens: cls+mean (1 prefix token)"), "{log}");
@@ -328,15 +338,7 @@ fn inspect_counts_attention_and_cut_keeps_the_tokens() {
 #[cfg(feature = "finetune")]
 #[test]
 fn finetune_trains_the_top_block_of_a_vit() {
-    let d = tmp();
-    let data = d.path().join("data");
-    tiny_dataset(&data, 4);
-    let mut spec = VitSpec::tiny(Style::Torch);
-    spec.metadata = vec![
-        (POOL_META.into(), "cls+mean".into()),
-        (PREFIX_META.into(), "1".into()),
-    ];
-    let m = save_vit(d.path(), "vit.onnx", &spec, false);
+    let (d, data, spec, m) = pooled_vit_setup(&[]);
     let (cache, head, out) = (
         d.path().join("f.h5"),
         d.path().join("head.h5"),

@@ -12,7 +12,7 @@
 //! MLP, DINOv2's LayerScale), and a final norm. Token order: class, registers, patches. With
 //! `classes`, a linear classifier on the class token gives `logits` instead (a model to cut).
 
-use super::{dim, f32_tensor, i64_tensor, int_attr, ints, model, node, value_info};
+use super::{dim, f32_tensor, float_attr, i64_tensor, int_attr, ints, model, node, value_info};
 use crate::onnx::proto::*;
 use crate::util::rng::Rng;
 
@@ -280,26 +280,25 @@ impl Graph {
         let shape = self.batch_shape(&format!("{p}.merge"), &ctx, &[t, d as i64]);
         let ctx = self.op("Reshape", &format!("{a}/Reshape"), &[&ctx, &shape], vec![]);
         let out = self.linear(&format!("{p}.attention.output.dense"), &ctx, d, d);
-        let ls1 = self.fill(&format!("{p}.layer_scale1.lambda1"), vec![d as i64], 0.5);
-        let out = self.op(
-            "Mul",
-            &format!("/{p}/layer_scale1/Mul"),
-            &[&out, &ls1],
-            vec![],
-        );
+        let out = self.layer_scale(&p, 1, &out, d);
         let x = self.op("Add", &format!("/{p}/Add"), &[x, &out], vec![]);
         let n2 = self.norm(&format!("{p}.norm2"), &x, d);
         let up = self.linear(&format!("{p}.mlp.fc1"), &n2, d, spec.mlp);
         let g = self.gelu(&format!("/{p}/mlp/activation"), &up, &p);
         let down = self.linear(&format!("{p}.mlp.fc2"), &g, spec.mlp, d);
-        let ls2 = self.fill(&format!("{p}.layer_scale2.lambda1"), vec![d as i64], 0.5);
-        let down = self.op(
-            "Mul",
-            &format!("/{p}/layer_scale2/Mul"),
-            &[&down, &ls2],
-            vec![],
-        );
+        let down = self.layer_scale(&p, 2, &down, d);
         self.op("Add", &format!("/{p}/Add_1"), &[&x, &down], vec![])
+    }
+
+    /// DINOv2's LayerScale `k` of block `p`: `x` times a per-channel factor (0.5 here).
+    fn layer_scale(&mut self, p: &str, k: usize, x: &str, d: usize) -> String {
+        let lambda = self.fill(&format!("{p}.layer_scale{k}.lambda1"), vec![d as i64], 0.5);
+        self.op(
+            "Mul",
+            &format!("/{p}/layer_scale{k}/Mul"),
+            &[x, &lambda],
+            vec![],
+        )
     }
 
     /// `x * 0.5 * (1 + erf(x / sqrt 2))`, as both exporters write GELU.
@@ -332,15 +331,6 @@ impl Graph {
         let s = self.batch_shape(scope, like, rest);
         self.style = style;
         s
-    }
-}
-
-fn float_attr(name: &str, v: f32) -> AttributeProto {
-    AttributeProto {
-        name: name.into(),
-        r#type: attribute_type::FLOAT,
-        f: v,
-        ..Default::default()
     }
 }
 
