@@ -102,7 +102,7 @@ pub fn quantize(cfg: &QuantizeConfig, rep: &dyn Reporter) -> Result<QuantizeSumm
             ));
         }
     }
-    let proto = crate::onnx::load(&cfg.model)?;
+    let proto = crate::onnx::load_inlined(&cfg.model)?;
     let targets = qdq::targets(&proto, &cfg.keep_float);
     if targets.is_empty() {
         return Err(Error::model(

@@ -97,7 +97,7 @@ pub fn export(cfg: &ExportConfig) -> Result<ExportSummary> {
         .base
         .preprocess()
         .map_err(|e| Error::cache(&cfg.head, e))?;
-    let mut model = crate::onnx::load(&cfg.model)?;
+    let mut model = crate::onnx::load_inlined(&cfg.model)?;
     if !model.functions.is_empty() {
         return Err(Error::model(
             &cfg.model,
@@ -108,16 +108,6 @@ pub fn export(cfg: &ExportConfig) -> Result<ExportSummary> {
         .graph
         .as_mut()
         .ok_or_else(|| Error::model(&cfg.model, "no graph"))?;
-    if graph
-        .initializer
-        .iter()
-        .any(|t| t.data_location == 1 || !t.external_data.is_empty())
-    {
-        return Err(Error::model(
-            &cfg.model,
-            "keeps its weights in external data files; export needs a single-file model",
-        ));
-    }
     let feature = head.base.output_name.clone();
     if !graph.output.iter().any(|o| o.name == feature) {
         return Err(Error::model(

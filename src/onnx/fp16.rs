@@ -294,7 +294,7 @@ fn convert_constants(
 /// (`fp16_source_sha256`), so that a head trained on the float32 model's features can be used on
 /// the copy's (`evaluate --any-precision`).
 pub fn convert_file(source: &std::path::Path, out: &std::path::Path) -> crate::Result<Fp16Summary> {
-    let proto = super::load(source)?;
+    let proto = super::load_inlined(source)?;
     let (mut half, s) = to_fp16(&proto).map_err(|e| crate::Error::model(source, e))?;
     let sha = super::model_sha256(source)?;
     super::edit::set_metadata(&mut half, &[(super::FP16_SOURCE_SHA256, sha)]);

@@ -34,6 +34,77 @@ pub fn load(path: &Path) -> Result<ModelProto> {
     })
 }
 
+/// The most weights [`load_inlined`] takes into one file: protobuf's 2 GiB limit on a message.
+const MAX_INLINE_BYTES: u64 = (2 << 30) - (64 << 20);
+
+/// Reads the model at `path` with every external-data initializer's bytes read into it (from the
+/// files beside it, each location kept inside the model's folder, each range checked against the
+/// file's size), so that an editor (quantize, convert, export) sees one self-contained model.
+/// Refused past protobuf's 2 GiB limit.
+pub fn load_inlined(path: &Path) -> Result<ModelProto> {
+    let mut model = load(path)?;
+    let dir = path.parent().unwrap_or(Path::new(""));
+    let mut total = 0u64;
+    let Some(g) = model.graph.as_mut() else {
+        return Ok(model);
+    };
+    for t in g
+        .initializer
+        .iter_mut()
+        .filter(|t| t.data_location == 1 || !t.external_data.is_empty())
+    {
+        let field = |k: &str| {
+            t.external_data
+                .iter()
+                .find(|kv| kv.key == k)
+                .map(|kv| kv.value.clone())
+        };
+        let what = format!("initializer '{}' external data", t.name);
+        let loc = field("location")
+            .ok_or_else(|| Error::model(path, format!("{what} names no location")))?;
+        let file = dir.join(crate::util::paths::contained(&loc, path, &what)?);
+        let num = |k: &str| -> Result<u64> {
+            field(k).map_or(Ok(0), |v| {
+                v.parse()
+                    .map_err(|_| Error::model(path, format!("{what}: {k} '{v}' is not a number")))
+            })
+        };
+        let (offset, length) = (num("offset")?, num("length")?);
+        let size = std::fs::metadata(&file)
+            .map_err(|e| Error::io(&file, e))?
+            .len();
+        let length = if field("length").is_some() {
+            length
+        } else {
+            size.saturating_sub(offset)
+        };
+        if offset.checked_add(length).is_none_or(|end| end > size) {
+            return Err(Error::model(
+                path,
+                format!(
+                    "{what}: bytes {offset}..{} lie beyond {} ({size} bytes)",
+                    offset.saturating_add(length),
+                    file.display()
+                ),
+            ));
+        }
+        total += length;
+        if total > MAX_INLINE_BYTES {
+            return Err(Error::model(path, "its weights pass protobuf's 2 GiB limit for one file: keep the external data (this command needs a single-file model)"));
+        }
+        use std::io::{Read, Seek, SeekFrom};
+        let mut f = std::fs::File::open(&file).map_err(|e| Error::io(&file, e))?;
+        f.seek(SeekFrom::Start(offset))
+            .map_err(|e| Error::io(&file, e))?;
+        let mut bytes = vec![0u8; length as usize];
+        f.read_exact(&mut bytes).map_err(|e| Error::io(&file, e))?;
+        t.raw_data = bytes;
+        t.external_data.clear();
+        t.data_location = 0;
+    }
+    Ok(model)
+}
+
 /// Whether `path` holds an ONNX model (the rule by which a command that writes a model replaces an
 /// existing file: a model, never a photo, a cache or a head).
 pub fn is_model(path: &Path) -> bool {

@@ -411,3 +411,78 @@ fn finetune_trains_the_top_block_of_a_vit() {
         "refused after extracting"
     );
 }
+
+/// quantize and convert --fp16 on a hub-layout ViT that keeps its weights in an external data
+/// file: the weights are read in (the outputs are single files), quantize puts the patch Conv and
+/// the 12 weight MatMuls in int8 and reports the cosine, the float16 copy gives the float32
+/// tokens back closely; a data file cut short is refused naming the byte range.
+#[test]
+fn quantize_and_fp16_read_external_weights_of_a_vit() {
+    let d = tmp();
+    let data = d.path().join("data");
+    tiny_dataset(&data, 3);
+    let m = save_vit(d.path(), "model.onnx", &VitSpec::tiny(Style::Hub), true);
+    let (q, h) = (d.path().join("q.onnx"), d.path().join("h.onnx"));
+    let pre = ["--preprocess", "torch", "--size", "32x32"];
+    let log = ok(&[
+        &[
+            "quantize",
+            "--model",
+            s(&m),
+            "--calibrate",
+            s(&data),
+            "--out",
+            s(&q),
+        ][..],
+        &pre,
+    ]
+    .concat());
+    assert!(log.contains("quantized 13 nodes to int8"), "{log}");
+    let cosine: f64 = log
+        .split("cosine mean ")
+        .nth(1)
+        .and_then(|r| r.split(',').next())
+        .and_then(|v| v.parse().ok())
+        .unwrap_or_else(|| panic!("no cosine in {log}"));
+    assert!(cosine > 0.99, "{log}");
+    ok(&["convert", s(&m), "--fp16", "--out", s(&h)]);
+    for out in [&q, &h] {
+        let model = onnx::load(out).unwrap();
+        assert!(
+            !onnx::uses_external_data(&model),
+            "{} should be one file",
+            out.display()
+        );
+    }
+    let feats = |model: &Path, name: &str| {
+        let out = d.path().join(name);
+        extract(model, &data, &out, &[&pre[..], &["--pool", "cls"]].concat());
+        FeatureCache::open(&out)
+            .unwrap()
+            .read_split("train")
+            .unwrap()
+            .features
+    };
+    let (a, b) = (feats(&m, "f32.h5"), feats(&h, "f16.h5"));
+    let dot: f64 = a
+        .iter()
+        .zip(&b)
+        .map(|(x, y)| (*x as f64) * (*y as f64))
+        .sum();
+    let norm = |v: &[f32]| v.iter().map(|x| (*x as f64).powi(2)).sum::<f64>().sqrt();
+    assert!(dot / (norm(&a) * norm(&b)) > 0.999);
+
+    let data_file = d.path().join("model.onnx_data");
+    let bytes = std::fs::read(&data_file).unwrap();
+    std::fs::write(&data_file, &bytes[..bytes.len() / 2]).unwrap();
+    fails(
+        &[
+            "convert",
+            s(&m),
+            "--fp16",
+            "--out",
+            s(&d.path().join("h2.onnx")),
+        ],
+        &["model.onnx", "lie beyond", "model.onnx_data"],
+    );
+}
