@@ -23,7 +23,7 @@
 //! them, never to validation rows. Everything is seeded:
 //! the same data and seed give the same bytes.
 
-use ndarray::{concatenate, Array1, Array2, Axis};
+use ndarray::{Array1, Array2, Axis};
 
 use super::fit::{
     fit, predicted, EarlyStopping, History, Labels, Monitor, OptimizerKind, OptimizerSpec,
@@ -205,22 +205,26 @@ struct Pool {
 }
 
 impl Pool {
+    /// Built in one allocation, row by row (selecting the parts and joining them held the data
+    /// three times at once).
     fn new(d: &AutoData) -> Pool {
-        let tx = d.x.select(Axis(0), d.train);
-        let mut y: Vec<u32> = d.train.iter().map(|&i| d.y[i]).collect();
-        let n_train = tx.nrows();
-        let mut parts = vec![tx];
+        let n_train = d.train.len();
+        let val_rows = d.val.map_or(0, |(_, _, rows)| rows.len());
+        let total = n_train + val_rows + d.extra.len() * n_train;
+        let mut x = Array2::<f32>::zeros((total, d.x.ncols()));
+        let mut y: Vec<u32> = Vec::with_capacity(total);
+        let mut at = fill(&mut x, 0, d.x, d.train);
+        y.extend(d.train.iter().map(|&i| d.y[i]));
         if let Some((vx, vy, rows)) = d.val {
-            parts.push(vx.select(Axis(0), rows));
+            at = fill(&mut x, at, vx, rows);
             y.extend(rows.iter().map(|&i| vy[i]));
         }
         let n = y.len();
         for e in d.extra {
-            parts.push(e.select(Axis(0), d.train));
+            at = fill(&mut x, at, e, d.train);
             y.extend(d.train.iter().map(|&i| d.y[i]));
         }
-        let views: Vec<_> = parts.iter().map(|p| p.view()).collect();
-        let mut x = concatenate(Axis(0), &views).expect("same width");
+        debug_assert_eq!(at, total);
         let (mean, std) = standardize(&mut x, n);
         Pool {
             x,
@@ -298,6 +302,14 @@ impl Pool {
 /// validation), in f64: each feature is centred, and all are divided by one scale (the root mean
 /// variance), which keeps the features' relative sizes: on small data, dividing each by its own
 /// noisy deviation lifted noise features. Returns (mean, std) for [`fold_standardization`].
+/// Copies `rows` of `src` into `x` from row `at` on; returns the row after the last written.
+fn fill(x: &mut Array2<f32>, at: usize, src: &Array2<f32>, rows: &[usize]) -> usize {
+    for (k, &i) in rows.iter().enumerate() {
+        x.row_mut(at + k).assign(&src.row(i));
+    }
+    at + rows.len()
+}
+
 fn standardize(x: &mut Array2<f32>, n: usize) -> (Array1<f32>, Array1<f32>) {
     let cols = x.ncols();
     let mut mean = Array1::<f32>::zeros(cols);
