@@ -1,6 +1,7 @@
-//! Token outputs of transformer bases (what a cache records of them, and the pooling itself): a ViT's output is a sequence `[N, T, D]` (a class token,
-//! any register tokens, then one token per patch), which is pooled to one row `[N, D]` (or
-//! `[N, 2D]`) before it is cached, scored or exported.
+//! Token outputs of transformer bases: what a cache records of their pooling, and the pooling
+//! itself. A ViT's output is a sequence `[N, T, D]` (a class token, any register tokens, then one
+//! token per patch), pooled to one row `[N, D]` (or `[N, 2D]`) before it is cached, scored or
+//! exported.
 //!
 //! The pooling comes from `extract --pool`, else from the model's metadata (`headstart fetch` writes
 //! the pooling the model's authors use for linear probes, e.g. the class token beside the mean of
@@ -205,7 +206,7 @@ impl Tokens {
         if !self.pools() {
             return Ok(());
         }
-        let [t, _] = dims else {
+        let [t, d] = dims else {
             return Err(Error::model(
                 model,
                 format!(
@@ -214,6 +215,12 @@ impl Tokens {
                 ),
             ));
         };
+        if *t == 0 || *d == 0 {
+            return Err(Error::model(
+                model,
+                format!("the token output is empty ({t} tokens of {d})"),
+            ));
+        }
         if self.pool.uses_cls() && self.prefix == 0 {
             return Err(Error::model(
                 model,

@@ -388,6 +388,9 @@ fn pool_tokens(y: Tensor, t: Tokens) -> CResult<Tensor> {
         return Ok(y);
     }
     let (_, n, _) = y.dims3()?;
+    if t.prefix >= n && t.pool != TokenPool::Cls {
+        candle_core::bail!("{} prefix tokens leave no patch tokens of {n}", t.prefix);
+    }
     let cls = || y.narrow(1, 0, 1).and_then(|c| c.squeeze(1));
     let mean = || y.narrow(1, t.prefix, n - t.prefix).and_then(|p| p.mean(1));
     match t.pool {
