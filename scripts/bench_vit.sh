@@ -18,11 +18,13 @@ PY=.cache/venv/bin/python
 work=$(mktemp -d)
 trap 'rm -rf "$work"' EXIT
 mkdir -p "$work/photos/x"
-find "$(cd "$PHOTOS" && pwd)" -name '*.jpg' | sort | head -n "$IMAGES" | while read -r f; do
+mapfile -t files < <(find "$(cd "$PHOTOS" && pwd)" -name '*.jpg' | sort)
+for f in "${files[@]:0:$IMAGES}"; do
   ln -s "$f" "$work/photos/x/$(basename "$f")"
 done
 n=$(find "$work/photos/x" -name '*.jpg' | wc -l)
-echo "machine: $(nproc) cores ($(grep -o -m1 -E 'avx512_vnni|avx512f|avx2' /proc/cpuinfo | head -1)), $(date -u +%Y-%m-%dT%H:%MZ); $n photos, batch $BATCH"
+isa=$(grep -m1 -o -w -E 'avx512_vnni' /proc/cpuinfo || grep -m1 -o -w avx2 /proc/cpuinfo || echo portable)
+echo "machine: $(nproc) cores ($isa), $(date -u +%Y-%m-%dT%H:%MZ); $n photos, batch $BATCH"
 
 ort_python() { # MODEL -> img/s of ONNX Runtime (Python) on random batches
   "$PY" - "$1" "$BATCH" "$n" <<'EOF'

@@ -416,8 +416,11 @@ pub fn vit(spec: &VitSpec) -> Result<ModelProto, String> {
     }
     let last = b.norm("layernorm", &x, d);
     let t = spec.tokens();
+    // The class token's index, for the classifier's or the pooler's Gather.
     let zero = "pooler.index";
-    b.inits.push(i64_tensor(zero, vec![], &[0]));
+    if spec.classes.is_some() || spec.style == Style::Hub {
+        b.inits.push(i64_tensor(zero, vec![], &[0]));
+    }
     let mut outputs = Vec::new();
     match spec.classes {
         Some(c) => {
