@@ -4,9 +4,10 @@
 //! and read float32 as before. Inputs that ONNX requires in float32 whatever the data type
 //! (`Resize`'s roi and scales, `Upsample`'s scales) keep their float32 initializers. Casts to
 //! float32 inside the graph become casts to float16; float attributes (epsilon, alpha) stay as
-//! they are, since ONNX reads them as float whatever the tensor type. Layer norms' statistics and
-//! softmax stay float32 between Casts ([`FLOAT32_OPS`]), as transformers need. Subgraphs (If, Loop, Scan) are refused: no CNN
-//! base or exported head has them.
+//! they are, since ONNX reads them as float whatever the tensor type. Layer norms' statistics
+//! (LayerNormalization, or its spelled-out ReduceMean, Pow, Sqrt and `+ eps`) and Softmax stay
+//! float32 between Casts, as transformers need. Subgraphs (If, Loop, Scan) are refused: no CNN base
+//! or exported head has them.
 
 use std::collections::{HashMap, HashSet};
 
