@@ -347,24 +347,49 @@ fn validation(net: &Network, cfg: &TrainConfig, data: &TrainData) -> (Option<f64
 pub fn fit(
     cfg: &TrainConfig,
     data: &TrainData,
-    mut on_epoch: impl FnMut(&EpochRecord),
+    on_epoch: impl FnMut(&EpochRecord),
 ) -> Result<(Network, History)> {
     check_data(cfg, data)?;
+    let rows = cfg.batch_size.min(data.train.len());
+    let weights = cfg.balanced.then(|| balanced_weights(data));
+    let run = Run::new(cfg, data.x.ncols(), data.outputs(), rows, weights);
+    let mut order = data.train.clone();
+    train_loop(
+        cfg,
+        run,
+        |run, epoch, rng| {
+            rng.shuffle(&mut order);
+            let (loss, correct) = run.epoch(data.x, data.y, epoch, &order)?;
+            Ok((loss, correct, order.len()))
+        },
+        |net| validation(net, cfg, data),
+        on_epoch,
+    )
+}
+
+/// The epochs of a run: `one_epoch` trains one pass (given the run, the epoch and the shuffling
+/// generator; returns the summed loss, the correct predictions and the rows seen), `validate`
+/// scores the network; the learning-rate schedule, divergence checks, history, early stopping and
+/// restore-best are the same for data in memory and streamed from disk.
+pub(crate) fn train_loop(
+    cfg: &TrainConfig,
+    mut run: Run,
+    mut one_epoch: impl FnMut(&mut Run, usize, &mut Rng) -> Result<(f64, f64, usize)>,
+    validate: impl Fn(&Network) -> (Option<f64>, Option<f64>),
+    mut on_epoch: impl FnMut(&EpochRecord),
+) -> Result<(Network, History)> {
     let _ftz = crate::head::kernels::FlushDenormals::new();
-    let mut run = Run::new(cfg, data);
     let mut shuffle_rng = Rng(cfg.seed.wrapping_add(0x0123_4567));
     let mut history = History::default();
     let mut keeper = Keeper::default();
-    let mut order = data.train.clone();
     for epoch in 0..cfg.epochs {
         let t0 = std::time::Instant::now();
         let lr = cfg.schedule.lr(cfg.optimizer.lr, epoch, cfg.epochs);
         run.opt.set_learning_rate(lr);
-        shuffle_rng.shuffle(&mut order);
-        let (loss_sum, correct) = run.epoch(epoch, &order)?;
+        let (loss_sum, correct, rows) = one_epoch(&mut run, epoch, &mut shuffle_rng)?;
         check_weights(&run.net, epoch)?;
-        let n = order.len() as f64;
-        let (val_loss, val_accuracy) = validation(&run.net, cfg, data);
+        let n = rows.max(1) as f64;
+        let (val_loss, val_accuracy) = validate(&run.net);
         let rec = EpochRecord {
             epoch: epoch + 1,
             loss: loss_sum / n,
@@ -429,10 +454,9 @@ impl Keeper {
 }
 
 /// What one training run carries from batch to batch: the network, its optimizer, the dropout
-/// generator, the class weights and the reused batch buffers.
-struct Run<'a, 'd> {
+/// generator, the class weights and the reused batch buffers (the data comes with each epoch).
+pub(crate) struct Run<'a> {
     cfg: &'a TrainConfig,
-    data: &'a TrainData<'d>,
     net: Network,
     opt: Box<dyn Optimizer>,
     dropout_rng: Rng,
@@ -444,22 +468,27 @@ struct Run<'a, 'd> {
     fused: bool,
 }
 
-impl<'a, 'd> Run<'a, 'd> {
-    fn new(cfg: &'a TrainConfig, data: &'a TrainData<'d>) -> Run<'a, 'd> {
-        let net = Network::new(data.x.ncols(), &cfg.spec, data.outputs(), cfg.seed);
-        let rows = cfg.batch_size.min(data.train.len());
-        let d = data.x.ncols();
+impl<'a> Run<'a> {
+    /// A new network of `inputs` features and `outputs` units; batches of at most `rows` rows.
+    pub(crate) fn new(
+        cfg: &'a TrainConfig,
+        inputs: usize,
+        outputs: usize,
+        rows: usize,
+        class_weights: Option<Vec<f32>>,
+    ) -> Run<'a> {
+        let net = Network::new(inputs, &cfg.spec, outputs, cfg.seed);
+        let d = inputs;
         let sizes: Vec<usize> = net.params().iter().map(|p| p.len()).collect();
         let fused = cfg.fused
             && first_dense(&net).is_some()
             && !(cfg.clip_value.is_some() && cfg.clip_norm.is_some());
         Run {
             cfg,
-            data,
             opt: cfg.optimizer.build(),
             net,
             dropout_rng: Rng(cfg.seed.wrapping_add(0x89ab_cdef)),
-            class_weights: cfg.balanced.then(|| balanced_weights(data)),
+            class_weights,
             bufs: BatchBuffers {
                 cur: Array2::zeros((rows, d)),
                 next: Array2::zeros((rows, d)),
@@ -469,8 +498,15 @@ impl<'a, 'd> Run<'a, 'd> {
         }
     }
 
-    /// One epoch over `order` in mini-batches: (summed loss, correct predictions).
-    fn epoch(&mut self, epoch: usize, order: &[usize]) -> Result<(f64, f64)> {
+    /// One pass over rows `order` of `x` (labels `y`) in mini-batches: (summed loss, correct
+    /// predictions).
+    pub(crate) fn epoch(
+        &mut self,
+        x: &Array2<f32>,
+        y: Labels,
+        epoch: usize,
+        order: &[usize],
+    ) -> Result<(f64, f64)> {
         let (mut loss_sum, mut correct) = (0f64, 0f64);
         let batches: Vec<&[usize]> = order.chunks(self.cfg.batch_size).collect();
         // With the fused path, the first layer's pre-activation of batch b+1 is computed while the
@@ -478,13 +514,16 @@ impl<'a, 'd> Run<'a, 'd> {
         let mut z_next: Option<Array2<f32>> = None;
         // Batch rows are gathered into two reused buffers (current, next): no large allocation per
         // step (each would be mapped and unmapped, flushing the other core's TLB).
-        gather(self.data.x, batches[0], &mut self.bufs.cur);
+        let Some(first) = batches.first() else {
+            return Ok((0.0, 0.0));
+        };
+        gather(x, first, &mut self.bufs.cur);
         for (bi, batch) in batches.iter().enumerate() {
             let next = batches.get(bi + 1);
             if let Some(b) = next {
-                gather(self.data.x, b, &mut self.bufs.next);
+                gather(x, b, &mut self.bufs.next);
             }
-            let yb = self.data.y.batch(batch);
+            let yb = y.batch(batch);
             let (loss, logits) = self.step(&yb, batch.len(), next.map(|b| b.len()), &mut z_next);
             std::mem::swap(&mut self.bufs.cur, &mut self.bufs.next);
             if !loss.is_finite() {
