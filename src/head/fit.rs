@@ -284,13 +284,18 @@ fn check_data(cfg: &TrainConfig, data: &TrainData) -> Result<()> {
 /// over its positives among the training rows (PyTorch's advice for `BCEWithLogitsLoss`; 1 for a
 /// column without positives).
 fn balanced_weights(data: &TrainData) -> Vec<f32> {
-    let y = match data.y {
+    class_weights(data.y, &data.train, data.classes)
+}
+
+/// [`balanced_weights`] of the training rows `train` of labels `labels`.
+pub(crate) fn class_weights(labels: Labels, train: &[usize], classes: usize) -> Vec<f32> {
+    let n = train.len() as f32;
+    let y = match labels {
         Labels::Classes(y) => y,
         Labels::Tags(t) => {
-            let n = data.train.len() as f32;
-            return (0..data.classes)
+            return (0..classes)
                 .map(|j| {
-                    let pos = data.train.iter().filter(|&&i| t[[i, j]] > 0.5).count() as f32;
+                    let pos = train.iter().filter(|&&i| t[[i, j]] > 0.5).count() as f32;
                     if pos == 0.0 {
                         1.0
                     } else {
@@ -300,18 +305,17 @@ fn balanced_weights(data: &TrainData) -> Vec<f32> {
                 .collect();
         }
     };
-    let mut counts = vec![0usize; data.classes];
-    for &i in &data.train {
+    let mut counts = vec![0usize; classes];
+    for &i in train {
         counts[y[i] as usize] += 1;
     }
-    let n = data.train.len() as f32;
     counts
         .iter()
         .map(|&c| {
             if c == 0 {
                 0.0
             } else {
-                n / (data.classes as f32 * c as f32)
+                n / (classes as f32 * c as f32)
             }
         })
         .collect()

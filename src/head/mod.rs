@@ -4,7 +4,8 @@
 //! kernels (`kernels`), the linfa-logistic baseline ([`logistic`]), the `auto` recipe ([`recipe`]),
 //! the settings as a user gives them and their defaults ([`settings`]), multi-label thresholds and
 //! average precision ([`tags`]), the head file
-//! ([`mod@file`]), the validation rows ([`validation`]) and `train-head` on a cache ([`train_head`]).
+//! ([`mod@file`]), the validation rows ([`validation`]), training on a cache larger than memory
+//! ([`stream`]) and `train-head` on a cache ([`train_head`]).
 
 pub mod activation;
 pub mod file;
@@ -18,6 +19,7 @@ pub mod optim;
 pub mod recipe;
 pub mod schedule;
 pub mod settings;
+pub mod stream;
 pub mod tags;
 pub mod train_head;
 pub mod validation;

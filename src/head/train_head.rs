@@ -15,6 +15,7 @@ use crate::head::fit::{fit, output_units, EpochRecord, History, Labels, TrainCon
 use crate::head::logistic::fit_logistic;
 use crate::head::net::{spec_string, Network, Pool};
 use crate::head::recipe::{self, AutoData};
+use crate::head::stream;
 use crate::head::validation::{leave_out, validation_rows};
 use ndarray::Array2;
 
@@ -48,6 +49,11 @@ pub struct TrainHeadConfig {
     pub threshold: Option<f32>,
     /// Photos left out of the train and validation rows ([`crate::data::exclude`]).
     pub exclude: Option<PathBuf>,
+    /// The memory budget in bytes: a train split over it is streamed from disk
+    /// ([`crate::head::stream`]); `None`: half the machine's available memory.
+    pub memory: Option<u64>,
+    /// Rows per block of a streamed run (`None`: from the budget).
+    pub block_rows: Option<usize>,
 }
 
 impl TrainHeadConfig {
@@ -65,6 +71,8 @@ impl TrainHeadConfig {
             seed: 42,
             threshold: None,
             exclude: None,
+            memory: None,
+            block_rows: None,
         }
     }
 }
@@ -326,32 +334,25 @@ fn outputs(cfg: &TrainHeadConfig) -> Result<(Output<'static>, Output<'static>)> 
 
 pub fn train_head(cfg: &TrainHeadConfig, rep: &dyn Reporter) -> Result<TrainHeadSummary> {
     let t0 = Instant::now();
-    let (head_out, history_out) = outputs(cfg)?;
+    let outs = outputs(cfg)?;
     let cache = open_for_training(&cfg.features)?;
     let meta = &cache.meta;
-    let rows = Rows::load(&cache, cfg)?;
-    let say = |s: String| rep.report(Event::Line(&s));
-    say(format!(
-        "train-head: {} ({} classes: {}); train {} rows, validation {} rows ({})",
-        cfg.features.display(),
-        meta.classes.len(),
-        meta.classes.join(", "),
-        rows.train_idx.len(),
-        rows.val_idx.len(),
-        rows.val_from
-    ));
-    if let Some(said) = rows.excluded.as_ref().and_then(|e| e["said"].as_str()) {
-        say(said.to_string());
+    let budget = cfg.memory.unwrap_or_else(stream::default_budget);
+    let raw_row: usize = meta.feature_shape.iter().product::<usize>().max(1) * 4;
+    let train_bytes = cache.split_len("train")? as u64 * raw_row as u64;
+    if train_bytes > budget {
+        return train_streamed(cfg, &cache, (budget, train_bytes), outs, rep, t0);
     }
+    let rows = Rows::load(&cache, cfg)?;
+    let info = RunInfo {
+        train_rows: rows.train_idx.len(),
+        val_rows: rows.val_idx.len(),
+        val_from: rows.val_from.clone(),
+        excluded: rows.excluded.clone(),
+        streamed: None,
+    };
+    announce(cfg, meta, &info, rows.x.ncols(), rep)?;
     let classes = meta.classes.len();
-    check_threshold(cfg, meta.multi_label)?;
-    say(format!(
-        "head: {} {:?} -> {} -> {}",
-        cfg.pool.name(),
-        meta.feature_shape,
-        rows.x.ncols(),
-        describe_head(cfg, classes, meta.multi_label)
-    ));
     let t = match &cfg.head {
         HeadChoice::Mlp(tc) => train_mlp(tc, classes, &rows, rep)?,
         HeadChoice::Logistic { .. } if meta.multi_label => {
@@ -368,14 +369,73 @@ pub fn train_head(cfg: &TrainHeadConfig, rep: &dyn Reporter) -> Result<TrainHead
     let thresholds = meta
         .multi_label
         .then(|| thresholds(cfg, &t, &rows, &meta.classes, rep));
+    write_head(cfg, meta, t, thresholds, info, outs, rep, t0)
+}
+
+/// What a run trained on, for its first lines and the head's training JSON.
+struct RunInfo {
+    train_rows: usize,
+    val_rows: usize,
+    val_from: String,
+    excluded: Option<serde_json::Value>,
+    /// How a streamed run read the cache (`None`: in memory).
+    streamed: Option<serde_json::Value>,
+}
+
+/// The first lines of a run: the cache, the rows, the head; and the threshold check.
+fn announce(
+    cfg: &TrainHeadConfig,
+    meta: &crate::cache::CacheMeta,
+    info: &RunInfo,
+    width: usize,
+    rep: &dyn Reporter,
+) -> Result<()> {
+    let say = |s: String| rep.report(Event::Line(&s));
+    say(format!(
+        "train-head: {} ({} classes: {}); train {} rows, validation {} rows ({})",
+        cfg.features.display(),
+        meta.classes.len(),
+        meta.classes.join(", "),
+        info.train_rows,
+        info.val_rows,
+        info.val_from
+    ));
+    if let Some(said) = info.excluded.as_ref().and_then(|e| e["said"].as_str()) {
+        say(said.to_string());
+    }
+    check_threshold(cfg, meta.multi_label)?;
+    say(format!(
+        "head: {} {:?} -> {} -> {}",
+        cfg.pool.name(),
+        meta.feature_shape,
+        width,
+        describe_head(cfg, meta.classes.len(), meta.multi_label)
+    ));
+    Ok(())
+}
+
+/// Writes the head file and its history, and reports the kept epoch.
+#[allow(clippy::too_many_arguments)]
+fn write_head(
+    cfg: &TrainHeadConfig,
+    meta: &crate::cache::CacheMeta,
+    t: Trained,
+    thresholds: Option<(Vec<f32>, String)>,
+    info: RunInfo,
+    (head_out, history_out): (Output<'static>, Output<'static>),
+    rep: &dyn Reporter,
+    t0: Instant,
+) -> Result<TrainHeadSummary> {
+    let say = |s: String| rep.report(Event::Line(&s));
     let history = t.history;
     let training = serde_json::json!({
         "settings": t.settings,
         "features": cfg.features.display().to_string(),
-        "train_rows": rows.train_idx.len(),
-        "val_rows": rows.val_idx.len(),
-        "validation": rows.val_from,
-        "excluded": rows.excluded,
+        "train_rows": info.train_rows,
+        "val_rows": info.val_rows,
+        "validation": info.val_from,
+        "excluded": info.excluded,
+        "streamed": info.streamed,
         "kept_epoch": history.kept_epoch,
         "stopped_early": history.stopped_early,
         "final": history.epochs.get(history.kept_epoch.saturating_sub(1)),
@@ -406,10 +466,165 @@ pub fn train_head(cfg: &TrainHeadConfig, rep: &dyn Reporter) -> Result<TrainHead
     Ok(TrainHeadSummary {
         head: cfg.out.clone(),
         history,
-        train_rows: rows.train_idx.len(),
-        val_rows: rows.val_idx.len(),
+        train_rows: info.train_rows,
+        val_rows: info.val_rows,
         seconds,
     })
+}
+
+/// A train split over the memory budget: a layer-spec head trained with the split streamed from
+/// disk block by block ([`stream`]); the validation rows are read into memory.
+fn train_streamed(
+    cfg: &TrainHeadConfig,
+    cache: &FeatureCache,
+    (budget, train_bytes): (u64, u64),
+    outs: (Output<'static>, Output<'static>),
+    rep: &dyn Reporter,
+    t0: Instant,
+) -> Result<TrainHeadSummary> {
+    let meta = &cache.meta;
+    let over = format!(
+        "the train split of {} is {} as float32, over the memory budget of {} (--memory)",
+        cfg.features.display(),
+        size(train_bytes),
+        size(budget)
+    );
+    let tc = match &cfg.head {
+        HeadChoice::Mlp(tc) => tc,
+        _ => {
+            return Err(Error::invalid(
+                "memory",
+                format!("{over}: the auto recipe and the logistic baseline need it in memory; give a larger --memory, or a layer spec (e.g. --head dense:256:relu,dropout:0.5) to train on it streamed"),
+            ))
+        }
+    };
+    if meta.multi_label {
+        return Err(Error::invalid(
+            "memory",
+            format!("{over}: multi-label heads are not streamed yet; give a larger --memory"),
+        ));
+    }
+    let labels = cache.read_labels("train")?;
+    let val_bytes =
+        cache.split_len("val").unwrap_or(0) as u64 * train_bytes / labels.len().max(1) as u64;
+    if val_bytes > budget / 2 {
+        return Err(Error::invalid(
+            "memory",
+            format!(
+                "{over}, and its val split ({}) does not fit half of it: give a larger --memory",
+                size(val_bytes)
+            ),
+        ));
+    }
+    let mut v = validation_rows(cache, &labels, cfg.val_split, cfg.seed)?;
+    let excluded = match &cfg.exclude {
+        Some(list) => {
+            let ex = Exclusion::read(list)?;
+            let paths = cache.read_paths("train")?;
+            let said = leave_out(cache, &ex, &paths, &mut v)?;
+            Some(
+                serde_json::json!({"list": list.display().to_string(), "sha256": ex.sha256, "files": ex.files.len(), "said": said}),
+            )
+        }
+        None => None,
+    };
+    let raw_row = train_bytes / labels.len().max(1) as u64;
+    let blocks = stream::Blocks::for_budget(budget, raw_row as usize, cfg.block_rows);
+    let (vx, vy) = streamed_validation(cfg, cache, &v, &labels, blocks)?;
+    if (vx.len() * 4) as u64 > budget / 2 {
+        return Err(Error::invalid(
+            "memory",
+            format!("{over}, and its {} validation rows do not fit half of it: give a lower --val-split or a larger --memory", vy.len()),
+        ));
+    }
+    let n_blocks = labels.len().div_ceil(blocks.rows);
+    let info = RunInfo {
+        train_rows: v.train.len(),
+        val_rows: vy.len(),
+        val_from: v.from.clone(),
+        excluded,
+        streamed: Some(
+            serde_json::json!({"budget_bytes": budget, "block_rows": blocks.rows, "blocks": n_blocks}),
+        ),
+    };
+    announce(cfg, meta, &info, vx.ncols(), rep)?;
+    rep.report(Event::Line(&format!(
+        "streamed: {over}; read in {n_blocks} blocks of {} rows, the next block read while one trains",
+        blocks.rows
+    )));
+    let s = stream::Streamed {
+        cache,
+        pool: cfg.pool,
+        train: &v.train,
+        labels: &labels,
+        classes: meta.classes.len(),
+        val: (!vy.is_empty()).then_some((&vx, vy.as_slice())),
+        blocks,
+    };
+    let say = |s: String| rep.report(Event::Line(&s));
+    say(table_header());
+    let (network, history) = stream::fit_streamed(tc, &s, |r| say(table_row(r)))?;
+    let t = Trained {
+        kind: HeadKind::Mlp,
+        network,
+        history,
+        spec: spec_string(&tc.spec),
+        settings: mlp_settings(tc),
+        val_probs: None,
+    };
+    write_head(cfg, meta, t, None, info, outs, rep, t0)
+}
+
+/// Bytes for a message: `1.23 GB` or `45.6 MB`.
+fn size(bytes: u64) -> String {
+    if bytes >= 1_000_000_000 {
+        format!("{:.2} GB", bytes as f64 / 1e9)
+    } else {
+        format!("{:.1} MB", bytes as f64 / 1e6)
+    }
+}
+
+/// The validation rows of a streamed run, pooled, in `v.val`'s order: from the val split, or read
+/// from `train` block by block.
+fn streamed_validation(
+    cfg: &TrainHeadConfig,
+    cache: &FeatureCache,
+    v: &crate::head::validation::Validation,
+    labels: &[u32],
+    blocks: stream::Blocks,
+) -> Result<(Array2<f32>, Vec<u32>)> {
+    let meta = &cache.meta;
+    let width = cfg.pool.output_dim(&meta.feature_shape, &meta.layout)?;
+    if let Some(s) = &v.split {
+        let x = cfg.pool.apply(
+            s.features.clone(),
+            s.len(),
+            &meta.feature_shape,
+            &meta.layout,
+        )?;
+        let rows: Vec<usize> = v.val.clone();
+        return Ok((
+            x.select(ndarray::Axis(0), &rows),
+            rows.iter().map(|&i| s.labels[i]).collect(),
+        ));
+    }
+    let mut x = Array2::<f32>::zeros((v.val.len(), width));
+    let mut by_block: std::collections::BTreeMap<usize, Vec<(usize, usize)>> = Default::default();
+    for (k, &i) in v.val.iter().enumerate() {
+        by_block.entry(i / blocks.rows).or_default().push((k, i));
+    }
+    for (b, members) in by_block {
+        let start = b * blocks.rows;
+        let count = blocks.rows.min(labels.len() - start);
+        let raw = cache.read_rows("train", start, count)?;
+        let bx = cfg
+            .pool
+            .apply(raw, count, &meta.feature_shape, &meta.layout)?;
+        for (k, i) in members {
+            x.row_mut(k).assign(&bx.row(i - start));
+        }
+    }
+    Ok((x, v.val.iter().map(|&i| labels[i]).collect()))
 }
 
 /// `--threshold` is a probability, and only for a multi-label cache.
@@ -492,7 +707,19 @@ fn train_mlp(tc: &TrainConfig, classes: usize, rows: &Rows, rep: &dyn Reporter) 
         classes,
     };
     let (network, history) = fit(tc, &data, |r| say(table_row(r)))?;
-    let settings = serde_json::json!({
+    Ok(Trained {
+        kind: HeadKind::Mlp,
+        network,
+        history,
+        spec: spec_string(&tc.spec),
+        settings: mlp_settings(tc),
+        val_probs: None,
+    })
+}
+
+/// A layer-spec head's training settings, for the head file.
+fn mlp_settings(tc: &TrainConfig) -> serde_json::Value {
+    serde_json::json!({
         "loss": format!("{:?}", tc.loss),
         "optimizer": tc.optimizer.describe(),
         "schedule": tc.schedule.describe(),
@@ -505,14 +732,6 @@ fn train_mlp(tc: &TrainConfig, classes: usize, rows: &Rows, rep: &dyn Reporter) 
         "clip_norm": tc.clip_norm,
         "clip_value": tc.clip_value,
         "class_weight": if tc.balanced { "balanced" } else { "none" },
-    });
-    Ok(Trained {
-        kind: HeadKind::Mlp,
-        network,
-        history,
-        spec: spec_string(&tc.spec),
-        settings,
-        val_probs: None,
     })
 }
 

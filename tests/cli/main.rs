@@ -3,7 +3,7 @@
 //! here; each section of the journey is a module beside this file (`extract`, `shards`,
 //! `preprocessing`, `bad_input`, `real_photos`, `train_evaluate`, `score_export`, `quantize`,
 //! `inspect_cut`, `labels`, `hostile`, `reports`, `finetune`, `fetch`, `split`, `augment_recipes`,
-//! `cloud`, `docs`, `safety`, `transformers`, `hub`), whose own helpers the others reach through the `use` lines at the end.
+//! `cloud`, `docs`, `safety`, `transformers`, `hub`, `streaming`), whose own helpers the others reach through the `use` lines at the end.
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
@@ -219,6 +219,7 @@ mod safety;
 mod score_export;
 mod shards;
 mod split;
+mod streaming;
 mod train_evaluate;
 mod transformers;
 

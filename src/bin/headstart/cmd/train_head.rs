@@ -98,6 +98,14 @@ pub struct Args {
     /// data folder) from the train and validation rows; nothing is deleted.
     #[arg(long, value_name = "FILE")]
     pub exclude: Option<PathBuf>,
+    /// Memory budget (e.g. 2G, 512M): a train split larger than this as float32 is streamed from
+    /// the cache block by block instead of read whole (a layer-spec head; --head) [default: half
+    /// the machine's available memory].
+    #[arg(long, value_name = "SIZE")]
+    pub memory: Option<String>,
+    /// Rows per block when streaming [default: from --memory].
+    #[arg(long, value_name = "ROWS")]
+    pub block_rows: Option<usize>,
     /// [default: cross-entropy]
     #[arg(long, value_enum)]
     pub loss: Option<LossArg>,
@@ -247,6 +255,22 @@ impl Args {
         cfg.val_split = self.val_split;
         cfg.threshold = self.threshold;
         cfg.exclude = self.exclude.clone();
+        cfg.memory = match &self.memory {
+            Some(m) => Some(headstart::head::stream::parse_size(m).ok_or_else(|| {
+                headstart::error::Error::Config(format!(
+                    "--memory '{m}': expected a size such as 2G, 512M or 100K"
+                ))
+            })?),
+            None => None,
+        };
+        cfg.block_rows = match self.block_rows {
+            Some(0) => {
+                return Err(headstart::error::Error::Config(
+                    "--block-rows must be at least 1".into(),
+                ))
+            }
+            b => b,
+        };
         cfg.seed = self.seed;
         let recipe = match self.recipe {
             RecipeArg::Auto => Recipe::Auto,

@@ -1,0 +1,155 @@
+//! train-head on a cache over its memory budget: the train split streamed block by block. One
+//! block holding every row gives the in-memory run's weights bit for bit; many blocks learn the
+//! same separable data and rerun identically; what cannot stream is refused naming the flag; a
+//! corrupt block names the file, the split and the rows, and writes no head.
+
+use super::*;
+
+/// Every float dataset of a head file, by name (read by h5py, as users read heads).
+fn head_floats(path: &Path) -> String {
+    let o = Command::new(super::fetch::venv_python())
+        .args([
+            "-c",
+            "import sys, h5py, hashlib\n\
+             f = h5py.File(sys.argv[1])\n\
+             out = []\n\
+             f.visititems(lambda n, o: out.append(n + ' ' + hashlib.sha256(o[()].tobytes()).hexdigest()) if isinstance(o, h5py.Dataset) and o.dtype.kind == 'f' else None)\n\
+             print('\\n'.join(sorted(out)))",
+            s(path),
+        ])
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "{}", text(&o));
+    String::from_utf8(o.stdout).unwrap()
+}
+
+fn features(d: &Path, name: &str, rows: usize, separation: &str) -> PathBuf {
+    let p = d.join(name);
+    let split = format!("train={rows}");
+    ok(&[
+        "make-features",
+        "--shape",
+        "4,4,4",
+        "--split",
+        &split,
+        "--separation",
+        separation,
+        "--out",
+        s(&p),
+    ]);
+    p
+}
+
+#[test]
+fn a_split_over_the_budget_streams_and_one_block_gives_the_in_memory_weights() {
+    let d = tmp();
+    let f = features(d.path(), "f.h5", 3000, "1.0");
+    let head = [
+        "--head",
+        "dense:16:relu",
+        "--epochs",
+        "3",
+        "--seed",
+        "3",
+        "--pool",
+        "avg",
+    ];
+    let (a, b, c, c2) = (
+        d.path().join("a.h5"),
+        d.path().join("b.h5"),
+        d.path().join("c.h5"),
+        d.path().join("c2.h5"),
+    );
+    let log = train_head(&f, &a, &head);
+    assert!(!log.contains("streamed"), "{log}");
+    // 3000 x 64 floats is 0.77 MB: over a 600K budget.
+    let log = train_head(
+        &f,
+        &b,
+        &[&head[..], &["--memory", "600K", "--block-rows", "100000"]].concat(),
+    );
+    assert!(
+        log.contains("streamed: the train split") && log.contains("1 blocks of 100000 rows"),
+        "{log}"
+    );
+    let want = head_floats(&a);
+    assert!(want.lines().count() >= 4, "{want}");
+    assert_eq!(head_floats(&b), want, "one block: the in-memory weights");
+    // Many blocks: other shuffles, the same data learnt; a rerun is identical.
+    let fast = [
+        "--optimizer",
+        "adam",
+        "--lr",
+        "0.01",
+        "--epochs",
+        "5",
+        "--head",
+        "dense:16:relu",
+    ];
+    for out in [&c, &c2] {
+        let log = train_head(
+            &f,
+            out,
+            &[&fast[..], &["--memory", "600K", "--block-rows", "256"]].concat(),
+        );
+        assert!(log.contains("in 12 blocks of 256 rows"), "{log}");
+    }
+    assert_ne!(head_floats(&c), want);
+    assert_eq!(head_floats(&c), head_floats(&c2));
+    let m = d.path().join("m.h5");
+    train_head(&f, &m, &fast);
+    let acc = |h: &Path| -> f64 {
+        let log = ok(&[
+            "evaluate",
+            "--features",
+            s(&f),
+            "--head",
+            s(h),
+            "--split",
+            "train",
+        ]);
+        log.lines()
+            .find_map(|l| l.strip_prefix("accuracy: "))
+            .and_then(|v| v.split_whitespace().next()?.parse().ok())
+            .unwrap_or_else(|| panic!("no accuracy in {log}"))
+    };
+    let (streamed, in_memory) = (acc(&c), acc(&m));
+    assert!(
+        streamed > 0.95 && (streamed - in_memory).abs() < 0.02,
+        "{streamed} vs {in_memory}"
+    );
+}
+
+#[test]
+fn what_cannot_stream_is_refused_and_a_corrupt_block_names_its_rows() {
+    let d = tmp();
+    let f = features(d.path(), "f.h5", 20000, "0.3");
+    let out = d.path().join("h.h5");
+    fails(
+        &train_line(&f, &out, &["--memory", "1M"]),
+        &["--memory", "over the memory budget", "layer spec"],
+    );
+    fails(
+        &train_line(&f, &out, &["--memory", "lots"]),
+        &["--memory 'lots'"],
+    );
+    fails(
+        &train_line(&f, &out, &["--head", "dense:8", "--block-rows", "0"]),
+        &["--block-rows"],
+    );
+    // Bytes in the middle of the features overwritten with NaNs.
+    let bad = d.path().join("bad.h5");
+    let mut bytes = std::fs::read(&f).unwrap();
+    let mid = bytes.len() / 2;
+    bytes[mid..mid + 32 * 1024].fill(0xff);
+    std::fs::write(&bad, bytes).unwrap();
+    let e = fails(
+        &train_line(
+            &bad,
+            &out,
+            &["--head", "dense:8", "--epochs", "1", "--memory", "1M"],
+        ),
+        &["bad.h5", "split 'train' rows", "not finite"],
+    );
+    assert!(!out.exists(), "{e}");
+}
