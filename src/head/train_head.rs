@@ -219,16 +219,7 @@ impl Rows {
         let classes = meta.classes.len();
         let tags = meta.multi_label.then(|| targets(&train, classes)).flatten();
         let mut v = validation_rows(cache, &train.labels, cfg.val_split, cfg.seed)?;
-        let excluded = match &cfg.exclude {
-            Some(list) => {
-                let ex = Exclusion::read(list)?;
-                let said = leave_out(cache, &ex, &train.paths, &mut v)?;
-                Some(
-                    serde_json::json!({"list": list.display().to_string(), "sha256": ex.sha256, "files": ex.files.len(), "said": said}),
-                )
-            }
-            None => None,
-        };
+        let excluded = exclude(cfg, cache, &train.paths, &mut v)?;
         let x = cfg
             .pool
             .apply(train.features, n, &meta.feature_shape, &meta.layout)?;
@@ -518,14 +509,7 @@ fn train_streamed(
     }
     let mut v = validation_rows(cache, &labels, cfg.val_split, cfg.seed)?;
     let excluded = match &cfg.exclude {
-        Some(list) => {
-            let ex = Exclusion::read(list)?;
-            let paths = cache.read_paths("train")?;
-            let said = leave_out(cache, &ex, &paths, &mut v)?;
-            Some(
-                serde_json::json!({"list": list.display().to_string(), "sha256": ex.sha256, "files": ex.files.len(), "said": said}),
-            )
-        }
+        Some(_) => exclude(cfg, cache, &cache.read_paths("train")?, &mut v)?,
         None => None,
     };
     let raw_row = train_bytes / labels.len().max(1) as u64;
@@ -563,16 +547,38 @@ fn train_streamed(
     };
     let say = |s: String| rep.report(Event::Line(&s));
     say(table_header());
-    let (network, history) = stream::fit_streamed(tc, &s, |r| say(table_row(r)))?;
-    let t = Trained {
+    let t = mlp_trained(tc, stream::fit_streamed(tc, &s, |r| say(table_row(r)))?);
+    write_head(cfg, meta, t, None, info, outs, rep, t0)
+}
+
+/// `--exclude`: the listed photos leave `v`'s train and validation rows; what the head file says
+/// of it (the list, its sha256, what was left out).
+fn exclude(
+    cfg: &TrainHeadConfig,
+    cache: &FeatureCache,
+    paths: &[String],
+    v: &mut crate::head::validation::Validation,
+) -> Result<Option<serde_json::Value>> {
+    let Some(list) = &cfg.exclude else {
+        return Ok(None);
+    };
+    let ex = Exclusion::read(list)?;
+    let said = leave_out(cache, &ex, paths, v)?;
+    Ok(Some(
+        serde_json::json!({"list": list.display().to_string(), "sha256": ex.sha256, "files": ex.files.len(), "said": said}),
+    ))
+}
+
+/// A layer-spec head as trained: the network, its history and its settings.
+fn mlp_trained(tc: &TrainConfig, (network, history): (Network, History)) -> Trained {
+    Trained {
         kind: HeadKind::Mlp,
         network,
         history,
         spec: spec_string(&tc.spec),
         settings: mlp_settings(tc),
         val_probs: None,
-    };
-    write_head(cfg, meta, t, None, info, outs, rep, t0)
+    }
 }
 
 /// Bytes for a message: `1.23 GB` or `45.6 MB`.
@@ -706,15 +712,7 @@ fn train_mlp(tc: &TrainConfig, classes: usize, rows: &Rows, rep: &dyn Reporter) 
         val: (!rows.val_idx.is_empty()).then(|| (vx, vy, rows.val_idx.clone())),
         classes,
     };
-    let (network, history) = fit(tc, &data, |r| say(table_row(r)))?;
-    Ok(Trained {
-        kind: HeadKind::Mlp,
-        network,
-        history,
-        spec: spec_string(&tc.spec),
-        settings: mlp_settings(tc),
-        val_probs: None,
-    })
+    Ok(mlp_trained(tc, fit(tc, &data, |r| say(table_row(r)))?))
 }
 
 /// A layer-spec head's training settings, for the head file.
