@@ -16,8 +16,13 @@ use crate::head::logistic::fit_logistic;
 use crate::head::net::{spec_string, Network, Pool};
 use crate::head::recipe::{self, AutoData};
 use crate::head::stream;
+
+mod rows;
+mod streamed;
 use crate::head::validation::{leave_out, validation_rows};
 use ndarray::Array2;
+use rows::Rows;
+use streamed::train_streamed;
 
 /// Our backprop with a layer spec, the `auto` recipe, or the linfa baseline.
 #[derive(Debug, Clone, PartialEq)]
@@ -140,153 +145,6 @@ fn open_for_training(path: &Path) -> Result<FeatureCache> {
         ));
     }
     Ok(cache)
-}
-
-/// The cache's augmented copies of `train` (`train_flip`; the copies of `train_aug`), pooled, each
-/// in train's order; an error if a split does not list train's images in train's order.
-fn augmented_rows(
-    cache: &FeatureCache,
-    cfg: &TrainHeadConfig,
-    train: &SplitData,
-) -> Result<Vec<Array2<f32>>> {
-    let meta = &cache.meta;
-    let n = train.len();
-    let mut out = Vec::new();
-    for name in [FLIP_SPLIT, AUG_SPLIT] {
-        if !meta.splits.iter().any(|s| s == name) {
-            continue;
-        }
-        let f = cache.read_split(name)?;
-        let copies = f.len().checked_div(n).unwrap_or(0);
-        let width = f.features.len() / f.len().max(1);
-        let aligned = copies * n == f.len()
-            && (0..copies).all(|k| f.paths[k * n..(k + 1) * n] == train.paths[..]);
-        if !aligned {
-            return Err(Error::cache(
-                &cfg.features,
-                format!("split {name} ({} rows) does not hold whole copies of train ({n} rows) in train's order", f.len()),
-            ));
-        }
-        for k in 0..copies {
-            let part = f.features[k * n * width..(k + 1) * n * width].to_vec();
-            out.push(cfg.pool.apply(part, n, &meta.feature_shape, &meta.layout)?);
-        }
-    }
-    Ok(out)
-}
-
-/// A multi-label split's multi-hot targets as floats, `[rows, classes]`.
-fn targets(split: &SplitData, classes: usize) -> Option<Array2<f32>> {
-    if split.tags.is_empty() && !split.is_empty() {
-        return None;
-    }
-    let hot = split.tags.iter().map(|&v| f32::from(v)).collect();
-    Array2::from_shape_vec((split.len(), classes), hot).ok()
-}
-
-/// Pooled rows of the `val` split: features, labels and (multi-label) targets.
-type ValRows = (Array2<f32>, Vec<u32>, Option<Array2<f32>>);
-
-/// The pooled rows a head trains on.
-struct Rows {
-    x: Array2<f32>,
-    y: Vec<u32>,
-    /// A multi-label cache's targets of the train rows.
-    tags: Option<Array2<f32>>,
-    /// Pooled validation rows, labels and (multi-label) targets when they come from the `val`
-    /// split.
-    val: Option<ValRows>,
-    /// Pooled augmented copies of the train rows, each in train's order (`train_flip`, and each
-    /// copy of `train_aug`), for the `auto` recipe.
-    extra: Vec<Array2<f32>>,
-    train_idx: Vec<usize>,
-    val_idx: Vec<usize>,
-    val_from: String,
-    /// `--exclude`: the list, its sha256 and what was left out.
-    excluded: Option<serde_json::Value>,
-}
-
-impl Rows {
-    fn load(cache: &FeatureCache, cfg: &TrainHeadConfig) -> Result<Rows> {
-        let meta = &cache.meta;
-        let train = cache.read_split("train")?;
-        let extra = if matches!(cfg.head, HeadChoice::Auto { .. }) {
-            augmented_rows(cache, cfg, &train)?
-        } else {
-            Vec::new()
-        };
-        let n = train.len();
-        let classes = meta.classes.len();
-        let tags = meta.multi_label.then(|| targets(&train, classes)).flatten();
-        let mut v = validation_rows(cache, &train.labels, cfg.val_split, cfg.seed)?;
-        let excluded = exclude(cfg, cache, &train.paths, &mut v)?;
-        let x = cfg
-            .pool
-            .apply(train.features, n, &meta.feature_shape, &meta.layout)?;
-        let val = match v.split {
-            Some(s) => {
-                let vn = s.len();
-                let vt = meta.multi_label.then(|| targets(&s, classes)).flatten();
-                let vx = cfg
-                    .pool
-                    .apply(s.features, vn, &meta.feature_shape, &meta.layout)?;
-                Some((vx, s.labels, vt))
-            }
-            None => None,
-        };
-        Ok(Rows {
-            x,
-            y: train.labels,
-            tags,
-            val,
-            extra,
-            train_idx: v.train,
-            val_idx: v.val,
-            val_from: v.from,
-            excluded,
-        })
-    }
-
-    /// The validation features and labels (the `val` split, or train rows picked by `val_idx`).
-    fn val_xy(&self) -> (&Array2<f32>, &[u32]) {
-        match &self.val {
-            Some((x, y, _)) => (x, y),
-            None => (&self.x, &self.y),
-        }
-    }
-
-    /// The train rows' labels: classes, or a multi-label cache's targets.
-    fn labels(&self) -> Labels<'_> {
-        match &self.tags {
-            Some(t) => Labels::Tags(t.view()),
-            None => Labels::Classes(&self.y),
-        }
-    }
-
-    /// The validation features and labels, as [`Rows::labels`].
-    fn val_labels(&self) -> (&Array2<f32>, Labels<'_>) {
-        match (&self.val, &self.tags) {
-            (Some((x, _, Some(t))), _) => (x, Labels::Tags(t.view())),
-            (Some((x, y, None)), _) => (x, Labels::Classes(y)),
-            (None, _) => (&self.x, self.labels()),
-        }
-    }
-
-    /// The validation rows' probabilities under `net` and their targets (multi-label).
-    fn val_probabilities(&self, net: &Network) -> Option<(Array2<f32>, Array2<f32>)> {
-        let (vx, labels) = self.val_labels();
-        let Labels::Tags(t) = labels else {
-            return None;
-        };
-        if self.val_idx.is_empty() {
-            return None;
-        }
-        let x = vx.select(ndarray::Axis(0), &self.val_idx);
-        let p = net
-            .logits_batched(&x, 256)
-            .mapv(crate::head::activation::sigmoid);
-        Some((p, t.select(ndarray::Axis(0), &self.val_idx)))
-    }
 }
 
 /// What a training run produced, before it is written.
@@ -463,94 +321,6 @@ fn write_head(
     })
 }
 
-/// A train split over the memory budget: a layer-spec head trained with the split streamed from
-/// disk block by block ([`stream`]); the validation rows are read into memory.
-fn train_streamed(
-    cfg: &TrainHeadConfig,
-    cache: &FeatureCache,
-    (budget, train_bytes): (u64, u64),
-    outs: (Output<'static>, Output<'static>),
-    rep: &dyn Reporter,
-    t0: Instant,
-) -> Result<TrainHeadSummary> {
-    let meta = &cache.meta;
-    let over = format!(
-        "the train split of {} is {} as float32, over the memory budget of {} (--memory)",
-        cfg.features.display(),
-        size(train_bytes),
-        size(budget)
-    );
-    let tc = match &cfg.head {
-        HeadChoice::Mlp(tc) => tc,
-        _ => {
-            return Err(Error::invalid(
-                "memory",
-                format!("{over}: the auto recipe and the logistic baseline need it in memory; give a larger --memory, or a layer spec (e.g. --head dense:256:relu,dropout:0.5) to train on it streamed"),
-            ))
-        }
-    };
-    if meta.multi_label {
-        return Err(Error::invalid(
-            "memory",
-            format!("{over}: multi-label heads are not streamed yet; give a larger --memory"),
-        ));
-    }
-    let labels = cache.read_labels("train")?;
-    let val_bytes =
-        cache.split_len("val").unwrap_or(0) as u64 * train_bytes / labels.len().max(1) as u64;
-    if val_bytes > budget / 2 {
-        return Err(Error::invalid(
-            "memory",
-            format!(
-                "{over}, and its val split ({}) does not fit half of it: give a larger --memory",
-                size(val_bytes)
-            ),
-        ));
-    }
-    let mut v = validation_rows(cache, &labels, cfg.val_split, cfg.seed)?;
-    let excluded = match &cfg.exclude {
-        Some(_) => exclude(cfg, cache, &cache.read_paths("train")?, &mut v)?,
-        None => None,
-    };
-    let raw_row = train_bytes / labels.len().max(1) as u64;
-    let blocks = stream::Blocks::for_budget(budget, raw_row as usize, cfg.block_rows);
-    let (vx, vy) = streamed_validation(cfg, cache, &v, &labels, blocks)?;
-    if (vx.len() * 4) as u64 > budget / 2 {
-        return Err(Error::invalid(
-            "memory",
-            format!("{over}, and its {} validation rows do not fit half of it: give a lower --val-split or a larger --memory", vy.len()),
-        ));
-    }
-    let n_blocks = labels.len().div_ceil(blocks.rows);
-    let info = RunInfo {
-        train_rows: v.train.len(),
-        val_rows: vy.len(),
-        val_from: v.from.clone(),
-        excluded,
-        streamed: Some(
-            serde_json::json!({"budget_bytes": budget, "block_rows": blocks.rows, "blocks": n_blocks}),
-        ),
-    };
-    announce(cfg, meta, &info, vx.ncols(), rep)?;
-    rep.report(Event::Line(&format!(
-        "streamed: {over}; read in {n_blocks} blocks of {} rows, the next block read while one trains",
-        blocks.rows
-    )));
-    let s = stream::Streamed {
-        cache,
-        pool: cfg.pool,
-        train: &v.train,
-        labels: &labels,
-        classes: meta.classes.len(),
-        val: (!vy.is_empty()).then_some((&vx, vy.as_slice())),
-        blocks,
-    };
-    let say = |s: String| rep.report(Event::Line(&s));
-    say(table_header());
-    let t = mlp_trained(tc, stream::fit_streamed(tc, &s, |r| say(table_row(r)))?);
-    write_head(cfg, meta, t, None, info, outs, rep, t0)
-}
-
 /// `--exclude`: the listed photos leave `v`'s train and validation rows; what the head file says
 /// of it (the list, its sha256, what was left out).
 fn exclude(
@@ -579,58 +349,6 @@ fn mlp_trained(tc: &TrainConfig, (network, history): (Network, History)) -> Trai
         settings: mlp_settings(tc),
         val_probs: None,
     }
-}
-
-/// Bytes for a message: `1.23 GB` or `45.6 MB`.
-fn size(bytes: u64) -> String {
-    if bytes >= 1_000_000_000 {
-        format!("{:.2} GB", bytes as f64 / 1e9)
-    } else {
-        format!("{:.1} MB", bytes as f64 / 1e6)
-    }
-}
-
-/// The validation rows of a streamed run, pooled, in `v.val`'s order: from the val split, or read
-/// from `train` block by block.
-fn streamed_validation(
-    cfg: &TrainHeadConfig,
-    cache: &FeatureCache,
-    v: &crate::head::validation::Validation,
-    labels: &[u32],
-    blocks: stream::Blocks,
-) -> Result<(Array2<f32>, Vec<u32>)> {
-    let meta = &cache.meta;
-    let width = cfg.pool.output_dim(&meta.feature_shape, &meta.layout)?;
-    if let Some(s) = &v.split {
-        let x = cfg.pool.apply(
-            s.features.clone(),
-            s.len(),
-            &meta.feature_shape,
-            &meta.layout,
-        )?;
-        let rows: Vec<usize> = v.val.clone();
-        return Ok((
-            x.select(ndarray::Axis(0), &rows),
-            rows.iter().map(|&i| s.labels[i]).collect(),
-        ));
-    }
-    let mut x = Array2::<f32>::zeros((v.val.len(), width));
-    let mut by_block: std::collections::BTreeMap<usize, Vec<(usize, usize)>> = Default::default();
-    for (k, &i) in v.val.iter().enumerate() {
-        by_block.entry(i / blocks.rows).or_default().push((k, i));
-    }
-    for (b, members) in by_block {
-        let start = b * blocks.rows;
-        let count = blocks.rows.min(labels.len() - start);
-        let raw = cache.read_rows("train", start, count)?;
-        let bx = cfg
-            .pool
-            .apply(raw, count, &meta.feature_shape, &meta.layout)?;
-        for (k, i) in members {
-            x.row_mut(k).assign(&bx.row(i - start));
-        }
-    }
-    Ok((x, v.val.iter().map(|&i| labels[i]).collect()))
 }
 
 /// `--threshold` is a probability, and only for a multi-label cache.

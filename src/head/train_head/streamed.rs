@@ -1,0 +1,146 @@
+//! `train-head` on a train split over the memory budget: a layer-spec head trained with the split
+//! streamed from the cache ([`crate::head::stream`]), its validation rows read into memory.
+
+use std::time::Instant;
+
+use super::*;
+
+/// A train split over the memory budget: a layer-spec head trained with the split streamed from
+/// disk block by block ([`stream`]); the validation rows are read into memory.
+pub(super) fn train_streamed(
+    cfg: &TrainHeadConfig,
+    cache: &FeatureCache,
+    (budget, train_bytes): (u64, u64),
+    outs: (Output<'static>, Output<'static>),
+    rep: &dyn Reporter,
+    t0: Instant,
+) -> Result<TrainHeadSummary> {
+    let meta = &cache.meta;
+    let over = format!(
+        "the train split of {} is {} as float32, over the memory budget of {} (--memory)",
+        cfg.features.display(),
+        size(train_bytes),
+        size(budget)
+    );
+    let tc = match &cfg.head {
+        HeadChoice::Mlp(tc) => tc,
+        _ => {
+            return Err(Error::invalid(
+                "memory",
+                format!("{over}: the auto recipe and the logistic baseline need it in memory; give a larger --memory, or a layer spec (e.g. --head dense:256:relu,dropout:0.5) to train on it streamed"),
+            ))
+        }
+    };
+    if meta.multi_label {
+        return Err(Error::invalid(
+            "memory",
+            format!("{over}: multi-label heads are not streamed yet; give a larger --memory"),
+        ));
+    }
+    let labels = cache.read_labels("train")?;
+    let val_bytes =
+        cache.split_len("val").unwrap_or(0) as u64 * train_bytes / labels.len().max(1) as u64;
+    if val_bytes > budget / 2 {
+        return Err(Error::invalid(
+            "memory",
+            format!(
+                "{over}, and its val split ({}) does not fit half of it: give a larger --memory",
+                size(val_bytes)
+            ),
+        ));
+    }
+    let mut v = validation_rows(cache, &labels, cfg.val_split, cfg.seed)?;
+    let excluded = match &cfg.exclude {
+        Some(_) => exclude(cfg, cache, &cache.read_paths("train")?, &mut v)?,
+        None => None,
+    };
+    let raw_row = train_bytes / labels.len().max(1) as u64;
+    let blocks = stream::Blocks::for_budget(budget, raw_row as usize, cfg.block_rows);
+    let (vx, vy) = streamed_validation(cfg, cache, &v, &labels, blocks)?;
+    if (vx.len() * 4) as u64 > budget / 2 {
+        return Err(Error::invalid(
+            "memory",
+            format!("{over}, and its {} validation rows do not fit half of it: give a lower --val-split or a larger --memory", vy.len()),
+        ));
+    }
+    let n_blocks = labels.len().div_ceil(blocks.rows);
+    let info = RunInfo {
+        train_rows: v.train.len(),
+        val_rows: vy.len(),
+        val_from: v.from.clone(),
+        excluded,
+        streamed: Some(
+            serde_json::json!({"budget_bytes": budget, "block_rows": blocks.rows, "blocks": n_blocks}),
+        ),
+    };
+    announce(cfg, meta, &info, vx.ncols(), rep)?;
+    rep.report(Event::Line(&format!(
+        "streamed: {over}; read in {n_blocks} blocks of {} rows, the next block read while one trains",
+        blocks.rows
+    )));
+    let s = stream::Streamed {
+        cache,
+        pool: cfg.pool,
+        train: &v.train,
+        labels: &labels,
+        classes: meta.classes.len(),
+        val: (!vy.is_empty()).then_some((&vx, vy.as_slice())),
+        blocks,
+    };
+    let say = |s: String| rep.report(Event::Line(&s));
+    say(table_header());
+    let t = mlp_trained(tc, stream::fit_streamed(tc, &s, |r| say(table_row(r)))?);
+    write_head(cfg, meta, t, None, info, outs, rep, t0)
+}
+
+/// Bytes for a message: `1.23 GB` or `45.6 MB`.
+fn size(bytes: u64) -> String {
+    if bytes >= 1_000_000_000 {
+        format!("{:.2} GB", bytes as f64 / 1e9)
+    } else {
+        format!("{:.1} MB", bytes as f64 / 1e6)
+    }
+}
+
+/// The validation rows of a streamed run, pooled, in `v.val`'s order: from the val split, or read
+/// from `train` block by block.
+fn streamed_validation(
+    cfg: &TrainHeadConfig,
+    cache: &FeatureCache,
+    v: &crate::head::validation::Validation,
+    labels: &[u32],
+    blocks: stream::Blocks,
+) -> Result<(Array2<f32>, Vec<u32>)> {
+    let meta = &cache.meta;
+    let width = cfg.pool.output_dim(&meta.feature_shape, &meta.layout)?;
+    if let Some(s) = &v.split {
+        let x = cfg.pool.apply(
+            s.features.clone(),
+            s.len(),
+            &meta.feature_shape,
+            &meta.layout,
+        )?;
+        let rows: Vec<usize> = v.val.clone();
+        return Ok((
+            x.select(ndarray::Axis(0), &rows),
+            rows.iter().map(|&i| s.labels[i]).collect(),
+        ));
+    }
+    let mut x = Array2::<f32>::zeros((v.val.len(), width));
+    let mut by_block: std::collections::BTreeMap<usize, Vec<(usize, usize)>> = Default::default();
+    for (k, &i) in v.val.iter().enumerate() {
+        by_block.entry(i / blocks.rows).or_default().push((k, i));
+    }
+    for (b, members) in by_block {
+        let start = b * blocks.rows;
+        let count = blocks.rows.min(labels.len() - start);
+        let raw = cache.read_rows("train", start, count)?;
+        let bx = cfg
+            .pool
+            .apply(raw, count, &meta.feature_shape, &meta.layout)?;
+        for (k, i) in members {
+            x.row_mut(k).assign(&bx.row(i - start));
+        }
+    }
+    Ok((x, v.val.iter().map(|&i| labels[i]).collect()))
+}
