@@ -437,26 +437,33 @@ pub fn read_configs(
     put("pixel_scale", scale.into());
     put("color_order", "RGB".into());
     put("layout", "NCHW".into());
+    meta.extend(token_layout(&c));
+    Ok(HubMetadata(meta))
+}
+
+/// What `config.json` says of the token output: the pooling the authors' linear probes use
+/// (DINOv2's class token beside the patch mean; a ViT's class token; CLIP and SigLIP exports give
+/// pooled embeddings already) and the leading class and register tokens, and the model type.
+fn token_layout(c: &Value) -> Vec<(String, String)> {
     let model_type = c.get("model_type").and_then(Value::as_str).unwrap_or("");
     let registers = c
         .get("num_register_tokens")
         .and_then(Value::as_u64)
         .unwrap_or(0);
-    // The pooling the authors' linear probes use: DINOv2's class token beside the patch mean; a
-    // ViT's class token. CLIP and SigLIP exports give pooled embeddings already.
     let pool = match model_type {
         "dinov2" | "dinov2_with_registers" => Some("cls+mean"),
         "vit" | "deit" | "beit" | "clip_vision_model" => Some("cls"),
         _ => None,
     };
+    let mut out = Vec::new();
     if let Some(pool) = pool {
-        put(POOL_META, pool.into());
-        put(PREFIX_META, (1 + registers).to_string());
+        out.push((POOL_META.to_string(), pool.to_string()));
+        out.push((PREFIX_META.to_string(), (1 + registers).to_string()));
     }
     if !model_type.is_empty() {
-        put("model_type", model_type.into());
+        out.push(("model_type".to_string(), model_type.to_string()));
     }
-    Ok(HubMetadata(meta))
+    out
 }
 
 /// Fetches `m` into `dir` (the graph as `dir/<its file name>`, its external data files beside it)

@@ -423,6 +423,59 @@ fn reshape(x: &Tensor, shape: &[i64]) -> Result<Tensor, String> {
     x.reshape(out).map_err(|e| e.to_string())
 }
 
+/// ONNX ReduceMean over `axes` (all when empty), the reduced axes kept or dropped.
+fn reduce_mean(x: &Tensor, axes: &[i64], keep: bool) -> Result<Tensor, String> {
+    let e = |e: candle_core::Error| e.to_string();
+    let rank = x.rank();
+    let mut dims: Vec<usize> = if axes.is_empty() {
+        (0..rank).collect()
+    } else {
+        axes.iter()
+            .map(|&a| axis(a, rank))
+            .collect::<CResult<_>>()
+            .map_err(e)?
+    };
+    dims.sort_unstable();
+    let mut y = x.mean_keepdim(dims.clone()).map_err(e)?;
+    if !keep {
+        for &d in dims.iter().rev() {
+            y = y.squeeze(d).map_err(e)?;
+        }
+    }
+    Ok(y)
+}
+
+/// Layer norm over the last axis, then the scale (input 1) and shift (input 2) when given.
+fn layer_norm(
+    x: &Tensor,
+    get: &dyn Fn(usize) -> Result<Tensor, String>,
+    has: &impl Fn(usize) -> bool,
+    eps: f64,
+) -> Result<Tensor, String> {
+    let e = |e: candle_core::Error| e.to_string();
+    let last = x
+        .rank()
+        .checked_sub(1)
+        .ok_or("a layer norm needs a tensor")?;
+    let centred = x
+        .broadcast_sub(&x.mean_keepdim(last).map_err(e)?)
+        .map_err(e)?;
+    let sd = centred
+        .sqr()
+        .and_then(|v| v.mean_keepdim(last))
+        .and_then(|v| v + eps)
+        .and_then(|v| v.sqrt())
+        .map_err(e)?;
+    let mut y = centred.broadcast_div(&sd).map_err(e)?;
+    if has(1) {
+        y = y.broadcast_mul(&get(1)?).map_err(e)?;
+    }
+    if has(2) {
+        y = y.broadcast_add(&get(2)?).map_err(e)?;
+    }
+    Ok(y)
+}
+
 fn run(
     op: &Op,
     get: &dyn Fn(usize) -> Result<Tensor, String>,
@@ -454,25 +507,7 @@ fn run(
             .mean_keepdim(2)
             .and_then(|t| t.mean_keepdim(3))
             .map_err(e)?,
-        Op::ReduceMean { axes, keep } => {
-            let rank = x.rank();
-            let mut dims: Vec<usize> = if axes.is_empty() {
-                (0..rank).collect()
-            } else {
-                axes.iter()
-                    .map(|&a| axis(a, rank))
-                    .collect::<CResult<_>>()
-                    .map_err(e)?
-            };
-            dims.sort_unstable();
-            let mut y = x.mean_keepdim(dims.clone()).map_err(e)?;
-            if !keep {
-                for &d in dims.iter().rev() {
-                    y = y.squeeze(d).map_err(e)?;
-                }
-            }
-            y
-        }
+        Op::ReduceMean { axes, keep } => reduce_mean(&x, axes, *keep)?,
         Op::BatchNorm { eps } => batch_norm(&x, get, *eps)?,
         Op::Binary(c) => {
             let y = get(1)?;
@@ -542,29 +577,7 @@ fn run(
             let d = axis(*a, x.rank()).map_err(e)?;
             candle_nn::ops::softmax(&x, d).map_err(e)?
         }
-        Op::LayerNorm { eps } => {
-            let last = x
-                .rank()
-                .checked_sub(1)
-                .ok_or("a layer norm needs a tensor")?;
-            let centred = x
-                .broadcast_sub(&x.mean_keepdim(last).map_err(e)?)
-                .map_err(e)?;
-            let sd = centred
-                .sqr()
-                .and_then(|v| v.mean_keepdim(last))
-                .and_then(|v| v + *eps)
-                .and_then(|v| v.sqrt())
-                .map_err(e)?;
-            let mut y = centred.broadcast_div(&sd).map_err(e)?;
-            if has(1) {
-                y = y.broadcast_mul(&get(1)?).map_err(e)?;
-            }
-            if has(2) {
-                y = y.broadcast_add(&get(2)?).map_err(e)?;
-            }
-            y
-        }
+        Op::LayerNorm { eps } => layer_norm(&x, get, &has, *eps)?,
         Op::Erf => x.erf().map_err(e)?,
         Op::Sqrt => x.sqrt().map_err(e)?,
         Op::Pow(p) if *p == 2.0 => x.sqr().map_err(e)?,

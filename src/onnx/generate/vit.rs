@@ -334,10 +334,73 @@ impl Graph {
     }
 }
 
+impl Graph {
+    /// The patch embedding of `input` (a strided Conv, flattened and transposed to tokens), the
+    /// class token and registers expanded to the batch before it, plus the position embedding.
+    fn embeddings(&mut self, spec: &VitSpec, input: &str) -> String {
+        let (d, g) = (spec.dim, (spec.size / spec.patch) as i64);
+        let p = spec.patch as i64;
+        let w = self.weight(
+            "embeddings.patch_embeddings.projection.weight",
+            vec![d as i64, 3, p, p],
+            0.02,
+        );
+        let bias = self.fill(
+            "embeddings.patch_embeddings.projection.bias",
+            vec![d as i64],
+            0.0,
+        );
+        let conv = self.op(
+            "Conv",
+            "/embeddings/patch_embeddings/projection/Conv",
+            &[input, &w, &bias],
+            vec![ints("kernel_shape", &[p, p]), ints("strides", &[p, p])],
+        );
+        let flat_shape = self.batch_shape("embeddings.flatten", &conv, &[d as i64, g * g]);
+        let flat = self.op(
+            "Reshape",
+            "/embeddings/patch_embeddings/Reshape",
+            &[&conv, &flat_shape],
+            vec![],
+        );
+        let patches = self.op(
+            "Transpose",
+            "/embeddings/patch_embeddings/Transpose",
+            &[&flat],
+            vec![ints("perm", &[0, 2, 1])],
+        );
+        let cls = self.weight("embeddings.cls_token", vec![1, 1, d as i64], 0.02);
+        let cls = self.expand("embeddings.cls", &cls, &patches, 1, d);
+        let mut parts = vec![cls];
+        if spec.registers > 0 {
+            let r = self.weight(
+                "embeddings.register_tokens",
+                vec![1, spec.registers as i64, d as i64],
+                0.02,
+            );
+            parts.push(self.expand("embeddings.registers", &r, &patches, spec.registers, d));
+        }
+        parts.push(patches);
+        let refs: Vec<&str> = parts.iter().map(String::as_str).collect();
+        let tokens = self.op(
+            "Concat",
+            "/embeddings/Concat",
+            &refs,
+            vec![int_attr("axis", 1)],
+        );
+        let pos = self.weight(
+            "embeddings.position_embeddings",
+            vec![1, spec.tokens() as i64, d as i64],
+            0.02,
+        );
+        self.op("Add", "/embeddings/Add", &[&tokens, &pos], vec![])
+    }
+}
+
 /// Builds the model `spec` describes, with seeded random weights (ViT's 0.02 normal init).
 pub fn vit(spec: &VitSpec) -> Result<ModelProto, String> {
     spec.check()?;
-    let (d, g) = (spec.dim, (spec.size / spec.patch) as i64);
+    let d = spec.dim;
     let mut b = Graph {
         nodes: Vec::new(),
         inits: Vec::new(),
@@ -356,61 +419,7 @@ pub fn vit(spec: &VitSpec) -> Result<ModelProto, String> {
     } else {
         "N"
     };
-    let p = spec.patch as i64;
-    let w = b.weight(
-        "embeddings.patch_embeddings.projection.weight",
-        vec![d as i64, 3, p, p],
-        0.02,
-    );
-    let bias = b.fill(
-        "embeddings.patch_embeddings.projection.bias",
-        vec![d as i64],
-        0.0,
-    );
-    let conv = b.op(
-        "Conv",
-        "/embeddings/patch_embeddings/projection/Conv",
-        &[input, &w, &bias],
-        vec![ints("kernel_shape", &[p, p]), ints("strides", &[p, p])],
-    );
-    let flat_shape = b.batch_shape("embeddings.flatten", &conv, &[d as i64, g * g]);
-    let flat = b.op(
-        "Reshape",
-        "/embeddings/patch_embeddings/Reshape",
-        &[&conv, &flat_shape],
-        vec![],
-    );
-    let patches = b.op(
-        "Transpose",
-        "/embeddings/patch_embeddings/Transpose",
-        &[&flat],
-        vec![ints("perm", &[0, 2, 1])],
-    );
-    let cls = b.weight("embeddings.cls_token", vec![1, 1, d as i64], 0.02);
-    let cls = b.expand("embeddings.cls", &cls, &patches, 1, d);
-    let mut parts = vec![cls];
-    if spec.registers > 0 {
-        let r = b.weight(
-            "embeddings.register_tokens",
-            vec![1, spec.registers as i64, d as i64],
-            0.02,
-        );
-        parts.push(b.expand("embeddings.registers", &r, &patches, spec.registers, d));
-    }
-    parts.push(patches);
-    let refs: Vec<&str> = parts.iter().map(String::as_str).collect();
-    let tokens = b.op(
-        "Concat",
-        "/embeddings/Concat",
-        &refs,
-        vec![int_attr("axis", 1)],
-    );
-    let pos = b.weight(
-        "embeddings.position_embeddings",
-        vec![1, spec.tokens() as i64, d as i64],
-        0.02,
-    );
-    let mut x = b.op("Add", "/embeddings/Add", &[&tokens, &pos], vec![]);
+    let mut x = b.embeddings(spec, input);
     for i in 0..spec.depth {
         x = b.block(i, &x, spec);
     }
