@@ -1,7 +1,7 @@
 //! Graph reading and editing: tensor shapes by a small shape inference for the ops CNNs and
 //! exported transformers use, parameter and multiply-add counts, and cutting a model at any tensor
 //! (it becomes the output; nodes that no longer feed it are pruned, with their initializers and
-//! inputs); the default cut point is found by [`cut_point`].
+//! inputs); the default cut point ([`default_cut`]) has a file of its own.
 
 mod cut_point;
 pub use cut_point::{default_cut, last_attention};
