@@ -132,6 +132,11 @@ pub fn evaluate(cfg: &EvaluateConfig, rep: &dyn Reporter) -> Result<Evaluation> 
             std::fs::create_dir_all(&dir).map_err(|e| Error::io(&dir, e))?;
             let mut ex = (**ex).clone();
             ex.out = dir.join("features.h5");
+            // The base's tokens pooled as they were for the head's training features.
+            ex.tokens = crate::cache::tokens::TokenRequest {
+                pool: Some(head.base.tokens.pool),
+                prefix: Some(head.base.tokens.prefix),
+            };
             let result = extract(&ex, rep).and_then(|_| evaluate_cache(&head, cfg, &ex.out, None));
             let _ = std::fs::remove_dir_all(&dir);
             result.map(|mut e| {

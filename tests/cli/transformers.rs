@@ -315,6 +315,22 @@ fn inspect_counts_attention_and_cut_keeps_the_tokens() {
     let cache = FeatureCache::open(&out).unwrap();
     let inputs = d.path().join("inputs.f32");
     let n = inputs_of(&cache, &data, "train", &inputs);
+    // A head on those features evaluates photos through the cut model (no pooling metadata): the
+    // head's own pooling is applied.
+    let head = d.path().join("head.h5");
+    train_head(&out, &head, &["--epochs", "1"]);
+    let log = ok(&[
+        "evaluate",
+        "--model",
+        s(&cut),
+        "--head",
+        s(&head),
+        "--data",
+        s(&data),
+        "--preprocess",
+        "tf",
+    ]);
+    assert!(log.contains("accuracy: "), "{log}");
     let reference = onnxruntime_python(
         &cut,
         &inputs,
