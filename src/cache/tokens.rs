@@ -89,6 +89,14 @@ impl Tokens {
         prefix: 0,
     };
 
+    /// The request that gives this pooling again (a head's, for the base it was trained on).
+    pub fn request(&self) -> TokenRequest {
+        TokenRequest {
+            pool: Some(self.pool),
+            prefix: Some(self.prefix),
+        }
+    }
+
     /// Whether rows are pooled at all.
     pub fn pools(&self) -> bool {
         self.pool != TokenPool::None

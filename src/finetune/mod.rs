@@ -266,9 +266,15 @@ pub fn finetune(cfg: &FinetuneConfig, rep: &dyn Reporter) -> Result<FinetuneSumm
     // Translate before any extraction, so an unsupported op fails at once.
     let mut top = TopGraph::from_model(&proto, &split, DType::F32)
         .map_err(|e| Error::model(&cfg.model, e))?;
-    // A transformer's tokens are pooled after the top, as extract pools the whole model's output.
+    let model_sha = crate::onnx::model_sha256(&cfg.model)?;
+    let given = given_head(cfg, &model_sha)?;
+    // A transformer's tokens are pooled after the top, as extract pools the whole model's output:
+    // as a given head's features were pooled, else as the model's metadata says.
+    let request = given
+        .as_ref()
+        .map_or(cfg.extract.tokens, |h| h.base.tokens.request());
     top.tokens = crate::cache::tokens::Tokens::resolve(
-        cfg.extract.tokens,
+        request,
         &crate::onnx::metadata(&proto),
         &top.output,
         &crate::onnx::edit::output_dims(&proto),
@@ -281,8 +287,6 @@ pub fn finetune(cfg: &FinetuneConfig, rep: &dyn Reporter) -> Result<FinetuneSumm
         top.param_count(),
         top.params().len()
     ));
-    let model_sha = crate::onnx::model_sha256(&cfg.model)?;
-    let given = given_head(cfg, &model_sha)?;
     let inp = inputs(cfg, &split, rep)?;
     let ckpt_path = sibling(&cfg.out, ".ckpt.h5");
     let fingerprint = run_fingerprint(cfg, &model_sha, &split, &inp)?;

@@ -133,10 +133,7 @@ pub fn evaluate(cfg: &EvaluateConfig, rep: &dyn Reporter) -> Result<Evaluation> 
             let mut ex = (**ex).clone();
             ex.out = dir.join("features.h5");
             // The base's tokens pooled as they were for the head's training features.
-            ex.tokens = crate::cache::tokens::TokenRequest {
-                pool: Some(head.base.tokens.pool),
-                prefix: Some(head.base.tokens.prefix),
-            };
+            ex.tokens = head.base.tokens.request();
             let result = extract(&ex, rep).and_then(|_| evaluate_cache(&head, cfg, &ex.out, None));
             let _ = std::fs::remove_dir_all(&dir);
             result.map(|mut e| {
