@@ -78,16 +78,24 @@ pub struct Streamed<'a> {
 impl Streamed<'_> {
     /// Block `k` of `train`, pooled: its first row and its rows.
     fn read(&self, k: usize) -> Result<(usize, Array2<f32>)> {
-        let n = self.labels.len();
-        let start = k * self.blocks.rows;
-        let count = self.blocks.rows.min(n - start);
-        let meta = &self.cache.meta;
-        let raw = self.cache.read_rows("train", start, count)?;
-        let x = self
-            .pool
-            .apply(raw, count, &meta.feature_shape, &meta.layout)?;
-        Ok((start, x))
+        read_block(self.cache, self.pool, self.labels.len(), self.blocks, k)
     }
+}
+
+/// Block `k` of the `n` rows of `cache`'s `train` split, pooled: its first row and its rows.
+pub fn read_block(
+    cache: &FeatureCache,
+    pool: Pool,
+    n: usize,
+    blocks: Blocks,
+    k: usize,
+) -> Result<(usize, Array2<f32>)> {
+    let start = k * blocks.rows;
+    let count = blocks.rows.min(n.saturating_sub(start));
+    let meta = &cache.meta;
+    let raw = cache.read_rows("train", start, count)?;
+    let x = pool.apply(raw, count, &meta.feature_shape, &meta.layout)?;
+    Ok((start, x))
 }
 
 /// Trains a new network from `cfg` on `s`, streaming `train` block by block; `on_epoch` sees each

@@ -56,7 +56,7 @@ pub(super) fn train_streamed(
     };
     let raw_row = train_bytes / labels.len().max(1) as u64;
     let blocks = stream::Blocks::for_budget(budget, raw_row as usize, cfg.block_rows);
-    let (vx, vy) = streamed_validation(cfg, cache, &v, &labels, blocks)?;
+    let (vx, vy) = streamed_validation(cfg, cache, &mut v, &labels, blocks)?;
     if (vx.len() * 4) as u64 > budget / 2 {
         return Err(Error::invalid(
             "memory",
@@ -107,23 +107,20 @@ fn size(bytes: u64) -> String {
 fn streamed_validation(
     cfg: &TrainHeadConfig,
     cache: &FeatureCache,
-    v: &crate::head::validation::Validation,
+    v: &mut crate::head::validation::Validation,
     labels: &[u32],
     blocks: stream::Blocks,
 ) -> Result<(Array2<f32>, Vec<u32>)> {
     let meta = &cache.meta;
     let width = cfg.pool.output_dim(&meta.feature_shape, &meta.layout)?;
-    if let Some(s) = &v.split {
-        let x = cfg.pool.apply(
-            s.features.clone(),
-            s.len(),
-            &meta.feature_shape,
-            &meta.layout,
-        )?;
-        let rows: Vec<usize> = v.val.clone();
+    if let Some(s) = v.split.take() {
+        let n = s.len();
+        let x = cfg
+            .pool
+            .apply(s.features, n, &meta.feature_shape, &meta.layout)?;
         return Ok((
-            x.select(ndarray::Axis(0), &rows),
-            rows.iter().map(|&i| s.labels[i]).collect(),
+            x.select(ndarray::Axis(0), &v.val),
+            v.val.iter().map(|&i| s.labels[i]).collect(),
         ));
     }
     let mut x = Array2::<f32>::zeros((v.val.len(), width));
@@ -132,12 +129,7 @@ fn streamed_validation(
         by_block.entry(i / blocks.rows).or_default().push((k, i));
     }
     for (b, members) in by_block {
-        let start = b * blocks.rows;
-        let count = blocks.rows.min(labels.len() - start);
-        let raw = cache.read_rows("train", start, count)?;
-        let bx = cfg
-            .pool
-            .apply(raw, count, &meta.feature_shape, &meta.layout)?;
+        let (start, bx) = stream::read_block(cache, cfg.pool, labels.len(), blocks, b)?;
         for (k, i) in members {
             x.row_mut(k).assign(&bx.row(i - start));
         }
