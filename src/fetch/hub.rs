@@ -489,7 +489,10 @@ pub fn fetch_hub(m: &HubModel, dir: &Path, rep: &dyn Reporter) -> Result<PathBuf
         } else {
             format!("{folder}/{rel}")
         };
-        extra.push((rel, weights_file(m, &in_repo, rep)?));
+        let src = weights_file(m, &in_repo, rep)?;
+        // weights_file checked it against this pin.
+        let pinned = Digest::Sha256(m.sha256[&in_repo].clone());
+        extra.push((rel, src, pinned));
     }
     let mut entries: Vec<(&str, String)> = meta
         .0
@@ -504,10 +507,9 @@ pub fn fetch_hub(m: &HubModel, dir: &Path, rep: &dyn Reporter) -> Result<PathBuf
     ));
     crate::onnx::edit::set_metadata(&mut model, &entries);
     std::fs::create_dir_all(dir).map_err(|e| Error::io(dir, e))?;
-    for (rel, src) in &extra {
+    for (rel, src, pinned) in &extra {
         let dest = dir.join(rel);
-        let sha = crate::util::hash::sha256_file(src)?;
-        if dest.is_file() && Digest::Sha256(sha).matches(&dest)? {
+        if dest.is_file() && pinned.matches(&dest)? {
             continue;
         }
         if dest.is_file() {
