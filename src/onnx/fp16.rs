@@ -82,9 +82,10 @@ fn constant_names(g: &GraphProto) -> HashSet<String> {
         .collect()
 }
 
-/// Whether input `i` of island node `n` is a float tensor (a ReduceMean's axes are not).
-fn float_input(n: &NodeProto, i: usize) -> bool {
-    !(n.op_type == "ReduceMean" && i == 1)
+/// Whether input `i` of an island node of type `op` is a float tensor (a ReduceMean's axes are
+/// not).
+fn float_input(op: &str, i: usize) -> bool {
+    !(op == "ReduceMean" && i == 1)
 }
 
 /// Runs the [`islands`] (node indices into `g.node`, before this call) in float32: a computed
@@ -112,9 +113,9 @@ fn float32_islands(
             nodes.push(n);
             continue;
         }
-        let reader = n.clone();
+        let op = n.op_type.clone();
         for (i, x) in n.input.iter_mut().enumerate() {
-            if x.is_empty() || constants.contains(x.as_str()) || !float_input(&reader, i) {
+            if x.is_empty() || constants.contains(x.as_str()) || !float_input(&op, i) {
                 continue;
             }
             if let Some(w) = wide.get(x.as_str()) {
@@ -580,7 +581,7 @@ mod tests {
                         n.input
                             .iter()
                             .enumerate()
-                            .filter(|(i, _)| float_input(n, *i))
+                            .filter(|(i, _)| float_input(&n.op_type, *i))
                             .map(|(_, x)| x)
                     })
                     .all(|x| x.ends_with("_fp32") || f32_inits.contains(x.as_str()));
