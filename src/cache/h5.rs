@@ -1,18 +1,19 @@
 //! The HDF5 feature cache: written from the journal (or from arrays) through the one output writer
 //! ([`crate::util::output`]: unique temporary file, lock, fsync, rename), read back split by split (or in blocks of rows: [`rows`]). The layout is in the [`crate::cache`] docs.
 
+mod features;
 mod rows;
 
 use std::path::{Path, PathBuf};
 
 use hdf5::types::VarLenUnicode;
-use ndarray::{ArrayViewD, IxDyn};
 
 use super::journal::{Journal, Record, Status};
 use super::{CacheMeta, Dtype};
 use crate::error::{Error, Result};
 use crate::util::lock::OutputLock;
 use crate::util::output::{Output, Replace};
+pub(crate) use features::{chunk_rows, FeatureWriter};
 
 /// One split of the dataset, as handed to the writer.
 pub struct SplitRows {
@@ -156,7 +157,6 @@ fn write_journal(
 ) -> Result<()> {
     let e = h5err(tmp);
     let feature_shape = meta.feature_shape.clone();
-    let row_len: usize = feature_shape.iter().product();
     // Map global index -> (split, row).
     let mut place = vec![None; journal.status.len()];
     let reasons: std::collections::HashMap<usize, String> =
@@ -192,23 +192,7 @@ fn write_journal(
                 }
             }
         }
-        let mut shape = vec![labels.len()];
-        shape.extend_from_slice(&feature_shape);
-        let row_bytes = row_len * if meta.dtype == Dtype::F16 { 2 } else { 4 };
-        let chunk_rows = (1 << 20) / row_bytes.max(1);
-        let mut chunk = shape.clone();
-        chunk[0] = chunk_rows.clamp(1, labels.len().max(1));
-        let builder = g.new_dataset_builder();
-        let builder = if labels.is_empty() {
-            builder
-        } else {
-            builder.chunk(chunk)
-        };
-        let ds = match meta.dtype {
-            Dtype::F32 => builder.empty::<f32>().shape(shape).create("features"),
-            Dtype::F16 => builder.empty::<half::f16>().shape(shape).create("features"),
-        }
-        .map_err(&e)?;
+        let ds = FeatureWriter::create(&g, meta.dtype, labels.len(), &feature_shape).map_err(&e)?;
         write_lists(&g, &labels, &paths, &skipped_paths, &skipped_reasons).map_err(&e)?;
         if meta.multi_label {
             let classes = meta.classes.len();
@@ -216,28 +200,10 @@ fn write_journal(
         }
         datasets.push(ds);
     }
-    let mut row_shape = vec![1];
-    row_shape.extend_from_slice(&feature_shape);
     journal.for_each_record(|rec| {
         if let Record::Done { index, data, .. } = rec {
             if let Some((si, row)) = place.get(index).copied().flatten() {
-                let ds = &datasets[si];
-                match meta.dtype {
-                    Dtype::F32 => {
-                        let view = ArrayViewD::from_shape(IxDyn(&row_shape), &data)
-                            .map_err(|x| Error::cache(tmp, x))?;
-                        ds.write_slice(view, row_selection(row, feature_shape.len()))
-                            .map_err(&e)?;
-                    }
-                    Dtype::F16 => {
-                        let h: Vec<half::f16> =
-                            data.iter().map(|v| half::f16::from_f32(*v)).collect();
-                        let view = ArrayViewD::from_shape(IxDyn(&row_shape), &h)
-                            .map_err(|x| Error::cache(tmp, x))?;
-                        ds.write_slice(view, row_selection(row, feature_shape.len()))
-                            .map_err(&e)?;
-                    }
-                }
+                datasets[si].write(row, &data).map_err(&e)?;
             }
         }
         Ok(())
@@ -259,15 +225,8 @@ fn write_array_file(tmp: &Path, meta: &CacheMeta, splits: &[SplitData]) -> Resul
     let file = hdf5::File::create(tmp).map_err(&e)?;
     for sd in splits {
         let g = file.create_group(&sd.name).map_err(&e)?;
-        let mut shape = vec![sd.len()];
-        shape.extend_from_slice(&meta.feature_shape);
-        let arr = ArrayViewD::from_shape(IxDyn(&shape), &sd.features)
-            .map_err(|x| Error::cache(tmp, x))?;
-        g.new_dataset::<f32>()
-            .shape(shape.clone())
-            .create("features")
-            .map_err(&e)?
-            .write(arr)
+        FeatureWriter::create(&g, meta.dtype, sd.len(), &meta.feature_shape)
+            .and_then(|w| w.write(0, &sd.features))
             .map_err(&e)?;
         let labels: Vec<i32> = sd.labels.iter().map(|&l| l as i32).collect();
         let (sp, sr): (Vec<String>, Vec<String>) = sd.skipped.iter().cloned().unzip();
@@ -309,13 +268,6 @@ pub(crate) fn check_declared(
         ));
     }
     Ok(())
-}
-
-/// Rows `row..row+1` of a dataset with `rest` more (whole) dimensions.
-fn row_selection(row: usize, rest: usize) -> hdf5::Hyperslab {
-    let mut sel: Vec<hdf5::SliceOrIndex> = vec![(row..row + 1).into()];
-    sel.extend((0..rest).map(|_| hdf5::SliceOrIndex::from(..)));
-    hdf5::Hyperslab::from(sel)
 }
 
 pub(crate) fn write_meta(file: &hdf5::Location, m: &CacheMeta) -> hdf5::Result<()> {
@@ -531,14 +483,16 @@ impl FeatureCache {
             self.meta.dtype.bytes(),
         )?;
         let features = match self.meta.dtype {
-            Dtype::F32 => ds.read_raw::<f32>().map_err(e)?,
+            Dtype::F32 => ds.read_raw::<f32>(),
             Dtype::F16 => ds
                 .read_raw::<half::f16>()
-                .map_err(e)?
-                .into_iter()
-                .map(f32::from)
-                .collect(),
+                .map(|v| v.into_iter().map(f32::from).collect()),
         };
+        // A damaged chunk: name its rows.
+        let features = features.map_err(|x| {
+            let n = ds.shape().first().copied().unwrap_or(0);
+            self.first_bad_block(split, n).unwrap_or_else(|| e(x))
+        })?;
         let lds = g.dataset("labels").map_err(e)?;
         check_declared(&self.path, split, "labels", lds.size(), 4)?;
         let raw = lds.read_raw::<i32>().map_err(e)?;
@@ -677,6 +631,7 @@ mod tests {
             classes: 2,
             separation: 2.0,
             seed: 1,
+            dtype: crate::cache::Dtype::F32,
         })
         .unwrap();
         write_arrays(&crate::util::output::Output::new(&path), &meta, &splits).unwrap();

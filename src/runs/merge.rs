@@ -1,21 +1,20 @@
 //! `merge`: the shards of a finished run ([`super::plan`], [`super::markers`]) joined into one cache with the same
 //! rows in the same order as a single `extract` of the same data. Every marker, output hash, model,
 //! preprocessing, feature shape and row count is checked first; the output is written to
-//! a unique temporary file through the one output writer ([`crate::util::output`]), one shard at a time
-//! (memory: one shard's split), and renamed.
+//! a unique temporary file through the one output writer ([`crate::util::output`]), and renamed.
+//! Features are copied through in blocks of one chunk (about 1 MiB; every value checked finite):
+//! memory holds one block and the splits' labels and paths, never a shard's features.
 
 use std::path::{Path, PathBuf};
 use std::time::Instant;
 
-use hdf5::H5Type;
-use ndarray::{ArrayViewD, IxDyn};
 use sha2::{Digest, Sha256};
 
 use super::markers::{checked_output, ranges, read_score_marker, status, Marker, RunStatus};
 use super::plan::{load_plan, marker_path, score_marker_path, score_output_path, Plan, PLAN_FILE};
 use super::remote::RemoteRun;
-use crate::cache::h5::{write_lists, FeatureCache};
-use crate::cache::{write_meta, CacheMeta, Dtype};
+use crate::cache::h5::{chunk_rows, write_lists, FeatureCache, FeatureWriter};
+use crate::cache::{write_meta, CacheMeta};
 use crate::error::{Error, Result};
 use crate::util::hash::sha256_file;
 use crate::util::lock::OutputLock;
@@ -213,10 +212,7 @@ fn write_merged(
         for c in caches {
             n += c.split_len(split).map_err(|e| e.to_string())?;
         }
-        match meta.dtype {
-            Dtype::F32 => copy_features::<f32>(&g, split, n, &meta.feature_shape, caches)?,
-            Dtype::F16 => copy_features::<half::f16>(&g, split, n, &meta.feature_shape, caches)?,
-        }
+        copy_features(&g, split, n, meta, caches)?;
         for c in caches {
             let grp = c.group(split).map_err(|e| e.to_string())?;
             let l = grp.dataset("labels")?.read_raw::<i32>()?;
@@ -246,50 +242,32 @@ fn write_merged(
     Ok((rows, skipped))
 }
 
-/// Copies split `split`'s features of every shard, in order, into one `[n, *shape]` dataset.
-fn copy_features<T: H5Type + Clone>(
+/// Copies split `split`'s features of every shard, in order, into one `[n, *shape]` dataset, one
+/// chunk of rows at a time.
+fn copy_features(
     g: &hdf5::Group,
     split: &str,
     n: usize,
-    shape: &[usize],
+    meta: &CacheMeta,
     caches: &[FeatureCache],
 ) -> hdf5::Result<()> {
-    let mut full = vec![n];
-    full.extend_from_slice(shape);
-    let row: usize = shape.iter().product();
-    let row_bytes = row * std::mem::size_of::<T>();
-    let mut chunk = full.clone();
-    chunk[0] = ((1 << 20) / row_bytes.max(1)).clamp(1, n.max(1));
-    let builder = g.new_dataset_builder();
-    let builder = if n == 0 {
-        builder
-    } else {
-        builder.chunk(chunk)
-    };
-    let ds = builder.empty::<T>().shape(full).create("features")?;
+    let w = FeatureWriter::create(g, meta.dtype, n, &meta.feature_shape)?;
+    let block = chunk_rows(meta.dtype, &meta.feature_shape, n);
     let mut at = 0;
     for c in caches {
-        let data: Vec<T> = c
-            .group(split)
-            .map_err(|e| e.to_string())?
-            .dataset("features")?
-            .read_raw::<T>()?;
-        let k = data.len() / row.max(1);
-        if k == 0 {
-            continue;
+        let k = c.split_len(split).map_err(|e| e.to_string())?;
+        for start in (0..k).step_by(block) {
+            let count = block.min(k - start);
+            let rows = c
+                .read_rows(split, start, count)
+                .map_err(|e| e.to_string())?;
+            w.write(at + start, &rows)?;
         }
-        let mut s = vec![k];
-        s.extend_from_slice(shape);
-        let view = ArrayViewD::from_shape(IxDyn(&s), &data).map_err(|e| e.to_string())?;
-        let mut sel: Vec<hdf5::SliceOrIndex> = vec![(at..at + k).into()];
-        sel.extend(shape.iter().map(|_| hdf5::SliceOrIndex::from(..)));
-        ds.write_slice(view, hdf5::Hyperslab::from(sel))?;
         at += k;
     }
     Ok(())
 }
 
-/// The merged cache of a run folder: `RUN/merged.h5`.
 pub const MERGED_FILE: &str = "merged.h5";
 
 /// The fingerprint a merge of `caches` records.

@@ -97,6 +97,7 @@ fn library_calls_report_through_the_reporter() {
         classes: 2,
         separation: 2.0,
         seed: 3,
+        dtype: headstart::cache::Dtype::F32,
     })
     .unwrap();
     headstart::cache::write_arrays(

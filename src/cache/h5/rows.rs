@@ -40,9 +40,14 @@ impl FeatureCache {
         use hdf5::{Hyperslab, SliceOrIndex};
         let g = self.group(split)?;
         let rows = |e: String| {
+            let hint = if e.contains("Fletcher32") {
+                " (a chunk of the file is damaged: copy it again, or extract again)"
+            } else {
+                ""
+            };
             Error::cache(
                 &self.path,
-                format!("split '{split}' rows {start}..{}: {e}", start + count),
+                format!("split '{split}' rows {start}..{}: {e}{hint}", start + count),
             )
         };
         let ds = g.dataset("features").map_err(|x| rows(x.to_string()))?;
@@ -76,5 +81,14 @@ impl FeatureCache {
             )));
         }
         Ok(values)
+    }
+
+    /// After a whole-split read of `split` failed: the error of the first block of rows (one
+    /// chunk each) that cannot be read, naming its rows; `None` when every block reads.
+    pub(crate) fn first_bad_block(&self, split: &str, n: usize) -> Option<Error> {
+        let block = super::chunk_rows(self.meta.dtype, &self.meta.feature_shape, n);
+        (0..n)
+            .step_by(block)
+            .find_map(|start| self.read_rows(split, start, block.min(n - start)).err())
     }
 }

@@ -18,6 +18,7 @@ fn injected_flips_and_leaked_copies_are_found() {
         classes: 3,
         separation: 3.0,
         seed: 5,
+        dtype: crate::cache::Dtype::F32,
     })
     .unwrap();
     let flipped: Vec<usize> = (0..15).map(|k| 7 + k * 19).collect();

@@ -20,6 +20,15 @@ pub enum DtypeArg {
     F16,
 }
 
+impl DtypeArg {
+    pub fn dtype(self) -> Dtype {
+        match self {
+            DtypeArg::F32 => Dtype::F32,
+            DtypeArg::F16 => Dtype::F16,
+        }
+    }
+}
+
 #[derive(Copy, Clone, Debug, ValueEnum, PartialEq, Eq)]
 pub enum PrecisionArg {
     Fp32,
@@ -138,10 +147,7 @@ impl Args {
         let mut cfg = ExtractConfig::new(model_path(&self.model)?, data, &self.out);
         self.model_run.apply(&mut cfg)?;
         cfg.decode_threads = self.decode_threads;
-        cfg.dtype = match self.dtype {
-            DtypeArg::F32 => Dtype::F32,
-            DtypeArg::F16 => Dtype::F16,
-        };
+        cfg.dtype = self.dtype.dtype();
         cfg.strict = self.strict;
         cfg.force = self.force;
         cfg.labels = self.table.table().map(|mut t| {

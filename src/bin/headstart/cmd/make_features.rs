@@ -2,8 +2,10 @@
 
 use std::path::PathBuf;
 
-use headstart::cache::synthetic::{synthetic, SyntheticSpec};
+use headstart::cache::synthetic::{write_synthetic, SyntheticSpec};
 use headstart::error::{Error, Result};
+
+use crate::cmd::extract::DtypeArg;
 
 #[derive(clap::Args, Debug)]
 pub struct Args {
@@ -20,6 +22,9 @@ pub struct Args {
     pub separation: f32,
     #[arg(long, default_value_t = 1)]
     pub seed: u64,
+    /// Feature storage type (f16 halves the file).
+    #[arg(long, value_enum, default_value = "f32")]
+    pub dtype: DtypeArg,
     #[arg(long)]
     pub out: PathBuf,
 }
@@ -52,20 +57,21 @@ impl Args {
             classes: self.classes,
             separation: self.separation,
             seed: self.seed,
+            dtype: self.dtype.dtype(),
         })
     }
 }
 
 pub fn run(a: &Args) -> Result<()> {
-    let (meta, splits) = synthetic(&a.to_spec()?)?;
     let out =
         headstart::util::output::Output::new(&a.out).replace(headstart::cache::replace_cache());
-    headstart::cache::write_arrays(&out, &meta, &splits)?;
+    let meta = write_synthetic(&out, &a.to_spec()?)?;
     println!(
-        "wrote {} ({} splits, shape {:?})",
+        "wrote {} ({} splits, shape {:?}, {})",
         a.out.display(),
-        splits.len(),
-        meta.feature_shape
+        meta.splits.len(),
+        meta.feature_shape,
+        meta.dtype.name()
     );
     Ok(())
 }
