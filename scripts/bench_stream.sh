@@ -1,12 +1,14 @@
 #!/usr/bin/env bash
-# Benchmark (prints numbers; not a test): train-head on a cache over its memory budget (streamed),
-# beside scikit-learn's SGDClassifier(loss="log_loss").partial_fit over the same file in chunks
-# (h5py), in the same run: seconds per epoch, peak RSS, validation accuracy.
-# Usage: ROWS=400000 BUDGET=512M EPOCHS=1 scripts/bench_stream.sh
+# Benchmark (prints numbers; not a test): train-head and evaluate on a cache over their memory
+# budget (streamed), beside scikit-learn's SGDClassifier(loss="log_loss").partial_fit and
+# predict_proba over the same file in chunks (h5py), in the same run: seconds per epoch, peak RSS,
+# accuracy.
+# Usage: ROWS=2000000 DTYPE=f16 BUDGET=2G EPOCHS=1 SEP=0.1 scripts/bench_stream.sh
 set -euo pipefail
 cd "$(dirname "$0")/.."
-ROWS="${ROWS:-400000}"
-BUDGET="${BUDGET:-512M}"
+ROWS="${ROWS:-2000000}"
+DTYPE="${DTYPE:-f16}"
+BUDGET="${BUDGET:-2G}"
 EPOCHS="${EPOCHS:-1}"
 scripts/setup.sh --tests >/dev/null
 cargo build --release --quiet
@@ -16,21 +18,30 @@ PY=.cache/bench-venv/bin/python
   python3 -m venv .cache/bench-venv
   "$PY" -m pip install -q --disable-pip-version-check h5py scikit-learn
 }
-work=$(mktemp -d)
+work=$(mktemp -d "${TMPDIR:-/tmp}/bench-stream.XXXXXX")
 trap 'rm -rf "$work"' EXIT
-echo "machine: $(nproc) cores, $(awk '/MemTotal/ {printf "%.0f GiB", $2/1048576}' /proc/meminfo), $(date -u +%Y-%m-%dT%H:%MZ)"
-"$BIN" make-features --shape 1280 --split "train=$ROWS" --split val=10000 --separation "${SEP:-0.05}" --seed 7 --out "$work/f.h5" >/dev/null
-echo "cache: $ROWS x 1280 float32 train rows ($(du -h "$work/f.h5" | cut -f1)), 10000 val rows; budget $BUDGET; $EPOCHS epoch(s)"
+echo "machine: $(nproc) cores, $(awk '/MemTotal/ {printf "%.0f GiB", $2/1048576}' /proc/meminfo), $(grep -o -m1 -w 'avx512_vnni\|avx2' /proc/cpuinfo | head -1), $(date -u +%Y-%m-%dT%H:%MZ)"
+/usr/bin/time -f "%e %M" -o "$work/t" "$BIN" make-features --shape 1280 --split "train=$ROWS" --split val=10000 \
+  --separation "${SEP:-0.1}" --seed 7 --dtype "$DTYPE" --out "$work/f.h5" >/dev/null
+read -r secs kb <"$work/t"
+echo "cache: $ROWS x 1280 $DTYPE train rows ($(du -h "$work/f.h5" | cut -f1), written in $secs s, $((kb / 1024)) MB peak), 10000 val rows; budget $BUDGET; $EPOCHS epoch(s)"
 
 /usr/bin/time -f "%e %M" -o "$work/t" "$BIN" train-head "$work/f.h5" --out "$work/h.h5" --head none \
   --optimizer sgd --lr 0.01 --batch-size 256 --epochs "$EPOCHS" --memory "$BUDGET" >"$work/log" 2>&1 \
   || { cat "$work/log"; exit 1; }
 read -r secs kb <"$work/t"
 acc=$(sed -nE 's/^kept epoch .*val_accuracy ([0-9.]+).*/\1/p' "$work/log")
+epoch=$(awk '$1 ~ /^[0-9]+$/ && NF == 7 {s += $7; n++} END {if (n) printf "%.1f", s / n}' "$work/log")
 grep -E '^streamed' "$work/log" || true
-printf '%-34s %8.1f s  %8.0f MB peak  val accuracy %s\n' "headstart (streamed, linear, SGD)" "$secs" "$((kb / 1024))" "$acc"
+printf '%-40s %6s s/epoch %7.1f s all %7.0f MB peak  val accuracy %s\n' "train-head (streamed, linear, SGD)" "$epoch" "$secs" "$((kb / 1024))" "$acc"
 
-"$PY" - "$work/f.h5" "$EPOCHS" <<'EOF'
+/usr/bin/time -f "%e %M" -o "$work/t" "$BIN" evaluate --features "$work/f.h5" --split train --head "$work/h.h5" \
+  >"$work/elog" 2>&1 || { cat "$work/elog"; exit 1; }
+read -r secs kb <"$work/t"
+eacc=$(sed -nE 's/^accuracy:? *([0-9.]+).*/\1/p' "$work/elog" | head -1)
+printf '%-40s %6s %15.1f s all %7.0f MB peak  train accuracy %s\n' "evaluate --split train (streamed)" "" "$secs" "$((kb / 1024))" "$eacc"
+
+"$PY" - "$work/f.h5" "$EPOCHS" <<'PYEOF'
 import sys, time, resource, h5py, numpy as np
 from sklearn.linear_model import SGDClassifier
 path, epochs = sys.argv[1], int(sys.argv[2])
@@ -42,8 +53,16 @@ t0 = time.perf_counter()
 for _ in range(epochs):
     for s in range(0, n, chunk):
         clf.partial_fit(x[s:s + chunk], y[s:s + chunk], classes=[0, 1])
-secs = time.perf_counter() - t0
+secs = (time.perf_counter() - t0) / epochs
 acc = clf.score(f["val/features"][:], f["val/labels"][:])
 peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
-print(f"{'scikit-learn SGDClassifier.partial_fit':34s} {secs:8.1f} s  {peak:8.0f} MB peak  val accuracy {acc:.4f}")
-EOF
+print(f"{'scikit-learn SGDClassifier.partial_fit':40s} {secs:6.1f} s/epoch {'':15s} {peak:7.0f} MB peak  val accuracy {acc:.4f}")
+t0 = time.perf_counter()
+right = 0
+for s in range(0, n, chunk):
+    p = clf.predict_proba(x[s:s + chunk])
+    right += int((p.argmax(1) == y[s:s + chunk]).sum())
+secs = time.perf_counter() - t0
+peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+print(f"{'scikit-learn predict_proba (train)':40s} {'':6s} {secs:15.1f} s all {peak:7.0f} MB peak  train accuracy {right / n:.4f}")
+PYEOF

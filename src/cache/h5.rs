@@ -239,11 +239,12 @@ fn write_array_file(tmp: &Path, meta: &CacheMeta, splits: &[SplitData]) -> Resul
     file.close().map_err(&e)
 }
 
-/// Whether every value of `c` is finite: `v - v` is 0 for a finite value and NaN for NaN and the
-/// infinities, and the sum vectorises (a search with an early exit does not).
-#[allow(clippy::eq_op)]
-fn all_finite(c: &[f32]) -> bool {
-    c.iter().fold(0.0f32, |a, &v| a + (v - v)) == 0.0
+/// Whether every value of `c` is finite: its exponent bits are not all ones. The largest
+/// exponent field over the slice is an integer maximum, which vectorises (a float sum is one
+/// long chain of dependent adds, and a search with an early exit does not vectorise at all).
+pub(crate) fn all_finite(c: &[f32]) -> bool {
+    const EXP: u32 = 0x7f80_0000;
+    c.iter().fold(0u32, |a, v| a.max(v.to_bits() & EXP)) != EXP
 }
 
 /// Refuses a dataset that declares more elements than its file can hold, before allocating for it
@@ -471,6 +472,14 @@ impl FeatureCache {
 
     /// Reads one split fully (f16 features are widened to f32).
     pub fn read_split(&self, split: &str) -> Result<SplitData> {
+        let mut d = self.read_lists(split)?;
+        d.features = self.read_features(split, &d.paths)?;
+        Ok(d)
+    }
+
+    /// All of `split`'s features, checked finite and against its `paths` (one row each), read
+    /// chunk by chunk into one buffer (a float16 split is never held twice).
+    fn read_features(&self, split: &str, paths: &[String]) -> Result<Vec<f32>> {
         let g = self.group(split)?;
         let e = |x: hdf5::Error| Error::cache(&self.path, format!("split '{split}': {x}"));
         let ds = g.dataset("features").map_err(e)?;
@@ -482,83 +491,21 @@ impl FeatureCache {
             ds.size(),
             self.meta.dtype.bytes(),
         )?;
-        let features = match self.meta.dtype {
-            Dtype::F32 => ds.read_raw::<f32>(),
-            Dtype::F16 => ds
-                .read_raw::<half::f16>()
-                .map(|v| v.into_iter().map(f32::from).collect()),
-        };
-        // A damaged chunk: name its rows.
-        let features = features.map_err(|x| {
-            let n = ds.shape().first().copied().unwrap_or(0);
-            self.first_bad_block(split, n).unwrap_or_else(|| e(x))
-        })?;
-        let lds = g.dataset("labels").map_err(e)?;
-        check_declared(&self.path, split, "labels", lds.size(), 4)?;
-        let raw = lds.read_raw::<i32>().map_err(e)?;
-        let classes = self.meta.classes.len();
-        if let Some((i, l)) = raw
-            .iter()
-            .enumerate()
-            .find(|(_, &l)| l < 0 || l as usize >= classes)
-        {
+        let n = ds.shape().first().copied().unwrap_or(0);
+        if n != paths.len() || ds.size() != n * row {
             return Err(Error::cache(
                 &self.path,
-                format!(
-                    "split '{split}' row {i}: label {l}, the cache has {classes} classes (0..{})",
-                    classes.saturating_sub(1)
-                ),
+                format!("split '{split}': {} features values, {} labels and paths do not agree (row size {row})", ds.size(), paths.len()),
             ));
         }
-        let labels: Vec<u32> = raw.into_iter().map(|l| l as u32).collect();
-        let pds = g.dataset("paths").map_err(e)?;
-        check_declared(&self.path, split, "paths", pds.size(), 16)?;
-        let paths = read_strs(pds.read_raw().map_err(e)?);
-        let skipped = self.read_split_skipped(split)?;
-        // `v - v` is 0 for a finite value and NaN otherwise: the chunk sums vectorise, and only a
-        // chunk that is not all finite is searched for its first bad value.
-        let bad = features
-            .chunks(4096)
-            .position(|c| !all_finite(c))
-            .and_then(|k| {
-                let at = k * 4096;
-                features[at..]
-                    .iter()
-                    .position(|v| !v.is_finite())
-                    .map(|i| at + i)
-            });
-        if let Some(i) = bad {
-            let r = i / row.max(1);
-            return Err(Error::cache(
-                &self.path,
-                format!(
-                    "split '{split}' row {r} ({}): feature {} is {} (features must be finite numbers; re-extract this image)",
-                    paths.get(r).map_or("?", |p| p.as_str()),
-                    i % row.max(1),
-                    features[i]
-                ),
-            ));
-        }
-        if features.len() != labels.len() * row || paths.len() != labels.len() {
-            return Err(Error::cache(
-                &self.path,
-                format!("split '{split}': {} features values, {} labels, {} paths do not agree (row size {row})", features.len(), labels.len(), paths.len()),
-            ));
-        }
-        let tags = self.read_targets(split, &g, labels.len())?;
-        Ok(SplitData {
-            name: split.to_string(),
-            features,
-            labels,
-            paths,
-            skipped,
-            tags,
-        })
+        let mut features = Vec::new();
+        self.read_rows_into(split, 0, n, &mut features)?;
+        Ok(features)
     }
 
     /// A multi-label split's `targets` (`[n, classes]` of 0/1, each row with a class); empty for a
     /// single-label cache.
-    fn read_targets(&self, split: &str, g: &hdf5::Group, n: usize) -> Result<Vec<u8>> {
+    pub(crate) fn read_targets(&self, split: &str, g: &hdf5::Group, n: usize) -> Result<Vec<u8>> {
         if !self.meta.multi_label {
             return Ok(Vec::new());
         }

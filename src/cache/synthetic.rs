@@ -223,6 +223,22 @@ mod tests {
                     .zip(&w.features)
                     .all(|(&a, &b)| a == round(b)));
                 assert_eq!(got.features.len(), w.features.len());
+                // Blocks of one, two and many chunks, and rows that start inside a chunk, give
+                // the same rows in order.
+                for bytes in [1, 2 * 700 * 4 * 400, 1 << 30] {
+                    let mut joined = Vec::new();
+                    c.for_each_block(&w.name, w.len(), bytes, |start, rows| {
+                        assert_eq!(start * 700, joined.len());
+                        joined.extend(rows);
+                        Ok(())
+                    })
+                    .unwrap();
+                    assert_eq!(joined, got.features);
+                }
+                if w.len() > 933 {
+                    let mid = c.read_rows(&w.name, 333, 600).unwrap();
+                    assert_eq!(mid, got.features[333 * 700..933 * 700]);
+                }
             }
         }
     }

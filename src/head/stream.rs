@@ -76,24 +76,34 @@ pub struct Streamed<'a> {
 }
 
 impl Streamed<'_> {
-    /// Block `k` of `train`, pooled: its first row and its rows.
-    fn read(&self, k: usize) -> Result<(usize, Array2<f32>)> {
-        read_block(self.cache, self.pool, self.labels.len(), self.blocks, k)
+    /// Block `k` of `train`, pooled, read into `buf`: its first row and its rows.
+    fn read(&self, k: usize, buf: Vec<f32>) -> Result<(usize, Array2<f32>)> {
+        read_block(
+            self.cache,
+            self.pool,
+            self.labels.len(),
+            self.blocks,
+            k,
+            buf,
+        )
     }
 }
 
-/// Block `k` of the `n` rows of `cache`'s `train` split, pooled: its first row and its rows.
+/// Block `k` of the `n` rows of `cache`'s `train` split, pooled: its first row and its rows. The
+/// rows are read into `buf` (a flattened block keeps it: hand it back for the next block).
 pub fn read_block(
     cache: &FeatureCache,
     pool: Pool,
     n: usize,
     blocks: Blocks,
     k: usize,
+    buf: Vec<f32>,
 ) -> Result<(usize, Array2<f32>)> {
     let start = k * blocks.rows;
     let count = blocks.rows.min(n.saturating_sub(start));
     let meta = &cache.meta;
-    let raw = cache.read_rows("train", start, count)?;
+    let mut raw = buf;
+    cache.read_rows_into("train", start, count, &mut raw)?;
     let x = pool.apply(raw, count, &meta.feature_shape, &meta.layout)?;
     Ok((start, x))
 }
@@ -137,7 +147,10 @@ pub fn fit_streamed(
             }
             let (mut loss, mut correct, mut seen) = (0f64, 0f64, 0usize);
             std::thread::scope(|scope| -> Result<()> {
-                let mut next = block_order.first().map(|&k| scope.spawn(move || s.read(k)));
+                let read = |k: usize, buf: Vec<f32>| scope.spawn(move || s.read(k, buf));
+                let mut next = block_order.first().map(|&k| read(k, Vec::new()));
+                // The buffer of the block trained last, read into again: two buffers take turns.
+                let mut spare = Vec::new();
                 for (bi, &k) in block_order.iter().enumerate() {
                     let (start, x) = match next.take().map(|h| h.join()) {
                         Some(Ok(r)) => r?,
@@ -145,12 +158,13 @@ pub fn fit_streamed(
                     };
                     next = block_order
                         .get(bi + 1)
-                        .map(|&k2| scope.spawn(move || s.read(k2)));
+                        .map(|&k2| read(k2, std::mem::take(&mut spare)));
                     let y = &s.labels[start..start + x.nrows()];
                     let (l, c) = run.epoch(&x, Labels::Classes(y), epoch, &orders[k])?;
                     loss += l;
                     correct += c;
                     seen += orders[k].len();
+                    spare = x.into_raw_vec_and_offset().0;
                 }
                 Ok(())
             })?;

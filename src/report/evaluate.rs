@@ -148,6 +148,39 @@ pub fn evaluate(cfg: &EvaluateConfig, rep: &dyn Reporter) -> Result<Evaluation> 
     }
 }
 
+/// Bytes of float32 features read at a time by the readers that stream a split.
+pub(crate) const BLOCK_BYTES: usize = 64 << 20;
+
+/// `head`'s probabilities for the `n` rows of `cache`'s `split`, the features read in blocks of
+/// [`BLOCK_BYTES`] (memory: one block and the `[n, classes]` result).
+pub(crate) fn split_probabilities(
+    head: &Head,
+    cache: &FeatureCache,
+    split: &str,
+    n: usize,
+) -> Result<Array2<f32>> {
+    let mut probs = Array2::<f32>::zeros((n, head.classes.len().max(1)));
+    cache.for_each_block(split, n, BLOCK_BYTES, |start, rows| {
+        let k = rows.len() / head.feature_shape.iter().product::<usize>().max(1);
+        let p = head.probabilities(rows, k)?;
+        if p.ncols() != probs.ncols() {
+            return Err(Error::cache(
+                &cache.path,
+                format!(
+                    "the head gives {} columns for {} classes",
+                    p.ncols(),
+                    probs.ncols()
+                ),
+            ));
+        }
+        probs
+            .slice_mut(ndarray::s![start..start + k, ..])
+            .assign(&p);
+        Ok(())
+    })?;
+    Ok(probs)
+}
+
 fn evaluate_cache(
     head: &Head,
     cfg: &EvaluateConfig,
@@ -157,20 +190,19 @@ fn evaluate_cache(
     let cache = FeatureCache::open(path)?;
     head.check_compatible(&cfg.head, &cache.meta, path, cfg.any_precision)?;
     let split = pick_split(&cache.meta.splits, split, path)?;
-    let d = cache.read_split(&split)?;
+    let d = cache.read_lists(&split)?;
     let n = d.len();
-    let mut probs = head.probabilities(d.features, n)?;
+    let mut probs = split_probabilities(head, &cache, &split, n)?;
     let flipped = flip_split(&split);
     let tta = cfg.tta && cache.meta.splits.contains(&flipped);
     if tta {
-        let f = cache.read_split(&flipped)?;
-        if f.paths != d.paths {
+        if cache.read_paths(&flipped)? != d.paths {
             return Err(Error::cache(
                 path,
                 format!("split {flipped} does not list {split}'s images in the same order"),
             ));
         }
-        probs = (probs + head.probabilities(f.features, n)?) * 0.5;
+        probs = (probs + split_probabilities(head, &cache, &flipped, n)?) * 0.5;
     }
     let mut class_scores = Vec::new();
     let mut truth_kept = None;

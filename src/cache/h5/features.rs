@@ -71,10 +71,9 @@ impl FeatureWriter {
                 self.ds.write_slice(view, sel)
             }
             Dtype::F16 => {
-                let h: Vec<half::f16> = values[..k * row]
-                    .iter()
-                    .map(|&v| half::f16::from_f32(v))
-                    .collect();
+                use half::slice::HalfFloatSliceExt;
+                let mut h = vec![half::f16::ZERO; k * row];
+                h.convert_from_f32_slice(&values[..k * row]);
                 let view = ArrayViewD::from_shape(IxDyn(&s), &h).map_err(bad)?;
                 self.ds.write_slice(view, sel)
             }

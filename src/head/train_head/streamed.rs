@@ -129,7 +129,7 @@ fn streamed_validation(
         by_block.entry(i / blocks.rows).or_default().push((k, i));
     }
     for (b, members) in by_block {
-        let (start, bx) = stream::read_block(cache, cfg.pool, labels.len(), blocks, b)?;
+        let (start, bx) = stream::read_block(cache, cfg.pool, labels.len(), blocks, b, Vec::new())?;
         for (k, i) in members {
             x.row_mut(k).assign(&bx.row(i - start));
         }

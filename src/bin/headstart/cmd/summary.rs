@@ -34,7 +34,7 @@ pub fn run(a: &Args) -> Result<()> {
     println!("preprocess: {}", m.preprocess);
     println!("classes: {}", m.classes.join(", "));
     for s in &m.splits {
-        let d = c.read_split(s)?;
+        let d = c.read_lists(s)?;
         let mut counts = vec![0usize; m.classes.len()];
         for &l in &d.labels {
             if let Some(c) = counts.get_mut(l as usize) {
@@ -47,17 +47,18 @@ pub fn run(a: &Args) -> Result<()> {
             .zip(&counts)
             .map(|(c, n)| format!("{c} {n}"))
             .collect();
-        let (mut lo, mut hi, mut sum) = (f32::INFINITY, f32::NEG_INFINITY, 0f64);
-        for &v in &d.features {
-            lo = lo.min(v);
-            hi = hi.max(v);
-            sum += v as f64;
-        }
-        let mean = if d.features.is_empty() {
-            0.0
-        } else {
-            sum / d.features.len() as f64
-        };
+        // Read in blocks: a cache larger than memory is summarised too.
+        let (mut lo, mut hi, mut sum, mut count) = (f32::INFINITY, f32::NEG_INFINITY, 0f64, 0usize);
+        c.for_each_block(s, d.len(), 64 << 20, |_, rows| {
+            for &v in &rows {
+                lo = lo.min(v);
+                hi = hi.max(v);
+                sum += v as f64;
+            }
+            count += rows.len();
+            Ok(())
+        })?;
+        let mean = if count == 0 { 0.0 } else { sum / count as f64 };
         println!(
             "split {s}: {} images ({}), {} skipped; features min {lo:.4} max {hi:.4} mean {mean:.4}",
             d.len(),
