@@ -20,7 +20,7 @@ PY=.cache/bench-venv/bin/python
 }
 work=$(mktemp -d "${TMPDIR:-/tmp}/bench-stream.XXXXXX")
 trap 'rm -rf "$work"' EXIT
-echo "machine: $(nproc) cores, $(awk '/MemTotal/ {printf "%.0f GiB", $2/1048576}' /proc/meminfo), $(grep -o -m1 -w 'avx512_vnni\|avx2' /proc/cpuinfo | head -1), $(date -u +%Y-%m-%dT%H:%MZ)"
+echo "machine: $(nproc) cores, $(awk '/MemTotal/ {printf "%.0f GiB", $2/1048576}' /proc/meminfo), $(grep -q -w avx512_vnni /proc/cpuinfo && echo 'AVX-512 VNNI' || echo AVX2), $(date -u +%Y-%m-%dT%H:%MZ)"
 /usr/bin/time -f "%e %M" -o "$work/t" "$BIN" make-features --shape 1280 --split "train=$ROWS" --split val=10000 \
   --separation "${SEP:-0.1}" --seed 7 --dtype "$DTYPE" --out "$work/f.h5" >/dev/null
 read -r secs kb <"$work/t"

@@ -494,6 +494,28 @@ pub fn auto(
     d: &AutoData,
     rep: &dyn Reporter,
 ) -> Result<(Network, History, AutoReport, Vec<LayerSpec>)> {
+    let (pool, raw, mut report) = score_candidates(d, rep)?;
+    let best = &report.scored[report.chosen];
+    let rows = pool.with_copies(&(0..pool.n).collect::<Vec<_>>());
+    rep.report(Event::Line(&format!(
+        "auto: chose {} ({}); refit on {} rows (train + validation{}){}",
+        best.candidate.name,
+        report.reason,
+        rows.len(),
+        if pool.copies > 0 { " + augmented" } else { "" },
+        match best.candidate.solver {
+            Solver::Adam { .. } => format!(" for {} epochs", best.epochs),
+            Solver::Lbfgs { .. } => String::new(),
+        }
+    )));
+    let (net, history, spec) = refit(&best.candidate, best.epochs, &pool, &raw, &rows, d)?;
+    report.refit_rows = rows.len();
+    Ok((net, history, report, spec))
+}
+
+/// Every candidate scored on `d`: the standardised pool they were trained on, the features as
+/// extracted (for the baseline; empty without it) and the choice (`refit_rows` still 0).
+fn score_candidates(d: &AutoData, rep: &dyn Reporter) -> Result<(Pool, Array2<f32>, AutoReport)> {
     let pool = Pool::new(d);
     let (folds, scoring) = pool.folds(d.seed);
     let say = |s: String| rep.report(Event::Line(&s));
@@ -544,28 +566,15 @@ pub fn auto(
     }
     let baseline = scored.iter().position(|s| s.candidate.name == BASELINE);
     let (chosen, reason) = choose(&scored, &correct, baseline);
-    let best = &scored[chosen];
-    let rows = pool.with_copies(&(0..pool.n).collect::<Vec<_>>());
-    say(format!(
-        "auto: chose {} ({reason}); refit on {} rows (train + validation{}){}",
-        best.candidate.name,
-        rows.len(),
-        if pool.copies > 0 { " + augmented" } else { "" },
-        match best.candidate.solver {
-            Solver::Adam { .. } => format!(" for {} epochs", best.epochs),
-            Solver::Lbfgs { .. } => String::new(),
-        }
-    ));
-    let (net, history, spec) = refit(&best.candidate, best.epochs, &pool, &raw, &rows, d)?;
     let report = AutoReport {
-        scored: scored.clone(),
+        scored,
         chosen,
         scoring,
         reason,
-        refit_rows: rows.len(),
+        refit_rows: 0,
         augmented_rows: pool.copies * pool.n_train,
     };
-    Ok((net, history, report, spec))
+    Ok((pool, raw, report))
 }
 
 /// Trains the chosen candidate on `rows` (train + validation): the network on the features as
@@ -617,7 +626,9 @@ pub fn fold_standardization(
     Ok(())
 }
 
+mod scale;
 mod tags;
+pub use scale::{auto_at_scale, ScaledFit, SUBSAMPLE_ROWS};
 pub use tags::{auto_tags, TagData};
 
 #[cfg(test)]

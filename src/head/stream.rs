@@ -9,7 +9,7 @@
 //! row, the streamed run draws the same shuffles as the in-memory one and gives the same weights (a
 //! test checks it).
 
-use ndarray::Array2;
+use ndarray::{Array1, Array2};
 
 use super::fit::{
     class_weights, evaluate_rows, output_units, train_loop, Labels, Run, TrainConfig,
@@ -73,6 +73,9 @@ pub struct Streamed<'a> {
     pub classes: usize,
     pub val: Option<(&'a Array2<f32>, &'a [u32])>,
     pub blocks: Blocks,
+    /// `(mean, std)`: each block becomes `(x - mean) / std` before it trains (`val` is given
+    /// standardised already).
+    pub standardize: Option<(&'a Array1<f32>, &'a Array1<f32>)>,
 }
 
 impl Streamed<'_> {
@@ -152,10 +155,14 @@ pub fn fit_streamed(
                 // The buffer of the block trained last, read into again: two buffers take turns.
                 let mut spare = Vec::new();
                 for (bi, &k) in block_order.iter().enumerate() {
-                    let (start, x) = match next.take().map(|h| h.join()) {
+                    let (start, mut x) = match next.take().map(|h| h.join()) {
                         Some(Ok(r)) => r?,
                         _ => return Err(Error::Config("the block reader stopped".into())),
                     };
+                    if let Some((mean, std)) = s.standardize {
+                        x -= mean;
+                        x /= std;
+                    }
                     next = block_order
                         .get(bi + 1)
                         .map(|&k2| read(k2, std::mem::take(&mut spare)));

@@ -124,3 +124,32 @@ pub fn leave_out(
         elsewhere
     ))
 }
+
+/// `rows` cut to about `max` by a seeded sample of each class in proportion (at least one row a
+/// class), sorted; `rows` itself when it has at most `max`.
+pub fn stratified_sample(
+    rows: Vec<usize>,
+    labels: &[u32],
+    classes: usize,
+    max: usize,
+    seed: u64,
+) -> Vec<usize> {
+    if rows.len() <= max {
+        return rows;
+    }
+    let mut by_class: Vec<Vec<usize>> = vec![Vec::new(); classes];
+    for &i in &rows {
+        by_class[labels[i] as usize].push(i);
+    }
+    let mut rng = crate::util::rng::Rng(seed);
+    let mut out = Vec::with_capacity(max + classes);
+    for members in &mut by_class {
+        rng.shuffle(members);
+        let take = (members.len() * max)
+            .div_ceil(rows.len())
+            .clamp(1, members.len().max(1));
+        out.extend_from_slice(&members[..take.min(members.len())]);
+    }
+    out.sort_unstable();
+    out
+}

@@ -1,7 +1,8 @@
 //! train-head on a cache over its memory budget: the train split streamed block by block. One
 //! block holding every row gives the in-memory run's weights bit for bit; many blocks learn the
-//! same separable data and rerun identically; what cannot stream is refused naming the flag; a
-//! corrupt block names the file, the split and the rows, and writes no head.
+//! same separable data and rerun identically; the default recipe scores its candidates on a
+//! subsample and trains the winner streamed; what cannot stream is refused naming the flag; a
+//! damaged chunk names the file, the split and the rows, and writes no head.
 
 use super::*;
 
@@ -126,8 +127,17 @@ fn what_cannot_stream_is_refused_and_a_corrupt_block_names_its_rows() {
     let f = features(d.path(), "f.h5", 20000, "0.3");
     let out = d.path().join("h.h5");
     fails(
+        &train_line(&f, &out, &["--memory", "1M", "--head", "logistic"]),
+        &[
+            "--memory",
+            "over the memory budget",
+            "logistic baseline",
+            "layer spec",
+        ],
+    );
+    fails(
         &train_line(&f, &out, &["--memory", "1M"]),
-        &["--memory", "over the memory budget", "layer spec"],
+        &["--memory", "validation rows do not fit", "--val-split"],
     );
     fails(
         &train_line(&f, &out, &["--memory", "lots"]),
@@ -156,4 +166,50 @@ fn what_cannot_stream_is_refused_and_a_corrupt_block_names_its_rows() {
         );
         assert!(!out.exists(), "{e}");
     }
+}
+
+/// The default recipe on a split over the budget: the candidates are scored on a subsample that
+/// fits a quarter of it, the winner is trained on every row streamed, and the choice and the
+/// subsample size are printed and stored in the head; the head learns the data.
+#[test]
+fn auto_scores_on_a_subsample_and_trains_the_winner_streamed() {
+    let d = tmp();
+    let f = d.path().join("f.h5");
+    ok(&[
+        "make-features",
+        "--shape",
+        "16",
+        "--split",
+        "train=30000",
+        "--split",
+        "val=2000",
+        "--separation",
+        "1.0",
+        "--dtype",
+        "f16",
+        "--out",
+        s(&f),
+    ]);
+    let h = d.path().join("h.h5");
+    // 30000 x 16 float32 rows are 1.9 MB; a quarter of 1M holds 4096 pooled rows.
+    let log = train_head(&f, &h, &["--memory", "1M"]);
+    for want in [
+        "streamed: the train split",
+        "subsample of 4096 of the 30000 train rows",
+        "auto: chose",
+        "on all 30000 train rows streamed",
+    ] {
+        assert!(log.contains(want), "{want}: {log}");
+    }
+    super::safety::py(
+        "import sys, h5py, json\nt = json.loads(h5py.File(sys.argv[1]).attrs['training'])['settings']\nassert t['subsample_rows'] == 4096, t\nassert t['recipe'] == 'auto', t",
+        &[s(&h)],
+    );
+    let e = ok(&["evaluate", "--features", s(&f), "--head", s(&h)]);
+    let acc: f64 = e
+        .lines()
+        .find_map(|l| l.strip_prefix("accuracy: "))
+        .and_then(|v| v.trim().parse().ok())
+        .unwrap_or_else(|| panic!("no accuracy in {e}"));
+    assert!(acc > 0.95, "{e}");
 }

@@ -22,15 +22,12 @@ pub(super) fn train_streamed(
         size(train_bytes),
         size(budget)
     );
-    let tc = match &cfg.head {
-        HeadChoice::Mlp(tc) => tc,
-        _ => {
-            return Err(Error::invalid(
-                "memory",
-                format!("{over}: the auto recipe and the logistic baseline need it in memory; give a larger --memory, or a layer spec (e.g. --head dense:256:relu,dropout:0.5) to train on it streamed"),
-            ))
-        }
-    };
+    if let HeadChoice::Logistic { .. } = cfg.head {
+        return Err(Error::invalid(
+            "memory",
+            format!("{over}: the logistic baseline needs it in memory; give a larger --memory, or a layer spec (e.g. --head none) or --recipe auto to train on it streamed"),
+        ));
+    }
     if meta.multi_label {
         return Err(Error::invalid(
             "memory",
@@ -86,11 +83,91 @@ pub(super) fn train_streamed(
         classes: meta.classes.len(),
         val: (!vy.is_empty()).then_some((&vx, vy.as_slice())),
         blocks,
+        standardize: None,
     };
     let say = |s: String| rep.report(Event::Line(&s));
-    say(table_header());
-    let t = mlp_trained(tc, stream::fit_streamed(tc, &s, |r| say(table_row(r)))?);
+    let t = match &cfg.head {
+        HeadChoice::Mlp(tc) => {
+            say(table_header());
+            mlp_trained(tc, stream::fit_streamed(tc, &s, |r| say(table_row(r)))?)
+        }
+        HeadChoice::Auto { threads } => streamed_auto(cfg, s, (*threads, budget), rep)?,
+        HeadChoice::Logistic { .. } => unreachable!("refused above"),
+    };
     write_head(cfg, meta, t, None, info, outs, rep, t0)
+}
+
+/// The auto recipe on a streamed split ([`recipe::auto_at_scale`]): the candidates scored on a
+/// seeded, stratified subsample of the train rows (read into memory: at most
+/// [`recipe::SUBSAMPLE_ROWS`], and at most a quarter of the `budget` bytes as pooled float32) and
+/// the validation rows, the winner trained on every train row streamed.
+fn streamed_auto(
+    cfg: &TrainHeadConfig,
+    s: stream::Streamed,
+    (threads, budget): (usize, u64),
+    rep: &dyn Reporter,
+) -> Result<Trained> {
+    let say = |line: String| rep.report(Event::Line(&line));
+    let meta = &s.cache.meta;
+    let width = cfg.pool.output_dim(&meta.feature_shape, &meta.layout)?;
+    let fits = (budget / 4 / (width.max(1) as u64 * 4)) as usize;
+    let sub = crate::head::validation::stratified_sample(
+        s.train.to_vec(),
+        s.labels,
+        s.classes,
+        fits.clamp(s.classes * 10, recipe::SUBSAMPLE_ROWS),
+        cfg.seed ^ 0x5ca1e,
+    );
+    say(format!(
+        "auto: the candidates are scored on a seeded, stratified subsample of {} of the {} train rows (the split is streamed)",
+        sub.len(),
+        s.train.len()
+    ));
+    let (report, fit) = {
+        let x = gather_rows(s.cache, cfg.pool, s.labels.len(), s.blocks, &sub)?;
+        let y: Vec<u32> = sub.iter().map(|&i| s.labels[i]).collect();
+        let (all, val_idx): (Vec<usize>, Vec<usize>) = (
+            (0..sub.len()).collect(),
+            (0..s.val.map_or(0, |(_, y)| y.len())).collect(),
+        );
+        let data = AutoData {
+            x: &x,
+            y: &y,
+            train: &all,
+            val: s.val.map(|(vx, vy)| (vx, vy, val_idx.as_slice())),
+            extra: &[],
+            classes: s.classes,
+            seed: cfg.seed,
+            threads,
+        };
+        recipe::auto_at_scale(&data, s.train.len(), rep)?
+    };
+    let mut settings = report.json();
+    settings["subsample_rows"] = sub.len().into();
+    let (network, history, spec) = match fit {
+        recipe::ScaledFit::Subsample(net, history, spec) => (net, history, spec),
+        recipe::ScaledFit::Streamed { config, mean, std } => {
+            let val = s.val.map(|(vx, vy)| ((vx - &mean) / &std, vy));
+            let streamed = stream::Streamed {
+                val: val.as_ref().map(|(x, y)| (x, *y)),
+                standardize: Some((&mean, &std)),
+                ..s
+            };
+            say(table_header());
+            let (mut net, history) =
+                stream::fit_streamed(&config, &streamed, |r| say(table_row(r)))?;
+            recipe::fold_standardization(&mut net, &mean, &std)?;
+            (net, history, config.spec)
+        }
+    };
+    Ok(Trained {
+        kind: HeadKind::Mlp,
+        network,
+        history,
+        spec: spec_string(&spec),
+        settings,
+        val_probs: None,
+    })
 }
 
 /// Bytes for a message: `1.23 GB` or `45.6 MB`.
@@ -112,7 +189,6 @@ fn streamed_validation(
     blocks: stream::Blocks,
 ) -> Result<(Array2<f32>, Vec<u32>)> {
     let meta = &cache.meta;
-    let width = cfg.pool.output_dim(&meta.feature_shape, &meta.layout)?;
     if let Some(s) = v.split.take() {
         let n = s.len();
         let x = cfg
@@ -123,16 +199,33 @@ fn streamed_validation(
             v.val.iter().map(|&i| s.labels[i]).collect(),
         ));
     }
-    let mut x = Array2::<f32>::zeros((v.val.len(), width));
+    let x = gather_rows(cache, cfg.pool, labels.len(), blocks, &v.val)?;
+    Ok((x, v.val.iter().map(|&i| labels[i]).collect()))
+}
+
+/// Rows `idx` of the `n` train rows, pooled, in `idx`'s order: each block that holds one is read
+/// once.
+fn gather_rows(
+    cache: &FeatureCache,
+    pool: Pool,
+    n: usize,
+    blocks: stream::Blocks,
+    idx: &[usize],
+) -> Result<Array2<f32>> {
+    let meta = &cache.meta;
+    let width = pool.output_dim(&meta.feature_shape, &meta.layout)?;
+    let mut x = Array2::<f32>::zeros((idx.len(), width));
     let mut by_block: std::collections::BTreeMap<usize, Vec<(usize, usize)>> = Default::default();
-    for (k, &i) in v.val.iter().enumerate() {
+    for (k, &i) in idx.iter().enumerate() {
         by_block.entry(i / blocks.rows).or_default().push((k, i));
     }
+    let mut buf = Vec::new();
     for (b, members) in by_block {
-        let (start, bx) = stream::read_block(cache, cfg.pool, labels.len(), blocks, b, Vec::new())?;
+        let (start, bx) = stream::read_block(cache, pool, n, blocks, b, buf)?;
         for (k, i) in members {
             x.row_mut(k).assign(&bx.row(i - start));
         }
+        buf = bx.into_raw_vec_and_offset().0;
     }
-    Ok((x, v.val.iter().map(|&i| labels[i]).collect()))
+    Ok(x)
 }

@@ -28,6 +28,7 @@ use crate::events::{Event, Reporter};
 use crate::head::file::probabilities_from_logits;
 use crate::head::logistic::fit_logistic;
 use crate::head::net::Pool;
+use crate::head::validation::stratified_sample;
 use crate::report::html::{self, HtmlSummary};
 use crate::util::output::{Output, Replace};
 use crate::util::rng::Rng;
@@ -183,27 +184,9 @@ pub fn folds_of(labels: &[u32], classes: usize, k: usize, seed: u64) -> Vec<usiz
 /// 2-5 minutes (the logistic fit grows with the rows; the ranking needs no more).
 pub const MAX_FOLD_ROWS: usize = 20_000;
 
-/// `train` cut to about [`MAX_FOLD_ROWS`] by a seeded sample of each class in proportion (at
-/// least one row a class).
+/// `train` cut to about [`MAX_FOLD_ROWS`] ([`stratified_sample`]).
 fn capped(train: Vec<usize>, labels: &[u32], classes: usize, seed: u64) -> Vec<usize> {
-    if train.len() <= MAX_FOLD_ROWS {
-        return train;
-    }
-    let mut by_class: Vec<Vec<usize>> = vec![Vec::new(); classes];
-    for &i in &train {
-        by_class[labels[i] as usize].push(i);
-    }
-    let mut rng = Rng(seed);
-    let mut out = Vec::with_capacity(MAX_FOLD_ROWS + classes);
-    for rows in &mut by_class {
-        rng.shuffle(rows);
-        let take = (rows.len() * MAX_FOLD_ROWS)
-            .div_ceil(train.len())
-            .clamp(1, rows.len().max(1));
-        out.extend_from_slice(&rows[..take.min(rows.len())]);
-    }
-    out.sort_unstable();
-    out
+    stratified_sample(train, labels, classes, MAX_FOLD_ROWS, seed)
 }
 
 /// Out-of-fold class probabilities: row i's come from a head fitted on the other folds only
