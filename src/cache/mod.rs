@@ -7,7 +7,8 @@
 //!                          mean, std, resize, interpolation, decode, precision, output_name, feature_shape, dtype,
 //!                          headstart_version, fingerprint, data_root, splits
 //!                   (+ multi_label; token_pool and prefix_tokens when a token output was pooled)
-//! /<split>/features  f32 or f16 [N, *feature_shape]
+//! /<split>/features  f32 or f16 [N, *feature_shape], chunks of about 1 MiB of rows, each with a
+//!                    Fletcher-32 checksum (caches written before have none and still read)
 //! /<split>/labels    i32 [N]        index into `classes`
 //! /<split>/paths     str [N]        relative to data_root
 //! /<split>/skipped_paths, /<split>/skipped_reasons   str [K]   images that could not be read
@@ -25,11 +26,12 @@ pub use tokens::Tokens;
 pub mod synthetic;
 
 pub use crate::util::lock::OutputLock;
+pub(crate) use h5::{
+    chunk_rows, read_meta, read_str_attr, read_strs, save_via_tmp, write_meta, write_str_attr,
+    write_strs_attr,
+};
 pub use h5::{
     is_cache, replace_cache, write_arrays, write_hdf5, FeatureCache, SplitData, SplitRows,
-};
-pub(crate) use h5::{
-    read_meta, read_str_attr, read_strs, save_via_tmp, write_meta, write_str_attr, write_strs_attr,
 };
 pub use journal::{journal_path, Journal, Record, Status};
 

@@ -1,8 +1,9 @@
-//! Training on a cache larger than memory: the `train` split is read in blocks of rows (one HDF5
-//! hyperslab each; a float16 cache stays float16 on disk and becomes float32 block by block),
-//! pooled block by block, and the next block is read on a thread while the current one trains.
-//! Each epoch visits the blocks in a seeded order and shuffles the training rows inside each block,
-//! so no step needs the whole split; the validation rows are held in memory.
+//! Training on a cache larger than memory: the `train` split is read in blocks of rows (chunk by
+//! chunk; a float16 cache stays float16 on disk and becomes float32 block by block), pooled block
+//! by block, and the next block is read on a thread while the current one trains. Each epoch deals
+//! a seeded permutation of the split's chunks into blocks and shuffles the training rows inside
+//! each block, so no step needs the whole split and no block holds one class only (caches are
+//! written class by class); the validation rows are held in memory.
 //!
 //! The memory budget (`train-head --memory`, default half of the machine's available memory)
 //! decides: a split whose float32 rows fit stays in memory as before. With one block holding every
@@ -79,16 +80,20 @@ pub struct Streamed<'a> {
 }
 
 impl Streamed<'_> {
-    /// Block `k` of `train`, pooled, read into `buf`: its first row and its rows.
-    fn read(&self, k: usize, buf: Vec<f32>) -> Result<(usize, Array2<f32>)> {
-        read_block(
-            self.cache,
-            self.pool,
-            self.labels.len(),
-            self.blocks,
-            k,
-            buf,
-        )
+    /// The rows of `units` (runs of `unit` rows of `train`, in this order), pooled, read into
+    /// `buf`.
+    fn read_units(&self, units: &[usize], unit: usize, buf: Vec<f32>) -> Result<Array2<f32>> {
+        let n = self.labels.len();
+        let meta = &self.cache.meta;
+        let runs: Vec<(usize, usize)> = units
+            .iter()
+            .map(|&u| (u * unit, unit.min(n - u * unit)))
+            .collect();
+        let count = runs.iter().map(|r| r.1).sum();
+        let mut raw = buf;
+        self.cache.read_runs_into("train", &runs, &mut raw)?;
+        self.pool
+            .apply(raw, count, &meta.feature_shape, &meta.layout)
     }
 }
 
@@ -111,8 +116,57 @@ pub fn read_block(
     Ok((start, x))
 }
 
+/// One epoch's blocks: runs of rows (units) of the train split, and which rows of a block train.
+struct Epoch {
+    /// Each block's units, in reading order.
+    blocks: Vec<Vec<usize>>,
+    /// Each block's training rows (indices into the block, in training order) and the labels of
+    /// all its rows.
+    rows: Vec<(Vec<usize>, Vec<u32>)>,
+}
+
+/// One epoch of a split over several blocks: `units` (runs of `unit` rows holding a training row)
+/// in a seeded order, dealt `per_block` to a block; each block's training rows shuffled.
+fn deal(
+    units: &[usize],
+    (unit, per_block): (usize, usize),
+    is_train: &[bool],
+    labels: &[u32],
+    rng: &mut crate::util::rng::Rng,
+) -> Epoch {
+    let n = labels.len();
+    let mut order = units.to_vec();
+    rng.shuffle(&mut order);
+    let blocks: Vec<Vec<usize>> = order.chunks(per_block).map(<[usize]>::to_vec).collect();
+    let rows = blocks
+        .iter()
+        .map(|b| {
+            let (mut train, mut block_labels) = (Vec::new(), Vec::new());
+            for &u in b {
+                for i in u * unit..n.min((u + 1) * unit) {
+                    if is_train[i] {
+                        train.push(block_labels.len());
+                    }
+                    block_labels.push(labels[i]);
+                }
+            }
+            rng.shuffle(&mut train);
+            (train, block_labels)
+        })
+        .collect();
+    Epoch { blocks, rows }
+}
+
 /// Trains a new network from `cfg` on `s`, streaming `train` block by block; `on_epoch` sees each
 /// history row.
+///
+/// When the split fits one block, the block holds it in file order and each epoch shuffles the
+/// previous order of its training rows (what the in-memory loop does, with the same draws). Else
+/// the split is cut into units of one chunk (1 MiB of rows; smaller when a block holds fewer than
+/// 16 chunks) and each epoch deals a seeded
+/// permutation of the units into blocks, then shuffles the rows inside each block: every block
+/// mixes rows from all over the file, so a cache written class by class (as `extract` writes
+/// one) does not train one class at a time.
 pub fn fit_streamed(
     cfg: &TrainConfig,
     s: &Streamed,
@@ -126,51 +180,69 @@ pub fn fit_streamed(
     let meta = &s.cache.meta;
     let width = s.pool.output_dim(&meta.feature_shape, &meta.layout)?;
     let n = s.labels.len();
-    let blocks = n.div_ceil(s.blocks.rows);
-    // Each block's training rows, as indices into the block, kept from epoch to epoch (each
-    // epoch shuffles the previous order, as the in-memory loop does).
-    let mut orders: Vec<Vec<usize>> = vec![Vec::new(); blocks];
+    // At least 16 units a block, so that each block mixes rows from 16 places at the least.
+    let unit = crate::cache::chunk_rows(meta.dtype, &meta.feature_shape, n)
+        .min(s.blocks.rows / 16)
+        .max(1);
+    let per_block = (s.blocks.rows / unit).max(1);
+    let n_units = n.div_ceil(unit);
+    let single = n <= s.blocks.rows;
+    let mut is_train = vec![false; n];
     for &i in s.train {
-        orders[i / s.blocks.rows].push(i % s.blocks.rows);
+        is_train[i] = true;
     }
+    // Units with a training row (a unit of validation rows only is never read).
+    let units: Vec<usize> = (0..n_units)
+        .filter(|&u| (u * unit..n.min((u + 1) * unit)).any(|i| is_train[i]))
+        .collect();
+    // One block: its training rows kept from epoch to epoch, as the in-memory loop keeps them.
+    let mut kept: Vec<usize> = if single { s.train.to_vec() } else { Vec::new() };
     let weights = cfg
         .balanced
         .then(|| class_weights(Labels::Classes(s.labels), s.train, s.classes));
     let rows = cfg.batch_size.min(s.train.len());
     let run = Run::new(cfg, width, output_units(s.classes), rows, weights);
-    let mut block_order: Vec<usize> = (0..blocks).filter(|&k| !orders[k].is_empty()).collect();
     let val_idx: Vec<usize> = s.val.map_or(Vec::new(), |(_, y)| (0..y.len()).collect());
+    let mut plan = |rng: &mut crate::util::rng::Rng| -> Epoch {
+        if single {
+            rng.shuffle(&mut kept);
+            return Epoch {
+                blocks: vec![(0..n_units).collect()],
+                rows: vec![(kept.clone(), s.labels.to_vec())],
+            };
+        }
+        deal(&units, (unit, per_block), &is_train, s.labels, rng)
+    };
     train_loop(
         cfg,
         run,
         |run, epoch, rng| {
-            rng.shuffle(&mut block_order);
-            for &k in &block_order {
-                rng.shuffle(&mut orders[k]);
-            }
+            let e = plan(rng);
             let (mut loss, mut correct, mut seen) = (0f64, 0f64, 0usize);
             std::thread::scope(|scope| -> Result<()> {
-                let read = |k: usize, buf: Vec<f32>| scope.spawn(move || s.read(k, buf));
-                let mut next = block_order.first().map(|&k| read(k, Vec::new()));
+                let read = |k: usize, buf: Vec<f32>| {
+                    let units = &e.blocks[k];
+                    scope.spawn(move || s.read_units(units, unit, buf))
+                };
+                let mut next = Some(read(0, Vec::new()));
                 // The buffer of the block trained last, read into again: two buffers take turns.
                 let mut spare = Vec::new();
-                for (bi, &k) in block_order.iter().enumerate() {
-                    let (start, mut x) = match next.take().map(|h| h.join()) {
+                for (k, (train, labels)) in e.rows.iter().enumerate() {
+                    let mut x = match next.take().map(|h| h.join()) {
                         Some(Ok(r)) => r?,
                         _ => return Err(Error::Config("the block reader stopped".into())),
                     };
+                    if k + 1 < e.blocks.len() {
+                        next = Some(read(k + 1, std::mem::take(&mut spare)));
+                    }
                     if let Some((mean, std)) = s.standardize {
                         x -= mean;
                         x /= std;
                     }
-                    next = block_order
-                        .get(bi + 1)
-                        .map(|&k2| read(k2, std::mem::take(&mut spare)));
-                    let y = &s.labels[start..start + x.nrows()];
-                    let (l, c) = run.epoch(&x, Labels::Classes(y), epoch, &orders[k])?;
+                    let (l, c) = run.epoch(&x, Labels::Classes(labels), epoch, train)?;
                     loss += l;
                     correct += c;
-                    seen += orders[k].len();
+                    seen += train.len();
                     spare = x.into_raw_vec_and_offset().0;
                 }
                 Ok(())
@@ -204,5 +276,36 @@ mod tests {
         assert_eq!(Blocks::for_budget(10, 1024, None).rows, 1);
         assert_eq!(Blocks::for_budget(10, 1024, Some(7)).rows, 7);
         assert!(default_budget() > 0);
+    }
+
+    /// A split written class by class (as `extract` writes one): every block of an epoch mixes
+    /// both classes, every training row trains once an epoch and no validation row does, and two
+    /// epochs deal differently.
+    #[test]
+    fn blocks_mix_a_split_written_class_by_class() {
+        let n = 1000;
+        let labels: Vec<u32> = (0..n).map(|i| u32::from(i >= n / 2)).collect();
+        let is_train: Vec<bool> = (0..n).map(|i| i % 10 != 3).collect();
+        let (unit, per_block) = (10, 16);
+        let units: Vec<usize> = (0..n / unit).collect();
+        let mut rng = crate::util::rng::Rng(5);
+        let mut seen = Vec::new();
+        for _ in 0..2 {
+            let e = deal(&units, (unit, per_block), &is_train, &labels, &mut rng);
+            assert_eq!(e.blocks.len(), (n / unit).div_ceil(per_block));
+            let mut rows = Vec::new();
+            for (b, (train, y)) in e.blocks.iter().zip(&e.rows) {
+                assert!(y.contains(&0) && y.contains(&1), "one class in {b:?}");
+                let global: Vec<usize> = b.iter().flat_map(|&u| u * unit..(u + 1) * unit).collect();
+                assert_eq!(y.len(), global.len());
+                rows.extend(train.iter().map(|&k| global[k]));
+            }
+            let mut sorted = rows.clone();
+            sorted.sort_unstable();
+            let want: Vec<usize> = (0..n).filter(|&i| is_train[i]).collect();
+            assert_eq!(sorted, want);
+            seen.push(rows);
+        }
+        assert_ne!(seen[0], seen[1]);
     }
 }

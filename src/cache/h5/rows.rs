@@ -109,13 +109,25 @@ impl FeatureCache {
         Ok(v)
     }
 
-    /// [`FeatureCache::read_rows`] into `out` (its length set to the rows'): a buffer used again for every
-    /// block keeps its memory (a fresh one of this size would be new pages, each faulted in).
+    /// [`FeatureCache::read_rows`] into `out` (its length set to the rows'): a buffer used again
+    /// for every block keeps its memory (a fresh one of this size would be new pages, each faulted
+    /// in).
     pub fn read_rows_into(
         &self,
         split: &str,
         start: usize,
         count: usize,
+        out: &mut Vec<f32>,
+    ) -> Result<()> {
+        self.read_runs_into(split, &[(start, count)], out)
+    }
+
+    /// Runs of rows `(start, count)` of `split`'s features one after the other into `out` (its
+    /// length set to theirs), the dataset opened once.
+    pub fn read_runs_into(
+        &self,
+        split: &str,
+        runs: &[(usize, usize)],
         out: &mut Vec<f32>,
     ) -> Result<()> {
         use hdf5::{Hyperslab, SliceOrIndex};
@@ -131,62 +143,68 @@ impl FeatureCache {
                 format!("split '{split}' rows {a}..{b}: {e}{hint}"),
             )
         };
-        let all = (start, start.saturating_add(count));
+        let first = runs
+            .first()
+            .map_or((0, 0), |&(a, k)| (a, a.saturating_add(k)));
         let ds = g
             .dataset("features")
-            .map_err(|x| rows(all, x.to_string()))?;
+            .map_err(|x| rows(first, x.to_string()))?;
         let shape = ds.shape();
         let n = shape.first().copied().unwrap_or(0);
-        if start.checked_add(count).is_none_or(|end| end > n) {
-            return Err(rows(all, format!("past the split's {n} rows")));
-        }
         let width = shape[1..].iter().product::<usize>().max(1);
+        let total: usize = runs.iter().map(|r| r.1).sum();
         // A buffer of the right length already (the last block's) is written over, not zeroed.
-        out.resize(count * width, 0.0);
+        out.resize(total * width, 0.0);
         // Pieces of one chunk each, on the chunks' boundaries.
         let chunk = ds
             .chunk()
             .and_then(|c| c.first().copied())
             .unwrap_or_else(|| super::chunk_rows(self.meta.dtype, &shape[1..], n))
             .max(1);
-        let mut at = start;
-        while at < start + count {
-            let end = ((at / chunk + 1) * chunk).min(start + count);
-            let mut slab: Vec<SliceOrIndex> = vec![(at..end).into()];
-            slab.extend(shape[1..].iter().map(|_| SliceOrIndex::from(..)));
-            let slab = Hyperslab::from(slab);
-            let piece = &mut out[(at - start) * width..(end - start) * width];
-            let wrong = |got: usize| rows((at, end), format!("read {got} values"));
-            match self.meta.dtype {
-                Dtype::F32 => {
-                    let v = ds
-                        .read_slice::<f32, _, ndarray::IxDyn>(slab)
-                        .map_err(|x| rows((at, end), x.to_string()))?;
-                    let v = v.as_slice().unwrap_or_default();
-                    if v.len() != piece.len() {
-                        return Err(wrong(v.len()));
-                    }
-                    piece.copy_from_slice(v);
-                }
-                Dtype::F16 => {
-                    use half::slice::HalfFloatSliceExt;
-                    let h = ds
-                        .read_slice::<half::f16, _, ndarray::IxDyn>(slab)
-                        .map_err(|x| rows((at, end), x.to_string()))?;
-                    let h = h.as_slice().unwrap_or_default();
-                    if h.len() != piece.len() {
-                        return Err(wrong(h.len()));
-                    }
-                    // F16C instructions where the CPU has them, 8 values at a time.
-                    h.convert_to_f32_slice(piece);
-                }
+        let mut base = 0;
+        for &(start, count) in runs {
+            let all = (start, start.saturating_add(count));
+            if start.checked_add(count).is_none_or(|end| end > n) {
+                return Err(rows(all, format!("past the split's {n} rows")));
             }
-            let piece = &*piece;
-            if !super::all_finite(piece) {
-                let i = piece.iter().position(|v| !v.is_finite()).unwrap_or(0);
-                let r = at + i / width;
-                let path = self.read_paths(split).ok().and_then(|p| p.get(r).cloned());
-                return Err(Error::cache(
+            let mut at = start;
+            while at < start + count {
+                let end = ((at / chunk + 1) * chunk).min(start + count);
+                let mut slab: Vec<SliceOrIndex> = vec![(at..end).into()];
+                slab.extend(shape[1..].iter().map(|_| SliceOrIndex::from(..)));
+                let slab = Hyperslab::from(slab);
+                let piece = &mut out[(base + at - start) * width..(base + end - start) * width];
+                let wrong = |got: usize| rows((at, end), format!("read {got} values"));
+                match self.meta.dtype {
+                    Dtype::F32 => {
+                        let v = ds
+                            .read_slice::<f32, _, ndarray::IxDyn>(slab)
+                            .map_err(|x| rows((at, end), x.to_string()))?;
+                        let v = v.as_slice().unwrap_or_default();
+                        if v.len() != piece.len() {
+                            return Err(wrong(v.len()));
+                        }
+                        piece.copy_from_slice(v);
+                    }
+                    Dtype::F16 => {
+                        use half::slice::HalfFloatSliceExt;
+                        let h = ds
+                            .read_slice::<half::f16, _, ndarray::IxDyn>(slab)
+                            .map_err(|x| rows((at, end), x.to_string()))?;
+                        let h = h.as_slice().unwrap_or_default();
+                        if h.len() != piece.len() {
+                            return Err(wrong(h.len()));
+                        }
+                        // F16C instructions where the CPU has them, 8 values at a time.
+                        h.convert_to_f32_slice(piece);
+                    }
+                }
+                let piece = &*piece;
+                if !super::all_finite(piece) {
+                    let i = piece.iter().position(|v| !v.is_finite()).unwrap_or(0);
+                    let r = at + i / width;
+                    let path = self.read_paths(split).ok().and_then(|p| p.get(r).cloned());
+                    return Err(Error::cache(
                     &self.path,
                     format!(
                         "split '{split}' row {r} ({}): feature {} is {} (features must be finite numbers; re-extract this image)",
@@ -195,8 +213,10 @@ impl FeatureCache {
                         piece[i]
                     ),
                 ));
+                }
+                at = end;
             }
-            at = end;
+            base += count;
         }
         Ok(())
     }
