@@ -213,3 +213,24 @@ fn auto_scores_on_a_subsample_and_trains_the_winner_streamed() {
         .unwrap_or_else(|| panic!("no accuracy in {e}"));
     assert!(acc > 0.95, "{e}");
 }
+
+/// An audit holds every photo in memory: over its budget it is refused before anything is read,
+/// with the sizes and the flag, and writes nothing.
+#[test]
+fn an_audit_over_its_memory_budget_is_refused_with_the_sizes() {
+    let d = tmp();
+    let f = features(d.path(), "f.h5", 2000, "1.0");
+    let out = d.path().join("a");
+    fails(
+        &["audit", s(&f), "--out", s(&out), "--memory", "50K"],
+        &[
+            "f.h5",
+            "2000 photos x 4 features",
+            "over the budget",
+            "--memory",
+        ],
+    );
+    assert!(!out.join("audit.tsv").exists());
+    ok(&["audit", s(&f), "--out", s(&out), "--memory", "1G"]);
+    assert!(out.join("audit.tsv").exists());
+}

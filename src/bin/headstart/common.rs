@@ -458,3 +458,16 @@ pub fn features_or_run(p: &Path) -> Result<PathBuf> {
 pub fn model_path(p: &Path) -> Result<PathBuf> {
     headstart::fetch::resolve_model(p, &Term::new(ProgressMode::None, false))
 }
+
+/// `--memory SIZE` (2G, 512M, 100K or bytes) in bytes; `None` when not given.
+pub fn memory_budget(given: Option<&str>) -> Result<Option<u64>> {
+    given
+        .map(|m| {
+            headstart::head::stream::parse_size(m).ok_or_else(|| {
+                headstart::error::Error::Config(format!(
+                    "--memory '{m}': expected a size such as 2G, 512M or 100K"
+                ))
+            })
+        })
+        .transpose()
+}

@@ -50,6 +50,9 @@ pub struct AuditConfig {
     pub seed: u64,
     /// Also write `out/audit.html` ([`crate::report::html::audit`]).
     pub html: bool,
+    /// Memory budget in bytes (`None`: half the machine's available memory): the audit holds the
+    /// photos' pooled features about three times and is refused when that is over it.
+    pub memory: Option<u64>,
 }
 
 impl AuditConfig {
@@ -68,6 +71,7 @@ impl AuditConfig {
             pool: Pool::Avg,
             seed: 42,
             html: false,
+            memory: None,
         }
     }
 
@@ -158,6 +162,35 @@ fn photos(cache: &FeatureCache, pool: Pool) -> Result<Photos> {
     let views: Vec<_> = parts.iter().map(|p| p.view()).collect();
     let x = concatenate(Axis(0), &views).map_err(|e| Error::cache(&cache.path, e))?;
     Ok(Photos { x, labels, names })
+}
+
+/// Refuses a cache whose photos' pooled features, held about three times (the joined splits,
+/// their copy and the normalised copy of the neighbour scan), are over the memory budget.
+fn check_memory(cfg: &AuditConfig, cache: &FeatureCache) -> Result<()> {
+    let meta = &cache.meta;
+    let mut rows = 0usize;
+    for split in ["train", "val", "test"] {
+        if meta.splits.iter().any(|s| s == split) {
+            rows += cache.split_len(split)?;
+        }
+    }
+    let width = cfg.pool.output_dim(&meta.feature_shape, &meta.layout)?;
+    let need = 3 * rows as u64 * width as u64 * 4;
+    let budget = cfg
+        .memory
+        .unwrap_or_else(crate::head::stream::default_budget);
+    if need > budget {
+        return Err(Error::invalid(
+            "memory",
+            format!(
+                "{}: an audit of {rows} photos x {width} features holds about {:.2} GB in memory, over the budget of {:.2} GB (and compares every pair of photos); give a larger --memory, or audit a smaller cache (for example one extract of a sample of the photos)",
+                cfg.features.display(),
+                need as f64 / 1e9,
+                budget as f64 / 1e9
+            ),
+        ));
+    }
+    Ok(())
 }
 
 /// Stratified fold of each row: each class shuffled (seeded) and dealt round-robin.
@@ -346,6 +379,7 @@ pub fn audit(cfg: &AuditConfig, rep: &dyn Reporter) -> Result<AuditSummary> {
         html::check(&html_path, &[&cfg.features])?;
     }
     let classes = cache.meta.classes.clone();
+    check_memory(cfg, &cache)?;
     let ph = photos(&cache, cfg.pool)?;
     let n = ph.labels.len();
     let mut findings = Vec::new();

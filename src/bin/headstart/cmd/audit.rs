@@ -26,6 +26,10 @@ pub struct Args {
     /// Seed of the folds.
     #[arg(long, default_value_t = 42)]
     pub seed: u64,
+    /// Memory budget (e.g. 2G): an audit holds every photo's pooled features about three times
+    /// and is refused over it [default: half the machine's available memory].
+    #[arg(long, value_name = "SIZE")]
+    pub memory: Option<String>,
     /// Also write OUT/audit.html: each finding with its photos, in one self-contained file.
     #[arg(long)]
     pub html: bool,
@@ -46,6 +50,7 @@ pub fn run(a: &Args) -> Result<()> {
     cfg.pool = a.pool.into();
     cfg.seed = a.seed;
     cfg.html = a.html;
+    cfg.memory = crate::common::memory_budget(a.memory.as_deref())?;
     let s = audit(&cfg, &a.display.term())?;
     if a.json {
         println!("{}", headstart::report::to_json(&s, true)?);

@@ -255,14 +255,7 @@ impl Args {
         cfg.val_split = self.val_split;
         cfg.threshold = self.threshold;
         cfg.exclude = self.exclude.clone();
-        cfg.memory = match &self.memory {
-            Some(m) => Some(headstart::head::stream::parse_size(m).ok_or_else(|| {
-                headstart::error::Error::Config(format!(
-                    "--memory '{m}': expected a size such as 2G, 512M or 100K"
-                ))
-            })?),
-            None => None,
-        };
+        cfg.memory = crate::common::memory_budget(self.memory.as_deref())?;
         cfg.block_rows = match self.block_rows {
             Some(0) => {
                 return Err(headstart::error::Error::Config(
