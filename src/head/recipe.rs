@@ -23,6 +23,8 @@
 //! them, never to validation rows. Everything is seeded:
 //! the same data and seed give the same bytes.
 
+use std::borrow::Cow;
+
 use ndarray::{Array1, Array2, Axis};
 
 use super::fit::{
@@ -123,7 +125,10 @@ pub fn candidates(with_baseline: bool) -> Vec<Candidate> {
 
 /// The rows `auto` works on: train (and its mirrored copies) and validation, already pooled.
 pub struct AutoData<'a> {
-    pub x: &'a Array2<f32>,
+    /// The rows (`train` indexes them). Given owned, the pool is built in its memory: the train
+    /// rows are moved up in place (`train` must then be sorted and `val` must not point into it),
+    /// so the rows are held once, not twice.
+    pub x: Cow<'a, Array2<f32>>,
     pub y: &'a [u32],
     pub train: &'a [usize],
     /// Validation rows: the matrix they are in, its labels, and the rows.
@@ -207,13 +212,21 @@ struct Pool {
 impl Pool {
     /// Built in one allocation, row by row (selecting the parts and joining them held the data
     /// three times at once).
-    fn new(d: &AutoData) -> Pool {
+    fn new(src: Cow<Array2<f32>>, d: &AutoData) -> Pool {
         let n_train = d.train.len();
         let val_rows = d.val.map_or(0, |(_, _, rows)| rows.len());
         let total = n_train + val_rows + d.extra.len() * n_train;
-        let mut x = Array2::<f32>::zeros((total, d.x.ncols()));
+        let cols = src.ncols();
+        let sorted = d.train.windows(2).all(|w| w[0] < w[1]);
+        let (mut x, mut at) = match src {
+            Cow::Owned(owned) if sorted => (in_place(owned, d.train, total), n_train),
+            src => {
+                let mut x = Array2::<f32>::zeros((total, cols));
+                let at = fill(&mut x, 0, &src, d.train);
+                (x, at)
+            }
+        };
         let mut y: Vec<u32> = Vec::with_capacity(total);
-        let mut at = fill(&mut x, 0, d.x, d.train);
         y.extend(d.train.iter().map(|&i| d.y[i]));
         if let Some((vx, vy, rows)) = d.val {
             at = fill(&mut x, at, vx, rows);
@@ -303,6 +316,29 @@ impl Pool {
 /// variance), which keeps the features' relative sizes: on small data, dividing each by its own
 /// noisy deviation lifted noise features. Returns (mean, std) for [`fold_standardization`].
 /// Copies `rows` of `src` into `x` from row `at` on; returns the row after the last written.
+/// `x`'s rows `train` (sorted) moved up to rows `0..train.len()` in its own memory, then grown to
+/// `total` rows (zeros after the train rows; growing a large buffer remaps its pages, no copy).
+fn in_place(x: Array2<f32>, train: &[usize], total: usize) -> Array2<f32> {
+    let cols = x.ncols();
+    // (`as_standard_layout().into_owned()` would copy even a standard array.)
+    let x = if x.is_standard_layout() {
+        x
+    } else {
+        x.as_standard_layout().into_owned()
+    };
+    let (mut v, offset) = x.into_raw_vec_and_offset();
+    debug_assert!(offset.is_none_or(|o| o == 0));
+    for (k, &i) in train.iter().enumerate() {
+        // Sorted: row `i >= k` has not been overwritten yet.
+        if i != k {
+            v.copy_within(i * cols..(i + 1) * cols, k * cols);
+        }
+    }
+    v.truncate(train.len() * cols);
+    v.resize(total * cols, 0.0);
+    Array2::from_shape_vec((total, cols), v).expect("total x cols values")
+}
+
 fn fill(x: &mut Array2<f32>, at: usize, src: &Array2<f32>, rows: &[usize]) -> usize {
     for (k, &i) in rows.iter().enumerate() {
         x.row_mut(at + k).assign(&src.row(i));
@@ -491,10 +527,11 @@ pub fn choose(
 
 /// Chooses, refits and returns the head (standardisation folded in), its refit history and why.
 pub fn auto(
-    d: &AutoData,
+    mut d: AutoData,
     rep: &dyn Reporter,
 ) -> Result<(Network, History, AutoReport, Vec<LayerSpec>)> {
-    let (pool, raw, mut report) = score_candidates(d, rep)?;
+    let (pool, raw, mut report) = score_candidates(&mut d, rep)?;
+    let d = &d;
     let best = &report.scored[report.chosen];
     let rows = pool.with_copies(&(0..pool.n).collect::<Vec<_>>());
     rep.report(Event::Line(&format!(
@@ -515,8 +552,12 @@ pub fn auto(
 
 /// Every candidate scored on `d`: the standardised pool they were trained on, the features as
 /// extracted (for the baseline; empty without it) and the choice (`refit_rows` still 0).
-fn score_candidates(d: &AutoData, rep: &dyn Reporter) -> Result<(Pool, Array2<f32>, AutoReport)> {
-    let pool = Pool::new(d);
+fn score_candidates(
+    d: &mut AutoData,
+    rep: &dyn Reporter,
+) -> Result<(Pool, Array2<f32>, AutoReport)> {
+    let pool = Pool::new(std::mem::take(&mut d.x), d);
+    let d = &*d;
     let (folds, scoring) = pool.folds(d.seed);
     let say = |s: String| rep.report(Event::Line(&s));
     let fold_rows = pool.with_copies(&folds[0].0).len();

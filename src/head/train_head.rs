@@ -192,7 +192,7 @@ pub fn train_head(cfg: &TrainHeadConfig, rep: &dyn Reporter) -> Result<TrainHead
     if train_bytes > budget {
         return train_streamed(cfg, &cache, (budget, train_bytes), outs, rep, t0);
     }
-    let rows = Rows::load(&cache, cfg)?;
+    let mut rows = Rows::load(&cache, cfg)?;
     let info = RunInfo {
         train_rows: rows.train_idx.len(),
         val_rows: rows.val_idx.len(),
@@ -213,7 +213,7 @@ pub fn train_head(cfg: &TrainHeadConfig, rep: &dyn Reporter) -> Result<TrainHead
         HeadChoice::Logistic { c, max_iter } => {
             train_logistic((*c, *max_iter), classes, &rows, rep)?
         }
-        HeadChoice::Auto { threads } => train_auto(*threads, cfg.seed, classes, &rows, rep)?,
+        HeadChoice::Auto { threads } => train_auto(*threads, cfg.seed, classes, &mut rows, rep)?,
     };
     let thresholds = meta
         .multi_label
@@ -457,7 +457,7 @@ fn train_auto(
     threads: usize,
     seed: u64,
     classes: usize,
-    rows: &Rows,
+    rows: &mut Rows,
     rep: &dyn Reporter,
 ) -> Result<Trained> {
     let (network, history, settings, spec, val_probs) = match &rows.tags {
@@ -479,18 +479,35 @@ fn train_auto(
             (n, h, json, spec, Some(vp))
         }
         None => {
-            let (vx, vy) = rows.val_xy();
+            // The pool is built in the train rows' own memory: validation rows held out of
+            // train are copied out first (the val split is a matrix of its own).
+            let x = std::mem::take(&mut rows.x);
+            let held: Option<(Array2<f32>, Vec<u32>, Vec<usize>)> =
+                (rows.val.is_none() && !rows.val_idx.is_empty()).then(|| {
+                    (
+                        x.select(ndarray::Axis(0), &rows.val_idx),
+                        rows.val_idx.iter().map(|&i| rows.y[i]).collect(),
+                        (0..rows.val_idx.len()).collect(),
+                    )
+                });
+            let val = match (&held, &rows.val) {
+                (Some((vx, vy, idx)), _) => Some((vx, vy.as_slice(), idx.as_slice())),
+                (None, Some((vx, vy, _))) if !rows.val_idx.is_empty() => {
+                    Some((vx, vy.as_slice(), rows.val_idx.as_slice()))
+                }
+                _ => None,
+            };
             let data = AutoData {
-                x: &rows.x,
+                x: std::borrow::Cow::Owned(x),
                 y: &rows.y,
                 train: &rows.train_idx,
-                val: (!rows.val_idx.is_empty()).then_some((vx, vy, rows.val_idx.as_slice())),
+                val,
                 extra: &rows.extra,
                 classes,
                 seed,
                 threads,
             };
-            let (n, h, report, spec) = recipe::auto(&data, rep)?;
+            let (n, h, report, spec) = recipe::auto(data, rep)?;
             (n, h, report.json(), spec, None)
         }
     };

@@ -33,11 +33,12 @@ pub enum ScaledFit {
 /// Scores the candidates on `d` (the subsample and the validation rows) and says how to train
 /// the winner on all `all_rows` train rows.
 pub fn auto_at_scale(
-    d: &AutoData,
+    mut d: AutoData,
     all_rows: usize,
     rep: &dyn Reporter,
 ) -> Result<(AutoReport, ScaledFit)> {
-    let (pool, raw, mut report) = score_candidates(d, rep)?;
+    let (pool, raw, mut report) = score_candidates(&mut d, rep)?;
+    let d = &d;
     let best = &report.scored[report.chosen];
     let fit = match best.candidate.solver {
         Solver::Lbfgs { .. } => {

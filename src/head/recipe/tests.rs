@@ -104,3 +104,34 @@ fn folded_standardisation_equals_standardising_the_input() {
         assert!((a - b).abs() < 1e-4, "{a} vs {b}");
     }
 }
+
+/// The pool built in the rows' own memory (owned rows, sorted train rows) equals the one built
+/// as a copy, with a separate validation matrix and augmented copies; unsorted train rows fall
+/// back to the copy.
+#[test]
+fn a_pool_built_in_place_equals_the_copy() {
+    let mut rng = Rng(3);
+    let x = Array2::from_shape_fn((9, 4), |_| rng.normal());
+    let flip = Array2::from_shape_fn((9, 4), |_| rng.normal());
+    let vx = Array2::from_shape_fn((3, 4), |_| rng.normal());
+    let y: Vec<u32> = (0..9).map(|i| i % 2).collect();
+    let vy = vec![0, 1, 1];
+    let extra = [flip];
+    for train in [vec![0, 2, 3, 5, 8], vec![1, 0, 4]] {
+        let data = AutoData {
+            x: Cow::Borrowed(&x),
+            y: &y,
+            train: &train,
+            val: Some((&vx, &vy, &[2, 0])),
+            extra: &extra,
+            classes: 2,
+            seed: 1,
+            threads: 1,
+        };
+        let copy = Pool::new(Cow::Borrowed(&x), &data);
+        let moved = Pool::new(Cow::Owned(x.clone()), &data);
+        assert_eq!(copy.x, moved.x, "{train:?}");
+        assert_eq!((copy.y, copy.n), (moved.y, moved.n));
+        assert_eq!(copy.x.nrows(), train.len() * 2 + 2);
+    }
+}

@@ -131,7 +131,7 @@ fn streamed_auto(
             (0..s.val.map_or(0, |(_, y)| y.len())).collect(),
         );
         let data = AutoData {
-            x: &x,
+            x: std::borrow::Cow::Owned(x),
             y: &y,
             train: &all,
             val: s.val.map(|(vx, vy)| (vx, vy, val_idx.as_slice())),
@@ -140,7 +140,7 @@ fn streamed_auto(
             seed: cfg.seed,
             threads,
         };
-        recipe::auto_at_scale(&data, s.train.len(), rep)?
+        recipe::auto_at_scale(data, s.train.len(), rep)?
     };
     let mut settings = report.json();
     settings["subsample_rows"] = sub.len().into();
