@@ -2,6 +2,7 @@
 //! ([`crate::util::output`]: unique temporary file, lock, fsync, rename), read back split by split (or in blocks of rows: [`rows`]). The layout is in the [`crate::cache`] docs.
 
 mod features;
+mod linked;
 mod rows;
 
 use std::path::{Path, PathBuf};
@@ -446,6 +447,7 @@ impl FeatureCache {
         let e = |x: hdf5::Error| Error::hdf5(path, "not a headstart feature cache", x);
         let file = open_read(path).map_err(e)?;
         let meta = read_meta(&file).map_err(e)?;
+        linked::check_sources(path, &file, &meta)?;
         Ok(FeatureCache {
             path: path.to_path_buf(),
             meta,
@@ -484,13 +486,16 @@ impl FeatureCache {
         let e = |x: hdf5::Error| Error::cache(&self.path, format!("split '{split}': {x}"));
         let ds = g.dataset("features").map_err(e)?;
         let row: usize = self.meta.feature_shape.iter().product();
-        check_declared(
-            &self.path,
-            split,
-            "features",
-            ds.size(),
-            self.meta.dtype.bytes(),
-        )?;
+        // Linked rows were bounded by their own files when the cache was opened.
+        if !linked::is_linked(&ds) {
+            check_declared(
+                &self.path,
+                split,
+                "features",
+                ds.size(),
+                self.meta.dtype.bytes(),
+            )?;
+        }
         let n = ds.shape().first().copied().unwrap_or(0);
         if n != paths.len() || ds.size() != n * row {
             return Err(Error::cache(

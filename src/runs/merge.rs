@@ -3,7 +3,9 @@
 //! preprocessing, feature shape and row count is checked first; the output is written to
 //! a unique temporary file through the one output writer ([`crate::util::output`]), and renamed.
 //! Features are copied through in blocks of one chunk (about 1 MiB; every value checked finite):
-//! memory holds one block and the splits' labels and paths, never a shard's features.
+//! memory holds one block and the splits' labels and paths, never a shard's features. A run
+//! folder's own `RUN/merged.h5` (what `train-head RUN` reads) copies nothing: its features map the
+//! shards' rows in place ([`resolve_features`]).
 
 use std::path::{Path, PathBuf};
 use std::time::Instant;
@@ -85,8 +87,11 @@ fn merge_into(
     let mut meta = first.clone();
     meta.data_root = st.plan.source.clone();
     meta.fingerprint = merged_fingerprint(caches.iter().map(|c| c.meta.fingerprint.as_str()));
-    let write =
-        |tmp: &Path| write_merged(tmp, &meta, &caches).map_err(|e| Error::hdf5(out, "HDF5", e));
+    // The run's own merged.h5 (written under its lock) maps the shards' features in place.
+    let link = lock.map(|_| run);
+    let write = |tmp: &Path| {
+        write_merged(tmp, &meta, &caches, link).map_err(|e| Error::hdf5(out, "HDF5", e))
+    };
     let counts = match lock {
         Some(l) => target.write_locked(l, write)?,
         None => target.write(write)?,
@@ -200,6 +205,7 @@ fn write_merged(
     tmp: &Path,
     meta: &CacheMeta,
     caches: &[FeatureCache],
+    link: Option<&Path>,
 ) -> hdf5::Result<(usize, usize)> {
     let file = hdf5::File::create(tmp)?;
     let (mut rows, mut skipped) = (0, 0);
@@ -212,7 +218,10 @@ fn write_merged(
         for c in caches {
             n += c.split_len(split).map_err(|e| e.to_string())?;
         }
-        copy_features(&g, split, n, meta, caches)?;
+        match link {
+            Some(run) => link_features(&g, split, n, meta, caches, run)?,
+            None => copy_features(&g, split, n, meta, caches)?,
+        }
         for c in caches {
             let grp = c.group(split).map_err(|e| e.to_string())?;
             let l = grp.dataset("labels")?.read_raw::<i32>()?;
@@ -268,6 +277,56 @@ fn copy_features(
     Ok(())
 }
 
+/// Maps split `split`'s features of every shard, in order, into one virtual `[n, *shape]`
+/// dataset (HDF5's virtual datasets): nothing is copied, each shard file is named relative to
+/// `run` (where the merged file lies), and a reader checks on opening that every shard is there
+/// with its rows ([`FeatureCache::open`]).
+fn link_features(
+    g: &hdf5::Group,
+    split: &str,
+    n: usize,
+    meta: &CacheMeta,
+    caches: &[FeatureCache],
+    run: &Path,
+) -> hdf5::Result<()> {
+    use hdf5::{Hyperslab, Selection, SliceOrIndex};
+    let mut full = vec![n];
+    full.extend_from_slice(&meta.feature_shape);
+    let mut b = g.new_dataset_builder();
+    let mut at = 0;
+    for c in caches {
+        let k = c.split_len(split).map_err(|e| e.to_string())?;
+        if k == 0 {
+            continue;
+        }
+        let rel = c
+            .path
+            .strip_prefix(run)
+            .map_err(|_| format!("{}: not inside the run", c.path.display()))?;
+        let mut src = vec![k];
+        src.extend_from_slice(&meta.feature_shape);
+        let rows = |r: std::ops::Range<usize>| {
+            let mut sel: Vec<SliceOrIndex> = vec![r.into()];
+            sel.extend(meta.feature_shape.iter().map(|_| SliceOrIndex::from(..)));
+            Selection::from(Hyperslab::from(sel))
+        };
+        b = b.virtual_map(
+            rel.to_string_lossy(),
+            format!("/{split}/features"),
+            src,
+            Selection::All,
+            full.clone(),
+            rows(at..at + k),
+        );
+        at += k;
+    }
+    match meta.dtype {
+        crate::cache::Dtype::F32 => b.empty::<f32>().shape(full).create("features")?,
+        crate::cache::Dtype::F16 => b.empty::<half::f16>().shape(full).create("features")?,
+    };
+    Ok(())
+}
+
 pub const MERGED_FILE: &str = "merged.h5";
 
 /// The fingerprint a merge of `caches` records.
@@ -302,7 +361,9 @@ fn merged_is_current(run: &Path, st: &RunStatus, merged: &Path) -> bool {
 
 /// A feature cache path as given; or, for a run folder (a `plan.json` inside), its merged cache
 /// `RUN/merged.h5`, merged now when missing or not the merge of the shards as they are (then the
-/// summary is returned too). Runs at once wait for one another: the first merges, the others reuse.
+/// summary is returned too). That file's features map the shards' rows in place (virtual
+/// datasets, checked when opened: [`FeatureCache::open`]); `merge` to a file of one's own copies
+/// them. Runs at once wait for one another: the first merges, the others reuse.
 pub fn resolve_features(path: &Path) -> Result<(PathBuf, Option<MergeSummary>)> {
     if crate::data::remote::is_url_path(path) {
         let local = super::remote::local_run(path, true)?;

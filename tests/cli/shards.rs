@@ -199,6 +199,31 @@ fn shards_on_three_schedulers_with_a_kill_and_a_requeue_merge_to_one_extract() {
         !log.contains("merged 4 shards") && log.contains("accuracy"),
         "{log}"
     );
+    // RUN/merged.h5 maps the shards' features in place (no copy): the same rows as one extract.
+    let linked = run.join("merged.h5");
+    same_rows(&linked, &single);
+    super::safety::py(
+        "import sys, h5py\nf = h5py.File(sys.argv[1])\nassert all(f[s + '/features'].is_virtual for s in ('train', 'test')), 'not linked'",
+        &[s(&linked)],
+    );
+    // A linked cache whose shard is gone, or that names a file outside its folder, is refused
+    // when it is opened (HDF5 would read the missing rows as zeros).
+    let moved = d.path().join("elsewhere.h5");
+    std::fs::copy(&linked, &moved).unwrap();
+    fails(
+        &["summary", s(&moved)],
+        &["elsewhere.h5", "which is missing", "merge RUN --out"],
+    );
+    let forged = run.join("forged.h5");
+    super::safety::py(
+        "import sys, h5py, shutil\nshutil.copy(sys.argv[1], sys.argv[2])\nf = h5py.File(sys.argv[2], 'r+')\nds = f['train/features']\nshape, dt = ds.shape, ds.dtype\ndel f['train/features']\nlay = h5py.VirtualLayout(shape=shape, dtype=dt)\nlay[:] = h5py.VirtualSource('../escape.h5', 'train/features', shape=shape)\nf['train'].create_virtual_dataset('features', lay)",
+        &[s(&linked), s(&forged)],
+    );
+    fails(
+        &["summary", s(&forged)],
+        &["forged.h5", "../escape.h5", "outside its folder"],
+    );
+    std::fs::remove_file(&forged).unwrap();
     assert_eq!(
         std::fs::metadata(run.join("merged.h5"))
             .unwrap()
