@@ -159,6 +159,24 @@ struct Trained {
     val_probs: Option<(Array2<f32>, Array2<f32>)>,
 }
 
+impl Trained {
+    /// A head the auto recipe chose: its network, history and hidden layers, and the choice.
+    fn auto(
+        (network, history, spec): (Network, History, Vec<crate::head::net::LayerSpec>),
+        settings: serde_json::Value,
+        val_probs: Option<(Array2<f32>, Array2<f32>)>,
+    ) -> Trained {
+        Trained {
+            kind: HeadKind::Mlp,
+            network,
+            history,
+            spec: spec_string(&spec),
+            settings,
+            val_probs,
+        }
+    }
+}
+
 /// Trains a head on `cfg.features` and writes `cfg.out` and `cfg.history`; the settings and the
 /// per-epoch table go to `rep` as [`Event::Line`]s.
 /// The head and history outputs of `cfg`, checked before any work: neither is the feature cache, and
@@ -511,14 +529,7 @@ fn train_auto(
             (n, h, report.json(), spec, None)
         }
     };
-    Ok(Trained {
-        kind: HeadKind::Mlp,
-        network,
-        history,
-        spec: spec_string(&spec),
-        settings,
-        val_probs,
-    })
+    Ok(Trained::auto((network, history, spec), settings, val_probs))
 }
 
 /// The linfa-logistic baseline on the pooled rows: one "epoch" with its train and validation numbers.

@@ -160,14 +160,7 @@ fn streamed_auto(
             (net, history, config.spec)
         }
     };
-    Ok(Trained {
-        kind: HeadKind::Mlp,
-        network,
-        history,
-        spec: spec_string(&spec),
-        settings,
-        val_probs: None,
-    })
+    Ok(Trained::auto((network, history, spec), settings, None))
 }
 
 /// Bytes for a message: `1.23 GB` or `45.6 MB`.
