@@ -320,9 +320,19 @@ fn link_features(
         );
         at += k;
     }
+    // Rows HDF5 cannot read from a source (one gone after the check on opening, or a hole in a
+    // forged mapping) read as NaN, which every reader refuses, not as zeros.
     match meta.dtype {
-        crate::cache::Dtype::F32 => b.empty::<f32>().shape(full).create("features")?,
-        crate::cache::Dtype::F16 => b.empty::<half::f16>().shape(full).create("features")?,
+        crate::cache::Dtype::F32 => b
+            .empty::<f32>()
+            .fill_value(f32::NAN)
+            .shape(full)
+            .create("features")?,
+        crate::cache::Dtype::F16 => b
+            .empty::<half::f16>()
+            .fill_value(half::f16::NAN)
+            .shape(full)
+            .create("features")?,
     };
     Ok(())
 }

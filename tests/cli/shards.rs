@@ -203,7 +203,7 @@ fn shards_on_three_schedulers_with_a_kill_and_a_requeue_merge_to_one_extract() {
     let linked = run.join("merged.h5");
     same_rows(&linked, &single);
     super::safety::py(
-        "import sys, h5py\nf = h5py.File(sys.argv[1])\nassert all(f[s + '/features'].is_virtual for s in ('train', 'test')), 'not linked'",
+        "import sys, h5py\nf = h5py.File(sys.argv[1])\nassert all(f[s + '/features'].is_virtual for s in ('train', 'test')), 'not linked'\nassert f['train/features'].fillvalue != f['train/features'].fillvalue, 'unread rows must be NaN'",
         &[s(&linked)],
     );
     // A linked cache whose shard is gone, or that names a file outside its folder, is refused

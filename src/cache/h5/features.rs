@@ -55,6 +55,13 @@ impl FeatureWriter {
     /// Writes `values` (whole rows, row-major) as rows `start..`.
     pub(crate) fn write(&self, start: usize, values: &[f32]) -> hdf5::Result<()> {
         let row = self.shape.iter().product::<usize>().max(1);
+        if !values.len().is_multiple_of(row) {
+            return Err(hdf5::Error::from(format!(
+                "{} values are not whole rows of {:?}",
+                values.len(),
+                self.shape
+            )));
+        }
         let k = values.len() / row;
         if k == 0 {
             return Ok(());

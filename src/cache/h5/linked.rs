@@ -1,8 +1,9 @@
 //! A cache whose features map other caches' rows (HDF5 virtual datasets: a run folder's
 //! `merged.h5` maps its shards' features in place, [`crate::runs::merge`]). HDF5 reads a missing
 //! source as zeros without a word, so the sources are checked when the cache is opened: each
-//! named relative to the cache's folder and inside it, present, and holding the rows it is
-//! mapped for (its size bounded by its file, as every dataset's is).
+//! named relative to the cache's folder and inside it (through links too), present, and holding
+//! the rows it is mapped for (its size bounded by its file, as every dataset's is). The merged
+//! files headstart writes fill what cannot be read with NaN, which every reader refuses.
 
 use std::path::{Component, Path};
 
@@ -18,6 +19,13 @@ pub(crate) fn is_linked(ds: &hdf5::Dataset) -> bool {
 /// Checks every source of every split's linked `features` of the cache at `path`.
 pub(super) fn check_sources(path: &Path, file: &hdf5::File, meta: &CacheMeta) -> Result<()> {
     let dir = path.parent().unwrap_or(Path::new("."));
+    let dir_canon = (if dir.as_os_str().is_empty() {
+        Path::new(".")
+    } else {
+        dir
+    })
+    .canonicalize()
+    .ok();
     for split in &meta.splits {
         let Ok(ds) = file.dataset(&format!("{split}/features")) else {
             continue; // a missing dataset is an error where it is read
@@ -46,6 +54,17 @@ pub(super) fn check_sources(path: &Path, file: &hdf5::File, meta: &CacheMeta) ->
             if !src.is_file() {
                 return Err(bad(format!(
                     "its rows are in {}, which is missing (a run folder's merged.h5 maps its shards' files: keep them, or write one file that holds every row with `headstart merge RUN --out FILE`)",
+                    src.display()
+                )));
+            }
+            // Through links too: the file itself must lie inside the folder.
+            let inside = match (src.canonicalize(), dir_canon.as_ref()) {
+                (Ok(real), Some(d)) => real.starts_with(d),
+                _ => false,
+            };
+            if !inside {
+                return Err(bad(format!(
+                    "maps rows of {}, which lies outside its folder (a link): refused",
                     src.display()
                 )));
             }

@@ -150,8 +150,36 @@ impl FeatureCache {
             .dataset("features")
             .map_err(|x| rows(first, x.to_string()))?;
         let shape = ds.shape();
-        let n = shape.first().copied().unwrap_or(0);
+        // Rows of the shape the cache declares, before anything is allocated for them.
+        if shape.get(1..) != Some(&self.meta.feature_shape[..]) {
+            return Err(rows(
+                first,
+                format!(
+                    "the dataset is {shape:?}, the cache declares rows of {:?}",
+                    self.meta.feature_shape
+                ),
+            ));
+        }
+        let n = shape[0];
         let width = shape[1..].iter().product::<usize>().max(1);
+        for &(start, count) in runs {
+            if start.checked_add(count).is_none_or(|end| end > n) {
+                return Err(rows(
+                    (start, start.saturating_add(count)),
+                    format!("past the split's {n} rows"),
+                ));
+            }
+        }
+        // The split's rows bounded by its file (a linked split's sources were when it was opened).
+        if !super::linked::is_linked(&ds) {
+            check_declared(
+                &self.path,
+                split,
+                "features",
+                ds.size(),
+                self.meta.dtype.bytes(),
+            )?;
+        }
         let total: usize = runs.iter().map(|r| r.1).sum();
         // A buffer of the right length already (the last block's) is written over, not zeroed.
         out.resize(total * width, 0.0);
@@ -163,10 +191,6 @@ impl FeatureCache {
             .max(1);
         let mut base = 0;
         for &(start, count) in runs {
-            let all = (start, start.saturating_add(count));
-            if start.checked_add(count).is_none_or(|end| end > n) {
-                return Err(rows(all, format!("past the split's {n} rows")));
-            }
             let mut at = start;
             while at < start + count {
                 let end = ((at / chunk + 1) * chunk).min(start + count);

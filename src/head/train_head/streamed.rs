@@ -115,7 +115,7 @@ fn streamed_auto(
         s.train.to_vec(),
         s.labels,
         s.classes,
-        fits.clamp(s.classes * 10, recipe::SUBSAMPLE_ROWS),
+        fits.min(recipe::SUBSAMPLE_ROWS).max(s.classes),
         cfg.seed ^ 0x5ca1e,
     );
     say(format!(

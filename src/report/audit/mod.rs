@@ -165,17 +165,22 @@ fn photos(cache: &FeatureCache, pool: Pool) -> Result<Photos> {
 }
 
 /// Refuses a cache whose photos' pooled features, held about three times (the joined splits,
-/// their copy and the normalised copy of the neighbour scan), are over the memory budget.
+/// their copy and the normalised copy of the neighbour scan), with the largest split as read
+/// before pooling, are over the memory budget.
 fn check_memory(cfg: &AuditConfig, cache: &FeatureCache) -> Result<()> {
     let meta = &cache.meta;
-    let mut rows = 0usize;
+    let (mut rows, mut largest) = (0usize, 0usize);
     for split in ["train", "val", "test"] {
         if meta.splits.iter().any(|s| s == split) {
-            rows += cache.split_len(split)?;
+            let n = cache.split_len(split)?;
+            rows += n;
+            largest = largest.max(n);
         }
     }
     let width = cfg.pool.output_dim(&meta.feature_shape, &meta.layout)?;
-    let need = 3 * rows as u64 * width as u64 * 4;
+    let raw: usize = meta.feature_shape.iter().product();
+    // Three pooled copies, and one split's features as read, before pooling.
+    let need = (3 * rows as u64 * width as u64 + largest as u64 * raw as u64) * 4;
     let budget = cfg
         .memory
         .unwrap_or_else(crate::head::stream::default_budget);
