@@ -486,7 +486,7 @@ impl FeatureCache {
         let e = |x: hdf5::Error| Error::cache(&self.path, format!("split '{split}': {x}"));
         let ds = g.dataset("features").map_err(e)?;
         let row: usize = self.meta.feature_shape.iter().product();
-        // Linked rows were bounded by their own files when the cache was opened.
+        // Bounded by its file first, so a forged size is named as such (the reader checks again).
         if !linked::is_linked(&ds) {
             check_declared(
                 &self.path,
