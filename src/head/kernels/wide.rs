@@ -126,6 +126,11 @@ pub fn fused_step(inp: &StepInputs, out: StepOutputs, d: usize, u: usize, thread
             unsafe {
                 dispatch(&full, k0, k1, isa);
                 for c in &tail {
+                    #[cfg(test)]
+                    if tests::ROW_BY_ROW_TAIL.get() {
+                        (k0..k1).for_each(|k| tile::<1>(c, k));
+                        continue;
+                    }
                     tail_column(c, k0, k1, isa);
                 }
             }

@@ -5,6 +5,56 @@ use crate::head::kernels::{limit_isa, Isa};
 
 type MakeOptimizer = Box<dyn Fn() -> Box<dyn Optimizer>>;
 
+thread_local! {
+    /// The columns past the last full block computed as before `tail_rows`: `tile::<1>` row by
+    /// row (the reference the test below holds `tail_rows` to).
+    pub(super) static ROW_BY_ROW_TAIL: std::cell::Cell<bool> = const { std::cell::Cell::new(false) };
+}
+
+/// The narrow columns computed 16 kernel rows at a time (`tail_rows`, with FMA instructions)
+/// give the bits of the row-by-row `tile::<1>` they replace: a binary head's one column, and the
+/// columns after full blocks; row counts that are and are not multiples of 16; every optimizer,
+/// on every instruction set this CPU has.
+#[test]
+fn narrow_columns_give_the_row_by_row_bits() {
+    let opts: Vec<MakeOptimizer> = vec![
+        Box::new(|| Box::new(Sgd::new(0.1, 0.9, true, 0.01, 1e-3))),
+        Box::new(|| Box::new(RmsProp::new(0.01, 1e-3))),
+        Box::new(|| Box::new(Adam::new(0.01, 1e-3, true))),
+    ];
+    for dims in [(37, 1, 9, 5), (64, 1, 32, 32), (29, 70, 6, 5), (5, 3, 4, 2)] {
+        let (d, u, n, m) = dims;
+        let mut rng = Rng(11);
+        let mut v = |len: usize| (0..len).map(|_| rng.normal()).collect::<Vec<f32>>();
+        let (x, g, xn, w0) = (v(n * d), v(n * u), v(m * d), v(d * u));
+        for make in &opts {
+            for isa in [Isa::Portable, Isa::Avx2, Isa::Avx512] {
+                if isa > crate::head::kernels::isa() {
+                    continue;
+                }
+                let _limit = limit_isa(isa);
+                let run = |old: bool| {
+                    ROW_BY_ROW_TAIL.set(old);
+                    let r = run_steps(
+                        make.as_ref(),
+                        dims,
+                        &x,
+                        &g,
+                        &xn,
+                        &w0,
+                        3,
+                        (0.7, Some(0.4)),
+                        1,
+                    );
+                    ROW_BY_ROW_TAIL.set(false);
+                    r
+                };
+                assert_eq!(run(false), run(true), "{dims:?} {isa:?}");
+            }
+        }
+    }
+}
+
 /// Runs `steps` fused steps from `w0` with a fresh optimizer from `make`; returns the kernel
 /// and the next batch's pre-activation.
 #[allow(clippy::too_many_arguments)]
