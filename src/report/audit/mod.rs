@@ -19,7 +19,7 @@ use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::time::Instant;
 
-use ndarray::{concatenate, Array2, Axis};
+use ndarray::{Array2, Axis};
 use serde::Serialize;
 
 use crate::cache::FeatureCache;
@@ -29,6 +29,7 @@ use crate::head::file::probabilities_from_logits;
 use crate::head::logistic::fit_logistic;
 use crate::head::net::Pool;
 use crate::head::validation::stratified_sample;
+use crate::report::evaluate::BLOCK_BYTES;
 use crate::report::html::{self, HtmlSummary};
 use crate::util::output::{Output, Replace};
 use crate::util::rng::Rng;
@@ -51,7 +52,7 @@ pub struct AuditConfig {
     /// Also write `out/audit.html` ([`crate::report::html::audit`]).
     pub html: bool,
     /// Memory budget in bytes (`None`: half the machine's available memory): the audit holds the
-    /// photos' pooled features about three times and is refused when that is over it.
+    /// photos' pooled features twice and is refused when that is over it.
     pub memory: Option<u64>,
 }
 
@@ -139,14 +140,13 @@ struct Photos {
 
 fn photos(cache: &FeatureCache, pool: Pool) -> Result<Photos> {
     let meta = &cache.meta;
-    let (mut parts, mut labels, mut names) = (Vec::new(), Vec::new(), Vec::new());
-    for split in ["train", "val", "test"] {
-        if !meta.splits.iter().any(|s| s == split) {
-            continue;
-        }
-        let d = cache.read_split(split)?;
-        let n = d.len();
-        parts.push(pool.apply(d.features, n, &meta.feature_shape, &meta.layout)?);
+    let splits: Vec<&str> = ["train", "val", "test"]
+        .into_iter()
+        .filter(|s| meta.splits.iter().any(|x| x == s))
+        .collect();
+    let (mut labels, mut names) = (Vec::new(), Vec::new());
+    for &split in &splits {
+        let d = cache.read_lists(split)?;
         labels.extend(d.labels);
         names.extend(d.paths.into_iter().map(|p| (split.to_string(), p)));
     }
@@ -159,14 +159,27 @@ fn photos(cache: &FeatureCache, pool: Pool) -> Result<Photos> {
             ),
         ));
     }
-    let views: Vec<_> = parts.iter().map(|p| p.view()).collect();
-    let x = concatenate(Axis(0), &views).map_err(|e| Error::cache(&cache.path, e))?;
+    // One matrix of every photo, pooled block by block as it is read: the features as stored
+    // are never held whole.
+    let width = pool.output_dim(&meta.feature_shape, &meta.layout)?;
+    let row = meta.feature_shape.iter().product::<usize>().max(1);
+    let mut x = Array2::<f32>::zeros((labels.len(), width));
+    let mut at = 0;
+    for &split in &splits {
+        let n = cache.split_len(split)?;
+        cache.for_each_block(split, n, BLOCK_BYTES, |_, rows| {
+            let k = rows.len() / row;
+            let p = pool.apply(rows, k, &meta.feature_shape, &meta.layout)?;
+            x.slice_mut(ndarray::s![at..at + k, ..]).assign(&p);
+            at += k;
+            Ok(())
+        })?;
+    }
     Ok(Photos { x, labels, names })
 }
 
-/// Refuses a cache whose photos' pooled features, held about three times (the joined splits,
-/// their copy and the normalised copy of the neighbour scan), with the largest split as read
-/// before pooling, are over the memory budget.
+/// Refuses a cache whose photos' pooled features, held twice (the photos and the normalised copy
+/// of the neighbour scan), are over the memory budget.
 fn check_memory(cfg: &AuditConfig, cache: &FeatureCache) -> Result<()> {
     let meta = &cache.meta;
     let (mut rows, mut largest) = (0usize, 0usize);
@@ -178,9 +191,10 @@ fn check_memory(cfg: &AuditConfig, cache: &FeatureCache) -> Result<()> {
         }
     }
     let width = cfg.pool.output_dim(&meta.feature_shape, &meta.layout)?;
-    let raw: usize = meta.feature_shape.iter().product();
-    // Three pooled copies, and one split's features as read, before pooling.
-    let need = (3 * rows as u64 * width as u64 + largest as u64 * raw as u64) * 4;
+    // Two pooled copies (the photos and the neighbour scan's normalised copy), and a block of
+    // the features as stored while they are pooled.
+    let stored = largest as u64 * meta.feature_shape.iter().product::<usize>() as u64 * 4;
+    let need = (2 * rows as u64 * width as u64) * 4 + stored.min(BLOCK_BYTES as u64);
     let budget = cfg
         .memory
         .unwrap_or_else(crate::head::stream::default_budget);
@@ -407,7 +421,18 @@ pub fn audit(cfg: &AuditConfig, rep: &dyn Reporter) -> Result<AuditSummary> {
     let nb = near::scan(&ph.x, cfg.near, 5, |d| {
         rep.report(Event::Advance((d - done) as u64));
         done = d;
-    });
+    })
+    .map_err(|_| {
+        Error::invalid(
+            "near",
+            format!(
+                "{}: at a cosine of {} more than {} pairs of its {n} photos are near duplicates: the features hardly tell these photos apart at that similarity; give a higher --near (e.g. 0.99)",
+                cfg.features.display(),
+                cfg.near,
+                near::MAX_PAIRS
+            ),
+        )
+    })?;
     rep.report(Event::Finish);
     let mut near_count = 0;
     for &(i, j, s) in &nb.pairs {

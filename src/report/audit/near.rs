@@ -28,15 +28,20 @@ pub fn normalised(x: &Array2<f32>) -> Array2<f32> {
     out
 }
 
+/// Most pairs a scan keeps: more than this many near duplicates says the threshold does not tell
+/// the photos apart, and holding them all could exhaust memory.
+pub const MAX_PAIRS: usize = 2_000_000;
+
 /// Scans `x`'s rows against each other; `progress(rows done)` after each block. Each block of rows
 /// is multiplied by the rows from its own first one on (the upper triangle: half the products of
-/// the full square), and every similarity updates both rows' nearest neighbours.
+/// the full square), and every similarity updates both rows' nearest neighbours. `Err(rows done)`
+/// as soon as more than [`MAX_PAIRS`] pairs are at or above `threshold`.
 pub fn scan(
     x: &Array2<f32>,
     threshold: f32,
     k: usize,
     mut progress: impl FnMut(usize),
-) -> Neighbours {
+) -> Result<Neighbours, usize> {
     let z = normalised(x);
     let n = z.nrows();
     let mut pairs = Vec::new();
@@ -60,6 +65,9 @@ pub fn scan(
             for (off, &v) in row.iter().enumerate().skip(b + 1) {
                 let j = start + off;
                 if v >= threshold {
+                    if pairs.len() == MAX_PAIRS {
+                        return Err(start);
+                    }
                     pairs.push((i, j, v));
                 }
                 keep(&mut top[i], v);
@@ -78,10 +86,10 @@ pub fn scan(
             }
         })
         .collect();
-    Neighbours {
+    Ok(Neighbours {
         pairs,
         knn_distance,
-    }
+    })
 }
 
 /// Rows whose distance is far out: its logarithm above the third quartile by 3 inter-quartile
@@ -123,7 +131,7 @@ mod tests {
         x.row_mut(650).assign(&copy);
         x.row_mut(100)
             .assign(&(Array2::from_elem((1, 8), -1.0).row(0).to_owned() + 0.0));
-        let found = scan(&x, 0.9999, 3, |_| {});
+        let found = scan(&x, 0.9999, 3, |_| {}).unwrap();
         assert!(
             found.pairs.iter().any(|&(i, j, _)| (i, j) == (3, 650)),
             "{:?}",
@@ -140,5 +148,16 @@ mod tests {
             assert!((found.knn_distance[i] - want).abs() < 1e-5, "row {i}");
         }
         assert_eq!(far_out(&found.knn_distance), vec![100]);
+    }
+
+    /// Rows that all point one way are all near duplicates of one another: past the cap the scan
+    /// stops instead of holding every pair.
+    #[test]
+    fn too_many_pairs_stop_the_scan() {
+        let n = 2100; // 2100 * 2099 / 2 pairs, over MAX_PAIRS
+        let x = Array2::from_elem((n, 4), 1.0f32);
+        assert!(n * (n - 1) / 2 > MAX_PAIRS);
+        assert!(scan(&x, 0.95, 3, |_| {}).is_err());
+        assert!(scan(&x.slice(s![..100, ..]).to_owned(), 0.95, 3, |_| {}).is_ok());
     }
 }

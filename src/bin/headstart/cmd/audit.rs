@@ -26,7 +26,7 @@ pub struct Args {
     /// Seed of the folds.
     #[arg(long, default_value_t = 42)]
     pub seed: u64,
-    /// Memory budget (e.g. 2G): an audit holds every photo's pooled features about three times
+    /// Memory budget (e.g. 2G): an audit holds every photo's pooled features twice
     /// and is refused over it [default: half the machine's available memory].
     #[arg(long, value_name = "SIZE")]
     pub memory: Option<String>,
