@@ -44,7 +44,7 @@ pub fn auto_at_scale(
         Solver::Lbfgs { .. } => {
             let rows: Vec<usize> = (0..pool.n).collect();
             rep.report(Event::Line(&format!(
-                "auto: chose {} ({}); fit on the {} subsample and validation rows (L-BFGS needs them all in memory)",
+                "auto: chose {} ({}); fit on the {} rows of the subsample and validation (L-BFGS needs its rows in memory)",
                 best.candidate.name, report.reason, pool.n
             )));
             report.refit_rows = rows.len();

@@ -92,7 +92,11 @@ pub(super) fn train_streamed(
             mlp_trained(tc, stream::fit_streamed(tc, &s, |r| say(table_row(r)))?)
         }
         HeadChoice::Auto { threads } => streamed_auto(cfg, s, (*threads, budget), rep)?,
-        HeadChoice::Logistic { .. } => unreachable!("refused above"),
+        HeadChoice::Logistic { .. } => {
+            return Err(Error::Config(
+                "internal: the logistic baseline is not streamed".into(),
+            ))
+        }
     };
     write_head(cfg, meta, t, None, info, outs, rep, t0)
 }
