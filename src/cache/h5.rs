@@ -479,6 +479,21 @@ impl FeatureCache {
         Ok(d)
     }
 
+    /// Refuses split `split`'s `features` dataset `ds` when it declares more values than its file
+    /// holds (a linked split's sources were bounded when the cache was opened).
+    pub(crate) fn bound_features(&self, split: &str, ds: &hdf5::Dataset) -> Result<()> {
+        if linked::is_linked(ds) {
+            return Ok(());
+        }
+        check_declared(
+            &self.path,
+            split,
+            "features",
+            ds.size(),
+            self.meta.dtype.bytes(),
+        )
+    }
+
     /// All of `split`'s features, checked finite and against its `paths` (one row each), read
     /// chunk by chunk into one buffer (a float16 split is never held twice).
     fn read_features(&self, split: &str, paths: &[String]) -> Result<Vec<f32>> {
@@ -487,15 +502,7 @@ impl FeatureCache {
         let ds = g.dataset("features").map_err(e)?;
         let row: usize = self.meta.feature_shape.iter().product();
         // Bounded by its file first, so a forged size is named as such (the reader checks again).
-        if !linked::is_linked(&ds) {
-            check_declared(
-                &self.path,
-                split,
-                "features",
-                ds.size(),
-                self.meta.dtype.bytes(),
-            )?;
-        }
+        self.bound_features(split, &ds)?;
         let n = ds.shape().first().copied().unwrap_or(0);
         if n != paths.len() || ds.size() != n * row {
             return Err(Error::cache(

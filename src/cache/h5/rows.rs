@@ -170,16 +170,7 @@ impl FeatureCache {
                 ));
             }
         }
-        // The split's rows bounded by its file (a linked split's sources were when it was opened).
-        if !super::linked::is_linked(&ds) {
-            check_declared(
-                &self.path,
-                split,
-                "features",
-                ds.size(),
-                self.meta.dtype.bytes(),
-            )?;
-        }
+        self.bound_features(split, &ds)?;
         let total: usize = runs.iter().map(|r| r.1).sum();
         // A buffer of the right length already (the last block's) is written over, not zeroed.
         out.resize(total * width, 0.0);
