@@ -14,11 +14,8 @@ MODEL="$1"; DATA="$(cd "$2" && pwd)"
 scripts/setup.sh --tests
 cargo build --release --quiet
 BIN=target/release/headstart
-PY=.cache/bench-venv/bin/python
-"$PY" -c 'import h5py, PIL' >/dev/null 2>&1 || {
-  python3 -m venv .cache/bench-venv
-  "$PY" -m pip install -q --disable-pip-version-check h5py pillow
-}
+. scripts/bench_venv.sh
+bench_venv "h5py, PIL" h5py pillow
 work=$(mktemp -d)
 trap 'rm -rf "$work"' EXIT
 echo "machine: $(nproc) cores, $(date -u +%Y-%m-%dT%H:%MZ); model $MODEL; data $DATA"

@@ -14,11 +14,8 @@ cd "$(dirname "$0")/.."
 scripts/setup.sh --tests
 cargo build --release --quiet
 BIN=target/release/headstart
-PY=.cache/bench-venv/bin/python
-"$PY" -c 'import onnxruntime.quantization, onnx, PIL, h5py' >/dev/null 2>&1 || {
-  python3 -m venv .cache/bench-venv
-  "$PY" -m pip install -q --disable-pip-version-check onnxruntime onnx pillow h5py
-}
+. scripts/bench_venv.sh
+bench_venv "onnxruntime.quantization, onnx, PIL, h5py" onnxruntime onnx pillow h5py
 work=$(mktemp -d)
 trap 'rm -rf "$work"' EXIT
 rate() { "$BIN" bench-infer --model "$1" --batch 16 --images "${2:-64}" | sed -E 's/.*= ([0-9.]+) img\/s.*/\1/'; }

@@ -20,11 +20,8 @@ MODEL="$1"; shift
 scripts/setup.sh --tests
 cargo build --release --quiet
 BIN=target/release/headstart
-PY=.cache/bench-venv/bin/python
-"$PY" -c 'import h5py, sklearn' >/dev/null 2>&1 || {
-  python3 -m venv .cache/bench-venv
-  "$PY" -m pip install -q --disable-pip-version-check h5py scikit-learn
-}
+. scripts/bench_venv.sh
+bench_venv "h5py, sklearn" h5py scikit-learn
 work=$(mktemp -d)
 trap 'rm -rf "$work"' EXIT
 echo "machine: $(nproc) cores, $(date -u +%Y-%m-%dT%H:%MZ); model $MODEL"

@@ -12,11 +12,8 @@ MODEL="$1"; DATA="$(cd "$2" && pwd)"
 scripts/setup.sh --tests
 cargo build --release --quiet
 BIN="$PWD/target/release/headstart"
-PY=.cache/bench-venv/bin/python
-"$PY" -c 'import h5py' >/dev/null 2>&1 || {
-  python3 -m venv .cache/bench-venv
-  "$PY" -m pip install -q --disable-pip-version-check h5py
-}
+. scripts/bench_venv.sh
+bench_venv "h5py" h5py
 work=$(mktemp -d)
 trap 'rm -rf "$work"' EXIT
 now() { date +%s.%N; }

@@ -13,11 +13,8 @@ EPOCHS="${EPOCHS:-1}"
 scripts/setup.sh --tests >/dev/null
 cargo build --release --quiet
 BIN=target/release/headstart
-PY=.cache/bench-venv/bin/python
-"$PY" -c 'import h5py, sklearn' >/dev/null 2>&1 || {
-  python3 -m venv .cache/bench-venv
-  "$PY" -m pip install -q --disable-pip-version-check h5py scikit-learn
-}
+. scripts/bench_venv.sh
+bench_venv "h5py, sklearn" h5py scikit-learn
 work=$(mktemp -d "${TMPDIR:-/tmp}/bench-stream.XXXXXX")
 trap 'rm -rf "$work"' EXIT
 echo "machine: $(nproc) cores, $(awk '/MemTotal/ {printf "%.0f GiB", $2/1048576}' /proc/meminfo), $(grep -q -w avx512_vnni /proc/cpuinfo && echo 'AVX-512 VNNI' || echo AVX2), $(date -u +%Y-%m-%dT%H:%MZ)"
