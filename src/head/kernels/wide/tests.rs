@@ -11,6 +11,24 @@ thread_local! {
     pub(super) static ROW_BY_ROW_TAIL: std::cell::Cell<bool> = const { std::cell::Cell::new(false) };
 }
 
+/// Seeded random inputs of a step of `dims` (`d, u, n, m`): the batch, its gradient, the next
+/// batch and the kernel.
+fn step_inputs(dims: (usize, usize, usize, usize), seed: u64) -> [Vec<f32>; 4] {
+    let (d, u, n, m) = dims;
+    let mut rng = Rng(seed);
+    let mut v = |len: usize| (0..len).map(|_| rng.normal()).collect::<Vec<f32>>();
+    [v(n * d), v(n * u), v(m * d), v(d * u)]
+}
+
+/// What the path comparisons run: three steps with scaled and clipped gradients, on one thread.
+fn three_clipped_steps(
+    make: &dyn Fn() -> Box<dyn Optimizer>,
+    dims: (usize, usize, usize, usize),
+    [x, g, xn, w0]: &[Vec<f32>; 4],
+) -> (Vec<f32>, Vec<f32>) {
+    run_steps(make, dims, x, g, xn, w0, 3, (0.7, Some(0.4)), 1)
+}
+
 /// The narrow columns computed 16 kernel rows at a time (`tail_rows`, with FMA instructions)
 /// give the bits of the row-by-row `tile::<1>` they replace: a binary head's one column, and the
 /// columns after full blocks; row counts that are and are not multiples of 16; every optimizer,
@@ -23,10 +41,7 @@ fn narrow_columns_give_the_row_by_row_bits() {
         Box::new(|| Box::new(Adam::new(0.01, 1e-3, true))),
     ];
     for dims in [(37, 1, 9, 5), (64, 1, 32, 32), (29, 70, 6, 5), (5, 3, 4, 2)] {
-        let (d, u, n, m) = dims;
-        let mut rng = Rng(11);
-        let mut v = |len: usize| (0..len).map(|_| rng.normal()).collect::<Vec<f32>>();
-        let (x, g, xn, w0) = (v(n * d), v(n * u), v(m * d), v(d * u));
+        let inputs = step_inputs(dims, 11);
         for make in &opts {
             for isa in [Isa::Portable, Isa::Avx2, Isa::Avx512] {
                 if isa > crate::head::kernels::isa() {
@@ -35,17 +50,7 @@ fn narrow_columns_give_the_row_by_row_bits() {
                 let _limit = limit_isa(isa);
                 let run = |old: bool| {
                     ROW_BY_ROW_TAIL.set(old);
-                    let r = run_steps(
-                        make.as_ref(),
-                        dims,
-                        &x,
-                        &g,
-                        &xn,
-                        &w0,
-                        3,
-                        (0.7, Some(0.4)),
-                        1,
-                    );
+                    let r = three_clipped_steps(make.as_ref(), dims, &inputs);
                     ROW_BY_ROW_TAIL.set(false);
                     r
                 };
@@ -102,10 +107,7 @@ fn run_steps(
 #[test]
 fn simd_and_portable_paths_agree() {
     let dims = (29, 200, 6, 5);
-    let (d, u, n, m) = dims;
-    let mut rng = Rng(4);
-    let mut v = |len: usize| (0..len).map(|_| rng.normal()).collect::<Vec<f32>>();
-    let (x, g, xn, w0) = (v(n * d), v(n * u), v(m * d), v(d * u));
+    let inputs = step_inputs(dims, 4);
     let opts: Vec<(bool, MakeOptimizer)> = vec![
         (
             true,
@@ -121,17 +123,7 @@ fn simd_and_portable_paths_agree() {
     for (exact, make) in &opts {
         let run = |isa: Isa| {
             let _limit = limit_isa(isa);
-            run_steps(
-                make.as_ref(),
-                dims,
-                &x,
-                &g,
-                &xn,
-                &w0,
-                3,
-                (0.7, Some(0.4)),
-                1,
-            )
+            three_clipped_steps(make.as_ref(), dims, &inputs)
         };
         let portable = run(Isa::Portable);
         for &isa in &isas {
