@@ -96,7 +96,7 @@ impl Evaluation {
     }
 }
 
-fn pick_split(splits: &[String], wanted: Option<&str>, path: &Path) -> Result<String> {
+pub(crate) fn pick_split(splits: &[String], wanted: Option<&str>, path: &Path) -> Result<String> {
     if let Some(w) = wanted {
         return if splits.iter().any(|s| s == w) {
             Ok(w.to_string())

@@ -41,12 +41,12 @@ pub struct Metrics {
     pub top_losses: Vec<TopLoss>,
 }
 
-/// The index of the highest value (the first on a tie): the predicted class.
-pub fn argmax(r: ndarray::ArrayView1<f32>) -> usize {
-    let mut best = 0;
-    for (j, &v) in r.iter().enumerate() {
-        if v > r[best] {
-            best = j;
+/// The index of the highest value (the first on a tie; 0 when empty): the predicted class.
+pub fn argmax<'a, T: PartialOrd + Copy + 'a>(r: impl IntoIterator<Item = &'a T>) -> usize {
+    let (mut best, mut top) = (0, None);
+    for (j, &v) in r.into_iter().enumerate() {
+        if top.is_none_or(|t| v > t) {
+            (best, top) = (j, Some(v));
         }
     }
     best

@@ -234,3 +234,142 @@ fn an_audit_over_its_memory_budget_is_refused_with_the_sizes() {
     ok(&["audit", s(&f), "--out", s(&out), "--memory", "1G"]);
     assert!(out.join("audit.tsv").exists());
 }
+
+/// `score --features`: one row per photo of the split, named by the cache's paths, predicting
+/// what `evaluate` counts as right; `--resume` after a cut gives the same file; the cache is
+/// never the output, and the head is required.
+#[test]
+fn score_features_writes_a_row_per_cached_photo_as_evaluate_scores_them() {
+    let d = tmp();
+    let f = d.path().join("f.h5");
+    ok(&[
+        "make-features",
+        "--shape",
+        "16",
+        "--split",
+        "train=600",
+        "--split",
+        "test=300",
+        "--separation",
+        "1.0",
+        "--out",
+        s(&f),
+    ]);
+    let h = d.path().join("h.h5");
+    let fit = [
+        "--head",
+        "none",
+        "--epochs",
+        "3",
+        "--optimizer",
+        "adam",
+        "--lr",
+        "0.003",
+    ];
+    train_head(&f, &h, &fit);
+    let out = d.path().join("p.csv");
+    let log = ok(&[
+        "score",
+        "--features",
+        s(&f),
+        "--head",
+        s(&h),
+        "--out",
+        s(&out),
+    ]);
+    assert!(log.contains("scored 300 images"), "{log}");
+    let csv = std::fs::read_to_string(&out).unwrap();
+    let mut lines = csv.lines();
+    let header: Vec<&str> = lines.next().unwrap().split(',').collect();
+    assert_eq!(header[0], "path", "{header:?}");
+    let at = header
+        .iter()
+        .position(|c| *c == "predicted")
+        .expect("predicted column");
+    let rows: Vec<Vec<&str>> = lines.map(|l| l.split(',').collect()).collect();
+    assert_eq!(rows.len(), 300);
+    assert!(
+        rows[0][0].starts_with("test/class") && rows[0][0].ends_with("/0.jpg"),
+        "{:?}",
+        rows[0]
+    );
+    let right = rows
+        .iter()
+        .filter(|r| r[0].split('/').nth(1) == Some(r[at]))
+        .count();
+    let eval = ok(&[
+        "evaluate",
+        "--features",
+        s(&f),
+        "--head",
+        s(&h),
+        "--split",
+        "test",
+    ]);
+    let acc: f64 = eval
+        .lines()
+        .find_map(|l| l.strip_prefix("accuracy: "))
+        .and_then(|v| v.split_whitespace().next()?.parse().ok())
+        .unwrap_or_else(|| panic!("no accuracy in {eval}"));
+    assert!(acc > 0.7 && acc < 0.99, "{eval}");
+    // evaluate prints 4 decimals.
+    assert!(
+        (right as f64 / 300.0 - acc).abs() <= 5e-5,
+        "{right} right, evaluate {acc}"
+    );
+    // An interrupted file (cut inside a row) continues to the same bytes.
+    let cut = csv.len() / 2;
+    std::fs::write(&out, &csv[..cut]).unwrap();
+    let log = ok(&[
+        "score",
+        "--features",
+        s(&f),
+        "--head",
+        s(&h),
+        "--out",
+        s(&out),
+        "--resume",
+    ]);
+    assert!(log.contains("already in the output"), "{log}");
+    assert_eq!(std::fs::read_to_string(&out).unwrap(), csv);
+    // The train split on request; the cache is never the output; no head, no scoring.
+    let train = ok(&[
+        "score",
+        "--features",
+        s(&f),
+        "--head",
+        s(&h),
+        "--split",
+        "train",
+    ]);
+    assert_eq!(
+        train.lines().filter(|l| l.starts_with("train/")).count(),
+        600
+    );
+    fails(
+        &[
+            "score",
+            "--features",
+            s(&f),
+            "--head",
+            s(&h),
+            "--out",
+            s(&f),
+            "--force",
+        ],
+        &["is an input"],
+    );
+    fails(&["score", "--features", s(&f)], &["--head"]);
+    fails(
+        &[
+            "score",
+            "--features",
+            s(&f),
+            "--head",
+            s(&h),
+            "--split",
+            "val",
+        ],
+        &["no split 'val'"],
+    );
+}

@@ -9,6 +9,8 @@
 
 use ndarray::ArrayView2;
 
+use crate::report::metrics::argmax;
+
 /// cleanlab's fuzzy comparison of probabilities.
 const FUZZ: f64 = 1e-6;
 
@@ -20,16 +22,6 @@ pub struct LabelIssue {
     pub given: u32,
     pub suggested: u32,
     pub self_confidence: f64,
-}
-
-fn argmax(r: &[f64]) -> usize {
-    let mut best = 0;
-    for (j, &v) in r.iter().enumerate() {
-        if v > r[best] {
-            best = j;
-        }
-    }
-    best
 }
 
 /// Per-class thresholds: the mean probability of class k over the rows labelled k (at least

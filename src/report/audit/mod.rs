@@ -11,9 +11,15 @@
 //! - The out-of-fold probabilities go to `out_of_fold.csv` (split, file, label, `p_<class>`).
 //! - **Outliers**: photos whose mean cosine distance to their 5 nearest photos is far out (its
 //!   logarithm over the third quartile by three inter-quartile ranges).
+//!
+//! A cache over the memory budget, or of more than [`EXACT_MAX_ROWS`] photos, is audited
+//! **approximately** ([`streamed`]): read block by block and never held whole, neighbours searched
+//! through inverted lists of projected features ([`approx`]), each reported pair's cosine exact.
 
+pub mod approx;
 pub mod confident;
 pub mod near;
+mod streamed;
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
@@ -51,9 +57,11 @@ pub struct AuditConfig {
     pub seed: u64,
     /// Also write `out/audit.html` ([`crate::report::html::audit`]).
     pub html: bool,
-    /// Memory budget in bytes (`None`: half the machine's available memory): the audit holds the
-    /// photos' pooled features twice and is refused when that is over it.
+    /// Memory budget in bytes (`None`: half the machine's available memory). An exact audit holds
+    /// the photos' pooled features twice; over the budget the audit is approximate.
     pub memory: Option<u64>,
+    /// Audit approximately ([`streamed`]) whatever the size.
+    pub approximate: bool,
 }
 
 impl AuditConfig {
@@ -73,6 +81,7 @@ impl AuditConfig {
             seed: 42,
             html: false,
             memory: None,
+            approximate: false,
         }
     }
 
@@ -130,17 +139,17 @@ pub struct AuditSummary {
     pub findings: Vec<Finding>,
 }
 
-/// The photos of the cache's own splits (train, val, test; not augmented copies), pooled.
+/// The photos of the cache's own splits (train, val, test; not augmented copies), in that order.
 struct Photos {
-    x: Array2<f32>,
+    splits: Vec<&'static str>,
     labels: Vec<u32>,
     /// (split, path) of each row.
     names: Vec<(String, String)>,
 }
 
-fn photos(cache: &FeatureCache, pool: Pool) -> Result<Photos> {
+fn photos(cache: &FeatureCache) -> Result<Photos> {
     let meta = &cache.meta;
-    let splits: Vec<&str> = ["train", "val", "test"]
+    let splits: Vec<&'static str> = ["train", "val", "test"]
         .into_iter()
         .filter(|s| meta.splits.iter().any(|x| x == s))
         .collect();
@@ -159,28 +168,68 @@ fn photos(cache: &FeatureCache, pool: Pool) -> Result<Photos> {
             ),
         ));
     }
-    // One matrix of every photo, pooled block by block as it is read: the features as stored
-    // are never held whole.
-    let width = pool.output_dim(&meta.feature_shape, &meta.layout)?;
+    Ok(Photos {
+        splits,
+        labels,
+        names,
+    })
+}
+
+/// Visits the photos' features in order, block by block as they are read, pooled:
+/// `f(first photo, pooled rows)`. The features as stored are never held whole.
+fn for_each_pooled(
+    cache: &FeatureCache,
+    ph: &Photos,
+    pool: Pool,
+    mut f: impl FnMut(usize, Array2<f32>) -> Result<()>,
+) -> Result<()> {
+    let meta = &cache.meta;
     let row = meta.feature_shape.iter().product::<usize>().max(1);
-    let mut x = Array2::<f32>::zeros((labels.len(), width));
     let mut at = 0;
-    for &split in &splits {
+    for &split in &ph.splits {
         let n = cache.split_len(split)?;
         cache.for_each_block(split, n, BLOCK_BYTES, |_, rows| {
             let k = rows.len() / row;
-            let p = pool.apply(rows, k, &meta.feature_shape, &meta.layout)?;
-            x.slice_mut(ndarray::s![at..at + k, ..]).assign(&p);
+            f(at, pool.apply(rows, k, &meta.feature_shape, &meta.layout)?)?;
             at += k;
             Ok(())
         })?;
     }
-    Ok(Photos { x, labels, names })
+    Ok(())
 }
 
-/// Refuses a cache whose photos' pooled features, held twice (the photos and the normalised copy
-/// of the neighbour scan), are over the memory budget.
-fn check_memory(cfg: &AuditConfig, cache: &FeatureCache) -> Result<()> {
+/// One matrix of every photo's pooled features.
+fn pooled(cache: &FeatureCache, ph: &Photos, pool: Pool) -> Result<Array2<f32>> {
+    let width = pool.output_dim(&cache.meta.feature_shape, &cache.meta.layout)?;
+    let mut x = Array2::<f32>::zeros((ph.labels.len(), width));
+    for_each_pooled(cache, ph, pool, |at, p| {
+        x.slice_mut(ndarray::s![at..at + p.nrows(), ..]).assign(&p);
+        Ok(())
+    })?;
+    Ok(x)
+}
+
+/// Most photos audited exactly: the all-pairs scan grows with their square (100,000 photos of
+/// 1280 features take about 4 minutes on 2 cores; 2 million would take days).
+pub const EXACT_MAX_ROWS: usize = 100_000;
+
+/// The memory budget in bytes.
+fn budget(cfg: &AuditConfig) -> u64 {
+    cfg.memory
+        .unwrap_or_else(crate::head::stream::default_budget)
+}
+
+/// Bytes the fold heads' fits hold besides the photos: a float64 copy of each fit's training rows,
+/// for as many fits as run at once.
+fn fits_need(rows: usize, width: usize) -> u64 {
+    let at_once = rayon::current_num_threads().min(5) as u64;
+    at_once * (rows.min(MAX_FOLD_ROWS) * width * 8) as u64
+}
+
+/// Bytes an exact audit holds: the photos' pooled features twice (the photos and the normalised
+/// copy of the neighbour scan), a block of the features as stored while they are pooled, and the
+/// fits' copies.
+fn exact_need(cfg: &AuditConfig, cache: &FeatureCache) -> Result<u64> {
     let meta = &cache.meta;
     let (mut rows, mut largest) = (0usize, 0usize);
     for split in ["train", "val", "test"] {
@@ -194,22 +243,22 @@ fn check_memory(cfg: &AuditConfig, cache: &FeatureCache) -> Result<()> {
     // Two pooled copies (the photos and the neighbour scan's normalised copy), and a block of
     // the features as stored while they are pooled.
     let stored = largest as u64 * meta.feature_shape.iter().product::<usize>() as u64 * 4;
-    let need = (2 * rows as u64 * width as u64) * 4 + stored.min(BLOCK_BYTES as u64);
-    let budget = cfg
-        .memory
-        .unwrap_or_else(crate::head::stream::default_budget);
-    if need > budget {
-        return Err(Error::invalid(
-            "memory",
-            format!(
-                "{}: an audit of {rows} photos x {width} features holds about {:.2} GB in memory, over the budget of {:.2} GB (and compares every pair of photos); give a larger --memory, or audit a smaller cache (for example one extract of a sample of the photos)",
-                cfg.features.display(),
-                need as f64 / 1e9,
-                budget as f64 / 1e9
-            ),
-        ));
-    }
-    Ok(())
+    Ok((2 * rows as u64 * width as u64) * 4
+        + stored.min(BLOCK_BYTES as u64)
+        + fits_need(rows, width))
+}
+
+/// The error of a scan that found more than [`near::MAX_PAIRS`] near duplicates.
+fn too_many_pairs(cfg: &AuditConfig, n: usize) -> Error {
+    Error::invalid(
+        "near",
+        format!(
+            "{}: at a cosine of {} more than {} pairs of its {n} photos are near duplicates: the features hardly tell these photos apart at that similarity; give a higher --near (e.g. 0.99)",
+            cfg.features.display(),
+            cfg.near,
+            near::MAX_PAIRS
+        ),
+    )
 }
 
 /// Stratified fold of each row: each class shuffled (seeded) and dealt round-robin.
@@ -257,18 +306,27 @@ pub fn out_of_fold(
         total: k as u64,
         done: 0,
     });
-    for f in 0..k {
-        let (held, train): (Vec<usize>, Vec<usize>) = (0..x.nrows()).partition(|&i| fold[i] == f);
-        if held.is_empty() {
-            continue;
-        }
-        let train = capped(train, labels, classes, 0x0f01d ^ f as u64);
-        let net = fit_logistic(x, labels, &train, classes, 1.0, 100)?;
-        let p = probabilities_from_logits(&net.logits(&x.select(Axis(0), &held)));
+    // The folds' fits run side by side (each is one thread of linfa's L-BFGS).
+    use rayon::prelude::*;
+    let scored: Vec<(Vec<usize>, Array2<f32>)> = (0..k)
+        .into_par_iter()
+        .map(|f| {
+            let (held, train): (Vec<usize>, Vec<usize>) =
+                (0..x.nrows()).partition(|&i| fold[i] == f);
+            if held.is_empty() {
+                return Ok((held, Array2::zeros((0, classes))));
+            }
+            let train = capped(train, labels, classes, 0x0f01d ^ f as u64);
+            let net = fit_logistic(x, labels, &train, classes, 1.0, 100)?;
+            let p = probabilities_from_logits(&net.logits(&x.select(Axis(0), &held)));
+            rep.report(Event::Advance(1));
+            Ok((held, p))
+        })
+        .collect::<Result<_>>()?;
+    for (held, p) in scored {
         for (r, &i) in held.iter().enumerate() {
             probs.row_mut(i).assign(&p.row(r));
         }
-        rep.report(Event::Advance(1));
     }
     rep.report(Event::Finish);
     Ok(probs)
@@ -336,35 +394,20 @@ fn exact_pairs(hashes: &[String]) -> HashMap<(usize, usize), f64> {
     pairs
 }
 
-/// The likely label errors (with the folds used and the out-of-fold accuracy); none for a
-/// multi-label cache. Writes `out_of_fold.csv`.
-fn label_errors(
-    cfg: &AuditConfig,
-    ph: &Photos,
-    classes: &[String],
-    multi_label: bool,
-    rep: &dyn Reporter,
-) -> Result<(usize, f64, Vec<Finding>)> {
-    let n = ph.labels.len();
-    let smallest = (0..classes.len())
-        .map(|c| ph.labels.iter().filter(|&&l| l as usize == c).count())
+/// Folds of the out-of-fold probabilities: `cfg.folds` (default 5), no more than the smallest
+/// class has photos, and at least 2.
+fn fold_count(cfg: &AuditConfig, labels: &[u32], classes: usize) -> usize {
+    let smallest = (0..classes)
+        .map(|c| labels.iter().filter(|&&l| l as usize == c).count())
         .filter(|&k| k > 0)
         .min()
         .unwrap_or(0);
-    let k = cfg.folds.unwrap_or(5).min(smallest.max(2));
-    if multi_label {
-        rep.report(Event::Notice(
-            "a multi-label cache: label errors are not looked for (duplicates and outliers are)",
-        ));
-        return Ok((k, 0.0, Vec::new()));
-    }
-    rep.report(Event::Line(&format!(
-        "audit: {n} photos, {} classes; out-of-fold probabilities by {k}-fold cross-validation",
-        classes.len()
-    )));
-    let fold = folds_of(&ph.labels, classes.len(), k, cfg.seed);
-    let probs = out_of_fold(&ph.x, &ph.labels, classes.len(), &fold, k, rep)?;
-    write_probabilities(cfg, &probs, ph, classes)?;
+    cfg.folds.unwrap_or(5).min(smallest.max(2))
+}
+
+/// The likely label errors that confident learning finds in out-of-fold `probs`, and the accuracy
+/// of those probabilities against the given labels.
+fn label_findings(ph: &Photos, probs: &Array2<f32>, classes: &[String]) -> (f64, Vec<Finding>) {
     let right = probs
         .outer_iter()
         .zip(&ph.labels)
@@ -378,7 +421,37 @@ fn label_errors(
             f
         })
         .collect();
-    Ok((k, right as f64 / n as f64, found))
+    (right as f64 / ph.labels.len() as f64, found)
+}
+
+/// Out-of-fold probabilities (none for a multi-label cache) and neighbours, from one matrix of
+/// every photo: the exact audit.
+fn exact(
+    cfg: &AuditConfig,
+    cache: &FeatureCache,
+    ph: &Photos,
+    folds: Option<(&[usize], usize)>,
+    rep: &dyn Reporter,
+) -> Result<(Option<Array2<f32>>, near::Neighbours)> {
+    let x = pooled(cache, ph, cfg.pool)?;
+    let classes = cache.meta.classes.len();
+    let probs = folds
+        .map(|(fold, k)| out_of_fold(&x, &ph.labels, classes, fold, k, rep))
+        .transpose()?;
+    let n = ph.labels.len();
+    rep.report(Event::Start {
+        task: "neighbours",
+        total: n as u64,
+        done: 0,
+    });
+    let mut done = 0;
+    let nb = near::scan(&x, cfg.near, 5, |d| {
+        rep.report(Event::Advance((d - done) as u64));
+        done = d;
+    })
+    .map_err(|_| too_many_pairs(cfg, n))?;
+    rep.report(Event::Finish);
+    Ok((probs, nb))
 }
 
 /// Runs the audit of `cfg.features` and writes `cfg.out/audit.tsv`.
@@ -398,13 +471,44 @@ pub fn audit(cfg: &AuditConfig, rep: &dyn Reporter) -> Result<AuditSummary> {
         html::check(&html_path, &[&cfg.features])?;
     }
     let classes = cache.meta.classes.clone();
-    check_memory(cfg, &cache)?;
-    let ph = photos(&cache, cfg.pool)?;
+    let ph = photos(&cache)?;
     let n = ph.labels.len();
+    let k = fold_count(cfg, &ph.labels, classes.len());
+    let fold = folds_of(&ph.labels, classes.len(), k, cfg.seed);
+    let folds = (!cache.meta.multi_label).then_some((&fold[..], k));
+    if folds.is_none() {
+        rep.report(Event::Notice(
+            "a multi-label cache: label errors are not looked for (duplicates and outliers are)",
+        ));
+    }
+    let (need, budget) = (exact_need(cfg, &cache)?, budget(cfg));
+    let approximate = cfg.approximate || n > EXACT_MAX_ROWS || need > budget;
+    let labels_by = match folds {
+        Some(_) => format!("out-of-fold probabilities by {k}-fold cross-validation"),
+        None => "no label check".into(),
+    };
+    rep.report(Event::Line(&format!(
+        "audit: {n} photos, {} classes; {labels_by}; {}",
+        classes.len(),
+        if approximate {
+            "neighbours approximate (inverted lists of projected features; each pair's cosine exact)"
+        } else {
+            "neighbours exact (every pair compared)"
+        }
+    )));
+    let (probs, nb) = if approximate {
+        streamed::audit(cfg, &cache, &ph, folds, budget, rep)?
+    } else {
+        exact(cfg, &cache, &ph, folds, rep)?
+    };
     let mut findings = Vec::new();
-
-    let (k, accuracy, label_findings) =
-        label_errors(cfg, &ph, &classes, cache.meta.multi_label, rep)?;
+    let (accuracy, label_findings) = match &probs {
+        Some(p) => {
+            write_probabilities(cfg, p, &ph, &classes)?;
+            label_findings(&ph, p, &classes)
+        }
+        None => (0.0, Vec::new()),
+    };
     let label_issues = label_findings.len();
     findings.extend(label_findings);
 
@@ -412,28 +516,6 @@ pub fn audit(cfg: &AuditConfig, rep: &dyn Reporter) -> Result<AuditSummary> {
     let mut pairs =
         file_hashes(&cache, &ph.names, rep).map_or_else(HashMap::new, |h| exact_pairs(&h));
     let exact = pairs.len();
-    rep.report(Event::Start {
-        task: "neighbours",
-        total: n as u64,
-        done: 0,
-    });
-    let mut done = 0;
-    let nb = near::scan(&ph.x, cfg.near, 5, |d| {
-        rep.report(Event::Advance((d - done) as u64));
-        done = d;
-    })
-    .map_err(|_| {
-        Error::invalid(
-            "near",
-            format!(
-                "{}: at a cosine of {} more than {} pairs of its {n} photos are near duplicates: the features hardly tell these photos apart at that similarity; give a higher --near (e.g. 0.99)",
-                cfg.features.display(),
-                cfg.near,
-                near::MAX_PAIRS
-            ),
-        )
-    })?;
-    rep.report(Event::Finish);
     let mut near_count = 0;
     for &(i, j, s) in &nb.pairs {
         if pairs.insert((i, j), s as f64).is_none() {
@@ -502,24 +584,25 @@ fn write_probabilities(
             what: "an audit's out_of_fold.csv",
             check: &is_ours,
         });
-    let mut w = csv::Writer::from_writer(Vec::new());
-    let mut head = vec!["split".to_string(), "file".into(), "label".into()];
-    head.extend(classes.iter().map(|c| format!("p_{c}")));
-    let bad = |e: csv::Error| Error::output(&path, format!("cannot write: {e}"));
-    w.write_record(&head).map_err(bad)?;
-    for (i, r) in probs.outer_iter().enumerate() {
-        let mut row = vec![
-            ph.names[i].0.clone(),
-            ph.names[i].1.clone(),
-            classes[ph.labels[i] as usize].clone(),
-        ];
-        row.extend(r.iter().map(|v| v.to_string()));
-        w.write_record(&row).map_err(bad)?;
-    }
-    let bytes = w
-        .into_inner()
-        .map_err(|e| Error::output(&path, e.to_string()))?;
-    out.write_bytes(&bytes)
+    out.write(|tmp| {
+        let bad = |e: csv::Error| Error::output(&path, format!("cannot write: {e}"));
+        let mut w = csv::Writer::from_path(tmp).map_err(bad)?;
+        let mut head = vec!["split".to_string(), "file".into(), "label".into()];
+        head.extend(classes.iter().map(|c| format!("p_{c}")));
+        w.write_record(&head).map_err(bad)?;
+        for (i, r) in probs.outer_iter().enumerate() {
+            let (split, file) = &ph.names[i];
+            let label = &classes[ph.labels[i] as usize];
+            let p = r.iter().map(|v| v.to_string());
+            w.write_record(
+                [split.clone(), file.clone(), label.clone()]
+                    .into_iter()
+                    .chain(p),
+            )
+            .map_err(bad)?;
+        }
+        w.flush().map_err(|e| Error::io(tmp, e))
+    })
 }
 
 /// `audit.tsv`: the header, then one finding a line (tabs and newlines in names replaced).

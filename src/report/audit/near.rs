@@ -19,13 +19,54 @@ pub struct Neighbours {
 /// `x` with each row scaled to unit length (a zero row stays zero).
 pub fn normalised(x: &Array2<f32>) -> Array2<f32> {
     let mut out = x.clone();
-    for mut r in out.axis_iter_mut(Axis(0)) {
+    normalise_rows(&mut out);
+    out
+}
+
+/// Scales each row of `x` to unit length in place (a zero row stays zero).
+pub fn normalise_rows(x: &mut Array2<f32>) {
+    for mut r in x.axis_iter_mut(Axis(0)) {
         let n = r.iter().map(|v| v * v).sum::<f32>().sqrt();
         if n > 0.0 {
             r /= n;
         }
     }
-    out
+}
+
+/// A row's `k` highest similarities so far, highest first.
+#[derive(Debug, Clone)]
+pub struct TopK {
+    k: usize,
+    top: Vec<f32>,
+}
+
+impl TopK {
+    pub fn new(k: usize) -> TopK {
+        TopK {
+            k,
+            top: Vec::with_capacity(k + 1),
+        }
+    }
+
+    /// Keeps `v` when it is among the `k` highest.
+    #[inline]
+    pub fn keep(&mut self, v: f32) {
+        let (k, t) = (self.k, &mut self.top);
+        if k > 0 && (t.len() < k || v > t[k - 1]) {
+            let at = t.partition_point(|&u| u >= v);
+            t.insert(at, v);
+            t.truncate(k);
+        }
+    }
+
+    /// The mean cosine distance (1 - similarity) to the kept rows; 0 with `k` = 0.
+    pub fn mean_distance(&self) -> f32 {
+        if self.k == 0 {
+            0.0
+        } else {
+            1.0 - self.top.iter().sum::<f32>() / self.top.len().max(1) as f32
+        }
+    }
 }
 
 /// Most pairs a scan keeps: more than this many near duplicates says the threshold does not tell
@@ -46,15 +87,7 @@ pub fn scan(
     let n = z.nrows();
     let mut pairs = Vec::new();
     let k = k.min(n.saturating_sub(1));
-    // Each row's k highest similarities so far, highest first.
-    let mut top: Vec<Vec<f32>> = vec![Vec::with_capacity(k + 1); n];
-    let keep = |t: &mut Vec<f32>, v: f32| {
-        if k > 0 && (t.len() < k || v > t[k - 1]) {
-            let at = t.partition_point(|&u| u >= v);
-            t.insert(at, v);
-            t.truncate(k);
-        }
-    };
+    let mut top = vec![TopK::new(k); n];
     for start in (0..n).step_by(BLOCK) {
         let end = (start + BLOCK).min(n);
         let sims = z
@@ -70,22 +103,13 @@ pub fn scan(
                     }
                     pairs.push((i, j, v));
                 }
-                keep(&mut top[i], v);
-                keep(&mut top[j], v);
+                top[i].keep(v);
+                top[j].keep(v);
             }
         }
         progress(end);
     }
-    let knn_distance = top
-        .iter()
-        .map(|t| {
-            if k == 0 {
-                0.0
-            } else {
-                1.0 - t.iter().sum::<f32>() / t.len().max(1) as f32
-            }
-        })
-        .collect();
+    let knn_distance = top.iter().map(TopK::mean_distance).collect();
     Ok(Neighbours {
         pairs,
         knn_distance,

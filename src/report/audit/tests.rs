@@ -8,9 +8,15 @@ use crate::events::Silent;
 
 /// A separable 3-class cache (train 300, test 90) with 15 train labels flipped to the next class
 /// and 5 train photos copied into test with a little noise (leakage): the flips are flagged with
-/// their true class suggested, and the copies as leakage pairs.
+/// their true class suggested, and the copies as leakage pairs; by the exact audit and by the
+/// approximate one alike.
 #[test]
 fn injected_flips_and_leaked_copies_are_found() {
+    injected_flips_and_leaked_copies(false);
+    injected_flips_and_leaked_copies(true);
+}
+
+fn injected_flips_and_leaked_copies(approximate: bool) {
     let d = tempfile::tempdir().unwrap();
     let (meta, mut splits) = synthetic(&SyntheticSpec {
         shape: vec![24],
@@ -40,6 +46,7 @@ fn injected_flips_and_leaked_copies_are_found() {
     write_arrays(&crate::util::output::Output::new(&path), &meta, &splits).unwrap();
     let mut cfg = AuditConfig::new(&path);
     cfg.near = 0.999;
+    cfg.approximate = approximate;
     let s = audit(&cfg, &Silent).unwrap();
     let flagged: Vec<&Finding> = s.findings.iter().filter(|f| f.issue == "label").collect();
     let hits = flipped
@@ -71,11 +78,22 @@ fn injected_flips_and_leaked_copies_are_found() {
     let tsv = std::fs::read_to_string(d.path().join("c.audit").join("audit.tsv")).unwrap();
     assert!(tsv.starts_with(HEADER));
     assert_eq!(tsv.lines().count(), s.findings.len() + 1);
+    let oof = std::fs::read_to_string(d.path().join("c.audit").join("out_of_fold.csv")).unwrap();
+    assert_eq!(oof.lines().count(), 391);
+    assert!(oof.starts_with("split,file,label,p_"), "{oof}");
     // A second audit replaces its own table; a file that is not one is refused.
     audit(&cfg, &Silent).unwrap();
     std::fs::write(d.path().join("c.audit").join("audit.tsv"), "mine").unwrap();
     let e = audit(&cfg, &Silent).unwrap_err().to_string();
     assert!(e.contains("audit.tsv"), "{e}");
+    std::fs::remove_file(d.path().join("c.audit").join("audit.tsv")).unwrap();
+    // Under a budget too small for either audit, the refusal gives the sizes.
+    cfg.memory = Some(10_000);
+    let e = audit(&cfg, &Silent).unwrap_err().to_string();
+    assert!(
+        e.contains("approximate audit of 390 photos") && e.contains("--memory"),
+        "{e}"
+    );
 }
 
 /// Random labels on random features wider than the rows: a head memorises its training rows, so

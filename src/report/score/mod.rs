@@ -19,6 +19,7 @@ use crate::infer::pipeline::{Event, InputKind, Pipeline};
 use crate::infer::runtime::RuntimeConfig;
 use crate::onnx::export::{CLASSES_KEY, THRESHOLDS_KEY};
 
+mod features;
 mod inputs;
 mod output;
 
@@ -55,6 +56,11 @@ pub struct ScoreConfig {
     /// The object store `inputs` are in, when they are object URLs below its URL (set by
     /// [`crate::runs::score_shard`] for a plan of a bucket; a single URL input is listed without it).
     pub remote_root: Option<std::sync::Arc<Remote>>,
+    /// Score the rows of this feature cache (or run folder's merged cache) with `head` instead of
+    /// images: no model is run ([`features`]).
+    pub features: Option<PathBuf>,
+    /// With `features`: the split scored (default test, else val, else train).
+    pub split: Option<String>,
 }
 
 impl ScoreConfig {
@@ -75,6 +81,8 @@ impl ScoreConfig {
             overrides: PreprocessOverrides::default(),
             layout: None,
             remote_root: None,
+            features: None,
+            split: None,
         }
     }
 }
@@ -321,6 +329,7 @@ fn open_output(
             let out = Output::new(o)
                 .input(&cfg.model)
                 .inputs(&cfg.head)
+                .inputs(&cfg.features)
                 .inputs(cfg.inputs.iter().filter(|p| !is_url_path(p)))
                 .replace(rule)
                 .hint("pass --resume to continue it or --force to replace it");
@@ -365,6 +374,9 @@ fn open_output(
 /// Scores every input, writing one row per image as its batch finishes; progress and unreadable
 /// files go to `rep`.
 pub fn score(cfg: &ScoreConfig, rep: &dyn Reporter) -> Result<ScoreSummary> {
+    if let Some(f) = &cfg.features {
+        return features::score_features(cfg, f, rep);
+    }
     if cfg.batch == 0 {
         return Err(Error::invalid("batch", "must be at least 1, got 0"));
     }

@@ -26,10 +26,14 @@ pub struct Args {
     /// Seed of the folds.
     #[arg(long, default_value_t = 42)]
     pub seed: u64,
-    /// Memory budget (e.g. 2G): an audit holds every photo's pooled features twice
-    /// and is refused over it [default: half the machine's available memory].
+    /// Memory budget (e.g. 2G): an exact audit holds every photo's pooled features
+    /// twice; over it the audit is approximate [default: half the machine's available memory].
     #[arg(long, value_name = "SIZE")]
     pub memory: Option<String>,
+    /// Search neighbours approximately (projected features in inverted lists; each reported
+    /// pair's cosine still exact), as on a cache over the budget or of more than 100,000 photos.
+    #[arg(long)]
+    pub approximate: bool,
     /// Also write OUT/audit.html: each finding with its photos, in one self-contained file.
     #[arg(long)]
     pub html: bool,
@@ -50,6 +54,7 @@ pub fn run(a: &Args) -> Result<()> {
     cfg.pool = a.pool.into();
     cfg.seed = a.seed;
     cfg.html = a.html;
+    cfg.approximate = a.approximate;
     cfg.memory = crate::common::memory_budget(a.memory.as_deref())?;
     let s = audit(&cfg, &a.display.term())?;
     if a.json {

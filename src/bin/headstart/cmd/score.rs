@@ -12,14 +12,21 @@ use crate::common::{model_path, AugmentArg, DisplayArgs, ModelRunArgs, ShardArgs
 #[derive(clap::Args, Debug)]
 pub struct Args {
     /// The ONNX base model (or a model written by `export`, then without --head).
-    #[arg(long)]
-    pub model: PathBuf,
+    #[arg(long, required_unless_present = "features")]
+    pub model: Option<PathBuf>,
     /// The head file written by `train-head`.
     #[arg(long)]
     pub head: Option<PathBuf>,
     /// Image files and folders (walked recursively).
-    #[arg(required_unless_present = "run", conflicts_with = "run")]
+    #[arg(required_unless_present_any = ["run", "features"], conflicts_with_all = ["run", "features"])]
     pub paths: Vec<PathBuf>,
+    /// Score the rows of a feature cache (or a run folder's merged cache) with --head instead of
+    /// images: no model runs; rows are named by the cache's paths, read and written block by block.
+    #[arg(long, value_name = "CACHE", requires = "head", conflicts_with_all = ["model", "run", "tta"])]
+    pub features: Option<PathBuf>,
+    /// With --features: the split scored [default: test, else val, else train].
+    #[arg(long, requires = "features")]
+    pub split: Option<String>,
     /// Output file: .csv, or .jsonl for JSON lines [default: CSV on stdout].
     #[arg(long, conflicts_with = "run")]
     pub out: Option<PathBuf>,
@@ -67,11 +74,15 @@ impl Args {
                 )));
             }
         }
-        let mut cfg = ScoreConfig::new(
-            model_path(&self.model)?,
-            self.head.clone(),
-            self.paths.clone(),
-        );
+        let model = match &self.model {
+            Some(m) => model_path(m)?,
+            None => PathBuf::new(),
+        };
+        let mut cfg = ScoreConfig::new(model, self.head.clone(), self.paths.clone());
+        if let Some(f) = &self.features {
+            cfg.features = Some(crate::common::features_or_run(f)?);
+            cfg.split = self.split.clone();
+        }
         cfg.out = self.out.clone();
         cfg.top_k = self.top_k;
         cfg.threshold = self.threshold;

@@ -1,0 +1,215 @@
+//! The approximate audit, for a cache over the memory budget or past
+//! [`super::EXACT_MAX_ROWS`] photos. The features are read twice, block by block, and never held
+//! whole; what stays in memory is the photos' projections ([`approx::DIM`] values each), the fold
+//! heads' training sample and the rows of candidate pairs.
+//!
+//! 1. **First read.** Each block is pooled and projected ([`approx::Projection`]). The rows of a
+//!    seeded, stratified sample of the photos are kept: the folds' training rows.
+//! 2. **Fold heads.** Head `f` is fitted on the sample's rows outside fold `f` (about
+//!    [`MAX_FOLD_ROWS`] of them), as the exact audit fits each fold on at most that many.
+//! 3. **Search.** Inverted lists over the projections ([`approx::search`]) give each photo's
+//!    nearest-neighbour distance and the candidate pairs: those estimated within [`MARGIN`] of
+//!    the `near` threshold.
+//! 4. **Second read.** Each photo is scored by its own fold's head (out-of-fold probabilities), and
+//!    the pooled features of the candidate pairs' photos are kept, so that each pair's cosine is
+//!    computed exactly and kept only at or above `near`.
+
+use std::collections::HashMap;
+
+use ndarray::{Array2, Axis};
+
+use super::approx::{self, Projection, DIM};
+use super::near::{self, Neighbours};
+use super::{fits_need, for_each_pooled, too_many_pairs, AuditConfig, Photos, MAX_FOLD_ROWS};
+use crate::cache::FeatureCache;
+use crate::error::{Error, Result};
+use crate::events::{Event, Reporter};
+use crate::head::file::probabilities_from_logits;
+use crate::head::logistic::fit_logistic;
+use crate::head::net::Network;
+use crate::head::validation::stratified_sample;
+use crate::report::evaluate::BLOCK_BYTES;
+
+/// How far below `near` an estimated cosine still makes a candidate pair (the projection's error
+/// at a cosine of 0.9 is about 0.01; five times that).
+pub const MARGIN: f32 = 0.05;
+
+/// Out-of-fold probabilities (none without `folds`) and neighbours, reading the cache block by
+/// block; refused when even this is over `budget` bytes.
+pub(super) fn audit(
+    cfg: &AuditConfig,
+    cache: &FeatureCache,
+    ph: &Photos,
+    folds: Option<(&[usize], usize)>,
+    budget: u64,
+    rep: &dyn Reporter,
+) -> Result<(Option<Array2<f32>>, Neighbours)> {
+    let meta = &cache.meta;
+    let (n, classes) = (ph.labels.len(), meta.classes.len());
+    let width = cfg.pool.output_dim(&meta.feature_shape, &meta.layout)?;
+    let sample: Vec<usize> = match folds {
+        Some((_, k)) => {
+            let rows = MAX_FOLD_ROWS * k / (k - 1) + 1;
+            stratified_sample(
+                (0..n).collect(),
+                &ph.labels,
+                classes,
+                rows,
+                cfg.seed ^ 0x5a3,
+            )
+        }
+        None => Vec::new(),
+    };
+    // The projections, the sample's rows, and a block as read and pooled.
+    let block = (meta.feature_shape.iter().product::<usize>() * n * 4).min(BLOCK_BYTES) as u64;
+    let need =
+        ((n * DIM + sample.len() * width) * 4) as u64 + 2 * block + fits_need(sample.len(), width);
+    if need > budget {
+        return Err(Error::invalid(
+            "memory",
+            format!(
+                "{}: an approximate audit of {n} photos x {width} features holds about {:.2} GB in memory, over the budget of {:.2} GB; give a larger --memory",
+                cfg.features.display(),
+                need as f64 / 1e9,
+                budget as f64 / 1e9
+            ),
+        ));
+    }
+
+    // 1. First read: projections and the sample's rows.
+    let proj = Projection::new(width, cfg.seed);
+    let mut z = Array2::<f32>::zeros((n, DIM));
+    let mut sampled = Gather::new(&sample, width);
+    reading(rep, "features", n, |advance| {
+        for_each_pooled(cache, ph, cfg.pool, |at, p| {
+            let k = p.nrows();
+            z.slice_mut(ndarray::s![at..at + k, ..])
+                .assign(&proj.apply(p.view()));
+            sampled.take(at, &p);
+            advance(k);
+            Ok(())
+        })
+    })?;
+
+    // 2. The fold heads.
+    let xs = sampled.rows;
+    let heads: Vec<Network> = match folds {
+        Some((fold, k)) => {
+            let ys: Vec<u32> = sample.iter().map(|&i| ph.labels[i]).collect();
+            // Side by side, as in the exact audit.
+            use rayon::prelude::*;
+            (0..k)
+                .into_par_iter()
+                .map(|f| {
+                    let train: Vec<usize> = (0..sample.len())
+                        .filter(|&p| fold[sample[p]] != f)
+                        .collect();
+                    fit_logistic(&xs, &ys, &train, classes, 1.0, 100)
+                })
+                .collect::<Result<_>>()?
+        }
+        None => Vec::new(),
+    };
+    drop(xs);
+
+    // 3. The search over the projections.
+    rep.report(Event::Detail(&format!(
+        "neighbours: {n} photos projected to {DIM} dimensions, searched through inverted lists"
+    )));
+    let lists = approx::lists(&z, cfg.seed);
+    let found = approx::search(&z, &lists, cfg.near - MARGIN, 5, near::MAX_PAIRS)
+        .map_err(|_| too_many_pairs(cfg, n))?;
+    drop((z, lists));
+    let mut rows: Vec<usize> = found.pairs.iter().flat_map(|p| [p.0, p.1]).collect();
+    rows.sort_unstable();
+    rows.dedup();
+    let held = (rows.len() * width + n * classes) as u64 * 4;
+    if held > budget {
+        return Err(too_many_pairs(cfg, n));
+    }
+    let slot: HashMap<usize, usize> = rows.iter().enumerate().map(|(s, &i)| (i, s)).collect();
+
+    // 4. Second read: out-of-fold probabilities and the candidates' features.
+    let mut probs = folds.map(|_| Array2::<f32>::zeros((n, classes)));
+    let mut kept = Gather::new(&rows, width);
+    reading(rep, "folds", n, |advance| {
+        for_each_pooled(cache, ph, cfg.pool, |at, p| {
+            let k = p.nrows();
+            if let (Some(probs), Some((fold, _))) = (probs.as_mut(), folds) {
+                for (f, head) in heads.iter().enumerate() {
+                    let idx: Vec<usize> = (0..k).filter(|&r| fold[at + r] == f).collect();
+                    if idx.is_empty() {
+                        continue;
+                    }
+                    let pr = probabilities_from_logits(&head.logits(&p.select(Axis(0), &idx)));
+                    for (r, &i) in idx.iter().enumerate() {
+                        probs.row_mut(at + i).assign(&pr.row(r));
+                    }
+                }
+            }
+            kept.take(at, &p);
+            advance(k);
+            Ok(())
+        })
+    })?;
+    let mut kept = kept.rows;
+    near::normalise_rows(&mut kept);
+    let pairs = found
+        .pairs
+        .iter()
+        .filter_map(|&(i, j, _)| {
+            let c = kept.row(slot[&i]).dot(&kept.row(slot[&j]));
+            (c >= cfg.near).then_some((i, j, c))
+        })
+        .collect();
+    Ok((
+        probs,
+        Neighbours {
+            pairs,
+            knn_distance: found.knn_distance,
+        },
+    ))
+}
+
+/// The rows `wanted` (ascending) of the photos, collected as their blocks are read.
+struct Gather<'a> {
+    wanted: &'a [usize],
+    next: usize,
+    rows: Array2<f32>,
+}
+
+impl<'a> Gather<'a> {
+    fn new(wanted: &'a [usize], width: usize) -> Self {
+        Gather {
+            wanted,
+            next: 0,
+            rows: Array2::zeros((wanted.len(), width)),
+        }
+    }
+
+    /// Takes the wanted rows of the block of photos `at..` (`p`).
+    fn take(&mut self, at: usize, p: &Array2<f32>) {
+        while self.next < self.wanted.len() && self.wanted[self.next] < at + p.nrows() {
+            let i = self.wanted[self.next];
+            self.rows.row_mut(self.next).assign(&p.row(i - at));
+            self.next += 1;
+        }
+    }
+}
+
+/// A counted read of `n` photos: `read(advance)`, with `advance(k)` after each block.
+fn reading(
+    rep: &dyn Reporter,
+    task: &str,
+    n: usize,
+    read: impl FnOnce(&mut dyn FnMut(usize)) -> Result<()>,
+) -> Result<()> {
+    rep.report(Event::Start {
+        task,
+        total: n as u64,
+        done: 0,
+    });
+    read(&mut |k| rep.report(Event::Advance(k as u64)))?;
+    rep.report(Event::Finish);
+    Ok(())
+}
