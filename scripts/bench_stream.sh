@@ -2,7 +2,7 @@
 # Benchmark (prints numbers; not a test): train-head and evaluate on a cache over their memory
 # budget (streamed), beside scikit-learn's SGDClassifier(loss="log_loss").partial_fit and
 # predict_proba over the same file in chunks (h5py), in the same run: seconds per epoch, peak RSS,
-# accuracy.
+# accuracy; then audit on the same cache.
 # Usage: ROWS=2000000 DTYPE=f16 BUDGET=2G EPOCHS=1 SEP=0.1 scripts/bench_stream.sh
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -37,6 +37,14 @@ printf '%-40s %6s s/epoch %7.1f s all %7.0f MB peak  val accuracy %s\n' "train-h
 read -r secs kb <"$work/t"
 eacc=$(sed -nE 's/^accuracy:? *([0-9.]+).*/\1/p' "$work/elog" | head -1)
 printf '%-40s %6s %15.1f s all %7.0f MB peak  train accuracy %s\n' "evaluate --split train (streamed)" "" "$secs" "$((kb / 1024))" "$eacc"
+
+# The audit reads the cache twice (evaluate's one read above is its reference) and searches
+# neighbours approximately: a cache this size is past the exact all-pairs scan.
+/usr/bin/time -f "%e %M" -o "$work/t" "$BIN" audit "$work/f.h5" --memory "$BUDGET" >"$work/alog" 2>&1 \
+  || { cat "$work/alog"; exit 1; }
+read -r secs kb <"$work/t"
+oof=$(sed -nE 's/^out-of-fold accuracy \([0-9]+-fold\): ([0-9.]+)/\1/p' "$work/alog")
+printf '%-40s %6s %15.1f s all %7.0f MB peak  out-of-fold accuracy %s\n' "audit (approximate)" "" "$secs" "$((kb / 1024))" "$oof"
 
 "$PY" - "$work/f.h5" "$EPOCHS" <<'PYEOF'
 import sys, time, resource, h5py, numpy as np

@@ -65,14 +65,15 @@ impl Blocks {
 }
 
 /// What the streamed run trains on: the cache, its pooling, the rows of `train` to train on
-/// (sorted) and all of `train`'s labels, and the validation rows in memory.
+/// (sorted) and all of `train`'s labels (classes, or a multi-label cache's targets), and the
+/// validation rows in memory.
 pub struct Streamed<'a> {
     pub cache: &'a FeatureCache,
     pub pool: Pool,
     pub train: &'a [usize],
-    pub labels: &'a [u32],
+    pub labels: Labels<'a>,
     pub classes: usize,
-    pub val: Option<(&'a Array2<f32>, &'a [u32])>,
+    pub val: Option<(&'a Array2<f32>, Labels<'a>)>,
     pub blocks: Blocks,
     /// `(mean, std)`: each block becomes `(x - mean) / std` before it trains (`val` is given
     /// standardised already).
@@ -120,9 +121,9 @@ pub fn read_block(
 struct Epoch {
     /// Each block's units, in reading order.
     blocks: Vec<Vec<usize>>,
-    /// Each block's training rows (indices into the block, in training order) and the labels of
-    /// all its rows.
-    rows: Vec<(Vec<usize>, Vec<u32>)>,
+    /// Each block's training rows (indices into the block, in training order) and all its rows
+    /// (indices into the split, in block order).
+    rows: Vec<(Vec<usize>, Vec<usize>)>,
 }
 
 /// One epoch of a split over several blocks: `units` (runs of `unit` rows holding a training row)
@@ -131,27 +132,26 @@ fn deal(
     units: &[usize],
     (unit, per_block): (usize, usize),
     is_train: &[bool],
-    labels: &[u32],
     rng: &mut crate::util::rng::Rng,
 ) -> Epoch {
-    let n = labels.len();
+    let n = is_train.len();
     let mut order = units.to_vec();
     rng.shuffle(&mut order);
     let blocks: Vec<Vec<usize>> = order.chunks(per_block).map(<[usize]>::to_vec).collect();
     let rows = blocks
         .iter()
         .map(|b| {
-            let (mut train, mut block_labels) = (Vec::new(), Vec::new());
+            let (mut train, mut block_rows) = (Vec::new(), Vec::new());
             for &u in b {
                 for i in u * unit..n.min((u + 1) * unit) {
                     if is_train[i] {
-                        train.push(block_labels.len());
+                        train.push(block_rows.len());
                     }
-                    block_labels.push(labels[i]);
+                    block_rows.push(i);
                 }
             }
             rng.shuffle(&mut train);
-            (train, block_labels)
+            (train, block_rows)
         })
         .collect();
     Epoch { blocks, rows }
@@ -199,19 +199,23 @@ pub fn fit_streamed(
     let mut kept: Vec<usize> = if single { s.train.to_vec() } else { Vec::new() };
     let weights = cfg
         .balanced
-        .then(|| class_weights(Labels::Classes(s.labels), s.train, s.classes));
+        .then(|| class_weights(s.labels, s.train, s.classes));
     let rows = cfg.batch_size.min(s.train.len());
-    let run = Run::new(cfg, width, output_units(s.classes), rows, weights);
+    let outputs = match s.labels {
+        Labels::Tags(_) => s.classes,
+        Labels::Classes(_) => output_units(s.classes),
+    };
+    let run = Run::new(cfg, width, outputs, rows, weights);
     let val_idx: Vec<usize> = s.val.map_or(Vec::new(), |(_, y)| (0..y.len()).collect());
     let mut plan = |rng: &mut crate::util::rng::Rng| -> Epoch {
         if single {
             rng.shuffle(&mut kept);
             return Epoch {
                 blocks: vec![(0..n_units).collect()],
-                rows: vec![(kept.clone(), s.labels.to_vec())],
+                rows: vec![(kept.clone(), (0..n).collect())],
             };
         }
-        deal(&units, (unit, per_block), &is_train, s.labels, rng)
+        deal(&units, (unit, per_block), &is_train, rng)
     };
     train_loop(
         cfg,
@@ -227,7 +231,7 @@ pub fn fit_streamed(
                 let mut next = Some(read(0, Vec::new()));
                 // The buffer of the block trained last, read into again: two buffers take turns.
                 let mut spare = Vec::new();
-                for (k, (train, labels)) in e.rows.iter().enumerate() {
+                for (k, (train, ids)) in e.rows.iter().enumerate() {
                     let mut x = match next.take().map(|h| h.join()) {
                         Some(Ok(r)) => r?,
                         _ => return Err(Error::Config("the block reader stopped".into())),
@@ -239,7 +243,8 @@ pub fn fit_streamed(
                         x -= mean;
                         x /= std;
                     }
-                    let (l, c) = run.epoch(&x, Labels::Classes(labels), epoch, train)?;
+                    let block = s.labels.batch(ids);
+                    let (l, c) = run.epoch(&x, block.labels(), epoch, train)?;
                     loss += l;
                     correct += c;
                     seen += train.len();
@@ -251,7 +256,7 @@ pub fn fit_streamed(
         },
         |net| match s.val {
             Some((vx, vy)) if !vy.is_empty() => {
-                let (l, a) = evaluate_rows(net, &cfg.loss, vx, Labels::Classes(vy), &val_idx);
+                let (l, a) = evaluate_rows(net, &cfg.loss, vx, vy, &val_idx);
                 (Some(l), Some(a))
             }
             _ => (None, None),
@@ -291,13 +296,14 @@ mod tests {
         let mut rng = crate::util::rng::Rng(5);
         let mut seen = Vec::new();
         for _ in 0..2 {
-            let e = deal(&units, (unit, per_block), &is_train, &labels, &mut rng);
+            let e = deal(&units, (unit, per_block), &is_train, &mut rng);
             assert_eq!(e.blocks.len(), (n / unit).div_ceil(per_block));
             let mut rows = Vec::new();
-            for (b, (train, y)) in e.blocks.iter().zip(&e.rows) {
+            for (b, (train, ids)) in e.blocks.iter().zip(&e.rows) {
+                let y: Vec<u32> = ids.iter().map(|&i| labels[i]).collect();
                 assert!(y.contains(&0) && y.contains(&1), "one class in {b:?}");
                 let global: Vec<usize> = b.iter().flat_map(|&u| u * unit..(u + 1) * unit).collect();
-                assert_eq!(y.len(), global.len());
+                assert_eq!(*ids, global);
                 rows.extend(train.iter().map(|&k| global[k]));
             }
             let mut sorted = rows.clone();

@@ -21,7 +21,7 @@ mod rows;
 mod streamed;
 use crate::head::validation::{leave_out, validation_rows};
 use ndarray::Array2;
-use rows::Rows;
+use rows::{targets, Rows};
 use streamed::train_streamed;
 
 /// Our backprop with a layer spec, the `auto` recipe, or the linfa baseline.
@@ -615,3 +615,6 @@ fn report_kept(history: &History, rep: &dyn Reporter) {
         ));
     }
 }
+
+#[cfg(test)]
+mod tests;

@@ -42,6 +42,14 @@ pub enum Batch {
 }
 
 impl Batch {
+    /// The batch as [`Labels`] of its own rows.
+    pub fn labels(&self) -> Labels<'_> {
+        match self {
+            Batch::Classes(y) => Labels::Classes(y),
+            Batch::Tags(t) => Labels::Tags(t.view()),
+        }
+    }
+
     /// The loss and its gradient; `class_weights` weight each row by its class, or (tags) each
     /// positive element by its column (`pos_weight`).
     pub fn loss(

@@ -38,7 +38,7 @@ fn augmented_rows(
 }
 
 /// A multi-label split's multi-hot targets as floats, `[rows, classes]`.
-fn targets(split: &SplitData, classes: usize) -> Option<Array2<f32>> {
+pub(super) fn targets(split: &SplitData, classes: usize) -> Option<Array2<f32>> {
     if split.tags.is_empty() && !split.is_empty() {
         return None;
     }

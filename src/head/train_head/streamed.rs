@@ -28,13 +28,22 @@ pub(super) fn train_streamed(
             format!("{over}: the logistic baseline needs it in memory; give a larger --memory, or a layer spec (e.g. --head none) or --recipe auto to train on it streamed"),
         ));
     }
-    if meta.multi_label {
+    if meta.multi_label && matches!(cfg.head, HeadChoice::Auto { .. }) {
         return Err(Error::invalid(
             "memory",
-            format!("{over}: multi-label heads are not streamed yet; give a larger --memory"),
+            format!("{over}: the default recipe is not streamed on a multi-label cache; give a layer spec (e.g. --head none or --head dense:256:relu) to train on it streamed, or a larger --memory"),
         ));
     }
-    let labels = cache.read_labels("train")?;
+    // A multi-label cache's targets, `[rows, classes]` (one byte a value on disk).
+    let (labels, tags) = if meta.multi_label {
+        let lists = cache.read_lists("train")?;
+        let tags = targets(&lists, meta.classes.len()).ok_or_else(|| {
+            Error::cache(&cfg.features, "a multi-label train split without its targets")
+        })?;
+        (lists.labels, Some(tags))
+    } else {
+        (cache.read_labels("train")?, None)
+    };
     let val_bytes =
         cache.split_len("val").unwrap_or(0) as u64 * train_bytes / labels.len().max(1) as u64;
     if val_bytes > budget / 2 {
@@ -53,7 +62,7 @@ pub(super) fn train_streamed(
     };
     let raw_row = train_bytes / labels.len().max(1) as u64;
     let blocks = stream::Blocks::for_budget(budget, raw_row as usize, cfg.block_rows);
-    let (vx, vy) = streamed_validation(cfg, cache, &mut v, &labels, blocks)?;
+    let (vx, vy, vt) = streamed_validation(cfg, cache, &mut v, (&labels, tags.as_ref()), blocks)?;
     if (vx.len() * 4) as u64 > budget / 2 {
         return Err(Error::invalid(
             "memory",
@@ -75,13 +84,21 @@ pub(super) fn train_streamed(
         "streamed: {over}; read in {n_blocks} blocks of {} rows, the next block read while one trains",
         blocks.rows
     )));
+    let train_labels = match &tags {
+        Some(t) => Labels::Tags(t.view()),
+        None => Labels::Classes(&labels),
+    };
+    let val_labels = match &vt {
+        Some(t) => Labels::Tags(t.view()),
+        None => Labels::Classes(&vy),
+    };
     let s = stream::Streamed {
         cache,
         pool: cfg.pool,
         train: &v.train,
-        labels: &labels,
+        labels: train_labels,
         classes: meta.classes.len(),
-        val: (!vy.is_empty()).then_some((&vx, vy.as_slice())),
+        val: (!vy.is_empty()).then_some((&vx, val_labels)),
         blocks,
         standardize: None,
     };
@@ -91,14 +108,22 @@ pub(super) fn train_streamed(
             say(table_header());
             mlp_trained(tc, stream::fit_streamed(tc, &s, |r| say(table_row(r)))?)
         }
-        HeadChoice::Auto { threads } => streamed_auto(cfg, s, (*threads, budget), rep)?,
+        HeadChoice::Auto { threads } => streamed_auto(cfg, s, &labels, (*threads, budget), rep)?,
         HeadChoice::Logistic { .. } => {
             return Err(Error::Config(
                 "internal: the logistic baseline is not streamed".into(),
             ))
         }
     };
-    write_head(cfg, meta, t, None, info, outs, rep, t0)
+    // A multi-label head's thresholds, chosen on the validation rows (out of sample).
+    let thresholds = vt.map(|targets| {
+        let val = (!vy.is_empty()).then(|| {
+            let logits = t.network.logits_batched(&vx, 256);
+            (logits.mapv(crate::head::activation::sigmoid), targets)
+        });
+        crate::head::tags::decide(cfg.threshold, val, &meta.classes, rep)
+    });
+    write_head(cfg, meta, t, thresholds, info, outs, rep, t0)
 }
 
 /// The auto recipe on a streamed split ([`recipe::auto_at_scale`]): the candidates scored on a
@@ -108,6 +133,7 @@ pub(super) fn train_streamed(
 fn streamed_auto(
     cfg: &TrainHeadConfig,
     s: stream::Streamed,
+    labels: &[u32],
     (threads, budget): (usize, u64),
     rep: &dyn Reporter,
 ) -> Result<Trained> {
@@ -117,7 +143,7 @@ fn streamed_auto(
     let fits = (budget / 4 / (width.max(1) as u64 * 4)) as usize;
     let sub = crate::head::validation::stratified_sample(
         s.train.to_vec(),
-        s.labels,
+        labels,
         s.classes,
         fits.min(recipe::SUBSAMPLE_ROWS).max(s.classes),
         cfg.seed ^ 0x5ca1e,
@@ -127,18 +153,27 @@ fn streamed_auto(
         sub.len(),
         s.train.len()
     ));
+    let val = match s.val {
+        Some((vx, Labels::Classes(vy))) => Some((vx, vy)),
+        Some((_, Labels::Tags(_))) => {
+            return Err(Error::Config(
+                "internal: the default recipe is not streamed on multi-label rows".into(),
+            ))
+        }
+        None => None,
+    };
     let (report, fit) = {
-        let x = gather_rows(s.cache, cfg.pool, s.labels.len(), s.blocks, &sub)?;
-        let y: Vec<u32> = sub.iter().map(|&i| s.labels[i]).collect();
+        let x = gather_rows(s.cache, cfg.pool, labels.len(), s.blocks, &sub)?;
+        let y: Vec<u32> = sub.iter().map(|&i| labels[i]).collect();
         let (all, val_idx): (Vec<usize>, Vec<usize>) = (
             (0..sub.len()).collect(),
-            (0..s.val.map_or(0, |(_, y)| y.len())).collect(),
+            (0..val.map_or(0, |(_, y)| y.len())).collect(),
         );
         let data = AutoData {
             x: std::borrow::Cow::Owned(x),
             y: &y,
             train: &all,
-            val: s.val.map(|(vx, vy)| (vx, vy, val_idx.as_slice())),
+            val: val.map(|(vx, vy)| (vx, vy, val_idx.as_slice())),
             extra: &[],
             classes: s.classes,
             seed: cfg.seed,
@@ -151,9 +186,10 @@ fn streamed_auto(
     let (network, history, spec) = match fit {
         recipe::ScaledFit::Subsample(net, history, spec) => (net, history, spec),
         recipe::ScaledFit::Streamed { config, mean, std } => {
-            let val = s.val.map(|(vx, vy)| ((vx - &mean) / &std, vy));
+            let val = val.map(|(vx, vy)| ((vx - &mean) / &std, vy));
             let streamed = stream::Streamed {
-                val: val.as_ref().map(|(x, y)| (x, *y)),
+                labels: Labels::Classes(labels),
+                val: val.as_ref().map(|(x, y)| (x, Labels::Classes(y))),
                 standardize: Some((&mean, &std)),
                 ..s
             };
@@ -176,28 +212,35 @@ fn size(bytes: u64) -> String {
     }
 }
 
-/// The validation rows of a streamed run, pooled, in `v.val`'s order: from the val split, or read
-/// from `train` block by block.
+/// The validation rows of a streamed run, pooled, in `v.val`'s order, with their labels and (a
+/// multi-label cache, whose train `tags` are given) targets: from the val split, or read from
+/// `train` block by block.
 fn streamed_validation(
     cfg: &TrainHeadConfig,
     cache: &FeatureCache,
     v: &mut crate::head::validation::Validation,
-    labels: &[u32],
+    (labels, tags): (&[u32], Option<&Array2<f32>>),
     blocks: stream::Blocks,
-) -> Result<(Array2<f32>, Vec<u32>)> {
+) -> Result<(Array2<f32>, Vec<u32>, Option<Array2<f32>>)> {
     let meta = &cache.meta;
+    let rows = |t: &Array2<f32>| t.select(ndarray::Axis(0), &v.val);
     if let Some(s) = v.split.take() {
         let n = s.len();
+        let t = match tags {
+            Some(_) => Some(rows(&targets(&s, meta.classes.len()).ok_or_else(|| {
+                Error::cache(&cfg.features, "a multi-label val split without its targets")
+            })?)),
+            None => None,
+        };
+        let y = v.val.iter().map(|&i| s.labels[i]).collect();
         let x = cfg
             .pool
             .apply(s.features, n, &meta.feature_shape, &meta.layout)?;
-        return Ok((
-            x.select(ndarray::Axis(0), &v.val),
-            v.val.iter().map(|&i| s.labels[i]).collect(),
-        ));
+        return Ok((x.select(ndarray::Axis(0), &v.val), y, t));
     }
     let x = gather_rows(cache, cfg.pool, labels.len(), blocks, &v.val)?;
-    Ok((x, v.val.iter().map(|&i| labels[i]).collect()))
+    let y = v.val.iter().map(|&i| labels[i]).collect();
+    Ok((x, y, tags.map(rows)))
 }
 
 /// Rows `idx` of the `n` train rows, pooled, in `idx`'s order: each block that holds one is read

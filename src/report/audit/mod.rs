@@ -130,6 +130,8 @@ pub struct AuditSummary {
     /// Duplicate pairs (exact or near) whose photos are in different splits.
     pub leakage: usize,
     pub outliers: usize,
+    /// Whether the neighbours were searched approximately ([`streamed`]).
+    pub approximate: bool,
     pub seconds: f64,
     /// The HTML report, when asked for.
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -552,6 +554,7 @@ pub fn audit(cfg: &AuditConfig, rep: &dyn Reporter) -> Result<AuditSummary> {
         near_duplicates: near_count,
         leakage,
         outliers: outliers.len(),
+        approximate,
         seconds: 0.0,
         html: None,
         findings,
@@ -628,9 +631,10 @@ impl AuditSummary {
     /// The summary lines the command prints.
     pub fn report(&self) -> String {
         format!(
-            "photos: {}\nout-of-fold accuracy ({}-fold): {:.4}\nlikely label errors: {}\nexact duplicates: {}\nnear duplicates: {}\nleakage (duplicates across splits): {}\noutliers: {}\nwrote {} in {:.1} s\n",
+            "photos: {}\nout-of-fold accuracy ({}-fold): {:.4}\nlikely label errors: {}\nexact duplicates: {}\nnear duplicates: {}{}\nleakage (duplicates across splits): {}\noutliers: {}\nwrote {} in {:.1} s\n",
             self.photos, self.folds, self.out_of_fold_accuracy, self.label_issues, self.exact_duplicates,
-            self.near_duplicates, self.leakage, self.outliers, self.audit_tsv, self.seconds
+            self.near_duplicates, if self.approximate { " (searched approximately)" } else { "" },
+            self.leakage, self.outliers, self.audit_tsv, self.seconds
         ) + &self.html.as_ref().map_or(String::new(), HtmlSummary::line)
     }
 }

@@ -5,11 +5,11 @@
 //!
 //! 1. **First read.** Each block is pooled and projected ([`approx::Projection`]). The rows of a
 //!    seeded, stratified sample of the photos are kept: the folds' training rows.
-//! 2. **Fold heads.** Head `f` is fitted on the sample's rows outside fold `f` (about
-//!    [`MAX_FOLD_ROWS`] of them), as the exact audit fits each fold on at most that many.
-//! 3. **Search.** Inverted lists over the projections ([`approx::search`]) give each photo's
+//! 2. **Search.** Inverted lists over the projections ([`approx::search`]) give each photo's
 //!    nearest-neighbour distance and the candidate pairs: those estimated within [`MARGIN`] of
-//!    the `near` threshold.
+//!    the `near` threshold. The projections are then freed.
+//! 3. **Fold heads.** Head `f` is fitted on the sample's rows outside fold `f` (about
+//!    [`MAX_FOLD_ROWS`] of them), as the exact audit fits each fold on at most that many.
 //! 4. **Second read.** Each photo is scored by its own fold's head (out-of-fold probabilities), and
 //!    the pooled features of the candidate pairs' photos are kept, so that each pair's cosine is
 //!    computed exactly and kept only at or above `near`.
@@ -60,10 +60,16 @@ pub(super) fn audit(
         }
         None => Vec::new(),
     };
-    // The projections, the sample's rows, and a block as read and pooled.
+    // The photos' names, the sample's rows and a block as read and pooled, with the projections
+    // (and the search) or, after them, the fits.
+    let names: usize = ph
+        .names
+        .iter()
+        .map(|(a, b)| 48 + a.capacity() + b.capacity())
+        .sum();
     let block = (meta.feature_shape.iter().product::<usize>() * n * 4).min(BLOCK_BYTES) as u64;
-    let need =
-        ((n * DIM + sample.len() * width) * 4) as u64 + 2 * block + fits_need(sample.len(), width);
+    let held = (names + sample.len() * width * 4) as u64 + 2 * block;
+    let need = held + ((n * DIM * 4) as u64).max(fits_need(sample.len(), width));
     if need > budget {
         return Err(Error::invalid(
             "memory",
@@ -91,7 +97,24 @@ pub(super) fn audit(
         })
     })?;
 
-    // 2. The fold heads.
+    // 2. The search over the projections.
+    rep.report(Event::Detail(&format!(
+        "neighbours: {n} photos projected to {DIM} dimensions, searched through inverted lists"
+    )));
+    let lists = approx::lists(&z, cfg.seed);
+    let found = approx::search(&z, &lists, cfg.near - MARGIN, 5, near::MAX_PAIRS)
+        .map_err(|_| too_many_pairs(cfg, n))?;
+    drop((z, lists));
+    // The candidates' photos, whose features the second read keeps.
+    let mut rows: Vec<usize> = found.pairs.iter().flat_map(|p| [p.0, p.1]).collect();
+    rows.sort_unstable();
+    rows.dedup();
+    if held + ((rows.len() * width + n * classes) * 4) as u64 > budget {
+        return Err(too_many_pairs(cfg, n));
+    }
+    let slot: HashMap<usize, usize> = rows.iter().enumerate().map(|(s, &i)| (i, s)).collect();
+
+    // 3. The fold heads, once the projections are freed.
     let xs = sampled.rows;
     let heads: Vec<Network> = match folds {
         Some((fold, k)) => {
@@ -111,23 +134,6 @@ pub(super) fn audit(
         None => Vec::new(),
     };
     drop(xs);
-
-    // 3. The search over the projections.
-    rep.report(Event::Detail(&format!(
-        "neighbours: {n} photos projected to {DIM} dimensions, searched through inverted lists"
-    )));
-    let lists = approx::lists(&z, cfg.seed);
-    let found = approx::search(&z, &lists, cfg.near - MARGIN, 5, near::MAX_PAIRS)
-        .map_err(|_| too_many_pairs(cfg, n))?;
-    drop((z, lists));
-    let mut rows: Vec<usize> = found.pairs.iter().flat_map(|p| [p.0, p.1]).collect();
-    rows.sort_unstable();
-    rows.dedup();
-    let held = (rows.len() * width + n * classes) as u64 * 4;
-    if held > budget {
-        return Err(too_many_pairs(cfg, n));
-    }
-    let slot: HashMap<usize, usize> = rows.iter().enumerate().map(|(s, &i)| (i, s)).collect();
 
     // 4. Second read: out-of-fold probabilities and the candidates' features.
     let mut probs = folds.map(|_| Array2::<f32>::zeros((n, classes)));
