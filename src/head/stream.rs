@@ -143,8 +143,9 @@ fn deal(
         .map(|b| {
             let (mut train, mut block_rows) = (Vec::new(), Vec::new());
             for &u in b {
-                for i in u * unit..n.min((u + 1) * unit) {
-                    if is_train[i] {
+                let end = n.min((u + 1) * unit);
+                for (i, &t) in is_train.iter().enumerate().take(end).skip(u * unit) {
+                    if t {
                         train.push(block_rows.len());
                     }
                     block_rows.push(i);

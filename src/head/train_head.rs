@@ -21,7 +21,7 @@ mod rows;
 mod streamed;
 use crate::head::validation::{leave_out, validation_rows};
 use ndarray::Array2;
-use rows::{targets, Rows};
+use rows::{targets, Rows, ValRows};
 use streamed::train_streamed;
 
 /// Our backprop with a layer spec, the `auto` recipe, or the linfa baseline.

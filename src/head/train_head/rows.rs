@@ -47,7 +47,7 @@ pub(super) fn targets(split: &SplitData, classes: usize) -> Option<Array2<f32>> 
 }
 
 /// Pooled rows of the `val` split: features, labels and (multi-label) targets.
-type ValRows = (Array2<f32>, Vec<u32>, Option<Array2<f32>>);
+pub(super) type ValRows = (Array2<f32>, Vec<u32>, Option<Array2<f32>>);
 
 /// The pooled rows a head trains on.
 pub(super) struct Rows {

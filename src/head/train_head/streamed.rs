@@ -38,7 +38,10 @@ pub(super) fn train_streamed(
     let (labels, tags) = if meta.multi_label {
         let lists = cache.read_lists("train")?;
         let tags = targets(&lists, meta.classes.len()).ok_or_else(|| {
-            Error::cache(&cfg.features, "a multi-label train split without its targets")
+            Error::cache(
+                &cfg.features,
+                "a multi-label train split without its targets",
+            )
         })?;
         (lists.labels, Some(tags))
     } else {
@@ -221,7 +224,7 @@ fn streamed_validation(
     v: &mut crate::head::validation::Validation,
     (labels, tags): (&[u32], Option<&Array2<f32>>),
     blocks: stream::Blocks,
-) -> Result<(Array2<f32>, Vec<u32>, Option<Array2<f32>>)> {
+) -> Result<ValRows> {
     let meta = &cache.meta;
     let rows = |t: &Array2<f32>| t.select(ndarray::Axis(0), &v.val);
     if let Some(s) = v.split.take() {

@@ -62,9 +62,16 @@ fn a_multi_label_split_over_the_budget_trains_streamed() {
     let in_memory = train(&f, "a.h5", None, None);
     // 2000 x 8 floats are 64 KB: over a 40 KB budget.
     let one_block = train(&f, "b.h5", Some(40_000), Some(100_000));
-    assert!(one_block.training.contains("\"budget_bytes\""), "{}", one_block.training);
+    assert!(
+        one_block.training.contains("\"budget_bytes\""),
+        "{}",
+        one_block.training
+    );
     assert!(!in_memory.training.contains("\"budget_bytes\""));
-    assert_eq!(one_block.network, in_memory.network, "one block: the in-memory weights");
+    assert_eq!(
+        one_block.network, in_memory.network,
+        "one block: the in-memory weights"
+    );
     assert_eq!(one_block.thresholds, in_memory.thresholds);
     assert_eq!(in_memory.thresholds.as_ref().map(Vec::len), Some(3));
     let blocks = train(&f, "c.h5", Some(40_000), Some(256));

@@ -33,7 +33,7 @@ pub const PROBES: usize = 8;
 const ITERS: usize = 10;
 
 /// Rows of k-means' training sample per list.
-const SAMPLE_PER_LIST: usize = 64;
+pub const SAMPLE_PER_LIST: usize = 64;
 
 /// Query rows per product in the search.
 const QUERY_BLOCK: usize = 256;
@@ -124,16 +124,20 @@ fn probes(lists: &Lists) -> Vec<Vec<usize>> {
         .collect()
 }
 
+/// More pairs over the threshold than the search keeps.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct TooManyPairs;
+
 /// Searches the unit rows of `z` through `lists`: pairs `(i, j, estimated cosine)`, `i < j`, at or
 /// above `threshold` (each once, in order), and each row's mean distance to its `k` nearest rows
-/// found. `Err(())` as soon as more than `max_pairs` pairs are found.
+/// found. [`TooManyPairs`] as soon as more than `max_pairs` pairs are found.
 pub fn search(
     z: &Array2<f32>,
     lists: &Lists,
     threshold: f32,
     k: usize,
     max_pairs: usize,
-) -> Result<Neighbours, ()> {
+) -> Result<Neighbours, TooManyPairs> {
     let probes = probes(lists);
     let found = AtomicUsize::new(0);
     type Part = (Vec<(usize, f32)>, Vec<(usize, usize, f32)>);
@@ -172,17 +176,17 @@ pub fn search(
     let mut knn_distance = vec![0f32; z.nrows()];
     let mut pairs = Vec::new();
     for part in parts {
-        let (dist, p) = part.ok_or(())?;
+        let (dist, p) = part.ok_or(TooManyPairs)?;
         for (i, d) in dist {
             knn_distance[i] = d;
         }
         pairs.extend(p);
     }
     // A pair is found from both of its rows when each list probes the other.
-    pairs.sort_by(|a, b| (a.0, a.1).cmp(&(b.0, b.1)));
+    pairs.sort_by_key(|p| (p.0, p.1));
     pairs.dedup_by(|a, b| (a.0, a.1) == (b.0, b.1));
     if pairs.len() > max_pairs {
-        return Err(());
+        return Err(TooManyPairs);
     }
     Ok(Neighbours {
         pairs,

@@ -19,7 +19,7 @@
 pub mod approx;
 pub mod confident;
 pub mod near;
-mod streamed;
+pub mod streamed;
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};

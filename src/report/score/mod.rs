@@ -57,7 +57,7 @@ pub struct ScoreConfig {
     /// [`crate::runs::score_shard`] for a plan of a bucket; a single URL input is listed without it).
     pub remote_root: Option<std::sync::Arc<Remote>>,
     /// Score the rows of this feature cache (or run folder's merged cache) with `head` instead of
-    /// images: no model is run ([`features`]).
+    /// images: no model is run.
     pub features: Option<PathBuf>,
     /// With `features`: the split scored (default test, else val, else train).
     pub split: Option<String>,
