@@ -24,20 +24,33 @@ fn head_floats(path: &Path) -> String {
     String::from_utf8(o.stdout).unwrap()
 }
 
+/// `make-features --out P` with `args`.
+fn make_features(p: &Path, args: &[&str]) {
+    ok(&[&["make-features", "--out", s(p)][..], args].concat());
+}
+
+/// The accuracy `evaluate` printed.
+fn accuracy(log: &str) -> f64 {
+    log.lines()
+        .find_map(|l| l.strip_prefix("accuracy: "))
+        .and_then(|v| v.split_whitespace().next()?.parse().ok())
+        .unwrap_or_else(|| panic!("no accuracy in {log}"))
+}
+
 fn features(d: &Path, name: &str, rows: usize, separation: &str) -> PathBuf {
     let p = d.join(name);
     let split = format!("train={rows}");
-    ok(&[
-        "make-features",
-        "--shape",
-        "4,4,4",
-        "--split",
-        &split,
-        "--separation",
-        separation,
-        "--out",
-        s(&p),
-    ]);
+    make_features(
+        &p,
+        &[
+            "--shape",
+            "4,4,4",
+            "--split",
+            &split,
+            "--separation",
+            separation,
+        ],
+    );
     p
 }
 
@@ -100,7 +113,7 @@ fn a_split_over_the_budget_streams_and_one_block_gives_the_in_memory_weights() {
     let m = d.path().join("m.h5");
     train_head(&f, &m, &fast);
     let acc = |h: &Path| -> f64 {
-        let log = ok(&[
+        accuracy(&ok(&[
             "evaluate",
             "--features",
             s(&f),
@@ -108,11 +121,7 @@ fn a_split_over_the_budget_streams_and_one_block_gives_the_in_memory_weights() {
             s(h),
             "--split",
             "train",
-        ]);
-        log.lines()
-            .find_map(|l| l.strip_prefix("accuracy: "))
-            .and_then(|v| v.split_whitespace().next()?.parse().ok())
-            .unwrap_or_else(|| panic!("no accuracy in {log}"))
+        ]))
     };
     let (streamed, in_memory) = (acc(&c), acc(&m));
     assert!(
@@ -175,21 +184,9 @@ fn what_cannot_stream_is_refused_and_a_corrupt_block_names_its_rows() {
 fn auto_scores_on_a_subsample_and_trains_the_winner_streamed() {
     let d = tmp();
     let f = d.path().join("f.h5");
-    ok(&[
-        "make-features",
-        "--shape",
-        "16",
-        "--split",
-        "train=30000",
-        "--split",
-        "val=2000",
-        "--separation",
-        "1.0",
-        "--dtype",
-        "f16",
-        "--out",
-        s(&f),
-    ]);
+    let splits = ["--split", "train=30000", "--split", "val=2000"];
+    let rest = ["--shape", "16", "--separation", "1.0", "--dtype", "f16"];
+    make_features(&f, &[&splits[..], &rest].concat());
     let h = d.path().join("h.h5");
     // 30000 x 16 float32 rows are 1.9 MB; a quarter of 1M holds 4096 pooled rows.
     let log = train_head(&f, &h, &["--memory", "1M"]);
@@ -206,16 +203,11 @@ fn auto_scores_on_a_subsample_and_trains_the_winner_streamed() {
         &[s(&h)],
     );
     let e = ok(&["evaluate", "--features", s(&f), "--head", s(&h)]);
-    let acc: f64 = e
-        .lines()
-        .find_map(|l| l.strip_prefix("accuracy: "))
-        .and_then(|v| v.trim().parse().ok())
-        .unwrap_or_else(|| panic!("no accuracy in {e}"));
-    assert!(acc > 0.95, "{e}");
+    assert!(accuracy(&e) > 0.95, "{e}");
 }
 
-/// An audit holds every photo in memory: over its budget it is refused before anything is read,
-/// with the sizes and the flag, and writes nothing.
+/// A budget too small even for the approximate audit is refused before anything is read, with the
+/// sizes and the flag, and writes nothing; `--approximate` audits and says so.
 #[test]
 fn an_audit_over_its_memory_budget_is_refused_with_the_sizes() {
     let d = tmp();
@@ -231,8 +223,23 @@ fn an_audit_over_its_memory_budget_is_refused_with_the_sizes() {
         ],
     );
     assert!(!out.join("audit.tsv").exists());
-    ok(&["audit", s(&f), "--out", s(&out), "--memory", "1G"]);
+    let exact = ok(&["audit", s(&f), "--out", s(&out), "--memory", "1G"]);
     assert!(out.join("audit.tsv").exists());
+    assert!(
+        exact.contains("neighbours exact") && !exact.contains("searched approximately"),
+        "{exact}"
+    );
+    let approx = ok(&["audit", s(&f), "--out", s(&out), "--approximate"]);
+    assert!(
+        approx.contains(" (searched approximately)\nleakage"),
+        "{approx}"
+    );
+    // --json: stdout is the JSON summary alone.
+    let o = run(&["audit", s(&f), "--out", s(&out), "--approximate", "--json"]);
+    assert!(o.status.success(), "{}", text(&o));
+    let v: serde_json::Value = serde_json::from_slice(&o.stdout).expect("stdout is JSON");
+    assert_eq!(v["approximate"], true, "{v}");
+    assert_eq!(v["photos"], 2000, "{v}");
 }
 
 /// `score --features`: one row per photo of the split, named by the cache's paths, predicting
@@ -242,19 +249,11 @@ fn an_audit_over_its_memory_budget_is_refused_with_the_sizes() {
 fn score_features_writes_a_row_per_cached_photo_as_evaluate_scores_them() {
     let d = tmp();
     let f = d.path().join("f.h5");
-    ok(&[
-        "make-features",
-        "--shape",
-        "16",
-        "--split",
-        "train=600",
-        "--split",
-        "test=300",
-        "--separation",
-        "1.0",
-        "--out",
-        s(&f),
-    ]);
+    let splits = ["--split", "train=600", "--split", "test=300"];
+    make_features(
+        &f,
+        &[&["--shape", "16", "--separation", "1.0"][..], &splits].concat(),
+    );
     let h = d.path().join("h.h5");
     let fit = [
         "--head",
@@ -268,15 +267,8 @@ fn score_features_writes_a_row_per_cached_photo_as_evaluate_scores_them() {
     ];
     train_head(&f, &h, &fit);
     let out = d.path().join("p.csv");
-    let log = ok(&[
-        "score",
-        "--features",
-        s(&f),
-        "--head",
-        s(&h),
-        "--out",
-        s(&out),
-    ]);
+    let score = ["score", "--features", s(&f), "--head", s(&h)];
+    let log = ok(&[&score[..], &["--out", s(&out)]].concat());
     assert!(log.contains("scored 300 images"), "{log}");
     let csv = std::fs::read_to_string(&out).unwrap();
     let mut lines = csv.lines();
@@ -306,11 +298,7 @@ fn score_features_writes_a_row_per_cached_photo_as_evaluate_scores_them() {
         "--split",
         "test",
     ]);
-    let acc: f64 = eval
-        .lines()
-        .find_map(|l| l.strip_prefix("accuracy: "))
-        .and_then(|v| v.split_whitespace().next()?.parse().ok())
-        .unwrap_or_else(|| panic!("no accuracy in {eval}"));
+    let acc = accuracy(&eval);
     assert!(acc > 0.7 && acc < 0.99, "{eval}");
     // evaluate prints 4 decimals.
     assert!(
@@ -320,56 +308,22 @@ fn score_features_writes_a_row_per_cached_photo_as_evaluate_scores_them() {
     // An interrupted file (cut inside a row) continues to the same bytes.
     let cut = csv.len() / 2;
     std::fs::write(&out, &csv[..cut]).unwrap();
-    let log = ok(&[
-        "score",
-        "--features",
-        s(&f),
-        "--head",
-        s(&h),
-        "--out",
-        s(&out),
-        "--resume",
-    ]);
+    let log = ok(&[&score[..], &["--out", s(&out), "--resume"]].concat());
     assert!(log.contains("already in the output"), "{log}");
     assert_eq!(std::fs::read_to_string(&out).unwrap(), csv);
     // The train split on request; the cache is never the output; no head, no scoring.
-    let train = ok(&[
-        "score",
-        "--features",
-        s(&f),
-        "--head",
-        s(&h),
-        "--split",
-        "train",
-    ]);
+    let train = ok(&[&score[..], &["--split", "train"]].concat());
     assert_eq!(
         train.lines().filter(|l| l.starts_with("train/")).count(),
         600
     );
     fails(
-        &[
-            "score",
-            "--features",
-            s(&f),
-            "--head",
-            s(&h),
-            "--out",
-            s(&f),
-            "--force",
-        ],
+        &[&score[..], &["--out", s(&f), "--force"]].concat(),
         &["is an input"],
     );
     fails(&["score", "--features", s(&f)], &["--head"]);
     fails(
-        &[
-            "score",
-            "--features",
-            s(&f),
-            "--head",
-            s(&h),
-            "--split",
-            "val",
-        ],
+        &[&score[..], &["--split", "val"]].concat(),
         &["no split 'val'"],
     );
 }

@@ -34,8 +34,19 @@ pub(super) fn train_streamed(
             format!("{over}: the default recipe is not streamed on a multi-label cache; give a layer spec (e.g. --head none or --head dense:256:relu) to train on it streamed, or a larger --memory"),
         ));
     }
-    // A multi-label cache's targets, `[rows, classes]` (one byte a value on disk).
+    // A multi-label cache's targets, `[rows, classes]` as float32, held besides the blocks.
     let (labels, tags) = if meta.multi_label {
+        let tag_bytes = cache.split_len("train")? as u64 * meta.classes.len() as u64 * 4;
+        if tag_bytes > budget / 2 {
+            return Err(Error::invalid(
+                "memory",
+                format!(
+                    "{over}, and its targets ({} classes a row) take {}, over half of it: give a larger --memory",
+                    meta.classes.len(),
+                    size(tag_bytes)
+                ),
+            ));
+        }
         let lists = cache.read_lists("train")?;
         let tags = targets(&lists, meta.classes.len()).ok_or_else(|| {
             Error::cache(

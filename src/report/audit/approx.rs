@@ -124,6 +124,13 @@ fn probes(lists: &Lists) -> Vec<Vec<usize>> {
         .collect()
 }
 
+/// Bytes one thread of [`search`] over `n` rows holds: a list's candidates (about [`PROBES`]
+/// lists of `√n` rows) and their products with a block of queries.
+pub fn search_bytes(n: usize) -> u64 {
+    let cand = PROBES * ((n as f64).sqrt().ceil() as usize).max(1);
+    (cand * (DIM + QUERY_BLOCK) * 4) as u64
+}
+
 /// More pairs over the threshold than the search keeps.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct TooManyPairs;
@@ -151,6 +158,7 @@ pub fn search(
             let zc = z.select(Axis(0), &cand);
             let (mut dist, mut pairs) = (Vec::new(), Vec::new());
             for q in lists.members[l].chunks(QUERY_BLOCK) {
+                let before = pairs.len();
                 let sims = z.select(Axis(0), q).dot(&zc.t());
                 for (b, row) in sims.outer_iter().enumerate() {
                     let i = q[b];
@@ -166,7 +174,8 @@ pub fn search(
                     }
                     dist.push((i, top.mean_distance()));
                 }
-                if found.fetch_add(pairs.len(), Ordering::Relaxed) + pairs.len() > 2 * max_pairs {
+                let new = pairs.len() - before;
+                if found.fetch_add(new, Ordering::Relaxed) + new > 2 * max_pairs {
                     return None;
                 }
             }

@@ -229,8 +229,8 @@ fn fits_need(rows: usize, width: usize) -> u64 {
 }
 
 /// Bytes an exact audit holds: the photos' pooled features twice (the photos and the normalised
-/// copy of the neighbour scan), a block of the features as stored while they are pooled, and the
-/// fits' copies.
+/// copy of the neighbour scan), their probabilities, a block of the features as stored while they
+/// are pooled, and the fits' copies.
 fn exact_need(cfg: &AuditConfig, cache: &FeatureCache) -> Result<u64> {
     let meta = &cache.meta;
     let (mut rows, mut largest) = (0usize, 0usize);
@@ -245,7 +245,9 @@ fn exact_need(cfg: &AuditConfig, cache: &FeatureCache) -> Result<u64> {
     // Two pooled copies (the photos and the neighbour scan's normalised copy), and a block of
     // the features as stored while they are pooled.
     let stored = largest as u64 * meta.feature_shape.iter().product::<usize>() as u64 * 4;
-    Ok((2 * rows as u64 * width as u64) * 4
+    let probs = (rows * meta.classes.len() * 4) as u64;
+    Ok(probs
+        + (2 * rows as u64 * width as u64) * 4
         + stored.min(BLOCK_BYTES as u64)
         + fits_need(rows, width))
 }
@@ -468,6 +470,8 @@ pub fn audit(cfg: &AuditConfig, rep: &dyn Reporter) -> Result<AuditSummary> {
     let cache = FeatureCache::open(&cfg.features)?;
     std::fs::create_dir_all(&cfg.out).map_err(|e| Error::io(&cfg.out, e))?;
     out.check()?;
+    // Both outputs are checked before any work.
+    probabilities_output(cfg, &cfg.out.join("out_of_fold.csv"), &is_probabilities).check()?;
     let html_path = cfg.out.join("audit.html");
     if cfg.html {
         html::check(&html_path, &[&cfg.features])?;
@@ -477,14 +481,35 @@ pub fn audit(cfg: &AuditConfig, rep: &dyn Reporter) -> Result<AuditSummary> {
     let n = ph.labels.len();
     let k = fold_count(cfg, &ph.labels, classes.len());
     let fold = folds_of(&ph.labels, classes.len(), k, cfg.seed);
-    let folds = (!cache.meta.multi_label).then_some((&fold[..], k));
-    if folds.is_none() {
+    // Out-of-fold probabilities need two photos of each class at the least (a head of the other
+    // folds must see every class).
+    let thin = (0..classes.len()).find(|&c| {
+        ph.labels
+            .iter()
+            .filter(|&&l| l as usize == c)
+            .take(2)
+            .count()
+            < 2
+    });
+    let folds = (!cache.meta.multi_label && thin.is_none()).then_some((&fold[..], k));
+    if cache.meta.multi_label {
         rep.report(Event::Notice(
             "a multi-label cache: label errors are not looked for (duplicates and outliers are)",
         ));
+    } else if let Some(c) = thin {
+        rep.report(Event::Notice(&format!(
+            "class '{}' has fewer than 2 photos: label errors are not looked for (duplicates and outliers are)",
+            classes[c]
+        )));
     }
     let (need, budget) = (exact_need(cfg, &cache)?, budget(cfg));
     let approximate = cfg.approximate || n > EXACT_MAX_ROWS || need > budget;
+    if approximate && cfg.near < 0.8 {
+        rep.report(Event::Notice(&format!(
+            "the approximate search compares each photo with its nearest lists only: at a cosine of {} it finds part of the pairs (it is meant for near duplicates, 0.9 and above)",
+            cfg.near
+        )));
+    }
     let labels_by = match folds {
         Some(_) => format!("out-of-fold probabilities by {k}-fold cross-validation"),
         None => "no label check".into(),
@@ -571,6 +596,23 @@ pub fn audit(cfg: &AuditConfig, rep: &dyn Reporter) -> Result<AuditSummary> {
     Ok(s)
 }
 
+/// Whether `p` is an audit's `out_of_fold.csv` (the rule by which an audit replaces it).
+fn is_probabilities(p: &Path) -> bool {
+    std::fs::read(p).is_ok_and(|b| b.starts_with(b"split,file,label,p_"))
+}
+
+/// The writer of `out_of_fold.csv` at `path`.
+fn probabilities_output<'a>(
+    cfg: &AuditConfig,
+    path: &Path,
+    is_ours: &'a dyn Fn(&Path) -> bool,
+) -> Output<'a> {
+    Output::new(path).input(&cfg.features).replace(Replace::If {
+        what: "an audit's out_of_fold.csv",
+        check: is_ours,
+    })
+}
+
 /// `out_of_fold.csv`: each photo's out-of-fold probabilities (`p_<class>` columns), the input of
 /// confident learning, for other tools (cleanlab's `find_label_issues` takes them as they are).
 fn write_probabilities(
@@ -580,14 +622,7 @@ fn write_probabilities(
     classes: &[String],
 ) -> Result<()> {
     let path = cfg.out.join("out_of_fold.csv");
-    let is_ours = |p: &Path| std::fs::read(p).is_ok_and(|b| b.starts_with(b"split,file,label,p_"));
-    let out = Output::new(&path)
-        .input(&cfg.features)
-        .replace(Replace::If {
-            what: "an audit's out_of_fold.csv",
-            check: &is_ours,
-        });
-    out.write(|tmp| {
+    probabilities_output(cfg, &path, &is_probabilities).write(|tmp| {
         let bad = |e: csv::Error| Error::output(&path, format!("cannot write: {e}"));
         let mut w = csv::Writer::from_path(tmp).map_err(bad)?;
         let mut head = vec!["split".to_string(), "file".into(), "label".into()];

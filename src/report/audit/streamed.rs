@@ -47,29 +47,23 @@ pub(super) fn audit(
     let meta = &cache.meta;
     let (n, classes) = (ph.labels.len(), meta.classes.len());
     let width = cfg.pool.output_dim(&meta.feature_shape, &meta.layout)?;
-    let sample: Vec<usize> = match folds {
-        Some((_, k)) => {
-            let rows = MAX_FOLD_ROWS * k / (k - 1) + 1;
-            stratified_sample(
-                (0..n).collect(),
-                &ph.labels,
-                classes,
-                rows,
-                cfg.seed ^ 0x5a3,
-            )
-        }
+    let sample = match folds {
+        Some((fold, k)) => fold_sample(&ph.labels, classes, (fold, k), MAX_FOLD_ROWS, cfg.seed),
         None => Vec::new(),
     };
-    // The photos' names, the sample's rows and a block as read and pooled, with the projections
-    // (and the search) or, after them, the fits.
+    // Held throughout: the photos' names, folds and probabilities, their neighbour distances and
+    // list members, the sample's rows and a block as read and pooled. Then the projections (and
+    // the search's products, a list against its probes on each thread) or, after them, the fits.
     let names: usize = ph
         .names
         .iter()
         .map(|(a, b)| 48 + a.capacity() + b.capacity())
         .sum();
+    let per_photo = 8 + 4 * classes + 4 + 8;
     let block = (meta.feature_shape.iter().product::<usize>() * n * 4).min(BLOCK_BYTES) as u64;
-    let held = (names + sample.len() * width * 4) as u64 + 2 * block;
-    let need = held + ((n * DIM * 4) as u64).max(fits_need(sample.len(), width));
+    let held = (names + n * per_photo + sample.len() * width * 4) as u64 + 2 * block;
+    let search = approx::search_bytes(n) * rayon::current_num_threads() as u64;
+    let need = held + ((n * DIM * 4) as u64 + search).max(fits_need(sample.len(), width));
     if need > budget {
         return Err(Error::invalid(
             "memory",
@@ -109,8 +103,19 @@ pub(super) fn audit(
     let mut rows: Vec<usize> = found.pairs.iter().flat_map(|p| [p.0, p.1]).collect();
     rows.sort_unstable();
     rows.dedup();
-    if held + ((rows.len() * width + n * classes) * 4) as u64 > budget {
-        return Err(too_many_pairs(cfg, n));
+    let kept_bytes = (rows.len() * width * 4) as u64;
+    if held + kept_bytes > budget {
+        return Err(Error::invalid(
+            "memory",
+            format!(
+                "{}: the {} photos of the near-duplicate candidates at a cosine of {} hold {:.2} GB more, over the budget of {:.2} GB; give a larger --memory or a higher --near",
+                cfg.features.display(),
+                rows.len(),
+                cfg.near,
+                kept_bytes as f64 / 1e9,
+                budget as f64 / 1e9
+            ),
+        ));
     }
     let slot: HashMap<usize, usize> = rows.iter().enumerate().map(|(s, &i)| (i, s)).collect();
 
@@ -175,6 +180,30 @@ pub(super) fn audit(
             knn_distance: found.knn_distance,
         },
     ))
+}
+
+/// The fold heads' training sample: about `per_fold · k / (k - 1)` rows (so that each head
+/// trains on about `per_fold` of the other folds'), ascending, stratified by class and fold, so
+/// that every fold's head sees every class however rare: each (class, fold) cell with photos
+/// keeps one at the least.
+pub(super) fn fold_sample(
+    labels: &[u32],
+    classes: usize,
+    (fold, k): (&[usize], usize),
+    per_fold: usize,
+    seed: u64,
+) -> Vec<usize> {
+    let rows = per_fold * k / (k - 1) + 1;
+    let cell: Vec<u32> = (0..labels.len())
+        .map(|i| (labels[i] as usize * k + fold[i]) as u32)
+        .collect();
+    stratified_sample(
+        (0..labels.len()).collect(),
+        &cell,
+        classes * k,
+        rows,
+        seed ^ 0x5a3,
+    )
 }
 
 /// The rows `wanted` (ascending) of the photos, collected as their blocks are read.

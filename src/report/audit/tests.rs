@@ -87,6 +87,12 @@ fn injected_flips_and_leaked_copies(approximate: bool) {
     let e = audit(&cfg, &Silent).unwrap_err().to_string();
     assert!(e.contains("audit.tsv"), "{e}");
     std::fs::remove_file(d.path().join("c.audit").join("audit.tsv")).unwrap();
+    // So is an out_of_fold.csv that is not one, before any work.
+    let oof_path = d.path().join("c.audit").join("out_of_fold.csv");
+    std::fs::write(&oof_path, "mine").unwrap();
+    let e = audit(&cfg, &Silent).unwrap_err().to_string();
+    assert!(e.contains("out_of_fold.csv"), "{e}");
+    std::fs::remove_file(&oof_path).unwrap();
     // Under a budget too small for either audit, the refusal gives the sizes.
     cfg.memory = Some(10_000);
     let e = audit(&cfg, &Silent).unwrap_err().to_string();
@@ -188,4 +194,79 @@ fn large_folds_train_on_a_stratified_sample() {
     }
     let small: Vec<usize> = (0..100).collect();
     assert_eq!(capped(small.clone(), &labels, 3, 7), small);
+}
+
+/// A cache of `n` photos of 32 features in 3 classes, the last class only `rare` photos.
+fn rare_class_cache(dir: &Path, n: usize, rare: usize) -> PathBuf {
+    let (meta, mut splits) = synthetic(&SyntheticSpec {
+        shape: vec![32],
+        splits: vec![("train".into(), n)],
+        classes: 3,
+        separation: 1.0,
+        seed: 8,
+        dtype: crate::cache::Dtype::F32,
+    })
+    .unwrap();
+    let mut kept = 0;
+    for l in splits[0].labels.iter_mut() {
+        if *l == 2 {
+            if kept == rare {
+                *l = 0;
+            } else {
+                kept += 1;
+            }
+        }
+    }
+    let path = dir.join(format!("rare{n}-{rare}.h5"));
+    write_arrays(&crate::util::output::Output::new(&path), &meta, &splits).unwrap();
+    path
+}
+
+/// The approximate audit's fold sample, on 200,000 photos with a class of 3: each fold's
+/// share of the sample holds a photo of it, so no fold's head misses the class (a sample by class
+/// alone keeps one photo of it, in one fold); the sample is about the size asked for, ascending.
+/// A class of one photo cannot be checked: the audit says so and still looks for duplicates and
+/// outliers, exact or approximate.
+#[test]
+fn rare_classes_are_audited_or_said_to_be_too_few() {
+    let n = 200_000;
+    let mut labels: Vec<u32> = (0..n).map(|i| (i % 2) as u32).collect();
+    for i in [10, 20_000, 150_001] {
+        labels[i] = 2;
+    }
+    let fold = folds_of(&labels, 3, 3, 42);
+    let sample = streamed::fold_sample(&labels, 3, (&fold, 3), 20_000, 7);
+    assert!(sample.windows(2).all(|w| w[0] < w[1]));
+    assert!((30_000..30_020).contains(&sample.len()), "{}", sample.len());
+    for f in 0..3 {
+        for c in 0..3 {
+            assert!(
+                sample.iter().any(|&i| fold[i] != f && labels[i] == c),
+                "fold {f}'s head has no class {c}"
+            );
+        }
+    }
+    let d = tempfile::tempdir().unwrap();
+    struct Notices(std::sync::Mutex<Vec<String>>);
+    impl Reporter for Notices {
+        fn report(&self, e: Event<'_>) {
+            if let Event::Notice(m) = e {
+                self.0.lock().unwrap().push(m.to_string());
+            }
+        }
+    }
+    let one = rare_class_cache(d.path(), 300, 1);
+    for approximate in [false, true] {
+        let mut cfg = AuditConfig::new(&one);
+        cfg.approximate = approximate;
+        let said = Notices(Default::default());
+        let s = audit(&cfg, &said).unwrap();
+        assert_eq!(s.label_issues, 0);
+        let said = said.0.into_inner().unwrap();
+        assert!(
+            said.iter().any(|m| m.contains("fewer than 2 photos")),
+            "{said:?}"
+        );
+        assert!(!cfg.out.join("out_of_fold.csv").exists());
+    }
 }

@@ -29,7 +29,7 @@ pub(super) fn score_features(
     })?;
     let head = Head::load(hp)?;
     let cache = FeatureCache::open(features)?;
-    head.check_compatible(hp, &cache.meta, features, false)?;
+    head.check_compatible(hp, &cache.meta, features, cfg.any_precision)?;
     let split = pick_split(&cache.meta.splits, cfg.split.as_deref(), features)?;
     let classifier = Classifier::Head(Box::new(head));
     let Classifier::Head(head) = &classifier else {

@@ -61,6 +61,8 @@ pub struct ScoreConfig {
     pub features: Option<PathBuf>,
     /// With `features`: the split scored (default test, else val, else train).
     pub split: Option<String>,
+    /// With `features`: accept features of another precision (int8, fp16) of the head's model.
+    pub any_precision: bool,
 }
 
 impl ScoreConfig {
@@ -83,6 +85,7 @@ impl ScoreConfig {
             remote_root: None,
             features: None,
             split: None,
+            any_precision: false,
         }
     }
 }

@@ -56,7 +56,9 @@ pub fn run(a: &Args) -> Result<()> {
     cfg.html = a.html;
     cfg.approximate = a.approximate;
     cfg.memory = crate::common::memory_budget(a.memory.as_deref())?;
-    let s = audit(&cfg, &a.display.term())?;
+    // With --json, stdout holds the JSON alone.
+    let term = crate::common::term(a.display.progress, a.display.quiet || a.json);
+    let s = audit(&cfg, &term)?;
     if a.json {
         println!("{}", headstart::report::to_json(&s, true)?);
     } else {

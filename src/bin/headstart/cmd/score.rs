@@ -27,6 +27,10 @@ pub struct Args {
     /// With --features: the split scored [default: test, else val, else train].
     #[arg(long, requires = "features")]
     pub split: Option<String>,
+    /// With --features: accept features of another precision (int8, fp16) of the model the head
+    /// was trained on.
+    #[arg(long, requires = "features")]
+    pub any_precision: bool,
     /// Output file: .csv, or .jsonl for JSON lines [default: CSV on stdout].
     #[arg(long, conflicts_with = "run")]
     pub out: Option<PathBuf>,
@@ -82,6 +86,7 @@ impl Args {
         if let Some(f) = &self.features {
             cfg.features = Some(crate::common::features_or_run(f)?);
             cfg.split = self.split.clone();
+            cfg.any_precision = self.any_precision;
         }
         cfg.out = self.out.clone();
         cfg.top_k = self.top_k;
