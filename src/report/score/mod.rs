@@ -1,6 +1,7 @@
 //! `score`: run base + head (or one exported model) over image files and folders and stream one row
 //! per image (CSV or JSON lines) as batches finish. Unreadable files get a row with the error and the
-//! run goes on; `resume` skips the files an earlier run already wrote.
+//! run goes on; `resume` skips the files an earlier run already wrote. With `features`, the rows
+//! of a feature cache are scored by a head instead, no model run (`features.rs`).
 
 use crate::util::lock::OutputLock;
 use crate::util::output::{Output, Replace};
