@@ -326,4 +326,12 @@ fn score_features_writes_a_row_per_cached_photo_as_evaluate_scores_them() {
         &[&score[..], &["--split", "val"]].concat(),
         &["no split 'val'"],
     );
+    // The flags of a model run mean nothing here, and are refused rather than ignored.
+    for flag in [
+        &["--batch", "4"][..],
+        &["--preprocess", "caffe"],
+        &["--shard", "1"],
+    ] {
+        fails(&[&score[..], flag].concat(), &["cannot be used with"]);
+    }
 }

@@ -22,7 +22,12 @@ pub struct Args {
     pub paths: Vec<PathBuf>,
     /// Score the rows of a feature cache (or a run folder's merged cache) with --head instead of
     /// images: no model runs; rows are named by the cache's paths, read and written block by block.
-    #[arg(long, value_name = "CACHE", requires = "head", conflicts_with_all = ["model", "run", "tta"])]
+    #[arg(
+        long,
+        value_name = "CACHE",
+        requires = "head",
+        conflicts_with_all = ["model", "run", "tta", "decode_threads", "batch", "PreprocessArgs", "RuntimeArgs", "ShardArgs"]
+    )]
     pub features: Option<PathBuf>,
     /// With --features: the split scored [default: test, else val, else train].
     #[arg(long, requires = "features")]
