@@ -34,30 +34,7 @@ pub(super) fn train_streamed(
             format!("{over}: the default recipe is not streamed on a multi-label cache; give a layer spec (e.g. --head none or --head dense:256:relu) to train on it streamed, or a larger --memory"),
         ));
     }
-    // A multi-label cache's targets, `[rows, classes]` as float32, held besides the blocks.
-    let (labels, tags) = if meta.multi_label {
-        let tag_bytes = cache.split_len("train")? as u64 * meta.classes.len() as u64 * 4;
-        if tag_bytes > budget / 2 {
-            return Err(Error::invalid(
-                "memory",
-                format!(
-                    "{over}, and its targets ({} classes a row) take {}, over half of it: give a larger --memory",
-                    meta.classes.len(),
-                    size(tag_bytes)
-                ),
-            ));
-        }
-        let lists = cache.read_lists("train")?;
-        let tags = targets(&lists, meta.classes.len()).ok_or_else(|| {
-            Error::cache(
-                &cfg.features,
-                "a multi-label train split without its targets",
-            )
-        })?;
-        (lists.labels, Some(tags))
-    } else {
-        (cache.read_labels("train")?, None)
-    };
+    let (labels, tags) = train_labels(cfg, cache, &over, budget)?;
     let val_bytes =
         cache.split_len("val").unwrap_or(0) as u64 * train_bytes / labels.len().max(1) as u64;
     if val_bytes > budget / 2 {
@@ -129,15 +106,59 @@ pub(super) fn train_streamed(
             ))
         }
     };
-    // A multi-label head's thresholds, chosen on the validation rows (out of sample).
-    let thresholds = vt.map(|targets| {
-        let val = (!vy.is_empty()).then(|| {
-            let logits = t.network.logits_batched(&vx, 256);
-            (logits.mapv(crate::head::activation::sigmoid), targets)
-        });
-        crate::head::tags::decide(cfg.threshold, val, &meta.classes, rep)
-    });
+    let thresholds =
+        vt.map(|targets| thresholds_on(cfg, &t.network, (&vx, targets), &meta.classes, rep));
     write_head(cfg, meta, t, thresholds, info, outs, rep, t0)
+}
+
+/// The train split's labels and, for a multi-label cache, its targets (`[rows, classes]` as
+/// float32, held besides the blocks: refused when they take over half the budget).
+fn train_labels(
+    cfg: &TrainHeadConfig,
+    cache: &FeatureCache,
+    over: &str,
+    budget: u64,
+) -> Result<(Vec<u32>, Option<Array2<f32>>)> {
+    let meta = &cache.meta;
+    Ok(if meta.multi_label {
+        let tag_bytes = cache.split_len("train")? as u64 * meta.classes.len() as u64 * 4;
+        if tag_bytes > budget / 2 {
+            return Err(Error::invalid(
+                "memory",
+                format!(
+                    "{over}, and its targets ({} classes a row) take {}, over half of it: give a larger --memory",
+                    meta.classes.len(),
+                    size(tag_bytes)
+                ),
+            ));
+        }
+        let lists = cache.read_lists("train")?;
+        let tags = targets(&lists, meta.classes.len()).ok_or_else(|| {
+            Error::cache(
+                &cfg.features,
+                "a multi-label train split without its targets",
+            )
+        })?;
+        (lists.labels, Some(tags))
+    } else {
+        (cache.read_labels("train")?, None)
+    })
+}
+
+/// A multi-label head's thresholds, chosen on the validation rows `vx` and their `targets` (out of
+/// sample; none without validation rows, as [`crate::head::tags::decide`] takes it).
+fn thresholds_on(
+    cfg: &TrainHeadConfig,
+    net: &Network,
+    (vx, targets): (&Array2<f32>, Array2<f32>),
+    classes: &[String],
+    rep: &dyn Reporter,
+) -> (Vec<f32>, String) {
+    let val = (vx.nrows() > 0).then(|| {
+        let logits = net.logits_batched(vx, 256);
+        (logits.mapv(crate::head::activation::sigmoid), targets)
+    });
+    crate::head::tags::decide(cfg.threshold, val, classes, rep)
 }
 
 /// The auto recipe on a streamed split ([`recipe::auto_at_scale`]): the candidates scored on a

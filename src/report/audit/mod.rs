@@ -458,6 +458,61 @@ fn exact(
     Ok((probs, nb))
 }
 
+/// Whether label errors are looked for: not on a multi-label cache, nor when a class has fewer than
+/// 2 photos (a head of the other folds must see every class); each said as a notice.
+fn checks_labels(ph: &Photos, classes: &[String], multi_label: bool, rep: &dyn Reporter) -> bool {
+    let thin = (0..classes.len()).find(|&c| {
+        ph.labels
+            .iter()
+            .filter(|&&l| l as usize == c)
+            .take(2)
+            .count()
+            < 2
+    });
+    if multi_label {
+        rep.report(Event::Notice(
+            "a multi-label cache: label errors are not looked for (duplicates and outliers are)",
+        ));
+    } else if let Some(c) = thin {
+        rep.report(Event::Notice(&format!(
+            "class '{}' has fewer than 2 photos: label errors are not looked for (duplicates and outliers are)",
+            classes[c]
+        )));
+    }
+    !multi_label && thin.is_none()
+}
+
+/// The duplicate and leakage findings, most similar first, from the photos' file hashes (when the
+/// files were there) and the near pairs: (exact pairs, near pairs not exact, pairs across splits,
+/// findings).
+fn pair_findings(
+    ph: &Photos,
+    hashes: Option<&[String]>,
+    near: &[(usize, usize, f32)],
+    classes: &[String],
+) -> (usize, usize, usize, Vec<Finding>) {
+    let mut pairs = hashes.map_or_else(HashMap::new, exact_pairs);
+    let exact = pairs.len();
+    let mut near_count = 0;
+    for &(i, j, s) in near {
+        if pairs.insert((i, j), s as f64).is_none() {
+            near_count += 1;
+        }
+    }
+    let mut sorted: Vec<((usize, usize), f64)> = pairs.into_iter().collect();
+    sorted.sort_by(|a, b| b.1.total_cmp(&a.1).then(a.0.cmp(&b.0)));
+    let (mut leakage, mut findings) = (0, Vec::new());
+    for ((i, j), s) in sorted {
+        let across = ph.names[i].0 != ph.names[j].0;
+        leakage += usize::from(across);
+        // The later photo of the pair (a test one when it crosses) is the one listed.
+        let mut f = ph.finding(j, if across { "leakage" } else { "duplicate" }, s, classes);
+        f.pair = ph.names[i].1.clone();
+        findings.push(f);
+    }
+    (exact, near_count, leakage, findings)
+}
+
 /// Runs the audit of `cfg.features` and writes `cfg.out/audit.tsv`.
 pub fn audit(cfg: &AuditConfig, rep: &dyn Reporter) -> Result<AuditSummary> {
     let t0 = Instant::now();
@@ -481,27 +536,7 @@ pub fn audit(cfg: &AuditConfig, rep: &dyn Reporter) -> Result<AuditSummary> {
     let n = ph.labels.len();
     let k = fold_count(cfg, &ph.labels, classes.len());
     let fold = folds_of(&ph.labels, classes.len(), k, cfg.seed);
-    // Out-of-fold probabilities need two photos of each class at the least (a head of the other
-    // folds must see every class).
-    let thin = (0..classes.len()).find(|&c| {
-        ph.labels
-            .iter()
-            .filter(|&&l| l as usize == c)
-            .take(2)
-            .count()
-            < 2
-    });
-    let folds = (!cache.meta.multi_label && thin.is_none()).then_some((&fold[..], k));
-    if cache.meta.multi_label {
-        rep.report(Event::Notice(
-            "a multi-label cache: label errors are not looked for (duplicates and outliers are)",
-        ));
-    } else if let Some(c) = thin {
-        rep.report(Event::Notice(&format!(
-            "class '{}' has fewer than 2 photos: label errors are not looked for (duplicates and outliers are)",
-            classes[c]
-        )));
-    }
+    let folds = checks_labels(&ph, &classes, cache.meta.multi_label, rep).then_some((&fold[..], k));
     let (need, budget) = (exact_need(cfg, &cache)?, budget(cfg));
     let approximate = cfg.approximate || n > EXACT_MAX_ROWS || need > budget;
     if approximate && cfg.near < 0.8 {
@@ -540,26 +575,10 @@ pub fn audit(cfg: &AuditConfig, rep: &dyn Reporter) -> Result<AuditSummary> {
     findings.extend(label_findings);
 
     // Duplicates and leakage.
-    let mut pairs =
-        file_hashes(&cache, &ph.names, rep).map_or_else(HashMap::new, |h| exact_pairs(&h));
-    let exact = pairs.len();
-    let mut near_count = 0;
-    for &(i, j, s) in &nb.pairs {
-        if pairs.insert((i, j), s as f64).is_none() {
-            near_count += 1;
-        }
-    }
-    let mut sorted: Vec<((usize, usize), f64)> = pairs.into_iter().collect();
-    sorted.sort_by(|a, b| b.1.total_cmp(&a.1).then(a.0.cmp(&b.0)));
-    let mut leakage = 0;
-    for ((i, j), s) in sorted {
-        let across = ph.names[i].0 != ph.names[j].0;
-        leakage += usize::from(across);
-        // The later photo of the pair (a test one when it crosses) is the one listed.
-        let mut f = ph.finding(j, if across { "leakage" } else { "duplicate" }, s, &classes);
-        f.pair = ph.names[i].1.clone();
-        findings.push(f);
-    }
+    let hashes = file_hashes(&cache, &ph.names, rep);
+    let (exact, near_count, leakage, pair_findings) =
+        pair_findings(&ph, hashes.as_deref(), &nb.pairs, &classes);
+    findings.extend(pair_findings);
 
     // Outliers.
     let outliers = near::far_out(&nb.knn_distance);

@@ -51,30 +51,7 @@ pub(super) fn audit(
         Some((fold, k)) => fold_sample(&ph.labels, classes, (fold, k), MAX_FOLD_ROWS, cfg.seed),
         None => Vec::new(),
     };
-    // Held throughout: the photos' names, folds and probabilities, their neighbour distances and
-    // list members, the sample's rows and a block as read and pooled. Then the projections (and
-    // the search's products, a list against its probes on each thread) or, after them, the fits.
-    let names: usize = ph
-        .names
-        .iter()
-        .map(|(a, b)| 48 + a.capacity() + b.capacity())
-        .sum();
-    let per_photo = 8 + 4 * classes + 4 + 8;
-    let block = (meta.feature_shape.iter().product::<usize>() * n * 4).min(BLOCK_BYTES) as u64;
-    let held = (names + n * per_photo + sample.len() * width * 4) as u64 + 2 * block;
-    let search = approx::search_bytes(n) * rayon::current_num_threads() as u64;
-    let need = held + ((n * DIM * 4) as u64 + search).max(fits_need(sample.len(), width));
-    if need > budget {
-        return Err(Error::invalid(
-            "memory",
-            format!(
-                "{}: an approximate audit of {n} photos x {width} features holds about {:.2} GB in memory, over the budget of {:.2} GB; give a larger --memory",
-                cfg.features.display(),
-                need as f64 / 1e9,
-                budget as f64 / 1e9
-            ),
-        ));
-    }
+    let held = check_budget(cfg, cache, ph, (sample.len(), width), budget)?;
 
     // 1. First read: projections and the sample's rows.
     let proj = Projection::new(width, cfg.seed);
@@ -120,25 +97,8 @@ pub(super) fn audit(
     let slot: HashMap<usize, usize> = rows.iter().enumerate().map(|(s, &i)| (i, s)).collect();
 
     // 3. The fold heads, once the projections are freed.
-    let xs = sampled.rows;
-    let heads: Vec<Network> = match folds {
-        Some((fold, k)) => {
-            let ys: Vec<u32> = sample.iter().map(|&i| ph.labels[i]).collect();
-            // Side by side, as in the exact audit.
-            use rayon::prelude::*;
-            (0..k)
-                .into_par_iter()
-                .map(|f| {
-                    let train: Vec<usize> = (0..sample.len())
-                        .filter(|&p| fold[sample[p]] != f)
-                        .collect();
-                    fit_logistic(&xs, &ys, &train, classes, 1.0, 100)
-                })
-                .collect::<Result<_>>()?
-        }
-        None => Vec::new(),
-    };
-    drop(xs);
+    let heads = fold_heads(&sampled.rows, &sample, &ph.labels, classes, folds)?;
+    drop(sampled);
 
     // 4. Second read: out-of-fold probabilities and the candidates' features.
     let mut probs = folds.map(|_| Array2::<f32>::zeros((n, classes)));
@@ -180,6 +140,68 @@ pub(super) fn audit(
             knn_distance: found.knn_distance,
         },
     ))
+}
+
+/// Bytes the approximate audit holds throughout (refused when its peak is over `budget`): the
+/// photos' names, folds and probabilities, their neighbour distances and list members, the
+/// sample's rows and a block as read and pooled. On top come the projections (and the search's
+/// products, a list against its probes on each thread) or, after them, the fits.
+fn check_budget(
+    cfg: &AuditConfig,
+    cache: &FeatureCache,
+    ph: &Photos,
+    (sample, width): (usize, usize),
+    budget: u64,
+) -> Result<u64> {
+    let meta = &cache.meta;
+    let (n, classes) = (ph.labels.len(), meta.classes.len());
+    let names: usize = ph
+        .names
+        .iter()
+        .map(|(a, b)| 48 + a.capacity() + b.capacity())
+        .sum();
+    let per_photo = 8 + 4 * classes + 4 + 8;
+    let block = (meta.feature_shape.iter().product::<usize>() * n * 4).min(BLOCK_BYTES) as u64;
+    let held = (names + n * per_photo + sample * width * 4) as u64 + 2 * block;
+    let search = approx::search_bytes(n) * rayon::current_num_threads() as u64;
+    let need = held + ((n * DIM * 4) as u64 + search).max(fits_need(sample, width));
+    if need > budget {
+        return Err(Error::invalid(
+            "memory",
+            format!(
+                "{}: an approximate audit of {n} photos x {width} features holds about {:.2} GB in memory, over the budget of {:.2} GB; give a larger --memory",
+                cfg.features.display(),
+                need as f64 / 1e9,
+                budget as f64 / 1e9
+            ),
+        ));
+    }
+    Ok(held)
+}
+
+/// Head `f` of each fold, fitted on the rows `xs` of `sample` outside fold `f`, the folds' fits
+/// side by side (as in the exact audit); none without folds.
+fn fold_heads(
+    xs: &Array2<f32>,
+    sample: &[usize],
+    labels: &[u32],
+    classes: usize,
+    folds: Option<(&[usize], usize)>,
+) -> Result<Vec<Network>> {
+    let Some((fold, k)) = folds else {
+        return Ok(Vec::new());
+    };
+    let ys: Vec<u32> = sample.iter().map(|&i| labels[i]).collect();
+    use rayon::prelude::*;
+    (0..k)
+        .into_par_iter()
+        .map(|f| {
+            let train: Vec<usize> = (0..sample.len())
+                .filter(|&p| fold[sample[p]] != f)
+                .collect();
+            fit_logistic(xs, &ys, &train, classes, 1.0, 100)
+        })
+        .collect()
 }
 
 /// The fold heads' training sample: about `per_fold · k / (k - 1)` rows (so that each head
