@@ -122,6 +122,29 @@ impl SplitConfig {
                 self.out.display()
             )));
         }
+        if std::fs::symlink_metadata(&self.out).is_ok() && !self.out.is_dir() {
+            return Err(Error::Output {
+                path: self.out.clone(),
+                msg: "exists and is not a folder: a split writes a folder; choose another --out"
+                    .into(),
+            });
+        }
+        // The tables read are inputs: replacing the output must not remove them.
+        let tables = [
+            self.labels.as_ref().map(|t| &t.file),
+            self.exclude.as_ref().map(|(list, _)| list),
+        ];
+        for t in tables.into_iter().flatten() {
+            if resolve(t).starts_with(&out) {
+                return Err(Error::Output {
+                    path: self.out.clone(),
+                    msg: format!(
+                        "holds {}, an input of this split: copy it elsewhere first",
+                        t.display()
+                    ),
+                });
+            }
+        }
         let non_empty = std::fs::read_dir(&self.out).is_ok_and(|mut d| d.next().is_some());
         if non_empty && !self.force {
             return Err(Error::Config(format!(
@@ -340,18 +363,37 @@ fn usable(
 fn place(src: &Path, dst: &Path, mode: PlaceMode) -> Result<()> {
     let io = |e| Error::io(dst, e);
     match mode {
-        PlaceMode::Copy => std::fs::copy(src, dst).map(|_| ()).map_err(io),
+        PlaceMode::Copy => copy_new(src, dst).map_err(io),
         PlaceMode::Symlink => {
             let abs = src.canonicalize().map_err(|e| Error::io(src, e))?;
             #[cfg(unix)]
             return std::os::unix::fs::symlink(abs, dst).map_err(io);
             #[cfg(not(unix))]
-            return std::fs::copy(abs, dst).map(|_| ()).map_err(io);
+            return copy_new(&abs, dst).map_err(io);
         }
-        PlaceMode::Link => std::fs::hard_link(src, dst)
-            .or_else(|_| std::fs::copy(src, dst).map(|_| ()))
-            .map_err(io),
+        // A link names the file the source path leads to (a source that is a symlink is
+        // followed: a hard link to a relative symlink would dangle). Where no hard link can be
+        // made (another file system), the bytes are copied; never onto an existing file, whose
+        // bytes may be a source's.
+        PlaceMode::Link => {
+            let target = src.canonicalize().map_err(|e| Error::io(src, e))?;
+            match std::fs::hard_link(&target, dst) {
+                Ok(()) => Ok(()),
+                Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => Err(io(e)),
+                Err(_) => copy_new(&target, dst).map_err(io),
+            }
+        }
     }
+}
+
+/// Copies `src` to `dst`, which must not exist yet.
+fn copy_new(src: &Path, dst: &Path) -> std::io::Result<()> {
+    let mut from = std::fs::File::open(src)?;
+    let mut to = std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .open(dst)?;
+    std::io::copy(&mut from, &mut to).map(|_| ())
 }
 
 /// The sha256 of each file an exclusion list names (its paths below the given root, else `src`);
@@ -457,12 +499,21 @@ pub fn split(cfg: &SplitConfig, rep: &dyn Reporter) -> Result<SplitSummary> {
         let mut it = files.iter();
         for (split, n) in SPLITS.iter().zip(cfg.wanted()) {
             for src in it.by_ref().take(n) {
-                let file = src.file_name().unwrap_or_default();
+                // The path below the class folder (sub-folders kept: `cat/a/1.jpg` and
+                // `cat/b/1.jpg` are two photos), or the file name of a prefix-labelled file.
+                let below = match cfg.label_from {
+                    LabelFrom::Folder => src.strip_prefix(cfg.src.join(class)).ok(),
+                    LabelFrom::Prefix => None,
+                };
+                let below = below.map_or_else(
+                    || PathBuf::from(src.file_name().unwrap_or_default()),
+                    Path::to_path_buf,
+                );
                 planned.push(Planned {
                     split,
                     class: class.clone(),
                     src: src.clone(),
-                    rel: Path::new(split).join(class).join(file),
+                    rel: Path::new(split).join(class).join(below),
                 });
             }
         }
@@ -501,6 +552,22 @@ fn write(
     std::fs::create_dir_all(&parent).map_err(|e| Error::io(&parent, e))?;
     let tmp = parent.join(format!(".{name}.split-{}", std::process::id()));
     let _ = std::fs::remove_dir_all(&tmp);
+    // The manifest is tab-separated, one line a file: a tab or line break in a field would
+    // shift its columns.
+    for p in planned {
+        let rel = p.rel.to_string_lossy();
+        let bad = [p.class.as_str(), rel.as_ref()]
+            .into_iter()
+            .find(|f| f.chars().any(char::is_control));
+        if let Some(bad) = bad {
+            return Err(Error::Dataset {
+                path: p.src.clone(),
+                msg: format!(
+                    "its class or path {bad:?} holds a tab, line break or other control character, which MANIFEST.tsv cannot hold: rename it"
+                ),
+            });
+        }
+    }
     let result = (|| -> Result<()> {
         let mut manifest = format!("{MANIFEST_HEADER}\n");
         for p in planned {

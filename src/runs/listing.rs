@@ -337,6 +337,24 @@ fn open_manifest(run: &Path, k: usize) -> Result<(PathBuf, BufWriter<std::fs::Fi
 /// exists.
 pub fn write_plan(source: &Path, shards: Option<usize>, run: &Path) -> Result<Plan> {
     let plan_file = run.join(PLAN_FILE);
+    let is_url = |p: &Path| p.to_str().is_some_and(crate::data::remote::is_url);
+    if !is_url(source) {
+        // Refused before anything is made: a run folder among the photos would be listed as a
+        // class (or an unexpected folder) by every later scan of them.
+        let (src, out) = (
+            crate::util::paths::resolve(source),
+            crate::util::paths::resolve(run),
+        );
+        if out.starts_with(&src) || src.starts_with(&out) {
+            return Err(Error::Output {
+                path: run.to_path_buf(),
+                msg: format!(
+                    "the run folder and the data folder {} are one inside the other; put the run elsewhere",
+                    source.display()
+                ),
+            });
+        }
+    }
     if plan_file.exists() {
         return Err(Error::Config(format!(
             "{}: a plan is already there; plan into a new folder (shards and markers belong to their plan)",

@@ -430,7 +430,7 @@ fn merge_scores_local(run: &Path, out: &Path) -> Result<usize> {
         .input(&run.join("scores"))
         .inputs(&files)
         .replace(Replace::If {
-            what: "a score file (CSV with a path column)",
+            what: "a score file (CSV headed path,predicted,…,error)",
             check: &crate::report::score::is_score_file,
         });
     target.check()?;

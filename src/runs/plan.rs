@@ -102,10 +102,13 @@ pub fn marker_path(run: &Path, k: usize) -> PathBuf {
 /// The shard count: `shards`, else [`recommend_shards`]; at least 1 and at most `total`.
 pub(crate) fn shard_count(shards: Option<usize>, total: usize) -> Result<usize> {
     let n = shards.unwrap_or_else(|| recommend_shards(total));
-    if n == 0 || n > total {
+    if n == 0 || n > total || n > crate::util::limits::MAX_SHARDS {
         return Err(Error::invalid(
             "shards",
-            format!("{n} is not between 1 and the number of images ({total})"),
+            format!(
+                "{n} is not between 1 and the number of images ({total}), at most {}",
+                crate::util::limits::MAX_SHARDS
+            ),
         ));
     }
     Ok(n)
@@ -129,6 +132,14 @@ pub fn load_plan(run: &Path) -> Result<Plan> {
             "{}: format '{}', this headstart reads '{PLAN_FORMAT}'",
             path.display(),
             plan.format
+        )));
+    }
+    if plan.shards == 0 || plan.shards > crate::util::limits::MAX_SHARDS {
+        return Err(Error::Config(format!(
+            "{}: {} shards; a plan has 1 to {} (`headstart plan` writes it)",
+            path.display(),
+            plan.shards,
+            crate::util::limits::MAX_SHARDS
         )));
     }
     if plan.shard_images.len() != plan.shards

@@ -10,6 +10,8 @@ pub const MAX_BATCH: usize = 4096;
 pub const MAX_THREADS: usize = 1024;
 /// Augmented copies per train image.
 pub const MAX_COPIES: usize = 1000;
+/// Shards of a run (their files are numbered with five digits).
+pub const MAX_SHARDS: usize = 100_000;
 /// Pixels along one side of a model's input.
 pub const MAX_INPUT_SIDE: usize = 16_384;
 

@@ -55,6 +55,34 @@ impl Drop for TmpGuard {
     }
 }
 
+/// A temporary file that replaces its target when committed ([`Output::stage`]).
+pub struct Staged {
+    guard: TmpGuard,
+    tmp: PathBuf,
+    target: PathBuf,
+    dir: PathBuf,
+}
+
+impl Staged {
+    /// The temporary file to write.
+    pub fn path(&self) -> &Path {
+        &self.tmp
+    }
+
+    /// Fsyncs the temporary file and renames it over the target.
+    pub fn commit(mut self) -> Result<()> {
+        let f = std::fs::File::open(&self.tmp).map_err(|e| Error::io(&self.tmp, e))?;
+        f.sync_all().map_err(|e| Error::io(&self.tmp, e))?;
+        drop(f);
+        std::fs::rename(&self.tmp, &self.target).map_err(|e| Error::io(&self.target, e))?;
+        self.guard.0 = None;
+        if let Ok(d) = std::fs::File::open(&self.dir) {
+            let _ = d.sync_all();
+        }
+        Ok(())
+    }
+}
+
 impl<'a> Output<'a> {
     /// `target`, with no inputs and [`Replace::Never`].
     pub fn new(target: &Path) -> Output<'a> {
@@ -222,6 +250,26 @@ impl<'a> Output<'a> {
             let _ = d.sync_all();
         }
         Ok(value)
+    }
+
+    /// A temporary file beside the target for a writer that streams into it over a whole run
+    /// (under `lock`, which the caller holds): [`Staged::commit`] fsyncs it and renames it over
+    /// the target; dropped uncommitted, it is removed and the target is as it was.
+    pub fn stage(&self, lock: &OutputLock) -> Result<Staged> {
+        if lock.output() != self.target {
+            return Err(Error::output(
+                &self.target,
+                format!("staged under the lock of {}", lock.output().display()),
+            ));
+        }
+        self.remove_stale_tmps();
+        let tmp = self.create_tmp()?;
+        Ok(Staged {
+            guard: TmpGuard(Some(tmp.clone())),
+            tmp,
+            target: self.target.clone(),
+            dir: self.dir(),
+        })
     }
 
     /// Writes `bytes` (steps 1-3).

@@ -298,25 +298,48 @@ impl Halves {
     }
 }
 
-/// The writer of `cfg.out` (CSV on stdout without it), its lock, and the names an earlier run
-/// already wrote there. The output is never a scored file, the model or the head; an existing one
-/// is taken only with `resume` (continued after its header is checked) or `force` (replaced).
+/// An opened `cfg.out`: its lock, and with `force` over an existing file the temporary file the
+/// rows go to until [`Opened::finish`] renames it over the old one (a failed run leaves the old
+/// file whole).
+struct Opened {
+    _lock: Option<OutputLock>,
+    staged: Option<crate::util::output::Staged>,
+    out: PathBuf,
+}
+
+impl Opened {
+    /// Flushes the rows and puts a staged file in place.
+    fn finish(self, w: &mut Writer) -> Result<()> {
+        w.flush().map_err(|e| Error::io(&self.out, e))?;
+        match self.staged {
+            Some(s) => s.commit(),
+            None => Ok(()),
+        }
+    }
+}
+
+/// The writer of `cfg.out` (CSV on stdout without it), and the names an earlier run already
+/// wrote there. The output is never a scored file, the model or the head; an existing one is
+/// taken only with `resume` (continued after its header is checked) or `force` (replaced, if it
+/// is a score file).
 fn open_output(
     cfg: &ScoreConfig,
     format: Format,
     classifier: &Classifier,
-) -> Result<(
-    Option<OutputLock>,
-    Writer,
-    std::collections::HashSet<String>,
-)> {
+) -> Result<(Opened, Writer, std::collections::HashSet<String>)> {
     let (classes, tags) = (classifier.classes(), classifier.thresholds(cfg.threshold));
     let mut probe = Writer::new(format, Box::new(std::io::sink()), classes);
     probe.top_k = cfg.top_k;
+    probe.threshold = cfg.threshold;
     probe.tags = tags.clone();
-    let (lock, done, appending, sink): (_, _, _, Box<dyn Write>) = match &cfg.out {
+    let stdout = || PathBuf::from("<stdout>");
+    let (opened, done, appending, sink): (_, _, _, Box<dyn Write>) = match &cfg.out {
         None => (
-            None,
+            Opened {
+                _lock: None,
+                staged: None,
+                out: stdout(),
+            },
             Done {
                 paths: Default::default(),
                 is_empty_file: true,
@@ -325,8 +348,18 @@ fn open_output(
             Box::new(std::io::BufWriter::new(std::io::stdout())),
         ),
         Some(o) => {
-            let rule = if cfg.resume || cfg.force {
+            let hint = if cfg.resume || cfg.force {
+                "choose another --out"
+            } else {
+                "pass --resume to continue it or --force to replace it"
+            };
+            let rule = if cfg.resume {
                 Replace::Always
+            } else if cfg.force {
+                Replace::If {
+                    what: "a score file (CSV headed path,predicted,…,error, or JSON lines)",
+                    check: &is_score_file,
+                }
             } else {
                 Replace::Never
             };
@@ -336,7 +369,7 @@ fn open_output(
                 .inputs(&cfg.features)
                 .inputs(cfg.inputs.iter().filter(|p| !is_url_path(p)))
                 .replace(rule)
-                .hint("pass --resume to continue it or --force to replace it");
+                .hint(hint);
             out.check()?;
             let lock = OutputLock::acquire(o)?;
             let done = if cfg.resume {
@@ -349,15 +382,25 @@ fn open_output(
             };
             let existing = std::fs::metadata(o).map_or(0, |m| m.len());
             let appending = cfg.resume && existing > 0 && !done.is_empty_file;
+            let staged = if !cfg.resume && existing > 0 {
+                Some(out.stage(&lock)?)
+            } else {
+                None
+            };
+            let path = staged.as_ref().map_or(o.as_path(), |s| s.path());
             let f = std::fs::OpenOptions::new()
                 .create(true)
                 .append(appending)
                 .write(true)
                 .truncate(!appending)
-                .open(o)
+                .open(path)
                 .map_err(|e| Error::io(o, e))?;
             (
-                Some(lock),
+                Opened {
+                    _lock: Some(lock),
+                    staged,
+                    out: o.clone(),
+                },
                 done,
                 appending,
                 Box::new(std::io::BufWriter::new(f)),
@@ -369,10 +412,9 @@ fn open_output(
     w.threshold = cfg.threshold;
     w.tags = tags;
     if !appending {
-        let out = cfg.out.clone().unwrap_or_else(|| PathBuf::from("<stdout>"));
-        w.header().map_err(|e| Error::io(&out, e))?;
+        w.header().map_err(|e| Error::io(&opened.out, e))?;
     }
-    Ok((lock, w, done.paths))
+    Ok((opened, w, done.paths))
 }
 
 /// Scores every input, writing one row per image as its batch finishes; progress and unreadable
@@ -396,7 +438,10 @@ pub fn score(cfg: &ScoreConfig, rep: &dyn Reporter) -> Result<ScoreSummary> {
     // Names as lossless text (the form caches use): two files never share a row name.
     let names: Vec<String> = files.iter().map(|p| to_text(p)).collect();
     let format = cfg.out.as_deref().map_or(Format::Csv, Format::for_path);
-    let (_lock, mut w, done) = open_output(cfg, format, &classifier)?;
+    let (opened, mut w, done) = open_output(cfg, format, &classifier)?;
+    if let Some(o) = &cfg.out {
+        output::check_done_rows(o, &done, &names)?;
+    }
     let pending: Vec<usize> = (0..files.len())
         .filter(|&i| !done.contains(&names[i]))
         .collect();
@@ -479,6 +524,7 @@ pub fn score(cfg: &ScoreConfig, rep: &dyn Reporter) -> Result<ScoreSummary> {
             order.left()
         )));
     }
+    opened.finish(&mut w)?;
     rep.report(Report::Finish);
     Ok(ScoreSummary {
         scored,

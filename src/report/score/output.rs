@@ -66,6 +66,12 @@ pub(super) fn done_paths(out: &Path, format: Format, probe: &Writer) -> Result<D
                 }
                 _ => {}
             }
+            let mut rdr = csv::ReaderBuilder::new().from_reader(&bytes[..complete]);
+            for rec in rdr.records().flatten() {
+                if let Some(why) = probe.csv_row_mismatch(&rec) {
+                    return Err(refuse_resume(out, &why));
+                }
+            }
             (done, complete)
         }
     };
@@ -80,6 +86,30 @@ pub(super) fn done_paths(out: &Path, format: Format, probe: &Writer) -> Result<D
         paths: done,
         is_empty_file: complete == 0,
     })
+}
+
+/// Refuses to resume `out` when rows of it name files that are not among this run's `names`
+/// (an earlier run over other inputs, another split).
+pub(super) fn check_done_rows(
+    out: &Path,
+    done: &std::collections::HashSet<String>,
+    names: &[String],
+) -> Result<()> {
+    if done.is_empty() {
+        return Ok(());
+    }
+    let names: std::collections::HashSet<&str> = names.iter().map(String::as_str).collect();
+    let mut foreign = done.iter().filter(|d| !names.contains(d.as_str()));
+    match foreign.next() {
+        None => Ok(()),
+        Some(first) => Err(refuse_resume(
+            out,
+            &format!(
+                "{} of its rows name files this run does not score (first: {first})",
+                1 + foreign.count()
+            ),
+        )),
+    }
 }
 
 /// The CSV line of the header `cols`, as the writer writes it.
@@ -177,14 +207,25 @@ pub(super) fn csv_records(
     (done, complete, header)
 }
 
-/// Whether `p` holds a score file: CSV whose header starts with `path` (the rule by which `merge
-/// --scores` replaces an existing output).
+/// Whether `p` holds a score file: CSV whose header is `path,predicted,…,error`, as
+/// [`Writer::header_columns`] writes it, or JSON lines of objects with `path` and `predicted`
+/// (the rule by which `merge --scores` and `score --force` replace an existing output). A label
+/// table (`path,label`) is not one.
 pub fn is_score_file(p: &Path) -> bool {
-    std::fs::read(p).is_ok_and(|b| {
-        csv_records(&b)
-            .2
-            .is_some_and(|h| h.first().is_some_and(|c| c == "path"))
-    })
+    let Ok(b) = std::fs::read(p) else {
+        return false;
+    };
+    let csv = csv_records(&b).2.is_some_and(|h| {
+        h.len() >= 3
+            && h[0] == "path"
+            && h[1] == "predicted"
+            && h.last().is_some_and(|c| c == "error")
+    });
+    let first = b.split(|&c| c == b'\n').next().unwrap_or_default();
+    let jsonl = serde_json::from_slice::<serde_json::Value>(first).is_ok_and(|v| {
+        v.get("path").is_some() && (v.get("predicted").is_some() || v.get("error").is_some())
+    });
+    csv || jsonl
 }
 
 /// Where rows go: CSV records (quoted as needed) or JSON lines.
@@ -287,11 +328,29 @@ impl Writer {
                     v["probabilities"].as_object().map(|m| m.keys().collect());
                 let mut want: Vec<&String> = self.classes.iter().collect();
                 want.sort();
-                (keys.as_ref() != Some(&want)).then(|| {
-                    format!(
+                if keys.as_ref() != Some(&want) {
+                    return Some(format!(
                         "probabilities of {:?}, this run writes [{}]",
                         keys.unwrap_or_default(),
                         self.classes.join(", ")
+                    ));
+                }
+                let p: Option<Vec<f32>> = self
+                    .classes
+                    .iter()
+                    .map(|c| v["probabilities"][c].as_f64().map(|x| x as f32))
+                    .collect();
+                let Some(p) = p else {
+                    return Some("probabilities that are not numbers".into());
+                };
+                let same = match self.predicted_set(&p) {
+                    Some(set) => v["predicted"] == serde_json::json!(set),
+                    None => v["predicted"] == serde_json::json!(self.classes[self.predicted(&p)]),
+                };
+                (!same).then(|| {
+                    format!(
+                        "predicted {} where this run predicts otherwise from the same probabilities (another --threshold?)",
+                        v["predicted"]
                     )
                 })
             }
@@ -319,6 +378,39 @@ impl Writer {
             return (p[1] >= t) as usize;
         }
         (0..p.len()).fold(0, |b, j| if p[j] > p[b] { j } else { b })
+    }
+
+    /// The `predicted` cell of a CSV row: the class, or a multi-label row's classes
+    /// space-separated.
+    fn shown(&self, p: &[f32]) -> String {
+        match self.predicted_set(p) {
+            Some(s) => s.join(" "),
+            None => self.classes[self.predicted(p)].clone(),
+        }
+    }
+
+    /// Why a whole CSV row of an earlier run (`path, predicted, p_…, error`) does not predict
+    /// what this run predicts from its probabilities (another `--threshold`, another head's
+    /// thresholds), if it does not. Rows of `--top-k` and error rows hold too little to tell.
+    pub(super) fn csv_row_mismatch(&self, rec: &csv::StringRecord) -> Option<String> {
+        let n = self.classes.len();
+        if self.top_k.is_some() || rec.get(n + 2).is_some_and(|e| !e.is_empty()) {
+            return None;
+        }
+        let p: Option<Vec<f32>> = (2..n + 2)
+            .map(|j| rec.get(j).and_then(|v| v.parse().ok()))
+            .collect();
+        let Some(p) = p else {
+            return Some("a row's probabilities are not numbers".into());
+        };
+        let want = self.shown(&p);
+        (rec.get(1) != Some(want.as_str())).then(|| {
+            format!(
+                "row {:?} predicts '{}' where this run predicts '{want}' from the same probabilities (another --threshold?)",
+                rec.get(0).unwrap_or_default(),
+                rec.get(1).unwrap_or_default()
+            )
+        })
     }
 
     /// A multi-label row's predicted classes, in class order.
@@ -360,11 +452,7 @@ impl Writer {
             };
             return self.json_line(&v);
         }
-        let shown = match set {
-            Some(s) => s.join(" "),
-            None => self.classes[self.predicted(p)].clone(),
-        };
-        let mut cols = vec![path.to_string(), shown];
+        let mut cols = vec![path.to_string(), self.shown(p)];
         match self.top_k {
             Some(kk) => {
                 for i in 0..kk {
