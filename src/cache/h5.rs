@@ -465,10 +465,12 @@ impl FeatureCache {
 
     pub(crate) fn group(&self, split: &str) -> Result<hdf5::Group> {
         self.file.group(split).map_err(|_| {
-            Error::cache(
-                &self.path,
-                format!("no split '{split}' (has: {})", self.meta.splits.join(", ")),
-            )
+            let why = if self.meta.splits.iter().any(|s| s == split) {
+                "is listed in the cache's splits but its group is missing (a damaged cache)".into()
+            } else {
+                format!("is not in the cache (has: {})", self.meta.splits.join(", "))
+            };
+            Error::cache(&self.path, format!("split '{split}' {why}"))
         })
     }
 

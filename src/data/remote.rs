@@ -59,6 +59,7 @@ mod imp {
 
     impl Remote {
         pub fn open(url: &str) -> Result<Arc<Remote>> {
+            crate::util::redact::refuse_userinfo(url)?;
             Err(remote_err(
                 url,
                 "this headstart was built without object storage: rebuild with `cargo install --path . --features cloud`",
@@ -182,6 +183,7 @@ mod imp {
     impl Remote {
         /// Connects to `url` (no request is made yet).
         pub fn open(url: &str) -> Result<Arc<Remote>> {
+            crate::util::redact::refuse_userinfo(url)?;
             let url = url.trim_end_matches('/').to_string();
             let store = build_store(&url)?;
             let rt = tokio::runtime::Builder::new_multi_thread()

@@ -101,6 +101,7 @@ fn by_hand(d: &Download) -> String {
 
 /// Makes sure `d.dest` holds the file with the right digest, downloading what is missing.
 pub fn fetch_file(d: &Download, offline: bool, rep: &dyn Reporter) -> Result<PathBuf> {
+    crate::util::redact::refuse_userinfo(d.url)?;
     if d.dest.is_file() {
         if d.digest.matches(d.dest)? {
             return Ok(d.dest.to_path_buf());

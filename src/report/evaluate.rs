@@ -96,22 +96,38 @@ impl Evaluation {
     }
 }
 
-pub(crate) fn pick_split(splits: &[String], wanted: Option<&str>, path: &Path) -> Result<String> {
+/// The split to evaluate or score: `wanted`, else the first of test, val and train that has rows.
+/// A wanted split that is not there, or has no rows, is an error naming the cache.
+pub(crate) fn pick_split(
+    cache: &FeatureCache,
+    wanted: Option<&str>,
+    path: &Path,
+) -> Result<String> {
+    let splits = &cache.meta.splits;
     if let Some(w) = wanted {
-        return if splits.iter().any(|s| s == w) {
-            Ok(w.to_string())
-        } else {
-            Err(Error::cache(
+        if !splits.iter().any(|s| s == w) {
+            return Err(Error::cache(
                 path,
                 format!("no split '{w}' (has: {})", splits.join(", ")),
-            ))
-        };
+            ));
+        }
+        if cache.split_len(w)? == 0 {
+            return Err(Error::cache(path, format!("split '{w}' has no images")));
+        }
+        return Ok(w.to_string());
     }
-    ["test", "val", "train"]
-        .iter()
-        .find(|s| splits.iter().any(|x| x == *s))
-        .map(|s| s.to_string())
-        .ok_or_else(|| Error::cache(path, "the cache has no splits"))
+    for s in ["test", "val", "train"] {
+        if splits.iter().any(|x| x == s) && cache.split_len(s)? > 0 {
+            return Ok(s.to_string());
+        }
+    }
+    Err(Error::cache(
+        path,
+        format!(
+            "no split test, val or train with images (has: {})",
+            splits.join(", ")
+        ),
+    ))
 }
 
 /// Evaluates the head; for images, the features are extracted into a temporary cache (progress to
@@ -189,7 +205,7 @@ fn evaluate_cache(
 ) -> Result<Evaluation> {
     let cache = FeatureCache::open(path)?;
     head.check_compatible(&cfg.head, &cache.meta, path, cfg.any_precision)?;
-    let split = pick_split(&cache.meta.splits, split, path)?;
+    let split = pick_split(&cache, split, path)?;
     let d = cache.read_lists(&split)?;
     let n = d.len();
     let mut probs = split_probabilities(head, &cache, &split, n)?;

@@ -12,6 +12,11 @@ use crate::report::plot;
 use crate::util::output::{Output, Replace};
 use crate::util::paths::with_suffix;
 
+/// Whether `p` holds a markdown report (the rule by which one replaces or extends it).
+pub fn is_report(p: &Path) -> bool {
+    std::fs::read_to_string(p).is_ok_and(|t| t.starts_with("# "))
+}
+
 /// Writes `dir/report.md` (`sections` are (title, markdown body) pairs); with `append` and an
 /// existing report (train-head's, say), adds to it under `title` instead.
 pub fn write(
@@ -37,7 +42,7 @@ pub fn write(
     Output::new(&path)
         .replace(Replace::If {
             what: "a headstart report",
-            check: &|p| std::fs::read_to_string(p).is_ok_and(|t| t.starts_with("# ")),
+            check: &is_report,
         })
         .write_bytes(s.as_bytes())?;
     Ok(path)

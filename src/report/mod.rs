@@ -1,11 +1,12 @@
 //! Stage 5, results: what is wrong with the photos ([`audit`]), a head's metrics on a cached split or on image folders ([`evaluate`],
-//! [`metrics`]; multi-label ones in [`multilabel`]), pictures ([`plot`]), markdown reports ([`markdown`]) and self-contained HTML ones ([`html`]), per-image predictions of
+//! [`metrics`]; multi-label ones in [`multilabel`]), pictures ([`plot`]), markdown reports ([`markdown`]; their folders checked in [`folders`]) and self-contained HTML ones ([`html`]), per-image predictions of
 //! base + head or an exported model ([`score`]) and ImageNet top-k of a full classifier
 //! ([`classify`]).
 
 pub mod audit;
 pub mod classify;
 pub mod evaluate;
+pub mod folders;
 pub mod html;
 pub mod markdown;
 pub mod metrics;

@@ -135,7 +135,7 @@ fn error_text(e: &headstart::Error) -> String {
         }
         src = s.source();
     }
-    msg
+    headstart::util::redact::credentials(&msg)
 }
 
 fn main() -> std::process::ExitCode {

@@ -144,12 +144,14 @@ impl Term {
 
 impl Reporter for Term {
     fn report(&self, event: Event<'_>) {
+        // No text shows a URL's user or password.
+        let clean = headstart::util::redact::credentials;
         match event {
-            Event::Line(s) if self.lines => self.above_bar(|| println!("{s}")),
-            Event::Detail(s) if self.details => self.above_bar(|| eprintln!("{s}")),
+            Event::Line(s) if self.lines => self.above_bar(|| println!("{}", clean(s))),
+            Event::Detail(s) if self.details => self.above_bar(|| eprintln!("{}", clean(s))),
             Event::Line(_) | Event::Detail(_) => {}
-            Event::Notice(s) => self.above_bar(|| eprintln!("notice: {s}")),
-            Event::Warning(s) => self.warn(s),
+            Event::Notice(s) => self.above_bar(|| eprintln!("notice: {}", clean(s))),
+            Event::Warning(s) => self.warn(&clean(s)),
             Event::Start { task, total, done } => self.start(task, total, done),
             Event::Advance(n) => self.advance(n),
             Event::Finish => self.finish(),

@@ -121,9 +121,11 @@ pub struct AuditSummary {
     pub features: String,
     pub audit_tsv: String,
     pub photos: usize,
-    pub folds: usize,
-    /// Accuracy of the out-of-fold predictions against the given labels.
-    pub out_of_fold_accuracy: f64,
+    /// Folds of the label check; `None` (null) when labels were not checked.
+    pub folds: Option<usize>,
+    /// Accuracy of the out-of-fold predictions against the given labels; `None` (null) when
+    /// labels were not checked.
+    pub out_of_fold_accuracy: Option<f64>,
     pub label_issues: usize,
     pub exact_duplicates: usize,
     pub near_duplicates: usize,
@@ -415,7 +417,7 @@ fn label_findings(ph: &Photos, probs: &Array2<f32>, classes: &[String]) -> (f64,
     let right = probs
         .outer_iter()
         .zip(&ph.labels)
-        .filter(|(r, &l)| (0..r.len()).all(|j| r[j] <= r[l as usize]))
+        .filter(|(r, &l)| crate::report::metrics::argmax(r.iter()) == l as usize)
         .count();
     let found = confident::find_label_issues(probs.view(), &ph.labels)
         .into_iter()
@@ -492,10 +494,20 @@ fn pair_findings(
     classes: &[String],
 ) -> (usize, usize, usize, Vec<Finding>) {
     let mut pairs = hashes.map_or_else(HashMap::new, exact_pairs);
-    let exact = pairs.len();
+    let mut exact = pairs.len();
     let mut near_count = 0;
+    let same_bytes = |i: usize, j: usize| hashes.is_some_and(|h| h[i] == h[j]);
     for &(i, j, s) in near {
-        if pairs.insert((i, j), s as f64).is_none() {
+        // Copies pair with the first copy above; two later copies of one file, found as
+        // neighbours, are an exact pair too.
+        if pairs.contains_key(&(i, j)) {
+            continue;
+        }
+        if same_bytes(i, j) {
+            pairs.insert((i, j), 1.0);
+            exact += 1;
+        } else {
+            pairs.insert((i, j), s as f64);
             near_count += 1;
         }
     }
@@ -523,13 +535,16 @@ pub fn audit(cfg: &AuditConfig, rep: &dyn Reporter) -> Result<AuditSummary> {
         check: &is_audit,
     });
     let cache = FeatureCache::open(&cfg.features)?;
+    let features = [cfg.features.as_path()];
+    crate::report::folders::check_folder(&cfg.out, &features, &features)?;
     std::fs::create_dir_all(&cfg.out).map_err(|e| Error::io(&cfg.out, e))?;
     out.check()?;
     // Both outputs are checked before any work.
-    probabilities_output(cfg, &cfg.out.join("out_of_fold.csv"), &is_probabilities).check()?;
+    let oof = cfg.out.join("out_of_fold.csv");
+    probabilities_output(cfg, &oof, &is_probabilities).check()?;
     let html_path = cfg.out.join("audit.html");
     if cfg.html {
-        html::check(&html_path, &[&cfg.features])?;
+        html::check(&html_path, &features)?;
     }
     let classes = cache.meta.classes.clone();
     let ph = photos(&cache)?;
@@ -567,9 +582,17 @@ pub fn audit(cfg: &AuditConfig, rep: &dyn Reporter) -> Result<AuditSummary> {
     let (accuracy, label_findings) = match &probs {
         Some(p) => {
             write_probabilities(cfg, p, &ph, &classes)?;
-            label_findings(&ph, p, &classes)
+            let (a, f) = label_findings(&ph, p, &classes);
+            (Some(a), f)
         }
-        None => (0.0, Vec::new()),
+        None => {
+            // No label check: an earlier audit's probabilities there would be taken for this
+            // one's (the check above made sure it is an audit's file).
+            if oof.exists() {
+                std::fs::remove_file(&oof).map_err(|e| Error::io(&oof, e))?;
+            }
+            (None, Vec::new())
+        }
     };
     let label_issues = label_findings.len();
     findings.extend(label_findings);
@@ -591,7 +614,7 @@ pub fn audit(cfg: &AuditConfig, rep: &dyn Reporter) -> Result<AuditSummary> {
         features: cfg.features.display().to_string(),
         audit_tsv: tsv.display().to_string(),
         photos: n,
-        folds: k,
+        folds: folds.map(|(_, k)| k),
         out_of_fold_accuracy: accuracy,
         label_issues,
         exact_duplicates: exact,
@@ -685,8 +708,11 @@ impl AuditSummary {
     /// The summary lines the command prints.
     pub fn report(&self) -> String {
         format!(
-            "photos: {}\nout-of-fold accuracy ({}-fold): {:.4}\nlikely label errors: {}\nexact duplicates: {}\nnear duplicates: {}{}\nleakage (duplicates across splits): {}\noutliers: {}\nwrote {} in {:.1} s\n",
-            self.photos, self.folds, self.out_of_fold_accuracy, self.label_issues, self.exact_duplicates,
+            "photos: {}\n{}\nlikely label errors: {}\nexact duplicates: {}\nnear duplicates: {}{}\nleakage (duplicates across splits): {}\noutliers: {}\nwrote {} in {:.1} s\n",
+            self.photos, match (self.folds, self.out_of_fold_accuracy) {
+                (Some(k), Some(a)) => format!("out-of-fold accuracy ({k}-fold): {a:.4}"),
+                _ => "out-of-fold accuracy: none (labels not checked)".into(),
+            }, self.label_issues, self.exact_duplicates,
             self.near_duplicates, if self.approximate { " (searched approximately)" } else { "" },
             self.leakage, self.outliers, self.audit_tsv, self.seconds
         ) + &self.html.as_ref().map_or(String::new(), HtmlSummary::line)

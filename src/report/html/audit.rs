@@ -76,10 +76,13 @@ pub fn write(
         &["", "count"],
         &[
             vec!["photos".into(), s.photos.to_string()],
-            vec![
-                format!("out-of-fold accuracy ({}-fold)", s.folds),
-                format!("{:.4}", s.out_of_fold_accuracy),
-            ],
+            match (s.folds, s.out_of_fold_accuracy) {
+                (Some(k), Some(a)) => vec![
+                    format!("out-of-fold accuracy ({k}-fold)"),
+                    format!("{a:.4}"),
+                ],
+                _ => vec!["out-of-fold accuracy".into(), "labels not checked".into()],
+            },
             vec![
                 "<a href=\"#label\">likely label errors</a>".into(),
                 s.label_issues.to_string(),

@@ -1,6 +1,7 @@
 //! `score --features`: a head's probabilities for the rows of one split of a feature cache (or a
 //! run folder's merged cache), streamed: the cache is read in blocks and each row is written as its
-//! block is scored, so memory is one block and the split's paths, however large the cache.
+//! block is scored, so memory is one block (two when the cache holds mirrored copies, which are
+//! averaged in as `evaluate` does) and the split's paths, however large the cache.
 //! The rows are named by the paths the cache lists (relative to the folder it was extracted from),
 //! and `--resume` skips the names already in the output, as for images.
 
@@ -30,7 +31,7 @@ pub(super) fn score_features(
     let head = Head::load(hp)?;
     let cache = FeatureCache::open(features)?;
     head.check_compatible(hp, &cache.meta, features, cfg.any_precision)?;
-    let split = pick_split(&cache.meta.splits, cfg.split.as_deref(), features)?;
+    let split = pick_split(&cache, cfg.split.as_deref(), features)?;
     let classifier = Classifier::Head(Box::new(head));
     let Classifier::Head(head) = &classifier else {
         unreachable!("built as a head above")
@@ -52,10 +53,29 @@ pub(super) fn score_features(
         total: n as u64,
         done: resumed as u64,
     });
+    // A cache made with `extract --tta flip`: each row averaged with its mirrored copy, as
+    // `evaluate` does.
+    let flipped = crate::cache::flip_split(&split);
+    let tta = cache.meta.splits.contains(&flipped);
+    if tta {
+        if cache.read_paths(&flipped)? != paths {
+            return Err(Error::cache(
+                features,
+                format!("split {flipped} does not list {split}'s images in the same order"),
+            ));
+        }
+        rep.report(Event::Notice(&format!(
+            "each row averaged with its mirrored copy (split {flipped}), as evaluate does"
+        )));
+    }
     let row = head.feature_shape.iter().product::<usize>().max(1);
     cache.for_each_block(&split, n, BLOCK_BYTES, |start, rows| {
         let k = rows.len() / row;
-        let p = head.probabilities(rows, k)?;
+        let mut p = head.probabilities(rows, k)?;
+        if tta {
+            let mirrored = cache.read_rows(&flipped, start, k)?;
+            p = (p + head.probabilities(mirrored, k)?) * 0.5;
+        }
         let mut written = 0;
         for (r, name) in paths[start..start + k].iter().enumerate() {
             if !done.contains(name) {

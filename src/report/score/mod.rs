@@ -328,6 +328,15 @@ fn open_output(
     classifier: &Classifier,
 ) -> Result<(Opened, Writer, std::collections::HashSet<String>)> {
     let (classes, tags) = (classifier.classes(), classifier.thresholds(cfg.threshold));
+    if let (Some(t), None, 3..) = (cfg.threshold, &tags, classes.len()) {
+        return Err(Error::invalid(
+            "threshold",
+            format!(
+                "{t} given, but it applies to two-class and multi-label heads; this one has {} classes (each row predicts its most probable class)",
+                classes.len()
+            ),
+        ));
+    }
     let mut probe = Writer::new(format, Box::new(std::io::sink()), classes);
     probe.top_k = cfg.top_k;
     probe.threshold = cfg.threshold;

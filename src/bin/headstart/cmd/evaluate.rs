@@ -86,23 +86,20 @@ impl Args {
 /// Evaluates, prints the report (or JSON), then the plots and the report folder.
 pub fn run(a: &Args) -> Result<()> {
     let cfg = a.to_config()?;
-    // The report folder is an output: never inside the photos evaluated (its pictures would be
-    // taken for photos next time), checked before any work.
-    if let (Some(dir), Some(data)) = (&a.report, &a.data) {
-        headstart::util::output::Output::new(&dir.join("report.md"))
-            .input(data)
-            .replace(headstart::util::output::Replace::Always)
-            .check()
-            .or_else(|e| match e {
-                Error::Output { msg, .. } if msg.contains("does not exist") => Ok(()),
-                e => Err(e),
-            })?;
-    }
-    let inputs: Vec<&std::path::Path> = [Some(&a.head), a.features.as_ref(), a.data.as_ref()]
+    let mut inputs: Vec<&std::path::Path> = [Some(&a.head), a.features.as_ref(), a.data.as_ref()]
         .into_iter()
         .flatten()
         .map(|p| p.as_path())
         .collect();
+    // Report folders and pages are outputs: never inside the photos evaluated, nor the photos the
+    // cache came from (their pictures would be taken for photos next time), checked before any
+    // work.
+    let caches: Vec<&std::path::Path> = a.features.iter().map(|p| p.as_path()).collect();
+    if let Some(dir) = &a.report {
+        headstart::report::folders::check_folder(dir, &inputs, &caches)?;
+    }
+    let photos = headstart::report::folders::photo_folders(&caches);
+    inputs.extend(photos.iter().map(|p| p.as_path()));
     if let Some(h) = &a.html {
         headstart::report::html::check(h, &inputs)?;
     }
