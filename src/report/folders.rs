@@ -54,11 +54,17 @@ pub fn check_folder(dir: &Path, inputs: &[&Path], caches: &[&Path]) -> Result<()
     let at = resolve(dir);
     for input in inputs {
         let ri = resolve(input);
-        if at == ri || (ri.is_dir() && at.starts_with(&ri)) {
+        if at == ri {
+            return Err(Error::output(
+                dir,
+                format!("is an input of this command ({})", input.display()),
+            ));
+        }
+        if ri.is_dir() && at.starts_with(&ri) {
             return Err(Error::output(
                 dir,
                 format!(
-                    "is or lies inside {}, an input of this command; write the report outside it",
+                    "lies inside the input folder {}; write the report outside it",
                     input.display()
                 ),
             ));
@@ -94,7 +100,7 @@ mod tests {
         let e = check_folder(&photos.join("cat/report"), &[&photos], &[])
             .unwrap_err()
             .to_string();
-        assert!(e.contains("input of this command"), "{e}");
+        assert!(e.contains("inside the input folder"), "{e}");
         check_folder(&d.path().join("report"), &[&photos], &[]).unwrap();
     }
 }

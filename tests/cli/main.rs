@@ -3,7 +3,7 @@
 //! here; each section of the journey is a module beside this file (`extract`, `shards`,
 //! `preprocessing`, `bad_input`, `real_photos`, `train_evaluate`, `score_export`, `quantize`,
 //! `inspect_cut`, `labels`, `hostile`, `reports`, `finetune`, `fetch`, `split`, `augment_recipes`,
-//! `cloud`, `docs`, `safety`, `transformers`, `hub`, `streaming`), whose own helpers the others reach through the `use` lines at the end.
+//! `cloud`, `docs`, `safety`, `review`, `transformers`, `hub`, `streaming`), whose own helpers the others reach through the `use` lines at the end.
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
@@ -215,6 +215,7 @@ mod preprocessing;
 mod quantize;
 mod real_photos;
 mod reports;
+mod review;
 mod safety;
 mod score_export;
 mod shards;

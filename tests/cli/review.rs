@@ -1,0 +1,397 @@
+//! The findings of the second adversarial review, each held to its fix: sources that `split`
+//! wrote onto, outputs replaced that were not the command's own, runs among the photos, resumes of
+//! another run, ties counted right, credentials shown.
+
+use super::*;
+
+/// `split SRC --out OUT --train T --test 1` and `extra`.
+fn split_line<'a>(src: &'a Path, out: &'a Path, train: &'a str, extra: &[&'a str]) -> Vec<&'a str> {
+    let line = [
+        "split",
+        s(src),
+        "--out",
+        s(out),
+        "--train",
+        train,
+        "--test",
+        "1",
+        "--progress",
+        "none",
+    ];
+    [&line[..], extra].concat()
+}
+
+/// `base` and `extra`, one command line.
+fn with<'a>(base: &[&'a str], extra: &[&'a str]) -> Vec<&'a str> {
+    [base, extra].concat()
+}
+
+fn refs(v: &[String]) -> Vec<&str> {
+    v.iter().map(String::as_str).collect()
+}
+
+/// What a command that succeeds prints on stdout, as JSON.
+fn json_of(args: &[&str]) -> serde_json::Value {
+    let o = run(args);
+    assert!(o.status.success(), "{args:?}: {}", text(&o));
+    serde_json::from_slice(&o.stdout).unwrap()
+}
+
+fn sha(p: &Path) -> String {
+    headstart::util::hash::sha256_file(p).unwrap()
+}
+
+#[test]
+fn split_never_writes_onto_a_source_and_keeps_every_photo() {
+    let d = tmp();
+    let src = d.path().join("src");
+    // Two photos of one class with one file name, in two sub-folders.
+    gradient(&src.join("cat/a/1.jpg"), 30, 20, 1);
+    gradient(&src.join("cat/b/1.jpg"), 30, 20, 2);
+    gradient(&src.join("cat/c.jpg"), 30, 20, 3);
+    for i in 0..3 {
+        gradient(&src.join(format!("dog/{i}.jpg")), 20, 30, 10 + i);
+    }
+    let before: Vec<String> = ["cat/a/1.jpg", "cat/b/1.jpg"]
+        .iter()
+        .map(|p| sha(&src.join(p)))
+        .collect();
+    for mode in ["link", "copy"] {
+        let out = d.path().join(format!("out-{mode}"));
+        ok(&split_line(&src, &out, "2", &["--mode", mode]));
+        let after: Vec<String> = ["cat/a/1.jpg", "cat/b/1.jpg"]
+            .iter()
+            .map(|p| sha(&src.join(p)))
+            .collect();
+        assert_eq!(before, after, "{mode}: a source was written onto");
+        // Every photo the manifest lists is there, with the bytes it names.
+        let manifest = std::fs::read_to_string(out.join("MANIFEST.tsv")).unwrap();
+        for line in manifest.lines().skip(1) {
+            let f: Vec<&str> = line.split('\t').collect();
+            assert_eq!(sha(&out.join(f[2])), f[3], "{mode}: {line}");
+        }
+        assert_eq!(manifest.lines().count(), 1 + 6, "{mode}: {manifest}");
+    }
+
+    // Relative symlinks as sources: the split holds the photos, not links that dangle.
+    let store = d.path().join("store");
+    let linked = d.path().join("linked");
+    for (class, i) in [("cat", 0), ("cat", 1), ("dog", 2), ("dog", 3)] {
+        gradient(&store.join(format!("{i}.jpg")), 30, 30, 40 + i);
+        std::fs::create_dir_all(linked.join(class)).unwrap();
+        std::os::unix::fs::symlink(
+            format!("../../store/{i}.jpg"),
+            linked.join(format!("{class}/{i}.jpg")),
+        )
+        .unwrap();
+    }
+    let out = d.path().join("out-links");
+    ok(&split_line(&linked, &out, "1", &[]));
+    for e in std::fs::read_dir(out.join("train/cat")).unwrap() {
+        let p = e.unwrap().path();
+        assert!(p.metadata().is_ok(), "{} dangles", p.display());
+    }
+}
+
+#[test]
+fn split_refuses_a_file_as_its_output_and_its_own_table_inside_it() {
+    let d = tmp();
+    let src = d.path().join("src");
+    for i in 0..4 {
+        gradient(&src.join(format!("c{i}.jpg")), 30, 20, i);
+        gradient(&src.join(format!("d{i}.jpg")), 20, 30, 10 + i);
+    }
+    let notes = d.path().join("notes.txt");
+    std::fs::write(&notes, "precious").unwrap();
+    fails(&split_line(&src, &notes, "2", &[]), &["not a folder"]);
+    assert_eq!(std::fs::read_to_string(&notes).unwrap(), "precious");
+
+    let table = d.path().join("t.csv");
+    let rows: String = (0..4)
+        .map(|i| format!("c{i}.jpg,cat\nd{i}.jpg,dog\n"))
+        .collect();
+    std::fs::write(&table, format!("path,label\n{rows}")).unwrap();
+    let out = d.path().join("out");
+    let by_table = |t: &Path| -> Vec<String> {
+        [
+            "split",
+            s(&src),
+            "--labels",
+            s(t),
+            "--out",
+            s(&out),
+            "-q",
+            "--force",
+        ]
+        .map(String::from)
+        .to_vec()
+    };
+    ok(&refs(&by_table(&table)));
+    let own = out.join("labels.csv");
+    let kept = std::fs::read(&own).unwrap();
+    fails(&refs(&by_table(&own)), &["an input of this split"]);
+    assert_eq!(std::fs::read(&own).unwrap(), kept);
+
+    // A tab in a label would shift MANIFEST.tsv's columns.
+    let tabbed = d.path().join("tab.csv");
+    std::fs::write(
+        &tabbed,
+        format!("path,label\n{}", rows.replace("cat", "\"ca\tt\"")),
+    )
+    .unwrap();
+    fails(
+        &refs(&by_table(&tabbed)),
+        &["control character", "MANIFEST.tsv"],
+    );
+}
+
+#[test]
+fn a_run_is_never_planned_among_its_photos_nor_from_a_plan_of_no_shards() {
+    let (d, data, m, _) = tiny_setup(2);
+    let inside = data.join("run");
+    fails(
+        &[
+            "plan",
+            "--data",
+            s(&data),
+            "--out",
+            s(&inside),
+            "--shards",
+            "1",
+        ],
+        &["one inside the other"],
+    );
+    assert!(!inside.exists(), "nothing is made");
+    let run = d.path().join("run0");
+    std::fs::create_dir_all(&run).unwrap();
+    std::fs::write(
+        run.join("plan.json"),
+        r#"{"format":"headstart-plan/1","source":"/tmp","shards":0,"images":0,"classes":["a","b"],"splits":[{"name":"train","images":0}],"shard_images":[],"headstart_version":"0.1.0"}"#,
+    )
+    .unwrap();
+    for args in [
+        vec!["status", s(&run)],
+        vec!["merge", s(&run), "--out", "z.h5"],
+        vec![
+            "extract",
+            "--run",
+            s(&run),
+            "--shard",
+            "0",
+            "--model",
+            s(&m),
+        ],
+    ] {
+        let o = bin().current_dir(d.path()).args(&args).output().unwrap();
+        failed(&o, &["0 shards"]);
+    }
+}
+
+/// A two-class cache of `rows` test rows and its head, in `d`.
+fn cache_head(d: &Path, classes: &str) -> (PathBuf, PathBuf) {
+    let (cache, head) = (
+        d.join(format!("c{classes}.h5")),
+        d.join(format!("h{classes}.h5")),
+    );
+    ok(&[
+        "make-features",
+        "--shape",
+        "16",
+        "--split",
+        "train=200",
+        "--split",
+        "val=50",
+        "--split",
+        "test=100",
+        "--classes",
+        classes,
+        "--separation",
+        "0.5",
+        "--out",
+        s(&cache),
+    ]);
+    ok(&["train-head", s(&cache), "--out", s(&head), "-q"]);
+    (cache, head)
+}
+
+#[test]
+fn score_replaces_only_its_own_files_and_resumes_only_its_own_run() {
+    let d = tmp();
+    let (cache, head) = cache_head(d.path(), "2");
+    let score = ["score", "--features", s(&cache), "--head", s(&head), "-q"];
+    // --force never replaces what is not a score file: another cache, a label table.
+    let other = d.path().join("other.h5");
+    std::fs::copy(&cache, &other).unwrap();
+    let table = d.path().join("labels.csv");
+    std::fs::write(&table, "path,label\na.jpg,cat\n").unwrap();
+    for f in [&other, &table] {
+        let kept = std::fs::read(f).unwrap();
+        fails(
+            &with(&score, &["--out", s(f), "--force"]),
+            &["not a score file"],
+        );
+        assert_eq!(std::fs::read(f).unwrap(), kept);
+    }
+    // It does replace an earlier score file, with the same bytes a fresh run writes.
+    let out = d.path().join("s.csv");
+    ok(&with(&score, &["--out", s(&out)]));
+    let fresh = std::fs::read(&out).unwrap();
+    ok(&with(&score, &["--out", s(&out), "--force"]));
+    assert_eq!(std::fs::read(&out).unwrap(), fresh);
+    // --resume of another split's rows, or of rows another --threshold predicted.
+    let val = d.path().join("val.csv");
+    ok(&with(&score, &["--split", "val", "--out", s(&val)]));
+    fails(
+        &with(&score, &["--out", s(&val), "--resume"]),
+        &["name files this run does not score"],
+    );
+    let sure = d.path().join("sure.csv");
+    ok(&with(&score, &["--threshold", "0.999", "--out", s(&sure)]));
+    let text = std::fs::read_to_string(&sure).unwrap();
+    let cut: String = text.lines().take(40).map(|l| format!("{l}\n")).collect();
+    std::fs::write(&sure, &cut).unwrap();
+    fails(
+        &with(&score, &["--out", s(&sure), "--resume"]),
+        &["another --threshold"],
+    );
+    ok(&with(
+        &score,
+        &["--threshold", "0.999", "--out", s(&sure), "--resume"],
+    ));
+    assert_eq!(std::fs::read_to_string(&sure).unwrap(), text);
+    // --threshold means nothing to a head of three classes.
+    let (c3, h3) = cache_head(d.path(), "3");
+    fails(
+        &[
+            "score",
+            "--features",
+            s(&c3),
+            "--head",
+            s(&h3),
+            "--threshold",
+            "0",
+        ],
+        &["--threshold", "3 classes"],
+    );
+}
+
+#[test]
+fn the_audit_counts_no_tie_as_right_and_leaves_no_stale_probabilities() {
+    let d = tmp();
+    let (cache, _) = cache_head(d.path(), "2");
+    let flat = d.path().join("flat.h5");
+    std::fs::copy(&cache, &flat).unwrap();
+    {
+        let f = hdf5::File::open_rw(&flat).unwrap();
+        for split in ["train", "val", "test"] {
+            let ds = f.dataset(&format!("{split}/features")).unwrap();
+            let zeros = ndarray::Array2::<f32>::zeros((ds.shape()[0], ds.shape()[1]));
+            ds.write(&zeros).unwrap();
+        }
+    }
+    let out = d.path().join("a");
+    let v = json_of(&["audit", s(&flat), "--out", s(&out), "--json", "-q"]);
+    let acc = v["out_of_fold_accuracy"].as_f64().unwrap();
+    assert!(acc < 0.7, "features that tell nothing apart: {acc}");
+    assert!(out.join("out_of_fold.csv").exists());
+    // One class of one photo: no label check, so no probabilities and no accuracy.
+    let thin = d.path().join("thin.h5");
+    std::fs::copy(&cache, &thin).unwrap();
+    {
+        let f = hdf5::File::open_rw(&thin).unwrap();
+        for split in ["train", "val", "test"] {
+            let ds = f.dataset(&format!("{split}/labels")).unwrap();
+            let mut l = vec![0i32; ds.shape()[0]];
+            if split == "train" {
+                l[3] = 1;
+            }
+            ds.write(&l).unwrap();
+        }
+    }
+    let v = json_of(&["audit", s(&thin), "--out", s(&out), "--json", "-q"]);
+    assert!(
+        v["out_of_fold_accuracy"].is_null() && v["folds"].is_null(),
+        "{v}"
+    );
+    assert!(
+        !out.join("out_of_fold.csv").exists(),
+        "the earlier audit's is gone"
+    );
+    // A file as the audit's folder.
+    fails(&["audit", s(&cache), "--out", s(&thin)], &["not a folder"]);
+}
+
+#[test]
+fn reports_never_go_among_the_photos_a_cache_came_from() {
+    let (d, data, m, _) = tiny_setup(3);
+    let (cache, head) = super::safety::cache_and_head(d.path(), &m, &data);
+    let inside = data.join("train/a/report");
+    fails(
+        &[
+            "evaluate",
+            "--features",
+            s(&cache),
+            "--head",
+            s(&head),
+            "--report",
+            s(&inside),
+        ],
+        &["inside the photos"],
+    );
+    fails(
+        &["audit", s(&cache), "--out", s(&inside)],
+        &["inside the photos"],
+    );
+    let before = std::fs::metadata(&head).unwrap().modified().unwrap();
+    fails(
+        &[
+            "train-head",
+            s(&cache),
+            "--out",
+            s(&head),
+            "--epochs",
+            "1",
+            "--report",
+            s(&inside),
+        ],
+        &["inside the photos"],
+    );
+    assert_eq!(
+        std::fs::metadata(&head).unwrap().modified().unwrap(),
+        before,
+        "nothing trained"
+    );
+    assert!(!inside.exists());
+}
+
+#[test]
+fn urls_with_credentials_are_refused_and_never_shown() {
+    let d = tmp();
+    let m = save_model(
+        d.path(),
+        "m.onnx",
+        &CnnSpec::tiny(Layout::Nchw, Some((32, 32))),
+    );
+    for args in [
+        vec![
+            "extract",
+            "--model",
+            s(&m),
+            "--data",
+            "s3://KEY:hunter2@bucket/p",
+            "--out",
+            "x.h5",
+        ],
+        vec![
+            "plan",
+            "--data",
+            "http://u:hunter2@127.0.0.1:9/ds",
+            "--out",
+            "r",
+        ],
+    ] {
+        let o = bin().current_dir(d.path()).args(&args).output().unwrap();
+        let t = failed(&o, &["***@", "environment"]);
+        assert!(!t.contains("hunter2"), "{t}");
+    }
+}
