@@ -383,6 +383,17 @@ pub struct Fetched {
     pub seconds: f64,
 }
 
+/// A file found where a fetched model goes is taken as that model only when it is an ONNX model.
+fn present_model(path: &Path) -> Result<()> {
+    if crate::onnx::is_model(path) {
+        return Ok(());
+    }
+    Err(Error::model(
+        path,
+        "is where this model goes, but it is not an ONNX model (fetch did not write it): move it away, then fetch again",
+    ))
+}
+
 /// Where a hub model `hf:ORG/NAME@COMMIT[:PATH]` is kept once fetched:
 /// `models/hub/ORG--NAME@COMMIT/<file name>` (under `dir` when given).
 fn hub_spec_path(m: &hub::HubModel, dir: Option<&Path>) -> PathBuf {
@@ -404,6 +415,7 @@ pub fn fetch_hub_spec(
     let m = hub::HubModel::parse(spec, hashes)?;
     let path = hub_spec_path(&m, cfg.dir.as_deref());
     if path.is_file() && !cfg.force {
+        present_model(&path)?;
         return Ok(Fetched {
             path,
             present: true,
@@ -452,8 +464,15 @@ pub fn resolve_model(arg: &Path, rep: &dyn Reporter) -> Result<PathBuf> {
 pub fn fetch(src: &Source, cfg: &FetchConfig, rep: &dyn Reporter) -> Result<Fetched> {
     let t0 = std::time::Instant::now();
     let dir = cfg.dir.clone().unwrap_or_else(models_dir);
+    if dir.exists() && !dir.is_dir() {
+        return Err(Error::output(
+            &dir,
+            "is not a folder: fetch writes models into a folder",
+        ));
+    }
     let path = dir.join(src.file);
     if path.is_file() && !cfg.force {
+        present_model(&path)?;
         return Ok(Fetched {
             path,
             present: true,

@@ -225,8 +225,12 @@ impl Head {
         write_meta(&base, &self.base)?;
         let layers = f.create_group("layers")?;
         let vec1 = |g: &hdf5::Group, name: &str, a: &Array1<f32>| -> hdf5::Result<()> {
+            // Checksummed (HDF5's Fletcher-32 filter, one chunk): a damaged weight is an error
+            // on reading, never a silently different head.
             g.new_dataset::<f32>()
                 .shape(a.len())
+                .chunk(a.len().max(1))
+                .fletcher32()
                 .create(name)?
                 .write_raw(a.as_slice().expect("standard"))
         };
@@ -241,8 +245,13 @@ impl Head {
             match l {
                 Layer::Dense(d) => {
                     write_str_attr(&g, "type", "dense")?;
+                    // Chunks under HDF5's 4 GB limit: at most 2^28 values each.
+                    let (r, c) = d.w.dim();
+                    let rows = r.clamp(1, ((1usize << 28) / c.max(1)).max(1));
                     g.new_dataset::<f32>()
-                        .shape(d.w.dim())
+                        .shape((r, c))
+                        .chunk((rows, c.max(1)))
+                        .fletcher32()
                         .create("kernel")?
                         .write(&d.w)?;
                     vec1(&g, "bias", &d.b)?;
@@ -275,7 +284,6 @@ impl Head {
         f.flush()
     }
 
-    /// Reads a head file; errors name the file and what is missing or inconsistent.
     /// Whether `path` is a headstart head file (the rule by which `train-head` and `finetune`
     /// replace an existing output).
     pub fn is_head(path: &Path) -> bool {
@@ -283,6 +291,7 @@ impl Head {
             .is_ok_and(|f| read_str_attr(&f, "format").is_ok_and(|v| v == FORMAT))
     }
 
+    /// Reads a head file; errors name the file and what is missing or inconsistent.
     pub fn load(path: &Path) -> Result<Head> {
         if !path.is_file() {
             return Err(Error::cache(path, "head file not found"));

@@ -103,6 +103,23 @@ pub fn quantize(cfg: &QuantizeConfig, rep: &dyn Reporter) -> Result<QuantizeSumm
         }
     }
     let proto = crate::onnx::load_inlined(&cfg.model)?;
+    // A name that is no quantisable node would keep nothing in float, silently.
+    let all = qdq::targets(&proto, &[]);
+    if let Some(k) = cfg
+        .keep_float
+        .iter()
+        .find(|k| !all.iter().any(|t| &t.name == *k))
+    {
+        let names: Vec<&str> = all.iter().map(|t| t.name.as_str()).take(20).collect();
+        return Err(Error::invalid(
+            "keep_float",
+            format!(
+                "{k} is not a node this model would quantise; the nodes are: {}{}",
+                names.join(", "),
+                if all.len() > names.len() { ", …" } else { "" }
+            ),
+        ));
+    }
     let targets = qdq::targets(&proto, &cfg.keep_float);
     if targets.is_empty() {
         return Err(Error::model(

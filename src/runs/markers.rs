@@ -102,7 +102,21 @@ pub fn checked_output(run: &Path, marker: &Path, output: &str, own: &Path) -> Re
             ),
         ));
     }
-    Ok(run.join(rel))
+    let path = run.join(rel);
+    // Through links too: the file itself lies inside the run (the rule a merged cache's mapped
+    // shards are held to).
+    if let (Ok(real), Ok(root)) = (path.canonicalize(), run.canonicalize()) {
+        if !real.starts_with(&root) {
+            return Err(Error::dataset(
+                marker,
+                format!(
+                    "its output {} lies outside the run folder (a link): refused",
+                    path.display()
+                ),
+            ));
+        }
+    }
+    Ok(path)
 }
 
 impl Marker {

@@ -395,3 +395,71 @@ fn urls_with_credentials_are_refused_and_never_shown() {
         assert!(!t.contains("hunter2"), "{t}");
     }
 }
+
+#[test]
+fn a_damaged_head_weight_is_an_error_not_other_numbers() {
+    let d = tmp();
+    let (cache, head) = cache_head(d.path(), "2");
+    let kernel: Vec<f32> = hdf5::File::open(&head)
+        .unwrap()
+        .dataset("layers/000_dense/kernel")
+        .unwrap()
+        .read_raw()
+        .unwrap();
+    let key: Vec<u8> = kernel[..2].iter().flat_map(|v| v.to_le_bytes()).collect();
+    let mut bytes = std::fs::read(&head).unwrap();
+    let at = bytes
+        .windows(key.len())
+        .position(|w| w == key.as_slice())
+        .expect("the kernel is stored as it is");
+    bytes[at + 3] ^= 0x4f;
+    let bad = d.path().join("bad.h5");
+    std::fs::write(&bad, bytes).unwrap();
+    fails(
+        &["evaluate", "--features", s(&cache), "--head", s(&bad)],
+        &["bad.h5", "checksum"],
+    );
+}
+
+#[test]
+fn names_and_files_that_are_not_what_they_claim_are_refused() {
+    let (d, data, m, _) = tiny_setup(2);
+    // quantize --keep-float naming no node would keep nothing in float.
+    fails(
+        &[
+            "quantize",
+            "--model",
+            s(&m),
+            "--preprocess",
+            "tf",
+            "--calibrate",
+            s(&data),
+            "--out",
+            s(&d.path().join("q.onnx")),
+            "--keep-float",
+            "nosuchnode",
+        ],
+        &["nosuchnode", "not a node"],
+    );
+    // A file where a fetched model goes is not taken for the model.
+    let dir = d.path().join("models");
+    std::fs::create_dir_all(&dir).unwrap();
+    std::fs::write(dir.join("efficientnet_lite0_features.onnx"), "mine").unwrap();
+    fails(
+        &["fetch", "efficientnet-lite0", "--dir", s(&dir)],
+        &["not an ONNX model"],
+    );
+}
+
+#[test]
+fn merge_never_follows_a_shard_link_out_of_its_run() {
+    let (d, _, _, run) = super::safety::two_shard_run();
+    let shard = run.join("shards/shard-00000.h5");
+    let away = d.path().join("away.h5");
+    std::fs::rename(&shard, &away).unwrap();
+    std::os::unix::fs::symlink(&away, &shard).unwrap();
+    fails(
+        &["merge", s(&run), "--out", s(&d.path().join("m.h5"))],
+        &["outside the run folder"],
+    );
+}
