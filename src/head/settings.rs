@@ -174,10 +174,27 @@ impl TrainSettings {
     /// settings where none is given.
     pub fn choose(&self, recipe: Recipe, seed: u64, threads: usize) -> Result<HeadChoice> {
         if self.head.as_deref().map(str::trim) == Some("logistic") {
+            // The baseline is linfa's L-BFGS fit: none of our backprop's settings reach it.
+            if let Some(what) = self.given().into_iter().find(|&g| g != "head") {
+                return Err(Error::invalid(
+                    what,
+                    "does not apply to the logistic baseline (it takes C and max_iter only)",
+                ));
+            }
             return Ok(HeadChoice::Logistic {
                 c: self.c.unwrap_or(DEFAULT_C),
                 max_iter: self.max_iter.unwrap_or(DEFAULT_MAX_ITER),
             });
+        }
+        let baseline = [
+            ("c", self.c.is_some()),
+            ("max_iter", self.max_iter.is_some()),
+        ];
+        if let Some((what, _)) = baseline.iter().find(|(_, g)| *g) {
+            return Err(Error::invalid(
+                *what,
+                "applies only to the logistic baseline (head logistic)",
+            ));
         }
         if recipe == Recipe::Auto && self.given().is_empty() {
             return Ok(HeadChoice::Auto { threads });
@@ -201,6 +218,44 @@ impl TrainSettings {
                 "applies only when the loss is cross-entropy",
             ));
         }
+        let schedule_name = self.schedule.unwrap_or(ScheduleName::Constant);
+        // Each setting given must reach the run: one of another loss or schedule, or a
+        // min_delta with no early stopping, is refused rather than ignored.
+        let stray = [
+            (
+                "focal_gamma",
+                self.focal_gamma.is_some() && loss_name != LossName::Focal,
+                "the loss is focal",
+            ),
+            (
+                "focal_alpha",
+                self.focal_alpha.is_some() && loss_name != LossName::Focal,
+                "the loss is focal",
+            ),
+            (
+                "step_every",
+                self.step_every.is_some() && schedule_name != ScheduleName::Step,
+                "the schedule is step",
+            ),
+            (
+                "step_gamma",
+                self.step_gamma.is_some() && schedule_name != ScheduleName::Step,
+                "the schedule is step",
+            ),
+            (
+                "min_lr",
+                self.min_lr.is_some() && schedule_name != ScheduleName::Cosine,
+                "the schedule is cosine",
+            ),
+            (
+                "min_delta",
+                self.min_delta.is_some() && self.patience.is_none(),
+                "patience is given (early stopping)",
+            ),
+        ];
+        if let Some((what, _, when)) = stray.iter().find(|(_, s, _)| *s) {
+            return Err(Error::invalid(*what, format!("applies only when {when}")));
+        }
         let loss = match loss_name {
             LossName::CrossEntropy => Loss::CrossEntropy {
                 smoothing: self.label_smoothing.unwrap_or(0.0),
@@ -213,7 +268,7 @@ impl TrainSettings {
             LossName::SquaredHinge => Loss::SquaredHinge,
             LossName::Mse => Loss::Mse,
         };
-        let schedule = match self.schedule.unwrap_or(ScheduleName::Constant) {
+        let schedule = match schedule_name {
             ScheduleName::Constant => Schedule::Constant,
             ScheduleName::Step => Schedule::Step {
                 every: self.step_every.unwrap_or(DEFAULT_STEP_EVERY),
@@ -330,5 +385,51 @@ mod tests {
             ..Default::default()
         };
         assert_eq!(sgd.train_config(42, 0).unwrap().optimizer.lr, 0.01);
+        // Settings of another schedule, loss or of early stopping without patience.
+        let gamma = TrainSettings {
+            focal_gamma: Some(3.0),
+            ..Default::default()
+        };
+        assert_eq!(refused(gamma), "focal_gamma");
+        let step = TrainSettings {
+            step_gamma: Some(0.5),
+            schedule: Some(ScheduleName::Cosine),
+            ..Default::default()
+        };
+        assert_eq!(refused(step), "step_gamma");
+        let delta = TrainSettings {
+            min_delta: Some(0.01),
+            ..Default::default()
+        };
+        assert_eq!(refused(delta), "min_delta");
+        let with_patience = TrainSettings {
+            min_delta: Some(0.01),
+            patience: Some(3),
+            ..Default::default()
+        };
+        assert!(with_patience.train_config(42, 0).is_ok());
+    }
+
+    #[test]
+    fn the_baseline_and_backprop_refuse_each_others_settings() {
+        let choose = |s: TrainSettings| match s.choose(Recipe::Auto, 42, 0) {
+            Err(Error::Invalid { what, .. }) => what,
+            other => panic!("expected a refusal, got {other:?}"),
+        };
+        let logistic = |s: TrainSettings| TrainSettings {
+            head: Some("logistic".into()),
+            ..s
+        };
+        let epochs = TrainSettings {
+            epochs: Some(50),
+            ..Default::default()
+        };
+        assert_eq!(choose(logistic(epochs)), "epochs");
+        let c = TrainSettings {
+            c: Some(5.0),
+            ..Default::default()
+        };
+        assert_eq!(choose(c.clone()), "C");
+        assert!(logistic(c).choose(Recipe::Auto, 42, 0).is_ok());
     }
 }
