@@ -187,7 +187,7 @@ impl TrainSettings {
             });
         }
         let baseline = [
-            ("c", self.c.is_some()),
+            ("C", self.c.is_some()),
             ("max_iter", self.max_iter.is_some()),
         ];
         if let Some((what, _)) = baseline.iter().find(|(_, g)| *g) {
