@@ -35,6 +35,19 @@ impl Exclusion {
                 continue;
             }
             let fields: Vec<&str> = line.split('\t').collect();
+            // A row of audit.tsv (with its header or without, as `grep` leaves it): its names
+            // are escaped.
+            let audit_row = fields.len() == 7 && ISSUES.contains(&fields[2]);
+            let fields: Vec<String> = fields
+                .iter()
+                .map(|f| {
+                    if audit_row {
+                        unescape_field(f)
+                    } else {
+                        f.to_string()
+                    }
+                })
+                .collect();
             let mut add = |p: &str| -> Result<()> {
                 files.insert(
                     clean(p)
@@ -42,9 +55,9 @@ impl Exclusion {
                 );
                 Ok(())
             };
-            add(fields[0])?;
-            if fields.len() >= 7 && fields[2] == "leakage" && !fields[6].is_empty() {
-                add(fields[6])?;
+            add(&fields[0])?;
+            if audit_row && fields[2] == "leakage" && !fields[6].is_empty() {
+                add(&fields[6])?;
             }
         }
         if files.is_empty() {
@@ -90,6 +103,33 @@ impl Exclusion {
     }
 }
 
+/// The issues of an audit.tsv row.
+const ISSUES: [&str; 4] = ["label", "duplicate", "leakage", "outlier"];
+
+/// A field of a tab-separated table as audit.tsv writes it: `%`, tab, line feed and carriage return
+/// as `%25`, `%09`, `%0A`, `%0D` (a file name may hold any of them), everything else as it is.
+pub fn escape_field(s: &str) -> String {
+    let mut out = String::with_capacity(s.len());
+    for c in s.chars() {
+        match c {
+            '%' => out.push_str("%25"),
+            '\t' => out.push_str("%09"),
+            '\n' => out.push_str("%0A"),
+            '\r' => out.push_str("%0D"),
+            c => out.push(c),
+        }
+    }
+    out
+}
+
+/// The inverse of [`escape_field`].
+pub fn unescape_field(s: &str) -> String {
+    s.replace("%09", "\t")
+        .replace("%0A", "\n")
+        .replace("%0D", "\r")
+        .replace("%25", "%")
+}
+
 /// A listed path as the cache writes it (`/` separators, no `./`), or why it cannot be one.
 fn clean(p: &str) -> std::result::Result<String, String> {
     let p = p.trim();
@@ -114,6 +154,22 @@ fn clean(p: &str) -> std::result::Result<String, String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn names_with_tabs_and_line_breaks_come_back_from_an_audit_row() {
+        let name = "train/cat/a\tb\nc%09.jpg";
+        let row = format!(
+            "{}\ttrain\tduplicate\t1.000000\tcat\t\ttrain/cat/x.jpg\n",
+            escape_field(name)
+        );
+        assert!(!escape_field(name).contains(['\t', '\n']));
+        let got = list(&row).unwrap();
+        assert!(got.contains(name), "{:?}", got.files);
+        // A plain list is taken as it is.
+        assert!(list("train/cat/100%09.jpg\n")
+            .unwrap()
+            .contains("train/cat/100%09.jpg"));
+    }
 
     fn list(text: &str) -> Result<Exclusion> {
         let d = tempfile::tempdir().unwrap();

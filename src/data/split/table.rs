@@ -164,14 +164,19 @@ fn readable(
 }
 
 /// The character that joins a multi-label image's tags in the written tables: the table's own
-/// delimiter, else a space, else `|` when a class name holds a space.
-fn joiner(t: &LabelTable, classes: &[String]) -> char {
-    let d = t.label_delim.unwrap_or(' ');
-    if classes.iter().any(|c| c.contains(d)) {
-        '|'
-    } else {
-        d
-    }
+/// delimiter (a space without one), else the first of `|`, `;` and `,` that no class name holds.
+/// Class names holding every one of them are refused: the tables could not be read back.
+fn joiner(t: &LabelTable, classes: &[String]) -> Result<char> {
+    let first = t.label_delim.unwrap_or(' ');
+    [first, ' ', '|', ';', ',']
+        .into_iter()
+        .find(|&d| !classes.iter().any(|c| c.contains(d)))
+        .ok_or_else(|| {
+            Error::dataset(
+                &t.file,
+                "its tags hold every delimiter the written tables could use (space, |, ; and ,): rename them",
+            )
+        })
 }
 
 /// `split --labels`: see the module documentation.
@@ -201,7 +206,12 @@ pub(super) fn split_table(
     } else {
         stratify_classes(&items, &ds.classes, cfg.fractions, cfg.seed)
     };
-    let join = joiner(t, &ds.classes);
+    let join = joiner(t, &ds.classes)?;
+    if ds.multi_label && Some(join) != t.label_delim {
+        rep.report(Event::Notice(&format!(
+            "the written tables join tags with {join:?} (a tag holds the table's own delimiter): read them back with --label-delim {join:?}"
+        )));
+    }
     let mut summary = SplitSummary {
         broken,
         excluded: left_out,

@@ -687,7 +687,7 @@ fn write_probabilities(
 
 /// `audit.tsv`: the header, then one finding a line (tabs and newlines in names replaced).
 fn table(findings: &[Finding]) -> String {
-    let clean = |s: &str| s.replace(['\t', '\n', '\r'], " ");
+    let clean = |s: &str| crate::data::exclude::escape_field(s);
     let mut s = format!("{HEADER}\n");
     for f in findings {
         s += &format!(

@@ -208,7 +208,7 @@ pub(super) fn csv_records(
 }
 
 /// Whether `p` holds a score file: CSV whose header is `path,predicted,…,error`, as
-/// [`Writer::header_columns`] writes it, or JSON lines of objects with `path` and `predicted`
+/// the score writer writes it, or JSON lines of objects with `path` and `predicted`
 /// (the rule by which `merge --scores` and `score --force` replace an existing output). A label
 /// table (`path,label`) is not one.
 pub fn is_score_file(p: &Path) -> bool {
