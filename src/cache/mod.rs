@@ -10,6 +10,7 @@
 //! /<split>/features  f32 or f16 [N, *feature_shape], chunks of about 1 MiB of rows, each with a
 //!                    Fletcher-32 checksum (caches written before have none and still read)
 //! /<split>/labels    i32 [N]        index into `classes`
+//! /<split>/targets   u8 [N, classes] multi-label caches: 1 where the image has the class
 //! /<split>/paths     str [N]        relative to data_root
 //! /<split>/skipped_paths, /<split>/skipped_reasons   str [K]   images that could not be read
 //! ```

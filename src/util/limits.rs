@@ -15,6 +15,25 @@ pub const MAX_SHARDS: usize = 100_000;
 /// Pixels along one side of a model's input.
 pub const MAX_INPUT_SIDE: usize = 16_384;
 
+/// Bytes for a message, with three significant figures: `1.23 GB`, `45.6 MB`, `512 kB`, `20 B`.
+pub fn size_text(bytes: u64) -> String {
+    let b = bytes as f64;
+    let (v, unit) = match bytes {
+        1_000_000_000.. => (b / 1e9, "GB"),
+        1_000_000.. => (b / 1e6, "MB"),
+        1_000.. => (b / 1e3, "kB"),
+        _ => return format!("{bytes} B"),
+    };
+    let digits = if v >= 100.0 {
+        0
+    } else if v >= 10.0 {
+        1
+    } else {
+        2
+    };
+    format!("{v:.digits$} {unit}")
+}
+
 /// `value` of the setting `what` within `min..=max`.
 pub fn check(what: &str, value: usize, min: usize, max: usize) -> Result<()> {
     if value < min || value > max {
@@ -55,5 +74,14 @@ mod tests {
         assert!(check_f32("std", f32::NAN, 1e-6, 1e6).is_err());
         assert!(check_f32("std", 0.0, 1e-6, 1e6).is_err());
         assert!(check_f32("std", 0.229, 1e-6, 1e6).is_ok());
+    }
+    #[test]
+    fn sizes_read_with_three_figures_in_a_unit_that_fits() {
+        assert_eq!(size_text(20), "20 B");
+        assert_eq!(size_text(512_000), "512 kB");
+        assert_eq!(size_text(1_500), "1.50 kB");
+        assert_eq!(size_text(45_600_000), "45.6 MB");
+        assert_eq!(size_text(1_234_000_000), "1.23 GB");
+        assert_eq!(size_text(0), "0 B");
     }
 }

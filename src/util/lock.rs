@@ -24,6 +24,19 @@ pub fn lock_path(out: &Path) -> PathBuf {
     PathBuf::from(p)
 }
 
+/// Why `dir` cannot hold an output, `None` when it can: it does not exist, or it is a file (as
+/// in `features.h5/scores.csv`).
+pub fn missing_folder(dir: &Path) -> Option<String> {
+    match std::fs::metadata(dir) {
+        Ok(m) if m.is_dir() => None,
+        Ok(_) => Some(format!(
+            "{} is a file, not a folder; choose an output path inside a folder",
+            dir.display()
+        )),
+        Err(_) => Some(format!("the folder {} does not exist", dir.display())),
+    }
+}
+
 /// Removes `path` when it is a symbolic link or a file with other hard links: headstart's own files
 /// beside an output (`<out>.lock`, `<out>.journal`) are never written through a link, so a link
 /// planted there cannot redirect a write onto another file (the link goes, its target stays).
@@ -69,11 +82,8 @@ impl OutputLock {
     fn take(out: &Path, wait: bool) -> Result<OutputLock> {
         let path = lock_path(out);
         if let Some(parent) = out.parent().filter(|p| !p.as_os_str().is_empty()) {
-            if !parent.is_dir() {
-                return Err(Error::output(
-                    out,
-                    format!("the folder {} does not exist", parent.display()),
-                ));
+            if let Some(why) = missing_folder(parent) {
+                return Err(Error::output(out, why));
             }
         }
         for _ in 0..8 {

@@ -173,11 +173,8 @@ impl<'a> Output<'a> {
                 ));
             }
         }
-        if !self.dir().is_dir() {
-            return Err(Error::output(
-                t,
-                format!("the folder {} does not exist", self.dir().display()),
-            ));
+        if let Some(why) = crate::util::lock::missing_folder(&self.dir()) {
+            return Err(Error::output(t, why));
         }
         if let Some(m) = &t_meta {
             if m.is_dir() {

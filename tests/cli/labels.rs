@@ -213,6 +213,22 @@ fn a_multi_label_table_trains_evaluates_scores_and_exports_label_sets() {
             assert_eq!(&hot, want[p.as_str()], "{split} {p}");
         }
     }
+    // summary counts an image once for each of its tags, not by its first.
+    let text = ok(&["summary", s(&cache)]);
+    let train_rows = rows.iter().enumerate().filter(|(i, _)| i % 3 != 0);
+    let per: Vec<String> = (0..3)
+        .map(|t| {
+            let n = train_rows
+                .clone()
+                .filter(|(_, (_, g))| g.contains(&t))
+                .count();
+            format!("{} {n}", TAG_COLOURS[t].0)
+        })
+        .collect();
+    assert!(
+        text.contains(&format!("({})", per.join(", "))),
+        "{per:?}\n{text}"
+    );
     // The same tags as JSON arrays make the same cache.
     let jsonl = d.path().join("labels.jsonl");
     let mut lines = String::new();

@@ -241,10 +241,15 @@ fn score_replaces_only_its_own_files_and_resumes_only_its_own_run() {
     // --resume of another split's rows, or of rows another --threshold predicted.
     let val = d.path().join("val.csv");
     ok(&with(&score, &["--split", "val", "--out", s(&val)]));
+    // A torn last row as a kill leaves it: refused all the same, and not a byte of it cut.
+    let mut torn = std::fs::read(&val).unwrap();
+    torn.extend_from_slice(b"half/a/ro");
+    std::fs::write(&val, &torn).unwrap();
     fails(
         &with(&score, &["--out", s(&val), "--resume"]),
         &["name files this run does not score"],
     );
+    assert_eq!(std::fs::read(&val).unwrap(), torn);
     let sure = d.path().join("sure.csv");
     ok(&with(&score, &["--threshold", "0.999", "--out", s(&sure)]));
     let text = std::fs::read_to_string(&sure).unwrap();
@@ -462,4 +467,76 @@ fn merge_never_follows_a_shard_link_out_of_its_run() {
         &["merge", s(&run), "--out", s(&d.path().join("m.h5"))],
         &["outside the run folder"],
     );
+}
+
+/// The third pass: an output under a file, numbers too large for their flag, a class a table
+/// split leaves without train images.
+#[test]
+fn outputs_under_a_file_huge_numbers_and_classes_without_train_photos_are_named() {
+    let d = tmp();
+    let (cache, head) = cache_head(d.path(), "2");
+    let under = format!("{}/scores.csv", s(&cache));
+    fails(
+        &[
+            "score",
+            "--features",
+            s(&cache),
+            "--head",
+            s(&head),
+            "--out",
+            &under,
+        ],
+        &["is a file, not a folder"],
+    );
+    fails(
+        &[
+            "score",
+            "--features",
+            s(&cache),
+            "--head",
+            s(&head),
+            "--threshold",
+            "1e308",
+        ],
+        &["'1e308' is not a finite number of 32-bit range"],
+    );
+    fails(
+        &["train-head", s(&cache), "--lr", "1e400"],
+        &["'1e400' is not a finite number"],
+    );
+
+    let src = d.path().join("src");
+    let mut rows = String::from("path,label\n");
+    for i in 0..4 {
+        gradient(&src.join(format!("c{i}.jpg")), 30, 20, i);
+        gradient(&src.join(format!("d{i}.jpg")), 20, 30, 10 + i);
+        rows += &format!("c{i}.jpg,cat\nd{i}.jpg,dog\n");
+    }
+    gradient(&src.join("e0.jpg"), 24, 24, 40);
+    rows += "e0.jpg,eel\n";
+    let table = d.path().join("t.csv");
+    std::fs::write(&table, rows).unwrap();
+    let line = |out: &Path, test: &str| {
+        ok(&[
+            "split",
+            s(&src),
+            "--labels",
+            s(&table),
+            "--out",
+            s(out),
+            "--val-fraction",
+            "0",
+            "--test-fraction",
+            test,
+            "--progress",
+            "none",
+        ])
+    };
+    let log = line(&d.path().join("half"), "0.5");
+    assert!(
+        log.contains("class 'eel' has no train image (1 in all)") && !log.contains("'cat' has no"),
+        "{log}"
+    );
+    let log = line(&d.path().join("some"), "0.25");
+    assert!(!log.contains("has no train image"), "{log}");
 }

@@ -172,7 +172,7 @@ pub struct PreprocessArgs {
     #[arg(long, value_enum)]
     pub resize: Option<ResizeArg>,
     /// Fraction of the shorter side kept by --resize crop.
-    #[arg(long)]
+    #[arg(long, value_parser = finite_f32)]
     pub crop_fraction: Option<f32>,
     /// Resampling filter.
     #[arg(long, value_enum)]
@@ -202,6 +202,37 @@ impl RuntimeArgs {
             cuda_nhwc: self.cuda_nhwc,
         }
     }
+}
+
+/// A number flag's value parser: a finite number, as typed; `inf`, `NaN` and values too large for
+/// the type (`1e308` for a 32-bit float) are refused with the text given, not as `inf`.
+fn finite<T: std::str::FromStr + Copy + Into<f64>>(s: &str) -> std::result::Result<T, String> {
+    let v: T = s
+        .trim()
+        .parse()
+        .map_err(|_| format!("'{s}' is not a number"))?;
+    if v.into().is_finite() {
+        Ok(v)
+    } else {
+        Err(format!(
+            "'{s}' is not a finite number{}",
+            if s.trim().parse::<f64>().is_ok_and(f64::is_finite) {
+                " of 32-bit range (at most about 3.4e38)"
+            } else {
+                ""
+            }
+        ))
+    }
+}
+
+/// [`finite`] for 32-bit flags.
+pub fn finite_f32(s: &str) -> std::result::Result<f32, String> {
+    finite(s)
+}
+
+/// [`finite`] for 64-bit flags.
+pub fn finite_f64(s: &str) -> std::result::Result<f64, String> {
+    finite(s)
 }
 
 fn parse_triplet(flag: &str, s: &str) -> Result<[f32; 3]> {

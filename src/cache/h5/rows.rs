@@ -60,7 +60,7 @@ impl FeatureCache {
         if held != n {
             return Err(Error::cache(
                 &self.path,
-                format!("split '{split}': {held} rows of features for {n} labels"),
+                format!("split '{split}': {held} rows of features but {n} photos in its paths and labels (a damaged cache: extract it again)"),
             ));
         }
         let shape = &self.meta.feature_shape;

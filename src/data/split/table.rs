@@ -258,6 +258,14 @@ pub(super) fn split_table(
             rel,
         });
     }
+    for class in &ds.classes {
+        let (all, [train, ..]) = counts.get(class).copied().unwrap_or_default();
+        if train == 0 {
+            rep.report(Event::Warning(&format!(
+                "class '{class}' has no train image ({all} in all): a head trained on this split cannot learn it; label more photos of it or lower the val and test fractions"
+            )));
+        }
+    }
     summary.classes = counts;
     let text = |w: csv::Writer<Vec<u8>>| -> Result<String> {
         let bytes = w.into_inner().map_err(|e| Error::Config(e.to_string()))?;

@@ -3,6 +3,8 @@
 
 use std::time::Instant;
 
+use crate::util::limits::size_text;
+
 use super::*;
 
 /// A train split over the memory budget: a layer-spec head trained with the split streamed from
@@ -19,8 +21,8 @@ pub(super) fn train_streamed(
     let over = format!(
         "the train split of {} is {} as float32, over the memory budget of {} (--memory)",
         cfg.features.display(),
-        size(train_bytes),
-        size(budget)
+        size_text(train_bytes),
+        size_text(budget)
     );
     if let HeadChoice::Logistic { .. } = cfg.head {
         return Err(Error::invalid(
@@ -42,7 +44,7 @@ pub(super) fn train_streamed(
             "memory",
             format!(
                 "{over}, and its val split ({}) does not fit half of it: give a larger --memory",
-                size(val_bytes)
+                size_text(val_bytes)
             ),
         ));
     }
@@ -128,7 +130,7 @@ fn train_labels(
                 format!(
                     "{over}, and its targets ({} classes a row) take {}, over half of it: give a larger --memory",
                     meta.classes.len(),
-                    size(tag_bytes)
+                    size_text(tag_bytes)
                 ),
             ));
         }
@@ -236,15 +238,6 @@ fn streamed_auto(
         }
     };
     Ok(Trained::auto((network, history, spec), settings, None))
-}
-
-/// Bytes for a message: `1.23 GB` or `45.6 MB`.
-fn size(bytes: u64) -> String {
-    if bytes >= 1_000_000_000 {
-        format!("{:.2} GB", bytes as f64 / 1e9)
-    } else {
-        format!("{:.1} MB", bytes as f64 / 1e6)
-    }
 }
 
 /// The validation rows of a streamed run, pooled, in `v.val`'s order, with their labels and (a

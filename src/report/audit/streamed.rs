@@ -29,6 +29,7 @@ use crate::head::logistic::fit_logistic;
 use crate::head::net::Network;
 use crate::head::validation::stratified_sample;
 use crate::report::evaluate::BLOCK_BYTES;
+use crate::util::limits::size_text;
 
 /// How far below `near` an estimated cosine still makes a candidate pair (the projection's error
 /// at a cosine of 0.9 is about 0.01; five times that).
@@ -85,12 +86,12 @@ pub(super) fn audit(
         return Err(Error::invalid(
             "memory",
             format!(
-                "{}: the {} photos of the near-duplicate candidates at a cosine of {} hold {:.2} GB more, over the budget of {:.2} GB; give a larger --memory or a higher --near",
+                "{}: the {} photos of the near-duplicate candidates at a cosine of {} hold {} more, over the budget of {}; give a larger --memory or a higher --near",
                 cfg.features.display(),
                 rows.len(),
                 cfg.near,
-                kept_bytes as f64 / 1e9,
-                budget as f64 / 1e9
+                size_text(kept_bytes),
+                size_text(budget)
             ),
         ));
     }
@@ -169,10 +170,10 @@ fn check_budget(
         return Err(Error::invalid(
             "memory",
             format!(
-                "{}: an approximate audit of {n} photos x {width} features holds about {:.2} GB in memory, over the budget of {:.2} GB; give a larger --memory",
+                "{}: an approximate audit of {n} photos x {width} features holds about {} in memory, over the budget of {}; give a larger --memory",
                 cfg.features.display(),
-                need as f64 / 1e9,
-                budget as f64 / 1e9
+                size_text(need),
+                size_text(budget)
             ),
         ));
     }

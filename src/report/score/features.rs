@@ -42,10 +42,7 @@ pub(super) fn score_features(
     let paths = cache.read_paths(&split)?;
     let n = paths.len();
     let format = cfg.out.as_deref().map_or(Format::Csv, Format::for_path);
-    let (opened, mut w, done) = open_output(cfg, format, &classifier)?;
-    if let Some(o) = &cfg.out {
-        super::output::check_done_rows(o, &done, &paths)?;
-    }
+    let (opened, mut w, done) = open_output(cfg, format, &classifier, &paths)?;
     let out_path = cfg.out.clone().unwrap_or_else(|| PathBuf::from("<stdout>"));
     let resumed = paths.iter().filter(|p| done.contains(*p)).count();
     rep.report(Event::Start {

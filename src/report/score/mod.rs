@@ -321,11 +321,13 @@ impl Opened {
 /// The writer of `cfg.out` (CSV on stdout without it), and the names an earlier run already
 /// wrote there. The output is never a scored file, the model or the head; an existing one is
 /// taken only with `resume` (continued after its header is checked) or `force` (replaced, if it
-/// is a score file).
+/// is a score file). A resumed file whose rows name files outside `names` (this run's inputs) is
+/// refused before anything of it is touched.
 fn open_output(
     cfg: &ScoreConfig,
     format: Format,
     classifier: &Classifier,
+    names: &[String],
 ) -> Result<(Opened, Writer, std::collections::HashSet<String>)> {
     let (classes, tags) = (classifier.classes(), classifier.thresholds(cfg.threshold));
     if let (Some(t), None, 3..) = (cfg.threshold, &tags, classes.len()) {
@@ -382,7 +384,7 @@ fn open_output(
             out.check()?;
             let lock = OutputLock::acquire(o)?;
             let done = if cfg.resume {
-                done_paths(o, format, &probe)?
+                done_paths(o, format, &probe, names)?
             } else {
                 Done {
                     paths: Default::default(),
@@ -447,10 +449,7 @@ pub fn score(cfg: &ScoreConfig, rep: &dyn Reporter) -> Result<ScoreSummary> {
     // Names as lossless text (the form caches use): two files never share a row name.
     let names: Vec<String> = files.iter().map(|p| to_text(p)).collect();
     let format = cfg.out.as_deref().map_or(Format::Csv, Format::for_path);
-    let (opened, mut w, done) = open_output(cfg, format, &classifier)?;
-    if let Some(o) = &cfg.out {
-        output::check_done_rows(o, &done, &names)?;
-    }
+    let (opened, mut w, done) = open_output(cfg, format, &classifier, &names)?;
     let pending: Vec<usize> = (0..files.len())
         .filter(|&i| !done.contains(&names[i]))
         .collect();

@@ -36,8 +36,14 @@ pub(super) struct Done {
 
 /// Paths already written to `out` by an earlier run; a torn last record (a kill during a write) is
 /// cut off the file. A file this run would not have written (another header: another model's or
-/// head's classes, another `--top-k`; or not a score file at all) is refused, never appended to.
-pub(super) fn done_paths(out: &Path, format: Format, probe: &Writer) -> Result<Done> {
+/// head's classes, another `--top-k`; not a score file at all; rows naming files outside `names`)
+/// is refused, never appended to nor cut.
+pub(super) fn done_paths(
+    out: &Path,
+    format: Format,
+    probe: &Writer,
+    names: &[String],
+) -> Result<Done> {
     let Ok(bytes) = std::fs::read(out) else {
         return Ok(Done {
             paths: Default::default(),
@@ -75,6 +81,7 @@ pub(super) fn done_paths(out: &Path, format: Format, probe: &Writer) -> Result<D
             (done, complete)
         }
     };
+    check_done_rows(out, &done, names)?;
     if complete < bytes.len() {
         let f = std::fs::OpenOptions::new()
             .write(true)
@@ -90,7 +97,7 @@ pub(super) fn done_paths(out: &Path, format: Format, probe: &Writer) -> Result<D
 
 /// Refuses to resume `out` when rows of it name files that are not among this run's `names`
 /// (an earlier run over other inputs, another split).
-pub(super) fn check_done_rows(
+fn check_done_rows(
     out: &Path,
     done: &std::collections::HashSet<String>,
     names: &[String],

@@ -18,7 +18,7 @@ pub struct Args {
     #[arg(long)]
     pub folds: Option<usize>,
     /// Cosine similarity of the features from which two photos are near duplicates.
-    #[arg(long, default_value_t = 0.95)]
+    #[arg(value_parser = crate::common::finite_f32, long, default_value_t = 0.95)]
     pub near: f32,
     /// Pooling of spatial features to one vector per photo.
     #[arg(long, value_enum, default_value = "avg")]

@@ -45,19 +45,19 @@ pub struct Args {
     #[arg(long, value_enum, default_value = "rmsprop")]
     pub optimizer: OptimizerArg,
     /// Phase 2 learning rate (low: the top already knows its job).
-    #[arg(long, default_value_t = 1e-5)]
+    #[arg(value_parser = crate::common::finite_f64, long, default_value_t = 1e-5)]
     pub lr: f64,
     /// SGD momentum, phase 2 [default: 0].
-    #[arg(long)]
+    #[arg(value_parser = crate::common::finite_f32, long)]
     pub momentum: Option<f32>,
     /// L2 weight decay (decoupled for adamw), phase 2.
-    #[arg(long, default_value_t = 0.0)]
+    #[arg(value_parser = crate::common::finite_f32, long, default_value_t = 0.0)]
     pub weight_decay: f32,
     /// Phase 1 head layers (train-head's grammar).
     #[arg(long = "head-spec", default_value = DEFAULT_HEAD)]
     pub head_spec: String,
     /// Phase 1 learning rate (RMSprop, as train-head).
-    #[arg(long, default_value_t = 2e-5)]
+    #[arg(value_parser = crate::common::finite_f64, long, default_value_t = 2e-5)]
     pub head_lr: f64,
     /// How the top's output becomes a vector for a new head.
     #[arg(long, value_enum, default_value = "flatten")]
@@ -68,7 +68,7 @@ pub struct Args {
     #[arg(long, default_value_t = 42)]
     pub seed: u64,
     /// Fraction of train held out for validation when the data has no val split.
-    #[arg(long, default_value_t = 0.2)]
+    #[arg(value_parser = crate::common::finite_f64, long, default_value_t = 0.2)]
     pub val_split: f64,
     /// Keep the phase 2 weights of the epoch with the lowest validation loss.
     #[arg(long)]

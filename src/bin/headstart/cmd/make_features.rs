@@ -18,7 +18,7 @@ pub struct Args {
     #[arg(long, default_value_t = 2)]
     pub classes: usize,
     /// How far apart the classes are (0: pure noise).
-    #[arg(long, default_value_t = 0.05)]
+    #[arg(value_parser = crate::common::finite_f32, long, default_value_t = 0.05)]
     pub separation: f32,
     #[arg(long, default_value_t = 1)]
     pub seed: u64,

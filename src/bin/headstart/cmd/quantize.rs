@@ -31,14 +31,14 @@ pub struct Args {
     #[arg(long, value_enum, default_value = "minmax")]
     pub method: MethodArg,
     /// The upper percentile kept with --method percentile (the lower one mirrors it).
-    #[arg(long, default_value_t = 99.999)]
+    #[arg(value_parser = crate::common::finite_f64, long, default_value_t = 99.999)]
     pub percentile: f64,
     /// Node names kept in float (comma-separated), e.g. a first convolution that loses accuracy.
     #[arg(long)]
     pub keep_float: Option<String>,
     /// When the float vs int8 output cosine (mean over up to 64 calibration images) is below this,
     /// measure each node alone in int8 and keep the most damaging ones in float until it is reached.
-    #[arg(long, default_value_t = headstart::infer::quantize::DEFAULT_TARGET_COSINE)]
+    #[arg(value_parser = crate::common::finite_f64, long, default_value_t = headstart::infer::quantize::DEFAULT_TARGET_COSINE)]
     pub target_cosine: f64,
     /// Quantise every node (no automatic search; --keep-float still applies).
     #[arg(long)]

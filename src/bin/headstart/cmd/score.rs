@@ -49,7 +49,7 @@ pub struct Args {
     #[arg(long)]
     pub top_k: Option<usize>,
     /// Two classes: predict the second when its probability is at least this (default: the larger).
-    #[arg(long)]
+    #[arg(value_parser = crate::common::finite_f32, long)]
     pub threshold: Option<f32>,
     /// Skip the files already in --out (an interrupted run continues).
     #[arg(long, requires = "out")]

@@ -46,10 +46,10 @@ pub struct Args {
     #[command(flatten)]
     pub table: TableArgs,
     /// With --labels: the fraction of each class's images in val.
-    #[arg(long, default_value_t = 0.1, requires = "labels")]
+    #[arg(value_parser = crate::common::finite_f64, long, default_value_t = 0.1, requires = "labels")]
     pub val_fraction: f64,
     /// With --labels: the fraction of each class's images in test.
-    #[arg(long, default_value_t = 0.2, requires = "labels")]
+    #[arg(value_parser = crate::common::finite_f64, long, default_value_t = 0.2, requires = "labels")]
     pub test_fraction: f64,
     /// Sampling seed: the same seed gives the same split.
     #[arg(long, default_value_t = 42)]

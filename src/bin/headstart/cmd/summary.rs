@@ -35,10 +35,20 @@ pub fn run(a: &Args) -> Result<()> {
     println!("classes: {}", m.classes.join(", "));
     for s in &m.splits {
         let d = c.read_lists(s)?;
-        let mut counts = vec![0usize; m.classes.len()];
-        for &l in &d.labels {
-            if let Some(c) = counts.get_mut(l as usize) {
-                *c += 1;
+        // A multi-label image counts once for each class it has.
+        let k = m.classes.len();
+        let mut counts = vec![0usize; k];
+        if d.tags.is_empty() {
+            for &l in &d.labels {
+                if let Some(c) = counts.get_mut(l as usize) {
+                    *c += 1;
+                }
+            }
+        } else {
+            for row in d.tags.chunks_exact(k.max(1)) {
+                for (c, &t) in counts.iter_mut().zip(row) {
+                    *c += usize::from(t != 0);
+                }
             }
         }
         let per: Vec<String> = m

@@ -88,11 +88,11 @@ pub struct Args {
     #[arg(long, default_value_t = 42)]
     pub seed: u64,
     /// Fraction of train held out for validation (stratified) when the cache has no val split.
-    #[arg(long, default_value_t = 0.2)]
+    #[arg(value_parser = crate::common::finite_f64, long, default_value_t = 0.2)]
     pub val_split: f64,
     /// Multi-label caches: predict a class at a probability of at least this, for every class
     /// [default: per class, the F1-best cut on the validation rows].
-    #[arg(long)]
+    #[arg(value_parser = crate::common::finite_f32, long)]
     pub threshold: Option<f32>,
     /// Leave out the photos listed in FILE (an audit.tsv, or paths one a line, relative to the
     /// data folder) from the train and validation rows; nothing is deleted.
@@ -110,31 +110,31 @@ pub struct Args {
     #[arg(long, value_enum)]
     pub loss: Option<LossArg>,
     /// Label smoothing of the cross-entropy [default: 0].
-    #[arg(long)]
+    #[arg(value_parser = crate::common::finite_f32, long)]
     pub label_smoothing: Option<f32>,
     /// Focal loss gamma [default: 2].
-    #[arg(long)]
+    #[arg(value_parser = crate::common::finite_f32, long)]
     pub focal_gamma: Option<f32>,
     /// Focal loss alpha, the weight of the positive class [default: 0.25].
-    #[arg(long)]
+    #[arg(value_parser = crate::common::finite_f32, long)]
     pub focal_alpha: Option<f32>,
     /// Optimizer (the seed recipe: rmsprop at 2e-5) [default: rmsprop].
     #[arg(long, value_enum)]
     pub optimizer: Option<OptimizerArg>,
     /// Learning rate [default: rmsprop 2e-5 (the seed), adam/adamw 1e-3, sgd 0.01 (Keras)].
-    #[arg(long)]
+    #[arg(value_parser = crate::common::finite_f64, long)]
     pub lr: Option<f64>,
     /// SGD momentum [default: 0].
-    #[arg(long)]
+    #[arg(value_parser = crate::common::finite_f32, long)]
     pub momentum: Option<f32>,
     /// SGD Nesterov momentum.
     #[arg(long)]
     pub nesterov: bool,
     /// SGD inverse-time decay per step (Keras `decay`): lr / (1 + decay * step) [default: 0].
-    #[arg(long)]
+    #[arg(value_parser = crate::common::finite_f64, long)]
     pub decay: Option<f64>,
     /// L2 weight decay, decoupled for adamw [default: 0].
-    #[arg(long)]
+    #[arg(value_parser = crate::common::finite_f32, long)]
     pub weight_decay: Option<f32>,
     /// [default: constant]
     #[arg(long, value_enum)]
@@ -143,16 +143,16 @@ pub struct Args {
     #[arg(long)]
     pub step_every: Option<usize>,
     /// Step schedule: factor per drop [default: 0.1].
-    #[arg(long)]
+    #[arg(value_parser = crate::common::finite_f64, long)]
     pub step_gamma: Option<f64>,
     /// Cosine schedule: final rate [default: 0].
-    #[arg(long)]
+    #[arg(value_parser = crate::common::finite_f64, long)]
     pub min_lr: Option<f64>,
     /// Stop after this many epochs without improvement of --monitor (off when unset).
     #[arg(long)]
     pub patience: Option<usize>,
     /// Smallest change that counts as an improvement [default: 0].
-    #[arg(long)]
+    #[arg(value_parser = crate::common::finite_f64, long)]
     pub min_delta: Option<f64>,
     /// [default: val-loss]
     #[arg(long, value_enum)]
@@ -161,16 +161,16 @@ pub struct Args {
     #[arg(long)]
     pub restore_best: bool,
     /// Rescale gradients to at most this global L2 norm.
-    #[arg(long)]
+    #[arg(value_parser = crate::common::finite_f32, long)]
     pub clip_norm: Option<f32>,
     /// Clamp each gradient value to [-v, v].
-    #[arg(long)]
+    #[arg(value_parser = crate::common::finite_f32, long)]
     pub clip_value: Option<f32>,
     /// [default: none]
     #[arg(long, value_enum)]
     pub class_weight: Option<ClassWeightArg>,
     /// Logistic baseline: inverse L2 strength, scikit-learn's C [default: 1].
-    #[arg(long = "C")]
+    #[arg(value_parser = crate::common::finite_f64, long = "C")]
     pub c: Option<f64>,
     /// Logistic baseline: solver iterations [default: 100].
     #[arg(long)]
