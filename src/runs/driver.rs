@@ -30,6 +30,15 @@ pub trait ShardJob {
     /// Runs shard `k` of `run` over `ds`, the shard's images; returns the summary and the marker to
     /// create.
     fn run(&self, run: &Path, k: usize, ds: Dataset, rep: &dyn Reporter) -> Ran<Self>;
+    /// Refuses settings no shard can run with, before the plan is read or a marker looked at.
+    fn check(&self) -> Result<()> {
+        Ok(())
+    }
+    /// Refuses this call's settings when shard `k`'s marker `done` shows it was run with others
+    /// (another model): a resubmission with changed flags is told, not answered "already done".
+    fn agrees(&self, _k: usize, _done: &Self::Marker) -> Result<()> {
+        Ok(())
+    }
 }
 
 /// What [`ShardJob::run`] returns: the shard's summary and the marker to create.
@@ -68,10 +77,12 @@ pub fn run_shard_local<J: ShardJob>(
     k: usize,
     rep: &dyn Reporter,
 ) -> Result<ShardOutcome<J::Summary, J::Marker>> {
+    job.check()?;
     let plan = load_plan(run)?;
     plan.check_shard(run, k)?;
     let marker_path = job.marker_path(run, k);
     if let Some(m) = read_once::<J::Marker>(&marker_path, J::WHAT)? {
+        job.agrees(k, &m)?;
         return Ok(ShardOutcome::AlreadyDone(m));
     }
     let ds = plan.shard_dataset(run, k)?;
@@ -96,10 +107,12 @@ pub fn run_shard<J: ShardJob>(
     let Some(url) = run.to_str().filter(|u| crate::data::remote::is_url(u)) else {
         return run_shard_local(job, run, k, rep);
     };
+    job.check()?;
     let rr = RemoteRun::open(url)?;
     rr.pull_shard(k)?;
     let marker_path = job.marker_path(&rr.local, k);
     if let Some(m) = rr.pull_marker::<J::Marker>(&marker_path, J::WHAT)? {
+        job.agrees(k, &m)?;
         return Ok(ShardOutcome::AlreadyDone(m));
     }
     let (summary, marker) = match run_shard_local(job, &rr.local, k, rep)? {

@@ -39,7 +39,7 @@ impl ShardJob for ExtractShard<'_> {
         marker_path(run, k)
     }
 
-    fn run(&self, run: &Path, k: usize, ds: Dataset, rep: &dyn Reporter) -> Ran<Self> {
+    fn check(&self) -> Result<()> {
         if self.0.labels.is_some() {
             return Err(Error::invalid(
                 "labels",
@@ -52,6 +52,29 @@ impl ShardJob for ExtractShard<'_> {
                 "not with a run: cut the model once first (`headstart cut`), then give every shard the cut file",
             ));
         }
+        Ok(())
+    }
+
+    /// The model of a done shard is the one given now (an int8 base is made at run time: not
+    /// compared).
+    fn agrees(&self, k: usize, done: &Marker) -> Result<()> {
+        if self.0.int8.is_some() {
+            return Ok(());
+        }
+        let sha = crate::onnx::model_sha256(&self.0.model)?;
+        if sha != done.model_sha256 {
+            return Err(Error::model(
+                &self.0.model,
+                format!(
+                    "shard {k} of this run was extracted with another model (sha256 {}, this one is {sha}): the shards of one run share one base; plan a new run for this model",
+                    done.model_sha256
+                ),
+            ));
+        }
+        Ok(())
+    }
+
+    fn run(&self, run: &Path, k: usize, ds: Dataset, rep: &dyn Reporter) -> Ran<Self> {
         let out = output_path(run, k);
         parent_dir(&out)?;
         let mut cfg = self.0.clone();

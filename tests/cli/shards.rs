@@ -154,6 +154,25 @@ fn shards_on_three_schedulers_with_a_kill_and_a_requeue_merge_to_one_extract() {
     ));
     let log = succeeds(&mut shard_cmd(&run, &m, &[], &["--shard", "3"]));
     assert!(log.contains("already done"), "{log}");
+    // The same shard resubmitted with another model is told so, not answered "already done".
+    let other = save_model(
+        d.path(),
+        "other.onnx",
+        &CnnSpec {
+            seed: 99,
+            ..CnnSpec::tiny(Layout::Nchw, Some((32, 32)))
+        },
+    );
+    let o = shard_cmd(&run, &other, &[], &["--shard", "3"])
+        .output()
+        .unwrap();
+    failed(
+        &o,
+        &[
+            "other.onnx",
+            "shard 3 of this run was extracted with another model",
+        ],
+    );
     fails(
         &[
             "extract",

@@ -83,7 +83,9 @@ fn a_split_over_the_budget_streams_and_one_block_gives_the_in_memory_weights() {
         &[&head[..], &["--memory", "600K", "--block-rows", "100000"]].concat(),
     );
     assert!(
-        log.contains("streamed: the train split") && log.contains("1 blocks of 100000 rows"),
+        log.contains("streamed: the train split")
+            && log.contains("1 blocks of 100000 rows")
+            && log.contains("--block-rows 100000: two blocks and their pooled copies hold"),
         "{log}"
     );
     let want = head_floats(&a);
@@ -106,7 +108,10 @@ fn a_split_over_the_budget_streams_and_one_block_gives_the_in_memory_weights() {
             out,
             &[&fast[..], &["--memory", "600K", "--block-rows", "256"]].concat(),
         );
-        assert!(log.contains("in 12 blocks of 256 rows"), "{log}");
+        assert!(
+            log.contains("in 12 blocks of 256 rows") && !log.contains("--block-rows 256:"),
+            "{log}"
+        );
     }
     assert_ne!(head_floats(&c), want);
     assert_eq!(head_floats(&c), head_floats(&c2));

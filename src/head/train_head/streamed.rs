@@ -55,6 +55,15 @@ pub(super) fn train_streamed(
     };
     let raw_row = train_bytes / labels.len().max(1) as u64;
     let blocks = stream::Blocks::for_budget(budget, raw_row as usize, cfg.block_rows);
+    let blocks_bytes = 6 * blocks.rows as u64 * raw_row;
+    if blocks_bytes > budget {
+        rep.report(Event::Warning(&format!(
+            "--block-rows {}: two blocks and their pooled copies hold {}, over the memory budget of {} (--memory); the run takes that much, or give fewer rows",
+            blocks.rows,
+            size_text(blocks_bytes),
+            size_text(budget)
+        )));
+    }
     let (vx, vy, vt) = streamed_validation(cfg, cache, &mut v, (&labels, tags.as_ref()), blocks)?;
     if (vx.len() * 4) as u64 > budget / 2 {
         return Err(Error::invalid(
