@@ -40,10 +40,14 @@ pub fn multi_hot<'a>(tags: impl IntoIterator<Item = &'a [u32]>, classes: usize) 
 
 /// A multi-label split's `targets` dataset: `[n, classes]` u8, 1 where the image has the class.
 fn write_targets(g: &hdf5::Group, hot: &[u8], classes: usize) -> hdf5::Result<()> {
-    g.new_dataset::<u8>()
-        .shape([hot.len() / classes.max(1), classes])
-        .create("targets")?
-        .write_raw(hot)
+    let rows = hot.len() / classes.max(1);
+    let b = g.new_dataset::<u8>();
+    let b = if rows == 0 {
+        b
+    } else {
+        b.chunk([rows.min(LIST_CHUNK), classes]).fletcher32()
+    };
+    b.shape([rows, classes]).create("targets")?.write_raw(hot)
 }
 
 fn h5err(path: &Path) -> impl Fn(hdf5::Error) -> Error + '_ {
@@ -122,6 +126,20 @@ pub(crate) fn write_strs(group: &hdf5::Group, name: &str, values: &[String]) -> 
         .write_raw(&v)
 }
 
+/// Rows a chunk of a checksummed list holds.
+const LIST_CHUNK: usize = 1 << 16;
+
+/// A list dataset of `n` rows, chunked with a Fletcher-32 checksum per chunk when it has rows: a
+/// damaged label is an error when read, not another class. (HDF5 takes no filter on
+/// variable-length strings: the path lists stay unchecked.)
+fn checked(b: hdf5::DatasetBuilderEmpty, n: usize) -> hdf5::DatasetBuilderEmpty {
+    if n == 0 {
+        b
+    } else {
+        b.chunk(n.min(LIST_CHUNK)).fletcher32()
+    }
+}
+
 /// A split's labels, paths and skipped files.
 pub(crate) fn write_lists(
     g: &hdf5::Group,
@@ -130,7 +148,7 @@ pub(crate) fn write_lists(
     skipped_paths: &[String],
     skipped_reasons: &[String],
 ) -> hdf5::Result<()> {
-    g.new_dataset::<i32>()
+    checked(g.new_dataset::<i32>(), labels.len())
         .shape(labels.len())
         .create("labels")?
         .write_raw(labels)?;
@@ -162,7 +180,7 @@ fn write_journal(
     let mut place = vec![None; journal.status.len()];
     let reasons: std::collections::HashMap<usize, String> =
         journal.failures.iter().cloned().collect();
-    let file = hdf5::File::create(tmp).map_err(&e)?;
+    let file = crate::cache::create_h5(tmp).map_err(&e)?;
     let mut datasets = Vec::new();
     for (si, split) in splits.iter().enumerate() {
         let g = file.create_group(&split.name).map_err(&e)?;
@@ -221,9 +239,19 @@ pub fn write_arrays(out: &Output, meta: &CacheMeta, splits: &[SplitData]) -> Res
     out.write(|tmp| write_array_file(tmp, meta, splits))
 }
 
+/// Creates the HDF5 file `path` with the 1.8 file format as its floor: version-2 object headers,
+/// whose checksum makes a damaged attribute or header an error when read (the 1.0 headers the
+/// library writes by default carry none, and a damaged variable-length string length there can
+/// crash the library).
+pub(crate) fn create_h5(path: &Path) -> hdf5::Result<hdf5::File> {
+    hdf5::File::with_options()
+        .with_fapl(|p| p.libver_v18())
+        .create(path)
+}
+
 fn write_array_file(tmp: &Path, meta: &CacheMeta, splits: &[SplitData]) -> Result<()> {
     let e = h5err(tmp);
-    let file = hdf5::File::create(tmp).map_err(&e)?;
+    let file = crate::cache::create_h5(tmp).map_err(&e)?;
     for sd in splits {
         let g = file.create_group(&sd.name).map_err(&e)?;
         FeatureWriter::create(&g, meta.dtype, sd.len(), &meta.feature_shape)
@@ -614,5 +642,55 @@ mod tests {
             .expect("a held lock fails")
             .to_string();
         assert!(err.contains("c.h5") && err.contains("lock"), "{err}");
+    }
+    /// Every attribute sits in a checksummed object header and the labels in checksummed chunks:
+    /// a byte changed anywhere from the root's attributes to the labels is an error, never a crash
+    /// of the library (a version-1 header let a damaged string length crash it) nor another
+    /// class read as if it were right.
+    #[test]
+    fn a_damaged_attribute_or_label_is_an_error() {
+        let d = tempfile::tempdir().unwrap();
+        let path = d.path().join("c.h5");
+        let (meta, splits) = synthetic(&SyntheticSpec {
+            shape: vec![4],
+            splits: vec![("train".into(), 6)],
+            classes: 2,
+            separation: 2.0,
+            seed: 1,
+            dtype: crate::cache::Dtype::F32,
+        })
+        .unwrap();
+        write_arrays(&crate::util::output::Output::new(&path), &meta, &splits).unwrap();
+        let good = std::fs::read(&path).unwrap();
+        let at = |name: &[u8]| good.windows(name.len()).position(|w| w == name).unwrap();
+        let bad = d.path().join("bad.h5");
+        let mut errors = 0;
+        for off in at(b"model_file").saturating_sub(40)..at(b"preprocess") + 60 {
+            let mut b = good.clone();
+            b[off..off + 4].copy_from_slice(&[0xff, 0xff, 0xff, 0x7f]);
+            std::fs::write(&bad, &b).unwrap();
+            if let Ok(c) = FeatureCache::open(&bad) {
+                let read = c.read_lists("train");
+                assert!(
+                    read.is_err() || c.meta == meta,
+                    "byte {off}: a damaged file read as other values"
+                );
+            }
+            errors += usize::from(FeatureCache::open(&bad).is_err());
+        }
+        assert!(errors > 100, "{errors}");
+        let mut b = good.clone();
+        let off = at(b"model_file") + 20;
+        b[off..off + 4].copy_from_slice(&[0xff, 0xff, 0xff, 0x7f]);
+        std::fs::write(&bad, &b).unwrap();
+        let e = FeatureCache::open(&bad).err().expect("damaged").to_string();
+        assert!(e.contains("bad.h5") && e.contains("damaged"), "{e}");
+        let f = hdf5::File::open(&path).unwrap();
+        let labels = f.dataset("train/labels").unwrap();
+        let checked = labels
+            .filters()
+            .iter()
+            .any(|f| matches!(f, hdf5::filters::Filter::Fletcher32));
+        assert!(checked, "labels carry a checksum");
     }
 }

@@ -28,8 +28,8 @@ pub mod synthetic;
 
 pub use crate::util::lock::OutputLock;
 pub(crate) use h5::{
-    chunk_rows, read_meta, read_str_attr, read_strs, save_via_tmp, write_meta, write_str_attr,
-    write_strs_attr,
+    chunk_rows, create_h5, read_meta, read_str_attr, read_strs, save_via_tmp, write_meta,
+    write_str_attr, write_strs_attr,
 };
 pub use h5::{
     is_cache, replace_cache, write_arrays, write_hdf5, FeatureCache, SplitData, SplitRows,

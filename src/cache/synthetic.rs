@@ -161,7 +161,7 @@ pub fn write_synthetic(out: &Output, spec: &SyntheticSpec) -> Result<CacheMeta> 
     let classes = spec.class_names();
     let meta = spec.meta(classes.clone());
     crate::cache::save_via_tmp(out, |tmp| {
-        let file = hdf5::File::create(tmp)?;
+        let file = crate::cache::create_h5(tmp)?;
         for (name, n) in &spec.splits {
             let g = file.create_group(name)?;
             let (labels, paths) = spec.lists(name, *n, &classes);

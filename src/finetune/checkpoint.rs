@@ -33,7 +33,7 @@ impl Checkpoint {
     }
 
     fn write(&self, path: &Path) -> hdf5::Result<()> {
-        let f = hdf5::File::create(path)?;
+        let f = crate::cache::create_h5(path)?;
         write_str_attr(&f, "format", "headstart-finetune-checkpoint")?;
         write_str_attr(&f, "fingerprint", &self.fingerprint)?;
         let history = serde_json::to_string(&self.history).expect("history serialises");

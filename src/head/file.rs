@@ -189,7 +189,7 @@ impl Head {
     }
 
     fn write(&self, path: &Path) -> hdf5::Result<()> {
-        let f = hdf5::File::create(path)?;
+        let f = crate::cache::create_h5(path)?;
         write_str_attr(&f, "format", FORMAT)?;
         f.new_attr::<u32>()
             .create("format_version")?

@@ -207,7 +207,7 @@ fn write_merged(
     caches: &[FeatureCache],
     link: Option<&Path>,
 ) -> hdf5::Result<(usize, usize)> {
-    let file = hdf5::File::create(tmp)?;
+    let file = crate::cache::create_h5(tmp)?;
     let (mut rows, mut skipped) = (0, 0);
     for split in &meta.splits {
         let g = file.create_group(split)?;
