@@ -146,6 +146,29 @@ fn tta_flip_is_cached_and_averaged_by_evaluate() {
     let got = avg["metrics"]["log_loss"].as_f64().unwrap();
     assert!((got - ll).abs() < 1e-4, "log loss {got} vs {ll} by hand");
     assert_ne!(avg["metrics"]["log_loss"], plain["metrics"]["log_loss"]);
+    // score --features averages the same way: each row's probabilities are the hand-made mean.
+    let scores = d.path().join("s.csv");
+    let log = ok(&[
+        "score",
+        "--features",
+        s(&out),
+        "--head",
+        s(&head),
+        "--out",
+        s(&scores),
+    ]);
+    assert!(log.contains("averaged with its mirrored copy"), "{log}");
+    let text = std::fs::read_to_string(&scores).unwrap();
+    let rows: Vec<&str> = text.lines().skip(1).collect();
+    assert_eq!(rows.len(), n, "{text}");
+    for (i, row) in rows.iter().enumerate() {
+        let cols: Vec<&str> = row.split(',').collect();
+        assert_eq!(cols[0], t.paths[i]);
+        for c in 0..h.classes.len() {
+            let got: f32 = cols[2 + c].parse().unwrap();
+            assert!((got - p[[i, c]]).abs() < 1e-5, "{row} vs {:?}", p.row(i));
+        }
+    }
 }
 
 /// Test-time flips agree everywhere: `score --tta flip` with base + head, the `export --tta flip`
