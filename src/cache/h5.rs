@@ -608,12 +608,8 @@ mod tests {
     use crate::cache::synthetic::{synthetic, SyntheticSpec};
     use crate::cache::FeatureCache;
 
-    /// A lock held for a moment (as a forked child holds it until its `exec`) is waited out; one
-    /// held for good gives an error naming the file.
-    #[test]
-    fn a_briefly_locked_cache_opens_and_a_locked_one_is_named() {
-        let d = tempfile::tempdir().unwrap();
-        let path = d.path().join("c.h5");
+    /// A cache of 6 train rows of 4 features at `path`; its attributes.
+    fn small_cache(path: &Path) -> CacheMeta {
         let (meta, splits) = synthetic(&SyntheticSpec {
             shape: vec![4],
             splits: vec![("train".into(), 6)],
@@ -623,7 +619,17 @@ mod tests {
             dtype: crate::cache::Dtype::F32,
         })
         .unwrap();
-        write_arrays(&crate::util::output::Output::new(&path), &meta, &splits).unwrap();
+        write_arrays(&crate::util::output::Output::new(path), &meta, &splits).unwrap();
+        meta
+    }
+
+    /// A lock held for a moment (as a forked child holds it until its `exec`) is waited out; one
+    /// held for good gives an error naming the file.
+    #[test]
+    fn a_briefly_locked_cache_opens_and_a_locked_one_is_named() {
+        let d = tempfile::tempdir().unwrap();
+        let path = d.path().join("c.h5");
+        small_cache(&path);
         let holder = std::fs::File::open(&path).unwrap();
         holder.lock().unwrap(); // flock(LOCK_EX), the lock HDF5 takes when it writes
         let t = std::thread::spawn(move || {
@@ -651,16 +657,7 @@ mod tests {
     fn a_damaged_attribute_or_label_is_an_error() {
         let d = tempfile::tempdir().unwrap();
         let path = d.path().join("c.h5");
-        let (meta, splits) = synthetic(&SyntheticSpec {
-            shape: vec![4],
-            splits: vec![("train".into(), 6)],
-            classes: 2,
-            separation: 2.0,
-            seed: 1,
-            dtype: crate::cache::Dtype::F32,
-        })
-        .unwrap();
-        write_arrays(&crate::util::output::Output::new(&path), &meta, &splits).unwrap();
+        let meta = small_cache(&path);
         let good = std::fs::read(&path).unwrap();
         let at = |name: &[u8]| good.windows(name.len()).position(|w| w == name).unwrap();
         let bad = d.path().join("bad.h5");

@@ -475,29 +475,14 @@ fn merge_never_follows_a_shard_link_out_of_its_run() {
 fn outputs_under_a_file_huge_numbers_and_classes_without_train_photos_are_named() {
     let d = tmp();
     let (cache, head) = cache_head(d.path(), "2");
+    let score = ["score", "--features", s(&cache), "--head", s(&head)];
     let under = format!("{}/scores.csv", s(&cache));
     fails(
-        &[
-            "score",
-            "--features",
-            s(&cache),
-            "--head",
-            s(&head),
-            "--out",
-            &under,
-        ],
+        &with(&score, &["--out", &under]),
         &["is a file, not a folder"],
     );
     fails(
-        &[
-            "score",
-            "--features",
-            s(&cache),
-            "--head",
-            s(&head),
-            "--threshold",
-            "1e308",
-        ],
+        &with(&score, &["--threshold", "1e308"]),
         &["'1e308' is not a finite number of 32-bit range"],
     );
     fails(
