@@ -5,6 +5,10 @@ use super::*;
 use crate::cache::synthetic::{synthetic, SyntheticSpec};
 use crate::cache::write_arrays;
 use crate::events::Silent;
+use crate::head::file::probabilities_from_logits;
+use crate::head::logistic::fit_logistic;
+use crate::util::rng::Rng;
+use folds::capped;
 
 /// A separable 3-class cache (train 300, test 90) with 15 train labels flipped to the next class
 /// and 5 train photos copied into test with a little noise (leakage): the flips are flagged with
