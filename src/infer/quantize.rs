@@ -75,36 +75,38 @@ pub fn calibration_files(dir: &Path, n: usize) -> Result<Vec<PathBuf>> {
     Ok((0..n).map(|i| files[i * files.len() / n].clone()).collect())
 }
 
-/// Quantises `cfg.model` into `cfg.out`.
-pub fn quantize(cfg: &QuantizeConfig, rep: &dyn Reporter) -> Result<QuantizeSummary> {
-    let t0 = Instant::now();
-    // Refused before any work: the copy onto the model or inside the calibration photos.
-    crate::util::output::Output::new(&cfg.out)
-        .input(&cfg.model)
-        .input(&cfg.calibrate)
-        .replace(crate::onnx::replace_model())
-        .check()?;
-    crate::util::limits::check("batch", cfg.batch, 1, crate::util::limits::MAX_BATCH)?;
-    if cfg.images == 0 {
-        return Err(Error::invalid("images", "must be at least 1, got 0"));
-    }
-    if let Some(t) = cfg.target_cosine.filter(|t| !(0.0..=1.0).contains(t)) {
-        return Err(Error::invalid(
-            "target_cosine",
-            format!("{t} is not in [0, 1]"),
-        ));
-    }
-    if let Calibration::Percentile(p) = cfg.method {
-        if !(50.0..=100.0).contains(&p) {
+impl QuantizeConfig {
+    /// The settings' bounds, checked before any work.
+    pub fn check(&self) -> Result<()> {
+        crate::util::limits::check("batch", self.batch, 1, crate::util::limits::MAX_BATCH)?;
+        if self.images == 0 {
+            return Err(Error::invalid("images", "must be at least 1, got 0"));
+        }
+        if let Some(t) = self.target_cosine.filter(|t| !(0.0..=1.0).contains(t)) {
             return Err(Error::invalid(
-                "percentile",
-                format!("{p} is not in [50, 100]"),
+                "target_cosine",
+                format!("{t} is not in [0, 1]"),
             ));
         }
+        if let Calibration::Percentile(p) = self.method {
+            if !(50.0..=100.0).contains(&p) {
+                return Err(Error::invalid(
+                    "percentile",
+                    format!("{p} is not in [50, 100]"),
+                ));
+            }
+        }
+        Ok(())
     }
-    let proto = crate::onnx::load_inlined(&cfg.model)?;
-    // A name that is no quantisable node would keep nothing in float, silently.
-    let all = qdq::targets(&proto, &[]);
+}
+
+/// The nodes to quantise: every quantisable one but `keep_float`'s, each of which must be one (a
+/// name that is no such node would keep nothing in float, silently).
+fn targets(
+    cfg: &QuantizeConfig,
+    proto: &crate::onnx::proto::ModelProto,
+) -> Result<Vec<qdq::Target>> {
+    let all = qdq::targets(proto, &[]);
     if let Some(k) = cfg
         .keep_float
         .iter()
@@ -120,13 +122,28 @@ pub fn quantize(cfg: &QuantizeConfig, rep: &dyn Reporter) -> Result<QuantizeSumm
             ),
         ));
     }
-    let targets = qdq::targets(&proto, &cfg.keep_float);
+    let targets = qdq::targets(proto, &cfg.keep_float);
     if targets.is_empty() {
         return Err(Error::model(
             &cfg.model,
             "no Conv, Gemm or MatMul with float weights to quantise",
         ));
     }
+    Ok(targets)
+}
+
+/// Quantises `cfg.model` into `cfg.out`.
+pub fn quantize(cfg: &QuantizeConfig, rep: &dyn Reporter) -> Result<QuantizeSummary> {
+    let t0 = Instant::now();
+    // Refused before any work: the copy onto the model or inside the calibration photos.
+    crate::util::output::Output::new(&cfg.out)
+        .input(&cfg.model)
+        .input(&cfg.calibrate)
+        .replace(crate::onnx::replace_model())
+        .check()?;
+    cfg.check()?;
+    let proto = crate::onnx::load_inlined(&cfg.model)?;
+    let targets = targets(cfg, &proto)?;
     let (measured, _) = qdq::activations(&proto, &targets);
     let files = calibration_files(&cfg.calibrate, cfg.images)?;
     rep.report(Report::Detail(&format!(
