@@ -85,6 +85,19 @@ fn present_model(path: &Path) -> Result<()> {
     ))
 }
 
+/// The model already at `path` (checked to be one), unless `--force` fetches it again.
+fn kept_model(path: &Path, cfg: &FetchConfig, t0: std::time::Instant) -> Result<Option<Fetched>> {
+    if !path.is_file() || cfg.force {
+        return Ok(None);
+    }
+    present_model(path)?;
+    Ok(Some(Fetched {
+        path: path.to_path_buf(),
+        present: true,
+        seconds: t0.elapsed().as_secs_f64(),
+    }))
+}
+
 /// Where a hub model `hf:ORG/NAME@COMMIT[:PATH]` is kept once fetched:
 /// `models/hub/ORG--NAME@COMMIT/<file name>` (under `dir` when given).
 fn hub_spec_path(m: &hub::HubModel, dir: Option<&Path>) -> PathBuf {
@@ -105,13 +118,8 @@ pub fn fetch_hub_spec(
     let t0 = std::time::Instant::now();
     let m = hub::HubModel::parse(spec, hashes)?;
     let path = hub_spec_path(&m, cfg.dir.as_deref());
-    if path.is_file() && !cfg.force {
-        present_model(&path)?;
-        return Ok(Fetched {
-            path,
-            present: true,
-            seconds: t0.elapsed().as_secs_f64(),
-        });
+    if let Some(kept) = kept_model(&path, cfg, t0)? {
+        return Ok(kept);
     }
     let folder = path.parent().unwrap_or(Path::new(".")).to_path_buf();
     let path = hub::fetch_hub(&m, &folder, rep)?;
@@ -162,13 +170,8 @@ pub fn fetch(src: &Source, cfg: &FetchConfig, rep: &dyn Reporter) -> Result<Fetc
         ));
     }
     let path = dir.join(src.file);
-    if path.is_file() && !cfg.force {
-        present_model(&path)?;
-        return Ok(Fetched {
-            path,
-            present: true,
-            seconds: t0.elapsed().as_secs_f64(),
-        });
+    if let Some(kept) = kept_model(&path, cfg, t0)? {
+        return Ok(kept);
     }
     std::fs::create_dir_all(&dir).map_err(|e| Error::io(&dir, e))?;
     if let Recipe::Hub(pin) = src.recipe {
