@@ -1,6 +1,9 @@
 //! The extraction journal (`<out>.journal`): finished images are appended as they complete, so an
 //! interrupted run continues where it stopped. A torn last record (a kill during a write) is cut off;
-//! a journal of another run (different fingerprint) is replaced.
+//! a journal of another run (different fingerprint) is replaced. Each record ends with the CRC-32 of
+//! its bytes: a record damaged on disk (a page of zeros after a power loss) ends the resume there,
+//! and the images from it on are extracted again. A file at `<out>.journal` that is no journal is
+//! never touched.
 
 use std::fs::{File, OpenOptions};
 use std::io::{BufReader, BufWriter, Read, Seek, SeekFrom, Write};
@@ -9,7 +12,9 @@ use std::path::{Path, PathBuf};
 
 use crate::error::{Error, Result};
 
-const JOURNAL_MAGIC: &[u8; 8] = b"HSJRNL01";
+const JOURNAL_MAGIC: &[u8; 8] = b"HSJRNL02";
+/// What every version of the journal starts with.
+const JOURNAL_FAMILY: &[u8; 6] = b"HSJRNL";
 const REC_OK: u8 = 1;
 const REC_FAILED: u8 = 2;
 
@@ -69,7 +74,32 @@ pub enum Record {
 /// The most values one record may hold (256 MiB of float32): more is a damaged record.
 const MAX_RECORD_VALUES: usize = 1 << 26;
 
+/// A reader that keeps the CRC-32 of what it read.
+struct Crc<'a, R: Read>(&'a mut R, crc32fast::Hasher);
+
+impl<R: Read> Read for Crc<'_, R> {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        let n = self.0.read(buf)?;
+        self.1.update(&buf[..n]);
+        Ok(n)
+    }
+}
+
+/// One record and its checksum: a record whose bytes do not match it is damaged.
 fn read_record(r: &mut impl Read, skip_data: bool) -> std::io::Result<Record> {
+    let mut c = Crc(r, crc32fast::Hasher::new());
+    let rec = read_record_body(&mut c, skip_data)?;
+    let want = c.1.finalize();
+    if rd_u32(c.0)? != want {
+        return Err(std::io::Error::new(
+            std::io::ErrorKind::InvalidData,
+            "record checksum does not match",
+        ));
+    }
+    Ok(rec)
+}
+
+fn read_record_body(r: &mut impl Read, skip_data: bool) -> std::io::Result<Record> {
     let mut kind = [0u8; 1];
     r.read_exact(&mut kind)?;
     let index = rd_u64(r)? as usize;
@@ -138,6 +168,26 @@ fn read_record(r: &mut impl Read, skip_data: bool) -> std::io::Result<Record> {
     }
 }
 
+/// Refuses a file at the journal's path that is not a journal (of any version; an empty one, as a
+/// kill right after its creation leaves, is one): it is the user's, never truncated.
+fn refuse_foreign(path: &Path, f: &File) -> Result<()> {
+    use std::os::unix::fs::FileExt;
+    let mut head = [0u8; JOURNAL_FAMILY.len()];
+    // Read in place (the file's position stays at its start); a short file reads short.
+    let n = f.read_at(&mut head, 0).map_err(|e| Error::io(path, e))?;
+    if JOURNAL_FAMILY.starts_with(&head[..n]) {
+        return Ok(());
+    }
+    Err(foreign(path))
+}
+
+fn foreign(path: &Path) -> Error {
+    Error::output(
+        path,
+        "is where the journal of this output goes, and it holds something else; move it away or choose another --out",
+    )
+}
+
 impl Journal {
     /// Opens the journal of a run with `fingerprint` over `total` images, continuing one left by an
     /// interrupted run with the same fingerprint (a torn last record is cut off). A journal of a
@@ -151,7 +201,12 @@ impl Journal {
         let mut replaced_other_run = false;
         // A link planted at `<out>.journal` is removed, never written through.
         crate::util::lock::unlink_if_linked(path)?;
+        // A folder or a FIFO there is refused before an open could block on it.
+        if std::fs::metadata(path).is_ok_and(|m| !m.is_file()) {
+            return Err(foreign(path));
+        }
         if let Ok(f) = File::open(path) {
+            refuse_foreign(path, &f)?;
             let mut r = BufReader::new(f);
             let header_ok = (|| -> std::io::Result<bool> {
                 let mut magic = [0u8; 8];
@@ -173,13 +228,13 @@ impl Journal {
                             }
                             (*index, Status::Done)
                         }
-                        Record::Failed { index, reason } => {
-                            failures.push((*index, reason.clone()));
-                            (*index, Status::Failed)
-                        }
+                        Record::Failed { index, .. } => (*index, Status::Failed),
                     };
                     if index >= total {
                         break;
+                    }
+                    if let Record::Failed { reason, .. } = rec {
+                        failures.push((index, reason));
                     }
                     status[index] = st;
                     resumed += 1;
@@ -256,6 +311,7 @@ impl Journal {
         for v in data {
             rec.extend_from_slice(&v.to_le_bytes());
         }
+        rec.extend_from_slice(&crc32fast::hash(&rec).to_le_bytes());
         self.file
             .write_all(&rec)
             .map_err(|e| Error::io(&self.path, e))?;
@@ -269,6 +325,7 @@ impl Journal {
         rec.extend_from_slice(&(index as u64).to_le_bytes());
         rec.extend_from_slice(&(reason.len() as u32).to_le_bytes());
         rec.extend_from_slice(reason.as_bytes());
+        rec.extend_from_slice(&crc32fast::hash(&rec).to_le_bytes());
         self.file
             .write_all(&rec)
             .map_err(|e| Error::io(&self.path, e))?;

@@ -12,9 +12,24 @@ use crate::report::plot;
 use crate::util::output::{Output, Replace};
 use crate::util::paths::with_suffix;
 
-/// Whether `p` holds a markdown report (the rule by which one replaces or extends it).
+/// Whether `p` holds a headstart report (the rule by which one replaces or extends it): a file
+/// that opens as [`write`] opens one, a title and then `_headstart <version>_`. Another markdown
+/// file named `report.md` (a user's notes) is not one.
 pub fn is_report(p: &Path) -> bool {
-    std::fs::read_to_string(p).is_ok_and(|t| t.starts_with("# "))
+    use std::io::Read;
+    if !std::fs::metadata(p).is_ok_and(|m| m.is_file()) {
+        return false;
+    }
+    let mut head = Vec::new();
+    let read = std::fs::File::open(p).and_then(|f| f.take(4096).read_to_end(&mut head));
+    let text = String::from_utf8_lossy(&head);
+    let mut lines = text.lines();
+    read.is_ok()
+        && lines.next().is_some_and(|l| l.starts_with("# "))
+        && lines.next() == Some("")
+        && lines
+            .next()
+            .is_some_and(|l| l.starts_with("_headstart ") && l.ends_with('_'))
 }
 
 /// Writes `dir/report.md` (`sections` are (title, markdown body) pairs); with `append` and an

@@ -3,7 +3,7 @@
 //! its process ends, however it ends, so a lock left by a killed run is free again at once.
 
 use std::fs::{File, OpenOptions, TryLockError};
-use std::io::Write;
+use std::io::{Read, Seek, Write};
 use std::os::unix::fs::{MetadataExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
 
@@ -22,6 +22,13 @@ pub fn lock_path(out: &Path) -> PathBuf {
     let mut p = out.as_os_str().to_owned();
     p.push(".lock");
     PathBuf::from(p)
+}
+
+fn foreign_lock(path: &Path) -> Error {
+    Error::output(
+        path,
+        "is where the lock of this output goes, and it holds something else; move it away or choose another --out",
+    )
 }
 
 /// Why `dir` cannot hold an output, `None` when it can: it does not exist, or it is a file (as
@@ -88,6 +95,9 @@ impl OutputLock {
         }
         for _ in 0..8 {
             unlink_if_linked(&path)?;
+            if std::fs::metadata(&path).is_ok_and(|m| !m.is_file()) {
+                return Err(foreign_lock(&path));
+            }
             let mut file = OpenOptions::new()
                 .read(true)
                 .write(true)
@@ -108,7 +118,18 @@ impl OutputLock {
             };
             match got {
                 Ok(()) if is_current(&file, &path) => {
+                    // A lock holds its owner's pid, or nothing (a kill right after its creation):
+                    // anything else there is the user's file, never emptied nor removed.
+                    let mut held = String::new();
+                    let ours = (&file)
+                        .take(32)
+                        .read_to_string(&mut held)
+                        .is_ok_and(|_| held.trim().chars().all(|c| c.is_ascii_digit()));
+                    if !ours {
+                        return Err(foreign_lock(&path));
+                    }
                     file.set_len(0).map_err(|e| Error::io(&path, e))?;
+                    file.rewind().map_err(|e| Error::io(&path, e))?;
                     write!(file, "{}", std::process::id()).map_err(|e| Error::io(&path, e))?;
                     return Ok(OutputLock {
                         path,

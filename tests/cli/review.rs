@@ -525,3 +525,98 @@ fn outputs_under_a_file_huge_numbers_and_classes_without_train_photos_are_named(
     let log = line(&d.path().join("some"), "0.25");
     assert!(!log.contains("has no train image"), "{log}");
 }
+
+/// The third review's extract findings: a journal or lock path that holds a user's file, a
+/// `report.md` of the user's, report folders named from another folder, `--strict` after a run
+/// that skipped.
+#[test]
+fn files_beside_an_output_and_reports_of_others_are_never_touched() {
+    let (d, data, m, _) = tiny_setup(3);
+    // <out>.journal and <out>.lock holding something else: refused, kept.
+    for side in [".journal", ".lock"] {
+        let out = d.path().join(format!("o{side}.h5"));
+        let beside = PathBuf::from(format!("{}{side}", out.display()));
+        std::fs::copy(&m, &beside).unwrap();
+        fails(
+            &extract_line(&m, &data, &out, &["--preprocess", "tf"]),
+            &[&format!("o{side}.h5{side}"), "holds something else"],
+        );
+        assert_eq!(std::fs::read(&beside).unwrap(), std::fs::read(&m).unwrap());
+        assert!(!out.exists());
+    }
+    let (cache, head) = super::safety::cache_and_head(d.path(), &m, &data);
+    // A report.md of the user's is neither replaced nor appended to.
+    let notes = d.path().join("notes");
+    std::fs::create_dir_all(&notes).unwrap();
+    std::fs::write(notes.join("report.md"), "# My notes\n\nkeep me\n").unwrap();
+    let report = ["--report", s(&notes)];
+    fails(
+        &with(
+            &train_line(&cache, &d.path().join("h2.h5"), &["--epochs", "1"]),
+            &report,
+        ),
+        &["report.md"],
+    );
+    fails(
+        &with(
+            &["evaluate", "--features", s(&cache), "--head", s(&head)],
+            &report,
+        ),
+        &["report.md"],
+    );
+    assert_eq!(
+        std::fs::read_to_string(notes.join("report.md")).unwrap(),
+        "# My notes\n\nkeep me\n"
+    );
+    // A cache extracted with a relative --data, then a report folder among its photos named from
+    // another folder: still refused.
+    let rel = d.path().join("rel.h5");
+    let o = bin()
+        .current_dir(d.path())
+        .args(extract_line(
+            &m,
+            Path::new("data"),
+            &rel,
+            &["--preprocess", "tf", "-q"],
+        ))
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "{}", text(&o));
+    let cache = rel;
+    let o = bin()
+        .current_dir(&data)
+        .args([
+            "evaluate",
+            "--features",
+            s(&cache),
+            "--head",
+            s(&head),
+            "--report",
+            "train/a",
+        ])
+        .output()
+        .unwrap();
+    failed(&o, &["inside the photos"]);
+    assert!(!data.join("train/a/report.md").exists());
+}
+
+#[test]
+fn strict_tries_again_what_an_earlier_run_skipped() {
+    let (d, data, m, out) = tiny_setup(2);
+    let bad = data.join("train/a/bad.jpg");
+    std::fs::write(&bad, b"x").unwrap();
+    let line = extract_line(&m, &data, &out, &["--preprocess", "tf", "--strict"]);
+    fails(&line, &["bad.jpg", "--strict"]);
+    fails(&line, &["bad.jpg", "--strict"]);
+    // A cache that skipped it is no answer to --strict either.
+    let lenient = d.path().join("lenient.h5");
+    extract(&m, &data, &lenient, &["--preprocess", "tf", "-q"]);
+    fails(
+        &extract_line(&m, &data, &lenient, &["--preprocess", "tf", "--strict"]),
+        &["bad.jpg", "--strict"],
+    );
+    // Mended, the strict run finishes with every image.
+    gradient(&bad, 30, 30, 7);
+    let log = ok(&line);
+    assert!(log.contains("0 skipped"), "{log}");
+}

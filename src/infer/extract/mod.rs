@@ -242,7 +242,13 @@ fn fingerprint(
 
 fn cache_hit(cfg: &ExtractConfig, fp: &str, ds: &Dataset, t0: Instant) -> Option<ExtractSummary> {
     let cache = FeatureCache::open(&cfg.out).ok()?;
-    if cache.meta.fingerprint != fp {
+    // The same images under another folder (a copied dataset) are no hit: the cache would name
+    // the old folder as its photos'.
+    let root = |r: &str| match crate::data::remote::is_url(r) {
+        true => PathBuf::from(r),
+        false => crate::util::paths::resolve(Path::new(r)),
+    };
+    if cache.meta.fingerprint != fp || root(&cache.meta.data_root) != root(&data_root(&cfg.data)) {
         return None;
     }
     let mut extracted = 0;
@@ -265,6 +271,16 @@ fn cache_hit(cfg: &ExtractConfig, fp: &str, ds: &Dataset, t0: Instant) -> Option
         device: cfg.runtime.device,
         scan_warnings: ds.warnings.len(),
     })
+}
+
+/// The photos' folder as a cache records it: absolute, so that every command finds it from any
+/// folder (a URL as given).
+fn data_root(data: &Path) -> String {
+    if crate::data::remote::is_url_path(data) {
+        data.display().to_string()
+    } else {
+        crate::util::paths::resolve(data).display().to_string()
+    }
 }
 
 /// The cache output of `cfg`: never the model (nor its external data files) or inside a local photo
@@ -323,7 +339,10 @@ pub fn extract(cfg: &ExtractConfig, rep: &dyn Reporter) -> Result<ExtractSummary
     let model_sha = crate::onnx::model_sha256(&cfg.model)?;
     let fp = fingerprint(cfg, &model_sha, &ds, table_sha.as_deref())?;
     if !cfg.force {
-        if let Some(hit) = cache_hit(cfg, &fp, &ds, t0) {
+        // Under --strict a cache that skipped images is no answer: they are tried again.
+        if let Some(hit) =
+            cache_hit(cfg, &fp, &ds, t0).filter(|h| !cfg.strict || h.skipped.is_empty())
+        {
             return Ok(hit);
         }
     }
@@ -344,7 +363,14 @@ pub fn extract(cfg: &ExtractConfig, rep: &dyn Reporter) -> Result<ExtractSummary
 
     let _lock = cache::OutputLock::acquire(&cfg.out)?;
     let jpath = cache::journal_path(&cfg.out);
-    let (mut journal, resumed) = open_journal(&jpath, &fp, index.paths.len(), rep)?;
+    let (mut journal, mut resumed) = open_journal(&jpath, &fp, index.paths.len(), rep)?;
+    if cfg.strict {
+        // --strict tries the images an earlier run skipped again, and stops at the first that fails.
+        for (i, _) in std::mem::take(&mut journal.failures) {
+            journal.status[i] = Status::Pending;
+            resumed = resumed.saturating_sub(1);
+        }
+    }
     let pending: Vec<usize> = (0..index.paths.len())
         .filter(|&i| journal.status[i] == Status::Pending)
         .collect();
@@ -563,7 +589,7 @@ fn cache_meta(
         dtype: cfg.dtype,
         headstart_version: env!("CARGO_PKG_VERSION").into(),
         fingerprint,
-        data_root: cfg.data.display().to_string(),
+        data_root: data_root(&cfg.data),
         splits: index.splits.iter().map(|s| s.name.clone()).collect(),
         multi_label: ds.multi_label,
         tokens: model.tokens(),
