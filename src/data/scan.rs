@@ -368,12 +368,35 @@ pub fn is_image_file(path: &Path) -> bool {
 /// are followed once (a loop is reported, not walked); an entry that cannot be read is reported and
 /// the walk goes on. Only `dir` itself must be readable.
 pub fn image_files_checked(dir: &Path) -> Result<(Vec<PathBuf>, PassedOver)> {
+    image_files_fenced(dir, None)
+}
+
+/// [`image_files_checked`] of one class folder `dir` of the dataset at `fence`: a link to a folder
+/// above `dir` (a loop through its parents) or to another folder of the dataset (another class's
+/// photos) is reported, not walked, so no photo is read under a label that is not its own.
+pub fn image_files_fenced(dir: &Path, fence: Option<&Path>) -> Result<(Vec<PathBuf>, PassedOver)> {
     let mut out = Vec::new();
     let mut warnings = Vec::new();
     let mut seen = std::collections::HashSet::new();
-    if let Ok(c) = dir.canonicalize() {
-        seen.insert(c);
+    let top = dir.canonicalize().ok();
+    let fence = fence.and_then(|f| f.canonicalize().ok());
+    if let Some(c) = &top {
+        seen.insert(c.clone());
     }
+    // Why a folder reached through a link is not walked: it holds the walk's own folder, or it
+    // is another part of the dataset.
+    let elsewhere = |c: &Path| -> Option<&'static str> {
+        let top = top.as_deref()?;
+        if top.starts_with(c) && top != c {
+            return Some("skipped: a link to a folder above it (a loop through its parents)");
+        }
+        match &fence {
+            Some(f) if c.starts_with(f) && !c.starts_with(top) => {
+                Some("skipped: a link to another folder of the dataset (its photos have their own label)")
+            }
+            _ => None,
+        }
+    };
     let mut stack = vec![dir.to_path_buf()];
     let mut first = true;
     while let Some(d) = stack.pop() {
@@ -406,7 +429,12 @@ pub fn image_files_checked(dir: &Path) -> Result<(Vec<PathBuf>, PassedOver)> {
                 }
             };
             if meta.is_dir() {
-                let fresh = path.canonicalize().map_or(true, |c| seen.insert(c));
+                let canonical = path.canonicalize().ok();
+                if let Some(why) = canonical.as_deref().and_then(elsewhere) {
+                    warnings.push((path, why.into()));
+                    continue;
+                }
+                let fresh = canonical.is_none_or(|c| seen.insert(c));
                 if fresh {
                     stack.push(path);
                 } else {
@@ -430,7 +458,7 @@ fn scan_split(
 ) -> Result<Split> {
     let mut items = Vec::new();
     for (label, class) in classes.iter().enumerate() {
-        let (files, mut skipped) = image_files_checked(&dir.join(class))?;
+        let (files, mut skipped) = image_files_fenced(&dir.join(class), Some(root))?;
         warnings.append(&mut skipped);
         if files.is_empty() {
             warnings.push((

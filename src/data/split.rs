@@ -16,7 +16,7 @@ use rayon::prelude::*;
 
 use crate::data::exclude::Exclusion;
 use crate::data::preprocess::decode;
-use crate::data::scan::{image_files_checked, is_image_file};
+use crate::data::scan::{image_files_fenced, is_image_file};
 use crate::error::{Error, Result};
 use crate::events::{Event, Reporter};
 use crate::util::hash::sha256_file;
@@ -260,7 +260,7 @@ fn candidates(
                     .unwrap_or_default()
                     .to_string_lossy()
                     .to_string();
-                let (files, passed) = image_files_checked(&dir)?;
+                let (files, passed) = image_files_fenced(&dir, Some(&cfg.src))?;
                 for (p, why) in passed {
                     rep.report(Event::Warning(&format!("{}: {why}", p.display())));
                 }

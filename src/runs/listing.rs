@@ -19,7 +19,7 @@ use super::plan::{
 };
 use crate::data::remote::Remote;
 use crate::data::scan::{
-    beside_splits, canonical_split, classes_differ, image_files_checked, is_hidden, is_image_file,
+    beside_splits, canonical_split, classes_differ, image_files_fenced, is_hidden, is_image_file,
     is_split_name, ordered_splits, subdirs, Dataset, DEFAULT_SPLIT,
 };
 use crate::error::{Error, Result};
@@ -231,7 +231,7 @@ fn spill_local(root: &Path, path: &Path) -> Result<Vec<Run>> {
             None => root.join(&top),
         };
         let files = if walk {
-            image_files_checked(&dir)?.0
+            image_files_fenced(&dir, Some(root))?.0
         } else {
             Vec::new()
         };

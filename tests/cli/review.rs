@@ -620,3 +620,22 @@ fn strict_tries_again_what_an_earlier_run_skipped() {
     let log = ok(&line);
     assert!(log.contains("0 skipped"), "{log}");
 }
+
+/// A link inside a class folder to a folder above it, or to another class, is not walked: no
+/// photo is cached under a label that is not its own.
+#[test]
+fn links_up_the_tree_or_into_another_class_are_not_walked() {
+    let (_d, data, m, out) = tiny_setup(3);
+    std::os::unix::fs::symlink("..", data.join("train/a/up")).unwrap();
+    std::os::unix::fs::symlink("../b", data.join("train/a/bees")).unwrap();
+    let log = extract(&m, &data, &out, &["--preprocess", "tf"]);
+    assert!(
+        log.contains("a link to a folder above it")
+            && log.contains("a link to another folder of the dataset"),
+        "{log}"
+    );
+    let c = FeatureCache::open(&out).unwrap();
+    let train = c.read_split("train").unwrap();
+    let a = train.labels.iter().filter(|&&l| l == 0).count();
+    assert_eq!((a, train.labels.len()), (3, 6), "{:?}", train.paths);
+}
