@@ -154,15 +154,15 @@ pub fn quantize(cfg: &QuantizeConfig, rep: &dyn Reporter) -> Result<QuantizeSumm
         cfg.method.name()
     )));
 
-    let calib_path = sibling(&cfg.out, "calibration.onnx");
+    // The calibration copy goes to a scratch folder, never beside the output.
+    let scratch = crate::util::paths::Scratch::new("quantize")?;
+    let calib_path = scratch.path().join("calibration.onnx");
     crate::onnx::save_edited(
         &qdq::with_outputs(&proto, &measured),
         &cfg.model,
         &calib_path,
     )?;
-    let stats = run_calibration(cfg, &calib_path, &files, &measured, rep);
-    let _ = std::fs::remove_file(&calib_path);
-    let mut stats = stats?;
+    let mut stats = run_calibration(cfg, &calib_path, &files, &measured, rep)?;
     let params: BTreeMap<String, QParams> = measured
         .iter()
         .map(|t| {
@@ -325,7 +325,9 @@ struct Probe {
     runtime: RuntimeConfig,
     /// (preprocessed batch, images in it, the float outputs).
     batches: Vec<(Vec<f32>, usize, Vec<f32>)>,
+    /// Where each candidate is written to be run: a scratch folder of its own.
     path: PathBuf,
+    _scratch: crate::util::paths::Scratch,
     source: PathBuf,
 }
 
@@ -339,11 +341,13 @@ impl Probe {
             out.push((data.to_vec(), k, a));
             Ok(())
         })?;
+        let scratch = crate::util::paths::Scratch::new("quantize-probe")?;
         Ok(Probe {
             pre,
             runtime: cfg.runtime.clone(),
             batches: out,
-            path: sibling(&cfg.out, "probe.onnx"),
+            path: scratch.path().join("probe.onnx"),
+            _scratch: scratch,
             source: cfg.model.clone(),
         })
     }
@@ -378,14 +382,6 @@ impl Probe {
         }
         Ok((sum / n.max(1) as f64, min))
     }
-}
-
-/// `<out without .onnx>.<suffix>`, beside `out`.
-fn sibling(out: &Path, suffix: &str) -> PathBuf {
-    let mut p = out.with_extension("").into_os_string();
-    p.push(".");
-    p.push(suffix);
-    PathBuf::from(p)
 }
 
 /// Decodes and preprocesses `files` in batches, calling `f` with each batch.

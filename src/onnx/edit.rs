@@ -71,7 +71,7 @@ pub fn float_values(t: &TensorProto) -> Result<Vec<f32>, String> {
 
 /// Element count of a tensor with these dims.
 fn numel(dims: &[i64]) -> i64 {
-    dims.iter().product()
+    dims.iter().fold(1i64, |a, &d| a.saturating_mul(d))
 }
 
 fn broadcast(a: &[i64], b: &[i64]) -> Vec<i64> {
@@ -99,7 +99,8 @@ fn broadcast(a: &[i64], b: &[i64]) -> Vec<i64> {
 
 /// Output size of a sliding window along one axis.
 fn window(size: i64, k: i64, stride: i64, pad: i64, dilation: i64, ceil: bool) -> i64 {
-    if size < 0 {
+    // A stride of 0 or less is a broken model: its size is unknown, never a division by zero.
+    if size < 0 || stride <= 0 {
         return -1;
     }
     let eff = (k - 1) * dilation + 1;
@@ -277,6 +278,9 @@ fn node_shape(n: &NodeProto, s: &Shapes, vals: &Values) -> Option<Vec<i64>> {
         "Shape" => vec![x.len() as i64],
         "Expand" => broadcast(&x, &ints_input(1)?),
         "Gather" => {
+            if x.is_empty() {
+                return None;
+            }
             let axis = attr_int(n, "axis", 0).rem_euclid(x.len() as i64) as usize;
             let mut out = x[..axis].to_vec();
             out.extend(input(1)?);
@@ -305,7 +309,9 @@ fn node_shape(n: &NodeProto, s: &Shapes, vals: &Values) -> Option<Vec<i64>> {
         }
         "Transpose" => {
             let perm = attr_ints(n, "perm").unwrap_or_else(|| (0..x.len() as i64).rev().collect());
-            perm.iter().map(|&p| x[p as usize]).collect()
+            perm.iter()
+                .map(|&p| usize::try_from(p).ok().and_then(|p| x.get(p).copied()))
+                .collect::<Option<Vec<i64>>>()?
         }
         "Squeeze" => squeeze_shape(n, &x, ints_input(1)),
         "Unsqueeze" => {
@@ -322,6 +328,10 @@ fn node_shape(n: &NodeProto, s: &Shapes, vals: &Values) -> Option<Vec<i64>> {
         "Pad" => {
             let pads = attr_ints(n, "pads").or_else(|| ints_input(1))?;
             let r = x.len();
+            // Pads of some axes only (Pad-18's `axes`): the shape is left unknown.
+            if pads.len() != 2 * r {
+                return None;
+            }
             (0..r)
                 .map(|i| {
                     if x[i] < 0 {
@@ -510,6 +520,9 @@ pub fn parameter_count(model: &ModelProto) -> i64 {
 /// longer feed it. Errors name the tensor and list some that exist.
 pub fn cut(model: &ModelProto, tensor: &str) -> Result<ModelProto, String> {
     let g = model.graph.as_ref().ok_or("the model has no graph")?;
+    if !g.sparse_initializer.is_empty() {
+        return Err("keeps weights as sparse initializers, which cut cannot carry over".into());
+    }
     let producer: HashMap<&str, usize> = g
         .node
         .iter()
@@ -599,6 +612,19 @@ pub fn cut(model: &ModelProto, tensor: &str) -> Result<ModelProto, String> {
         }
     }
     og.output = vec![vi];
+    // Cut below an export's output, the graph no longer ends in the head's probabilities: the
+    // head's keys go, so no reader takes what it outputs for them.
+    let tail = g.output.iter().any(|o| o.name == tensor);
+    if !tail {
+        let head_keys = [
+            super::export::CLASSES_KEY,
+            super::export::THRESHOLDS_KEY,
+            super::export::TTA_KEY,
+            "headstart_head_spec",
+        ];
+        out.metadata_props
+            .retain(|p| !head_keys.contains(&p.key.as_str()));
+    }
     // The cut graph loses the full model's op signature: name the matched preset in its metadata.
     let meta = super::metadata(model);
     if !meta.contains_key("preset") {

@@ -104,6 +104,16 @@ pub fn export(cfg: &ExportConfig) -> Result<ExportSummary> {
             "uses ONNX local functions, which export cannot carry over",
         ));
     }
+    if model
+        .graph
+        .as_ref()
+        .is_some_and(|g| !g.sparse_initializer.is_empty())
+    {
+        return Err(Error::model(
+            &cfg.model,
+            "keeps weights as sparse initializers, which export cannot carry over",
+        ));
+    }
     let graph = model
         .graph
         .as_mut()

@@ -313,6 +313,15 @@ pub fn to_fp16(model: &ModelProto) -> Result<(ModelProto, Fp16Summary), String> 
 fn convert(model: &ModelProto, islands: bool) -> Result<(ModelProto, Fp16Summary), String> {
     let mut out = model.clone();
     let g = out.graph.as_mut().ok_or("the model has no graph")?;
+    if !g.sparse_initializer.is_empty() {
+        return Err("keeps weights as sparse initializers, which convert cannot carry over".into());
+    }
+    if g.node
+        .iter()
+        .any(|n| n.op_type == "QuantizeLinear" || n.op_type == "DequantizeLinear")
+    {
+        return Err("is an int8 (QDQ) model: its scales must stay float32; convert the float model to float16 instead".into());
+    }
     if let Some(n) = g.node.iter().find(|n| has_subgraph(n)) {
         return Err(format!(
             "node '{}' ({}) holds a subgraph: float16 conversion handles flat graphs only",

@@ -62,7 +62,7 @@ pub fn load_inlined(path: &Path) -> Result<ModelProto> {
         let what = format!("initializer '{}' external data", t.name);
         let loc = field("location")
             .ok_or_else(|| Error::model(path, format!("{what} names no location")))?;
-        let file = dir.join(crate::util::paths::contained(&loc, path, &what)?);
+        let file = dir.join(external_path(path, &loc, &what)?);
         let num = |k: &str| -> Result<u64> {
             field(k).map_or(Ok(0), |v| {
                 v.parse()
@@ -128,7 +128,12 @@ pub fn save(model: &ModelProto, path: &Path) -> Result<()> {
 /// Encodes and writes an ONNX file through `out`.
 pub fn save_to(model: &ModelProto, out: &Output) -> Result<()> {
     out.check()?;
-    out.write_bytes(&model.encode_to_vec())
+    out.write_bytes(&encode(model))
+}
+
+/// The ONNX file's bytes.
+pub fn encode(model: &ModelProto) -> Vec<u8> {
+    model.encode_to_vec()
 }
 
 /// The model's `metadata_props` as a sorted map.
@@ -160,6 +165,29 @@ pub fn uses_external_data(model: &ModelProto) -> bool {
     })
 }
 
+/// An external data `location` read from the model at `path`, relative to its folder: inside it
+/// as written (no `..` out, not absolute) and as found (a symlink there that leads out of the
+/// folder is refused, as ONNX Runtime refuses it).
+fn external_path(path: &Path, loc: &str, what: &str) -> Result<PathBuf> {
+    let rel = crate::util::paths::contained(loc, path, what)?;
+    let dir = match path.parent() {
+        Some(d) if !d.as_os_str().is_empty() => d,
+        _ => Path::new("."),
+    };
+    if let (Ok(file), Ok(root)) = (dir.join(&rel).canonicalize(), dir.canonicalize()) {
+        if !file.starts_with(&root) {
+            return Err(Error::model(
+                path,
+                format!(
+                    "{what}: '{loc}' leads out of the model's folder (to {}); external data must stay beside the model",
+                    file.display()
+                ),
+            ));
+        }
+    }
+    Ok(rel)
+}
+
 /// The external data files `model`'s initializers name (`location`, relative to the model's folder),
 /// each once, in order of first use; a location that leaves the folder is an error naming it.
 pub fn external_locations(model: &ModelProto, path: &Path) -> Result<Vec<PathBuf>> {
@@ -169,9 +197,9 @@ pub fn external_locations(model: &ModelProto, path: &Path) -> Result<Vec<PathBuf
     };
     for t in &g.initializer {
         for kv in t.external_data.iter().filter(|kv| kv.key == "location") {
-            let rel = crate::util::paths::contained(
-                &kv.value,
+            let rel = external_path(
                 path,
+                &kv.value,
                 &format!("initializer '{}' external data", t.name),
             )?;
             if !out.contains(&rel) {
@@ -247,6 +275,8 @@ pub fn model_sha256(path: &Path) -> Result<String> {
 /// folder, where their data files are found by relative path.
 pub fn save_edited(model: &ModelProto, source: &Path, out: &Path) -> Result<()> {
     if uses_external_data(model) {
+        // Each location stays inside the folder (the copy would carry a bad one on).
+        external_locations(model, source)?;
         let dir = |p: &Path| {
             p.parent()
                 .map(|d| {

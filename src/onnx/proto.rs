@@ -4,7 +4,8 @@
 //! here (tensor-valued and subgraph attributes, every dense tensor storage, external data); prost
 //! skips unknown fields on decode, so a round trip drops what is left out: training info, local
 //! functions (`ModelProto.functions`), sparse tensors and quantization annotations. `export` refuses
-//! models that use local functions.
+//! models that use local functions; `export`, `cut` and `convert` refuse sparse initializers
+//! (`GraphProto.sparse_initializer`, kept as raw bytes to be seen).
 
 /// Tensor element types (`TensorProto.DataType`).
 pub mod data_type {
@@ -80,6 +81,10 @@ pub struct GraphProto {
     pub output: Vec<ValueInfoProto>,
     #[prost(message, repeated, tag = "13")]
     pub value_info: Vec<ValueInfoProto>,
+    /// `sparse_initializer` (SparseTensorProto), kept as raw bytes: read only to refuse, in the
+    /// commands that rewrite a graph, what they cannot carry over.
+    #[prost(bytes = "vec", repeated, tag = "15")]
+    pub sparse_initializer: Vec<Vec<u8>>,
 }
 
 #[derive(Clone, PartialEq, prost::Message)]

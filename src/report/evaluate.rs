@@ -137,21 +137,13 @@ pub fn evaluate(cfg: &EvaluateConfig, rep: &dyn Reporter) -> Result<Evaluation> 
     match &cfg.source {
         Source::Features { path, split } => evaluate_cache(&head, cfg, path, split.as_deref()),
         Source::Images(ex) => {
-            let dir = std::env::temp_dir().join(format!(
-                "headstart-evaluate-{}-{}",
-                std::process::id(),
-                std::time::SystemTime::now()
-                    .duration_since(std::time::UNIX_EPOCH)
-                    .map(|d| d.as_nanos())
-                    .unwrap_or(0)
-            ));
-            std::fs::create_dir_all(&dir).map_err(|e| Error::io(&dir, e))?;
+            let dir = crate::util::paths::Scratch::new("evaluate")?;
             let mut ex = (**ex).clone();
-            ex.out = dir.join("features.h5");
+            ex.out = dir.path().join("features.h5");
             // The base's tokens pooled as they were for the head's training features.
             ex.tokens = head.base.tokens.request();
             let result = extract(&ex, rep).and_then(|_| evaluate_cache(&head, cfg, &ex.out, None));
-            let _ = std::fs::remove_dir_all(&dir);
+            drop(dir);
             result.map(|mut e| {
                 e.features = format!(
                     "{} (extracted with {})",

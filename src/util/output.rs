@@ -180,6 +180,13 @@ impl<'a> Output<'a> {
             if m.is_dir() {
                 return Err(Error::output(t, "is a folder, not a file"));
             }
+            // A FIFO, a device or a socket is never read (a read could block) nor replaced.
+            if !m.is_file() {
+                return Err(Error::output(
+                    t,
+                    "exists and is not a regular file (a FIFO, a device or a socket); choose another output",
+                ));
+            }
             let hint = if self.hint.is_empty() {
                 String::new()
             } else {

@@ -10,7 +10,9 @@
 //! - **the home folder** ([`home`], [`lib_dir`]), where fetched models, downloads and run mirrors
 //!   are kept;
 //! - **resolved** ([`resolve`]): symlinks followed as far as the path exists, so an output can be
-//!   compared with a command's inputs before anything is written.
+//!   compared with a command's inputs before anything is written;
+//! - **scratch** ([`Scratch`]): a private folder of the system's temporary folder for a command's
+//!   intermediate files, never beside the user's files, removed when done.
 
 use std::ffi::OsString;
 use std::os::unix::ffi::{OsStrExt, OsStringExt};
@@ -152,6 +154,41 @@ pub fn resolve(p: &Path) -> PathBuf {
         }
     }
     abs
+}
+
+/// A folder of its own in the system's temporary folder (`headstart-<what>-<pid>-<n>`, mode 0700,
+/// created new), removed with what it holds when dropped: where a command keeps intermediate
+/// files (a calibration model, a temporary cache), so none lands on or beside a file of the user's.
+pub struct Scratch(PathBuf);
+
+impl Scratch {
+    pub fn new(what: &str) -> Result<Scratch> {
+        use std::os::unix::fs::DirBuilderExt;
+        static COUNT: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+        let nanos = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.subsec_nanos());
+        let n = COUNT.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let dir = std::env::temp_dir().join(format!(
+            "headstart-{what}-{}-{nanos}-{n}",
+            std::process::id()
+        ));
+        std::fs::DirBuilder::new()
+            .mode(0o700)
+            .create(&dir)
+            .map_err(|e| Error::io(&dir, e))?;
+        Ok(Scratch(dir))
+    }
+
+    pub fn path(&self) -> &Path {
+        &self.0
+    }
+}
+
+impl Drop for Scratch {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
 }
 
 /// `head.h5` + `x.png` -> `head.x.png` beside it.

@@ -257,7 +257,15 @@ fn parse_triplet(flag: &str, s: &str) -> Result<[f32; 3]> {
 
 /// Parses "WxH" for a flag.
 pub fn size_arg(flag: &str, s: &str) -> Result<(u32, u32)> {
-    parse_size(s).ok_or_else(|| Error::Config(format!("{flag} '{s}': expected WxH like 224x224")))
+    let (w, h) = parse_size(s)
+        .ok_or_else(|| Error::Config(format!("{flag} '{s}': expected WxH like 224x224")))?;
+    let max = headstart::util::limits::MAX_INPUT_SIDE;
+    if w == 0 || h == 0 || w as usize > max || h as usize > max {
+        return Err(Error::Config(format!(
+            "{flag} '{s}': each side must be 1 to {max} pixels"
+        )));
+    }
+    Ok((w, h))
 }
 
 /// An optional "WxH" flag.

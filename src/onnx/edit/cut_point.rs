@@ -36,7 +36,7 @@ pub fn default_cut(model: &ModelProto) -> Option<(String, String)> {
                 _ => false,
             };
             let found = g.node[attn + 1..].iter().find(|n| on_tokens(n))?;
-            let t = found.input[0].clone();
+            let t = found.input.first()?.clone();
             if g.output.iter().any(|o| o.name == t) {
                 return None;
             }
@@ -55,7 +55,8 @@ pub fn default_cut(model: &ModelProto) -> Option<(String, String)> {
                 | "ReduceMean"
                 | "ReduceMax"
         );
-        head_op.then(|| (n.input[0].clone(), format!("{} '{}'", n.op_type, n.name)))
+        let first = n.input.first().filter(|_| head_op)?;
+        Some((first.clone(), format!("{} '{}'", n.op_type, n.name)))
     })
 }
 

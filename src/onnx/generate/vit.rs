@@ -115,6 +115,26 @@ impl VitSpec {
         if self.depth == 0 || self.mlp == 0 {
             return Err("a ViT needs at least one block and an MLP width".into());
         }
+        if self.size > crate::util::limits::MAX_INPUT_SIDE {
+            return Err(format!(
+                "size {} is over {} pixels",
+                self.size,
+                crate::util::limits::MAX_INPUT_SIDE
+            ));
+        }
+        // Weights counted before any is drawn: one file holds at most protobuf's 2 GiB.
+        let f = |v: usize| v as f64;
+        let tokens = f(self.size / self.patch).powi(2) + f(self.registers) + 1.0;
+        let weights = f(self.patch).powi(2) * 3.0 * f(self.dim)
+            + tokens * f(self.dim)
+            + f(self.depth) * (4.0 * f(self.dim).powi(2) + 2.0 * f(self.dim) * f(self.mlp))
+            + f(self.classes.unwrap_or(0)) * f(self.dim);
+        const MAX_WEIGHTS: f64 = 500e6;
+        if weights > MAX_WEIGHTS {
+            return Err(format!(
+                "{weights:.3e} weights (size, registers, width, depth, classes) are over the {MAX_WEIGHTS:.0e} one ONNX file holds"
+            ));
+        }
         Ok(())
     }
 }

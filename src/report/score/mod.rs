@@ -165,6 +165,14 @@ impl Classifier {
                         ),
                     ));
                 }
+                // An export's output is probabilities; a graph cut below them (logits, features)
+                // is not one to read as such.
+                if let Some(v) = out.iter().find(|v| !(-1e-3..=1.01).contains(*v)) {
+                    return Err(Error::model(
+                        model,
+                        format!("outputs {v}, not a probability: the graph does not end in the head's probabilities (a cut export?); score its base with --head instead"),
+                    ));
+                }
                 ndarray::Array2::from_shape_vec((n, classes.len()), out.to_vec())
                     .map_err(|e| Error::Config(e.to_string()))
             }

@@ -9,6 +9,9 @@ use headstart::data::preprocess::Layout;
 use headstart::error::{Error, Result};
 use headstart::onnx::generate::vit::{externalize, vit, Style, VitSpec};
 use headstart::onnx::{self, generate::CnnSpec};
+use headstart::util::lock::OutputLock;
+use headstart::util::output::{Output, Replace};
+use headstart::util::paths::resolve;
 
 use crate::common::{size_arg, LayoutArg};
 
@@ -135,6 +138,10 @@ pub fn run(a: &Args) -> Result<()> {
         Some(spec) => vit(&spec).map_err(Error::Config)?,
         None => onnx::generate::cnn(&a.to_spec()?),
     };
+    // The model's output is checked and locked before anything is written, its data file too.
+    let out = Output::new(&a.out).replace(onnx::replace_model());
+    out.check()?;
+    let lock = OutputLock::acquire(&a.out)?;
     if a.external_data {
         let name = a
             .out
@@ -144,9 +151,20 @@ pub fn run(a: &Args) -> Result<()> {
         let location = format!("{name}_data");
         let data = externalize(&mut model, &location);
         let path = a.out.with_file_name(&location);
-        std::fs::write(&path, data).map_err(|e| Error::io(&path, e))?;
+        // Replaced only when it is the data file of the model being replaced.
+        let own = onnx::external_data_files(&a.out)
+            .iter()
+            .any(|f| resolve(f) == resolve(&path));
+        Output::new(&path)
+            .input(&a.out)
+            .replace(if own { Replace::Always } else { Replace::Never })
+            .hint("it is not the data file of the model at --out")
+            .write_bytes(&data)?;
     }
-    onnx::save(&model, &a.out)?;
+    let bytes = onnx::encode(&model);
+    out.write_locked(&lock, |tmp| {
+        std::fs::write(tmp, &bytes).map_err(|e| Error::io(tmp, e))
+    })?;
     println!(
         "wrote {} ({:.1} MB)",
         a.out.display(),
