@@ -639,3 +639,114 @@ fn links_up_the_tree_or_into_another_class_are_not_walked() {
     let a = train.labels.iter().filter(|&&l| l == 0).count();
     assert_eq!((a, train.labels.len()), (3, 6), "{:?}", train.paths);
 }
+
+/// The third review's model findings: files beside an output that are not the command's, int8
+/// models converted to float16, cut exports read as probabilities, data files through links,
+/// FIFOs as outputs, sizes past their bound.
+#[test]
+fn model_commands_touch_only_their_own_files_and_refuse_what_they_cannot_carry() {
+    let (d, data, m, _) = tiny_setup(3);
+    let at = |n: &str| d.path().join(n);
+    // make-model's <out>_data onto a link to a photo, or onto a file of the user's.
+    let photo = data.join("train/a/img0.png");
+    let kept = std::fs::read(&photo).unwrap();
+    std::os::unix::fs::symlink(&photo, at("m2.onnx_data")).unwrap();
+    let make = |out: &Path| ok_or_fail(&["make-model", "tiny", "--external-data", "--out", s(out)]);
+    assert!(!make(&at("m2.onnx")));
+    assert_eq!(std::fs::read(&photo).unwrap(), kept);
+    assert!(!at("m2.onnx").exists());
+    // quantize keeps its calibration copy to itself: a model named like it is kept.
+    let calib = at("q.calibration.onnx");
+    std::fs::copy(&m, &calib).unwrap();
+    let q = at("q.onnx");
+    ok(&[
+        "quantize",
+        "--model",
+        s(&m),
+        "--calibrate",
+        s(&data.join("train")),
+        "--images",
+        "4",
+        "--preprocess",
+        "tf",
+        "--out",
+        s(&q),
+        "-q",
+    ]);
+    assert_eq!(std::fs::read(&calib).unwrap(), std::fs::read(&m).unwrap());
+    let names: Vec<String> = std::fs::read_dir(d.path())
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .collect();
+    assert!(!names.iter().any(|n| n.contains("probe")), "{names:?}");
+    fails(
+        &["convert", s(&q), "--fp16", "--out", s(&at("q16.onnx"))],
+        &["int8 (QDQ)"],
+    );
+    // A cut export ends in features, not probabilities: score does not read it as them.
+    let (_, head) = super::safety::cache_and_head(d.path(), &m, &data);
+    let exp = at("e.onnx");
+    ok(&[
+        "export",
+        "--model",
+        s(&m),
+        "--head",
+        s(&head),
+        "--out",
+        s(&exp),
+    ]);
+    let cut = at("cut.onnx");
+    ok(&["cut", s(&exp), "--layer", "features", "--out", s(&cut)]);
+    fails(
+        &["score", "--model", s(&cut), s(&data.join("test"))],
+        &["headstart_classes"],
+    );
+    // External data through a link out of the model's folder.
+    let sub = at("sub");
+    std::fs::create_dir_all(&sub).unwrap();
+    assert!(make(&sub.join("x.onnx")));
+    let outside = at("outside.bin");
+    std::fs::rename(sub.join("x.onnx_data"), &outside).unwrap();
+    std::os::unix::fs::symlink(&outside, sub.join("x.onnx_data")).unwrap();
+    fails(
+        &[
+            "convert",
+            s(&sub.join("x.onnx")),
+            "--fp16",
+            "--out",
+            s(&sub.join("h.onnx")),
+        ],
+        &["leads out of the model's folder"],
+    );
+    // A FIFO as the output is refused, not opened.
+    let fifo = at("fifo");
+    assert!(Command::new("mkfifo")
+        .arg(&fifo)
+        .status()
+        .unwrap()
+        .success());
+    fails(
+        &["convert", s(&m), "--fp16", "--out", s(&fifo)],
+        &["not a regular file"],
+    );
+    fails(
+        &["inspect", s(&m), "--size", "4000000000x1"],
+        &["each side must be 1 to 16384"],
+    );
+    fails(
+        &[
+            "make-model",
+            "vit",
+            "--classes",
+            "4000000000",
+            "--out",
+            s(&at("v.onnx")),
+        ],
+        &["weights"],
+    );
+}
+
+/// Whether the command succeeded.
+fn ok_or_fail(args: &[&str]) -> bool {
+    run(args).status.success()
+}
