@@ -36,6 +36,18 @@ pub struct ModelInfo {
 }
 
 impl ModelInfo {
+    /// Refuses a model that takes uint8 images (an export with the preprocessing inside) for a
+    /// command that feeds it preprocessed float tensors (`what` it is used for).
+    pub fn float_input(&self, what: &str) -> crate::error::Result<()> {
+        if self.input_u8 {
+            return Err(crate::error::Error::model(
+                &self.path,
+                format!("takes uint8 images (an export with the preprocessing inside), not float tensors {what}: score images with it (`headstart score --model`), or use the float model"),
+            ));
+        }
+        Ok(())
+    }
+
     /// One line for the terminal.
     pub fn describe(&self) -> String {
         let dims = |v: &[i64]| {

@@ -123,10 +123,18 @@ fn targets(
         ));
     }
     let targets = qdq::targets(proto, &cfg.keep_float);
+    let quantised = proto
+        .graph
+        .as_ref()
+        .is_some_and(|g| g.node.iter().any(|n| n.op_type == "DequantizeLinear"));
     if targets.is_empty() {
         return Err(Error::model(
             &cfg.model,
-            "no Conv, Gemm or MatMul with float weights to quantise",
+            if quantised {
+                "is already quantised (int8 QDQ): quantise the float model it was made from"
+            } else {
+                "no Conv, Gemm or MatMul with float weights to quantise"
+            },
         ));
     }
     Ok(targets)
@@ -334,6 +342,7 @@ struct Probe {
 impl Probe {
     fn new(cfg: &QuantizeConfig, files: &[PathBuf]) -> Result<Probe> {
         let mut float = BaseModel::open(&cfg.model, &cfg.runtime, None)?;
+        float.info.float_input("to calibrate on")?;
         let pre = resolve_preprocess(&float.info, &cfg.overrides)?.preprocess;
         let mut out = Vec::new();
         batches(&pre, files, cfg.batch, |data, k| {

@@ -1,13 +1,14 @@
 //! Graph reading and editing: tensor shapes by a small shape inference for the ops CNNs and
 //! exported transformers use, parameter and multiply-add counts, and cutting a model at any tensor
 //! (it becomes the output; nodes that no longer feed it are pruned, with their initializers and
-//! inputs); the default cut point ([`default_cut`]) has a file of its own.
+//! inputs; [`cut`] has a file of its own, and so has the default cut point, [`default_cut`]).
 
+mod cut;
 mod cut_point;
+pub use cut::cut;
 pub use cut_point::{default_cut, last_attention};
-use std::collections::{HashMap, HashSet};
+use std::collections::HashMap;
 
-use super::generate::{dim, value_info};
 use super::proto::{data_type, AttributeProto, ModelProto, NodeProto, TensorProto};
 
 /// Shapes with `-1` for unknown dimensions; the batch dimension is computed as 1.
@@ -514,128 +515,6 @@ pub fn parameter_count(model: &ModelProto) -> i64 {
             .map(|t| numel(&t.dims))
             .sum()
     })
-}
-
-/// A copy of `model` whose only output is `tensor`, without the nodes, initializers and inputs that no
-/// longer feed it. Errors name the tensor and list some that exist.
-pub fn cut(model: &ModelProto, tensor: &str) -> Result<ModelProto, String> {
-    let g = model.graph.as_ref().ok_or("the model has no graph")?;
-    if !g.sparse_initializer.is_empty() {
-        return Err("keeps weights as sparse initializers, which cut cannot carry over".into());
-    }
-    let producer: HashMap<&str, usize> = g
-        .node
-        .iter()
-        .enumerate()
-        .flat_map(|(i, n)| n.output.iter().map(move |o| (o.as_str(), i)))
-        .collect();
-    let is_input = g.input.iter().any(|i| i.name == tensor);
-    if !producer.contains_key(tensor) && !is_input {
-        let some: Vec<&str> = g
-            .node
-            .iter()
-            .rev()
-            .take(8)
-            .filter_map(|n| n.output.first().map(|s| s.as_str()))
-            .collect();
-        return Err(format!(
-            "no tensor named '{tensor}' (the last node outputs are: {}; `headstart inspect --layers` lists all)",
-            some.join(", ")
-        ));
-    }
-    let mut keep = HashSet::new();
-    let mut stack = vec![tensor.to_string()];
-    let mut needed: HashSet<String> = HashSet::new();
-    while let Some(t) = stack.pop() {
-        if !needed.insert(t.clone()) {
-            continue;
-        }
-        if let Some(&i) = producer.get(t.as_str()) {
-            if keep.insert(i) {
-                for inp in &g.node[i].input {
-                    if !inp.is_empty() {
-                        stack.push(inp.clone());
-                    }
-                }
-                // Subgraph attributes (If/Loop bodies) may read outer tensors.
-                for a in &g.node[i].attribute {
-                    for sub in a.g.iter().map(|b| b.as_ref()).chain(a.graphs.iter()) {
-                        for n in &sub.node {
-                            stack.extend(n.input.iter().filter(|x| !x.is_empty()).cloned());
-                        }
-                    }
-                }
-            }
-        }
-    }
-    let shapes = infer_shapes(model, None);
-    let mut out = model.clone();
-    let og = out.graph.as_mut().expect("checked");
-    og.node = g
-        .node
-        .iter()
-        .enumerate()
-        .filter(|(i, _)| keep.contains(i))
-        .map(|(_, n)| n.clone())
-        .collect();
-    og.initializer.retain(|t| needed.contains(&t.name));
-    og.input.retain(|i| needed.contains(&i.name));
-    og.value_info
-        .retain(|v| needed.contains(&v.name) && v.name != tensor);
-    let elem = g
-        .value_info
-        .iter()
-        .chain(&g.output)
-        .find(|v| v.name == tensor)
-        .and_then(|v| v.r#type.as_ref())
-        .and_then(|t| t.tensor_type.as_ref())
-        .map_or(data_type::FLOAT, |t| t.elem_type);
-    let dims: Vec<_> = match shapes.get(tensor) {
-        Some(d) => d
-            .iter()
-            .enumerate()
-            .map(|(i, &v)| {
-                if i == 0 {
-                    dim(None, "N")
-                } else {
-                    dim((v > 0).then_some(v as usize), "")
-                }
-            })
-            .collect(),
-        None => vec![],
-    };
-    let mut vi = value_info(tensor, dims);
-    if let Some(t) = vi.r#type.as_mut().and_then(|t| t.tensor_type.as_mut()) {
-        t.elem_type = elem;
-        if t.shape.as_ref().is_some_and(|s| s.dim.is_empty()) {
-            t.shape = None;
-        }
-    }
-    og.output = vec![vi];
-    // Cut below an export's output, the graph no longer ends in the head's probabilities: the
-    // head's keys go, so no reader takes what it outputs for them.
-    let tail = g.output.iter().any(|o| o.name == tensor);
-    if !tail {
-        let head_keys = [
-            super::export::CLASSES_KEY,
-            super::export::THRESHOLDS_KEY,
-            super::export::TTA_KEY,
-            "headstart_head_spec",
-        ];
-        out.metadata_props
-            .retain(|p| !head_keys.contains(&p.key.as_str()));
-    }
-    // The cut graph loses the full model's op signature: name the matched preset in its metadata.
-    let meta = super::metadata(model);
-    if !meta.contains_key("preset") {
-        if let Some(p) = crate::data::presets::detect(&meta, &super::op_counts(model)) {
-            set_metadata(
-                &mut out,
-                &[("preset", p.name.clone()), ("source", p.source.clone())],
-            );
-        }
-    }
-    Ok(out)
 }
 
 /// A shape for people: the batch dimension as N, unknown ones as ?.

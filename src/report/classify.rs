@@ -69,6 +69,7 @@ pub fn classify(
     };
     let names: Vec<String> = text.lines().map(|l| l.trim().to_string()).collect();
     let mut model = BaseModel::open(&cfg.model, &cfg.runtime, None)?;
+    model.info.float_input("to classify with")?;
     if let Some(why) = &model.fallback {
         rep.report(Report::Notice(why));
     }

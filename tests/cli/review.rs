@@ -701,6 +701,46 @@ fn model_commands_touch_only_their_own_files_and_refuse_what_they_cannot_carry()
         &["score", "--model", s(&cut), s(&data.join("test"))],
         &["headstart_classes"],
     );
+    // A --tta export's base runs each image beside its mirror: not cut; a uint8 export is no
+    // base to classify or quantise with.
+    let tta = at("tta.onnx");
+    ok(&[
+        "export",
+        "--model",
+        s(&m),
+        "--head",
+        s(&head),
+        "--tta",
+        "flip",
+        "--out",
+        s(&tta),
+    ]);
+    fails(
+        &[
+            "cut",
+            s(&tta),
+            "--layer",
+            "features",
+            "--out",
+            s(&at("tcut.onnx")),
+        ],
+        &["--tta flip export"],
+    );
+    let u8 = at("u8.onnx");
+    ok(&[
+        "export",
+        "--model",
+        s(&m),
+        "--head",
+        s(&head),
+        "--with-preprocessing",
+        "--out",
+        s(&u8),
+    ]);
+    fails(
+        &["classify", "--model", s(&u8), s(&data.join("test"))],
+        &["takes uint8 images"],
+    );
     // External data through a link out of the model's folder.
     let sub = at("sub");
     std::fs::create_dir_all(&sub).unwrap();

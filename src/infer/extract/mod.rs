@@ -7,10 +7,8 @@
 use std::path::{Path, PathBuf};
 use std::time::Instant;
 
-use sha2::{Digest, Sha256};
-
 use crate::cache::tokens::TokenRequest;
-use crate::cache::{self, CacheMeta, Dtype, FeatureCache, Journal, SplitRows, Status};
+use crate::cache::{self, CacheMeta, Dtype, Journal, SplitRows, Status};
 use crate::data::preprocess::{self, Layout};
 use crate::data::remote::Prefetch;
 use crate::data::scan::{Dataset, RemoteSource};
@@ -22,10 +20,12 @@ use crate::infer::runtime::{Device, RuntimeConfig};
 use crate::util::output::Output;
 
 mod base;
+mod hit;
 
 pub use crate::cache::{flip_split, AUG_SPLIT, FLIP_SPLIT};
 pub use base::cut_model_for;
 use base::{cut_first, int8_model};
+use hit::{cache_hit, data_root, fingerprint};
 
 /// Everything `extract` needs, validated by the CLI (or built by a library user).
 #[derive(Debug, Clone)]
@@ -159,7 +159,10 @@ impl ExtractSummary {
             String::new()
         };
         let scan = if self.scan_warnings > 0 {
-            format!(", {} folder entries passed over", self.scan_warnings)
+            format!(
+                ", {} scan warnings (entries passed over, table rows)",
+                self.scan_warnings
+            )
         } else {
             String::new()
         };
@@ -173,113 +176,6 @@ impl ExtractSummary {
             self.out.display(),
             self.file_bytes as f64 / 1e6
         )
-    }
-}
-
-/// Identifies a run: model bytes, options and the dataset listing (paths, sizes, mtimes, labels).
-fn fingerprint(
-    cfg: &ExtractConfig,
-    model_sha: &str,
-    ds: &Dataset,
-    table_sha: Option<&str>,
-) -> Result<String> {
-    let mut h = Sha256::new();
-    h.update(env!("CARGO_PKG_VERSION"));
-    h.update(model_sha);
-    if let Some(t) = table_sha {
-        h.update(format!("|labels {t}"));
-    }
-    h.update(format!(
-        "{:?}|{:?}|{}{}{}",
-        cfg.overrides,
-        cfg.layout,
-        cfg.dtype.name(),
-        if cfg.augment_flip { "|flip" } else { "" },
-        if cfg.tta_flip { "|tta-flip" } else { "" }
-    ));
-    if cfg.tokens != TokenRequest::default() {
-        h.update(format!("|tokens {:?}", cfg.tokens));
-    }
-    if cfg.copies > 0 {
-        h.update(format!(
-            "|copies {} {} seed {}",
-            cfg.copies,
-            cfg.augment.names(),
-            cfg.augment_seed
-        ));
-    }
-    h.update(ds.classes.join("\u{1}"));
-    for split in &ds.splits {
-        h.update(&split.name);
-        for item in &split.items {
-            if let Some(r) = &ds.remote {
-                let version = r.versions.get(&item.rel_path).map_or("", |v| v.as_str());
-                h.update(format!("{}|{}|{version}\n", item.rel_path, item.label));
-                continue;
-            }
-            if !item.tags.is_empty() {
-                h.update(format!("{:?}", item.tags));
-            }
-            let p = ds.root.join(item.path());
-            let m = std::fs::metadata(&p).map_err(|e| Error::io(&p, e))?;
-            let mtime = m
-                .modified()
-                .ok()
-                .and_then(|t| t.duration_since(std::time::UNIX_EPOCH).ok())
-                .map(|d| d.as_nanos())
-                .unwrap_or(0);
-            h.update(format!(
-                "{}|{}|{}|{}\n",
-                item.rel_path,
-                item.label,
-                m.len(),
-                mtime
-            ));
-        }
-    }
-    Ok(format!("{:x}", h.finalize()))
-}
-
-fn cache_hit(cfg: &ExtractConfig, fp: &str, ds: &Dataset, t0: Instant) -> Option<ExtractSummary> {
-    let cache = FeatureCache::open(&cfg.out).ok()?;
-    // The same images under another folder (a copied dataset) are no hit: the cache would name
-    // the old folder as its photos'.
-    let root = |r: &str| match crate::data::remote::is_url(r) {
-        true => PathBuf::from(r),
-        false => crate::util::paths::resolve(Path::new(r)),
-    };
-    if cache.meta.fingerprint != fp || root(&cache.meta.data_root) != root(&data_root(&cfg.data)) {
-        return None;
-    }
-    let mut extracted = 0;
-    let mut skipped = Vec::new();
-    for s in &cache.meta.splits {
-        extracted += cache.split_len(s).ok()?;
-        let data_skipped = cache.read_split_skipped(s).ok()?;
-        skipped.extend(data_skipped);
-    }
-    Some(ExtractSummary {
-        out: cfg.out.clone(),
-        images: ds.len(),
-        extracted,
-        extracted_now: 0,
-        skipped,
-        seconds: t0.elapsed().as_secs_f64(),
-        cache_hit: true,
-        resumed: 0,
-        file_bytes: std::fs::metadata(&cfg.out).map(|m| m.len()).unwrap_or(0),
-        device: cfg.runtime.device,
-        scan_warnings: ds.warnings.len(),
-    })
-}
-
-/// The photos' folder as a cache records it: absolute, so that every command finds it from any
-/// folder (a URL as given).
-fn data_root(data: &Path) -> String {
-    if crate::data::remote::is_url_path(data) {
-        data.display().to_string()
-    } else {
-        crate::util::paths::resolve(data).display().to_string()
     }
 }
 
@@ -348,12 +244,7 @@ pub fn extract(cfg: &ExtractConfig, rep: &dyn Reporter) -> Result<ExtractSummary
     }
 
     let mut model = BaseModel::open(&cfg.model, &cfg.runtime, cfg.layout)?;
-    if model.info.input_u8 {
-        return Err(Error::model(
-            &cfg.model,
-            "takes uint8 images (an export with the preprocessing inside): score images with it, or extract with the float model",
-        ));
-    }
+    model.info.float_input("to extract features with")?;
     let tokens = model.resolve_tokens(cfg.tokens)?;
     model.set_tokens(tokens);
     let resolved = resolve_preprocess(&model.info, &cfg.overrides)?;
