@@ -241,6 +241,11 @@ impl Journal {
                     pos = r.stream_position().map_err(|e| Error::io(path, e))?;
                 }
                 valid_end = Some(pos);
+                // An image that failed and was done later (a --strict retry) is done; one that
+                // failed twice is one failure.
+                failures.retain(|(i, _)| status[*i] == Status::Failed);
+                let mut seen = std::collections::HashSet::new();
+                failures.retain(|(i, _)| seen.insert(*i));
             } else {
                 replaced_other_run = true;
             }
@@ -360,5 +365,44 @@ impl Journal {
                 Err(e) => return Err(Error::io(&self.path, e)),
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A failure done later (a --strict retry) is no failure when the journal is read back; a
+    /// flipped byte in a record ends the resume before it; a file of the user's is not a journal.
+    #[test]
+    fn records_read_back_as_written_and_a_damaged_one_ends_the_resume() {
+        let d = tempfile::tempdir().unwrap();
+        let p = d.path().join("f.h5.journal");
+        let (mut j, resumed) = Journal::open(&p, "fp", 3).unwrap();
+        assert_eq!(resumed, 0);
+        j.append_failed(0, "broken").unwrap();
+        j.append_done(0, &[2], &[1.0, 2.0]).unwrap();
+        j.append_failed(1, "broken").unwrap();
+        j.append_done(2, &[2], &[3.0, 4.0]).unwrap();
+        j.flush().unwrap();
+        drop(j);
+        let (j, resumed) = Journal::open(&p, "fp", 3).unwrap();
+        assert_eq!(resumed, 4);
+        assert_eq!(j.status, [Status::Done, Status::Failed, Status::Done]);
+        assert_eq!(j.failures, [(1, "broken".to_string())]);
+        drop(j);
+        // The last record's first feature byte flipped: its checksum fails, the rest is kept.
+        let mut b = std::fs::read(&p).unwrap();
+        let n = b.len();
+        b[n - 4 - 8] ^= 0x10;
+        std::fs::write(&p, &b).unwrap();
+        let (j, resumed) = Journal::open(&p, "fp", 3).unwrap();
+        assert_eq!(resumed, 3);
+        assert_eq!(j.status[2], Status::Pending);
+        drop(j);
+        let notes = d.path().join("notes.journal");
+        std::fs::write(&notes, "my notes").unwrap();
+        assert!(Journal::open(&notes, "fp", 3).is_err());
+        assert_eq!(std::fs::read_to_string(&notes).unwrap(), "my notes");
     }
 }
