@@ -13,7 +13,7 @@ use crate::util::output::{Output, Replace};
 use crate::util::paths::with_suffix;
 
 /// Whether `p` holds a headstart report (the rule by which one replaces or extends it): a file
-/// that opens as [`write`] opens one, a title and then `_headstart <version>_`. Another markdown
+/// that opens as [`write()`] opens one, a title and then `_headstart <version>_`. Another markdown
 /// file named `report.md` (a user's notes) is not one.
 pub fn is_report(p: &Path) -> bool {
     use std::io::Read;
