@@ -79,7 +79,7 @@ impl Error {
     /// An HDF5 failure on `path`; a checksum that does not match is said to be damage, whatever
     /// `what` was being done.
     pub fn hdf5(path: &Path, what: impl Into<String>, source: hdf5::Error) -> Self {
-        let what = if source.to_string().contains("checksum") {
+        let what = if source.to_string().contains("incorrect metadata checksum") {
             "the file is damaged (a checksum does not match)".to_string()
         } else {
             what.into()

@@ -45,7 +45,9 @@ fn write_targets(g: &hdf5::Group, hot: &[u8], classes: usize) -> hdf5::Result<()
     let b = if rows == 0 {
         b
     } else {
-        b.chunk([rows.min(LIST_CHUNK), classes]).fletcher32()
+        // About 1 MiB a chunk, however many classes.
+        b.chunk([rows.min(((1 << 20) / classes.max(1)).max(1)), classes])
+            .fletcher32()
     };
     b.shape([rows, classes]).create("targets")?.write_raw(hot)
 }

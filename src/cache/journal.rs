@@ -44,6 +44,8 @@ pub struct Journal {
     pub failures: Vec<(usize, String)>,
     /// A journal of another run (model, data or options changed) was found and replaced.
     pub replaced_other_run: bool,
+    /// The journal replaced was written by an earlier release, in another format.
+    pub older_format: bool,
 }
 
 fn rd_u32(r: &mut impl Read) -> std::io::Result<u32> {
@@ -199,6 +201,7 @@ impl Journal {
         let mut resumed = 0;
         let mut valid_end = None;
         let mut replaced_other_run = false;
+        let mut older_format = false;
         // A link planted at `<out>.journal` is removed, never written through.
         crate::util::lock::unlink_if_linked(path)?;
         // A folder or a FIFO there is refused before an open could block on it.
@@ -237,7 +240,6 @@ impl Journal {
                         failures.push((index, reason));
                     }
                     status[index] = st;
-                    resumed += 1;
                     pos = r.stream_position().map_err(|e| Error::io(path, e))?;
                 }
                 valid_end = Some(pos);
@@ -246,8 +248,16 @@ impl Journal {
                 failures.retain(|(i, _)| status[*i] == Status::Failed);
                 let mut seen = std::collections::HashSet::new();
                 failures.retain(|(i, _)| seen.insert(*i));
+                // Images, not records: a retried image counts once.
+                resumed = status.iter().filter(|s| **s != Status::Pending).count();
             } else {
                 replaced_other_run = true;
+                let mut magic = [0u8; 8];
+                older_format = File::open(path)
+                    .and_then(|mut f| f.read_exact(&mut magic))
+                    .is_ok()
+                    && magic.starts_with(JOURNAL_FAMILY)
+                    && &magic != JOURNAL_MAGIC;
             }
         }
         let file = match valid_end {
@@ -288,6 +298,7 @@ impl Journal {
                 status,
                 failures,
                 replaced_other_run,
+                older_format,
             },
             resumed,
         ))
@@ -387,7 +398,7 @@ mod tests {
         j.flush().unwrap();
         drop(j);
         let (j, resumed) = Journal::open(&p, "fp", 3).unwrap();
-        assert_eq!(resumed, 4);
+        assert_eq!(resumed, 3, "images, not records");
         assert_eq!(j.status, [Status::Done, Status::Failed, Status::Done]);
         assert_eq!(j.failures, [(1, "broken".to_string())]);
         drop(j);
@@ -397,7 +408,7 @@ mod tests {
         b[n - 4 - 8] ^= 0x10;
         std::fs::write(&p, &b).unwrap();
         let (j, resumed) = Journal::open(&p, "fp", 3).unwrap();
-        assert_eq!(resumed, 3);
+        assert_eq!(resumed, 2);
         assert_eq!(j.status[2], Status::Pending);
         drop(j);
         let notes = d.path().join("notes.journal");

@@ -390,8 +390,16 @@ pub fn image_files_fenced(dir: &Path, fence: Option<&Path>) -> Result<(Vec<PathB
         if top.starts_with(c) && top != c {
             return Some("skipped: a link to a folder above it (a loop through its parents)");
         }
+        // Inside the dataset, only a hidden folder (never scanned as a class or a split) is no
+        // other label's.
+        let labelled = |f: &Path| {
+            c.strip_prefix(f)
+                .ok()
+                .and_then(|r| r.components().next())
+                .is_some_and(|first| !is_hidden(&first.as_os_str().to_string_lossy()))
+        };
         match &fence {
-            Some(f) if c.starts_with(f) && !c.starts_with(top) => {
+            Some(f) if c.starts_with(f) && !c.starts_with(top) && labelled(f) => {
                 Some("skipped: a link to another folder of the dataset (its photos have their own label)")
             }
             _ => None,

@@ -151,6 +151,19 @@ pub fn quantize(cfg: &QuantizeConfig, rep: &dyn Reporter) -> Result<QuantizeSumm
         .check()?;
     cfg.check()?;
     let proto = crate::onnx::load_inlined(&cfg.model)?;
+    let u8_input = proto
+        .graph
+        .as_ref()
+        .and_then(|g| g.input.first())
+        .and_then(|i| i.r#type.as_ref())
+        .and_then(|t| t.tensor_type.as_ref())
+        .is_some_and(|t| t.elem_type == crate::onnx::proto::data_type::UINT8);
+    if u8_input {
+        return Err(Error::model(
+            &cfg.model,
+            "takes uint8 images (an export with the preprocessing inside): quantise the float base model",
+        ));
+    }
     let targets = targets(cfg, &proto)?;
     let (measured, _) = qdq::activations(&proto, &targets);
     let files = calibration_files(&cfg.calibrate, cfg.images)?;
@@ -170,7 +183,10 @@ pub fn quantize(cfg: &QuantizeConfig, rep: &dyn Reporter) -> Result<QuantizeSumm
         &cfg.model,
         &calib_path,
     )?;
-    let mut stats = run_calibration(cfg, &calib_path, &files, &measured, rep)?;
+    let stats = run_calibration(cfg, &calib_path, &files, &measured, rep);
+    // Gone before the probe writes its copies: one model at a time in the temporary folder.
+    drop(scratch);
+    let mut stats = stats?;
     let params: BTreeMap<String, QParams> = measured
         .iter()
         .map(|t| {

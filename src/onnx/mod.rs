@@ -254,8 +254,9 @@ pub fn external_data_files(path: &Path) -> Vec<PathBuf> {
 }
 
 /// The fingerprint of a model: the sha256 of its file, or for a model that keeps weights in external
-/// data files, the sha256 of the file's hash and each data file's name and hash, so a changed
-/// weights file is a new model (and a cache of the old one is not reused). The file is read once.
+/// data files, the sha256 of the file's hash and each data file's name (its location, relative to
+/// the model's folder: the same however the model's path is spelt) and hash, so a changed weights
+/// file is a new model (and a cache of the old one is not reused). The file is read once.
 pub fn model_sha256(path: &Path) -> Result<String> {
     let (own, mentions) = scan(path)?;
     let files = external_files(path, mentions);
@@ -264,9 +265,11 @@ pub fn model_sha256(path: &Path) -> Result<String> {
     }
     let mut h = sha2::Sha256::new();
     h.update(own.as_bytes());
+    let dir = path.parent().unwrap_or(Path::new(""));
     for f in &files {
         let sha = crate::util::hash::sha256_file(f)?;
-        h.update(format!("\n{}={sha}", crate::util::paths::to_text(f)).as_bytes());
+        let name = f.strip_prefix(dir).unwrap_or(f);
+        h.update(format!("\n{}={sha}", crate::util::paths::to_text(name)).as_bytes());
     }
     Ok(format!("{:x}", h.finalize()))
 }
@@ -329,5 +332,34 @@ mod scan_tests {
         let p = dir.path().join("none.bin");
         std::fs::write(&p, vec![7u8; 5 << 20]).unwrap();
         assert!(!scan(&p).unwrap().1);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A model with external data has one fingerprint however its path is spelt, and another once
+    /// its data file changes.
+    #[test]
+    fn an_external_data_model_is_one_model_under_any_spelling_of_its_path() {
+        let d = tempfile::tempdir().unwrap();
+        let sub = d.path().join("sub");
+        std::fs::create_dir_all(&sub).unwrap();
+        let mut m = generate::cnn(&generate::CnnSpec::tiny(
+            crate::data::preprocess::Layout::Nchw,
+            Some((32, 32)),
+        ));
+        let data = generate::vit::externalize(&mut m, "x.onnx_data");
+        std::fs::write(sub.join("x.onnx_data"), &data).unwrap();
+        std::fs::write(sub.join("x.onnx"), encode(&m)).unwrap();
+        let plain = model_sha256(&sub.join("x.onnx")).unwrap();
+        let dotted = model_sha256(&d.path().join("sub/./x.onnx")).unwrap();
+        let around = model_sha256(&d.path().join("sub/../sub/x.onnx")).unwrap();
+        assert_eq!((&plain, &plain), (&dotted, &around));
+        let mut other = data.clone();
+        other[0] ^= 1;
+        std::fs::write(sub.join("x.onnx_data"), &other).unwrap();
+        assert_ne!(model_sha256(&sub.join("x.onnx")).unwrap(), plain);
     }
 }

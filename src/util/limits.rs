@@ -18,9 +18,10 @@ pub const MAX_INPUT_SIDE: usize = 16_384;
 /// Bytes for a message, with three significant figures: `1.23 GB`, `45.6 MB`, `512 kB`, `20 B`.
 pub fn size_text(bytes: u64) -> String {
     let b = bytes as f64;
+    // A unit up where three figures would round to 1000 (999,999 bytes is 1.00 MB).
     let (v, unit) = match bytes {
-        1_000_000_000.. => (b / 1e9, "GB"),
-        1_000_000.. => (b / 1e6, "MB"),
+        999_500_000.. => (b / 1e9, "GB"),
+        999_500.. => (b / 1e6, "MB"),
         1_000.. => (b / 1e3, "kB"),
         _ => return format!("{bytes} B"),
     };
@@ -83,5 +84,7 @@ mod tests {
         assert_eq!(size_text(45_600_000), "45.6 MB");
         assert_eq!(size_text(1_234_000_000), "1.23 GB");
         assert_eq!(size_text(0), "0 B");
+        assert_eq!(size_text(999_999), "1.00 MB");
+        assert_eq!(size_text(999_499), "999 kB");
     }
 }

@@ -208,8 +208,12 @@ pub(super) fn split_table(
     };
     let join = joiner(t, &ds.classes)?;
     if ds.multi_label && Some(join) != t.label_delim {
+        let why = match t.label_delim {
+            Some(_) => "a tag holds the table's own delimiter",
+            None => "the table gave its tags as lists",
+        };
         rep.report(Event::Notice(&format!(
-            "the written tables join tags with {join:?} (a tag holds the table's own delimiter): read them back with --label-delim {join:?}"
+            "the written tables join tags with {join:?} ({why}): read them back with --label-delim {join:?}"
         )));
     }
     let mut summary = SplitSummary {

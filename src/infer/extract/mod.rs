@@ -254,14 +254,7 @@ pub fn extract(cfg: &ExtractConfig, rep: &dyn Reporter) -> Result<ExtractSummary
 
     let _lock = cache::OutputLock::acquire(&cfg.out)?;
     let jpath = cache::journal_path(&cfg.out);
-    let (mut journal, mut resumed) = open_journal(&jpath, &fp, index.paths.len(), rep)?;
-    if cfg.strict {
-        // --strict tries the images an earlier run skipped again, and stops at the first that fails.
-        for (i, _) in std::mem::take(&mut journal.failures) {
-            journal.status[i] = Status::Pending;
-            resumed = resumed.saturating_sub(1);
-        }
-    }
+    let (mut journal, resumed) = open_journal(&jpath, &fp, index.paths.len(), cfg.strict, rep)?;
     let pending: Vec<usize> = (0..index.paths.len())
         .filter(|&i| journal.status[i] == Status::Pending)
         .collect();
@@ -406,14 +399,27 @@ fn open_journal(
     jpath: &Path,
     fp: &str,
     total: usize,
+    strict: bool,
     rep: &dyn Reporter,
 ) -> Result<(Journal, usize)> {
-    let (journal, resumed) = Journal::open(jpath, fp, total)?;
-    if journal.replaced_other_run {
+    let (mut journal, mut resumed) = Journal::open(jpath, fp, total)?;
+    if journal.older_format {
+        rep.report(Report::Notice(&format!(
+            "{} was written by an earlier release in another format; starting over",
+            jpath.display()
+        )));
+    } else if journal.replaced_other_run {
         rep.report(Report::Notice(&format!(
             "{} belongs to a different run (model, data or options changed); starting over",
             jpath.display()
         )));
+    }
+    if strict {
+        // --strict tries the images an earlier run skipped again, and stops at the first that fails.
+        for (i, _) in std::mem::take(&mut journal.failures) {
+            journal.status[i] = Status::Pending;
+            resumed = resumed.saturating_sub(1);
+        }
     }
     if resumed > 0 {
         rep.report(Report::Detail(&format!(

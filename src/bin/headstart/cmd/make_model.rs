@@ -158,7 +158,7 @@ pub fn run(a: &Args) -> Result<()> {
         Output::new(&path)
             .input(&a.out)
             .replace(if own { Replace::Always } else { Replace::Never })
-            .hint("it is not the data file of the model at --out")
+            .hint("it is not the data file of the model at --out (remove it if it is a leftover)")
             .write_bytes(&data)?;
     }
     let bytes = onnx::encode(&model);
