@@ -144,6 +144,19 @@ pub fn evaluate(cfg: &EvaluateConfig, rep: &dyn Reporter) -> Result<Evaluation> 
             ex.tokens = head.base.tokens.request();
             let result = extract(&ex, rep).and_then(|_| evaluate_cache(&head, cfg, &ex.out, None));
             drop(dir);
+            // The temporary cache is gone: an error names the photos and the model instead.
+            let tmp = ex.out.display().to_string();
+            let result = result.map_err(|e| match e.to_string() {
+                t if t.contains(&tmp) => Error::Config(t.replace(
+                    &tmp,
+                    &format!(
+                        "the features of {} (extracted with {})",
+                        ex.data.display(),
+                        ex.model.display()
+                    ),
+                )),
+                _ => e,
+            });
             result.map(|mut e| {
                 e.features = format!(
                     "{} (extracted with {})",
