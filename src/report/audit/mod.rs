@@ -274,10 +274,18 @@ fn file_hashes(
     rep: &dyn Reporter,
 ) -> Option<Vec<String>> {
     let root = PathBuf::from(&cache.meta.data_root);
-    let files: Vec<PathBuf> = names
+    // Paths that leave the photos' folder (a crafted cache) are not read.
+    let files: Vec<PathBuf> = match names
         .iter()
-        .map(|(_, p)| root.join(crate::util::paths::from_text(p)))
-        .collect();
+        .map(|(_, p)| crate::util::paths::contained(p, &cache.path, "path").map(|r| root.join(r)))
+        .collect::<crate::error::Result<_>>()
+    {
+        Ok(f) => f,
+        Err(e) => {
+            rep.report(Event::Notice(&format!("exact duplicates not checked: {e}")));
+            return None;
+        }
+    };
     if let Some(missing) = files.iter().find(|f| !f.is_file()) {
         rep.report(Event::Notice(&format!(
             "exact duplicates not checked: {} is not there (the photos are not where the cache was made)",

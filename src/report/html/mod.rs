@@ -143,8 +143,9 @@ impl Thumbs {
         let map = wanted
             .par_iter()
             .filter_map(|p| {
-                let file = root.join(crate::util::paths::from_text(p));
-                thumb(&file).map(|t| (p.to_string(), t))
+                // A path that leaves the photos' folder (a crafted cache) shows no picture.
+                let rel = crate::util::paths::contained(p, &root, "path").ok()?;
+                thumb(&root.join(rel)).map(|t| (p.to_string(), t))
             })
             .collect();
         Thumbs { map }
