@@ -400,6 +400,11 @@ fn checks_labels(ph: &Photos, classes: &[String], multi_label: bool, rep: &dyn R
         rep.report(Event::Notice(
             "a multi-label cache: label errors are not looked for (duplicates and outliers are)",
         ));
+    } else if classes.len() < 2 {
+        rep.report(Event::Notice(
+            "a cache of one class: label errors are not looked for (duplicates and outliers are)",
+        ));
+        return false;
     } else if let Some(c) = thin {
         rep.report(Event::Notice(&format!(
             "class '{}' has fewer than 2 photos: label errors are not looked for (duplicates and outliers are)",
