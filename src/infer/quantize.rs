@@ -358,7 +358,6 @@ struct Probe {
 impl Probe {
     fn new(cfg: &QuantizeConfig, files: &[PathBuf]) -> Result<Probe> {
         let mut float = BaseModel::open(&cfg.model, &cfg.runtime, None)?;
-        float.info.float_input("to calibrate on")?;
         let pre = resolve_preprocess(&float.info, &cfg.overrides)?.preprocess;
         let mut out = Vec::new();
         batches(&pre, files, cfg.batch, |data, k| {
