@@ -443,12 +443,9 @@ pub(crate) fn read_meta(file: &hdf5::Location) -> hdf5::Result<CacheMeta> {
         decode: read_str_attr_or(file, "decode", "exact")?,
         precision: read_str_attr_or(file, "precision", "fp32")?,
         output_name: read_str_attr(file, "output_name")?,
-        feature_shape: file
-            .attr("feature_shape")?
-            .read_raw::<u64>()?
-            .into_iter()
-            .map(|d| d as usize)
-            .collect(),
+        feature_shape: crate::util::limits::feature_shape(
+            &file.attr("feature_shape")?.read_raw::<u64>()?,
+        )?,
         dtype,
         headstart_version: read_str_attr(file, "headstart_version")?,
         fingerprint: read_str_attr(file, "fingerprint")?,

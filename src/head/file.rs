@@ -75,11 +75,23 @@ impl Head {
             .pool
             .apply(features, n, &self.feature_shape, &self.base.layout)?;
         let z = self.network.logits_batched(&x, 256);
-        Ok(if self.thresholds.is_some() {
+        let p = if self.thresholds.is_some() {
             z.mapv(sigmoid)
         } else {
             probabilities_from_logits(&z)
-        })
+        };
+        // Finite parameters can still overflow float32 on some features: never a NaN row.
+        if let Some((row, v)) = p
+            .rows()
+            .into_iter()
+            .enumerate()
+            .find_map(|(r, row)| row.iter().find(|v| !v.is_finite()).map(|&v| (r, v)))
+        {
+            return Err(Error::Runtime(format!(
+                "the head's probabilities for image {row} of this batch are {v}: its weights overflow float32 on these features"
+            )));
+        }
+        Ok(p)
     }
 
     /// Whether the head predicts a set of classes per image.
@@ -323,12 +335,8 @@ impl Head {
         let pool_name = read_str_attr(f, "pool")?;
         let pool = Pool::parse(&pool_name).ok_or_else(|| format!("unknown pool '{pool_name}'"))?;
         let classes = read_strs(f.attr("classes")?.read_raw::<VarLenUnicode>()?);
-        let feature_shape: Vec<usize> = f
-            .attr("feature_shape")?
-            .read_raw::<u64>()?
-            .into_iter()
-            .map(|d| d as usize)
-            .collect();
+        let feature_shape =
+            crate::util::limits::feature_shape(&f.attr("feature_shape")?.read_raw::<u64>()?)?;
         let base = read_meta(&*f.group("base")?)?;
         let width = pool
             .output_dim(&feature_shape, &base.layout)
@@ -503,6 +511,9 @@ fn check_values(net: &Network) -> hdf5::Result<()> {
                     )
                     .into());
                 }
+            }
+            Layer::Activation(Activation::LeakyRelu(s)) if !s.is_finite() => {
+                return Err(format!("layer {i}: leaky ReLU slope {s} must be finite").into());
             }
             Layer::Dropout(r) if !(0.0..1.0).contains(r) => {
                 return Err(format!("layer {i}: dropout rate {r} must be in [0, 1)").into());

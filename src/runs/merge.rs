@@ -348,8 +348,10 @@ fn merged_fingerprint<'a>(fingerprints: impl IntoIterator<Item = &'a str>) -> St
     format!("merged:{:x}", h.finalize())
 }
 
-/// Whether `merged` is the merge of the run's finished shards as they are now: it opens as a cache
-/// and its fingerprint is the one a merge of the shards' caches records.
+/// Whether `merged` is the merge of the run's finished shards as they are now: it opens as a cache,
+/// every shard file still has the sha256 its marker recorded (a shard changed by hand is merged
+/// again, and that merge names it), and its fingerprint is the one a merge of the shards' caches
+/// records.
 fn merged_is_current(run: &Path, st: &RunStatus, merged: &Path) -> bool {
     let Ok(m) = FeatureCache::open(merged) else {
         return false;
@@ -359,6 +361,7 @@ fn merged_is_current(run: &Path, st: &RunStatus, merged: &Path) -> bool {
         let Some(fp) = marker
             .output_path(run)
             .ok()
+            .filter(|p| sha256_file(p).is_ok_and(|sha| sha == marker.output_sha256))
             .and_then(|p| FeatureCache::open(&p).ok())
             .map(|c| c.meta.fingerprint)
         else {

@@ -142,15 +142,18 @@ pub fn load_plan(run: &Path) -> Result<Plan> {
             crate::util::limits::MAX_SHARDS
         )));
     }
-    if plan.shard_images.len() != plan.shards
-        || plan.shard_images.iter().sum::<usize>() != plan.images
-    {
+    // Summed without overflow: the counts are read from a file.
+    let listed = plan
+        .shard_images
+        .iter()
+        .try_fold(0usize, |a, &n| a.checked_add(n));
+    if plan.shard_images.len() != plan.shards || listed != Some(plan.images) {
+        let sum = listed.map_or("more than 2^64".into(), |n| n.to_string());
         return Err(Error::Config(format!(
-            "{}: {} shards listed for {} (images {} vs {})",
+            "{}: {} shards listed for {} (images {sum} vs {})",
             path.display(),
             plan.shard_images.len(),
             plan.shards,
-            plan.shard_images.iter().sum::<usize>(),
             plan.images
         )));
     }
@@ -300,5 +303,39 @@ mod tests {
         assert!(e.contains("HEADSTART_SHARD='x1'"), "{e}");
         let e = shard_index(None, 0, env(&[])).unwrap_err().to_string();
         assert!(e.contains("SLURM_ARRAY_TASK_ID"), "{e}");
+    }
+
+    /// Counts from a plan file that overflow when summed are refused with the file named (this
+    /// used to panic on an overflowing add).
+    #[test]
+    fn a_plan_whose_counts_overflow_is_refused() {
+        let d = tempfile::tempdir().unwrap();
+        let big = usize::MAX / 2 + 1;
+        let plan = Plan {
+            format: PLAN_FORMAT.into(),
+            source: "/photos".into(),
+            shards: 2,
+            images: 0,
+            classes: vec!["cat".into()],
+            splits: vec![],
+            shard_images: vec![big, big],
+            headstart_version: "0".into(),
+        };
+        let write = |p: &Plan| {
+            let text = serde_json::to_string(p).unwrap();
+            std::fs::write(d.path().join(PLAN_FILE), text).unwrap();
+        };
+        write(&plan);
+        let e = load_plan(d.path()).unwrap_err().to_string();
+        assert!(
+            e.contains("plan.json") && e.contains("more than 2^64"),
+            "{e}"
+        );
+        write(&Plan {
+            images: 3,
+            shard_images: vec![1, 2],
+            ..plan
+        });
+        assert_eq!(load_plan(d.path()).unwrap().images, 3);
     }
 }

@@ -14,6 +14,32 @@ pub const MAX_COPIES: usize = 1000;
 pub const MAX_SHARDS: usize = 100_000;
 /// Pixels along one side of a model's input.
 pub const MAX_INPUT_SIDE: usize = 16_384;
+/// Values in one image's features (2^28 float32 values are 1 GiB).
+pub const MAX_ROW_VALUES: usize = 1 << 28;
+/// Axes of one image's features.
+pub const MAX_ROW_RANK: usize = 6;
+
+/// A per-image feature shape read from a file: 1 to [`MAX_ROW_RANK`] axes, none of them 0, and at
+/// most [`MAX_ROW_VALUES`] values in all (so no product of it overflows); the error states the shape.
+pub fn feature_shape(dims: &[u64]) -> std::result::Result<Vec<usize>, String> {
+    let bad = |why: &str| format!("feature shape {dims:?} {why}");
+    if dims.is_empty() || dims.len() > MAX_ROW_RANK {
+        return Err(bad(&format!("must have 1 to {MAX_ROW_RANK} axes")));
+    }
+    if dims.contains(&0) {
+        return Err(bad("has an axis of length 0"));
+    }
+    let values = dims
+        .iter()
+        .try_fold(1u64, |acc, &d| acc.checked_mul(d))
+        .filter(|&v| v <= MAX_ROW_VALUES as u64);
+    match values {
+        Some(_) => Ok(dims.iter().map(|&d| d as usize).collect()),
+        None => Err(bad(&format!(
+            "holds more than {MAX_ROW_VALUES} values per image"
+        ))),
+    }
+}
 
 /// Bytes for a message, with three significant figures: `1.23 GB`, `45.6 MB`, `512 kB`, `20 B`.
 pub fn size_text(bytes: u64) -> String {
@@ -75,6 +101,17 @@ mod tests {
         assert!(check_f32("std", f32::NAN, 1e-6, 1e6).is_err());
         assert!(check_f32("std", 0.0, 1e-6, 1e6).is_err());
         assert!(check_f32("std", 0.229, 1e-6, 1e6).is_ok());
+    }
+    #[test]
+    fn a_feature_shape_from_a_file_is_bounded_before_any_product() {
+        assert_eq!(feature_shape(&[512, 7, 7]), Ok(vec![512, 7, 7]));
+        let huge = feature_shape(&[1 << 32, 1 << 32, 8]).unwrap_err();
+        assert!(huge.contains("[4294967296, 4294967296, 8]"), "{huge}");
+        assert!(feature_shape(&[u64::MAX, u64::MAX]).is_err());
+        assert!(feature_shape(&[1 << 29]).is_err());
+        assert!(feature_shape(&[]).is_err());
+        assert!(feature_shape(&[3, 0]).is_err());
+        assert!(feature_shape(&[1; 7]).is_err());
     }
     #[test]
     fn sizes_read_with_three_figures_in_a_unit_that_fits() {

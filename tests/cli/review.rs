@@ -790,3 +790,74 @@ fn model_commands_touch_only_their_own_files_and_refuse_what_they_cannot_carry()
 fn ok_or_fail(args: &[&str]) -> bool {
     run(args).status.success()
 }
+
+/// Head files whose numbers are finite but useless are refused, never scored as NaN: a leaky
+/// ReLU slope of NaN at load, weights that overflow float32 on the features when predicting; a
+/// cache whose feature shape overflows is named, never a panic.
+#[test]
+fn heads_and_caches_with_numbers_past_float32_are_refused() {
+    let d = tmp();
+    let (cache, _) = cache_head(d.path(), "2");
+    let head = d.path().join("leaky.h5");
+    let spec = "dense:4:leaky_relu";
+    ok(&[
+        "train-head",
+        s(&cache),
+        "--out",
+        s(&head),
+        "--head",
+        spec,
+        "-q",
+    ]);
+    let copy = |name: &str| {
+        let p = d.path().join(name);
+        std::fs::copy(&head, &p).unwrap();
+        (p.clone(), hdf5::File::open_rw(&p).unwrap())
+    };
+    let (slope, f) = copy("slope.h5");
+    let layers = f.group("layers").unwrap();
+    let leaky = layers
+        .groups()
+        .unwrap()
+        .into_iter()
+        .find(|g| g.attr("negative_slope").is_ok())
+        .expect("a leaky ReLU layer with its slope");
+    leaky
+        .attr("negative_slope")
+        .unwrap()
+        .write_scalar(&f32::NAN)
+        .unwrap();
+    drop((leaky, layers, f));
+    let eval = |h: &Path| {
+        let args = ["evaluate", "--features", s(&cache), "--head", s(h)];
+        bin().args(args).output().unwrap()
+    };
+    failed(&eval(&slope), &["slope.h5", "slope NaN must be finite"]);
+    let (huge, f) = copy("huge.h5");
+    let k = f.dataset("layers/000_dense/kernel").unwrap();
+    let shape = k.shape();
+    k.write(&ndarray::Array2::<f32>::from_elem(
+        (shape[0], shape[1]),
+        3e38,
+    ))
+    .unwrap();
+    drop((k, f));
+    failed(&eval(&huge), &["overflow float32"]);
+
+    let shaped = d.path().join("shaped.h5");
+    std::fs::copy(&cache, &shaped).unwrap();
+    let f = hdf5::File::open_rw(&shaped).unwrap();
+    f.delete_attr("feature_shape").unwrap();
+    f.new_attr_builder()
+        .with_data(&[1u64 << 32, 1 << 32, 8])
+        .create("feature_shape")
+        .unwrap();
+    drop(f);
+    for args in [
+        vec!["summary", s(&shaped)],
+        vec!["train-head", s(&shaped), "-q"],
+        vec!["audit", s(&shaped)],
+    ] {
+        fails(&args, &["shaped.h5", "[4294967296, 4294967296, 8]"]);
+    }
+}

@@ -316,6 +316,16 @@ fn shards_on_three_schedulers_with_a_kill_and_a_requeue_merge_to_one_extract() {
     };
     assert_eq!(rows(&all), rows(&one), "sharded scores equal one score run");
 
+    // A shard's rows changed by hand (its fingerprint kept) are caught by its marker's hash, also
+    // by a command that reads the run's own merged.h5.
+    super::safety::py(
+        "import sys, h5py\nf = h5py.File(sys.argv[1], 'r+')\nds = f['train/features']\nds[0] = ds[0] + 1",
+        &[s(&run.join("shards/shard-00002.h5"))],
+    );
+    fails(
+        &["evaluate", "--head", s(&head), "--features", s(&run)],
+        &["shard 2: sha256", "its marker says"],
+    );
     // A changed shard output is caught by its marker's hash.
     std::fs::copy(
         run.join("shards/shard-00000.h5"),
