@@ -322,6 +322,7 @@ fn write_manifests(url: &str, spill: &Spill, shards: Option<usize>, run: &Path) 
             })
             .collect(),
         shard_images,
+        manifest_sha256: Vec::new(),
         headstart_version: env!("CARGO_PKG_VERSION").into(),
     })
 }
@@ -367,8 +368,7 @@ pub fn write_plan(source: &Path, shards: Option<usize>, run: &Path) -> Result<Pl
         None => Some(plan_local_streamed(source, shards, run)?),
     };
     if let Some(plan) = streamed {
-        write_json_via_tmp(&plan_file, &plan)?;
-        return Ok(plan);
+        return finish_plan(run, plan);
     }
     let ds = Dataset::scan_any(source)?;
     let total = ds.len();
@@ -415,8 +415,18 @@ pub fn write_plan(source: &Path, shards: Option<usize>, run: &Path) -> Result<Pl
             })
             .collect(),
         shard_images,
+        manifest_sha256: Vec::new(),
         headstart_version: env!("CARGO_PKG_VERSION").into(),
     };
-    write_json_via_tmp(&plan_file, &plan)?;
+    finish_plan(run, plan)
+}
+
+/// Records each manifest's sha256 in `plan` and writes `RUN/plan.json`, last (a plan is complete
+/// when it exists).
+fn finish_plan(run: &Path, mut plan: Plan) -> Result<Plan> {
+    plan.manifest_sha256 = (0..plan.shards)
+        .map(|k| crate::util::hash::sha256_file(&manifest_path(run, k)))
+        .collect::<Result<_>>()?;
+    write_json_via_tmp(&run.join(PLAN_FILE), &plan)?;
     Ok(plan)
 }

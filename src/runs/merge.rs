@@ -109,6 +109,7 @@ fn merge_into(
 /// Opens every shard's cache and checks it against its marker, the plan and shard 0.
 fn open_checked(run: &Path, plan: &Plan, markers: &[Marker]) -> Result<Vec<FeatureCache>> {
     let mut caches: Vec<FeatureCache> = Vec::with_capacity(markers.len());
+    let mut seen = std::collections::HashMap::new();
     for m in markers {
         let path = m.output_path(run)?;
         let sha = sha256_file(&path)?;
@@ -144,9 +145,64 @@ fn open_checked(run: &Path, plan: &Plan, markers: &[Marker]) -> Result<Vec<Featu
                 ),
             ));
         }
+        check_manifest(run, plan, m.shard, &c, &mut seen)?;
         caches.push(c);
     }
     Ok(caches)
+}
+
+/// Shard `k`'s cache `c` holds the images of its manifest, split by split (as rows or skips), and
+/// none that an earlier shard held (`seen`: split and path to shard): overlapping manifests, or a shard
+/// file of another dataset, are refused rather than merged.
+fn check_manifest(
+    run: &Path,
+    plan: &Plan,
+    k: usize,
+    c: &FeatureCache,
+    seen: &mut std::collections::HashMap<(String, String), usize>,
+) -> Result<()> {
+    let ds = plan.shard_dataset(run, k)?;
+    for split in &ds.splits {
+        let mut want: Vec<&str> = split.items.iter().map(|i| i.rel_path.as_str()).collect();
+        let mut got = if c.meta.splits.contains(&split.name) {
+            let mut p = c.read_paths(&split.name)?;
+            p.extend(c.read_split_skipped(&split.name)?.into_iter().map(|s| s.0));
+            p
+        } else {
+            Vec::new()
+        };
+        want.sort_unstable();
+        got.sort_unstable();
+        if got.iter().map(String::as_str).ne(want.iter().copied()) {
+            let other = got
+                .iter()
+                .find(|p| want.binary_search(&p.as_str()).is_err());
+            let missing = want
+                .iter()
+                .find(|p| got.binary_search_by(|g| g.as_str().cmp(p)).is_err());
+            return Err(Error::cache(
+                &c.path,
+                format!(
+                    "shard {k}: split '{}' holds {} images, its manifest {} lists {}{}{}",
+                    split.name,
+                    got.len(),
+                    super::plan::manifest_path(run, k).display(),
+                    want.len(),
+                    other.map_or(String::new(), |p| format!("; '{p}' is not in the manifest")),
+                    missing.map_or(String::new(), |p| format!("; '{p}' is missing")),
+                ),
+            ));
+        }
+        for p in got {
+            if let Some(first) = seen.insert((split.name.clone(), p.clone()), k) {
+                return Err(Error::cache(
+                    &c.path,
+                    format!("shard {k}: '{p}' is also in shard {first}; each image belongs to one shard (were the manifests edited?)"),
+                ));
+            }
+        }
+    }
+    Ok(())
 }
 
 /// Checks that shard `k`'s cache `m` was made like shard 0's (`first`) and holds the plan's classes.

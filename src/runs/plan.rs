@@ -59,6 +59,10 @@ pub struct Plan {
     pub splits: Vec<SplitCount>,
     /// Images in each shard.
     pub shard_images: Vec<usize>,
+    /// Each shard's manifest's sha256, checked whenever the manifest is read (a manifest edited
+    /// after planning is refused); empty in plans of earlier releases.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub manifest_sha256: Vec<String>,
     pub headstart_version: String,
 }
 
@@ -157,6 +161,14 @@ pub fn load_plan(run: &Path) -> Result<Plan> {
             plan.images
         )));
     }
+    if !plan.manifest_sha256.is_empty() && plan.manifest_sha256.len() != plan.shards {
+        return Err(Error::Config(format!(
+            "{}: {} manifest hashes for {} shards",
+            path.display(),
+            plan.manifest_sha256.len(),
+            plan.shards
+        )));
+    }
     Ok(plan)
 }
 
@@ -178,7 +190,16 @@ impl Plan {
     pub fn shard_dataset(&self, run: &Path, k: usize) -> Result<Dataset> {
         self.check_shard(run, k)?;
         let path = manifest_path(run, k);
-        let file = std::fs::File::open(&path).map_err(|e| Error::io(&path, e))?;
+        let text = std::fs::read(&path).map_err(|e| Error::io(&path, e))?;
+        if let Some(want) = self.manifest_sha256.get(k) {
+            let got = crate::util::hash::sha256_bytes(&text);
+            if &got != want {
+                return Err(Error::Config(format!(
+                    "{}: sha256 {got}, the plan says {want} (the manifest changed after `headstart plan` wrote it; plan the run again)",
+                    path.display()
+                )));
+            }
+        }
         let mut splits: Vec<Split> = self
             .splits
             .iter()
@@ -187,7 +208,7 @@ impl Plan {
                 items: Vec::new(),
             })
             .collect();
-        for (n, line) in std::io::BufReader::new(file).lines().enumerate() {
+        for (n, line) in text.lines().enumerate() {
             let line = line.map_err(|e| Error::io(&path, e))?;
             let bad = |why: String| Error::Config(format!("{}:{}: {why}", path.display(), n + 1));
             let (split, label, rel_path): (String, u32, String) =
@@ -319,6 +340,7 @@ mod tests {
             classes: vec!["cat".into()],
             splits: vec![],
             shard_images: vec![big, big],
+            manifest_sha256: vec![],
             headstart_version: "0".into(),
         };
         let write = |p: &Plan| {

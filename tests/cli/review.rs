@@ -469,6 +469,49 @@ fn merge_never_follows_a_shard_link_out_of_its_run() {
     );
 }
 
+/// A manifest edited after planning is refused by its shard; with a plan of an earlier release
+/// (no manifest hashes), shards whose manifests overlap are refused by merge, not merged twice.
+#[test]
+fn edited_or_overlapping_manifests_are_refused() {
+    let (d, data, m, _) = tiny_setup(4);
+    let run = d.path().join("run");
+    ok(&[
+        "plan",
+        "--data",
+        s(&data),
+        "--shards",
+        "2",
+        "--out",
+        s(&run),
+    ]);
+    let manifest = |k: usize| run.join(format!("manifest/shard-{k:05}.txt"));
+    let lines = |k: usize| -> Vec<String> {
+        let t = std::fs::read_to_string(manifest(k)).unwrap();
+        t.lines().map(String::from).collect()
+    };
+    let (first, mut second) = (lines(0), lines(1));
+    let shard = |k: &str| {
+        let mut c = super::shards::shard_cmd(&run, &m, &[("HEADSTART_SHARD", k)], &[]);
+        c.output().unwrap()
+    };
+    second[0] = first[0].clone();
+    std::fs::write(manifest(1), second.join("\n") + "\n").unwrap();
+    failed(
+        &shard("1"),
+        &["shard-00001.txt", "changed after `headstart plan`"],
+    );
+
+    super::shards::as_earlier_plan(&run);
+    for k in ["0", "1"] {
+        let o = shard(k);
+        assert!(o.status.success(), "{}", text(&o));
+    }
+    fails(
+        &["merge", s(&run), "--out", s(&d.path().join("m.h5"))],
+        &["shard 1", "is also in shard 0"],
+    );
+}
+
 /// The third pass: an output under a file, numbers too large for their flag, a class a table
 /// split leaves without train images.
 #[test]
