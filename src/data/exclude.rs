@@ -130,16 +130,19 @@ pub fn unescape_field(s: &str) -> String {
         .replace("%25", "%")
 }
 
-/// A listed path as the cache writes it (`/` separators, no `./`), or why it cannot be one.
+/// A listed path as the cache writes it (`/` separators, no `./`), or why it cannot be one. A
+/// backslash separates folders only on Windows: elsewhere it is part of a file's name.
 fn clean(p: &str) -> std::result::Result<String, String> {
     let p = p.trim();
-    if p.starts_with('/') || p.as_bytes().get(1) == Some(&b':') {
+    let drive = cfg!(windows) && p.as_bytes().get(1) == Some(&b':');
+    if p.starts_with('/') || drive {
         return Err(format!(
             "{p} is an absolute path; list paths relative to the data folder"
         ));
     }
+    let separators: &[char] = if cfg!(windows) { &['/', '\\'] } else { &['/'] };
     let parts: Vec<&str> = p
-        .split(['/', '\\'])
+        .split(separators)
         .filter(|c| !c.is_empty() && *c != ".")
         .collect();
     if parts.contains(&"..") {
@@ -154,6 +157,15 @@ fn clean(p: &str) -> std::result::Result<String, String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[cfg(unix)]
+    #[test]
+    fn a_backslash_or_a_colon_is_part_of_a_name_on_unix() {
+        assert_eq!(clean("train/cat/a\\b.jpg").unwrap(), "train/cat/a\\b.jpg");
+        assert_eq!(clean("./c:at/x.jpg").unwrap(), "c:at/x.jpg");
+        assert!(clean("/etc/x.jpg").is_err());
+        assert!(clean("cat/../../x.jpg").is_err());
+    }
 
     #[test]
     fn names_with_tabs_and_line_breaks_come_back_from_an_audit_row() {
@@ -185,7 +197,7 @@ mod tests {
              train/dog/cat.1.jpg\ttrain\tlabel\t0.01\tdog\tcat\t\n\
              test/cat/c.jpg\ttest\tleakage\t0.99\tcat\t\ttrain/cat/c.jpg\n\
              train/a/x.jpg\ttrain\tduplicate\t1\ta\t\ttrain/a/y.jpg\n\
-             # a comment\n\n./val\\\\b/z.png\r\n",
+             # a comment\n\n./val//b/z.png\r\n",
         )
         .unwrap();
         let want = [
