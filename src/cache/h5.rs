@@ -397,6 +397,24 @@ fn read_str_attr_or(loc: &hdf5::Location, name: &str, default: &str) -> hdf5::Re
     }
 }
 
+/// A file's class list: every name non-empty and none twice (a file that breaks this would print
+/// two columns of one name, or a column with none).
+pub(crate) fn read_classes(loc: &hdf5::Location) -> hdf5::Result<Vec<String>> {
+    let classes = read_strs(loc.attr("classes")?.read_raw()?);
+    let mut seen = std::collections::HashSet::new();
+    if let Some(bad) = classes
+        .iter()
+        .find(|c| c.is_empty() || !seen.insert(c.as_str()))
+    {
+        return Err(format!(
+            "class '{bad}' is empty or listed twice in [{}]",
+            classes.join(", ")
+        )
+        .into());
+    }
+    Ok(classes)
+}
+
 pub(crate) fn read_strs(v: Vec<VarLenUnicode>) -> Vec<String> {
     v.into_iter().map(|s| s.as_str().to_string()).collect()
 }
@@ -425,7 +443,7 @@ pub(crate) fn read_meta(file: &hdf5::Location) -> hdf5::Result<CacheMeta> {
     };
     let model_sha256 = read_str_attr(file, "model_sha256")?;
     Ok(CacheMeta {
-        classes: read_strs(file.attr("classes")?.read_raw()?),
+        classes: read_classes(file)?,
         model_file: read_str_attr(file, "model_file")?,
         source_sha256: match read_str_attr_or(file, "source_sha256", "")? {
             s if s.is_empty() => model_sha256.clone(),

@@ -16,13 +16,12 @@
 use crate::util::output::{Output, Replace};
 use std::path::Path;
 
-use hdf5::types::VarLenUnicode;
 use ndarray::{Array1, Array2};
 
 use super::activation::{sigmoid, Activation};
 use super::net::{BatchNorm, Dense, Layer, Network, Pool, BN_MOMENTUM};
 use crate::cache::{
-    read_meta, read_str_attr, read_strs, write_meta, write_str_attr, write_strs_attr, CacheMeta,
+    read_meta, read_str_attr, write_meta, write_str_attr, write_strs_attr, CacheMeta,
 };
 use crate::error::{Error, Result};
 
@@ -334,7 +333,10 @@ impl Head {
         };
         let pool_name = read_str_attr(f, "pool")?;
         let pool = Pool::parse(&pool_name).ok_or_else(|| format!("unknown pool '{pool_name}'"))?;
-        let classes = read_strs(f.attr("classes")?.read_raw::<VarLenUnicode>()?);
+        let classes = crate::cache::h5::read_classes(f)?;
+        if classes.len() < 2 {
+            return Err(format!("{} classes; a head has at least 2", classes.len()).into());
+        }
         let feature_shape =
             crate::util::limits::feature_shape(&f.attr("feature_shape")?.read_raw::<u64>()?)?;
         let base = read_meta(&*f.group("base")?)?;

@@ -147,6 +147,36 @@ fn open_for_training(path: &Path) -> Result<FeatureCache> {
     Ok(cache)
 }
 
+/// A single-label train split with images of at least two classes: a head learns nothing from one
+/// (an empty split, or one whose other classes all went to val or test, is named with its counts).
+fn check_train_classes(path: &Path, meta: &crate::cache::CacheMeta, labels: &[u32]) -> Result<()> {
+    if meta.multi_label {
+        return Ok(());
+    }
+    let mut counts = vec![0usize; meta.classes.len()];
+    for &l in labels {
+        if let Some(c) = counts.get_mut(l as usize) {
+            *c += 1;
+        }
+    }
+    if counts.iter().filter(|&&c| c > 0).count() >= 2 {
+        return Ok(());
+    }
+    let held: Vec<String> = meta
+        .classes
+        .iter()
+        .zip(&counts)
+        .map(|(name, c)| format!("{name}: {c}"))
+        .collect();
+    Err(Error::cache(
+        path,
+        format!(
+            "the train split holds images of fewer than 2 classes ({}); a head needs train images of at least two",
+            held.join(", ")
+        ),
+    ))
+}
+
 /// What a training run produced, before it is written.
 struct Trained {
     kind: HeadKind,

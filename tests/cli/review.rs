@@ -904,3 +904,50 @@ fn heads_and_caches_with_numbers_past_float32_are_refused() {
         fails(&args, &["shaped.h5", "[4294967296, 4294967296, 8]"]);
     }
 }
+
+/// A train split with photos of one class is refused by train-head, naming each class's count; a
+/// cache of one class is still audited for duplicates and outliers (that used to panic).
+#[test]
+fn one_class_train_splits_are_named_and_one_class_caches_audited() {
+    let (d, data, m, out) = tiny_setup(4);
+    // Class b's train photos all unreadable: skipped, so the cache's train split holds only a.
+    std::fs::remove_dir_all(data.join("train/b")).unwrap();
+    std::fs::create_dir(data.join("train/b")).unwrap();
+    std::fs::write(data.join("train/b/broken.jpg"), b"").unwrap();
+    super::shards::tf_extract(&m, &data, &out);
+    fails(
+        &["train-head", s(&out), "-q"],
+        &["f.h5", "fewer than 2 classes (a: 4, b: 0)"],
+    );
+    for split in ["train", "test"] {
+        std::fs::remove_dir_all(data.join(split).join("b")).unwrap();
+    }
+    let one = d.path().join("one.h5");
+    super::shards::tf_extract(&m, &data, &one);
+    let report = d.path().join("audit");
+    let log = ok(&["audit", s(&one), "--out", s(&report)]);
+    assert!(log.contains("outliers"), "{log}");
+    let tsv = std::fs::read_to_string(report.join("audit.tsv")).unwrap();
+    assert!(tsv.starts_with("file\tsplit\tissue"), "{tsv}");
+
+    // Crafted class lists: a head of one class, a cache with a name twice or an empty one.
+    let (cache, head) = cache_head(d.path(), "2");
+    let set = |file: &Path, names: &str| {
+        let code = format!(
+            "import sys, h5py\nf = h5py.File(sys.argv[1], 'r+')\nf.attrs['classes'] = {names}"
+        );
+        super::safety::py(&code, &[s(file)]);
+    };
+    set(&head, "[h5py.string_dtype().type('a')]");
+    fails(
+        &["evaluate", "--features", s(&cache), "--head", s(&head)],
+        &["h2.h5", "1 classes; a head has at least 2"],
+    );
+    for names in ["['a', 'a']", "['a', '']"] {
+        set(&cache, &format!("[n for n in {names}]"));
+        fails(
+            &["summary", s(&cache)],
+            &["c2.h5", "is empty or listed twice"],
+        );
+    }
+}

@@ -80,6 +80,7 @@ impl Rows {
         let n = train.len();
         let classes = meta.classes.len();
         let tags = meta.multi_label.then(|| targets(&train, classes)).flatten();
+        check_train_classes(&cfg.features, meta, &train.labels)?;
         let mut v = validation_rows(cache, &train.labels, cfg.val_split, cfg.seed)?;
         let excluded = exclude(cfg, cache, &train.paths, &mut v)?;
         let x = cfg

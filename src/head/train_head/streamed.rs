@@ -37,6 +37,7 @@ pub(super) fn train_streamed(
         ));
     }
     let (labels, tags) = train_labels(cfg, cache, &over, budget)?;
+    check_train_classes(&cfg.features, &cache.meta, &labels)?;
     let val_bytes =
         cache.split_len("val").unwrap_or(0) as u64 * train_bytes / labels.len().max(1) as u64;
     if val_bytes > budget / 2 {
