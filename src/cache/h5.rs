@@ -302,6 +302,36 @@ pub(crate) fn check_declared(
     Ok(())
 }
 
+/// Split `split`'s dataset `name` holds integers in `rank` axes: HDF5 would convert floats to
+/// integers (dropping fractions) and read a 2-D list as one long list, both in silence.
+pub(crate) fn check_integers(
+    path: &Path,
+    split: &str,
+    name: &str,
+    ds: &hdf5::Dataset,
+    rank: usize,
+) -> Result<()> {
+    use hdf5::types::TypeDescriptor;
+    let kind = ds
+        .dtype()
+        .and_then(|t| t.to_descriptor())
+        .map_err(|e| Error::hdf5(path, &format!("split '{split}': dataset '{name}'"), e))?;
+    let integers = matches!(
+        kind,
+        TypeDescriptor::Integer(_) | TypeDescriptor::Unsigned(_)
+    );
+    if !integers || ds.ndim() != rank {
+        return Err(Error::cache(
+            path,
+            format!(
+                "split '{split}': dataset '{name}' holds {kind} in {} axes; a cache stores integers in {rank}",
+                ds.ndim()
+            ),
+        ));
+    }
+    Ok(())
+}
+
 pub(crate) fn write_meta(file: &hdf5::Location, m: &CacheMeta) -> hdf5::Result<()> {
     write_strs_attr(file, "classes", &m.classes)?;
     write_str_attr(file, "model_file", &m.model_file)?;
@@ -580,6 +610,7 @@ impl FeatureCache {
                 ),
             ));
         }
+        check_integers(&self.path, split, "targets", &ds, 2)?;
         let hot = ds.read_raw::<u8>().map_err(e)?;
         if let Some(i) = hot.iter().position(|&v| v > 1) {
             return Err(Error::cache(
@@ -615,6 +646,16 @@ impl FeatureCache {
         check_declared(&self.path, split, "skipped_reasons", srd.size(), 16)?;
         let sp = read_strs(spd.read_raw().map_err(e)?);
         let sr = read_strs(srd.read_raw().map_err(e)?);
+        if sp.len() != sr.len() {
+            return Err(Error::cache(
+                &self.path,
+                format!(
+                    "split '{split}': {} skipped paths and {} reasons do not agree",
+                    sp.len(),
+                    sr.len()
+                ),
+            ));
+        }
         Ok(sp.into_iter().zip(sr).collect())
     }
 }

@@ -280,18 +280,9 @@ fn write_merged(
         }
         for c in caches {
             let grp = c.group(split).map_err(|e| e.to_string())?;
-            let l = grp.dataset("labels")?.read_raw::<i32>()?;
-            if let Some(bad) = l
-                .iter()
-                .find(|&&v| v < 0 || v as usize >= meta.classes.len())
-            {
-                return Err(hdf5::Error::from(format!(
-                    "{}: split '{split}': label {bad}, the run has {} classes",
-                    c.path.display(),
-                    meta.classes.len()
-                )));
-            }
-            labels.extend(l);
+            // Checked against the classes, which are the run's (check_same).
+            let l = c.read_labels(split).map_err(|e| e.to_string())?;
+            labels.extend(l.into_iter().map(|v| v as i32));
             paths.extend(crate::cache::read_strs(grp.dataset("paths")?.read_raw()?));
             for (p, r) in c.read_split_skipped(split).map_err(|e| e.to_string())? {
                 sp.push(p);

@@ -951,3 +951,37 @@ fn one_class_train_splits_are_named_and_one_class_caches_audited() {
         );
     }
 }
+
+/// Lists of a cache that HDF5 would convert in silence are refused: float labels (fractions
+/// dropped), labels in two axes, skipped paths without their reasons.
+#[test]
+fn labels_of_another_type_or_shape_and_unpaired_skips_are_refused() {
+    let d = tmp();
+    let (cache, _) = cache_head(d.path(), "2");
+    for (name, code) in [
+        (
+            "floats.h5",
+            "l = g['labels'][()]; del g['labels']; g['labels'] = l + 0.7",
+        ),
+        (
+            "square.h5",
+            "l = g['labels'][()]; del g['labels']; g['labels'] = l.reshape(-1, 2)",
+        ),
+        (
+            "unpaired.h5",
+            "del g['skipped_reasons']; g['skipped_reasons'] = ['x']",
+        ),
+    ] {
+        let p = d.path().join(name);
+        std::fs::copy(&cache, &p).unwrap();
+        let code =
+            format!("import sys, h5py\nf = h5py.File(sys.argv[1], 'r+')\ng = f['train']\n{code}");
+        super::safety::py(&code, &[s(&p)]);
+        let want = if name == "unpaired.h5" {
+            "0 skipped paths and 1 reasons"
+        } else {
+            "a cache stores integers in 1"
+        };
+        fails(&["train-head", s(&p), "-q"], &[name, "split 'train'", want]);
+    }
+}

@@ -79,6 +79,7 @@ impl FeatureCache {
         let e = |x: hdf5::Error| Error::cache(&self.path, format!("split '{split}': {x}"));
         let lds = g.dataset("labels").map_err(e)?;
         check_declared(&self.path, split, "labels", lds.size(), 4)?;
+        super::check_integers(&self.path, split, "labels", &lds, 1)?;
         let raw = lds.read_raw::<i32>().map_err(e)?;
         let classes = self.meta.classes.len();
         raw.iter()
