@@ -14,6 +14,7 @@ use crate::data::preprocess::{
 };
 use crate::data::presets::{self, Preset};
 use crate::error::{Error, Result};
+use crate::infer::binding::Bound;
 use crate::infer::runtime::{self, Device, RuntimeConfig};
 use crate::onnx;
 
@@ -85,6 +86,11 @@ pub struct BaseModel {
     padded_batch: usize,
     /// How a token output is pooled before it is returned ([`Tokens::NONE`] by default).
     tokens: Tokens,
+    /// Float batches run through tensors bound once ([`RuntimeConfig::bound`]); `graph`: as a
+    /// CUDA graph, whose batch size cannot change.
+    bind: bool,
+    graph: bool,
+    bound: Option<Bound>,
 }
 
 fn tensor_shape(v: &ValueType) -> Option<(TensorElementType, Vec<i64>)> {
@@ -237,6 +243,9 @@ impl BaseModel {
             pad_batches: device == Device::Cuda,
             padded_batch: 0,
             tokens: Tokens::NONE,
+            bind: rt.bound(),
+            graph: rt.cuda_graph && device == Device::Cuda,
+            bound: None,
         })
     }
 
@@ -247,7 +256,64 @@ impl BaseModel {
         data: &[f32],
         n: usize,
     ) -> Result<(Vec<f32>, Vec<usize>)> {
-        self.run_typed(pre.batch_shape(n), data, n)
+        let (values, dims) = if self.bind {
+            self.run_bound(pre.batch_shape(n), data, n)?
+        } else {
+            self.run_raw(pre.batch_shape(n), data, n)?
+        };
+        self.tokens.apply(values, n, &dims, &self.info.path)
+    }
+
+    /// One float batch through the bound tensors, bound on the first batch (and again for a
+    /// larger one, except in a CUDA graph).
+    fn run_bound(
+        &mut self,
+        shape: [usize; 4],
+        data: &[f32],
+        n: usize,
+    ) -> Result<(Vec<f32>, Vec<usize>)> {
+        let path = self.info.path.clone();
+        let err = |e: ort::Error| Error::model(&path, format!("inference (I/O binding): {e}"));
+        let fits = |b: &Bound| b.in_shape[0] >= n && b.in_shape[1..] == shape[1..];
+        match &self.bound {
+            Some(b) if fits(b) => {}
+            Some(b) if self.graph => {
+                return Err(Error::model(
+                    &path,
+                    format!(
+                        "a CUDA graph replays the shape of its first batch {:?}; this batch is {shape:?}",
+                        b.in_shape
+                    ),
+                ))
+            }
+            _ => {
+                let static_dims = self.info.output_shape[1..].iter().all(|&d| d > 0);
+                let out_dims: Vec<usize> = if static_dims {
+                    self.info.output_shape[1..].iter().map(|&d| d as usize).collect()
+                } else if self.graph {
+                    return Err(Error::model(
+                        &path,
+                        format!(
+                            "a CUDA graph needs an output of static shape; '{}' is {:?}",
+                            self.info.output_name, self.info.output_shape
+                        ),
+                    ));
+                } else {
+                    // The shape is learnt from one plain run, whose outputs are this batch's.
+                    let (values, dims) = self.run_raw(shape, data, n)?;
+                    let names = (self.info.input_name.as_str(), shape);
+                    let out = (self.info.output_name.as_str(), dims.as_slice());
+                    self.bound = Some(Bound::new(&self.session, self.device, names, out).map_err(err)?);
+                    return Ok((values, dims));
+                };
+                let names = (self.info.input_name.as_str(), shape);
+                let out = (self.info.output_name.as_str(), out_dims.as_slice());
+                self.bound = Some(Bound::new(&self.session, self.device, names, out).map_err(err)?);
+            }
+        }
+        let b = self.bound.as_mut().expect("bound above");
+        let values = b.run(&mut self.session, data, n).map_err(err)?;
+        Ok((values, b.out_dims.clone()))
     }
 
     /// Runs `n` images of resized uint8 RGB pixels (NHWC at the preprocessing's size) through a
@@ -258,7 +324,9 @@ impl BaseModel {
         data: &[u8],
         n: usize,
     ) -> Result<(Vec<f32>, Vec<usize>)> {
-        self.run_typed([n, pre.size.0 as usize, pre.size.1 as usize, 3], data, n)
+        let (values, dims) =
+            self.run_raw([n, pre.size.0 as usize, pre.size.1 as usize, 3], data, n)?;
+        self.tokens.apply(values, n, &dims, &self.info.path)
     }
 
     /// Runs `n` preprocessed images and hands each output named in `names` (float32) to `f`, with
@@ -312,10 +380,10 @@ impl BaseModel {
         self.pad_batches = on;
     }
 
-    /// One batch of `n` images as a tensor of `shape` (float32 or uint8) through the session. On
-    /// CUDA a batch smaller than an earlier one is padded with zeros to its size, and the padding's
-    /// outputs are dropped.
-    fn run_typed<T>(
+    /// One batch of `n` images as a tensor of `shape` (float32 or uint8) through the session, before
+    /// any token pooling. On CUDA a batch smaller than an earlier one is padded with zeros to its
+    /// size, and the padding's outputs are dropped.
+    fn run_raw<T>(
         &mut self,
         mut shape: [usize; 4],
         data: &[T],
@@ -352,7 +420,7 @@ impl BaseModel {
             .map_err(|e| Error::model(path, format!("inference failed: {e}")))?;
         let (mut values, dims) = first_output(&self.info, outputs, shape[0])?;
         values.truncate(n * dims.iter().product::<usize>());
-        self.tokens.apply(values, n, &dims, path)
+        Ok((values, dims))
     }
 }
 

@@ -48,6 +48,19 @@ pub struct RuntimeConfig {
     pub no_tf32: bool,
     /// CUDA only: ask ONNX Runtime for its NHWC convolution kernels (`prefer_nhwc`).
     pub cuda_nhwc: bool,
+    /// Bind the model's input and output to tensors allocated once (pinned host memory and device
+    /// tensors on CUDA) instead of handing ONNX Runtime new ones every batch.
+    pub io_binding: bool,
+    /// CUDA only: capture the model as a CUDA graph on its first batch and replay it (implies
+    /// `io_binding`; every batch is padded to the first one's size).
+    pub cuda_graph: bool,
+}
+
+impl RuntimeConfig {
+    /// Whether batches run through bound tensors ([`RuntimeConfig::io_binding`], or a CUDA graph).
+    pub fn bound(&self) -> bool {
+        self.io_binding || self.cuda_graph
+    }
 }
 
 /// The project cache folder the setup script fills (`<repo>/.cache/onnxruntime`).
@@ -167,11 +180,18 @@ pub fn session(model: &Path, rt: &RuntimeConfig) -> Result<(Session, Device, Opt
         if rt.threads > 0 {
             b = b.with_intra_threads(rt.threads).map_err(err)?;
         }
+        if rt.cuda_graph && rt.device == Device::Cpu {
+            return Err(Error::invalid(
+                "cuda_graph",
+                "a CUDA graph needs the CUDA device (--device cuda or auto)",
+            ));
+        }
         if cuda {
             b = b
                 .with_execution_providers([ort::ep::CUDA::default()
                     .with_tf32(!rt.no_tf32)
                     .with_prefer_nhwc(rt.cuda_nhwc)
+                    .with_cuda_graph(rt.cuda_graph)
                     .build()
                     .error_on_failure()])
                 .map_err(|e| Error::Runtime(format!("--device cuda: {e}")))?;

@@ -138,3 +138,31 @@ fn f16_cache_is_half_the_size_and_close() {
         std::fs::metadata(&a).unwrap().len() as f64 - std::fs::metadata(&b).unwrap().len() as f64;
     assert!(saved >= 0.9 * (8 * 1024 * 2) as f64, "saved {saved} bytes");
 }
+
+/// `--io-binding` (the input and output bound once, smaller last batches padded) gives the plain
+/// path's features bit for bit, for a model of static output shape and for one whose output shape
+/// is learnt from its first batch; a CUDA graph on the CPU is refused, naming the flag.
+#[test]
+fn io_binding_gives_the_plain_features_bit_for_bit() {
+    let (d, data, m, plain) = tiny_setup(5);
+    let dynamic = save_model(d.path(), "dyn.onnx", &CnnSpec::tiny(Layout::Nchw, None));
+    for (model, size) in [(&m, "32x32"), (&dynamic, "48x24")] {
+        let flags = ["--preprocess", "tf", "--size", size, "--batch", "3", "-q"];
+        let bound = d.path().join("bound.h5");
+        for p in [&plain, &bound] {
+            let _ = std::fs::remove_file(p);
+        }
+        extract(model, &data, &plain, &flags);
+        extract(
+            model,
+            &data,
+            &bound,
+            &[&flags[..], &["--io-binding"]].concat(),
+        );
+        super::shards::same_rows(&plain, &bound);
+    }
+    fails(
+        &extract_line(&m, &data, &plain, &["--preprocess", "tf", "--cuda-graph"]),
+        &["--cuda-graph", "needs the CUDA device"],
+    );
+}

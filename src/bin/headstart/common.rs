@@ -151,6 +151,14 @@ pub struct RuntimeArgs {
     /// With --device cuda: ONNX Runtime's NHWC convolution kernels (can be faster for float16).
     #[arg(long)]
     pub cuda_nhwc: bool,
+    /// Bind the model's input and output to tensors allocated once (pinned host memory and device
+    /// tensors on CUDA) instead of new ones every batch.
+    #[arg(long)]
+    pub io_binding: bool,
+    /// With --device cuda: capture the model as a CUDA graph on the first batch and replay it
+    /// (implies --io-binding; every batch is padded to the first one's size).
+    #[arg(long)]
+    pub cuda_graph: bool,
 }
 
 /// How images become tensors; unset options come from the model's metadata or a preset.
@@ -200,6 +208,8 @@ impl RuntimeArgs {
             ort_lib: self.ort_lib.clone(),
             no_tf32: self.no_tf32,
             cuda_nhwc: self.cuda_nhwc,
+            io_binding: self.io_binding,
+            cuda_graph: self.cuda_graph,
         }
     }
 }
