@@ -19,7 +19,10 @@
 #   mkdir -p /tmp/parts /tmp/photos && cp .gpu/pK/* /tmp/parts/ && cp -r .gpu/phK/. /tmp/photos/
 # then one carrying .gpu/p4 and .gpu/run: `cp -r .gpu/run/photos/. /tmp/photos/ && bash scripts/gpu_check.sh`.
 # `scripts/gpu_check.sh --cpu` runs the same steps on the CPU provider with the local build (a dry run);
-# ONLY=io runs only decoding per model and `extract` with a full and a pooled output (where time goes).
+# ONLY=io runs only decoding per model and `extract` with a full and a pooled output (where time goes);
+# ONLY=bind (issue 33) runs inference with and without --io-binding and --cuda-graph for VGG-16,
+# EfficientNet-Lite0 and a ViT-S/14-shaped ViT in fp32 and fp16, extract end to end with each,
+# decoding alone, and PyTorch with and without its copies (scripts/gpu_torch_ref.py), in one call.
 set -uo pipefail
 cd "$(dirname "$0")/.."
 DEVICE=cuda
@@ -45,6 +48,7 @@ step() {
   echo "\$ $*" >>"$OUT/log.txt"
   timeout "$t" "$@" >>"$OUT/log.txt" 2>&1
   rc=$?
+  LAST_RC=$rc
   e=$(date +%s.%N)
   log "[$name] rc=$rc $(python3 -c "print(round($e-$s,1))") s (at $(($(date +%s) - T0)) s)"
 }
@@ -79,6 +83,39 @@ step make-model 60 "${HS[@]}" make-model vgg16 --layout nchw --out "$W/vgg.onnx"
 step convert-vgg 60 "${HS[@]}" convert "$W/vgg.onnx" --fp16 --out "$W/vgg16h.onnx"
 step convert-lite0 60 "${HS[@]}" convert "$LITE0" --fp16 --out "$W/lite0h.onnx"
 
+if [ "${ONLY:-}" = bind ]; then
+  # Issue 33: inference with and without I/O binding and CUDA graphs beside PyTorch (same call),
+  # end to end with binding, decoding alone beside it. Rows go to $OUT/bind.tsv.
+  step make-vit 60 "${HS[@]}" make-model vit-s14 --out "$W/vit.onnx"
+  step convert-vit 60 "${HS[@]}" convert "$W/vit.onnx" --fp16 --out "$W/vith.onnx"
+  B=(--device "$DEVICE" --images "$IMAGES")
+  GRAPH=(--cuda-graph)
+  [ "$DEVICE" = cpu ] && GRAPH=(--io-binding)  # a CUDA graph needs CUDA: the dry run repeats binding
+  for spec in "vgg:vgg.onnx:$BM" "vgg:vgg16h.onnx:$BM" "lite0:$LITE0:$BB" "lite0:lite0h.onnx:$BB" "vit:vit.onnx:$BM" "vit:vith.onnx:$BM"; do
+    IFS=: read -r name file b <<<"$spec"
+    case $file in /*) m=$file ;; *) m=$W/$file ;; esac
+    prec=fp32; case $file in *h.onnx) prec=fp16 ;; esac
+    nhwc=(); [ $prec = fp16 ] && [ $name != vit ] && nhwc=(--cuda-nhwc)
+    for how in plain io-binding cuda-graph; do
+      extra=(); case $how in io-binding) extra=(--io-binding) ;; cuda-graph) extra=("${GRAPH[@]}") ;; esac
+      step "infer $name $prec $how b$b" 90 "${HS[@]}" bench-infer --model "$m" --batch "$b" "${B[@]}" "${nhwc[@]}" "${extra[@]}"
+      v=failed; [ "$LAST_RC" = 0 ] && v=$(grep ort-alone "$OUT/log.txt" | tail -1 | sed -E 's/.*= ([0-9.]+) img.s.*/\1/')
+      printf '%s\t%s\t%s\t%s\t%s\n' infer "$name" "$prec" "$how" "$v" >>"$OUT/bind.tsv"
+    done
+  done
+  step "decode vgg" 90 "${HS[@]}" bench-decode --model "$W/vgg.onnx" --data "$PHOTOS" --workers 16 --images 800 --modes fast
+  for how in plain io-binding cuda-graph; do
+    extra=(); case $how in io-binding) extra=(--io-binding) ;; cuda-graph) extra=("${GRAPH[@]}") ;; esac
+    step "e2e vgg fp16 $how b$BM" 150 "${HS[@]}" extract --force --progress none --device "$DEVICE" --model "$W/vgg16h.onnx" \
+      --data "$MANY" --out "$W/many_vgg16h.h5" --batch "$BM" --cuda-nhwc "${extra[@]}"
+    step "e2e lite0 fp32 $how b$BB" 150 "${HS[@]}" extract --force --progress none --device "$DEVICE" --model "$LITE0" \
+      --data "$MANY" --out "$W/many_lite0.h5" --batch "$BB" "${extra[@]}"
+  done
+  step torch 200 "${PYTHON:-python3}" scripts/gpu_torch_ref.py "$OUT/torch.json" "$BM" "$BB"
+  cat "$OUT/bind.tsv" | tee -a "$OUT/log.txt"
+  grep -E "^\[|img/s" "$OUT/log.txt"
+  exit 0
+fi
 if [ "${ONLY:-}" = io ]; then
   # Where end-to-end time goes: decoding with each model's own preprocessing, and VGG-16 with a
   # global-pool output (2 KB per image to write instead of 100 KB).
