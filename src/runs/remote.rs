@@ -174,7 +174,8 @@ impl RemoteRun {
     }
 
     /// Downloads the plan and every marker (a mirror marker the bucket lacks is removed), and with
-    /// `outputs` the shard caches the markers name (kept when the mirror's copy has the right hash).
+    /// `outputs` the shard caches the markers name (kept when the mirror's copy has the right hash)
+    /// and their manifests.
     pub fn pull_run(&self, outputs: bool) -> Result<Plan> {
         let plan = self.pull_plan()?;
         for k in 0..plan.shards {
@@ -185,6 +186,11 @@ impl RemoteRun {
             let have = crate::util::hash::sha256_file(&out).ok();
             if outputs && have.as_deref() != Some(m.output_sha256.as_str()) {
                 self.download(&m.output)?;
+            }
+            if outputs {
+                // A merge checks each shard's rows against its manifest.
+                let manifest = plan::manifest_path(&self.local, k);
+                self.download(&key_of(&self.local, &manifest))?;
             }
         }
         Ok(plan)
