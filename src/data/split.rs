@@ -568,6 +568,22 @@ fn write(
             });
         }
     }
+    // A link into the folder this split replaces would point at a file the rename deletes.
+    if cfg.mode == PlaceMode::Symlink {
+        let out = resolve(&cfg.out);
+        let into_out = planned
+            .iter()
+            .find(|p| p.src.canonicalize().is_ok_and(|a| a.starts_with(&out)));
+        if let Some(p) = into_out {
+            return Err(Error::Output {
+                path: cfg.out.clone(),
+                msg: format!(
+                    "{} leads, through links, to a file in this folder, which the split replaces: its link would point at a deleted file; use --mode copy or link, or another --out",
+                    p.src.display()
+                ),
+            });
+        }
+    }
     let result = (|| -> Result<()> {
         let mut manifest = format!("{MANIFEST_HEADER}\n");
         for p in planned {

@@ -230,3 +230,56 @@ fn split_exclude_leaves_listed_photos_and_their_copies_out() {
     );
     assert!(!none.exists());
 }
+
+/// A symlink split that replaces the folder its own photos lie in (a split of a split of it) is
+/// refused and the photos kept: its links would point at the files the rename deletes.
+#[test]
+fn a_symlink_split_never_replaces_the_folder_its_photos_lie_in() {
+    let d = tmp();
+    let raw = d.path().join("raw");
+    pet_images(&raw, 14, 14);
+    let (a, b) = (d.path().join("A"), d.path().join("B"));
+    let split = |src: &Path, out: &Path, n: [&str; 3], extra: &[&str]| {
+        let line = [
+            "split",
+            s(src),
+            "--out",
+            s(out),
+            "--train",
+            n[0],
+            "--val",
+            n[1],
+            "--test",
+            n[2],
+        ];
+        run(&[&line[..], extra].concat())
+    };
+    assert!(split(&raw, &a, ["8", "2", "3"], &["--mode", "copy"])
+        .status
+        .success());
+    let b_ok = split(
+        &a.join("train"),
+        &b,
+        ["4", "2", "2"],
+        &["--mode", "symlink"],
+    );
+    assert!(b_ok.status.success(), "{}", text(&b_ok));
+    let before = manifest(&a);
+    let o = split(
+        &b.join("train"),
+        &a,
+        ["2", "1", "1"],
+        &["--mode", "symlink", "--force"],
+    );
+    failed(
+        &o,
+        &[
+            "leads, through links, to a file in this folder",
+            "--mode copy",
+        ],
+    );
+    assert_eq!(manifest(&a), before);
+    for row in &before {
+        assert!(a.join(&row[2]).is_file(), "{} is gone", row[2]);
+    }
+}
