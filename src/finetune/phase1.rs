@@ -62,6 +62,7 @@ pub(super) fn start_head(
         }
         None if resuming => {
             let dim = cfg.pool.output_dim(&top_shape, &inp.meta.layout)?;
+            crate::head::net::check_size(dim, &cfg.head_train.spec, output_units(classes))?;
             StartHead {
                 network: Network::new(
                     dim,

@@ -123,6 +123,29 @@ impl TrainConfig {
                 );
             }
         }
+        if let Loss::Focal { gamma, alpha } = self.loss {
+            if !(gamma.is_finite() && gamma >= 0.0) {
+                return bad("focal_gamma", format!("must be >= 0, got {gamma}"));
+            }
+            if !(0.0..=1.0).contains(&alpha) {
+                return bad("focal_alpha", format!("must be in [0, 1], got {alpha}"));
+            }
+        }
+        match self.schedule {
+            Schedule::Step { gamma, .. } if !(gamma > 0.0 && gamma <= 1.0) => {
+                return bad("step_gamma", format!("must be in (0, 1], got {gamma}"));
+            }
+            Schedule::Cosine { min_lr } if !(0.0..=self.optimizer.lr).contains(&min_lr) => {
+                return bad(
+                    "min_lr",
+                    format!(
+                        "must be in [0, lr] = [0, {}], got {min_lr}",
+                        self.optimizer.lr
+                    ),
+                );
+            }
+            _ => {}
+        }
         if (self.early_stopping.is_some() || self.restore_best)
             && self.monitor.needs_validation()
             && !has_validation
@@ -258,6 +281,7 @@ pub fn evaluate_rows(
 /// The settings against the data: rows to train on, labels within the classes.
 fn check_data(cfg: &TrainConfig, data: &TrainData) -> Result<()> {
     cfg.validate(data.val.as_ref().is_some_and(|v| !v.2.is_empty()))?;
+    crate::head::net::check_size(data.x.ncols(), &cfg.spec, data.outputs())?;
     if data.train.is_empty() {
         return Err(Error::Config("no training rows".into()));
     }

@@ -53,6 +53,12 @@ pub fn parse_spec(spec: &str) -> Result<Vec<LayerSpec>> {
                         .ok()
                         .filter(|&u| u > 0)
                         .ok_or_else(|| bad(item, "units must be a positive integer"))?;
+                    if units as u64 > MAX_HEAD_WEIGHTS {
+                        return Err(bad(
+                            item,
+                            &format!("at most {MAX_HEAD_WEIGHTS} units (a head's weights in all)"),
+                        ));
+                    }
                     let activation = match rest {
                         [] => Activation::Linear,
                         [a] => {
@@ -277,6 +283,34 @@ enum Saved {
 
 /// Per-layer gradients, in the same order as [`Network::params_mut`].
 pub type Grads = Vec<Vec<f32>>;
+
+/// Weights (and biases) a head may have: 2^28 float32 values are 1 GiB, and training holds a few
+/// times that (gradients, optimizer state).
+pub const MAX_HEAD_WEIGHTS: u64 = 1 << 28;
+
+/// Refuses `spec` on `inputs` features with `outputs` units when its weights would pass
+/// [`MAX_HEAD_WEIGHTS`]: checked before anything is allocated for them.
+pub fn check_size(inputs: usize, spec: &[LayerSpec], outputs: usize) -> Result<()> {
+    let (mut width, mut total) = (inputs as u64, 0u64);
+    let units = spec.iter().filter_map(|s| match s {
+        LayerSpec::Dense { units, .. } => Some(*units as u64),
+        _ => None,
+    });
+    for u in units.chain([outputs as u64]) {
+        total = total.saturating_add(width.saturating_mul(u).saturating_add(u));
+        width = u;
+    }
+    if total > MAX_HEAD_WEIGHTS {
+        return Err(Error::invalid(
+            "head",
+            format!(
+                "'{}' on {inputs} features with {outputs} outputs has {total} weights; a head has at most {MAX_HEAD_WEIGHTS}",
+                spec_string(spec)
+            ),
+        ));
+    }
+    Ok(())
+}
 
 impl Network {
     /// Builds `spec` on `inputs` features with an output layer of `outputs` units; Glorot-uniform

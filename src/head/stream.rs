@@ -206,6 +206,7 @@ pub fn fit_streamed(
         Labels::Tags(_) => s.classes,
         Labels::Classes(_) => output_units(s.classes),
     };
+    crate::head::net::check_size(width, &cfg.spec, outputs)?;
     let run = Run::new(cfg, width, outputs, rows, weights);
     let val_idx: Vec<usize> = s.val.map_or(Vec::new(), |(_, y)| (0..y.len()).collect());
     let mut plan = |rng: &mut crate::util::rng::Rng| -> Epoch {

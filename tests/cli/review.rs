@@ -985,3 +985,46 @@ fn labels_of_another_type_or_shape_and_unpaired_skips_are_refused() {
         fails(&["train-head", s(&p), "-q"], &[name, "split 'train'", want]);
     }
 }
+
+/// Training settings that would train a wrong head with exit 0 are refused, naming the flag:
+/// a negative focal gamma (an inverted head), a focal alpha outside [0, 1], a negative or too
+/// large cosine floor, a step gamma that grows the rate; and heads too large to allocate (this
+/// used to panic, abort, or allocate 13 GB).
+#[test]
+fn settings_that_train_a_wrong_or_huge_head_are_refused() {
+    let d = tmp();
+    let (cache, _) = cache_head(d.path(), "2");
+    for (flags, want) in [
+        (
+            &["--loss", "focal", "--focal-gamma=-5"][..],
+            "--focal-gamma",
+        ),
+        (&["--loss", "focal", "--focal-alpha", "5"], "--focal-alpha"),
+        (&["--schedule", "cosine", "--min-lr=-1"], "--min-lr"),
+        (
+            &["--schedule", "cosine", "--lr", "0.01", "--min-lr", "0.1"],
+            "--min-lr",
+        ),
+        (&["--schedule", "step", "--step-gamma", "5"], "--step-gamma"),
+        (&["--head", "dense:18446744073709551615"], "units"),
+        (&["--head", "dense:4000000000"], "units"),
+        (
+            &["--head", "dense:100000000"],
+            "weights; a head has at most",
+        ),
+    ] {
+        let line = [&["train-head", s(&cache), "-q", "--epochs", "1"][..], flags].concat();
+        fails(&line, &[want]);
+    }
+    ok(&[
+        "train-head",
+        s(&cache),
+        "-q",
+        "--epochs",
+        "1",
+        "--loss",
+        "focal",
+        "--focal-gamma",
+        "0",
+    ]);
+}
