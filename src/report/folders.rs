@@ -51,6 +51,27 @@ pub fn check_folder(dir: &Path, inputs: &[&Path], caches: &[&Path]) -> Result<()
             "exists and is not a headstart report; refusing to replace it: choose another folder",
         ));
     }
+    not_among(dir, inputs, caches)
+}
+
+/// Refuses `--plot` pictures beside `file` (the head) when its folder is one of `inputs`, lies
+/// inside one, or inside the photos behind `caches`: the next scan would take them for photos.
+pub fn check_plots_beside(file: &Path, inputs: &[&Path], caches: &[&Path]) -> Result<()> {
+    let dir = match file.parent() {
+        Some(p) if !p.as_os_str().is_empty() => p,
+        _ => Path::new("."),
+    };
+    not_among(dir, inputs, caches).map_err(|e| match e {
+        Error::Output { msg, .. } => Error::output(
+            file,
+            format!("--plot would draw its pictures beside it, in a folder that {msg}"),
+        ),
+        other => other,
+    })
+}
+
+/// `dir` is none of `inputs`, nor inside one, nor inside the photos behind `caches`.
+fn not_among(dir: &Path, inputs: &[&Path], caches: &[&Path]) -> Result<()> {
     let at = resolve(dir);
     for input in inputs {
         let ri = resolve(input);
@@ -64,7 +85,7 @@ pub fn check_folder(dir: &Path, inputs: &[&Path], caches: &[&Path]) -> Result<()
             return Err(Error::output(
                 dir,
                 format!(
-                    "lies inside the input folder {}; write the report outside it",
+                    "lies inside the input folder {}; write it outside",
                     input.display()
                 ),
             ));
@@ -75,7 +96,7 @@ pub fn check_folder(dir: &Path, inputs: &[&Path], caches: &[&Path]) -> Result<()
             return Err(Error::output(
                 dir,
                 format!(
-                    "lies inside the photos the features came from ({}); its pictures would be taken for photos: write the report outside them",
+                    "lies inside the photos the features came from ({}); its pictures would be taken for photos: write it outside them",
                     photos.display()
                 ),
             ));

@@ -1028,3 +1028,39 @@ fn settings_that_train_a_wrong_or_huge_head_are_refused() {
         "0",
     ]);
 }
+
+/// `--plot` draws beside the head: never when the head lies among the photos its features came
+/// from (the next extract took the curves for a photo of that class).
+#[test]
+fn plots_are_never_drawn_among_the_photos() {
+    let (_d, data, m, out) = tiny_setup(3);
+    super::shards::tf_extract(&m, &data, &out);
+    let head = data.join("train/a/h.h5");
+    fails(
+        &["train-head", s(&out), "--out", s(&head), "--plot", "-q"],
+        &["h.h5", "--plot would draw its pictures beside it", "photos"],
+    );
+    ok(&["train-head", s(&out), "--out", s(&head), "-q"]);
+    fails(
+        &[
+            "evaluate",
+            "--features",
+            s(&out),
+            "--head",
+            s(&head),
+            "--plot",
+        ],
+        &["--plot would draw its pictures beside it"],
+    );
+    let pngs = std::fs::read_dir(data.join("train/a"))
+        .unwrap()
+        .filter(|e| {
+            e.as_ref()
+                .unwrap()
+                .path()
+                .to_string_lossy()
+                .ends_with(".png")
+        })
+        .count();
+    assert_eq!(pngs, 2, "the PNGs are the photos img0 and img2, no plot");
+}

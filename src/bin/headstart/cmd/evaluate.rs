@@ -98,6 +98,9 @@ pub fn run(a: &Args) -> Result<()> {
     if let Some(dir) = &a.report {
         headstart::report::folders::check_folder(dir, &inputs, &caches)?;
     }
+    if a.plot {
+        headstart::report::folders::check_plots_beside(&a.head, &inputs, &caches)?;
+    }
     let photos = headstart::report::folders::photo_folders(&caches);
     inputs.extend(photos.iter().map(|p| p.as_path()));
     if let Some(h) = &a.html {

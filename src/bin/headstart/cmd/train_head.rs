@@ -284,9 +284,12 @@ pub fn run(a: &Args) -> Result<()> {
             given.join(", --").replace('_', "-")
         );
     }
+    let features = [cfg.features.as_path()];
     if let Some(dir) = &a.report {
-        let features = [cfg.features.as_path()];
         headstart::report::folders::check_folder(dir, &features, &features)?;
+    }
+    if a.plot {
+        headstart::report::folders::check_plots_beside(&cfg.out, &features, &features)?;
     }
     let s = train_head(&cfg, &term(ProgressArg::None, a.quiet))?;
     for p in markdown::train_head(&cfg, &s, a.plot, a.report.as_deref())? {
