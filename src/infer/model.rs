@@ -464,6 +464,27 @@ pub struct PreprocessOverrides {
     pub preset: Option<String>,
 }
 
+impl PreprocessOverrides {
+    /// The settings given, by name (`preprocess`, `mean`, `std`, `color`, `resize`,
+    /// `interpolation`, `decode`, `size`, `preset`).
+    pub fn given(&self) -> Vec<&'static str> {
+        [
+            ("preprocess", self.mode.is_some()),
+            ("mean", self.mean.is_some()),
+            ("std", self.std.is_some()),
+            ("color", self.color.is_some()),
+            ("resize", self.resize.is_some()),
+            ("interpolation", self.interpolation.is_some()),
+            ("decode", self.decode.is_some()),
+            ("size", self.size.is_some()),
+            ("preset", self.preset.is_some()),
+        ]
+        .into_iter()
+        .filter_map(|(name, set)| set.then_some(name))
+        .collect()
+    }
+}
+
 fn parse3(s: &str) -> Option<[f32; 3]> {
     let v: Vec<f32> = s
         .split(',')

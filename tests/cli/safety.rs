@@ -394,8 +394,6 @@ fn score_refuses_to_overwrite_or_append_to_a_foreign_file_and_keeps_names_and_or
             s(&data),
             "--out",
             s(out),
-            "--preprocess",
-            "tf",
             "--batch",
             "3",
         ];
@@ -403,6 +401,14 @@ fn score_refuses_to_overwrite_or_append_to_a_foreign_file_and_keeps_names_and_or
         run(&a)
     };
     let out = d.path().join("s.csv");
+    // With a head, preprocessing settings would be ignored: refused, naming the flag.
+    for flag in [&["--preprocess", "caffe"][..], &["--resize", "crop"]] {
+        failed(
+            &score(&out, flag),
+            &[flag[0], "apply to exported models only"],
+        );
+    }
+    assert!(!out.exists());
     assert!(score(&out, &["--decode-threads", "1"]).status.success());
     let first = std::fs::read(&out).unwrap();
     let t = String::from_utf8_lossy(&first).into_owned();

@@ -204,6 +204,16 @@ fn classifier(
 ) -> Result<(Classifier, Preprocess, InputKind)> {
     Ok(match &cfg.head {
         Some(hp) => {
+            // The head's features fix the preprocessing: a setting given would be ignored.
+            if let Some(first) = cfg.overrides.given().first() {
+                return Err(Error::invalid(
+                    *first,
+                    format!(
+                        "a head is scored with the preprocessing its features were extracted with (recorded in {}); preprocessing settings apply to exported models only",
+                        hp.display()
+                    ),
+                ));
+            }
             let head = Head::load(hp)?;
             let sha = crate::onnx::model_sha256(&cfg.model)?;
             if sha != head.base.model_sha256 {
