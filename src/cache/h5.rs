@@ -302,6 +302,20 @@ pub(crate) fn check_declared(
     Ok(())
 }
 
+/// Split `split`'s list `name` has one axis (HDF5 would read a table as one long list).
+pub(crate) fn check_list(path: &Path, split: &str, name: &str, ds: &hdf5::Dataset) -> Result<()> {
+    if ds.ndim() != 1 {
+        return Err(Error::cache(
+            path,
+            format!(
+                "split '{split}': dataset '{name}' has {} axes; a cache stores it as a list",
+                ds.ndim()
+            ),
+        ));
+    }
+    Ok(())
+}
+
 /// Split `split`'s dataset `name` holds integers in `rank` axes: HDF5 would convert floats to
 /// integers (dropping fractions) and read a 2-D list as one long list, both in silence.
 pub(crate) fn check_integers(
@@ -469,7 +483,8 @@ pub(crate) fn read_meta(file: &hdf5::Location) -> hdf5::Result<CacheMeta> {
     };
     let dtype = match read_str_attr(file, "dtype")?.as_str() {
         "f16" => Dtype::F16,
-        _ => Dtype::F32,
+        "f32" => Dtype::F32,
+        other => return Err(format!("dtype '{other}' is not f32 or f16").into()),
     };
     let model_sha256 = read_str_attr(file, "model_sha256")?;
     Ok(CacheMeta {
@@ -499,8 +514,14 @@ pub(crate) fn read_meta(file: &hdf5::Location) -> hdf5::Result<CacheMeta> {
         fingerprint: read_str_attr(file, "fingerprint")?,
         data_root: read_str_attr(file, "data_root")?,
         splits: read_strs(file.attr("splits")?.read_raw()?),
-        multi_label: file.attr_names()?.iter().any(|n| n == "multi_label")
-            && file.attr("multi_label")?.read_scalar::<u8>()? == 1,
+        multi_label: match file.attr_names()?.iter().any(|n| n == "multi_label") {
+            false => false,
+            true => match file.attr("multi_label")?.read_scalar::<u8>()? {
+                0 => false,
+                1 => true,
+                v => return Err(format!("multi_label is {v}, not 0 or 1").into()),
+            },
+        },
         tokens: super::Tokens::recorded(
             &read_str_attr_or(file, "token_pool", "none")?,
             if file.attr_names()?.iter().any(|n| n == "prefix_tokens") {
@@ -592,8 +613,8 @@ impl FeatureCache {
         Ok(features)
     }
 
-    /// A multi-label split's `targets` (`[n, classes]` of 0/1, each row with a class); empty for a
-    /// single-label cache.
+    /// A multi-label split's `targets` (`[n, classes]` of 0/1; a row of zeros is an image of none of
+    /// the tags); empty for a single-label cache.
     pub(crate) fn read_targets(&self, split: &str, g: &hdf5::Group, n: usize) -> Result<Vec<u8>> {
         if !self.meta.multi_label {
             return Ok(Vec::new());
@@ -631,6 +652,7 @@ impl FeatureCache {
         let e = |x: hdf5::Error| Error::cache(&self.path, format!("split '{split}': {x}"));
         let pds = g.dataset("paths").map_err(e)?;
         check_declared(&self.path, split, "paths", pds.size(), 16)?;
+        check_list(&self.path, split, "paths", &pds)?;
         Ok(read_strs(pds.read_raw().map_err(e)?))
     }
 
@@ -644,6 +666,8 @@ impl FeatureCache {
         );
         check_declared(&self.path, split, "skipped_paths", spd.size(), 16)?;
         check_declared(&self.path, split, "skipped_reasons", srd.size(), 16)?;
+        check_list(&self.path, split, "skipped_paths", &spd)?;
+        check_list(&self.path, split, "skipped_reasons", &srd)?;
         let sp = read_strs(spd.read_raw().map_err(e)?);
         let sr = read_strs(srd.read_raw().map_err(e)?);
         if sp.len() != sr.len() {

@@ -175,6 +175,16 @@ fn resolve_rows(
         if labels.is_empty() {
             return Err(bad(r.line, format!("'{}' has an empty label", r.id)));
         }
+        // A class name is a column header and a line of reports: no line breaks or tabs.
+        if let Some(l) = labels.iter().find(|l| l.chars().any(char::is_control)) {
+            return Err(bad(
+                r.line,
+                format!(
+                    "'{}' has the label {l:?}, with a line break, tab or other control character",
+                    r.id
+                ),
+            ));
+        }
         let split = match r.split.as_deref().map(str::trim) {
             None => "train",
             Some(s) if is_split_name(s) => canonical_split(s),
@@ -211,6 +221,7 @@ fn resolve_rows(
         seen.insert(rel.clone(), (r.line, labelled.len()));
         labelled.push(Labelled { rel, labels, split });
     }
+    same_files(&labelled, images, t)?;
     if !repeated.is_empty() {
         warnings.push((
             t.file.clone(),
@@ -233,6 +244,44 @@ fn resolve_rows(
         ));
     }
     Ok(labelled)
+}
+
+/// Two labelled paths that are one file (a link and its target, or two links) with other labels
+/// or splits are refused: the same photo would be a cat in train and a dog in test.
+fn same_files(labelled: &[Labelled], images: &Path, t: &LabelTable) -> Result<()> {
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::MetadataExt;
+        let mut files: HashMap<(u64, u64), usize> = HashMap::new();
+        for (i, l) in labelled.iter().enumerate() {
+            let path = images.join(crate::util::paths::from_text(&l.rel));
+            let Ok(m) = std::fs::metadata(&path) else {
+                continue;
+            };
+            if let Some(&j) = files.get(&(m.dev(), m.ino())) {
+                let o = &labelled[j];
+                if o.labels != l.labels || o.split != l.split {
+                    return Err(Error::dataset(
+                        &t.file,
+                        format!(
+                            "'{}' ({}, {}) and '{}' ({}, {}) are one file (through a link): a photo has one label and one split",
+                            o.rel,
+                            o.labels.join(" "),
+                            o.split,
+                            l.rel,
+                            l.labels.join(" "),
+                            l.split
+                        ),
+                    ));
+                }
+            } else {
+                files.insert((m.dev(), m.ino()), i);
+            }
+        }
+    }
+    #[cfg(not(unix))]
+    let _ = (labelled, images, t);
+    Ok(())
 }
 
 /// Images below the root that no row labels: listed as a warning, refused with `strict`.

@@ -177,6 +177,40 @@ fn check_train_classes(path: &Path, meta: &crate::cache::CacheMeta, labels: &[u3
     ))
 }
 
+/// Warns of the classes (tags of a multi-label cache) that none of the training rows `rows` has,
+/// once validation rows and `--exclude` are taken out: the head never learns them.
+fn warn_untrained(
+    meta: &crate::cache::CacheMeta,
+    (labels, tags): (&[u32], Option<&Array2<f32>>),
+    rows: &[usize],
+    rep: &dyn Reporter,
+) {
+    let mut counts = vec![0usize; meta.classes.len()];
+    for &i in rows {
+        match tags {
+            Some(t) => {
+                for (c, &v) in t.row(i).iter().enumerate() {
+                    counts[c] += usize::from(v > 0.5);
+                }
+            }
+            None => counts[labels[i] as usize] += 1,
+        }
+    }
+    let none: Vec<&str> = meta
+        .classes
+        .iter()
+        .zip(&counts)
+        .filter(|(_, &c)| c == 0)
+        .map(|(n, _)| n.as_str())
+        .collect();
+    if !none.is_empty() {
+        rep.report(Event::Warning(&format!(
+            "class(es) {} have no training rows (after validation rows and --exclude are taken out): the head never learns them",
+            none.join(", ")
+        )));
+    }
+}
+
 /// What a training run produced, before it is written.
 struct Trained {
     kind: HeadKind,
@@ -241,6 +275,7 @@ pub fn train_head(cfg: &TrainHeadConfig, rep: &dyn Reporter) -> Result<TrainHead
         return train_streamed(cfg, &cache, (budget, train_bytes), outs, rep, t0);
     }
     let mut rows = Rows::load(&cache, cfg)?;
+    warn_untrained(meta, (&rows.y, rows.tags.as_ref()), &rows.train_idx, rep);
     let info = RunInfo {
         train_rows: rows.train_idx.len(),
         val_rows: rows.val_idx.len(),

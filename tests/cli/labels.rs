@@ -98,6 +98,43 @@ fn a_bad_table_is_refused_naming_the_file_and_line_and_nothing_is_written() {
         ),
         &["labels.tsv", "line 2", "empty label"],
     );
+    // A link to a photo labelled otherwise is the same photo with two labels.
+    std::os::unix::fs::symlink(
+        data.join("train/a/img0.png"),
+        data.join("train/b/alias.png"),
+    )
+    .unwrap();
+    std::fs::write(
+        &table,
+        "train/a/img0\ta\ntrain/b/img0\tb\ntrain/b/alias\tb\n",
+    )
+    .unwrap();
+    fails(
+        &extract_line(
+            &model,
+            &data,
+            &out,
+            &["--preprocess", "tf", "--labels", s(&table)],
+        ),
+        &[
+            "labels.tsv",
+            "'train/a/img0.png' (a, train) and 'train/b/alias.png' (b, train) are one file",
+        ],
+    );
+    std::fs::remove_file(data.join("train/b/alias.png")).unwrap();
+    // A quoted label with a line break would be a class name with one.
+    let csv = d.path().join("labels.csv");
+    std::fs::write(&csv, "path,label\ntrain/a/img0,a\ntrain/b/img0,\"ca\nt\"\n").unwrap();
+    fails(
+        &extract_line(
+            &model,
+            &data,
+            &out,
+            &["--preprocess", "tf", "--labels", s(&csv)],
+        ),
+        &["labels.csv", "\"ca\\nt\"", "line break"],
+    );
+    assert!(!out.exists());
     // Images without a row are said; --strict refuses them.
     std::fs::write(&table, "train/a/img0\ta\ntrain/b/img0\tb\n").unwrap();
     let log = extract(

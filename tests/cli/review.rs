@@ -132,7 +132,7 @@ fn split_refuses_a_file_as_its_output_and_its_own_table_inside_it() {
     fails(&refs(&by_table(&own)), &["an input of this split"]);
     assert_eq!(std::fs::read(&own).unwrap(), kept);
 
-    // A tab in a label would shift MANIFEST.tsv's columns.
+    // A tab in a label would shift MANIFEST.tsv's columns: refused where the table is read.
     let tabbed = d.path().join("tab.csv");
     std::fs::write(
         &tabbed,
@@ -141,7 +141,7 @@ fn split_refuses_a_file_as_its_output_and_its_own_table_inside_it() {
     .unwrap();
     fails(
         &refs(&by_table(&tabbed)),
-        &["control character", "MANIFEST.tsv"],
+        &["tab.csv", "line 2", "control character"],
     );
 }
 
@@ -919,6 +919,22 @@ fn one_class_train_splits_are_named_and_one_class_caches_audited() {
         &["train-head", s(&out), "-q"],
         &["f.h5", "fewer than 2 classes (a: 4, b: 0)"],
     );
+    // With a third class that has train photos, b is only warned of.
+    for split in ["train", "test"] {
+        std::fs::create_dir_all(data.join(split).join("c")).unwrap();
+        std::fs::copy(
+            data.join("test/a/img0.png"),
+            data.join(split).join("c/x.png"),
+        )
+        .unwrap();
+    }
+    let three = d.path().join("three.h5");
+    super::shards::tf_extract(&m, &data, &three);
+    let log = ok(&["train-head", s(&three), "--epochs", "1"]);
+    assert!(log.contains("class(es) b have no training rows"), "{log}");
+    for split in ["train", "test"] {
+        std::fs::remove_dir_all(data.join(split).join("c")).unwrap();
+    }
     for split in ["train", "test"] {
         std::fs::remove_dir_all(data.join(split).join("b")).unwrap();
     }
@@ -952,8 +968,9 @@ fn one_class_train_splits_are_named_and_one_class_caches_audited() {
     }
 }
 
-/// Lists of a cache that HDF5 would convert in silence are refused: float labels (fractions
-/// dropped), labels in two axes, skipped paths without their reasons.
+/// Lists and attributes of a cache that HDF5 (or a lenient reader) would take in silence are
+/// refused: float labels (fractions dropped), labels or paths in two axes, skipped paths without
+/// their reasons, an unknown dtype, float32 rows declared float16, a multi_label flag of 2.
 #[test]
 fn labels_of_another_type_or_shape_and_unpaired_skips_are_refused() {
     let d = tmp();
@@ -971,18 +988,30 @@ fn labels_of_another_type_or_shape_and_unpaired_skips_are_refused() {
             "unpaired.h5",
             "del g['skipped_reasons']; g['skipped_reasons'] = ['x']",
         ),
+        (
+            "table.h5",
+            "p = g['paths'][()]; del g['paths']; g['paths'] = p.reshape(-1, 2)",
+        ),
+        ("bf16.h5", "f.attrs['dtype'] = 'bf16'"),
+        ("halves.h5", "f.attrs['dtype'] = 'f16'"),
+        ("tags.h5", "f.attrs['multi_label'] = np.uint8(2)"),
     ] {
         let p = d.path().join(name);
         std::fs::copy(&cache, &p).unwrap();
-        let code =
-            format!("import sys, h5py\nf = h5py.File(sys.argv[1], 'r+')\ng = f['train']\n{code}");
+        let code = format!(
+            "import sys, h5py, numpy as np\nf = h5py.File(sys.argv[1], 'r+')\ng = f['train']\n{code}"
+        );
         super::safety::py(&code, &[s(&p)]);
-        let want = if name == "unpaired.h5" {
-            "0 skipped paths and 1 reasons"
-        } else {
-            "a cache stores integers in 1"
+        let want = match name {
+            "unpaired.h5" => "split 'train': 0 skipped paths and 1 reasons",
+            "table.h5" => "split 'train': dataset 'paths' has 2 axes",
+            "bf16.h5" => "dtype 'bf16' is not f32 or f16",
+            "halves.h5" => "stored as float32, the cache declares f16",
+            "tags.h5" => "multi_label is 2, not 0 or 1",
+            "square.h5" => "dataset 'labels' holds int32 in 2 axes; a cache stores integers in 1",
+            _ => "split 'train': dataset 'labels' holds float64 in 1 axes; a cache stores integers in 1",
         };
-        fails(&["train-head", s(&p), "-q"], &[name, "split 'train'", want]);
+        fails(&["train-head", s(&p), "-q"], &[name, want]);
     }
 }
 

@@ -16,6 +16,7 @@ impl FeatureCache {
             .dataset("paths")
             .map_err(|x| Error::cache(&self.path, format!("split '{split}': {x}")))?;
         check_declared(&self.path, split, "paths", pds.size(), 16)?;
+        super::check_list(&self.path, split, "paths", &pds)?;
         let paths = read_strs(
             pds.read_raw()
                 .map_err(|x| Error::cache(&self.path, format!("split '{split}': {x}")))?,
@@ -172,6 +173,22 @@ impl FeatureCache {
             }
         }
         self.bound_features(split, &ds)?;
+        // Stored as the cache says: HDF5 would convert another float type in silence.
+        let stored = ds.dtype().and_then(|t| t.to_descriptor()).ok();
+        let declared = match self.meta.dtype {
+            Dtype::F32 => hdf5::types::TypeDescriptor::Float(hdf5::types::FloatSize::U4),
+            Dtype::F16 => hdf5::types::TypeDescriptor::Float(hdf5::types::FloatSize::U2),
+        };
+        if stored.as_ref() != Some(&declared) {
+            let what = stored.map_or("an unreadable type".into(), |t| t.to_string());
+            return Err(rows(
+                first,
+                format!(
+                    "the features are stored as {what}, the cache declares {}",
+                    self.meta.dtype.name()
+                ),
+            ));
+        }
         let total: usize = runs.iter().map(|r| r.1).sum();
         // A buffer of the right length already (the last block's) is written over, not zeroed.
         out.resize(total * width, 0.0);

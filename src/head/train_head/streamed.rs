@@ -50,6 +50,7 @@ pub(super) fn train_streamed(
         ));
     }
     let mut v = validation_rows(cache, &labels, cfg.val_split, cfg.seed)?;
+    warn_untrained(&cache.meta, (&labels, tags.as_ref()), &v.train, rep);
     let excluded = match &cfg.exclude {
         Some(_) => exclude(cfg, cache, &cache.read_paths("train")?, &mut v)?,
         None => None,
