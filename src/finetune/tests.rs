@@ -247,6 +247,23 @@ fn cases() -> Vec<(&'static str, Vec<NodeProto>, Vec<TensorProto>, usize)> {
     ]
 }
 
+/// Every trainable weight of `top` against central differences (every `step`-th value) for the
+/// loss `sum(top(x) * r)`, in f64.
+fn check_top_gradients(top: &TopGraph, x: &Tensor, r: &Tensor, step: usize) {
+    let loss =
+        |top: &TopGraph| -> Tensor { (top.forward(x).unwrap() * r).unwrap().sum_all().unwrap() };
+    let grads = loss(top).backward().unwrap();
+    for (name, var) in top.params() {
+        check_gradient(&format!("d{name}"), var, &grads, step, |t| {
+            let saved = var.as_tensor().copy().unwrap();
+            var.set(t).unwrap();
+            let l = loss(top).to_scalar::<f64>().unwrap();
+            var.set(&saved).unwrap();
+            l
+        });
+    }
+}
+
 #[test]
 fn every_supported_op_matches_onnx_runtime() {
     let x = randv(2 * 4 * 6 * 6, 99);
@@ -340,18 +357,7 @@ fn translated_block_gradients_match_finite_differences() {
         .to_dtype(DType::F64)
         .unwrap();
     let r = Tensor::from_vec(vec![1.0f64, -0.5, 0.25, 2.0], (2, 2), &Device::Cpu).unwrap();
-    let loss =
-        |top: &TopGraph| -> Tensor { (top.forward(&x).unwrap() * &r).unwrap().sum_all().unwrap() };
-    let grads = loss(&top).backward().unwrap();
-    for (name, var) in top.params() {
-        check_gradient(&format!("d{name}"), var, &grads, 5, |t| {
-            let saved = var.as_tensor().copy().unwrap();
-            var.set(t).unwrap();
-            let l = loss(&top).to_scalar::<f64>().unwrap();
-            var.set(&saved).unwrap();
-            l
-        });
-    }
+    check_top_gradients(&top, &x, &r, 5);
 }
 
 #[test]
@@ -504,18 +510,7 @@ fn grouped_and_dilated_conv_gradients_match_finite_differences() {
         .unwrap()
         .to_dtype(DType::F64)
         .unwrap();
-    let loss =
-        |top: &TopGraph| -> Tensor { (top.forward(&x).unwrap() * &r).unwrap().sum_all().unwrap() };
-    let grads = loss(&top).backward().unwrap();
-    for (name, var) in top.params() {
-        check_gradient(&format!("d{name}"), var, &grads, 3, |t| {
-            let saved = var.as_tensor().copy().unwrap();
-            var.set(t).unwrap();
-            let l = loss(&top).to_scalar::<f64>().unwrap();
-            var.set(&saved).unwrap();
-            l
-        });
-    }
+    check_top_gradients(&top, &x, &r, 3);
 }
 
 /// The top block of a torch-layout ViT (layer norms, Q/K/V MatMuls, reshapes to heads, softmax
@@ -571,18 +566,7 @@ fn a_vit_block_matches_onnx_runtime_and_finite_differences() {
     .unwrap()
     .to_dtype(DType::F64)
     .unwrap();
-    let loss =
-        |top: &TopGraph| -> Tensor { (top.forward(&t).unwrap() * &r).unwrap().sum_all().unwrap() };
-    let grads = loss(&top).backward().unwrap();
-    for (name, var) in top.params() {
-        check_gradient(&format!("d{name}"), var, &grads, 3, |v| {
-            let saved = var.as_tensor().copy().unwrap();
-            var.set(v).unwrap();
-            let l = loss(&top).to_scalar::<f64>().unwrap();
-            var.set(&saved).unwrap();
-            l
-        });
-    }
+    check_top_gradients(&top, &t, &r, 3);
 
     let hub = vit(&VitSpec::tiny(Style::Hub)).unwrap();
     let e = TopGraph::from_model(&hub, &split, DType::F32)
