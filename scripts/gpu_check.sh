@@ -223,17 +223,11 @@ except Exception as e:
     res["parity_error"] = repr(e)
 try:
     import torch
-    from torch import nn
-    layers, c = [], 3
-    for v in [64, 64, 0, 128, 128, 0, 256, 256, 256, 0, 512, 512, 512, 0, 512, 512, 512, 0]:
-        if v == 0:
-            layers.append(nn.MaxPool2d(2))
-        else:
-            layers += [nn.Conv2d(c, v, 3, padding=1), nn.ReLU(inplace=True)]
-            c = v
+    sys.path.insert(0, "scripts")
+    from gpu_torch_ref import vgg16_base
     dev = "cuda" if device == "cuda" and torch.cuda.is_available() else "cpu"
     torch.backends.cudnn.benchmark = True
-    net = nn.Sequential(*layers).eval().to(dev)
+    net = vgg16_base().eval().to(dev)
     res["torch"] = {"version": torch.__version__, "cudnn_allow_tf32": torch.backends.cudnn.allow_tf32}
     for dtype in ([torch.float16, torch.float32] if dev == "cuda" else [torch.float32]):
         m = net.to(dtype=dtype, memory_format=torch.channels_last)

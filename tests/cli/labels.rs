@@ -2,6 +2,16 @@
 
 use super::*;
 
+/// `extract` of `data` with `model` into `out`, labels from `table` (`--preprocess tf`).
+fn table_line<'a>(model: &'a Path, data: &'a Path, out: &'a Path, table: &'a Path) -> Vec<&'a str> {
+    extract_line(
+        model,
+        data,
+        out,
+        &["--preprocess", "tf", "--labels", s(table)],
+    )
+}
+
 /// Every image of `data` as (path below it, class, split), from the folder layout.
 fn layout_rows(data: &Path) -> Vec<(String, String, String)> {
     let mut rows = Vec::new();
@@ -75,12 +85,7 @@ fn a_bad_table_is_refused_naming_the_file_and_line_and_nothing_is_written() {
     let table = d.path().join("labels.tsv");
     std::fs::write(&table, "train/a/img0\ta\ntrain/a/nope\tb\n").unwrap();
     let t = fails(
-        &extract_line(
-            &model,
-            &data,
-            &out,
-            &["--preprocess", "tf", "--labels", s(&table)],
-        ),
+        &table_line(&model, &data, &out, &table),
         &[
             "labels.tsv",
             "1 id(s) match no image",
@@ -90,12 +95,7 @@ fn a_bad_table_is_refused_naming_the_file_and_line_and_nothing_is_written() {
     assert!(!out.exists(), "{t}");
     std::fs::write(&table, "train/a/img0\ta\ntrain/b/img0\t\n").unwrap();
     fails(
-        &extract_line(
-            &model,
-            &data,
-            &out,
-            &["--preprocess", "tf", "--labels", s(&table)],
-        ),
+        &table_line(&model, &data, &out, &table),
         &["labels.tsv", "line 2", "empty label"],
     );
     // A link to a photo labelled otherwise is the same photo with two labels.
@@ -110,12 +110,7 @@ fn a_bad_table_is_refused_naming_the_file_and_line_and_nothing_is_written() {
     )
     .unwrap();
     fails(
-        &extract_line(
-            &model,
-            &data,
-            &out,
-            &["--preprocess", "tf", "--labels", s(&table)],
-        ),
+        &table_line(&model, &data, &out, &table),
         &[
             "labels.tsv",
             "'train/a/img0.png' (a, train) and 'train/b/alias.png' (b, train) are one file",
@@ -126,12 +121,7 @@ fn a_bad_table_is_refused_naming_the_file_and_line_and_nothing_is_written() {
     let csv = d.path().join("labels.csv");
     std::fs::write(&csv, "path,label\ntrain/a/img0,a\ntrain/b/img0,\"ca\nt\"\n").unwrap();
     fails(
-        &extract_line(
-            &model,
-            &data,
-            &out,
-            &["--preprocess", "tf", "--labels", s(&csv)],
-        ),
+        &table_line(&model, &data, &out, &csv),
         &["labels.csv", "\"ca\\nt\"", "line break"],
     );
     assert!(!out.exists());

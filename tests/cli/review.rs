@@ -475,15 +475,7 @@ fn merge_never_follows_a_shard_link_out_of_its_run() {
 fn edited_or_overlapping_manifests_are_refused() {
     let (d, data, m, _) = tiny_setup(4);
     let run = d.path().join("run");
-    ok(&[
-        "plan",
-        "--data",
-        s(&data),
-        "--shards",
-        "2",
-        "--out",
-        s(&run),
-    ]);
+    super::shards::plan(&data, 2, &run);
     let manifest = |k: usize| run.join(format!("manifest/shard-{k:05}.txt"));
     let lines = |k: usize| -> Vec<String> {
         let t = std::fs::read_to_string(manifest(k)).unwrap();

@@ -35,15 +35,7 @@ pub(crate) fn strs(v: &[&str]) -> Vec<String> {
 pub(crate) fn two_shard_run() -> (tempfile::TempDir, PathBuf, PathBuf, PathBuf) {
     let (d, data, m, _) = tiny_setup(4);
     let run = d.path().join("run");
-    ok(&[
-        "plan",
-        "--data",
-        s(&data),
-        "--shards",
-        "2",
-        "--out",
-        s(&run),
-    ]);
+    super::shards::plan(&data, 2, &run);
     for k in ["0", "1"] {
         succeeds(&mut shard_cmd(&run, &m, &[("HEADSTART_SHARD", k)], &[]));
     }
@@ -345,15 +337,7 @@ fn paths_read_from_markers_and_manifests_stay_inside_the_run() {
     ok(&["merge", s(&run), "--out", s(&out)]);
     // A manifest line that climbs out of the source, or is absolute, is refused naming the line.
     let run2 = d.path().join("run2");
-    ok(&[
-        "plan",
-        "--data",
-        s(&data),
-        "--shards",
-        "1",
-        "--out",
-        s(&run2),
-    ]);
+    super::shards::plan(&data, 1, &run2);
     super::shards::as_earlier_plan(&run2);
     let manifest = run2.join("manifest/shard-00000.txt");
     let lines = std::fs::read_to_string(&manifest).unwrap();
@@ -463,15 +447,7 @@ fn a_closed_stdout_ends_commands_quietly() {
     let (d, data, m, _) = tiny_setup(2);
     let (cache, head) = cache_and_head(d.path(), &m, &data);
     let run_dir = d.path().join("run");
-    ok(&[
-        "plan",
-        "--data",
-        s(&data),
-        "--shards",
-        "2",
-        "--out",
-        s(&run_dir),
-    ]);
+    super::shards::plan(&data, 2, &run_dir);
     for args in [
         vec!["status", s(&run_dir)],
         vec!["summary", s(&cache)],

@@ -26,6 +26,12 @@ pub(crate) fn shard_cmd(run: &Path, model: &Path, env: &[(&str, &str)], extra: &
 }
 
 /// Runs headstart (success or not) and returns its output.
+/// `headstart plan` of `data` into `shards` shards at `run`; its output.
+pub(crate) fn plan(data: &Path, shards: usize, run: &Path) -> String {
+    let n = shards.to_string();
+    ok(&["plan", "--data", s(data), "--shards", &n, "--out", s(run)])
+}
+
 /// Rewrites `RUN/plan.json` as a release before manifest hashes wrote it (so a test can edit a
 /// manifest and reach the checks behind the hash).
 pub(crate) fn as_earlier_plan(run: &Path) {
@@ -95,15 +101,7 @@ fn shards_on_three_schedulers_with_a_kill_and_a_requeue_merge_to_one_extract() {
     let (d, data, m, _) = tiny_setup(5);
     std::fs::write(data.join("train/b/empty.jpg"), b"").unwrap();
     let run = d.path().join("run");
-    let log = ok(&[
-        "plan",
-        "--data",
-        s(&data),
-        "--shards",
-        "4",
-        "--out",
-        s(&run),
-    ]);
+    let log = plan(&data, 4, &run);
     assert!(
         log.contains("21 images") && log.contains("4 shards of 5-6 images"),
         "{log}"
@@ -355,15 +353,7 @@ fn shards_on_three_schedulers_with_a_kill_and_a_requeue_merge_to_one_extract() {
 fn two_copies_of_a_shard_leave_one_output_and_sigterm_keeps_finished_batches() {
     let (d, data, m, _) = tiny_setup(4);
     let run = d.path().join("run");
-    ok(&[
-        "plan",
-        "--data",
-        s(&data),
-        "--shards",
-        "1",
-        "--out",
-        s(&run),
-    ]);
+    plan(&data, 1, &run);
     let mut kids: Vec<_> = (0..2)
         .map(|_| {
             shard_cmd(&run, &m, &[("HEADSTART_SHARD", "0")], &[])
@@ -390,15 +380,7 @@ fn two_copies_of_a_shard_leave_one_output_and_sigterm_keeps_finished_batches() {
 
     // SIGTERM mid-shard: the batch in flight finishes, the journal keeps it, the rerun continues.
     let run2 = d.path().join("run2");
-    ok(&[
-        "plan",
-        "--data",
-        s(&data),
-        "--shards",
-        "2",
-        "--out",
-        s(&run2),
-    ]);
+    plan(&data, 2, &run2);
     let ready = d.path().join("waiting-for-sigterm");
     let mut c = shard_cmd(
         &run2,
