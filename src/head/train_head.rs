@@ -153,12 +153,7 @@ fn check_train_classes(path: &Path, meta: &crate::cache::CacheMeta, labels: &[u3
     if meta.multi_label {
         return Ok(());
     }
-    let mut counts = vec![0usize; meta.classes.len()];
-    for &l in labels {
-        if let Some(c) = counts.get_mut(l as usize) {
-            *c += 1;
-        }
-    }
+    let counts = class_counts(meta.classes.len(), (labels, None), 0..labels.len());
     if counts.iter().filter(|&&c| c > 0).count() >= 2 {
         return Ok(());
     }
@@ -177,6 +172,30 @@ fn check_train_classes(path: &Path, meta: &crate::cache::CacheMeta, labels: &[u3
     ))
 }
 
+/// Images of each of `classes` among `rows`: by label, or by tag of a multi-label cache.
+fn class_counts(
+    classes: usize,
+    (labels, tags): (&[u32], Option<&Array2<f32>>),
+    rows: impl IntoIterator<Item = usize>,
+) -> Vec<usize> {
+    let mut counts = vec![0usize; classes];
+    for i in rows {
+        match tags {
+            Some(t) => {
+                for (c, &v) in t.row(i).iter().enumerate() {
+                    counts[c] += usize::from(v > 0.5);
+                }
+            }
+            None => {
+                if let Some(c) = counts.get_mut(labels[i] as usize) {
+                    *c += 1;
+                }
+            }
+        }
+    }
+    counts
+}
+
 /// Warns of the classes (tags of a multi-label cache) that none of the training rows `rows` has,
 /// once validation rows and `--exclude` are taken out: the head never learns them.
 fn warn_untrained(
@@ -185,17 +204,7 @@ fn warn_untrained(
     rows: &[usize],
     rep: &dyn Reporter,
 ) {
-    let mut counts = vec![0usize; meta.classes.len()];
-    for &i in rows {
-        match tags {
-            Some(t) => {
-                for (c, &v) in t.row(i).iter().enumerate() {
-                    counts[c] += usize::from(v > 0.5);
-                }
-            }
-            None => counts[labels[i] as usize] += 1,
-        }
-    }
+    let counts = class_counts(meta.classes.len(), (labels, tags), rows.iter().copied());
     let none: Vec<&str> = meta
         .classes
         .iter()
