@@ -136,13 +136,8 @@ impl TrainConfig {
                 return bad("step_gamma", format!("must be in (0, 1], got {gamma}"));
             }
             Schedule::Cosine { min_lr } if !(0.0..=self.optimizer.lr).contains(&min_lr) => {
-                return bad(
-                    "min_lr",
-                    format!(
-                        "must be in [0, lr] = [0, {}], got {min_lr}",
-                        self.optimizer.lr
-                    ),
-                );
+                let lr = self.optimizer.lr;
+                return bad("min_lr", format!("must be in [0, lr = {lr}], got {min_lr}"));
             }
             _ => {}
         }
