@@ -124,6 +124,25 @@ impl FeatureCache {
         self.read_runs_into(split, &[(start, count)], out)
     }
 
+    /// The features are stored in the float type the cache declares: HDF5 would convert another
+    /// in silence.
+    fn check_stored_type(&self, ds: &hdf5::Dataset) -> std::result::Result<(), String> {
+        use hdf5::types::{FloatSize, TypeDescriptor};
+        let stored = ds.dtype().and_then(|t| t.to_descriptor()).ok();
+        let declared = match self.meta.dtype {
+            Dtype::F32 => TypeDescriptor::Float(FloatSize::U4),
+            Dtype::F16 => TypeDescriptor::Float(FloatSize::U2),
+        };
+        if stored.as_ref() == Some(&declared) {
+            return Ok(());
+        }
+        let what = stored.map_or("an unreadable type".into(), |t| t.to_string());
+        Err(format!(
+            "the features are stored as {what}, the cache declares {}",
+            self.meta.dtype.name()
+        ))
+    }
+
     /// Runs of rows `(start, count)` of `split`'s features one after the other into `out` (its
     /// length set to theirs), the dataset opened once.
     pub fn read_runs_into(
@@ -173,22 +192,7 @@ impl FeatureCache {
             }
         }
         self.bound_features(split, &ds)?;
-        // Stored as the cache says: HDF5 would convert another float type in silence.
-        let stored = ds.dtype().and_then(|t| t.to_descriptor()).ok();
-        let declared = match self.meta.dtype {
-            Dtype::F32 => hdf5::types::TypeDescriptor::Float(hdf5::types::FloatSize::U4),
-            Dtype::F16 => hdf5::types::TypeDescriptor::Float(hdf5::types::FloatSize::U2),
-        };
-        if stored.as_ref() != Some(&declared) {
-            let what = stored.map_or("an unreadable type".into(), |t| t.to_string());
-            return Err(rows(
-                first,
-                format!(
-                    "the features are stored as {what}, the cache declares {}",
-                    self.meta.dtype.name()
-                ),
-            ));
-        }
+        self.check_stored_type(&ds).map_err(|e| rows(first, e))?;
         let total: usize = runs.iter().map(|r| r.1).sum();
         // A buffer of the right length already (the last block's) is written over, not zeroed.
         out.resize(total * width, 0.0);
