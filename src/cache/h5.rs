@@ -329,7 +329,7 @@ pub(crate) fn check_integers(
     let kind = ds
         .dtype()
         .and_then(|t| t.to_descriptor())
-        .map_err(|e| Error::hdf5(path, &format!("split '{split}': dataset '{name}'"), e))?;
+        .map_err(|e| Error::hdf5(path, format!("split '{split}': dataset '{name}'"), e))?;
     let integers = matches!(
         kind,
         TypeDescriptor::Integer(_) | TypeDescriptor::Unsigned(_)
