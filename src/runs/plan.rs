@@ -151,6 +151,14 @@ pub fn load_plan(run: &Path) -> Result<Plan> {
         .shard_images
         .iter()
         .try_fold(0usize, |a, &n| a.checked_add(n));
+    // Each image is a manifest line of at least 10 bytes: more than 2^40 is no real plan.
+    if plan.images > 1 << 40 {
+        return Err(Error::Config(format!(
+            "{}: {} images; a plan holds at most 2^40",
+            path.display(),
+            plan.images
+        )));
+    }
     if plan.shard_images.len() != plan.shards || listed != Some(plan.images) {
         let sum = listed.map_or("more than 2^64".into(), |n| n.to_string());
         return Err(Error::Config(format!(
@@ -353,6 +361,13 @@ mod tests {
             e.contains("plan.json") && e.contains("more than 2^64"),
             "{e}"
         );
+        write(&Plan {
+            images: usize::MAX,
+            shard_images: vec![usize::MAX, 0],
+            ..plan.clone()
+        });
+        let e = load_plan(d.path()).unwrap_err().to_string();
+        assert!(e.contains("at most 2^40"), "{e}");
         write(&Plan {
             images: 3,
             shard_images: vec![1, 2],
