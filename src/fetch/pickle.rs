@@ -76,9 +76,9 @@ pub struct TensorRef {
 }
 
 impl TensorRef {
-    /// Elements of the view.
-    pub fn numel(&self) -> usize {
-        self.shape.iter().product()
+    /// Elements of the view; `None` when the shape (read from a file) overflows.
+    pub fn numel(&self) -> Option<usize> {
+        self.shape.iter().try_fold(1usize, |a, &d| a.checked_mul(d))
     }
 
     /// Whether the view is row-major contiguous.

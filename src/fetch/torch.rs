@@ -83,16 +83,26 @@ fn collect(v: Value, storage: StorageReader) -> Result<StateDict, String> {
 /// (weights converted from TensorFlow are often stored channels-last).
 fn to_f32(t: &TensorRef, raw: &[u8], name: &str) -> Result<Tensor, String> {
     let size = t.dtype.size();
-    let n = t.numel();
-    // The furthest element the view reaches.
-    let last = t.offset
-        + t.shape
-            .iter()
-            .zip(&t.stride)
-            .map(|(d, s)| d.saturating_sub(1) * s)
-            .sum::<usize>();
-    if t.shape.len() != t.stride.len() || (n > 0 && (last + 1) * size > raw.len()) {
-        return Err(format!("tensor '{name}' runs past its storage"));
+    let past = || format!("tensor '{name}' runs past its storage");
+    let n = t.numel().ok_or_else(past)?;
+    // The furthest element the view reaches, and its end in bytes; every step checked (the shape,
+    // strides and offset come from the file).
+    let end = t
+        .shape
+        .iter()
+        .zip(&t.stride)
+        .try_fold(t.offset, |a, (d, s)| {
+            a.checked_add(d.saturating_sub(1).checked_mul(*s)?)
+        })
+        .and_then(|last| last.checked_add(1)?.checked_mul(size));
+    if t.shape.len() != t.stride.len() || (n > 0 && end.is_none_or(|e| e > raw.len())) {
+        return Err(past());
+    }
+    // A view may repeat its storage (stride 0), but no weight has 2^30 values.
+    if n > 1 << 30 {
+        return Err(format!(
+            "tensor '{name}' has {n} values; a weight has at most 2^30"
+        ));
     }
     let value = |i: usize| -> f32 {
         let b = &raw[i * size..(i + 1) * size];
@@ -264,5 +274,18 @@ mod tests {
         assert!(to_f32(&past, &storage, "t")
             .unwrap_err()
             .contains("past its storage"));
+        // Shapes, strides and offsets that overflow are refused, never a panic or a huge buffer.
+        for (shape, stride) in [
+            (vec![3], vec![1usize << 61]),
+            (vec![1 << 33, 1 << 31], vec![1, 1]),
+            (vec![1 << 40], vec![0]),
+        ] {
+            let t = TensorRef {
+                shape,
+                stride,
+                ..t.clone()
+            };
+            assert!(to_f32(&t, &storage, "t").is_err());
+        }
     }
 }
