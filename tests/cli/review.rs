@@ -247,9 +247,49 @@ fn score_replaces_only_its_own_files_and_resumes_only_its_own_run() {
     std::fs::write(&val, &torn).unwrap();
     fails(
         &with(&score, &["--out", s(&val), "--resume"]),
+        &["was written by another run", "split val there, features"],
+    );
+    assert_eq!(std::fs::read(&val).unwrap(), torn);
+    // Without its record (a file of an earlier release), the rows still give it away.
+    std::fs::remove_file(d.path().join("val.csv.run.json")).unwrap();
+    fails(
+        &with(&score, &["--out", s(&val), "--resume"]),
         &["name files this run does not score"],
     );
     assert_eq!(std::fs::read(&val).unwrap(), torn);
+    // Rows of another head (or base model) are never continued by this one.
+    let other_head = d.path().join("h_other.h5");
+    ok(&[
+        "train-head",
+        s(&cache),
+        "--out",
+        s(&other_head),
+        "--seed",
+        "7",
+        "-q",
+    ]);
+    let half: String = String::from_utf8(fresh.clone())
+        .unwrap()
+        .lines()
+        .take(20)
+        .map(|l| format!("{l}\n"))
+        .collect();
+    std::fs::write(&out, &half).unwrap();
+    let by_other = [
+        "score",
+        "--features",
+        s(&cache),
+        "--head",
+        s(&other_head),
+        "-q",
+    ];
+    fails(
+        &with(&by_other, &["--out", s(&out), "--resume"]),
+        &["was written by another run", "classifier (head sha256)"],
+    );
+    assert_eq!(std::fs::read_to_string(&out).unwrap(), half);
+    ok(&with(&score, &["--out", s(&out), "--resume"]));
+    assert_eq!(std::fs::read(&out).unwrap(), fresh);
     let sure = d.path().join("sure.csv");
     ok(&with(&score, &["--threshold", "0.999", "--out", s(&sure)]));
     let text = std::fs::read_to_string(&sure).unwrap();

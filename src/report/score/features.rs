@@ -42,7 +42,13 @@ pub(super) fn score_features(
     let paths = cache.read_paths(&split)?;
     let n = paths.len();
     let format = cfg.out.as_deref().map_or(Format::Csv, Format::for_path);
-    let (opened, mut w, done) = open_output(cfg, format, &classifier, &paths)?;
+    // A cache made by make-features has no fingerprint: its bytes say which it is.
+    let id = match cache.meta.fingerprint.as_str() {
+        "" => crate::util::hash::sha256_file(features)?,
+        f => f.to_string(),
+    };
+    let source = format!("features {id} split {split}");
+    let (opened, mut w, done) = open_output(cfg, format, &classifier, &paths, source)?;
     let out_path = cfg.out.clone().unwrap_or_else(|| PathBuf::from("<stdout>"));
     let resumed = paths.iter().filter(|p| done.contains(*p)).count();
     rep.report(Event::Start {

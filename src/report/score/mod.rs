@@ -21,9 +21,11 @@ use crate::infer::runtime::RuntimeConfig;
 use crate::onnx::export::{CLASSES_KEY, THRESHOLDS_KEY};
 
 mod features;
+mod identity;
 mod inputs;
 mod output;
 
+use identity::RunRecord;
 pub use inputs::collect_inputs;
 use inputs::{prefetch_for, score_inputs, Inputs};
 use output::{done_paths, Done, InOrder, Writer};
@@ -322,15 +324,20 @@ impl Halves {
 struct Opened {
     _lock: Option<OutputLock>,
     staged: Option<crate::util::output::Staged>,
+    /// The record of a staged file, written once the file is in place.
+    record: Option<RunRecord>,
     out: PathBuf,
 }
 
 impl Opened {
-    /// Flushes the rows and puts a staged file in place.
+    /// Flushes the rows and puts a staged file (and its record) in place.
     fn finish(self, w: &mut Writer) -> Result<()> {
         w.flush().map_err(|e| Error::io(&self.out, e))?;
-        match self.staged {
-            Some(s) => s.commit(),
+        if let Some(s) = self.staged {
+            s.commit()?;
+        }
+        match &self.record {
+            Some(r) => r.write(&self.out),
             None => Ok(()),
         }
     }
@@ -346,6 +353,7 @@ fn open_output(
     format: Format,
     classifier: &Classifier,
     names: &[String],
+    source: String,
 ) -> Result<(Opened, Writer, std::collections::HashSet<String>)> {
     let (classes, tags) = (classifier.classes(), classifier.thresholds(cfg.threshold));
     if let (Some(t), None, 3..) = (cfg.threshold, &tags, classes.len()) {
@@ -367,6 +375,7 @@ fn open_output(
             Opened {
                 _lock: None,
                 staged: None,
+                record: None,
                 out: stdout(),
             },
             Done {
@@ -401,6 +410,11 @@ fn open_output(
                 .hint(hint);
             out.check()?;
             let lock = OutputLock::acquire(o)?;
+            let record = RunRecord::of(cfg, source)?;
+            // Checked before anything of the file is read or cut.
+            if cfg.resume {
+                record.check_resume(o)?;
+            }
             let done = if cfg.resume {
                 done_paths(o, format, &probe, names)?
             } else {
@@ -416,6 +430,10 @@ fn open_output(
             } else {
                 None
             };
+            // A staged file's record is written when it is put in place.
+            if staged.is_none() {
+                record.write(o)?;
+            }
             let path = staged.as_ref().map_or(o.as_path(), |s| s.path());
             let f = std::fs::OpenOptions::new()
                 .create(true)
@@ -427,6 +445,7 @@ fn open_output(
             (
                 Opened {
                     _lock: Some(lock),
+                    record: staged.is_some().then_some(record),
                     staged,
                     out: o.clone(),
                 },
@@ -467,7 +486,8 @@ pub fn score(cfg: &ScoreConfig, rep: &dyn Reporter) -> Result<ScoreSummary> {
     // Names as lossless text (the form caches use): two files never share a row name.
     let names: Vec<String> = files.iter().map(|p| to_text(p)).collect();
     let format = cfg.out.as_deref().map_or(Format::Csv, Format::for_path);
-    let (opened, mut w, done) = open_output(cfg, format, &classifier, &names)?;
+    let source = crate::onnx::model_sha256(&cfg.model)?;
+    let (opened, mut w, done) = open_output(cfg, format, &classifier, &names, source)?;
     let pending: Vec<usize> = (0..files.len())
         .filter(|&i| !done.contains(&names[i]))
         .collect();

@@ -1,0 +1,113 @@
+//! What a score file was written with, kept beside it as `OUT.run.json`: the classifier (head or
+//! exported model, by sha256), the base model or feature cache, and the test-time augmentation.
+//! `--resume` refuses a file whose record differs, so rows of two heads or models never end up in
+//! one file; a file of an earlier release (no record) is resumed as before, and gets one.
+
+use std::path::{Path, PathBuf};
+
+use serde::{Deserialize, Serialize};
+
+use super::ScoreConfig;
+use crate::error::{Error, Result};
+use crate::util::output::{Output, Replace};
+
+const FORMAT: &str = "headstart-score-run/1";
+
+/// The record of a score run.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub(super) struct RunRecord {
+    format: String,
+    /// The head's sha256, or `export` for an exported model (its sha256 is `model`'s).
+    classifier: String,
+    /// The base or exported model's sha256, or the feature cache's fingerprint and split.
+    source: String,
+    tta_flip: bool,
+}
+
+impl RunRecord {
+    /// The record of the run `cfg` describes, reading `source` (a model's sha256, or a cache's
+    /// fingerprint and split).
+    pub(super) fn of(cfg: &ScoreConfig, source: String) -> Result<RunRecord> {
+        let classifier = match &cfg.head {
+            Some(h) => crate::util::hash::sha256_file(h)?,
+            None => "export".into(),
+        };
+        Ok(RunRecord {
+            format: FORMAT.into(),
+            classifier,
+            source,
+            tta_flip: cfg.tta_flip,
+        })
+    }
+
+    /// Where the record of `out` is kept.
+    pub(super) fn path(out: &Path) -> PathBuf {
+        let mut name = out.as_os_str().to_os_string();
+        name.push(".run.json");
+        PathBuf::from(name)
+    }
+
+    /// Refuses to resume `out` when its record says another run wrote it.
+    pub(super) fn check_resume(&self, out: &Path) -> Result<()> {
+        let path = Self::path(out);
+        let Ok(text) = std::fs::read_to_string(&path) else {
+            return Ok(());
+        };
+        let old: RunRecord = serde_json::from_str(&text).map_err(|e| {
+            Error::output(
+                &path,
+                format!("is not a score run record ({e}); remove it or choose another --out"),
+            )
+        })?;
+        let differ = [
+            (
+                "classifier (head sha256)",
+                &old.classifier,
+                &self.classifier,
+            ),
+            ("model or features", &old.source, &self.source),
+        ]
+        .into_iter()
+        .find(|(_, a, b)| a != b);
+        if let Some((what, a, b)) = differ {
+            return Err(Error::output(
+                out,
+                format!("was written by another run ({what}: {a} there, {b} now, as {} records); --resume continues only the same run: choose another --out, or --force to replace it", path.display()),
+            ));
+        }
+        if old.tta_flip != self.tta_flip {
+            return Err(Error::output(
+                out,
+                format!("was written with --tta flip {}, this run has it {}: --resume continues only the same run", on(old.tta_flip), on(self.tta_flip)),
+            ));
+        }
+        Ok(())
+    }
+
+    /// Writes the record of `out` (replacing only a record).
+    pub(super) fn write(&self, out: &Path) -> Result<()> {
+        let text = serde_json::to_string_pretty(self)
+            .map_err(|e| Error::Config(format!("score run record: {e}")))?;
+        let is_record = |p: &Path| {
+            std::fs::read_to_string(p)
+                .ok()
+                .and_then(|t| serde_json::from_str::<RunRecord>(&t).ok())
+                .is_some_and(|r| r.format == FORMAT)
+        };
+        Output::new(&Self::path(out))
+            .input(out)
+            .replace(Replace::If {
+                what: "a score run record",
+                check: &is_record,
+            })
+            .write_bytes((text + "\n").as_bytes())
+    }
+}
+
+fn on(b: bool) -> &'static str {
+    if b {
+        "on"
+    } else {
+        "off"
+    }
+}
