@@ -90,6 +90,16 @@ impl<'a> Phase2<'a> {
                 "holds other tensors than this model's top and head: delete it to start over",
             ));
         }
+        // A run is never recorded with fewer epochs than its weights were trained for.
+        if c.epoch > self.cfg.epochs {
+            return Err(Error::cache(
+                path,
+                format!(
+                    "holds phase 2 after epoch {}, past --epochs {}: give --epochs {} or more to continue it, or delete it to start over",
+                    c.epoch, self.cfg.epochs, c.epoch
+                ),
+            ));
+        }
         for (v, a) in self.vars.iter().zip(c.vars) {
             v.set(&Tensor::from_vec(a, v.shape(), &Device::Cpu).map_err(cerr)?)
                 .map_err(cerr)?;

@@ -81,6 +81,13 @@ fn finetune_trains_the_top_block_and_exports_a_matching_model() {
         let killed = bin().args(&a).env(ABORT_AT, "finetune:3").output().unwrap();
         assert!(!killed.status.success());
         assert!(d.path().join("ft.ckpt.h5").exists());
+        // Continued with fewer epochs than its checkpoint holds: refused, the checkpoint kept.
+        let mut fewer = a.clone();
+        let at = fewer.iter().position(|x| x == "--epochs").unwrap();
+        fewer[at + 1] = "1".into();
+        let o = bin().args(&fewer).output().unwrap();
+        failed(&o, &["ft.ckpt.h5", "past --epochs 1"]);
+        assert!(d.path().join("ft.ckpt.h5").exists());
     }
     let r = bin()
         .args(&a)
