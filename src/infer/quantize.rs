@@ -217,6 +217,20 @@ pub fn quantize(cfg: &QuantizeConfig, rep: &dyn Reporter) -> Result<QuantizeSumm
             .map(|&(i, c)| (targets[i].name.clone(), c))
             .collect();
     }
+    // An "int8" model of float nodes only would be the float model under another name.
+    if targets.len() == auto_kept.len() {
+        let why = match all_int8_cosine {
+            Some(c) => format!(
+                "every node in int8 gave cosine {c:.5}, and the target {} is met only with all of them in float",
+                cfg.target_cosine.unwrap_or(1.0)
+            ),
+            None => "every node that could be quantized is kept in float".into(),
+        };
+        return Err(Error::model(
+            &cfg.model,
+            format!("no node left to quantize: {why}; lower --target-cosine, try another --method, or name fewer --keep-float nodes"),
+        ));
+    }
     let mut kept_float = cfg.keep_float.clone();
     kept_float.extend(auto_kept.iter().map(|(n, _)| n.clone()));
     crate::onnx::edit::set_metadata(

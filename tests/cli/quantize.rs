@@ -187,4 +187,6 @@ fn quantize_keeps_the_most_sensitive_nodes_of_efficientnet_lite0_in_float() {
         &["--all-int8", "--target-cosine", "0.9"],
         &["--all-int8 runs no search"],
     );
+    // A target only the float model meets leaves no node in int8: refused, nothing written.
+    refused(&["--target-cosine", "1"], &["no node left to quantize"]);
 }
