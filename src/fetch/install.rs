@@ -6,7 +6,6 @@
 //! The library inside the wheel is the same for every Python version of a platform; its sha256 is
 //! pinned per platform and checked before the file is installed (by rename).
 
-use std::io::Read;
 use std::path::{Path, PathBuf};
 
 use crate::error::{Error, Result};
@@ -127,9 +126,6 @@ fn wheel_member(wheel: &Path, file: &str) -> Result<Vec<u8>> {
     let mut entry = z
         .by_name(&name)
         .map_err(|e| Error::model(wheel, format!("{name}: {e}")))?;
-    let mut bytes = Vec::new();
-    entry
-        .read_to_end(&mut bytes)
-        .map_err(|e| Error::io(wheel, e))?;
-    Ok(bytes)
+    crate::util::limits::read_capped(&mut entry, crate::util::limits::MAX_MEMBER_BYTES)
+        .map_err(|e| Error::model(wheel, format!("{name}: {e}")))
 }

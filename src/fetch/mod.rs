@@ -21,7 +21,6 @@ mod sources;
 pub mod torch;
 pub mod vgg;
 
-use std::io::Read;
 use std::path::{Path, PathBuf};
 
 use crate::error::{Error, Result};
@@ -394,10 +393,8 @@ fn zip_member(archive: &Path, member: &str, sha256: &str) -> Result<Vec<u8>> {
     let mut entry = z
         .by_name(member)
         .map_err(|e| Error::model(archive, format!("{member}: {e}")))?;
-    let mut bytes = Vec::new();
-    entry
-        .read_to_end(&mut bytes)
-        .map_err(|e| Error::io(archive, e))?;
+    let bytes = crate::util::limits::read_capped(&mut entry, crate::util::limits::MAX_MEMBER_BYTES)
+        .map_err(|e| Error::model(archive, format!("{member}: {e}")))?;
     let got = format!("{:x}", Sha256::digest(&bytes));
     if got != sha256 {
         return Err(Error::model(

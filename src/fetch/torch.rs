@@ -4,7 +4,6 @@
 //! `<name>/data/<key>`). Tensors come back as float32 with their shapes.
 
 use std::collections::HashMap;
-use std::io::Read;
 
 use super::pickle::{self, Dtype, TensorRef, Value};
 
@@ -228,9 +227,8 @@ pub fn read_zip(bytes: &[u8]) -> Result<StateDict, String> {
     let prefix = pkl.trim_end_matches("data.pkl").to_string();
     let mut read = |name: &str| -> Result<Vec<u8>, String> {
         let mut f = z.by_name(name).map_err(|e| format!("{name}: {e}"))?;
-        let mut v = Vec::new();
-        f.read_to_end(&mut v).map_err(|e| format!("{name}: {e}"))?;
-        Ok(v)
+        crate::util::limits::read_capped(&mut f, crate::util::limits::MAX_MEMBER_BYTES)
+            .map_err(|e| format!("{name}: {e}"))
     };
     let data = read(&pkl)?;
     let dict = pickle::read(&data, &mut 0)?;

@@ -41,6 +41,24 @@ pub fn feature_shape(dims: &[u64]) -> std::result::Result<Vec<usize>, String> {
     }
 }
 
+/// Bytes of one archive member read into memory (a wheel's library, a weights file's storage): a
+/// member that inflates past it is a zip bomb, not a model.
+pub const MAX_MEMBER_BYTES: u64 = 1 << 30;
+
+/// Everything `r` gives, up to `cap` bytes; more is an error (`InvalidData`), read no further.
+pub fn read_capped(r: impl std::io::Read, cap: u64) -> std::io::Result<Vec<u8>> {
+    use std::io::Read;
+    let mut bytes = Vec::new();
+    r.take(cap + 1).read_to_end(&mut bytes)?;
+    if bytes.len() as u64 > cap {
+        return Err(std::io::Error::new(
+            std::io::ErrorKind::InvalidData,
+            format!("inflates past {}: refused (a zip bomb?)", size_text(cap)),
+        ));
+    }
+    Ok(bytes)
+}
+
 /// Bytes for a message, with three significant figures: `1.23 GB`, `45.6 MB`, `512 kB`, `20 B`.
 pub fn size_text(bytes: u64) -> String {
     let b = bytes as f64;
@@ -112,6 +130,12 @@ mod tests {
         assert!(feature_shape(&[]).is_err());
         assert!(feature_shape(&[3, 0]).is_err());
         assert!(feature_shape(&[1; 7]).is_err());
+    }
+    #[test]
+    fn reads_stop_at_their_cap() {
+        assert_eq!(read_capped(&b"abc"[..], 3).unwrap(), b"abc");
+        let e = read_capped(std::io::repeat(0), 1 << 20).unwrap_err();
+        assert!(e.to_string().contains("inflates past 1.05 MB"), "{e}");
     }
     #[test]
     fn sizes_read_with_three_figures_in_a_unit_that_fits() {
