@@ -183,10 +183,28 @@ fn hub_offline() -> bool {
 fn small_file(m: &HubModel, path: &str, rep: &dyn Reporter) -> Result<Vec<u8>> {
     let cached = m.in_hub_cache(path);
     let kept = downloads(m).join(path);
-    for p in [&cached, &kept] {
-        if p.is_file() {
-            return read_bounded(p);
+    let is_json = |b: &[u8]| serde_json::from_slice::<serde_json::Value>(b).is_ok();
+    if cached.is_file() {
+        let b = read_bounded(&cached)?;
+        if !is_json(&b) {
+            return Err(Error::cache(
+                &cached,
+                format!("{path} in the hub cache is not JSON: replace or remove it"),
+            ));
         }
+        return Ok(b);
+    }
+    if kept.is_file() {
+        let b = read_bounded(&kept)?;
+        if is_json(&b) {
+            return Ok(b);
+        }
+        // headstart's own download, damaged: fetched again.
+        rep.report(Event::Warning(&format!(
+            "{}: not JSON; downloading it again",
+            kept.display()
+        )));
+        std::fs::remove_file(&kept).map_err(|e| Error::io(&kept, e))?;
     }
     if hub_offline() {
         return Err(Error::Config(format!(
@@ -211,6 +229,13 @@ fn small_file(m: &HubModel, path: &str, rep: &dyn Reporter) -> Result<Vec<u8>> {
             Err(Small::Retry(msg) | Small::Fatal(msg)) => return Err(Error::Remote { url, msg }),
         }
     };
+    // A proxy's or portal's page served with status 200 is never kept as the config.
+    if !is_json(&bytes) {
+        return Err(Error::Remote {
+            url,
+            msg: format!("{path} is not JSON (a proxy or error page?); nothing was kept"),
+        });
+    }
     if let Some(d) = kept.parent() {
         std::fs::create_dir_all(d).map_err(|e| Error::io(d, e))?;
     }

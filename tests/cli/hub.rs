@@ -87,6 +87,21 @@ fn hub_exports_download_resume_verify_and_carry_their_preprocessing_and_pooling(
         &["onnx/model.onnx_data", "--sha256 onnx/model.onnx_data=HASH"],
     );
     let data_pin = format!("onnx/model.onnx_data={data_sha}");
+    // A proxy's page served as the config is refused and never kept (the next fetch asks again).
+    let served = serve.join(format!(
+        "test-org/tiny-vit/resolve/{REV}/preprocessor_config.json"
+    ));
+    std::fs::write(&served, "<html>sign in to the proxy</html>").unwrap();
+    let kept = home.join(format!(
+        "downloads/hub/test-org--tiny-vit/{REV}/preprocessor_config.json"
+    ));
+    std::fs::remove_file(&kept).unwrap();
+    failed(
+        &fetch(&["--sha256", &graph_sha, "--sha256", &data_pin]),
+        &["preprocessor_config.json is not JSON", "nothing was kept"],
+    );
+    assert!(!kept.exists());
+    std::fs::write(&served, PREPROCESSOR).unwrap();
     let o = fetch(&["--sha256", &graph_sha, "--sha256", &data_pin]);
     assert!(o.status.success(), "{}", text(&o));
     // Every file came from the hub's layout; the weights, cut halfway the first time, resumed.
