@@ -1125,3 +1125,22 @@ fn plots_are_never_drawn_among_the_photos() {
         .count();
     assert_eq!(pngs, 2, "the PNGs are the photos img0 and img2, no plot");
 }
+
+/// Features that do not tell photos apart (all zero) are warned of by audit, not given a clean
+/// result in silence; real features are not.
+#[test]
+fn an_audit_of_features_that_tell_nothing_apart_says_so() {
+    let d = tmp();
+    let (cache, _) = cache_head(d.path(), "2");
+    let warning = "the features do not tell the photos apart";
+    let log = ok(&["audit", s(&cache), "--out", s(&d.path().join("a"))]);
+    assert!(!log.contains(warning), "{log}");
+    let zero = d.path().join("zero.h5");
+    std::fs::copy(&cache, &zero).unwrap();
+    super::safety::py(
+        "import sys, h5py\nf = h5py.File(sys.argv[1], 'r+')\nfor s in ('train', 'val', 'test'):\n    f[s + '/features'][...] = 0",
+        &[s(&zero)],
+    );
+    let log = ok(&["audit", s(&zero), "--out", s(&d.path().join("z"))]);
+    assert!(log.contains(warning), "{log}");
+}

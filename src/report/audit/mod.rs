@@ -533,6 +533,18 @@ pub fn audit(cfg: &AuditConfig, rep: &dyn Reporter) -> Result<AuditSummary> {
         pair_findings(&ph, hashes.as_deref(), &nb.pairs, &classes);
     findings.extend(pair_findings);
 
+    // Features that do not tell photos apart (all zero, or one row for all) find nothing: said.
+    let d = &nb.knn_distance;
+    let (lo, hi) = d
+        .iter()
+        .fold((f32::INFINITY, f32::NEG_INFINITY), |(a, b), &v| {
+            (a.min(v), b.max(v))
+        });
+    if n > 2 && hi - lo < 1e-6 {
+        rep.report(Event::Warning(&format!(
+            "every photo lies at the same distance ({lo:.4}) from its neighbours: the features do not tell the photos apart (all zero, or one row for all?), so the duplicate and outlier counts mean nothing; extract them again"
+        )));
+    }
     // Outliers.
     let outliers = near::far_out(&nb.knn_distance);
     for &i in &outliers {
