@@ -161,41 +161,8 @@ fn io_binding_gives_the_plain_features_bit_for_bit() {
         );
         super::shards::same_rows(&plain, &bound);
     }
-    let graph = d.path().join("graph.h5");
     fails(
-        &extract_line(&m, &data, &graph, &["--preprocess", "tf", "--cuda-graph"]),
+        &extract_line(&m, &data, &plain, &["--preprocess", "tf", "--cuda-graph"]),
         &["--cuda-graph", "needs the CUDA device"],
-    );
-}
-
-/// A cache of another model (another file, other bytes) is not replaced without --force: a wrong
-/// --model would throw the extraction away. New settings of the same model re-extract.
-#[test]
-fn a_cache_of_another_model_is_replaced_only_with_force() {
-    let (d, data, m, out) = tiny_setup(2);
-    let mut spec = CnnSpec::tiny(Layout::Nchw, Some((32, 32)));
-    spec.seed = 9;
-    let other = save_model(d.path(), "other.onnx", &spec);
-    extract(&m, &data, &out, &["--preprocess", "tf", "-q"]);
-    let kept = std::fs::read(&out).unwrap();
-    fails(
-        &extract_line(&other, &data, &out, &["--preprocess", "tf"]),
-        &[
-            "f.h5",
-            "holds features of another model (tiny.onnx",
-            "--force",
-        ],
-    );
-    assert_eq!(std::fs::read(&out).unwrap(), kept);
-    extract(&m, &data, &out, &["--preprocess", "torch", "-q"]);
-    extract(
-        &other,
-        &data,
-        &out,
-        &["--preprocess", "tf", "--force", "-q"],
-    );
-    assert_eq!(
-        FeatureCache::open(&out).unwrap().meta.model_file,
-        "other.onnx"
     );
 }

@@ -192,30 +192,6 @@ fn output(cfg: &ExtractConfig) -> Output<'static> {
     out
 }
 
-/// A cache at `cfg.out` of another base model (another file, other bytes) is not replaced
-/// without `force`: one wrong `--model` would throw a long extraction away. Other settings, or new
-/// weights in the same model file, re-extract: that is what a cache is for.
-fn refuse_other_models_cache(cfg: &ExtractConfig, model_sha: &str) -> Result<()> {
-    let Ok(old) = cache::FeatureCache::open(&cfg.out) else {
-        return Ok(());
-    };
-    let m = &old.meta;
-    let same_file = cfg
-        .model
-        .file_name()
-        .is_some_and(|n| n.to_string_lossy() == m.model_file);
-    if same_file || m.model_sha256 == model_sha || m.source_sha256 == model_sha {
-        return Ok(());
-    }
-    Err(Error::output(
-        &cfg.out,
-        format!(
-            "holds features of another model ({}, sha256 {}); pass --force to replace them, or choose another --out",
-            m.model_file, m.model_sha256
-        ),
-    ))
-}
-
 /// Runs extraction as configured, reporting choices, progress, warnings and checkpoints to `rep`:
 /// scan the folder, return at once on an unchanged rerun, open the model, run the pending images
 /// into the journal, then write the HDF5 cache.
@@ -265,7 +241,6 @@ pub fn extract(cfg: &ExtractConfig, rep: &dyn Reporter) -> Result<ExtractSummary
         {
             return Ok(hit);
         }
-        refuse_other_models_cache(cfg, &model_sha)?;
     }
 
     let mut model = BaseModel::open(&cfg.model, &cfg.runtime, cfg.layout)?;
