@@ -264,6 +264,18 @@ impl BaseModel {
         self.tokens.apply(values, n, &dims, &self.info.path)
     }
 
+    /// Refuses a plain run (`what`) on a session with a CUDA graph: the graph replays its captured
+    /// batch, whatever is fed.
+    fn no_graph(&self, what: &str) -> Result<()> {
+        if self.graph {
+            return Err(Error::invalid(
+                "cuda_graph",
+                format!("runs float batches through bound tensors only; {what} cannot go through a CUDA graph"),
+            ));
+        }
+        Ok(())
+    }
+
     /// One float batch through the bound tensors, bound on the first batch (and again for a
     /// larger one, except in a CUDA graph).
     fn run_bound(
@@ -287,9 +299,13 @@ impl BaseModel {
                 ))
             }
             _ => {
-                let static_dims = self.info.output_shape[1..].iter().all(|&d| d > 0);
-                let out_dims: Vec<usize> = if static_dims {
-                    self.info.output_shape[1..].iter().map(|&d| d as usize).collect()
+                let shape_known = self.info.output_shape.len() >= 2;
+                let static_dims =
+                    shape_known && self.info.output_shape[1..].iter().all(|&d| d > 0);
+                // A dynamic shape is learnt from one plain run, whose outputs are this batch's.
+                let (out_dims, learnt) = if static_dims {
+                    let dims = self.info.output_shape[1..].iter().map(|&d| d as usize);
+                    (dims.collect::<Vec<usize>>(), None)
                 } else if self.graph {
                     return Err(Error::model(
                         &path,
@@ -299,16 +315,15 @@ impl BaseModel {
                         ),
                     ));
                 } else {
-                    // The shape is learnt from one plain run, whose outputs are this batch's.
                     let (values, dims) = self.run_raw(shape, data, n)?;
-                    let names = (self.info.input_name.as_str(), shape);
-                    let out = (self.info.output_name.as_str(), dims.as_slice());
-                    self.bound = Some(Bound::new(&self.session, self.device, names, out).map_err(err)?);
-                    return Ok((values, dims));
+                    (dims.clone(), Some((values, dims)))
                 };
                 let names = (self.info.input_name.as_str(), shape);
                 let out = (self.info.output_name.as_str(), out_dims.as_slice());
                 self.bound = Some(Bound::new(&self.session, self.device, names, out).map_err(err)?);
+                if let Some(done) = learnt {
+                    return Ok(done);
+                }
             }
         }
         let b = self.bound.as_mut().expect("bound above");
@@ -324,6 +339,7 @@ impl BaseModel {
         data: &[u8],
         n: usize,
     ) -> Result<(Vec<f32>, Vec<usize>)> {
+        self.no_graph("uint8 images")?;
         let (values, dims) =
             self.run_raw([n, pre.size.0 as usize, pre.size.1 as usize, 3], data, n)?;
         self.tokens.apply(values, n, &dims, &self.info.path)
@@ -339,6 +355,7 @@ impl BaseModel {
         names: &[String],
         f: &mut dyn FnMut(&str, &[f32]),
     ) -> Result<()> {
+        self.no_graph("calibration outputs")?;
         let path = &self.info.path;
         let tensor = TensorRef::from_array_view((pre.batch_shape(n), data))
             .map_err(|e| Error::model(path, e.to_string()))?;

@@ -226,9 +226,13 @@ pub fn quantize(cfg: &QuantizeConfig, rep: &dyn Reporter) -> Result<QuantizeSumm
             ),
             None => "every node that could be quantized is kept in float".into(),
         };
+        let hint = match all_int8_cosine {
+            Some(_) => "lower --target-cosine or try another --method",
+            None => "name fewer --keep-float nodes",
+        };
         return Err(Error::model(
             &cfg.model,
-            format!("no node left to quantize: {why}; lower --target-cosine, try another --method, or name fewer --keep-float nodes"),
+            format!("no node left to quantize: {why}; {hint}"),
         ));
     }
     let mut kept_float = cfg.keep_float.clone();

@@ -290,6 +290,9 @@ fn score_replaces_only_its_own_files_and_resumes_only_its_own_run() {
     assert_eq!(std::fs::read_to_string(&out).unwrap(), half);
     ok(&with(&score, &["--out", s(&out), "--resume"]));
     assert_eq!(std::fs::read(&out).unwrap(), fresh);
+    // A record whose file is gone speaks for nothing: a new run starts there.
+    std::fs::remove_file(&out).unwrap();
+    ok(&with(&by_other, &["--out", s(&out), "--resume"]));
     let sure = d.path().join("sure.csv");
     ok(&with(&score, &["--threshold", "0.999", "--out", s(&sure)]));
     let text = std::fs::read_to_string(&sure).unwrap();

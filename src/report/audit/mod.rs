@@ -540,7 +540,7 @@ pub fn audit(cfg: &AuditConfig, rep: &dyn Reporter) -> Result<AuditSummary> {
         .fold((f32::INFINITY, f32::NEG_INFINITY), |(a, b), &v| {
             (a.min(v), b.max(v))
         });
-    if n > 2 && hi - lo < 1e-6 {
+    if n > 2 && !d.is_empty() && hi - lo < 1e-6 {
         rep.report(Event::Warning(&format!(
             "every photo lies at the same distance ({lo:.4}) from its neighbours: the features do not tell the photos apart (all zero, or one row for all?), so the duplicate and outlier counts mean nothing; extract them again"
         )));

@@ -50,6 +50,10 @@ impl RunRecord {
     /// Refuses to resume `out` when its record says another run wrote it.
     pub(super) fn check_resume(&self, out: &Path) -> Result<()> {
         let path = Self::path(out);
+        // A record left after its file was removed speaks for nothing.
+        if !out.exists() {
+            return Ok(());
+        }
         let Ok(text) = std::fs::read_to_string(&path) else {
             return Ok(());
         };
