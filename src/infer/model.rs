@@ -14,9 +14,11 @@ use crate::data::preprocess::{
 };
 use crate::data::presets::{self, Preset};
 use crate::error::{Error, Result};
-use crate::infer::binding::Bound;
 use crate::infer::runtime::{self, Device, RuntimeConfig};
 use crate::onnx;
+
+mod binding;
+use binding::Bound;
 
 /// What the model file says about itself.
 #[derive(Debug, Clone)]
@@ -262,73 +264,6 @@ impl BaseModel {
             self.run_raw(pre.batch_shape(n), data, n)?
         };
         self.tokens.apply(values, n, &dims, &self.info.path)
-    }
-
-    /// Refuses a plain run (`what`) on a session with a CUDA graph: the graph replays its captured
-    /// batch, whatever is fed.
-    fn no_graph(&self, what: &str) -> Result<()> {
-        if self.graph {
-            return Err(Error::invalid(
-                "cuda_graph",
-                format!("runs float batches through bound tensors only; {what} cannot go through a CUDA graph"),
-            ));
-        }
-        Ok(())
-    }
-
-    /// One float batch through the bound tensors, bound on the first batch (and again for a
-    /// larger one, except in a CUDA graph).
-    fn run_bound(
-        &mut self,
-        shape: [usize; 4],
-        data: &[f32],
-        n: usize,
-    ) -> Result<(Vec<f32>, Vec<usize>)> {
-        let path = self.info.path.clone();
-        let err = |e: ort::Error| Error::model(&path, format!("inference (I/O binding): {e}"));
-        let fits = |b: &Bound| b.in_shape[0] >= n && b.in_shape[1..] == shape[1..];
-        match &self.bound {
-            Some(b) if fits(b) => {}
-            Some(b) if self.graph => {
-                return Err(Error::model(
-                    &path,
-                    format!(
-                        "a CUDA graph replays the shape of its first batch {:?}; this batch is {shape:?}",
-                        b.in_shape
-                    ),
-                ))
-            }
-            _ => {
-                let shape_known = self.info.output_shape.len() >= 2;
-                let static_dims =
-                    shape_known && self.info.output_shape[1..].iter().all(|&d| d > 0);
-                // A dynamic shape is learnt from one plain run, whose outputs are this batch's.
-                let (out_dims, learnt) = if static_dims {
-                    let dims = self.info.output_shape[1..].iter().map(|&d| d as usize);
-                    (dims.collect::<Vec<usize>>(), None)
-                } else if self.graph {
-                    return Err(Error::model(
-                        &path,
-                        format!(
-                            "a CUDA graph needs an output of static shape; '{}' is {:?}",
-                            self.info.output_name, self.info.output_shape
-                        ),
-                    ));
-                } else {
-                    let (values, dims) = self.run_raw(shape, data, n)?;
-                    (dims.clone(), Some((values, dims)))
-                };
-                let names = (self.info.input_name.as_str(), shape);
-                let out = (self.info.output_name.as_str(), out_dims.as_slice());
-                self.bound = Some(Bound::new(&self.session, self.device, names, out).map_err(err)?);
-                if let Some(done) = learnt {
-                    return Ok(done);
-                }
-            }
-        }
-        let b = self.bound.as_mut().expect("bound above");
-        let values = b.run(&mut self.session, data, n).map_err(err)?;
-        Ok((values, b.out_dims.clone()))
     }
 
     /// Runs `n` images of resized uint8 RGB pixels (NHWC at the preprocessing's size) through a
