@@ -217,24 +217,7 @@ pub fn quantize(cfg: &QuantizeConfig, rep: &dyn Reporter) -> Result<QuantizeSumm
             .map(|&(i, c)| (targets[i].name.clone(), c))
             .collect();
     }
-    // An "int8" model of float nodes only would be the float model under another name.
-    if targets.len() == auto_kept.len() {
-        let why = match all_int8_cosine {
-            Some(c) => format!(
-                "every node in int8 gave cosine {c:.5}, and the target {} is met only with all of them in float",
-                cfg.target_cosine.unwrap_or(1.0)
-            ),
-            None => "every node that could be quantized is kept in float".into(),
-        };
-        let hint = match all_int8_cosine {
-            Some(_) => "lower --target-cosine or try another --method",
-            None => "name fewer --keep-float nodes",
-        };
-        return Err(Error::model(
-            &cfg.model,
-            format!("no node left to quantize: {why}; {hint}"),
-        ));
-    }
+    some_int8_left(cfg, targets.len() - auto_kept.len(), all_int8_cosine)?;
     let mut kept_float = cfg.keep_float.clone();
     kept_float.extend(auto_kept.iter().map(|(n, _)| n.clone()));
     crate::onnx::edit::set_metadata(
@@ -487,6 +470,33 @@ pub fn cosine(x: &[f32], y: &[f32]) -> f64 {
     } else {
         0.0
     }
+}
+
+/// An "int8" model of float nodes only would be the float model under another name: refused
+/// when `quantized` nodes are none.
+fn some_int8_left(
+    cfg: &QuantizeConfig,
+    quantized: usize,
+    all_int8_cosine: Option<f64>,
+) -> Result<()> {
+    if quantized == 0 {
+        let why = match all_int8_cosine {
+            Some(c) => format!(
+                "every node in int8 gave cosine {c:.5}, and the target {} is met only with all of them in float",
+                cfg.target_cosine.unwrap_or(1.0)
+            ),
+            None => "every node that could be quantized is kept in float".into(),
+        };
+        let hint = match all_int8_cosine {
+            Some(_) => "lower --target-cosine or try another --method",
+            None => "name fewer --keep-float nodes",
+        };
+        return Err(Error::model(
+            &cfg.model,
+            format!("no node left to quantize: {why}; {hint}"),
+        ));
+    }
+    Ok(())
 }
 
 #[cfg(test)]

@@ -533,18 +533,7 @@ pub fn audit(cfg: &AuditConfig, rep: &dyn Reporter) -> Result<AuditSummary> {
         pair_findings(&ph, hashes.as_deref(), &nb.pairs, &classes);
     findings.extend(pair_findings);
 
-    // Features that do not tell photos apart (all zero, or one row for all) find nothing: said.
-    let d = &nb.knn_distance;
-    let (lo, hi) = d
-        .iter()
-        .fold((f32::INFINITY, f32::NEG_INFINITY), |(a, b), &v| {
-            (a.min(v), b.max(v))
-        });
-    if n > 2 && !d.is_empty() && hi - lo < 1e-6 {
-        rep.report(Event::Warning(&format!(
-            "every photo lies at the same distance ({lo:.4}) from its neighbours: the features do not tell the photos apart (all zero, or one row for all?), so the duplicate and outlier counts mean nothing; extract them again"
-        )));
-    }
+    warn_if_degenerate(&nb.knn_distance, n, rep);
     // Outliers.
     let outliers = near::far_out(&nb.knn_distance);
     for &i in &outliers {
@@ -658,6 +647,21 @@ impl AuditSummary {
             self.near_duplicates, if self.approximate { " (searched approximately)" } else { "" },
             self.leakage, self.outliers, self.audit_tsv, self.seconds
         ) + &self.html.as_ref().map_or(String::new(), HtmlSummary::line)
+    }
+}
+
+/// Features that do not tell photos apart (all zero, or one row for all) find nothing: said, when
+/// every photo's neighbour distance `d` is the same.
+fn warn_if_degenerate(d: &[f32], n: usize, rep: &dyn Reporter) {
+    let (lo, hi) = d
+        .iter()
+        .fold((f32::INFINITY, f32::NEG_INFINITY), |(a, b), &v| {
+            (a.min(v), b.max(v))
+        });
+    if n > 2 && !d.is_empty() && hi - lo < 1e-6 {
+        rep.report(Event::Warning(&format!(
+            "every photo lies at the same distance ({lo:.4}) from its neighbours: the features do not tell the photos apart (all zero, or one row for all?), so the duplicate and outlier counts mean nothing; extract them again"
+        )));
     }
 }
 
