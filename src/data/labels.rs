@@ -1,6 +1,6 @@
 //! Labels from a table instead of folder names: a CSV, TSV or JSON Lines file that names each
-//! image (its path below the image folder, with or without the extension) and its class, and
-//! optionally its split (`train`, `val`, `test`). The result is the same [`Dataset`] a folder
+//! image (its path below the image folder, with or without the extension, in any Unicode
+//! normalisation) and its class, and optionally its split (`train`, `val`, `test`). The result is the same [`Dataset`] a folder
 //! layout gives: classes sorted by name, each split class by class, files in path order, so a
 //! table that says what the folders say makes the same cache.
 //!
@@ -401,11 +401,20 @@ fn format_of(file: &Path) -> Format {
     }
 }
 
-/// The images below the root by relative path, and by relative path without its extension.
+/// The images below the root by relative path, and by relative path without its extension; both
+/// also under their Unicode NFC form, for ids typed in another normalisation than the file names
+/// (a table written on Linux for photos copied from macOS, whose names are in NFD).
 struct ImageIndex {
     all: Vec<String>,
     exact: BTreeSet<String>,
     stems: HashMap<String, Vec<String>>,
+    nfc: HashMap<String, Vec<String>>,
+}
+
+/// `s` in Unicode normalisation form C.
+fn nfc(s: &str) -> String {
+    use unicode_normalization::UnicodeNormalization;
+    s.nfc().collect()
 }
 
 impl ImageIndex {
@@ -415,15 +424,34 @@ impl ImageIndex {
             .map(|f| crate::util::paths::to_text(f.strip_prefix(root).unwrap_or(f)))
             .collect();
         let mut stems: HashMap<String, Vec<String>> = HashMap::new();
+        let mut by_nfc: HashMap<String, Vec<String>> = HashMap::new();
         for rel in &all {
             let p = crate::util::paths::from_text(rel);
             let stem = crate::util::paths::to_text(&p.with_extension(""));
+            let (rel_nfc, stem_nfc) = (nfc(rel), nfc(&stem));
+            by_nfc.entry(rel_nfc.clone()).or_default().push(rel.clone());
+            if stem_nfc != rel_nfc {
+                by_nfc.entry(stem_nfc).or_default().push(rel.clone());
+            }
             stems.entry(stem).or_default().push(rel.clone());
         }
         ImageIndex {
             exact: all.iter().cloned().collect(),
             all,
             stems,
+            nfc: by_nfc,
+        }
+    }
+
+    /// The files `rel` names: itself, those it is the stem of, or (when neither) those whose path
+    /// or stem has its NFC form.
+    fn candidates(&self, rel: &str) -> &[String] {
+        if let Some(one) = self.exact.get(rel) {
+            return std::slice::from_ref(one);
+        }
+        match self.stems.get(rel) {
+            Some(many) => many,
+            None => self.nfc.get(&nfc(rel)).map_or(&[], Vec::as_slice),
         }
     }
 
@@ -433,20 +461,18 @@ impl ImageIndex {
         let id = id.trim();
         let rel = crate::util::paths::contained(id, table, &format!("line {line}"))?;
         let rel = crate::util::paths::to_text(&rel);
-        if self.exact.contains(&rel) {
-            return Ok(Some(rel));
-        }
-        match self.stems.get(&rel).map(Vec::as_slice) {
-            Some([one]) => Ok(Some(one.clone())),
-            Some(many) if many.len() > 1 => Err(Error::dataset(
+        match self.candidates(&rel) {
+            [] => Ok(None),
+            [one] => Ok(Some(one.clone())),
+            many => Err(Error::dataset(
                 table,
                 format!(
-                    "line {line}: '{id}' matches {} files ({}); give the extension",
+                    "line {line}: '{id}' matches {} files ({}); give the extension, or the name \
+                     as the file spells it",
                     many.len(),
                     many.join(", ")
                 ),
             )),
-            _ => Ok(None),
         }
     }
 
@@ -455,8 +481,9 @@ impl ImageIndex {
         let Ok(rel) = crate::util::paths::contained(id.trim(), Path::new(""), "") else {
             return false;
         };
-        let rel = crate::util::paths::to_text(&rel);
-        self.exact.contains(&rel) || self.stems.contains_key(&rel)
+        !self
+            .candidates(&crate::util::paths::to_text(&rel))
+            .is_empty()
     }
 }
 

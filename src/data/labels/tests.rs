@@ -165,3 +165,33 @@ fn the_sha256_is_the_tables() {
     let (_, sha) = scan_table(&d.path().join("img"), &t).unwrap();
     assert_eq!(sha, format!("{:x}", Sha256::digest(b"a,cat\nb,dog\n")));
 }
+
+/// An id typed in NFC finds the file named in NFD (as macOS writes names), with or without its
+/// extension, and the guessed header is still a header; when the NFD and NFC spellings are two
+/// files, each exact id finds its own, and an id in a third spelling of both is refused.
+#[test]
+fn ids_in_another_unicode_normalisation_find_their_file() {
+    let (nfd, nfc) = ("cafe\u{301}", "caf\u{e9}");
+    let d = folder(&[&format!("{nfd}.jpg"), "b.jpg"]);
+    let t = table(&d, "l.csv", &format!("id,label\n{nfc},cat\nb,dog\n"));
+    let ds = scan(&d, &t).unwrap();
+    let rels: Vec<&str> = ds.splits[0]
+        .items
+        .iter()
+        .map(|i| i.rel_path.as_str())
+        .collect();
+    assert_eq!(rels, [format!("{nfd}.jpg").as_str(), "b.jpg"]);
+    let t = table(&d, "l2.csv", &format!("{nfc}.jpg,cat\nb.jpg,dog\n"));
+    assert_eq!(scan(&d, &t).unwrap().splits[0].items.len(), 2);
+
+    // Two files whose names differ only in normalisation: each exact id finds its own, and an id
+    // in a third spelling of both (marks out of canonical order) is refused, naming both.
+    let (odd, nfd, nfc) = ("e\u{301}\u{323}", "e\u{323}\u{301}", "\u{1eb9}\u{301}");
+    let d = folder(&[&format!("{nfd}.jpg"), &format!("{nfc}.jpg")]);
+    let t = table(&d, "l.csv", &format!("{nfd}.jpg,cat\n{nfc}.jpg,dog\n"));
+    let ds = scan(&d, &t).unwrap();
+    assert_eq!(ds.classes, ["cat", "dog"]);
+    let t = table(&d, "l3.csv", &format!("{odd}.jpg,cat\n{nfc}.jpg,dog\n"));
+    let e = err(scan(&d, &t));
+    assert!(e.contains("line 1") && e.contains("matches 2 files"), "{e}");
+}
