@@ -436,17 +436,13 @@ impl ModelRunArgs {
 /// The model of `inspect`, `cut` and `convert`: positional (`headstart inspect M.onnx`) or, as every
 /// other command takes it, `--model M.onnx`.
 #[derive(Args, Debug, Clone)]
+#[group(required = true, multiple = false)]
 pub struct ModelArg {
     /// The ONNX model: a file, or a name headstart fetches (`headstart models`).
-    #[arg(value_name = "MODEL", required_unless_present = "model_flag")]
+    #[arg(value_name = "MODEL")]
     model: Option<PathBuf>,
     /// The same as the positional MODEL, as the other commands take it.
-    #[arg(
-        long = "model",
-        id = "model_flag",
-        value_name = "MODEL",
-        conflicts_with = "model"
-    )]
+    #[arg(long = "model", id = "model_flag", value_name = "MODEL")]
     model_flag: Option<PathBuf>,
 }
 
