@@ -606,6 +606,23 @@ impl Preprocessor {
     }
 }
 
+/// Mirrors resized uint8 RGB pixels (HWC, rows of `width` pixels) left-right in place: the mirror
+/// of the input tensor, which `--tta flip` and `--augment flip` use (and an exported `--tta flip`
+/// graph makes), since normalising commutes with it.
+pub fn mirror_pixels(pixels: &mut [u8], width: usize) {
+    if width == 0 {
+        return;
+    }
+    for row in pixels.chunks_exact_mut(3 * width) {
+        for x in 0..width / 2 {
+            let (a, b) = (3 * x, 3 * (width - 1 - x));
+            for c in 0..3 {
+                row.swap(a + c, b + c);
+            }
+        }
+    }
+}
+
 /// Writes resized uint8 RGB pixels (HWC) into `out` with the colour order, mean/std and layout of `cfg`.
 pub fn normalize_into(cfg: &Preprocess, pixels: &[u8], out: &mut [f32]) {
     let n = cfg.size.0 as usize * cfg.size.1 as usize;

@@ -78,8 +78,9 @@ struct Msg {
     data: std::result::Result<Decoded, String>,
 }
 
-/// Decodes one image for `pre`, mirrored and augmented as asked. Augmented copies are decoded at
-/// full size: their random crop may keep a small part of the photo.
+/// Decodes one image for `pre`, augmented as asked. An augmented copy is decoded at full size
+/// (its random crop may keep a small part of the photo) and mirrored here, before its crop; the
+/// mirror of a plain image is made of its input tensor instead ([`preprocess::mirror_pixels`]).
 fn decode_one(
     path: &Path,
     pre: &Preprocess,
@@ -100,11 +101,7 @@ fn decode_one(
             denominator: 1,
         });
     }
-    let mut d = preprocess::decode_for(path, pre)?;
-    if mirrored {
-        image::imageops::flip_horizontal_in_place(&mut d.image);
-    }
-    Ok(d)
+    preprocess::decode_for(path, pre)
 }
 
 /// The error text without the leading "path: " (the path is stored beside it).
@@ -166,15 +163,26 @@ impl Pipeline<'_> {
                             }
                             d
                         });
+                        // A plain image's mirror is its input tensor's, as an exported
+                        // `--tta flip` graph makes it: mirroring the photo before an off-centre
+                        // crop box would move the box by a pixel.
+                        let tensor_mirror =
+                            mirrored && !matches!(augment.get(index), Some(Some(_)));
                         let data = data.and_then(|d| {
-                            match input {
+                            let mut px = pp
+                                .resize_decoded(&d)
+                                .map_err(|e| strip_path(&e.to_string(), &paths[index]))?;
+                            if tensor_mirror {
+                                preprocess::mirror_pixels(&mut px, pre.size.1 as usize);
+                            }
+                            Ok(match input {
                                 InputKind::F32 => {
                                     let mut out = vec![0f32; pre.len()];
-                                    pp.apply_decoded(&d, &mut out).map(|_| Decoded::F32(out))
+                                    preprocess::normalize_into(pre, &px, &mut out);
+                                    Decoded::F32(out)
                                 }
-                                InputKind::U8 => pp.resize_decoded(&d).map(Decoded::U8),
-                            }
-                            .map_err(|e| strip_path(&e.to_string(), &paths[index]))
+                                InputKind::U8 => Decoded::U8(px),
+                            })
                         });
                         let msg = Msg { index, data };
                         if tx.send(msg).is_err() {

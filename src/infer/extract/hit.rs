@@ -30,8 +30,9 @@ pub(super) fn fingerprint(
         cfg.overrides,
         cfg.layout,
         cfg.dtype.name(),
-        if cfg.augment_flip { "|flip" } else { "" },
-        if cfg.tta_flip { "|tta-flip" } else { "" }
+        // Mirrors are of the input tensor (caches of earlier releases mirrored the photo).
+        if cfg.augment_flip { "|flip tensor" } else { "" },
+        if cfg.tta_flip { "|tta-flip tensor" } else { "" }
     ));
     if cfg.tokens != TokenRequest::default() {
         h.update(format!("|tokens {:?}", cfg.tokens));
