@@ -8,6 +8,7 @@ use crate::events::{Event as Report, Reporter};
 use crate::infer::model::{resolve_preprocess, BaseModel, PreprocessOverrides};
 use crate::infer::pipeline::{Event, InputKind, Pipeline};
 use crate::infer::runtime::RuntimeConfig;
+use crate::onnx::export::CLASSES_KEY;
 use crate::report::score::collect_inputs;
 
 /// The 1000 ImageNet-1k class names in the usual output order, one per line (`models/imagenet_classes.txt`,
@@ -47,7 +48,8 @@ fn probabilities(row: &[f32]) -> Vec<f32> {
     e.into_iter().map(|v| v / s).collect()
 }
 
-/// Classifies every image; `on_result` sees each as its batch finishes.
+/// Classifies every image; `on_result` sees each in the order of the inputs (files of a folder
+/// sorted), as soon as the images before it are done.
 pub fn classify(
     cfg: &ClassifyConfig,
     rep: &dyn Reporter,
@@ -87,15 +89,32 @@ pub fn classify(
         prefetch: None,
     };
     let pending: Vec<usize> = (0..files.len()).collect();
+    let own_classes = model.info.metadata.contains_key(CLASSES_KEY);
+    // Decoders finish out of order: results wait here until those before them are out.
+    let mut waiting = std::collections::BTreeMap::new();
+    let mut next = 0;
+    let mut emit = |i: usize, c: Classified| {
+        waiting.insert(i, c);
+        while let Some(c) = waiting.remove(&next) {
+            on_result(c);
+            next += 1;
+        }
+    };
     pipeline.run(&mut model, &pending, &mut |event| {
         match event {
             Event::Batch(b) => {
                 let (k, shape) = (b.width(), b.shape);
                 if k != names.len() {
+                    let hint = if own_classes {
+                        "; the model names its own classes (a headstart export): score it with \
+                         `score --model`"
+                    } else {
+                        "; give the model's class names, one per line, with --classes FILE"
+                    };
                     return Err(Error::model(
                         &cfg.model,
                         format!(
-                            "output per image {shape:?} has {k} values but {from} lists {} class names",
+                            "output per image {shape:?} has {k} values but {from} lists {} class names{hint}",
                             names.len()
                         ),
                     ));
@@ -104,7 +123,7 @@ pub fn classify(
                     let p = probabilities(row);
                     let mut order: Vec<usize> = (0..k).collect();
                     order.sort_by(|&a, &b| p[b].total_cmp(&p[a]));
-                    on_result(Classified {
+                    emit(i, Classified {
                         path: shown[i].clone(),
                         top: order
                             .iter()
@@ -115,11 +134,14 @@ pub fn classify(
                     });
                 }
             }
-            Event::Failed { index, reason } => on_result(Classified {
-                path: shown[index].clone(),
-                top: vec![],
-                error: Some(reason),
-            }),
+            Event::Failed { index, reason } => emit(
+                index,
+                Classified {
+                    path: shown[index].clone(),
+                    top: vec![],
+                    error: Some(reason),
+                },
+            ),
         }
         Ok(())
     })?;

@@ -133,6 +133,49 @@ fn classify_names_imagenet_classes_of_real_photos() {
     assert_eq!(names.lines().nth(282), Some("tiger cat"));
 }
 
+/// `classify` writes its rows in the order of the inputs however the decoders finish: a large photo
+/// first, then small ones, one per batch (the small ones used to come out first). A model with
+/// another number of outputs than the class list is told how to name its classes.
+#[test]
+fn classify_rows_come_in_input_order() {
+    let d = tmp();
+    let model = save_model(
+        d.path(),
+        "m.onnx",
+        &CnnSpec::tiny(Layout::Nchw, Some((32, 32))),
+    );
+    let classes = d.path().join("classes.txt");
+    let names: String = (0..16 * 8 * 8).map(|i| format!("c{i}\n")).collect();
+    std::fs::write(&classes, names).unwrap();
+    let dir = d.path().join("photos");
+    gradient(&dir.join("a00.png"), 2500, 2500, 1);
+    for k in 1..12 {
+        gradient(&dir.join(format!("a{k:02}.png")), 40, 30, k);
+    }
+    let args = ["classify", "--model", s(&model), "--preprocess", "torch"];
+    let out = ok(&[
+        &args[..],
+        &["--classes", s(&classes), "--batch", "1", "--jsonl", s(&dir)],
+    ]
+    .concat());
+    let paths: Vec<String> = out
+        .lines()
+        .filter(|l| l.starts_with('{'))
+        .map(|l| {
+            let v: serde_json::Value = serde_json::from_str(l).unwrap();
+            v["path"].as_str().unwrap().to_string()
+        })
+        .collect();
+    let mut sorted = paths.clone();
+    sorted.sort();
+    assert_eq!(paths.len(), 12, "{out}");
+    assert_eq!(paths, sorted);
+    fails(
+        &[&args[..], &[s(&dir)]].concat(),
+        &["1024 values", "1000 class names", "--classes FILE"],
+    );
+}
+
 /// A model whose weights live in an external data file can be cut (into its own folder) and used.
 /// The tiny model with its weights in `dir/weights.bin` (ONNX external data) as `dir/m.onnx`:
 /// (proto, model path, weights bytes).
