@@ -57,6 +57,51 @@ pub struct History {
 impl History {
     pub const CSV_HEADER: &'static str = "epoch,loss,accuracy,val_loss,val_accuracy,lr,seconds";
 
+    /// The closing lines of a run: the kept epoch's numbers, and the first epochs reaching the
+    /// lowest val_loss and the highest val_accuracy (what `train-head --quiet` still prints).
+    pub fn summary_lines(&self) -> Vec<String> {
+        let Some(kept) = self.epochs.get(self.kept_epoch.saturating_sub(1)) else {
+            return vec![];
+        };
+        let val = match (kept.val_loss, kept.val_accuracy) {
+            (Some(l), Some(a)) => format!("val_loss {l:.4} val_accuracy {a:.4}"),
+            _ => format!(
+                "loss {:.4} accuracy {:.4} (no validation)",
+                kept.loss, kept.accuracy
+            ),
+        };
+        let stop = if self.stopped_early {
+            ", stopped early"
+        } else {
+            ""
+        };
+        let mut lines = vec![format!(
+            "kept epoch {} of {}{stop}: {val}",
+            self.kept_epoch,
+            self.epochs.len()
+        )];
+        let best = |f: fn(&EpochRecord) -> Option<f64>, lower: bool| {
+            self.epochs
+                .iter()
+                .filter_map(|r| f(r).map(|v| (v, r.epoch)))
+                .reduce(|a, b| {
+                    if (lower && b.0 < a.0) || (!lower && b.0 > a.0) {
+                        b
+                    } else {
+                        a
+                    }
+                })
+        };
+        if let (Some((l, le)), Some((a, ae))) =
+            (best(|r| r.val_loss, true), best(|r| r.val_accuracy, false))
+        {
+            lines.push(format!(
+                "best: val_loss {l:.4} (epoch {le}), val_accuracy {a:.4} (epoch {ae})"
+            ));
+        }
+        lines
+    }
+
     /// Whether `path` holds a history CSV (its first line is [`History::CSV_HEADER`]): the rule by
     /// which a history file is replaced.
     pub fn is_csv(path: &Path) -> bool {

@@ -397,7 +397,9 @@ fn write_head(
     };
     head.save_to(&head_out)?;
     history_out.write_bytes(history.csv().as_bytes())?;
-    report_kept(&history, rep);
+    for line in history.summary_lines() {
+        say(line);
+    }
     let seconds = t0.elapsed().as_secs_f64();
     say(format!(
         "wrote {} and {} in {seconds:.2} s",
@@ -642,52 +644,6 @@ fn train_logistic(
         settings: serde_json::json!({"C": c, "max_iter": max_iter}),
         val_probs: None,
     })
-}
-
-/// The kept epoch's numbers, and the first epochs reaching the lowest val_loss and the highest
-/// val_accuracy.
-fn report_kept(history: &History, rep: &dyn Reporter) {
-    let say = |s: String| rep.report(Event::Line(&s));
-    let Some(kept) = history.epochs.get(history.kept_epoch.saturating_sub(1)) else {
-        return;
-    };
-    let val = match (kept.val_loss, kept.val_accuracy) {
-        (Some(l), Some(a)) => format!("val_loss {l:.4} val_accuracy {a:.4}"),
-        _ => format!(
-            "loss {:.4} accuracy {:.4} (no validation)",
-            kept.loss, kept.accuracy
-        ),
-    };
-    let stop = if history.stopped_early {
-        ", stopped early"
-    } else {
-        ""
-    };
-    say(format!(
-        "kept epoch {} of {}{stop}: {val}",
-        history.kept_epoch,
-        history.epochs.len()
-    ));
-    let best = |f: fn(&EpochRecord) -> Option<f64>, lower: bool| {
-        history
-            .epochs
-            .iter()
-            .filter_map(|r| f(r).map(|v| (v, r.epoch)))
-            .reduce(|a, b| {
-                if (lower && b.0 < a.0) || (!lower && b.0 > a.0) {
-                    b
-                } else {
-                    a
-                }
-            })
-    };
-    if let (Some((l, le)), Some((a, ae))) =
-        (best(|r| r.val_loss, true), best(|r| r.val_accuracy, false))
-    {
-        say(format!(
-            "best: val_loss {l:.4} (epoch {le}), val_accuracy {a:.4} (epoch {ae})"
-        ));
-    }
 }
 
 #[cfg(test)]

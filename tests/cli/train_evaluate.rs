@@ -198,6 +198,19 @@ fn same_seed_gives_bit_identical_heads_and_python_reads_them() {
         }
         let o = cmd.args(&args).output().unwrap();
         assert!(o.status.success(), "{}", text(&o));
+        // --quiet keeps the closing lines only (it used to print nothing at all).
+        let stdout = String::from_utf8_lossy(&o.stdout);
+        let lines: Vec<&str> = stdout.lines().collect();
+        assert_eq!(lines.len(), 3, "{stdout}");
+        assert!(
+            lines[0].starts_with("kept epoch 4 of 4: val_loss"),
+            "{stdout}"
+        );
+        assert!(lines[1].starts_with("best: val_loss"), "{stdout}");
+        assert!(
+            lines[2].starts_with("wrote ") && lines[2].contains(name),
+            "{stdout}"
+        );
         headstart::head::file::Head::load(&out).unwrap()
     };
     let a = train("a.h5", "7", false);

@@ -292,6 +292,13 @@ pub fn run(a: &Args) -> Result<()> {
         headstart::report::folders::check_plots_beside(&cfg.out, &features, &features)?;
     }
     let s = train_head(&cfg, &term(ProgressArg::None, a.quiet))?;
+    if a.quiet {
+        // The report lines are off; the closing ones are what --quiet keeps.
+        for line in s.history.summary_lines() {
+            println!("{line}");
+        }
+        println!("wrote {} and {}", cfg.out.display(), cfg.history.display());
+    }
     for p in markdown::train_head(&cfg, &s, a.plot, a.report.as_deref())? {
         eprintln!("wrote {}", p.display());
     }
