@@ -355,6 +355,22 @@ impl fmt::Display for Decode {
 
 /// The checks made before any pixel is decoded: file size, a known format, the header's size, and
 /// for a JPEG its end marker. Returns the reader (format guessed) and the stored width and height.
+/// Reads the first `buf.len()` bytes of `path` (fewer when the file is shorter); returns how many.
+fn read_up_to(path: &Path, buf: &mut [u8]) -> Result<usize> {
+    use std::io::Read;
+    let mut f = std::fs::File::open(path).map_err(|e| Error::io(path, e))?;
+    let mut n = 0;
+    while n < buf.len() {
+        match f.read(&mut buf[n..]) {
+            Ok(0) => break,
+            Ok(k) => n += k,
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+            Err(e) => return Err(Error::io(path, e)),
+        }
+    }
+    Ok(n)
+}
+
 fn checked_reader(
     path: &Path,
 ) -> Result<(ImageReader<std::io::BufReader<std::fs::File>>, u32, u32)> {
@@ -376,6 +392,24 @@ fn checked_reader(
             .with_guessed_format()
             .map_err(|e| Error::io(path, e))
     };
+    // The content decides, never the name: a text file called x.jpg is no image.
+    let mut head = [0u8; 16];
+    let n = read_up_to(path, &mut head)?;
+    if n == 0 {
+        return Err(err("empty file: not an image".into()));
+    }
+    if image::guess_format(&head[..n]).is_err() {
+        let shown: String = head[..n.min(8)]
+            .iter()
+            .map(|&b| match b {
+                b' '..=b'~' => (b as char).to_string(),
+                _ => format!("\\x{b:02x}"),
+            })
+            .collect();
+        return Err(err(format!(
+            "not an image: its content is no JPEG, PNG, BMP, GIF or WebP (it begins \"{shown}\")"
+        )));
+    }
     let reader = open()?;
     let Some(format) = reader.format() else {
         return Err(err("unknown image format".into()));

@@ -153,12 +153,18 @@ pub fn fetch_file(d: &Download, offline: bool, rep: &dyn Reporter) -> Result<Pat
         }
     }
     if !last.is_empty() {
+        let kept = match std::fs::metadata(&part).map_or(0, |m| m.len()) {
+            0 => "nothing arrived".to_string(),
+            n => format!(
+                "the {n} bytes that arrived are kept in {} and the next run resumes them",
+                part.display()
+            ),
+        };
         return Err(Error::Config(format!(
-            "downloading {} from {} failed after {ATTEMPTS} tries: {last}; what arrived is kept in {} \
-             and the next run resumes it; check the network, {}",
+            "downloading {} from {} failed after {ATTEMPTS} tries: {last}; {kept}; check the \
+             network, {}",
             d.what,
             d.url,
-            part.display(),
             by_hand(d)
         )));
     }

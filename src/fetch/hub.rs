@@ -226,7 +226,17 @@ fn small_file(m: &HubModel, path: &str, rep: &dyn Reporter) -> Result<Vec<u8>> {
                 rep.report(Event::Warning(&format!("{url}: {e}; trying again")));
                 std::thread::sleep(Duration::from_millis(300 * tries));
             }
-            Err(Small::Retry(msg) | Small::Fatal(msg)) => return Err(Error::Remote { url, msg }),
+            Err(Small::Retry(msg) | Small::Fatal(msg)) => {
+                let msg = format!(
+                    "{msg}; {path} of {}@{} could not be downloaded: check the network, point {} \
+                     at a mirror of the hub, or place the file in the hub cache as {}",
+                    m.repo,
+                    m.revision,
+                    ENDPOINT_ENV,
+                    cached.display()
+                );
+                return Err(Error::Remote { url, msg });
+            }
         }
     };
     // A proxy's or portal's page served with status 200 is never kept as the config.

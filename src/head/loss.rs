@@ -43,6 +43,21 @@ fn softmax_row(z: &[f32], out: &mut [f32]) -> f32 {
 }
 
 impl Loss {
+    /// The loss as the CLI names it, with its parameters: `cross-entropy`, `cross-entropy(label
+    /// smoothing=0.1)`, `focal(gamma=2, alpha=0.25)`, `hinge`, `squared-hinge`, `mse`.
+    pub fn describe(&self) -> String {
+        match *self {
+            Loss::CrossEntropy { smoothing } if smoothing == 0.0 => "cross-entropy".into(),
+            Loss::CrossEntropy { smoothing } => {
+                format!("cross-entropy(label smoothing={smoothing})")
+            }
+            Loss::Focal { gamma, alpha } => format!("focal(gamma={gamma}, alpha={alpha})"),
+            Loss::Hinge => "hinge".into(),
+            Loss::SquaredHinge => "squared-hinge".into(),
+            Loss::Mse => "mse".into(),
+        }
+    }
+
     /// Mean of `weights[i] * loss_i` over the batch, and d(mean)/d(logits).
     pub fn compute(
         &self,

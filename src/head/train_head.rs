@@ -493,9 +493,9 @@ fn describe_head(cfg: &TrainHeadConfig, classes: usize, multi_label: bool) -> St
     };
     match &cfg.head {
         HeadChoice::Mlp(tc) => format!(
-            "{} -> {outputs} {output}; loss {:?}; {}; schedule {}; {} epochs of {}, seed {}",
+            "{} -> {outputs} {output}; loss {}; {}; schedule {}; {} epochs of {}, seed {}",
             spec_string(&tc.spec),
-            tc.loss,
+            tc.loss.describe(),
             tc.optimizer.describe(),
             tc.schedule.describe(),
             tc.epochs,
@@ -530,7 +530,7 @@ fn train_mlp(tc: &TrainConfig, classes: usize, rows: &Rows, rep: &dyn Reporter) 
 /// A layer-spec head's training settings, for the head file.
 fn mlp_settings(tc: &TrainConfig) -> serde_json::Value {
     serde_json::json!({
-        "loss": format!("{:?}", tc.loss),
+        "loss": tc.loss.describe(),
         "optimizer": tc.optimizer.describe(),
         "schedule": tc.schedule.describe(),
         "epochs": tc.epochs,

@@ -15,8 +15,18 @@ fn corrupt_images_are_skipped_and_listed_or_fatal_with_strict() {
         &out,
         &["--preprocess", "tf", "--progress", "none"],
     );
-    assert!(log.contains("garbage.jpg: skipped"), "{log}");
-    assert!(log.contains("8 images, 3 skipped"), "{log}");
+    // A text file named .jpg is said to be no image (not the JPEG decoder's complaint).
+    assert!(
+        log.contains(
+            "garbage.jpg: skipped: cannot decode image: not an image: its content is no JPEG"
+        ),
+        "{log}"
+    );
+    assert!(
+        log.contains("empty.png: skipped: cannot decode image: empty file"),
+        "{log}"
+    );
+    assert!(log.contains("8 of 11 images, 3 skipped"), "{log}");
     let c = FeatureCache::open(&out).unwrap();
     let train = c.read_split("train").unwrap();
     assert_eq!(train.len(), 4);

@@ -8,7 +8,7 @@ fn extract_tiny_model_writes_all_splits_and_rerun_is_a_cache_hit() {
     std::fs::write(data.join("train/a/.hidden.png"), b"not an image").unwrap();
     std::fs::write(data.join("train/a/notes.txt"), b"ignored").unwrap();
     let log = extract(&model, &data, &out, &["--preprocess", "tf", "--batch", "4"]);
-    assert!(log.contains("12 images, 0 skipped"), "{log}");
+    assert!(log.contains("12 of 12 images, 0 skipped"), "{log}");
     assert!(log.contains("input 'input' [?x3x32x32] NCHW"), "{log}");
 
     let c = FeatureCache::open(&out).unwrap();

@@ -356,6 +356,15 @@ fn vgg_download_refuses_wrong_hashes_404_and_offline() {
     let o = fetch(&server.url("missing.h5"), &zeros);
     assert!(!o.status.success());
     assert!(text(&o).contains("HTTP 404 (not found)"), "{}", text(&o));
+    // Nothing listening: no try gets a byte, and the error does not speak of a kept part.
+    let o = fetch("http://127.0.0.1:9/w.h5", &zeros);
+    assert!(!o.status.success());
+    let t = text(&o);
+    assert!(
+        t.contains("failed after 4 tries") && t.contains("nothing arrived"),
+        "{t}"
+    );
+    assert!(!t.contains("are kept in"), "{t}");
     let o = offline_bin(&home)
         .args(["fetch", "vgg16"])
         .output()

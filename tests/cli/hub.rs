@@ -74,13 +74,15 @@ fn hub_exports_download_resume_verify_and_carry_their_preprocessing_and_pooling(
         &fetch(&[]),
         &["give the sha256 of onnx/model.onnx", "--sha256"],
     );
-    failed(
+    // fetch takes the spec as NAME: the error does not speak of a --model flag it has not.
+    let t = failed(
         &hub_bin(&home, &hf, &server.base)
             .args(["fetch", "hf:test-org/tiny-vit@main", "--sha256", &graph_sha])
             .output()
             .unwrap(),
-        &["not a commit"],
+        &["'hf:test-org/tiny-vit@main'", "not a commit"],
     );
+    assert!(!t.contains("--model"), "{t}");
     // The graph pinned but not its data file: the data file is named.
     failed(
         &fetch(&["--sha256", &graph_sha]),
@@ -101,6 +103,16 @@ fn hub_exports_download_resume_verify_and_carry_their_preprocessing_and_pooling(
         &["preprocessor_config.json is not JSON", "nothing was kept"],
     );
     assert!(!kept.exists());
+    // Missing at the commit: the error names the ways out (a mirror, the hub cache's place).
+    std::fs::remove_file(&served).unwrap();
+    failed(
+        &fetch(&["--sha256", &graph_sha, "--sha256", &data_pin]),
+        &[
+            "HTTP 404",
+            "HF_ENDPOINT",
+            "models--test-org--tiny-vit/snapshots",
+        ],
+    );
     std::fs::write(&served, PREPROCESSOR).unwrap();
     let o = fetch(&["--sha256", &graph_sha, "--sha256", &data_pin]);
     assert!(o.status.success(), "{}", text(&o));

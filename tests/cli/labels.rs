@@ -54,7 +54,7 @@ fn a_table_that_says_what_the_folders_say_makes_the_same_cache() {
         "fold",
     ];
     let log = extract(&model, &data, &from_table, &tflags);
-    assert!(log.contains("12 images, 0 skipped"), "{log}");
+    assert!(log.contains("12 of 12 images, 0 skipped"), "{log}");
     let (a, b) = (
         FeatureCache::open(&out).unwrap(),
         FeatureCache::open(&from_table).unwrap(),
@@ -134,7 +134,7 @@ fn a_bad_table_is_refused_naming_the_file_and_line_and_nothing_is_written() {
         &["--preprocess", "tf", "--labels", s(&table)],
     );
     assert!(log.contains("have no row in the table"), "{log}");
-    assert!(log.contains("2 images, 0 skipped"), "{log}");
+    assert!(log.contains("2 of 2 images, 0 skipped"), "{log}");
     let strict = d.path().join("strict.h5");
     fails(
         &extract_line(

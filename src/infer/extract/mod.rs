@@ -167,8 +167,9 @@ impl ExtractSummary {
             String::new()
         };
         format!(
-            "{what}{} images, {} skipped{scan}, {} extracted now in {:.1} s ({:.1} img/s{resumed}) -> {} ({:.1} MB)",
+            "{what}{} of {} images, {} skipped{scan}, {} extracted now in {:.1} s ({:.1} img/s{resumed}) -> {} ({:.1} MB)",
             self.extracted,
+            self.images,
             self.skipped.len(),
             self.extracted_now,
             self.seconds,

@@ -44,7 +44,12 @@ pub fn run(a: &Args) -> Result<()> {
             force: a.force,
             ..Default::default()
         };
-        let f = fetch_hub_spec(&a.name, &a.sha256, &cfg, &a.display.term())?;
+        // The spec is NAME here, not the --model of the other commands.
+        let f =
+            fetch_hub_spec(&a.name, &a.sha256, &cfg, &a.display.term()).map_err(|e| match e {
+                Error::Invalid { what, msg } if what == "model" => Error::Config(msg),
+                e => e,
+            })?;
         println!("{}: {} ({})", a.name, f.path.display(), state(&f));
         return Ok(());
     }

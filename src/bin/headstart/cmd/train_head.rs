@@ -7,7 +7,7 @@ use clap::ValueEnum;
 use headstart::error::Result;
 use headstart::head::fit::Monitor;
 use headstart::head::settings::{LossName, Recipe, ScheduleName, TrainSettings};
-use headstart::head::train_head::{history_path, train_head, TrainHeadConfig};
+use headstart::head::train_head::{history_path, train_head, HeadChoice, TrainHeadConfig};
 use headstart::report::markdown;
 
 use crate::common::{term, OptimizerArg, PoolArg, ProgressArg};
@@ -279,8 +279,12 @@ pub fn run(a: &Args) -> Result<()> {
     let cfg = a.to_config()?;
     let given = a.settings().given();
     if a.recipe == RecipeArg::Auto && !given.is_empty() && !a.quiet {
+        let what = match cfg.head {
+            HeadChoice::Logistic { .. } => "the logistic baseline",
+            _ => "the seed recipe with the flags given",
+        };
         println!(
-            "recipe: the seed recipe with the flags given (--{}); --recipe auto applies when no training flag is given",
+            "recipe: {what} (--{}); --recipe auto applies when no training flag is given",
             given.join(", --").replace('_', "-")
         );
     }
