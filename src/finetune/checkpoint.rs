@@ -23,18 +23,35 @@ pub struct Checkpoint {
     pub history: History,
 }
 
+/// The `format` attribute of a checkpoint file.
+const FORMAT: &str = "headstart-finetune-checkpoint";
+
+/// Whether `path` is a fine-tune checkpoint (HDF5 with its `format` attribute).
+pub fn is_checkpoint(path: &Path) -> bool {
+    crate::cache::h5::open_read(path)
+        .is_ok_and(|f| read_str_attr(&f, "format").is_ok_and(|v| v == FORMAT))
+}
+
+/// The replacement rule of a checkpoint: only a checkpoint is replaced (or removed at the end), so
+/// a user's file that happens to be called `<out>.ckpt.h5` is refused, not overwritten.
+pub fn replace_checkpoint() -> crate::util::output::Replace<'static> {
+    crate::util::output::Replace::If {
+        what: "a headstart finetune checkpoint",
+        check: &is_checkpoint,
+    }
+}
+
 impl Checkpoint {
     /// Writes through the one output writer (the checkpoint is fine-tune's own file, replaced at
     /// every save): a crash leaves the previous checkpoint.
     pub fn save(&self, path: &Path) -> Result<()> {
-        let out =
-            crate::util::output::Output::new(path).replace(crate::util::output::Replace::Always);
+        let out = crate::util::output::Output::new(path).replace(replace_checkpoint());
         crate::cache::save_via_tmp(&out, |tmp| self.write(tmp))
     }
 
     fn write(&self, path: &Path) -> hdf5::Result<()> {
         let f = crate::cache::create_h5(path)?;
-        write_str_attr(&f, "format", "headstart-finetune-checkpoint")?;
+        write_str_attr(&f, "format", FORMAT)?;
         write_str_attr(&f, "fingerprint", &self.fingerprint)?;
         let history = serde_json::to_string(&self.history).expect("history serialises");
         write_str_attr(&f, "history", &history)?;
@@ -71,7 +88,7 @@ impl Checkpoint {
     fn read(path: &Path) -> std::result::Result<Checkpoint, String> {
         let f = hdf5::File::open(path).map_err(|e| e.to_string())?;
         let s = |n: &str| read_str_attr(&f, n).map_err(|e| format!("{n}: {e}"));
-        if s("format")? != "headstart-finetune-checkpoint" {
+        if s("format")? != FORMAT {
             return Err("not a finetune checkpoint".into());
         }
         let history: History = serde_json::from_str(&s("history")?).map_err(|e| e.to_string())?;

@@ -222,7 +222,10 @@ fn check_outputs(cfg: &FinetuneConfig) -> Result<()> {
             crate::head::file::replace_head(),
         ),
         (cfg.cache.clone(), crate::cache::replace_cache()),
-        (sibling(&cfg.out, ".ckpt.h5"), Replace::Always),
+        (
+            sibling(&cfg.out, ".ckpt.h5"),
+            checkpoint::replace_checkpoint(),
+        ),
         (sibling(&cfg.out, ".phase1.history.csv"), History::replace()),
         (sibling(&cfg.out, ".phase2.history.csv"), History::replace()),
     ];
@@ -341,7 +344,7 @@ pub fn finetune(cfg: &FinetuneConfig, rep: &dyn Reporter) -> Result<FinetuneSumm
             cfg.out.display()
         ));
     }
-    if ckpt_path.exists() {
+    if checkpoint::is_checkpoint(&ckpt_path) {
         std::fs::remove_file(&ckpt_path).map_err(|e| Error::io(&ckpt_path, e))?;
     }
     say(format!(

@@ -145,6 +145,14 @@ fn finetune_trains_the_top_block_and_exports_a_matching_model() {
     a[5] = "--from-layer";
     a[6] = "nowhere";
     fails(&a, &["no node named 'nowhere'"]);
+    // A file of the user's named like the checkpoint is refused before any work, and kept (it was
+    // overwritten during phase 2, then deleted, with exit 0).
+    let ckpt = d.path().join("ft.ckpt.h5");
+    std::fs::write(&ckpt, "my notes").unwrap();
+    let a = args(&["--head", s(&head)]);
+    let a: Vec<&str> = a.iter().map(|s| s.as_str()).collect();
+    fails(&a, &["ft.ckpt.h5", "a headstart finetune checkpoint"]);
+    assert_eq!(std::fs::read_to_string(&ckpt).unwrap(), "my notes");
 }
 
 #[test]
