@@ -52,7 +52,7 @@ struct Spill {
 
 /// Lists `remote` into `path`; `None` when the store did not list in key order.
 fn spill(remote: &Remote, path: &Path) -> Result<Option<Spill>> {
-    let file = std::fs::File::create(path).map_err(|e| Error::io(path, e))?;
+    let file = fresh_file(path)?;
     let mut w = BufWriter::new(file);
     let mut runs: Vec<Run> = Vec::new();
     let mut offset = 0u64;
@@ -171,7 +171,7 @@ fn layout(url: &str, runs: &[Run]) -> Result<(Vec<String>, SplitGroups)> {
 pub fn plan_streamed(url: &str, shards: Option<usize>, run: &Path) -> Result<Option<Plan>> {
     let remote = Remote::open(url)?;
     std::fs::create_dir_all(run).map_err(|e| Error::io(run, e))?;
-    let spill_path = run.join(".listing.tmp");
+    let spill_path = run.join(format!(".listing.{}.tmp", std::process::id()));
     let result = spill(&remote, &spill_path).and_then(|s| match s {
         Some(s) => write_manifests(remote.url(), &s, shards, run).map(Some),
         None => Ok(None),
@@ -192,7 +192,7 @@ pub fn plan_local_streamed(source: &Path, shards: Option<usize>, run: &Path) -> 
     }
     let root = source.canonicalize().map_err(|e| Error::io(source, e))?;
     std::fs::create_dir_all(run).map_err(|e| Error::io(run, e))?;
-    let spill_path = run.join(".listing.tmp");
+    let spill_path = run.join(format!(".listing.{}.tmp", std::process::id()));
     let result = spill_local(&root, &spill_path).and_then(|runs| {
         let spill = Spill {
             path: spill_path.clone(),
@@ -222,7 +222,7 @@ fn spill_local(root: &Path, path: &Path) -> Result<Vec<Run>> {
             folders.push((d.clone(), None, false));
         }
     }
-    let file = std::fs::File::create(path).map_err(|e| Error::io(path, e))?;
+    let file = fresh_file(path)?;
     let mut w = BufWriter::new(file);
     let (mut runs, mut offset) = (Vec::with_capacity(folders.len()), 0u64);
     for (top, second, walk) in folders {
@@ -271,7 +271,7 @@ fn write_manifests(url: &str, spill: &Spill, shards: Option<usize>, run: &Path) 
     }
     let n = shard_count(shards, total)?;
     let manifest_dir = run.join("manifest");
-    std::fs::create_dir_all(&manifest_dir).map_err(|e| Error::io(&manifest_dir, e))?;
+    real_folder(&manifest_dir)?;
     let file = std::fs::File::open(&spill.path).map_err(|e| Error::io(&spill.path, e))?;
     let mut reader = BufReader::new(file);
     let (mut k, mut in_shard) = (0usize, 0usize);
@@ -327,9 +327,36 @@ fn write_manifests(url: &str, spill: &Spill, shards: Option<usize>, run: &Path) 
     })
 }
 
+/// A new file at `path` for the plan's own writes: what is there (a manifest of a plan that failed
+/// before its plan.json, or a link planted there) is removed first, never written through.
+fn fresh_file(path: &Path) -> Result<std::fs::File> {
+    match std::fs::symlink_metadata(path) {
+        Ok(m) if m.is_dir() => return Err(Error::output(path, "is a folder, not a file")),
+        Ok(_) => std::fs::remove_file(path).map_err(|e| Error::io(path, e))?,
+        Err(_) => {}
+    }
+    std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .open(path)
+        .map_err(|e| Error::io(path, e))
+}
+
+/// Makes the folder `dir` of the run (the manifests), refusing a link: the plan's files stay
+/// inside the run folder.
+fn real_folder(dir: &Path) -> Result<()> {
+    if std::fs::symlink_metadata(dir).is_ok_and(|m| m.file_type().is_symlink()) {
+        return Err(Error::output(
+            dir,
+            "is a link: a run's manifests are written inside the run folder only",
+        ));
+    }
+    std::fs::create_dir_all(dir).map_err(|e| Error::io(dir, e))
+}
+
 fn open_manifest(run: &Path, k: usize) -> Result<(PathBuf, BufWriter<std::fs::File>)> {
     let path = manifest_path(run, k);
-    let file = std::fs::File::create(&path).map_err(|e| Error::io(&path, e))?;
+    let file = fresh_file(&path)?;
     Ok((path, BufWriter::new(file)))
 }
 
@@ -356,6 +383,10 @@ pub fn write_plan(source: &Path, shards: Option<usize>, run: &Path) -> Result<Pl
             });
         }
     }
+    std::fs::create_dir_all(run).map_err(|e| Error::io(run, e))?;
+    // One plan at a time in a folder: a second is refused, naming the first's pid (the lock of
+    // the manifests' folder: plan.json takes its own when it is written).
+    let _lock = crate::util::lock::OutputLock::acquire(&run.join("manifest"))?;
     if plan_file.exists() {
         return Err(Error::Config(format!(
             "{}: a plan is already there; plan into a new folder (shards and markers belong to their plan)",
@@ -377,7 +408,7 @@ pub fn write_plan(source: &Path, shards: Option<usize>, run: &Path) -> Result<Pl
     }
     let n = shard_count(shards, total)?;
     let manifest_dir = run.join("manifest");
-    std::fs::create_dir_all(&manifest_dir).map_err(|e| Error::io(&manifest_dir, e))?;
+    real_folder(&manifest_dir)?;
     let mut rows = ds
         .splits
         .iter()
@@ -386,7 +417,7 @@ pub fn write_plan(source: &Path, shards: Option<usize>, run: &Path) -> Result<Pl
     for k in 0..n {
         let r = shard_range(total, n, k);
         let path = manifest_path(run, k);
-        let file = std::fs::File::create(&path).map_err(|e| Error::io(&path, e))?;
+        let file = fresh_file(&path)?;
         let mut w = BufWriter::new(file);
         for (split, item) in rows.by_ref().take(r.len()) {
             let line = serde_json::to_string(&(split, item.label, &item.rel_path))

@@ -61,7 +61,14 @@ pub fn create_once(path: &Path, value: &impl Serialize) -> Result<bool> {
     let tmp = dir.join(format!(".{name}.{}.tmp", std::process::id()));
     let text = serde_json::to_string_pretty(value)
         .map_err(|e| Error::Config(format!("{}: {e}", path.display())))?;
-    std::fs::write(&tmp, text + "\n").map_err(|e| Error::io(&tmp, e))?;
+    // Never written through a link planted at the temporary name.
+    let _ = std::fs::remove_file(&tmp);
+    std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .open(&tmp)
+        .and_then(|mut f| std::io::Write::write_all(&mut f, (text + "\n").as_bytes()))
+        .map_err(|e| Error::io(&tmp, e))?;
     let linked = std::fs::hard_link(&tmp, path);
     let _ = std::fs::remove_file(&tmp);
     match linked {

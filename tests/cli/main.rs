@@ -211,6 +211,7 @@ mod hostile;
 mod hub;
 mod inspect_cut;
 mod labels;
+mod outputs;
 mod preprocessing;
 mod quantize;
 mod real_photos;

@@ -1,0 +1,43 @@
+//! CLI tests: outputs that never go through a link, a FIFO input, or a user's file of a sidecar's
+//! name (from the adversarial run on output safety of 2026-12-03).
+
+use super::*;
+
+/// `plan` writes its manifests and listing as new files inside the run folder: a link planted at
+/// a manifest's name is replaced, not written through (a file outside the run was overwritten by
+/// the listing with exit 0), and a manifests folder that is a link is refused.
+#[test]
+fn plan_never_writes_through_a_link_in_its_run_folder() {
+    let (d, data, _, _) = tiny_setup(2);
+    let precious = d.path().join("precious.txt");
+    std::fs::write(&precious, "precious").unwrap();
+    let run = d.path().join("run");
+    std::fs::create_dir_all(run.join("manifest")).unwrap();
+    std::os::unix::fs::symlink(&precious, run.join("manifest/shard-00000.txt")).unwrap();
+    plan(&data, 1, &run);
+    assert_eq!(std::fs::read_to_string(&precious).unwrap(), "precious");
+    let m = run.join("manifest/shard-00000.txt");
+    assert!(!std::fs::symlink_metadata(&m)
+        .unwrap()
+        .file_type()
+        .is_symlink());
+    assert_eq!(std::fs::read_to_string(&m).unwrap().lines().count(), 8);
+    let run2 = d.path().join("run2");
+    std::fs::create_dir_all(&run2).unwrap();
+    let elsewhere = d.path().join("elsewhere");
+    std::fs::create_dir_all(&elsewhere).unwrap();
+    std::os::unix::fs::symlink(&elsewhere, run2.join("manifest")).unwrap();
+    fails(
+        &[
+            "plan",
+            "--data",
+            s(&data),
+            "--shards",
+            "1",
+            "--out",
+            s(&run2),
+        ],
+        &["manifest", "is a link"],
+    );
+    assert_eq!(std::fs::read_dir(&elsewhere).unwrap().count(), 0);
+}
