@@ -41,3 +41,62 @@ fn plan_never_writes_through_a_link_in_its_run_folder() {
     );
     assert_eq!(std::fs::read_dir(&elsewhere).unwrap().count(), 0);
 }
+
+/// `score --out` a dangling link: the link is replaced by the score file, never written through
+/// (the scores were created where it pointed, inside the folder being scored); `--resume` through
+/// a link is refused.
+#[test]
+fn score_replaces_a_link_at_its_output_instead_of_following_it() {
+    let (d, data, m, cache) = tiny_setup(2);
+    extract(&m, &data, &cache, &["--preprocess", "torch", "-q"]);
+    let head = d.path().join("h.h5");
+    ok(&[
+        "train-head",
+        s(&cache),
+        "--out",
+        s(&head),
+        "--epochs",
+        "2",
+        "-q",
+    ]);
+    let out = d.path().join("scores.csv");
+    let target = data.join("test/a/new.jpg");
+    std::os::unix::fs::symlink(&target, &out).unwrap();
+    let test = data.join("test");
+    let score = [
+        "score",
+        s(&test),
+        "--model",
+        s(&m),
+        "--head",
+        s(&head),
+        "--out",
+        s(&out),
+    ];
+    ok(&[&score[..], &["-q"]].concat());
+    assert!(
+        !target.exists(),
+        "nothing is written where the link pointed"
+    );
+    assert!(!std::fs::symlink_metadata(&out)
+        .unwrap()
+        .file_type()
+        .is_symlink());
+    assert_eq!(scored(&out).len(), 4);
+    let out2 = d.path().join("again.csv");
+    std::os::unix::fs::symlink(&out, &out2).unwrap();
+    let resume = [
+        "score",
+        s(&test),
+        "--model",
+        s(&m),
+        "--head",
+        s(&head),
+        "--out",
+        s(&out2),
+    ];
+    fails(
+        &[&resume[..], &["--resume"]].concat(),
+        &["again.csv", "is a link"],
+    );
+}

@@ -409,6 +409,15 @@ fn open_output(
                 .replace(rule)
                 .hint(hint);
             out.check()?;
+            // A link at --out is replaced by the file (staged), never written through: a dangling
+            // one would put the scores wherever it points, among the photos scored too.
+            let is_link = std::fs::symlink_metadata(o).is_ok_and(|m| m.file_type().is_symlink());
+            if is_link && cfg.resume {
+                return Err(Error::output(
+                    o,
+                    "is a link: --resume continues a score file itself, not a link to one",
+                ));
+            }
             let lock = OutputLock::acquire(o)?;
             let record = RunRecord::of(cfg, source)?;
             // Checked before anything of the file is read or cut.
@@ -425,7 +434,7 @@ fn open_output(
             };
             let existing = std::fs::metadata(o).map_or(0, |m| m.len());
             let appending = cfg.resume && existing > 0 && !done.is_empty_file;
-            let staged = if !cfg.resume && existing > 0 {
+            let staged = if !cfg.resume && (existing > 0 || is_link) {
                 Some(out.stage(&lock)?)
             } else {
                 None
