@@ -537,6 +537,7 @@ pub(crate) fn read_meta(file: &hdf5::Location) -> hdf5::Result<CacheMeta> {
 impl FeatureCache {
     /// Opens `path` and reads its attributes; errors name the file and the missing piece.
     pub fn open(path: &Path) -> Result<FeatureCache> {
+        crate::util::paths::check_regular(path)?;
         if !path.is_file() {
             return Err(Error::cache(path, "feature cache not found"));
         }

@@ -124,6 +124,7 @@ pub fn scan_table(images: &Path, t: &LabelTable) -> Result<(Dataset, String)> {
 /// The table's bytes (without a spreadsheet's UTF-8 byte order mark, which is not part of the first
 /// cell) and the sha256 of the file as it is; a table over [`MAX_TABLE_BYTES`] is refused unread.
 pub(crate) fn read_table(file: &Path) -> Result<(Vec<u8>, String)> {
+    crate::util::paths::check_regular(file)?;
     let size = std::fs::metadata(file)
         .map_err(|e| Error::io(file, e))?
         .len();

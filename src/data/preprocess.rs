@@ -378,6 +378,7 @@ fn checked_reader(
         path: path.to_path_buf(),
         msg,
     };
+    crate::util::paths::check_regular(path)?;
     let size = std::fs::metadata(path)
         .map_err(|e| Error::io(path, e))?
         .len();

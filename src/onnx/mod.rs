@@ -27,6 +27,7 @@ pub const FP16_SOURCE_SHA256: &str = "fp16_source_sha256";
 
 /// Reads and decodes an ONNX file.
 pub fn load(path: &Path) -> Result<ModelProto> {
+    crate::util::paths::check_regular(path)?;
     let bytes = std::fs::read(path).map_err(|e| Error::io(path, e))?;
     ModelProto::decode(bytes.as_slice()).map_err(|source| Error::Protobuf {
         path: path.to_path_buf(),
@@ -93,6 +94,7 @@ pub fn load_inlined(path: &Path) -> Result<ModelProto> {
             return Err(Error::model(path, "its weights pass protobuf's 2 GiB limit for one file: keep the external data (this command needs a single-file model)"));
         }
         use std::io::{Read, Seek, SeekFrom};
+        crate::util::paths::check_regular(&file)?;
         let mut f = std::fs::File::open(&file).map_err(|e| Error::io(&file, e))?;
         f.seek(SeekFrom::Start(offset))
             .map_err(|e| Error::io(&file, e))?;
@@ -215,6 +217,7 @@ pub fn external_locations(model: &ModelProto, path: &Path) -> Result<Vec<PathBuf
 fn scan(path: &Path) -> Result<(String, bool)> {
     use std::io::Read;
     const KEY: &[u8] = b"location";
+    crate::util::paths::check_regular(path)?;
     let mut f = std::fs::File::open(path).map_err(|e| Error::io(path, e))?;
     let mut h = sha2::Sha256::new();
     let mut buf = vec![0u8; (1 << 20) + KEY.len()];

@@ -61,7 +61,8 @@ pub fn classify(
     }
     let (text, from) = match &cfg.classes {
         Some(p) => (
-            std::fs::read_to_string(p).map_err(|e| Error::io(p, e))?,
+            crate::util::paths::check_regular(p)
+                .and_then(|_| std::fs::read_to_string(p).map_err(|e| Error::io(p, e)))?,
             p.display().to_string(),
         ),
         None => (

@@ -8,6 +8,7 @@ use crate::error::{Error, Result};
 
 /// sha256 of a file, lower-case hex.
 pub fn sha256_file(path: &Path) -> Result<String> {
+    crate::util::paths::check_regular(path)?;
     let mut f = std::fs::File::open(path).map_err(|e| Error::io(path, e))?;
     let mut h = Sha256::new();
     std::io::copy(&mut f, &mut h).map_err(|e| Error::io(path, e))?;

@@ -11,6 +11,8 @@
 //!   are kept;
 //! - **resolved** ([`resolve`]): symlinks followed as far as the path exists, so an output can be
 //!   compared with a command's inputs before anything is written;
+//! - **inputs that are files** ([`check_regular`]): a FIFO, socket or device given as a model, a
+//!   table or a cache is refused before it is opened (opening a FIFO waits for a writer forever);
 //! - **scratch** ([`Scratch`]): a private folder of the system's temporary folder for a command's
 //!   intermediate files, never beside the user's files, removed when done.
 
@@ -19,6 +21,35 @@ use std::os::unix::ffi::{OsStrExt, OsStringExt};
 use std::path::{Component, Path, PathBuf};
 
 use crate::error::{Error, Result};
+
+/// Refuses `path` when it exists and is neither a regular file nor a folder (a FIFO, a socket, a
+/// device), before anything opens it: opening a FIFO blocks until a writer comes, a device may
+/// never end. A missing path or a folder is left to the caller's own open and message.
+pub fn check_regular(path: &Path) -> Result<()> {
+    use std::os::unix::fs::FileTypeExt;
+    let Ok(m) = std::fs::metadata(path) else {
+        return Ok(());
+    };
+    let t = m.file_type();
+    let what = if t.is_file() || t.is_dir() {
+        return Ok(());
+    } else if t.is_fifo() {
+        "a FIFO (named pipe)"
+    } else if t.is_socket() {
+        "a socket"
+    } else if t.is_block_device() || t.is_char_device() {
+        "a device"
+    } else {
+        "not a regular file"
+    };
+    Err(Error::io(
+        path,
+        std::io::Error::new(
+            std::io::ErrorKind::InvalidInput,
+            format!("is {what}, not a file: give a regular file"),
+        ),
+    ))
+}
 
 /// The text form of `p` (components joined with `/`).
 pub fn to_text(p: &Path) -> String {

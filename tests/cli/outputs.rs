@@ -100,3 +100,65 @@ fn score_replaces_a_link_at_its_output_instead_of_following_it() {
         &["again.csv", "is a link"],
     );
 }
+
+/// Runs headstart, killing it after 20 s: a command that hangs fails the test instead of hanging
+/// it. Returns the output.
+fn run_bounded(args: &[&str]) -> Output {
+    let mut child = bin()
+        .args(args)
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let done = wait_until(20.0, || child.try_wait().unwrap().is_some());
+    if !done {
+        child.kill().unwrap();
+        let _ = child.wait();
+        panic!("headstart {args:?} hung");
+    }
+    child.wait_with_output().unwrap()
+}
+
+/// A FIFO given as a model, a label table, an exclusion list, a cache or a head is refused at once,
+/// named as one (opening it waited for a writer forever; caches and heads were "not found").
+#[test]
+fn a_fifo_as_an_input_is_refused_not_waited_on() {
+    let (d, data, m, cache) = tiny_setup(2);
+    extract(&m, &data, &cache, &["--preprocess", "torch", "-q"]);
+    let fifo = d.path().join("pipe");
+    let made = Command::new("mkfifo").arg(&fifo).status().unwrap();
+    assert!(made.success());
+    let f = s(&fifo);
+    let out = d.path().join("o.h5");
+    for args in [
+        vec!["inspect", f],
+        vec![
+            "extract",
+            "--model",
+            f,
+            "--data",
+            s(&data),
+            "--out",
+            s(&out),
+        ],
+        vec![
+            "extract",
+            "--model",
+            s(&m),
+            "--data",
+            s(&data),
+            "--labels",
+            f,
+            "--out",
+            s(&out),
+        ],
+        vec!["train-head", s(&cache), "--exclude", f, "--out", s(&out)],
+        vec!["summary", f],
+        vec!["evaluate", "--head", f, "--features", s(&cache)],
+    ] {
+        failed(
+            &run_bounded(&args),
+            &["pipe", "is a FIFO (named pipe), not a file"],
+        );
+    }
+}

@@ -1,5 +1,6 @@
 //! Signals, in one place: a closed stdout ends the process quietly (SIGPIPE's default), SIGTERM (what
-//! Slurm and Kubernetes send before a kill) sets a flag the library polls between batches, and the
+//! Slurm and Kubernetes send before a kill) sets a flag the library polls between batches (a second
+//! one ends the process at once), and the
 //! test build's checkpoint hooks (feature `test-hooks`) that abort or wait for a SIGTERM.
 
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -9,7 +10,13 @@ use std::sync::atomic::{AtomicBool, Ordering};
 pub static TERMINATE: AtomicBool = AtomicBool::new(false);
 
 extern "C" fn on_sigterm(_: libc::c_int) {
-    TERMINATE.store(true, Ordering::Relaxed);
+    // The first asks for a clean stop; a second ends the process at once (status 143, as the
+    // signal's default would), for a stop that cannot come (a call that never returns).
+    if TERMINATE.swap(true, Ordering::Relaxed) {
+        // SAFETY: `_exit` is async-signal-safe; every output is renamed into place whole, so
+        // nothing half-written is left.
+        unsafe { libc::_exit(143) };
+    }
 }
 
 /// At start-up: a closed stdout (`headstart summary f.h5 | head -1`) ends the command with the status
