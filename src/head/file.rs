@@ -199,6 +199,12 @@ impl Head {
         crate::cache::save_via_tmp(out, |tmp| self.write(tmp))
     }
 
+    /// Writes the head into `path` (a temporary file of [`write_together`](crate::util::output::write_together));
+    /// errors name `target`.
+    pub(crate) fn write_into(&self, path: &Path, target: &Path) -> Result<()> {
+        self.write(path).map_err(|e| Error::hdf5(target, "HDF5", e))
+    }
+
     fn write(&self, path: &Path) -> hdf5::Result<()> {
         let f = crate::cache::create_h5(path)?;
         write_str_attr(&f, "format", FORMAT)?;

@@ -395,8 +395,20 @@ fn write_head(
         history_csv: history.csv(),
         thresholds: thresholds.map(|(t, _)| t),
     };
-    head.save_to(&head_out)?;
-    history_out.write_bytes(history.csv().as_bytes())?;
+    // Both or neither: a failed history write used to leave the new head beside the old history.
+    let csv = history.csv();
+    crate::util::output::write_together(vec![
+        (
+            &head_out,
+            Box::new(|tmp: &Path| head.write_into(tmp, &cfg.out)),
+        ),
+        (
+            &history_out,
+            Box::new(|tmp: &Path| {
+                std::fs::write(tmp, csv.as_bytes()).map_err(|e| Error::io(tmp, e))
+            }),
+        ),
+    ])?;
     for line in history.summary_lines() {
         say(line);
     }

@@ -69,11 +69,15 @@ impl Staged {
         &self.tmp
     }
 
+    /// Fsyncs the temporary file.
+    fn sync(&self) -> Result<()> {
+        let f = std::fs::File::open(&self.tmp).map_err(|e| Error::io(&self.tmp, e))?;
+        f.sync_all().map_err(|e| Error::io(&self.tmp, e))
+    }
+
     /// Fsyncs the temporary file and renames it over the target.
     pub fn commit(mut self) -> Result<()> {
-        let f = std::fs::File::open(&self.tmp).map_err(|e| Error::io(&self.tmp, e))?;
-        f.sync_all().map_err(|e| Error::io(&self.tmp, e))?;
-        drop(f);
+        self.sync()?;
         std::fs::rename(&self.tmp, &self.target).map_err(|e| Error::io(&self.target, e))?;
         self.guard.0 = None;
         if let Ok(d) = std::fs::File::open(&self.dir) {
@@ -81,6 +85,69 @@ impl Staged {
         }
         Ok(())
     }
+}
+
+/// One part of [`write_together`]: an output and what writes its temporary file.
+pub type Part<'o, 'a> = (&'o Output<'a>, Box<dyn FnOnce(&Path) -> Result<()> + 'o>);
+
+/// Writes several outputs as one (a head and its history, an audit's tables): each target is
+/// checked and locked, each temporary file written and fsynced, and only then are they renamed into
+/// place, in order. An error before the renames (a full disk, an unwritable folder for the second
+/// file) leaves every target as it was; it used to leave a new first file beside an old second.
+pub fn write_together(parts: Vec<Part<'_, '_>>) -> Result<()> {
+    let mut locks = Vec::with_capacity(parts.len());
+    for (o, _) in &parts {
+        o.check()?;
+        locks.push(match o.wait {
+            true => OutputLock::wait(&o.target)?,
+            false => OutputLock::acquire(&o.target)?,
+        });
+    }
+    let mut staged = Vec::with_capacity(parts.len());
+    for ((o, write), lock) in parts.into_iter().zip(&locks) {
+        o.check()?;
+        let s = o.stage(lock)?;
+        write(s.path())?;
+        s.sync()?;
+        staged.push(s);
+    }
+    // Each target there before is kept under a hard link (named as a temporary file, so a crash
+    // leaves nothing that the next write does not clean) until all are in place: a rename that
+    // fails (a target made immutable, a folder gone) puts back the ones before it.
+    let kept: Vec<(PathBuf, Option<PathBuf>)> = parts_targets(&staged)
+        .into_iter()
+        .map(|(o, t)| {
+            let old = t.exists().then(|| o.keep_old(&t)).flatten();
+            (t, old)
+        })
+        .collect();
+    let mut result = Ok(());
+    for (i, s) in staged.into_iter().enumerate() {
+        if let Err(e) = s.commit() {
+            for (target, old) in &kept[..i] {
+                let _ = match old {
+                    Some(old) => std::fs::rename(old, target),
+                    None => std::fs::remove_file(target),
+                };
+            }
+            result = Err(e);
+            break;
+        }
+    }
+    for (_, old) in &kept {
+        if let Some(old) = old {
+            let _ = std::fs::remove_file(old);
+        }
+    }
+    result
+}
+
+/// Each staged file's output (for its folder and name) and target.
+fn parts_targets(staged: &[Staged]) -> Vec<(Output<'static>, PathBuf)> {
+    staged
+        .iter()
+        .map(|s| (Output::new(&s.target), s.target.clone()))
+        .collect()
 }
 
 impl<'a> Output<'a> {
@@ -327,6 +394,20 @@ impl<'a> Output<'a> {
     }
 
     /// `.NAME.PID.N.tmp` beside the target, created exclusively.
+    /// A hard link to the target under a fresh temporary name, or `None` when none can be made.
+    fn keep_old(&self, target: &Path) -> Option<PathBuf> {
+        let (name, dir) = (self.name(), self.dir());
+        loop {
+            let n = SEQ.fetch_add(1, Ordering::Relaxed);
+            let old = dir.join(format!(".{name}.{}.{n}.tmp", std::process::id()));
+            match std::fs::hard_link(target, &old) {
+                Ok(()) => return Some(old),
+                Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => continue,
+                Err(_) => return None,
+            }
+        }
+    }
+
     fn create_tmp(&self) -> Result<PathBuf> {
         let name = self.name();
         let dir = self.dir();
@@ -349,6 +430,50 @@ impl<'a> Output<'a> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Written together: when the second part fails, neither target changes and no temporary
+    /// file is left; when both succeed, both are replaced.
+    #[test]
+    fn parts_written_together_change_nothing_when_one_fails() {
+        let dir = tempfile::tempdir().unwrap();
+        let (a, b) = (dir.path().join("a.txt"), dir.path().join("b.txt"));
+        std::fs::write(&a, "old a").unwrap();
+        std::fs::write(&b, "old b").unwrap();
+        let (oa, ob) = (
+            Output::new(&a).replace(Replace::Always),
+            Output::new(&b).replace(Replace::Always),
+        );
+        let put = |text: &'static str| -> Box<dyn FnOnce(&Path) -> Result<()>> {
+            Box::new(move |p: &Path| std::fs::write(p, text).map_err(|e| Error::io(p, e)))
+        };
+        let fail: Box<dyn FnOnce(&Path) -> Result<()>> =
+            Box::new(|p: &Path| Err(Error::output(p, "disk full")));
+        let e = write_together(vec![(&oa, put("new a")), (&ob, fail)]).unwrap_err();
+        assert!(e.to_string().contains("disk full"), "{e}");
+        assert_eq!(std::fs::read_to_string(&a).unwrap(), "old a");
+        assert_eq!(std::fs::read_to_string(&b).unwrap(), "old b");
+        assert_eq!(
+            std::fs::read_dir(dir.path()).unwrap().count(),
+            2,
+            "temporary files left"
+        );
+        write_together(vec![(&oa, put("new a")), (&ob, put("new b"))]).unwrap();
+        assert_eq!(std::fs::read_to_string(&a).unwrap(), "new a");
+        assert_eq!(std::fs::read_to_string(&b).unwrap(), "new b");
+        // The second rename fails (a folder took the name after the checks): the first target is
+        // put back as it was.
+        let c = dir.path().join("c.txt");
+        let oc = Output::new(&c);
+        let sabotage: Box<dyn FnOnce(&Path) -> Result<()>> = Box::new(|p: &Path| {
+            std::fs::write(p, "new c").unwrap();
+            std::fs::create_dir(dir.path().join("c.txt")).unwrap();
+            Ok(())
+        });
+        assert!(write_together(vec![(&oa, put("newer a")), (&oc, sabotage)]).is_err());
+        assert_eq!(std::fs::read_to_string(&a).unwrap(), "new a");
+        let left: Vec<_> = std::fs::read_dir(dir.path()).unwrap().collect();
+        assert_eq!(left.len(), 3, "temporary or kept files left: {left:?}");
+    }
 
     #[test]
     fn an_input_or_a_file_inside_an_input_folder_is_refused() {

@@ -509,20 +509,12 @@ pub fn audit(cfg: &AuditConfig, rep: &dyn Reporter) -> Result<AuditSummary> {
         exact(cfg, &cache, &ph, folds, rep)?
     };
     let mut findings = Vec::new();
-    let (accuracy, label_findings) = match &probs {
+    let (accuracy, label_findings, oof_csv) = match &probs {
         Some(p) => {
-            write_probabilities(cfg, p, &ph, &classes)?;
             let (a, f) = label_findings(&ph, p, &classes);
-            (Some(a), f)
+            (Some(a), f, Some(probabilities_csv(&oof, p, &ph, &classes)?))
         }
-        None => {
-            // No label check: an earlier audit's probabilities there would be taken for this
-            // one's (the check above made sure it is an audit's file).
-            if oof.exists() {
-                std::fs::remove_file(&oof).map_err(|e| Error::io(&oof, e))?;
-            }
-            (None, Vec::new())
-        }
+        None => (None, Vec::new(), None),
     };
     let label_issues = label_findings.len();
     findings.extend(label_findings);
@@ -540,7 +532,25 @@ pub fn audit(cfg: &AuditConfig, rep: &dyn Reporter) -> Result<AuditSummary> {
         findings.push(ph.finding(i, "outlier", nb.knn_distance[i] as f64, &classes));
     }
 
-    out.write_bytes(table(&findings).as_bytes())?;
+    // The table and the probabilities together: a failed second write used to leave the new
+    // probabilities beside the old table.
+    let tsv_text = table(&findings);
+    let write = |text: &[u8]| {
+        let text = text.to_vec();
+        Box::new(move |tmp: &Path| std::fs::write(tmp, &text).map_err(|e| Error::io(tmp, e)))
+            as Box<dyn FnOnce(&Path) -> Result<()>>
+    };
+    let oof_out = probabilities_output(cfg, &oof, &is_probabilities);
+    let mut parts = vec![(&out, write(tsv_text.as_bytes()))];
+    if let Some(csv) = &oof_csv {
+        parts.push((&oof_out, write(csv)));
+    }
+    crate::util::output::write_together(parts)?;
+    if oof_csv.is_none() && oof.exists() {
+        // No label check: an earlier audit's probabilities there would be taken for this one's
+        // (the check above made sure it is an audit's file).
+        std::fs::remove_file(&oof).map_err(|e| Error::io(&oof, e))?;
+    }
     let mut s = AuditSummary {
         features: cfg.features.display().to_string(),
         audit_tsv: tsv.display().to_string(),
@@ -588,32 +598,30 @@ fn probabilities_output<'a>(
 
 /// `out_of_fold.csv`: each photo's out-of-fold probabilities (`p_<class>` columns), the input of
 /// confident learning, for other tools (cleanlab's `find_label_issues` takes them as they are).
-fn write_probabilities(
-    cfg: &AuditConfig,
+fn probabilities_csv(
+    path: &Path,
     probs: &Array2<f32>,
     ph: &Photos,
     classes: &[String],
-) -> Result<()> {
-    let path = cfg.out.join("out_of_fold.csv");
-    probabilities_output(cfg, &path, &is_probabilities).write(|tmp| {
-        let bad = |e: csv::Error| Error::output(&path, format!("cannot write: {e}"));
-        let mut w = csv::Writer::from_path(tmp).map_err(bad)?;
-        let mut head = vec!["split".to_string(), "file".into(), "label".into()];
-        head.extend(classes.iter().map(|c| format!("p_{c}")));
-        w.write_record(&head).map_err(bad)?;
-        for (i, r) in probs.outer_iter().enumerate() {
-            let (split, file) = &ph.names[i];
-            let label = &classes[ph.labels[i] as usize];
-            let p = r.iter().map(|v| v.to_string());
-            w.write_record(
-                [split.clone(), file.clone(), label.clone()]
-                    .into_iter()
-                    .chain(p),
-            )
-            .map_err(bad)?;
-        }
-        w.flush().map_err(|e| Error::io(tmp, e))
-    })
+) -> Result<Vec<u8>> {
+    let bad = |e: csv::Error| Error::output(path, format!("cannot write: {e}"));
+    let mut w = csv::Writer::from_writer(Vec::new());
+    let mut head = vec!["split".to_string(), "file".into(), "label".into()];
+    head.extend(classes.iter().map(|c| format!("p_{c}")));
+    w.write_record(&head).map_err(bad)?;
+    for (i, r) in probs.outer_iter().enumerate() {
+        let (split, file) = &ph.names[i];
+        let label = &classes[ph.labels[i] as usize];
+        let p = r.iter().map(|v| v.to_string());
+        w.write_record(
+            [split.clone(), file.clone(), label.clone()]
+                .into_iter()
+                .chain(p),
+        )
+        .map_err(bad)?;
+    }
+    w.into_inner()
+        .map_err(|e| Error::output(path, format!("cannot write: {e}")))
 }
 
 /// `audit.tsv`: the header, then one finding a line (tabs and newlines in names replaced).

@@ -2,15 +2,14 @@
 //! or a vision transformer (a tiny one for tests, or ViT-S/14's shape for speed runs) in the
 //! torch-export or the hub-export layout.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
 use clap::ValueEnum;
 use headstart::data::preprocess::Layout;
 use headstart::error::{Error, Result};
 use headstart::onnx::generate::vit::{externalize, vit, Style, VitSpec};
 use headstart::onnx::{self, generate::CnnSpec};
-use headstart::util::lock::OutputLock;
-use headstart::util::output::{Output, Replace};
+use headstart::util::output::{write_together, Output, Replace};
 use headstart::util::paths::resolve;
 
 use crate::common::{size_arg, LayoutArg};
@@ -138,33 +137,40 @@ pub fn run(a: &Args) -> Result<()> {
         Some(spec) => vit(&spec).map_err(Error::Config)?,
         None => onnx::generate::cnn(&a.to_spec()?),
     };
-    // The model's output is checked and locked before anything is written, its data file too.
+    // The model and its data file are written together: a failure of either leaves both as they
+    // were (the old model used to be left pointing at new weights).
     let out = Output::new(&a.out).replace(onnx::replace_model());
-    out.check()?;
-    let lock = OutputLock::acquire(&a.out)?;
-    if a.external_data {
+    let data = a.external_data.then(|| {
         let name = a
             .out
             .file_name()
             .map(|n| n.to_string_lossy().into_owned())
             .unwrap_or_default();
         let location = format!("{name}_data");
-        let data = externalize(&mut model, &location);
-        let path = a.out.with_file_name(&location);
+        let bytes = externalize(&mut model, &location);
+        (a.out.with_file_name(&location), bytes)
+    });
+    let bytes = onnx::encode(&model);
+    let data_out = data.as_ref().map(|(path, _)| {
         // Replaced only when it is the data file of the model being replaced.
         let own = onnx::external_data_files(&a.out)
             .iter()
-            .any(|f| resolve(f) == resolve(&path));
-        Output::new(&path)
+            .any(|f| resolve(f) == resolve(path));
+        Output::new(path)
             .input(&a.out)
             .replace(if own { Replace::Always } else { Replace::Never })
             .hint("it is not the data file of the model at --out (remove it if it is a leftover)")
-            .write_bytes(&data)?;
+    });
+    let put = |b: &[u8]| -> Box<dyn FnOnce(&Path) -> Result<()>> {
+        let b = b.to_vec();
+        Box::new(move |tmp: &Path| std::fs::write(tmp, &b).map_err(|e| Error::io(tmp, e)))
+    };
+    let mut parts = Vec::new();
+    if let (Some(o), Some((_, b))) = (&data_out, &data) {
+        parts.push((o, put(b)));
     }
-    let bytes = onnx::encode(&model);
-    out.write_locked(&lock, |tmp| {
-        std::fs::write(tmp, &bytes).map_err(|e| Error::io(tmp, e))
-    })?;
+    parts.push((&out, put(&bytes)));
+    write_together(parts)?;
     println!(
         "wrote {} ({:.1} MB)",
         a.out.display(),
