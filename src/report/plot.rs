@@ -52,17 +52,49 @@ fn png_over(
         root.present().map_err(|x| err(e(x)))?;
     }
     let img = image::RgbImage::from_raw(w, h, buf).ok_or_else(|| err("canvas size".into()))?;
-    // A report's pictures are replaced on each run, but only a picture: never a model, a photo
-    // of another kind or a CSV that happens to have the name.
-    let is_png = |p: &Path| std::fs::read(p).is_ok_and(|b| b.starts_with(b"\x89PNG\r\n\x1a\n"));
+    let mut bytes = Vec::new();
+    img.write_to(
+        &mut std::io::Cursor::new(&mut bytes),
+        image::ImageFormat::Png,
+    )
+    .map_err(|x| Error::Config(format!("{}: cannot write the plot: {x}", path.display())))?;
+    let bytes = signed(bytes);
+    // A report's pictures are replaced on each run, but only headstart's own: never a user's
+    // picture, a photo or a CSV that happens to have the name.
     let out = Output::new(path).replace(Replace::If {
-        what: "a PNG picture",
-        check: &is_png,
+        what: "a picture headstart drew",
+        check: &is_ours,
     });
-    out.write(|tmp| {
-        img.save_with_format(tmp, image::ImageFormat::Png)
-            .map_err(|x| Error::Config(format!("{}: cannot write the plot: {x}", path.display())))
-    })
+    out.write(|tmp| std::fs::write(tmp, &bytes).map_err(|e| Error::io(tmp, e)))
+}
+
+/// The PNG text chunk that marks a picture as headstart's.
+const SIGNATURE: &[u8] = b"Software\0headstart";
+
+/// `png` with a `tEXt` chunk `Software: headstart` after its header chunk (IHDR, bytes 8..33).
+fn signed(png: Vec<u8>) -> Vec<u8> {
+    const AFTER_IHDR: usize = 8 + 4 + 4 + 13 + 4;
+    if png.len() < AFTER_IHDR {
+        return png;
+    }
+    let mut chunk = Vec::with_capacity(12 + SIGNATURE.len());
+    chunk.extend_from_slice(&(SIGNATURE.len() as u32).to_be_bytes());
+    chunk.extend_from_slice(b"tEXt");
+    chunk.extend_from_slice(SIGNATURE);
+    chunk.extend_from_slice(&crc32fast::hash(&chunk[4..]).to_be_bytes());
+    let mut out = png;
+    out.splice(AFTER_IHDR..AFTER_IHDR, chunk);
+    out
+}
+
+/// Whether `p` is a PNG that headstart drew (its signature chunk near the start).
+fn is_ours(p: &Path) -> bool {
+    use std::io::Read;
+    let mut head = Vec::with_capacity(128);
+    let read = std::fs::File::open(p).and_then(|f| f.take(128).read_to_end(&mut head));
+    read.is_ok()
+        && head.starts_with(b"\x89PNG\r\n\x1a\n")
+        && head.windows(SIGNATURE.len()).any(|w| w == SIGNATURE)
 }
 
 /// Loss and accuracy per epoch (training and validation), two panels side by side.
@@ -417,5 +449,37 @@ mod tests {
         );
         let tied = roc_points(&[0.5, 0.5], &[true, false]);
         assert_eq!(tied, vec![(0.0, 0.0), (1.0, 1.0)]);
+    }
+
+    /// A drawn picture carries headstart's signature chunk and still decodes; it is replaced by
+    /// the next drawing, while a user's PNG of that name is refused and kept.
+    #[test]
+    fn only_pictures_headstart_drew_are_replaced() {
+        let d = tempfile::tempdir().unwrap();
+        let p = d.path().join("curves.png");
+        let h = History {
+            epochs: (1..=3)
+                .map(|e| crate::head::fit::EpochRecord {
+                    epoch: e,
+                    loss: 1.0 / e as f64,
+                    accuracy: 0.5,
+                    val_loss: None,
+                    val_accuracy: None,
+                    lr: 0.1,
+                    seconds: 0.0,
+                })
+                .collect(),
+            kept_epoch: 3,
+            stopped_early: false,
+        };
+        learning_curves(&h, &p).unwrap();
+        assert!(is_ours(&p));
+        assert_eq!(image::open(&p).unwrap().width(), 1100);
+        learning_curves(&h, &p).unwrap();
+        image::RgbImage::new(2, 2).save(&p).unwrap();
+        let mine = std::fs::read(&p).unwrap();
+        let e = learning_curves(&h, &p).unwrap_err().to_string();
+        assert!(e.contains("not a picture headstart drew"), "{e}");
+        assert_eq!(std::fs::read(&p).unwrap(), mine);
     }
 }
