@@ -162,3 +162,44 @@ fn a_fifo_as_an_input_is_refused_not_waited_on() {
         );
     }
 }
+
+/// `make-features` replaces its own random caches, but a cache extracted from photos only with
+/// `--force` (it replaced one in silence).
+#[test]
+fn random_features_never_replace_an_extracted_cache_unasked() {
+    let (d, data, m, cache) = tiny_setup(2);
+    extract(&m, &data, &cache, &["--preprocess", "torch", "-q"]);
+    let before = std::fs::read(&cache).unwrap();
+    let make = [
+        "make-features",
+        "--shape",
+        "4",
+        "--split",
+        "train=6",
+        "--out",
+        s(&cache),
+    ];
+    fails(&make, &["f.h5", "not a synthetic cache", "--force"]);
+    assert_eq!(std::fs::read(&cache).unwrap(), before);
+    ok(&[&make[..], &["--force"]].concat());
+    ok(&make);
+    let other = d.path().join("r.h5");
+    ok(&[
+        "make-features",
+        "--shape",
+        "4",
+        "--split",
+        "train=6",
+        "--out",
+        s(&other),
+    ]);
+    ok(&[
+        "make-features",
+        "--shape",
+        "4",
+        "--split",
+        "train=8",
+        "--out",
+        s(&other),
+    ]);
+}

@@ -12,7 +12,7 @@ pub struct Args {
     /// Per-image feature shape, e.g. 512,7,7 (VGG-16's conv base, NCHW) or 1280.
     #[arg(long, default_value = "512,7,7")]
     pub shape: String,
-    /// Images per split as NAME=N, e.g. train=2000 val=1000.
+    /// Images of one split as NAME=N; repeat it for more splits: --split train=2000 --split val=1000.
     #[arg(long = "split", default_values = ["train=2000", "val=1000"])]
     pub splits: Vec<String>,
     #[arg(long, default_value_t = 2)]
@@ -27,6 +27,9 @@ pub struct Args {
     pub dtype: DtypeArg,
     #[arg(long)]
     pub out: PathBuf,
+    /// Replace an existing feature cache that is not a synthetic one (extracted from photos).
+    #[arg(long)]
+    pub force: bool,
 }
 
 impl Args {
@@ -63,8 +66,18 @@ impl Args {
 }
 
 pub fn run(a: &Args) -> Result<()> {
-    let out =
-        headstart::util::output::Output::new(&a.out).replace(headstart::cache::replace_cache());
+    use headstart::util::output::{Output, Replace};
+    // Random features replace random features: a cache extracted from photos (minutes or hours of
+    // work) only with --force.
+    let rule = if a.force {
+        headstart::cache::replace_cache()
+    } else {
+        Replace::If {
+            what: "a synthetic cache (one extracted from photos is replaced only with --force)",
+            check: &is_synthetic,
+        }
+    };
+    let out = Output::new(&a.out).replace(rule);
     let meta = write_synthetic(&out, &a.to_spec()?)?;
     println!(
         "wrote {} ({} splits, shape {:?}, {})",
@@ -74,4 +87,9 @@ pub fn run(a: &Args) -> Result<()> {
         meta.dtype.name()
     );
     Ok(())
+}
+
+/// Whether `p` is a cache that `make-features` wrote.
+fn is_synthetic(p: &std::path::Path) -> bool {
+    headstart::cache::FeatureCache::open(p).is_ok_and(|c| c.meta.model_file == "synthetic")
 }
