@@ -181,8 +181,12 @@ fn not_an_earlier_split(dir: &Path) -> Option<String> {
     }
     // The files the manifest lists (`split/class/file`): anything else below the split folders is
     // not the earlier split's, and replacing the folder would delete it.
-    let listed: std::collections::HashSet<&str> =
-        lines.filter_map(|l| l.split('\t').nth(2)).collect();
+    let listed: std::collections::HashMap<&str, &str> = lines
+        .filter_map(|l| {
+            let f: Vec<&str> = l.split('\t').collect();
+            Some((*f.get(2)?, *f.get(3)?))
+        })
+        .collect();
     for split in SPLITS {
         let root = dir.join(split);
         if !root.is_dir() {
@@ -204,10 +208,15 @@ fn not_an_earlier_split(dir: &Path) -> Option<String> {
                     .unwrap_or(&p)
                     .to_string_lossy()
                     .into_owned();
-                if !listed.contains(rel.as_str()) {
+                let Some(sha) = listed.get(rel.as_str()) else {
                     return Some(format!(
                         "it holds {rel}, which its MANIFEST.tsv does not list"
                     ));
+                };
+                // A copy that is the only name of its photo and no longer the split's (edited in
+                // place) would be lost; a link, or a hard link beside its source, would not.
+                if let Some(why) = changed_copy(&p, sha) {
+                    return Some(format!("it holds {rel}, {why}"));
                 }
             }
         }
@@ -230,6 +239,24 @@ fn not_an_earlier_split(dir: &Path) -> Option<String> {
         }
     }
     None
+}
+
+/// Why the split's file `p` may not be deleted, if it may not: a regular file that is the only name
+/// of its data and whose sha256 is no longer the manifest's `sha`.
+fn changed_copy(p: &Path, sha: &str) -> Option<String> {
+    use std::os::unix::fs::MetadataExt;
+    let m = std::fs::symlink_metadata(p).ok()?;
+    if !m.file_type().is_file() || m.nlink() > 1 {
+        return None;
+    }
+    match crate::util::hash::sha256_file(p) {
+        Ok(h) if h == sha => None,
+        Ok(_) => Some(
+            "changed since the split wrote it (its sha256 is not MANIFEST.tsv's): move it out first"
+                .into(),
+        ),
+        Err(e) => Some(format!("which cannot be read: {e}")),
+    }
 }
 
 /// The candidate files of each class, sorted by path, and how many non-image files were passed over.

@@ -116,6 +116,32 @@ fn split_samples_checked_files_per_class_reproducibly() {
     forced.push("--force".into());
     assert!(run_args(forced.clone()).status.success());
     assert_eq!(manifest(&out), manifest(&other));
+    // A copied photo edited in place is not the split's any more: --force refuses, keeping it.
+    let copied = d.path().join("copied");
+    let mut copy = args(&copied, "8");
+    copy.extend(["--mode".into(), "copy".into()]);
+    assert!(run_args(copy.clone()).status.success());
+    copy.push("--force".into());
+    let listed = std::fs::read_to_string(copied.join("MANIFEST.tsv")).unwrap();
+    let rel = listed
+        .lines()
+        .nth(1)
+        .unwrap()
+        .split('\t')
+        .nth(2)
+        .unwrap()
+        .to_string();
+    std::fs::write(copied.join(&rel), b"retouched by hand").unwrap();
+    failed(
+        &run_args(copy.clone()),
+        &[rel.as_str(), "changed since the split wrote it"],
+    );
+    assert_eq!(
+        std::fs::read(copied.join(&rel)).unwrap(),
+        b"retouched by hand"
+    );
+    std::fs::remove_file(copied.join(&rel)).unwrap();
+    assert!(run_args(copy).status.success());
     let stranger = d.path().join("stranger");
     std::fs::create_dir_all(&stranger).unwrap();
     std::fs::write(stranger.join("notes.txt"), b"mine").unwrap();
