@@ -851,7 +851,7 @@ fn derived_outputs_report_folders_and_pictures_follow_the_rules() {
             "--plot",
             "-q",
         ],
-        &["is not a PNG picture"],
+        &["is not a picture headstart drew"],
     );
     assert_eq!(std::fs::read(&curves).unwrap(), model_bytes);
     // split --force onto an earlier split with a photo of the user's added inside it.
