@@ -47,7 +47,7 @@ impl Loss {
     /// smoothing=0.1)`, `focal(gamma=2, alpha=0.25)`, `hinge`, `squared-hinge`, `mse`.
     pub fn describe(&self) -> String {
         match *self {
-            Loss::CrossEntropy { smoothing } if smoothing == 0.0 => "cross-entropy".into(),
+            Loss::CrossEntropy { smoothing: 0.0 } => "cross-entropy".into(),
             Loss::CrossEntropy { smoothing } => {
                 format!("cross-entropy(label smoothing={smoothing})")
             }

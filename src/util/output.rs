@@ -87,8 +87,11 @@ impl Staged {
     }
 }
 
+/// What writes an output's temporary file (a part of [`write_together`]).
+pub type WriteTmp<'o> = Box<dyn FnOnce(&Path) -> Result<()> + 'o>;
+
 /// One part of [`write_together`]: an output and what writes its temporary file.
-pub type Part<'o, 'a> = (&'o Output<'a>, Box<dyn FnOnce(&Path) -> Result<()> + 'o>);
+pub type Part<'o, 'a> = (&'o Output<'a>, WriteTmp<'o>);
 
 /// Writes several outputs as one (a head and its history, an audit's tables): each target is
 /// checked and locked, each temporary file written and fsynced, and only then are they renamed into
@@ -443,11 +446,10 @@ mod tests {
             Output::new(&a).replace(Replace::Always),
             Output::new(&b).replace(Replace::Always),
         );
-        let put = |text: &'static str| -> Box<dyn FnOnce(&Path) -> Result<()>> {
+        let put = |text: &'static str| -> WriteTmp<'static> {
             Box::new(move |p: &Path| std::fs::write(p, text).map_err(|e| Error::io(p, e)))
         };
-        let fail: Box<dyn FnOnce(&Path) -> Result<()>> =
-            Box::new(|p: &Path| Err(Error::output(p, "disk full")));
+        let fail: WriteTmp = Box::new(|p: &Path| Err(Error::output(p, "disk full")));
         let e = write_together(vec![(&oa, put("new a")), (&ob, fail)]).unwrap_err();
         assert!(e.to_string().contains("disk full"), "{e}");
         assert_eq!(std::fs::read_to_string(&a).unwrap(), "old a");
@@ -464,7 +466,7 @@ mod tests {
         // put back as it was.
         let c = dir.path().join("c.txt");
         let oc = Output::new(&c);
-        let sabotage: Box<dyn FnOnce(&Path) -> Result<()>> = Box::new(|p: &Path| {
+        let sabotage: WriteTmp = Box::new(|p: &Path| {
             std::fs::write(p, "new c").unwrap();
             std::fs::create_dir(dir.path().join("c.txt")).unwrap();
             Ok(())

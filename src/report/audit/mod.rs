@@ -538,7 +538,7 @@ pub fn audit(cfg: &AuditConfig, rep: &dyn Reporter) -> Result<AuditSummary> {
     let write = |text: &[u8]| {
         let text = text.to_vec();
         Box::new(move |tmp: &Path| std::fs::write(tmp, &text).map_err(|e| Error::io(tmp, e)))
-            as Box<dyn FnOnce(&Path) -> Result<()>>
+            as crate::util::output::WriteTmp
     };
     let oof_out = probabilities_output(cfg, &oof, &is_probabilities);
     let mut parts = vec![(&out, write(tsv_text.as_bytes()))];

@@ -9,7 +9,7 @@ use headstart::data::preprocess::Layout;
 use headstart::error::{Error, Result};
 use headstart::onnx::generate::vit::{externalize, vit, Style, VitSpec};
 use headstart::onnx::{self, generate::CnnSpec};
-use headstart::util::output::{write_together, Output, Replace};
+use headstart::util::output::{write_together, Output, Replace, WriteTmp};
 use headstart::util::paths::resolve;
 
 use crate::common::{size_arg, LayoutArg};
@@ -161,7 +161,7 @@ pub fn run(a: &Args) -> Result<()> {
             .replace(if own { Replace::Always } else { Replace::Never })
             .hint("it is not the data file of the model at --out (remove it if it is a leftover)")
     });
-    let put = |b: &[u8]| -> Box<dyn FnOnce(&Path) -> Result<()>> {
+    let put = |b: &[u8]| -> WriteTmp {
         let b = b.to_vec();
         Box::new(move |tmp: &Path| std::fs::write(tmp, &b).map_err(|e| Error::io(tmp, e)))
     };
