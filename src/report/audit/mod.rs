@@ -532,25 +532,7 @@ pub fn audit(cfg: &AuditConfig, rep: &dyn Reporter) -> Result<AuditSummary> {
         findings.push(ph.finding(i, "outlier", nb.knn_distance[i] as f64, &classes));
     }
 
-    // The table and the probabilities together: a failed second write used to leave the new
-    // probabilities beside the old table.
-    let tsv_text = table(&findings);
-    let write = |text: &[u8]| {
-        let text = text.to_vec();
-        Box::new(move |tmp: &Path| std::fs::write(tmp, &text).map_err(|e| Error::io(tmp, e)))
-            as crate::util::output::WriteTmp
-    };
-    let oof_out = probabilities_output(cfg, &oof, &is_probabilities);
-    let mut parts = vec![(&out, write(tsv_text.as_bytes()))];
-    if let Some(csv) = &oof_csv {
-        parts.push((&oof_out, write(csv)));
-    }
-    crate::util::output::write_together(parts)?;
-    if oof_csv.is_none() && oof.exists() {
-        // No label check: an earlier audit's probabilities there would be taken for this one's
-        // (the check above made sure it is an audit's file).
-        std::fs::remove_file(&oof).map_err(|e| Error::io(&oof, e))?;
-    }
+    write_tables(cfg, &out, &oof, &findings, oof_csv.as_deref())?;
     let mut s = AuditSummary {
         features: cfg.features.display().to_string(),
         audit_tsv: tsv.display().to_string(),
@@ -577,6 +559,34 @@ pub fn audit(cfg: &AuditConfig, rep: &dyn Reporter) -> Result<AuditSummary> {
     }
     s.seconds = t0.elapsed().as_secs_f64();
     Ok(s)
+}
+
+/// `audit.tsv` and `out_of_fold.csv` (when labels were checked) together: a failed second write
+/// used to leave the new probabilities beside the old table. Without probabilities, an earlier
+/// audit's are removed: they would be taken for this one's.
+fn write_tables(
+    cfg: &AuditConfig,
+    out: &Output,
+    oof: &Path,
+    findings: &[Finding],
+    oof_csv: Option<&[u8]>,
+) -> Result<()> {
+    let write = |text: &[u8]| {
+        let text = text.to_vec();
+        Box::new(move |tmp: &Path| std::fs::write(tmp, &text).map_err(|e| Error::io(tmp, e)))
+            as crate::util::output::WriteTmp
+    };
+    let oof_out = probabilities_output(cfg, oof, &is_probabilities);
+    let mut parts = vec![(out, write(table(findings).as_bytes()))];
+    if let Some(csv) = oof_csv {
+        parts.push((&oof_out, write(csv)));
+    }
+    crate::util::output::write_together(parts)?;
+    // The check before any work made sure it is an audit's file.
+    if oof_csv.is_none() && oof.exists() {
+        std::fs::remove_file(oof).map_err(|e| Error::io(oof, e))?;
+    }
+    Ok(())
 }
 
 /// Whether `p` is an audit's `out_of_fold.csv` (the rule by which an audit replaces it).

@@ -385,84 +385,7 @@ fn open_output(
             false,
             Box::new(std::io::BufWriter::new(std::io::stdout())),
         ),
-        Some(o) => {
-            let hint = if cfg.resume || cfg.force {
-                "choose another --out"
-            } else {
-                "pass --resume to continue it or --force to replace it"
-            };
-            let rule = if cfg.resume {
-                Replace::Always
-            } else if cfg.force {
-                Replace::If {
-                    what: "a score file (CSV headed path,predicted,…,error, or JSON lines)",
-                    check: &is_score_file,
-                }
-            } else {
-                Replace::Never
-            };
-            let out = Output::new(o)
-                .input(&cfg.model)
-                .inputs(&cfg.head)
-                .inputs(&cfg.features)
-                .inputs(cfg.inputs.iter().filter(|p| !is_url_path(p)))
-                .replace(rule)
-                .hint(hint);
-            out.check()?;
-            // A link at --out is replaced by the file (staged), never written through: a dangling
-            // one would put the scores wherever it points, among the photos scored too.
-            let is_link = std::fs::symlink_metadata(o).is_ok_and(|m| m.file_type().is_symlink());
-            if is_link && cfg.resume {
-                return Err(Error::output(
-                    o,
-                    "is a link: --resume continues a score file itself, not a link to one",
-                ));
-            }
-            let lock = OutputLock::acquire(o)?;
-            let record = RunRecord::of(cfg, source)?;
-            // Checked before anything of the file is read or cut.
-            if cfg.resume {
-                record.check_resume(o)?;
-            }
-            let done = if cfg.resume {
-                done_paths(o, format, &probe, names)?
-            } else {
-                Done {
-                    paths: Default::default(),
-                    is_empty_file: true,
-                }
-            };
-            let existing = std::fs::metadata(o).map_or(0, |m| m.len());
-            let appending = cfg.resume && existing > 0 && !done.is_empty_file;
-            let staged = if !cfg.resume && (existing > 0 || is_link) {
-                Some(out.stage(&lock)?)
-            } else {
-                None
-            };
-            // A staged file's record is written when it is put in place.
-            if staged.is_none() {
-                record.write(o)?;
-            }
-            let path = staged.as_ref().map_or(o.as_path(), |s| s.path());
-            let f = std::fs::OpenOptions::new()
-                .create(true)
-                .append(appending)
-                .write(true)
-                .truncate(!appending)
-                .open(path)
-                .map_err(|e| Error::io(o, e))?;
-            (
-                Opened {
-                    _lock: Some(lock),
-                    record: staged.is_some().then_some(record),
-                    staged,
-                    out: o.clone(),
-                },
-                done,
-                appending,
-                Box::new(std::io::BufWriter::new(f)),
-            )
-        }
+        Some(o) => open_file(cfg, o, format, &probe, names, source)?,
     };
     let mut w = Writer::new(format, sink, classes);
     w.top_k = cfg.top_k;
@@ -472,6 +395,94 @@ fn open_output(
         w.header().map_err(|e| Error::io(&opened.out, e))?;
     }
     Ok((opened, w, done.paths))
+}
+
+/// `--out` checked, locked and opened: staged when it replaces a file (or a link), appended to when
+/// `--resume` continues it; with the rows already there.
+fn open_file(
+    cfg: &ScoreConfig,
+    o: &Path,
+    format: Format,
+    probe: &Writer,
+    names: &[String],
+    source: String,
+) -> Result<(Opened, Done, bool, Box<dyn Write>)> {
+    let hint = if cfg.resume || cfg.force {
+        "choose another --out"
+    } else {
+        "pass --resume to continue it or --force to replace it"
+    };
+    let rule = if cfg.resume {
+        Replace::Always
+    } else if cfg.force {
+        Replace::If {
+            what: "a score file (CSV headed path,predicted,…,error, or JSON lines)",
+            check: &is_score_file,
+        }
+    } else {
+        Replace::Never
+    };
+    let out = Output::new(o)
+        .input(&cfg.model)
+        .inputs(&cfg.head)
+        .inputs(&cfg.features)
+        .inputs(cfg.inputs.iter().filter(|p| !is_url_path(p)))
+        .replace(rule)
+        .hint(hint);
+    out.check()?;
+    // A link at --out is replaced by the file (staged), never written through: a dangling
+    // one would put the scores wherever it points, among the photos scored too.
+    let is_link = std::fs::symlink_metadata(o).is_ok_and(|m| m.file_type().is_symlink());
+    if is_link && cfg.resume {
+        return Err(Error::output(
+            o,
+            "is a link: --resume continues a score file itself, not a link to one",
+        ));
+    }
+    let lock = OutputLock::acquire(o)?;
+    let record = RunRecord::of(cfg, source)?;
+    // Checked before anything of the file is read or cut.
+    if cfg.resume {
+        record.check_resume(o)?;
+    }
+    let done = if cfg.resume {
+        done_paths(o, format, probe, names)?
+    } else {
+        Done {
+            paths: Default::default(),
+            is_empty_file: true,
+        }
+    };
+    let existing = std::fs::metadata(o).map_or(0, |m| m.len());
+    let appending = cfg.resume && existing > 0 && !done.is_empty_file;
+    let staged = if !cfg.resume && (existing > 0 || is_link) {
+        Some(out.stage(&lock)?)
+    } else {
+        None
+    };
+    // A staged file's record is written when it is put in place.
+    if staged.is_none() {
+        record.write(o)?;
+    }
+    let path = staged.as_ref().map_or(o, |s| s.path());
+    let f = std::fs::OpenOptions::new()
+        .create(true)
+        .append(appending)
+        .write(true)
+        .truncate(!appending)
+        .open(path)
+        .map_err(|e| Error::io(o, e))?;
+    Ok((
+        Opened {
+            _lock: Some(lock),
+            record: staged.is_some().then_some(record),
+            staged,
+            out: o.to_path_buf(),
+        },
+        done,
+        appending,
+        Box::new(std::io::BufWriter::new(f)),
+    ))
 }
 
 /// Scores every input, writing one row per image as its batch finishes; progress and unreadable
