@@ -271,6 +271,16 @@ pub fn finetune(cfg: &FinetuneConfig, rep: &dyn Reporter) -> Result<FinetuneSumm
         .map_err(|e| Error::model(&cfg.model, e))?;
     let model_sha = crate::onnx::model_sha256(&cfg.model)?;
     let given = given_head(cfg, &model_sha)?;
+    if let (Some(h), Some(p)) = (&given, &cfg.head) {
+        if h.trained_on_validation() {
+            rep.report(Report::Warning(&format!(
+                "{}: this head was refit on train + validation rows (train-head's auto recipe), so \
+                 phase 2's validation numbers are on rows it has seen; a head trained with \
+                 --recipe seed keeps them held out",
+                p.display()
+            )));
+        }
+    }
     // A transformer's tokens are pooled after the top, as extract pools the whole model's output:
     // as a given head's features were pooled, else as the model's metadata says.
     let request = given

@@ -98,6 +98,15 @@ impl Head {
         self.thresholds.is_some()
     }
 
+    /// Whether the head was trained on its validation rows too (`--recipe auto` refits its choice
+    /// on train + validation): numbers measured on those rows with it are not held out.
+    pub fn trained_on_validation(&self) -> bool {
+        let t: serde_json::Value = serde_json::from_str(&self.training).unwrap_or_default();
+        let val_rows = t["val_rows"].as_u64().unwrap_or(0);
+        let refit = t["settings"]["refit_rows"].as_u64().unwrap_or(0);
+        val_rows > 0 && refit >= t["train_rows"].as_u64().unwrap_or(0) + val_rows
+    }
+
     /// Refuses features from another base model, shape or class list; states both sides. With
     /// `any_precision`, features of another precision (int8, fp16, fp32) of the same source model
     /// are accepted.

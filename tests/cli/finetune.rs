@@ -127,6 +127,18 @@ fn finetune_trains_the_top_block_and_exports_a_matching_model() {
     let head = d.path().join("f.head.h5");
     let j = run_json(&["--head", s(&head)]);
     assert!(j["phase1"].is_null());
+    // A head the auto recipe refit on train + validation is said to have seen the validation rows.
+    let auto = d.path().join("auto.head.h5");
+    ok(&["train-head", s(&cache), "--out", s(&auto), "-q"]);
+    let a = args(&["--head", s(&auto)]);
+    let t = text(&bin().args(&a).output().unwrap());
+    assert!(
+        t.contains("auto.head.h5: this head was refit on train + validation rows"),
+        "{t}"
+    );
+    let a = args(&["--head", s(&head)]);
+    let t = text(&bin().args(&a).output().unwrap());
+    assert!(!t.contains("refit on train + validation"), "{t}");
     // A head of another base is refused, naming both.
     let mut spec = CnnSpec::tiny(Layout::Nchw, Some((32, 32)));
     spec.seed = 2;
