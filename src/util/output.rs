@@ -61,6 +61,8 @@ pub struct Staged {
     tmp: PathBuf,
     target: PathBuf,
     dir: PathBuf,
+    /// Fsynced already ([`write_together`] syncs every part before the first rename).
+    synced: bool,
 }
 
 impl Staged {
@@ -77,7 +79,9 @@ impl Staged {
 
     /// Fsyncs the temporary file and renames it over the target.
     pub fn commit(mut self) -> Result<()> {
-        self.sync()?;
+        if !self.synced {
+            self.sync()?;
+        }
         std::fs::rename(&self.tmp, &self.target).map_err(|e| Error::io(&self.target, e))?;
         self.guard.0 = None;
         if let Ok(d) = std::fs::File::open(&self.dir) {
@@ -98,6 +102,21 @@ pub type Part<'o, 'a> = (&'o Output<'a>, WriteTmp<'o>);
 /// place, in order. An error before the renames (a full disk, an unwritable folder for the second
 /// file) leaves every target as it was; it used to leave a new first file beside an old second.
 pub fn write_together(parts: Vec<Part<'_, '_>>) -> Result<()> {
+    // One file cannot be two parts: its lock would be taken twice.
+    for (i, (a, _)) in parts.iter().enumerate() {
+        if let Some((b, _)) = parts[..i]
+            .iter()
+            .find(|(b, _)| resolve(&b.target) == resolve(&a.target))
+        {
+            return Err(Error::output(
+                &a.target,
+                format!(
+                    "is also the output {}; give the outputs different names",
+                    b.target.display()
+                ),
+            ));
+        }
+    }
     let mut locks = Vec::with_capacity(parts.len());
     for (o, _) in &parts {
         o.check()?;
@@ -109,48 +128,100 @@ pub fn write_together(parts: Vec<Part<'_, '_>>) -> Result<()> {
     let mut staged = Vec::with_capacity(parts.len());
     for ((o, write), lock) in parts.into_iter().zip(&locks) {
         o.check()?;
-        let s = o.stage(lock)?;
+        let mut s = o.stage(lock)?;
         write(s.path())?;
         s.sync()?;
+        s.synced = true;
         staged.push(s);
     }
-    // Each target there before is kept under a hard link (named as a temporary file, so a crash
-    // leaves nothing that the next write does not clean) until all are in place: a rename that
+    // Each target there before is kept (a hard link, else a copy, named as a temporary file so a
+    // crash leaves nothing the next write does not clean) until all are in place: a rename that
     // fails (a target made immutable, a folder gone) puts back the ones before it.
-    let kept: Vec<(PathBuf, Option<PathBuf>)> = parts_targets(&staged)
-        .into_iter()
-        .map(|(o, t)| {
-            let old = t.exists().then(|| o.keep_old(&t)).flatten();
-            (t, old)
+    let mut kept: Vec<Kept> = staged
+        .iter()
+        .map(|s| {
+            let existed = std::fs::symlink_metadata(&s.target).is_ok();
+            let old = existed
+                .then(|| Output::new(&s.target).keep_old(&s.target))
+                .flatten();
+            Kept {
+                target: s.target.clone(),
+                existed,
+                old,
+            }
         })
         .collect();
-    let mut result = Ok(());
+    let mut failed = None;
     for (i, s) in staged.into_iter().enumerate() {
         if let Err(e) = s.commit() {
-            for (target, old) in &kept[..i] {
-                let _ = match old {
-                    Some(old) => std::fs::rename(old, target),
-                    None => std::fs::remove_file(target),
-                };
-            }
-            result = Err(e);
+            failed = Some((i, e));
             break;
         }
     }
-    for (_, old) in &kept {
-        if let Some(old) = old {
+    let notes = match &failed {
+        Some((i, _)) => kept[..*i].iter_mut().filter_map(Kept::put_back).collect(),
+        None => Vec::new(),
+    };
+    for k in &kept {
+        if let Some(old) = &k.old {
             let _ = std::fs::remove_file(old);
         }
     }
-    result
+    match failed {
+        None => Ok(()),
+        Some((_, e)) if notes.is_empty() => Err(e),
+        Some((i, e)) => Err(Error::output(
+            &kept[i].target,
+            format!("{e}; {}", notes.join("; ")),
+        )),
+    }
 }
 
-/// Each staged file's output (for its folder and name) and target.
-fn parts_targets(staged: &[Staged]) -> Vec<(Output<'static>, PathBuf)> {
-    staged
-        .iter()
-        .map(|s| (Output::new(&s.target), s.target.clone()))
-        .collect()
+/// A target of [`write_together`] as it was before: whether it existed, and its kept copy.
+struct Kept {
+    target: PathBuf,
+    existed: bool,
+    old: Option<PathBuf>,
+}
+
+impl Kept {
+    /// Puts the target back as it was; says so when it cannot (and where the previous file is).
+    fn put_back(&mut self) -> Option<String> {
+        let t = self.target.display();
+        match self.old.take() {
+            Some(old) => {
+                if std::fs::rename(&old, &self.target).is_ok() {
+                    return None;
+                }
+                // Under a name no later write cleans away, since it is the only copy left.
+                for n in 0..100 {
+                    let mut keep = self.target.clone().into_os_string();
+                    keep.push(format!(".previous{}", n + 1));
+                    let keep = PathBuf::from(keep);
+                    if std::fs::symlink_metadata(&keep).is_err()
+                        && std::fs::rename(&old, &keep).is_ok()
+                    {
+                        return Some(format!(
+                            "the previous {t} could not be put back: it is kept as {}",
+                            keep.display()
+                        ));
+                    }
+                }
+                let note = format!(
+                    "the previous {t} could not be put back: it is kept as {}",
+                    old.display()
+                );
+                Some(note)
+            }
+            None if !self.existed => {
+                let _ = std::fs::remove_file(&self.target);
+                None
+            }
+            None => Some(format!(
+                "{t} holds its new version (no copy of the previous one could be made)"
+            )),
+        }
+    }
 }
 
 impl<'a> Output<'a> {
@@ -343,6 +414,7 @@ impl<'a> Output<'a> {
             tmp,
             target: self.target.clone(),
             dir: self.dir(),
+            synced: false,
         })
     }
 
@@ -396,8 +468,8 @@ impl<'a> Output<'a> {
         }
     }
 
-    /// `.NAME.PID.N.tmp` beside the target, created exclusively.
-    /// A hard link to the target under a fresh temporary name, or `None` when none can be made.
+    /// The target kept under a fresh temporary name: a hard link, else (a file system without
+    /// them) a copy; `None` when neither can be made.
     fn keep_old(&self, target: &Path) -> Option<PathBuf> {
         let (name, dir) = (self.name(), self.dir());
         loop {
@@ -406,11 +478,20 @@ impl<'a> Output<'a> {
             match std::fs::hard_link(target, &old) {
                 Ok(()) => return Some(old),
                 Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => continue,
-                Err(_) => return None,
+                Err(_) => break,
+            }
+        }
+        let copy = self.create_tmp().ok()?;
+        match std::fs::copy(target, &copy) {
+            Ok(_) => Some(copy),
+            Err(_) => {
+                let _ = std::fs::remove_file(&copy);
+                None
             }
         }
     }
 
+    /// `.NAME.PID.N.tmp` beside the target, created exclusively.
     fn create_tmp(&self) -> Result<PathBuf> {
         let name = self.name();
         let dir = self.dir();
@@ -475,6 +556,22 @@ mod tests {
         assert_eq!(std::fs::read_to_string(&a).unwrap(), "new a");
         let left: Vec<_> = std::fs::read_dir(dir.path()).unwrap().collect();
         assert_eq!(left.len(), 3, "temporary or kept files left: {left:?}");
+        // A first target that was not there before is removed again.
+        let (n, e) = (dir.path().join("n.txt"), dir.path().join("e.txt"));
+        let (on, oe) = (Output::new(&n), Output::new(&e));
+        let sabotage: WriteTmp = Box::new(|p: &Path| {
+            std::fs::write(p, "new e").unwrap();
+            std::fs::create_dir(dir.path().join("e.txt")).unwrap();
+            Ok(())
+        });
+        assert!(write_together(vec![(&on, put("new n")), (&oe, sabotage)]).is_err());
+        assert!(!n.exists());
+        // One file named twice (here through a link) is refused before anything is written.
+        std::os::unix::fs::symlink(&a, dir.path().join("alias.txt")).unwrap();
+        let alias = Output::new(&dir.path().join("alias.txt")).replace(Replace::Always);
+        let err = write_together(vec![(&oa, put("x")), (&alias, put("y"))]).unwrap_err();
+        assert!(err.to_string().contains("is also the output"), "{err}");
+        assert_eq!(std::fs::read_to_string(&a).unwrap(), "new a");
     }
 
     #[test]
