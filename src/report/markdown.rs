@@ -63,6 +63,20 @@ pub fn write(
     Ok(path)
 }
 
+/// Where `train_head` draws the learning curves of the head at `out`: beside it
+/// (`<head>.curves.png`) and in the report folder; each can be checked before training
+/// ([`plot::check_picture`]).
+pub fn train_head_pictures(out: &Path, beside_head: bool, report: Option<&Path>) -> Vec<PathBuf> {
+    let mut at = Vec::new();
+    if beside_head {
+        at.push(with_suffix(out, "curves.png"));
+    }
+    if let Some(dir) = report {
+        at.push(dir.join("curves.png"));
+    }
+    at
+}
+
 /// The learning curves at `curves` (each path a PNG), and with `report` the folder's report.md: the
 /// run, the head's settings, the curves and the per-epoch table. Returns the files written.
 pub fn train_head(
@@ -71,13 +85,9 @@ pub fn train_head(
     curves_beside_head: bool,
     report: Option<&Path>,
 ) -> Result<Vec<PathBuf>> {
-    let mut written = Vec::new();
-    if curves_beside_head {
-        written.push(with_suffix(&cfg.out, "curves.png"));
-    }
+    let mut written = train_head_pictures(&cfg.out, curves_beside_head, report);
     if let Some(dir) = report {
         std::fs::create_dir_all(dir).map_err(|x| Error::io(dir, x))?;
-        written.push(dir.join("curves.png"));
     }
     for c in &written {
         plot::learning_curves(&s.history, c)?;
@@ -129,6 +139,10 @@ pub fn evaluation(head: &Path, e: &Evaluation, report: Option<&Path>) -> Result<
     };
     if let Some(dir) = report {
         std::fs::create_dir_all(dir).map_err(|x| Error::io(dir, x))?;
+    }
+    // Every place checked before the first picture is drawn: a refusal leaves no half report.
+    for what in ["confusion.png", "roc.png", "pr.png", "top_losses.png"] {
+        plot::check_picture(&place(what))?;
     }
     let mut pictures = Vec::new();
     if !e.metrics.confusion.is_empty() {

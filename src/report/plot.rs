@@ -59,42 +59,83 @@ fn png_over(
     )
     .map_err(|x| Error::Config(format!("{}: cannot write the plot: {x}", path.display())))?;
     let bytes = signed(bytes);
-    // A report's pictures are replaced on each run, but only headstart's own: never a user's
-    // picture, a photo or a CSV that happens to have the name.
-    let out = Output::new(path).replace(Replace::If {
+    let out = Output::new(path).replace(picture_rule());
+    out.write(|tmp| std::fs::write(tmp, &bytes).map_err(|e| Error::io(tmp, e)))
+}
+
+/// A report's pictures are replaced on each run, but only headstart's own: never a user's picture,
+/// a photo or a CSV that happens to have the name.
+fn picture_rule() -> Replace<'static> {
+    Replace::If {
         what: "a picture headstart drew",
         check: &is_ours,
-    });
-    out.write(|tmp| std::fs::write(tmp, &bytes).map_err(|e| Error::io(tmp, e)))
+    }
+}
+
+/// Refuses `path` as a picture's place before any work, by the rule the drawing follows (nothing
+/// there: nothing to refuse; its folder is made when the picture is drawn).
+pub fn check_picture(path: &Path) -> Result<()> {
+    if std::fs::symlink_metadata(path).is_err() {
+        return Ok(());
+    }
+    Output::new(path).replace(picture_rule()).check()
 }
 
 /// The PNG text chunk that marks a picture as headstart's.
 const SIGNATURE: &[u8] = b"Software\0headstart";
 
-/// `png` with a `tEXt` chunk `Software: headstart` after its header chunk (IHDR, bytes 8..33).
+/// `png` with a `tEXt` chunk `Software: headstart`.
 fn signed(png: Vec<u8>) -> Vec<u8> {
+    with_chunk(png, b"tEXt", SIGNATURE)
+}
+
+/// `png` with a chunk of `kind` holding `data` after its header chunk (IHDR, bytes 8..33).
+fn with_chunk(png: Vec<u8>, kind: &[u8; 4], data: &[u8]) -> Vec<u8> {
     const AFTER_IHDR: usize = 8 + 4 + 4 + 13 + 4;
     if png.len() < AFTER_IHDR {
         return png;
     }
-    let mut chunk = Vec::with_capacity(12 + SIGNATURE.len());
-    chunk.extend_from_slice(&(SIGNATURE.len() as u32).to_be_bytes());
-    chunk.extend_from_slice(b"tEXt");
-    chunk.extend_from_slice(SIGNATURE);
+    let mut chunk = Vec::with_capacity(12 + data.len());
+    chunk.extend_from_slice(&(data.len() as u32).to_be_bytes());
+    chunk.extend_from_slice(kind);
+    chunk.extend_from_slice(data);
     chunk.extend_from_slice(&crc32fast::hash(&chunk[4..]).to_be_bytes());
     let mut out = png;
     out.splice(AFTER_IHDR..AFTER_IHDR, chunk);
     out
 }
 
-/// Whether `p` is a PNG that headstart drew (its signature chunk near the start).
+/// Whether `p` is a PNG that headstart drew: its signature chunk near the start, or (a picture of
+/// a release before the signature) nothing but the chunks its encoder writes, IHDR, IDAT and IEND,
+/// where other tools add at least a colour space, a resolution or their name.
 fn is_ours(p: &Path) -> bool {
-    use std::io::Read;
-    let mut head = Vec::with_capacity(128);
-    let read = std::fs::File::open(p).and_then(|f| f.take(128).read_to_end(&mut head));
-    read.is_ok()
-        && head.starts_with(b"\x89PNG\r\n\x1a\n")
-        && head.windows(SIGNATURE.len()).any(|w| w == SIGNATURE)
+    const MAX: u64 = 64 << 20;
+    if std::fs::metadata(p).map_or(true, |m| !m.is_file() || m.len() > MAX) {
+        return false;
+    }
+    let Ok(b) = std::fs::read(p) else {
+        return false;
+    };
+    if !b.starts_with(b"\x89PNG\r\n\x1a\n") {
+        return false;
+    }
+    let head = &b[..b.len().min(128)];
+    if head.windows(SIGNATURE.len()).any(|w| w == SIGNATURE) {
+        return true;
+    }
+    let mut at = 8;
+    while at + 8 <= b.len() {
+        let len = u32::from_be_bytes([b[at], b[at + 1], b[at + 2], b[at + 3]]) as usize;
+        let kind = &b[at + 4..at + 8];
+        if !matches!(kind, b"IHDR" | b"IDAT" | b"IEND") {
+            return false;
+        }
+        if kind == b"IEND" {
+            return true;
+        }
+        at = at.saturating_add(12).saturating_add(len);
+    }
+    false
 }
 
 /// Loss and accuracy per epoch (training and validation), two panels side by side.
@@ -476,10 +517,24 @@ mod tests {
         assert!(is_ours(&p));
         assert_eq!(image::open(&p).unwrap().width(), 1100);
         learning_curves(&h, &p).unwrap();
+        // A picture of an earlier release (the encoder's chunks only, no signature) is replaced.
         image::RgbImage::new(2, 2).save(&p).unwrap();
-        let mine = std::fs::read(&p).unwrap();
+        learning_curves(&h, &p).unwrap();
+        assert!(is_ours(&p));
+        // Another tool's PNG (its name in a text chunk) is refused and kept.
+        let mut plain = Vec::new();
+        image::RgbImage::new(2, 2)
+            .write_to(
+                &mut std::io::Cursor::new(&mut plain),
+                image::ImageFormat::Png,
+            )
+            .unwrap();
+        let mine = with_chunk(plain, b"tEXt", b"Software\0GIMP");
+        assert_eq!(image::load_from_memory(&mine).unwrap().width(), 2);
+        std::fs::write(&p, &mine).unwrap();
         let e = learning_curves(&h, &p).unwrap_err().to_string();
         assert!(e.contains("not a picture headstart drew"), "{e}");
         assert_eq!(std::fs::read(&p).unwrap(), mine);
+        assert!(check_picture(&p).is_err());
     }
 }

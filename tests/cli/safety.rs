@@ -854,6 +854,10 @@ fn derived_outputs_report_folders_and_pictures_follow_the_rules() {
         &["is not a picture headstart drew"],
     );
     assert_eq!(std::fs::read(&curves).unwrap(), model_bytes);
+    assert!(
+        !d.path().join("h2.h5").exists(),
+        "refused before training, not after"
+    );
     // split --force onto an earlier split with a photo of the user's added inside it.
     let src = d.path().join("PetImages");
     pet_images(&src, 6, 6);

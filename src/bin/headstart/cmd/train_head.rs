@@ -295,6 +295,10 @@ pub fn run(a: &Args) -> Result<()> {
     if a.plot {
         headstart::report::folders::check_plots_beside(&cfg.out, &features, &features)?;
     }
+    // A picture that may not be replaced is said before training, not after.
+    for p in markdown::train_head_pictures(&cfg.out, a.plot, a.report.as_deref()) {
+        headstart::report::plot::check_picture(&p)?;
+    }
     let s = train_head(&cfg, &term(ProgressArg::None, a.quiet))?;
     if a.quiet {
         // The report lines are off; the closing ones are what --quiet keeps.
