@@ -11,6 +11,7 @@ use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
 
 use crate::error::{Error, Result};
+use crate::util::paths::nfc;
 
 /// The photos a list names.
 #[derive(Debug, Clone, PartialEq)]
@@ -19,6 +20,8 @@ pub struct Exclusion {
     /// The sha256 of the list as read (recorded with the head).
     pub sha256: String,
     pub files: BTreeSet<String>,
+    /// `files` in Unicode NFC, for names spelt in another normalisation.
+    nfc_files: BTreeSet<String>,
 }
 
 impl Exclusion {
@@ -66,21 +69,24 @@ impl Exclusion {
         Ok(Exclusion {
             source: path.to_path_buf(),
             sha256,
+            nfc_files: files.iter().map(|f| nfc(f)).collect(),
             files,
         })
     }
 
+    /// Whether the list names `rel`, in any Unicode normalisation (an NFC list finds NFD names).
     pub fn contains(&self, rel: &str) -> bool {
-        self.files.contains(rel)
+        self.files.contains(rel) || self.nfc_files.contains(&nfc(rel))
     }
 
     /// The listed files that are not in `known` (at most `limit` of them, and how many in all).
     pub fn unknown<'a>(&'a self, known: &BTreeSet<&str>, limit: usize) -> (Vec<&'a str>, usize) {
+        let known_nfc: BTreeSet<String> = known.iter().map(|k| nfc(k)).collect();
         let all: Vec<&str> = self
             .files
             .iter()
             .map(String::as_str)
-            .filter(|f| !known.contains(f))
+            .filter(|f| !known.contains(f) && !known_nfc.contains(&nfc(f)))
             .collect();
         let n = all.len();
         (all.into_iter().take(limit).collect(), n)
@@ -157,6 +163,27 @@ fn clean(p: &str) -> std::result::Result<String, String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A list typed in NFC names the files spelt in NFD (macOS), and knows them as known.
+    #[test]
+    fn names_in_another_unicode_normalisation_are_the_same_file() {
+        let d = tempfile::tempdir().unwrap();
+        let list = d.path().join("ex.txt");
+        std::fs::write(&list, "cat/caf\u{e9}.jpg\n").unwrap();
+        let e = Exclusion::read(&list).unwrap();
+        let nfd = "cat/cafe\u{301}.jpg";
+        assert!(e.contains(nfd));
+        assert!(!e.contains("cat/cafe.jpg"));
+        let known: BTreeSet<&str> = [nfd].into_iter().collect();
+        assert_eq!(e.unknown(&known, 3).1, 0);
+        // On disk: the NFD file is found under the NFC name, through an NFD folder too.
+        let dir = d.path().join("cafe\u{301}");
+        std::fs::create_dir_all(&dir).unwrap();
+        std::fs::write(dir.join("cafe\u{301}.jpg"), b"x").unwrap();
+        let found = crate::util::paths::locate(d.path(), "caf\u{e9}/caf\u{e9}.jpg").unwrap();
+        assert_eq!(found, dir.join("cafe\u{301}.jpg"));
+        assert!(crate::util::paths::locate(d.path(), "caf\u{e9}/other.jpg").is_none());
+    }
 
     #[cfg(unix)]
     #[test]

@@ -21,6 +21,7 @@ use sha2::{Digest, Sha256};
 use crate::data::scan::{canonical_split, image_files_checked, is_split_name, Dataset, Item};
 use crate::data::scan::{Split, SPLIT_NAMES};
 use crate::error::{Error, Result};
+use crate::util::paths::nfc;
 
 /// A label table is read whole: larger files are refused before reading.
 pub const MAX_TABLE_BYTES: u64 = 256 << 20;
@@ -410,12 +411,6 @@ struct ImageIndex {
     exact: BTreeSet<String>,
     stems: HashMap<String, Vec<String>>,
     nfc: HashMap<String, Vec<String>>,
-}
-
-/// `s` in Unicode normalisation form C.
-fn nfc(s: &str) -> String {
-    use unicode_normalization::UnicodeNormalization;
-    s.nfc().collect()
 }
 
 impl ImageIndex {

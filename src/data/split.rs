@@ -171,6 +171,9 @@ const MANIFEST_HEADER: &str = "split\tclass\tfile\tsha256\tsource";
 /// folders, `MANIFEST.tsv` (starting with its header) and `SKIPPED.tsv`.
 fn not_an_earlier_split(dir: &Path) -> Option<String> {
     let manifest = dir.join("MANIFEST.tsv");
+    if let Err(e) = crate::util::paths::check_regular(&manifest) {
+        return Some(e.to_string());
+    }
     let Ok(text) = std::fs::read(&manifest) else {
         return Some("no MANIFEST.tsv".into());
     };
@@ -434,7 +437,14 @@ fn excluded_hashes(cfg: &SplitConfig) -> Result<HashSet<String>> {
     let files: Vec<PathBuf> = ex
         .files
         .iter()
-        .map(|f| root.join(crate::util::paths::from_text(f)))
+        .map(|f| {
+            let exact = root.join(crate::util::paths::from_text(f));
+            match exact.is_file() {
+                true => exact,
+                // Listed in another Unicode normalisation than the folder spells it.
+                false => crate::util::paths::locate(root, f).unwrap_or(exact),
+            }
+        })
         .collect();
     if let Some(missing) = files.iter().find(|f| !f.is_file()) {
         return Err(Error::dataset(

@@ -171,6 +171,10 @@ impl BaseModel {
             return Err(Error::model(path, "model file not found"));
         }
         let proto = onnx::load(path)?;
+        // ONNX Runtime reads the weights files itself: a FIFO there would wait forever.
+        for f in onnx::external_data_files(path) {
+            crate::util::paths::check_regular(&f)?;
+        }
         let metadata = onnx::metadata(&proto);
         let preset = presets::detect(&metadata, &onnx::op_counts(&proto));
         drop(proto);

@@ -157,6 +157,7 @@ pub fn read_marker(run: &Path, k: usize) -> Result<Option<Marker>> {
 /// Reads a JSON file written by [`create_once`]; `None` when it is not there. `what` names the
 /// kind of file in the error for one that does not parse.
 pub fn read_once<T: serde::de::DeserializeOwned>(path: &Path, what: &str) -> Result<Option<T>> {
+    crate::util::paths::check_regular(path)?;
     match std::fs::read_to_string(path) {
         Ok(t) => serde_json::from_str(&t)
             .map(Some)

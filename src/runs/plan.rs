@@ -128,6 +128,7 @@ pub(super) fn write_json_via_tmp(path: &Path, value: &impl Serialize) -> Result<
 /// Reads `RUN/plan.json`.
 pub fn load_plan(run: &Path) -> Result<Plan> {
     let path = run.join(PLAN_FILE);
+    crate::util::paths::check_regular(&path)?;
     let text = std::fs::read_to_string(&path).map_err(|e| Error::io(&path, e))?;
     let plan: Plan = serde_json::from_str(&text)
         .map_err(|e| Error::Config(format!("{}: not a headstart plan: {e}", path.display())))?;
@@ -198,6 +199,7 @@ impl Plan {
     pub fn shard_dataset(&self, run: &Path, k: usize) -> Result<Dataset> {
         self.check_shard(run, k)?;
         let path = manifest_path(run, k);
+        crate::util::paths::check_regular(&path)?;
         let text = std::fs::read(&path).map_err(|e| Error::io(&path, e))?;
         if let Some(want) = self.manifest_sha256.get(k) {
             let got = crate::util::hash::sha256_bytes(&text);

@@ -22,6 +22,38 @@ use std::path::{Component, Path, PathBuf};
 
 use crate::error::{Error, Result};
 
+/// `s` in Unicode normalisation form C: names typed on one system match files named on another
+/// (macOS writes NFD).
+pub fn nfc(s: &str) -> String {
+    use unicode_normalization::UnicodeNormalization;
+    s.nfc().collect()
+}
+
+/// The file `rel` (a `/`-separated path below `root`) names, spelt as the folder spells it when only
+/// Unicode normalisation differs (an NFC list for NFD files); `None` when there is none, or more
+/// than one.
+pub fn locate(root: &Path, rel: &str) -> Option<PathBuf> {
+    let mut at = root.to_path_buf();
+    for part in rel.split('/').filter(|p| !p.is_empty()) {
+        let exact = at.join(part);
+        if std::fs::symlink_metadata(&exact).is_ok() {
+            at = exact;
+            continue;
+        }
+        let want = nfc(part);
+        let mut found = std::fs::read_dir(&at)
+            .ok()?
+            .flatten()
+            .filter(|e| nfc(&e.file_name().to_string_lossy()) == want);
+        let one = found.next()?;
+        if found.next().is_some() {
+            return None;
+        }
+        at = one.path();
+    }
+    Some(at)
+}
+
 /// Refuses `path` when it exists and is neither a regular file nor a folder (a FIFO, a socket, a
 /// device), before anything opens it: opening a FIFO blocks until a writer comes, a device may
 /// never end. A missing path or a folder is left to the caller's own open and message.

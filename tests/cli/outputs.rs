@@ -137,6 +137,53 @@ fn a_fifo_as_an_input_is_refused_not_waited_on() {
             &["pipe", "is a FIFO (named pipe), not a file"],
         );
     }
+    // Files found beside an output or in a folder: a run's plan, an earlier split's manifest, a
+    // score file's run record, a model's external data.
+    let fifo_at = |p: &Path| {
+        std::fs::create_dir_all(p.parent().unwrap()).unwrap();
+        assert!(Command::new("mkfifo").arg(p).status().unwrap().success());
+    };
+    let run = d.path().join("run");
+    fifo_at(&run.join("plan.json"));
+    let sp = d.path().join("sp");
+    fifo_at(&sp.join("MANIFEST.tsv"));
+    let (_, head) = cache_and_head(d.path(), &m, &data);
+    let scores = d.path().join("s.csv");
+    let score = ["score", s(&data), "--model", s(&m), "--head", s(&head)];
+    ok(&[&score[..], &["--out", s(&scores), "-q"]].concat());
+    std::fs::remove_file(d.path().join("s.csv.run.json")).unwrap();
+    fifo_at(&d.path().join("s.csv.run.json"));
+    let ext = d.path().join("ext.onnx");
+    ok(&["make-model", "tiny", "--external-data", "--out", s(&ext)]);
+    std::fs::remove_file(d.path().join("ext.onnx_data")).unwrap();
+    fifo_at(&d.path().join("ext.onnx_data"));
+    for (args, name) in [
+        (vec!["status", s(&run)], "plan.json"),
+        (
+            vec![
+                "split",
+                s(&data.join("train")),
+                "--out",
+                s(&sp),
+                "--train",
+                "1",
+                "--test",
+                "1",
+                "--force",
+            ],
+            "MANIFEST.tsv",
+        ),
+        (
+            [&score[..], &["--out", s(&scores), "--resume"]].concat(),
+            "s.csv.run.json",
+        ),
+        (vec!["inspect", s(&ext)], "ext.onnx_data"),
+    ] {
+        failed(
+            &run_bounded(&args),
+            &[name, "is a FIFO (named pipe), not a file"],
+        );
+    }
 }
 
 /// `make-features` replaces its own random caches, but a cache extracted from photos only with

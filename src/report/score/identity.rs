@@ -54,6 +54,7 @@ impl RunRecord {
         if !out.exists() {
             return Ok(());
         }
+        crate::util::paths::check_regular(&path)?;
         let Ok(text) = std::fs::read_to_string(&path) else {
             return Ok(());
         };
@@ -93,10 +94,12 @@ impl RunRecord {
         let text = serde_json::to_string_pretty(self)
             .map_err(|e| Error::Config(format!("score run record: {e}")))?;
         let is_record = |p: &Path| {
-            std::fs::read_to_string(p)
-                .ok()
-                .and_then(|t| serde_json::from_str::<RunRecord>(&t).ok())
-                .is_some_and(|r| r.format == FORMAT)
+            crate::util::paths::check_regular(p).is_ok()
+                && std::fs::metadata(p).is_ok_and(|m| m.is_file())
+                && std::fs::read_to_string(p)
+                    .ok()
+                    .and_then(|t| serde_json::from_str::<RunRecord>(&t).ok())
+                    .is_some_and(|r| r.format == FORMAT)
         };
         Output::new(&Self::path(out))
             .input(out)
