@@ -28,6 +28,32 @@ pub(super) fn write_back(
 ) -> Result<(PathBuf, PathBuf)> {
     let base_path = sibling(&cfg.out, ".base.onnx");
     let head_path = sibling(&cfg.out, ".head.h5");
+    // The base, the head and the model replace their predecessors together: a failed last write
+    // used to leave a new base and head beside the old model (which then disagreed).
+    let restore = crate::util::output::Restore::keep(&[&base_path, &head_path, &cfg.out]);
+    match write_all(cfg, proto, top, chead, start, top_shape, inp, history) {
+        Ok(()) => {
+            restore.done();
+            Ok((base_path, head_path))
+        }
+        Err(e) => Err(restore.undo(e)),
+    }
+}
+
+/// [`write_back`]'s three writes.
+#[allow(clippy::too_many_arguments)]
+fn write_all(
+    cfg: &FinetuneConfig,
+    proto: &ModelProto,
+    top: &TopGraph,
+    chead: &CandleHead,
+    start: StartHead,
+    top_shape: Vec<usize>,
+    inp: &Inputs,
+    history: &History,
+) -> Result<()> {
+    let base_path = sibling(&cfg.out, ".base.onnx");
+    let head_path = sibling(&cfg.out, ".head.h5");
     let mut tuned = proto.clone();
     top.write_back(&mut tuned)
         .map_err(|e| Error::model(&cfg.model, e))?;
@@ -75,7 +101,7 @@ pub(super) fn write_back(
         with_preprocessing: false,
         tta_flip: false,
     })?;
-    Ok((base_path, head_path))
+    Ok(())
 }
 
 /// Runs up to 8 images of `data` through the written model in ONNX Runtime and through the cached

@@ -137,20 +137,7 @@ pub fn write_together(parts: Vec<Part<'_, '_>>) -> Result<()> {
     // Each target there before is kept (a hard link, else a copy, named as a temporary file so a
     // crash leaves nothing the next write does not clean) until all are in place: a rename that
     // fails (a target made immutable, a folder gone) puts back the ones before it.
-    let mut kept: Vec<Kept> = staged
-        .iter()
-        .map(|s| {
-            let existed = std::fs::symlink_metadata(&s.target).is_ok();
-            let old = existed
-                .then(|| Output::new(&s.target).keep_old(&s.target))
-                .flatten();
-            Kept {
-                target: s.target.clone(),
-                existed,
-                old,
-            }
-        })
-        .collect();
+    let mut kept: Vec<Kept> = staged.iter().map(|s| Kept::of(&s.target)).collect();
     let mut failed = None;
     for (i, s) in staged.into_iter().enumerate() {
         if let Err(e) = s.commit() {
@@ -177,6 +164,41 @@ pub fn write_together(parts: Vec<Part<'_, '_>>) -> Result<()> {
     }
 }
 
+/// Files that several writes replace one after the other (each through the one writer), kept as
+/// they were until [`Kept::all`]'s [`Restore::done`]: on an error, [`Restore::undo`] puts every one
+/// back (a target that was not there is removed), so a failed last write leaves no new first file.
+/// The writes must go through [`Output`], which replaces a file by renaming: the kept hard link
+/// shares the old file's data, which a write in place would change.
+pub struct Restore(Vec<Kept>);
+
+impl Restore {
+    /// Keeps each of `targets` that exists (a hard link, else a copy, beside it).
+    pub fn keep(targets: &[&Path]) -> Restore {
+        Restore(targets.iter().map(|t| Kept::of(t)).collect())
+    }
+
+    /// The writes went through: the kept copies go.
+    pub fn done(self) {
+        for k in &self.0 {
+            if let Some(old) = &k.old {
+                let _ = std::fs::remove_file(old);
+            }
+        }
+    }
+
+    /// A write failed: every target is put back, and `e` says where a previous file stays when one
+    /// cannot be.
+    pub fn undo(mut self, e: Error) -> Error {
+        let notes: Vec<String> = self.0.iter_mut().filter_map(Kept::put_back).collect();
+        let first = self.0.first().map(|k| k.target.clone());
+        self.done();
+        match (notes.is_empty(), first) {
+            (false, Some(t)) => Error::output(&t, format!("{e}; {}", notes.join("; "))),
+            _ => e,
+        }
+    }
+}
+
 /// A target of [`write_together`] as it was before: whether it existed, and its kept copy.
 struct Kept {
     target: PathBuf,
@@ -185,6 +207,18 @@ struct Kept {
 }
 
 impl Kept {
+    /// `target` as it is now.
+    fn of(target: &Path) -> Kept {
+        let existed = std::fs::symlink_metadata(target).is_ok();
+        Kept {
+            target: target.to_path_buf(),
+            existed,
+            old: existed
+                .then(|| Output::new(target).keep_old(target))
+                .flatten(),
+        }
+    }
+
     /// Puts the target back as it was; says so when it cannot (and where the previous file is).
     fn put_back(&mut self) -> Option<String> {
         let t = self.target.display();
@@ -514,6 +548,30 @@ impl<'a> Output<'a> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Kept files come back on undo (a new one goes), and stay as written on done; nothing is
+    /// left beside them either way.
+    #[test]
+    fn kept_files_come_back_when_a_later_write_fails() {
+        let dir = tempfile::tempdir().unwrap();
+        let (a, b) = (dir.path().join("a.txt"), dir.path().join("b.txt"));
+        std::fs::write(&a, "old a").unwrap();
+        let r = Restore::keep(&[&a, &b]);
+        Output::new(&a)
+            .replace(Replace::Always)
+            .write_bytes(b"new a")
+            .unwrap();
+        std::fs::write(&b, "new b").unwrap();
+        let e = r.undo(Error::output(&b, "disk full"));
+        assert!(e.to_string().contains("disk full"), "{e}");
+        assert_eq!(std::fs::read_to_string(&a).unwrap(), "old a");
+        assert!(!b.exists());
+        let r = Restore::keep(&[&a]);
+        std::fs::write(&a, "newer a").unwrap();
+        r.done();
+        assert_eq!(std::fs::read_to_string(&a).unwrap(), "newer a");
+        assert_eq!(std::fs::read_dir(dir.path()).unwrap().count(), 1);
+    }
 
     /// Written together: when the second part fails, neither target changes and no temporary
     /// file is left; when both succeed, both are replaced.
