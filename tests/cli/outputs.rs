@@ -217,3 +217,26 @@ fn random_features_never_replace_an_extracted_cache_unasked() {
         s(&cache),
     ]);
 }
+
+/// A `--tta flip` score file of a release that mirrored the photo before its crop (its record
+/// names no mirror) is not continued by `--resume`: its rows would be averaged with another mirror.
+#[test]
+fn a_tta_score_file_of_the_old_mirror_is_not_resumed() {
+    let (d, data, m, _) = tiny_setup(2);
+    let (_, head) = cache_and_head(d.path(), &m, &data);
+    let out = d.path().join("t.csv");
+    let score = ["score", s(&data), "--model", s(&m), "--head", s(&head)];
+    let args = [&score[..], &["--tta", "flip", "--out", s(&out), "-q"]].concat();
+    ok(&args);
+    let record = d.path().join("t.csv.run.json");
+    let mut r: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(&record).unwrap()).unwrap();
+    assert_eq!(r["mirror"], "input");
+    r.as_object_mut().unwrap().remove("mirror");
+    std::fs::write(&record, r.to_string()).unwrap();
+    fails(
+        &[&args[..], &["--resume"]].concat(),
+        &["t.csv", "by an earlier release", "--force"],
+    );
+    ok(&[&args[..], &["--force"]].concat());
+}

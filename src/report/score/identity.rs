@@ -22,6 +22,10 @@ pub(super) struct RunRecord {
     /// The base or exported model's sha256, or the feature cache's fingerprint and split.
     source: String,
     tta_flip: bool,
+    /// With `tta_flip`: what is mirrored (`input`, the preprocessed input; records of earlier
+    /// releases, which mirrored the photo before its crop, have none).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    mirror: Option<String>,
 }
 
 impl RunRecord {
@@ -37,6 +41,7 @@ impl RunRecord {
             classifier,
             source,
             tta_flip: cfg.tta_flip,
+            mirror: cfg.tta_flip.then(|| "input".to_string()),
         })
     }
 
@@ -78,6 +83,12 @@ impl RunRecord {
             return Err(Error::output(
                 out,
                 format!("was written by another run ({what}: {a} there, {b} now, as {} records); --resume continues only the same run: choose another --out, or --force to replace it", path.display()),
+            ));
+        }
+        if self.tta_flip && old.tta_flip && old.mirror != self.mirror {
+            return Err(Error::output(
+                out,
+                "was written with --tta flip by an earlier release, which mirrored the photo before its crop: its rows would be averaged with another mirror than this run's; --force scores it again",
             ));
         }
         if old.tta_flip != self.tta_flip {
