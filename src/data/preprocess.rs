@@ -353,8 +353,6 @@ impl fmt::Display for Decode {
     }
 }
 
-/// The checks made before any pixel is decoded: file size, a known format, the header's size, and
-/// for a JPEG its end marker. Returns the reader (format guessed) and the stored width and height.
 /// Reads the first `buf.len()` bytes of `path` (fewer when the file is shorter); returns how many.
 fn read_up_to(path: &Path, buf: &mut [u8]) -> Result<usize> {
     use std::io::Read;
@@ -371,6 +369,8 @@ fn read_up_to(path: &Path, buf: &mut [u8]) -> Result<usize> {
     Ok(n)
 }
 
+/// The checks made before any pixel is decoded: file size, a known format, the header's size, and
+/// for a JPEG its end marker. Returns the reader (format guessed) and the stored width and height.
 fn checked_reader(
     path: &Path,
 ) -> Result<(ImageReader<std::io::BufReader<std::fs::File>>, u32, u32)> {

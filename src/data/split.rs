@@ -190,6 +190,7 @@ fn not_an_earlier_split(dir: &Path) -> Option<String> {
             Some((*f.get(2)?, *f.get(3)?))
         })
         .collect();
+    let mut copies: Vec<(PathBuf, String, &str)> = Vec::new();
     for split in SPLITS {
         let root = dir.join(split);
         if !root.is_dir() {
@@ -216,13 +217,17 @@ fn not_an_earlier_split(dir: &Path) -> Option<String> {
                         "it holds {rel}, which its MANIFEST.tsv does not list"
                     ));
                 };
-                // A copy that is the only name of its photo and no longer the split's (edited in
-                // place) would be lost; a link, or a hard link beside its source, would not.
-                if let Some(why) = changed_copy(&p, sha) {
-                    return Some(format!("it holds {rel}, {why}"));
-                }
+                copies.push((p, rel, *sha));
             }
         }
+    }
+    // A copy that is the only name of its photo and no longer the split's (edited in place) would
+    // be lost; a link, or a hard link beside its source, would not. Hashed in parallel.
+    let changed = copies.par_iter().find_map_first(|(p, rel, sha)| {
+        changed_copy(p, sha).map(|why| format!("it holds {rel}, {why}"))
+    });
+    if changed.is_some() {
+        return changed;
     }
     let entries = match std::fs::read_dir(dir) {
         Ok(d) => d,

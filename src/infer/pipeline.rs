@@ -78,23 +78,16 @@ struct Msg {
     data: std::result::Result<Decoded, String>,
 }
 
-/// Decodes one image for `pre`, augmented as asked. An augmented copy is decoded at full size
-/// (its random crop may keep a small part of the photo) and mirrored here, before its crop; the
-/// mirror of a plain image is made of its input tensor instead ([`preprocess::mirror_pixels`]).
+/// Decodes one image for `pre`, augmented as asked: an augmented copy at full size (its random
+/// crop may keep a small part of the photo; its mirror is the augmentation's own). A plain image's
+/// mirror is made of its input tensor ([`preprocess::mirror_pixels`]).
 fn decode_one(
     path: &Path,
     pre: &Preprocess,
-    mirrored: bool,
     augment: Option<&Option<crate::data::augment::AugParams>>,
 ) -> Result<preprocess::Decoded> {
     if let Some(Some(p)) = augment {
-        let img = preprocess::decode(path)?;
-        let img = if mirrored {
-            image::imageops::flip_horizontal(&img)
-        } else {
-            img
-        };
-        let image = crate::data::augment::apply(img, p);
+        let image = crate::data::augment::apply(preprocess::decode(path)?, p);
         return Ok(preprocess::Decoded {
             full_size: image.dimensions(),
             image,
@@ -156,7 +149,7 @@ impl Pipeline<'_> {
                             Some(r) => r,
                         };
                         let data = local.and_then(|local| {
-                            let d = decode_one(&local, pre, mirrored, augment.get(index))
+                            let d = decode_one(&local, pre, augment.get(index))
                                 .map_err(|e| strip_path(&e.to_string(), &local));
                             if let Some(p) = prefetch {
                                 p.release(index);

@@ -24,6 +24,8 @@ pub struct ClassifyConfig {
     pub classes: Option<PathBuf>,
     pub top: usize,
     pub batch: usize,
+    /// Decoder threads (0: one per core).
+    pub decode_threads: usize,
     pub runtime: RuntimeConfig,
     pub overrides: PreprocessOverrides,
 }
@@ -83,7 +85,7 @@ pub fn classify(
         pre: &pre,
         input: InputKind::F32,
         batch: cfg.batch,
-        decode_threads: 0,
+        decode_threads: cfg.decode_threads,
         paths: &files,
         flip: &[],
         augment: &[],

@@ -171,7 +171,7 @@ fn layout(url: &str, runs: &[Run]) -> Result<(Vec<String>, SplitGroups)> {
 pub fn plan_streamed(url: &str, shards: Option<usize>, run: &Path) -> Result<Option<Plan>> {
     let remote = Remote::open(url)?;
     std::fs::create_dir_all(run).map_err(|e| Error::io(run, e))?;
-    let spill_path = run.join(format!(".listing.{}.tmp", std::process::id()));
+    let spill_path = run.join(".listing.tmp");
     let result = spill(&remote, &spill_path).and_then(|s| match s {
         Some(s) => write_manifests(remote.url(), &s, shards, run).map(Some),
         None => Ok(None),
@@ -192,7 +192,7 @@ pub fn plan_local_streamed(source: &Path, shards: Option<usize>, run: &Path) -> 
     }
     let root = source.canonicalize().map_err(|e| Error::io(source, e))?;
     std::fs::create_dir_all(run).map_err(|e| Error::io(run, e))?;
-    let spill_path = run.join(format!(".listing.{}.tmp", std::process::id()));
+    let spill_path = run.join(".listing.tmp");
     let result = spill_local(&root, &spill_path).and_then(|runs| {
         let spill = Spill {
             path: spill_path.clone(),

@@ -356,8 +356,14 @@ fn vgg_download_refuses_wrong_hashes_404_and_offline() {
     let o = fetch(&server.url("missing.h5"), &zeros);
     assert!(!o.status.success());
     assert!(text(&o).contains("HTTP 404 (not found)"), "{}", text(&o));
-    // Nothing listening: no try gets a byte, and the error does not speak of a kept part.
-    let o = fetch("http://127.0.0.1:9/w.h5", &zeros);
+    // Nothing listening (a port just freed): no try gets a byte, and the error does not speak of
+    // a kept part.
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let o = fetch(&format!("http://127.0.0.1:{port}/w.h5"), &zeros);
     assert!(!o.status.success());
     let t = text(&o);
     assert!(

@@ -155,7 +155,16 @@ fn classify_rows_come_in_input_order() {
     let args = ["classify", "--model", s(&model), "--preprocess", "torch"];
     let out = ok(&[
         &args[..],
-        &["--classes", s(&classes), "--batch", "1", "--jsonl", s(&dir)],
+        &[
+            "--classes",
+            s(&classes),
+            "--batch",
+            "1",
+            "--decode-threads",
+            "4",
+            "--jsonl",
+            s(&dir),
+        ],
     ]
     .concat());
     let paths: Vec<String> = out
@@ -174,6 +183,10 @@ fn classify_rows_come_in_input_order() {
         &[&args[..], &[s(&dir)]].concat(),
         &["1024 values", "1000 class names", "--classes FILE"],
     );
+    // The model of inspect, cut and convert is one required choice of two spellings.
+    for c in ["inspect", "cut", "convert"] {
+        fails(&[c], &["<MODEL|--model <MODEL>>"]);
+    }
 }
 
 /// A model whose weights live in an external data file can be cut (into its own folder) and used.

@@ -202,7 +202,14 @@ fn random_features_never_replace_an_extracted_cache_unasked() {
         "--out",
         s(&cache),
     ];
-    fails(&make, &["f.h5", "not a synthetic cache", "--force"]);
+    fails(
+        &make,
+        &[
+            "f.h5",
+            "not a feature cache made by make-features",
+            "--force",
+        ],
+    );
     assert_eq!(std::fs::read(&cache).unwrap(), before);
     ok(&[&make[..], &["--force"]].concat());
     ok(&make);

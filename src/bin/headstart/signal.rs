@@ -3,19 +3,39 @@
 //! one ends the process at once), and the
 //! test build's checkpoint hooks (feature `test-hooks`) that abort or wait for a SIGTERM.
 
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 
 /// Set by SIGTERM: extraction stops after the batch in flight, with every finished batch in the
 /// journal.
 pub static TERMINATE: AtomicBool = AtomicBool::new(false);
 
+/// When the first SIGTERM came (monotonic milliseconds).
+static FIRST_MS: AtomicU64 = AtomicU64::new(0);
+
+/// Monotonic milliseconds (`clock_gettime` is async-signal-safe).
+fn now_ms() -> u64 {
+    let mut t = libc::timespec {
+        tv_sec: 0,
+        tv_nsec: 0,
+    };
+    // SAFETY: writes the current time into `t`, a valid timespec.
+    unsafe { libc::clock_gettime(libc::CLOCK_MONOTONIC, &mut t) };
+    t.tv_sec as u64 * 1000 + t.tv_nsec as u64 / 1_000_000
+}
+
 extern "C" fn on_sigterm(_: libc::c_int) {
-    // The first asks for a clean stop; a second ends the process at once (status 143, as the
-    // signal's default would), for a stop that cannot come (a call that never returns).
-    if TERMINATE.swap(true, Ordering::Relaxed) {
-        // SAFETY: `_exit` is async-signal-safe; every output is renamed into place whole, so
-        // nothing half-written is left.
-        unsafe { libc::_exit(143) };
+    // The first asks for a clean stop. A second, a second or more later (not the same signal
+    // delivered twice by a wrapper), ends the process at once by the signal's default, for a stop
+    // that cannot come (a call that never returns).
+    if !TERMINATE.swap(true, Ordering::Relaxed) {
+        FIRST_MS.store(now_ms(), Ordering::Relaxed);
+    } else if now_ms().saturating_sub(FIRST_MS.load(Ordering::Relaxed)) >= 1000 {
+        // SAFETY: `signal` and `raise` are async-signal-safe; each output file is renamed into
+        // place whole, so none is left half-written.
+        unsafe {
+            libc::signal(libc::SIGTERM, libc::SIG_DFL);
+            libc::raise(libc::SIGTERM);
+        }
     }
 }
 

@@ -465,7 +465,10 @@ fn open_file(
         record.write(o)?;
     }
     let path = staged.as_ref().map_or(o, |s| s.path());
+    use std::os::unix::fs::OpenOptionsExt;
     let f = std::fs::OpenOptions::new()
+        // Never through a link planted after the checks.
+        .custom_flags(libc::O_NOFOLLOW)
         .create(true)
         .append(appending)
         .write(true)

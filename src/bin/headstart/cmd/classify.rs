@@ -24,6 +24,9 @@ pub struct Args {
     /// One JSON object per image instead of text.
     #[arg(long)]
     pub jsonl: bool,
+    /// Decoder threads (0 = one per core).
+    #[arg(long, default_value_t = 0)]
+    pub decode_threads: usize,
     #[command(flatten)]
     pub run: ModelRunArgs,
 }
@@ -37,6 +40,7 @@ impl Args {
             classes: self.classes.clone(),
             top: self.top,
             batch: self.run.batch,
+            decode_threads: self.decode_threads,
             runtime: self.run.runtime.to_config(),
             overrides: self.run.pre.to_overrides()?,
         })

@@ -73,7 +73,7 @@ pub fn run(a: &Args) -> Result<()> {
         headstart::cache::replace_cache()
     } else {
         Replace::If {
-            what: "a synthetic cache (one extracted from photos is replaced only with --force)",
+            what: "a feature cache made by make-features (one extracted from photos is replaced only with --force)",
             check: &is_synthetic,
         }
     };

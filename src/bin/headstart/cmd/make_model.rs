@@ -133,43 +133,46 @@ impl Args {
 }
 
 pub fn run(a: &Args) -> Result<()> {
+    // The model and its data file are written together: a failure of either leaves both as they
+    // were (the old model used to be left pointing at new weights). Checked before any work.
+    let out = Output::new(&a.out).replace(onnx::replace_model());
+    out.check()?;
+    let name = a
+        .out
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_default();
+    let data_path = a.out.with_file_name(format!("{name}_data"));
+    // Replaced only when it is the data file of the model being replaced.
+    let own = onnx::external_data_files(&a.out)
+        .iter()
+        .any(|f| resolve(f) == resolve(&data_path));
+    let data_out = Output::new(&data_path)
+        .input(&a.out)
+        .replace(if own { Replace::Always } else { Replace::Never })
+        .hint("it is not the data file of the model at --out (remove it if it is a leftover)");
+    if a.external_data {
+        data_out.check()?;
+    }
     let mut model = match a.vit_spec()? {
         Some(spec) => vit(&spec).map_err(Error::Config)?,
         None => onnx::generate::cnn(&a.to_spec()?),
     };
-    // The model and its data file are written together: a failure of either leaves both as they
-    // were (the old model used to be left pointing at new weights).
-    let out = Output::new(&a.out).replace(onnx::replace_model());
-    let data = a.external_data.then(|| {
-        let name = a
-            .out
-            .file_name()
-            .map(|n| n.to_string_lossy().into_owned())
-            .unwrap_or_default();
-        let location = format!("{name}_data");
-        let bytes = externalize(&mut model, &location);
-        (a.out.with_file_name(&location), bytes)
-    });
+    let data = a
+        .external_data
+        .then(|| externalize(&mut model, &format!("{name}_data")));
     let bytes = onnx::encode(&model);
-    let data_out = data.as_ref().map(|(path, _)| {
-        // Replaced only when it is the data file of the model being replaced.
-        let own = onnx::external_data_files(&a.out)
-            .iter()
-            .any(|f| resolve(f) == resolve(path));
-        Output::new(path)
-            .input(&a.out)
-            .replace(if own { Replace::Always } else { Replace::Never })
-            .hint("it is not the data file of the model at --out (remove it if it is a leftover)")
-    });
-    let put = |b: &[u8]| -> WriteTmp {
-        let b = b.to_vec();
-        Box::new(move |tmp: &Path| std::fs::write(tmp, &b).map_err(|e| Error::io(tmp, e)))
-    };
-    let mut parts = Vec::new();
-    if let (Some(o), Some((_, b))) = (&data_out, &data) {
-        parts.push((o, put(b)));
+    let mut parts: Vec<(&Output, WriteTmp)> = Vec::new();
+    if let Some(d) = &data {
+        parts.push((
+            &data_out,
+            Box::new(move |tmp: &Path| std::fs::write(tmp, d).map_err(|e| Error::io(tmp, e))),
+        ));
     }
-    parts.push((&out, put(&bytes)));
+    parts.push((
+        &out,
+        Box::new(|tmp: &Path| std::fs::write(tmp, &bytes).map_err(|e| Error::io(tmp, e))),
+    ));
     write_together(parts)?;
     println!(
         "wrote {} ({:.1} MB)",
