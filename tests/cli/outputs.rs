@@ -190,7 +190,7 @@ fn a_fifo_as_an_input_is_refused_not_waited_on() {
 /// `--force` (it replaced one in silence).
 #[test]
 fn random_features_never_replace_an_extracted_cache_unasked() {
-    let (d, data, m, cache) = tiny_setup(2);
+    let (_d, data, m, cache) = tiny_setup(2);
     extract(&m, &data, &cache, &["--preprocess", "torch", "-q"]);
     let before = std::fs::read(&cache).unwrap();
     let make = [
