@@ -165,7 +165,7 @@ pub fn write_together(parts: Vec<Part<'_, '_>>) -> Result<()> {
 }
 
 /// Files that several writes replace one after the other (each through the one writer), kept as
-/// they were until [`Kept::all`]'s [`Restore::done`]: on an error, [`Restore::undo`] puts every one
+/// they were until [`Restore::done`]: on an error, [`Restore::undo`] puts every one
 /// back (a target that was not there is removed), so a failed last write leaves no new first file.
 /// The writes must go through [`Output`], which replaces a file by renaming: the kept hard link
 /// shares the old file's data, which a write in place would change.
