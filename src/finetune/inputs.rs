@@ -78,8 +78,13 @@ pub fn split_tensor(model: &ModelProto, path: &Path, split: &SplitPoint) -> Resu
         .ok_or_else(|| Error::model(path, format!("node '{}' has no input", node.name)))
 }
 
-/// The `--head` file, checked against the model it must have been trained on.
-pub(super) fn given_head(cfg: &FinetuneConfig, model_sha: &str) -> Result<Option<Head>> {
+/// The `--head` file, checked against the model it must have been trained on; a head refit on its
+/// validation rows is warned of.
+pub(super) fn given_head(
+    cfg: &FinetuneConfig,
+    model_sha: &str,
+    rep: &dyn Reporter,
+) -> Result<Option<Head>> {
     let Some(p) = &cfg.head else {
         return Ok(None);
     };
@@ -97,6 +102,14 @@ pub(super) fn given_head(cfg: &FinetuneConfig, model_sha: &str) -> Result<Option
             h.base.model_file,
             h.base.model_sha256,
             cfg.model.display()
+        )));
+    }
+    if h.trained_on_validation() {
+        rep.report(Report::Warning(&format!(
+            "{}: this head was refit on train + validation rows (train-head's auto recipe), so \
+             phase 2's validation numbers are on rows it has seen; a head trained with \
+             --recipe seed keeps them held out",
+            p.display()
         )));
     }
     Ok(Some(h))

@@ -270,17 +270,7 @@ pub fn finetune(cfg: &FinetuneConfig, rep: &dyn Reporter) -> Result<FinetuneSumm
     let mut top = TopGraph::from_model(&proto, &split, DType::F32)
         .map_err(|e| Error::model(&cfg.model, e))?;
     let model_sha = crate::onnx::model_sha256(&cfg.model)?;
-    let given = given_head(cfg, &model_sha)?;
-    if let (Some(h), Some(p)) = (&given, &cfg.head) {
-        if h.trained_on_validation() {
-            rep.report(Report::Warning(&format!(
-                "{}: this head was refit on train + validation rows (train-head's auto recipe), so \
-                 phase 2's validation numbers are on rows it has seen; a head trained with \
-                 --recipe seed keeps them held out",
-                p.display()
-            )));
-        }
-    }
+    let given = given_head(cfg, &model_sha, rep)?;
     // A transformer's tokens are pooled after the top, as extract pools the whole model's output:
     // as a given head's features were pooled, else as the model's metadata says.
     let request = given
@@ -338,8 +328,9 @@ pub fn finetune(cfg: &FinetuneConfig, rep: &dyn Reporter) -> Result<FinetuneSumm
     let test_finetuned = test_score("fine-tuned")?;
 
     let phase1 = start.phase1.clone();
-    let (base_path, head_path) =
-        write_back(cfg, &proto, &top, &chead, start, top_shape, &inp, &history)?;
+    let (base_path, head_path) = written_together(cfg, || {
+        write_back(cfg, &proto, &top, &chead, start, top_shape, &inp, &history)
+    })?;
     // Parity: ONNX Runtime on the written file vs candle, on a few real images.
     let check = inp
         .test

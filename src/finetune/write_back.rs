@@ -14,7 +14,7 @@ use crate::onnx::proto::ModelProto;
 use super::*;
 
 /// Writes the base with the trained top, the head file and both as one ONNX file; returns the base's
-/// and the head's paths.
+/// and the head's paths. The caller keeps the three as they were ([`written_together`]).
 #[allow(clippy::too_many_arguments)]
 pub(super) fn write_back(
     cfg: &FinetuneConfig,
@@ -26,32 +26,6 @@ pub(super) fn write_back(
     inp: &Inputs,
     history: &History,
 ) -> Result<(PathBuf, PathBuf)> {
-    let base_path = sibling(&cfg.out, ".base.onnx");
-    let head_path = sibling(&cfg.out, ".head.h5");
-    // The base, the head and the model replace their predecessors together: a failed last write
-    // used to leave a new base and head beside the old model (which then disagreed).
-    let restore = crate::util::output::Restore::keep(&[&base_path, &head_path, &cfg.out]);
-    match write_all(cfg, proto, top, chead, start, top_shape, inp, history) {
-        Ok(()) => {
-            restore.done();
-            Ok((base_path, head_path))
-        }
-        Err(e) => Err(restore.undo(e)),
-    }
-}
-
-/// [`write_back`]'s three writes.
-#[allow(clippy::too_many_arguments)]
-fn write_all(
-    cfg: &FinetuneConfig,
-    proto: &ModelProto,
-    top: &TopGraph,
-    chead: &CandleHead,
-    start: StartHead,
-    top_shape: Vec<usize>,
-    inp: &Inputs,
-    history: &History,
-) -> Result<()> {
     let base_path = sibling(&cfg.out, ".base.onnx");
     let head_path = sibling(&cfg.out, ".head.h5");
     let mut tuned = proto.clone();
@@ -101,7 +75,28 @@ fn write_all(
         with_preprocessing: false,
         tta_flip: false,
     })?;
-    Ok(())
+    Ok((base_path, head_path))
+}
+
+/// Runs `write` (of [`write_back`]) with the base, the head and the model kept as they were, and
+/// put back when a write fails: a failed last write used to leave a new base and head beside the
+/// old model, which then disagreed.
+pub(super) fn written_together<T>(
+    cfg: &FinetuneConfig,
+    write: impl FnOnce() -> Result<T>,
+) -> Result<T> {
+    let (base, head) = (
+        sibling(&cfg.out, ".base.onnx"),
+        sibling(&cfg.out, ".head.h5"),
+    );
+    let restore = crate::util::output::Restore::keep(&[&base, &head, &cfg.out]);
+    match write() {
+        Ok(v) => {
+            restore.done();
+            Ok(v)
+        }
+        Err(e) => Err(restore.undo(e)),
+    }
 }
 
 /// Runs up to 8 images of `data` through the written model in ONNX Runtime and through the cached
