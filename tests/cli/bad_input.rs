@@ -127,6 +127,91 @@ fn interrupted_run_resumes_and_matches_an_uninterrupted_one() {
     same_as_uninterrupted(d.path(), &m, &data, &out);
 }
 
+/// Sends SIGTERM to `child` `times` times, `gap` apart.
+fn sigterm(child: &std::process::Child, times: usize, gap: std::time::Duration) {
+    for k in 0..times {
+        if k > 0 {
+            std::thread::sleep(gap);
+        }
+        let st = Command::new("kill")
+            .args(["-TERM", &child.id().to_string()])
+            .status()
+            .unwrap();
+        assert!(st.success());
+    }
+}
+
+#[test]
+#[cfg_attr(
+    not(feature = "test-hooks"),
+    ignore = "waits and hangs through the test hooks: cargo test --features test-hooks (scripts/test.sh)"
+)]
+fn a_second_sigterm_ends_a_hung_run_and_a_doubled_one_stops_cleanly() {
+    use std::os::unix::process::ExitStatusExt;
+    use std::time::{Duration, Instant};
+    let (d, data, m, out) = tiny_setup(4);
+    let args = extract_line(
+        &m,
+        &data,
+        &out,
+        &[
+            "--preprocess",
+            "tf",
+            "--batch",
+            "4",
+            "--decode-threads",
+            "1",
+        ],
+    );
+    let ready = d.path().join("ready");
+    let start = |hook: &str| {
+        let _ = std::fs::remove_file(&ready);
+        let child = bin()
+            .args(&args)
+            .env(hook, "extract:2")
+            .env("HEADSTART_TEST_READY_FILE", &ready)
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .unwrap();
+        assert!(
+            wait_until(60.0, || ready.exists()),
+            "never reached checkpoint 2"
+        );
+        child
+    };
+
+    // One signal delivered twice at once (a wrapper passing it on) is one request: a clean stop.
+    let child = start("HEADSTART_TEST_WAIT_FOR_SIGTERM_AT");
+    sigterm(&child, 2, Duration::from_millis(10));
+    let o = child.wait_with_output().unwrap();
+    assert_eq!(o.status.code(), Some(1), "{}", text(&o));
+    assert!(
+        text(&o).contains("stopped on request after"),
+        "{}",
+        text(&o)
+    );
+
+    // A run that cannot stop (the hook never returns): the second SIGTERM, over a second later,
+    // ends it by the signal at once, and the finished batches stay in the journal.
+    std::fs::remove_file(headstart::cache::journal_path(&out)).unwrap();
+    let child = start("HEADSTART_TEST_HANG_AT");
+    sigterm(&child, 1, Duration::ZERO);
+    std::thread::sleep(Duration::from_millis(1300));
+    let alive = Instant::now();
+    sigterm(&child, 1, Duration::ZERO);
+    let o = child.wait_with_output().unwrap();
+    assert_eq!(o.status.signal(), Some(libc::SIGTERM), "{}", text(&o));
+    assert!(
+        alive.elapsed() < Duration::from_secs(10),
+        "the second signal did not end it"
+    );
+    assert!(!out.exists());
+    let log = ok(&args);
+    assert!(log.contains("resuming: 8 of 16 images"), "{log}");
+    same_as_uninterrupted(d.path(), &m, &data, &out);
+}
+
 #[test]
 fn dataset_errors_name_the_folder_and_the_problem() {
     let d = tmp();

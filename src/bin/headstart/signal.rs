@@ -78,6 +78,12 @@ pub const WAIT_AT_ENV: &str = "HEADSTART_TEST_WAIT_FOR_SIGTERM_AT";
 #[cfg(feature = "test-hooks")]
 pub const READY_FILE_ENV: &str = "HEADSTART_TEST_READY_FILE";
 
+/// `TASK:N`: the binary hangs at that checkpoint (up to 60 s) whatever comes, as a call that
+/// never returns would, so a test can check that a second SIGTERM ends it. Writes
+/// [`READY_FILE_ENV`] first, as [`WAIT_AT_ENV`] does.
+#[cfg(feature = "test-hooks")]
+pub const HANG_AT_ENV: &str = "HEADSTART_TEST_HANG_AT";
+
 /// The checkpoint hook: called at every checkpoint the library reports.
 #[cfg(feature = "test-hooks")]
 pub fn test_hook(task: &str, count: usize) {
@@ -85,12 +91,13 @@ pub fn test_hook(task: &str, count: usize) {
     if at(ABORT_AT_ENV) {
         std::process::abort();
     }
-    if at(WAIT_AT_ENV) {
+    let hang = at(HANG_AT_ENV);
+    if hang || at(WAIT_AT_ENV) {
         if let Some(f) = std::env::var_os(READY_FILE_ENV) {
             let _ = std::fs::write(f, b"waiting\n");
         }
-        for _ in 0..600 {
-            if TERMINATE.load(Ordering::Relaxed) {
+        for _ in 0..if hang { 1200 } else { 600 } {
+            if !hang && TERMINATE.load(Ordering::Relaxed) {
                 break;
             }
             std::thread::sleep(std::time::Duration::from_millis(50));
