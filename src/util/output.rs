@@ -571,6 +571,24 @@ mod tests {
         r.done();
         assert_eq!(std::fs::read_to_string(&a).unwrap(), "newer a");
         assert_eq!(std::fs::read_dir(dir.path()).unwrap().count(), 1);
+        // A previous file that cannot be put back (a folder took its name) is kept under a name
+        // no later write cleans, and the error says where; a second such failure takes the next name.
+        for n in 1..=2 {
+            let r = Restore::keep(&[&a]);
+            std::fs::remove_file(&a).unwrap();
+            std::fs::create_dir_all(a.join("inside")).unwrap();
+            let e = r.undo(Error::output(&a, "disk full")).to_string();
+            let kept = dir.path().join(format!("a.txt.previous{n}"));
+            assert!(
+                e.contains("disk full") && e.contains("could not be put back"),
+                "{e}"
+            );
+            assert!(e.contains(&kept.display().to_string()), "{e}");
+            assert_eq!(std::fs::read_to_string(&kept).unwrap(), "newer a");
+            std::fs::remove_dir_all(&a).unwrap();
+            std::fs::write(&a, "newer a").unwrap();
+        }
+        assert_eq!(std::fs::read_dir(dir.path()).unwrap().count(), 3);
     }
 
     /// Written together: when the second part fails, neither target changes and no temporary
