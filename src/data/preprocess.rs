@@ -308,18 +308,14 @@ pub const MAX_FILE_BYTES: u64 = 256 << 20;
 /// Most memory one decode may allocate.
 pub const MAX_DECODE_BYTES: u64 = 1 << 30;
 
-/// Whether a JPEG file has its end-of-image marker (FF D9) within its last 4 KiB (encoders may
-/// pad after it). Decoders fill a cut-short JPEG with grey without saying so; we refuse it.
-fn jpeg_has_end_marker(path: &Path) -> Result<bool> {
-    use std::io::{Read, Seek, SeekFrom};
-    let mut f = std::fs::File::open(path).map_err(|e| Error::io(path, e))?;
-    let len = f.metadata().map_err(|e| Error::io(path, e))?.len();
+/// Whether a JPEG file of `len` bytes has its end-of-image marker (FF D9) within its last 4 KiB
+/// (encoders may pad after it). Decoders fill a cut-short JPEG with grey without saying so; we
+/// refuse it.
+fn jpeg_has_end_marker(path: &Path, f: &std::fs::File, len: u64) -> Result<bool> {
     let start = len.saturating_sub(4096);
-    f.seek(SeekFrom::Start(start))
-        .map_err(|e| Error::io(path, e))?;
-    let mut tail = Vec::new();
-    f.read_to_end(&mut tail).map_err(|e| Error::io(path, e))?;
-    Ok(tail.windows(2).any(|w| w == [0xFF, 0xD9]))
+    let mut tail = vec![0u8; (len - start) as usize];
+    let n = read_at(path, f, start, &mut tail)?;
+    Ok(tail[..n].windows(2).any(|w| w == [0xFF, 0xD9]))
 }
 
 /// How JPEG files are decoded.
@@ -353,13 +349,13 @@ impl fmt::Display for Decode {
     }
 }
 
-/// Reads the first `buf.len()` bytes of `path` (fewer when the file is shorter); returns how many.
-fn read_up_to(path: &Path, buf: &mut [u8]) -> Result<usize> {
-    use std::io::Read;
-    let mut f = std::fs::File::open(path).map_err(|e| Error::io(path, e))?;
+/// Reads `buf.len()` bytes of the open file `f` (`path`) from `offset` on (fewer at its end), without
+/// moving its position; returns how many.
+fn read_at(path: &Path, f: &std::fs::File, offset: u64, buf: &mut [u8]) -> Result<usize> {
+    use std::os::unix::fs::FileExt;
     let mut n = 0;
     while n < buf.len() {
-        match f.read(&mut buf[n..]) {
+        match f.read_at(&mut buf[n..], offset + n as u64) {
             Ok(0) => break,
             Ok(k) => n += k,
             Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
@@ -369,37 +365,55 @@ fn read_up_to(path: &Path, buf: &mut [u8]) -> Result<usize> {
     Ok(n)
 }
 
+/// An image file opened once and checked: every later read (the decoder, the scaled JPEG decoder)
+/// goes through this one open file, so the file checked is the file decoded, and a network file
+/// system sees one open per image.
+struct Checked {
+    file: std::fs::File,
+    format: image::ImageFormat,
+    width: u32,
+    height: u32,
+}
+
+impl Checked {
+    /// The file from its start, buffered (a duplicate of the one descriptor, which shares its
+    /// position: readers are used one at a time).
+    fn rewound(&self, path: &Path) -> Result<std::io::BufReader<std::fs::File>> {
+        use std::io::{Seek, SeekFrom};
+        let mut f = self.file.try_clone().map_err(|e| Error::io(path, e))?;
+        f.seek(SeekFrom::Start(0)).map_err(|e| Error::io(path, e))?;
+        Ok(std::io::BufReader::new(f))
+    }
+
+    /// An image reader of the file, its format set.
+    fn reader(&self, path: &Path) -> Result<ImageReader<std::io::BufReader<std::fs::File>>> {
+        Ok(ImageReader::with_format(self.rewound(path)?, self.format))
+    }
+}
+
 /// The checks made before any pixel is decoded: file size, a known format, the header's size, and
-/// for a JPEG its end marker. Returns the reader (format guessed) and the stored width and height.
-fn checked_reader(
-    path: &Path,
-) -> Result<(ImageReader<std::io::BufReader<std::fs::File>>, u32, u32)> {
+/// for a JPEG its end marker; the file is opened once for all of them.
+fn checked_reader(path: &Path) -> Result<Checked> {
     let err = |msg: String| Error::Image {
         path: path.to_path_buf(),
         msg,
     };
+    // Before opening: opening a FIFO would wait for a writer.
     crate::util::paths::check_regular(path)?;
-    let size = std::fs::metadata(path)
-        .map_err(|e| Error::io(path, e))?
-        .len();
+    let file = std::fs::File::open(path).map_err(|e| Error::io(path, e))?;
+    let size = file.metadata().map_err(|e| Error::io(path, e))?.len();
     if size > MAX_FILE_BYTES {
         return Err(err(format!(
             "file is {size} bytes, over the {MAX_FILE_BYTES}-byte limit"
         )));
     }
-    let open = || {
-        ImageReader::open(path)
-            .map_err(|e| Error::io(path, e))?
-            .with_guessed_format()
-            .map_err(|e| Error::io(path, e))
-    };
     // The content decides, never the name: a text file called x.jpg is no image.
     let mut head = [0u8; 16];
-    let n = read_up_to(path, &mut head)?;
+    let n = read_at(path, &file, 0, &mut head)?;
     if n == 0 {
         return Err(err("empty file: not an image".into()));
     }
-    if image::guess_format(&head[..n]).is_err() {
+    let Ok(format) = image::guess_format(&head[..n]) else {
         let shown: String = head[..n.min(8)]
             .iter()
             .map(|&b| match b {
@@ -410,31 +424,37 @@ fn checked_reader(
         return Err(err(format!(
             "not an image: its content is no JPEG, PNG, BMP, GIF or WebP (it begins \"{shown}\")"
         )));
-    }
-    let reader = open()?;
-    let Some(format) = reader.format() else {
-        return Err(err("unknown image format".into()));
+    };
+    let mut checked = Checked {
+        file,
+        format,
+        width: 0,
+        height: 0,
     };
     // The header alone first: a file claiming a huge size is refused before any allocation.
-    let (w, h) = open()?.into_dimensions().map_err(|e| err(e.to_string()))?;
+    let (w, h) = checked
+        .reader(path)?
+        .into_dimensions()
+        .map_err(|e| err(e.to_string()))?;
     if w > MAX_SIDE || h > MAX_SIDE {
         return Err(err(format!(
             "image is {w}x{h}, over the {MAX_SIDE}-pixel side limit (refused before decoding)"
         )));
     }
-    if format == image::ImageFormat::Jpeg && !jpeg_has_end_marker(path)? {
+    if format == image::ImageFormat::Jpeg && !jpeg_has_end_marker(path, &checked.file, size)? {
         return Err(err(
             "truncated JPEG: no end-of-image marker (the file was cut short)".into(),
         ));
     }
-    Ok((reader, w, h))
+    (checked.width, checked.height) = (w, h);
+    Ok(checked)
 }
 
 /// Decodes an image file to 8-bit RGB at full size, applying its EXIF orientation. The format is
 /// taken from the content, not the extension; the limits above apply.
 pub fn decode(path: &Path) -> Result<RgbImage> {
-    let (reader, _, _) = checked_reader(path)?;
-    decode_full(path, reader)
+    let c = checked_reader(path)?;
+    decode_full(path, c.reader(path)?)
 }
 
 fn decode_full(
@@ -466,20 +486,20 @@ fn decode_full(
 /// orientation applied; a large JPEG is decoded at a reduced DCT scale (1/2, 1/4 or 1/8) that still
 /// covers `side`, so a thumbnail costs a fraction of a full decode. The limits above apply.
 pub fn thumbnail(path: &Path, side: u32) -> Result<RgbImage> {
-    let (reader, w, h) = checked_reader(path)?;
+    let c = checked_reader(path)?;
     let side = side.max(1);
-    let longer = w.max(h);
-    if reader.format() == Some(image::ImageFormat::Jpeg) {
+    let longer = c.width.max(c.height);
+    if c.format == image::ImageFormat::Jpeg {
         if let Some(d) = [8u32, 4, 2]
             .into_iter()
             .find(|&d| longer.div_ceil(d) >= side)
         {
-            if let Some((img, _)) = decode_jpeg_scaled(path, w, h, d) {
+            if let Some((img, _)) = decode_jpeg_scaled(path, &c, d) {
                 return Ok(shrink(&img, side));
             }
         }
     }
-    Ok(shrink(&decode_full(path, reader)?, side))
+    Ok(shrink(&decode_full(path, c.reader(path)?)?, side))
 }
 
 /// `img` scaled to at most `side` pixels on its longer side, keeping its aspect ratio.
@@ -505,13 +525,14 @@ pub struct Decoded {
 /// Decodes an image for `pre`: with [`Decode::Fast`], a large JPEG at the smallest DCT scale that
 /// still covers the input size (see [`dct_denominator`]); anything else as [`decode`] does.
 pub fn decode_for(path: &Path, pre: &Preprocess) -> Result<Decoded> {
-    let (reader, w, h) = checked_reader(path)?;
-    if pre.decode == Decode::Fast && reader.format() == Some(image::ImageFormat::Jpeg) {
+    let c = checked_reader(path)?;
+    let (w, h) = (c.width, c.height);
+    if pre.decode == Decode::Fast && c.format == image::ImageFormat::Jpeg {
         // Orientation may swap the sides; the scale is the same for both, so try both orders and
         // keep the smaller denominator (the safe one) when they disagree.
         let d = dct_denominator(pre, w, h).min(dct_denominator(pre, h, w));
         if d > 1 {
-            if let Some((image, swapped)) = decode_jpeg_scaled(path, w, h, d) {
+            if let Some((image, swapped)) = decode_jpeg_scaled(path, &c, d) {
                 let full_size = if swapped { (h, w) } else { (w, h) };
                 return Ok(Decoded {
                     image,
@@ -521,7 +542,7 @@ pub fn decode_for(path: &Path, pre: &Preprocess) -> Result<Decoded> {
             }
         }
     }
-    let image = decode_full(path, reader)?;
+    let image = decode_full(path, c.reader(path)?)?;
     Ok(Decoded {
         full_size: image.dimensions(),
         image,
@@ -546,9 +567,9 @@ pub fn dct_denominator(pre: &Preprocess, width: u32, height: u32) -> u32 {
 /// Decodes a JPEG at 1/`d` scale with its EXIF orientation applied, and whether that orientation
 /// swapped the sides; `None` when this decoder cannot (CMYK or 16-bit files, or a stream it
 /// refuses): the caller then decodes in full.
-fn decode_jpeg_scaled(path: &Path, width: u32, height: u32, d: u32) -> Option<(RgbImage, bool)> {
-    let file = std::fs::File::open(path).ok()?;
-    let mut dec = jpeg_decoder::Decoder::new(std::io::BufReader::new(file));
+fn decode_jpeg_scaled(path: &Path, c: &Checked, d: u32) -> Option<(RgbImage, bool)> {
+    let (width, height) = (c.width, c.height);
+    let mut dec = jpeg_decoder::Decoder::new(c.rewound(path).ok()?);
     dec.set_max_decoding_buffer_size(MAX_DECODE_BYTES as usize);
     let want = |len: u32| u16::try_from(len.div_ceil(d)).ok();
     let (ow, oh) = dec.scale(want(width)?, want(height)?).ok()?;
