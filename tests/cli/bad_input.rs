@@ -128,7 +128,7 @@ fn interrupted_run_resumes_and_matches_an_uninterrupted_one() {
 }
 
 /// Sends SIGTERM to `child` `times` times, `gap` apart.
-fn sigterm(child: &std::process::Child, times: usize, gap: std::time::Duration) {
+pub(crate) fn sigterm(child: &std::process::Child, times: usize, gap: std::time::Duration) {
     for k in 0..times {
         if k > 0 {
             std::thread::sleep(gap);

@@ -402,11 +402,7 @@ fn two_copies_of_a_shard_leave_one_output_and_sigterm_keeps_finished_batches() {
         wait_until(60.0, || ready.exists()),
         "the shard never reached checkpoint 2"
     );
-    let st = Command::new("kill")
-        .args(["-TERM", &child.id().to_string()])
-        .status()
-        .unwrap();
-    assert!(st.success());
+    sigterm(&child, 1, std::time::Duration::ZERO);
     let o = child.wait_with_output().unwrap();
     assert!(!o.status.success());
     // Normally after checkpoint 2 (4 images); after 2 if the signal came before the first check.
