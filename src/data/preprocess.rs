@@ -514,12 +514,28 @@ fn shrink(img: &RgbImage, side: u32) -> RgbImage {
 }
 
 /// A decoded image and the DCT scale it was decoded at: pixel `k` of `image` covers full-size
-/// pixels `k * denominator .. (k + 1) * denominator`.
+/// pixels `k * denominator - lead .. (k + 1) * denominator - lead` (`lead` of that axis).
 pub struct Decoded {
     pub image: RgbImage,
     pub denominator: u32,
     /// Width and height of the full-size image (after EXIF orientation).
     pub full_size: (u32, u32),
+    /// Full-size pixels missing from the first scaled pixel of each axis (x, y): a side that is no
+    /// multiple of the scale ends in a part pixel, at the right and bottom as stored, which an
+    /// orientation that mirrors that axis moves to the left or top.
+    pub lead: (u32, u32),
+}
+
+impl Decoded {
+    /// An image decoded at full size.
+    pub fn full(image: RgbImage) -> Decoded {
+        Decoded {
+            full_size: image.dimensions(),
+            image,
+            denominator: 1,
+            lead: (0, 0),
+        }
+    }
 }
 
 /// Decodes an image for `pre`: with [`Decode::Fast`], a large JPEG at the smallest DCT scale that
@@ -532,22 +548,45 @@ pub fn decode_for(path: &Path, pre: &Preprocess) -> Result<Decoded> {
         // keep the smaller denominator (the safe one) when they disagree.
         let d = dct_denominator(pre, w, h).min(dct_denominator(pre, h, w));
         if d > 1 {
-            if let Some((image, swapped)) = decode_jpeg_scaled(path, &c, d) {
-                let full_size = if swapped { (h, w) } else { (w, h) };
+            if let Some((image, orientation)) = decode_jpeg_scaled(path, &c, d) {
+                // The part pixel of each stored axis (right, bottom).
+                let pad = |n: u32| n.div_ceil(d) * d - n;
+                let (px, py) = (pad(w), pad(h));
+                let (full_size, lead) = oriented(orientation, (w, h), (px, py));
                 return Ok(Decoded {
                     image,
                     denominator: d,
                     full_size,
+                    lead,
                 });
             }
         }
     }
-    let image = decode_full(path, c.reader(path)?)?;
-    Ok(Decoded {
-        full_size: image.dimensions(),
-        image,
-        denominator: 1,
-    })
+    Ok(Decoded::full(decode_full(path, c.reader(path)?)?))
+}
+
+/// After `o`: the full size of a stored `(w, h)` image, and the part pixels `(px, py)` of its
+/// right and bottom edges that now lead its x and y axes (where `o` mirrors the axis they went to).
+fn oriented(
+    o: image::metadata::Orientation,
+    (w, h): (u32, u32),
+    (px, py): (u32, u32),
+) -> ((u32, u32), (u32, u32)) {
+    use image::metadata::Orientation::*;
+    match o {
+        NoTransforms => ((w, h), (0, 0)),
+        FlipHorizontal => ((w, h), (px, 0)),
+        Rotate180 => ((w, h), (px, py)),
+        FlipVertical => ((w, h), (0, py)),
+        // Transposed: x is the stored y, y the stored x, neither mirrored.
+        Rotate90FlipH => ((h, w), (0, 0)),
+        // Clockwise: x runs up the stored y axis.
+        Rotate90 => ((h, w), (py, 0)),
+        // Transverse: both mirrored.
+        Rotate270FlipH => ((h, w), (py, px)),
+        // Counter-clockwise: y runs back along the stored x axis.
+        Rotate270 => ((h, w), (0, px)),
+    }
 }
 
 /// The largest of 8, 4, 2 (else 1) such that an image of `width` x `height` decoded at 1/d still
@@ -564,10 +603,9 @@ pub fn dct_denominator(pre: &Preprocess, width: u32, height: u32) -> u32 {
         .unwrap_or(1)
 }
 
-/// Decodes a JPEG at 1/`d` scale with its EXIF orientation applied, and whether that orientation
-/// swapped the sides; `None` when this decoder cannot (CMYK or 16-bit files, or a stream it
+/// Decodes a JPEG at 1/`d` scale with its EXIF orientation applied, and that orientation; `None` when this decoder cannot (CMYK or 16-bit files, or a stream it
 /// refuses): the caller then decodes in full.
-fn decode_jpeg_scaled(path: &Path, c: &Checked, d: u32) -> Option<(RgbImage, bool)> {
+fn decode_jpeg_scaled(path: &Path, c: &Checked, d: u32) -> Option<(RgbImage, image::metadata::Orientation)> {
     let (width, height) = (c.width, c.height);
     let mut dec = jpeg_decoder::Decoder::new(c.rewound(path).ok()?);
     dec.set_max_decoding_buffer_size(MAX_DECODE_BYTES as usize);
@@ -591,12 +629,7 @@ fn decode_jpeg_scaled(path: &Path, c: &Checked, d: u32) -> Option<(RgbImage, boo
         .unwrap_or(image::metadata::Orientation::NoTransforms);
     let mut img = image::DynamicImage::ImageRgb8(img);
     img.apply_orientation(orientation);
-    Some((img.into_rgb8(), img_swapped(orientation)))
-}
-
-fn img_swapped(o: image::metadata::Orientation) -> bool {
-    use image::metadata::Orientation::*;
-    matches!(o, Rotate90 | Rotate270 | Rotate90FlipH | Rotate270FlipH)
+    Some((img.into_rgb8(), orientation))
 }
 
 /// Reusable per-thread state for preprocessing (the resizer keeps its buffers).
@@ -625,7 +658,10 @@ impl Preprocessor {
         let (l, t, bw, bh) = self.config.source_box(d.full_size.0, d.full_size.1);
         let k = f64::from(d.denominator);
         let (iw, ih) = (f64::from(d.image.width()), f64::from(d.image.height()));
-        let (l, t) = (f64::from(l) / k, f64::from(t) / k);
+        let (l, t) = (
+            f64::from(l + d.lead.0) / k,
+            f64::from(t + d.lead.1) / k,
+        );
         let bw = (f64::from(bw) / k).min(iw - l);
         let bh = (f64::from(bh) / k).min(ih - t);
         self.resize_box(&d.image, [l, t, bw, bh])

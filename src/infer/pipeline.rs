@@ -88,11 +88,7 @@ fn decode_one(
 ) -> Result<preprocess::Decoded> {
     if let Some(Some(p)) = augment {
         let image = crate::data::augment::apply(preprocess::decode(path)?, p);
-        return Ok(preprocess::Decoded {
-            full_size: image.dimensions(),
-            image,
-            denominator: 1,
-        });
+        return Ok(preprocess::Decoded::full(image));
     }
     preprocess::decode_for(path, pre)
 }

@@ -101,6 +101,46 @@ fn fast_decode_matches_exact_after_resize_and_keeps_exif_orientation() {
     }
 }
 
+/// Sides that are not multiples of the DCT scale leave a part pixel at the scaled image's right
+/// and bottom; an orientation that mirrors an axis moves it to the left or top, and the box must
+/// follow (it was read from the top left, a shift of up to 0.9 input pixels).
+#[test]
+fn fast_decode_of_odd_sides_matches_exact_under_every_orientation() {
+    let dir = tempfile::tempdir().unwrap();
+    // At 1/4: 1602 -> 401 pixels (the last covers 2 of 4), 1203 -> 301 (the last covers 3).
+    let img = card(1602, 1203);
+    let mut pp = Preprocessor::new(pre(Decode::Fast));
+    let mut mads = Vec::new();
+    for orientation in 1..=8u16 {
+        let path = dir.path().join(format!("odd{orientation}.jpg"));
+        write_jpeg(&path, &img, Some(orientation));
+        let exact = decode_for(&path, &pre(Decode::Exact)).unwrap();
+        let fast = decode_for(&path, &pre(Decode::Fast)).unwrap();
+        assert_eq!(fast.denominator, 4);
+        assert_eq!(fast.full_size, exact.image.dimensions());
+        let (a, b) = (
+            pp.resize_decoded(&exact).unwrap(),
+            pp.resize_decoded(&fast).unwrap(),
+        );
+        let mad = a
+            .iter()
+            .zip(&b)
+            .map(|(x, y)| (*x as f64 - *y as f64).abs())
+            .sum::<f64>()
+            / a.len() as f64;
+        mads.push(mad);
+    }
+    // Each orientation as close as the upright photo (the DCT scaling's own blur).
+    for (o, mad) in mads.iter().enumerate() {
+        assert!(
+            *mad < mads[0] * 1.1 + 0.02,
+            "orientation {}: mean abs diff {mad} against {} upright",
+            o + 1,
+            mads[0]
+        );
+    }
+}
+
 #[test]
 fn small_and_non_jpeg_images_are_decoded_in_full() {
     let dir = tempfile::tempdir().unwrap();
