@@ -6,7 +6,7 @@ use std::io::Write;
 
 use headstart::cache::FeatureCache;
 use headstart::data::preprocess::{
-    self, Interpolation, Layout, Mode, Preprocess, Preprocessor, ResizeMode,
+    Interpolation, Layout, Mode, Preprocess, Preprocessor, ResizeMode,
 };
 use proptest::prelude::*;
 
@@ -63,7 +63,7 @@ proptest! {
         }
         let mut f = tempfile::NamedTempFile::new().unwrap();
         f.write_all(&bytes).unwrap();
-        match preprocess::decode(f.path()) {
+        match headstart::data::decode::decode(f.path()) {
             Ok(img) => prop_assert!(img.width() > 0 && img.height() > 0),
             Err(e) => prop_assert!(e.to_string().contains(&f.path().display().to_string()), "{}", e),
         }

@@ -3,13 +3,13 @@
 //! write into the model's layout (NCHW or NHWC).
 
 use std::fmt;
-use std::path::Path;
 
 use fast_image_resize::{
     self as fr, images::Image as FrImage, FilterType, PixelType, ResizeAlg, ResizeOptions,
 };
-use image::{ImageDecoder, ImageReader, RgbImage};
+use image::RgbImage;
 
+use super::decode::Decoded;
 use crate::error::{Error, Result};
 
 /// Keras VGG16/ResNet50 `preprocess_input` ("caffe"): BGR means, no scaling.
@@ -301,23 +301,6 @@ impl Preprocess {
     }
 }
 
-/// Images with a side longer than this are refused before any pixel is decoded.
-pub const MAX_SIDE: u32 = 16_384;
-/// Image files larger than this are refused unread.
-pub const MAX_FILE_BYTES: u64 = 256 << 20;
-/// Most memory one decode may allocate.
-pub const MAX_DECODE_BYTES: u64 = 1 << 30;
-
-/// Whether a JPEG file of `len` bytes has its end-of-image marker (FF D9) within its last 4 KiB
-/// (encoders may pad after it). Decoders fill a cut-short JPEG with grey without saying so; we
-/// refuse it.
-fn jpeg_has_end_marker(path: &Path, f: &std::fs::File, len: u64) -> Result<bool> {
-    let start = len.saturating_sub(4096);
-    let mut tail = vec![0u8; (len - start) as usize];
-    let n = read_at(path, f, start, &mut tail)?;
-    Ok(tail[..n].windows(2).any(|w| w == [0xFF, 0xD9]))
-}
-
 /// How JPEG files are decoded.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub enum Decode {
@@ -349,289 +332,6 @@ impl fmt::Display for Decode {
     }
 }
 
-/// Reads `buf.len()` bytes of the open file `f` (`path`) from `offset` on (fewer at its end), without
-/// moving its position; returns how many.
-fn read_at(path: &Path, f: &std::fs::File, offset: u64, buf: &mut [u8]) -> Result<usize> {
-    use std::os::unix::fs::FileExt;
-    let mut n = 0;
-    while n < buf.len() {
-        match f.read_at(&mut buf[n..], offset + n as u64) {
-            Ok(0) => break,
-            Ok(k) => n += k,
-            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
-            Err(e) => return Err(Error::io(path, e)),
-        }
-    }
-    Ok(n)
-}
-
-/// An image file opened once and checked: every later read (the decoder, the scaled JPEG decoder)
-/// goes through this one open file, so the file checked is the file decoded, and a network file
-/// system sees one open per image.
-struct Checked {
-    file: std::fs::File,
-    format: image::ImageFormat,
-    width: u32,
-    height: u32,
-}
-
-impl Checked {
-    /// The file from its start, buffered (a duplicate of the one descriptor, which shares its
-    /// position: readers are used one at a time).
-    fn rewound(&self, path: &Path) -> Result<std::io::BufReader<std::fs::File>> {
-        use std::io::{Seek, SeekFrom};
-        let mut f = self.file.try_clone().map_err(|e| Error::io(path, e))?;
-        f.seek(SeekFrom::Start(0)).map_err(|e| Error::io(path, e))?;
-        Ok(std::io::BufReader::new(f))
-    }
-
-    /// An image reader of the file, its format set.
-    fn reader(&self, path: &Path) -> Result<ImageReader<std::io::BufReader<std::fs::File>>> {
-        Ok(ImageReader::with_format(self.rewound(path)?, self.format))
-    }
-}
-
-/// The checks made before any pixel is decoded: file size, a known format, the header's size, and
-/// for a JPEG its end marker; the file is opened once for all of them.
-fn checked_reader(path: &Path) -> Result<Checked> {
-    let err = |msg: String| Error::Image {
-        path: path.to_path_buf(),
-        msg,
-    };
-    // Before opening: opening a FIFO would wait for a writer.
-    crate::util::paths::check_regular(path)?;
-    let file = std::fs::File::open(path).map_err(|e| Error::io(path, e))?;
-    let size = file.metadata().map_err(|e| Error::io(path, e))?.len();
-    if size > MAX_FILE_BYTES {
-        return Err(err(format!(
-            "file is {size} bytes, over the {MAX_FILE_BYTES}-byte limit"
-        )));
-    }
-    // The content decides, never the name: a text file called x.jpg is no image.
-    let mut head = [0u8; 16];
-    let n = read_at(path, &file, 0, &mut head)?;
-    if n == 0 {
-        return Err(err("empty file: not an image".into()));
-    }
-    let Ok(format) = image::guess_format(&head[..n]) else {
-        let shown: String = head[..n.min(8)]
-            .iter()
-            .map(|&b| match b {
-                b' '..=b'~' => (b as char).to_string(),
-                _ => format!("\\x{b:02x}"),
-            })
-            .collect();
-        return Err(err(format!(
-            "not an image: its content is no JPEG, PNG, BMP, GIF or WebP (it begins \"{shown}\")"
-        )));
-    };
-    let mut checked = Checked {
-        file,
-        format,
-        width: 0,
-        height: 0,
-    };
-    // The header alone first: a file claiming a huge size is refused before any allocation.
-    let (w, h) = checked
-        .reader(path)?
-        .into_dimensions()
-        .map_err(|e| err(e.to_string()))?;
-    if w > MAX_SIDE || h > MAX_SIDE {
-        return Err(err(format!(
-            "image is {w}x{h}, over the {MAX_SIDE}-pixel side limit (refused before decoding)"
-        )));
-    }
-    if format == image::ImageFormat::Jpeg && !jpeg_has_end_marker(path, &checked.file, size)? {
-        return Err(err(
-            "truncated JPEG: no end-of-image marker (the file was cut short)".into(),
-        ));
-    }
-    (checked.width, checked.height) = (w, h);
-    Ok(checked)
-}
-
-/// Decodes an image file to 8-bit RGB at full size, applying its EXIF orientation. The format is
-/// taken from the content, not the extension; the limits above apply.
-pub fn decode(path: &Path) -> Result<RgbImage> {
-    let c = checked_reader(path)?;
-    decode_full(path, c.reader(path)?)
-}
-
-fn decode_full(
-    path: &Path,
-    mut reader: ImageReader<std::io::BufReader<std::fs::File>>,
-) -> Result<RgbImage> {
-    let err = |msg: String| Error::Image {
-        path: path.to_path_buf(),
-        msg,
-    };
-    let mut limits = image::Limits::default();
-    limits.max_image_width = Some(MAX_SIDE);
-    limits.max_image_height = Some(MAX_SIDE);
-    limits.max_alloc = Some(MAX_DECODE_BYTES);
-    reader.limits(limits);
-    let mut decoder = reader.into_decoder().map_err(|e| err(e.to_string()))?;
-    let orientation = decoder
-        .orientation()
-        .unwrap_or(image::metadata::Orientation::NoTransforms);
-    let mut img = image::DynamicImage::from_decoder(decoder).map_err(|e| err(e.to_string()))?;
-    img.apply_orientation(orientation);
-    if img.width() == 0 || img.height() == 0 {
-        return Err(err("image has no pixels".into()));
-    }
-    Ok(img.into_rgb8())
-}
-
-/// A small copy of an image file for a report: at most `side` pixels on its longer side, EXIF
-/// orientation applied; a large JPEG is decoded at a reduced DCT scale (1/2, 1/4 or 1/8) that still
-/// covers `side`, so a thumbnail costs a fraction of a full decode. The limits above apply.
-pub fn thumbnail(path: &Path, side: u32) -> Result<RgbImage> {
-    let c = checked_reader(path)?;
-    let side = side.max(1);
-    let longer = c.width.max(c.height);
-    if c.format == image::ImageFormat::Jpeg {
-        if let Some(d) = [8u32, 4, 2]
-            .into_iter()
-            .find(|&d| longer.div_ceil(d) >= side)
-        {
-            if let Some((img, _)) = decode_jpeg_scaled(path, &c, d) {
-                return Ok(shrink(&img, side));
-            }
-        }
-    }
-    Ok(shrink(&decode_full(path, c.reader(path)?)?, side))
-}
-
-/// `img` scaled to at most `side` pixels on its longer side, keeping its aspect ratio.
-fn shrink(img: &RgbImage, side: u32) -> RgbImage {
-    let (w, h) = img.dimensions();
-    let longer = w.max(h);
-    if longer <= side {
-        return img.clone();
-    }
-    let fit = |v: u32| ((v as u64 * side as u64 + longer as u64 / 2) / longer as u64).max(1) as u32;
-    image::imageops::thumbnail(img, fit(w), fit(h))
-}
-
-/// A decoded image and the DCT scale it was decoded at: pixel `k` of `image` covers full-size
-/// pixels `k * denominator - lead .. (k + 1) * denominator - lead` (`lead` of that axis).
-pub struct Decoded {
-    pub image: RgbImage,
-    pub denominator: u32,
-    /// Width and height of the full-size image (after EXIF orientation).
-    pub full_size: (u32, u32),
-    /// Full-size pixels missing from the first scaled pixel of each axis (x, y): a side that is no
-    /// multiple of the scale ends in a part pixel, at the right and bottom as stored, which an
-    /// orientation that mirrors that axis moves to the left or top.
-    pub lead: (u32, u32),
-}
-
-impl Decoded {
-    /// An image decoded at full size.
-    pub fn full(image: RgbImage) -> Decoded {
-        Decoded {
-            full_size: image.dimensions(),
-            image,
-            denominator: 1,
-            lead: (0, 0),
-        }
-    }
-}
-
-/// Decodes an image for `pre`: with [`Decode::Fast`], a large JPEG at the smallest DCT scale that
-/// still covers the input size (see [`dct_denominator`]); anything else as [`decode`] does.
-pub fn decode_for(path: &Path, pre: &Preprocess) -> Result<Decoded> {
-    let c = checked_reader(path)?;
-    let (w, h) = (c.width, c.height);
-    if pre.decode == Decode::Fast && c.format == image::ImageFormat::Jpeg {
-        // Orientation may swap the sides; the scale is the same for both, so try both orders and
-        // keep the smaller denominator (the safe one) when they disagree.
-        let d = dct_denominator(pre, w, h).min(dct_denominator(pre, h, w));
-        if d > 1 {
-            if let Some((image, orientation)) = decode_jpeg_scaled(path, &c, d) {
-                // The part pixel of each stored axis (right, bottom).
-                let pad = |n: u32| n.div_ceil(d) * d - n;
-                let (px, py) = (pad(w), pad(h));
-                let (full_size, lead) = oriented(orientation, (w, h), (px, py));
-                return Ok(Decoded {
-                    image,
-                    denominator: d,
-                    full_size,
-                    lead,
-                });
-            }
-        }
-    }
-    Ok(Decoded::full(decode_full(path, c.reader(path)?)?))
-}
-
-/// After `o`: the full size of a stored `(w, h)` image, and the part pixels `(px, py)` of its
-/// right and bottom edges that now lead its x and y axes (where `o` mirrors the axis they went to).
-fn oriented(
-    o: image::metadata::Orientation,
-    (w, h): (u32, u32),
-    (px, py): (u32, u32),
-) -> ((u32, u32), (u32, u32)) {
-    use image::metadata::Orientation::*;
-    match o {
-        NoTransforms => ((w, h), (0, 0)),
-        FlipHorizontal => ((w, h), (px, 0)),
-        Rotate180 => ((w, h), (px, py)),
-        FlipVertical => ((w, h), (0, py)),
-        // Transposed: x is the stored y, y the stored x, neither mirrored.
-        Rotate90FlipH => ((h, w), (0, 0)),
-        // Clockwise: x runs up the stored y axis.
-        Rotate90 => ((h, w), (py, 0)),
-        // Transverse: both mirrored.
-        Rotate270FlipH => ((h, w), (py, px)),
-        // Counter-clockwise: y runs back along the stored x axis.
-        Rotate270 => ((h, w), (0, px)),
-    }
-}
-
-/// The largest of 8, 4, 2 (else 1) such that an image of `width` x `height` decoded at 1/d still
-/// gives a resize box at least as large as the input size on both sides.
-pub fn dct_denominator(pre: &Preprocess, width: u32, height: u32) -> u32 {
-    let (th, tw) = pre.size;
-    [8u32, 4, 2]
-        .into_iter()
-        .find(|&d| {
-            let (sw, sh) = (width.div_ceil(d), height.div_ceil(d));
-            let (_, _, bw, bh) = pre.source_box(sw, sh);
-            bw >= tw && bh >= th
-        })
-        .unwrap_or(1)
-}
-
-/// Decodes a JPEG at 1/`d` scale with its EXIF orientation applied, and that orientation; `None` when this decoder cannot (CMYK or 16-bit files, or a stream it
-/// refuses): the caller then decodes in full.
-fn decode_jpeg_scaled(path: &Path, c: &Checked, d: u32) -> Option<(RgbImage, image::metadata::Orientation)> {
-    let (width, height) = (c.width, c.height);
-    let mut dec = jpeg_decoder::Decoder::new(c.rewound(path).ok()?);
-    dec.set_max_decoding_buffer_size(MAX_DECODE_BYTES as usize);
-    let want = |len: u32| u16::try_from(len.div_ceil(d)).ok();
-    let (ow, oh) = dec.scale(want(width)?, want(height)?).ok()?;
-    if u32::from(ow) != width.div_ceil(d) || u32::from(oh) != height.div_ceil(d) {
-        return None;
-    }
-    let pixels = dec.decode().ok()?;
-    let info = dec.info()?;
-    let (ow, oh) = (u32::from(info.width), u32::from(info.height));
-    let rgb = match info.pixel_format {
-        jpeg_decoder::PixelFormat::RGB24 => pixels,
-        jpeg_decoder::PixelFormat::L8 => pixels.iter().flat_map(|&l| [l, l, l]).collect(),
-        _ => return None,
-    };
-    let img = RgbImage::from_raw(ow, oh, rgb)?;
-    let orientation = dec
-        .exif_data()
-        .and_then(image::metadata::Orientation::from_exif_chunk)
-        .unwrap_or(image::metadata::Orientation::NoTransforms);
-    let mut img = image::DynamicImage::ImageRgb8(img);
-    img.apply_orientation(orientation);
-    Some((img.into_rgb8(), orientation))
-}
-
 /// Reusable per-thread state for preprocessing (the resizer keeps its buffers).
 pub struct Preprocessor {
     pub config: Preprocess,
@@ -658,10 +358,7 @@ impl Preprocessor {
         let (l, t, bw, bh) = self.config.source_box(d.full_size.0, d.full_size.1);
         let k = f64::from(d.denominator);
         let (iw, ih) = (f64::from(d.image.width()), f64::from(d.image.height()));
-        let (l, t) = (
-            f64::from(l + d.lead.0) / k,
-            f64::from(t + d.lead.1) / k,
-        );
+        let (l, t) = (f64::from(l + d.lead.0) / k, f64::from(t + d.lead.1) / k);
         let bw = (f64::from(bw) / k).min(iw - l);
         let bh = (f64::from(bh) / k).min(ih - t);
         self.resize_box(&d.image, [l, t, bw, bh])
@@ -744,6 +441,3 @@ pub fn normalize_into(cfg: &Preprocess, pixels: &[u8], out: &mut [f32]) {
         }
     }
 }
-
-#[cfg(test)]
-mod tests;

@@ -448,8 +448,12 @@ pub fn image_files_fenced(dir: &Path, fence: Option<&Path>) -> Result<(Vec<PathB
                 } else {
                     warnings.push((path, "skipped: folder already walked (symlink loop)".into()));
                 }
-            } else if meta.is_file() && is_image_file(&path) {
-                out.push(path);
+            } else if is_image_file(&path) {
+                match crate::util::paths::special(&meta) {
+                    None => out.push(path),
+                    // Named as a photo but no file: said, never opened (a FIFO would block).
+                    Some(what) => warnings.push((path, format!("skipped: is {what}, not a file"))),
+                }
             }
         }
     }

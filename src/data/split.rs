@@ -14,8 +14,8 @@ use std::path::{Path, PathBuf};
 
 use rayon::prelude::*;
 
+use crate::data::decode::decode;
 use crate::data::exclude::Exclusion;
-use crate::data::preprocess::decode;
 use crate::data::scan::{image_files_fenced, is_image_file};
 use crate::error::{Error, Result};
 use crate::events::{Event, Reporter};

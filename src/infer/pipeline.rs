@@ -85,12 +85,12 @@ fn decode_one(
     path: &Path,
     pre: &Preprocess,
     augment: Option<&Option<crate::data::augment::AugParams>>,
-) -> Result<preprocess::Decoded> {
+) -> Result<crate::data::decode::Decoded> {
     if let Some(Some(p)) = augment {
-        let image = crate::data::augment::apply(preprocess::decode(path)?, p);
-        return Ok(preprocess::Decoded::full(image));
+        let image = crate::data::augment::apply(crate::data::decode::decode(path)?, p);
+        return Ok(crate::data::decode::Decoded::full(image));
     }
-    preprocess::decode_for(path, pre)
+    crate::data::decode::decode_for(path, pre)
 }
 
 /// The error text without the leading "path: " (the path is stored beside it).

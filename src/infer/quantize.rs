@@ -9,7 +9,8 @@ use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::time::Instant;
 
-use crate::data::preprocess::{decode_for, Preprocess, Preprocessor};
+use crate::data::decode::decode_for;
+use crate::data::preprocess::{Preprocess, Preprocessor};
 use crate::data::scan::image_files_checked;
 use crate::error::{Error, Result};
 use crate::events::{Event as Report, Reporter};

@@ -305,10 +305,9 @@ pub fn top_losses(m: &Metrics, root: &Path, path: &Path) -> Result<()> {
     };
     for (i, t) in m.top_losses.iter().enumerate() {
         let (x0, y0) = origin(i as u32);
-        let tile =
-            crate::data::preprocess::thumbnail(&root.join(&t.path), TILE).unwrap_or_else(|_| {
-                image::RgbImage::from_pixel(TILE, TILE, image::Rgb([200, 200, 200]))
-            });
+        let tile = crate::data::decode::thumbnail(&root.join(&t.path), TILE).unwrap_or_else(|_| {
+            image::RgbImage::from_pixel(TILE, TILE, image::Rgb([200, 200, 200]))
+        });
         let (tw, th) = tile.dimensions();
         image::imageops::replace(
             &mut canvas,

@@ -58,21 +58,11 @@ pub fn locate(root: &Path, rel: &str) -> Option<PathBuf> {
 /// device), before anything opens it: opening a FIFO blocks until a writer comes, a device may
 /// never end. A missing path or a folder is left to the caller's own open and message.
 pub fn check_regular(path: &Path) -> Result<()> {
-    use std::os::unix::fs::FileTypeExt;
     let Ok(m) = std::fs::metadata(path) else {
         return Ok(());
     };
-    let t = m.file_type();
-    let what = if t.is_file() || t.is_dir() {
+    let Some(what) = special(&m) else {
         return Ok(());
-    } else if t.is_fifo() {
-        "a FIFO (named pipe)"
-    } else if t.is_socket() {
-        "a socket"
-    } else if t.is_block_device() || t.is_char_device() {
-        "a device"
-    } else {
-        "not a regular file"
     };
     Err(Error::io(
         path,
@@ -81,6 +71,23 @@ pub fn check_regular(path: &Path) -> Result<()> {
             format!("is {what}, not a file: give a regular file"),
         ),
     ))
+}
+
+/// What an entry that is neither a file nor a folder is (a FIFO, a socket, a device), in words.
+pub fn special(m: &std::fs::Metadata) -> Option<&'static str> {
+    use std::os::unix::fs::FileTypeExt;
+    let t = m.file_type();
+    Some(if t.is_file() || t.is_dir() {
+        return None;
+    } else if t.is_fifo() {
+        "a FIFO (named pipe)"
+    } else if t.is_socket() {
+        "a socket"
+    } else if t.is_block_device() || t.is_char_device() {
+        "a device"
+    } else {
+        "not a regular file"
+    })
 }
 
 /// The text form of `p` (components joined with `/`).

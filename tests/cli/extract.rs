@@ -48,7 +48,7 @@ fn extract_tiny_model_writes_all_splits_and_rerun_is_a_cache_hit() {
         normalize: preprocess::Mode::Tf.normalize(),
         decode: preprocess::Decode::Exact,
     };
-    let img = preprocess::decode(&data.join("train/a/img1.JPG")).unwrap();
+    let img = headstart::data::decode::decode(&data.join("train/a/img1.JPG")).unwrap();
     let mut x = vec![0f32; pre.len()];
     preprocess::Preprocessor::new(pre)
         .apply(&img, &mut x)

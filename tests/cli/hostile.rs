@@ -388,8 +388,13 @@ fn exif_orientation_is_applied() {
     out.extend_from_slice(&jpg[2..]);
     let rotated = d.path().join("rotated.jpg");
     std::fs::write(&rotated, out).unwrap();
-    assert_eq!(preprocess::decode(&plain).unwrap().dimensions(), (40, 20));
-    let img = preprocess::decode(&rotated).unwrap();
+    assert_eq!(
+        headstart::data::decode::decode(&plain)
+            .unwrap()
+            .dimensions(),
+        (40, 20)
+    );
+    let img = headstart::data::decode::decode(&rotated).unwrap();
     assert_eq!(
         img.dimensions(),
         (20, 40),

@@ -184,6 +184,23 @@ fn a_fifo_as_an_input_is_refused_not_waited_on() {
             &[name, "is a FIFO (named pipe), not a file"],
         );
     }
+    // Inside a class folder, a FIFO or a device named as a photo is a warning naming it, counted
+    // (they were passed over without a word).
+    fifo_at(&data.join("train/a/pipe.jpg"));
+    std::os::unix::fs::symlink("/dev/null", data.join("train/b/null.jpg")).unwrap();
+    let o = run_bounded(&extract_line(&m, &data, &out, &["--preprocess", "torch"]));
+    let t = text(&o);
+    assert!(o.status.success(), "{t}");
+    for (name, what) in [
+        ("pipe.jpg", "a FIFO (named pipe)"),
+        ("null.jpg", "a device"),
+    ] {
+        assert!(
+            t.contains(name) && t.contains(&format!("skipped: is {what}, not a file")),
+            "{t}"
+        );
+    }
+    assert!(t.contains("2 scan warnings"), "{t}");
 }
 
 /// `make-features` replaces its own random caches, but a cache extracted from photos only with

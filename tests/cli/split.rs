@@ -82,7 +82,7 @@ fn split_samples_checked_files_per_class_reproducibly() {
                     seen.insert(format!("{class}/{name}")),
                     "{name} in two splits"
                 );
-                headstart::data::preprocess::decode(&f).unwrap();
+                headstart::data::decode::decode(&f).unwrap();
             }
         }
     }

@@ -43,7 +43,7 @@ fn inputs_of(cache: &FeatureCache, data: &Path, split: &str, out: &Path) -> usiz
     let rows = cache.read_split(split).unwrap();
     let mut bytes = Vec::new();
     for p in &rows.paths {
-        let img = preprocess::decode(&data.join(p)).unwrap();
+        let img = headstart::data::decode::decode(&data.join(p)).unwrap();
         let mut x = vec![0f32; pre.len()];
         preprocess::Preprocessor::new(pre)
             .apply(&img, &mut x)

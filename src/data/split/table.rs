@@ -12,8 +12,8 @@ use std::collections::BTreeMap;
 use rayon::prelude::*;
 
 use super::{class_rng, write, Planned, SplitConfig, SplitSummary, SPLITS};
+use crate::data::decode::decode;
 use crate::data::labels::{scan_table, LabelTable};
-use crate::data::preprocess::decode;
 use crate::data::scan::Item;
 use crate::error::{Error, Result};
 use crate::events::{Event, Reporter};

@@ -191,7 +191,7 @@ impl Thumbs {
 }
 
 fn thumb(file: &Path) -> Option<Thumb> {
-    let img = crate::data::preprocess::thumbnail(file, THUMB_SIDE).ok()?;
+    let img = crate::data::decode::thumbnail(file, THUMB_SIDE).ok()?;
     let mut bytes = Vec::new();
     image::codecs::jpeg::JpegEncoder::new_with_quality(&mut bytes, THUMB_QUALITY)
         .encode_image(&img)

@@ -5,7 +5,8 @@ use std::path::PathBuf;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Instant;
 
-use headstart::data::preprocess::{decode_for, Decode, Preprocess, Preprocessor};
+use headstart::data::decode::decode_for;
+use headstart::data::preprocess::{Decode, Preprocess, Preprocessor};
 use headstart::data::scan::image_files_checked;
 use headstart::error::{Error, Result};
 use headstart::infer::model::{resolve_preprocess, BaseModel};

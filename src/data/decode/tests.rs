@@ -1,6 +1,8 @@
-//! Tests of [`super`] (preprocess.rs).
+//! Tests of [`super`] (decode.rs): the checks, and the fast decode against the exact one after the
+//! resize.
 
 use super::*;
+use crate::data::preprocess::{Interpolation, Layout, Mode, Preprocessor, ResizeMode};
 
 fn pre(decode: Decode) -> Preprocess {
     Preprocess {
@@ -153,4 +155,75 @@ fn small_and_non_jpeg_images_are_decoded_in_full() {
         assert_eq!(d.denominator, 1, "{}", path.display());
         assert_eq!(d.full_size, d.image.dimensions());
     }
+}
+
+/// A JPEG of `img` with a second, small JPEG (as cameras store a thumbnail) inside an APP1
+/// segment before the main image.
+fn jpeg_with_thumbnail(img: &RgbImage) -> (Vec<u8>, usize) {
+    let encode = |i: &RgbImage| {
+        let mut b = Vec::new();
+        image::codecs::jpeg::JpegEncoder::new_with_quality(&mut b, 90)
+            .encode_image(i)
+            .unwrap();
+        b
+    };
+    let mut bytes = encode(img);
+    let thumb = encode(&card(160, 120));
+    let mut app1 = b"Exif\0\0".to_vec();
+    app1.extend_from_slice(&thumb);
+    let mut seg = vec![0xFF, 0xE1];
+    seg.extend_from_slice(&((app1.len() + 2) as u16).to_be_bytes());
+    seg.extend_from_slice(&app1);
+    let thumb_end = 2 + 4 + 6 + thumb.len();
+    bytes.splice(2..2, seg);
+    (bytes, thumb_end)
+}
+
+#[test]
+fn a_jpeg_ends_where_its_main_image_ends_not_where_a_thumbnail_does() {
+    let dir = tempfile::tempdir().unwrap();
+    let (whole, thumb_end) = jpeg_with_thumbnail(&card(2000, 1544));
+    assert_eq!(jpeg_end(&whole), Some(whole.len()));
+    assert_eq!(&whole[thumb_end - 2..thumb_end], [0xFF, 0xD9]);
+    // Cut 3000 bytes after the thumbnail's end marker: that marker is in the last 4 KiB (which a
+    // search of the tail took for the end), the main image's is gone.
+    let cut = &whole[..thumb_end + 3000];
+    assert_eq!(jpeg_end(cut), None);
+    let path = dir.path().join("cut.jpg");
+    std::fs::write(&path, cut).unwrap();
+    for decode in [Decode::Fast, Decode::Exact] {
+        let e = decode_for(&path, &pre(decode))
+            .err()
+            .expect("a cut JPEG decoded");
+        assert!(e.to_string().contains("truncated JPEG"), "{e}");
+    }
+    // Cut anywhere inside the main image: refused too.
+    for at in [
+        whole.len() - 1,
+        whole.len() - 2,
+        whole.len() / 2,
+        thumb_end + 20,
+    ] {
+        assert_eq!(
+            jpeg_end(&whole[..at]),
+            None,
+            "cut at {at} of {}",
+            whole.len()
+        );
+    }
+    // Data after the end marker (a phone's motion video, 8 KB) is no truncation.
+    let mut motion = whole.clone();
+    motion.extend(std::iter::repeat_n(0x5A, 8192));
+    assert_eq!(jpeg_end(&motion), Some(whole.len()));
+    let path = dir.path().join("motion.jpg");
+    std::fs::write(&path, &motion).unwrap();
+    let d = decode_for(&path, &pre(Decode::Exact)).unwrap();
+    assert_eq!(d.image.dimensions(), (2000, 1544));
+    // A scan's stuffed zeros and restart markers are data; fill bytes may precede a marker.
+    let scan = b"\xFF\xD8\xFF\xDA\x00\x02\x12\xFF\x00\x34\xFF\xD0\x56\xFF\xFF\xD9";
+    assert_eq!(jpeg_end(scan), Some(scan.len()));
+    assert_eq!(jpeg_end(&scan[..scan.len() - 3]), None);
+    // A segment length past the end, and no JPEG at all.
+    assert_eq!(jpeg_end(b"\xFF\xD8\xFF\xE1\x40\x00Exif"), None);
+    assert_eq!(jpeg_end(b"\x89PNG\r\n"), None);
 }
