@@ -62,6 +62,18 @@ pub fn jpeg_end(b: &[u8]) -> Option<usize> {
     }
 }
 
+/// A decoder's message, with what is not printable ASCII escaped: decoders quote a broken file's
+/// bytes as characters (a PNG chunk type `É\'ý\u{99}`), which a terminal shows as garbage.
+fn decoder_said(e: &image::ImageError) -> String {
+    e.to_string()
+        .chars()
+        .map(|c| match c {
+            ' '..='~' => c.to_string(),
+            c => c.escape_unicode().to_string(),
+        })
+        .collect()
+}
+
 /// An image file read and checked: every later step (the decoder, the scaled JPEG decoder) reads
 /// these bytes, so the file checked is the file decoded, and a network file system sees one open
 /// and one read per image.
@@ -132,7 +144,7 @@ fn checked_reader(path: &Path) -> Result<Checked> {
     let (w, h) = checked
         .reader()
         .into_dimensions()
-        .map_err(|e| err(e.to_string()))?;
+        .map_err(|e| err(decoder_said(&e)))?;
     if w > MAX_SIDE || h > MAX_SIDE {
         return Err(err(format!(
             "image is {w}x{h}, over the {MAX_SIDE}-pixel side limit (refused before decoding)"
@@ -166,11 +178,11 @@ fn decode_full(path: &Path, mut reader: ImageReader<Cursor<&[u8]>>) -> Result<Rg
     limits.max_image_height = Some(MAX_SIDE);
     limits.max_alloc = Some(MAX_DECODE_BYTES);
     reader.limits(limits);
-    let mut decoder = reader.into_decoder().map_err(|e| err(e.to_string()))?;
+    let mut decoder = reader.into_decoder().map_err(|e| err(decoder_said(&e)))?;
     let orientation = decoder
         .orientation()
         .unwrap_or(image::metadata::Orientation::NoTransforms);
-    let mut img = image::DynamicImage::from_decoder(decoder).map_err(|e| err(e.to_string()))?;
+    let mut img = image::DynamicImage::from_decoder(decoder).map_err(|e| err(decoder_said(&e)))?;
     img.apply_orientation(orientation);
     if img.width() == 0 || img.height() == 0 {
         return Err(err("image has no pixels".into()));

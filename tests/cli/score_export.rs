@@ -216,6 +216,32 @@ fn score_reports_bad_files_resumes_and_formats() {
         full.contains("\"") && full.contains("with, comma.png"),
         "{full}"
     );
+    // A path that is not there gets its row too (it stopped the run), unless none is there.
+    let gone = d.path().join("gone.jpg");
+    let two = ok(&[
+        "score",
+        "--model",
+        s(&model),
+        "--head",
+        s(&head),
+        s(&gone),
+        s(&test.join("dog/dog0.png")),
+        "-q",
+    ]);
+    let row = two
+        .lines()
+        .find(|l| l.contains("gone.jpg"))
+        .unwrap_or_else(|| panic!("{two}"));
+    assert!(row.contains("No such file"), "{two}");
+    assert!(
+        two.lines()
+            .any(|l| l.contains("dog0.png") && !l.contains("No such")),
+        "{two}"
+    );
+    fails(
+        &["score", "--model", s(&model), "--head", s(&head), s(&gone)],
+        &["gone.jpg", "No such file"],
+    );
     // Interrupted after 4 rows and half a line: --resume writes only the rest, once each.
     let keep: Vec<&str> = full.lines().take(5).collect();
     std::fs::write(&out, format!("{}\n{}", keep.join("\n"), "torn,li")).unwrap();

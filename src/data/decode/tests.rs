@@ -227,3 +227,22 @@ fn a_jpeg_ends_where_its_main_image_ends_not_where_a_thumbnail_does() {
     assert_eq!(jpeg_end(b"\xFF\xD8\xFF\xE1\x40\x00Exif"), None);
     assert_eq!(jpeg_end(b"\x89PNG\r\n"), None);
 }
+
+#[test]
+fn a_decoders_message_is_printable() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("bad.png");
+    // A whole IHDR (8x8 RGB), then a chunk whose type is no text: the PNG decoder quotes it.
+    let mut png = b"\x89PNG\r\n\x1a\n\x00\x00\x00\x0dIHDR".to_vec();
+    png.extend_from_slice(b"\x00\x00\x00\x08\x00\x00\x00\x08\x08\x02\x00\x00\x00\x4b\x6d\x29\xdc");
+    png.extend_from_slice(b"\x00\x00\x00\x04\xc9\x27\xfd\x99abcd\x00\x00\x00\x00");
+    std::fs::write(&path, &png).unwrap();
+    let e = decode(&path).unwrap_err().to_string();
+    assert!(e.contains("bad.png: cannot decode image"), "{e}");
+    let said = &e[e.find("cannot decode").unwrap()..];
+    assert!(
+        said.contains("ChunkType"),
+        "not the message of a bad chunk: {said}"
+    );
+    assert!(said.chars().all(|c| (' '..='~').contains(&c)), "{said}");
+}

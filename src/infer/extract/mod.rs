@@ -601,7 +601,8 @@ fn run_pipeline(
                 journal.flush()?;
                 rep.report(Report::Advance(1));
                 if cfg.strict {
-                    return Err(Error::Image {
+                    // `reason` says what failed ("cannot decode image: ..."; a read error).
+                    return Err(Error::Dataset {
                         path: index_paths[index].clone(),
                         msg: format!(
                             "{reason} (--strict; {done} finished images are kept in {})",

@@ -89,11 +89,23 @@ pub(super) fn score_inputs(cfg: &ScoreConfig, rep: &dyn Reporter) -> Result<Inpu
 }
 
 /// Files to score: files as given, folders walked recursively for images, in sorted order. Entries
-/// of a folder that cannot be walked are reported as warnings.
+/// of a folder that cannot be walked are reported as warnings. A path that cannot be looked at (not
+/// there) is scored as a file, so it gets its row with the error, unless no input can be: then the
+/// first one's error is returned.
 pub fn collect_inputs(inputs: &[PathBuf], rep: &dyn Reporter) -> Result<Vec<PathBuf>> {
     let mut files = Vec::new();
+    let mut first_err = None;
+    let mut any = false;
     for p in inputs {
-        let meta = std::fs::metadata(p).map_err(|e| Error::io(p, e))?;
+        let meta = match std::fs::metadata(p) {
+            Ok(m) => m,
+            Err(e) => {
+                first_err.get_or_insert(Error::io(p, e));
+                files.push(p.clone());
+                continue;
+            }
+        };
+        any = true;
         if meta.is_dir() {
             let (mut v, warnings) = image_files_checked(p)?;
             for (w, why) in warnings {
@@ -106,5 +118,8 @@ pub fn collect_inputs(inputs: &[PathBuf], rep: &dyn Reporter) -> Result<Vec<Path
             files.push(p.clone());
         }
     }
-    Ok(files)
+    match first_err {
+        Some(e) if !any => Err(e),
+        _ => Ok(files),
+    }
 }
