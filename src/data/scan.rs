@@ -10,7 +10,7 @@ use crate::data::remote::{self, Remote};
 use crate::error::{Error, Result};
 
 /// File extensions read as images (compared case-insensitively).
-pub const IMAGE_EXTENSIONS: [&str; 6] = ["jpg", "jpeg", "png", "bmp", "gif", "webp"];
+pub const IMAGE_EXTENSIONS: [&str; 8] = ["jpg", "jpeg", "jpe", "jfif", "png", "bmp", "gif", "webp"];
 /// Folder names recognised as splits, in the order they are stored.
 pub const SPLIT_NAMES: [&str; 3] = ["train", "val", "test"];
 /// Split name used when DIR holds class folders directly.
