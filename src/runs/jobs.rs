@@ -108,6 +108,22 @@ impl ShardJob for ScoreShard<'_> {
         score_marker_path(run, k)
     }
 
+    /// A shard scored by another head, model or options is told, not answered "already scored"
+    /// (its rows are another run's).
+    fn agrees(&self, k: usize, done: &ScoreMarker) -> Result<()> {
+        let Some(then) = &done.run else {
+            return Ok(());
+        };
+        let now = crate::report::score::images_record(self.0)?;
+        match crate::report::score::records_differ(then, &now) {
+            None => Ok(()),
+            Some(how) => Err(Error::Config(format!(
+                "shard {k} of this run was already scored by another run ({how}; the first is the shard's, the second this call's): its rows stay as they are; to score it again, remove RUN/{} and RUN/scored/{k:05}.json",
+                done.output
+            ))),
+        }
+    }
+
     /// Scores into `RUN/scores/shard-KKKKK.csv`, continuing an interrupted attempt.
     fn run(&self, run: &Path, k: usize, ds: Dataset, rep: &dyn Reporter) -> Ran<Self> {
         let out = score_output_path(run, k);
@@ -130,6 +146,7 @@ impl ShardJob for ScoreShard<'_> {
             failed: summary.failed,
             output: key_of(run, &out),
             output_sha256: sha256_file(&out)?,
+            run: Some(crate::report::score::images_record(self.0)?),
         };
         Ok((summary, marker))
     }

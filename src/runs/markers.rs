@@ -38,6 +38,10 @@ pub struct ScoreMarker {
     /// The rows (CSV, relative to the run folder) and their sha256.
     pub output: String,
     pub output_sha256: String,
+    /// What scored the shard: the head, the model, the options (the score file's run record;
+    /// markers of earlier releases have none).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub run: Option<serde_json::Value>,
 }
 
 /// Reads the score marker at `path`; `None` when the shard is not scored.

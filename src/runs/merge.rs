@@ -476,6 +476,21 @@ fn merge_scores_local(run: &Path, out: &Path) -> Result<usize> {
             &score_output_path(run, m.shard),
         )?);
     }
+    // One head, model and set of options for every shard: rows of two runs under one header would
+    // be wrong in silence.
+    for m in &markers[1..] {
+        let (Some(a), Some(b)) = (&markers[0].run, &m.run) else {
+            continue;
+        };
+        if let Some(how) = crate::report::score::records_differ(a, b) {
+            return Err(Error::Config(format!(
+                "{}: shards {} and {} were scored by different runs ({how}); score every shard with the same head, model and options (remove the odd shard's scores/shard-KKKKK.csv and scored/KKKKK.json, then `score --run` it again)",
+                run.display(),
+                markers[0].shard,
+                m.shard
+            )));
+        }
+    }
     let target = Output::new(out)
         .input(&run.join("scores"))
         .inputs(&files)
@@ -487,7 +502,8 @@ fn merge_scores_local(run: &Path, out: &Path) -> Result<usize> {
     target.write(|tmp| {
         let mut w = csv::Writer::from_path(tmp).map_err(|e| Error::cache(tmp, e))?;
         let mut rows = 0;
-        for (i, (m, path)) in markers.iter().zip(&files).enumerate() {
+        let mut first_header: Option<csv::ByteRecord> = None;
+        for (m, path) in markers.iter().zip(&files) {
             let sha = crate::util::hash::sha256_file(path)?;
             if sha != m.output_sha256 {
                 return Err(Error::cache(
@@ -500,13 +516,32 @@ fn merge_scores_local(run: &Path, out: &Path) -> Result<usize> {
             }
             // Records, not lines: an error message may hold a newline inside its quotes.
             let mut r = csv::Reader::from_path(path).map_err(|e| Error::cache(path, e))?;
-            if i == 0 {
-                let header = r
-                    .byte_headers()
-                    .map_err(|e| Error::cache(path, e))?
-                    .clone();
-                w.write_byte_record(&header)
-                    .map_err(|e| Error::cache(tmp, e))?;
+            let header = r
+                .byte_headers()
+                .map_err(|e| Error::cache(path, e))?
+                .clone();
+            match &first_header {
+                None => {
+                    w.write_byte_record(&header)
+                        .map_err(|e| Error::cache(tmp, e))?;
+                    first_header = Some(header);
+                }
+                Some(h) if *h != header => {
+                    let show = |h: &csv::ByteRecord| {
+                        let cols: Vec<_> = h.iter().map(String::from_utf8_lossy).collect();
+                        cols.join(",")
+                    };
+                    return Err(Error::cache(
+                        path,
+                        format!(
+                            "shard {}: its columns differ from shard {}'s ({} there); score every shard with the same head and options",
+                            m.shard,
+                            markers[0].shard,
+                            show(h)
+                        ),
+                    ));
+                }
+                Some(_) => {}
             }
             for rec in r.byte_records() {
                 let rec = rec.map_err(|e| Error::cache(path, e))?;

@@ -326,6 +326,55 @@ fn shards_on_three_schedulers_with_a_kill_and_a_requeue_merge_to_one_extract() {
         (header, l)
     };
     assert_eq!(rows(&all), rows(&one), "sharded scores equal one score run");
+    // A shard asked again with other options is told it was scored by another run, and a shard
+    // scored so (its files removed, then scored with --threshold) stops the merge: one header over
+    // rows of two runs was written in silence.
+    let shard2 = |extra: &[&str]| {
+        let a = [
+            "score",
+            "--run",
+            s(&run),
+            "--model",
+            s(&m),
+            "--head",
+            s(&head),
+            "--shard",
+            "2",
+            "-q",
+        ];
+        super::run(&[&a[..], extra].concat())
+    };
+    failed(
+        &shard2(&["--threshold", "0.9"]),
+        &[
+            "shard 2 of this run was already scored by another run",
+            "--threshold: none",
+            "0.9",
+        ],
+    );
+    let forget2 = || {
+        for f in [
+            "scored/00002.json",
+            "scores/shard-00002.csv",
+            "scores/shard-00002.csv.run.json",
+        ] {
+            std::fs::remove_file(run.join(f)).unwrap();
+        }
+    };
+    forget2();
+    assert!(shard2(&["--threshold", "0.9"]).status.success());
+    fails(
+        &["merge", s(&run), "--scores", s(&d.path().join("mixed.csv"))],
+        &[
+            "shards 0 and 2 were scored by different runs",
+            "--threshold",
+        ],
+    );
+    assert!(!d.path().join("mixed.csv").exists());
+    forget2();
+    assert!(shard2(&[]).status.success());
+    ok(&["merge", s(&run), "--scores", s(&all)]);
+    assert_eq!(rows(&all), rows(&one));
 
     // A shard's rows changed by hand (its fingerprint kept) are caught by its marker's hash, also
     // by a command that reads the run's own merged.h5.

@@ -26,6 +26,9 @@ pub(super) struct RunRecord {
     /// releases, which mirrored the photo before its crop, have none).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     mirror: Option<String>,
+    /// `--threshold`, when given (records of earlier releases have none).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    threshold: Option<f32>,
 }
 
 impl RunRecord {
@@ -42,6 +45,7 @@ impl RunRecord {
             source,
             tta_flip: cfg.tta_flip,
             mirror: cfg.tta_flip.then(|| "input".to_string()),
+            threshold: cfg.threshold,
         })
     }
 
@@ -52,6 +56,49 @@ impl RunRecord {
         PathBuf::from(name)
     }
 
+    /// The record kept beside the score file `out`, if there is one (a file of an earlier release
+    /// has none).
+    fn read(out: &Path) -> Result<Option<RunRecord>> {
+        let path = Self::path(out);
+        crate::util::paths::check_regular(&path)?;
+        let Ok(text) = std::fs::read_to_string(&path) else {
+            return Ok(None);
+        };
+        let rec = serde_json::from_str(&text).map_err(|e| {
+            Error::output(
+                &path,
+                format!("is not a score run record ({e}); remove it or choose another --out"),
+            )
+        })?;
+        Ok(Some(rec))
+    }
+
+    /// The first way `other`'s run differs from this one's that would put unlike rows in one
+    /// file: (what, this run's, the other's).
+    fn differs(&self, other: &RunRecord) -> Option<(&'static str, String, String)> {
+        let shown = |t: Option<f32>| t.map_or("none".into(), |t| t.to_string());
+        [
+            (
+                "classifier (head sha256)",
+                self.classifier.clone(),
+                other.classifier.clone(),
+            ),
+            (
+                "model or features",
+                self.source.clone(),
+                other.source.clone(),
+            ),
+            (
+                "--tta flip",
+                on(self.tta_flip).into(),
+                on(other.tta_flip).into(),
+            ),
+            ("--threshold", shown(self.threshold), shown(other.threshold)),
+        ]
+        .into_iter()
+        .find(|(_, a, b)| a != b)
+    }
+
     /// Refuses to resume `out` when its record says another run wrote it.
     pub(super) fn check_resume(&self, out: &Path) -> Result<()> {
         let path = Self::path(out);
@@ -59,42 +106,19 @@ impl RunRecord {
         if !out.exists() {
             return Ok(());
         }
-        crate::util::paths::check_regular(&path)?;
-        let Ok(text) = std::fs::read_to_string(&path) else {
+        let Some(old) = Self::read(out)? else {
             return Ok(());
         };
-        let old: RunRecord = serde_json::from_str(&text).map_err(|e| {
-            Error::output(
-                &path,
-                format!("is not a score run record ({e}); remove it or choose another --out"),
-            )
-        })?;
-        let differ = [
-            (
-                "classifier (head sha256)",
-                &old.classifier,
-                &self.classifier,
-            ),
-            ("model or features", &old.source, &self.source),
-        ]
-        .into_iter()
-        .find(|(_, a, b)| a != b);
-        if let Some((what, a, b)) = differ {
+        if let Some((what, now, there)) = self.differs(&old) {
             return Err(Error::output(
                 out,
-                format!("was written by another run ({what}: {a} there, {b} now, as {} records); --resume continues only the same run: choose another --out, or --force to replace it", path.display()),
+                format!("was written by another run ({what}: {there} there, {now} now, as {} records); --resume continues only the same run: choose another --out, or --force to replace it", path.display()),
             ));
         }
         if self.tta_flip && old.tta_flip && old.mirror != self.mirror {
             return Err(Error::output(
                 out,
                 "was written with --tta flip by an earlier release, which mirrored the photo before its crop: its rows would be averaged with another mirror than this run's; --force scores it again",
-            ));
-        }
-        if old.tta_flip != self.tta_flip {
-            return Err(Error::output(
-                out,
-                format!("was written with --tta flip {}, this run has it {}: --resume continues only the same run", on(old.tta_flip), on(self.tta_flip)),
             ));
         }
         Ok(())
@@ -120,6 +144,30 @@ impl RunRecord {
             })
             .write_bytes((text + "\n").as_bytes())
     }
+}
+
+/// The record of scoring images with `cfg` (its model's sha256 as the source), as JSON: what a
+/// sharded run's score marker keeps, so a shard scored by another head or with other options is
+/// told apart ([`records_differ`]).
+pub fn images_record(cfg: &ScoreConfig) -> Result<serde_json::Value> {
+    let rec = RunRecord::of(cfg, crate::onnx::model_sha256(&cfg.model)?)?;
+    serde_json::to_value(rec).map_err(|e| Error::Config(format!("score run record: {e}")))
+}
+
+/// How the run recorded as `b` differs from the one recorded as `a`, in words ("--threshold: 0.9
+/// in the first, none in the second"); `None` when they agree.
+pub fn records_differ(a: &serde_json::Value, b: &serde_json::Value) -> Option<String> {
+    if a == b {
+        return None;
+    }
+    let parse = |v: &serde_json::Value| serde_json::from_value::<RunRecord>(v.clone()).ok();
+    Some(match (parse(a), parse(b)) {
+        (Some(ra), Some(rb)) => match ra.differs(&rb) {
+            Some((what, x, y)) => format!("{what}: {x} in the first, {y} in the second"),
+            None => "their records differ".into(),
+        },
+        _ => "their records differ".into(),
+    })
 }
 
 fn on(b: bool) -> &'static str {

@@ -26,6 +26,7 @@ mod inputs;
 mod output;
 
 use identity::RunRecord;
+pub use identity::{images_record, records_differ};
 pub use inputs::collect_inputs;
 use inputs::{prefetch_for, score_inputs, Inputs};
 use output::{done_paths, Done, InOrder, Writer};
