@@ -78,13 +78,14 @@ enum Cell {
 }
 
 impl Cell {
-    /// The row's classes, trimmed, sorted and without repeats: the text split at `delim` when
-    /// given, else the text as one class.
+    /// The row's classes, trimmed, in Unicode NFC, sorted and without repeats: the text split at
+    /// `delim` when given, else the text as one class. (Two spellings of one name, NFC and the NFD
+    /// a Mac writes, were two classes that print alike.)
     fn classes(&self, delim: Option<char>) -> Vec<String> {
         let mut tags: Vec<String> = match (self, delim) {
-            (Cell::Text(t), Some(d)) => t.split(d).map(|x| x.trim().to_string()).collect(),
-            (Cell::Text(t), None) => vec![t.trim().to_string()],
-            (Cell::Tags(v), _) => v.iter().map(|x| x.trim().to_string()).collect(),
+            (Cell::Text(t), Some(d)) => t.split(d).map(|x| nfc(x.trim())).collect(),
+            (Cell::Text(t), None) => vec![nfc(t.trim())],
+            (Cell::Tags(v), _) => v.iter().map(|x| nfc(x.trim())).collect(),
         };
         tags.retain(|t| !t.is_empty());
         tags.sort();
@@ -551,8 +552,21 @@ fn delimited_rows(
             }
         };
     let path_at = column(&t.path_col, Some(0), "path")?.unwrap_or(0);
-    let label_at = column(&t.label_col, Some(1), "label")?.unwrap_or(1);
     let split_at = column(&t.split_col, None, "split")?;
+    // By default the first column that is neither the path's nor the split's (with `--path-col`
+    // naming the second, the second was taken for both: each photo its own class).
+    let free = (0..).find(|&c| c != path_at && Some(c) != split_at);
+    let label_at = column(&t.label_col, free, "label")?.unwrap_or(1);
+    if label_at == path_at || Some(label_at) == split_at {
+        let what = if label_at == path_at { "path" } else { "split" };
+        return Err(Error::dataset(
+            file,
+            format!(
+                "the label column is also the {what} column (column {}); name another with --label-col",
+                label_at + 1
+            ),
+        ));
+    }
     let mut rows = Vec::new();
     for (line, r) in records.iter().skip(usize::from(header)) {
         let cell = |at: usize, what: &str| {

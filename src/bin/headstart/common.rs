@@ -359,7 +359,7 @@ pub struct TableArgs {
     /// The table's column (header name; JSON key) of the image ids [default: the first column].
     #[arg(long, requires = "labels")]
     pub path_col: Option<String>,
-    /// The table's column of the labels [default: the second column].
+    /// The table's column of the labels [default: the first column that is neither the path's nor the split's].
     #[arg(long, requires = "labels")]
     pub label_col: Option<String>,
     /// Multi-label: split each label cell into tags at this character (' ', ';', '|'); the

@@ -195,3 +195,41 @@ fn ids_in_another_unicode_normalisation_find_their_file() {
     let e = err(scan(&d, &t));
     assert!(e.contains("line 1") && e.contains("matches 2 files"), "{e}");
 }
+
+/// A label spelt in NFC on one row and NFD on another is one class (it was two that print alike).
+#[test]
+fn labels_in_two_unicode_normalisations_are_one_class() {
+    let d = folder(&["a.jpg", "b.jpg", "c.jpg"]);
+    let t = table(
+        &d,
+        "l.csv",
+        "path,label\na.jpg,caf\u{e9}\nb.jpg,cafe\u{301}\nc.jpg,dog\n",
+    );
+    let ds = scan(&d, &t).unwrap();
+    assert_eq!(ds.classes, ["caf\u{e9}", "dog"]);
+    let mut tags = table(&d, "t.csv", "path,tags\na.jpg,caf\u{e9};x\nb.jpg,cafe\u{301}\nc.jpg,x\n");
+    tags.label_delim = Some(';');
+    assert_eq!(scan(&d, &tags).unwrap().classes, ["caf\u{e9}", "x"]);
+}
+
+/// `--path-col` naming the second column: the label is then the first (it defaulted to the
+/// second as well, making each photo its own class); one column for both is refused.
+#[test]
+fn the_label_column_defaults_to_one_that_is_not_the_paths() {
+    let d = folder(&["a.jpg", "b.jpg", "c.jpg", "d.jpg"]);
+    let mut t = table(
+        &d,
+        "l.csv",
+        "label,file,fold\ncat,a.jpg,train\ndog,b.jpg,train\ncat,c.jpg,test\ndog,d.jpg,test\n",
+    );
+    t.path_col = Some("file".into());
+    let ds = scan(&d, &t).unwrap();
+    assert_eq!(ds.classes, ["cat", "dog"]);
+    t.split_col = Some("fold".into());
+    let ds = scan(&d, &t).unwrap();
+    assert_eq!(ds.classes, ["cat", "dog"]);
+    assert_eq!(ds.splits.len(), 2);
+    t.label_col = Some("file".into());
+    let e = err(scan(&d, &t));
+    assert!(e.contains("the label column is also the path column"), "{e}");
+}
