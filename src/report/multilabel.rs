@@ -12,6 +12,15 @@ use serde::Serialize;
 use super::metrics::{ClassMetrics, Metrics, TopLoss, LOG_LOSS_EPS};
 use crate::head::tags::{average_precision, per_class_ap, predict_sets};
 
+/// What joins an image's classes in one text cell: a space, unless a class name holds one (`tabby
+/// cat`: "indoor tabby cat" read as three), then `;`, then `|`.
+pub fn set_separator(classes: &[String]) -> &'static str {
+    [" ", ";", "|"]
+        .into_iter()
+        .find(|sep| !classes.iter().any(|c| c.contains(sep)))
+        .unwrap_or("|")
+}
+
 /// The numbers only a multi-label evaluation has.
 #[derive(Debug, Clone, Serialize, PartialEq)]
 pub struct TagMetrics {
@@ -89,7 +98,7 @@ pub fn compute_tags(
         if names.is_empty() {
             "(none)".into()
         } else {
-            names.join(" ")
+            names.join(set_separator(classes))
         }
     };
     let top_losses = losses
@@ -278,5 +287,13 @@ mod tests {
         assert_eq!(wrong, ["f2.jpg", "f4.jpg", "f5.jpg"]);
         let f4 = m.top_losses.iter().find(|l| l.path == "f4.jpg").unwrap();
         assert_eq!((f4.label.as_str(), f4.predicted.as_str()), ("a", "a b"));
+    }
+
+    #[test]
+    fn a_set_is_joined_by_what_no_class_name_holds() {
+        let names = |v: &[&str]| v.iter().map(|s| s.to_string()).collect::<Vec<_>>();
+        assert_eq!(set_separator(&names(&["cat", "indoor"])), " ");
+        assert_eq!(set_separator(&names(&["tabby cat", "indoor"])), ";");
+        assert_eq!(set_separator(&names(&["tabby cat", "a;b"])), "|");
     }
 }

@@ -207,7 +207,11 @@ fn labels_in_two_unicode_normalisations_are_one_class() {
     );
     let ds = scan(&d, &t).unwrap();
     assert_eq!(ds.classes, ["caf\u{e9}", "dog"]);
-    let mut tags = table(&d, "t.csv", "path,tags\na.jpg,caf\u{e9};x\nb.jpg,cafe\u{301}\nc.jpg,x\n");
+    let mut tags = table(
+        &d,
+        "t.csv",
+        "path,tags\na.jpg,caf\u{e9};x\nb.jpg,cafe\u{301}\nc.jpg,x\n",
+    );
     tags.label_delim = Some(';');
     assert_eq!(scan(&d, &tags).unwrap().classes, ["caf\u{e9}", "x"]);
 }
@@ -231,5 +235,8 @@ fn the_label_column_defaults_to_one_that_is_not_the_paths() {
     assert_eq!(ds.splits.len(), 2);
     t.label_col = Some("file".into());
     let e = err(scan(&d, &t));
-    assert!(e.contains("the label column is also the path column"), "{e}");
+    assert!(
+        e.contains("the label column is also the path column"),
+        "{e}"
+    );
 }

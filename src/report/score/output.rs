@@ -388,10 +388,10 @@ impl Writer {
     }
 
     /// The `predicted` cell of a CSV row: the class, or a multi-label row's classes
-    /// space-separated.
+    /// space-separated ([`set_separator`](crate::report::multilabel::set_separator)).
     fn shown(&self, p: &[f32]) -> String {
         match self.predicted_set(p) {
-            Some(s) => s.join(" "),
+            Some(s) => s.join(crate::report::multilabel::set_separator(&self.classes)),
             None => self.classes[self.predicted(p)].clone(),
         }
     }
