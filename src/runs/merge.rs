@@ -39,6 +39,12 @@ pub fn merge(run: &Path, out: &Path) -> Result<MergeSummary> {
     merge_with(run, out, None)
 }
 
+/// The photo folder of a local plan, an input of every merge (no output is written among the
+/// photos); none for a bucket's.
+fn photos_of(plan: &Plan) -> Option<PathBuf> {
+    (!crate::data::remote::is_url(&plan.source)).then(|| PathBuf::from(&plan.source))
+}
+
 /// [`merge`] under the lock of `out`, held by the caller.
 fn merge_locked(run: &Path, out: &Path, lock: &OutputLock) -> Result<MergeSummary> {
     merge_with(run, out, Some(lock))
@@ -63,6 +69,7 @@ fn merge_with(run: &Path, out: &Path, lock: Option<&OutputLock>) -> Result<Merge
     }
     let target = Output::new(out)
         .input(&run.join("shards"))
+        .inputs(photos_of(&st.plan))
         .inputs(&shard_files);
     // A run folder's merged.h5 is the run's own derived file: replaced whatever it holds.
     let target = match lock {
@@ -493,6 +500,7 @@ fn merge_scores_local(run: &Path, out: &Path) -> Result<usize> {
     }
     let target = Output::new(out)
         .input(&run.join("scores"))
+        .inputs(photos_of(&plan))
         .inputs(&files)
         .replace(Replace::If {
             what: "a score file (CSV headed path,predicted,…,error)",

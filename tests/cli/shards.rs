@@ -200,6 +200,10 @@ fn shards_on_three_schedulers_with_a_kill_and_a_requeue_merge_to_one_extract() {
     assert_eq!(markers, 4, "one marker per shard, no temporary files");
     assert!(ok(&["status", s(&run)]).contains("all shards are done"));
 
+    // Never among the run's photos (it was written there).
+    let among = data.join("m.h5");
+    fails(&["merge", s(&run), "--out", s(&among)], &["inside"]);
+    assert!(!among.exists());
     let merged = d.path().join("merged.h5");
     let log = ok(&["merge", s(&run), "--out", s(&merged)]);
     assert!(log.contains("20 rows, 1 skipped"), "{log}");
@@ -298,6 +302,9 @@ fn shards_on_three_schedulers_with_a_kill_and_a_requeue_merge_to_one_extract() {
         st.contains("scored:  4 of 4 shards") && st.contains("not scored: none"),
         "{st}"
     );
+    let among = data.join("all.csv");
+    fails(&["merge", s(&run), "--scores", s(&among)], &["inside"]);
+    assert!(!among.exists());
     let all = d.path().join("all.csv");
     let log = ok(&["merge", s(&run), "--scores", s(&all)]);
     assert!(
