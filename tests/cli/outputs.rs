@@ -201,6 +201,16 @@ fn a_fifo_as_an_input_is_refused_not_waited_on() {
         );
     }
     assert!(t.contains("2 scan warnings"), "{t}");
+    // Under --strict they are unreadable images: the run stops, naming the first.
+    failed(
+        &run_bounded(&extract_line(
+            &m,
+            &data,
+            &out,
+            &["--preprocess", "torch", "--strict"],
+        )),
+        &["not a file (--strict)"],
+    );
 }
 
 /// `make-features` replaces its own random caches, but a cache extracted from photos only with

@@ -231,6 +231,14 @@ pub fn extract(cfg: &ExtractConfig, rep: &dyn Reporter) -> Result<ExtractSummary
         (None, None) => (Dataset::scan_any(&cfg.data)?, None),
     };
     for (p, why) in &ds.warnings {
+        // --strict: an entry named as a photo that could not be read (a dangling link, a FIFO) is
+        // an unreadable image.
+        if cfg.strict && why.starts_with("skipped:") && crate::data::scan::is_image_file(p) {
+            return Err(Error::Dataset {
+                path: p.clone(),
+                msg: format!("{why} (--strict)"),
+            });
+        }
         rep.report(Report::Warning(&format!("{}: {why}", p.display())));
     }
     let model_sha = crate::onnx::model_sha256(&cfg.model)?;
