@@ -153,7 +153,7 @@ fn checked_reader(path: &Path) -> Result<Checked> {
     // Decoders fill a cut-short JPEG with grey without saying so; it is refused.
     if format == image::ImageFormat::Jpeg && jpeg_end(&checked.bytes).is_none() {
         return Err(err(
-            "truncated JPEG: the file ends before its end-of-image marker (it was cut short)"
+            "truncated JPEG: the file ends before its end-of-image marker (it was cut short, or a segment length is damaged)"
                 .into(),
         ));
     }

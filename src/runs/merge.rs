@@ -485,15 +485,20 @@ fn merge_scores_local(run: &Path, out: &Path) -> Result<usize> {
     }
     // One head, model and set of options for every shard: rows of two runs under one header would
     // be wrong in silence.
-    for m in &markers[1..] {
-        let (Some(a), Some(b)) = (&markers[0].run, &m.run) else {
+    // Against the first marker that has a record (markers of earlier releases have none).
+    let mut first: Option<(usize, &serde_json::Value)> = None;
+    for m in &markers {
+        let Some(b) = &m.run else {
+            continue;
+        };
+        let Some((k, a)) = first else {
+            first = Some((m.shard, b));
             continue;
         };
         if let Some(how) = crate::report::score::records_differ(a, b) {
             return Err(Error::Config(format!(
-                "{}: shards {} and {} were scored by different runs ({how}); score every shard with the same head, model and options (remove the odd shard's scores/shard-KKKKK.csv and scored/KKKKK.json, then `score --run` it again)",
+                "{}: shards {k} and {} were scored by different runs ({how}); score every shard with the same head, model and options (remove the odd shard's scores/shard-KKKKK.csv and scored/KKKKK.json, then `score --run` it again)",
                 run.display(),
-                markers[0].shard,
                 m.shard
             )));
         }

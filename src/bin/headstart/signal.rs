@@ -27,9 +27,16 @@ extern "C" fn on_sigterm(_: libc::c_int) {
     // The first asks for a clean stop. A second, a second or more later (not the same signal
     // delivered twice by a wrapper), ends the process at once by the signal's default, for a stop
     // that cannot come (a call that never returns).
-    if !TERMINATE.swap(true, Ordering::Relaxed) {
-        FIRST_MS.store(now_ms(), Ordering::Relaxed);
-    } else if now_ms().saturating_sub(FIRST_MS.load(Ordering::Relaxed)) >= 1000 {
+    // The first handler to set the time is the first signal (two at once on two threads: one
+    // sets it, the other sees it just set); the flag comes after, so no handler sees the flag
+    // without the time.
+    let now = now_ms().max(1);
+    let first = match FIRST_MS.compare_exchange(0, now, Ordering::SeqCst, Ordering::SeqCst) {
+        Ok(_) => now,
+        Err(t) => t,
+    };
+    TERMINATE.store(true, Ordering::SeqCst);
+    if now.saturating_sub(first) >= 1000 {
         // SAFETY: `signal` and `raise` are async-signal-safe; each output file is renamed into
         // place whole, so none is left half-written.
         unsafe {

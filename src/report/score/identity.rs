@@ -11,7 +11,9 @@ use super::ScoreConfig;
 use crate::error::{Error, Result};
 use crate::util::output::{Output, Replace};
 
-const FORMAT: &str = "headstart-score-run/1";
+const FORMAT: &str = "headstart-score-run/2";
+/// Records of earlier releases: no `--threshold`, `--top-k` or preprocessing in them (not compared).
+const FORMAT_1: &str = "headstart-score-run/1";
 
 /// The record of a score run.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -26,9 +28,16 @@ pub(super) struct RunRecord {
     /// releases, which mirrored the photo before its crop, have none).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     mirror: Option<String>,
-    /// `--threshold`, when given (records of earlier releases have none).
+    /// `--threshold`, when given (not in records of format 1).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     threshold: Option<f32>,
+    /// `--top-k`, when given (not in records of format 1).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    top_k: Option<usize>,
+    /// An exported model's preprocessing as given (`--preprocess`, `--mean`, ..., `--layout`; a
+    /// head brings its own, recorded by its sha256); not in records of format 1.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    preprocess: Option<String>,
 }
 
 impl RunRecord {
@@ -46,6 +55,11 @@ impl RunRecord {
             tta_flip: cfg.tta_flip,
             mirror: cfg.tta_flip.then(|| "input".to_string()),
             threshold: cfg.threshold,
+            top_k: cfg.top_k,
+            preprocess: cfg
+                .head
+                .is_none()
+                .then(|| format!("{:?} {:?}", cfg.overrides, cfg.layout)),
         })
     }
 
@@ -76,8 +90,8 @@ impl RunRecord {
     /// The first way `other`'s run differs from this one's that would put unlike rows in one
     /// file: (what, this run's, the other's).
     fn differs(&self, other: &RunRecord) -> Option<(&'static str, String, String)> {
-        let shown = |t: Option<f32>| t.map_or("none".into(), |t| t.to_string());
-        [
+        let shown = |t: Option<String>| t.unwrap_or_else(|| "none".into());
+        let mut pairs = vec![
             (
                 "classifier (head sha256)",
                 self.classifier.clone(),
@@ -93,10 +107,19 @@ impl RunRecord {
                 on(self.tta_flip).into(),
                 on(other.tta_flip).into(),
             ),
-            ("--threshold", shown(self.threshold), shown(other.threshold)),
-        ]
-        .into_iter()
-        .find(|(_, a, b)| a != b)
+        ];
+        // A record of format 1 did not write these: unknown, not "none".
+        if self.format != FORMAT_1 && other.format != FORMAT_1 {
+            let threshold = |r: &RunRecord| shown(r.threshold.map(|t| t.to_string()));
+            let top_k = |r: &RunRecord| shown(r.top_k.map(|k| k.to_string()));
+            let pre = |r: &RunRecord| shown(r.preprocess.clone());
+            pairs.extend([
+                ("--threshold", threshold(self), threshold(other)),
+                ("--top-k", top_k(self), top_k(other)),
+                ("the exported model's preprocessing", pre(self), pre(other)),
+            ]);
+        }
+        pairs.into_iter().find(|(_, a, b)| a != b)
     }
 
     /// Refuses to resume `out` when its record says another run wrote it.
@@ -134,7 +157,7 @@ impl RunRecord {
                 && std::fs::read_to_string(p)
                     .ok()
                     .and_then(|t| serde_json::from_str::<RunRecord>(&t).ok())
-                    .is_some_and(|r| r.format == FORMAT)
+                    .is_some_and(|r| r.format == FORMAT || r.format == FORMAT_1)
         };
         Output::new(&Self::path(out))
             .input(out)
@@ -157,17 +180,15 @@ pub fn images_record(cfg: &ScoreConfig) -> Result<serde_json::Value> {
 /// How the run recorded as `b` differs from the one recorded as `a`, in words ("--threshold: 0.9
 /// in the first, none in the second"); `None` when they agree.
 pub fn records_differ(a: &serde_json::Value, b: &serde_json::Value) -> Option<String> {
-    if a == b {
-        return None;
-    }
+    // Compared as records, not as JSON: a threshold read back from text may differ from the f32
+    // it was written from in its last f64 digit.
     let parse = |v: &serde_json::Value| serde_json::from_value::<RunRecord>(v.clone()).ok();
-    Some(match (parse(a), parse(b)) {
-        (Some(ra), Some(rb)) => match ra.differs(&rb) {
-            Some((what, x, y)) => format!("{what}: {x} in the first, {y} in the second"),
-            None => "their records differ".into(),
-        },
-        _ => "their records differ".into(),
-    })
+    match (parse(a), parse(b)) {
+        (Some(ra), Some(rb)) => ra
+            .differs(&rb)
+            .map(|(what, x, y)| format!("{what}: {x} in the first, {y} in the second")),
+        _ => (a != b).then(|| "their records differ".into()),
+    }
 }
 
 fn on(b: bool) -> &'static str {
@@ -175,5 +196,50 @@ fn on(b: bool) -> &'static str {
         "on"
     } else {
         "off"
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn record(threshold: Option<f32>) -> RunRecord {
+        RunRecord {
+            format: FORMAT.into(),
+            classifier: "c".into(),
+            source: "s".into(),
+            tta_flip: false,
+            mirror: None,
+            threshold,
+            top_k: None,
+            preprocess: None,
+        }
+    }
+
+    /// A record read back from its text is the record written, whatever the threshold (compared
+    /// as JSON values, 0.013 came back one f64 digit off: a requeued shard was refused).
+    #[test]
+    fn a_record_read_back_agrees_with_itself_and_tells_other_runs_apart() {
+        for i in 1..1000 {
+            let v = serde_json::to_value(record(Some(i as f32 / 1000.0))).unwrap();
+            let back: serde_json::Value =
+                serde_json::from_str(&serde_json::to_string(&v).unwrap()).unwrap();
+            assert_eq!(records_differ(&v, &back), None, "threshold {i}/1000");
+        }
+        let a = serde_json::to_value(record(Some(0.5))).unwrap();
+        let b = serde_json::to_value(record(None)).unwrap();
+        let how = records_differ(&a, &b).unwrap();
+        assert!(how.contains("--threshold: 0.5 in the first, none"), "{how}");
+        // A record of format 1 kept no threshold: unknown there, so not compared.
+        let old = RunRecord {
+            format: FORMAT_1.into(),
+            ..record(None)
+        };
+        assert_eq!(record(Some(0.9)).differs(&old), None);
+        let other_head = RunRecord {
+            classifier: "d".into(),
+            ..old
+        };
+        assert!(record(None).differs(&other_head).is_some());
     }
 }
