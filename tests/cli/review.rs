@@ -300,6 +300,20 @@ fn score_replaces_only_its_own_files_and_resumes_only_its_own_run() {
     std::fs::write(&sure, &cut).unwrap();
     fails(
         &with(&score, &["--out", s(&sure), "--resume"]),
+        &[
+            "was written by another run",
+            "--threshold: 0.999 there, none now",
+        ],
+    );
+    // A record of an earlier release kept no threshold: the rows themselves tell.
+    let rec = d.path().join("sure.csv.run.json");
+    let mut old: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(&rec).unwrap()).unwrap();
+    old["format"] = "headstart-score-run/1".into();
+    old.as_object_mut().unwrap().remove("threshold");
+    std::fs::write(&rec, old.to_string()).unwrap();
+    fails(
+        &with(&score, &["--out", s(&sure), "--resume"]),
         &["another --threshold"],
     );
     ok(&with(
