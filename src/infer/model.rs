@@ -442,6 +442,8 @@ impl PreprocessOverrides {
 }
 
 fn parse3(s: &str) -> Option<[f32; 3]> {
+    // Bare or bracketed ("[0.485, 0.456, 0.406]", as some exporters write it).
+    let s = s.trim().trim_start_matches('[').trim_end_matches(']');
     let v: Vec<f32> = s
         .split(',')
         .map(|x| x.trim().parse().ok())
@@ -464,35 +466,110 @@ pub fn parse_size(s: &str) -> Option<(u32, u32)> {
     (w > 0 && h > 0 && it.next().is_none()).then_some((h, w))
 }
 
-/// Normalisation from `metadata_props` (`mean`, `std`, `color_order`, `pixel_scale`, or `preprocess`).
-fn normalize_from_metadata(m: &BTreeMap<String, String>) -> Option<Normalize> {
-    if let Some(mode) = m.get("preprocess").and_then(|p| Mode::parse(p)) {
-        return Some(mode.normalize());
-    }
-    let mut mean = parse3(m.get("mean")?)?;
-    let mut std = parse3(m.get("std")?)?;
-    if m.get("pixel_scale").is_some_and(|s| s.trim() == "0..1") {
-        mean = mean.map(|x| x * 255.0);
-        std = std.map(|x| x * 255.0);
-    }
-    let color = match m.get("color_order").map(|c| c.to_ascii_uppercase()) {
-        Some(c) if c == "BGR" => ColorOrder::Bgr,
-        _ => ColorOrder::Rgb,
-    };
-    Some(Normalize { color, mean, std })
+/// The preprocessing a model's `metadata_props` give, each part `None` when its keys are absent.
+/// A value that is there but not understood is an error naming the key (it fell back to the
+/// default in silence: `pixel_scale=0..1.0` read as 0..255, an unknown `color_order` as RGB).
+#[derive(Debug, Default)]
+struct FromMetadata {
+    normalize: Option<Normalize>,
+    resize: Option<ResizeMode>,
+    interpolation: Option<Interpolation>,
+    size: Option<(u32, u32)>,
+    decode: Option<Decode>,
 }
 
-fn resize_from_metadata(m: &BTreeMap<String, String>) -> Option<ResizeMode> {
-    match m.get("resize_mode")?.to_ascii_lowercase().as_str() {
-        "squash" => Some(ResizeMode::Squash),
-        "crop" => Some(ResizeMode::Crop {
-            fraction: m
-                .get("crop_fraction")
-                .and_then(|f| f.parse().ok())
-                .unwrap_or(DEFAULT_CROP_FRACTION),
-        }),
-        _ => None,
+impl FromMetadata {
+    /// Reads `m` (the model at `path`); the normalisation only when `need_normalize` (flags that
+    /// give it override whatever the metadata holds, readable or not).
+    fn read(m: &BTreeMap<String, String>, path: &Path, need_normalize: bool) -> Result<Self> {
+        let bad = |key: &str, want: &str| {
+            Error::model(
+                path,
+                format!(
+                    "metadata {key} '{}' is not understood (expected {want}); the matching flag overrides it",
+                    m.get(key).map_or("", |v| v.as_str())
+                ),
+            )
+        };
+        let get = |key: &str| m.get(key).map(|v| v.trim().to_ascii_lowercase());
+        let normalize = if need_normalize {
+            normalize_from_metadata(m, &bad)?
+        } else {
+            None
+        };
+        let resize = match get("resize_mode").as_deref() {
+            None => None,
+            Some("squash") => Some(ResizeMode::Squash),
+            Some("crop") => Some(ResizeMode::Crop {
+                fraction: match m.get("crop_fraction") {
+                    None => DEFAULT_CROP_FRACTION,
+                    Some(f) => f
+                        .trim()
+                        .parse()
+                        .map_err(|_| bad("crop_fraction", "a number such as 0.875"))?,
+                },
+            }),
+            Some(_) => return Err(bad("resize_mode", "squash or crop")),
+        };
+        Ok(FromMetadata {
+            normalize,
+            resize,
+            interpolation: parsed(m, "interpolation", Interpolation::parse)
+                .map_err(|k| bad(k, "nearest, bilinear, bicubic or lanczos3"))?,
+            size: parsed(m, "input_size", parse_size).map_err(|k| bad(k, "WxH such as 224x224"))?,
+            decode: parsed(m, "jpeg_decode", Decode::parse).map_err(|k| bad(k, "fast or exact"))?,
+        })
     }
+}
+
+/// The value of `key` in `m` parsed, `None` when absent; `Err(key)` when there but not parseable.
+fn parsed<'k, T>(
+    m: &BTreeMap<String, String>,
+    key: &'k str,
+    parse: impl Fn(&str) -> Option<T>,
+) -> std::result::Result<Option<T>, &'k str> {
+    m.get(key).map(|v| parse(v.trim()).ok_or(key)).transpose()
+}
+
+/// Normalisation from `metadata_props` (`mean`, `std`, `color_order`, `pixel_scale`, or
+/// `preprocess`); `bad` makes the error of a key whose value is not understood.
+fn normalize_from_metadata(
+    m: &BTreeMap<String, String>,
+    bad: &dyn Fn(&str, &str) -> Error,
+) -> Result<Option<Normalize>> {
+    if let Some(p) = m.get("preprocess") {
+        let mode =
+            Mode::parse(p.trim()).ok_or_else(|| bad("preprocess", "caffe, torch, tf or raw"))?;
+        return Ok(Some(mode.normalize()));
+    }
+    let (Some(mean), Some(std)) = (m.get("mean"), m.get("std")) else {
+        return Ok(None);
+    };
+    let three = "one number or three, comma-separated";
+    let mut mean = parse3(mean).ok_or_else(|| bad("mean", three))?;
+    let mut std = parse3(std).ok_or_else(|| bad("std", three))?;
+    match m
+        .get("pixel_scale")
+        .map(|s| s.trim().replace(' ', ""))
+        .as_deref()
+    {
+        None | Some("0..255" | "0-255" | "[0,255]") => {}
+        Some("0..1" | "0..1.0" | "0-1" | "[0,1]") => {
+            mean = mean.map(|x| x * 255.0);
+            std = std.map(|x| x * 255.0);
+        }
+        Some(_) => return Err(bad("pixel_scale", "0..1 or 0..255")),
+    }
+    let color = match m
+        .get("color_order")
+        .map(|c| c.trim().to_ascii_uppercase())
+        .as_deref()
+    {
+        None | Some("RGB") => ColorOrder::Rgb,
+        Some("BGR") => ColorOrder::Bgr,
+        Some(_) => return Err(bad("color_order", "RGB or BGR")),
+    };
+    Ok(Some(Normalize { color, mean, std }))
 }
 
 /// The chosen preprocessing and, for each part, where it came from.
@@ -566,7 +643,8 @@ pub fn resolve_preprocess(info: &ModelInfo, o: &PreprocessOverrides) -> Result<R
 
     // Normalisation.
     let flag_norm = normalize_from_flags(o)?;
-    let meta_norm = normalize_from_metadata(m);
+    let meta = FromMetadata::read(m, &info.path, flag_norm.is_none())?;
+    let meta_norm = meta.normalize;
     let normalize = flag_norm
         .or(meta_norm)
         .or(preset.as_ref().map(|p| p.normalize))
@@ -585,7 +663,7 @@ pub fn resolve_preprocess(info: &ModelInfo, o: &PreprocessOverrides) -> Result<R
     );
 
     // Size.
-    let meta_size = m.get("input_size").and_then(|s| parse_size(s));
+    let meta_size = meta.size;
     let size = match (info.size, o.size) {
         (Some(fixed), Some(asked)) if fixed != asked => {
             return Err(Error::model(
@@ -609,14 +687,10 @@ pub fn resolve_preprocess(info: &ModelInfo, o: &PreprocessOverrides) -> Result<R
     );
 
     // Resize and interpolation: the first of command line, metadata, preset, else the default.
-    let resize_layers = [
-        o.resize,
-        resize_from_metadata(m),
-        preset.as_ref().map(|p| p.resize),
-    ];
+    let resize_layers = [o.resize, meta.resize, preset.as_ref().map(|p| p.resize)];
     let interp_layers = [
         o.interpolation,
-        m.get("interpolation").and_then(|s| Interpolation::parse(s)),
+        meta.interpolation,
         preset.as_ref().map(|p| p.interpolation),
     ];
     for (what, set) in [
@@ -633,7 +707,8 @@ pub fn resolve_preprocess(info: &ModelInfo, o: &PreprocessOverrides) -> Result<R
         resize,
         interpolation,
         normalize,
-        decode: o.decode.unwrap_or_default(),
+        // An export keeps the decode its head was trained with.
+        decode: o.decode.or(meta.decode).unwrap_or_default(),
     };
     // Checked as the flags are, whatever gave the values (flags, metadata, a preset).
     if let Some(why) = preprocess.problem() {

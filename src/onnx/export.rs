@@ -487,6 +487,7 @@ fn set_metadata(model: &mut ModelProto, head: &Head, pre: &Preprocess, in_graph:
         "interpolation",
         "input_size",
         "layout",
+        "jpeg_decode",
     ];
     model
         .metadata_props
@@ -526,4 +527,6 @@ fn set_metadata(model: &mut ModelProto, head: &Head, pre: &Preprocess, in_graph:
     }
     put("interpolation", pre.interpolation.to_string());
     put("input_size", format!("{}x{}", pre.size.1, pre.size.0));
+    // Decoding happens before the graph, in or out: the head's own.
+    put("jpeg_decode", pre.decode.to_string());
 }

@@ -178,6 +178,69 @@ fn dynamic_input_size_needs_size_flag_or_metadata() {
         "{log}"
     );
     assert_eq!(FeatureCache::open(&out2).unwrap().meta.input_size, (40, 40));
+    // A value that is there but not understood is refused, naming the key (each fell back to a
+    // default in silence); a bracketed mean and `0..1.0` are understood; a flag overrides.
+    for (key, value, with) in [
+        ("color_order", "BGR ", None),
+        ("color_order", "xyz", Some("RGB or BGR")),
+        ("pixel_scale", "0-1", None),
+        ("pixel_scale", "0..100", Some("0..1 or 0..255")),
+        ("resize_mode", "center_crop", Some("squash or crop")),
+        ("interpolation", "cubicspline", Some("bicubic")),
+        ("jpeg_decode", "quick", Some("fast or exact")),
+    ] {
+        let mut spec = CnnSpec::tiny(Layout::Nchw, None);
+        spec.metadata = vec![
+            ("input_size".into(), "40x40".into()),
+            ("mean".into(), "[0.485, 0.456, 0.406]".into()),
+            ("std".into(), "0.229,0.224,0.225".into()),
+            (key.into(), value.into()),
+        ];
+        let m3 = save_model(d.path(), "odd.onnx", &spec);
+        let out3 = d.path().join("odd.h5");
+        let args = extract_line(&m3, &data, &out3, &["--force"]);
+        match with {
+            None => {
+                ok(&args);
+            }
+            Some(want) => {
+                fails(
+                    &args,
+                    &[
+                        "odd.onnx",
+                        &format!("metadata {key} '{value}' is not understood"),
+                        want,
+                    ],
+                );
+            }
+        }
+    }
+    // 0..1 means and stds are scaled to the 0..255 pixels.
+    let mut spec = CnnSpec::tiny(Layout::Nchw, None);
+    spec.metadata = vec![
+        ("input_size".into(), "40x40".into()),
+        ("mean".into(), "0.5".into()),
+        ("std".into(), "0.25".into()),
+        ("pixel_scale".into(), "0..1.0".into()),
+    ];
+    let m4 = save_model(d.path(), "unit.onnx", &spec);
+    let out4 = d.path().join("unit.h5");
+    extract(&m4, &data, &out4, &[]);
+    assert_eq!(FeatureCache::open(&out4).unwrap().meta.mean, [127.5; 3]);
+    // With the normalisation given by a flag, a metadata mean that is not understood is no matter.
+    let mut spec = CnnSpec::tiny(Layout::Nchw, None);
+    spec.metadata = vec![
+        ("input_size".into(), "40x40".into()),
+        ("mean".into(), "a,b".into()),
+        ("std".into(), "1".into()),
+    ];
+    let m5 = save_model(d.path(), "badmean.onnx", &spec);
+    let out5 = d.path().join("badmean.h5");
+    fails(
+        &extract_line(&m5, &data, &out5, &[]),
+        &["metadata mean 'a,b'"],
+    );
+    extract(&m5, &data, &out5, &["--preprocess", "tf"]);
 }
 
 #[test]
