@@ -479,9 +479,14 @@ struct FromMetadata {
 }
 
 impl FromMetadata {
-    /// Reads `m` (the model at `path`); the normalisation only when `need_normalize` (flags that
-    /// give it override whatever the metadata holds, readable or not).
-    fn read(m: &BTreeMap<String, String>, path: &Path, need_normalize: bool) -> Result<Self> {
+    /// Reads `m` (the model at `path`), each part only when no flag gives it (a flag overrides
+    /// whatever the metadata holds, readable or not); the normalisation when `need_normalize`.
+    fn read(
+        m: &BTreeMap<String, String>,
+        path: &Path,
+        o: &PreprocessOverrides,
+        need_normalize: bool,
+    ) -> Result<Self> {
         let bad = |key: &str, want: &str| {
             Error::model(
                 path,
@@ -498,6 +503,7 @@ impl FromMetadata {
             None
         };
         let resize = match get("resize_mode").as_deref() {
+            _ if o.resize.is_some() => None,
             None => None,
             Some("squash") => Some(ResizeMode::Squash),
             Some("crop") => Some(ResizeMode::Crop {
@@ -511,13 +517,21 @@ impl FromMetadata {
             }),
             Some(_) => return Err(bad("resize_mode", "squash or crop")),
         };
+        // A key given as "" is not asked for: a flag gives that part.
+        let unless = |given: bool, key: &'static str| if given { "" } else { key };
         Ok(FromMetadata {
             normalize,
             resize,
-            interpolation: parsed(m, "interpolation", Interpolation::parse)
-                .map_err(|k| bad(k, "nearest, bilinear, bicubic or lanczos3"))?,
-            size: parsed(m, "input_size", parse_size).map_err(|k| bad(k, "WxH such as 224x224"))?,
-            decode: parsed(m, "jpeg_decode", Decode::parse).map_err(|k| bad(k, "fast or exact"))?,
+            interpolation: parsed(
+                m,
+                unless(o.interpolation.is_some(), "interpolation"),
+                Interpolation::parse,
+            )
+            .map_err(|k| bad(k, "nearest, bilinear, bicubic or lanczos3"))?,
+            size: parsed(m, unless(o.size.is_some(), "input_size"), parse_size)
+                .map_err(|k| bad(k, "WxH such as 224x224"))?,
+            decode: parsed(m, unless(o.decode.is_some(), "jpeg_decode"), Decode::parse)
+                .map_err(|k| bad(k, "fast or exact"))?,
         })
     }
 }
@@ -643,7 +657,7 @@ pub fn resolve_preprocess(info: &ModelInfo, o: &PreprocessOverrides) -> Result<R
 
     // Normalisation.
     let flag_norm = normalize_from_flags(o)?;
-    let meta = FromMetadata::read(m, &info.path, flag_norm.is_none())?;
+    let meta = FromMetadata::read(m, &info.path, o, flag_norm.is_none())?;
     let meta_norm = meta.normalize;
     let normalize = flag_norm
         .or(meta_norm)

@@ -204,6 +204,14 @@ fn dynamic_input_size_needs_size_flag_or_metadata() {
                 ok(&args);
             }
             Some(want) => {
+                // The flag of that part overrides it.
+                let flag = match key {
+                    "color_order" | "pixel_scale" => ["--preprocess", "tf"],
+                    "resize_mode" => ["--resize", "squash"],
+                    "interpolation" => ["--interpolation", "bilinear"],
+                    _ => ["--decode", "exact"],
+                };
+                ok(&[&args[..], &flag].concat());
                 fails(
                     &args,
                     &[
