@@ -5,6 +5,7 @@
 
 mod cut;
 mod cut_point;
+pub mod rename;
 pub use cut::cut;
 pub use cut_point::{default_cut, last_attention};
 use std::collections::HashMap;

@@ -118,7 +118,16 @@ pub fn export(cfg: &ExportConfig) -> Result<ExportSummary> {
         .graph
         .as_mut()
         .ok_or_else(|| Error::model(&cfg.model, "no graph"))?;
+    // The base's names that would clash with the ones added (the `image` input, the
+    // `probabilities` output, `headstart/...` nodes of an earlier export) move under `base/`:
+    // the file was written and then refused by every runtime.
+    let clash = |n: &str| {
+        n == OUTPUT || (cfg.with_preprocessing && n == IMAGE_INPUT) || n.starts_with("headstart/")
+    };
+    let renamed = crate::onnx::edit::rename::clear_of(graph, clash);
+    crate::onnx::edit::rename::rename(graph, &renamed);
     let feature = head.base.output_name.clone();
+    let feature = renamed.get(&feature).cloned().unwrap_or(feature);
     if !graph.output.iter().any(|o| o.name == feature) {
         return Err(Error::model(
             &cfg.model,

@@ -116,6 +116,106 @@ fn an_export_decodes_as_its_head_was_trained() {
     assert!(max_diff(&two_stage, &fast) > 1e-4, "{two_stage:?} {fast:?}");
 }
 
+/// A base whose names are the ones export adds (an input called `image`, an earlier export's
+/// `probabilities` output and `headstart/...` nodes) still exports to a model that loads and
+/// scores as base + head (it was written, then refused by every runtime).
+#[test]
+fn an_export_of_a_base_with_the_exports_own_names_loads_and_agrees() {
+    use prost::Message;
+    let d = tmp();
+    let data = d.path().join("data");
+    colour_dataset(&data, &["cat", "dog"], 4);
+    let tiny = save_model(
+        d.path(),
+        "tiny.onnx",
+        &CnnSpec::tiny(Layout::Nchw, Some((32, 32))),
+    );
+    // The tiny model with its input called `image`.
+    let mut m = headstart::onnx::load(&tiny).unwrap();
+    let g = m.graph.as_mut().unwrap();
+    let old = g.input[0].name.clone();
+    g.input[0].name = "image".into();
+    for n in &mut g.node {
+        for i in &mut n.input {
+            if *i == old {
+                *i = "image".into();
+            }
+        }
+    }
+    let named = d.path().join("image_in.onnx");
+    std::fs::write(&named, m.encode_to_vec()).unwrap();
+    let head_on = |base: &Path, name: &str| {
+        let cache = d.path().join(format!("{name}.h5"));
+        extract(base, &data, &cache, &["--preprocess", "tf", "-q"]);
+        let head = d.path().join(format!("{name}.head.h5"));
+        ok(&[
+            "train-head",
+            s(&cache),
+            "--out",
+            s(&head),
+            "--head",
+            "dense:4:relu",
+            "--epochs",
+            "2",
+            "-q",
+        ]);
+        head
+    };
+    let score = |extra: &[&str], name: &str| {
+        let out = d.path().join(name);
+        ok(&[&["score", s(&data), "--out", s(&out), "-q"], extra].concat());
+        scored(&out)
+    };
+    // 1. `image` input, exported with the preprocessing (whose input is `image`).
+    let h1 = head_on(&named, "named");
+    let e1 = d.path().join("e1.onnx");
+    ok(&[
+        "export",
+        "--model",
+        s(&named),
+        "--head",
+        s(&h1),
+        "--with-preprocessing",
+        "--out",
+        s(&e1),
+    ]);
+    let a = score(&["--model", s(&named), "--head", s(&h1)], "a.csv");
+    let b = score(&["--model", s(&e1)], "b.csv");
+    assert!(max_diff(&a, &b) < 1e-5, "{a:?} {b:?}");
+    // 2. An export as the base of another (its output `probabilities`, its `headstart/` nodes).
+    let e0 = d.path().join("e0.onnx");
+    let h0 = head_on(&tiny, "tiny");
+    ok(&[
+        "export",
+        "--model",
+        s(&tiny),
+        "--head",
+        s(&h0),
+        "--out",
+        s(&e0),
+    ]);
+    let h2 = head_on(&e0, "stacked");
+    let e2 = d.path().join("e2.onnx");
+    ok(&[
+        "export",
+        "--model",
+        s(&e0),
+        "--head",
+        s(&h2),
+        "--tta",
+        "flip",
+        "--with-preprocessing",
+        "--out",
+        s(&e2),
+    ]);
+    let a = score(
+        &["--model", s(&e0), "--head", s(&h2), "--tta", "flip"],
+        "c.csv",
+    );
+    let b = score(&["--model", s(&e2)], "d.csv");
+    assert!(max_diff(&a, &b) < 1e-5, "{a:?} {b:?}");
+}
+
 /// Base + head, the exported model and the exported model with preprocessing inside give the same
 /// probabilities (< 1e-5), equal to the head on the cached features; in both layouts, flatten and
 /// average pooling, sigmoid and softmax heads with every layer kind.
