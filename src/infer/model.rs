@@ -228,6 +228,19 @@ impl BaseModel {
                 ),
             ));
         }
+        // An output whose first axis is fixed above 1 while the input's batch is free does not
+        // give a row per image (a mean over the batch): it matched a batch of that size by chance.
+        if let (Some(&ib), Some(&ob)) = (input_shape.first(), output_shape.first()) {
+            if ib <= 0 && ob > 1 {
+                return Err(Error::model(
+                    path,
+                    format!(
+                        "output '{}' has a fixed first axis of {ob} while the input's batch is free: its values are not one row per image",
+                        output.name()
+                    ),
+                ));
+            }
+        }
         let (layout, size) = image_input(path, input.name(), &input_shape, layout, &metadata)?;
         let info = ModelInfo {
             path: path.to_path_buf(),
@@ -350,6 +363,27 @@ impl BaseModel {
     {
         let path = &self.info.path;
         let fixed_batch = self.info.input_shape.first().is_some_and(|&d| d > 0);
+        // A model made for batches of exactly `b` (often 1) takes any batch: run in pieces of `b`,
+        // the last padded with zeros and its padding's outputs dropped (it failed with the
+        // runtime's "invalid dimensions").
+        if let Some(&b) = self.info.input_shape.first().filter(|&&d| d > 0) {
+            let b = b as usize;
+            if n != b && n > 0 {
+                let per = data.len() / n;
+                let (mut values, mut dims) = (Vec::new(), Vec::new());
+                for start in (0..n).step_by(b) {
+                    let k = (n - start).min(b);
+                    let mut piece = data[start * per..(start + k) * per].to_vec();
+                    piece.resize(per * b, T::default());
+                    let mut s = shape;
+                    s[0] = b;
+                    let (v, d) = self.run_raw(s, &piece, b)?;
+                    values.extend_from_slice(&v[..k * d.iter().product::<usize>()]);
+                    dims = d;
+                }
+                return Ok((values, dims));
+            }
+        }
         let pad = self.pad_batches && !fixed_batch && n > 0 && n < self.padded_batch;
         let padded;
         let data = if pad {

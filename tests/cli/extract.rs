@@ -166,3 +166,64 @@ fn io_binding_gives_the_plain_features_bit_for_bit() {
         &["--cuda-graph", "needs the CUDA device"],
     );
 }
+
+/// A model made for batches of exactly one takes any `--batch` (run in pieces; it failed with the
+/// runtime's "invalid dimensions"), with the dynamic model's features; an output whose first axis
+/// is fixed above 1 under a free input batch is refused (it was taken as one row per image when
+/// the batch matched).
+#[test]
+fn a_fixed_batch_of_one_runs_in_pieces_and_a_fixed_output_batch_is_refused() {
+    use headstart::onnx::proto::{DimValue, ModelProto};
+    use prost::Message;
+    let (d, data, m, out) = tiny_setup(3);
+    let set_batch = |model: &mut ModelProto, input: Option<i64>, output: Option<i64>| {
+        let g = model.graph.as_mut().unwrap();
+        for (v, b) in [(&mut g.input[0], input), (&mut g.output[0], output)] {
+            if let Some(b) = b {
+                let t = v.r#type.as_mut().unwrap().tensor_type.as_mut().unwrap();
+                t.shape.as_mut().unwrap().dim[0].value = Some(DimValue::DimValue(b));
+            }
+        }
+    };
+    let mut one = headstart::onnx::load(&m).unwrap();
+    set_batch(&mut one, Some(1), Some(1));
+    let m1 = d.path().join("batch1.onnx");
+    std::fs::write(&m1, one.encode_to_vec()).unwrap();
+    let out1 = d.path().join("b1.h5");
+    extract(
+        &m1,
+        &data,
+        &out1,
+        &["--preprocess", "tf", "--batch", "4", "-q"],
+    );
+    extract(
+        &m,
+        &data,
+        &out,
+        &["--preprocess", "tf", "--batch", "4", "-q"],
+    );
+    for split in ["train", "test"] {
+        let (a, b) = (
+            FeatureCache::open(&out1)
+                .unwrap()
+                .read_split(split)
+                .unwrap(),
+            FeatureCache::open(&out).unwrap().read_split(split).unwrap(),
+        );
+        assert_eq!(a.paths, b.paths);
+        close(&a.features, &b.features, 1e-6);
+    }
+    let mut three = headstart::onnx::load(&m).unwrap();
+    set_batch(&mut three, None, Some(3));
+    let m3 = d.path().join("out3.onnx");
+    std::fs::write(&m3, three.encode_to_vec()).unwrap();
+    fails(
+        &extract_line(
+            &m3,
+            &data,
+            &d.path().join("o3.h5"),
+            &["--preprocess", "tf", "--batch", "3"],
+        ),
+        &["out3.onnx", "fixed first axis of 3"],
+    );
+}
