@@ -34,7 +34,15 @@ pub struct Fp16Summary {
 /// Ops that run in float32 inside the float16 graph, with Casts around them: a layer norm's
 /// statistics (the op, or its spelled-out ReduceMean, Pow and Sqrt: a deviation over 256 squares
 /// past float16's 65504) and attention's Softmax (its sums over a row of exponentials).
-const FLOAT32_OPS: [&str; 5] = ["LayerNormalization", "Softmax", "ReduceMean", "Pow", "Sqrt"];
+/// `Range`, too: ONNX Runtime has no float16 kernel of it (the converted model was refused).
+const FLOAT32_OPS: [&str; 6] = [
+    "LayerNormalization",
+    "Softmax",
+    "ReduceMean",
+    "Pow",
+    "Sqrt",
+    "Range",
+];
 
 /// (op type, input index) pairs that stay float32 in a float16 graph.
 fn needs_float32(op: &str, input: usize) -> bool {
@@ -531,6 +539,33 @@ mod tests {
         for (o, w) in out.iter().zip(&want) {
             assert!((o / w - 65504.0 / 1e6).abs() < 1e-2, "{o} vs {w}");
         }
+    }
+
+    /// A float `Range` runs in float32 between Casts: the converted model loads and computes what
+    /// the float32 one does (its inputs were made float16, which ONNX Runtime refuses).
+    #[test]
+    fn a_float_range_stays_float32() {
+        let scalar = |n: &str, v: f32| float_tensor(n, &[], &[v]);
+        let range = node("Range", "r", &["start", "limit", "delta"], "seq", vec![]);
+        let add = node("Add", "a", &["x", "seq"], "out", vec![]);
+        let d = |v: usize| dim(Some(v), "");
+        let g = GraphProto {
+            node: vec![range, add],
+            name: "g".into(),
+            initializer: vec![
+                scalar("start", 0.5),
+                scalar("limit", 4.5),
+                scalar("delta", 1.0),
+            ],
+            input: vec![value_info("x", vec![d(4)])],
+            output: vec![value_info("out", vec![d(4)])],
+            ..Default::default()
+        };
+        let m = model(g, []);
+        let (h, s) = to_fp16(&m).unwrap();
+        assert!(s.float32_nodes >= 1, "{s:?}");
+        let x = [1.0f32, 2.0, 3.0, 4.0];
+        assert_eq!(run(&h, &[4], &x, "out"), run(&m, &[4], &x, "out"));
     }
 
     /// A ViT whose tokens deviate by thousands from their mean (as large-norm tokens do; their
