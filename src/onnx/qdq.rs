@@ -304,6 +304,17 @@ pub fn rewrite(
         ]
     };
     let by_node: HashMap<usize, &Target> = targets.iter().map(|t| (t.node, t)).collect();
+    let mut uses: HashMap<&str, usize> = HashMap::new();
+    for t in targets {
+        for w in std::iter::once(&t.weight).chain(&t.bias) {
+            *uses.entry(w.as_str()).or_default() += 1;
+        }
+    }
+    let shared: BTreeSet<String> = uses
+        .into_iter()
+        .filter(|&(_, k)| k > 1)
+        .map(|(w, _)| w.to_string())
+        .collect();
     let mut nodes = Vec::with_capacity(g.node.len() * 3);
     let graph_inputs: Vec<String> = g.input.iter().map(|i| i.name.clone()).collect();
     for t in graph_inputs.iter().filter(|t| qp.contains_key(*t)) {
@@ -325,7 +336,16 @@ pub fn rewrite(
                     format!("no calibrated range for '{}' (input of '{}')", t.x, t.name)
                 })?
                 .scale;
-            let (wdq, bdq, dq_nodes) = quantize_target(t, &inits, x_scale, &mut new_inits)?;
+            // A weight (or bias) two nodes read gets int8 copies of its own per node: each
+            // node's bias scale is its input's, and the names must not repeat.
+            let tag = if shared.contains(&t.weight)
+                || t.bias.as_ref().is_some_and(|b| shared.contains(b))
+            {
+                format!("_n{i}")
+            } else {
+                String::new()
+            };
+            let (wdq, bdq, dq_nodes) = quantize_target(t, &inits, x_scale, &tag, &mut new_inits)?;
             nodes.extend(dq_nodes);
             n.input[1] = wdq;
             dropped.insert(t.weight.clone());
@@ -352,10 +372,12 @@ pub fn rewrite(
 
 /// The int8 weights (and int32 bias) of one target as initializers in `new_inits`, and the
 /// DequantizeLinear nodes that feed them to the node: (weight DQ output, bias DQ output, nodes).
+/// `tag` goes into every new name (a weight shared by several nodes).
 fn quantize_target(
     t: &Target,
     inits: &HashMap<String, TensorProto>,
     x_scale: f32,
+    tag: &str,
     new_inits: &mut Vec<TensorProto>,
 ) -> Result<(String, Option<String>, Vec<super::proto::NodeProto>), String> {
     let w = &inits[&t.weight];
@@ -370,9 +392,9 @@ fn quantize_target(
         .collect();
     let (q, scales) = quantize_weights(&float_values(w)?, &w.dims, t.axis, &floor);
     let (wq, ws, wz) = (
-        format!("{}_int8", t.weight),
-        format!("{}_scale", t.weight),
-        format!("{}_zero", t.weight),
+        format!("{}{tag}_int8", t.weight),
+        format!("{}{tag}_scale", t.weight),
+        format!("{}{tag}_zero", t.weight),
     );
     let c = scales.len() as i64;
     let f32_bytes = |v: &[f32]| -> Vec<u8> { v.iter().flat_map(|s| s.to_le_bytes()).collect() };
@@ -389,10 +411,10 @@ fn quantize_target(
         f32_bytes(&scales),
     ));
     new_inits.push(tensor(wz.clone(), vec![c], INT8, vec![0; c as usize]));
-    let wdq = format!("{}_dq", t.weight);
+    let wdq = format!("{}{tag}_dq", t.weight);
     let mut nodes = vec![node(
         "DequantizeLinear",
-        &format!("{}_DQ", t.weight),
+        &format!("{}{tag}_DQ", t.weight),
         &[&wq, &ws, &wz],
         &wdq,
         vec![int_attr("axis", t.axis as i64)],
@@ -414,9 +436,9 @@ fn quantize_target(
         .map(|(v, s)| (v / s).round().clamp(-BIAS_LIMIT, BIAS_LIMIT) as i32)
         .collect();
     let (bqn, bsn, bzn) = (
-        format!("{b}_int32"),
-        format!("{b}_scale"),
-        format!("{b}_zero"),
+        format!("{b}{tag}_int32"),
+        format!("{b}{tag}_scale"),
+        format!("{b}{tag}_zero"),
     );
     new_inits.push(tensor(
         bqn.clone(),
@@ -431,10 +453,10 @@ fn quantize_target(
         f32_bytes(&bs),
     ));
     new_inits.push(tensor(bzn.clone(), vec![c], INT32, vec![0; 4 * c as usize]));
-    let bdq = format!("{b}_dq");
+    let bdq = format!("{b}{tag}_dq");
     nodes.push(node(
         "DequantizeLinear",
-        &format!("{b}_DQ"),
+        &format!("{b}{tag}_DQ"),
         &[&bqn, &bsn, &bzn],
         &bdq,
         vec![int_attr("axis", 0)],

@@ -190,3 +190,57 @@ fn quantize_keeps_the_most_sensitive_nodes_of_efficientnet_lite0_in_float() {
     // A target only the float model meets leaves no node in int8: refused, nothing written.
     refused(&["--target-cosine", "1"], &["no node left to quantize"]);
 }
+
+/// A weight two Convs read gets int8 copies of its own per Conv (the names repeated: the probe
+/// model was refused with "two nodes with same node name (W_DQ)").
+#[test]
+fn a_weight_shared_by_two_convs_is_quantized_for_each() {
+    use headstart::onnx::proto::NodeProto;
+    use prost::Message;
+    let (d, data, m, _) = tiny_setup(4);
+    let mut p = headstart::onnx::load(&m).unwrap();
+    let g = p.graph.as_mut().unwrap();
+    let k = g.node.iter().position(|n| n.op_type == "Conv").unwrap();
+    let out = g.node[k].output[0].clone();
+    g.node[k].output[0] = "a_out".into();
+    let mut twin = g.node[k].clone();
+    twin.name = "twin_conv".into();
+    twin.output[0] = "b_out".into();
+    let add = NodeProto {
+        op_type: "Add".into(),
+        name: "twin_add".into(),
+        input: vec!["a_out".into(), "b_out".into()],
+        output: vec![out],
+        ..Default::default()
+    };
+    g.node.splice(k + 1..k + 1, [twin, add]);
+    let shared = d.path().join("shared.onnx");
+    std::fs::write(&shared, p.encode_to_vec()).unwrap();
+    let q = d.path().join("shared.int8.onnx");
+    let log = ok(&[
+        "quantize",
+        "--model",
+        s(&shared),
+        "--calibrate",
+        s(&data.join("train")),
+        "--preprocess",
+        "tf",
+        "--out",
+        s(&q),
+    ]);
+    assert!(log.contains("quantized 3 nodes to int8"), "{log}");
+    let (f, i8) = (d.path().join("f.h5"), d.path().join("q.h5"));
+    extract(&shared, &data, &f, &["--preprocess", "tf", "-q"]);
+    extract(&q, &data, &i8, &["--preprocess", "tf", "-q"]);
+    let (a, b) = (
+        FeatureCache::open(&f).unwrap().read_split("train").unwrap(),
+        FeatureCache::open(&i8)
+            .unwrap()
+            .read_split("train")
+            .unwrap(),
+    );
+    let dot: f32 = a.features.iter().zip(&b.features).map(|(x, y)| x * y).sum();
+    let norm = |v: &[f32]| v.iter().map(|x| x * x).sum::<f32>().sqrt();
+    let cos = dot / (norm(&a.features) * norm(&b.features));
+    assert!(cos > 0.99, "cosine {cos}");
+}
