@@ -151,7 +151,7 @@ pub fn quantize(cfg: &QuantizeConfig, rep: &dyn Reporter) -> Result<QuantizeSumm
         .replace(crate::onnx::replace_model())
         .check()?;
     cfg.check()?;
-    let proto = crate::onnx::load_inlined(&cfg.model)?;
+    let proto = qdq::constants_as_initializers(crate::onnx::load_inlined(&cfg.model)?);
     let u8_input = proto
         .graph
         .as_ref()

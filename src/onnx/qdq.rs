@@ -31,6 +31,38 @@ pub struct Target {
     pub y: String,
 }
 
+/// `model` with each float `Constant` node of its graph (`value` a tensor) made an initializer of
+/// the same name, so a Conv whose weights come from one is quantised like the others (it was left
+/// in float without a word). Constants that are graph outputs stay nodes.
+pub fn constants_as_initializers(mut model: ModelProto) -> ModelProto {
+    let Some(g) = model.graph.as_mut() else {
+        return model;
+    };
+    let outputs: BTreeSet<String> = g.output.iter().map(|o| o.name.clone()).collect();
+    let mut kept = Vec::with_capacity(g.node.len());
+    for n in std::mem::take(&mut g.node) {
+        let tensor =
+            (n.op_type == "Constant" && n.output.len() == 1 && !outputs.contains(&n.output[0]))
+                .then(|| {
+                    n.attribute
+                        .iter()
+                        .find(|a| a.name == "value")
+                        .and_then(|a| a.t.clone())
+                })
+                .flatten()
+                .filter(|t| t.data_type == data_type::FLOAT);
+        match tensor {
+            Some(mut t) => {
+                t.name = n.output[0].clone();
+                g.initializer.push(t);
+            }
+            None => kept.push(n),
+        }
+    }
+    g.node = kept;
+    model
+}
+
 /// The quantisable nodes of `model` (float weights held in initializers), minus those named in
 /// `keep_float`.
 pub fn targets(model: &ModelProto, keep_float: &[String]) -> Vec<Target> {

@@ -244,3 +244,48 @@ fn a_weight_shared_by_two_convs_is_quantized_for_each() {
     let cos = dot / (norm(&a.features) * norm(&b.features));
     assert!(cos > 0.99, "cosine {cos}");
 }
+
+/// A Conv whose weights come from a `Constant` node is quantised like the others (it stayed in
+/// float, counted nowhere).
+#[test]
+fn weights_from_a_constant_node_are_quantized() {
+    use headstart::onnx::proto::{AttributeProto, NodeProto};
+    use prost::Message;
+    let (d, data, m, _) = tiny_setup(4);
+    let mut p = headstart::onnx::load(&m).unwrap();
+    let g = p.graph.as_mut().unwrap();
+    let k = g.node.iter().position(|n| n.op_type == "Conv").unwrap();
+    let w = g.node[k].input[1].clone();
+    let at = g.initializer.iter().position(|t| t.name == w).unwrap();
+    let t = g.initializer.remove(at);
+    let constant = NodeProto {
+        op_type: "Constant".into(),
+        name: "w_const".into(),
+        output: vec![w],
+        attribute: vec![AttributeProto {
+            name: "value".into(),
+            r#type: 4, // TENSOR
+            t: Some(t),
+            ..Default::default()
+        }],
+        ..Default::default()
+    };
+    g.node.insert(0, constant);
+    let cm = d.path().join("const.onnx");
+    std::fs::write(&cm, p.encode_to_vec()).unwrap();
+    let q = d.path().join("const.int8.onnx");
+    let log = ok(&[
+        "quantize",
+        "--model",
+        s(&cm),
+        "--calibrate",
+        s(&data.join("train")),
+        "--preprocess",
+        "tf",
+        "--out",
+        s(&q),
+    ]);
+    assert!(log.contains("quantized 2 nodes to int8"), "{log}");
+    let ops = headstart::onnx::op_counts(&headstart::onnx::load(&q).unwrap());
+    assert_eq!(ops.get("Constant"), None, "{ops:?}");
+}
