@@ -227,3 +227,38 @@ fn a_fixed_batch_of_one_runs_in_pieces_and_a_fixed_output_batch_is_refused() {
         &["out3.onnx", "fixed first axis of 3"],
     );
 }
+
+/// A model that outputs NaN or infinity is named as the fault, with the image (the journal it
+/// was written to was blamed, as damaged).
+#[test]
+fn a_model_that_outputs_nan_is_named_as_the_fault() {
+    use headstart::onnx::proto::NodeProto;
+    use prost::Message;
+    let (d, data, m, out) = tiny_setup(2);
+    let mut p = headstart::onnx::load(&m).unwrap();
+    let g = p.graph.as_mut().unwrap();
+    let y = g.output[0].name.clone();
+    for n in &mut g.node {
+        for o in &mut n.output {
+            if *o == y {
+                *o = "pre_nan".into();
+            }
+        }
+    }
+    let op = |t: &str, i: &str, o: &str| NodeProto {
+        op_type: t.into(),
+        name: format!("{t}_nan"),
+        input: vec![i.into()],
+        output: vec![o.into()],
+        ..Default::default()
+    };
+    // log(-x) of non-negative pooled features: NaN, or -inf at 0.
+    g.node.push(op("Neg", "pre_nan", "neg"));
+    g.node.push(op("Log", "neg", &y));
+    let bad = d.path().join("nan.onnx");
+    std::fs::write(&bad, p.encode_to_vec()).unwrap();
+    fails(
+        &extract_line(&bad, &data, &out, &["--preprocess", "tf"]),
+        &["nan.onnx", "the model's output must be finite"],
+    );
+}

@@ -584,6 +584,16 @@ fn run_pipeline(
         match event {
             Event::Batch(b) => {
                 for (index, row) in b.rows() {
+                    // The model's fault, said as such (it was read back as a damaged journal).
+                    if let Some(v) = row.iter().find(|v| !v.is_finite()) {
+                        return Err(Error::model(
+                            &cfg.model,
+                            format!(
+                                "gave {v} among the features of {}: the model's output must be finite",
+                                index_paths[index].display()
+                            ),
+                        ));
+                    }
                     journal.append_done(index, b.shape, row)?;
                 }
                 journal.flush()?;
