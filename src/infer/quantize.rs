@@ -128,11 +128,18 @@ fn targets(
         .graph
         .as_ref()
         .is_some_and(|g| g.node.iter().any(|n| n.op_type == "DequantizeLinear"));
+    let half = proto.graph.as_ref().is_some_and(|g| {
+        g.initializer
+            .iter()
+            .any(|t| t.data_type == crate::onnx::proto::data_type::FLOAT16)
+    });
     if targets.is_empty() {
         return Err(Error::model(
             &cfg.model,
             if quantised {
                 "is already quantised (int8 QDQ): quantise the float model it was made from"
+            } else if half {
+                "holds float16 weights (convert --fp16 made it?): quantise the float32 model it was made from"
             } else {
                 "no Conv, Gemm or MatMul with float weights to quantise"
             },

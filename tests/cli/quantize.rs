@@ -288,4 +288,21 @@ fn weights_from_a_constant_node_are_quantized() {
     assert!(log.contains("quantized 2 nodes to int8"), "{log}");
     let ops = headstart::onnx::op_counts(&headstart::onnx::load(&q).unwrap());
     assert_eq!(ops.get("Constant"), None, "{ops:?}");
+    // A float16 copy is told to be one (it had "no Conv, Gemm or MatMul with float weights").
+    let half = d.path().join("half.onnx");
+    ok(&["convert", s(&m), "--fp16", "--out", s(&half)]);
+    fails(
+        &[
+            "quantize",
+            "--model",
+            s(&half),
+            "--calibrate",
+            s(&data.join("train")),
+            "--preprocess",
+            "tf",
+            "--out",
+            s(&d.path().join("hq.onnx")),
+        ],
+        &["holds float16 weights"],
+    );
 }
