@@ -543,7 +543,19 @@ impl FeatureCache {
         }
         let e = |x: hdf5::Error| Error::hdf5(path, "not a headstart feature cache", x);
         let file = open_read(path).map_err(e)?;
-        let meta = read_meta(&file).map_err(e)?;
+        let meta = match read_meta(&file) {
+            Ok(m) => m,
+            // Another headstart file (a head) is named as what it is, not by the HDF5 call.
+            Err(x) => match read_str_attr(&file, "format") {
+                Ok(f) if f == "headstart-head" => {
+                    return Err(Error::cache(
+                        path,
+                        "is a head file (train-head's output), not a feature cache",
+                    ))
+                }
+                _ => return Err(e(x)),
+            },
+        };
         linked::check_sources(path, &file, &meta)?;
         Ok(FeatureCache {
             path: path.to_path_buf(),

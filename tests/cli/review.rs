@@ -952,6 +952,12 @@ fn heads_and_caches_with_numbers_past_float32_are_refused() {
     ] {
         fails(&args, &["shaped.h5", "[4294967296, 4294967296, 8]"]);
     }
+    // A head given where a cache goes is named as one (the HDF5 call that failed was).
+    let (_, head) = cache_head(d.path(), "2");
+    fails(
+        &["summary", s(&head)],
+        &["is a head file (train-head's output), not a feature cache"],
+    );
 }
 
 /// A train split with photos of one class is refused by train-head, naming each class's count; a
