@@ -387,7 +387,7 @@ impl Preprocessor {
         Ok(())
     }
 
-    /// [`Preprocessor::apply`] for an image from [`decode_for`].
+    /// [`Preprocessor::apply`] for an image from [`decode_for`](crate::data::decode::decode_for).
     pub fn apply_decoded(&mut self, d: &Decoded, out: &mut [f32]) -> Result<()> {
         let pixels = self.resize_decoded(d)?;
         normalize_into(&self.config, &pixels, out);

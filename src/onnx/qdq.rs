@@ -550,7 +550,7 @@ mod tests {
         };
         let x_scale = 0.02;
         let mut new = Vec::new();
-        quantize_target(&t, &inits, x_scale, &mut new).unwrap();
+        quantize_target(&t, &inits, x_scale, "", &mut new).unwrap();
         let get = |n: &str| new.iter().find(|t| t.name == n).unwrap().raw_data.clone();
         let ints: Vec<i32> = get("b_int32")
             .chunks_exact(4)
