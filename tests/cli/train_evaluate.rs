@@ -383,7 +383,7 @@ fn train_head_and_evaluate_refuse_bad_input_with_both_sides() {
     );
     fails(
         &["evaluate", "--head", s(&head), "--features", s(&head)],
-        &["not a headstart feature cache"],
+        &["is a head file (train-head's output), not a feature cache"],
     );
     fails(
         &[
