@@ -217,17 +217,7 @@ fn a_weight_shared_by_two_convs_is_quantized_for_each() {
     let shared = d.path().join("shared.onnx");
     std::fs::write(&shared, p.encode_to_vec()).unwrap();
     let q = d.path().join("shared.int8.onnx");
-    let log = ok(&[
-        "quantize",
-        "--model",
-        s(&shared),
-        "--calibrate",
-        s(&data.join("train")),
-        "--preprocess",
-        "tf",
-        "--out",
-        s(&q),
-    ]);
+    let log = ok(&quantize_line(&shared, &data.join("train"), &q));
     assert!(log.contains("quantized 3 nodes to int8"), "{log}");
     let (f, i8) = (d.path().join("f.h5"), d.path().join("q.h5"));
     extract(&shared, &data, &f, &["--preprocess", "tf", "-q"]);
@@ -274,17 +264,7 @@ fn weights_from_a_constant_node_are_quantized() {
     let cm = d.path().join("const.onnx");
     std::fs::write(&cm, p.encode_to_vec()).unwrap();
     let q = d.path().join("const.int8.onnx");
-    let log = ok(&[
-        "quantize",
-        "--model",
-        s(&cm),
-        "--calibrate",
-        s(&data.join("train")),
-        "--preprocess",
-        "tf",
-        "--out",
-        s(&q),
-    ]);
+    let log = ok(&quantize_line(&cm, &data.join("train"), &q));
     assert!(log.contains("quantized 2 nodes to int8"), "{log}");
     let ops = headstart::onnx::op_counts(&headstart::onnx::load(&q).unwrap());
     assert_eq!(ops.get("Constant"), None, "{ops:?}");
@@ -292,17 +272,22 @@ fn weights_from_a_constant_node_are_quantized() {
     let half = d.path().join("half.onnx");
     ok(&["convert", s(&m), "--fp16", "--out", s(&half)]);
     fails(
-        &[
-            "quantize",
-            "--model",
-            s(&half),
-            "--calibrate",
-            s(&data.join("train")),
-            "--preprocess",
-            "tf",
-            "--out",
-            s(&d.path().join("hq.onnx")),
-        ],
+        &quantize_line(&half, &data.join("train"), &d.path().join("hq.onnx")),
         &["holds float16 weights"],
     );
+}
+
+/// `quantize` of `model` calibrated on `photos` (tf preprocessing) into `out`.
+fn quantize_line<'a>(model: &'a Path, photos: &'a Path, out: &'a Path) -> Vec<&'a str> {
+    vec![
+        "quantize",
+        "--model",
+        s(model),
+        "--calibrate",
+        s(photos),
+        "--preprocess",
+        "tf",
+        "--out",
+        s(out),
+    ]
 }
