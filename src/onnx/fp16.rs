@@ -54,6 +54,7 @@ fn needs_float32(op: &str, input: usize) -> bool {
 /// so that a float32 value is never narrowed between two of them.
 fn islands(g: &GraphProto) -> HashSet<usize> {
     let constants = constant_names(g);
+    let known_float = known_float(g);
     let mut producer: HashMap<&str, usize> = HashMap::new();
     let mut set = HashSet::new();
     for (k, n) in g.node.iter().enumerate() {
@@ -67,7 +68,11 @@ fn islands(g: &GraphProto) -> HashSet<usize> {
             && computed
                 .iter()
                 .all(|x| producer.get(x.as_str()).is_some_and(|p| set.contains(p)));
-        if FLOAT32_OPS.contains(&n.op_type.as_str()) || follows {
+        // A Range is float only with float bounds (most count int64 positions, left as they are).
+        let op = n.op_type.as_str();
+        let float_op = FLOAT32_OPS.contains(&op)
+            && (op != "Range" || n.input.iter().any(|x| known_float.contains(x.as_str())));
+        if float_op || follows {
             set.insert(k);
         }
         for o in &n.output {
@@ -75,6 +80,35 @@ fn islands(g: &GraphProto) -> HashSet<usize> {
         }
     }
     set
+}
+
+/// Tensors known to be float32 without type inference: float initializers and Constants, and the
+/// outputs of Casts to float.
+fn known_float(g: &GraphProto) -> HashSet<&str> {
+    let float_const = |n: &NodeProto| {
+        n.op_type == "Constant"
+            && n.attribute.iter().any(|a| {
+                a.t.as_ref()
+                    .is_some_and(|t| t.data_type == data_type::FLOAT)
+            })
+    };
+    let cast_to_float = |n: &NodeProto| {
+        n.op_type == "Cast"
+            && n.attribute
+                .iter()
+                .any(|a| a.name == "to" && a.i == data_type::FLOAT as i64)
+    };
+    g.initializer
+        .iter()
+        .filter(|t| t.data_type == data_type::FLOAT)
+        .map(|t| t.name.as_str())
+        .chain(
+            g.node
+                .iter()
+                .filter(|n| float_const(n) || cast_to_float(n))
+                .flat_map(|n| n.output.iter().map(String::as_str)),
+        )
+        .collect()
 }
 
 fn constant_names(g: &GraphProto) -> HashSet<String> {
@@ -565,6 +599,23 @@ mod tests {
         let (h, s) = to_fp16(&m).unwrap();
         assert!(s.float32_nodes >= 1, "{s:?}");
         let x = [1.0f32, 2.0, 3.0, 4.0];
+        assert_eq!(run(&h, &[4], &x, "out"), run(&m, &[4], &x, "out"));
+        // An int64 Range (positions, as torch.arange exports) is left as it is: no Casts, and
+        // the model still loads.
+        let int = |n: &str, v: i64| crate::onnx::generate::i64_tensor(n, vec![], &[v]);
+        let range = node("Range", "r", &["start", "limit", "delta"], "idx", vec![]);
+        let gather = node("Gather", "g", &["x", "idx"], "out", vec![]);
+        let g = GraphProto {
+            node: vec![range, gather],
+            name: "g".into(),
+            initializer: vec![int("start", 0), int("limit", 4), int("delta", 1)],
+            input: vec![value_info("x", vec![d(4)])],
+            output: vec![value_info("out", vec![d(4)])],
+            ..Default::default()
+        };
+        let m = model(g, []);
+        let (h, s) = to_fp16(&m).unwrap();
+        assert_eq!(s.float32_nodes, 0, "{s:?}");
         assert_eq!(run(&h, &[4], &x, "out"), run(&m, &[4], &x, "out"));
     }
 
