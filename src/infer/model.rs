@@ -228,19 +228,6 @@ impl BaseModel {
                 ),
             ));
         }
-        // An output whose first axis is fixed above 1 while the input's batch is free does not
-        // give a row per image (a mean over the batch): it matched a batch of that size by chance.
-        if let (Some(&ib), Some(&ob)) = (input_shape.first(), output_shape.first()) {
-            if ib <= 0 && ob > 1 {
-                return Err(Error::model(
-                    path,
-                    format!(
-                        "output '{}' has a fixed first axis of {ob} while the input's batch is free: its values are not one row per image",
-                        output.name()
-                    ),
-                ));
-            }
-        }
         let (layout, size) = image_input(path, input.name(), &input_shape, layout, &metadata)?;
         let info = ModelInfo {
             path: path.to_path_buf(),
@@ -275,7 +262,8 @@ impl BaseModel {
         data: &[f32],
         n: usize,
     ) -> Result<(Vec<f32>, Vec<usize>)> {
-        let (values, dims) = if self.bind {
+        // A fixed batch other than `n` runs in pieces, unbound (the bound tensors are `n` long).
+        let (values, dims) = if self.bind && self.fixed_batch().is_none_or(|b| b == n) {
             self.run_bound(pre.batch_shape(n), data, n)?
         } else {
             self.run_raw(pre.batch_shape(n), data, n)?
@@ -308,6 +296,19 @@ impl BaseModel {
         f: &mut dyn FnMut(&str, &[f32]),
     ) -> Result<()> {
         self.no_graph("calibration outputs")?;
+        // A fixed batch `b`: pieces of `b`, the last padded, each output cut to its real images.
+        if let Some(b) = self.fixed_batch().filter(|&b| b != n && n > 0) {
+            let per = data.len() / n;
+            for start in (0..n).step_by(b) {
+                let k = (n - start).min(b);
+                let mut piece = data[start * per..(start + k) * per].to_vec();
+                piece.resize(per * b, 0.0);
+                self.run_outputs(pre, &piece, b, names, &mut |name, v| {
+                    f(name, &v[..v.len() / b * k])
+                })?;
+            }
+            return Ok(());
+        }
         let path = &self.info.path;
         let tensor = TensorRef::from_array_view((pre.batch_shape(n), data))
             .map_err(|e| Error::model(path, e.to_string()))?;
@@ -325,6 +326,15 @@ impl BaseModel {
             f(name, values);
         }
         Ok(())
+    }
+
+    /// The batch size the model's input is fixed at, if it is.
+    fn fixed_batch(&self) -> Option<usize> {
+        self.info
+            .input_shape
+            .first()
+            .filter(|&&d| d > 0)
+            .map(|&d| d as usize)
     }
 
     /// Pools the output as `tokens` says from now on (see [`crate::cache::tokens`]).
@@ -366,8 +376,7 @@ impl BaseModel {
         // A model made for batches of exactly `b` (often 1) takes any batch: run in pieces of `b`,
         // the last padded with zeros and its padding's outputs dropped (it failed with the
         // runtime's "invalid dimensions").
-        if let Some(&b) = self.info.input_shape.first().filter(|&&d| d > 0) {
-            let b = b as usize;
+        if let Some(b) = self.fixed_batch() {
             if n != b && n > 0 {
                 let per = data.len() / n;
                 let (mut values, mut dims) = (Vec::new(), Vec::new());
