@@ -486,7 +486,10 @@ impl PreprocessOverrides {
 
 fn parse3(s: &str) -> Option<[f32; 3]> {
     // Bare or bracketed ("[0.485, 0.456, 0.406]", as some exporters write it).
-    let s = s.trim().trim_start_matches('[').trim_end_matches(']');
+    let s = s
+        .trim()
+        .trim_start_matches(['[', '('])
+        .trim_end_matches([']', ')']);
     let v: Vec<f32> = s
         .split(',')
         .map(|x| x.trim().parse().ok())
@@ -526,10 +529,11 @@ impl FromMetadata {
     /// whatever the metadata holds, readable or not); the normalisation when `need_normalize`.
     fn read(
         m: &BTreeMap<String, String>,
-        path: &Path,
+        info: &ModelInfo,
         o: &PreprocessOverrides,
         need_normalize: bool,
     ) -> Result<Self> {
+        let path = &info.path;
         let bad = |key: &str, want: &str| {
             Error::model(
                 path,
@@ -541,7 +545,7 @@ impl FromMetadata {
         };
         let get = |key: &str| m.get(key).map(|v| v.trim().to_ascii_lowercase());
         let normalize = if need_normalize {
-            normalize_from_metadata(m, &bad)?
+            normalize_from_metadata(m, o.color, &bad)?
         } else {
             None
         };
@@ -565,17 +569,41 @@ impl FromMetadata {
         Ok(FromMetadata {
             normalize,
             resize,
-            interpolation: parsed(
-                m,
-                unless(o.interpolation.is_some(), "interpolation"),
-                Interpolation::parse,
-            )
+            // "InterpolationMode.BILINEAR", as torchvision writes it, too.
+            interpolation: parsed(m, unless(o.interpolation.is_some(), "interpolation"), |v| {
+                Interpolation::parse(v.rsplit('.').next().unwrap_or(v))
+            })
             .map_err(|k| bad(k, "nearest, bilinear, bicubic or lanczos3"))?,
-            size: parsed(m, unless(o.size.is_some(), "input_size"), parse_size)
-                .map_err(|k| bad(k, "WxH such as 224x224"))?,
+            // A fixed input gives its own size: the key is not read.
+            size: parsed(
+                m,
+                unless(o.size.is_some() || info.size.is_some(), "input_size"),
+                meta_size,
+            )
+            .map_err(|k| bad(k, "WxH such as 224x224"))?,
             decode: parsed(m, unless(o.decode.is_some(), "jpeg_decode"), Decode::parse)
                 .map_err(|k| bad(k, "fast or exact"))?,
         })
+    }
+}
+
+/// An `input_size` of metadata: "224x224", or a shape of three ("(3, 224, 224)", as timm
+/// writes it: channels first, then height and width).
+fn meta_size(v: &str) -> Option<(u32, u32)> {
+    if let Some(s) = parse_size(v) {
+        return Some(s);
+    }
+    let inner = v
+        .trim()
+        .trim_start_matches(['[', '('])
+        .trim_end_matches([']', ')']);
+    let n: Vec<u32> = inner
+        .split(',')
+        .map(|x| x.trim().parse().ok())
+        .collect::<Option<_>>()?;
+    match n[..] {
+        [c, h, w] if (1..=4).contains(&c) && h > 0 && w > 0 => Some((h, w)),
+        _ => None,
     }
 }
 
@@ -592,6 +620,7 @@ fn parsed<'k, T>(
 /// `preprocess`); `bad` makes the error of a key whose value is not understood.
 fn normalize_from_metadata(
     m: &BTreeMap<String, String>,
+    color_flag: Option<ColorOrder>,
     bad: &dyn Fn(&str, &str) -> Error,
 ) -> Result<Option<Normalize>> {
     if let Some(p) = m.get("preprocess") {
@@ -605,28 +634,49 @@ fn normalize_from_metadata(
     let three = "one number or three, comma-separated";
     let mut mean = parse3(mean).ok_or_else(|| bad("mean", three))?;
     let mut std = parse3(std).ok_or_else(|| bad("std", three))?;
-    match m
-        .get("pixel_scale")
-        .map(|s| s.trim().replace(' ', ""))
-        .as_deref()
-    {
-        None | Some("0..255" | "0-255" | "[0,255]") => {}
-        Some("0..1" | "0..1.0" | "0-1" | "[0,1]") => {
-            mean = mean.map(|x| x * 255.0);
-            std = std.map(|x| x * 255.0);
+    if let Some(scale) = m.get("pixel_scale") {
+        match pixel_top(scale) {
+            Some(255) => {}
+            Some(1) => {
+                mean = mean.map(|x| x * 255.0);
+                std = std.map(|x| x * 255.0);
+            }
+            _ => return Err(bad("pixel_scale", "0..1 or 0..255")),
         }
-        Some(_) => return Err(bad("pixel_scale", "0..1 or 0..255")),
     }
-    let color = match m
-        .get("color_order")
-        .map(|c| c.trim().to_ascii_uppercase())
-        .as_deref()
-    {
-        None | Some("RGB") => ColorOrder::Rgb,
-        Some("BGR") => ColorOrder::Bgr,
-        Some(_) => return Err(bad("color_order", "RGB or BGR")),
+    // `--color` alone gives the colour order to the metadata's mean and std.
+    let color = match color_flag {
+        Some(c) => c,
+        None => match m
+            .get("color_order")
+            .map(|c| c.trim().to_ascii_uppercase())
+            .as_deref()
+        {
+            None | Some("RGB") => ColorOrder::Rgb,
+            Some("BGR") => ColorOrder::Bgr,
+            Some(_) => return Err(bad("color_order", "RGB or BGR")),
+        },
     };
     Ok(Some(Normalize { color, mean, std }))
+}
+
+/// The upper end of a `pixel_scale` from 0 ("0..1", "0-255", "[0, 1.0]", "(0, 255)"); `None`
+/// for anything else.
+fn pixel_top(scale: &str) -> Option<u32> {
+    let inner = scale
+        .trim()
+        .trim_start_matches(['[', '('])
+        .trim_end_matches([']', ')']);
+    let (lo, hi) = inner
+        .split_once("..")
+        .or_else(|| inner.split_once(','))
+        .or_else(|| inner.split_once('-'))?;
+    let num = |t: &str| t.trim().parse::<f64>().ok();
+    match (num(lo)?, num(hi)?) {
+        (lo, hi) if lo == 0.0 && hi == 1.0 => Some(1),
+        (lo, hi) if lo == 0.0 && hi == 255.0 => Some(255),
+        _ => None,
+    }
 }
 
 /// The chosen preprocessing and, for each part, where it came from.
@@ -700,7 +750,7 @@ pub fn resolve_preprocess(info: &ModelInfo, o: &PreprocessOverrides) -> Result<R
 
     // Normalisation.
     let flag_norm = normalize_from_flags(o)?;
-    let meta = FromMetadata::read(m, &info.path, o, flag_norm.is_none())?;
+    let meta = FromMetadata::read(m, info, o, flag_norm.is_none())?;
     let meta_norm = meta.normalize;
     let normalize = flag_norm
         .or(meta_norm)

@@ -184,6 +184,11 @@ fn dynamic_input_size_needs_size_flag_or_metadata() {
         ("color_order", "BGR ", None),
         ("color_order", "xyz", Some("RGB or BGR")),
         ("pixel_scale", "0-1", None),
+        ("pixel_scale", "0..255.0", None),
+        ("pixel_scale", "[0, 1.0]", None),
+        ("interpolation", "InterpolationMode.BILINEAR", None),
+        ("input_size", "(3, 40, 40)", None),
+        ("mean", "(0.485, 0.456, 0.406)", None),
         ("pixel_scale", "0..100", Some("0..1 or 0..255")),
         ("resize_mode", "center_crop", Some("squash or crop")),
         ("interpolation", "cubicspline", Some("bicubic")),
@@ -206,7 +211,8 @@ fn dynamic_input_size_needs_size_flag_or_metadata() {
             Some(want) => {
                 // The flag of that part overrides it.
                 let flag = match key {
-                    "color_order" | "pixel_scale" => ["--preprocess", "tf"],
+                    "color_order" => ["--color", "rgb"],
+                    "pixel_scale" => ["--preprocess", "tf"],
                     "resize_mode" => ["--resize", "squash"],
                     "interpolation" => ["--interpolation", "bilinear"],
                     _ => ["--decode", "exact"],
@@ -223,6 +229,14 @@ fn dynamic_input_size_needs_size_flag_or_metadata() {
             }
         }
     }
+    // A fixed input gives its own size: an input_size key it has is not read.
+    let mut spec = CnnSpec::tiny(Layout::Nchw, Some((40, 40)));
+    spec.metadata = vec![
+        ("input_size".into(), "three by three".into()),
+        ("preprocess".into(), "tf".into()),
+    ];
+    let fixed = save_model(d.path(), "fixed.onnx", &spec);
+    extract(&fixed, &data, &d.path().join("fixed.h5"), &[]);
     // 0..1 means and stds are scaled to the 0..255 pixels.
     let mut spec = CnnSpec::tiny(Layout::Nchw, None);
     spec.metadata = vec![
