@@ -497,6 +497,7 @@ fn set_metadata(model: &mut ModelProto, head: &Head, pre: &Preprocess, in_graph:
         "input_size",
         "layout",
         "jpeg_decode",
+        TTA_KEY,
     ];
     model
         .metadata_props

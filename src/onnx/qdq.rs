@@ -397,6 +397,11 @@ pub fn rewrite(
     let still_read: BTreeSet<&String> = nodes.iter().flat_map(|n| n.input.iter()).collect();
     g.initializer
         .retain(|t| !dropped.contains(&t.name) || still_read.contains(&t.name));
+    // Models that list their initializers among the inputs too (`keep_initializers_as_inputs`):
+    // a dropped weight leaves that list as well, or it reads as a second image input.
+    let kept: BTreeSet<&String> = g.initializer.iter().map(|t| &t.name).collect();
+    g.input
+        .retain(|i| !dropped.contains(&i.name) || kept.contains(&i.name));
     g.initializer.extend(new_inits);
     g.node = nodes;
     Ok(m)

@@ -279,4 +279,34 @@ fn a_model_that_outputs_nan_is_named_as_the_fault() {
         &extract_line(&bad, &data, &out, &["--preprocess", "tf"]),
         &["nan.onnx", "the model's output must be finite"],
     );
+    // Features past float16's range, for a float16 cache: said, not stored as infinity.
+    let mut p = headstart::onnx::load(&m).unwrap();
+    let g = p.graph.as_mut().unwrap();
+    let y = g.output[0].name.clone();
+    for n in &mut g.node {
+        for o in &mut n.output {
+            if *o == y {
+                *o = "pre_big".into();
+            }
+        }
+    }
+    g.initializer.push(headstart::onnx::proto::TensorProto {
+        name: "million".into(),
+        data_type: headstart::onnx::proto::data_type::FLOAT,
+        float_data: vec![1e6],
+        ..Default::default()
+    });
+    g.node.push(NodeProto {
+        op_type: "Mul".into(),
+        name: "big".into(),
+        input: vec!["pre_big".into(), "million".into()],
+        output: vec![y],
+        ..Default::default()
+    });
+    let big = d.path().join("big.onnx");
+    std::fs::write(&big, p.encode_to_vec()).unwrap();
+    fails(
+        &extract_line(&big, &data, &out, &["--preprocess", "tf", "--dtype", "f16"]),
+        &["big.onnx", "past float16's 65504", "--dtype f32"],
+    );
 }

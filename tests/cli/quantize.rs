@@ -268,6 +268,29 @@ fn weights_from_a_constant_node_are_quantized() {
     assert!(log.contains("quantized 2 nodes to int8"), "{log}");
     let ops = headstart::onnx::op_counts(&headstart::onnx::load(&q).unwrap());
     assert_eq!(ops.get("Constant"), None, "{ops:?}");
+    // A model that lists its initializers among its inputs too (keep_initializers_as_inputs):
+    // the weights made int8 leave that list (they read as more image inputs).
+    let mut p = headstart::onnx::load(&m).unwrap();
+    let g = p.graph.as_mut().unwrap();
+    let listed: Vec<_> = g
+        .initializer
+        .iter()
+        .map(|t| headstart::onnx::proto::ValueInfoProto {
+            name: t.name.clone(),
+            ..Default::default()
+        })
+        .collect();
+    g.input.extend(listed);
+    let ki = d.path().join("ki.onnx");
+    std::fs::write(&ki, p.encode_to_vec()).unwrap();
+    let kq = d.path().join("ki.int8.onnx");
+    ok(&quantize_line(&ki, &data.join("train"), &kq));
+    extract(
+        &kq,
+        &data,
+        &d.path().join("ki.h5"),
+        &["--preprocess", "tf", "-q"],
+    );
     // A float16 copy is told to be one (it had "no Conv, Gemm or MatMul with float weights").
     let half = d.path().join("half.onnx");
     ok(&["convert", s(&m), "--fp16", "--out", s(&half)]);

@@ -232,8 +232,11 @@ pub fn extract(cfg: &ExtractConfig, rep: &dyn Reporter) -> Result<ExtractSummary
     };
     for (p, why) in &ds.warnings {
         // --strict: an entry named as a photo that could not be read (a dangling link, a FIFO) is
-        // an unreadable image.
-        if cfg.strict && why.starts_with("skipped:") && crate::data::scan::is_image_file(p) {
+        // an unreadable image, and a folder or entry that could not be read may hold some.
+        let photo =
+            why.starts_with("skipped:") && crate::data::scan::is_image_file(p) && !p.is_dir();
+        let unread = why.starts_with("folder not read") || why.starts_with("entry not read");
+        if cfg.strict && (photo || unread) {
             return Err(Error::Dataset {
                 path: p.clone(),
                 msg: format!("{why} (--strict)"),
@@ -585,6 +588,17 @@ fn run_pipeline(
             Event::Batch(b) => {
                 for (index, row) in b.rows() {
                     // The model's fault, said as such (it was read back as a damaged journal).
+                    // Stored in float16, a value past its 65504 would be infinite.
+                    let f16 = cfg.dtype == crate::cache::Dtype::F16;
+                    if let Some(v) = row.iter().find(|v| f16 && v.is_finite() && v.abs() > 65504.0) {
+                        return Err(Error::model(
+                            &cfg.model,
+                            format!(
+                                "gave {v} among the features of {}, past float16's 65504: extract with --dtype f32",
+                                index_paths[index].display()
+                            ),
+                        ));
+                    }
                     if let Some(v) = row.iter().find(|v| !v.is_finite()) {
                         return Err(Error::model(
                             &cfg.model,
