@@ -336,17 +336,7 @@ pub fn rewrite(
         ]
     };
     let by_node: HashMap<usize, &Target> = targets.iter().map(|t| (t.node, t)).collect();
-    let mut uses: HashMap<&str, usize> = HashMap::new();
-    for t in targets {
-        for w in std::iter::once(&t.weight).chain(&t.bias) {
-            *uses.entry(w.as_str()).or_default() += 1;
-        }
-    }
-    let shared: BTreeSet<String> = uses
-        .into_iter()
-        .filter(|&(_, k)| k > 1)
-        .map(|(w, _)| w.to_string())
-        .collect();
+    let shared = shared_weights(targets);
     let mut nodes = Vec::with_capacity(g.node.len() * 3);
     let graph_inputs: Vec<String> = g.input.iter().map(|i| i.name.clone()).collect();
     for t in graph_inputs.iter().filter(|t| qp.contains_key(*t)) {
@@ -393,18 +383,41 @@ pub fn rewrite(
             pairs.insert(o.clone(), format!("{o}_dq"));
         }
     }
+    drop_replaced(g, &nodes, &dropped);
+    g.initializer.extend(new_inits);
+    g.node = nodes;
+    Ok(m)
+}
+
+/// Drops from `g` the float weights in `dropped` that none of `nodes` reads any more, from its
+/// initializers and from its inputs too (models that list their initializers there as well,
+/// `keep_initializers_as_inputs`: a weight left there reads as a second image input).
+fn drop_replaced(
+    g: &mut GraphProto,
+    nodes: &[super::proto::NodeProto],
+    dropped: &BTreeSet<String>,
+) {
     // Float weights still read by a node that was not quantised stay.
     let still_read: BTreeSet<&String> = nodes.iter().flat_map(|n| n.input.iter()).collect();
     g.initializer
         .retain(|t| !dropped.contains(&t.name) || still_read.contains(&t.name));
-    // Models that list their initializers among the inputs too (`keep_initializers_as_inputs`):
-    // a dropped weight leaves that list as well, or it reads as a second image input.
     let kept: BTreeSet<&String> = g.initializer.iter().map(|t| &t.name).collect();
     g.input
         .retain(|i| !dropped.contains(&i.name) || kept.contains(&i.name));
-    g.initializer.extend(new_inits);
-    g.node = nodes;
-    Ok(m)
+}
+
+/// The weights and biases that more than one of `targets` reads.
+fn shared_weights(targets: &[Target]) -> BTreeSet<String> {
+    let mut uses: HashMap<&str, usize> = HashMap::new();
+    for t in targets {
+        for w in std::iter::once(&t.weight).chain(&t.bias) {
+            *uses.entry(w.as_str()).or_default() += 1;
+        }
+    }
+    uses.into_iter()
+        .filter(|&(_, k)| k > 1)
+        .map(|(w, _)| w.to_string())
+        .collect()
 }
 
 /// The int8 weights (and int32 bias) of one target as initializers in `new_inits`, and the

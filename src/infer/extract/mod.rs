@@ -193,6 +193,25 @@ fn output(cfg: &ExtractConfig) -> Output<'static> {
     out
 }
 
+/// Reports the scan's warnings; under `--strict`, an entry named as a photo that could not be
+/// read (a dangling link, a FIFO) is an unreadable image, and a folder or entry that could not be
+/// read may hold some: the run stops.
+fn scan_warnings(cfg: &ExtractConfig, ds: &Dataset, rep: &dyn Reporter) -> Result<()> {
+    for (p, why) in &ds.warnings {
+        let photo =
+            why.starts_with("skipped:") && crate::data::scan::is_image_file(p) && !p.is_dir();
+        let unread = why.starts_with("folder not read") || why.starts_with("entry not read");
+        if cfg.strict && (photo || unread) {
+            return Err(Error::Dataset {
+                path: p.clone(),
+                msg: format!("{why} (--strict)"),
+            });
+        }
+        rep.report(Report::Warning(&format!("{}: {why}", p.display())));
+    }
+    Ok(())
+}
+
 /// Runs extraction as configured, reporting choices, progress, warnings and checkpoints to `rep`:
 /// scan the folder, return at once on an unchanged rerun, open the model, run the pending images
 /// into the journal, then write the HDF5 cache.
@@ -230,20 +249,7 @@ pub fn extract(cfg: &ExtractConfig, rep: &dyn Reporter) -> Result<ExtractSummary
         }
         (None, None) => (Dataset::scan_any(&cfg.data)?, None),
     };
-    for (p, why) in &ds.warnings {
-        // --strict: an entry named as a photo that could not be read (a dangling link, a FIFO) is
-        // an unreadable image, and a folder or entry that could not be read may hold some.
-        let photo =
-            why.starts_with("skipped:") && crate::data::scan::is_image_file(p) && !p.is_dir();
-        let unread = why.starts_with("folder not read") || why.starts_with("entry not read");
-        if cfg.strict && (photo || unread) {
-            return Err(Error::Dataset {
-                path: p.clone(),
-                msg: format!("{why} (--strict)"),
-            });
-        }
-        rep.report(Report::Warning(&format!("{}: {why}", p.display())));
-    }
+    scan_warnings(cfg, &ds, rep)?;
     let model_sha = crate::onnx::model_sha256(&cfg.model)?;
     let fp = fingerprint(cfg, &model_sha, &ds, table_sha.as_deref())?;
     if !cfg.force {
