@@ -98,12 +98,13 @@ fn kept_model(path: &Path, cfg: &FetchConfig, t0: std::time::Instant) -> Result<
 }
 
 /// Where a hub model `hf:ORG/NAME@COMMIT[:PATH]` is kept once fetched:
-/// `models/hub/ORG--NAME@COMMIT/<file name>` (under `dir` when given).
+/// `models/hub/ORG--NAME@COMMIT/<PATH>` (under `dir` when given). The path inside the repository is
+/// kept whole: two exports of one commit (`onnx/model.onnx`, `onnx_fp16/model.onnx`) took the same
+/// place, and the second was answered with the first. (`HubModel::parse` keeps `..` out of it.)
 fn hub_spec_path(m: &hub::HubModel, dir: Option<&Path>) -> PathBuf {
-    let name = m.file.rsplit('/').next().unwrap_or(&m.file);
     dir.map_or_else(|| models_dir().join("hub"), Path::to_path_buf)
         .join(format!("{}@{}", m.repo.replace('/', "--"), m.revision))
-        .join(name)
+        .join(&m.file)
 }
 
 /// Fetches any hub export, `hf:ORG/NAME@COMMIT[:PATH]`, pinned by `hashes` (`HASH` for the graph,
@@ -118,6 +119,18 @@ pub fn fetch_hub_spec(
     let m = hub::HubModel::parse(spec, hashes)?;
     let path = hub_spec_path(&m, cfg.dir.as_deref());
     if let Some(kept) = kept_model(&path, cfg, t0)? {
+        // The pin given now must be the one the kept file was fetched with.
+        let want = format!("{} sha256 {}", m.file, m.sha256[&m.file]);
+        let meta = crate::onnx::metadata(&crate::onnx::load(&path)?);
+        if meta.get("weights") != Some(&want) {
+            return Err(Error::model(
+                &path,
+                format!(
+                    "was fetched as '{}', not as the pinned {want}: check the --sha256, or --force to fetch it again",
+                    meta.get("weights").map_or("(no record)", |w| w.as_str())
+                ),
+            ));
+        }
         return Ok(kept);
     }
     let folder = path.parent().unwrap_or(Path::new(".")).to_path_buf();

@@ -135,7 +135,9 @@ fn hub_exports_download_resume_verify_and_carry_their_preprocessing_and_pooling(
             .any(|s| s.path.ends_with("model.onnx_data") && s.from > 0),
         "no resumed transfer: {seen:?}"
     );
-    let fetched = home.join(format!("models/hub/test-org--tiny-vit@{REV}/model.onnx"));
+    let fetched = home.join(format!(
+        "models/hub/test-org--tiny-vit@{REV}/onnx/model.onnx"
+    ));
     assert!(fetched.is_file() && fetched.with_file_name("model.onnx_data").is_file());
     let meta: BTreeMap<String, String> = onnx::metadata(&onnx::load(&fetched).unwrap())
         .into_iter()
@@ -154,6 +156,14 @@ fn hub_exports_download_resume_verify_and_carry_their_preprocessing_and_pooling(
         ("cls+mean", "3")
     );
     assert_eq!(meta["source"], format!("hf:test-org/tiny-vit@{REV}"));
+    // Fetched again under another pin: refused, not answered with the kept file.
+    failed(
+        &fetch(&["--sha256", &"f".repeat(64), "--sha256", &data_pin]),
+        &["not as the pinned", "--force"],
+    );
+    assert!(fetch(&["--sha256", &graph_sha, "--sha256", &data_pin])
+        .status
+        .success());
 
     // --model hf:... finds the fetched file; extract needs no flags: preprocessing and pooling
     // come from the repository's configs.
