@@ -299,11 +299,7 @@ impl BaseModel {
         self.no_graph("calibration outputs")?;
         // A fixed batch `b`: pieces of `b`, the last padded, each output cut to its real images.
         if let Some(b) = self.fixed_batch().filter(|&b| b != n && n > 0) {
-            let per = data.len() / n;
-            for start in (0..n).step_by(b) {
-                let k = (n - start).min(b);
-                let mut piece = data[start * per..(start + k) * per].to_vec();
-                piece.resize(per * b, 0.0);
+            for (k, piece) in padded_pieces(data, n, b) {
                 self.run_outputs(pre, &piece, b, names, &mut |name, v| {
                     f(name, &v[..v.len() / b * k])
                 })?;
@@ -379,12 +375,8 @@ impl BaseModel {
         // runtime's "invalid dimensions").
         if let Some(b) = self.fixed_batch() {
             if n != b && n > 0 {
-                let per = data.len() / n;
                 let (mut values, mut dims) = (Vec::new(), Vec::new());
-                for start in (0..n).step_by(b) {
-                    let k = (n - start).min(b);
-                    let mut piece = data[start * per..(start + k) * per].to_vec();
-                    piece.resize(per * b, T::default());
+                for (k, piece) in padded_pieces(data, n, b) {
                     let mut s = shape;
                     s[0] = b;
                     let (v, d) = self.run_raw(s, &piece, b)?;
@@ -425,6 +417,22 @@ impl BaseModel {
 }
 
 /// The first output of a run as (values, per-image shape), checking the batch dimension.
+/// `data` (`n` images of equal length) in pieces of `b` images, the last padded with zeros to `b`:
+/// each piece with how many real images it holds (for a model whose batch is fixed at `b`).
+fn padded_pieces<T: Clone + Default>(
+    data: &[T],
+    n: usize,
+    b: usize,
+) -> impl Iterator<Item = (usize, Vec<T>)> + '_ {
+    let per = data.len() / n.max(1);
+    (0..n).step_by(b.max(1)).map(move |start| {
+        let k = (n - start).min(b);
+        let mut piece = data[start * per..(start + k) * per].to_vec();
+        piece.resize(per * b, T::default());
+        (k, piece)
+    })
+}
+
 fn first_output(
     info: &ModelInfo,
     outputs: ort::session::SessionOutputs,
